@@ -1,0 +1,97 @@
+//! Building a [`Sluice`] engine: configuration and the one place where every
+//! Sluice extension is registered on DataFusion.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::SessionStateBuilder;
+use datafusion::prelude::{SessionConfig, SessionContext};
+
+use crate::pg_compat;
+use crate::sluice::Sluice;
+
+/// Name of the catalog (the Postgres "database") every session starts in.
+pub const DEFAULT_CATALOG: &str = "sluice";
+/// Name of the schema every session starts in, as in Postgres.
+pub const DEFAULT_SCHEMA: &str = "public";
+
+/// Settings of one engine instance.
+#[derive(Debug, Clone)]
+pub struct SluiceConfig {
+    /// Directory (or, later, object-store URL) that holds the catalog and data.
+    pub data_dir: PathBuf,
+    /// Partitions DataFusion plans for; defaults to the number of cores.
+    pub target_partitions: usize,
+    /// Rows per record batch flowing between operators.
+    pub batch_size: usize,
+}
+
+impl Default for SluiceConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("./sluice-data"),
+            target_partitions: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+            batch_size: 8192,
+        }
+    }
+}
+
+/// Builder for [`Sluice`]; see [`Sluice::builder`].
+#[derive(Debug, Default)]
+pub struct SluiceBuilder {
+    config: SluiceConfig,
+}
+
+impl SluiceBuilder {
+    /// Sets the data directory (default `./sluice-data`).
+    pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.config.data_dir = dir.into();
+        self
+    }
+
+    /// Sets how many partitions queries are planned for.
+    pub fn target_partitions(mut self, n: usize) -> Self {
+        self.config.target_partitions = n.max(1);
+        self
+    }
+
+    /// Sets the number of rows per record batch.
+    pub fn batch_size(mut self, n: usize) -> Self {
+        self.config.batch_size = n.max(1);
+        self
+    }
+
+    /// Builds the engine: creates the data directory and registers every
+    /// Sluice function, catalog table and planner extension.
+    pub async fn build(self) -> Result<Sluice> {
+        let config = self.config;
+        std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+            DataFusionError::Configuration(format!(
+                "cannot create data directory {}: {e}",
+                config.data_dir.display()
+            ))
+        })?;
+
+        let session_config = SessionConfig::new()
+            .with_default_catalog_and_schema(DEFAULT_CATALOG, DEFAULT_SCHEMA)
+            .with_create_default_catalog_and_schema(true)
+            .with_information_schema(true)
+            .with_target_partitions(config.target_partitions)
+            .with_batch_size(config.batch_size);
+        let state = SessionStateBuilder::new()
+            .with_config(session_config)
+            .with_default_features()
+            .build();
+        let ctx = SessionContext::new_with_state(state);
+
+        // pg_catalog first: Sluice's functions then take precedence where
+        // both define a name (`version()` must say "PostgreSQL 15").
+        pg_compat::install(&ctx)?;
+        sluice_functions::register_all(&ctx)?;
+
+        Ok(Sluice::new(Arc::new(ctx), config))
+    }
+}

@@ -1,0 +1,227 @@
+//! What planning and running a statement produce: [`PreparedStatement`] and
+//! [`QueryOutput`].
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::error::Result;
+use datafusion::logical_expr::{DdlStatement, LogicalPlan, Statement, WriteOp};
+use datafusion::physical_plan::SendableRecordBatchStream;
+
+use crate::statement::SessionCommand;
+
+/// A statement that has been parsed and planned and can be executed, possibly
+/// many times with different parameter values (the extended protocol's
+/// Parse/Bind/Execute, SQL `PREPARE`/`EXECUTE`).
+#[derive(Debug, Clone)]
+pub struct PreparedStatement {
+    pub(crate) kind: PreparedKind,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) enum PreparedKind {
+    /// Planned by DataFusion.
+    Plan(Box<LogicalPlan>),
+    /// Handled by the session itself.
+    Session(SessionCommand),
+}
+
+impl PreparedStatement {
+    /// Schema of the rows this statement returns; empty for statements that
+    /// return only a command tag (DDL, DML, `SET`, …).
+    pub fn result_schema(&self) -> SchemaRef {
+        match &self.kind {
+            PreparedKind::Plan(plan) if plan_returns_rows(plan) => {
+                Arc::new(plan.schema().as_arrow().clone())
+            }
+            PreparedKind::Session(SessionCommand::Show { name }) => Arc::new(Schema::new(vec![
+                Field::new(name.clone(), DataType::Utf8, false),
+            ])),
+            PreparedKind::Session(SessionCommand::ShowAll) => show_all_schema(),
+            _ => Arc::new(Schema::empty()),
+        }
+    }
+
+    /// Types of the `$1`, `$2`, … parameters in order; `None` where
+    /// DataFusion could not infer a type from the context.
+    pub fn parameter_types(&self) -> Result<Vec<Option<DataType>>> {
+        let PreparedKind::Plan(plan) = &self.kind else {
+            return Ok(vec![]);
+        };
+        ordered_parameters(plan.get_parameter_types()?)
+    }
+
+    /// Whether executing this statement yields rows (as opposed to a tag).
+    pub fn returns_rows(&self) -> bool {
+        match &self.kind {
+            PreparedKind::Plan(plan) => plan_returns_rows(plan),
+            PreparedKind::Session(cmd) => {
+                matches!(cmd, SessionCommand::Show { .. } | SessionCommand::ShowAll)
+            }
+        }
+    }
+
+    /// The session command, for statements the session handles itself.
+    pub fn session_command(&self) -> Option<&SessionCommand> {
+        match &self.kind {
+            PreparedKind::Session(cmd) => Some(cmd),
+            PreparedKind::Plan(_) => None,
+        }
+    }
+
+    /// The logical plan, for statements DataFusion planned.
+    pub fn logical_plan(&self) -> Option<&LogicalPlan> {
+        match &self.kind {
+            PreparedKind::Plan(plan) => Some(plan),
+            PreparedKind::Session(_) => None,
+        }
+    }
+}
+
+/// Puts `$n` parameters in positional order. Parameters a client never
+/// mentions (e.g. `$2` used but `$1` not) are reported as untyped.
+fn ordered_parameters(
+    types: HashMap<String, Option<DataType>>,
+) -> Result<Vec<Option<DataType>>> {
+    let mut numbered: Vec<(usize, Option<DataType>)> = types
+        .into_iter()
+        .filter_map(|(id, ty)| {
+            id.trim_start_matches('$')
+                .parse::<usize>()
+                .ok()
+                .map(|n| (n, ty))
+        })
+        .collect();
+    numbered.sort_by_key(|(n, _)| *n);
+    let count = numbered.last().map(|(n, _)| *n).unwrap_or(0);
+    let mut ordered = vec![None; count];
+    for (n, ty) in numbered {
+        if n >= 1 {
+            ordered[n - 1] = ty;
+        }
+    }
+    Ok(ordered)
+}
+
+pub(crate) fn show_all_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("name", DataType::Utf8, false),
+        Field::new("setting", DataType::Utf8, false),
+        Field::new("description", DataType::Utf8, false),
+    ]))
+}
+
+/// Whether a plan produces rows for the client rather than a command tag.
+pub(crate) fn plan_returns_rows(plan: &LogicalPlan) -> bool {
+    !matches!(
+        plan,
+        LogicalPlan::Ddl(_)
+            | LogicalPlan::Dml(_)
+            | LogicalPlan::Copy(_)
+            | LogicalPlan::Statement(
+                Statement::SetVariable(_)
+                    | Statement::ResetVariable(_)
+                    | Statement::Prepare(_)
+                    | Statement::Deallocate(_)
+                    | Statement::TransactionStart(_)
+                    | Statement::TransactionEnd(_)
+            )
+    )
+}
+
+/// The Postgres command tag for a plan that does not return rows.
+pub(crate) fn command_tag(plan: &LogicalPlan) -> &'static str {
+    match plan {
+        LogicalPlan::Dml(dml) => match dml.op {
+            WriteOp::Insert(_) => "INSERT",
+            WriteOp::Delete => "DELETE",
+            WriteOp::Update => "UPDATE",
+            WriteOp::Ctas => "SELECT",
+            WriteOp::Truncate => "TRUNCATE TABLE",
+            WriteOp::MergeInto(_) => "MERGE",
+            _ => "UPDATE",
+        },
+        LogicalPlan::Copy(_) => "COPY",
+        LogicalPlan::Ddl(ddl) => match ddl {
+            DdlStatement::CreateExternalTable(_) => "CREATE EXTERNAL TABLE",
+            DdlStatement::CreateMemoryTable(_) => "CREATE TABLE",
+            DdlStatement::CreateView(_) => "CREATE VIEW",
+            DdlStatement::CreateCatalogSchema(_) => "CREATE SCHEMA",
+            DdlStatement::CreateCatalog(_) => "CREATE DATABASE",
+            DdlStatement::CreateIndex(_) => "CREATE INDEX",
+            DdlStatement::DropTable(_) => "DROP TABLE",
+            DdlStatement::DropView(_) => "DROP VIEW",
+            DdlStatement::DropCatalogSchema(_) => "DROP SCHEMA",
+            DdlStatement::CreateFunction(_) => "CREATE FUNCTION",
+            DdlStatement::DropFunction(_) => "DROP FUNCTION",
+        },
+        LogicalPlan::Statement(stmt) => match stmt {
+            Statement::SetVariable(_) => "SET",
+            Statement::ResetVariable(_) => "RESET",
+            Statement::Prepare(_) => "PREPARE",
+            Statement::Deallocate(_) => "DEALLOCATE",
+            Statement::TransactionStart(_) => "BEGIN",
+            Statement::TransactionEnd(_) => "COMMIT",
+            Statement::Execute(_) => "EXECUTE",
+        },
+        _ => "SELECT",
+    }
+}
+
+/// How a statement changes the client's transaction state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransactionEffect {
+    /// The statement leaves the transaction state alone.
+    None,
+    /// `BEGIN` / `START TRANSACTION`.
+    Begin,
+    /// `COMMIT` / `END`.
+    Commit,
+    /// `ROLLBACK` / `ABORT`.
+    Rollback,
+}
+
+/// Completion of a statement that returns a command tag rather than rows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandComplete {
+    /// The Postgres command tag, e.g. `INSERT`, `CREATE TABLE`.
+    pub tag: &'static str,
+    /// Rows affected, for tags that carry a count.
+    pub rows: Option<u64>,
+    /// Transaction state change caused by the statement.
+    pub transaction: TransactionEffect,
+    /// A reported setting (Postgres `ParameterStatus`) the statement changed.
+    pub parameter_status: Option<(String, String)>,
+}
+
+impl CommandComplete {
+    pub(crate) fn tag(tag: &'static str) -> Self {
+        Self {
+            tag,
+            rows: None,
+            transaction: TransactionEffect::None,
+            parameter_status: None,
+        }
+    }
+}
+
+/// The result of executing one statement.
+pub enum QueryOutput {
+    /// Rows, streamed batch by batch: nothing is materialised up front.
+    Rows(SendableRecordBatchStream),
+    /// A command tag.
+    Command(CommandComplete),
+}
+
+impl std::fmt::Debug for QueryOutput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            QueryOutput::Rows(stream) => f
+                .debug_tuple("Rows")
+                .field(&stream.schema())
+                .finish(),
+            QueryOutput::Command(c) => f.debug_tuple("Command").field(c).finish(),
+        }
+    }
+}

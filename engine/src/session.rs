@@ -1,0 +1,268 @@
+//! [`SluiceSession`]: one client's view of the engine.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use datafusion::arrow::array::{RecordBatch, StringArray, UInt64Array};
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::common::ParamValues;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::prelude::{DataFrame, SessionContext};
+use futures::stream;
+
+use crate::output::{
+    CommandComplete, PreparedKind, PreparedStatement, QueryOutput, TransactionEffect,
+    command_tag, plan_returns_rows, show_all_schema,
+};
+use crate::settings::SessionSettings;
+use crate::statement::{SessionCommand, SluiceStatement, parse_sql};
+
+/// One client's session: its own settings and prepared statements over the
+/// engine's shared catalog. Create with [`crate::Sluice::session`].
+pub struct SluiceSession {
+    ctx: SessionContext,
+    settings: Mutex<SessionSettings>,
+}
+
+impl std::fmt::Debug for SluiceSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SluiceSession")
+            .field("session_id", &self.ctx.session_id())
+            .finish()
+    }
+}
+
+impl SluiceSession {
+    pub(crate) fn new(ctx: SessionContext) -> Self {
+        Self {
+            ctx,
+            settings: Mutex::new(SessionSettings::new()),
+        }
+    }
+
+    /// The DataFusion context behind this session.
+    pub fn context(&self) -> &SessionContext {
+        &self.ctx
+    }
+
+    fn settings(&self) -> MutexGuard<'_, SessionSettings> {
+        // A poisoned lock only means another thread panicked mid-update of a
+        // plain map; the map itself is still usable.
+        self.settings.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The settings reported to clients at startup (`ParameterStatus`).
+    pub fn reported_settings(&self) -> Vec<(String, String)> {
+        self.settings().reported()
+    }
+
+    /// The session's `statement_timeout`, if one is set.
+    pub fn statement_timeout(&self) -> Option<Duration> {
+        self.settings().statement_timeout()
+    }
+
+    /// Parses SQL text into statements.
+    pub fn parse(&self, sql: &str) -> Result<Vec<SluiceStatement>> {
+        parse_sql(sql)
+    }
+
+    /// Plans one statement. Parameters (`$1`, …) stay as placeholders until
+    /// [`Self::execute`] binds them.
+    pub async fn prepare(&self, statement: &SluiceStatement) -> Result<PreparedStatement> {
+        let kind = match statement {
+            SluiceStatement::DataFusion(stmt) => {
+                let plan = self.ctx.state().statement_to_plan((**stmt).clone()).await?;
+                PreparedKind::Plan(Box::new(plan))
+            }
+            SluiceStatement::Session(cmd) => PreparedKind::Session(cmd.clone()),
+        };
+        Ok(PreparedStatement { kind })
+    }
+
+    /// Executes a prepared statement with the given parameter values.
+    /// Rows are returned as a lazy stream; DDL, DML and session commands
+    /// have taken effect when this returns.
+    pub async fn execute(
+        &self,
+        prepared: &PreparedStatement,
+        params: Option<ParamValues>,
+    ) -> Result<QueryOutput> {
+        match &prepared.kind {
+            PreparedKind::Plan(plan) => {
+                let plan = match params {
+                    Some(params) => (**plan).clone().replace_params_with_values(&params)?,
+                    None => (**plan).clone(),
+                };
+                self.execute_plan(plan).await
+            }
+            PreparedKind::Session(cmd) => self.execute_session_command(cmd),
+        }
+    }
+
+    async fn execute_plan(&self, plan: LogicalPlan) -> Result<QueryOutput> {
+        if plan_returns_rows(&plan) {
+            let df = self.ctx.execute_logical_plan(plan).await?;
+            return Ok(QueryOutput::Rows(df.execute_stream().await?));
+        }
+        let tag = command_tag(&plan);
+        let counts_rows = matches!(plan, LogicalPlan::Dml(_) | LogicalPlan::Copy(_));
+        let df = self.ctx.execute_logical_plan(plan).await?;
+        let rows = if counts_rows {
+            Some(affected_rows(df.collect().await?)?)
+        } else {
+            None
+        };
+        Ok(QueryOutput::Command(CommandComplete {
+            rows,
+            ..CommandComplete::tag(tag)
+        }))
+    }
+
+    fn execute_session_command(&self, cmd: &SessionCommand) -> Result<QueryOutput> {
+        let mut settings = self.settings();
+        let output = match cmd {
+            SessionCommand::Set { name, value } => {
+                let reported = settings.set(name, value.as_deref())?;
+                if name == "timezone" {
+                    self.sync_time_zone(&settings)?;
+                }
+                QueryOutput::Command(CommandComplete {
+                    parameter_status: reported,
+                    ..CommandComplete::tag("SET")
+                })
+            }
+            SessionCommand::Reset { name: Some(name) } => {
+                let reported = settings.set(name, None)?;
+                if name == "timezone" {
+                    self.sync_time_zone(&settings)?;
+                }
+                QueryOutput::Command(CommandComplete {
+                    parameter_status: reported,
+                    ..CommandComplete::tag("RESET")
+                })
+            }
+            SessionCommand::Reset { name: None } => {
+                let changed = settings.reset_all();
+                self.sync_time_zone(&settings)?;
+                // Only one ParameterStatus rides on the tag; the time zone is
+                // the one that changes how later results look.
+                let reported = changed.into_iter().find(|(n, _)| n == "TimeZone");
+                QueryOutput::Command(CommandComplete {
+                    parameter_status: reported,
+                    ..CommandComplete::tag("RESET")
+                })
+            }
+            SessionCommand::Show { name } => {
+                let value = settings.get(name)?;
+                let schema = Arc::new(Schema::new(vec![Field::new(
+                    name.clone(),
+                    DataType::Utf8,
+                    false,
+                )]));
+                let batch = RecordBatch::try_new(
+                    Arc::clone(&schema),
+                    vec![Arc::new(StringArray::from(vec![value]))],
+                )?;
+                rows_output(batch)
+            }
+            SessionCommand::ShowAll => {
+                let all = settings.all();
+                let column = |f: fn(&(String, String, String)) -> &String| {
+                    Arc::new(StringArray::from_iter_values(all.iter().map(f)))
+                        as datafusion::arrow::array::ArrayRef
+                };
+                let batch = RecordBatch::try_new(
+                    show_all_schema(),
+                    vec![column(|r| &r.0), column(|r| &r.1), column(|r| &r.2)],
+                )?;
+                rows_output(batch)
+            }
+            SessionCommand::Begin => transaction("BEGIN", TransactionEffect::Begin),
+            SessionCommand::Commit => transaction("COMMIT", TransactionEffect::Commit),
+            SessionCommand::Rollback => transaction("ROLLBACK", TransactionEffect::Rollback),
+            SessionCommand::Ignored { tag } => QueryOutput::Command(CommandComplete::tag(tag)),
+        };
+        Ok(output)
+    }
+
+    /// Mirrors the Postgres `TimeZone` setting into DataFusion's, which
+    /// governs `now()` and timestamp-with-time-zone arithmetic.
+    fn sync_time_zone(&self, settings: &SessionSettings) -> Result<()> {
+        let tz = settings.get("timezone")?;
+        let state = self.ctx.state_ref();
+        let mut state = state.write();
+        state
+            .config_mut()
+            .options_mut()
+            .set("datafusion.execution.time_zone", &tz)
+    }
+
+    /// Runs a single SQL statement and returns its result as a DataFrame.
+    /// Statements without rows have taken effect when this returns; DML
+    /// returns one row with the affected `count`.
+    pub async fn sql(&self, sql: &str) -> Result<DataFrame> {
+        let mut statements = self.parse(sql)?;
+        if statements.len() != 1 {
+            return Err(DataFusionError::Plan(format!(
+                "expected exactly one statement, found {}",
+                statements.len()
+            )));
+        }
+        let statement = statements.remove(0);
+        if let SluiceStatement::DataFusion(stmt) = &statement {
+            let plan = self.ctx.state().statement_to_plan((**stmt).clone()).await?;
+            return self.ctx.execute_logical_plan(plan).await;
+        }
+        let prepared = self.prepare(&statement).await?;
+        match self.execute(&prepared, None).await? {
+            QueryOutput::Rows(stream) => {
+                let schema = stream.schema();
+                let batches = datafusion::physical_plan::common::collect(stream).await?;
+                self.ctx.read_batches(if batches.is_empty() {
+                    vec![RecordBatch::new_empty(schema)]
+                } else {
+                    batches
+                })
+            }
+            QueryOutput::Command(_) => self.ctx.read_empty(),
+        }
+    }
+}
+
+fn transaction(tag: &'static str, effect: TransactionEffect) -> QueryOutput {
+    QueryOutput::Command(CommandComplete {
+        transaction: effect,
+        ..CommandComplete::tag(tag)
+    })
+}
+
+fn rows_output(batch: RecordBatch) -> QueryOutput {
+    let schema = batch.schema();
+    QueryOutput::Rows(Box::pin(RecordBatchStreamAdapter::new(
+        schema,
+        stream::iter(vec![Ok(batch)]),
+    )))
+}
+
+/// Reads the affected-row count DataFusion returns from DML and COPY.
+fn affected_rows(batches: Vec<RecordBatch>) -> Result<u64> {
+    let mut total = 0;
+    for batch in batches {
+        let Some(column) = batch.column_by_name("count") else {
+            continue;
+        };
+        let counts = column
+            .as_any()
+            .downcast_ref::<UInt64Array>()
+            .ok_or_else(|| {
+                DataFusionError::Internal(format!(
+                    "DML count column has type {}, expected UInt64",
+                    column.data_type()
+                ))
+            })?;
+        total += counts.iter().flatten().sum::<u64>();
+    }
+    Ok(total)
+}

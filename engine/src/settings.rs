@@ -1,0 +1,312 @@
+//! Session settings: the Postgres configuration parameters (GUCs) that
+//! clients read and write with `SET`, `SHOW` and `RESET`, with the values a
+//! Postgres 15 server reports.
+//!
+//! Drivers depend on these: pgjdbc refuses a connection unless
+//! `client_encoding` is UTF8 and `DateStyle` starts with ISO, psql picks its
+//! catalog queries from `server_version`, and every driver reads the
+//! parameters marked `reported` from `ParameterStatus` messages.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use datafusion::error::{DataFusionError, Result};
+
+/// The Postgres version Sluice speaks as (`server_version`).
+pub const SERVER_VERSION: &str = "15.0";
+/// `server_version_num` matching [`SERVER_VERSION`].
+pub const SERVER_VERSION_NUM: &str = "150000";
+
+/// Definition of one setting.
+#[derive(Debug)]
+struct SettingDef {
+    /// Name as Postgres spells it in `ParameterStatus` and `SHOW ALL`.
+    name: &'static str,
+    default: &'static str,
+    /// Sent to the client in `ParameterStatus` at startup and on change.
+    reported: bool,
+    /// Cannot be changed with `SET`.
+    read_only: bool,
+    description: &'static str,
+}
+
+const fn def(
+    name: &'static str,
+    default: &'static str,
+    reported: bool,
+    read_only: bool,
+    description: &'static str,
+) -> SettingDef {
+    SettingDef {
+        name,
+        default,
+        reported,
+        read_only,
+        description,
+    }
+}
+
+const SETTINGS: &[SettingDef] = &[
+    def("application_name", "", true, false, "Application name reported by the client."),
+    def("bytea_output", "hex", false, false, "Output format for bytea."),
+    def("client_encoding", "UTF8", true, false, "Client character set; only UTF8 is supported."),
+    def("client_min_messages", "notice", false, false, "Lowest message level sent to the client."),
+    def("DateStyle", "ISO, MDY", true, false, "Display format for date and time values."),
+    def("default_transaction_isolation", "read committed", false, false, "Isolation level of new transactions."),
+    def("default_transaction_read_only", "off", true, false, "Whether new transactions are read-only."),
+    def("extra_float_digits", "1", false, false, "Extra digits displayed for floating-point values."),
+    def("idle_in_transaction_session_timeout", "0", false, false, "Timeout for idle sessions inside a transaction."),
+    def("in_hot_standby", "off", true, true, "Whether the server is a hot standby."),
+    def("integer_datetimes", "on", true, true, "Datetimes are stored as integers."),
+    def("IntervalStyle", "postgres", true, false, "Display format for interval values."),
+    def("is_superuser", "on", true, true, "Whether the current user is a superuser."),
+    def("lock_timeout", "0", false, false, "Timeout for acquiring locks."),
+    def("max_identifier_length", "63", false, true, "Maximum identifier length."),
+    def("search_path", "\"$user\", public", false, false, "Schema search order for unqualified names."),
+    def("server_encoding", "UTF8", true, true, "Server character set."),
+    def("server_version", SERVER_VERSION, true, true, "Postgres version Sluice is compatible with."),
+    def("server_version_num", SERVER_VERSION_NUM, false, true, "Postgres version as a number."),
+    def("standard_conforming_strings", "on", true, false, "Backslashes are literal in ordinary strings."),
+    def("statement_timeout", "0", false, false, "Abort statements that run longer (ms; 0 disables)."),
+    def("TimeZone", "UTC", true, false, "Time zone for displaying and interpreting timestamps."),
+    def("transaction_isolation", "read committed", false, false, "Isolation level of the current transaction."),
+    def("transaction_read_only", "off", false, false, "Whether the current transaction is read-only."),
+];
+
+fn find(name: &str) -> Option<&'static SettingDef> {
+    SETTINGS.iter().find(|d| d.name.eq_ignore_ascii_case(name))
+}
+
+/// Normalises the spellings clients use for a setting name
+/// (`SHOW TIME ZONE`, `SHOW TRANSACTION ISOLATION LEVEL`).
+pub fn canonical_name(name: &str) -> String {
+    let lower = name.trim().to_ascii_lowercase();
+    match lower.as_str() {
+        "time zone" | "time_zone" => "timezone".into(),
+        "transaction isolation level" => "transaction_isolation".into(),
+        "session authorization" => "session_authorization".into(),
+        _ => lower,
+    }
+}
+
+/// The settings of one session.
+#[derive(Debug, Clone)]
+pub struct SessionSettings {
+    /// Values that differ from the defaults, keyed by lowercase name.
+    values: BTreeMap<String, String>,
+}
+
+impl Default for SessionSettings {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl SessionSettings {
+    /// Settings at their Postgres defaults.
+    pub fn new() -> Self {
+        Self {
+            values: BTreeMap::new(),
+        }
+    }
+
+    /// Current value of `name`, or an error if Postgres would not know it.
+    pub fn get(&self, name: &str) -> Result<String> {
+        let def = find(name).ok_or_else(|| unrecognized(name))?;
+        Ok(self
+            .values
+            .get(&def.name.to_ascii_lowercase())
+            .cloned()
+            .unwrap_or_else(|| def.default.to_string()))
+    }
+
+    /// Sets `name` to `value` (`None` means `DEFAULT`). Returns the
+    /// canonical name and the new value when the client must be told with a
+    /// `ParameterStatus` message.
+    pub fn set(&mut self, name: &str, value: Option<&str>) -> Result<Option<(String, String)>> {
+        let def = find(name).ok_or_else(|| unrecognized(name))?;
+        if def.read_only {
+            return Err(DataFusionError::Configuration(format!(
+                "parameter \"{}\" cannot be changed",
+                def.name
+            )));
+        }
+        let key = def.name.to_ascii_lowercase();
+        match value {
+            None => {
+                self.values.remove(&key);
+            }
+            Some(v) => {
+                let v = validate(def, v)?;
+                self.values.insert(key, v);
+            }
+        }
+        let current = self.get(def.name)?;
+        Ok(def.reported.then(|| (def.name.to_string(), current)))
+    }
+
+    /// Resets every setting to its default; returns the reported ones that
+    /// changed so the client can be told.
+    pub fn reset_all(&mut self) -> Vec<(String, String)> {
+        let changed: Vec<(String, String)> = SETTINGS
+            .iter()
+            .filter(|d| d.reported && self.values.contains_key(&d.name.to_ascii_lowercase()))
+            .map(|d| (d.name.to_string(), d.default.to_string()))
+            .collect();
+        self.values.clear();
+        changed
+    }
+
+    /// Every setting as `(name, value, description)`, for `SHOW ALL`.
+    pub fn all(&self) -> Vec<(String, String, String)> {
+        SETTINGS
+            .iter()
+            .map(|d| {
+                let v = self
+                    .values
+                    .get(&d.name.to_ascii_lowercase())
+                    .cloned()
+                    .unwrap_or_else(|| d.default.to_string());
+                (d.name.to_string(), v, d.description.to_string())
+            })
+            .collect()
+    }
+
+    /// The reported settings, sent as `ParameterStatus` at startup.
+    pub fn reported(&self) -> Vec<(String, String)> {
+        SETTINGS
+            .iter()
+            .filter(|d| d.reported)
+            .map(|d| {
+                let v = self
+                    .values
+                    .get(&d.name.to_ascii_lowercase())
+                    .cloned()
+                    .unwrap_or_else(|| d.default.to_string());
+                (d.name.to_string(), v)
+            })
+            .collect()
+    }
+
+    /// `statement_timeout`, or `None` when disabled.
+    pub fn statement_timeout(&self) -> Option<Duration> {
+        self.get("statement_timeout")
+            .ok()
+            .and_then(|v| parse_duration_ms(&v).ok())
+            .filter(|ms| *ms > 0)
+            .map(Duration::from_millis)
+    }
+}
+
+fn unrecognized(name: &str) -> DataFusionError {
+    DataFusionError::Configuration(format!("unrecognized configuration parameter \"{name}\""))
+}
+
+fn invalid_value(def: &SettingDef, value: &str, why: &str) -> DataFusionError {
+    DataFusionError::Configuration(format!(
+        "invalid value for parameter \"{}\": \"{value}\" ({why})",
+        def.name
+    ))
+}
+
+/// Checks a value and returns it in the form `SHOW` displays.
+fn validate(def: &SettingDef, value: &str) -> Result<String> {
+    match def.name {
+        "client_encoding" => {
+            let v = value.to_ascii_uppercase().replace('-', "");
+            if v == "UTF8" || v == "UNICODE" {
+                Ok("UTF8".into())
+            } else {
+                Err(invalid_value(def, value, "only UTF8 is supported"))
+            }
+        }
+        "DateStyle" => {
+            // Sluice writes dates in ISO form only; accept what keeps that true.
+            let upper = value.to_ascii_uppercase();
+            if upper.contains("ISO") || upper == "MDY" || upper == "YMD" {
+                Ok("ISO, MDY".into())
+            } else {
+                Err(invalid_value(def, value, "only ISO output is supported"))
+            }
+        }
+        "statement_timeout" | "lock_timeout" | "idle_in_transaction_session_timeout" => {
+            let ms = parse_duration_ms(value).map_err(|why| invalid_value(def, value, &why))?;
+            Ok(ms.to_string())
+        }
+        "extra_float_digits" => match value.trim().parse::<i32>() {
+            Ok(n) if (-15..=3).contains(&n) => Ok(n.to_string()),
+            _ => Err(invalid_value(def, value, "must be an integer from -15 to 3")),
+        },
+        "standard_conforming_strings" | "default_transaction_read_only" | "transaction_read_only" => {
+            match value.to_ascii_lowercase().as_str() {
+                "on" | "true" | "1" | "yes" => Ok("on".into()),
+                "off" | "false" | "0" | "no" => Ok("off".into()),
+                _ => Err(invalid_value(def, value, "must be a boolean")),
+            }
+        }
+        _ => Ok(value.to_string()),
+    }
+}
+
+/// Parses a Postgres duration setting (`500`, `500ms`, `5s`, `1min`, `1h`)
+/// into milliseconds.
+fn parse_duration_ms(value: &str) -> std::result::Result<u64, String> {
+    let v = value.trim().to_ascii_lowercase();
+    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
+    let (number, unit) = v.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| "expected a number with an optional unit".to_string())?;
+    let factor = match unit.trim() {
+        "" | "ms" => 1,
+        "s" => 1_000,
+        "min" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        other => return Err(format!("unknown unit \"{other}\"")),
+    };
+    n.checked_mul(factor).ok_or_else(|| "value is too large".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_postgres_15() {
+        let s = SessionSettings::new();
+        assert_eq!(s.get("server_version").unwrap(), "15.0");
+        assert_eq!(s.get("datestyle").unwrap(), "ISO, MDY");
+        assert_eq!(s.get("CLIENT_ENCODING").unwrap(), "UTF8");
+    }
+
+    #[test]
+    fn set_reports_changed_parameter() {
+        let mut s = SessionSettings::new();
+        let reported = s.set("application_name", Some("psql")).unwrap();
+        assert_eq!(reported, Some(("application_name".into(), "psql".into())));
+        assert_eq!(s.set("extra_float_digits", Some("3")).unwrap(), None);
+        assert_eq!(s.get("extra_float_digits").unwrap(), "3");
+        s.set("application_name", None).unwrap();
+        assert_eq!(s.get("application_name").unwrap(), "");
+    }
+
+    #[test]
+    fn rejects_unknown_read_only_and_bad_values() {
+        let mut s = SessionSettings::new();
+        assert!(s.set("no_such_thing", Some("1")).is_err());
+        assert!(s.set("server_version", Some("16")).is_err());
+        assert!(s.set("client_encoding", Some("LATIN1")).is_err());
+        assert!(s.set("statement_timeout", Some("5 fortnights")).is_err());
+    }
+
+    #[test]
+    fn statement_timeout_units() {
+        let mut s = SessionSettings::new();
+        assert_eq!(s.statement_timeout(), None);
+        s.set("statement_timeout", Some("2s")).unwrap();
+        assert_eq!(s.statement_timeout(), Some(Duration::from_secs(2)));
+        s.set("statement_timeout", Some("150")).unwrap();
+        assert_eq!(s.statement_timeout(), Some(Duration::from_millis(150)));
+    }
+}

@@ -1,0 +1,324 @@
+//! Sluice's statement layer: splits SQL text into statements, keeps the
+//! session commands (`SET`, `SHOW`, `RESET`, transaction control) for the
+//! session, and hands everything else to DataFusion's parser.
+//!
+//! Sluice-specific statements (`CREATE MODEL`, `CREATE MATERIALIZED VIEW`, …)
+//! will be recognised here by peeking at the tokens before DataFusion's
+//! parser sees them, so DataFusion's grammar stays untouched.
+
+use datafusion::error::{DataFusionError, Result};
+use datafusion::sql::parser::{DFParser, DFParserBuilder, Statement as DFStatement};
+use datafusion::sql::sqlparser::ast::{self, Expr, ObjectName, Set, Value};
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::keywords::Keyword;
+use datafusion::sql::sqlparser::tokenizer::Token;
+
+use crate::pg_compat;
+use crate::settings::canonical_name;
+
+/// One parsed statement.
+#[derive(Debug, Clone)]
+pub enum SluiceStatement {
+    /// A statement DataFusion plans and runs.
+    DataFusion(Box<DFStatement>),
+    /// A session or transaction command the session handles itself.
+    Session(SessionCommand),
+}
+
+/// Session-level commands: settings and transaction control.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionCommand {
+    /// `SET name = value` / `SET name TO DEFAULT` (value `None`).
+    Set { name: String, value: Option<String> },
+    /// `RESET name` (`None`: `RESET ALL`).
+    Reset { name: Option<String> },
+    /// `SHOW name`.
+    Show { name: String },
+    /// `SHOW ALL`.
+    ShowAll,
+    /// `BEGIN` / `START TRANSACTION`.
+    Begin,
+    /// `COMMIT` / `END`.
+    Commit,
+    /// `ROLLBACK` / `ABORT`.
+    Rollback,
+    /// Accepted for compatibility with no effect (e.g. `SET TRANSACTION
+    /// ISOLATION LEVEL`, `DISCARD ALL`); answered with this tag.
+    Ignored { tag: &'static str },
+}
+
+/// Parses SQL text into statements. Empty statements (`;;`) are skipped.
+pub fn parse_sql(sql: &str) -> Result<Vec<SluiceStatement>> {
+    if mentions_pg_catalog(sql)
+        && let Some(statements) = parse_client_catalog_query(sql)
+    {
+        return Ok(statements);
+    }
+    let dialect = PostgreSqlDialect {};
+    let mut parser = DFParserBuilder::new(sql).with_dialect(&dialect).build()?;
+    let mut statements = Vec::new();
+    let mut expecting_delimiter = false;
+    loop {
+        while parser.parser.consume_token(&Token::SemiColon) {
+            expecting_delimiter = false;
+        }
+        if parser.parser.peek_token().token == Token::EOF {
+            break;
+        }
+        if expecting_delimiter {
+            let found = parser.parser.peek_token();
+            return Err(DataFusionError::SQL(
+                Box::new(ast_error(format!("Expected: end of statement, found: {found}"))),
+                None,
+            ));
+        }
+        statements.push(parse_one(&mut parser)?);
+        expecting_delimiter = true;
+    }
+    Ok(statements)
+}
+
+fn ast_error(message: String) -> datafusion::sql::sqlparser::parser::ParserError {
+    datafusion::sql::sqlparser::parser::ParserError::ParserError(message)
+}
+
+fn parse_one(parser: &mut DFParser<'_>) -> Result<SluiceStatement> {
+    // DataFusion's own RESET only knows its config keys; Postgres' RESET
+    // (and RESET ALL) belong to the session.
+    if let Token::Word(w) = parser.parser.peek_token().token
+        && w.keyword == Keyword::RESET
+    {
+        parser.parser.next_token();
+        return parse_reset(parser);
+    }
+    let statement = parser.parse_statement()?;
+    Ok(classify(statement))
+}
+
+fn parse_reset(parser: &mut DFParser<'_>) -> Result<SluiceStatement> {
+    if parser.parser.parse_keyword(Keyword::ALL) {
+        return Ok(SluiceStatement::Session(SessionCommand::Reset { name: None }));
+    }
+    let name = parser.parser.parse_object_name(false)?;
+    let name = object_name(&name);
+    if is_datafusion_setting(&name) {
+        return Ok(SluiceStatement::DataFusion(Box::new(DFStatement::Reset(
+            datafusion::sql::parser::ResetStatement::Variable(ObjectName::from(
+                name.split('.').map(ast::Ident::new).collect::<Vec<_>>(),
+            )),
+        ))));
+    }
+    Ok(SluiceStatement::Session(SessionCommand::Reset {
+        name: Some(canonical_name(&name)),
+    }))
+}
+
+/// psql and other clients send catalog queries that need Postgres-specific
+/// rewrites (and a few whole-query substitutions) before DataFusion can plan
+/// them; `datafusion-pg-catalog` knows those. Only used for queries that
+/// read `pg_catalog`, so ordinary SQL is never rewritten behind the user's
+/// back.
+fn parse_client_catalog_query(sql: &str) -> Option<Vec<SluiceStatement>> {
+    let statements = pg_compat::compat_parser().parse(sql).ok()?;
+    if !statements
+        .iter()
+        .all(|s| matches!(s, ast::Statement::Query(_)))
+    {
+        return None;
+    }
+    Some(
+        statements
+            .into_iter()
+            .map(|s| SluiceStatement::DataFusion(Box::new(DFStatement::Statement(Box::new(s)))))
+            .collect(),
+    )
+}
+
+fn mentions_pg_catalog(sql: &str) -> bool {
+    let lower = sql.to_ascii_lowercase();
+    lower.contains("pg_catalog") || lower.contains("pg_class") || lower.contains("pg_type")
+}
+
+fn is_datafusion_setting(name: &str) -> bool {
+    name.to_ascii_lowercase().starts_with("datafusion.")
+}
+
+fn object_name(name: &ObjectName) -> String {
+    name.0
+        .iter()
+        .map(|part| match part.as_ident() {
+            Some(ident) => ident.value.clone(),
+            None => part.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+/// Renders a `SET` value the way Postgres stores it: strings unquoted,
+/// identifiers by name, lists joined with ", ".
+fn setting_value(values: &[Expr]) -> Option<String> {
+    let parts: Vec<String> = values
+        .iter()
+        .map(|e| match e {
+            Expr::Value(v) => match &v.value {
+                Value::SingleQuotedString(s)
+                | Value::DoubleQuotedString(s)
+                | Value::EscapedStringLiteral(s) => s.clone(),
+                Value::Number(n, _) => n.to_string(),
+                Value::Boolean(b) => if *b { "on" } else { "off" }.to_string(),
+                other => other.to_string(),
+            },
+            Expr::Identifier(ident) => ident.value.clone(),
+            other => other.to_string(),
+        })
+        .collect();
+    if parts.len() == 1 && parts[0].eq_ignore_ascii_case("default") {
+        return None;
+    }
+    Some(parts.join(", "))
+}
+
+fn classify(statement: DFStatement) -> SluiceStatement {
+    let DFStatement::Statement(inner) = statement else {
+        return SluiceStatement::DataFusion(Box::new(statement));
+    };
+    let session = |cmd| SluiceStatement::Session(cmd);
+    match *inner {
+        ast::Statement::Set(Set::SingleAssignment {
+            ref variable,
+            ref values,
+            ..
+        }) if !is_datafusion_setting(&object_name(variable)) => session(SessionCommand::Set {
+            name: canonical_name(&object_name(variable)),
+            value: setting_value(values),
+        }),
+        ast::Statement::Set(Set::SetTimeZone { ref value, .. }) => {
+            session(SessionCommand::Set {
+                name: "timezone".into(),
+                value: setting_value(std::slice::from_ref(value)),
+            })
+        }
+        ast::Statement::Set(Set::SetNames {
+            ref charset_name, ..
+        }) => session(SessionCommand::Set {
+            name: "client_encoding".into(),
+            value: Some(charset_name.value.clone()),
+        }),
+        ast::Statement::Set(
+            Set::SetTransaction { .. }
+            | Set::SetSessionAuthorization(_)
+            | Set::SetRole { .. }
+            | Set::SetNamesDefault {},
+        ) => session(SessionCommand::Ignored { tag: "SET" }),
+        ast::Statement::ShowVariable { ref variable } => {
+            let name = variable
+                .iter()
+                .map(|i| i.value.clone())
+                .collect::<Vec<_>>()
+                .join(" ");
+            if name.eq_ignore_ascii_case("all") {
+                session(SessionCommand::ShowAll)
+            } else if is_datafusion_setting(&name) {
+                SluiceStatement::DataFusion(Box::new(DFStatement::Statement(inner)))
+            } else {
+                session(SessionCommand::Show {
+                    name: canonical_name(&name),
+                })
+            }
+        }
+        ast::Statement::StartTransaction { .. } => session(SessionCommand::Begin),
+        ast::Statement::Commit { .. } => session(SessionCommand::Commit),
+        ast::Statement::Rollback {
+            savepoint: None, ..
+        } => session(SessionCommand::Rollback),
+        ast::Statement::Discard { .. } => session(SessionCommand::Ignored { tag: "DISCARD ALL" }),
+        _ => SluiceStatement::DataFusion(Box::new(DFStatement::Statement(inner))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session_cmd(sql: &str) -> SessionCommand {
+        match parse_sql(sql).unwrap().remove(0) {
+            SluiceStatement::Session(cmd) => cmd,
+            other => panic!("expected a session command for {sql}, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn set_forms() {
+        assert_eq!(
+            session_cmd("SET extra_float_digits = 3"),
+            SessionCommand::Set {
+                name: "extra_float_digits".into(),
+                value: Some("3".into())
+            }
+        );
+        assert_eq!(
+            session_cmd("SET application_name TO 'my app'"),
+            SessionCommand::Set {
+                name: "application_name".into(),
+                value: Some("my app".into())
+            }
+        );
+        assert_eq!(
+            session_cmd("SET TIME ZONE 'Europe/Paris'"),
+            SessionCommand::Set {
+                name: "timezone".into(),
+                value: Some("Europe/Paris".into())
+            }
+        );
+        assert_eq!(
+            session_cmd("SET search_path TO DEFAULT"),
+            SessionCommand::Set {
+                name: "search_path".into(),
+                value: None
+            }
+        );
+    }
+
+    #[test]
+    fn show_reset_and_transactions() {
+        assert_eq!(
+            session_cmd("SHOW TRANSACTION ISOLATION LEVEL"),
+            SessionCommand::Show {
+                name: "transaction_isolation".into()
+            }
+        );
+        assert_eq!(session_cmd("SHOW ALL"), SessionCommand::ShowAll);
+        assert_eq!(session_cmd("RESET ALL"), SessionCommand::Reset { name: None });
+        assert_eq!(
+            session_cmd("RESET DateStyle"),
+            SessionCommand::Reset {
+                name: Some("datestyle".into())
+            }
+        );
+        assert_eq!(session_cmd("BEGIN"), SessionCommand::Begin);
+        assert_eq!(session_cmd("START TRANSACTION"), SessionCommand::Begin);
+        assert_eq!(session_cmd("COMMIT"), SessionCommand::Commit);
+        assert_eq!(session_cmd("ROLLBACK"), SessionCommand::Rollback);
+    }
+
+    #[test]
+    fn datafusion_settings_go_to_datafusion() {
+        let parsed = parse_sql("SET datafusion.execution.batch_size = 1024").unwrap();
+        assert!(matches!(parsed[0], SluiceStatement::DataFusion(_)));
+    }
+
+    #[test]
+    fn multiple_statements_and_empty_ones() {
+        let parsed = parse_sql("SELECT 1;; SELECT 2;").unwrap();
+        assert_eq!(parsed.len(), 2);
+        assert!(parse_sql("  ;  ").unwrap().is_empty());
+    }
+
+    #[test]
+    fn syntax_errors_are_sql_errors() {
+        let err = parse_sql("SELEC 1").unwrap_err();
+        assert!(matches!(err, DataFusionError::SQL(..)), "{err:?}");
+        let err = parse_sql("SELECT 1 SELECT 2").unwrap_err();
+        assert!(matches!(err, DataFusionError::SQL(..)), "{err:?}");
+    }
+}

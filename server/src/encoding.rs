@@ -1,0 +1,102 @@
+//! Arrow ↔ Postgres: result columns and rows in text or binary format, and
+//! bound parameter values. The per-type codecs are `arrow-pg`'s (bool, ints,
+//! floats, numeric, text, bytea, date/time/timestamp(tz), interval, arrays,
+//! structs); this module adapts them to Sluice's streams and cancellation.
+
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{DataType, Schema};
+use datafusion::common::ParamValues;
+use datafusion::physical_plan::SendableRecordBatchStream;
+use futures::{Stream, StreamExt, stream};
+use pgwire::api::Type;
+use pgwire::api::portal::{Format, Portal};
+use pgwire::api::results::FieldInfo;
+use pgwire::error::PgWireResult;
+use pgwire::messages::data::DataRow;
+use pgwire::types::format::FormatOptions;
+
+use crate::cancel::{CancelReason, QueryToken};
+use crate::sqlstate::{codes, pg_error, user_error};
+
+/// Describes result columns for the client.
+pub fn result_fields(
+    schema: &Schema,
+    format: &Format,
+    options: Option<Arc<FormatOptions>>,
+) -> PgWireResult<Vec<FieldInfo>> {
+    arrow_pg::datatypes::arrow_schema_to_pg_fields(schema, format, options)
+}
+
+/// The Postgres type to announce for a parameter DataFusion inferred (or
+/// could not infer: those are announced as text, and DataFusion casts the
+/// text value where the query needs another type).
+pub fn parameter_type(inferred: Option<&DataType>) -> Type {
+    match inferred {
+        Some(DataType::Null) | None => Type::TEXT,
+        Some(dt) => arrow_pg::datatypes::into_pg_type(dt).unwrap_or(Type::TEXT),
+    }
+}
+
+/// Decodes the parameter values bound to a portal, using the types the
+/// client sent or else the ones Sluice announced.
+pub fn bound_parameters<S: Clone>(
+    portal: &Portal<S>,
+    inferred: &[Option<DataType>],
+    announced: &[Type],
+) -> PgWireResult<ParamValues> {
+    let inferred: Vec<Option<&DataType>> = inferred.iter().map(Option::as_ref).collect();
+    let announced: Vec<Option<&Type>> = announced.iter().map(Some).collect();
+    arrow_pg::datatypes::df::deserialize_parameters_with_server_types(
+        portal, &inferred, &announced,
+    )
+}
+
+/// Turns a record-batch stream into Postgres data rows, one batch at a time
+/// (a large result is never materialised), stopping with `57014` when the
+/// query is cancelled or times out.
+pub fn data_rows(
+    batches: SendableRecordBatchStream,
+    fields: Arc<Vec<FieldInfo>>,
+    token: QueryToken,
+) -> impl Stream<Item = PgWireResult<DataRow>> + Send + 'static {
+    let rows = batches
+        .map(move |batch| -> Box<dyn Iterator<Item = PgWireResult<DataRow>> + Send + Sync> {
+            match batch {
+                Ok(batch) => arrow_pg::datatypes::encode_recordbatch(Arc::clone(&fields), batch),
+                Err(e) => Box::new(std::iter::once(Err(pg_error(e)))),
+            }
+        })
+        .flat_map(stream::iter);
+    cancellable(rows, token)
+}
+
+/// Ends `rows` with a cancellation error as soon as `token` fires; after an
+/// error nothing more is produced.
+fn cancellable<S>(rows: S, token: QueryToken) -> impl Stream<Item = PgWireResult<DataRow>> + Send
+where
+    S: Stream<Item = PgWireResult<DataRow>> + Send + 'static,
+{
+    let rows = Box::pin(rows);
+    stream::unfold(Some((rows, token)), |state| async move {
+        let (mut rows, token) = state?;
+        tokio::select! {
+            biased;
+            reason = token.cancelled() => Some((Err(cancel_error(reason)), None)),
+            item = rows.next() => match item {
+                Some(Ok(row)) => Some((Ok(row), Some((rows, token)))),
+                Some(Err(e)) => Some((Err(e), None)),
+                None => None,
+            },
+        }
+    })
+}
+
+/// The error Postgres sends for a cancelled statement.
+pub fn cancel_error(reason: CancelReason) -> pgwire::error::PgWireError {
+    let message = match reason {
+        CancelReason::UserRequest => "canceling statement due to user request",
+        CancelReason::StatementTimeout => "canceling statement due to statement timeout",
+    };
+    user_error(codes::QUERY_CANCELED, message)
+}

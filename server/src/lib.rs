@@ -1,0 +1,23 @@
+//! The Sluice server: serves a [`sluice_engine::Sluice`] engine over the
+//! Postgres wire protocol, so psql and every Postgres driver can use it.
+//!
+//! The entry point is [`serve`]. The protocol itself (framing, startup,
+//! Parse/Bind/Describe/Execute bookkeeping, portals) is pgwire's; this crate
+//! supplies pgwire's handler traits: [`startup`] (session creation and the
+//! parameters a Postgres 15 server reports), [`query`] (simple and extended
+//! query protocol over a [`sluice_engine::SluiceSession`]), [`cancel`]
+//! (CancelRequest and `statement_timeout`), [`encoding`] (Arrow ↔ Postgres
+//! values, via `arrow-pg`) and [`sqlstate`] (the one place engine errors
+//! become SQLSTATE codes).
+//!
+//! Depends on `sluice-engine`; nothing depends on this crate.
+
+pub mod cancel;
+pub mod encoding;
+mod handlers;
+pub mod query;
+mod server;
+pub mod sqlstate;
+pub mod startup;
+
+pub use server::{ServerConfig, serve};

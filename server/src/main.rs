@@ -1,0 +1,116 @@
+//! `sluice`: the Sluice server binary.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use log::{error, info};
+use sluice_engine::Sluice;
+use sluice_server::{ServerConfig, serve};
+
+#[derive(Parser, Debug)]
+#[command(name = "sluice", version, about = "Sluice: a SQL engine for AI data processing, served over the Postgres wire protocol")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Serve SQL over the Postgres wire protocol (the default).
+    Serve(ServeArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:5433", env = "SLUICE_LISTEN")]
+    listen: SocketAddr,
+    /// Data directory holding the catalog and tables.
+    #[arg(long, default_value = "./sluice-data", env = "SLUICE_DATA_DIR")]
+    data_dir: PathBuf,
+}
+
+impl Default for ServeArgs {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 5433)),
+            data_dir: PathBuf::from("./sluice-data"),
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn,sluice=info,sluice_server=info"))
+        .init();
+    let cli = Cli::parse();
+    let args = match cli.command {
+        Some(Command::Serve(args)) => args,
+        None => ServeArgs::default(),
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            error!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!("{e}");
+            eprintln!("sluice: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: ServeArgs) -> Result<(), String> {
+    let engine = Sluice::builder()
+        .data_dir(&args.data_dir)
+        .build()
+        .await
+        .map_err(|e| format!("cannot start the engine: {e}"))?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+    let config = ServerConfig {
+        listen: args.listen,
+        ..ServerConfig::default()
+    };
+    info!(
+        "Sluice listening on {} (data directory {})",
+        args.listen,
+        args.data_dir.display()
+    );
+    serve(engine, listener, &config, shutdown_signal())
+        .await
+        .map_err(|e| format!("server failed: {e}"))?;
+    info!("Sluice stopped");
+    Ok(())
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(e) => {
+                log::warn!("cannot watch SIGTERM: {e}");
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

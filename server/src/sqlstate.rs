@@ -1,0 +1,238 @@
+//! The one place where engine errors become Postgres errors: each
+//! [`DataFusionError`] maps to a SQLSTATE code clients can act on
+//! (<https://www.postgresql.org/docs/15/errcodes-appendix.html>).
+//!
+//! DataFusion reports many planning failures as `Plan` errors with a
+//! message only; for those we recognise the messages DataFusion 55 emits
+//! for the common cases (unknown table, unknown function, …). Everything
+//! unrecognised keeps its class rather than collapsing to `XX000`.
+
+use datafusion::arrow::error::ArrowError;
+use datafusion::common::SchemaError;
+use datafusion::error::DataFusionError;
+use pgwire::error::{ErrorInfo, PgWireError};
+
+/// SQLSTATE codes Sluice uses.
+pub mod codes {
+    pub const SYNTAX_ERROR: &str = "42601";
+    pub const UNDEFINED_TABLE: &str = "42P01";
+    pub const UNDEFINED_COLUMN: &str = "42703";
+    pub const UNDEFINED_FUNCTION: &str = "42883";
+    pub const UNDEFINED_OBJECT: &str = "42704";
+    pub const UNDEFINED_SCHEMA: &str = "3F000";
+    pub const DUPLICATE_TABLE: &str = "42P07";
+    pub const DUPLICATE_SCHEMA: &str = "42P06";
+    pub const DUPLICATE_COLUMN: &str = "42701";
+    pub const AMBIGUOUS_COLUMN: &str = "42702";
+    pub const DATATYPE_MISMATCH: &str = "42804";
+    pub const GROUPING_ERROR: &str = "42803";
+    pub const SYNTAX_ERROR_OR_ACCESS_RULE_VIOLATION: &str = "42000";
+    pub const DIVISION_BY_ZERO: &str = "22012";
+    pub const INVALID_TEXT_REPRESENTATION: &str = "22P02";
+    pub const NUMERIC_VALUE_OUT_OF_RANGE: &str = "22003";
+    pub const INVALID_PARAMETER_VALUE: &str = "22023";
+    pub const DATA_EXCEPTION: &str = "22000";
+    pub const FEATURE_NOT_SUPPORTED: &str = "0A000";
+    pub const CANTCHANGE_RUNTIME_PARAM: &str = "55P02";
+    pub const IN_FAILED_SQL_TRANSACTION: &str = "25P02";
+    pub const QUERY_CANCELED: &str = "57014";
+    pub const OUT_OF_MEMORY: &str = "53200";
+    pub const IO_ERROR: &str = "58030";
+    pub const INTERNAL_ERROR: &str = "XX000";
+    pub const PROTOCOL_VIOLATION: &str = "08P01";
+}
+
+/// Builds the client-facing error for an engine error.
+pub fn error_info(err: &DataFusionError) -> ErrorInfo {
+    ErrorInfo::new("ERROR".into(), sqlstate(err).into(), message(err))
+}
+
+/// The pgwire error for an engine error.
+pub fn pg_error(err: DataFusionError) -> PgWireError {
+    PgWireError::UserError(Box::new(error_info(&err)))
+}
+
+/// An error with an explicit SQLSTATE, for failures found by the server.
+pub fn user_error(code: &str, message: impl Into<String>) -> PgWireError {
+    PgWireError::UserError(Box::new(ErrorInfo::new(
+        "ERROR".into(),
+        code.into(),
+        message.into(),
+    )))
+}
+
+/// The message without DataFusion's variant prefixes ("Error during
+/// planning: "), which mean nothing to a SQL user.
+fn message(err: &DataFusionError) -> String {
+    let root = innermost(err);
+    match root {
+        DataFusionError::SQL(e, _) => e.to_string().trim_start_matches("sql parser error: ").to_string(),
+        DataFusionError::Plan(m)
+        | DataFusionError::Execution(m)
+        | DataFusionError::NotImplemented(m)
+        | DataFusionError::Configuration(m) => m.clone(),
+        DataFusionError::ArrowError(e, _) => arrow_message(e),
+        DataFusionError::SchemaError(e, _) => e.to_string(),
+        other => other.to_string(),
+    }
+}
+
+fn arrow_message(e: &ArrowError) -> String {
+    match e {
+        ArrowError::DivideByZero => "division by zero".into(),
+        ArrowError::CastError(m)
+        | ArrowError::ParseError(m)
+        | ArrowError::ComputeError(m)
+        | ArrowError::InvalidArgumentError(m)
+        | ArrowError::ArithmeticOverflow(m) => m.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Strips wrappers that add context but not meaning.
+fn innermost(err: &DataFusionError) -> &DataFusionError {
+    match err {
+        DataFusionError::Context(_, inner) | DataFusionError::Diagnostic(_, inner) => {
+            innermost(inner)
+        }
+        DataFusionError::Shared(inner) => innermost(inner),
+        DataFusionError::Collection(errs) => errs.first().map(innermost).unwrap_or(err),
+        DataFusionError::External(inner) => match inner.downcast_ref::<DataFusionError>() {
+            Some(df) => innermost(df),
+            None => err,
+        },
+        _ => err,
+    }
+}
+
+/// The SQLSTATE for an engine error.
+pub fn sqlstate(err: &DataFusionError) -> &'static str {
+    use codes::*;
+    match innermost(err) {
+        DataFusionError::SQL(..) => SYNTAX_ERROR,
+        DataFusionError::ArrowError(e, _) => arrow_sqlstate(e),
+        DataFusionError::SchemaError(e, _) => match e.as_ref() {
+            SchemaError::FieldNotFound { .. } => UNDEFINED_COLUMN,
+            SchemaError::DuplicateQualifiedField { .. }
+            | SchemaError::DuplicateUnqualifiedField { .. } => DUPLICATE_COLUMN,
+            SchemaError::AmbiguousReference { .. } => AMBIGUOUS_COLUMN,
+        },
+        DataFusionError::Plan(m) => plan_sqlstate(m),
+        DataFusionError::Execution(m) => execution_sqlstate(m),
+        DataFusionError::NotImplemented(_) => FEATURE_NOT_SUPPORTED,
+        DataFusionError::Configuration(m) => {
+            if m.contains("cannot be changed") {
+                CANTCHANGE_RUNTIME_PARAM
+            } else if m.starts_with("invalid value") {
+                INVALID_PARAMETER_VALUE
+            } else {
+                UNDEFINED_OBJECT
+            }
+        }
+        DataFusionError::ResourcesExhausted(_) => OUT_OF_MEMORY,
+        DataFusionError::IoError(_) | DataFusionError::ObjectStore(_) => IO_ERROR,
+        DataFusionError::ParquetError(_) => IO_ERROR,
+        DataFusionError::Internal(_)
+        | DataFusionError::ExecutionJoin(_)
+        | DataFusionError::Substrait(_)
+        | DataFusionError::External(_)
+        | DataFusionError::Ffi(_) => INTERNAL_ERROR,
+        // Wrappers were removed by `innermost`; reaching one means an empty
+        // collection, which carries no cause to report.
+        DataFusionError::Context(..)
+        | DataFusionError::Diagnostic(..)
+        | DataFusionError::Shared(_)
+        | DataFusionError::Collection(_) => INTERNAL_ERROR,
+    }
+}
+
+fn arrow_sqlstate(e: &ArrowError) -> &'static str {
+    use codes::*;
+    match e {
+        ArrowError::DivideByZero => DIVISION_BY_ZERO,
+        ArrowError::CastError(_) | ArrowError::ParseError(_) => INVALID_TEXT_REPRESENTATION,
+        ArrowError::ArithmeticOverflow(_) => NUMERIC_VALUE_OUT_OF_RANGE,
+        ArrowError::InvalidArgumentError(_) => INVALID_PARAMETER_VALUE,
+        ArrowError::MemoryError(_) => OUT_OF_MEMORY,
+        ArrowError::IoError(..) => IO_ERROR,
+        _ => DATA_EXCEPTION,
+    }
+}
+
+/// DataFusion raises most planning failures as `Plan` errors whose only
+/// structure is the message; these are the ones it emits for the cases
+/// clients branch on.
+fn plan_sqlstate(m: &str) -> &'static str {
+    use codes::*;
+    let lower = m.to_ascii_lowercase();
+    if lower.starts_with("table '") && lower.contains("not found")
+        || lower.starts_with("table ") && lower.contains("doesn't exist")
+        || lower.contains("no table named")
+    {
+        UNDEFINED_TABLE
+    } else if lower.contains("invalid function") || lower.contains("function") && lower.contains("not found")
+    {
+        UNDEFINED_FUNCTION
+    } else if lower.contains("schema") && (lower.contains("not found") || lower.contains("doesn't exist")) {
+        UNDEFINED_SCHEMA
+    } else if lower.contains("schema") && lower.contains("already exists") {
+        DUPLICATE_SCHEMA
+    } else if lower.contains("already exists") {
+        DUPLICATE_TABLE
+    } else if lower.contains("divide by zero") || lower.contains("division by zero") {
+        DIVISION_BY_ZERO
+    } else if lower.contains("group by") || lower.contains("must appear in the group") {
+        GROUPING_ERROR
+    } else if lower.contains("cannot infer common")
+        || lower.contains("cannot coerce")
+        || lower.contains("does not support")
+        || lower.contains("type mismatch")
+        || lower.contains("no function matches")
+    {
+        DATATYPE_MISMATCH
+    } else {
+        SYNTAX_ERROR_OR_ACCESS_RULE_VIOLATION
+    }
+}
+
+fn execution_sqlstate(m: &str) -> &'static str {
+    use codes::*;
+    let lower = m.to_ascii_lowercase();
+    if lower.contains("divide by zero") || lower.contains("division by zero") {
+        DIVISION_BY_ZERO
+    } else if lower.contains("cast") || lower.contains("parse") {
+        INVALID_TEXT_REPRESENTATION
+    } else if lower.contains("overflow") {
+        NUMERIC_VALUE_OUT_OF_RANGE
+    } else if lower.contains("not found") && lower.contains("table") {
+        UNDEFINED_TABLE
+    } else if lower.contains("prepared statement") && lower.contains("does not exist")
+        || lower.contains("no prepared statement")
+    {
+        codes::UNDEFINED_OBJECT
+    } else {
+        DATA_EXCEPTION
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::sql::sqlparser::parser::ParserError;
+
+    #[test]
+    fn maps_common_errors() {
+        let syntax = DataFusionError::SQL(Box::new(ParserError::ParserError("x".into())), None);
+        assert_eq!(sqlstate(&syntax), codes::SYNTAX_ERROR);
+        let table = DataFusionError::Plan("table 'sluice.public.nope' not found".into());
+        assert_eq!(sqlstate(&table), codes::UNDEFINED_TABLE);
+        let div = DataFusionError::ArrowError(Box::new(ArrowError::DivideByZero), None);
+        assert_eq!(sqlstate(&div), codes::DIVISION_BY_ZERO);
+        let wrapped = DataFusionError::Context("while running".into(), Box::new(div));
+        assert_eq!(sqlstate(&wrapped), codes::DIVISION_BY_ZERO);
+        assert_eq!(message(&wrapped), "division by zero");
+        let unknown_setting =
+            DataFusionError::Configuration("unrecognized configuration parameter \"x\"".into());
+        assert_eq!(sqlstate(&unknown_setting), codes::UNDEFINED_OBJECT);
+    }
+}

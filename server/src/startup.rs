@@ -1,0 +1,159 @@
+//! Connection startup: creates the client's [`SluiceSession`], applies the
+//! settings it sent in the startup packet, and answers with the parameters a
+//! Postgres 15 server reports (`server_version`, `client_encoding`,
+//! `DateStyle`, …) and the key the client uses to cancel queries.
+//!
+//! pgwire's stock no-auth handler hardcodes its own parameter set
+//! (`server_version` "16.6-pgwire", which makes psql 15 warn), so Sluice
+//! answers the startup message itself with pgwire's building blocks.
+
+use std::fmt::Debug;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use futures::{Sink, SinkExt};
+use log::{debug, warn};
+use pgwire::api::auth::{StartupHandler, protocol_negotiation, save_startup_parameters_to_metadata};
+use pgwire::api::{
+    ClientInfo, METADATA_USER, PgWireConnectionState, PidSecretKeyGenerator,
+    RandomPidSecretKeyGenerator,
+};
+use pgwire::error::{PgWireError, PgWireResult};
+use pgwire::messages::response::{ReadyForQuery, TransactionStatus};
+use pgwire::messages::startup::{Authentication, BackendKeyData, ParameterStatus};
+use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
+use sluice_engine::statement::SessionCommand;
+use sluice_engine::{PreparedStatement, Sluice, SluiceSession};
+
+use crate::cancel::{CancelRegistry, QueryCanceller, RegistrationGuard};
+
+/// Everything Sluice keeps for one client connection. Lives in pgwire's
+/// per-connection extension store, so it is dropped when the socket closes.
+#[derive(Debug)]
+pub struct Connection {
+    /// The client's engine session.
+    pub session: SluiceSession,
+    /// Cancels the connection's running query.
+    pub canceller: Arc<QueryCanceller>,
+    _registration: RegistrationGuard,
+}
+
+/// Fetches the connection state a startup handler stored.
+pub fn connection<C: ClientInfo + ?Sized>(client: &C) -> PgWireResult<Arc<Connection>> {
+    client
+        .session_extensions()
+        .get::<Connection>()
+        .ok_or_else(|| PgWireError::ApiError("connection used before startup completed".into()))
+}
+
+/// Answers the startup packet; no authentication yet (trust, like a local
+/// Postgres with `trust` in pg_hba.conf).
+pub struct SluiceStartupHandler {
+    engine: Sluice,
+    registry: Arc<CancelRegistry>,
+    keys: RandomPidSecretKeyGenerator,
+}
+
+impl SluiceStartupHandler {
+    /// Creates the handler for `engine`, registering connections in
+    /// `registry` so CancelRequests can find them.
+    pub fn new(engine: Sluice, registry: Arc<CancelRegistry>) -> Self {
+        Self {
+            engine,
+            registry,
+            keys: RandomPidSecretKeyGenerator::default(),
+        }
+    }
+}
+
+/// Startup-packet settings applied to the new session, as Postgres applies
+/// them (pgjdbc sends `DateStyle`, `TimeZone`, `client_encoding` here).
+const STARTUP_SETTINGS: &[&str] = &[
+    "application_name",
+    "client_encoding",
+    "DateStyle",
+    "TimeZone",
+    "extra_float_digits",
+    "search_path",
+    "IntervalStyle",
+    "statement_timeout",
+];
+
+#[async_trait]
+impl StartupHandler for SluiceStartupHandler {
+    async fn on_startup<C>(&self, client: &mut C, message: PgWireFrontendMessage) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let PgWireFrontendMessage::Startup(startup) = message else {
+            return Ok(());
+        };
+        protocol_negotiation(client, &startup).await?;
+        save_startup_parameters_to_metadata(client, &startup);
+
+        let session = self.engine.session();
+        for name in STARTUP_SETTINGS {
+            let Some(value) = startup
+                .parameters
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.clone())
+            else {
+                continue;
+            };
+            if let Err(e) = apply_setting(&session, name, &value).await {
+                warn!("ignoring startup setting {name}={value}: {e}");
+            }
+        }
+
+        let (pid, secret) = self.keys.generate(client);
+        client.set_pid_and_secret_key(pid, secret.clone());
+        let canceller = Arc::new(QueryCanceller::default());
+        let registration = self.registry.register(pid, &secret, &canceller);
+
+        client
+            .feed(PgWireBackendMessage::Authentication(Authentication::Ok))
+            .await?;
+        let mut parameters = session.reported_settings();
+        if let Some(user) = client.metadata().get(METADATA_USER) {
+            parameters.push(("session_authorization".into(), user.clone()));
+        }
+        for (name, value) in parameters {
+            client
+                .feed(PgWireBackendMessage::ParameterStatus(ParameterStatus::new(
+                    name, value,
+                )))
+                .await?;
+        }
+        client
+            .feed(PgWireBackendMessage::BackendKeyData(BackendKeyData::new(
+                pid, secret,
+            )))
+            .await?;
+        client
+            .send(PgWireBackendMessage::ReadyForQuery(ReadyForQuery::new(
+                TransactionStatus::Idle,
+            )))
+            .await?;
+        client.set_state(PgWireConnectionState::ReadyForQuery);
+
+        client.session_extensions().insert(Connection {
+            session,
+            canceller,
+            _registration: registration,
+        });
+        debug!("session started for {}", client.socket_addr());
+        Ok(())
+    }
+}
+
+async fn apply_setting(session: &SluiceSession, name: &str, value: &str) -> datafusion::error::Result<()> {
+    let statement = sluice_engine::statement::SluiceStatement::Session(SessionCommand::Set {
+        name: name.to_ascii_lowercase(),
+        value: Some(value.to_string()),
+    });
+    let prepared: PreparedStatement = session.prepare(&statement).await?;
+    session.execute(&prepared, None).await.map(|_| ())
+}
