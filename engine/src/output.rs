@@ -35,9 +35,13 @@ impl PreparedStatement {
             PreparedKind::Plan(plan) if plan_returns_rows(plan) => {
                 Arc::new(plan.schema().as_arrow().clone())
             }
-            PreparedKind::Session(SessionCommand::Show { name }) => Arc::new(Schema::new(vec![
-                Field::new(name.clone(), DataType::Utf8, false),
-            ])),
+            PreparedKind::Session(SessionCommand::Show { name }) => {
+                Arc::new(Schema::new(vec![Field::new(
+                    name.clone(),
+                    DataType::Utf8,
+                    false,
+                )]))
+            }
             PreparedKind::Session(SessionCommand::ShowAll) => show_all_schema(),
             _ => Arc::new(Schema::empty()),
         }
@@ -81,9 +85,7 @@ impl PreparedStatement {
 
 /// Puts `$n` parameters in positional order. Parameters a client never
 /// mentions (e.g. `$2` used but `$1` not) are reported as untyped.
-fn ordered_parameters(
-    types: HashMap<String, Option<DataType>>,
-) -> Result<Vec<Option<DataType>>> {
+fn ordered_parameters(types: HashMap<String, Option<DataType>>) -> Result<Vec<Option<DataType>>> {
     let mut numbered: Vec<(usize, Option<DataType>)> = types
         .into_iter()
         .filter_map(|(id, ty)| {
@@ -217,10 +219,7 @@ pub enum QueryOutput {
 impl std::fmt::Debug for QueryOutput {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            QueryOutput::Rows(stream) => f
-                .debug_tuple("Rows")
-                .field(&stream.schema())
-                .finish(),
+            QueryOutput::Rows(stream) => f.debug_tuple("Rows").field(&stream.schema()).finish(),
             QueryOutput::Command(c) => f.debug_tuple("Command").field(c).finish(),
         }
     }

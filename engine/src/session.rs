@@ -13,8 +13,8 @@ use datafusion::prelude::{DataFrame, SessionContext};
 use futures::stream;
 
 use crate::output::{
-    CommandComplete, PreparedKind, PreparedStatement, QueryOutput, TransactionEffect,
-    command_tag, plan_returns_rows, show_all_schema,
+    CommandComplete, PreparedKind, PreparedStatement, QueryOutput, TransactionEffect, command_tag,
+    plan_returns_rows, show_all_schema,
 };
 use crate::settings::SessionSettings;
 use crate::statement::{SessionCommand, SluiceStatement, parse_sql};

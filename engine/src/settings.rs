@@ -47,30 +47,174 @@ const fn def(
 }
 
 const SETTINGS: &[SettingDef] = &[
-    def("application_name", "", true, false, "Application name reported by the client."),
-    def("bytea_output", "hex", false, false, "Output format for bytea."),
-    def("client_encoding", "UTF8", true, false, "Client character set; only UTF8 is supported."),
-    def("client_min_messages", "notice", false, false, "Lowest message level sent to the client."),
-    def("DateStyle", "ISO, MDY", true, false, "Display format for date and time values."),
-    def("default_transaction_isolation", "read committed", false, false, "Isolation level of new transactions."),
-    def("default_transaction_read_only", "off", true, false, "Whether new transactions are read-only."),
-    def("extra_float_digits", "1", false, false, "Extra digits displayed for floating-point values."),
-    def("idle_in_transaction_session_timeout", "0", false, false, "Timeout for idle sessions inside a transaction."),
-    def("in_hot_standby", "off", true, true, "Whether the server is a hot standby."),
-    def("integer_datetimes", "on", true, true, "Datetimes are stored as integers."),
-    def("IntervalStyle", "postgres", true, false, "Display format for interval values."),
-    def("is_superuser", "on", true, true, "Whether the current user is a superuser."),
-    def("lock_timeout", "0", false, false, "Timeout for acquiring locks."),
-    def("max_identifier_length", "63", false, true, "Maximum identifier length."),
-    def("search_path", "\"$user\", public", false, false, "Schema search order for unqualified names."),
-    def("server_encoding", "UTF8", true, true, "Server character set."),
-    def("server_version", SERVER_VERSION, true, true, "Postgres version Sluice is compatible with."),
-    def("server_version_num", SERVER_VERSION_NUM, false, true, "Postgres version as a number."),
-    def("standard_conforming_strings", "on", true, false, "Backslashes are literal in ordinary strings."),
-    def("statement_timeout", "0", false, false, "Abort statements that run longer (ms; 0 disables)."),
-    def("TimeZone", "UTC", true, false, "Time zone for displaying and interpreting timestamps."),
-    def("transaction_isolation", "read committed", false, false, "Isolation level of the current transaction."),
-    def("transaction_read_only", "off", false, false, "Whether the current transaction is read-only."),
+    def(
+        "application_name",
+        "",
+        true,
+        false,
+        "Application name reported by the client.",
+    ),
+    def(
+        "bytea_output",
+        "hex",
+        false,
+        false,
+        "Output format for bytea.",
+    ),
+    def(
+        "client_encoding",
+        "UTF8",
+        true,
+        false,
+        "Client character set; only UTF8 is supported.",
+    ),
+    def(
+        "client_min_messages",
+        "notice",
+        false,
+        false,
+        "Lowest message level sent to the client.",
+    ),
+    def(
+        "DateStyle",
+        "ISO, MDY",
+        true,
+        false,
+        "Display format for date and time values.",
+    ),
+    def(
+        "default_transaction_isolation",
+        "read committed",
+        false,
+        false,
+        "Isolation level of new transactions.",
+    ),
+    def(
+        "default_transaction_read_only",
+        "off",
+        true,
+        false,
+        "Whether new transactions are read-only.",
+    ),
+    def(
+        "extra_float_digits",
+        "1",
+        false,
+        false,
+        "Extra digits displayed for floating-point values.",
+    ),
+    def(
+        "idle_in_transaction_session_timeout",
+        "0",
+        false,
+        false,
+        "Timeout for idle sessions inside a transaction.",
+    ),
+    def(
+        "in_hot_standby",
+        "off",
+        true,
+        true,
+        "Whether the server is a hot standby.",
+    ),
+    def(
+        "integer_datetimes",
+        "on",
+        true,
+        true,
+        "Datetimes are stored as integers.",
+    ),
+    def(
+        "IntervalStyle",
+        "postgres",
+        true,
+        false,
+        "Display format for interval values.",
+    ),
+    def(
+        "is_superuser",
+        "on",
+        true,
+        true,
+        "Whether the current user is a superuser.",
+    ),
+    def(
+        "lock_timeout",
+        "0",
+        false,
+        false,
+        "Timeout for acquiring locks.",
+    ),
+    def(
+        "max_identifier_length",
+        "63",
+        false,
+        true,
+        "Maximum identifier length.",
+    ),
+    def(
+        "search_path",
+        "\"$user\", public",
+        false,
+        false,
+        "Schema search order for unqualified names.",
+    ),
+    def(
+        "server_encoding",
+        "UTF8",
+        true,
+        true,
+        "Server character set.",
+    ),
+    def(
+        "server_version",
+        SERVER_VERSION,
+        true,
+        true,
+        "Postgres version Sluice is compatible with.",
+    ),
+    def(
+        "server_version_num",
+        SERVER_VERSION_NUM,
+        false,
+        true,
+        "Postgres version as a number.",
+    ),
+    def(
+        "standard_conforming_strings",
+        "on",
+        true,
+        false,
+        "Backslashes are literal in ordinary strings.",
+    ),
+    def(
+        "statement_timeout",
+        "0",
+        false,
+        false,
+        "Abort statements that run longer (ms; 0 disables).",
+    ),
+    def(
+        "TimeZone",
+        "UTC",
+        true,
+        false,
+        "Time zone for displaying and interpreting timestamps.",
+    ),
+    def(
+        "transaction_isolation",
+        "read committed",
+        false,
+        false,
+        "Isolation level of the current transaction.",
+    ),
+    def(
+        "transaction_read_only",
+        "off",
+        false,
+        false,
+        "Whether the current transaction is read-only.",
+    ),
 ];
 
 fn find(name: &str) -> Option<&'static SettingDef> {
@@ -235,15 +379,19 @@ fn validate(def: &SettingDef, value: &str) -> Result<String> {
         }
         "extra_float_digits" => match value.trim().parse::<i32>() {
             Ok(n) if (-15..=3).contains(&n) => Ok(n.to_string()),
-            _ => Err(invalid_value(def, value, "must be an integer from -15 to 3")),
+            _ => Err(invalid_value(
+                def,
+                value,
+                "must be an integer from -15 to 3",
+            )),
         },
-        "standard_conforming_strings" | "default_transaction_read_only" | "transaction_read_only" => {
-            match value.to_ascii_lowercase().as_str() {
-                "on" | "true" | "1" | "yes" => Ok("on".into()),
-                "off" | "false" | "0" | "no" => Ok("off".into()),
-                _ => Err(invalid_value(def, value, "must be a boolean")),
-            }
-        }
+        "standard_conforming_strings"
+        | "default_transaction_read_only"
+        | "transaction_read_only" => match value.to_ascii_lowercase().as_str() {
+            "on" | "true" | "1" | "yes" => Ok("on".into()),
+            "off" | "false" | "0" | "no" => Ok("off".into()),
+            _ => Err(invalid_value(def, value, "must be a boolean")),
+        },
         _ => Ok(value.to_string()),
     }
 }
@@ -265,7 +413,8 @@ fn parse_duration_ms(value: &str) -> std::result::Result<u64, String> {
         "d" => 86_400_000,
         other => return Err(format!("unknown unit \"{other}\"")),
     };
-    n.checked_mul(factor).ok_or_else(|| "value is too large".to_string())
+    n.checked_mul(factor)
+        .ok_or_else(|| "value is too large".to_string())
 }
 
 #[cfg(test)]

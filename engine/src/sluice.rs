@@ -24,7 +24,9 @@ pub struct Sluice {
 
 impl std::fmt::Debug for Sluice {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Sluice").field("config", &self.config).finish()
+        f.debug_struct("Sluice")
+            .field("config", &self.config)
+            .finish()
     }
 }
 
@@ -78,4 +80,3 @@ fn uuid_like_id() -> String {
     static NEXT: AtomicU64 = AtomicU64::new(1);
     format!("sluice-session-{}", NEXT.fetch_add(1, Ordering::Relaxed))
 }
-

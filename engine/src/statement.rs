@@ -68,7 +68,9 @@ pub fn parse_sql(sql: &str) -> Result<Vec<SluiceStatement>> {
         if expecting_delimiter {
             let found = parser.parser.peek_token();
             return Err(DataFusionError::SQL(
-                Box::new(ast_error(format!("Expected: end of statement, found: {found}"))),
+                Box::new(ast_error(format!(
+                    "Expected: end of statement, found: {found}"
+                ))),
                 None,
             ));
         }
@@ -97,7 +99,9 @@ fn parse_one(parser: &mut DFParser<'_>) -> Result<SluiceStatement> {
 
 fn parse_reset(parser: &mut DFParser<'_>) -> Result<SluiceStatement> {
     if parser.parser.parse_keyword(Keyword::ALL) {
-        return Ok(SluiceStatement::Session(SessionCommand::Reset { name: None }));
+        return Ok(SluiceStatement::Session(SessionCommand::Reset {
+            name: None,
+        }));
     }
     let name = parser.parser.parse_object_name(false)?;
     let name = object_name(&name);
@@ -192,12 +196,10 @@ fn classify(statement: DFStatement) -> SluiceStatement {
             name: canonical_name(&object_name(variable)),
             value: setting_value(values),
         }),
-        ast::Statement::Set(Set::SetTimeZone { ref value, .. }) => {
-            session(SessionCommand::Set {
-                name: "timezone".into(),
-                value: setting_value(std::slice::from_ref(value)),
-            })
-        }
+        ast::Statement::Set(Set::SetTimeZone { ref value, .. }) => session(SessionCommand::Set {
+            name: "timezone".into(),
+            value: setting_value(std::slice::from_ref(value)),
+        }),
         ast::Statement::Set(Set::SetNames {
             ref charset_name, ..
         }) => session(SessionCommand::Set {
@@ -288,7 +290,10 @@ mod tests {
             }
         );
         assert_eq!(session_cmd("SHOW ALL"), SessionCommand::ShowAll);
-        assert_eq!(session_cmd("RESET ALL"), SessionCommand::Reset { name: None });
+        assert_eq!(
+            session_cmd("RESET ALL"),
+            SessionCommand::Reset { name: None }
+        );
         assert_eq!(
             session_cmd("RESET DateStyle"),
             SessionCommand::Reset {

@@ -54,8 +54,7 @@ impl QueryToken {
     /// Resolves when the query is cancelled, with the reason.
     pub async fn cancelled(&self) -> CancelReason {
         self.token.cancelled().await;
-        self.reason()
-            .unwrap_or(CancelReason::UserRequest)
+        self.reason().unwrap_or(CancelReason::UserRequest)
     }
 
     /// The reason, if the query has been cancelled.
@@ -86,7 +85,12 @@ impl QueryCanceller {
 
     /// Cancels the running query, if any.
     pub fn cancel_current(&self) {
-        if let Some(query) = self.current.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+        if let Some(query) = self
+            .current
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
             query.cancel(CancelReason::UserRequest);
         }
     }

@@ -47,9 +47,7 @@ pub fn bound_parameters<S: Clone>(
 ) -> PgWireResult<ParamValues> {
     let inferred: Vec<Option<&DataType>> = inferred.iter().map(Option::as_ref).collect();
     let announced: Vec<Option<&Type>> = announced.iter().map(Some).collect();
-    arrow_pg::datatypes::df::deserialize_parameters_with_server_types(
-        portal, &inferred, &announced,
-    )
+    arrow_pg::datatypes::df::deserialize_parameters_with_server_types(portal, &inferred, &announced)
 }
 
 /// Turns a record-batch stream into Postgres data rows, one batch at a time
@@ -61,12 +59,16 @@ pub fn data_rows(
     token: QueryToken,
 ) -> impl Stream<Item = PgWireResult<DataRow>> + Send + 'static {
     let rows = batches
-        .map(move |batch| -> Box<dyn Iterator<Item = PgWireResult<DataRow>> + Send + Sync> {
-            match batch {
-                Ok(batch) => arrow_pg::datatypes::encode_recordbatch(Arc::clone(&fields), batch),
-                Err(e) => Box::new(std::iter::once(Err(pg_error(e)))),
-            }
-        })
+        .map(
+            move |batch| -> Box<dyn Iterator<Item = PgWireResult<DataRow>> + Send + Sync> {
+                match batch {
+                    Ok(batch) => {
+                        arrow_pg::datatypes::encode_recordbatch(Arc::clone(&fields), batch)
+                    }
+                    Err(e) => Box::new(std::iter::once(Err(pg_error(e)))),
+                }
+            },
+        )
         .flat_map(stream::iter);
     cancellable(rows, token)
 }
@@ -99,4 +101,43 @@ pub fn cancel_error(reason: CancelReason) -> pgwire::error::PgWireError {
         CancelReason::StatementTimeout => "canceling statement due to statement timeout",
     };
     user_error(codes::QUERY_CANCELED, message)
+}
+
+/// Renders a batch the way a client sees it in text format: one string per
+/// value, `None` for NULL. The same codec as the wire, so in-process tests
+/// and embedding programs see exactly what psql would.
+pub fn text_rows(
+    batch: datafusion::arrow::array::RecordBatch,
+) -> PgWireResult<Vec<Vec<Option<String>>>> {
+    let fields = Arc::new(result_fields(&batch.schema(), &Format::UnifiedText, None)?);
+    let mut rows = Vec::with_capacity(batch.num_rows());
+    for row in arrow_pg::datatypes::encode_recordbatch(fields, batch) {
+        rows.push(decode_text_row(&row?)?);
+    }
+    Ok(rows)
+}
+
+/// Splits a DataRow message body into its values: each is a 4-byte length
+/// (-1 for NULL) followed by that many bytes.
+fn decode_text_row(row: &DataRow) -> PgWireResult<Vec<Option<String>>> {
+    let malformed = || user_error(codes::INTERNAL_ERROR, "malformed data row");
+    let mut data: &[u8] = &row.data;
+    let mut values = Vec::with_capacity(usize::try_from(row.field_count).unwrap_or(0));
+    for _ in 0..row.field_count {
+        let (len, rest) = data.split_first_chunk::<4>().ok_or_else(malformed)?;
+        let len = i32::from_be_bytes(*len);
+        data = rest;
+        if len < 0 {
+            values.push(None);
+            continue;
+        }
+        let len = usize::try_from(len).map_err(|_| malformed())?;
+        if data.len() < len {
+            return Err(malformed());
+        }
+        let (value, rest) = data.split_at(len);
+        values.push(Some(String::from_utf8_lossy(value).into_owned()));
+        data = rest;
+    }
+    Ok(values)
 }

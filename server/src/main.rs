@@ -10,7 +10,11 @@ use sluice_engine::Sluice;
 use sluice_server::{ServerConfig, serve};
 
 #[derive(Parser, Debug)]
-#[command(name = "sluice", version, about = "Sluice: a SQL engine for AI data processing, served over the Postgres wire protocol")]
+#[command(
+    name = "sluice",
+    version,
+    about = "Sluice: a SQL engine for AI data processing, served over the Postgres wire protocol"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -42,14 +46,19 @@ impl Default for ServeArgs {
 }
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn,sluice=info,sluice_server=info"))
-        .init();
+    env_logger::Builder::from_env(
+        env_logger::Env::default().default_filter_or("warn,sluice=info,sluice_server=info"),
+    )
+    .init();
     let cli = Cli::parse();
     let args = match cli.command {
         Some(Command::Serve(args)) => args,
         None => ServeArgs::default(),
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             error!("cannot start the async runtime: {e}");

@@ -181,7 +181,11 @@ impl ExtendedQueryHandler for SluiceQueryHandler {
         let params = if statement.announced.is_empty() {
             None
         } else {
-            Some(bound_parameters(portal, &statement.inferred, &statement.announced)?)
+            Some(bound_parameters(
+                portal,
+                &statement.inferred,
+                &statement.announced,
+            )?)
         };
         let token = conn.canceller.begin_query(conn.session.statement_timeout());
         run(

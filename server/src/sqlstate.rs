@@ -66,7 +66,10 @@ pub fn user_error(code: &str, message: impl Into<String>) -> PgWireError {
 fn message(err: &DataFusionError) -> String {
     let root = innermost(err);
     match root {
-        DataFusionError::SQL(e, _) => e.to_string().trim_start_matches("sql parser error: ").to_string(),
+        DataFusionError::SQL(e, _) => e
+            .to_string()
+            .trim_start_matches("sql parser error: ")
+            .to_string(),
         DataFusionError::Plan(m)
         | DataFusionError::Execution(m)
         | DataFusionError::NotImplemented(m)
@@ -170,10 +173,13 @@ fn plan_sqlstate(m: &str) -> &'static str {
         || lower.contains("no table named")
     {
         UNDEFINED_TABLE
-    } else if lower.contains("invalid function") || lower.contains("function") && lower.contains("not found")
+    } else if lower.contains("invalid function")
+        || lower.contains("function") && lower.contains("not found")
     {
         UNDEFINED_FUNCTION
-    } else if lower.contains("schema") && (lower.contains("not found") || lower.contains("doesn't exist")) {
+    } else if lower.contains("schema")
+        && (lower.contains("not found") || lower.contains("doesn't exist"))
+    {
         UNDEFINED_SCHEMA
     } else if lower.contains("schema") && lower.contains("already exists") {
         DUPLICATE_SCHEMA
@@ -206,6 +212,10 @@ fn execution_sqlstate(m: &str) -> &'static str {
         NUMERIC_VALUE_OUT_OF_RANGE
     } else if lower.contains("not found") && lower.contains("table") {
         UNDEFINED_TABLE
+    } else if lower.contains("schema") && lower.contains("already exists") {
+        DUPLICATE_SCHEMA
+    } else if lower.contains("already exists") {
+        DUPLICATE_TABLE
     } else if lower.contains("prepared statement") && lower.contains("does not exist")
         || lower.contains("no prepared statement")
     {

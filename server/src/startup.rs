@@ -13,7 +13,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use futures::{Sink, SinkExt};
 use log::{debug, warn};
-use pgwire::api::auth::{StartupHandler, protocol_negotiation, save_startup_parameters_to_metadata};
+use pgwire::api::auth::{
+    StartupHandler, protocol_negotiation, save_startup_parameters_to_metadata,
+};
 use pgwire::api::{
     ClientInfo, METADATA_USER, PgWireConnectionState, PidSecretKeyGenerator,
     RandomPidSecretKeyGenerator,
@@ -81,7 +83,11 @@ const STARTUP_SETTINGS: &[&str] = &[
 
 #[async_trait]
 impl StartupHandler for SluiceStartupHandler {
-    async fn on_startup<C>(&self, client: &mut C, message: PgWireFrontendMessage) -> PgWireResult<()>
+    async fn on_startup<C>(
+        &self,
+        client: &mut C,
+        message: PgWireFrontendMessage,
+    ) -> PgWireResult<()>
     where
         C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
         C::Error: Debug,
@@ -149,7 +155,11 @@ impl StartupHandler for SluiceStartupHandler {
     }
 }
 
-async fn apply_setting(session: &SluiceSession, name: &str, value: &str) -> datafusion::error::Result<()> {
+async fn apply_setting(
+    session: &SluiceSession,
+    name: &str,
+    value: &str,
+) -> datafusion::error::Result<()> {
     let statement = sluice_engine::statement::SluiceStatement::Session(SessionCommand::Set {
         name: name.to_ascii_lowercase(),
         value: Some(value.to_string()),

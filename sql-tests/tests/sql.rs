@@ -1,0 +1,7 @@
+//! Sluice's SQL and wire-protocol tests, in one test binary (each binary
+//! links all of DataFusion, so we keep one).
+
+#[path = "sql/slt.rs"]
+mod slt;
+#[path = "sql/wire_protocol.rs"]
+mod wire_protocol;

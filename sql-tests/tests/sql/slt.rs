@@ -1,0 +1,79 @@
+//! Every `.slt` file, run in-process and over the wire.
+
+use std::path::Path;
+
+use sluice_engine::Sluice;
+use sluice_sql_tests::{InProcessDb, TestServer, WireDb, slt_files};
+use sqllogictest::Runner;
+
+async fn run_in_process(file: &Path) -> Result<(), String> {
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let engine = Sluice::builder()
+        .data_dir(dir.path())
+        .build()
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut runner = Runner::new(move || {
+        let engine = engine.clone();
+        async move { Ok(InProcessDb::new(&engine)) }
+    });
+    runner.add_label("in-process");
+    runner
+        .run_file_async(file)
+        .await
+        .map_err(|e| e.display(true).to_string())
+}
+
+async fn run_over_wire(file: &Path) -> Result<(), String> {
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let server = TestServer::start(dir.path())
+        .await
+        .map_err(|e| e.to_string())?;
+    let conn = server.connection_string();
+    let mut runner = Runner::new(move || {
+        let conn = conn.clone();
+        async move { WireDb::connect(&conn).await }
+    });
+    runner.add_label("wire");
+    let result = runner
+        .run_file_async(file)
+        .await
+        .map_err(|e| e.display(true).to_string());
+    drop(runner);
+    server.stop().await.map_err(|e| e.to_string())?;
+    result
+}
+
+fn report(mode: &str, failures: Vec<String>, total: usize) {
+    assert!(total > 0, "no .slt files found");
+    assert!(
+        failures.is_empty(),
+        "{} of {total} .slt files failed {mode}:\n{}",
+        failures.len(),
+        failures.join("\n\n")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slt_in_process() {
+    let files = slt_files();
+    let mut failures = Vec::new();
+    for file in &files {
+        if let Err(e) = run_in_process(file).await {
+            failures.push(format!("{}: {e}", file.display()));
+        }
+    }
+    report("in-process", failures, files.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slt_over_wire() {
+    let files = slt_files();
+    let mut failures = Vec::new();
+    for file in &files {
+        if let Err(e) = run_over_wire(file).await {
+            failures.push(format!("{}: {e}", file.display()));
+        }
+    }
+    report("over the wire", failures, files.len());
+}
