@@ -5,8 +5,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::error::Result;
-use datafusion::logical_expr::{DdlStatement, LogicalPlan, Statement, WriteOp};
+use datafusion::logical_expr::{
+    Cast, DdlStatement, Expr, LogicalPlan, Statement, TryCast, WriteOp,
+};
 use datafusion::physical_plan::SendableRecordBatchStream;
 
 use crate::statement::SessionCommand;
@@ -53,7 +56,15 @@ impl PreparedStatement {
         let PreparedKind::Plan(plan) = &self.kind else {
             return Ok(vec![]);
         };
-        ordered_parameters(plan.get_parameter_types()?)
+        let mut types = plan.get_parameter_types()?;
+        // `$1::BIGINT` tells Postgres the parameter's type; DataFusion leaves
+        // a placeholder under a cast untyped, so read the cast's target type.
+        for (id, cast_type) in placeholder_casts(plan)? {
+            if let Some(slot @ None) = types.get_mut(&id) {
+                *slot = Some(cast_type);
+            }
+        }
+        ordered_parameters(types)
     }
 
     /// Whether executing this statement yields rows (as opposed to a tag).
@@ -81,6 +92,24 @@ impl PreparedStatement {
             PreparedKind::Session(_) => None,
         }
     }
+}
+
+/// Placeholders that appear directly under a cast, with the cast's type.
+fn placeholder_casts(plan: &LogicalPlan) -> Result<Vec<(String, DataType)>> {
+    let mut found = Vec::new();
+    plan.apply_with_subqueries(|node| {
+        node.apply_expressions(|expr| {
+            expr.apply(|e| {
+                if let Expr::Cast(Cast { expr, field }) | Expr::TryCast(TryCast { expr, field }) = e
+                    && let Expr::Placeholder(p) = expr.as_ref()
+                {
+                    found.push((p.id.clone(), field.data_type().clone()));
+                }
+                Ok(TreeNodeRecursion::Continue)
+            })
+        })
+    })?;
+    Ok(found)
 }
 
 /// Puts `$n` parameters in positional order. Parameters a client never

@@ -92,7 +92,10 @@ impl SluiceSession {
         match &prepared.kind {
             PreparedKind::Plan(plan) => {
                 let plan = match params {
-                    Some(params) => (**plan).clone().replace_params_with_values(&params)?,
+                    Some(params) => {
+                        let params = conform_params(params, &prepared.parameter_types()?)?;
+                        (**plan).clone().replace_params_with_values(&params)?
+                    }
                     None => (**plan).clone(),
                 };
                 self.execute_plan(plan).await
@@ -229,6 +232,30 @@ impl SluiceSession {
             QueryOutput::Command(_) => self.ctx.read_empty(),
         }
     }
+}
+
+/// Casts bound values to the types the plan inferred for their
+/// placeholders. Drivers send e.g. text as `Utf8` where the column is
+/// `Utf8View`; left alone, the mismatched arrays reach operators that trust
+/// the plan's schema (an INSERT would store them as they came).
+fn conform_params(params: ParamValues, types: &[Option<DataType>]) -> Result<ParamValues> {
+    let ParamValues::List(values) = params else {
+        return Ok(params);
+    };
+    let values = values
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut v)| {
+            if let Some(Some(target)) = types.get(i)
+                && v.value.data_type() != *target
+                && !v.value.is_null()
+            {
+                v.value = v.value.cast_to(target)?;
+            }
+            Ok(v)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(ParamValues::List(values))
 }
 
 fn transaction(tag: &'static str, effect: TransactionEffect) -> QueryOutput {

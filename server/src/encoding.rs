@@ -5,10 +5,15 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::datatypes::{DataType, Schema};
+use datafusion::arrow::array::{RecordBatch, RecordBatchOptions};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef};
+use datafusion::arrow::error::ArrowError;
 use datafusion::common::ParamValues;
 use datafusion::physical_plan::SendableRecordBatchStream;
-use futures::{Stream, StreamExt, stream};
+use std::panic::AssertUnwindSafe;
+
+use futures::{FutureExt, Stream, StreamExt, stream};
 use pgwire::api::Type;
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::results::FieldInfo;
@@ -58,19 +63,61 @@ pub fn data_rows(
     fields: Arc<Vec<FieldInfo>>,
     token: QueryToken,
 ) -> impl Stream<Item = PgWireResult<DataRow>> + Send + 'static {
+    let schema = batches.schema();
     let rows = batches
-        .map(
-            move |batch| -> Box<dyn Iterator<Item = PgWireResult<DataRow>> + Send + Sync> {
-                match batch {
-                    Ok(batch) => {
-                        arrow_pg::datatypes::encode_recordbatch(Arc::clone(&fields), batch)
-                    }
-                    Err(e) => Box::new(std::iter::once(Err(pg_error(e)))),
-                }
-            },
-        )
+        .map(move |batch| match batch {
+            Ok(batch) => encode_batch(&schema, Arc::clone(&fields), batch),
+            Err(e) => vec![Err(pg_error(e))],
+        })
         .flat_map(stream::iter);
     cancellable(rows, token)
+}
+
+/// Encodes one batch into rows. Columns are first cast to the declared
+/// schema's types (DataFusion can hand out `Utf8` arrays under a `Utf8View`
+/// schema), and a panic inside the codec becomes an error for this query
+/// instead of a dropped connection.
+fn encode_batch(
+    schema: &SchemaRef,
+    fields: Arc<Vec<FieldInfo>>,
+    batch: RecordBatch,
+) -> Vec<PgWireResult<DataRow>> {
+    let batch = match conform(schema, batch) {
+        Ok(batch) => batch,
+        Err(e) => return vec![Err(pg_error(e.into()))],
+    };
+    let encoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        arrow_pg::datatypes::encode_recordbatch(fields, batch).collect::<Vec<_>>()
+    }));
+    encoded.unwrap_or_else(|_| {
+        vec![Err(user_error(
+            codes::INTERNAL_ERROR,
+            "internal error while encoding a result row",
+        ))]
+    })
+}
+
+fn conform(schema: &SchemaRef, batch: RecordBatch) -> Result<RecordBatch, ArrowError> {
+    if batch.schema().fields() == schema.fields() {
+        return Ok(batch);
+    }
+    let columns = batch
+        .columns()
+        .iter()
+        .zip(schema.fields())
+        .map(|(column, field)| {
+            if column.data_type() == field.data_type() {
+                Ok(Arc::clone(column))
+            } else {
+                cast(column, field.data_type())
+            }
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    RecordBatch::try_new_with_options(
+        Arc::clone(schema),
+        columns,
+        &RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
+    )
 }
 
 /// Ends `rows` with a cancellation error as soon as `token` fires; after an
@@ -85,10 +132,16 @@ where
         tokio::select! {
             biased;
             reason = token.cancelled() => Some((Err(cancel_error(reason)), None)),
-            item = rows.next() => match item {
-                Some(Ok(row)) => Some((Ok(row), Some((rows, token)))),
-                Some(Err(e)) => Some((Err(e), None)),
-                None => None,
+            // A panic inside an operator must cost this query, not the
+            // connection (or, unwinding further, the server's task).
+            item = AssertUnwindSafe(rows.next()).catch_unwind() => match item {
+                Ok(Some(Ok(row))) => Some((Ok(row), Some((rows, token)))),
+                Ok(Some(Err(e))) => Some((Err(e), None)),
+                Ok(None) => None,
+                Err(_) => Some((
+                    Err(user_error(codes::INTERNAL_ERROR, "internal error while executing the query")),
+                    None,
+                )),
             },
         }
     })

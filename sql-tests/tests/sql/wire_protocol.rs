@@ -1,1 +1,322 @@
+//! Protocol behaviour over a real client library (tokio-postgres): the
+//! extended protocol with typed parameters and portals, errors that leave
+//! the connection usable, cancellation, clients that vanish mid-result, and
+//! many connections in a row.
 
+use std::time::Duration;
+
+use futures::{StreamExt, pin_mut};
+use sluice_sql_tests::TestServer;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
+
+async fn connect(server: &TestServer) -> (Client, tokio::task::JoinHandle<()>) {
+    let (client, connection) = tokio_postgres::connect(&server.connection_string(), NoTls)
+        .await
+        .expect("connect to the test server");
+    let task = tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    (client, task)
+}
+
+async fn start() -> (TestServer, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = TestServer::start(dir.path()).await.expect("start server");
+    (server, dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extended_protocol_with_typed_parameters() {
+    let (server, _dir) = start().await;
+    let (client, _task) = connect(&server).await;
+    client
+        .batch_execute(
+            "CREATE TABLE people (id BIGINT, name TEXT, score DOUBLE PRECISION, ok BOOLEAN, small SMALLINT, mid INT, r REAL);
+             INSERT INTO people VALUES (1, 'ann', 1.5, true, 1, 10, 0.5), (2, 'bob', NULL, false, 2, 20, 1.5), (3, 'cy', 3.25, NULL, 3, 30, 2.5)",
+        )
+        .await
+        .expect("setup");
+
+    let statement = client
+        .prepare("SELECT name, score, ok, small, mid, r FROM people WHERE id = $1")
+        .await
+        .expect("prepare");
+    assert_eq!(statement.params(), &[tokio_postgres::types::Type::INT8]);
+    let rows = client.query(&statement, &[&2i64]).await.expect("execute");
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].get::<_, String>(0), "bob");
+    assert_eq!(rows[0].get::<_, Option<f64>>(1), None);
+    assert!(!rows[0].get::<_, bool>(2));
+    assert_eq!(rows[0].get::<_, i16>(3), 2);
+    assert_eq!(rows[0].get::<_, i32>(4), 20);
+    assert_eq!(rows[0].get::<_, f32>(5), 1.5);
+
+    // The same prepared statement, re-executed with other values.
+    let rows = client
+        .query(&statement, &[&3i64])
+        .await
+        .expect("re-execute");
+    assert_eq!(rows[0].get::<_, String>(0), "cy");
+    assert_eq!(rows[0].get::<_, Option<bool>>(2), None);
+
+    // Several parameters of different types in one statement.
+    let rows = client
+        .query(
+            "SELECT id FROM people WHERE name = $1 OR score > $2 ORDER BY id",
+            &[&"ann", &3.0f64],
+        )
+        .await
+        .expect("two parameters");
+    let ids: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
+    assert_eq!(ids, vec![1, 3]);
+
+    // DML through the extended protocol reports its row count.
+    let inserted = client
+        .execute(
+            "INSERT INTO people (id, name) VALUES ($1, $2)",
+            &[&4i64, &"di"],
+        )
+        .await
+        .expect("insert");
+    assert_eq!(inserted, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn portals_fetch_in_chunks() {
+    let (server, _dir) = start().await;
+    let (mut client, _task) = connect(&server).await;
+    let tx = client.transaction().await.expect("begin");
+    let portal = tx
+        .bind(
+            "SELECT value FROM generate_series(1, 25) ORDER BY value",
+            &[],
+        )
+        .await
+        .expect("bind");
+    let mut seen = Vec::new();
+    loop {
+        let chunk = tx.query_portal(&portal, 10).await.expect("fetch");
+        if chunk.is_empty() {
+            break;
+        }
+        assert!(chunk.len() <= 10, "a fetch returned {} rows", chunk.len());
+        seen.extend(chunk.iter().map(|r| r.get::<_, i64>(0)));
+    }
+    assert_eq!(seen, (1..=25).collect::<Vec<i64>>());
+    tx.commit().await.expect("commit");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_carry_sqlstate_and_keep_the_connection() {
+    let (server, _dir) = start().await;
+    let (client, _task) = connect(&server).await;
+    let cases = [
+        ("SELEC 1", SqlState::SYNTAX_ERROR),
+        ("SELECT * FROM missing", SqlState::UNDEFINED_TABLE),
+        ("SELECT 1/0", SqlState::DIVISION_BY_ZERO),
+    ];
+    for (sql, expected) in cases {
+        let err = client.simple_query(sql).await.expect_err(sql);
+        assert_eq!(err.code(), Some(&expected), "{sql}: {err:?}");
+        // Same through the extended protocol.
+        let err = client.query(sql, &[]).await.expect_err(sql);
+        assert_eq!(err.code(), Some(&expected), "{sql} (extended): {err:?}");
+    }
+    let err = client
+        .query("SELECT nope FROM (SELECT 1 AS a)", &[])
+        .await
+        .expect_err("unknown column");
+    assert_eq!(err.code(), Some(&SqlState::UNDEFINED_COLUMN));
+    let row = client
+        .query_one("SELECT 41 + 1", &[])
+        .await
+        .expect("still serving");
+    assert_eq!(row.get::<_, i64>(0), 42);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multiple_statements_and_empty_queries() {
+    let (server, _dir) = start().await;
+    let (client, _task) = connect(&server).await;
+    let messages = client
+        .simple_query("SELECT 1 AS a; SELECT 2 AS b, 3 AS c")
+        .await
+        .expect("two statements");
+    let rows: Vec<Vec<String>> = messages
+        .iter()
+        .filter_map(|m| match m {
+            SimpleQueryMessage::Row(r) => Some(
+                (0..r.len())
+                    .map(|i| r.get(i).unwrap_or("").to_string())
+                    .collect(),
+            ),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        vec![vec!["1".to_string()], vec!["2".into(), "3".into()]]
+    );
+    let messages = client.simple_query("").await.expect("empty query");
+    assert!(
+        !messages
+            .iter()
+            .any(|m| matches!(m, SimpleQueryMessage::Row(_))),
+        "an empty query returns no rows"
+    );
+    // The first error stops a multi-statement query.
+    let err = client
+        .simple_query("CREATE TABLE m (a INT); SELECT * FROM missing; CREATE TABLE m2 (a INT)")
+        .await
+        .expect_err("second statement fails");
+    assert_eq!(err.code(), Some(&SqlState::UNDEFINED_TABLE));
+    client
+        .simple_query("SELECT * FROM m")
+        .await
+        .expect("first ran");
+    let err = client
+        .simple_query("SELECT * FROM m2")
+        .await
+        .expect_err("third skipped");
+    assert_eq!(err.code(), Some(&SqlState::UNDEFINED_TABLE));
+}
+
+/// A query that runs for minutes unless stopped.
+const LONG_QUERY: &str = "SELECT count(*) FROM generate_series(1, 2000000000) a";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_request_stops_a_running_query() {
+    let (server, _dir) = start().await;
+    let (client, _task) = connect(&server).await;
+    let cancel = client.cancel_token();
+    let query = tokio::spawn(async move {
+        let result = client.simple_query(LONG_QUERY).await;
+        (client, result)
+    });
+    // A cancel sent before the query starts cancels nothing (as in Postgres),
+    // so keep asking until the query ends; bounded so a broken cancel fails.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !query.is_finished() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "query was not cancelled"
+        );
+        cancel.cancel_query(NoTls).await.expect("send cancel");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (client, result) = query.await.expect("query task");
+    let err = result.expect_err("cancelled query must fail");
+    assert_eq!(err.code(), Some(&SqlState::QUERY_CANCELED), "{err:?}");
+    let row = client
+        .query_one("SELECT 1", &[])
+        .await
+        .expect("connection survives");
+    assert_eq!(row.get::<_, i64>(0), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statement_timeout_cancels() {
+    let (server, _dir) = start().await;
+    let (client, _task) = connect(&server).await;
+    client
+        .simple_query("SET statement_timeout = 300")
+        .await
+        .expect("set timeout");
+    let err = tokio::time::timeout(Duration::from_secs(60), client.simple_query(LONG_QUERY))
+        .await
+        .expect("timeout must fire well before 60 s")
+        .expect_err("query must time out");
+    assert_eq!(err.code(), Some(&SqlState::QUERY_CANCELED));
+    let message = err.as_db_error().map(|e| e.message().to_string());
+    assert_eq!(
+        message.as_deref(),
+        Some("canceling statement due to statement timeout")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_results_stream_and_clients_may_leave_mid_result() {
+    let (server, _dir) = start().await;
+    {
+        // Stream 2M rows through the extended protocol and count them.
+        let (client, _task) = connect(&server).await;
+        let rows = client
+            .query_raw(
+                "SELECT value FROM generate_series(1, 2000000)",
+                Vec::<i64>::new(),
+            )
+            .await
+            .expect("start stream");
+        pin_mut!(rows);
+        let mut count = 0u64;
+        let mut sum = 0i64;
+        while let Some(row) = rows.next().await {
+            sum += row.expect("row").get::<_, i64>(0);
+            count += 1;
+        }
+        assert_eq!(count, 2_000_000);
+        assert_eq!(sum, 2_000_000 * 2_000_001 / 2);
+    }
+    {
+        // Read a few rows of a huge result, then vanish.
+        let (client, task) = connect(&server).await;
+        let rows = client
+            .query_raw(
+                "SELECT value FROM generate_series(1, 1000000000)",
+                Vec::<i64>::new(),
+            )
+            .await
+            .expect("start stream");
+        pin_mut!(rows);
+        for _ in 0..1000 {
+            rows.next().await.expect("a row").expect("row ok");
+        }
+        task.abort();
+        drop(client);
+    }
+    let (client, _task) = connect(&server).await;
+    let row = client
+        .query_one("SELECT 7", &[])
+        .await
+        .expect("server still serves");
+    assert_eq!(row.get::<_, i64>(0), 7);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_sequential_connections() {
+    let (server, _dir) = start().await;
+    for i in 0..1000i64 {
+        let (client, task) = connect(&server).await;
+        let row = client
+            .query_one("SELECT $1::BIGINT + 1", &[&i])
+            .await
+            .expect("query on a fresh connection");
+        assert_eq!(row.get::<_, i64>(0), i + 1);
+        drop(client);
+        task.await.expect("connection closes cleanly");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_on_the_socket_does_not_kill_the_server() {
+    use tokio::io::AsyncWriteExt;
+    let (server, _dir) = start().await;
+    for garbage in [
+        &b"GET / HTTP/1.1\r\n\r\n"[..],
+        &[0xff; 64][..],
+        &[0, 0, 0, 8, 0, 3, 0][..],
+    ] {
+        let mut socket = tokio::net::TcpStream::connect(server.addr)
+            .await
+            .expect("tcp");
+        let _ = socket.write_all(garbage).await;
+        drop(socket);
+    }
+    let (client, _task) = connect(&server).await;
+    let row = client
+        .query_one("SELECT 1", &[])
+        .await
+        .expect("still serving");
+    assert_eq!(row.get::<_, i64>(0), 1);
+}

@@ -1,0 +1,232 @@
+#!/usr/bin/env bash
+# pgbench: Sluice vs PostgreSQL 15, side by side, on the same machine.
+#
+# What it measures
+#   Per-query round-trip throughput (queries/second as reported by pgbench's
+#   "tps", one query per transaction) over the Postgres wire protocol, for:
+#     select1.sql  SELECT 1;                        -M simple and -M prepared
+#                  (pure protocol + planning overhead, no data)
+#     point.sql    SELECT val FROM kv WHERE id = :id -M prepared
+#                  (point lookup on a 100k-row table kv(id BIGINT, val TEXT);
+#                   neither side has an index, so both scan)
+#   each with 1 and 16 clients (-j = min(clients, 2)), against a throwaway
+#   PostgreSQL 15 cluster (port 5499) and a throwaway `sluice serve` (port 5498).
+#   The ratio column is sluice_qps / postgres_qps; compare ratios, not the
+#   absolute numbers, since the benchmark machines are small and noisy.
+#
+# How to run (as root, from anywhere):
+#   bash benchmarks/pgbench/run.sh
+# Environment:
+#   DURATION   seconds per pgbench run (default 10; 12 runs in all)
+#   SLUICE_BIN path to the sluice binary (default target/release/sluice;
+#              built with `cargo build --release -p sluice-server` if missing)
+#   OUT_FILE   where the result table is also written (default /tmp/sluice-pgbench.txt)
+#
+# Needs: psql and pgbench on PATH (pgbench at /usr/bin/pgbench); installs the
+# Debian package postgresql-15 if /usr/lib/postgresql/15/bin/postgres is missing.
+# The Postgres server runs as the `postgres` OS user. No pgbench -i is used.
+set -euo pipefail
+
+cd "$(dirname "$0")/../.."
+REPO_ROOT=$(pwd)
+
+DURATION=${DURATION:-10}
+SLUICE_BIN=${SLUICE_BIN:-target/release/sluice}
+OUT_FILE=${OUT_FILE:-/tmp/sluice-pgbench.txt}
+PG_BIN=/usr/lib/postgresql/15/bin
+PG_PORT=5499
+SLUICE_PORT=5498
+ROWS=100000
+PGBENCH=/usr/bin/pgbench
+command -v "$PGBENCH" >/dev/null 2>&1 || PGBENCH=pgbench
+
+log() { echo "[pgbench] $*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+# --- PostgreSQL 15 -----------------------------------------------------------
+if [[ ! -x "$PG_BIN/postgres" ]]; then
+    log "installing postgresql-15"
+    apt-get update
+    DEBIAN_FRONTEND=noninteractive apt-get install -y postgresql-15
+fi
+[[ -x "$PG_BIN/postgres" ]] || die "$PG_BIN/postgres still missing"
+command -v psql >/dev/null || die "psql not found"
+command -v "$PGBENCH" >/dev/null || die "pgbench not found"
+id -u postgres >/dev/null 2>&1 || useradd --system --no-create-home --shell /bin/bash postgres
+
+# --- Sluice binary -----------------------------------------------------------
+if [[ ! -x "$SLUICE_BIN" ]]; then
+    log "$SLUICE_BIN missing; building it"
+    cargo build --release -p sluice-server
+    [[ -x "$SLUICE_BIN" ]] || die "$SLUICE_BIN still missing after build"
+fi
+case "$SLUICE_BIN" in /*) ;; *) SLUICE_BIN="$REPO_ROOT/$SLUICE_BIN" ;; esac
+
+# --- temp dirs and cleanup ---------------------------------------------------
+WORK=$(mktemp -d /tmp/sluice-pgbench.XXXXXX)
+chmod 755 "$WORK"
+PGDATA_DIR="$WORK/pg/data"
+PGSOCK="$WORK/pg/sock"
+PGLOG="$WORK/pg/postgres.log"
+SLUICE_DATA="$WORK/sluice-data"
+SLUICE_LOG="$WORK/sluice.log"
+SCRIPTS="$WORK/scripts"
+mkdir -p "$WORK/pg" "$PGSOCK" "$SLUICE_DATA" "$SCRIPTS"
+chown -R postgres: "$WORK/pg"
+
+SLUICE_PID=""
+PG_STARTED=0
+
+as_postgres() { (cd "$WORK/pg" && runuser -u postgres -- "$@"); }
+
+cleanup() {
+    local rc=$?
+    set +e
+    if [[ -n "$SLUICE_PID" ]] && kill -0 "$SLUICE_PID" 2>/dev/null; then
+        kill "$SLUICE_PID" 2>/dev/null
+        for _ in $(seq 1 20); do kill -0 "$SLUICE_PID" 2>/dev/null || break; sleep 0.25; done
+        kill -9 "$SLUICE_PID" 2>/dev/null
+        wait "$SLUICE_PID" 2>/dev/null
+    fi
+    if [[ $PG_STARTED == 1 ]]; then
+        as_postgres "$PG_BIN/pg_ctl" -D "$PGDATA_DIR" -m fast -w stop >/dev/null 2>&1 \
+            || as_postgres "$PG_BIN/pg_ctl" -D "$PGDATA_DIR" -m immediate -w stop >/dev/null 2>&1
+    fi
+    rm -rf "$WORK"
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+sluice_log_tail() {
+    log "--- last 40 lines of sluice log ($SLUICE_LOG) ---"
+    tail -n 40 "$SLUICE_LOG" >&2 || true
+    log "--- end of sluice log ---"
+}
+
+# --- start PostgreSQL --------------------------------------------------------
+log "initdb + start postgres on 127.0.0.1:$PG_PORT"
+as_postgres "$PG_BIN/initdb" -D "$PGDATA_DIR" -A trust -U postgres -E UTF8 --no-locale >/dev/null
+as_postgres "$PG_BIN/pg_ctl" -D "$PGDATA_DIR" -l "$PGLOG" -w -t 60 \
+    -o "-p $PG_PORT -c listen_addresses=127.0.0.1 -k $PGSOCK -c max_connections=50" start >/dev/null \
+    || { tail -n 40 "$PGLOG" >&2 || true; die "postgres did not start"; }
+PG_STARTED=1
+
+# --- start Sluice ------------------------------------------------------------
+log "starting $SLUICE_BIN on 127.0.0.1:$SLUICE_PORT"
+"$SLUICE_BIN" serve --listen "127.0.0.1:$SLUICE_PORT" --data-dir "$SLUICE_DATA" >"$SLUICE_LOG" 2>&1 &
+SLUICE_PID=$!
+ready=0
+for _ in $(seq 1 120); do
+    if ! kill -0 "$SLUICE_PID" 2>/dev/null; then
+        sluice_log_tail; die "sluice exited during startup"
+    fi
+    if psql -h 127.0.0.1 -p "$SLUICE_PORT" -U sluice -d sluice -Atc 'select 1' >/dev/null 2>&1; then
+        ready=1; break
+    fi
+    sleep 0.5
+done
+[[ $ready == 1 ]] || { sluice_log_tail; die "sluice not ready on port $SLUICE_PORT after 60 s"; }
+
+# --- data --------------------------------------------------------------------
+# Target table: name -> "port user db"
+declare -A CONN=(
+    [postgres]="$PG_PORT postgres postgres"
+    [sluice]="$SLUICE_PORT sluice sluice"
+)
+TARGETS=(postgres sluice)
+
+run_psql() { # target sql...
+    local port user db
+    read -r port user db <<<"${CONN[$1]}"; shift
+    psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$port" -U "$user" -d "$db" -At "$@"
+}
+
+# One statement that both accept: a scalar-returning function aliased in FROM
+# names its column after the alias in Postgres, and DataFusion's
+# generate_series column is already called `value`.
+LOAD_PORTABLE="INSERT INTO kv SELECT value, md5(value::text) FROM generate_series(1, $ROWS) AS value"
+LOAD_PG="INSERT INTO kv SELECT value, md5(value::text) FROM generate_series(1, $ROWS) AS g(value)"
+LOAD_DF="INSERT INTO kv SELECT value, md5(CAST(value AS TEXT)) FROM generate_series(1, $ROWS)"
+
+for t in "${TARGETS[@]}"; do
+    log "loading $ROWS rows into kv on $t"
+    run_psql "$t" -c "CREATE TABLE kv (id BIGINT, val TEXT)" >/dev/null
+    if ! err=$(run_psql "$t" -c "$LOAD_PORTABLE" 2>&1 >/dev/null); then
+        log "portable load failed on $t ($err); trying the $t-specific form"
+        if [[ $t == postgres ]]; then alt=$LOAD_PG; else alt=$LOAD_DF; fi
+        run_psql "$t" -c "$alt" >/dev/null || { [[ $t == sluice ]] && sluice_log_tail; die "cannot load kv on $t"; }
+    fi
+    [[ $t == postgres ]] && run_psql "$t" -c "VACUUM ANALYZE kv" >/dev/null
+    n=$(run_psql "$t" -c "SELECT count(*) FROM kv")
+    [[ $n == "$ROWS" ]] || die "kv on $t has $n rows, expected $ROWS"
+    v=$(run_psql "$t" -c "SELECT val FROM kv WHERE id = 42")
+    [[ $v == "$(printf 42 | md5sum | cut -d' ' -f1)" ]] || die "kv on $t: id 42 has val '$v'"
+done
+
+# --- pgbench scripts ---------------------------------------------------------
+printf 'SELECT 1;\n' >"$SCRIPTS/select1.sql"
+printf '\\set id random(1, %d)\nSELECT val FROM kv WHERE id = :id;\n' "$ROWS" >"$SCRIPTS/point.sql"
+
+# script:protocol
+CASES=(select1:simple select1:prepared point:prepared)
+CLIENTS=(1 16)
+
+# Runs one pgbench; prints the tps figure, or FAILED (with the error on stderr).
+run_pgbench() { # target script protocol clients
+    local t=$1 script=$2 proto=$3 c=$4 j port user db rc=0
+    j=$(( c < 2 ? c : 2 ))
+    read -r port user db <<<"${CONN[$t]}"
+    local out="$WORK/pgbench.$t.$script.$proto.$c"
+    # NB: pgbench's -d means --debug; the database name is the positional argument.
+    timeout $((DURATION + 60)) "$PGBENCH" -n -h 127.0.0.1 -p "$port" -U "$user" \
+        -f "$SCRIPTS/$script.sql" -M "$proto" -c "$c" -j "$j" -T "$DURATION" "$db" \
+        >"$out.stdout" 2>"$out.stderr" || rc=$?
+    local tps
+    tps=$(grep -E '^tps = ' "$out.stdout" | grep 'without initial connection time' | head -n1 || true)
+    [[ -n $tps ]] || tps=$(grep -E '^tps = ' "$out.stdout" | head -n1 || true)
+    tps=$(sed -E 's/^tps = ([0-9.]+).*/\1/' <<<"$tps")
+    if [[ $rc != 0 || -z $tps ]]; then
+        log "FAILED: $t $script -M $proto -c $c (exit $rc)"
+        log "--- pgbench stderr ---"; tail -n 30 "$out.stderr" >&2 || true
+        log "--- pgbench stdout (tail) ---"; tail -n 10 "$out.stdout" >&2 || true
+        [[ $t == sluice ]] && sluice_log_tail
+        echo FAILED
+    else
+        echo "$tps"
+    fi
+}
+
+fmt() { [[ $1 == FAILED ]] && echo FAILED || awk -v x="$1" 'BEGIN { printf "%.0f", x }'; }
+
+ROWS_OUT=()
+for case in "${CASES[@]}"; do
+    script=${case%%:*} proto=${case##*:}
+    for c in "${CLIENTS[@]}"; do
+        log "pgbench $script -M $proto -c $c on postgres (${DURATION}s)"
+        pg=$(run_pgbench postgres "$script" "$proto" "$c")
+        log "pgbench $script -M $proto -c $c on sluice (${DURATION}s)"
+        sl=$(run_pgbench sluice "$script" "$proto" "$c")
+        if [[ $pg == FAILED || $sl == FAILED ]]; then
+            ratio=FAILED
+        else
+            ratio=$(awk -v a="$sl" -v b="$pg" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }')
+        fi
+        ROWS_OUT+=("$script $proto $c $(fmt "$pg") $(fmt "$sl") $ratio")
+    done
+done
+
+# --- report ------------------------------------------------------------------
+{
+    echo "# pgbench: sluice vs postgres 15, DURATION=${DURATION}s, $(nproc) CPUs, $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+    printf '%-8s %-9s %7s %13s %13s %6s\n' script protocol clients postgres_qps sluice_qps ratio
+    for r in "${ROWS_OUT[@]}"; do
+        # shellcheck disable=SC2086
+        printf '%-8s %-9s %7s %13s %13s %6s\n' $r
+    done
+} | tee "$OUT_FILE"
+
+if grep -qiE '\b(ERROR|WARN|panick)' "$SLUICE_LOG"; then
+    log "sluice log has warnings/errors (first 20 shown):"
+    grep -iE '\b(ERROR|WARN|panick)' "$SLUICE_LOG" | head -n 20 >&2
+fi

@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Runs real Postgres clients against a `sluice serve` started here: psql,
+# psycopg 3, and the stock sqllogictest CLI (simple and extended protocol)
+# over the same .slt files the Rust tests run.
+# Usage: scripts/client-checks.sh PATH_TO_SLUICE_BINARY
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SLUICE_BIN="$1"
+VENV="${SLUICE_VENV:-$PWD/.venv}"
+PORT="${SLUICE_TEST_PORT:-55433}"
+WORK="$(mktemp -d)"
+SERVER_PID=""
+passed=0
+failed=0
+
+stop_server() {
+  if [ -n "$SERVER_PID" ]; then
+    kill -TERM "$SERVER_PID" 2>/dev/null || true
+    wait "$SERVER_PID" 2>/dev/null || true
+    SERVER_PID=""
+  fi
+}
+cleanup() { stop_server; rm -rf "$WORK"; }
+trap cleanup EXIT
+
+start_server() {
+  rm -rf "$WORK/data"
+  "$SLUICE_BIN" serve --listen "127.0.0.1:$PORT" --data-dir "$WORK/data" >>"$WORK/server.log" 2>&1 &
+  SERVER_PID=$!
+  for _ in $(seq 1 100); do
+    if psql -h 127.0.0.1 -p "$PORT" -U sluice -d sluice -XAtqc 'select 1' >/dev/null 2>&1; then
+      return 0
+    fi
+    sleep 0.1
+  done
+  echo "sluice did not start; log:"; tail -n 50 "$WORK/server.log"
+  return 1
+}
+
+check() {
+  local name="$1"; shift
+  if "$@"; then
+    echo "PASS $name"; passed=$((passed + 1))
+  else
+    echo "FAIL $name"; failed=$((failed + 1))
+  fi
+}
+
+psql_check() {
+  psql -h 127.0.0.1 -p "$PORT" -U sluice -d sluice -X -q -f sql-tests/clients/check.psql >"$WORK/psql.out" 2>&1 || true
+  if diff -u sql-tests/clients/check.psql.expected "$WORK/psql.out"; then return 0; fi
+  return 1
+}
+
+slt_cli() {
+  local engine="$1"
+  stop_server
+  start_server
+  sqllogictest --engine "$engine" --host 127.0.0.1 --port "$PORT" --user sluice --db sluice \
+    --label wire 'sql-tests/slt/**/*.slt'
+}
+
+start_server
+check "psql script" psql_check
+check "psycopg 3" "$VENV/bin/python" sql-tests/clients/psycopg_check.py 127.0.0.1 "$PORT"
+check "server survives SIGTERM-free run" kill -0 "$SERVER_PID"
+check "sqllogictest CLI, simple protocol" slt_cli postgres
+check "sqllogictest CLI, extended protocol" slt_cli postgres-extended
+# Graceful shutdown: SIGTERM ends the server with exit status 0.
+graceful() {
+  kill -TERM "$SERVER_PID"
+  local status=0
+  wait "$SERVER_PID" || status=$?
+  SERVER_PID=""
+  [ "$status" = 0 ]
+}
+check "graceful shutdown on SIGTERM" graceful
+
+echo "clients: $passed passed, $failed failed"
+echo "$passed $failed" > "${CLIENT_COUNTS_FILE:-/dev/null}"
+if [ "$failed" != 0 ]; then
+  echo "--- server log tail"; tail -n 40 "$WORK/server.log"
+  exit 1
+fi

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs everything Sluice's tests and clients need on a fresh Debian
+# machine with the Rust toolchain: psql (client checks), a Python virtual
+# environment with psycopg 3 (driver checks), and the stock sqllogictest CLI.
+# Idempotent: each step is skipped when already done.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SUDO=""
+if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
+
+if ! command -v psql >/dev/null 2>&1; then
+  echo "==> installing the PostgreSQL client (psql)"
+  $SUDO apt-get update -qq
+  $SUDO DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-client >/dev/null
+fi
+
+VENV="${SLUICE_VENV:-$PWD/.venv}"
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "==> creating Python virtual environment at $VENV"
+  python3 -m venv "$VENV"
+fi
+if ! "$VENV/bin/python" -c 'import psycopg' >/dev/null 2>&1; then
+  echo "==> installing psycopg 3"
+  "$VENV/bin/pip" install -q -r sql-tests/clients/requirements.txt
+fi
+
+SLT_VERSION="0.29.1"
+if ! sqllogictest --version 2>/dev/null | grep -q "$SLT_VERSION"; then
+  echo "==> installing sqllogictest-bin $SLT_VERSION"
+  cargo install -q --locked sqllogictest-bin --version "$SLT_VERSION"
+fi

@@ -1,0 +1,57 @@
+"""psycopg 3 against a running `sluice serve`: server-side parameter binding,
+prepared statements, types, errors with SQLSTATE, transactions.
+
+Usage: python psycopg_check.py HOST PORT
+Exits non-zero on the first failed check.
+"""
+import datetime
+import sys
+
+import psycopg
+from psycopg import errors
+
+
+def main() -> None:
+    host, port = sys.argv[1], int(sys.argv[2])
+    with psycopg.connect(host=host, port=port, user="sluice", dbname="sluice", autocommit=True) as conn:
+        assert conn.info.parameter_status("server_version").startswith("15"), conn.info.parameter_status("server_version")
+        assert conn.info.parameter_status("client_encoding") == "UTF8"
+        assert conn.info.parameter_status("DateStyle").startswith("ISO")
+        cur = conn.cursor()
+        cur.execute("CREATE TABLE py_check (id BIGINT, name TEXT, score DOUBLE PRECISION, ok BOOLEAN, day DATE)")
+        rows = [(i, f"name-{i}", i * 1.5, i % 2 == 0, datetime.date(2024, 1, i)) for i in range(1, 6)]
+        for row in rows:
+            cur.execute("INSERT INTO py_check VALUES (%s, %s, %s, %s, %s)", row)
+        cur.execute("SELECT id, name, score, ok, day FROM py_check WHERE id = %s", (3,))
+        assert cur.fetchall() == [rows[2]], "point query with a parameter"
+        # psycopg prepares server-side after repeated use; run it enough times.
+        for i in range(1, 6):
+            cur.execute("SELECT name FROM py_check WHERE id = %s", (i,), prepare=True)
+            assert cur.fetchone() == (f"name-{i}",)
+        cur.execute("SELECT count(*), sum(score) FROM py_check WHERE ok = %s AND name LIKE %s", (True, "name-%"))
+        assert cur.fetchone() == (2, 9.0)
+        cur.execute("SELECT version()")
+        assert cur.fetchone()[0].startswith("PostgreSQL 15")
+        try:
+            cur.execute("SELECT * FROM missing_table")
+            raise AssertionError("expected an error")
+        except errors.UndefinedTable:
+            pass
+        try:
+            cur.execute("SELECT 1 / 0")
+            raise AssertionError("expected an error")
+        except errors.DivisionByZero:
+            pass
+        # Binary results.
+        bcur = conn.cursor(binary=True)
+        bcur.execute("SELECT id, name, ok FROM py_check WHERE id = %s", (4,))
+        assert bcur.fetchone() == (4, "name-4", True)
+    with psycopg.connect(host=host, port=port, user="sluice", dbname="sluice") as conn:
+        with conn.transaction():
+            conn.execute("SELECT 1")
+        assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    print("psycopg checks passed")
+
+
+if __name__ == "__main__":
+    main()
