@@ -53,11 +53,12 @@ psql_check() {
 }
 
 slt_cli() {
-  local engine="$1"
+  local engine="$1" labels=(--label wire)
+  if [ "$engine" = postgres-extended ]; then labels+=(--label extended); fi
   stop_server
   start_server
   sqllogictest --engine "$engine" --host 127.0.0.1 --port "$PORT" --user sluice --db sluice \
-    --label wire 'sql-tests/slt/**/*.slt'
+    "${labels[@]}" 'sql-tests/slt/**/*.slt'
 }
 
 start_server

@@ -56,6 +56,11 @@ impl PreparedStatement {
         let PreparedKind::Plan(plan) = &self.kind else {
             return Ok(vec![]);
         };
+        // SQL `PREPARE name AS …` binds its placeholders at `EXECUTE`, not
+        // from the client's Bind message.
+        if matches!(**plan, LogicalPlan::Statement(Statement::Prepare(_))) {
+            return Ok(vec![]);
+        }
         let mut types = plan.get_parameter_types()?;
         // `$1::BIGINT` tells Postgres the parameter's type; DataFusion leaves
         // a placeholder under a cast untyped, so read the cast's target type.

@@ -8,7 +8,8 @@
 //! `skipif in-process` and `onlyif wire` / `skipif wire`. The stock
 //! `sqllogictest` CLI (engines `postgres` and `postgres-extended`) runs the
 //! files against a running `sluice serve` too; records for the wire hold for
-//! it, so those runs pass the label `wire` as well.
+//! it, so those runs pass the label `wire` as well, and the extended-protocol
+//! run adds `extended`.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
