@@ -54,26 +54,36 @@ fn report(mode: &str, failures: Vec<String>, total: usize) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn slt_in_process() {
+/// Runs every .slt file one way and fails with every file's failure.
+async fn run_all<F, Fut>(mode: &str, run: F)
+where
+    F: Fn(std::path::PathBuf) -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
     let files = slt_files();
     let mut failures = Vec::new();
     for file in &files {
-        if let Err(e) = run_in_process(file).await {
+        if let Err(e) = run(file.clone()).await {
             failures.push(format!("{}: {e}", file.display()));
         }
     }
-    report("in-process", failures, files.len());
+    report(mode, failures, files.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slt_in_process() {
+    run_all(
+        "in-process",
+        |file| async move { run_in_process(&file).await },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slt_over_wire() {
-    let files = slt_files();
-    let mut failures = Vec::new();
-    for file in &files {
-        if let Err(e) = run_over_wire(file).await {
-            failures.push(format!("{}: {e}", file.display()));
-        }
-    }
-    report("over the wire", failures, files.len());
+    run_all(
+        "over the wire",
+        |file| async move { run_over_wire(&file).await },
+    )
+    .await;
 }
