@@ -15,6 +15,7 @@
 pub mod cancel;
 pub mod encoding;
 mod handlers;
+mod respond;
 pub mod query;
 mod server;
 pub mod sqlstate;

@@ -11,14 +11,17 @@ use async_trait::async_trait;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::ParamValues;
 use futures::{Sink, SinkExt};
-use pgwire::api::portal::{Format, Portal};
-use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
+use pgwire::api::DEFAULT_NAME;
+use pgwire::api::portal::{Format, Portal, PortalExecutionState};
+use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler, send_ready_for_query};
 use pgwire::api::results::{FieldInfo, QueryResponse, Response, Tag};
 use pgwire::api::stmt::QueryParser;
-use pgwire::api::store::PortalStore;
+use pgwire::api::store::{Entry, PortalStore};
 use pgwire::api::{ClientInfo, ClientPortalStore, Type};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
+use pgwire::messages::extendedquery::Execute;
+use pgwire::messages::simplequery::Query;
 use pgwire::messages::response::TransactionStatus;
 use pgwire::messages::startup::ParameterStatus;
 use pgwire::types::format::FormatOptions;
@@ -26,6 +29,7 @@ use sluice_engine::statement::SessionCommand;
 use sluice_engine::{PreparedStatement, QueryOutput, TransactionEffect};
 
 use crate::cancel::QueryToken;
+use crate::respond::{begin_query, end_query, send_command, send_portal_rows, send_simple};
 use crate::encoding::{bound_parameters, cancel_error, data_rows, parameter_type, result_fields};
 use crate::sqlstate::{codes, pg_error, user_error};
 use crate::startup::{Connection, connection};
@@ -110,38 +114,62 @@ pub struct SluiceQueryHandler {
 
 #[async_trait]
 impl SimpleQueryHandler for SluiceQueryHandler {
-    async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
+    /// Runs the statements of a simple query one after another, each one's
+    /// response sent before the next starts, stopping at the first error.
+    async fn on_query<C>(&self, client: &mut C, query: Query) -> PgWireResult<()>
     where
         C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
         C::PortalStore: PortalStore,
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
+        let mut status = begin_query(client)?;
         let conn = connection(client)?;
-        let statements = conn.session.parse(query).map_err(pg_error)?;
+        let statements = conn.session.parse(&query.query).map_err(pg_error)?;
         if statements.is_empty() {
-            return Ok(vec![Response::EmptyQuery]);
+            status = send_command(client, Response::EmptyQuery, status).await?;
         }
         let token = conn.canceller.begin_query(conn.session.statement_timeout());
-        let mut responses = Vec::with_capacity(statements.len());
         for statement in &statements {
-            let result = match conn.session.prepare(statement).await {
+            let response = match conn.session.prepare(statement).await {
                 Ok(prepared) => {
                     run(client, &conn, &prepared, None, &Format::UnifiedText, &token).await
                 }
                 Err(e) => Err(pg_error(e)),
             };
-            match result {
-                Ok(response) => responses.push(response),
+            let sent = match response {
+                Ok(response) => send_simple(client, response, status).await,
+                Err(e) => Err(e),
+            };
+            match sent {
+                Ok(next) => status = next,
+                // The client is gone: nothing more to say to it.
+                Err(e @ PgWireError::IoError(_)) => return Err(e),
                 Err(e) => {
                     // Postgres runs a multi-statement query until the first
                     // error and skips the rest.
-                    responses.push(Response::Error(Box::new(ErrorInfo::from(e))));
+                    let error = Response::Error(Box::new(ErrorInfo::from(e)));
+                    status = send_command(client, error, status).await?;
                     break;
                 }
             }
         }
-        Ok(responses)
+        end_query(client, status);
+        send_ready_for_query(client, status).await
+    }
+
+    /// Unused: [`Self::on_query`] streams each statement's response itself.
+    async fn do_query<C>(&self, _client: &mut C, _query: &str) -> PgWireResult<Vec<Response>>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        Err(user_error(
+            codes::INTERNAL_ERROR,
+            "simple queries are answered by on_query",
+        ))
     }
 }
 
@@ -152,6 +180,49 @@ impl ExtendedQueryHandler for SluiceQueryHandler {
 
     fn query_parser(&self) -> Arc<SluiceQueryParser> {
         Arc::clone(&self.parser)
+    }
+
+    /// Executes a portal, streaming its rows to the socket (pgwire's default
+    /// buffers every row when the client asks for all of them).
+    async fn on_execute<C>(&self, client: &mut C, message: Execute) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = WireStatement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let mut status = begin_query(client)?;
+        let name = message.name.as_deref().unwrap_or(DEFAULT_NAME);
+        let max_rows = usize::try_from(message.max_rows).unwrap_or(0);
+        let portal = match client.portal_store().get_portal(name) {
+            Some(Entry::Value(portal)) => portal,
+            Some(Entry::Empty) => {
+                status = send_command(client, Response::EmptyQuery, status).await?;
+                end_query(client, status);
+                return Ok(());
+            }
+            None => return Err(PgWireError::PortalNotFound(name.to_owned())),
+        };
+        let state = portal.state();
+        let mut state = state.lock().await;
+        if matches!(*state, PortalExecutionState::Initial) {
+            match ExtendedQueryHandler::do_query(self, client, &portal, max_rows).await? {
+                Response::Query(results) => *state = PortalExecutionState::Suspended(results),
+                other => {
+                    *state = PortalExecutionState::Finished;
+                    let ends_transaction = matches!(other, Response::TransactionEnd(_));
+                    status = send_command(client, other, status).await?;
+                    if ends_transaction {
+                        client.portal_store().rm_portal(DEFAULT_NAME);
+                    }
+                    end_query(client, status);
+                    return Ok(());
+                }
+            }
+        }
+        send_portal_rows(client, &mut state, max_rows).await?;
+        end_query(client, status);
+        Ok(())
     }
 
     async fn do_query<C>(

@@ -180,6 +180,23 @@ async fn multiple_statements_and_empty_queries() {
         .await
         .expect_err("third skipped");
     assert_eq!(err.code(), Some(&SqlState::UNDEFINED_TABLE));
+    // Each statement finishes before the next starts: the SELECT cannot see
+    // the INSERT written after it.
+    let messages = client
+        .simple_query(
+            "CREATE TABLE seq (a INT); SELECT count(*) FROM seq; \
+             INSERT INTO seq VALUES (1); SELECT count(*) FROM seq",
+        )
+        .await
+        .expect("ordered statements");
+    let counts: Vec<String> = messages
+        .iter()
+        .filter_map(|m| match m {
+            SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(counts, ["0", "1"]);
 }
 
 /// A query that runs for minutes unless stopped.
@@ -269,9 +286,16 @@ async fn large_results_stream_and_clients_may_leave_mid_result() {
             .await
             .expect("start stream");
         pin_mut!(rows);
-        for _ in 0..1000 {
-            rows.next().await.expect("a row").expect("row ok");
-        }
+        // The first rows arrive while the rest are still being produced: a
+        // server that buffered the result would never answer (and run out
+        // of memory), so a bound turns that into a failure.
+        tokio::time::timeout(Duration::from_secs(120), async {
+            for _ in 0..1000 {
+                rows.next().await.expect("a row").expect("row ok");
+            }
+        })
+        .await
+        .expect("first rows of a huge result arrive without materialising it");
         task.abort();
         drop(client);
     }
