@@ -216,7 +216,15 @@ impl SluiceSession {
         let statement = statements.remove(0);
         if let SluiceStatement::DataFusion(stmt) = &statement {
             let plan = self.ctx.state().statement_to_plan((**stmt).clone()).await?;
-            return self.ctx.execute_logical_plan(plan).await;
+            let is_write = matches!(plan, LogicalPlan::Dml(_) | LogicalPlan::Copy(_));
+            let df = self.ctx.execute_logical_plan(plan).await?;
+            if !is_write {
+                return Ok(df);
+            }
+            // DataFusion runs DML only when its DataFrame is collected; a
+            // caller that ignores the result must still find the rows written.
+            let counts = df.collect().await?;
+            return self.ctx.read_batches(counts);
         }
         let prepared = self.prepare(&statement).await?;
         match self.execute(&prepared, None).await? {

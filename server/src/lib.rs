@@ -15,8 +15,8 @@
 pub mod cancel;
 pub mod encoding;
 mod handlers;
-mod respond;
 pub mod query;
+mod respond;
 mod server;
 pub mod sqlstate;
 pub mod startup;

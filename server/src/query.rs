@@ -21,16 +21,16 @@ use pgwire::api::{ClientInfo, ClientPortalStore, Type};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
 use pgwire::messages::extendedquery::Execute;
-use pgwire::messages::simplequery::Query;
 use pgwire::messages::response::TransactionStatus;
+use pgwire::messages::simplequery::Query;
 use pgwire::messages::startup::ParameterStatus;
 use pgwire::types::format::FormatOptions;
 use sluice_engine::statement::SessionCommand;
 use sluice_engine::{PreparedStatement, QueryOutput, TransactionEffect};
 
 use crate::cancel::QueryToken;
-use crate::respond::{begin_query, end_query, send_command, send_portal_rows, send_simple};
 use crate::encoding::{bound_parameters, cancel_error, data_rows, parameter_type, result_fields};
+use crate::respond::{begin_query, end_query, send_command, send_portal_rows, send_simple};
 use crate::sqlstate::{codes, pg_error, user_error};
 use crate::startup::{Connection, connection};
 

@@ -96,7 +96,9 @@ where
     let (tag, status) = match response {
         Response::EmptyQuery => {
             client
-                .feed(PgWireBackendMessage::EmptyQueryResponse(EmptyQueryResponse::new()))
+                .feed(PgWireBackendMessage::EmptyQueryResponse(
+                    EmptyQueryResponse::new(),
+                ))
                 .await?;
             return Ok(status);
         }
