@@ -90,6 +90,8 @@ impl SluiceBuilder {
         // pg_catalog first: Sluice's functions then take precedence where
         // both define a name (`version()` must say "PostgreSQL 15").
         pg_compat::install(&ctx)?;
+        // After pg_catalog, whose type planner Sluice's wraps.
+        sluice_types::install(&ctx);
         sluice_functions::register_all(&ctx)?;
 
         Ok(Sluice::new(Arc::new(ctx), config))

@@ -38,6 +38,7 @@ mod session;
 pub mod settings;
 mod sluice;
 pub mod statement;
+mod typed_values;
 
 pub use builder::{SluiceBuilder, SluiceConfig};
 pub use output::{CommandComplete, PreparedStatement, QueryOutput, TransactionEffect};

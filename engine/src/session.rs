@@ -5,12 +5,14 @@ use std::time::Duration;
 
 use datafusion::arrow::array::{RecordBatch, StringArray, UInt64Array};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
-use datafusion::common::ParamValues;
+use datafusion::common::{ParamValues, ScalarValue};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::prelude::{DataFrame, SessionContext};
+use datafusion::sql::parser::Statement as DFStatement;
 use futures::stream;
+use sluice_types::conversion::convert_parameter;
 
 use crate::output::{
     CommandComplete, PreparedKind, PreparedStatement, QueryOutput, TransactionEffect, command_tag,
@@ -18,6 +20,7 @@ use crate::output::{
 };
 use crate::settings::SessionSettings;
 use crate::statement::{SessionCommand, SluiceStatement, parse_sql};
+use crate::typed_values::cast_values_to_column_types;
 
 /// One client's session: its own settings and prepared statements over the
 /// engine's shared catalog. Create with [`crate::Sluice::session`].
@@ -73,12 +76,18 @@ impl SluiceSession {
     pub async fn prepare(&self, statement: &SluiceStatement) -> Result<PreparedStatement> {
         let kind = match statement {
             SluiceStatement::DataFusion(stmt) => {
-                let plan = self.ctx.state().statement_to_plan((**stmt).clone()).await?;
-                PreparedKind::Plan(Box::new(plan))
+                PreparedKind::Plan(Box::new(self.plan(stmt).await?))
             }
             SluiceStatement::Session(cmd) => PreparedKind::Session(cmd.clone()),
         };
         Ok(PreparedStatement { kind })
+    }
+
+    /// Plans a statement for DataFusion, after Sluice's rewrites of its text.
+    async fn plan(&self, statement: &DFStatement) -> Result<LogicalPlan> {
+        let mut statement = statement.clone();
+        cast_values_to_column_types(&mut statement, &self.ctx).await?;
+        self.ctx.state().statement_to_plan(statement).await
     }
 
     /// Executes a prepared statement with the given parameter values.
@@ -215,7 +224,7 @@ impl SluiceSession {
         }
         let statement = statements.remove(0);
         if let SluiceStatement::DataFusion(stmt) = &statement {
-            let plan = self.ctx.state().statement_to_plan((**stmt).clone()).await?;
+            let plan = self.plan(stmt).await?;
             let is_write = matches!(plan, LogicalPlan::Dml(_) | LogicalPlan::Copy(_));
             let df = self.ctx.execute_logical_plan(plan).await?;
             if !is_write {
@@ -256,9 +265,14 @@ fn conform_params(params: ParamValues, types: &[Option<DataType>]) -> Result<Par
         .map(|(i, mut v)| {
             if let Some(Some(target)) = types.get(i)
                 && v.value.data_type() != *target
-                && !v.value.is_null()
             {
-                v.value = v.value.cast_to(target)?;
+                v.value = if v.value.is_null() {
+                    ScalarValue::try_from(target).unwrap_or(v.value)
+                } else if let Some(converted) = convert_parameter(&v.value, target)? {
+                    converted
+                } else {
+                    v.value.cast_to(target)?
+                };
             }
             Ok(v)
         })

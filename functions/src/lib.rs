@@ -18,5 +18,8 @@ pub mod postgres;
 /// where Sluice defines the same name.
 pub fn register_all(ctx: &SessionContext) -> Result<()> {
     postgres::register(ctx);
+    for udf in sluice_types::conversion::all_functions() {
+        ctx.register_udf(udf);
+    }
     Ok(())
 }

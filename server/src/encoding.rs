@@ -17,20 +17,46 @@ use futures::{FutureExt, Stream, StreamExt, stream};
 use pgwire::api::Type;
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::results::FieldInfo;
+use pgwire::api::stmt::StoredStatement;
 use pgwire::error::PgWireResult;
 use pgwire::messages::data::DataRow;
+use pgwire::messages::extendedquery::Bind;
 use pgwire::types::format::FormatOptions;
 
 use crate::cancel::{CancelReason, QueryToken};
+use crate::row_encoder::{announced_type, encode_batch_rows};
 use crate::sqlstate::{codes, pg_error, user_error};
+use sluice_types::SluiceType;
 
-/// Describes result columns for the client.
+/// Describes result columns for the client: Sluice types as the Postgres
+/// type they stand for, everything else by `arrow-pg`'s mapping.
 pub fn result_fields(
     schema: &Schema,
     format: &Format,
     options: Option<Arc<FormatOptions>>,
 ) -> PgWireResult<Vec<FieldInfo>> {
-    arrow_pg::datatypes::arrow_schema_to_pg_fields(schema, format, options)
+    schema
+        .fields()
+        .iter()
+        .enumerate()
+        .map(|(idx, field)| {
+            let pg_type = match SluiceType::of_field(field) {
+                Some(ty) => announced_type(ty),
+                None => arrow_pg::datatypes::field_into_pg_type(field)?,
+            };
+            let info = FieldInfo::new(
+                field.name().clone(),
+                None,
+                None,
+                pg_type,
+                format.format_for(idx),
+            );
+            Ok(match &options {
+                Some(options) => info.with_format_options(Arc::clone(options)),
+                None => info,
+            })
+        })
+        .collect()
 }
 
 /// The Postgres type to announce for a parameter DataFusion inferred (or
@@ -39,6 +65,8 @@ pub fn result_fields(
 pub fn parameter_type(inferred: Option<&DataType>) -> Type {
     match inferred {
         Some(DataType::Null) | None => Type::TEXT,
+        // Only a UUID is stored as 16 fixed bytes.
+        Some(DataType::FixedSizeBinary(16)) => announced_type(SluiceType::Uuid),
         Some(dt) => arrow_pg::datatypes::into_pg_type(dt).unwrap_or(Type::TEXT),
     }
 }
@@ -51,8 +79,73 @@ pub fn bound_parameters<S: Clone>(
     announced: &[Type],
 ) -> PgWireResult<ParamValues> {
     let inferred: Vec<Option<&DataType>> = inferred.iter().map(Option::as_ref).collect();
+    let rewritten = sluice_parameters_as_text(portal, announced)?;
+    let (portal, announced) = match &rewritten {
+        Some((portal, announced)) => (portal, announced.as_slice()),
+        None => (portal, announced),
+    };
     let announced: Vec<Option<&Type>> = announced.iter().map(Some).collect();
     arrow_pg::datatypes::df::deserialize_parameters_with_server_types(portal, &inferred, &announced)
+}
+
+/// `arrow-pg` cannot decode UUID or JSON parameters (it asks for a Rust
+/// `String`, which refuses those types). Such parameters are handed to it
+/// as text instead (binary UUIDs rewritten to their text form); the engine
+/// then parses the text into the type the query needs.
+#[allow(clippy::type_complexity)]
+fn sluice_parameters_as_text<S: Clone>(
+    portal: &Portal<S>,
+    announced: &[Type],
+) -> PgWireResult<Option<(Portal<S>, Vec<Type>)>> {
+    let client_types = &portal.statement.parameter_types;
+    let sluice_type = |i: usize| -> Option<SluiceType> {
+        let ty = client_types
+            .get(i)
+            .cloned()
+            .flatten()
+            .filter(|t| *t != Type::UNKNOWN)
+            .or_else(|| announced.get(i).cloned())?;
+        sluice_types::wire::sluice_type_for_oid(ty.oid())
+    };
+    let count = portal.parameter_len();
+    if !(0..count).any(|i| sluice_type(i).is_some()) {
+        return Ok(None);
+    }
+    let mut parameters = portal.parameters.clone();
+    let mut formats = Vec::with_capacity(count);
+    let mut types = client_types.clone();
+    types.resize(count, None);
+    let mut announced = announced.to_vec();
+    for i in 0..count {
+        let binary = portal.parameter_format.is_binary(i);
+        let Some(ty) = sluice_type(i) else {
+            formats.push(i16::from(binary));
+            continue;
+        };
+        formats.push(0);
+        types[i] = Some(Type::TEXT);
+        if let Some(slot) = announced.get_mut(i) {
+            *slot = Type::TEXT;
+        }
+        if binary && let Some(Some(bytes)) = portal.parameters.get(i) {
+            let text = sluice_types::wire::binary_parameter_to_text(ty, bytes).map_err(pg_error)?;
+            parameters[i] = Some(bytes::Bytes::from(text));
+        }
+    }
+    // Only the parameters matter to the decoder: a throwaway portal carries them.
+    let statement = Arc::new(StoredStatement::new(
+        portal.statement.id.clone(),
+        portal.statement.statement.clone(),
+        types,
+    ));
+    let bind = Bind::new(
+        Some(portal.name.clone()),
+        None,
+        formats,
+        parameters,
+        Vec::new(),
+    );
+    Ok(Some((Portal::try_new(&bind, statement)?, announced)))
 }
 
 /// Turns a record-batch stream into Postgres data rows, one batch at a time
@@ -87,7 +180,7 @@ fn encode_batch(
         Err(e) => return vec![Err(pg_error(e.into()))],
     };
     let encoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        arrow_pg::datatypes::encode_recordbatch(fields, batch).collect::<Vec<_>>()
+        encode_batch_rows(batch, fields).collect::<Vec<_>>()
     }));
     encoded.unwrap_or_else(|_| {
         vec![Err(user_error(
@@ -164,7 +257,7 @@ pub fn text_rows(
 ) -> PgWireResult<Vec<Vec<Option<String>>>> {
     let fields = Arc::new(result_fields(&batch.schema(), &Format::UnifiedText, None)?);
     let mut rows = Vec::with_capacity(batch.num_rows());
-    for row in arrow_pg::datatypes::encode_recordbatch(fields, batch) {
+    for row in encode_batch_rows(batch, fields) {
         rows.push(decode_text_row(&row?)?);
     }
     Ok(rows)

@@ -17,6 +17,7 @@ pub mod encoding;
 mod handlers;
 pub mod query;
 mod respond;
+mod row_encoder;
 mod server;
 pub mod sqlstate;
 pub mod startup;

@@ -1,12 +1,66 @@
-//! Sluice's logical types: the multimodal SQL types (EMBEDDING/VECTOR(n),
-//! TENSOR, IMAGE, AUDIO, OBJECT_REF) as Arrow types plus field extension
-//! metadata, their SQL type planning, casts and wire encodings.
+//! Sluice's SQL types beyond DataFusion's own.
 //!
-//! This is the lowest crate: it depends on Arrow and DataFusion only, and
-//! every other Sluice crate may use its vocabulary. The multimodal types
-//! themselves land with the multimodal-types work; today the crate holds the
-//! names shared by the crates above it.
+//! Each type is an Arrow storage type plus field-level extension metadata
+//! (`ARROW:extension:name`), using Arrow's canonical extension types where
+//! one exists ([`SluiceType`]). This crate owns everything a type needs to
+//! behave like a SQL type:
+//! - SQL type names → fields ([`planner::SluiceTypePlanner`], DataFusion's
+//!   type planner hook),
+//! - text input/output and casts ([`text`], [`conversion`], and the analyzer
+//!   rule [`resolve::ResolveSluiceTypes`] that plans casts, comparisons with
+//!   text and INSERTs into them),
+//! - the Postgres wire form ([`wire`]).
+//!
+//! [`register`] installs all of it on a DataFusion session; the engine calls
+//! it once, so every front end sees the same types.
 
-/// The Arrow field-metadata key that names an extension type; Sluice marks
-/// its logical types with it so they survive Parquet, projections and UDFs.
-pub const EXTENSION_NAME_KEY: &str = "ARROW:extension:name";
+pub mod conversion;
+pub mod extension;
+pub mod planner;
+pub mod resolve;
+pub mod text;
+pub mod wire;
+
+use std::sync::Arc;
+
+use datafusion::execution::SessionStateBuilder;
+use datafusion::optimizer::AnalyzerRule;
+use datafusion::optimizer::analyzer::Analyzer;
+use datafusion::prelude::SessionContext;
+
+pub use extension::SluiceType;
+
+/// Metadata key naming a field's extension type.
+pub const EXTENSION_NAME_KEY: &str = arrow_schema::extension::EXTENSION_TYPE_NAME_KEY;
+
+/// Installs Sluice's types on a session: the type planner (wrapping any
+/// planner already installed) and the analyzer rule (placed before
+/// DataFusion's type coercion). The conversion functions are registered with
+/// the other functions ([`conversion::all_functions`]).
+pub fn install(ctx: &SessionContext) {
+    let state = ctx.state_ref();
+    let mut builder = SessionStateBuilder::new_from_existing(state.read().clone());
+    let existing_planner = builder.type_planner().take();
+    let analyzer = builder.analyzer().get_or_insert_with(Analyzer::new);
+    if !analyzer
+        .rules
+        .iter()
+        .any(|rule| rule.name() == resolve::ResolveSluiceTypes.name())
+    {
+        // Before TypeCoercion, which rejects casts Arrow cannot perform.
+        let position = analyzer
+            .rules
+            .iter()
+            .position(|rule| rule.name() == "type_coercion")
+            .unwrap_or(0);
+        analyzer
+            .rules
+            .insert(position, Arc::new(resolve::ResolveSluiceTypes));
+    }
+    let new_state = builder
+        .with_type_planner(Arc::new(planner::SluiceTypePlanner::wrapping(
+            existing_planner,
+        )))
+        .build();
+    *state.write() = new_state;
+}

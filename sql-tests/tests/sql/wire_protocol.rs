@@ -344,3 +344,62 @@ async fn garbage_on_the_socket_does_not_kill_the_server() {
         .expect("still serving");
     assert_eq!(row.get::<_, i64>(0), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uuid_and_json_in_binary_and_text() {
+    use tokio_postgres::types::Type;
+    let (server, _dir) = start().await;
+    let (client, _task) = connect(&server).await;
+    client
+        .batch_execute("CREATE TABLE docs (id UUID, body JSON)")
+        .await
+        .expect("create");
+    let id = uuid::Uuid::parse_str("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11").expect("uuid");
+
+    // The driver sends the UUID parameter in binary (16 bytes).
+    let insert = client
+        .prepare("INSERT INTO docs VALUES ($1, $2)")
+        .await
+        .expect("prepare insert");
+    assert_eq!(insert.params()[0], Type::UUID);
+    client
+        .execute(&insert, &[&id, &r#"{"n": 1}"#])
+        .await
+        .expect("insert with a binary uuid");
+
+    // Results come back typed: uuid and json, decoded from binary.
+    let select = client
+        .prepare("SELECT id, body FROM docs WHERE id = $1")
+        .await
+        .expect("prepare select");
+    assert_eq!(select.columns()[0].type_(), &Type::UUID);
+    assert_eq!(select.columns()[1].type_(), &Type::JSON);
+    let row = client.query_one(&select, &[&id]).await.expect("select");
+    assert_eq!(row.get::<_, uuid::Uuid>(0), id);
+    assert_eq!(
+        row.get::<_, serde_json::Value>(1),
+        serde_json::json!({"n": 1})
+    );
+
+    // In text format (simple protocol) they read as Postgres prints them.
+    let messages = client
+        .simple_query("SELECT id, body FROM docs")
+        .await
+        .expect("simple select");
+    let row = messages
+        .iter()
+        .find_map(|m| match m {
+            SimpleQueryMessage::Row(r) => Some(r),
+            _ => None,
+        })
+        .expect("one row");
+    assert_eq!(row.get(0), Some("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"));
+    assert_eq!(row.get(1), Some(r#"{"n": 1}"#));
+
+    // Invalid JSON in a parameter is refused like invalid JSON text.
+    let err = client
+        .execute(&insert, &[&id, &"{nope"])
+        .await
+        .expect_err("invalid json");
+    assert_eq!(err.code(), Some(&SqlState::INVALID_TEXT_REPRESENTATION));
+}

@@ -1,0 +1,163 @@
+//! The functions casts to and from Sluice types are planned into: Arrow's
+//! cast kernel knows storage types only (it cannot parse text into a UUID's
+//! 16 bytes, nor validate JSON), so `'…'::uuid` becomes `uuid_in('…')` and
+//! `u::text` becomes `uuid_out(u)` (see [`crate::resolve`]). The names follow
+//! Postgres's type input/output functions.
+
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{DataType, FieldRef};
+use datafusion::common::ScalarValue;
+use datafusion::error::Result;
+use datafusion::logical_expr::{
+    ColumnarValue, Expr, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
+    Volatility,
+};
+
+use crate::extension::SluiceType;
+use crate::text::{format_array, parse_array};
+
+/// `<type>_in(text) → <type>`: parses text into a Sluice type.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct TextInput {
+    ty: SluiceType,
+    name: String,
+    signature: Signature,
+}
+
+impl TextInput {
+    /// The input function of `ty`.
+    pub fn new(ty: SluiceType) -> Self {
+        Self {
+            ty,
+            name: format!("{}_in", ty.sql_name()),
+            signature: Signature::string(1, Volatility::Immutable),
+        }
+    }
+}
+
+impl ScalarUDFImpl for TextInput {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
+        Ok(self.ty.storage_type())
+    }
+
+    fn return_field_from_args(&self, args: ReturnFieldArgs) -> Result<FieldRef> {
+        let nullable = args.arg_fields.first().is_none_or(|f| f.is_nullable());
+        Ok(Arc::new(self.ty.field(self.name(), nullable)))
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        map_single_argument(args, |array| parse_array(self.ty, array))
+    }
+}
+
+/// `<type>_out(<type>) → text`: renders a Sluice type as text.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct TextOutput {
+    ty: SluiceType,
+    name: String,
+    signature: Signature,
+}
+
+impl TextOutput {
+    /// The output function of `ty`.
+    pub fn new(ty: SluiceType) -> Self {
+        Self {
+            ty,
+            name: format!("{}_out", ty.sql_name()),
+            signature: Signature::exact(vec![ty.storage_type()], Volatility::Immutable),
+        }
+    }
+}
+
+impl ScalarUDFImpl for TextOutput {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        map_single_argument(args, |array| format_array(self.ty, array))
+    }
+}
+
+/// Applies an array conversion to a one-argument call, keeping a constant
+/// argument constant (so the planner can fold it).
+fn map_single_argument(
+    args: ScalarFunctionArgs,
+    convert: impl Fn(&dyn datafusion::arrow::array::Array) -> Result<datafusion::arrow::array::ArrayRef>,
+) -> Result<ColumnarValue> {
+    let [arg] = <[ColumnarValue; 1]>::try_from(args.args).map_err(|args| {
+        datafusion::error::DataFusionError::Plan(format!(
+            "expected one argument, got {}",
+            args.len()
+        ))
+    })?;
+    match arg {
+        ColumnarValue::Array(array) => Ok(ColumnarValue::Array(convert(array.as_ref())?)),
+        ColumnarValue::Scalar(scalar) => {
+            let converted = convert(scalar.to_array_of_size(1)?.as_ref())?;
+            Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(
+                converted.as_ref(),
+                0,
+            )?))
+        }
+    }
+}
+
+/// `expr` parsed from text into `ty`.
+pub fn text_input(ty: SluiceType, expr: Expr) -> Expr {
+    ScalarUDF::new_from_impl(TextInput::new(ty)).call(vec![expr])
+}
+
+/// `expr` (of type `ty`) rendered as text.
+pub fn text_output(ty: SluiceType, expr: Expr) -> Expr {
+    ScalarUDF::new_from_impl(TextOutput::new(ty)).call(vec![expr])
+}
+
+/// Every conversion function, for registration (so `uuid_in('…')` can also
+/// be written directly).
+pub fn all_functions() -> Vec<ScalarUDF> {
+    SluiceType::ALL
+        .into_iter()
+        .flat_map(|ty| {
+            [
+                ScalarUDF::new_from_impl(TextInput::new(ty)),
+                ScalarUDF::new_from_impl(TextOutput::new(ty)),
+            ]
+        })
+        .collect()
+}
+
+/// Converts a bound parameter value to the storage of `target` when the
+/// value is text and `target` can only be a Sluice type's storage (drivers
+/// send UUIDs as text). Returns `None` when no Sluice conversion applies.
+pub fn convert_parameter(value: &ScalarValue, target: &DataType) -> Result<Option<ScalarValue>> {
+    let ty = match target {
+        DataType::FixedSizeBinary(16) => SluiceType::Uuid,
+        _ => return Ok(None),
+    };
+    if !matches!(
+        value.data_type(),
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+    ) {
+        return Ok(None);
+    }
+    let parsed = parse_array(ty, value.to_array_of_size(1)?.as_ref())?;
+    Ok(Some(ScalarValue::try_from_array(parsed.as_ref(), 0)?))
+}

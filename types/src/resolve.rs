@@ -1,0 +1,243 @@
+//! The analyzer rule that gives Sluice types their SQL semantics before
+//! DataFusion's type coercion runs: casts between text and a Sluice type
+//! become the type's input/output functions, text compared with a UUID is
+//! parsed as one (as Postgres treats an untyped literal), and text inserted
+//! into a Sluice-typed column is parsed (and validated) on the way in.
+
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{DataType, Field};
+use datafusion::common::DFSchema;
+use datafusion::common::config::ConfigOptions;
+use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode};
+use datafusion::error::Result;
+use datafusion::logical_expr::expr::InList;
+use datafusion::logical_expr::logical_plan::dml::InsertOp;
+use datafusion::logical_expr::utils::merge_schema;
+use datafusion::logical_expr::{
+    BinaryExpr, Cast, DmlStatement, Expr, ExprSchemable, LogicalPlan, LogicalPlanBuilder, Operator,
+    TryCast, WriteOp,
+};
+use datafusion::optimizer::AnalyzerRule;
+
+use crate::conversion::{text_input, text_output};
+use crate::extension::SluiceType;
+
+/// See the module documentation. Register it before DataFusion's
+/// `TypeCoercion`, which would otherwise reject or mis-cast these
+/// expressions.
+#[derive(Debug, Default)]
+pub struct ResolveSluiceTypes;
+
+impl AnalyzerRule for ResolveSluiceTypes {
+    fn analyze(&self, plan: LogicalPlan, _config: &ConfigOptions) -> Result<LogicalPlan> {
+        plan.transform_up_with_subqueries(resolve_plan).data()
+    }
+
+    fn name(&self) -> &str {
+        "resolve_sluice_types"
+    }
+}
+
+fn resolve_plan(plan: LogicalPlan) -> Result<Transformed<LogicalPlan>> {
+    if let LogicalPlan::Dml(dml) = &plan
+        && matches!(dml.op, WriteOp::Insert(_))
+    {
+        return resolve_insert(plan);
+    }
+    if !plan.expressions().iter().any(may_need_resolution) {
+        return Ok(Transformed::no(plan));
+    }
+    let schema = merge_schema(&plan.inputs());
+    plan.map_expressions(|expr| expr.transform_up(|e| resolve_expr(e, &schema)))
+}
+
+/// Whether an expression tree holds anything this rule may rewrite; most
+/// plans hold none, and skip the schema merge.
+fn may_need_resolution(expr: &Expr) -> bool {
+    expr.exists(|e| {
+        Ok(matches!(
+            e,
+            Expr::Cast(_) | Expr::TryCast(_) | Expr::BinaryExpr(_) | Expr::InList(_)
+        ))
+    })
+    .unwrap_or(true)
+}
+
+fn resolve_expr(expr: Expr, schema: &DFSchema) -> Result<Transformed<Expr>> {
+    match expr {
+        Expr::Cast(Cast { expr: inner, field }) => resolve_cast(*inner, &field, schema, |e, f| {
+            Expr::Cast(Cast::new_from_field(e, f))
+        }),
+        Expr::TryCast(TryCast { expr: inner, field }) => {
+            resolve_cast(*inner, &field, schema, |e, f| {
+                Expr::TryCast(TryCast::new_from_field(e, f))
+            })
+        }
+        Expr::BinaryExpr(BinaryExpr { left, op, right }) if is_comparison(op) => {
+            let (left, right) = (*left, *right);
+            match (
+                uuid_operand(&left, &right, schema)?,
+                uuid_operand(&right, &left, schema)?,
+            ) {
+                (true, _) => Ok(Transformed::yes(Expr::BinaryExpr(BinaryExpr::new(
+                    Box::new(left),
+                    op,
+                    Box::new(text_input(SluiceType::Uuid, right)),
+                )))),
+                (_, true) => Ok(Transformed::yes(Expr::BinaryExpr(BinaryExpr::new(
+                    Box::new(text_input(SluiceType::Uuid, left)),
+                    op,
+                    Box::new(right),
+                )))),
+                _ => Ok(Transformed::no(Expr::BinaryExpr(BinaryExpr::new(
+                    Box::new(left),
+                    op,
+                    Box::new(right),
+                )))),
+            }
+        }
+        Expr::InList(InList {
+            expr: needle,
+            list,
+            negated,
+        }) if sluice_type(&needle, schema)? == Some(SluiceType::Uuid)
+            && list
+                .iter()
+                .any(|item| is_text(item, schema).unwrap_or(false)) =>
+        {
+            let list = list
+                .into_iter()
+                .map(|item| {
+                    Ok(if is_text(&item, schema)? {
+                        text_input(SluiceType::Uuid, item)
+                    } else {
+                        item
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            Ok(Transformed::yes(Expr::InList(InList::new(
+                needle, list, negated,
+            ))))
+        }
+        other => Ok(Transformed::no(other)),
+    }
+}
+
+/// A cast to or from a Sluice type. `rebuild` recreates the original cast
+/// when nothing applies.
+fn resolve_cast(
+    inner: Expr,
+    field: &Arc<Field>,
+    schema: &DFSchema,
+    rebuild: impl Fn(Box<Expr>, Arc<Field>) -> Expr,
+) -> Result<Transformed<Expr>> {
+    let source = sluice_type(&inner, schema)?;
+    // DataFusion's INSERT planning casts to the column's storage type and
+    // drops its metadata; text can only reach a 16-byte binary as a UUID.
+    let target = SluiceType::of_field(field).or_else(|| {
+        (field.data_type() == &DataType::FixedSizeBinary(16)).then_some(SluiceType::Uuid)
+    });
+    match (source, target) {
+        (Some(s), Some(t)) if s == t => Ok(Transformed::yes(inner)),
+        (_, Some(t)) if is_text(&inner, schema)? => Ok(Transformed::yes(text_input(t, inner))),
+        (Some(s), None) if is_string_type(field.data_type()) => {
+            let text = text_output(s, inner);
+            Ok(Transformed::yes(if field.data_type() == &DataType::Utf8 {
+                text
+            } else {
+                rebuild(Box::new(text), Arc::clone(field))
+            }))
+        }
+        _ => Ok(Transformed::no(rebuild(Box::new(inner), Arc::clone(field)))),
+    }
+}
+
+/// Whether `this` is a UUID and `other` is text to be read as one.
+fn uuid_operand(this: &Expr, other: &Expr, schema: &DFSchema) -> Result<bool> {
+    Ok(sluice_type(this, schema)? == Some(SluiceType::Uuid) && is_text(other, schema)?)
+}
+
+/// Parses text written into Sluice-typed columns; DataFusion's INSERT
+/// planning checks storage types only, so without this an invalid JSON
+/// document would be stored as is.
+fn resolve_insert(plan: LogicalPlan) -> Result<Transformed<LogicalPlan>> {
+    let LogicalPlan::Dml(dml) = plan else {
+        return Ok(Transformed::no(plan));
+    };
+    let table_schema = dml.target.schema();
+    let input_schema = dml.input.schema();
+    if table_schema.fields().len() != input_schema.fields().len()
+        || !table_schema
+            .fields()
+            .iter()
+            .any(|f| SluiceType::of_field(f).is_some())
+    {
+        return Ok(Transformed::no(LogicalPlan::Dml(dml)));
+    }
+    let mut changed = false;
+    let mut columns = Vec::with_capacity(table_schema.fields().len());
+    for (i, target) in table_schema.fields().iter().enumerate() {
+        let (qualifier, source) = input_schema.qualified_field(i);
+        let column = Expr::Column(datafusion::common::Column::from((qualifier, source)));
+        let wanted = SluiceType::of_field(target);
+        columns.push(match wanted {
+            Some(ty)
+                if SluiceType::of_field(source) != Some(ty)
+                    && is_string_type(source.data_type()) =>
+            {
+                changed = true;
+                text_input(ty, column).alias(source.name())
+            }
+            _ => column,
+        });
+    }
+    if !changed {
+        return Ok(Transformed::no(LogicalPlan::Dml(dml)));
+    }
+    let input = LogicalPlanBuilder::from(Arc::unwrap_or_clone(dml.input))
+        .project(columns)?
+        .build()?;
+    let op = match dml.op {
+        WriteOp::Insert(op) => op,
+        _ => InsertOp::Append,
+    };
+    Ok(Transformed::yes(LogicalPlan::Dml(DmlStatement::new(
+        dml.table_name,
+        dml.target,
+        WriteOp::Insert(op),
+        Arc::new(input),
+    ))))
+}
+
+fn sluice_type(expr: &Expr, schema: &DFSchema) -> Result<Option<SluiceType>> {
+    let (_, field) = expr.to_field(schema)?;
+    Ok(SluiceType::of_field(&field))
+}
+
+/// Text (or an untyped NULL), as an unknown-typed literal is in Postgres.
+fn is_text(expr: &Expr, schema: &DFSchema) -> Result<bool> {
+    let data_type = expr.get_type(schema)?;
+    Ok(is_string_type(&data_type) || data_type == DataType::Null)
+}
+
+fn is_string_type(data_type: &DataType) -> bool {
+    matches!(
+        data_type,
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+    )
+}
+
+fn is_comparison(op: Operator) -> bool {
+    matches!(
+        op,
+        Operator::Eq
+            | Operator::NotEq
+            | Operator::Lt
+            | Operator::LtEq
+            | Operator::Gt
+            | Operator::GtEq
+            | Operator::IsDistinctFrom
+            | Operator::IsNotDistinctFrom
+    )
+}

@@ -1,0 +1,116 @@
+//! How Sluice types look on the Postgres wire: the type each is announced
+//! as, and its text and binary encodings. Kept free of any wire-protocol
+//! crate so the engine can render values exactly as a client sees them.
+
+use datafusion::arrow::array::{Array, AsArray};
+use datafusion::error::{DataFusionError, Result};
+
+use crate::extension::SluiceType;
+use crate::text::format_value;
+
+/// A Postgres type as RowDescription announces it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PgType {
+    /// The type's OID in `pg_type`.
+    pub oid: u32,
+    /// The type's name in `pg_type`.
+    pub name: &'static str,
+}
+
+/// The Postgres type a Sluice type is announced as.
+pub fn pg_type(ty: SluiceType) -> PgType {
+    match ty {
+        SluiceType::Uuid => PgType {
+            oid: 2950,
+            name: "uuid",
+        },
+        SluiceType::Json => PgType {
+            oid: 114,
+            name: "json",
+        },
+    }
+}
+
+/// Appends the text encoding of the non-null value at `idx`.
+pub fn encode_text(
+    ty: SluiceType,
+    values: &dyn Array,
+    idx: usize,
+    out: &mut Vec<u8>,
+) -> Result<()> {
+    let mut text = String::new();
+    format_value(ty, values, idx, &mut text)?;
+    out.extend_from_slice(text.as_bytes());
+    Ok(())
+}
+
+/// Appends the binary encoding of the non-null value at `idx`: a UUID's 16
+/// bytes; JSON's text (Postgres's binary `json` is its text).
+pub fn encode_binary(
+    ty: SluiceType,
+    values: &dyn Array,
+    idx: usize,
+    out: &mut Vec<u8>,
+) -> Result<()> {
+    match ty {
+        SluiceType::Uuid => {
+            let bytes = values
+                .as_fixed_size_binary_opt()
+                .ok_or_else(|| {
+                    DataFusionError::Internal("uuid values not in 16-byte storage".into())
+                })?
+                .value(idx);
+            out.extend_from_slice(bytes);
+            Ok(())
+        }
+        SluiceType::Json => encode_text(ty, values, idx, out),
+    }
+}
+
+/// The text form of a parameter a client sent in binary, for types whose
+/// binary form the wire layer cannot decode itself.
+pub fn binary_parameter_to_text(ty: SluiceType, bytes: &[u8]) -> Result<String> {
+    match ty {
+        SluiceType::Uuid => uuid::Uuid::from_slice(bytes)
+            .map(|u| u.hyphenated().to_string())
+            .map_err(|_| {
+                DataFusionError::Execution(format!(
+                    "invalid binary uuid parameter of {} bytes",
+                    bytes.len()
+                ))
+            }),
+        SluiceType::Json => String::from_utf8(bytes.to_vec())
+            .map_err(|_| DataFusionError::Execution("json parameter is not valid UTF-8".into())),
+    }
+}
+
+/// The Sluice type whose announced Postgres type has this OID.
+pub fn sluice_type_for_oid(oid: u32) -> Option<SluiceType> {
+    SluiceType::ALL.into_iter().find(|t| pg_type(*t).oid == oid)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::FixedSizeBinaryArray;
+
+    #[test]
+    fn uuid_encodings() {
+        let bytes = [
+            0xa0u8, 0xee, 0xbc, 0x99, 0x9c, 0x0b, 0x4e, 0xf8, 0xbb, 0x6d, 0x6b, 0xb9, 0xbd, 0x38,
+            0x0a, 0x11,
+        ];
+        let array = FixedSizeBinaryArray::try_from_iter([bytes].into_iter()).unwrap();
+        let mut text = Vec::new();
+        encode_text(SluiceType::Uuid, &array, 0, &mut text).unwrap();
+        assert_eq!(text, b"a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11");
+        let mut binary = Vec::new();
+        encode_binary(SluiceType::Uuid, &array, 0, &mut binary).unwrap();
+        assert_eq!(binary, bytes);
+        assert_eq!(
+            binary_parameter_to_text(SluiceType::Uuid, &bytes).unwrap(),
+            "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"
+        );
+        assert!(binary_parameter_to_text(SluiceType::Uuid, &bytes[..3]).is_err());
+    }
+}
