@@ -14,6 +14,7 @@
 
 pub mod cancel;
 pub mod encoding;
+mod float_text;
 mod handlers;
 pub mod query;
 mod respond;

@@ -1,5 +1,6 @@
 //! Encodes record batches into Postgres DataRow messages, column by column:
-//! Sluice's own types through `sluice_types::wire`, everything else through
+//! Sluice's own types through `sluice_types::wire`, floats through
+//! [`crate::float_text`] (Postgres's text form), everything else through
 //! `arrow-pg`'s codecs.
 
 use std::error::Error;
@@ -7,7 +8,8 @@ use std::sync::Arc;
 
 use arrow_pg::encoder::{Encoder, encode_value};
 use bytes::{BufMut, BytesMut};
-use datafusion::arrow::array::{Array, RecordBatch};
+use datafusion::arrow::array::{Array, AsArray, RecordBatch};
+use datafusion::arrow::datatypes::{DataType, Field, Float32Type, Float64Type};
 use pgwire::api::Type;
 use pgwire::api::results::{DataRowEncoder, FieldInfo};
 use pgwire::error::PgWireResult;
@@ -17,16 +19,18 @@ use pgwire::types::format::FormatOptions;
 use postgres_types::{IsNull, ToSql, to_sql_checked};
 use sluice_types::{SluiceType, wire};
 
+use crate::float_text;
+
 /// The DataRows of one batch, produced lazily.
 pub fn encode_batch_rows(
     batch: RecordBatch,
     fields: Arc<Vec<FieldInfo>>,
 ) -> impl Iterator<Item = PgWireResult<DataRow>> {
-    let types: Vec<Option<SluiceType>> = batch
+    let codecs: Vec<Codec> = batch
         .schema()
         .fields()
         .iter()
-        .map(|f| SluiceType::of_field(f))
+        .map(|f| Codec::of(f))
         .collect();
     let mut encoder = DataRowEncoder::new(Arc::clone(&fields));
     let mut row = 0;
@@ -34,24 +38,46 @@ pub fn encode_batch_rows(
         if row >= batch.num_rows() {
             return None;
         }
-        let encoded = encode_row(&mut encoder, &batch, &fields, &types, row);
+        let encoded = encode_row(&mut encoder, &batch, &fields, &codecs, row);
         row += 1;
         Some(encoded.map(|()| encoder.take_row()))
     })
+}
+
+/// How one column's values are encoded.
+#[derive(Debug, Clone, Copy)]
+enum Codec {
+    Sluice(SluiceType),
+    Float4,
+    Float8,
+    ArrowPg,
+}
+
+impl Codec {
+    fn of(field: &Field) -> Codec {
+        if let Some(ty) = SluiceType::of_field(field) {
+            return Codec::Sluice(ty);
+        }
+        match field.data_type() {
+            DataType::Float32 => Codec::Float4,
+            DataType::Float64 => Codec::Float8,
+            _ => Codec::ArrowPg,
+        }
+    }
 }
 
 fn encode_row(
     encoder: &mut DataRowEncoder,
     batch: &RecordBatch,
     fields: &[FieldInfo],
-    types: &[Option<SluiceType>],
+    codecs: &[Codec],
     row: usize,
 ) -> PgWireResult<()> {
     let schema = batch.schema();
     for (col, array) in batch.columns().iter().enumerate() {
         let pg_field = &fields[col];
-        match types[col] {
-            Some(ty) => {
+        match codecs[col] {
+            Codec::Sluice(ty) => {
                 let value = SluiceValue {
                     ty,
                     array: array.as_ref(),
@@ -59,11 +85,64 @@ fn encode_row(
                 };
                 Encoder::encode_field(encoder, &value, pg_field)?;
             }
-            None => encode_value(encoder, array, row, schema.field(col), pg_field)?,
+            Codec::Float4 => {
+                let value = array
+                    .as_primitive_opt::<Float32Type>()
+                    .filter(|a| a.is_valid(row))
+                    .map(|a| PgFloat4(a.value(row)));
+                Encoder::encode_field(encoder, &value, pg_field)?;
+            }
+            Codec::Float8 => {
+                let value = array
+                    .as_primitive_opt::<Float64Type>()
+                    .filter(|a| a.is_valid(row))
+                    .map(|a| PgFloat8(a.value(row)));
+                Encoder::encode_field(encoder, &value, pg_field)?;
+            }
+            Codec::ArrowPg => encode_value(encoder, array, row, schema.field(col), pg_field)?,
         }
     }
     Ok(())
 }
+
+/// A `float4` with Postgres's text form.
+#[derive(Debug)]
+struct PgFloat4(f32);
+
+/// A `float8` with Postgres's text form.
+#[derive(Debug)]
+struct PgFloat8(f64);
+
+macro_rules! pg_float {
+    ($name:ident, $format:path) => {
+        impl ToSql for $name {
+            fn to_sql(&self, ty: &Type, out: &mut BytesMut) -> Result<IsNull, BoxError> {
+                self.0.to_sql(ty, out)
+            }
+
+            fn accepts(ty: &Type) -> bool {
+                matches!(*ty, Type::FLOAT4 | Type::FLOAT8)
+            }
+
+            to_sql_checked!();
+        }
+
+        impl ToSqlText for $name {
+            fn to_sql_text(
+                &self,
+                _ty: &Type,
+                out: &mut BytesMut,
+                _format_options: &FormatOptions,
+            ) -> Result<IsNull, BoxError> {
+                out.put_slice($format(self.0).as_bytes());
+                Ok(IsNull::No)
+            }
+        }
+    };
+}
+
+pg_float!(PgFloat4, float_text::format_f32);
+pg_float!(PgFloat8, float_text::format_f64);
 
 /// One value of a Sluice-typed column, encodable in either format.
 #[derive(Debug)]
