@@ -20,8 +20,8 @@ if [ ! -x "$VENV/bin/python" ]; then
   echo "==> creating Python virtual environment at $VENV"
   python3 -m venv "$VENV"
 fi
-if ! "$VENV/bin/python" -c 'import psycopg' >/dev/null 2>&1; then
-  echo "==> installing psycopg 3"
+if ! "$VENV/bin/python" -c 'import psycopg, pgvector, numpy' >/dev/null 2>&1; then
+  echo "==> installing the Python client packages (psycopg 3, pgvector, numpy)"
   "$VENV/bin/pip" install -q -r sql-tests/clients/requirements.txt
 fi
 

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef};
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::error::Result;
 use datafusion::logical_expr::{
@@ -53,6 +53,16 @@ impl PreparedStatement {
     /// Types of the `$1`, `$2`, … parameters in order; `None` where
     /// DataFusion could not infer a type from the context.
     pub fn parameter_types(&self) -> Result<Vec<Option<DataType>>> {
+        Ok(self
+            .parameter_fields()?
+            .into_iter()
+            .map(|f| f.map(|f| f.data_type().clone()))
+            .collect())
+    }
+
+    /// Like [`Self::parameter_types`], with the field metadata that tells a
+    /// Sluice type or a Postgres `oid` column from its storage type.
+    pub fn parameter_fields(&self) -> Result<Vec<Option<FieldRef>>> {
         let PreparedKind::Plan(plan) = &self.kind else {
             return Ok(vec![]);
         };
@@ -61,15 +71,15 @@ impl PreparedStatement {
         if matches!(**plan, LogicalPlan::Statement(Statement::Prepare(_))) {
             return Ok(vec![]);
         }
-        let mut types = plan.get_parameter_types()?;
+        let mut fields = plan.get_parameter_fields()?;
         // `$1::BIGINT` tells Postgres the parameter's type; DataFusion leaves
         // a placeholder under a cast untyped, so read the cast's target type.
-        for (id, cast_type) in placeholder_casts(plan)? {
-            if let Some(slot @ None) = types.get_mut(&id) {
-                *slot = Some(cast_type);
+        for (id, cast_field) in placeholder_casts(plan)? {
+            if let Some(slot @ None) = fields.get_mut(&id) {
+                *slot = Some(cast_field);
             }
         }
-        ordered_parameters(types)
+        ordered_parameters(fields)
     }
 
     /// Whether executing this statement yields rows (as opposed to a tag).
@@ -100,7 +110,7 @@ impl PreparedStatement {
 }
 
 /// Placeholders that appear directly under a cast, with the cast's type.
-fn placeholder_casts(plan: &LogicalPlan) -> Result<Vec<(String, DataType)>> {
+fn placeholder_casts(plan: &LogicalPlan) -> Result<Vec<(String, FieldRef)>> {
     let mut found = Vec::new();
     plan.apply_with_subqueries(|node| {
         node.apply_expressions(|expr| {
@@ -108,7 +118,7 @@ fn placeholder_casts(plan: &LogicalPlan) -> Result<Vec<(String, DataType)>> {
                 if let Expr::Cast(Cast { expr, field }) | Expr::TryCast(TryCast { expr, field }) = e
                     && let Expr::Placeholder(p) = expr.as_ref()
                 {
-                    found.push((p.id.clone(), field.data_type().clone()));
+                    found.push((p.id.clone(), Arc::clone(field)));
                 }
                 Ok(TreeNodeRecursion::Continue)
             })
@@ -119,8 +129,8 @@ fn placeholder_casts(plan: &LogicalPlan) -> Result<Vec<(String, DataType)>> {
 
 /// Puts `$n` parameters in positional order. Parameters a client never
 /// mentions (e.g. `$2` used but `$1` not) are reported as untyped.
-fn ordered_parameters(types: HashMap<String, Option<DataType>>) -> Result<Vec<Option<DataType>>> {
-    let mut numbered: Vec<(usize, Option<DataType>)> = types
+fn ordered_parameters(types: HashMap<String, Option<FieldRef>>) -> Result<Vec<Option<FieldRef>>> {
+    let mut numbered: Vec<(usize, Option<FieldRef>)> = types
         .into_iter()
         .filter_map(|(id, ty)| {
             id.trim_start_matches('$')

@@ -10,16 +10,41 @@
 //! This crate depends only on `sluice-types` and DataFusion.
 
 use datafusion::error::Result;
+use datafusion::logical_expr::ScalarUDF;
 use datafusion::prelude::SessionContext;
 
 pub mod postgres;
+pub mod vector;
 
 /// Registers every Sluice function on `ctx`, replacing DataFusion's own
 /// where Sluice defines the same name.
 pub fn register_all(ctx: &SessionContext) -> Result<()> {
     postgres::register(ctx);
+    vector::register(ctx)?;
     for udf in sluice_types::conversion::all_functions() {
-        ctx.register_udf(udf);
+        register_replacing(ctx, udf);
     }
     Ok(())
+}
+
+/// Registers `udf` in place of any function of the same name.
+///
+/// DataFusion keys functions by name *and* alias, and rebuilds that map from
+/// its values whenever a session state is copied: a replaced function still
+/// reachable through an alias (`dot_product` for DataFusion's
+/// `inner_product`) would come back under its old name in new sessions. The
+/// replaced function's aliases are therefore dropped with it.
+pub fn register_replacing(ctx: &SessionContext, udf: ScalarUDF) {
+    let old_aliases: Vec<String> = ctx
+        .state()
+        .scalar_functions()
+        .get(udf.name())
+        .map(|old| old.aliases().to_vec())
+        .unwrap_or_default();
+    for alias in old_aliases {
+        if alias != udf.name() && !udf.aliases().contains(&alias) {
+            ctx.deregister_udf(&alias);
+        }
+    }
+    ctx.register_udf(udf);
 }

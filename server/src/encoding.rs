@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{RecordBatch, RecordBatchOptions};
 use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, FieldRef, Schema, SchemaRef};
 use datafusion::arrow::error::ArrowError;
 use datafusion::common::ParamValues;
 use datafusion::physical_plan::SendableRecordBatchStream;
@@ -62,13 +62,24 @@ pub fn result_fields(
 /// The Postgres type to announce for a parameter DataFusion inferred (or
 /// could not infer: those are announced as text, and DataFusion casts the
 /// text value where the query needs another type).
-pub fn parameter_type(inferred: Option<&DataType>) -> Type {
-    match inferred {
-        Some(DataType::Null) | None => Type::TEXT,
-        // Only a UUID is stored as 16 fixed bytes.
-        Some(DataType::FixedSizeBinary(16)) => announced_type(SluiceType::Uuid),
-        Some(dt) => arrow_pg::datatypes::into_pg_type(dt).unwrap_or(Type::TEXT),
+pub fn parameter_type(inferred: Option<&FieldRef>) -> Type {
+    let Some(field) = inferred else {
+        return Type::TEXT;
+    };
+    if field.data_type() == &DataType::Null {
+        return Type::TEXT;
     }
+    if let Some(ty) = SluiceType::of_field(field) {
+        return announced_type(ty);
+    }
+    // Inference often keeps only the storage type; these storage types stand
+    // for one Sluice type each.
+    if let Some(ty) = sluice_types::extension::text_target_of_storage(field.data_type()) {
+        return announced_type(ty);
+    }
+    // arrow-pg reads `pg.oid_alias` metadata: a parameter compared with
+    // `pg_type.oid` is announced as `oid`, which drivers bind as u32.
+    arrow_pg::datatypes::field_into_pg_type(field).unwrap_or(Type::TEXT)
 }
 
 /// Decodes the parameter values bound to a portal, using the types the

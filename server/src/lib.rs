@@ -14,7 +14,6 @@
 
 pub mod cancel;
 pub mod encoding;
-mod float_text;
 mod handlers;
 pub mod query;
 mod respond;

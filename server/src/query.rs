@@ -74,13 +74,17 @@ impl QueryParser for SluiceQueryParser {
         }
         let statement = statements.remove(0);
         let prepared = conn.session.prepare(&statement).await.map_err(pg_error)?;
-        let inferred = prepared.parameter_types().map_err(pg_error)?;
-        let count = inferred.len().max(types.len());
+        let fields = prepared.parameter_fields().map_err(pg_error)?;
+        let count = fields.len().max(types.len());
         let announced = (0..count)
             .map(|i| match types.get(i).cloned().flatten() {
                 Some(client_type) if client_type != Type::UNKNOWN => client_type,
-                _ => parameter_type(inferred.get(i).and_then(Option::as_ref)),
+                _ => parameter_type(fields.get(i).and_then(Option::as_ref)),
             })
+            .collect();
+        let inferred = fields
+            .into_iter()
+            .map(|f| f.map(|f| f.data_type().clone()))
             .collect();
         Ok(Some(WireStatement {
             prepared,

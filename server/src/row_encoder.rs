@@ -1,6 +1,6 @@
 //! Encodes record batches into Postgres DataRow messages, column by column:
 //! Sluice's own types through `sluice_types::wire`, floats through
-//! [`crate::float_text`] (Postgres's text form), everything else through
+//! `sluice_types::float_text` (Postgres's text form), everything else through
 //! `arrow-pg`'s codecs.
 
 use std::error::Error;
@@ -19,7 +19,7 @@ use pgwire::types::format::FormatOptions;
 use postgres_types::{IsNull, ToSql, to_sql_checked};
 use sluice_types::{SluiceType, wire};
 
-use crate::float_text;
+use sluice_types::float_text;
 
 /// The DataRows of one batch, produced lazily.
 pub fn encode_batch_rows(
@@ -197,5 +197,14 @@ impl ToSqlText for SluiceValue<'_> {
 /// The Postgres type announced for a Sluice type.
 pub fn announced_type(ty: SluiceType) -> Type {
     let pg = wire::pg_type(ty);
-    Type::from_oid(pg.oid).unwrap_or(Type::TEXT)
+    // Built-in types are known to postgres-types; extension types (vector)
+    // are announced by the OID Sluice's pg_type lists for them.
+    Type::from_oid(pg.oid).unwrap_or_else(|| {
+        Type::new(
+            pg.name.to_owned(),
+            pg.oid,
+            postgres_types::Kind::Simple,
+            "public".to_owned(),
+        )
+    })
 }

@@ -50,7 +50,34 @@ def main() -> None:
         with conn.transaction():
             conn.execute("SELECT 1")
         assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    check_pgvector_adapter(host, port)
     print("psycopg checks passed")
+
+
+def check_pgvector_adapter(host, port):
+    """pgvector's own psycopg adapter: it finds `vector` in pg_type, then
+    sends and reads numpy vectors in text and binary form."""
+    import numpy as np
+    from pgvector.psycopg import register_vector
+
+    with psycopg.connect(host=host, port=port, user="sluice", dbname="sluice", autocommit=True) as conn:
+        register_vector(conn)
+        conn.execute("CREATE TABLE py_vectors (id BIGINT, v VECTOR(3))")
+        conn.execute("INSERT INTO py_vectors VALUES (1, %t)", (np.array([1.0, 2.0, 3.0]),))
+        conn.execute("INSERT INTO py_vectors VALUES (2, %b)", (np.array([4.0, 5.0, 6.5]),))
+        for binary in (False, True):
+            rows = conn.cursor(binary=binary).execute("SELECT id, v FROM py_vectors ORDER BY id").fetchall()
+            assert [r[0] for r in rows] == [1, 2], rows
+            assert np.array_equal(rows[1][1], np.array([4.0, 5.0, 6.5], dtype=np.float32)), rows
+        nearest = conn.execute(
+            "SELECT id FROM py_vectors ORDER BY v <-> %s LIMIT 1", (np.array([4.0, 5.0, 6.0]),)
+        ).fetchone()
+        assert nearest == (2,), nearest
+        try:
+            conn.execute("INSERT INTO py_vectors VALUES (3, %s)", (np.array([1.0, 2.0]),))
+            raise AssertionError("expected a dimension error")
+        except errors.DataException as e:
+            assert "expected 3 dimensions, not 2" in str(e), e
 
 
 if __name__ == "__main__":

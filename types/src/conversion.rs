@@ -73,7 +73,7 @@ impl TextOutput {
         Self {
             ty,
             name: format!("{}_out", ty.sql_name()),
-            signature: Signature::exact(vec![ty.storage_type()], Volatility::Immutable),
+            signature: Signature::any(1, Volatility::Immutable),
         }
     }
 }
@@ -133,7 +133,7 @@ pub fn text_output(ty: SluiceType, expr: Expr) -> Expr {
 /// Every conversion function, for registration (so `uuid_in('…')` can also
 /// be written directly).
 pub fn all_functions() -> Vec<ScalarUDF> {
-    SluiceType::ALL
+    SluiceType::SIMPLE
         .into_iter()
         .flat_map(|ty| {
             [
@@ -148,9 +148,8 @@ pub fn all_functions() -> Vec<ScalarUDF> {
 /// value is text and `target` can only be a Sluice type's storage (drivers
 /// send UUIDs as text). Returns `None` when no Sluice conversion applies.
 pub fn convert_parameter(value: &ScalarValue, target: &DataType) -> Result<Option<ScalarValue>> {
-    let ty = match target {
-        DataType::FixedSizeBinary(16) => SluiceType::Uuid,
-        _ => return Ok(None),
+    let Some(ty) = crate::extension::text_target_of_storage(target) else {
+        return Ok(None);
     };
     if !matches!(
         value.data_type(),

@@ -20,17 +20,25 @@ pub enum SluiceType {
     /// `JSON` / `JSONB`: UTF-8 text holding one valid JSON value, Arrow's
     /// canonical `arrow.json`.
     Json,
+    /// `EMBEDDING(n)` / `VECTOR(n)`: `n` finite float32 values, stored as a
+    /// `FixedSizeList<Float32>(n)` (no canonical Arrow type exists).
+    Vector(i32),
 }
 
+/// The largest vector dimension accepted (pgvector's limit).
+pub const MAX_VECTOR_DIMENSIONS: i32 = 16000;
+
 impl SluiceType {
-    /// Every Sluice type.
-    pub const ALL: [SluiceType; 2] = [SluiceType::Uuid, SluiceType::Json];
+    /// The Sluice types without parameters (parametric ones, such as
+    /// `VECTOR(n)`, exist once per parameter value).
+    pub const SIMPLE: [SluiceType; 2] = [SluiceType::Uuid, SluiceType::Json];
 
     /// The Arrow extension name stored in field metadata.
     pub fn extension_name(self) -> &'static str {
         match self {
             SluiceType::Uuid => "arrow.uuid",
             SluiceType::Json => "arrow.json",
+            SluiceType::Vector(_) => "sluice.vector",
         }
     }
 
@@ -39,6 +47,7 @@ impl SluiceType {
         match self {
             SluiceType::Uuid => "uuid",
             SluiceType::Json => "json",
+            SluiceType::Vector(_) => "vector",
         }
     }
 
@@ -48,6 +57,12 @@ impl SluiceType {
         match self {
             SluiceType::Uuid => Sql::Uuid,
             SluiceType::Json => Sql::JSON,
+            SluiceType::Vector(dim) => Sql::Custom(
+                datafusion::sql::sqlparser::ast::ObjectName::from(vec![
+                    datafusion::sql::sqlparser::ast::Ident::new("vector"),
+                ]),
+                vec![dim.to_string()],
+            ),
         }
     }
 
@@ -56,6 +71,7 @@ impl SluiceType {
         match self {
             SluiceType::Uuid => DataType::FixedSizeBinary(16),
             SluiceType::Json => DataType::Utf8,
+            SluiceType::Vector(dim) => vector_storage(dim),
         }
     }
 
@@ -87,9 +103,16 @@ impl SluiceType {
     /// does not match its extension name is not trusted as that type.
     pub fn of_field(field: &Field) -> Option<SluiceType> {
         let name = field.metadata().get(EXTENSION_TYPE_NAME_KEY)?;
-        SluiceType::ALL
-            .into_iter()
-            .find(|t| t.extension_name() == name && is_storage_of(*t, field.data_type()))
+        let ty = match name.as_str() {
+            "arrow.uuid" => SluiceType::Uuid,
+            "arrow.json" => SluiceType::Json,
+            "sluice.vector" => match field.data_type() {
+                DataType::FixedSizeList(_, dim) => SluiceType::Vector(*dim),
+                _ => return None,
+            },
+            _ => return None,
+        };
+        is_storage_of(ty, field.data_type()).then_some(ty)
     }
 }
 
@@ -100,7 +123,34 @@ fn is_storage_of(ty: SluiceType, data_type: &DataType) -> bool {
             data_type,
             DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
         ),
+        SluiceType::Vector(dim) => matches!(
+            data_type,
+            DataType::FixedSizeList(item, d) if *d == dim && item.data_type() == &DataType::Float32
+        ),
     }
+}
+
+/// The Sluice type text must become when it is cast to a bare storage type
+/// (DataFusion's planning sometimes drops field metadata, e.g. the casts of
+/// INSERT and of bound parameters): Arrow cannot cast text to these storage
+/// types at all, so the reading is unambiguous.
+pub fn text_target_of_storage(data_type: &DataType) -> Option<SluiceType> {
+    match data_type {
+        DataType::FixedSizeBinary(16) => Some(SluiceType::Uuid),
+        DataType::FixedSizeList(item, dim) if item.data_type() == &DataType::Float32 => {
+            Some(SluiceType::Vector(*dim))
+        }
+        _ => None,
+    }
+}
+
+/// The storage of `VECTOR(dim)`. Elements are never NULL, but the item field
+/// is nullable as DataFusion's list kernels produce.
+pub fn vector_storage(dim: i32) -> DataType {
+    DataType::FixedSizeList(
+        std::sync::Arc::new(Field::new_list_field(DataType::Float32, true)),
+        dim,
+    )
 }
 
 impl fmt::Display for SluiceType {
@@ -115,7 +165,7 @@ mod tests {
 
     #[test]
     fn fields_round_trip() {
-        for ty in SluiceType::ALL {
+        for ty in [SluiceType::Uuid, SluiceType::Json, SluiceType::Vector(3)] {
             assert_eq!(SluiceType::of_field(&ty.field("c", true)), Some(ty));
         }
         let plain = Field::new("c", DataType::Utf8, true);

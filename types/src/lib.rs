@@ -16,9 +16,11 @@
 
 pub mod conversion;
 pub mod extension;
+pub mod float_text;
 pub mod planner;
 pub mod resolve;
 pub mod text;
+pub mod vector;
 pub mod wire;
 
 use std::sync::Arc;

@@ -134,10 +134,10 @@ fn resolve_cast(
 ) -> Result<Transformed<Expr>> {
     let source = sluice_type(&inner, schema)?;
     // DataFusion's INSERT planning casts to the column's storage type and
-    // drops its metadata; text can only reach a 16-byte binary as a UUID.
-    let target = SluiceType::of_field(field).or_else(|| {
-        (field.data_type() == &DataType::FixedSizeBinary(16)).then_some(SluiceType::Uuid)
-    });
+    // drops its metadata; text can only reach some storage types as a
+    // Sluice type.
+    let target = SluiceType::of_field(field)
+        .or_else(|| crate::extension::text_target_of_storage(field.data_type()));
     match (source, target) {
         (Some(s), Some(t)) if s == t => Ok(Transformed::yes(inner)),
         (_, Some(t)) if is_text(&inner, schema)? => Ok(Transformed::yes(text_input(t, inner))),

@@ -26,6 +26,7 @@ pub fn parse_array(ty: SluiceType, text: &dyn Array) -> Result<ArrayRef> {
             }
             Ok(Arc::new(out.finish()))
         }
+        SluiceType::Vector(dim) => crate::vector::parse_vectors(dim, &strings),
         SluiceType::Json => {
             let mut out = StringBuilder::with_capacity(strings.len(), 0);
             for value in strings {
@@ -79,6 +80,12 @@ pub fn format_value(
         SluiceType::Json => out.push_str(
             string_value(values, idx).ok_or_else(|| storage_error(ty, values.data_type()))?,
         ),
+        SluiceType::Vector(_) => {
+            let list = values
+                .as_fixed_size_list_opt()
+                .ok_or_else(|| storage_error(ty, values.data_type()))?;
+            crate::vector::format_vector(&crate::vector::elements(list, idx)?, out);
+        }
     }
     Ok(())
 }
@@ -98,7 +105,7 @@ pub fn validate_json(s: &str) -> Result<()> {
         .map_err(|_| invalid_input(SluiceType::Json, s))
 }
 
-fn invalid_input(ty: SluiceType, s: &str) -> DataFusionError {
+pub(crate) fn invalid_input(ty: SluiceType, s: &str) -> DataFusionError {
     DataFusionError::ArrowError(
         Box::new(ArrowError::ParseError(format!(
             "invalid input syntax for type {ty}: \"{s}\""
@@ -107,7 +114,7 @@ fn invalid_input(ty: SluiceType, s: &str) -> DataFusionError {
     )
 }
 
-fn storage_error(ty: SluiceType, found: &DataType) -> DataFusionError {
+pub(crate) fn storage_error(ty: SluiceType, found: &DataType) -> DataFusionError {
     DataFusionError::Internal(format!("{ty} values stored as {found}"))
 }
 

@@ -28,8 +28,18 @@ pub fn pg_type(ty: SluiceType) -> PgType {
             oid: 114,
             name: "json",
         },
+        // pgvector's type is created by its extension, so its OID differs per
+        // database; clients look it up by name in pg_type, where Sluice's
+        // catalog lists it with this OID.
+        SluiceType::Vector(_) => PgType {
+            oid: VECTOR_OID,
+            name: "vector",
+        },
     }
 }
+
+/// The OID `pg_type` lists for `vector`.
+pub const VECTOR_OID: u32 = 16385;
 
 /// Appends the text encoding of the non-null value at `idx`.
 pub fn encode_text(
@@ -64,6 +74,12 @@ pub fn encode_binary(
             Ok(())
         }
         SluiceType::Json => encode_text(ty, values, idx, out),
+        SluiceType::Vector(_) => {
+            let list = values.as_fixed_size_list_opt().ok_or_else(|| {
+                DataFusionError::Internal("vector values not in list storage".into())
+            })?;
+            crate::vector::encode_binary(&crate::vector::elements(list, idx)?, out)
+        }
     }
 }
 
@@ -81,12 +97,20 @@ pub fn binary_parameter_to_text(ty: SluiceType, bytes: &[u8]) -> Result<String> 
             }),
         SluiceType::Json => String::from_utf8(bytes.to_vec())
             .map_err(|_| DataFusionError::Execution("json parameter is not valid UTF-8".into())),
+        SluiceType::Vector(_) => {
+            let mut text = String::new();
+            crate::vector::format_vector(&crate::vector::decode_binary(bytes)?, &mut text);
+            Ok(text)
+        }
     }
 }
 
 /// The Sluice type whose announced Postgres type has this OID.
+/// (Vectors come back as `Vector(0)`: the OID carries no dimension.)
 pub fn sluice_type_for_oid(oid: u32) -> Option<SluiceType> {
-    SluiceType::ALL.into_iter().find(|t| pg_type(*t).oid == oid)
+    [SluiceType::Uuid, SluiceType::Json, SluiceType::Vector(0)]
+        .into_iter()
+        .find(|t| pg_type(*t).oid == oid)
 }
 
 #[cfg(test)]

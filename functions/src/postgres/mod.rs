@@ -1,14 +1,17 @@
-//! Functions Postgres clients expect to find (`version()`, …), where
+//! Functions Postgres clients expect to find (`version()`, `to_regtype()`, …), where
 //! DataFusion's own differ in a way clients notice.
 
 use datafusion::logical_expr::ScalarUDF;
 use datafusion::prelude::SessionContext;
 
+mod to_regtype;
 mod version;
 
+pub use to_regtype::ToRegtypeFunc;
 pub use version::VersionFunc;
 
 /// Registers the Postgres compatibility functions.
 pub fn register(ctx: &SessionContext) {
-    ctx.register_udf(ScalarUDF::new_from_impl(VersionFunc::new()));
+    crate::register_replacing(ctx, ScalarUDF::new_from_impl(VersionFunc::new()));
+    crate::register_replacing(ctx, ScalarUDF::new_from_impl(ToRegtypeFunc::default()));
 }

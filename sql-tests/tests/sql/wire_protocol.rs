@@ -361,11 +361,12 @@ async fn uuid_and_json_in_binary_and_text() {
         .prepare("INSERT INTO docs VALUES ($1, $2)")
         .await
         .expect("prepare insert");
-    assert_eq!(insert.params()[0], Type::UUID);
+    // As in Postgres, the parameters take the columns' types.
+    assert_eq!(insert.params(), &[Type::UUID, Type::JSON]);
     client
-        .execute(&insert, &[&id, &r#"{"n": 1}"#])
+        .execute(&insert, &[&id, &serde_json::json!({"n": 1})])
         .await
-        .expect("insert with a binary uuid");
+        .expect("insert with a binary uuid and json");
 
     // Results come back typed: uuid and json, decoded from binary.
     let select = client
@@ -394,12 +395,58 @@ async fn uuid_and_json_in_binary_and_text() {
         })
         .expect("one row");
     assert_eq!(row.get(0), Some("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"));
-    assert_eq!(row.get(1), Some(r#"{"n": 1}"#));
+    // json keeps the text as sent (serde_json sends it compact).
+    assert_eq!(row.get(1), Some(r#"{"n":1}"#));
 
-    // Invalid JSON in a parameter is refused like invalid JSON text.
+    // Invalid JSON sent as text is refused like invalid JSON literals.
+    let as_text = client
+        .prepare_typed(
+            "INSERT INTO docs VALUES ($1, $2)",
+            &[Type::UUID, Type::TEXT],
+        )
+        .await
+        .expect("prepare with a text parameter");
     let err = client
-        .execute(&insert, &[&id, &"{nope"])
+        .execute(&as_text, &[&id, &"{nope"])
         .await
         .expect_err("invalid json");
     assert_eq!(err.code(), Some(&SqlState::INVALID_TEXT_REPRESENTATION));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drivers_resolve_the_vector_type_through_pg_type() {
+    let (server, _dir) = start().await;
+    let (client, _task) = connect(&server).await;
+    client
+        .batch_execute("CREATE TABLE embeddings (id BIGINT, v VECTOR(3)); INSERT INTO embeddings VALUES (1, '[1,2,3]')")
+        .await
+        .expect("setup");
+    // tokio-postgres looks an unknown result type up in pg_type by OID,
+    // binding the OID as `oid` (u32): that lookup must succeed.
+    let statement = client
+        .prepare("SELECT v FROM embeddings")
+        .await
+        .expect("describe a vector column");
+    let column_type = statement.columns()[0].type_();
+    assert_eq!(column_type.name(), "vector");
+    assert_eq!(column_type.oid(), 16385);
+    // A parameter compared with a vector is announced as a vector.
+    let nearest = client
+        .prepare("SELECT id FROM embeddings ORDER BY v <-> $1 LIMIT 1")
+        .await
+        .expect("prepare a nearest-neighbour query");
+    assert_eq!(nearest.params()[0].name(), "vector");
+    let messages = client
+        .simple_query("SELECT v, v <-> '[1,2,4]' FROM embeddings")
+        .await
+        .expect("text form");
+    let row = messages
+        .iter()
+        .find_map(|m| match m {
+            SimpleQueryMessage::Row(r) => Some(r),
+            _ => None,
+        })
+        .expect("one row");
+    assert_eq!(row.get(0), Some("[1,2,3]"));
+    assert_eq!(row.get(1), Some("1"));
 }

@@ -1,0 +1,36 @@
+//! Vector functions and operators over `VECTOR(n)` / `EMBEDDING(n)`
+//! columns, pgvector-compatible in names and results: distances
+//! (`l2_distance`, `cosine_distance`, `inner_product`,
+//! `negative_inner_product`, `l1_distance`), `vector_dims`, `vector_norm`,
+//! and the operators `<->`, `<=>`, `<#>`. Every function works on whole
+//! batches and reads a constant query vector once.
+
+pub mod distance;
+pub mod kernels;
+mod operand;
+pub mod operators;
+pub mod properties;
+
+use std::sync::Arc;
+
+use datafusion::error::Result;
+use datafusion::execution::FunctionRegistry;
+use datafusion::logical_expr::ScalarUDF;
+use datafusion::prelude::SessionContext;
+
+use distance::{Metric, VectorDistance};
+use properties::{Property, VectorProperty};
+
+/// Registers the vector functions (replacing DataFusion's list-based
+/// `cosine_distance` and `inner_product`) and the operator planner.
+pub fn register(ctx: &SessionContext) -> Result<()> {
+    for metric in Metric::ALL {
+        crate::register_replacing(ctx, ScalarUDF::new_from_impl(VectorDistance::new(metric)));
+    }
+    for property in [Property::Dims, Property::Norm] {
+        crate::register_replacing(ctx, ScalarUDF::new_from_impl(VectorProperty::new(property)));
+    }
+    ctx.state_ref()
+        .write()
+        .register_expr_planner(Arc::new(operators::VectorOperatorPlanner::default()))
+}

@@ -1,0 +1,87 @@
+//! pgvector's distance operators, planned onto the distance functions:
+//! `a <-> b` is `l2_distance(a, b)`, `a <=> b` is `cosine_distance(a, b)`
+//! and `a <#> b` is `negative_inner_product(a, b)`. DataFusion gives
+//! `<=>` MySQL's meaning (IS NOT DISTINCT FROM), which it keeps unless a
+//! side is a vector.
+
+use std::sync::Arc;
+
+use datafusion::common::DFSchema;
+use datafusion::error::Result;
+use datafusion::logical_expr::planner::{ExprPlanner, PlannerResult, RawBinaryExpr};
+use datafusion::logical_expr::{Cast, Expr, ExprSchemable, ScalarUDF};
+use datafusion::sql::sqlparser::ast::BinaryOperator;
+use sluice_types::SluiceType;
+
+use super::distance::{Metric, VectorDistance};
+use super::operand::vector_dimension;
+
+/// Plans `<->`, `<=>` and `<#>` between vectors.
+#[derive(Debug)]
+pub struct VectorOperatorPlanner {
+    l2: Arc<ScalarUDF>,
+    cosine: Arc<ScalarUDF>,
+    negative_inner_product: Arc<ScalarUDF>,
+}
+
+impl Default for VectorOperatorPlanner {
+    fn default() -> Self {
+        let udf = |m| Arc::new(ScalarUDF::new_from_impl(VectorDistance::new(m)));
+        Self {
+            l2: udf(Metric::L2),
+            cosine: udf(Metric::Cosine),
+            negative_inner_product: udf(Metric::NegativeInnerProduct),
+        }
+    }
+}
+
+impl ExprPlanner for VectorOperatorPlanner {
+    fn plan_binary_op(
+        &self,
+        expr: RawBinaryExpr,
+        schema: &DFSchema,
+    ) -> Result<PlannerResult<RawBinaryExpr>> {
+        let udf = match &expr.op {
+            BinaryOperator::LtDashGt => &self.l2,
+            BinaryOperator::Custom(op) if op == "<#>" => &self.negative_inner_product,
+            BinaryOperator::Spaceship
+                if is_vector(&expr.left, schema) || is_vector(&expr.right, schema) =>
+            {
+                &self.cosine
+            }
+            _ => return Ok(PlannerResult::Original(expr)),
+        };
+        let (left, right) = type_placeholders(expr.left, expr.right, schema);
+        Ok(PlannerResult::Planned(udf.call(vec![left, right])))
+    }
+}
+
+/// `v <-> $1`: the parameter is a vector of `v`'s dimension. DataFusion
+/// infers parameter types from comparisons, not from function arguments, so
+/// without this a driver would be told to send text and would send a binary
+/// vector anyway.
+fn type_placeholders(left: Expr, right: Expr, schema: &DFSchema) -> (Expr, Expr) {
+    let dim_of = |e: &Expr| e.get_type(schema).ok().and_then(|t| vector_dimension(&t));
+    let as_vector = |placeholder: Expr, dim: i32| {
+        Expr::Cast(Cast::new_from_field(
+            Box::new(placeholder),
+            SluiceType::Vector(dim).field_ref(),
+        ))
+    };
+    match (&left, &right) {
+        (Expr::Placeholder(_), other) => match dim_of(other) {
+            Some(dim) => (as_vector(left, dim), right),
+            None => (left, right),
+        },
+        (other, Expr::Placeholder(_)) => match dim_of(other) {
+            Some(dim) => (left, as_vector(right, dim)),
+            None => (left, right),
+        },
+        _ => (left, right),
+    }
+}
+
+fn is_vector(expr: &Expr, schema: &DFSchema) -> bool {
+    expr.get_type(schema)
+        .is_ok_and(|t| vector_dimension(&t).is_some())
+}
