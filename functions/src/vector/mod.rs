@@ -2,9 +2,11 @@
 //! columns, pgvector-compatible in names and results: distances
 //! (`l2_distance`, `cosine_distance`, `inner_product`,
 //! `negative_inner_product`, `l1_distance`), `vector_dims`, `vector_norm`,
-//! and the operators `<->`, `<=>`, `<#>`. Every function works on whole
+//! `l2_normalize`, element-wise `vector_add`/`vector_sub`/`vector_mul`, and
+//! the operators `<->`, `<=>`, `<#>`, `+`, `-`, `*`. Every function works on whole
 //! batches and reads a constant query vector once.
 
+pub mod arithmetic;
 pub mod distance;
 pub mod kernels;
 mod operand;
@@ -18,6 +20,7 @@ use datafusion::execution::FunctionRegistry;
 use datafusion::logical_expr::ScalarUDF;
 use datafusion::prelude::SessionContext;
 
+use arithmetic::{ElementOp, VectorElementwise};
 use distance::{Metric, VectorDistance};
 use properties::{Property, VectorProperty};
 
@@ -26,6 +29,13 @@ use properties::{Property, VectorProperty};
 pub fn register(ctx: &SessionContext) -> Result<()> {
     for metric in Metric::ALL {
         crate::register_replacing(ctx, ScalarUDF::new_from_impl(VectorDistance::new(metric)));
+    }
+    crate::register_replacing(
+        ctx,
+        ScalarUDF::new_from_impl(VectorElementwise::new(ElementOp::Normalize)),
+    );
+    for op in [ElementOp::Add, ElementOp::Subtract, ElementOp::Multiply] {
+        crate::register_replacing(ctx, ScalarUDF::new_from_impl(VectorElementwise::new(op)));
     }
     for property in [Property::Dims, Property::Norm] {
         crate::register_replacing(ctx, ScalarUDF::new_from_impl(VectorProperty::new(property)));

@@ -1,8 +1,9 @@
-//! pgvector's distance operators, planned onto the distance functions:
-//! `a <-> b` is `l2_distance(a, b)`, `a <=> b` is `cosine_distance(a, b)`
-//! and `a <#> b` is `negative_inner_product(a, b)`. DataFusion gives
-//! `<=>` MySQL's meaning (IS NOT DISTINCT FROM), which it keeps unless a
-//! side is a vector.
+//! pgvector's operators, planned onto the vector functions: `a <-> b` is
+//! `l2_distance(a, b)`, `a <=> b` is `cosine_distance(a, b)`, `a <#> b` is
+//! `negative_inner_product(a, b)`, and `+`, `-`, `*` between vectors are
+//! element-wise. DataFusion gives `<=>` MySQL's meaning (IS NOT DISTINCT
+//! FROM), and the arithmetic operators their list meaning, unless a side is
+//! a vector.
 
 use std::sync::Arc;
 
@@ -13,6 +14,7 @@ use datafusion::logical_expr::{Cast, Expr, ExprSchemable, ScalarUDF};
 use datafusion::sql::sqlparser::ast::BinaryOperator;
 use sluice_types::SluiceType;
 
+use super::arithmetic::{ElementOp, VectorElementwise};
 use super::distance::{Metric, VectorDistance};
 use super::operand::vector_dimension;
 
@@ -22,15 +24,22 @@ pub struct VectorOperatorPlanner {
     l2: Arc<ScalarUDF>,
     cosine: Arc<ScalarUDF>,
     negative_inner_product: Arc<ScalarUDF>,
+    add: Arc<ScalarUDF>,
+    subtract: Arc<ScalarUDF>,
+    multiply: Arc<ScalarUDF>,
 }
 
 impl Default for VectorOperatorPlanner {
     fn default() -> Self {
         let udf = |m| Arc::new(ScalarUDF::new_from_impl(VectorDistance::new(m)));
+        let elementwise = |op| Arc::new(ScalarUDF::new_from_impl(VectorElementwise::new(op)));
         Self {
             l2: udf(Metric::L2),
             cosine: udf(Metric::Cosine),
             negative_inner_product: udf(Metric::NegativeInnerProduct),
+            add: elementwise(ElementOp::Add),
+            subtract: elementwise(ElementOp::Subtract),
+            multiply: elementwise(ElementOp::Multiply),
         }
     }
 }
@@ -41,14 +50,14 @@ impl ExprPlanner for VectorOperatorPlanner {
         expr: RawBinaryExpr,
         schema: &DFSchema,
     ) -> Result<PlannerResult<RawBinaryExpr>> {
+        let vector_side = is_vector(&expr.left, schema) || is_vector(&expr.right, schema);
         let udf = match &expr.op {
             BinaryOperator::LtDashGt => &self.l2,
             BinaryOperator::Custom(op) if op == "<#>" => &self.negative_inner_product,
-            BinaryOperator::Spaceship
-                if is_vector(&expr.left, schema) || is_vector(&expr.right, schema) =>
-            {
-                &self.cosine
-            }
+            BinaryOperator::Spaceship if vector_side => &self.cosine,
+            BinaryOperator::Plus if vector_side => &self.add,
+            BinaryOperator::Minus if vector_side => &self.subtract,
+            BinaryOperator::Multiply if vector_side => &self.multiply,
             _ => return Ok(PlannerResult::Original(expr)),
         };
         let (left, right) = type_placeholders(expr.left, expr.right, schema);
