@@ -1,0 +1,98 @@
+"""Exact vector distance scans: Sluice vs DuckDB, side by side.
+
+Writes N random float32 vectors of dimension D (fixed seed) to one Parquet
+file, loads it into an in-memory table in both engines, then times the same
+scan in each: the minimum cosine (and L2) distance to a query vector over
+all rows — every row's distance is computed, one value comes back, so the
+time is the kernel's, not the client's. Both engines run with 2 threads.
+Prints rows/s for each engine and the ratio sluice/duckdb (higher is better
+for Sluice); run both sides in one process so they share machine noise.
+"""
+
+import argparse
+import os
+import statistics
+import sys
+import time
+
+import duckdb
+import numpy as np
+import psycopg
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+
+def write_vectors(path, rows, dim, seed):
+    rng = np.random.default_rng(seed)
+    batch = 100_000
+    schema = pa.schema([("id", pa.int64()), ("v", pa.list_(pa.float32(), dim))])
+    with pq.ParquetWriter(path, schema) as writer:
+        for start in range(0, rows, batch):
+            n = min(batch, rows - start)
+            values = rng.standard_normal(n * dim, dtype=np.float32)
+            v = pa.FixedSizeListArray.from_arrays(pa.array(values), dim)
+            ids = pa.array(np.arange(start, start + n, dtype=np.int64))
+            writer.write_table(pa.table({"id": ids, "v": v}, schema=schema))
+    return rng.standard_normal(dim, dtype=np.float32)
+
+
+def timed(run, repeats):
+    times = []
+    result = None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = run()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), result
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--dim", type=int, default=384)
+    parser.add_argument("--port", type=int, default=5497)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--work", default="/tmp/sluice-vector-bench")
+    args = parser.parse_args()
+
+    os.makedirs(args.work, exist_ok=True)
+    path = os.path.join(args.work, f"vectors_{args.rows}_{args.dim}.parquet")
+    query = write_vectors(path, args.rows, args.dim, seed=42)
+    q_text = "[" + ",".join(repr(float(x)) for x in query) + "]"
+
+    duck = duckdb.connect()
+    duck.execute("SET threads = 2")
+    duck.execute(f"CREATE TABLE t AS SELECT id, v::FLOAT[{args.dim}] AS v FROM read_parquet('{path}')")
+    q_duck = f"{q_text}::FLOAT[{args.dim}]"
+
+    sluice = psycopg.connect(host="127.0.0.1", port=args.port, user="sluice", dbname="sluice", autocommit=True)
+    sluice.execute(f"CREATE EXTERNAL TABLE vectors_file STORED AS PARQUET LOCATION '{path}'")
+    sluice.execute("CREATE TABLE t AS SELECT id, v FROM vectors_file")
+    q_sluice = f"'{q_text}'"
+
+    print(f"# exact distance scan, {args.rows} rows x {args.dim} dims, median of {args.repeats}")
+    print(f"{'metric':8} {'duckdb_rows_s':>14} {'sluice_rows_s':>14} {'ratio':>6}")
+    failed = False
+    for metric, duck_fn, sluice_fn in [
+        ("cosine", "array_cosine_distance", "cosine_distance"),
+        ("l2", "array_distance", "l2_distance"),
+    ]:
+        d_time, d_val = timed(
+            lambda: duck.execute(f"SELECT min({duck_fn}(v, {q_duck})) FROM t").fetchone()[0],
+            args.repeats,
+        )
+        s_time, s_val = timed(
+            lambda: sluice.execute(f"SELECT min({sluice_fn}(v, {q_sluice})) FROM t").fetchone()[0],
+            args.repeats,
+        )
+        # Same data, same query: the answers must agree (float32 sums).
+        if abs(d_val - s_val) > 1e-3 * max(1.0, abs(d_val)):
+            print(f"MISMATCH {metric}: duckdb {d_val} sluice {s_val}", file=sys.stderr)
+            failed = True
+        d_rate, s_rate = args.rows / d_time, args.rows / s_time
+        print(f"{metric:8} {d_rate:14.0f} {s_rate:14.0f} {s_rate / d_rate:6.2f}")
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()
