@@ -80,7 +80,10 @@ impl SluiceBuilder {
             .with_create_default_catalog_and_schema(true)
             .with_information_schema(true)
             .with_target_partitions(config.target_partitions)
-            .with_batch_size(config.batch_size);
+            .with_batch_size(config.batch_size)
+            // Parquet files carry the Arrow schema with field metadata; Sluice
+            // types (UUID, VECTOR, …) live in that metadata, so keep it.
+            .set_bool("datafusion.execution.parquet.skip_metadata", false);
         let state = SessionStateBuilder::new()
             .with_config(session_config)
             .with_default_features()

@@ -50,6 +50,9 @@ enum Codec {
     Sluice(SluiceType),
     Float4,
     Float8,
+    /// Fixed-width binary without a Sluice type: bytea (arrow-pg has no
+    /// encoder for it).
+    FixedBinary,
     ArrowPg,
 }
 
@@ -61,6 +64,7 @@ impl Codec {
         match field.data_type() {
             DataType::Float32 => Codec::Float4,
             DataType::Float64 => Codec::Float8,
+            DataType::FixedSizeBinary(_) => Codec::FixedBinary,
             _ => Codec::ArrowPg,
         }
     }
@@ -97,6 +101,13 @@ fn encode_row(
                     .as_primitive_opt::<Float64Type>()
                     .filter(|a| a.is_valid(row))
                     .map(|a| PgFloat8(a.value(row)));
+                Encoder::encode_field(encoder, &value, pg_field)?;
+            }
+            Codec::FixedBinary => {
+                let value = array
+                    .as_fixed_size_binary_opt()
+                    .filter(|a| a.is_valid(row))
+                    .map(|a| a.value(row));
                 Encoder::encode_field(encoder, &value, pg_field)?;
             }
             Codec::ArrowPg => encode_value(encoder, array, row, schema.field(col), pg_field)?,

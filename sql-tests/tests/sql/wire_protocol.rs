@@ -450,3 +450,45 @@ async fn drivers_resolve_the_vector_type_through_pg_type() {
     assert_eq!(row.get(0), Some("[1,2,3]"));
     assert_eq!(row.get(1), Some("1"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sluice_types_survive_a_parquet_round_trip() {
+    use tokio_postgres::types::Type;
+    let (server, dir) = start().await;
+    let (client, _task) = connect(&server).await;
+    let file = dir.path().join("typed.parquet");
+    let file = file.to_str().expect("utf-8 path");
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE typed (id UUID, doc JSON, v VECTOR(3));
+             INSERT INTO typed VALUES ('a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '{{\"a\": 1}}', '[1,2,3]');
+             COPY typed TO '{file}' STORED AS PARQUET;
+             CREATE EXTERNAL TABLE typed_back STORED AS PARQUET LOCATION '{file}';"
+        ))
+        .await
+        .expect("write and register the Parquet file");
+    // The extension metadata came back with the data: same types, same text.
+    let statement = client
+        .prepare("SELECT id, doc, v, v <-> '[1,2,4]' FROM typed_back")
+        .await
+        .expect("describe");
+    let types: Vec<&Type> = statement.columns().iter().map(|c| c.type_()).collect();
+    assert_eq!(types[0], &Type::UUID);
+    assert_eq!(types[1], &Type::JSON);
+    assert_eq!(types[2].name(), "vector");
+    let messages = client
+        .simple_query("SELECT id, doc, v, v <-> '[1,2,4]' FROM typed_back")
+        .await
+        .expect("read back");
+    let row = messages
+        .iter()
+        .find_map(|m| match m {
+            SimpleQueryMessage::Row(r) => Some(r),
+            _ => None,
+        })
+        .expect("one row");
+    assert_eq!(row.get(0), Some("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"));
+    assert_eq!(row.get(1), Some(r#"{"a": 1}"#));
+    assert_eq!(row.get(2), Some("[1,2,3]"));
+    assert_eq!(row.get(3), Some("1"));
+}
