@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs real Postgres clients against a `sluice serve` started here: psql,
-# psycopg 3, and the stock sqllogictest CLI (simple and extended protocol)
-# over the same .slt files the Rust tests run.
+# psycopg 3 (with pgvector's adapter), the stock sqllogictest CLI (simple and
+# extended protocol) over the same .slt files the Rust tests run, and the
+# crash check (SIGKILL during a stream of inserts, then restart and count).
 # Usage: scripts/client-checks.sh PATH_TO_SLUICE_BINARY
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -67,6 +68,10 @@ check "psycopg 3" "$VENV/bin/python" sql-tests/clients/psycopg_check.py 127.0.0.
 check "server survives SIGTERM-free run" kill -0 "$SERVER_PID"
 check "sqllogictest CLI, simple protocol" slt_cli postgres
 check "sqllogictest CLI, extended protocol" slt_cli postgres-extended
+stop_server
+check "crash safety: SIGKILL during inserts, 20 times" \
+  "$VENV/bin/python" sql-tests/clients/crash_check.py "$SLUICE_BIN" "$PORT" 20
+start_server
 # Graceful shutdown: SIGTERM ends the server with exit status 0.
 graceful() {
   kill -TERM "$SERVER_PID"

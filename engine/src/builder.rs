@@ -4,8 +4,13 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use datafusion::common::TableReference;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::SessionStateBuilder;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path as ObjectPath;
+
+use crate::storage::TableStore;
 use datafusion::prelude::{SessionConfig, SessionContext};
 
 use crate::pg_compat;
@@ -75,7 +80,17 @@ impl SluiceBuilder {
             ))
         })?;
 
+        let local = LocalFileSystem::new_with_prefix(&config.data_dir).map_err(|e| {
+            DataFusionError::Configuration(format!(
+                "cannot open data directory {}: {e}",
+                config.data_dir.display()
+            ))
+        })?;
+        let store = Arc::new(TableStore::new(Arc::new(local), ObjectPath::default()));
+        let tables = store.open_all(DEFAULT_SCHEMA).await?;
+
         let session_config = SessionConfig::new()
+            .with_extension(Arc::clone(&store))
             .with_default_catalog_and_schema(DEFAULT_CATALOG, DEFAULT_SCHEMA)
             .with_create_default_catalog_and_schema(true)
             .with_information_schema(true)
@@ -96,6 +111,9 @@ impl SluiceBuilder {
         // After pg_catalog, whose type planner Sluice's wraps.
         sluice_types::install(&ctx);
         sluice_functions::register_all(&ctx)?;
+        for (name, table) in tables {
+            ctx.register_table(TableReference::partial(DEFAULT_SCHEMA, name), table)?;
+        }
 
         Ok(Sluice::new(Arc::new(ctx), config))
     }

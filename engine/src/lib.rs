@@ -32,12 +32,14 @@
 //! server.
 
 mod builder;
+mod durable_ddl;
 mod output;
 mod pg_compat;
 mod session;
 pub mod settings;
 mod sluice;
 pub mod statement;
+pub mod storage;
 mod typed_values;
 
 pub use builder::{SluiceBuilder, SluiceConfig};

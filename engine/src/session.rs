@@ -7,13 +7,14 @@ use datafusion::arrow::array::{RecordBatch, StringArray, UInt64Array};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::common::{ParamValues, ScalarValue};
 use datafusion::error::{DataFusionError, Result};
-use datafusion::logical_expr::LogicalPlan;
+use datafusion::logical_expr::{DdlStatement, LogicalPlan};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::prelude::{DataFrame, SessionContext};
 use datafusion::sql::parser::Statement as DFStatement;
 use futures::stream;
 use sluice_types::conversion::convert_parameter;
 
+use crate::durable_ddl;
 use crate::output::{
     CommandComplete, PreparedKind, PreparedStatement, QueryOutput, TransactionEffect, command_tag,
     plan_returns_rows, show_all_schema,
@@ -119,6 +120,19 @@ impl SluiceSession {
             return Ok(QueryOutput::Rows(df.execute_stream().await?));
         }
         let tag = command_tag(&plan);
+        if let Some(store) = durable_ddl::table_store(&self.ctx) {
+            match &plan {
+                LogicalPlan::Ddl(DdlStatement::CreateMemoryTable(cmd))
+                    if durable_ddl::create_table(&self.ctx, &store, cmd).await? =>
+                {
+                    return Ok(QueryOutput::Command(CommandComplete::tag(tag)));
+                }
+                LogicalPlan::Ddl(DdlStatement::DropTable(cmd)) => {
+                    durable_ddl::drop_table(&self.ctx, &store, cmd).await?;
+                }
+                _ => {}
+            }
+        }
         let counts_rows = matches!(plan, LogicalPlan::Dml(_) | LogicalPlan::Copy(_));
         let df = self.ctx.execute_logical_plan(plan).await?;
         let rows = if counts_rows {
@@ -225,15 +239,30 @@ impl SluiceSession {
         let statement = statements.remove(0);
         if let SluiceStatement::DataFusion(stmt) = &statement {
             let plan = self.plan(stmt).await?;
-            let is_write = matches!(plan, LogicalPlan::Dml(_) | LogicalPlan::Copy(_));
-            let df = self.ctx.execute_logical_plan(plan).await?;
-            if !is_write {
-                return Ok(df);
+            if plan_returns_rows(&plan) {
+                // Queries stay lazy: the caller streams or collects them.
+                return self.ctx.execute_logical_plan(plan).await;
             }
-            // DataFusion runs DML only when its DataFrame is collected; a
-            // caller that ignores the result must still find the rows written.
-            let counts = df.collect().await?;
-            return self.ctx.read_batches(counts);
+            // Everything else runs now, through the same path as the wire
+            // (durable DDL included); DML reports its `count` as DataFusion's
+            // DataFrames do.
+            return match self.execute_plan(plan).await? {
+                QueryOutput::Command(CommandComplete {
+                    rows: Some(rows), ..
+                }) => {
+                    let schema = Arc::new(Schema::new(vec![Field::new(
+                        "count",
+                        DataType::UInt64,
+                        false,
+                    )]));
+                    let batch = RecordBatch::try_new(
+                        schema,
+                        vec![Arc::new(UInt64Array::from(vec![rows]))],
+                    )?;
+                    self.ctx.read_batch(batch)
+                }
+                _ => self.ctx.read_empty(),
+            };
         }
         let prepared = self.prepare(&statement).await?;
         match self.execute(&prepared, None).await? {

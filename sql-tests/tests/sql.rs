@@ -1,6 +1,8 @@
 //! Sluice's SQL and wire-protocol tests, in one test binary (each binary
 //! links all of DataFusion, so we keep one).
 
+#[path = "sql/durability.rs"]
+mod durability;
 #[path = "sql/slt.rs"]
 mod slt;
 #[path = "sql/wire_protocol.rs"]

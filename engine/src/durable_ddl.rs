@@ -1,0 +1,112 @@
+//! `CREATE TABLE` and `DROP TABLE` on durable tables. DataFusion would make
+//! an in-memory table; Sluice writes the table's first manifest (and any
+//! `AS SELECT` rows) before acknowledging, and deletes its files on drop.
+//! Tables of the default catalog's `public` schema are durable; other
+//! schemas still live in memory.
+
+use std::sync::Arc;
+
+use datafusion::common::TableReference;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::logical_expr::{CreateMemoryTable, DropTable};
+use datafusion::prelude::{DataFrame, SessionContext};
+
+use crate::builder::{DEFAULT_CATALOG, DEFAULT_SCHEMA};
+use crate::storage::{DurableTable, TableStore};
+
+/// The table store of a session, when the session has durable storage.
+pub(crate) fn table_store(ctx: &SessionContext) -> Option<Arc<TableStore>> {
+    ctx.state().config().get_extension::<TableStore>()
+}
+
+/// The table name within the durable schema, or `None` for tables elsewhere.
+fn durable_name(ctx: &SessionContext, name: &TableReference) -> Option<String> {
+    let options = ctx.state().config_options().clone();
+    let resolved = name.clone().resolve(
+        &options.catalog.default_catalog,
+        &options.catalog.default_schema,
+    );
+    (resolved.catalog.as_ref() == DEFAULT_CATALOG && resolved.schema.as_ref() == DEFAULT_SCHEMA)
+        .then(|| resolved.table.to_string())
+}
+
+/// Runs `CREATE TABLE` durably. `Ok(false)` means the table is not in the
+/// durable schema and DataFusion should create it.
+pub(crate) async fn create_table(
+    ctx: &SessionContext,
+    store: &TableStore,
+    cmd: &CreateMemoryTable,
+) -> Result<bool> {
+    let Some(name) = durable_name(ctx, &cmd.name) else {
+        return Ok(false);
+    };
+    if cmd.temporary {
+        return Err(DataFusionError::NotImplemented(
+            "temporary tables are not supported".into(),
+        ));
+    }
+    let exists = ctx.table_exist(cmd.name.clone())?;
+    match (cmd.if_not_exists, cmd.or_replace, exists) {
+        (true, true, _) => {
+            return Err(DataFusionError::Plan(
+                "'IF NOT EXISTS' cannot coexist with 'REPLACE'".into(),
+            ));
+        }
+        (true, false, true) => return Ok(true),
+        (false, false, true) => {
+            return Err(DataFusionError::Execution(format!(
+                "Table '{}' already exists",
+                cmd.name
+            )));
+        }
+        (false, true, true) => {
+            drop_durable(ctx, store, &cmd.name, &name).await?;
+        }
+        (_, _, false) => {}
+    }
+    let input = ctx.state().optimize(&cmd.input)?;
+    let schema = Arc::clone(input.schema().inner());
+    let batches = DataFrame::new(ctx.state(), input).collect().await?;
+    let table = store
+        .create(
+            DEFAULT_SCHEMA,
+            &name,
+            schema,
+            batches,
+            cmd.constraints.clone(),
+            cmd.column_defaults.iter().cloned().collect(),
+        )
+        .await?;
+    ctx.register_table(cmd.name.clone(), Arc::new(table))?;
+    Ok(true)
+}
+
+/// Deletes a durable table's files before DataFusion deregisters it.
+pub(crate) async fn drop_table(
+    ctx: &SessionContext,
+    store: &TableStore,
+    cmd: &DropTable,
+) -> Result<()> {
+    let Some(name) = durable_name(ctx, &cmd.name) else {
+        return Ok(());
+    };
+    let Ok(provider) = ctx.table_provider(cmd.name.clone()).await else {
+        return Ok(());
+    };
+    let provider: &dyn std::any::Any = provider.as_ref();
+    if provider.downcast_ref::<DurableTable>().is_some() {
+        store.drop_table(DEFAULT_SCHEMA, &name).await?;
+    }
+    Ok(())
+}
+
+async fn drop_durable(
+    ctx: &SessionContext,
+    store: &TableStore,
+    reference: &TableReference,
+    name: &str,
+) -> Result<()> {
+    store.drop_table(DEFAULT_SCHEMA, name).await?;
+    ctx.deregister_table(reference.clone())?;
+    Ok(())
+}

@@ -1,0 +1,104 @@
+//! A table's committed state: its schema and the data files that hold it.
+
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{Schema, SchemaRef};
+use datafusion::error::{DataFusionError, Result};
+use futures::TryStreamExt;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use serde::{Deserialize, Serialize};
+
+/// One committed version of a table.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Version number, starting at 1; each commit adds one.
+    pub version: u64,
+    /// The table's Arrow schema, field metadata (Sluice types) included.
+    pub schema: Schema,
+    /// Data files, relative to the table's directory.
+    pub files: Vec<DataFile>,
+}
+
+/// A Parquet file that belongs to a table.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DataFile {
+    /// Path relative to the table directory.
+    pub path: String,
+    /// Rows in the file.
+    pub rows: u64,
+}
+
+impl Manifest {
+    /// The schema as DataFusion shares it.
+    pub fn schema_ref(&self) -> SchemaRef {
+        Arc::new(self.schema.clone())
+    }
+}
+
+fn manifest_dir(table_dir: &Path) -> Path {
+    table_dir.clone().join("_manifest")
+}
+
+fn manifest_path(table_dir: &Path, version: u64) -> Path {
+    // Zero-padded so listing order is version order.
+    manifest_dir(table_dir).join(format!("{version:020}.json"))
+}
+
+/// Reads the newest committed manifest of a table, if it has one.
+pub async fn latest(store: &dyn ObjectStore, table_dir: &Path) -> Result<Option<Manifest>> {
+    let dir = manifest_dir(table_dir);
+    let entries: Vec<_> = store
+        .list(Some(&dir))
+        .try_collect()
+        .await
+        .map_err(storage_error)?;
+    let newest = entries
+        .iter()
+        .filter(|meta| meta.location.extension() == Some("json"))
+        .max_by(|a, b| a.location.as_ref().cmp(b.location.as_ref()));
+    let Some(newest) = newest else {
+        return Ok(None);
+    };
+    let bytes = store
+        .get(&newest.location)
+        .await
+        .map_err(storage_error)?
+        .bytes()
+        .await
+        .map_err(storage_error)?;
+    let manifest = serde_json::from_slice(&bytes).map_err(|e| {
+        DataFusionError::Execution(format!("corrupt manifest {}: {e}", newest.location))
+    })?;
+    Ok(Some(manifest))
+}
+
+/// Commits `manifest` as the table's next version. Fails, writing nothing,
+/// if another writer committed that version first.
+pub async fn commit(store: &dyn ObjectStore, table_dir: &Path, manifest: &Manifest) -> Result<()> {
+    let body = serde_json::to_vec(manifest)
+        .map_err(|e| DataFusionError::Internal(format!("cannot serialise manifest: {e}")))?;
+    let options = PutOptions {
+        mode: PutMode::Create,
+        ..PutOptions::default()
+    };
+    match store
+        .put_opts(
+            &manifest_path(table_dir, manifest.version),
+            PutPayload::from(body),
+            options,
+        )
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(object_store::Error::AlreadyExists { .. }) => Err(DataFusionError::Execution(
+            "concurrent write to the same table; retry the statement".into(),
+        )),
+        Err(e) => Err(storage_error(e)),
+    }
+}
+
+/// Object-store failures as DataFusion errors.
+pub fn storage_error(e: object_store::Error) -> DataFusionError {
+    DataFusionError::ObjectStore(Box::new(e))
+}

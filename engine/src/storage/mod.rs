@@ -1,0 +1,33 @@
+//! Durable tables: Parquet files plus a versioned manifest per table, on
+//! `object_store` (the local data directory by default).
+//!
+//! # Why not an existing table format
+//! delta-rs (`deltalake-core` 1.1) is the one transactional format that
+//! builds against DataFusion 55 (iceberg-datafusion targets DataFusion 53,
+//! lance 54). Delta's type system, though, has no fixed-size list and no
+//! fixed-size binary: `VECTOR(n)` would be stored as `array<float>` and
+//! `UUID` as `binary`, and every read would have to rebuild the Arrow types
+//! and extension metadata Sluice's types live in. Parquet files written by
+//! arrow keep the exact Arrow schema, field metadata included, so Sluice
+//! writes those and keeps the table's state in its own manifest.
+//!
+//! # Layout
+//! ```text
+//! <data dir>/tables/<schema>/<table>/_manifest/<version>.json   committed states
+//! <data dir>/tables/<schema>/<table>/data/<uuid>.parquet        data files
+//! ```
+//! A write puts its data file first, then commits the next manifest version
+//! with a create-if-absent put: the manifest names every live file, so a
+//! crash before the commit leaves only an unreferenced file, and two writers
+//! racing for one version cannot both win. The newest manifest is the table.
+//!
+//! # Today
+//! Tables are read from memory: opening the data directory loads every
+//! table's files, and each write appends to memory after it commits. Scans
+//! straight from the Parquet files, compaction, DELETE/UPDATE and S3 come
+//! next.
+
+mod manifest;
+mod table;
+
+pub use table::{DurableTable, TableStore};

@@ -1,0 +1,358 @@
+//! Durable tables and the store that opens, creates and drops them.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::{Constraints, SchemaExt};
+use datafusion::datasource::MemTable;
+use datafusion::datasource::sink::{DataSink, DataSinkExec};
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::TaskContext;
+use datafusion::logical_expr::dml::InsertOp;
+use datafusion::logical_expr::{Expr, TableType};
+use datafusion::parquet::arrow::ArrowWriter;
+use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, SendableRecordBatchStream,
+};
+use futures::{StreamExt, TryStreamExt};
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use tokio::sync::Mutex;
+
+use super::manifest::{self, DataFile, Manifest, storage_error};
+
+/// Where every durable table lives: an object store and a root path in it.
+#[derive(Debug, Clone)]
+pub struct TableStore {
+    store: Arc<dyn ObjectStore>,
+    root: Path,
+}
+
+impl TableStore {
+    /// Tables under `root` of `store`.
+    pub fn new(store: Arc<dyn ObjectStore>, root: Path) -> Self {
+        Self { store, root }
+    }
+
+    fn table_dir(&self, schema: &str, table: &str) -> Path {
+        self.root.clone().join("tables").join(schema).join(table)
+    }
+
+    /// Opens every table of `schema` that has a committed manifest.
+    pub async fn open_all(&self, schema: &str) -> Result<HashMap<String, Arc<DurableTable>>> {
+        let schema_dir = self.root.clone().join("tables").join(schema);
+        let listing = self
+            .store
+            .list_with_delimiter(Some(&schema_dir))
+            .await
+            .map_err(storage_error)?;
+        let mut tables = HashMap::new();
+        for dir in listing.common_prefixes {
+            let Some(name) = dir.filename().map(str::to_owned) else {
+                continue;
+            };
+            if let Some(table) = self.open(schema, &name).await? {
+                tables.insert(name, Arc::new(table));
+            }
+        }
+        Ok(tables)
+    }
+
+    async fn open(&self, schema: &str, name: &str) -> Result<Option<DurableTable>> {
+        let dir = self.table_dir(schema, name);
+        let Some(manifest) = manifest::latest(self.store.as_ref(), &dir).await? else {
+            return Ok(None);
+        };
+        let mut batches = Vec::new();
+        for file in &manifest.files {
+            for batch in read_parquet(self.store.as_ref(), &resolve(&dir, &file.path)).await? {
+                batches.push(RecordBatch::try_new(
+                    manifest.schema_ref(),
+                    batch.columns().to_vec(),
+                )?);
+            }
+        }
+        Ok(Some(DurableTable::new(
+            self.clone(),
+            dir,
+            manifest,
+            batches,
+            Constraints::default(),
+            HashMap::new(),
+        )))
+    }
+
+    /// Creates a table holding `batches` and commits its first version.
+    pub async fn create(
+        &self,
+        schema_name: &str,
+        name: &str,
+        schema: SchemaRef,
+        batches: Vec<RecordBatch>,
+        constraints: Constraints,
+        column_defaults: HashMap<String, Expr>,
+    ) -> Result<DurableTable> {
+        let dir = self.table_dir(schema_name, name);
+        // A dropped table's leftovers must not leak into a new one.
+        self.delete_dir(&dir).await?;
+        let mut files = Vec::new();
+        if batches.iter().any(|b| b.num_rows() > 0) {
+            files.push(write_data_file(self.store.as_ref(), &dir, &schema, &batches).await?);
+        }
+        let manifest = Manifest {
+            version: 1,
+            schema: schema.as_ref().clone(),
+            files,
+        };
+        manifest::commit(self.store.as_ref(), &dir, &manifest).await?;
+        Ok(DurableTable::new(
+            self.clone(),
+            dir,
+            manifest,
+            batches,
+            constraints,
+            column_defaults,
+        ))
+    }
+
+    /// Deletes a table's manifests and files.
+    pub async fn drop_table(&self, schema: &str, name: &str) -> Result<()> {
+        self.delete_dir(&self.table_dir(schema, name)).await
+    }
+
+    async fn delete_dir(&self, dir: &Path) -> Result<()> {
+        // Manifests first: once they are gone the table no longer exists,
+        // even if deleting its data files is interrupted.
+        for sub in ["_manifest", "data"] {
+            let paths: Vec<Path> = self
+                .store
+                .list(Some(&dir.clone().join(sub)))
+                .map_ok(|meta| meta.location)
+                .try_collect()
+                .await
+                .map_err(storage_error)?;
+            for path in paths {
+                match self.store.delete(&path).await {
+                    Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                    Err(e) => return Err(storage_error(e)),
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Mutable state of a table: the committed manifest and its rows.
+#[derive(Debug)]
+struct TableState {
+    manifest: Manifest,
+    batches: Vec<RecordBatch>,
+}
+
+/// A table whose every acknowledged write is on durable storage.
+pub struct DurableTable {
+    store: TableStore,
+    dir: Path,
+    schema: SchemaRef,
+    constraints: Constraints,
+    column_defaults: HashMap<String, Expr>,
+    /// One writer at a time per table (within this process); the manifest's
+    /// create-if-absent commit rejects writers from elsewhere.
+    state: Arc<Mutex<TableState>>,
+}
+
+impl fmt::Debug for DurableTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DurableTable")
+            .field("dir", &self.dir)
+            .finish()
+    }
+}
+
+impl DurableTable {
+    fn new(
+        store: TableStore,
+        dir: Path,
+        manifest: Manifest,
+        batches: Vec<RecordBatch>,
+        constraints: Constraints,
+        column_defaults: HashMap<String, Expr>,
+    ) -> Self {
+        Self {
+            store,
+            dir,
+            schema: manifest.schema_ref(),
+            constraints,
+            column_defaults,
+            state: Arc::new(Mutex::new(TableState { manifest, batches })),
+        }
+    }
+}
+
+#[async_trait]
+impl TableProvider for DurableTable {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
+    fn constraints(&self) -> Option<&Constraints> {
+        Some(&self.constraints)
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn get_column_default(&self, column: &str) -> Option<&Expr> {
+        self.column_defaults.get(column)
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        // A snapshot of the committed rows: later writes do not change it.
+        let batches = self.state.lock().await.batches.clone();
+        MemTable::try_new(Arc::clone(&self.schema), vec![batches])?
+            .scan(state, projection, filters, limit)
+            .await
+    }
+
+    async fn insert_into(
+        &self,
+        _state: &dyn Session,
+        input: Arc<dyn ExecutionPlan>,
+        insert_op: InsertOp,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        self.schema
+            .logically_equivalent_names_and_types(&input.schema())?;
+        if insert_op != InsertOp::Append {
+            return Err(DataFusionError::NotImplemented(format!(
+                "{insert_op} is not supported on Sluice tables yet"
+            )));
+        }
+        let sink = DurableSink {
+            store: self.store.clone(),
+            dir: self.dir.clone(),
+            schema: Arc::clone(&self.schema),
+            state: Arc::clone(&self.state),
+        };
+        Ok(Arc::new(DataSinkExec::new(input, Arc::new(sink), None)))
+    }
+}
+
+/// Appends an INSERT's rows: one Parquet file, then a manifest commit.
+struct DurableSink {
+    store: TableStore,
+    dir: Path,
+    schema: SchemaRef,
+    state: Arc<Mutex<TableState>>,
+}
+
+impl fmt::Debug for DurableSink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DurableSink")
+            .field("dir", &self.dir)
+            .finish()
+    }
+}
+
+impl DisplayAs for DurableSink {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DurableSink: {}", self.dir)
+    }
+}
+
+#[async_trait]
+impl DataSink for DurableSink {
+    fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    async fn write_all(
+        &self,
+        mut data: SendableRecordBatchStream,
+        _context: &Arc<TaskContext>,
+    ) -> Result<u64> {
+        let mut batches = Vec::new();
+        while let Some(batch) = data.next().await {
+            let batch = batch?;
+            if batch.num_rows() > 0 {
+                // Rows are stored under the table's schema (field metadata
+                // included), whatever the input's field names and metadata.
+                batches.push(RecordBatch::try_new(
+                    Arc::clone(&self.schema),
+                    batch.columns().to_vec(),
+                )?);
+            }
+        }
+        let rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
+        if rows == 0 {
+            return Ok(0);
+        }
+        let mut state = self.state.lock().await;
+        let file =
+            write_data_file(self.store.store.as_ref(), &self.dir, &self.schema, &batches).await?;
+        let mut next = state.manifest.clone();
+        next.version += 1;
+        next.files.push(file);
+        manifest::commit(self.store.store.as_ref(), &self.dir, &next).await?;
+        // Committed: only now do readers see the rows.
+        state.manifest = next;
+        state.batches.extend(batches);
+        Ok(rows)
+    }
+}
+
+async fn write_data_file(
+    store: &dyn ObjectStore,
+    dir: &Path,
+    schema: &SchemaRef,
+    batches: &[RecordBatch],
+) -> Result<DataFile> {
+    let mut buffer = Vec::new();
+    let mut writer = ArrowWriter::try_new(&mut buffer, Arc::clone(schema), None)?;
+    let mut rows = 0u64;
+    for batch in batches {
+        writer.write(batch)?;
+        rows += batch.num_rows() as u64;
+    }
+    writer.close()?;
+    let relative = format!("data/{}.parquet", uuid::Uuid::new_v4());
+    store
+        .put(&resolve(dir, &relative), PutPayload::from(buffer))
+        .await
+        .map_err(storage_error)?;
+    Ok(DataFile {
+        path: relative,
+        rows,
+    })
+}
+
+/// A path relative to a table's directory (`data/….parquet`).
+fn resolve(dir: &Path, relative: &str) -> Path {
+    Path::from(format!("{dir}/{relative}"))
+}
+
+async fn read_parquet(store: &dyn ObjectStore, path: &Path) -> Result<Vec<RecordBatch>> {
+    let bytes = store
+        .get(path)
+        .await
+        .map_err(storage_error)?
+        .bytes()
+        .await
+        .map_err(storage_error)?;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)?.build()?;
+    reader
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(DataFusionError::from)
+}

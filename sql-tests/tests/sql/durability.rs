@@ -1,0 +1,145 @@
+//! Tables outlive the engine: every statement that changes a table is
+//! checked by reopening the data directory in a new engine.
+
+use datafusion::arrow::array::RecordBatch;
+use sluice_engine::Sluice;
+use sluice_server::encoding::text_rows;
+
+async fn open(dir: &std::path::Path) -> Sluice {
+    Sluice::builder()
+        .data_dir(dir)
+        .build()
+        .await
+        .expect("open the data directory")
+}
+
+/// Rows as a client would see them in text form, sorted.
+async fn rows(sluice: &Sluice, sql: &str) -> Vec<Vec<Option<String>>> {
+    let batches: Vec<RecordBatch> = sluice
+        .sql(sql)
+        .await
+        .expect("plan")
+        .collect()
+        .await
+        .expect("run");
+    let mut out = Vec::new();
+    for batch in batches {
+        out.extend(text_rows(batch).expect("text"));
+    }
+    out.sort();
+    out
+}
+
+fn text(values: &[&str]) -> Vec<Option<String>> {
+    values.iter().map(|v| Some(v.to_string())).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tables_survive_a_restart() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    {
+        let sluice = open(dir.path()).await;
+        for sql in [
+            "CREATE TABLE docs (id BIGINT, tag UUID, v VECTOR(2), body TEXT)",
+            "INSERT INTO docs VALUES (1, 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '[1,2]', 'one')",
+            "INSERT INTO docs VALUES (2, NULL, '[3,4]', 'two'), (3, NULL, NULL, NULL)",
+            "INSERT INTO docs SELECT id + 10, tag, v, body FROM docs WHERE id = 1",
+            "CREATE TABLE summary AS SELECT count(*) AS n FROM docs",
+            "CREATE TABLE empty_one (x INT)",
+            "CREATE TABLE doomed (x INT)",
+            "INSERT INTO doomed VALUES (1)",
+            "DROP TABLE doomed",
+            "CREATE TABLE replaced AS SELECT 1 AS x",
+            "CREATE OR REPLACE TABLE replaced AS SELECT 2 AS x",
+        ] {
+            sluice
+                .sql(sql)
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        }
+    }
+    let sluice = open(dir.path()).await;
+    assert_eq!(
+        rows(&sluice, "SELECT id, tag, v, body FROM docs").await,
+        vec![
+            text(&["1", "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11", "[1,2]", "one"]),
+            text(&["11", "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11", "[1,2]", "one"]),
+            vec![
+                Some("2".into()),
+                None,
+                Some("[3,4]".into()),
+                Some("two".into())
+            ],
+            vec![Some("3".into()), None, None, None],
+        ]
+    );
+    // Types came back with the data: vectors still measure distances.
+    assert_eq!(
+        rows(&sluice, "SELECT v <-> '[1,2]' FROM docs WHERE id = 2").await,
+        vec![text(&["2.8284271247461903"])]
+    );
+    assert_eq!(
+        rows(&sluice, "SELECT n FROM summary").await,
+        vec![text(&["4"])]
+    );
+    assert_eq!(
+        rows(&sluice, "SELECT count(*) FROM empty_one").await,
+        vec![text(&["0"])]
+    );
+    assert_eq!(
+        rows(&sluice, "SELECT x FROM replaced").await,
+        vec![text(&["2"])]
+    );
+    let err = sluice
+        .sql("SELECT * FROM doomed")
+        .await
+        .expect_err("dropped table stays dropped");
+    assert!(err.to_string().contains("doomed"), "{err}");
+    // A dropped name can be reused, starting empty.
+    sluice
+        .sql("CREATE TABLE doomed (x INT)")
+        .await
+        .expect("recreate");
+    assert_eq!(
+        rows(&sluice, "SELECT count(*) FROM doomed").await,
+        vec![text(&["0"])]
+    );
+    // Writes after a restart append to what was there.
+    sluice
+        .sql("INSERT INTO docs VALUES (4, NULL, '[0,0]', 'four')")
+        .await
+        .expect("insert after restart");
+    drop(sluice);
+    let sluice = open(dir.path()).await;
+    assert_eq!(
+        rows(&sluice, "SELECT count(*) FROM docs").await,
+        vec![text(&["5"])]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_writes_leave_tables_unchanged() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let sluice = open(dir.path()).await;
+    sluice
+        .sql("CREATE TABLE strict (id BIGINT, v VECTOR(2))")
+        .await
+        .expect("create");
+    sluice
+        .sql("INSERT INTO strict VALUES (1, '[1,1]')")
+        .await
+        .expect("insert");
+    for bad in [
+        "INSERT INTO strict VALUES (2, '[1,2,3]')",
+        "INSERT INTO strict VALUES ('x', '[1,1]')",
+        "INSERT INTO strict (nope) VALUES (1)",
+    ] {
+        assert!(sluice.sql(bad).await.is_err(), "{bad} should fail");
+    }
+    drop(sluice);
+    let sluice = open(dir.path()).await;
+    assert_eq!(
+        rows(&sluice, "SELECT id FROM strict").await,
+        vec![text(&["1"])]
+    );
+}
