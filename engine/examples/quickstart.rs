@@ -8,7 +8,9 @@ use sluice_engine::Sluice;
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    let data_dir = std::env::temp_dir().join("sluice-quickstart");
+    // A fresh data directory per run: tables are durable, so a second run
+    // on the same directory would find `docs` already there.
+    let data_dir = std::env::temp_dir().join(format!("sluice-quickstart-{}", std::process::id()));
     let sluice = Sluice::builder().data_dir(&data_dir).build().await?;
 
     sluice
@@ -23,5 +25,7 @@ async fn main() -> Result<()> {
         .collect()
         .await?;
     println!("{}", pretty_format_batches(&batches)?);
+    drop(sluice);
+    let _ = std::fs::remove_dir_all(&data_dir);
     Ok(())
 }

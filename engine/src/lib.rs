@@ -14,11 +14,15 @@
 //! # async fn main() -> datafusion::error::Result<()> {
 //! use sluice_engine::Sluice;
 //!
-//! let sluice = Sluice::builder().build().await?;
+//! # let dir = std::env::temp_dir().join(format!("sluice-doc-{}", std::process::id()));
+//! # let _ = std::fs::remove_dir_all(&dir);
+//! // Tables are durable: they live in the data directory (default ./sluice-data).
+//! let sluice = Sluice::builder().data_dir(&dir).build().await?;
 //! sluice.sql("CREATE TABLE t (id BIGINT, name TEXT)").await?;
 //! sluice.sql("INSERT INTO t VALUES (1, 'one'), (2, 'two')").await?;
 //! let batches = sluice.sql("SELECT name FROM t WHERE id = 2").await?.collect().await?;
 //! assert_eq!(batches[0].num_rows(), 1);
+//! # let _ = std::fs::remove_dir_all(&dir);
 //! # Ok(())
 //! # }
 //! ```

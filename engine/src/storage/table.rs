@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::{Constraints, SchemaExt};
@@ -69,20 +70,22 @@ impl TableStore {
         let Some(manifest) = manifest::latest(self.store.as_ref(), &dir).await? else {
             return Ok(None);
         };
-        let mut batches = Vec::new();
+        let mut groups = Vec::with_capacity(manifest.files.len());
         for file in &manifest.files {
+            let mut batches = Vec::new();
             for batch in read_parquet(self.store.as_ref(), &resolve(&dir, &file.path)).await? {
                 batches.push(RecordBatch::try_new(
                     manifest.schema_ref(),
                     batch.columns().to_vec(),
                 )?);
             }
+            groups.push(batches);
         }
         Ok(Some(DurableTable::new(
             self.clone(),
             dir,
             manifest,
-            batches,
+            groups,
             Constraints::default(),
             HashMap::new(),
         )))
@@ -102,8 +105,10 @@ impl TableStore {
         // A dropped table's leftovers must not leak into a new one.
         self.delete_dir(&dir).await?;
         let mut files = Vec::new();
+        let mut groups = Vec::new();
         if batches.iter().any(|b| b.num_rows() > 0) {
             files.push(write_data_file(self.store.as_ref(), &dir, &schema, &batches).await?);
+            groups.push(batches);
         }
         let manifest = Manifest {
             version: 1,
@@ -115,7 +120,7 @@ impl TableStore {
             self.clone(),
             dir,
             manifest,
-            batches,
+            groups,
             constraints,
             column_defaults,
         ))
@@ -152,7 +157,8 @@ impl TableStore {
 #[derive(Debug)]
 struct TableState {
     manifest: Manifest,
-    batches: Vec<RecordBatch>,
+    /// The rows of each data file, in manifest order.
+    files: Vec<Vec<RecordBatch>>,
 }
 
 /// A table whose every acknowledged write is on durable storage.
@@ -180,7 +186,7 @@ impl DurableTable {
         store: TableStore,
         dir: Path,
         manifest: Manifest,
-        batches: Vec<RecordBatch>,
+        files: Vec<Vec<RecordBatch>>,
         constraints: Constraints,
         column_defaults: HashMap<String, Expr>,
     ) -> Self {
@@ -190,7 +196,7 @@ impl DurableTable {
             schema: manifest.schema_ref(),
             constraints,
             column_defaults,
-            state: Arc::new(Mutex::new(TableState { manifest, batches })),
+            state: Arc::new(Mutex::new(TableState { manifest, files })),
         }
     }
 }
@@ -221,7 +227,7 @@ impl TableProvider for DurableTable {
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         // A snapshot of the committed rows: later writes do not change it.
-        let batches = self.state.lock().await.batches.clone();
+        let batches: Vec<RecordBatch> = self.state.lock().await.files.concat();
         MemTable::try_new(Arc::clone(&self.schema), vec![batches])?
             .scan(state, projection, filters, limit)
             .await
@@ -308,8 +314,60 @@ impl DataSink for DurableSink {
         manifest::commit(self.store.store.as_ref(), &self.dir, &next).await?;
         // Committed: only now do readers see the rows.
         state.manifest = next;
-        state.batches.extend(batches);
+        state.files.push(batches);
+        if let Err(e) = self.compact_tail(&mut state).await {
+            // The INSERT is committed either way; a later one retries.
+            log::warn!("compaction of {} failed: {e}", self.dir);
+        }
         Ok(rows)
+    }
+}
+
+/// Files below this many rows count as small.
+const SMALL_FILE_ROWS: u64 = 64 * 1024;
+/// Trailing small files merged into one when there are this many.
+const SMALL_FILES_TO_MERGE: usize = 16;
+
+impl DurableSink {
+    /// Merges the trailing run of small files (one per small INSERT) into one
+    /// file once it is long enough: commit the merged file first, then
+    /// delete the files it replaces (a crash in between leaves unreferenced
+    /// files only).
+    async fn compact_tail(&self, state: &mut TableState) -> Result<()> {
+        let tail = state
+            .manifest
+            .files
+            .iter()
+            .rev()
+            .take_while(|f| f.rows < SMALL_FILE_ROWS)
+            .count();
+        if tail < SMALL_FILES_TO_MERGE {
+            return Ok(());
+        }
+        let start = state.manifest.files.len() - tail;
+        let merged = concat_batches(&self.schema, state.files[start..].iter().flatten())?;
+        let store = self.store.store.as_ref();
+        let file = write_data_file(
+            store,
+            &self.dir,
+            &self.schema,
+            std::slice::from_ref(&merged),
+        )
+        .await?;
+        let mut next = state.manifest.clone();
+        next.version += 1;
+        let replaced = next.files.split_off(start);
+        next.files.push(file);
+        manifest::commit(store, &self.dir, &next).await?;
+        state.manifest = next;
+        state.files.truncate(start);
+        state.files.push(vec![merged]);
+        for old in replaced {
+            if let Err(e) = store.delete(&resolve(&self.dir, &old.path)).await {
+                log::warn!("cannot delete compacted file {}: {e}", old.path);
+            }
+        }
+        Ok(())
     }
 }
 

@@ -143,3 +143,33 @@ async fn bad_writes_leave_tables_unchanged() {
         vec![text(&["1"])]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_inserts_are_compacted() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let sluice = open(dir.path()).await;
+    sluice
+        .sql("CREATE TABLE ticks (n BIGINT)")
+        .await
+        .expect("create");
+    for n in 0..40 {
+        sluice
+            .sql(&format!("INSERT INTO ticks VALUES ({n})"))
+            .await
+            .expect("insert");
+    }
+    // One file per INSERT would be 40; runs of 16 small files are merged.
+    let data_dir = dir.path().join("tables/public/ticks/data");
+    let files = std::fs::read_dir(&data_dir).expect("data dir").count();
+    assert!(files < 16, "{files} data files after 40 inserts");
+    drop(sluice);
+    let sluice = open(dir.path()).await;
+    assert_eq!(
+        rows(
+            &sluice,
+            "SELECT count(*), sum(n), count(DISTINCT n) FROM ticks"
+        )
+        .await,
+        vec![text(&["40", "780", "40"])]
+    );
+}
