@@ -201,6 +201,42 @@ impl DurableTable {
     }
 }
 
+impl DurableTable {
+    /// Replaces the table's contents with `rows`: one new data file and a
+    /// manifest that lists only it, then the old files are deleted. DELETE
+    /// and UPDATE rewrite the whole table this way (fine for the in-memory
+    /// tables of today; file-level rewrites come with Parquet scans).
+    async fn replace_all(
+        &self,
+        table: &mut TableState,
+        state: &dyn Session,
+        rows: &MemTable,
+    ) -> Result<()> {
+        let plan = rows.scan(state, None, &[], None).await?;
+        let batches: Vec<RecordBatch> =
+            datafusion::physical_plan::collect(plan, state.task_ctx()).await?;
+        let store = self.store.store.as_ref();
+        let mut next = table.manifest.clone();
+        next.version += 1;
+        let replaced = std::mem::take(&mut next.files);
+        let mut files = Vec::new();
+        if batches.iter().any(|b| b.num_rows() > 0) {
+            next.files
+                .push(write_data_file(store, &self.dir, &self.schema, &batches).await?);
+            files.push(batches);
+        }
+        manifest::commit(store, &self.dir, &next).await?;
+        table.manifest = next;
+        table.files = files;
+        for old in replaced {
+            if let Err(e) = store.delete(&resolve(&self.dir, &old.path)).await {
+                log::warn!("cannot delete replaced file {}: {e}", old.path);
+            }
+        }
+        Ok(())
+    }
+}
+
 #[async_trait]
 impl TableProvider for DurableTable {
     fn schema(&self) -> SchemaRef {
@@ -231,6 +267,33 @@ impl TableProvider for DurableTable {
         MemTable::try_new(Arc::clone(&self.schema), vec![batches])?
             .scan(state, projection, filters, limit)
             .await
+    }
+
+    async fn delete_from(
+        &self,
+        state: &dyn Session,
+        filters: Vec<Expr>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let mut table = self.state.lock().await;
+        let rows = MemTable::try_new(Arc::clone(&self.schema), vec![table.files.concat()])?;
+        // MemTable applies the filters with SQL's three-valued logic and
+        // reports the count; Sluice then makes the result durable.
+        let result = rows.delete_from(state, filters).await?;
+        self.replace_all(&mut table, state, &rows).await?;
+        Ok(result)
+    }
+
+    async fn update(
+        &self,
+        state: &dyn Session,
+        assignments: Vec<(String, Expr)>,
+        filters: Vec<Expr>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let mut table = self.state.lock().await;
+        let rows = MemTable::try_new(Arc::clone(&self.schema), vec![table.files.concat()])?;
+        let result = rows.update(state, assignments, filters).await?;
+        self.replace_all(&mut table, state, &rows).await?;
+        Ok(result)
     }
 
     async fn insert_into(

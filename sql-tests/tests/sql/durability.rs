@@ -173,3 +173,49 @@ async fn small_inserts_are_compacted() {
         vec![text(&["40", "780", "40"])]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletes_and_updates_survive_a_restart() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    {
+        let sluice = open(dir.path()).await;
+        for sql in [
+            "CREATE TABLE stock (sku BIGINT, qty BIGINT, note TEXT)",
+            "INSERT INTO stock VALUES (1, 10, 'a'), (2, 20, 'b'), (3, NULL, 'c'), (4, 40, 'd')",
+        ] {
+            sluice
+                .sql(sql)
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        }
+        // NULL qty is neither deleted nor updated by a predicate on qty.
+        assert_eq!(
+            rows(&sluice, "DELETE FROM stock WHERE qty > 30").await,
+            vec![text(&["1"])]
+        );
+        assert_eq!(
+            rows(
+                &sluice,
+                "UPDATE stock SET qty = qty + 1, note = 'x' WHERE qty < 15"
+            )
+            .await,
+            vec![text(&["1"])]
+        );
+    }
+    let sluice = open(dir.path()).await;
+    assert_eq!(
+        rows(&sluice, "SELECT sku, qty, note FROM stock").await,
+        vec![
+            text(&["1", "11", "x"]),
+            text(&["2", "20", "b"]),
+            vec![Some("3".into()), None, Some("c".into())],
+        ]
+    );
+    assert_eq!(rows(&sluice, "DELETE FROM stock").await, vec![text(&["3"])]);
+    drop(sluice);
+    let sluice = open(dir.path()).await;
+    assert_eq!(
+        rows(&sluice, "SELECT count(*) FROM stock").await,
+        vec![text(&["0"])]
+    );
+}
