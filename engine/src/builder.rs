@@ -115,6 +115,16 @@ impl SluiceBuilder {
             ctx.register_table(TableReference::partial(DEFAULT_SCHEMA, name), table)?;
         }
 
-        Ok(Sluice::new(Arc::new(ctx), config))
+        let sluice = Sluice::new(Arc::new(ctx), config);
+        // Views and external tables, in the order they were created (a view
+        // may read another). One that no longer plans (say, its file is
+        // gone) is reported and skipped rather than failing the start.
+        let session = sluice.session();
+        for definition in store.definitions().await? {
+            if let Err(e) = session.restore_definition(&definition.sql).await {
+                log::warn!("could not restore {}: {e}", definition.name);
+            }
+        }
+        Ok(sluice)
     }
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use datafusion::common::TableReference;
 use datafusion::error::{DataFusionError, Result};
-use datafusion::logical_expr::{CreateMemoryTable, DropTable};
+use datafusion::logical_expr::{CreateMemoryTable, DdlStatement, DropTable, LogicalPlan};
 use datafusion::prelude::{DataFrame, SessionContext};
 
 use crate::builder::{DEFAULT_CATALOG, DEFAULT_SCHEMA};
@@ -20,7 +20,7 @@ pub(crate) fn table_store(ctx: &SessionContext) -> Option<Arc<TableStore>> {
 }
 
 /// The table name within the durable schema, or `None` for tables elsewhere.
-fn durable_name(ctx: &SessionContext, name: &TableReference) -> Option<String> {
+pub(crate) fn durable_name(ctx: &SessionContext, name: &TableReference) -> Option<String> {
     let options = ctx.state().config_options().clone();
     let resolved = name.clone().resolve(
         &options.catalog.default_catalog,
@@ -109,4 +109,53 @@ async fn drop_durable(
     store.drop_table(DEFAULT_SCHEMA, name).await?;
     ctx.deregister_table(reference.clone())?;
     Ok(())
+}
+
+/// What a DDL statement does to the stored definitions (views, external
+/// tables), worked out before DataFusion runs it.
+pub(crate) enum DefinitionChange {
+    /// Store this statement under this name.
+    Save { name: String, sql: String },
+    /// Forget the definition of this name.
+    Remove { name: String },
+}
+
+/// The definition change `plan` makes, if it makes one.
+pub(crate) fn definition_change(
+    ctx: &SessionContext,
+    plan: &LogicalPlan,
+) -> Option<DefinitionChange> {
+    let LogicalPlan::Ddl(ddl) = plan else {
+        return None;
+    };
+    match ddl {
+        DdlStatement::CreateView(view) if !view.temporary => Some(DefinitionChange::Save {
+            name: durable_name(ctx, &view.name)?,
+            sql: view.definition.clone()?,
+        }),
+        DdlStatement::CreateExternalTable(table) if !table.temporary => {
+            Some(DefinitionChange::Save {
+                name: durable_name(ctx, &table.name)?,
+                sql: table.definition.clone()?,
+            })
+        }
+        DdlStatement::DropView(view) => Some(DefinitionChange::Remove {
+            name: durable_name(ctx, &view.name)?,
+        }),
+        DdlStatement::DropTable(table) => Some(DefinitionChange::Remove {
+            name: durable_name(ctx, &table.name)?,
+        }),
+        _ => None,
+    }
+}
+
+/// Records a definition change after its statement succeeded.
+pub(crate) async fn apply_definition_change(
+    store: &TableStore,
+    change: DefinitionChange,
+) -> Result<()> {
+    match change {
+        DefinitionChange::Save { name, sql } => store.save_definition(&name, &sql).await,
+        DefinitionChange::Remove { name } => store.remove_definition(&name).await,
+    }
 }

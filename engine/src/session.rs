@@ -91,6 +91,19 @@ impl SluiceSession {
         self.ctx.state().statement_to_plan(statement).await
     }
 
+    /// Re-runs a stored view or external-table definition while the data
+    /// directory is opened: Sluice's parser and rewrites, but no recording
+    /// (the definition is already stored).
+    pub(crate) async fn restore_definition(&self, sql: &str) -> Result<()> {
+        for statement in self.parse(sql)? {
+            if let SluiceStatement::DataFusion(stmt) = &statement {
+                let plan = self.plan(stmt).await?;
+                self.ctx.execute_logical_plan(plan).await?;
+            }
+        }
+        Ok(())
+    }
+
     /// Executes a prepared statement with the given parameter values.
     /// Rows are returned as a lazy stream; DDL, DML and session commands
     /// have taken effect when this returns.
@@ -120,15 +133,19 @@ impl SluiceSession {
             return Ok(QueryOutput::Rows(df.execute_stream().await?));
         }
         let tag = command_tag(&plan);
-        if let Some(store) = durable_ddl::table_store(&self.ctx) {
+        let store = durable_ddl::table_store(&self.ctx);
+        let definition_change = store
+            .as_ref()
+            .and_then(|_| durable_ddl::definition_change(&self.ctx, &plan));
+        if let Some(store) = &store {
             match &plan {
                 LogicalPlan::Ddl(DdlStatement::CreateMemoryTable(cmd))
-                    if durable_ddl::create_table(&self.ctx, &store, cmd).await? =>
+                    if durable_ddl::create_table(&self.ctx, store, cmd).await? =>
                 {
                     return Ok(QueryOutput::Command(CommandComplete::tag(tag)));
                 }
                 LogicalPlan::Ddl(DdlStatement::DropTable(cmd)) => {
-                    durable_ddl::drop_table(&self.ctx, &store, cmd).await?;
+                    durable_ddl::drop_table(&self.ctx, store, cmd).await?;
                 }
                 _ => {}
             }
@@ -140,6 +157,9 @@ impl SluiceSession {
         } else {
             None
         };
+        if let (Some(store), Some(change)) = (&store, definition_change) {
+            durable_ddl::apply_definition_change(store, change).await?;
+        }
         Ok(QueryOutput::Command(CommandComplete {
             rows,
             ..CommandComplete::tag(tag)

@@ -15,11 +15,15 @@
 //! ```text
 //! <data dir>/tables/<schema>/<table>/_manifest/<version>.json   committed states
 //! <data dir>/tables/<schema>/<table>/data/<uuid>.parquet        data files
+//! <data dir>/catalog/definitions/<seq>-<name>.json              views, external tables
 //! ```
 //! A write puts its data file first, then commits the next manifest version
 //! with a create-if-absent put: the manifest names every live file, so a
 //! crash before the commit leaves only an unreferenced file, and two writers
 //! racing for one version cannot both win. The newest manifest is the table.
+//!
+//! Views and external tables are definitions, not data: their creating
+//! statement is stored and replayed in creation order at open.
 //!
 //! # Today
 //! Tables are read from memory: opening the data directory loads every
@@ -27,6 +31,7 @@
 //! straight from the Parquet files, compaction, DELETE/UPDATE and S3 come
 //! next.
 
+mod definitions;
 mod manifest;
 mod table;
 

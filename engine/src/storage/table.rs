@@ -26,6 +26,7 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use tokio::sync::Mutex;
 
+use super::definitions::{Definition, Definitions};
 use super::manifest::{self, DataFile, Manifest, storage_error};
 
 /// Where every durable table lives: an object store and a root path in it.
@@ -33,12 +34,39 @@ use super::manifest::{self, DataFile, Manifest, storage_error};
 pub struct TableStore {
     store: Arc<dyn ObjectStore>,
     root: Path,
+    definitions: Arc<Definitions>,
 }
 
 impl TableStore {
     /// Tables under `root` of `store`.
     pub fn new(store: Arc<dyn ObjectStore>, root: Path) -> Self {
-        Self { store, root }
+        let definitions = Arc::new(Definitions::new(&root));
+        Self {
+            store,
+            root,
+            definitions,
+        }
+    }
+
+    /// The stored view and external-table definitions, oldest first.
+    pub async fn definitions(&self) -> Result<Vec<Definition>> {
+        self.definitions.load(self.store.as_ref()).await
+    }
+
+    /// Stores the statement that defined `name` (a view or external table).
+    pub async fn save_definition(&self, name: &str, sql: &str) -> Result<()> {
+        let definition = Definition {
+            name: name.to_owned(),
+            sql: sql.to_owned(),
+        };
+        self.definitions
+            .save(self.store.as_ref(), &definition)
+            .await
+    }
+
+    /// Forgets the definition of `name`.
+    pub async fn remove_definition(&self, name: &str) -> Result<()> {
+        self.definitions.remove(self.store.as_ref(), name).await
     }
 
     fn table_dir(&self, schema: &str, table: &str) -> Path {

@@ -219,3 +219,50 @@ async fn deletes_and_updates_survive_a_restart() {
         vec![text(&["0"])]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn views_and_external_tables_survive_a_restart() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("outside.parquet");
+    let file = file.to_str().expect("utf-8 path").to_owned();
+    {
+        let sluice = open(dir.path()).await;
+        for sql in [
+            "CREATE TABLE base (id BIGINT, v VECTOR(2))".to_owned(),
+            "INSERT INTO base VALUES (1, '[1,0]'), (2, '[0,1]')".to_owned(),
+            format!("COPY (SELECT id * 10 AS id FROM base) TO '{file}' STORED AS PARQUET"),
+            format!("CREATE EXTERNAL TABLE outside STORED AS PARQUET LOCATION '{file}'"),
+            "CREATE VIEW near_x AS SELECT id FROM base WHERE v <-> '[1,0]' < 0.5".to_owned(),
+            "CREATE VIEW on_view AS SELECT id + 100 AS id FROM near_x".to_owned(),
+            "CREATE VIEW doomed_view AS SELECT 1 AS x".to_owned(),
+            "DROP VIEW doomed_view".to_owned(),
+        ] {
+            sluice
+                .sql(&sql)
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        }
+    }
+    let sluice = open(dir.path()).await;
+    assert_eq!(
+        rows(&sluice, "SELECT id FROM outside").await,
+        vec![text(&["10"]), text(&["20"])]
+    );
+    assert_eq!(
+        rows(&sluice, "SELECT id FROM near_x").await,
+        vec![text(&["1"])]
+    );
+    assert_eq!(
+        rows(&sluice, "SELECT id FROM on_view").await,
+        vec![text(&["101"])]
+    );
+    assert!(sluice.sql("SELECT * FROM doomed_view").await.is_err());
+    // Dropping after a restart is remembered too.
+    sluice
+        .sql("DROP TABLE outside")
+        .await
+        .expect("drop external");
+    drop(sluice);
+    let sluice = open(dir.path()).await;
+    assert!(sluice.sql("SELECT * FROM outside").await.is_err());
+}
