@@ -16,7 +16,10 @@ use crate::storage::{DurableTable, TableStore};
 
 /// The table store of a session, when the session has durable storage.
 pub(crate) fn table_store(ctx: &SessionContext) -> Option<Arc<TableStore>> {
-    ctx.state().config().get_extension::<TableStore>()
+    ctx.state_ref()
+        .read()
+        .config()
+        .get_extension::<TableStore>()
 }
 
 /// The table name within the durable schema, or `None` for tables elsewhere.
@@ -64,9 +67,10 @@ pub(crate) async fn create_table(
         }
         (_, _, false) => {}
     }
-    let input = ctx.state().optimize(&cmd.input)?;
+    let state = ctx.state();
+    let input = state.optimize(&cmd.input)?;
     let schema = Arc::clone(input.schema().inner());
-    let batches = DataFrame::new(ctx.state(), input).collect().await?;
+    let batches = DataFrame::new(state, input).collect().await?;
     let table = store
         .create(
             DEFAULT_SCHEMA,

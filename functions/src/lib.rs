@@ -36,7 +36,8 @@ pub fn register_all(ctx: &SessionContext) -> Result<()> {
 /// replaced function's aliases are therefore dropped with it.
 pub fn register_replacing(ctx: &SessionContext, udf: ScalarUDF) {
     let old_aliases: Vec<String> = ctx
-        .state()
+        .state_ref()
+        .read()
         .scalar_functions()
         .get(udf.name())
         .map(|old| old.aliases().to_vec())

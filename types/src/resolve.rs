@@ -9,7 +9,7 @@ use std::sync::Arc;
 use datafusion::arrow::datatypes::{DataType, Field};
 use datafusion::common::DFSchema;
 use datafusion::common::config::ConfigOptions;
-use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode};
+use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode, TreeNodeRecursion};
 use datafusion::error::Result;
 use datafusion::logical_expr::expr::InList;
 use datafusion::logical_expr::logical_plan::dml::InsertOp;
@@ -45,7 +45,17 @@ fn resolve_plan(plan: LogicalPlan) -> Result<Transformed<LogicalPlan>> {
     {
         return resolve_insert(plan);
     }
-    if !plan.expressions().iter().any(may_need_resolution) {
+    // Runs for every plan node of every query: look without cloning.
+    let mut relevant = false;
+    plan.apply_expressions(|expr| {
+        relevant = may_need_resolution(expr);
+        Ok(if relevant {
+            TreeNodeRecursion::Stop
+        } else {
+            TreeNodeRecursion::Continue
+        })
+    })?;
+    if !relevant {
         return Ok(Transformed::no(plan));
     }
     let schema = merge_schema(&plan.inputs());

@@ -32,6 +32,12 @@ pub fn parse_vectors(dim: i32, strings: &[Option<&str>]) -> Result<ArrayRef> {
             }
         }
     }
+    vector_array(dim, values, valid)
+}
+
+/// `VECTOR(dim)` storage from row-major elements (`dim` per row; rows that
+/// are NULL hold placeholder elements) and per-row validity.
+pub fn vector_array(dim: i32, values: Vec<f32>, valid: Vec<bool>) -> Result<ArrayRef> {
     let nulls = valid.iter().any(|v| !v).then(|| NullBuffer::from(valid));
     let list = FixedSizeListArray::try_new(
         Arc::new(Field::new_list_field(DataType::Float32, true)),

@@ -230,6 +230,12 @@ impl DurableTable {
 }
 
 impl DurableTable {
+    /// The committed rows as a MemTable snapshot: scans read it, and DELETE
+    /// and UPDATE apply their predicates to it.
+    fn rows(&self, table: &TableState) -> Result<MemTable> {
+        MemTable::try_new(Arc::clone(&self.schema), vec![table.files.concat()])
+    }
+
     /// Replaces the table's contents with `rows`: one new data file and a
     /// manifest that lists only it, then the old files are deleted. DELETE
     /// and UPDATE rewrite the whole table this way (fine for the in-memory
@@ -291,10 +297,8 @@ impl TableProvider for DurableTable {
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         // A snapshot of the committed rows: later writes do not change it.
-        let batches: Vec<RecordBatch> = self.state.lock().await.files.concat();
-        MemTable::try_new(Arc::clone(&self.schema), vec![batches])?
-            .scan(state, projection, filters, limit)
-            .await
+        let rows = self.rows(&*self.state.lock().await)?;
+        rows.scan(state, projection, filters, limit).await
     }
 
     async fn delete_from(
@@ -303,7 +307,7 @@ impl TableProvider for DurableTable {
         filters: Vec<Expr>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let mut table = self.state.lock().await;
-        let rows = MemTable::try_new(Arc::clone(&self.schema), vec![table.files.concat()])?;
+        let rows = self.rows(&table)?;
         // MemTable applies the filters with SQL's three-valued logic and
         // reports the count; Sluice then makes the result durable.
         let result = rows.delete_from(state, filters).await?;
@@ -323,7 +327,7 @@ impl TableProvider for DurableTable {
         filters: Vec<Expr>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let mut table = self.state.lock().await;
-        let rows = MemTable::try_new(Arc::clone(&self.schema), vec![table.files.concat()])?;
+        let rows = self.rows(&table)?;
         let result = rows.update(state, assignments, filters).await?;
         self.replace_all(&mut table, state, &rows).await?;
         Ok(result)

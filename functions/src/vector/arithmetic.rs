@@ -4,15 +4,13 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{FixedSizeListArray, Float32Array};
-use datafusion::arrow::buffer::NullBuffer;
-use datafusion::arrow::datatypes::{DataType, Field, FieldRef};
+use datafusion::arrow::datatypes::{DataType, FieldRef};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::logical_expr::{
     ColumnarValue, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility,
 };
 use sluice_types::SluiceType;
-use sluice_types::vector::check_finite;
+use sluice_types::vector::{check_finite, vector_array};
 
 use super::distance::common_dimension;
 use super::kernels;
@@ -132,14 +130,7 @@ impl ScalarUDFImpl for VectorElementwise {
                 }
             }
         }
-        let nulls = valid.iter().any(|v| !v).then(|| NullBuffer::from(valid));
-        let list = FixedSizeListArray::try_new(
-            Arc::new(Field::new_list_field(DataType::Float32, true)),
-            dim,
-            Arc::new(Float32Array::from(values)),
-            nulls,
-        )?;
-        Ok(ColumnarValue::Array(Arc::new(list)))
+        Ok(ColumnarValue::Array(vector_array(dim, values, valid)?))
     }
 }
 

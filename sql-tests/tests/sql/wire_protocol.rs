@@ -20,6 +20,17 @@ async fn connect(server: &TestServer) -> (Client, tokio::task::JoinHandle<()>) {
     (client, task)
 }
 
+/// The first data row of a simple-protocol answer.
+fn first_row(messages: &[SimpleQueryMessage]) -> &tokio_postgres::SimpleQueryRow {
+    messages
+        .iter()
+        .find_map(|m| match m {
+            SimpleQueryMessage::Row(r) => Some(r),
+            _ => None,
+        })
+        .expect("one row")
+}
+
 async fn start() -> (TestServer, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("temp dir");
     let server = TestServer::start(dir.path()).await.expect("start server");
@@ -387,13 +398,7 @@ async fn uuid_and_json_in_binary_and_text() {
         .simple_query("SELECT id, body FROM docs")
         .await
         .expect("simple select");
-    let row = messages
-        .iter()
-        .find_map(|m| match m {
-            SimpleQueryMessage::Row(r) => Some(r),
-            _ => None,
-        })
-        .expect("one row");
+    let row = first_row(&messages);
     assert_eq!(row.get(0), Some("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"));
     // json keeps the text as sent (serde_json sends it compact).
     assert_eq!(row.get(1), Some(r#"{"n":1}"#));
@@ -440,13 +445,7 @@ async fn drivers_resolve_the_vector_type_through_pg_type() {
         .simple_query("SELECT v, v <-> '[1,2,4]' FROM embeddings")
         .await
         .expect("text form");
-    let row = messages
-        .iter()
-        .find_map(|m| match m {
-            SimpleQueryMessage::Row(r) => Some(r),
-            _ => None,
-        })
-        .expect("one row");
+    let row = first_row(&messages);
     assert_eq!(row.get(0), Some("[1,2,3]"));
     assert_eq!(row.get(1), Some("1"));
 }
@@ -480,13 +479,7 @@ async fn sluice_types_survive_a_parquet_round_trip() {
         .simple_query("SELECT id, doc, v, v <-> '[1,2,4]' FROM typed_back")
         .await
         .expect("read back");
-    let row = messages
-        .iter()
-        .find_map(|m| match m {
-            SimpleQueryMessage::Row(r) => Some(r),
-            _ => None,
-        })
-        .expect("one row");
+    let row = first_row(&messages);
     assert_eq!(row.get(0), Some("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"));
     assert_eq!(row.get(1), Some(r#"{"a": 1}"#));
     assert_eq!(row.get(2), Some("[1,2,3]"));
