@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything Sluice's tests and clients need on a fresh Debian
 # machine with the Rust toolchain: psql (client checks), a Python virtual
-# environment with psycopg 3 (driver checks), and the stock sqllogictest CLI.
+# environment with psycopg 3 (driver checks), the stock sqllogictest CLI, and
+# ONNX Runtime plus the models (scripts/install-models.sh).
 # Idempotent: each step is skipped when already done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,3 +31,6 @@ if ! sqllogictest --version 2>/dev/null | grep -q "$SLT_VERSION"; then
   echo "==> installing sqllogictest-bin $SLT_VERSION"
   cargo install -q --locked sqllogictest-bin --version "$SLT_VERSION"
 fi
+
+# ONNX Runtime, the MiniLM model and the test models, into $SLUICE_HOME.
+SLUICE_VENV="$VENV" bash scripts/install-models.sh

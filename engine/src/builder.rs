@@ -12,6 +12,7 @@ use object_store::path::Path as ObjectPath;
 
 use crate::storage::TableStore;
 use datafusion::prelude::{SessionConfig, SessionContext};
+use sluice_functions::model::ModelRegistry;
 
 use crate::pg_compat;
 use crate::sluice::Sluice;
@@ -89,8 +90,10 @@ impl SluiceBuilder {
         let store = Arc::new(TableStore::new(Arc::new(local), ObjectPath::default()));
         let tables = store.open_all(DEFAULT_SCHEMA).await?;
 
+        let models = Arc::new(ModelRegistry::new());
         let session_config = SessionConfig::new()
             .with_extension(Arc::clone(&store))
+            .with_extension(Arc::clone(&models))
             .with_default_catalog_and_schema(DEFAULT_CATALOG, DEFAULT_SCHEMA)
             .with_create_default_catalog_and_schema(true)
             .with_information_schema(true)
@@ -111,6 +114,7 @@ impl SluiceBuilder {
         // After pg_catalog, whose type planner Sluice's wraps.
         sluice_types::install(&ctx);
         sluice_functions::register_all(&ctx)?;
+        sluice_functions::model::register(&ctx, &models);
         for (name, table) in tables {
             ctx.register_table(TableReference::partial(DEFAULT_SCHEMA, name), table)?;
         }
@@ -120,6 +124,7 @@ impl SluiceBuilder {
         // may read another). One that no longer plans (say, its file is
         // gone) is reported and skipped rather than failing the start.
         let session = sluice.session();
+        crate::models::restore(session.context(), &store).await?;
         for definition in store.definitions().await? {
             if let Err(e) = session.restore_definition(&definition.sql).await {
                 log::warn!("could not restore {}: {e}", definition.name);

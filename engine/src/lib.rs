@@ -37,6 +37,9 @@
 
 mod builder;
 mod durable_ddl;
+mod ml_predict;
+mod model_statement;
+mod models;
 mod output;
 mod pg_compat;
 mod session;
@@ -47,6 +50,8 @@ pub mod storage;
 mod typed_values;
 
 pub use builder::{SluiceBuilder, SluiceConfig};
+pub use model_statement::{CreateModel, ModelStatement};
+pub use models::DEFAULT_EMBEDDING_MODEL;
 pub use output::{CommandComplete, PreparedStatement, QueryOutput, TransactionEffect};
 pub use session::SluiceSession;
 pub use sluice::Sluice;

@@ -12,6 +12,7 @@ use datafusion::logical_expr::{
 };
 use datafusion::physical_plan::SendableRecordBatchStream;
 
+use crate::model_statement::ModelStatement;
 use crate::statement::SessionCommand;
 
 /// A statement that has been parsed and planned and can be executed, possibly
@@ -28,6 +29,8 @@ pub(crate) enum PreparedKind {
     Plan(Box<LogicalPlan>),
     /// Handled by the session itself.
     Session(SessionCommand),
+    /// A model statement.
+    Model(ModelStatement),
 }
 
 impl PreparedStatement {
@@ -46,6 +49,7 @@ impl PreparedStatement {
                 )]))
             }
             PreparedKind::Session(SessionCommand::ShowAll) => show_all_schema(),
+            PreparedKind::Model(statement) => crate::models::result_schema(statement),
             _ => Arc::new(Schema::empty()),
         }
     }
@@ -89,6 +93,10 @@ impl PreparedStatement {
             PreparedKind::Session(cmd) => {
                 matches!(cmd, SessionCommand::Show { .. } | SessionCommand::ShowAll)
             }
+            PreparedKind::Model(statement) => matches!(
+                statement,
+                ModelStatement::Show | ModelStatement::Describe { .. }
+            ),
         }
     }
 
@@ -96,7 +104,7 @@ impl PreparedStatement {
     pub fn session_command(&self) -> Option<&SessionCommand> {
         match &self.kind {
             PreparedKind::Session(cmd) => Some(cmd),
-            PreparedKind::Plan(_) => None,
+            PreparedKind::Plan(_) | PreparedKind::Model(_) => None,
         }
     }
 
@@ -104,7 +112,7 @@ impl PreparedStatement {
     pub fn logical_plan(&self) -> Option<&LogicalPlan> {
         match &self.kind {
             PreparedKind::Plan(plan) => Some(plan),
-            PreparedKind::Session(_) => None,
+            PreparedKind::Session(_) | PreparedKind::Model(_) => None,
         }
     }
 }

@@ -15,6 +15,7 @@ use futures::stream;
 use sluice_types::conversion::convert_parameter;
 
 use crate::durable_ddl;
+use crate::models::ModelOutcome;
 use crate::output::{
     CommandComplete, PreparedKind, PreparedStatement, QueryOutput, TransactionEffect, command_tag,
     plan_returns_rows, show_all_schema,
@@ -80,6 +81,7 @@ impl SluiceSession {
                 PreparedKind::Plan(Box::new(self.plan(stmt).await?))
             }
             SluiceStatement::Session(cmd) => PreparedKind::Session(cmd.clone()),
+            SluiceStatement::Model(statement) => PreparedKind::Model(statement.clone()),
         };
         Ok(PreparedStatement { kind })
     }
@@ -87,6 +89,7 @@ impl SluiceSession {
     /// Plans a statement for DataFusion, after Sluice's rewrites of its text.
     async fn plan(&self, statement: &DFStatement) -> Result<LogicalPlan> {
         let mut statement = statement.clone();
+        crate::ml_predict::rewrite(&mut statement, &self.ctx).await?;
         cast_values_to_column_types(&mut statement, &self.ctx).await?;
         self.ctx.state().statement_to_plan(statement).await
     }
@@ -124,6 +127,12 @@ impl SluiceSession {
                 self.execute_plan(plan).await
             }
             PreparedKind::Session(cmd) => self.execute_session_command(cmd),
+            PreparedKind::Model(statement) => {
+                match crate::models::execute(&self.ctx, statement).await? {
+                    ModelOutcome::Done(tag) => Ok(QueryOutput::Command(CommandComplete::tag(tag))),
+                    ModelOutcome::Rows(batch) => Ok(rows_output(batch)),
+                }
+            }
         }
     }
 

@@ -13,6 +13,7 @@ use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::tokenizer::Token;
 
+use crate::model_statement::{ModelStatement, at_model_statement, parse_model_statement};
 use crate::pg_compat;
 use crate::settings::canonical_name;
 
@@ -23,6 +24,8 @@ pub enum SluiceStatement {
     DataFusion(Box<DFStatement>),
     /// A session or transaction command the session handles itself.
     Session(SessionCommand),
+    /// `CREATE MODEL`, `DROP MODEL`, `SHOW MODELS`, `DESCRIBE MODEL`.
+    Model(ModelStatement),
 }
 
 /// Session-level commands: settings and transaction control.
@@ -54,8 +57,11 @@ pub fn parse_sql(sql: &str) -> Result<Vec<SluiceStatement>> {
     {
         return Ok(statements);
     }
+    let sql = crate::ml_predict::normalize_text(sql);
     let dialect = PostgreSqlDialect {};
-    let mut parser = DFParserBuilder::new(sql).with_dialect(&dialect).build()?;
+    let mut parser = DFParserBuilder::new(sql.as_str())
+        .with_dialect(&dialect)
+        .build()?;
     let mut statements = Vec::new();
     let mut expecting_delimiter = false;
     loop {
@@ -92,6 +98,9 @@ fn parse_one(parser: &mut DFParser<'_>) -> Result<SluiceStatement> {
     {
         parser.parser.next_token();
         return parse_reset(parser);
+    }
+    if at_model_statement(parser) {
+        return Ok(SluiceStatement::Model(parse_model_statement(parser)?));
     }
     let statement = parser.parse_statement()?;
     Ok(classify(statement))

@@ -13,6 +13,7 @@ use datafusion::error::Result;
 use datafusion::logical_expr::ScalarUDF;
 use datafusion::prelude::SessionContext;
 
+pub mod model;
 pub mod postgres;
 pub mod vector;
 

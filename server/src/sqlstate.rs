@@ -40,6 +40,9 @@ pub mod codes {
     pub const IO_ERROR: &str = "58030";
     pub const INTERNAL_ERROR: &str = "XX000";
     pub const PROTOCOL_VIOLATION: &str = "08P01";
+    pub const DUPLICATE_OBJECT: &str = "42710";
+    pub const UNDEFINED_FILE: &str = "58P01";
+    pub const EXTERNAL_ROUTINE_EXCEPTION: &str = "38000";
 }
 
 /// Builds the client-facing error for an engine error.
@@ -120,8 +123,8 @@ pub fn sqlstate(err: &DataFusionError) -> &'static str {
             | SchemaError::DuplicateUnqualifiedField { .. } => DUPLICATE_COLUMN,
             SchemaError::AmbiguousReference { .. } => AMBIGUOUS_COLUMN,
         },
-        DataFusionError::Plan(m) => plan_sqlstate(m),
-        DataFusionError::Execution(m) => execution_sqlstate(m),
+        DataFusionError::Plan(m) => model_sqlstate(m).unwrap_or_else(|| plan_sqlstate(m)),
+        DataFusionError::Execution(m) => model_sqlstate(m).unwrap_or_else(|| execution_sqlstate(m)),
         DataFusionError::NotImplemented(_) => FEATURE_NOT_SUPPORTED,
         DataFusionError::Configuration(m) => {
             if m.contains("cannot be changed") {
@@ -160,6 +163,35 @@ fn arrow_sqlstate(e: &ArrowError) -> &'static str {
         ArrowError::IoError(..) => IO_ERROR,
         _ => DATA_EXCEPTION,
     }
+}
+
+/// Errors of the model catalog and runtime (`sluice_functions::model`).
+fn model_sqlstate(m: &str) -> Option<&'static str> {
+    use codes::*;
+    let lower = m.to_ascii_lowercase();
+    let code = if lower.starts_with("model '") && lower.contains("does not exist") {
+        UNDEFINED_OBJECT
+    } else if lower.starts_with("model '") && lower.contains("already exists") {
+        DUPLICATE_OBJECT
+    } else if lower.contains("onnx runtime library not found")
+        || lower.contains("cannot load onnx runtime")
+        || lower.starts_with("model file") && lower.contains("does not exist")
+    {
+        UNDEFINED_FILE
+    } else if lower.contains("model error") || lower.contains("model failed") {
+        EXTERNAL_ROUTINE_EXCEPTION
+    } else if lower.contains("does not match model")
+        || lower.contains("with model") && lower.contains("takes")
+    {
+        DATATYPE_MISMATCH
+    } else if lower.starts_with("model ") && lower.contains("argument(s) after the model name") {
+        UNDEFINED_FUNCTION
+    } else if lower.contains("not a loadable onnx model") || lower.contains("model option") {
+        INVALID_PARAMETER_VALUE
+    } else {
+        return None;
+    };
+    Some(code)
 }
 
 /// DataFusion raises most planning failures as `Plan` errors whose only
@@ -244,5 +276,18 @@ mod tests {
         let unknown_setting =
             DataFusionError::Configuration("unrecognized configuration parameter \"x\"".into());
         assert_eq!(sqlstate(&unknown_setting), codes::UNDEFINED_OBJECT);
+    }
+
+    #[test]
+    fn maps_model_errors() {
+        let plan = |m: &str| sqlstate(&DataFusionError::Plan(m.into()));
+        assert_eq!(plan("model 'nope' does not exist"), codes::UNDEFINED_OBJECT);
+        assert_eq!(plan("model 'm' already exists"), codes::DUPLICATE_OBJECT);
+        assert_eq!(
+            plan("model file /x.onnx does not exist"),
+            codes::UNDEFINED_FILE
+        );
+        let run = DataFusionError::Execution("model g: model error (model run): bad index".into());
+        assert_eq!(sqlstate(&run), codes::EXTERNAL_ROUTINE_EXCEPTION);
     }
 }

@@ -3,6 +3,8 @@
 
 #[path = "sql/durability.rs"]
 mod durability;
+#[path = "sql/models.rs"]
+mod models;
 #[path = "sql/slt.rs"]
 mod slt;
 #[path = "sql/wire_protocol.rs"]

@@ -32,8 +32,14 @@ pub struct Definitions {
 impl Definitions {
     /// Definitions under `root/catalog/definitions`.
     pub fn new(root: &Path) -> Self {
+        Self::in_folder(root, "definitions")
+    }
+
+    /// Definitions under `root/catalog/<folder>`: each kind of catalog object
+    /// with its own namespace gets its own folder (models beside relations).
+    pub fn in_folder(root: &Path, folder: &str) -> Self {
         Self {
-            dir: root.clone().join("catalog").join("definitions"),
+            dir: root.clone().join("catalog").join(folder),
             next_sequence: AtomicU64::new(0),
         }
     }

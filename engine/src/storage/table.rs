@@ -35,17 +35,60 @@ pub struct TableStore {
     store: Arc<dyn ObjectStore>,
     root: Path,
     definitions: Arc<Definitions>,
+    models: Arc<Definitions>,
 }
 
 impl TableStore {
     /// Tables under `root` of `store`.
     pub fn new(store: Arc<dyn ObjectStore>, root: Path) -> Self {
         let definitions = Arc::new(Definitions::new(&root));
+        let models = Arc::new(Definitions::in_folder(&root, "models"));
         Self {
             store,
             root,
             definitions,
+            models,
         }
+    }
+
+    /// The stored `CREATE MODEL` statements, oldest first.
+    pub async fn model_definitions(&self) -> Result<Vec<Definition>> {
+        self.models.load(self.store.as_ref()).await
+    }
+
+    /// Stores the statement that created model `name`.
+    pub async fn save_model_definition(&self, name: &str, sql: &str) -> Result<()> {
+        let definition = Definition {
+            name: name.to_owned(),
+            sql: sql.to_owned(),
+        };
+        self.models.save(self.store.as_ref(), &definition).await
+    }
+
+    /// Forgets model `name`.
+    pub async fn remove_model_definition(&self, name: &str) -> Result<()> {
+        self.models.remove(self.store.as_ref(), name).await
+    }
+
+    /// Whether the marker object `name` exists under `catalog/`.
+    pub async fn has_marker(&self, name: &str) -> Result<bool> {
+        let path = self.root.clone().join("catalog").join(name);
+        match self.store.head(&path).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(storage_error(e)),
+        }
+    }
+
+    /// Writes the marker object `name` under `catalog/` (a fact about the
+    /// data directory, such as "the default models were registered once").
+    pub async fn set_marker(&self, name: &str) -> Result<()> {
+        let path = self.root.clone().join("catalog").join(name);
+        self.store
+            .put(&path, object_store::PutPayload::from_static(b"1"))
+            .await
+            .map_err(storage_error)?;
+        Ok(())
     }
 
     /// The stored view and external-table definitions, oldest first.

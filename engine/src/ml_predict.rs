@@ -1,0 +1,374 @@
+//! The table form of `ML_PREDICT`, as Flink writes it:
+//!
+//! ```sql
+//! SELECT * FROM ML_PREDICT(TABLE t, MODEL m, DESCRIPTOR(c1, c2)) AS p;
+//! ```
+//!
+//! returns every column of `t` plus the model's output columns (an output
+//! whose name clashes with an input column gets a numeric suffix, as in
+//! Flink). Neither `TABLE t` nor `MODEL m` is valid in DataFusion's
+//! grammar, so it is handled in two steps:
+//!
+//! 1. [`normalize_text`], before parsing, drops the `TABLE`/`MODEL`
+//!    keywords of the call (and turns Flink's `MAP[…]` into `MAP(…)`), so the
+//!    call parses as an ordinary table function;
+//! 2. [`rewrite`], before planning, replaces that table function by a
+//!    subquery over the scalar `ml_predict(model, c1, c2)`:
+//!    `SELECT <t's columns>, p['out1'] AS out1, … FROM (SELECT *,
+//!    ml_predict('m', c1, c2) AS p FROM t)`. Batch and streaming queries
+//!    thus run the one scalar function and its shared batching runtime.
+
+use std::collections::HashSet;
+use std::ops::ControlFlow;
+
+use datafusion::error::{DataFusionError, Result};
+use datafusion::prelude::SessionContext;
+use datafusion::sql::parser::{DFParser, Statement as DFStatement};
+use datafusion::sql::planner::object_name_to_table_reference;
+use datafusion::sql::sqlparser::ast::{
+    self, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, Ident, ObjectName, TableFactor,
+    VisitMut, VisitorMut,
+};
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+
+use crate::models;
+
+const FUNCTION: &str = "ml_predict";
+/// Column that carries the model's struct inside the generated subquery.
+const PREDICTION_COLUMN: &str = "__sluice_prediction";
+
+/// Rewrites `ML_PREDICT(TABLE t, MODEL m, …)` so it parses; any other text
+/// is returned unchanged.
+pub fn normalize_text(sql: &str) -> String {
+    if !sql.to_ascii_lowercase().contains(FUNCTION) {
+        return sql.to_string();
+    }
+    let Ok(tokens) = Tokenizer::new(&PostgreSqlDialect {}, sql).tokenize() else {
+        return sql.to_string();
+    };
+    let mut out: Vec<Token> = Vec::with_capacity(tokens.len());
+    // Depth of parentheses inside an ML_PREDICT call (0: not inside one).
+    let mut depth = 0usize;
+    // Brackets of `MAP[…]` currently open inside the call.
+    let mut map_brackets = 0usize;
+    let mut awaiting_call = false;
+    for token in tokens {
+        let significant = !matches!(token, Token::Whitespace(_));
+        if depth == 0 {
+            if awaiting_call && significant {
+                awaiting_call = false;
+                if token == Token::LParen {
+                    depth = 1;
+                    out.push(token);
+                    continue;
+                }
+            }
+            if let Token::Word(w) = &token
+                && w.value.eq_ignore_ascii_case(FUNCTION)
+                && w.quote_style.is_none()
+            {
+                awaiting_call = true;
+            }
+            out.push(token);
+            continue;
+        }
+        match &token {
+            Token::LParen => depth += 1,
+            Token::RParen => depth -= 1,
+            Token::LBracket if map_brackets > 0 || previous_word_is(&out, "map") => {
+                map_brackets += 1;
+                out.push(Token::LParen);
+                continue;
+            }
+            Token::RBracket if map_brackets > 0 => {
+                map_brackets -= 1;
+                out.push(Token::RParen);
+                continue;
+            }
+            Token::Word(w)
+                if depth == 1
+                    && w.quote_style.is_none()
+                    && (w.value.eq_ignore_ascii_case("table")
+                        || w.value.eq_ignore_ascii_case("model"))
+                    && matches!(last_significant(&out), Some(Token::LParen | Token::Comma)) =>
+            {
+                continue;
+            }
+            _ => {}
+        }
+        out.push(token);
+    }
+    out.iter().map(ToString::to_string).collect()
+}
+
+fn last_significant(tokens: &[Token]) -> Option<&Token> {
+    tokens
+        .iter()
+        .rev()
+        .find(|t| !matches!(t, Token::Whitespace(_)))
+}
+
+fn previous_word_is(tokens: &[Token], word: &str) -> bool {
+    matches!(last_significant(tokens), Some(Token::Word(w)) if w.value.eq_ignore_ascii_case(word))
+}
+
+/// One `ML_PREDICT(...)` table function found in a statement.
+struct Call {
+    table: ObjectName,
+    model: String,
+    columns: Vec<Ident>,
+}
+
+/// Replaces every `ML_PREDICT` table function in `statement` by the
+/// equivalent subquery.
+pub(crate) async fn rewrite(statement: &mut DFStatement, ctx: &SessionContext) -> Result<()> {
+    let DFStatement::Statement(inner) = statement else {
+        return Ok(());
+    };
+    // Pass 1: find the calls (the visitor is synchronous; table schemas
+    // are looked up asynchronously in between).
+    let mut finder = Finder {
+        calls: Vec::new(),
+        error: None,
+    };
+    let _ = inner.visit(&mut finder);
+    if let Some(e) = finder.error {
+        return Err(e);
+    }
+    if finder.calls.is_empty() {
+        return Ok(());
+    }
+    let mut replacements = Vec::with_capacity(finder.calls.len());
+    for call in &finder.calls {
+        replacements.push(subquery(ctx, call).await?);
+    }
+    // Pass 2: swap each call for its subquery, in the same order.
+    let mut replacer = Replacer {
+        replacements: replacements.into_iter(),
+    };
+    let _ = inner.visit(&mut replacer);
+    Ok(())
+}
+
+struct Finder {
+    calls: Vec<Call>,
+    error: Option<DataFusionError>,
+}
+
+impl VisitorMut for Finder {
+    type Break = ();
+
+    fn pre_visit_table_factor(&mut self, factor: &mut TableFactor) -> ControlFlow<()> {
+        if let Some(args) = ml_predict_args(factor) {
+            match parse_call(args) {
+                Ok(call) => self.calls.push(call),
+                Err(e) => {
+                    self.error = Some(e);
+                    return ControlFlow::Break(());
+                }
+            }
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+struct Replacer {
+    replacements: std::vec::IntoIter<ast::Query>,
+}
+
+impl VisitorMut for Replacer {
+    type Break = ();
+
+    fn pre_visit_table_factor(&mut self, factor: &mut TableFactor) -> ControlFlow<()> {
+        if ml_predict_args(factor).is_some()
+            && let TableFactor::Table { alias, .. } = factor
+            && let Some(query) = self.replacements.next()
+        {
+            *factor = TableFactor::Derived {
+                lateral: false,
+                subquery: Box::new(query),
+                alias: alias.take(),
+                sample: None,
+            };
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+fn ml_predict_args(factor: &TableFactor) -> Option<&[FunctionArg]> {
+    match factor {
+        TableFactor::Table {
+            name,
+            args: Some(args),
+            ..
+        } if name.0.len() == 1
+            && name.0[0].as_ident().is_some_and(|i| {
+                i.value.eq_ignore_ascii_case(FUNCTION) && i.quote_style.is_none()
+            }) =>
+        {
+            Some(&args.args)
+        }
+        _ => None,
+    }
+}
+
+fn usage_error(detail: &str) -> DataFusionError {
+    DataFusionError::Plan(format!(
+        "ML_PREDICT: {detail}; expected ML_PREDICT(TABLE t, MODEL m, DESCRIPTOR(col, …))"
+    ))
+}
+
+fn parse_call(args: &[FunctionArg]) -> Result<Call> {
+    let exprs: Vec<&Expr> = args
+        .iter()
+        .map(|a| match a {
+            FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => Ok(e),
+            _ => Err(usage_error("named or wildcard arguments are not accepted")),
+        })
+        .collect::<Result<_>>()?;
+    let [table, model, descriptor, rest @ ..] = exprs.as_slice() else {
+        return Err(usage_error("too few arguments"));
+    };
+    let table = match table {
+        Expr::Identifier(i) => ObjectName::from(vec![i.clone()]),
+        Expr::CompoundIdentifier(parts) => ObjectName::from(parts.clone()),
+        _ => return Err(usage_error("the first argument must name a table")),
+    };
+    let model = match model {
+        Expr::Identifier(i) if i.quote_style.is_some() => i.value.clone(),
+        Expr::Identifier(i) => i.value.to_lowercase(),
+        Expr::Value(v) => match &v.value {
+            ast::Value::SingleQuotedString(s) => s.clone(),
+            _ => return Err(usage_error("the second argument must name a model")),
+        },
+        _ => return Err(usage_error("the second argument must name a model")),
+    };
+    let columns = descriptor_columns(descriptor)?;
+    if let Some(config) = rest.first() {
+        // Batching is a property of the shared model (CREATE MODEL …
+        // WITH ('max_batch_size' = …)), not of one call.
+        return Err(DataFusionError::NotImplemented(format!(
+            "ML_PREDICT configuration {config} is not supported; set batching on the model \
+             with CREATE MODEL … WITH ('max_batch_size' = …, 'max_batch_wait_ms' = …)"
+        )));
+    }
+    Ok(Call {
+        table,
+        model,
+        columns,
+    })
+}
+
+fn descriptor_columns(expr: &Expr) -> Result<Vec<Ident>> {
+    let Expr::Function(function) = expr else {
+        return Err(usage_error("the third argument must be DESCRIPTOR(col, …)"));
+    };
+    if !function.name.to_string().eq_ignore_ascii_case("descriptor") {
+        return Err(usage_error("the third argument must be DESCRIPTOR(col, …)"));
+    }
+    let FunctionArguments::List(list) = &function.args else {
+        return Err(usage_error("DESCRIPTOR needs at least one column"));
+    };
+    let columns: Vec<Ident> = list
+        .args
+        .iter()
+        .map(|a| match a {
+            FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Identifier(i))) => Ok(i.clone()),
+            _ => Err(usage_error("DESCRIPTOR takes column names")),
+        })
+        .collect::<Result<_>>()?;
+    if columns.is_empty() {
+        return Err(usage_error("DESCRIPTOR needs at least one column"));
+    }
+    Ok(columns)
+}
+
+/// The subquery standing for one call.
+async fn subquery(ctx: &SessionContext, call: &Call) -> Result<ast::Query> {
+    let reference = object_name_to_table_reference(call.table.clone(), true)?;
+    let provider = ctx.table_provider(reference).await?;
+    let schema = provider.schema();
+    let model = models::registry(ctx)?.get(&call.model)?;
+    let sluice_functions::model::ModelInterface::Predict(layout) = &model.interface else {
+        return Err(DataFusionError::Plan(format!(
+            "model {} is an embedding model: call it with EMBED",
+            call.model
+        )));
+    };
+    let quote = |name: &str| Ident::with_quote('"', name).to_string();
+    let mut taken: HashSet<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
+    let mut select: Vec<String> = schema.fields().iter().map(|f| quote(f.name())).collect();
+    for (_, field) in &layout.outputs {
+        let name = unique_name(field.name(), &taken);
+        taken.insert(name.clone());
+        select.push(format!(
+            "{}[{}] AS {}",
+            quote(PREDICTION_COLUMN),
+            ast::Value::SingleQuotedString(field.name().clone()),
+            quote(&name)
+        ));
+    }
+    let arguments: Vec<String> = call.columns.iter().map(ToString::to_string).collect();
+    let sql = format!(
+        "SELECT {} FROM (SELECT *, {FUNCTION}({}, {}) AS {} FROM {})",
+        select.join(", "),
+        ast::Value::SingleQuotedString(call.model.clone()),
+        arguments.join(", "),
+        quote(PREDICTION_COLUMN),
+        call.table
+    );
+    let mut statements = DFParser::parse_sql_with_dialect(&sql, &PostgreSqlDialect {})?;
+    match statements.pop_front() {
+        Some(DFStatement::Statement(statement)) => match *statement {
+            ast::Statement::Query(query) => Ok(*query),
+            _ => Err(DataFusionError::Internal(
+                "ML_PREDICT rewrite is not a query".into(),
+            )),
+        },
+        _ => Err(DataFusionError::Internal(
+            "ML_PREDICT rewrite did not parse".into(),
+        )),
+    }
+}
+
+/// `name`, or `name0`, `name1`, … when taken (Flink's rule for output
+/// columns that clash with input columns).
+fn unique_name(name: &str, taken: &HashSet<String>) -> String {
+    if !taken.contains(name) {
+        return name.to_string();
+    }
+    (0..)
+        .map(|i| format!("{name}{i}"))
+        .find(|candidate| !taken.contains(candidate))
+        .unwrap_or_else(|| name.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flink_syntax_becomes_a_table_function() {
+        assert_eq!(
+            normalize_text("SELECT * FROM ML_PREDICT(TABLE t, MODEL m, DESCRIPTOR(a, b)) AS p"),
+            "SELECT * FROM ML_PREDICT( t,  m, DESCRIPTOR(a, b)) AS p"
+        );
+        assert_eq!(
+            normalize_text(
+                "select * from ml_predict(table t, model m, descriptor(a), map['k', '1'])"
+            ),
+            "select * from ml_predict( t,  m, descriptor(a), map('k', '1'))"
+        );
+        // Elsewhere TABLE and MODEL keep their meaning; other text is untouched.
+        let other = "SELECT ml_predict('m', x) FROM model_table";
+        assert_eq!(normalize_text(other), other);
+    }
+
+    #[test]
+    fn clashing_outputs_get_suffixes() {
+        let taken: HashSet<String> = ["label".to_string(), "label0".to_string()].into();
+        assert_eq!(unique_name("label", &taken), "label1");
+        assert_eq!(unique_name("score", &taken), "score");
+    }
+}

@@ -1,0 +1,218 @@
+//! The SQL functions that call models: `EMBED(model, text)` and the scalar
+//! `ML_PREDICT(model, arg, …)` (the table form `ML_PREDICT(TABLE t, MODEL m,
+//! DESCRIPTOR(…))` is rewritten by the engine into a query over this one).
+//!
+//! Both are async UDFs: DataFusion hands them whole batches in
+//! `AsyncFuncExec`, and they await the model's batching queue, so model work
+//! never blocks the async runtime's threads. The model name must be a
+//! constant: the result type (`EMBEDDING(n)`, the struct of outputs) comes
+//! from the model.
+
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::array::{Array, ArrayRef, StructArray};
+use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Fields};
+use datafusion::common::ScalarValue;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::logical_expr::async_udf::AsyncScalarUDFImpl;
+use datafusion::logical_expr::{
+    ColumnarValue, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDFImpl, Signature, TypeSignature,
+    Volatility,
+};
+use sluice_types::SluiceType;
+
+use super::registry::{LoadedModel, ModelInterface, ModelRegistry};
+
+/// Which model-calling function.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CallKind {
+    /// `EMBED(model, text)`.
+    Embed,
+    /// `ML_PREDICT(model, args…)`.
+    Predict,
+}
+
+/// `EMBED` or scalar `ML_PREDICT`, bound to an engine's model registry.
+#[derive(Debug)]
+pub struct ModelCall {
+    kind: CallKind,
+    signature: Signature,
+    registry: Arc<ModelRegistry>,
+}
+
+impl PartialEq for ModelCall {
+    fn eq(&self, other: &Self) -> bool {
+        self.kind == other.kind && Arc::ptr_eq(&self.registry, &other.registry)
+    }
+}
+
+impl Eq for ModelCall {}
+
+impl Hash for ModelCall {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.kind.hash(state);
+    }
+}
+
+impl ModelCall {
+    /// The function of `kind` over `registry`.
+    pub fn new(kind: CallKind, registry: Arc<ModelRegistry>) -> Self {
+        // Volatile: a model call must not be folded at planning time (the
+        // async UDF has no synchronous form) nor assumed repeatable.
+        let signature = match kind {
+            CallKind::Embed => Signature::new(TypeSignature::Any(2), Volatility::Volatile),
+            CallKind::Predict => Signature::new(TypeSignature::VariadicAny, Volatility::Volatile),
+        };
+        Self {
+            kind,
+            signature,
+            registry,
+        }
+    }
+
+    fn model(&self, name: Option<&ScalarValue>) -> Result<Arc<LoadedModel>> {
+        let name = match name {
+            Some(
+                ScalarValue::Utf8(Some(n))
+                | ScalarValue::LargeUtf8(Some(n))
+                | ScalarValue::Utf8View(Some(n)),
+            ) => n,
+            _ => {
+                return Err(DataFusionError::Plan(format!(
+                    "{}: the first argument must be a model name given as a constant string",
+                    self.name()
+                )));
+            }
+        };
+        self.registry.get(name)
+    }
+
+    fn output_field(&self, model: &LoadedModel, arg_types: &[DataType]) -> Result<Field> {
+        let name = self.name();
+        match (&model.interface, self.kind) {
+            (ModelInterface::Embedding { dim }, CallKind::Embed) => {
+                match arg_types {
+                    [
+                        _,
+                        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Null,
+                    ] => {}
+                    [_, other] => {
+                        return Err(DataFusionError::Plan(format!(
+                            "EMBED with model {} takes text, got {other}",
+                            model.spec.name
+                        )));
+                    }
+                    _ => {
+                        return Err(DataFusionError::Plan(
+                            "EMBED takes two arguments: EMBED(model, text)".into(),
+                        ));
+                    }
+                }
+                Ok(SluiceType::Vector(*dim as i32).field(name, true))
+            }
+            (ModelInterface::Predict(layout), CallKind::Predict) => {
+                let fields: Fields = layout.outputs.iter().map(|(_, f)| Arc::clone(f)).collect();
+                // Checks the argument count and types now, at planning.
+                let probe: Vec<ArrayRef> = arg_types[1..]
+                    .iter()
+                    .map(|t| datafusion::arrow::array::new_null_array(t, 0))
+                    .collect();
+                layout.assemble(&model.spec.name, &probe)?;
+                Ok(Field::new(name, DataType::Struct(fields), true))
+            }
+            (ModelInterface::Embedding { .. }, CallKind::Predict) => {
+                Err(DataFusionError::Plan(format!(
+                    "model {} is an embedding model: call it with EMBED",
+                    model.spec.name
+                )))
+            }
+            (ModelInterface::Predict(_), CallKind::Embed) => Err(DataFusionError::Plan(format!(
+                "model {} is not an embedding model: call it with ML_PREDICT",
+                model.spec.name
+            ))),
+        }
+    }
+}
+
+impl ScalarUDFImpl for ModelCall {
+    fn name(&self) -> &str {
+        match self.kind {
+            CallKind::Embed => "embed",
+            CallKind::Predict => "ml_predict",
+        }
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
+        Err(DataFusionError::Internal(
+            "model calls report their type through return_field_from_args".into(),
+        ))
+    }
+
+    fn return_field_from_args(&self, args: ReturnFieldArgs) -> Result<FieldRef> {
+        if args.arg_fields.is_empty() {
+            return Err(DataFusionError::Plan(format!(
+                "{} needs a model name as its first argument",
+                self.name()
+            )));
+        }
+        let model = self.model(args.scalar_arguments.first().copied().flatten())?;
+        let types: Vec<DataType> = args
+            .arg_fields
+            .iter()
+            .map(|f| f.data_type().clone())
+            .collect();
+        Ok(Arc::new(self.output_field(&model, &types)?))
+    }
+
+    fn invoke_with_args(&self, _args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        Err(DataFusionError::Internal(format!(
+            "{} runs asynchronously",
+            self.name()
+        )))
+    }
+}
+
+#[async_trait]
+impl AsyncScalarUDFImpl for ModelCall {
+    async fn invoke_async_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let rows = args.number_rows;
+        let name = match args.args.first() {
+            Some(ColumnarValue::Scalar(name)) => Some(name.clone()),
+            _ => None,
+        };
+        let model = self.model(name.as_ref())?;
+        let columns: Vec<ArrayRef> = args.args[1..]
+            .iter()
+            .map(|a| a.to_array(rows))
+            .collect::<Result<_>>()?;
+        match (&model.interface, self.kind) {
+            (ModelInterface::Embedding { .. }, CallKind::Embed) => {
+                let mut outputs = model.infer(columns).await?;
+                let vectors = outputs
+                    .pop()
+                    .ok_or_else(|| DataFusionError::Internal("EMBED got no output".into()))?;
+                Ok(ColumnarValue::Array(vectors))
+            }
+            (ModelInterface::Predict(layout), CallKind::Predict) => {
+                let inputs = layout.assemble(&model.spec.name, &columns)?;
+                let outputs = model.infer(inputs).await?;
+                let fields: Fields = layout.outputs.iter().map(|(_, f)| Arc::clone(f)).collect();
+                // A row the model did not see (a NULL input) is a NULL struct.
+                let nulls = outputs.first().and_then(|c| c.logical_nulls());
+                Ok(ColumnarValue::Array(Arc::new(StructArray::try_new(
+                    fields, outputs, nulls,
+                )?)))
+            }
+            _ => Err(DataFusionError::Internal(format!(
+                "{} planned against a model of another kind",
+                self.name()
+            ))),
+        }
+    }
+}

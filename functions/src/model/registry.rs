@@ -1,0 +1,242 @@
+//! The model catalog of one engine: every `CREATE MODEL`, and for each the
+//! one loaded session (with its batching queue) that all queries,
+//! partitions and connections share.
+//!
+//! Models restored when a data directory is opened are loaded lazily, at
+//! first use, so a model file that has gone missing fails the queries that
+//! use it rather than the engine's start.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock, RwLock};
+
+use datafusion::error::{DataFusionError, Result};
+
+use super::batcher::{BatchRunner, ModelMetrics, ModelQueue};
+use super::embedding::{EmbeddingLayout, TextEmbedder, load_tokenizer};
+use super::predictor::{PredictLayout, Predictor};
+use super::runtime::{Device, open_session};
+use super::spec::{ModelSpec, Task};
+use super::tensors::{TensorSpec, signature};
+
+/// What a loaded model offers to SQL.
+#[derive(Debug, Clone)]
+pub enum ModelInterface {
+    /// `EMBED(model, text)` → `EMBEDDING(dim)`.
+    Embedding {
+        /// Embedding dimension.
+        dim: usize,
+    },
+    /// `ML_PREDICT`.
+    Predict(PredictLayout),
+}
+
+/// A model loaded into ONNX Runtime, ready to serve.
+#[derive(Debug)]
+pub struct LoadedModel {
+    /// Its definition.
+    pub spec: ModelSpec,
+    /// How SQL calls it.
+    pub interface: ModelInterface,
+    /// The model's own tensor inputs.
+    pub tensor_inputs: Vec<TensorSpec>,
+    /// The model's own tensor outputs.
+    pub tensor_outputs: Vec<TensorSpec>,
+    /// Where it runs.
+    pub device: Device,
+    /// Why `auto` chose CPU, if it did.
+    pub fallback_reason: Option<String>,
+    queue: ModelQueue,
+}
+
+impl LoadedModel {
+    /// Opens the model file and checks it against the definition.
+    pub fn load(spec: ModelSpec) -> Result<Self> {
+        if !spec.path.is_file() {
+            return Err(DataFusionError::Plan(format!(
+                "model file {} does not exist",
+                spec.path.display()
+            )));
+        }
+        let opened = open_session(&spec.path, spec.device, spec.batch.intra_threads)?;
+        let (tensor_inputs, tensor_outputs) = signature(&opened.session);
+        let (interface, runner): (ModelInterface, Box<dyn BatchRunner>) = match spec.task {
+            Task::Embedding => {
+                let layout = EmbeddingLayout::of(&spec.name, &tensor_inputs, &tensor_outputs)?;
+                let tokenizer_path = spec.tokenizer.as_ref().ok_or_else(|| {
+                    DataFusionError::Plan("an embedding model needs a tokenizer".into())
+                })?;
+                let tokenizer = load_tokenizer(tokenizer_path)?;
+                let dim = layout.dim;
+                let embedder = TextEmbedder::new(opened.session, tokenizer, layout, &spec);
+                (ModelInterface::Embedding { dim }, Box::new(embedder))
+            }
+            Task::Predict => {
+                let layout = PredictLayout::of(&spec, &tensor_inputs, &tensor_outputs)?;
+                let predictor = Predictor::new(opened.session, layout.clone(), &spec);
+                (ModelInterface::Predict(layout), Box::new(predictor))
+            }
+        };
+        let queue = ModelQueue::start(&spec.name, runner, &spec.batch)?;
+        Ok(Self {
+            spec,
+            interface,
+            tensor_inputs,
+            tensor_outputs,
+            device: opened.device,
+            fallback_reason: opened.fallback_reason,
+            queue,
+        })
+    }
+
+    /// Runs the model on input columns through its batching queue.
+    pub async fn infer(
+        &self,
+        inputs: Vec<datafusion::arrow::array::ArrayRef>,
+    ) -> Result<Vec<datafusion::arrow::array::ArrayRef>> {
+        self.queue.infer(inputs).await.map_err(|e| match e {
+            DataFusionError::Execution(m) => {
+                DataFusionError::Execution(format!("model {}: {m}", self.spec.name))
+            }
+            other => other,
+        })
+    }
+
+    /// The model's counters.
+    pub fn metrics(&self) -> &ModelMetrics {
+        self.queue.metrics()
+    }
+
+    /// `rows`, `batches`, mean batch size and milliseconds in the model.
+    pub fn usage(&self) -> (u64, u64, f64, f64) {
+        let m = self.metrics();
+        let rows = m.rows.load(Ordering::Relaxed);
+        let batches = m.batches.load(Ordering::Relaxed);
+        let mean = if batches == 0 {
+            0.0
+        } else {
+            rows as f64 / batches as f64
+        };
+        let millis = m.model_nanos.load(Ordering::Relaxed) as f64 / 1e6;
+        (rows, batches, mean, millis)
+    }
+}
+
+/// One catalog entry: the definition, and the model once loaded.
+#[derive(Debug)]
+pub struct ModelEntry {
+    /// The definition.
+    pub spec: ModelSpec,
+    loaded: OnceLock<std::result::Result<Arc<LoadedModel>, String>>,
+}
+
+impl ModelEntry {
+    /// The loaded model, loading it now if needed.
+    pub fn loaded(&self) -> Result<Arc<LoadedModel>> {
+        self.loaded
+            .get_or_init(|| {
+                LoadedModel::load(self.spec.clone())
+                    .map(Arc::new)
+                    .map_err(|e| e.strip_backtrace())
+            })
+            .clone()
+            .map_err(|m| {
+                DataFusionError::Execution(format!(
+                    "model {} cannot be loaded: {m}",
+                    self.spec.name
+                ))
+            })
+    }
+
+    /// The loaded model if it has been loaded.
+    pub fn if_loaded(&self) -> Option<Arc<LoadedModel>> {
+        self.loaded.get().and_then(|r| r.as_ref().ok()).cloned()
+    }
+}
+
+/// Every model of an engine, by name.
+#[derive(Debug, Default)]
+pub struct ModelRegistry {
+    models: RwLock<BTreeMap<String, Arc<ModelEntry>>>,
+}
+
+impl ModelRegistry {
+    /// An empty catalog.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a model that is already loaded (`CREATE MODEL` loads eagerly to
+    /// report a bad file at once). Replaces a model of the same name only
+    /// when `replace` is set.
+    pub fn insert(&self, model: LoadedModel, replace: bool) -> Result<()> {
+        let name = model.spec.name.clone();
+        let entry = ModelEntry {
+            spec: model.spec.clone(),
+            loaded: OnceLock::new(),
+        };
+        let _ = entry.loaded.set(Ok(Arc::new(model)));
+        let mut models = self.write();
+        if !replace && models.contains_key(&name) {
+            return Err(already_exists(&name));
+        }
+        models.insert(name, Arc::new(entry));
+        Ok(())
+    }
+
+    /// Adds a model to be loaded at first use.
+    pub fn insert_unloaded(&self, spec: ModelSpec) {
+        let name = spec.name.clone();
+        let entry = ModelEntry {
+            spec,
+            loaded: OnceLock::new(),
+        };
+        self.write().insert(name, Arc::new(entry));
+    }
+
+    /// Whether a model of this name exists.
+    pub fn contains(&self, name: &str) -> bool {
+        self.read().contains_key(name)
+    }
+
+    /// The entry of `name`; names match case-insensitively unless a model
+    /// was created with a quoted mixed-case name.
+    pub fn entry(&self, name: &str) -> Result<Arc<ModelEntry>> {
+        let models = self.read();
+        models
+            .get(name)
+            .or_else(|| models.get(&name.to_lowercase()))
+            .cloned()
+            .ok_or_else(|| DataFusionError::Plan(format!("model '{name}' does not exist")))
+    }
+
+    /// The loaded model of `name`.
+    pub fn get(&self, name: &str) -> Result<Arc<LoadedModel>> {
+        self.entry(name)?.loaded()
+    }
+
+    /// Removes `name`; `false` when there was none.
+    pub fn remove(&self, name: &str) -> bool {
+        self.write().remove(name).is_some()
+    }
+
+    /// Every entry, by name.
+    pub fn list(&self) -> Vec<Arc<ModelEntry>> {
+        self.read().values().cloned().collect()
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Arc<ModelEntry>>> {
+        // A poisoned lock means a panic mid-insert of a map entry; the map
+        // itself is intact.
+        self.models.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, Arc<ModelEntry>>> {
+        self.models.write().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The error for a second model of the same name.
+pub fn already_exists(name: &str) -> DataFusionError {
+    DataFusionError::Plan(format!("model '{name}' already exists"))
+}

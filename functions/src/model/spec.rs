@@ -1,0 +1,291 @@
+//! A model's definition as written in `CREATE MODEL`: provider, files,
+//! device, batching and the declared INPUT/OUTPUT columns, validated before
+//! anything is loaded.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use datafusion::arrow::datatypes::FieldRef;
+use datafusion::error::{DataFusionError, Result};
+
+use super::runtime::DeviceChoice;
+
+/// What a model computes from SQL values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Task {
+    /// Text → `EMBEDDING(n)` through a tokenizer and pooling (`EMBED`).
+    Embedding,
+    /// Columns → output columns (`ML_PREDICT`).
+    Predict,
+}
+
+impl Task {
+    /// Name as written in the `'task'` option.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Embedding => "embedding",
+            Self::Predict => "predict",
+        }
+    }
+}
+
+/// How token vectors become one sentence vector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pooling {
+    /// Mean of the token vectors under the attention mask (sentence-transformers).
+    Mean,
+    /// The first token's vector (`[CLS]`).
+    Cls,
+}
+
+/// Batching and threading settings of one model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchSettings {
+    /// Rows per model run. 1 disables batching.
+    pub max_batch_size: usize,
+    /// How long the runtime waits for more rows when fewer than
+    /// `max_batch_size` are queued.
+    pub max_wait: Duration,
+    /// Rows that may wait for the model before callers are held back.
+    pub max_queued_rows: usize,
+    /// ONNX Runtime intra-op threads.
+    pub intra_threads: usize,
+}
+
+/// A validated `CREATE MODEL`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelSpec {
+    /// The model's name (lower case unless quoted).
+    pub name: String,
+    /// `'onnx'`.
+    pub provider: String,
+    /// What the model computes.
+    pub task: Task,
+    /// The ONNX file.
+    pub path: PathBuf,
+    /// `tokenizer.json`, for text models.
+    pub tokenizer: Option<PathBuf>,
+    /// Requested device.
+    pub device: DeviceChoice,
+    /// Batching settings.
+    pub batch: BatchSettings,
+    /// Longest token sequence fed to a text model; longer text is truncated.
+    pub max_tokens: usize,
+    /// Pooling of a text model's token vectors.
+    pub pooling: Pooling,
+    /// Whether embeddings are L2-normalised.
+    pub normalize: bool,
+    /// Declared INPUT columns (empty: read from the model).
+    pub inputs: Vec<FieldRef>,
+    /// Declared OUTPUT columns (empty: read from the model).
+    pub outputs: Vec<FieldRef>,
+    /// The options as written, for `DESCRIBE MODEL`.
+    pub options: BTreeMap<String, String>,
+    /// `COMMENT '…'`.
+    pub comment: Option<String>,
+}
+
+const KNOWN_OPTIONS: &[&str] = &[
+    "provider",
+    "task",
+    "path",
+    "tokenizer",
+    "device",
+    "max_batch_size",
+    "max_batch_wait_ms",
+    "max_queued_rows",
+    "intra_threads",
+    "max_tokens",
+    "pooling",
+    "normalize",
+];
+
+impl ModelSpec {
+    /// Validates the parts of a `CREATE MODEL` statement.
+    pub fn new(
+        name: &str,
+        inputs: Vec<FieldRef>,
+        outputs: Vec<FieldRef>,
+        options: BTreeMap<String, String>,
+    ) -> Result<Self> {
+        let options: BTreeMap<String, String> = options
+            .into_iter()
+            .map(|(k, v)| (k.to_ascii_lowercase(), v))
+            .collect();
+        if let Some(unknown) = options
+            .keys()
+            .find(|k| !KNOWN_OPTIONS.contains(&k.as_str()))
+        {
+            return Err(plan_error(format!(
+                "unknown model option '{unknown}' (known: {})",
+                KNOWN_OPTIONS.join(", ")
+            )));
+        }
+        let provider = options
+            .get("provider")
+            .map(|p| p.to_ascii_lowercase())
+            .unwrap_or_else(|| "onnx".to_string());
+        if provider != "onnx" {
+            return Err(DataFusionError::NotImplemented(format!(
+                "model provider '{provider}' is not supported; available: 'onnx'"
+            )));
+        }
+        let path = options
+            .get("path")
+            .map(PathBuf::from)
+            .ok_or_else(|| plan_error("model option 'path' (the ONNX file) is required".into()))?;
+        let tokenizer = options.get("tokenizer").map(PathBuf::from);
+        let task = match options
+            .get("task")
+            .map(|t| t.to_ascii_lowercase())
+            .as_deref()
+        {
+            Some("embedding" | "embed" | "text_embedding") => Task::Embedding,
+            Some("predict" | "classification" | "regression") => Task::Predict,
+            Some(other) => {
+                return Err(plan_error(format!(
+                    "unknown model task '{other}': expected 'embedding' or 'predict'"
+                )));
+            }
+            None if tokenizer.is_some() => Task::Embedding,
+            None => Task::Predict,
+        };
+        if task == Task::Embedding && tokenizer.is_none() {
+            return Err(plan_error(
+                "an embedding model needs the option 'tokenizer' (its tokenizer.json)".into(),
+            ));
+        }
+        let device = DeviceChoice::parse(options.get("device").map_or("auto", String::as_str))?;
+        let default_batch = match task {
+            Task::Embedding => 32,
+            Task::Predict => 4096,
+        };
+        let max_batch_size = positive(&options, "max_batch_size", default_batch)?;
+        let max_wait_ms = number(&options, "max_batch_wait_ms", 2)?;
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let batch = BatchSettings {
+            max_batch_size,
+            max_wait: Duration::from_millis(max_wait_ms as u64),
+            max_queued_rows: positive(&options, "max_queued_rows", 65_536)?,
+            intra_threads: positive(&options, "intra_threads", cores)?,
+        };
+        let pooling = match options
+            .get("pooling")
+            .map(|p| p.to_ascii_lowercase())
+            .as_deref()
+        {
+            None | Some("mean") => Pooling::Mean,
+            Some("cls") => Pooling::Cls,
+            Some(other) => {
+                return Err(plan_error(format!(
+                    "unknown pooling '{other}': expected 'mean' or 'cls'"
+                )));
+            }
+        };
+        let normalize = match options
+            .get("normalize")
+            .map(|p| p.to_ascii_lowercase())
+            .as_deref()
+        {
+            None | Some("true" | "on" | "1") => true,
+            Some("false" | "off" | "0") => false,
+            Some(other) => {
+                return Err(plan_error(format!(
+                    "option 'normalize' must be true or false, not '{other}'"
+                )));
+            }
+        };
+        if task == Task::Embedding && (!inputs.is_empty() || !outputs.is_empty()) {
+            return Err(plan_error(
+                "an embedding model takes text and returns EMBEDDING(n); \
+                 leave out INPUT and OUTPUT"
+                    .into(),
+            ));
+        }
+        Ok(Self {
+            name: name.to_string(),
+            provider,
+            task,
+            path,
+            tokenizer,
+            device,
+            batch,
+            max_tokens: positive(&options, "max_tokens", 256)?,
+            pooling,
+            normalize,
+            inputs,
+            outputs,
+            options,
+            comment: None,
+        })
+    }
+}
+
+fn plan_error(message: String) -> DataFusionError {
+    DataFusionError::Plan(message)
+}
+
+fn number(options: &BTreeMap<String, String>, key: &str, default: usize) -> Result<usize> {
+    match options.get(key) {
+        None => Ok(default),
+        Some(text) => text.trim().parse().map_err(|_| {
+            plan_error(format!(
+                "model option '{key}' must be a whole number, not '{text}'"
+            ))
+        }),
+    }
+}
+
+fn positive(options: &BTreeMap<String, String>, key: &str, default: usize) -> Result<usize> {
+    let value = number(options, key, default)?;
+    if value == 0 {
+        return Err(plan_error(format!(
+            "model option '{key}' must be at least 1"
+        )));
+    }
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn task_follows_the_tokenizer_option() {
+        let embed = ModelSpec::new(
+            "m",
+            vec![],
+            vec![],
+            options(&[("path", "m.onnx"), ("tokenizer", "t.json")]),
+        )
+        .unwrap();
+        assert_eq!(embed.task, Task::Embedding);
+        assert_eq!(embed.batch.max_batch_size, 32);
+        let predict = ModelSpec::new("m", vec![], vec![], options(&[("path", "m.onnx")])).unwrap();
+        assert_eq!(predict.task, Task::Predict);
+    }
+
+    #[test]
+    fn bad_options_are_rejected() {
+        let err = |pairs: &[(&str, &str)]| {
+            ModelSpec::new("m", vec![], vec![], options(pairs))
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(err(&[]).contains("'path'"));
+        assert!(err(&[("path", "m"), ("colour", "red")]).contains("unknown model option 'colour'"));
+        assert!(err(&[("path", "m"), ("device", "tpu")]).contains("unknown device 'tpu'"));
+        assert!(err(&[("path", "m"), ("max_batch_size", "0")]).contains("at least 1"));
+        assert!(err(&[("path", "m"), ("max_batch_size", "x")]).contains("whole number"));
+        assert!(err(&[("path", "m"), ("provider", "openai")]).contains("not supported"));
+        assert!(err(&[("path", "m"), ("task", "embedding")]).contains("'tokenizer'"));
+    }
+}

@@ -1,0 +1,446 @@
+//! Models end to end: `CREATE MODEL` on real ONNX files run by ONNX
+//! Runtime, `EMBED` checked against Python onnxruntime's output, both forms
+//! of `ML_PREDICT`, the model catalog across restarts, batching across
+//! concurrent queries, and errors with their SQLSTATEs over the wire.
+//!
+//! The models come from `scripts/install-models.sh` (run by
+//! `scripts/install-deps.sh`): `$SLUICE_HOME/models/minilm` and the small
+//! test models in `$SLUICE_HOME/test-models`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, AsArray, RecordBatch};
+use datafusion::arrow::datatypes::Float32Type;
+use sluice_engine::Sluice;
+use sluice_functions::model::runtime::sluice_home;
+use sluice_server::encoding::text_rows;
+use sluice_sql_tests::TestServer;
+use tokio_postgres::NoTls;
+use tokio_postgres::error::SqlState;
+
+fn test_model(name: &str) -> PathBuf {
+    let path = sluice_home().join("test-models").join(name);
+    assert!(
+        path.is_file(),
+        "{} is missing: run scripts/install-deps.sh",
+        path.display()
+    );
+    path
+}
+
+async fn open(dir: &std::path::Path) -> Sluice {
+    Sluice::builder()
+        .data_dir(dir)
+        .build()
+        .await
+        .expect("open the data directory")
+}
+
+async fn run(sluice: &Sluice, sql: &str) -> Vec<RecordBatch> {
+    sluice
+        .sql(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .collect()
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+/// Rows in text form (as psql shows them), in query order.
+async fn rows(sluice: &Sluice, sql: &str) -> Vec<Vec<Option<String>>> {
+    let mut out = Vec::new();
+    for batch in run(sluice, sql).await {
+        out.extend(text_rows(batch).expect("text"));
+    }
+    out
+}
+
+fn quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embeddings_match_python_onnxruntime() {
+    let reference: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(test_model("minilm_reference.json")).expect("reference file"),
+    )
+    .expect("reference json");
+    let sentences: Vec<String> = reference["sentences"]
+        .as_array()
+        .expect("sentences")
+        .iter()
+        .map(|s| s.as_str().expect("text").to_string())
+        .collect();
+    let expected: Vec<Vec<f32>> = reference["embeddings"]
+        .as_array()
+        .expect("embeddings")
+        .iter()
+        .map(|v| {
+            v.as_array()
+                .expect("vector")
+                .iter()
+                .map(|x| x.as_f64().expect("number") as f32)
+                .collect()
+        })
+        .collect();
+    assert!(sentences.len() >= 10);
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let sluice = open(dir.path()).await;
+    run(&sluice, "CREATE TABLE sentences (id INT, body TEXT)").await;
+    let values: Vec<String> = sentences
+        .iter()
+        .enumerate()
+        .map(|(i, s)| format!("({i}, {})", quote(s)))
+        .collect();
+    run(
+        &sluice,
+        &format!(
+            "INSERT INTO sentences VALUES {}, (999, NULL)",
+            values.join(", ")
+        ),
+    )
+    .await;
+    let batches = run(
+        &sluice,
+        "SELECT id, EMBED('minilm', body) AS v FROM sentences ORDER BY id",
+    )
+    .await;
+    let mut checked = 0;
+    for batch in &batches {
+        let ids = batch
+            .column(0)
+            .as_primitive::<datafusion::arrow::datatypes::Int32Type>();
+        let vectors = batch.column(1).as_fixed_size_list();
+        assert_eq!(vectors.value_length(), 384);
+        for row in 0..batch.num_rows() {
+            let id = ids.value(row) as usize;
+            if id == 999 {
+                assert!(vectors.is_null(row), "EMBED(NULL) must be NULL");
+                continue;
+            }
+            let got = vectors.value(row);
+            let got = got.as_primitive::<Float32Type>().values();
+            let want = &expected[id];
+            let dot: f32 = got.iter().zip(want).map(|(a, b)| a * b).sum();
+            let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
+            let cosine = dot / (norm(got) * norm(want));
+            assert!(
+                cosine >= 0.9999,
+                "sentence {id} ({:?}): cosine {cosine}",
+                sentences[id]
+            );
+            assert!((norm(got) - 1.0).abs() < 1e-4, "embeddings are normalised");
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, sentences.len());
+    // A constant argument, and the type the result has in SQL.
+    let typed = rows(
+        &sluice,
+        "SELECT vector_dims(EMBED('minilm', 'hello')), \
+         EMBED('minilm', 'hello') <=> EMBED('minilm', 'Hello!') < 0.2",
+    )
+    .await;
+    assert_eq!(typed, vec![vec![Some("384".into()), Some("t".into())]]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ml_predict_in_scalar_and_table_form() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let sluice = open(dir.path()).await;
+    let linear = test_model("linear.onnx");
+    run(
+        &sluice,
+        &format!(
+            "CREATE MODEL lin WITH ('provider' = 'onnx', 'path' = {})",
+            quote(&linear.display().to_string())
+        ),
+    )
+    .await;
+    run(
+        &sluice,
+        "CREATE TABLE t (id INT, x1 REAL, x2 REAL, score TEXT)",
+    )
+    .await;
+    run(
+        &sluice,
+        "INSERT INTO t VALUES (1, 1, 2, 'a'), (2, 3, 4, 'b'), (3, NULL, 1, 'c'), (4, 4, 0, 'd')",
+    )
+    .await;
+    // score = 0.5 x1 - 0.25 x2 + 1; label = score > 1. NULL in, NULL out.
+    let table_form = rows(
+        &sluice,
+        "SELECT id, score, score0, label FROM ML_PREDICT(TABLE t, MODEL lin, DESCRIPTOR(x1, x2)) AS p ORDER BY id",
+    )
+    .await;
+    let expected: Vec<Vec<Option<String>>> = vec![
+        vec![
+            Some("1".into()),
+            Some("a".into()),
+            Some("1".into()),
+            Some("0".into()),
+        ],
+        vec![
+            Some("2".into()),
+            Some("b".into()),
+            Some("1.5".into()),
+            Some("1".into()),
+        ],
+        vec![Some("3".into()), Some("c".into()), None, None],
+        vec![
+            Some("4".into()),
+            Some("d".into()),
+            Some("3".into()),
+            Some("1".into()),
+        ],
+    ];
+    assert_eq!(
+        table_form, expected,
+        "input columns, then outputs (clash suffixed)"
+    );
+    // The scalar form returns a struct; its fields are the outputs.
+    let scalar = rows(
+        &sluice,
+        "SELECT id, ML_PREDICT('lin', x1, x2)['score'], ML_PREDICT('lin', x1, x2) IS NULL FROM t ORDER BY id",
+    )
+    .await;
+    assert_eq!(
+        scalar[1],
+        vec![Some("2".into()), Some("1.5".into()), Some("f".into())]
+    );
+    assert_eq!(scalar[2], vec![Some("3".into()), None, Some("t".into())]);
+
+    // One model input per argument, and an export with a fixed batch of 3
+    // rows (padded by Sluice) fed 4 rows.
+    let two = test_model("two_inputs.onnx");
+    let iris = test_model("logreg_iris.onnx");
+    run(
+        &sluice,
+        &format!(
+            "CREATE MODEL two WITH ('path' = {})",
+            quote(&two.display().to_string())
+        ),
+    )
+    .await;
+    run(
+        &sluice,
+        &format!(
+            "CREATE MODEL iris WITH ('path' = {})",
+            quote(&iris.display().to_string())
+        ),
+    )
+    .await;
+    let two_rows = rows(&sluice, "SELECT ML_PREDICT('two', 1.5, 2)['total'], ML_PREDICT('two', x1, id)['doubled'] FROM t WHERE id = 2").await;
+    assert_eq!(two_rows, vec![vec![Some("3.5".into()), Some("4".into())]]);
+    let iris_rows = rows(
+        &sluice,
+        "SELECT count(label) FROM ML_PREDICT(TABLE t, MODEL iris, DESCRIPTOR(x1, x2))",
+    )
+    .await;
+    assert_eq!(iris_rows, vec![vec![Some("3".into())]]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn model_catalog_survives_a_restart() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let linear = test_model("linear.onnx").display().to_string();
+    {
+        let sluice = open(dir.path()).await;
+        let names = rows(&sluice, "SHOW MODELS").await;
+        assert_eq!(
+            names[0][0].as_deref(),
+            Some("minilm"),
+            "bundled model registered"
+        );
+        run(
+            &sluice,
+            &format!(
+                "CREATE MODEL lin INPUT (a REAL, b REAL) OUTPUT (score DOUBLE, label BIGINT) \
+             COMMENT 'linear' WITH ('path' = {}, 'max_batch_size' = '7')",
+                quote(&linear)
+            ),
+        )
+        .await;
+        run(&sluice, "DROP MODEL minilm").await;
+        run(
+            &sluice,
+            &format!("CREATE MODEL gone WITH ('path' = {})", quote(&linear)),
+        )
+        .await;
+        run(&sluice, "DROP MODEL gone").await;
+    }
+    let sluice = open(dir.path()).await;
+    let names: Vec<Option<String>> = rows(&sluice, "SHOW MODELS")
+        .await
+        .into_iter()
+        .map(|r| r[0].clone())
+        .collect();
+    assert_eq!(
+        names,
+        vec![Some("lin".to_string())],
+        "drops are remembered, minilm included"
+    );
+    let described = rows(&sluice, "DESCRIBE MODEL lin").await;
+    let property = |name: &str| -> Vec<String> {
+        described
+            .iter()
+            .filter(|r| r[0].as_deref() == Some(name))
+            .filter_map(|r| r[1].clone())
+            .collect()
+    };
+    assert_eq!(property("input"), vec!["a real", "b real"]);
+    assert_eq!(
+        property("output"),
+        vec!["score double precision", "label bigint"]
+    );
+    assert_eq!(property("max_batch_size"), vec!["7"]);
+    assert_eq!(property("comment"), vec!["linear"]);
+    assert_eq!(property("device"), vec!["cpu"]);
+    let predicted = rows(&sluice, "SELECT ML_PREDICT('lin', 2, 0)['score']").await;
+    assert_eq!(
+        predicted,
+        vec![vec![Some("2".into())]],
+        "declared DOUBLE output"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_queries_share_model_batches() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let sluice = open(dir.path()).await;
+    let linear = test_model("linear.onnx").display().to_string();
+    // A long wait makes the batching visible regardless of machine speed.
+    run(
+        &sluice,
+        &format!(
+            "CREATE MODEL lin WITH ('path' = {}, 'max_batch_wait_ms' = '300')",
+            quote(&linear)
+        ),
+    )
+    .await;
+    let queries: Vec<_> = (0..8)
+        .map(|i| {
+            let session = Arc::new(sluice.session());
+            tokio::spawn(async move {
+                let df = session
+                    .sql(&format!("SELECT ML_PREDICT('lin', {i}, 0)['score'] AS s"))
+                    .await?;
+                df.collect().await
+            })
+        })
+        .collect();
+    for (i, query) in queries.into_iter().enumerate() {
+        let batches = query.await.expect("task").expect("query");
+        let score = batches[0].column(0).as_primitive::<Float32Type>().value(0);
+        assert_eq!(
+            score,
+            0.5 * i as f32 + 1.0,
+            "each query gets its own row back"
+        );
+    }
+    let described = rows(&sluice, "DESCRIBE MODEL lin").await;
+    let batches: u64 = described
+        .iter()
+        .find(|r| r[0].as_deref() == Some("batches"))
+        .and_then(|r| r[1].as_deref()?.parse().ok())
+        .expect("batches");
+    assert!(
+        batches < 8,
+        "8 concurrent single-row queries ran in {batches} model batches"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn model_errors_have_sqlstates_and_the_server_keeps_serving() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = TestServer::start(dir.path()).await.expect("start server");
+    let (client, connection) = tokio_postgres::connect(&server.connection_string(), NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(connection);
+    let linear = quote(&test_model("linear.onnx").display().to_string());
+    let gather = quote(&test_model("gather.onnx").display().to_string());
+    let corrupt = dir.path().join("corrupt.onnx");
+    std::fs::write(&corrupt, b"this is not a model").expect("write");
+    let corrupt = quote(&corrupt.display().to_string());
+    for sql in [
+        format!("CREATE MODEL lin WITH ('path' = {linear})"),
+        format!("CREATE MODEL g WITH ('path' = {gather})"),
+    ] {
+        client
+            .batch_execute(&sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+    let cases = [
+        (
+            "SELECT EMBED('nope', 'x')".to_string(),
+            SqlState::UNDEFINED_OBJECT,
+        ),
+        (
+            "DESCRIBE MODEL nope".to_string(),
+            SqlState::UNDEFINED_OBJECT,
+        ),
+        ("DROP MODEL nope".to_string(), SqlState::UNDEFINED_OBJECT),
+        (
+            format!("CREATE MODEL lin WITH ('path' = {linear})"),
+            SqlState::DUPLICATE_OBJECT,
+        ),
+        (
+            "CREATE MODEL m WITH ('path' = '/no/such/model.onnx')".to_string(),
+            SqlState::UNDEFINED_FILE,
+        ),
+        (
+            format!("CREATE MODEL m WITH ('path' = {corrupt})"),
+            SqlState::INVALID_PARAMETER_VALUE,
+        ),
+        (
+            format!("CREATE MODEL m WITH ('path' = {linear}, 'colour' = 'red')"),
+            SqlState::INVALID_PARAMETER_VALUE,
+        ),
+        (
+            format!("CREATE MODEL m INPUT (a REAL) WITH ('path' = {linear})"),
+            SqlState::DATATYPE_MISMATCH,
+        ),
+        (
+            format!("CREATE MODEL m OUTPUT (a REAL, b REAL, c REAL) WITH ('path' = {linear})"),
+            SqlState::DATATYPE_MISMATCH,
+        ),
+        (
+            "SELECT ML_PREDICT('lin', 1)".to_string(),
+            SqlState::UNDEFINED_FUNCTION,
+        ),
+        (
+            "SELECT EMBED('minilm', 42)".to_string(),
+            SqlState::DATATYPE_MISMATCH,
+        ),
+        (
+            "SELECT EMBED('lin', 'text')".to_string(),
+            SqlState::SYNTAX_ERROR_OR_ACCESS_RULE_VIOLATION,
+        ),
+        (
+            "SELECT ML_PREDICT('g', 7)".to_string(),
+            SqlState::EXTERNAL_ROUTINE_EXCEPTION,
+        ),
+        (
+            "SELECT * FROM ML_PREDICT(TABLE nope, MODEL lin, DESCRIPTOR(a, b))".to_string(),
+            SqlState::UNDEFINED_TABLE,
+        ),
+        (
+            "CREATE MODEL WITH ('path' = 'x')".to_string(),
+            SqlState::SYNTAX_ERROR,
+        ),
+    ];
+    for (sql, expected) in &cases {
+        let err = client.simple_query(sql).await.expect_err(sql);
+        assert_eq!(err.code(), Some(expected), "{sql}: {err:?}");
+    }
+    // The failing model still serves good input, and so does the server.
+    let row = client
+        .query_one("SELECT ML_PREDICT('g', 2)['value']", &[])
+        .await
+        .expect("model still serves");
+    assert_eq!(row.get::<_, f32>(0), 30.0);
+}
