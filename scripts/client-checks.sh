@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Runs real Postgres clients against a `sluice serve` started here: psql,
 # psycopg 3 (with pgvector's adapter), the stock sqllogictest CLI (simple and
-# extended protocol) over the same .slt files the Rust tests run, and the
-# crash check (SIGKILL during a stream of inserts, then restart and count).
+# extended protocol) over the same .slt files the Rust tests run, the
+# crash check (SIGKILL during a stream of inserts, then restart and count),
+# and the model check (CREATE MODEL without or with a broken ONNX Runtime,
+# EMBED and ML_PREDICT through psycopg; it starts its own servers).
 # Usage: scripts/client-checks.sh PATH_TO_SLUICE_BINARY
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -71,6 +73,8 @@ check "sqllogictest CLI, extended protocol" slt_cli postgres-extended
 stop_server
 check "crash safety: SIGKILL during inserts, 20 times" \
   "$VENV/bin/python" sql-tests/clients/crash_check.py "$SLUICE_BIN" "$PORT" 20
+check "model inference: missing or broken ONNX Runtime, EMBED, ML_PREDICT" \
+  "$VENV/bin/python" sql-tests/clients/model_check.py "$SLUICE_BIN"
 start_server
 # Graceful shutdown: SIGTERM ends the server with exit status 0.
 graceful() {

@@ -3,5 +3,7 @@
 # (data in ./sluice-data). Extra arguments go to `sluice serve`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# ONNX Runtime and the default embedding model (skipped when installed).
+bash scripts/install-models.sh
 cargo build --release -p sluice-server
 exec "${CARGO_TARGET_DIR:-target}/release/sluice" serve "$@"
