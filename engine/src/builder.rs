@@ -13,6 +13,7 @@ use object_store::path::Path as ObjectPath;
 use crate::storage::TableStore;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use sluice_functions::model::ModelRegistry;
+use sluice_functions::model::explain::CountModelCalls;
 
 use crate::pg_compat;
 use crate::sluice::Sluice;
@@ -105,6 +106,7 @@ impl SluiceBuilder {
         let state = SessionStateBuilder::new()
             .with_config(session_config)
             .with_default_features()
+            .with_physical_optimizer_rule(Arc::new(CountModelCalls::new(Arc::clone(&models))))
             .build();
         let ctx = SessionContext::new_with_state(state);
 

@@ -55,10 +55,24 @@ impl ModelMetrics {
     }
 }
 
+/// What the model runs that served one call did: shared by every caller
+/// whose rows were merged into the same runs.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunStats {
+    /// Model runs (batches).
+    pub batches: u64,
+    /// Rows in those runs, all callers together.
+    pub rows: u64,
+    /// Time spent inside the model.
+    pub model_time: Duration,
+}
+
+type Reply = Result<(Vec<ArrayRef>, RunStats)>;
+
 struct Job {
     inputs: Vec<ArrayRef>,
     rows: usize,
-    reply: oneshot::Sender<Result<Vec<ArrayRef>>>,
+    reply: oneshot::Sender<Reply>,
     /// Released when the job is done: the rows stop counting as queued.
     _permit: OwnedSemaphorePermit,
 }
@@ -114,7 +128,7 @@ impl ModelQueue {
 
     /// Runs the model on `inputs` as part of whatever batch the worker
     /// gathers; waits (without blocking a thread) for room in the queue.
-    pub async fn infer(&self, inputs: Vec<ArrayRef>) -> Result<Vec<ArrayRef>> {
+    pub async fn infer(&self, inputs: Vec<ArrayRef>) -> Reply {
         let rows = inputs.first().map_or(0, |c| c.len());
         let permits = rows.clamp(1, self.max_queued_rows) as u32;
         let permit = Arc::clone(&self.queued_rows)
@@ -199,12 +213,12 @@ impl Worker {
             return;
         }
         match merge(&jobs).and_then(|inputs| self.run(&inputs)) {
-            Ok(outputs) => {
+            Ok((outputs, stats)) => {
                 let mut offset = 0;
                 for job in jobs {
                     let slice = outputs.iter().map(|c| c.slice(offset, job.rows)).collect();
                     offset += job.rows;
-                    let _ = job.reply.send(Ok(slice));
+                    let _ = job.reply.send(Ok((slice, stats)));
                 }
             }
             Err(_) => {
@@ -217,7 +231,10 @@ impl Worker {
         }
     }
 
-    fn run(&mut self, inputs: &[ArrayRef]) -> Result<Vec<ArrayRef>> {
+    fn run(&mut self, inputs: &[ArrayRef]) -> Reply {
+        // This thread alone runs the model, so the counters' growth over
+        // the call is exactly this call's.
+        let before = self.snapshot();
         let runner = &mut self.runner;
         let metrics = &self.metrics;
         // A panic inside the runtime must not take the worker (and with it
@@ -234,7 +251,21 @@ impl Worker {
         if result.is_err() {
             self.metrics.failures.fetch_add(1, Ordering::Relaxed);
         }
-        result
+        let after = self.snapshot();
+        let stats = RunStats {
+            batches: after.batches - before.batches,
+            rows: after.rows - before.rows,
+            model_time: after.model_time.saturating_sub(before.model_time),
+        };
+        result.map(|outputs| (outputs, stats))
+    }
+
+    fn snapshot(&self) -> RunStats {
+        RunStats {
+            batches: self.metrics.batches.load(Ordering::Relaxed),
+            rows: self.metrics.rows.load(Ordering::Relaxed),
+            model_time: Duration::from_nanos(self.metrics.model_nanos.load(Ordering::Relaxed)),
+        }
     }
 }
 
@@ -305,7 +336,7 @@ mod tests {
             .collect();
         for task in tasks {
             let (i, result) = task.await.unwrap();
-            let out = result.unwrap();
+            let (out, _) = result.unwrap();
             let out = out[0].as_any().downcast_ref::<Int64Array>().unwrap();
             assert_eq!(out.values(), &[2 * i, 2 * (i + 100)]);
         }
@@ -330,8 +361,9 @@ mod tests {
             let queue = Arc::clone(&queue);
             tokio::spawn(async move { queue.infer(column(&[-1])).await })
         };
-        let good = good.await.unwrap().unwrap();
+        let (good, stats) = good.await.unwrap().unwrap();
         assert_eq!(good[0].len(), 2);
+        assert!(stats.batches >= 1);
         let bad = bad.await.unwrap().unwrap_err();
         assert!(bad.to_string().contains("negative"));
     }
@@ -343,7 +375,8 @@ mod tests {
         };
         let queue = ModelQueue::start("t", Box::new(runner), &settings(0)).unwrap();
         let values: Vec<i64> = (0..1000).collect();
-        let out = queue.infer(column(&values)).await.unwrap();
+        let (out, stats) = queue.infer(column(&values)).await.unwrap();
         assert_eq!(out[0].len(), 1000);
+        assert_eq!(stats.rows, 1000);
     }
 }

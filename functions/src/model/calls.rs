@@ -10,6 +10,7 @@
 
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use datafusion::arrow::array::{Array, ArrayRef, StructArray};
@@ -23,6 +24,7 @@ use datafusion::logical_expr::{
 };
 use sluice_types::SluiceType;
 
+use super::batcher::RunStats;
 use super::registry::{LoadedModel, ModelInterface, ModelRegistry};
 
 /// Which model-calling function.
@@ -40,11 +42,33 @@ pub struct ModelCall {
     kind: CallKind,
     signature: Signature,
     registry: Arc<ModelRegistry>,
+    /// Where one query plan's calls are counted (for `EXPLAIN ANALYZE`);
+    /// `None` in the function registered with the session.
+    stats: Option<Arc<CallStats>>,
+}
+
+/// What one plan's calls of one model did, shown by `EXPLAIN ANALYZE`.
+#[derive(Debug, Default)]
+pub struct CallStats {
+    /// Rows this plan sent to the model.
+    pub rows: AtomicU64,
+    /// Model runs that served them.
+    pub batches: AtomicU64,
+    /// Rows in those runs (other queries' rows merged in included).
+    pub batch_rows: AtomicU64,
+    /// Nanoseconds of those runs.
+    pub model_nanos: AtomicU64,
 }
 
 impl PartialEq for ModelCall {
     fn eq(&self, other: &Self) -> bool {
-        self.kind == other.kind && Arc::ptr_eq(&self.registry, &other.registry)
+        self.kind == other.kind
+            && Arc::ptr_eq(&self.registry, &other.registry)
+            && match (&self.stats, &other.stats) {
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                (None, None) => true,
+                _ => false,
+            }
     }
 }
 
@@ -69,6 +93,28 @@ impl ModelCall {
             kind,
             signature,
             registry,
+            stats: None,
+        }
+    }
+
+    /// The same function, counting its calls into `stats`.
+    pub fn counting_into(&self, stats: Arc<CallStats>) -> Self {
+        Self {
+            kind: self.kind,
+            signature: self.signature.clone(),
+            registry: Arc::clone(&self.registry),
+            stats: Some(stats),
+        }
+    }
+
+    fn record(&self, rows: usize, run: &RunStats) {
+        if let Some(stats) = &self.stats {
+            stats.rows.fetch_add(rows as u64, Ordering::Relaxed);
+            stats.batches.fetch_add(run.batches, Ordering::Relaxed);
+            stats.batch_rows.fetch_add(run.rows, Ordering::Relaxed);
+            stats
+                .model_nanos
+                .fetch_add(run.model_time.as_nanos() as u64, Ordering::Relaxed);
         }
     }
 
@@ -193,7 +239,8 @@ impl AsyncScalarUDFImpl for ModelCall {
             .collect::<Result<_>>()?;
         match (&model.interface, self.kind) {
             (ModelInterface::Embedding { .. }, CallKind::Embed) => {
-                let mut outputs = model.infer(columns).await?;
+                let (mut outputs, run) = model.infer(columns).await?;
+                self.record(rows, &run);
                 let vectors = outputs
                     .pop()
                     .ok_or_else(|| DataFusionError::Internal("EMBED got no output".into()))?;
@@ -201,7 +248,8 @@ impl AsyncScalarUDFImpl for ModelCall {
             }
             (ModelInterface::Predict(layout), CallKind::Predict) => {
                 let inputs = layout.assemble(&model.spec.name, &columns)?;
-                let outputs = model.infer(inputs).await?;
+                let (outputs, run) = model.infer(inputs).await?;
+                self.record(rows, &run);
                 let fields: Fields = layout.outputs.iter().map(|(_, f)| Arc::clone(f)).collect();
                 // A row the model did not see (a NULL input) is a NULL struct.
                 let nulls = outputs.first().and_then(|c| c.logical_nulls());

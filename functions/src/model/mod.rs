@@ -9,6 +9,7 @@
 //! - [`embedding`] / [`predictor`]: text embedding and tabular models.
 //! - [`tensors`]: Arrow ↔ ONNX tensors.
 //! - [`calls`]: the SQL functions.
+//! - [`explain`]: per-plan model figures in `EXPLAIN ANALYZE`.
 
 use std::sync::Arc;
 
@@ -19,6 +20,7 @@ pub mod batcher;
 pub mod calls;
 pub mod describe;
 pub mod embedding;
+pub mod explain;
 pub mod predictor;
 pub mod registry;
 pub mod runtime;

@@ -12,7 +12,7 @@ use std::sync::{Arc, OnceLock, RwLock};
 
 use datafusion::error::{DataFusionError, Result};
 
-use super::batcher::{BatchRunner, ModelMetrics, ModelQueue};
+use super::batcher::{BatchRunner, ModelMetrics, ModelQueue, RunStats};
 use super::embedding::{EmbeddingLayout, TextEmbedder, load_tokenizer};
 use super::predictor::{PredictLayout, Predictor};
 use super::runtime::{Device, open_session};
@@ -89,11 +89,12 @@ impl LoadedModel {
         })
     }
 
-    /// Runs the model on input columns through its batching queue.
+    /// Runs the model on input columns through its batching queue; also
+    /// returns what the model runs that served them did.
     pub async fn infer(
         &self,
         inputs: Vec<datafusion::arrow::array::ArrayRef>,
-    ) -> Result<Vec<datafusion::arrow::array::ArrayRef>> {
+    ) -> Result<(Vec<datafusion::arrow::array::ArrayRef>, RunStats)> {
         self.queue.infer(inputs).await.map_err(|e| match e {
             DataFusionError::Execution(m) => {
                 DataFusionError::Execution(format!("model {}: {m}", self.spec.name))

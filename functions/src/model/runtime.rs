@@ -7,11 +7,12 @@
 //! and the library cannot be found, with the places that were searched.
 
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use datafusion::error::{DataFusionError, Result};
 use ort::environment::Environment;
 use ort::ep;
+use ort::logging::LogLevel;
 use ort::session::Session;
 use ort::session::builder::GraphOptimizationLevel;
 
@@ -121,6 +122,20 @@ fn load_environment() -> std::result::Result<Environment, String> {
         .map_err(|e| format!("cannot load ONNX Runtime from {}: {e}", library.display()))?;
     let environment = builder
         .with_name("sluice")
+        // ONNX Runtime prints to stderr by default; its messages belong in
+        // Sluice's log. Run failures reach the client as SQL errors anyway,
+        // so they are logged at debug level, not as errors.
+        .with_logger(Arc::new(
+            |level: LogLevel, category: &str, _id: &str, location: &str, message: &str| {
+                let level = match level {
+                    LogLevel::Verbose => log::Level::Trace,
+                    LogLevel::Info => log::Level::Debug,
+                    LogLevel::Warning => log::Level::Info,
+                    LogLevel::Error | LogLevel::Fatal => log::Level::Debug,
+                };
+                log::log!(target: "onnxruntime", level, "{category} {location}: {message}");
+            },
+        ))
         .build()
         .map_err(|e| format!("cannot start ONNX Runtime: {e}"))?;
     log::info!("ONNX Runtime loaded from {}", library.display());

@@ -444,3 +444,76 @@ async fn model_errors_have_sqlstates_and_the_server_keeps_serving() {
         .expect("model still serves");
     assert_eq!(row.get::<_, f32>(0), 30.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explain_analyze_shows_model_figures() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let sluice = open(dir.path()).await;
+    let linear = quote(&test_model("linear.onnx").display().to_string());
+    run(
+        &sluice,
+        &format!("CREATE MODEL lin WITH ('path' = {linear}, 'max_batch_size' = '2')"),
+    )
+    .await;
+    run(&sluice, "CREATE TABLE t (x1 REAL, x2 REAL)").await;
+    run(
+        &sluice,
+        "INSERT INTO t VALUES (1, 2), (3, 4), (5, 6), (NULL, 1), (7, 8)",
+    )
+    .await;
+    let plan: String = rows(
+        &sluice,
+        "EXPLAIN ANALYZE SELECT ML_PREDICT('lin', x1, x2)['score'] FROM t",
+    )
+    .await
+    .into_iter()
+    .flatten()
+    .flatten()
+    .collect::<Vec<_>>()
+    .join("\n");
+    assert!(
+        plan.contains("ModelStatsExec: models=[lin on cpu]"),
+        "{plan}"
+    );
+    let metric = |name: &str| -> u64 {
+        let start = plan
+            .find(&format!("{name}="))
+            .unwrap_or_else(|| panic!("{name} in {plan}"));
+        plan[start + name.len() + 1..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect::<String>()
+            .parse()
+            .unwrap_or_else(|_| panic!("{name} value in {plan}"))
+    };
+    // Five rows reach the call; the NULL row is not sent to the model, so
+    // four rows run in batches of at most two (however the plan's
+    // partitions split them).
+    assert_eq!(metric("lin_rows"), 5, "{plan}");
+    let batches = metric("lin_batches");
+    assert!((2..=4).contains(&batches), "{plan}");
+    let mean = metric("lin_mean_batch_size");
+    assert!((1..=2).contains(&mean), "{plan}");
+    assert!(plan.contains("lin_model_time="), "{plan}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn device_cuda_is_used_or_refused_clearly() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let sluice = open(dir.path()).await;
+    let linear = quote(&test_model("linear.onnx").display().to_string());
+    let created = sluice
+        .sql(&format!(
+            "CREATE MODEL g WITH ('path' = {linear}, 'device' = 'cuda')"
+        ))
+        .await;
+    match created {
+        // A machine with a usable CUDA provider runs it there.
+        Ok(_) => {
+            let described = rows(&sluice, "DESCRIBE MODEL g").await;
+            assert!(described.contains(&vec![Some("device".into()), Some("cuda".into())]));
+        }
+        // Anywhere else the request fails at CREATE, saying why.
+        Err(e) => assert!(e.to_string().contains("CUDA"), "{e}"),
+    }
+}
