@@ -18,7 +18,6 @@ use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::error::Result;
 use datafusion::execution::TaskContext;
-use datafusion::logical_expr::ScalarUDF;
 use datafusion::logical_expr::async_udf::AsyncScalarUDF;
 use datafusion::physical_expr::ScalarFunctionExpr;
 use datafusion::physical_expr::async_scalar_function::AsyncFuncExpr;
@@ -82,9 +81,7 @@ impl CountModelCalls {
         let stats = Arc::new(CallStats::default());
         let call =
             ModelCall::new(kind, Arc::clone(&self.registry)).counting_into(Arc::clone(&stats));
-        let udf = Arc::new(ScalarUDF::from(
-            AsyncScalarUDF::new(Arc::new(call)).into_scalar_udf(),
-        ));
+        let udf = Arc::new(AsyncScalarUDF::new(Arc::new(call)).into_scalar_udf());
         let config: Arc<ConfigOptions> = Arc::new(function.config_options().clone());
         let instrumented: Arc<dyn PhysicalExpr> = Arc::new(ScalarFunctionExpr::new(
             function.name(),

@@ -7,6 +7,7 @@
 //! - [`registry`]: the catalog of models and their loaded sessions.
 //! - [`batcher`]: one worker per model gathering rows from all callers.
 //! - [`embedding`] / [`predictor`]: text embedding and tabular models.
+//! - [`remote`]: OpenAI-compatible HTTP models.
 //! - [`tensors`]: Arrow ↔ ONNX tensors.
 //! - [`calls`]: the SQL functions.
 //! - [`explain`]: per-plan model figures in `EXPLAIN ANALYZE`.
@@ -23,6 +24,7 @@ pub mod embedding;
 pub mod explain;
 pub mod predictor;
 pub mod registry;
+pub mod remote;
 pub mod runtime;
 pub mod spec;
 pub mod tensors;

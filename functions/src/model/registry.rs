@@ -15,6 +15,7 @@ use datafusion::error::{DataFusionError, Result};
 use super::batcher::{BatchRunner, ModelMetrics, ModelQueue, RunStats};
 use super::embedding::{EmbeddingLayout, TextEmbedder, load_tokenizer};
 use super::predictor::{PredictLayout, Predictor};
+use super::remote::RemoteEmbedder;
 use super::runtime::{Device, open_session};
 use super::spec::{ModelSpec, Task};
 use super::tensors::{TensorSpec, signature};
@@ -52,6 +53,25 @@ pub struct LoadedModel {
 impl LoadedModel {
     /// Opens the model file and checks it against the definition.
     pub fn load(spec: ModelSpec) -> Result<Self> {
+        if let Some(remote) = &spec.remote {
+            let embedder = RemoteEmbedder::connect(
+                remote.clone(),
+                remote.model.clone(),
+                spec.batch.max_batch_size,
+                spec.normalize,
+            )?;
+            let dim = embedder.dim;
+            let queue = ModelQueue::start(&spec.name, Box::new(embedder), &spec.batch)?;
+            return Ok(Self {
+                spec,
+                interface: ModelInterface::Embedding { dim },
+                tensor_inputs: vec![],
+                tensor_outputs: vec![],
+                device: Device::Remote,
+                fallback_reason: None,
+                queue,
+            });
+        }
         if !spec.path.is_file() {
             return Err(DataFusionError::Plan(format!(
                 "model file {} does not exist",

@@ -149,6 +149,8 @@ pub enum Device {
     Cpu,
     /// ONNX Runtime's CUDA execution provider.
     Cuda,
+    /// A remote endpoint.
+    Remote,
 }
 
 impl Device {
@@ -157,6 +159,7 @@ impl Device {
         match self {
             Self::Cpu => "cpu",
             Self::Cuda => "cuda",
+            Self::Remote => "remote",
         }
     }
 }

@@ -53,6 +53,23 @@ pub struct BatchSettings {
     pub intra_threads: usize,
 }
 
+/// How a remote (`'provider' = 'openai'`) model is reached.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RemoteSettings {
+    /// Base URL of the OpenAI-compatible API (`…/v1`).
+    pub endpoint: String,
+    /// The model name the endpoint knows.
+    pub model: String,
+    /// Environment variable holding the API key.
+    pub api_key_env: String,
+    /// Requests in flight at most.
+    pub max_concurrency: usize,
+    /// Per-request timeout.
+    pub timeout: Duration,
+    /// Retries after a transport error, 429 or 5xx.
+    pub max_retries: u32,
+}
+
 /// A validated `CREATE MODEL`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelSpec {
@@ -62,8 +79,10 @@ pub struct ModelSpec {
     pub provider: String,
     /// What the model computes.
     pub task: Task,
-    /// The ONNX file.
+    /// The ONNX file (for a remote model, its endpoint).
     pub path: PathBuf,
+    /// How a remote model is reached; `None` for local ONNX models.
+    pub remote: Option<RemoteSettings>,
     /// `tokenizer.json`, for text models.
     pub tokenizer: Option<PathBuf>,
     /// Requested device.
@@ -99,6 +118,12 @@ const KNOWN_OPTIONS: &[&str] = &[
     "max_tokens",
     "pooling",
     "normalize",
+    "endpoint",
+    "model",
+    "api_key_env",
+    "max_concurrency",
+    "timeout_ms",
+    "max_retries",
 ];
 
 impl ModelSpec {
@@ -126,15 +151,21 @@ impl ModelSpec {
             .get("provider")
             .map(|p| p.to_ascii_lowercase())
             .unwrap_or_else(|| "onnx".to_string());
-        if provider != "onnx" {
-            return Err(DataFusionError::NotImplemented(format!(
-                "model provider '{provider}' is not supported; available: 'onnx'"
-            )));
-        }
-        let path = options
-            .get("path")
-            .map(PathBuf::from)
-            .ok_or_else(|| plan_error("model option 'path' (the ONNX file) is required".into()))?;
+        let remote = match provider.as_str() {
+            "onnx" => None,
+            "openai" => Some(remote_settings(name, &options)?),
+            _ => {
+                return Err(DataFusionError::NotImplemented(format!(
+                    "model provider '{provider}' is not supported; available: 'onnx', 'openai'"
+                )));
+            }
+        };
+        let path = match &remote {
+            Some(remote) => PathBuf::from(&remote.endpoint),
+            None => options.get("path").map(PathBuf::from).ok_or_else(|| {
+                plan_error("model option 'path' (the ONNX file) is required".into())
+            })?,
+        };
         let tokenizer = options.get("tokenizer").map(PathBuf::from);
         let task = match options
             .get("task")
@@ -148,18 +179,24 @@ impl ModelSpec {
                     "unknown model task '{other}': expected 'embedding' or 'predict'"
                 )));
             }
-            None if tokenizer.is_some() => Task::Embedding,
+            None if tokenizer.is_some() || remote.is_some() => Task::Embedding,
             None => Task::Predict,
         };
-        if task == Task::Embedding && tokenizer.is_none() {
+        if remote.is_some() && task != Task::Embedding {
+            return Err(DataFusionError::NotImplemented(
+                "remote models serve embeddings only so far ('task' = 'embedding')".into(),
+            ));
+        }
+        if task == Task::Embedding && tokenizer.is_none() && remote.is_none() {
             return Err(plan_error(
                 "an embedding model needs the option 'tokenizer' (its tokenizer.json)".into(),
             ));
         }
         let device = DeviceChoice::parse(options.get("device").map_or("auto", String::as_str))?;
-        let default_batch = match task {
-            Task::Embedding => 32,
-            Task::Predict => 4096,
+        let default_batch = match (task, &remote) {
+            (_, Some(_)) => 64,
+            (Task::Embedding, None) => 32,
+            (Task::Predict, None) => 4096,
         };
         let max_batch_size = positive(&options, "max_batch_size", default_batch)?;
         let max_wait_ms = number(&options, "max_batch_wait_ms", 2)?;
@@ -208,6 +245,7 @@ impl ModelSpec {
             provider,
             task,
             path,
+            remote,
             tokenizer,
             device,
             batch,
@@ -220,6 +258,35 @@ impl ModelSpec {
             comment: None,
         })
     }
+}
+
+fn remote_settings(name: &str, options: &BTreeMap<String, String>) -> Result<RemoteSettings> {
+    let endpoint = options.get("endpoint").cloned().ok_or_else(|| {
+        plan_error(
+            "an 'openai' model needs the option 'endpoint' (the API's base URL, e.g. \
+             'https://api.openai.com/v1')"
+                .into(),
+        )
+    })?;
+    if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
+        return Err(plan_error(format!(
+            "model option 'endpoint' must be an http:// or https:// URL, not '{endpoint}'"
+        )));
+    }
+    Ok(RemoteSettings {
+        endpoint,
+        model: options
+            .get("model")
+            .cloned()
+            .unwrap_or_else(|| name.to_string()),
+        api_key_env: options
+            .get("api_key_env")
+            .cloned()
+            .unwrap_or_else(|| "OPENAI_API_KEY".into()),
+        max_concurrency: positive(options, "max_concurrency", 4)?,
+        timeout: Duration::from_millis(positive(options, "timeout_ms", 30_000)? as u64),
+        max_retries: number(options, "max_retries", 3)? as u32,
+    })
 }
 
 fn plan_error(message: String) -> DataFusionError {
@@ -285,7 +352,9 @@ mod tests {
         assert!(err(&[("path", "m"), ("device", "tpu")]).contains("unknown device 'tpu'"));
         assert!(err(&[("path", "m"), ("max_batch_size", "0")]).contains("at least 1"));
         assert!(err(&[("path", "m"), ("max_batch_size", "x")]).contains("whole number"));
-        assert!(err(&[("path", "m"), ("provider", "openai")]).contains("not supported"));
+        assert!(err(&[("path", "m"), ("provider", "triton")]).contains("not supported"));
+        assert!(err(&[("provider", "openai")]).contains("'endpoint'"));
+        assert!(err(&[("provider", "openai"), ("endpoint", "ftp://x")]).contains("http"));
         assert!(err(&[("path", "m"), ("task", "embedding")]).contains("'tokenizer'"));
     }
 }

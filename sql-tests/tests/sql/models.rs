@@ -517,3 +517,193 @@ async fn device_cuda_is_used_or_refused_clearly() {
         Err(e) => assert!(e.to_string().contains("CUDA"), "{e}"),
     }
 }
+
+/// What the fake endpoint does with its `n`-th request (1-based).
+#[derive(Clone, Copy)]
+enum Answer {
+    Embeddings,
+    Status(u16),
+    Stall,
+}
+
+/// A local OpenAI-compatible `/v1/embeddings` endpoint: a text embeds as
+/// `[length, count of 'a', 1]`. Returns its base URL and the number of
+/// requests it has received.
+async fn fake_openai(
+    answer: impl Fn(usize) -> Answer + Send + Sync + 'static,
+) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}/v1", listener.local_addr().expect("addr"));
+    let requests = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&requests);
+    let answer = Arc::new(answer);
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
+            let answer = Arc::clone(&answer);
+            tokio::spawn(async move {
+                let mut buffer = Vec::new();
+                let mut chunk = [0u8; 4096];
+                // Headers, then as many body bytes as Content-Length says.
+                let body = loop {
+                    let Ok(read) = socket.read(&mut chunk).await else {
+                        return;
+                    };
+                    if read == 0 {
+                        return;
+                    }
+                    buffer.extend_from_slice(&chunk[..read]);
+                    let text = String::from_utf8_lossy(&buffer).to_string();
+                    if let Some(end) = text.find("\r\n\r\n") {
+                        let length: usize = text[..end]
+                            .lines()
+                            .find_map(|l| {
+                                let (k, v) = l.split_once(':')?;
+                                k.eq_ignore_ascii_case("content-length")
+                                    .then(|| v.trim().parse().ok())?
+                            })
+                            .unwrap_or(0);
+                        if buffer.len() >= end + 4 + length {
+                            break buffer[end + 4..end + 4 + length].to_vec();
+                        }
+                    }
+                };
+                let (status, payload) = match answer(n) {
+                    Answer::Stall => {
+                        tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+                        return;
+                    }
+                    Answer::Status(code) => (code, r#"{"error":"try later"}"#.to_string()),
+                    Answer::Embeddings => {
+                        let request: serde_json::Value =
+                            serde_json::from_slice(&body).unwrap_or_default();
+                        let data: Vec<serde_json::Value> = request["input"]
+                            .as_array()
+                            .cloned()
+                            .unwrap_or_default()
+                            .iter()
+                            .enumerate()
+                            .map(|(i, text)| {
+                                let text = text.as_str().unwrap_or_default();
+                                let a = text.matches('a').count();
+                                serde_json::json!({"index": i, "embedding": [text.chars().count(), a, 1]})
+                            })
+                            .collect();
+                        (200, serde_json::json!({ "data": data }).to_string())
+                    }
+                };
+                let response = format!(
+                    "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{payload}",
+                    payload.len()
+                );
+                let _ = socket.write_all(response.as_bytes()).await;
+            });
+        }
+    });
+    (url, requests)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn remote_models_batch_retry_and_time_out() {
+    use std::sync::atomic::Ordering;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let sluice = open(dir.path()).await;
+    // Request 2 (the first after CREATE's probe) fails once with 503.
+    let (url, requests) = fake_openai(|n| {
+        if n == 2 {
+            Answer::Status(503)
+        } else {
+            Answer::Embeddings
+        }
+    })
+    .await;
+    run(&sluice, &format!(
+        "CREATE MODEL remote WITH ('provider' = 'openai', 'endpoint' = '{url}', 'model' = 'test-embed', \
+         'normalize' = 'false', 'max_batch_size' = '4', 'max_concurrency' = '2')"
+    ))
+    .await;
+    run(&sluice, "CREATE TABLE docs (id INT, body TEXT)").await;
+    run(&sluice, "INSERT INTO docs VALUES (1, 'banana'), (2, 'kiwi'), (3, NULL), (4, 'a'), (5, 'papaya'), (6, ''), (7, 'aaa'), (8, 'pear'), (9, 'fig'), (10, 'date')").await;
+    let embedded = rows(
+        &sluice,
+        "SELECT id, EMBED('remote', body)::text FROM docs ORDER BY id",
+    )
+    .await;
+    assert_eq!(embedded[0], vec![Some("1".into()), Some("[6,3,1]".into())]);
+    assert_eq!(
+        embedded[2],
+        vec![Some("3".into()), None],
+        "NULL in, NULL out"
+    );
+    assert_eq!(embedded[6], vec![Some("7".into()), Some("[3,3,1]".into())]);
+    // 9 texts in requests of at most 4 (3 requests, or 4 when the plan's
+    // two partitions reach the model separately), +1 retry, +1 probe.
+    let sent = requests.load(Ordering::SeqCst);
+    assert!((5..=6).contains(&sent), "{sent} requests");
+    let described = rows(&sluice, "DESCRIBE MODEL remote").await;
+    assert!(described.contains(&vec![Some("device".into()), Some("remote".into())]));
+
+    // An endpoint that keeps failing: the query fails with the endpoint's
+    // answer after the retries; the engine goes on serving.
+    let (url, _) = fake_openai(|n| {
+        if n == 1 {
+            Answer::Embeddings
+        } else {
+            Answer::Status(500)
+        }
+    })
+    .await;
+    run(&sluice, &format!(
+        "CREATE MODEL broken WITH ('provider' = 'openai', 'endpoint' = '{url}', 'max_retries' = '2')"
+    ))
+    .await;
+    let err = sluice
+        .sql("SELECT EMBED('broken', 'x')")
+        .await
+        .expect("plans")
+        .collect()
+        .await
+        .expect_err("endpoint fails");
+    let message = err.to_string();
+    assert!(
+        message.contains("answered 500") && message.contains("after 3 attempt(s)"),
+        "{message}"
+    );
+
+    // A stalled endpoint runs into the timeout.
+    let (url, _) = fake_openai(|n| {
+        if n == 1 {
+            Answer::Embeddings
+        } else {
+            Answer::Stall
+        }
+    })
+    .await;
+    run(&sluice, &format!(
+        "CREATE MODEL slow WITH ('provider' = 'openai', 'endpoint' = '{url}', 'timeout_ms' = '300', 'max_retries' = '0')"
+    ))
+    .await;
+    let err = sluice
+        .sql("SELECT EMBED('slow', 'x')")
+        .await
+        .expect("plans")
+        .collect()
+        .await
+        .expect_err("endpoint stalls");
+    assert!(err.to_string().to_lowercase().contains("time"), "{err}");
+
+    // An endpoint nobody listens on is refused at CREATE.
+    let err = sluice
+        .sql("CREATE MODEL nowhere WITH ('provider' = 'openai', 'endpoint' = 'http://127.0.0.1:9/v1', 'max_retries' = '0')")
+        .await
+        .expect_err("unreachable");
+    assert!(err.to_string().contains("not usable"), "{err}");
+    assert_eq!(
+        rows(&sluice, "SELECT 1").await,
+        vec![vec![Some("1".into())]]
+    );
+}
