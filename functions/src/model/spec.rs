@@ -196,7 +196,9 @@ impl ModelSpec {
         let default_batch = match (task, &remote) {
             (_, Some(_)) => 64,
             (Task::Embedding, None) => 32,
-            (Task::Predict, None) => 4096,
+            // One model run per DataFusion batch: ONNX Runtime's fixed cost
+            // per run is what small batches pay for.
+            (Task::Predict, None) => 8192,
         };
         let max_batch_size = positive(&options, "max_batch_size", default_batch)?;
         let max_wait_ms = number(&options, "max_batch_wait_ms", 2)?;
