@@ -38,6 +38,7 @@
 mod builder;
 mod durable_ddl;
 mod ml_predict;
+mod model_constants;
 mod model_statement;
 mod models;
 mod output;

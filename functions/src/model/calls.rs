@@ -107,6 +107,57 @@ impl ModelCall {
         }
     }
 
+    /// Runs the model named by `name` on argument columns: the one code
+    /// path behind the async UDF and constant folding.
+    pub async fn call(
+        &self,
+        name: Option<&ScalarValue>,
+        columns: Vec<ArrayRef>,
+    ) -> Result<ArrayRef> {
+        let model = self.model(name)?;
+        let rows = columns.first().map_or(0, |c| c.len());
+        match (&model.interface, self.kind) {
+            (ModelInterface::Embedding { .. }, CallKind::Embed) => {
+                let (mut outputs, run) = model.infer(columns).await?;
+                self.record(rows, &run);
+                outputs
+                    .pop()
+                    .ok_or_else(|| DataFusionError::Internal("EMBED got no output".into()))
+            }
+            (ModelInterface::Predict(layout), CallKind::Predict) => {
+                let inputs = layout.assemble(&model.spec.name, &columns)?;
+                let (outputs, run) = model.infer(inputs).await?;
+                self.record(rows, &run);
+                let fields: Fields = layout.outputs.iter().map(|(_, f)| Arc::clone(f)).collect();
+                // A row the model did not see (a NULL input) is a NULL struct.
+                let nulls = outputs.first().and_then(|c| c.logical_nulls());
+                Ok(Arc::new(StructArray::try_new(fields, outputs, nulls)?))
+            }
+            _ => Err(DataFusionError::Internal(format!(
+                "{} planned against a model of another kind",
+                self.name()
+            ))),
+        }
+    }
+
+    /// The value of a call whose arguments are all constants, computed
+    /// once (for `ORDER BY v <=> EMBED('m', 'query')`), with the result
+    /// field's metadata (the Sluice type) to keep on the literal.
+    pub async fn evaluate_constant(&self, args: &[ScalarValue]) -> Result<(ScalarValue, Field)> {
+        let (name, values) = args
+            .split_first()
+            .ok_or_else(|| DataFusionError::Plan(format!("{} needs a model name", self.name())))?;
+        let model = self.model(Some(name))?;
+        let types: Vec<DataType> = args.iter().map(ScalarValue::data_type).collect();
+        let field = self.output_field(&model, &types)?;
+        let columns: Vec<ArrayRef> = values
+            .iter()
+            .map(|v| v.to_array_of_size(1))
+            .collect::<Result<_>>()?;
+        let result = self.call(Some(name), columns).await?;
+        Ok((ScalarValue::try_from_array(&result, 0)?, field))
+    }
+
     fn record(&self, rows: usize, run: &RunStats) {
         if let Some(stats) = &self.stats {
             stats.rows.fetch_add(rows as u64, Ordering::Relaxed);
@@ -232,35 +283,12 @@ impl AsyncScalarUDFImpl for ModelCall {
             Some(ColumnarValue::Scalar(name)) => Some(name.clone()),
             _ => None,
         };
-        let model = self.model(name.as_ref())?;
         let columns: Vec<ArrayRef> = args.args[1..]
             .iter()
             .map(|a| a.to_array(rows))
             .collect::<Result<_>>()?;
-        match (&model.interface, self.kind) {
-            (ModelInterface::Embedding { .. }, CallKind::Embed) => {
-                let (mut outputs, run) = model.infer(columns).await?;
-                self.record(rows, &run);
-                let vectors = outputs
-                    .pop()
-                    .ok_or_else(|| DataFusionError::Internal("EMBED got no output".into()))?;
-                Ok(ColumnarValue::Array(vectors))
-            }
-            (ModelInterface::Predict(layout), CallKind::Predict) => {
-                let inputs = layout.assemble(&model.spec.name, &columns)?;
-                let (outputs, run) = model.infer(inputs).await?;
-                self.record(rows, &run);
-                let fields: Fields = layout.outputs.iter().map(|(_, f)| Arc::clone(f)).collect();
-                // A row the model did not see (a NULL input) is a NULL struct.
-                let nulls = outputs.first().and_then(|c| c.logical_nulls());
-                Ok(ColumnarValue::Array(Arc::new(StructArray::try_new(
-                    fields, outputs, nulls,
-                )?)))
-            }
-            _ => Err(DataFusionError::Internal(format!(
-                "{} planned against a model of another kind",
-                self.name()
-            ))),
-        }
+        Ok(ColumnarValue::Array(
+            self.call(name.as_ref(), columns).await?,
+        ))
     }
 }

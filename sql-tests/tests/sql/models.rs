@@ -56,6 +56,15 @@ async fn rows(sluice: &Sluice, sql: &str) -> Vec<Vec<Option<String>>> {
     out
 }
 
+/// The error of a statement, whether planning (a constant model call is
+/// run then) or running it fails.
+async fn failure(sluice: &Sluice, sql: &str) -> datafusion::error::DataFusionError {
+    match sluice.sql(sql).await {
+        Err(e) => e,
+        Ok(df) => df.collect().await.expect_err(sql),
+    }
+}
+
 fn quote(text: &str) -> String {
     format!("'{}'", text.replace('\'', "''"))
 }
@@ -661,13 +670,7 @@ async fn remote_models_batch_retry_and_time_out() {
         "CREATE MODEL broken WITH ('provider' = 'openai', 'endpoint' = '{url}', 'max_retries' = '2')"
     ))
     .await;
-    let err = sluice
-        .sql("SELECT EMBED('broken', 'x')")
-        .await
-        .expect("plans")
-        .collect()
-        .await
-        .expect_err("endpoint fails");
+    let err = failure(&sluice, "SELECT EMBED('broken', 'x')").await;
     let message = err.to_string();
     assert!(
         message.contains("answered 500") && message.contains("after 3 attempt(s)"),
@@ -687,13 +690,7 @@ async fn remote_models_batch_retry_and_time_out() {
         "CREATE MODEL slow WITH ('provider' = 'openai', 'endpoint' = '{url}', 'timeout_ms' = '300', 'max_retries' = '0')"
     ))
     .await;
-    let err = sluice
-        .sql("SELECT EMBED('slow', 'x')")
-        .await
-        .expect("plans")
-        .collect()
-        .await
-        .expect_err("endpoint stalls");
+    let err = failure(&sluice, "SELECT EMBED('slow', 'x')").await;
     assert!(err.to_string().to_lowercase().contains("time"), "{err}");
 
     // An endpoint nobody listens on is refused at CREATE.
@@ -706,4 +703,47 @@ async fn remote_models_batch_retry_and_time_out() {
         rows(&sluice, "SELECT 1").await,
         vec![vec![Some("1".into())]]
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vector_search_with_embed_in_order_by_and_where() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let sluice = open(dir.path()).await;
+    run(&sluice, "CREATE TABLE docs (id INT, body TEXT)").await;
+    run(
+        &sluice,
+        "INSERT INTO docs VALUES (1, 'The cat sat on the mat'), (2, 'Stock markets fell sharply today'), \
+         (3, 'A kitten is sleeping on the rug'), (4, 'Bond yields rose')",
+    )
+    .await;
+    run(
+        &sluice,
+        "CREATE TABLE docv AS SELECT id, EMBED('minilm', body) AS v FROM docs",
+    )
+    .await;
+    let ids = |rows: Vec<Vec<Option<String>>>| -> Vec<String> {
+        rows.into_iter().filter_map(|r| r[0].clone()).collect()
+    };
+    // A constant query vector (computed once) in ORDER BY and WHERE.
+    let nearest = rows(
+        &sluice,
+        "SELECT id FROM docv ORDER BY v <=> EMBED('minilm', 'a small cat') LIMIT 2",
+    )
+    .await;
+    let mut nearest = ids(nearest);
+    nearest.sort();
+    assert_eq!(nearest, vec!["1", "3"]);
+    let close = rows(
+        &sluice,
+        "SELECT id FROM docv WHERE v <=> EMBED('minilm', 'finance and markets') < 0.7 ORDER BY id",
+    )
+    .await;
+    assert!(ids(close).contains(&"2".to_string()));
+    // A model call over a column in ORDER BY runs in a projection below the sort.
+    let by_column = rows(
+        &sluice,
+        "SELECT id FROM docs ORDER BY EMBED('minilm', body) <=> EMBED('minilm', 'stock market news') LIMIT 1",
+    )
+    .await;
+    assert_eq!(ids(by_column), vec!["2"]);
 }
