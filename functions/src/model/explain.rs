@@ -1,4 +1,6 @@
-//! Model calls in `EXPLAIN ANALYZE`: a physical optimizer rule gives every
+//! Model calls in physical plans: a physical optimizer rule makes sure the
+//! model sees full batches (see [`CountModelCalls`]) and, for `EXPLAIN
+//! ANALYZE`, gives every
 //! `EMBED`/`ML_PREDICT` of a plan its own counters and wraps the operator
 //! that runs them in a [`ModelStatsExec`], which shows the model, the device
 //! and what the plan's calls did: rows, model batches, mean batch size and
@@ -108,8 +110,9 @@ impl PhysicalOptimizerRule for CountModelCalls {
     fn optimize(
         &self,
         plan: Arc<dyn ExecutionPlan>,
-        _config: &ConfigOptions,
+        config: &ConfigOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
+        let batch_size = usize::from(config.execution.batch_size);
         plan.transform_up(|node| {
             let Some(exec) = node.downcast_ref::<AsyncFuncExec>() else {
                 return Ok(Transformed::no(node));
@@ -129,7 +132,20 @@ impl PhysicalOptimizerRule for CountModelCalls {
             if counters.is_empty() {
                 return Ok(Transformed::no(node));
             }
-            let exec = AsyncFuncExec::try_new(exprs, Arc::clone(exec.input()))?;
+            // AsyncFuncExec hands the function each input batch as it comes
+            // and awaits it before the next: a table of many small batches
+            // (say, one per single-row INSERT) would reach the model a row or
+            // two at a time. Coalescing first gives the model full batches.
+            // CoalesceBatchesExec is deprecated because DataFusion's own
+            // operators now coalesce internally; AsyncFuncExec does not.
+            #[allow(deprecated)]
+            let input: Arc<dyn ExecutionPlan> = Arc::new(
+                datafusion::physical_plan::coalesce_batches::CoalesceBatchesExec::new(
+                    Arc::clone(exec.input()),
+                    batch_size,
+                ),
+            );
+            let exec = AsyncFuncExec::try_new(exprs, input)?;
             Ok(Transformed::yes(Arc::new(ModelStatsExec::new(
                 Arc::new(exec),
                 counters,
