@@ -2,7 +2,7 @@
 //! columns, pgvector-compatible in names and results: distances
 //! (`l2_distance`, `cosine_distance`, `inner_product`,
 //! `negative_inner_product`, `l1_distance`), `vector_dims`, `vector_norm`,
-//! `l2_normalize`, element-wise `vector_add`/`vector_sub`/`vector_mul`, and
+//! `l2_normalize`, `subvector`, element-wise `vector_add`/`vector_sub`/`vector_mul`, and
 //! the operators `<->`, `<=>`, `<#>`, `+`, `-`, `*`. Every function works on whole
 //! batches and reads a constant query vector once.
 
@@ -12,6 +12,7 @@ pub mod kernels;
 mod operand;
 pub mod operators;
 pub mod properties;
+pub mod subvector;
 
 use std::sync::Arc;
 
@@ -37,6 +38,10 @@ pub fn register(ctx: &SessionContext) -> Result<()> {
     for op in [ElementOp::Add, ElementOp::Subtract, ElementOp::Multiply] {
         crate::register_replacing(ctx, ScalarUDF::new_from_impl(VectorElementwise::new(op)));
     }
+    crate::register_replacing(
+        ctx,
+        ScalarUDF::new_from_impl(subvector::Subvector::default()),
+    );
     for property in [Property::Dims, Property::Norm] {
         crate::register_replacing(ctx, ScalarUDF::new_from_impl(VectorProperty::new(property)));
     }
