@@ -27,7 +27,10 @@ THREADS_DEFAULT = int(os.environ.get("THREADS", "2"))
 os.environ.setdefault("RAYON_RS_NUM_CPUS", str(THREADS_DEFAULT))
 
 import onnxruntime as ort  # noqa: E402
-from tokenizers import Tokenizer  # noqa: E402
+
+# The peer embeds exactly as the reference the tests check EMBED against.
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "sql-tests", "models"))
+from reference_embeddings import embed, load_tokenizer  # noqa: E402
 
 MIN_TOKENS, MAX_TOKENS = 16, 64  # per sentence, [CLS] and [SEP] included
 BATCH_SIZES = [1, 8, 32, 64, 128]
@@ -98,15 +101,6 @@ def make_sentences(tok, n, seed):
     return out, counts
 
 
-def load_tokenizer(path):
-    tok = Tokenizer.from_file(path)
-    # tokenizer.json fixes padding at 128 and truncation at 128; use what
-    # sentence-transformers uses: truncate at 256, pad to the batch's longest.
-    tok.enable_truncation(max_length=256)
-    tok.enable_padding(pad_id=0, pad_token="[PAD]")
-    return tok
-
-
 def ort_session(path, threads):
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
@@ -116,16 +110,7 @@ def ort_session(path, threads):
 
 
 def embed_batch(session, tok, sentences):
-    enc = tok.encode_batch(sentences)
-    ids = np.array([e.ids for e in enc], dtype=np.int64)
-    mask = np.array([e.attention_mask for e in enc], dtype=np.int64)
-    (hidden,) = session.run(
-        ["last_hidden_state"],
-        {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)},
-    )
-    m = mask[:, :, None].astype(np.float32)
-    pooled = (hidden * m).sum(axis=1) / np.clip(m.sum(axis=1), 1e-9, None)
-    return pooled / np.clip(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12, None)
+    return embed(session, tok, sentences)[0]
 
 
 def peer_embed(session, tok, sentences, batch):

@@ -22,11 +22,7 @@ fn constant_call(expr: &Expr) -> Option<(CallKind, Vec<ScalarValue>)> {
     let Expr::ScalarFunction(ScalarFunction { func, args }) = expr else {
         return None;
     };
-    let kind = match func.name() {
-        "embed" => CallKind::Embed,
-        "ml_predict" => CallKind::Predict,
-        _ => return None,
-    };
+    let kind = CallKind::of_function(func.name())?;
     let values: Option<Vec<ScalarValue>> = args
         .iter()
         .map(|a| match a {
@@ -39,7 +35,7 @@ fn constant_call(expr: &Expr) -> Option<(CallKind, Vec<ScalarValue>)> {
 
 fn is_model_call(expr: &Expr) -> bool {
     matches!(expr, Expr::ScalarFunction(ScalarFunction { func, .. })
-        if matches!(func.name(), "embed" | "ml_predict"))
+        if CallKind::of_function(func.name()).is_some())
 }
 
 /// Moves model calls out of `ORDER BY` into a projection below the sort

@@ -25,6 +25,16 @@ mod wire;
 pub use in_process::InProcessDb;
 pub use wire::WireDb;
 
+/// Opens (or creates) an engine on `dir`, as tests that reopen a data
+/// directory do; panics with the reason if it cannot.
+pub async fn open_engine(dir: &Path) -> Sluice {
+    Sluice::builder()
+        .data_dir(dir)
+        .build()
+        .await
+        .expect("open the data directory")
+}
+
 /// An error from either way of running SQL: the SQLSTATE and the message,
 /// so `statement error (22012)` and `statement error <regex>` both work.
 #[derive(Debug)]

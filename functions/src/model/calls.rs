@@ -36,6 +36,24 @@ pub enum CallKind {
     Predict,
 }
 
+impl CallKind {
+    /// The SQL function's name.
+    pub fn function_name(self) -> &'static str {
+        match self {
+            Self::Embed => "embed",
+            Self::Predict => "ml_predict",
+        }
+    }
+
+    /// The kind of model call a function of this name is, if any: how plan
+    /// rewrites recognise model calls.
+    pub fn of_function(name: &str) -> Option<Self> {
+        [Self::Embed, Self::Predict]
+            .into_iter()
+            .find(|k| k.function_name() == name)
+    }
+}
+
 /// `EMBED` or scalar `ML_PREDICT`, bound to an engine's model registry.
 #[derive(Debug)]
 pub struct ModelCall {
@@ -235,10 +253,7 @@ impl ModelCall {
 
 impl ScalarUDFImpl for ModelCall {
     fn name(&self) -> &str {
-        match self.kind {
-            CallKind::Embed => "embed",
-            CallKind::Predict => "ml_predict",
-        }
+        self.kind.function_name()
     }
 
     fn signature(&self) -> &Signature {

@@ -304,8 +304,9 @@ fn pool(
     }
 }
 
-/// L2-normalises `row` in place (a zero vector stays zero).
-fn normalize(row: &mut [f32]) {
+/// L2-normalises `row` in place (a zero vector stays zero), as
+/// sentence-transformers does; shared by local and remote embedders.
+pub(crate) fn normalize(row: &mut [f32]) {
     let norm = row.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
     for v in row.iter_mut() {
         *v /= norm;

@@ -57,10 +57,8 @@ impl CountModelCalls {
         let Some(function) = expr.func.downcast_ref::<ScalarFunctionExpr>() else {
             return Ok(None);
         };
-        let kind = match function.fun().name() {
-            "embed" => CallKind::Embed,
-            "ml_predict" => CallKind::Predict,
-            _ => return Ok(None),
+        let Some(kind) = CallKind::of_function(function.fun().name()) else {
+            return Ok(None);
         };
         let model_name = match function
             .args()

@@ -21,6 +21,7 @@ use serde_json::{Value, json};
 use sluice_types::vector::vector_array;
 
 use super::batcher::{BatchRunner, ModelMetrics};
+use super::embedding::normalize;
 use super::spec::RemoteSettings;
 
 /// The embeddings of one request, or why it failed.
@@ -162,8 +163,7 @@ impl RemoteEmbedder {
                     )));
                 }
                 if self.normalize {
-                    let norm = vector.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
-                    vector.iter_mut().for_each(|v| *v /= norm);
+                    normalize(&mut vector);
                 }
                 values[row * dim..(row + 1) * dim].copy_from_slice(&vector);
                 valid[row] = true;

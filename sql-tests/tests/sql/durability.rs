@@ -4,14 +4,7 @@
 use datafusion::arrow::array::RecordBatch;
 use sluice_engine::Sluice;
 use sluice_server::encoding::text_rows;
-
-async fn open(dir: &std::path::Path) -> Sluice {
-    Sluice::builder()
-        .data_dir(dir)
-        .build()
-        .await
-        .expect("open the data directory")
-}
+use sluice_sql_tests::open_engine as open;
 
 /// Rows as a client would see them in text form, sorted.
 async fn rows(sluice: &Sluice, sql: &str) -> Vec<Vec<Option<String>>> {

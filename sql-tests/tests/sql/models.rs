@@ -15,7 +15,7 @@ use datafusion::arrow::datatypes::Float32Type;
 use sluice_engine::Sluice;
 use sluice_functions::model::runtime::sluice_home;
 use sluice_server::encoding::text_rows;
-use sluice_sql_tests::TestServer;
+use sluice_sql_tests::{TestServer, open_engine as open};
 use tokio_postgres::NoTls;
 use tokio_postgres::error::SqlState;
 
@@ -27,14 +27,6 @@ fn test_model(name: &str) -> PathBuf {
         path.display()
     );
     path
-}
-
-async fn open(dir: &std::path::Path) -> Sluice {
-    Sluice::builder()
-        .data_dir(dir)
-        .build()
-        .await
-        .expect("open the data directory")
 }
 
 async fn run(sluice: &Sluice, sql: &str) -> Vec<RecordBatch> {
