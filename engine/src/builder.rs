@@ -7,10 +7,7 @@ use std::sync::Arc;
 use datafusion::common::TableReference;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::SessionStateBuilder;
-use object_store::local::LocalFileSystem;
-use object_store::path::Path as ObjectPath;
-
-use crate::storage::TableStore;
+use crate::storage::{DataLocation, TableStore};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use sluice_functions::model::ModelRegistry;
 use sluice_functions::model::explain::CountModelCalls;
@@ -26,8 +23,9 @@ pub const DEFAULT_SCHEMA: &str = "public";
 /// Settings of one engine instance.
 #[derive(Debug, Clone)]
 pub struct SluiceConfig {
-    /// Directory (or, later, object-store URL) that holds the catalog and data.
-    pub data_dir: PathBuf,
+    /// Where the catalog and the table data live: a local folder or an
+    /// object-store URL.
+    pub data_location: DataLocation,
     /// Partitions DataFusion plans for; defaults to the number of cores.
     pub target_partitions: usize,
     /// Rows per record batch flowing between operators.
@@ -37,7 +35,7 @@ pub struct SluiceConfig {
 impl Default for SluiceConfig {
     fn default() -> Self {
         Self {
-            data_dir: PathBuf::from("./sluice-data"),
+            data_location: DataLocation::Local(PathBuf::from("./sluice-data")),
             target_partitions: std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(1),
@@ -53,9 +51,16 @@ pub struct SluiceBuilder {
 }
 
 impl SluiceBuilder {
-    /// Sets the data directory (default `./sluice-data`).
+    /// Sets a local data directory (default `./sluice-data`).
     pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
-        self.config.data_dir = dir.into();
+        self.config.data_location = DataLocation::Local(dir.into());
+        self
+    }
+
+    /// Sets the data directory: a local folder or an object-store URL
+    /// (`s3://bucket/prefix`).
+    pub fn data_location(mut self, location: DataLocation) -> Self {
+        self.config.data_location = location;
         self
     }
 
@@ -75,21 +80,14 @@ impl SluiceBuilder {
     /// Sluice function, catalog table and planner extension.
     pub async fn build(self) -> Result<Sluice> {
         let config = self.config;
-        std::fs::create_dir_all(&config.data_dir).map_err(|e| {
-            DataFusionError::Configuration(format!(
-                "cannot create data directory {}: {e}",
-                config.data_dir.display()
-            ))
-        })?;
-
-        let local = LocalFileSystem::new_with_prefix(&config.data_dir).map_err(|e| {
+        let (object_store, root) = config.data_location.open()?;
+        let store = Arc::new(TableStore::new(object_store, root));
+        let tables = store.open_all(DEFAULT_SCHEMA).await.map_err(|e| {
             DataFusionError::Configuration(format!(
                 "cannot open data directory {}: {e}",
-                config.data_dir.display()
+                config.data_location
             ))
         })?;
-        let store = Arc::new(TableStore::new(Arc::new(local), ObjectPath::default()));
-        let tables = store.open_all(DEFAULT_SCHEMA).await?;
 
         let models = Arc::new(ModelRegistry::new());
         let session_config = SessionConfig::new()

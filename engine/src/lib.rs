@@ -36,6 +36,7 @@
 //! server.
 
 mod builder;
+pub mod copy_in;
 mod durable_ddl;
 mod ml_predict;
 mod model_constants;
@@ -51,6 +52,7 @@ pub mod storage;
 mod typed_values;
 
 pub use builder::{SluiceBuilder, SluiceConfig};
+pub use storage::DataLocation;
 pub use model_statement::{CreateModel, ModelStatement};
 pub use models::DEFAULT_EMBEDDING_MODEL;
 pub use output::{CommandComplete, PreparedStatement, QueryOutput, TransactionEffect};

@@ -12,6 +12,7 @@ use datafusion::logical_expr::{
 };
 use datafusion::physical_plan::SendableRecordBatchStream;
 
+use crate::copy_in::{CopyFromStdin, CopyIn};
 use crate::model_statement::ModelStatement;
 use crate::statement::SessionCommand;
 
@@ -31,6 +32,8 @@ pub(crate) enum PreparedKind {
     Session(SessionCommand),
     /// A model statement.
     Model(ModelStatement),
+    /// `COPY … FROM STDIN`.
+    CopyFrom(CopyFromStdin),
 }
 
 impl PreparedStatement {
@@ -97,6 +100,7 @@ impl PreparedStatement {
                 statement,
                 ModelStatement::Show | ModelStatement::Describe { .. }
             ),
+            PreparedKind::CopyFrom(_) => false,
         }
     }
 
@@ -104,7 +108,7 @@ impl PreparedStatement {
     pub fn session_command(&self) -> Option<&SessionCommand> {
         match &self.kind {
             PreparedKind::Session(cmd) => Some(cmd),
-            PreparedKind::Plan(_) | PreparedKind::Model(_) => None,
+            PreparedKind::Plan(_) | PreparedKind::Model(_) | PreparedKind::CopyFrom(_) => None,
         }
     }
 
@@ -112,7 +116,7 @@ impl PreparedStatement {
     pub fn logical_plan(&self) -> Option<&LogicalPlan> {
         match &self.kind {
             PreparedKind::Plan(plan) => Some(plan),
-            PreparedKind::Session(_) | PreparedKind::Model(_) => None,
+            PreparedKind::Session(_) | PreparedKind::Model(_) | PreparedKind::CopyFrom(_) => None,
         }
     }
 }
@@ -266,6 +270,9 @@ pub enum QueryOutput {
     Rows(SendableRecordBatchStream),
     /// A command tag.
     Command(CommandComplete),
+    /// `COPY … FROM STDIN` started: the front end feeds the client's data to
+    /// it, then hands it to [`crate::SluiceSession::finish_copy`].
+    CopyIn(Box<CopyIn>),
 }
 
 impl std::fmt::Debug for QueryOutput {
@@ -273,6 +280,7 @@ impl std::fmt::Debug for QueryOutput {
         match self {
             QueryOutput::Rows(stream) => f.debug_tuple("Rows").field(&stream.schema()).finish(),
             QueryOutput::Command(c) => f.debug_tuple("Command").field(c).finish(),
+            QueryOutput::CopyIn(c) => f.debug_tuple("CopyIn").field(c).finish(),
         }
     }
 }

@@ -14,6 +14,7 @@ use datafusion::sql::parser::Statement as DFStatement;
 use futures::stream;
 use sluice_types::conversion::convert_parameter;
 
+use crate::copy_in::CopyIn;
 use crate::durable_ddl;
 use crate::models::ModelOutcome;
 use crate::output::{
@@ -82,6 +83,7 @@ impl SluiceSession {
             }
             SluiceStatement::Session(cmd) => PreparedKind::Session(cmd.clone()),
             SluiceStatement::Model(statement) => PreparedKind::Model(statement.clone()),
+            SluiceStatement::CopyFrom(statement) => PreparedKind::CopyFrom(statement.clone()),
         };
         Ok(PreparedStatement { kind })
     }
@@ -89,6 +91,17 @@ impl SluiceSession {
     /// Plans a statement for DataFusion, after Sluice's rewrites of its text.
     async fn plan(&self, statement: &DFStatement) -> Result<LogicalPlan> {
         let mut statement = statement.clone();
+        // An s3:// location needs a store for its bucket before DataFusion
+        // can read or write it.
+        match &statement {
+            DFStatement::CreateExternalTable(table) => {
+                for location in &table.locations {
+                    crate::storage::register_store_for(&self.ctx, location)?;
+                }
+            }
+            DFStatement::CopyTo(copy) => crate::storage::register_store_for(&self.ctx, &copy.target)?,
+            _ => {}
+        }
         crate::ml_predict::rewrite(&mut statement, &self.ctx).await?;
         cast_values_to_column_types(&mut statement, &self.ctx).await?;
         self.ctx.state().statement_to_plan(statement).await
@@ -133,6 +146,23 @@ impl SluiceSession {
                     ModelOutcome::Rows(batch) => Ok(rows_output(batch)),
                 }
             }
+            PreparedKind::CopyFrom(statement) => Ok(QueryOutput::CopyIn(Box::new(
+                CopyIn::start(&self.ctx, statement).await?,
+            ))),
+        }
+    }
+
+    /// Writes the rows of a finished `COPY … FROM STDIN` in one commit and
+    /// returns how many there were.
+    pub async fn finish_copy(&self, copy: CopyIn) -> Result<u64> {
+        let plan = copy.into_insert_plan()?;
+        match self.execute_plan(plan).await? {
+            QueryOutput::Command(CommandComplete {
+                rows: Some(rows), ..
+            }) => Ok(rows),
+            other => Err(DataFusionError::Internal(format!(
+                "COPY's insert answered {other:?}"
+            ))),
         }
     }
 
@@ -312,6 +342,10 @@ impl SluiceSession {
                 })
             }
             QueryOutput::Command(_) => self.ctx.read_empty(),
+            QueryOutput::CopyIn(_) => Err(DataFusionError::NotImplemented(
+                "COPY FROM STDIN needs a client that sends the data (the Postgres COPY protocol)"
+                    .into(),
+            )),
         }
     }
 }

@@ -13,6 +13,7 @@ use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::tokenizer::Token;
 
+use crate::copy_in::{CopyFromStdin, at_copy_from, parse_copy_from};
 use crate::model_statement::{ModelStatement, at_model_statement, parse_model_statement};
 use crate::pg_compat;
 use crate::settings::canonical_name;
@@ -26,6 +27,8 @@ pub enum SluiceStatement {
     Session(SessionCommand),
     /// `CREATE MODEL`, `DROP MODEL`, `SHOW MODELS`, `DESCRIBE MODEL`.
     Model(ModelStatement),
+    /// `COPY table FROM STDIN`: the client sends the rows next.
+    CopyFrom(CopyFromStdin),
 }
 
 /// Session-level commands: settings and transaction control.
@@ -98,6 +101,9 @@ fn parse_one(parser: &mut DFParser<'_>) -> Result<SluiceStatement> {
     {
         parser.parser.next_token();
         return parse_reset(parser);
+    }
+    if at_copy_from(parser) {
+        return Ok(SluiceStatement::CopyFrom(parse_copy_from(parser)?));
     }
     if at_model_statement(parser) {
         return Ok(SluiceStatement::Model(parse_model_statement(parser)?));

@@ -6,6 +6,7 @@ use async_trait::async_trait;
 use log::info;
 use pgwire::api::auth::StartupHandler;
 use pgwire::api::cancel::CancelHandler;
+use pgwire::api::copy::CopyHandler;
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
 use pgwire::api::{ClientInfo, ErrorHandler, PgWireServerHandlers};
 use pgwire::error::PgWireError;
@@ -13,6 +14,7 @@ use pgwire::messages::cancel::CancelRequest;
 use sluice_engine::Sluice;
 
 use crate::cancel::CancelRegistry;
+use crate::copy::SluiceCopyHandler;
 use crate::query::SluiceQueryHandler;
 use crate::startup::SluiceStartupHandler;
 
@@ -49,6 +51,10 @@ impl PgWireServerHandlers for SluiceHandlers {
 
     fn error_handler(&self) -> Arc<impl ErrorHandler> {
         Arc::new(LogErrors)
+    }
+
+    fn copy_handler(&self) -> Arc<impl CopyHandler> {
+        Arc::new(SluiceCopyHandler)
     }
 
     fn cancel_handler(&self) -> Arc<impl CancelHandler> {

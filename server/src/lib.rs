@@ -6,13 +6,14 @@
 //! supplies pgwire's handler traits: [`startup`] (session creation and the
 //! parameters a Postgres 15 server reports), [`query`] (simple and extended
 //! query protocol over a [`sluice_engine::SluiceSession`]), [`cancel`]
-//! (CancelRequest and `statement_timeout`), [`encoding`] (Arrow ↔ Postgres
+//! (CancelRequest and `statement_timeout`), `copy` (COPY FROM STDIN), [`encoding`] (Arrow ↔ Postgres
 //! values, via `arrow-pg`) and [`sqlstate`] (the one place engine errors
 //! become SQLSTATE codes).
 //!
 //! Depends on `sluice-engine`; nothing depends on this crate.
 
 pub mod cancel;
+mod copy;
 pub mod encoding;
 mod handlers;
 pub mod query;

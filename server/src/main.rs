@@ -1,12 +1,11 @@
 //! `sluice`: the Sluice server binary.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use log::{error, info};
-use sluice_engine::Sluice;
+use sluice_engine::{DataLocation, Sluice};
 use sluice_server::{ServerConfig, serve};
 
 #[derive(Parser, Debug)]
@@ -31,16 +30,18 @@ struct ServeArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:5433", env = "SLUICE_LISTEN")]
     listen: SocketAddr,
-    /// Data directory holding the catalog and tables.
+    /// Data directory holding the catalog and tables: a local path or an
+    /// object-store URL (`s3://bucket/prefix`; credentials, region and
+    /// `AWS_ENDPOINT_URL` from the environment).
     #[arg(long, default_value = "./sluice-data", env = "SLUICE_DATA_DIR")]
-    data_dir: PathBuf,
+    data_dir: String,
 }
 
 impl Default for ServeArgs {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 5433)),
-            data_dir: PathBuf::from("./sluice-data"),
+            data_dir: "./sluice-data".into(),
         }
     }
 }
@@ -76,8 +77,9 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: ServeArgs) -> Result<(), String> {
+    let location = DataLocation::parse(&args.data_dir).map_err(|e| e.to_string())?;
     let engine = Sluice::builder()
-        .data_dir(&args.data_dir)
+        .data_location(location)
         .build()
         .await
         .map_err(|e| format!("cannot start the engine: {e}"))?;
@@ -91,7 +93,7 @@ async fn run(args: ServeArgs) -> Result<(), String> {
     info!(
         "Sluice listening on {} (data directory {})",
         args.listen,
-        args.data_dir.display()
+        args.data_dir
     );
     serve(engine, listener, &config, shutdown_signal())
         .await

@@ -17,7 +17,9 @@ use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler, send_ready_fo
 use pgwire::api::results::{FieldInfo, QueryResponse, Response, Tag};
 use pgwire::api::stmt::QueryParser;
 use pgwire::api::store::{Entry, PortalStore};
-use pgwire::api::{ClientInfo, ClientPortalStore, Type};
+use pgwire::api::copy::send_copy_in_response;
+use pgwire::api::results::CopyResponse;
+use pgwire::api::{ClientInfo, ClientPortalStore, PgWireConnectionState, Type};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
 use pgwire::messages::extendedquery::Execute;
@@ -142,6 +144,16 @@ impl SimpleQueryHandler for SluiceQueryHandler {
                 Err(e) => Err(pg_error(e)),
             };
             let sent = match response {
+                Ok(Response::CopyIn(copy)) => {
+                    // The client sends the data next; pgwire's copy state
+                    // takes the connection from here, ReadyForQuery included.
+                    // Postgres, too, ends a multi-statement query at COPY's
+                    // data (libpq cannot interleave them).
+                    send_copy_in_response(client, copy).await?;
+                    client.set_state(PgWireConnectionState::CopyInProgress(false));
+                    client.set_transaction_status(status);
+                    return Ok(());
+                }
                 Ok(response) => send_simple(client, response, status).await,
                 Err(e) => Err(e),
             };
@@ -212,6 +224,13 @@ impl ExtendedQueryHandler for SluiceQueryHandler {
         if matches!(*state, PortalExecutionState::Initial) {
             match ExtendedQueryHandler::do_query(self, client, &portal, max_rows).await? {
                 Response::Query(results) => *state = PortalExecutionState::Suspended(results),
+                Response::CopyIn(copy) => {
+                    *state = PortalExecutionState::Finished;
+                    send_copy_in_response(client, copy).await?;
+                    client.set_state(PgWireConnectionState::CopyInProgress(true));
+                    client.set_transaction_status(status);
+                    return Ok(());
+                }
                 other => {
                     *state = PortalExecutionState::Finished;
                     let ends_transaction = matches!(other, Response::TransactionEnd(_));
@@ -309,6 +328,16 @@ where
             let fields = Arc::new(result_fields(&batches.schema(), format, Some(options))?);
             let rows = data_rows(batches, Arc::clone(&fields), token.clone());
             Ok(Response::Query(QueryResponse::new(fields, rows)))
+        }
+        QueryOutput::CopyIn(copy) => {
+            let columns = copy.column_count();
+            *conn.copy_in.lock().await = Some(copy);
+            // Text format (0) for every column.
+            Ok(Response::CopyIn(CopyResponse::new(
+                0,
+                columns,
+                futures::stream::empty(),
+            )))
         }
         QueryOutput::Command(done) => {
             if let Some((name, value)) = done.parameter_status {

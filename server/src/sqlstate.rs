@@ -43,6 +43,9 @@ pub mod codes {
     pub const DUPLICATE_OBJECT: &str = "42710";
     pub const UNDEFINED_FILE: &str = "58P01";
     pub const EXTERNAL_ROUTINE_EXCEPTION: &str = "38000";
+    pub const BAD_COPY_FILE_FORMAT: &str = "22P04";
+    pub const NOT_NULL_VIOLATION: &str = "23502";
+    pub const CHARACTER_NOT_IN_REPERTOIRE: &str = "22021";
 }
 
 /// Builds the client-facing error for an engine error.
@@ -124,7 +127,9 @@ pub fn sqlstate(err: &DataFusionError) -> &'static str {
             SchemaError::AmbiguousReference { .. } => AMBIGUOUS_COLUMN,
         },
         DataFusionError::Plan(m) => model_sqlstate(m).unwrap_or_else(|| plan_sqlstate(m)),
-        DataFusionError::Execution(m) => model_sqlstate(m).unwrap_or_else(|| execution_sqlstate(m)),
+        DataFusionError::Execution(m) => model_sqlstate(m)
+            .or_else(|| copy_sqlstate(m))
+            .unwrap_or_else(|| execution_sqlstate(m)),
         DataFusionError::NotImplemented(_) => FEATURE_NOT_SUPPORTED,
         DataFusionError::Configuration(m) => {
             if m.contains("cannot be changed") {
@@ -194,13 +199,27 @@ fn model_sqlstate(m: &str) -> Option<&'static str> {
     Some(code)
 }
 
+/// Errors in the data of `COPY … FROM STDIN` (`sluice_engine::copy_in`).
+fn copy_sqlstate(m: &str) -> Option<&'static str> {
+    if !m.contains("(COPY line ") {
+        return None;
+    }
+    Some(if m.starts_with("invalid byte sequence") {
+        codes::CHARACTER_NOT_IN_REPERTOIRE
+    } else {
+        codes::BAD_COPY_FILE_FORMAT
+    })
+}
+
 /// DataFusion raises most planning failures as `Plan` errors whose only
 /// structure is the message; these are the ones it emits for the cases
 /// clients branch on.
 fn plan_sqlstate(m: &str) -> &'static str {
     use codes::*;
     let lower = m.to_ascii_lowercase();
-    if lower.starts_with("table '") && lower.contains("not found")
+    if lower.starts_with("column \"") && lower.contains("does not exist") {
+        UNDEFINED_COLUMN
+    } else if lower.starts_with("table '") && lower.contains("not found")
         || lower.starts_with("table ") && lower.contains("doesn't exist")
         || lower.contains("no table named")
     {
@@ -238,6 +257,8 @@ fn execution_sqlstate(m: &str) -> &'static str {
     let lower = m.to_ascii_lowercase();
     if lower.contains("divide by zero") || lower.contains("division by zero") {
         DIVISION_BY_ZERO
+    } else if lower.contains("has null but schema specifies non-nullable") {
+        NOT_NULL_VIOLATION
     } else if lower.contains("cast") || lower.contains("parse") {
         INVALID_TEXT_REPRESENTATION
     } else if lower.contains("overflow") {

@@ -25,6 +25,7 @@ use pgwire::messages::response::{ReadyForQuery, TransactionStatus};
 use pgwire::messages::startup::{Authentication, BackendKeyData, ParameterStatus};
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use sluice_engine::statement::SessionCommand;
+use sluice_engine::copy_in::CopyIn;
 use sluice_engine::{PreparedStatement, Sluice, SluiceSession};
 
 use crate::cancel::{CancelRegistry, QueryCanceller, RegistrationGuard};
@@ -37,6 +38,8 @@ pub struct Connection {
     pub session: SluiceSession,
     /// Cancels the connection's running query.
     pub canceller: Arc<QueryCanceller>,
+    /// The `COPY … FROM STDIN` receiving the client's data, if one is running.
+    pub copy_in: tokio::sync::Mutex<Option<Box<CopyIn>>>,
     _registration: RegistrationGuard,
 }
 
@@ -148,6 +151,7 @@ impl StartupHandler for SluiceStartupHandler {
         client.session_extensions().insert(Connection {
             session,
             canceller,
+            copy_in: tokio::sync::Mutex::new(None),
             _registration: registration,
         });
         debug!("session started for {}", client.socket_addr());

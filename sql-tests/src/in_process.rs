@@ -75,6 +75,12 @@ impl AsyncDB for InProcessDb {
                     }
                 }
                 QueryOutput::Command(done) => DBOutput::StatementComplete(done.rows.unwrap_or(0)),
+                QueryOutput::CopyIn(_) => {
+                    return Err(SqlError {
+                        sqlstate: None,
+                        message: "COPY FROM STDIN needs a wire client".into(),
+                    });
+                }
             };
         }
         Ok(output)

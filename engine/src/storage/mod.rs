@@ -28,11 +28,12 @@
 //! # Today
 //! Tables are read from memory: opening the data directory loads every
 //! table's files, and each write appends to memory after it commits. Scans
-//! straight from the Parquet files, compaction, DELETE/UPDATE and S3 come
-//! next.
+//! straight from the Parquet files come next.
 
 mod definitions;
+mod location;
 mod manifest;
 mod table;
 
+pub use location::{DataLocation, register_store_for};
 pub use table::{DurableTable, TableStore};

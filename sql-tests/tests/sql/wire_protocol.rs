@@ -138,7 +138,7 @@ async fn errors_carry_sqlstate_and_keep_the_connection() {
         .query("SELECT nope FROM (SELECT 1 AS a)", &[])
         .await
         .expect_err("unknown column");
-    assert_eq!(err.code(), Some(&SqlState::UNDEFINED_COLUMN));
+    assert_eq!(err.code(), Some(&SqlState::UNDEFINED_COLUMN), "{err:?}");
     let row = client
         .query_one("SELECT 41 + 1", &[])
         .await
@@ -484,4 +484,111 @@ async fn sluice_types_survive_a_parquet_round_trip() {
     assert_eq!(row.get(1), Some(r#"{"a": 1}"#));
     assert_eq!(row.get(2), Some("[1,2,3]"));
     assert_eq!(row.get(3), Some("1"));
+}
+
+/// Sends `data` through `COPY … FROM STDIN` in small chunks (cut inside
+/// records and quoted fields) and returns the server's row count.
+async fn copy_in(client: &Client, statement: &str, data: &[u8]) -> Result<u64, tokio_postgres::Error> {
+    let sink = client.copy_in(statement).await?;
+    pin_mut!(sink);
+    for chunk in data.chunks(7) {
+        futures::SinkExt::send(&mut sink, bytes::Bytes::copy_from_slice(chunk)).await?;
+    }
+    sink.finish().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_from_stdin_loads_text_and_csv_durably() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = TestServer::start(dir.path()).await.expect("start server");
+    let (client, _task) = connect(&server).await;
+    client
+        .batch_execute(
+            "CREATE TABLE items (id BIGINT NOT NULL, name TEXT, v VECTOR(2), ok BOOLEAN, n INT DEFAULT 7)",
+        )
+        .await
+        .expect("create");
+
+    let text = b"1\tplain\t[1,2]\tt\n2\t\\N\t[3,4]\tf\n3\ttab\\there\\\\\t\\N\t\\N\n";
+    let rows = copy_in(&client, "COPY items (id, name, v, ok) FROM STDIN", text)
+        .await
+        .expect("text copy");
+    assert_eq!(rows, 3);
+    let csv = b"id,name,v,ok\n4,\"a,b\",\"[5,6]\",true\n5,,,\n6,\"\",\"[7,8]\",false\n7,\"two\nlines\",,\n";
+    let rows = copy_in(
+        &client,
+        "COPY items (id, name, v, ok) FROM STDIN WITH (FORMAT csv, HEADER)",
+        csv,
+    )
+    .await
+    .expect("csv copy");
+    assert_eq!(rows, 4);
+
+    // Bad data fails the whole COPY with Postgres' codes, writes nothing,
+    // and leaves the connection usable.
+    let cases: [(&str, &[u8], SqlState); 4] = [
+        ("COPY items (id, name) FROM STDIN", b"100\tx\n101\n", SqlState::BAD_COPY_FILE_FORMAT),
+        ("COPY items (id) FROM STDIN", b"100\n1x\n", SqlState::INVALID_TEXT_REPRESENTATION),
+        ("COPY items (id, v) FROM STDIN", b"100\t[1,2,3]\n", SqlState::DATA_EXCEPTION),
+        ("COPY items (id) FROM STDIN", b"\\N\n", SqlState::NOT_NULL_VIOLATION),
+    ];
+    for (statement, data, code) in cases {
+        let err = copy_in(&client, statement, data)
+            .await
+            .expect_err(statement);
+        assert_eq!(err.code(), Some(&code), "{statement}: {err:?}");
+    }
+    // An unknown table or column is refused before any data is asked for
+    // (simple protocol, as psql sends it).
+    let err = client
+        .batch_execute("COPY nope FROM STDIN")
+        .await
+        .expect_err("unknown table");
+    assert_eq!(err.code(), Some(&SqlState::UNDEFINED_TABLE));
+    let err = client
+        .batch_execute("COPY items (id, nope) FROM STDIN")
+        .await
+        .expect_err("unknown column");
+    assert_eq!(err.code(), Some(&SqlState::UNDEFINED_COLUMN), "{err:?}");
+    let count: i64 = client
+        .query_one("SELECT count(*) FROM items", &[])
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(count, 7);
+    drop(client);
+    server.stop().await.expect("stop");
+
+    // Everything acknowledged is there after a restart, converted to the
+    // columns' types, defaults filled in.
+    let server = TestServer::start(dir.path()).await.expect("restart");
+    let (client, _task) = connect(&server).await;
+    let rows = client
+        .simple_query("SELECT id, name, v, ok, n FROM items ORDER BY id")
+        .await
+        .expect("select");
+    let got: Vec<Vec<Option<String>>> = rows
+        .iter()
+        .filter_map(|m| match m {
+            SimpleQueryMessage::Row(r) => {
+                Some((0..5).map(|i| r.get(i).map(str::to_owned)).collect())
+            }
+            _ => None,
+        })
+        .collect();
+    let row = |values: [Option<&str>; 5]| values.map(|v| v.map(str::to_owned)).to_vec();
+    assert_eq!(
+        got,
+        vec![
+            row([Some("1"), Some("plain"), Some("[1,2]"), Some("t"), Some("7")]),
+            row([Some("2"), None, Some("[3,4]"), Some("f"), Some("7")]),
+            row([Some("3"), Some("tab\there\\"), None, None, Some("7")]),
+            row([Some("4"), Some("a,b"), Some("[5,6]"), Some("t"), Some("7")]),
+            row([Some("5"), None, None, None, Some("7")]),
+            row([Some("6"), Some(""), Some("[7,8]"), Some("f"), Some("7")]),
+            row([Some("7"), Some("two\nlines"), None, None, Some("7")]),
+        ]
+    );
+    drop(client);
+    server.stop().await.expect("stop");
 }

@@ -1,0 +1,164 @@
+//! Where a data directory lives: a local folder or an object-store URL
+//! (`s3://bucket/prefix`), opened as an `object_store` store plus a root
+//! path inside it. External tables and `COPY … TO` on `s3://` locations use
+//! stores built the same way.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::object_store::ObjectStoreUrl;
+use datafusion::prelude::SessionContext;
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+use object_store::local::LocalFileSystem;
+use object_store::path::Path;
+use object_store::{BackoffConfig, ClientConfigKey, ObjectStore, RetryConfig};
+use url::Url;
+
+/// A data directory: a local folder, or a prefix in an object store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DataLocation {
+    /// A folder on the local file system.
+    Local(PathBuf),
+    /// `s3://bucket/prefix`: credentials, region and endpoint come from the
+    /// usual `AWS_*` environment variables (`AWS_ENDPOINT_URL` for
+    /// S3-compatible stores).
+    S3(Url),
+}
+
+impl DataLocation {
+    /// Reads `--data-dir`: a URL with a scheme (`s3://…`, `file://…`) or a
+    /// local path.
+    pub fn parse(text: &str) -> Result<Self> {
+        if !text.contains("://") {
+            return Ok(Self::Local(PathBuf::from(text)));
+        }
+        let url = Url::parse(text).map_err(|e| {
+            DataFusionError::Configuration(format!("invalid data directory URL {text}: {e}"))
+        })?;
+        match url.scheme() {
+            "s3" | "s3a" => Ok(Self::S3(url)),
+            "file" => url.to_file_path().map(Self::Local).map_err(|()| {
+                DataFusionError::Configuration(format!("invalid file URL {text}"))
+            }),
+            other => Err(DataFusionError::Configuration(format!(
+                "unsupported data directory scheme {other}:// (use a local path or s3://bucket/prefix)"
+            ))),
+        }
+    }
+
+    /// Opens the store and the root path of the data directory in it,
+    /// creating a local folder if it does not exist.
+    pub fn open(&self) -> Result<(Arc<dyn ObjectStore>, Path)> {
+        match self {
+            Self::Local(dir) => {
+                std::fs::create_dir_all(dir).map_err(|e| {
+                    DataFusionError::Configuration(format!(
+                        "cannot create data directory {}: {e}",
+                        dir.display()
+                    ))
+                })?;
+                let local = LocalFileSystem::new_with_prefix(dir).map_err(|e| {
+                    DataFusionError::Configuration(format!(
+                        "cannot open data directory {}: {e}",
+                        dir.display()
+                    ))
+                })?;
+                Ok((Arc::new(local), Path::default()))
+            }
+            Self::S3(url) => {
+                let store = s3_store(url)?;
+                let root = Path::from(url.path().trim_matches('/'));
+                Ok((store, root))
+            }
+        }
+    }
+}
+
+impl fmt::Display for DataLocation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Local(dir) => write!(f, "{}", dir.display()),
+            Self::S3(url) => write!(f, "{url}"),
+        }
+    }
+}
+
+/// An S3 store for the bucket of `url`, configured from the environment.
+/// Failures surface within seconds rather than after object_store's
+/// default three minutes of retries: an unreachable store is an error the
+/// user should see, not a hang.
+fn s3_store(url: &Url) -> Result<Arc<dyn ObjectStore>> {
+    let mut builder = AmazonS3Builder::from_env()
+        .with_url(url.as_str())
+        .with_retry(RetryConfig {
+            backoff: BackoffConfig::default(),
+            max_retries: 3,
+            retry_timeout: Duration::from_secs(15),
+        })
+        .with_config(
+            AmazonS3ConfigKey::Client(ClientConfigKey::ConnectTimeout),
+            "5s",
+        );
+    // A plain-http endpoint is a local S3-compatible server (MinIO, moto):
+    // allow it without a second variable.
+    let endpoint = std::env::var("AWS_ENDPOINT_URL")
+        .or_else(|_| std::env::var("AWS_ENDPOINT"))
+        .unwrap_or_default();
+    if endpoint.starts_with("http://") && std::env::var("AWS_ALLOW_HTTP").is_err() {
+        builder = builder.with_allow_http(true);
+    }
+    let store = builder.build().map_err(|e| {
+        DataFusionError::Configuration(format!("cannot open object store {url}: {e}"))
+    })?;
+    Ok(Arc::new(store))
+}
+
+/// Makes `location` readable by DataFusion (external tables, `COPY … TO`):
+/// registers an S3 store for its bucket, built from the environment, unless
+/// one is registered already. Local paths need nothing.
+pub fn register_store_for(ctx: &SessionContext, location: &str) -> Result<()> {
+    let Ok(url) = Url::parse(location) else {
+        return Ok(());
+    };
+    if !matches!(url.scheme(), "s3" | "s3a") {
+        return Ok(());
+    }
+    let Some(bucket) = url.host_str() else {
+        return Err(DataFusionError::Plan(format!(
+            "location {location} names no bucket"
+        )));
+    };
+    let bucket_url = ObjectStoreUrl::parse(format!("{}://{bucket}", url.scheme()))?;
+    if ctx.runtime_env().object_store(&bucket_url).is_ok() {
+        return Ok(());
+    }
+    let store = s3_store(bucket_url.as_ref())?;
+    ctx.register_object_store(bucket_url.as_ref(), store);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_paths_and_urls() {
+        assert_eq!(
+            DataLocation::parse("./data").unwrap(),
+            DataLocation::Local(PathBuf::from("./data"))
+        );
+        assert_eq!(
+            DataLocation::parse("file:///tmp/x").unwrap(),
+            DataLocation::Local(PathBuf::from("/tmp/x"))
+        );
+        assert!(matches!(
+            DataLocation::parse("s3://bucket/prefix").unwrap(),
+            DataLocation::S3(_)
+        ));
+        let err = DataLocation::parse("gs://bucket").unwrap_err();
+        assert!(err.to_string().contains("unsupported data directory scheme"), "{err}");
+    }
+}
