@@ -3,6 +3,8 @@
 # psycopg 3 (with pgvector's adapter), the stock sqllogictest CLI (simple and
 # extended protocol) over the same .slt files the Rust tests run, the
 # crash check (SIGKILL during a stream of inserts, then restart and count),
+# the S3 check (a data directory, external tables and COPY TO on a local moto
+# S3 server, a restart, unreachable endpoint and missing bucket errors),
 # and the model check (CREATE MODEL without or with a broken ONNX Runtime,
 # EMBED and ML_PREDICT through psycopg; it starts its own servers).
 # Usage: scripts/client-checks.sh PATH_TO_SLUICE_BINARY
@@ -73,6 +75,8 @@ check "sqllogictest CLI, extended protocol" slt_cli postgres-extended
 stop_server
 check "crash safety: SIGKILL during inserts, 20 times" \
   "$VENV/bin/python" sql-tests/clients/crash_check.py "$SLUICE_BIN" "$PORT" 20
+check "S3 data directory, external tables and COPY TO on a local moto server" \
+  "$VENV/bin/python" sql-tests/clients/s3_check.py "$SLUICE_BIN"
 check "model inference: missing or broken ONNX Runtime, EMBED, ML_PREDICT" \
   "$VENV/bin/python" sql-tests/clients/model_check.py "$SLUICE_BIN"
 start_server

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything Sluice's tests and clients need on a fresh Debian
 # machine with the Rust toolchain: psql (client checks), a Python virtual
-# environment with psycopg 3 (driver checks), the stock sqllogictest CLI, and
+# environment with psycopg 3 (driver checks) and moto (a local S3 server
+# for the S3 data-directory check), the stock sqllogictest CLI, and
 # ONNX Runtime plus the models (scripts/install-models.sh).
 # Idempotent: each step is skipped when already done.
 set -euo pipefail
@@ -21,8 +22,8 @@ if [ ! -x "$VENV/bin/python" ]; then
   echo "==> creating Python virtual environment at $VENV"
   python3 -m venv "$VENV"
 fi
-if ! "$VENV/bin/python" -c 'import psycopg, pgvector, numpy' >/dev/null 2>&1; then
-  echo "==> installing the Python client packages (psycopg 3, pgvector, numpy)"
+if ! "$VENV/bin/python" -c 'import psycopg, pgvector, numpy, moto, boto3' >/dev/null 2>&1; then
+  echo "==> installing the Python client packages (psycopg 3, pgvector, numpy, moto)"
   "$VENV/bin/pip" install -q -r sql-tests/clients/requirements.txt
 fi
 

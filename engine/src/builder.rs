@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use datafusion::catalog::MemorySchemaProvider;
 use datafusion::common::TableReference;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::SessionStateBuilder;
@@ -82,7 +83,7 @@ impl SluiceBuilder {
         let config = self.config;
         let (object_store, root) = config.data_location.open()?;
         let store = Arc::new(TableStore::new(object_store, root));
-        let tables = store.open_all(DEFAULT_SCHEMA).await.map_err(|e| {
+        let tables = store.open_all().await.map_err(|e| {
             DataFusionError::Configuration(format!(
                 "cannot open data directory {}: {e}",
                 config.data_location
@@ -115,8 +116,19 @@ impl SluiceBuilder {
         sluice_types::install(&ctx);
         sluice_functions::register_all(&ctx)?;
         sluice_functions::model::register(&ctx, &models);
-        for (name, table) in tables {
-            ctx.register_table(TableReference::partial(DEFAULT_SCHEMA, name), table)?;
+        // Schemas before the tables in them (a schema may hold no table yet,
+        // and a table folder implies its schema).
+        let catalog = ctx.catalog(DEFAULT_CATALOG).ok_or_else(|| {
+            DataFusionError::Internal(format!("catalog {DEFAULT_CATALOG} missing"))
+        })?;
+        let schemas = store.schema_names().await?;
+        for schema in schemas.iter().chain(tables.iter().map(|(s, _, _)| s)) {
+            if catalog.schema(schema).is_none() {
+                catalog.register_schema(schema, Arc::new(MemorySchemaProvider::new()))?;
+            }
+        }
+        for (schema, name, table) in tables {
+            ctx.register_table(TableReference::partial(schema, name), table)?;
         }
 
         let sluice = Sluice::new(Arc::new(ctx), config);

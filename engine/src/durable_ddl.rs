@@ -1,8 +1,8 @@
 //! `CREATE TABLE` and `DROP TABLE` on durable tables. DataFusion would make
 //! an in-memory table; Sluice writes the table's first manifest (and any
 //! `AS SELECT` rows) before acknowledging, and deletes its files on drop.
-//! Tables of the default catalog's `public` schema are durable; other
-//! schemas still live in memory.
+//! Every schema of the default catalog is durable: `CREATE SCHEMA` is
+//! stored, and its tables live under `tables/<schema>/`.
 
 use std::sync::Arc;
 
@@ -22,15 +22,37 @@ pub(crate) fn table_store(ctx: &SessionContext) -> Option<Arc<TableStore>> {
         .get_extension::<TableStore>()
 }
 
-/// The table name within the durable schema, or `None` for tables elsewhere.
-pub(crate) fn durable_name(ctx: &SessionContext, name: &TableReference) -> Option<String> {
+/// A durable table's place: its schema and name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct DurableName {
+    pub schema: String,
+    pub table: String,
+}
+
+impl DurableName {
+    /// The key of a stored definition: the bare name in `public` (as data
+    /// directories have always stored them), `schema.name` elsewhere.
+    pub fn definition_key(&self) -> String {
+        if self.schema == DEFAULT_SCHEMA {
+            self.table.clone()
+        } else {
+            format!("{}.{}", self.schema, self.table)
+        }
+    }
+}
+
+/// Where `name` lives, when it is in the default catalog (the durable one);
+/// `None` for tables elsewhere.
+pub(crate) fn durable_name(ctx: &SessionContext, name: &TableReference) -> Option<DurableName> {
     let options = ctx.state().config_options().clone();
     let resolved = name.clone().resolve(
         &options.catalog.default_catalog,
         &options.catalog.default_schema,
     );
-    (resolved.catalog.as_ref() == DEFAULT_CATALOG && resolved.schema.as_ref() == DEFAULT_SCHEMA)
-        .then(|| resolved.table.to_string())
+    (resolved.catalog.as_ref() == DEFAULT_CATALOG).then(|| DurableName {
+        schema: resolved.schema.to_string(),
+        table: resolved.table.to_string(),
+    })
 }
 
 /// Runs `CREATE TABLE` durably. `Ok(false)` means the table is not in the
@@ -73,8 +95,8 @@ pub(crate) async fn create_table(
     let batches = DataFrame::new(state, input).collect().await?;
     let table = store
         .create(
-            DEFAULT_SCHEMA,
-            &name,
+            &name.schema,
+            &name.table,
             schema,
             batches,
             cmd.constraints.clone(),
@@ -99,7 +121,7 @@ pub(crate) async fn drop_table(
     };
     let provider: &dyn std::any::Any = provider.as_ref();
     if provider.downcast_ref::<DurableTable>().is_some() {
-        store.drop_table(DEFAULT_SCHEMA, &name).await?;
+        store.drop_table(&name.schema, &name.table).await?;
     }
     Ok(())
 }
@@ -108,9 +130,9 @@ async fn drop_durable(
     ctx: &SessionContext,
     store: &TableStore,
     reference: &TableReference,
-    name: &str,
+    name: &DurableName,
 ) -> Result<()> {
-    store.drop_table(DEFAULT_SCHEMA, name).await?;
+    store.drop_table(&name.schema, &name.table).await?;
     ctx.deregister_table(reference.clone())?;
     Ok(())
 }
@@ -122,6 +144,10 @@ pub(crate) enum DefinitionChange {
     Save { name: String, sql: String },
     /// Forget the definition of this name.
     Remove { name: String },
+    /// Remember the schema.
+    SaveSchema { name: String },
+    /// Forget the schema; with `cascade`, its tables and definitions too.
+    RemoveSchema { name: String, cascade: bool },
 }
 
 /// The definition change `plan` makes, if it makes one.
@@ -134,20 +160,27 @@ pub(crate) fn definition_change(
     };
     match ddl {
         DdlStatement::CreateView(view) if !view.temporary => Some(DefinitionChange::Save {
-            name: durable_name(ctx, &view.name)?,
+            name: durable_name(ctx, &view.name)?.definition_key(),
             sql: view.definition.clone()?,
         }),
         DdlStatement::CreateExternalTable(table) if !table.temporary => {
             Some(DefinitionChange::Save {
-                name: durable_name(ctx, &table.name)?,
+                name: durable_name(ctx, &table.name)?.definition_key(),
                 sql: table.definition.clone()?,
             })
         }
         DdlStatement::DropView(view) => Some(DefinitionChange::Remove {
-            name: durable_name(ctx, &view.name)?,
+            name: durable_name(ctx, &view.name)?.definition_key(),
         }),
         DdlStatement::DropTable(table) => Some(DefinitionChange::Remove {
-            name: durable_name(ctx, &table.name)?,
+            name: durable_name(ctx, &table.name)?.definition_key(),
+        }),
+        DdlStatement::CreateCatalogSchema(schema) => Some(DefinitionChange::SaveSchema {
+            name: default_catalog_schema(&schema.schema_name)?,
+        }),
+        DdlStatement::DropCatalogSchema(schema) => Some(DefinitionChange::RemoveSchema {
+            name: default_catalog_schema(&schema.name.to_string())?,
+            cascade: schema.cascade,
         }),
         _ => None,
     }
@@ -161,5 +194,21 @@ pub(crate) async fn apply_definition_change(
     match change {
         DefinitionChange::Save { name, sql } => store.save_definition(&name, &sql).await,
         DefinitionChange::Remove { name } => store.remove_definition(&name).await,
+        DefinitionChange::SaveSchema { name } => store.save_schema(&name).await,
+        DefinitionChange::RemoveSchema { name, cascade } => {
+            if cascade {
+                store.drop_schema_contents(&name).await?;
+            }
+            store.remove_schema(&name).await
+        }
+    }
+}
+
+/// The schema name of `CREATE SCHEMA [catalog.]name`, when the schema is in
+/// the default catalog.
+fn default_catalog_schema(name: &str) -> Option<String> {
+    match name.split_once('.') {
+        Some((catalog, schema)) => (catalog == DEFAULT_CATALOG).then(|| schema.to_owned()),
+        None => Some(name.to_owned()),
     }
 }

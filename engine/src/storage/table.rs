@@ -36,6 +36,7 @@ pub struct TableStore {
     root: Path,
     definitions: Arc<Definitions>,
     models: Arc<Definitions>,
+    schemas: Arc<Definitions>,
 }
 
 impl TableStore {
@@ -43,12 +44,77 @@ impl TableStore {
     pub fn new(store: Arc<dyn ObjectStore>, root: Path) -> Self {
         let definitions = Arc::new(Definitions::new(&root));
         let models = Arc::new(Definitions::in_folder(&root, "models"));
+        let schemas = Arc::new(Definitions::in_folder(&root, "schemas"));
         Self {
             store,
             root,
             definitions,
             models,
+            schemas,
         }
+    }
+
+    /// The schemas created with `CREATE SCHEMA`, oldest first.
+    pub async fn schema_names(&self) -> Result<Vec<String>> {
+        Ok(self
+            .schemas
+            .load(self.store.as_ref())
+            .await?
+            .into_iter()
+            .map(|d| d.name)
+            .collect())
+    }
+
+    /// Remembers schema `name`.
+    pub async fn save_schema(&self, name: &str) -> Result<()> {
+        let definition = Definition {
+            name: name.to_owned(),
+            sql: format!("CREATE SCHEMA {name}"),
+        };
+        self.schemas.save(self.store.as_ref(), &definition).await
+    }
+
+    /// Forgets schema `name`.
+    pub async fn remove_schema(&self, name: &str) -> Result<()> {
+        self.schemas.remove(self.store.as_ref(), name).await
+    }
+
+    /// Deletes the tables and definitions of schema `name` (`DROP SCHEMA …
+    /// CASCADE`).
+    pub async fn drop_schema_contents(&self, name: &str) -> Result<()> {
+        for table in self.table_names(name).await? {
+            self.drop_table(name, &table).await?;
+        }
+        let prefix = format!("{name}.");
+        for definition in self.definitions().await? {
+            if definition.name.starts_with(&prefix) {
+                self.remove_definition(&definition.name).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Schemas that hold table folders.
+    async fn table_schemas(&self) -> Result<Vec<String>> {
+        self.subfolders(&self.root.clone().join("tables")).await
+    }
+
+    async fn table_names(&self, schema: &str) -> Result<Vec<String>> {
+        self.subfolders(&self.root.clone().join("tables").join(schema))
+            .await
+    }
+
+    async fn subfolders(&self, dir: &Path) -> Result<Vec<String>> {
+        let listing = self
+            .store
+            .list_with_delimiter(Some(dir))
+            .await
+            .map_err(storage_error)?;
+        Ok(listing
+            .common_prefixes
+            .iter()
+            .filter_map(|p| p.filename().map(str::to_owned))
+            .collect())
     }
 
     /// The stored `CREATE MODEL` statements, oldest first.
@@ -116,21 +182,15 @@ impl TableStore {
         self.root.clone().join("tables").join(schema).join(table)
     }
 
-    /// Opens every table of `schema` that has a committed manifest.
-    pub async fn open_all(&self, schema: &str) -> Result<HashMap<String, Arc<DurableTable>>> {
-        let schema_dir = self.root.clone().join("tables").join(schema);
-        let listing = self
-            .store
-            .list_with_delimiter(Some(&schema_dir))
-            .await
-            .map_err(storage_error)?;
-        let mut tables = HashMap::new();
-        for dir in listing.common_prefixes {
-            let Some(name) = dir.filename().map(str::to_owned) else {
-                continue;
-            };
-            if let Some(table) = self.open(schema, &name).await? {
-                tables.insert(name, Arc::new(table));
+    /// Opens every table that has a committed manifest: (schema, table
+    /// name, table).
+    pub async fn open_all(&self) -> Result<Vec<(String, String, Arc<DurableTable>)>> {
+        let mut tables = Vec::new();
+        for schema in self.table_schemas().await? {
+            for name in self.table_names(&schema).await? {
+                if let Some(table) = self.open(&schema, &name).await? {
+                    tables.push((schema.clone(), name, Arc::new(table)));
+                }
             }
         }
         Ok(tables)

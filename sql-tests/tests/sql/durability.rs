@@ -259,3 +259,50 @@ async fn views_and_external_tables_survive_a_restart() {
     let sluice = open(dir.path()).await;
     assert!(sluice.sql("SELECT * FROM outside").await.is_err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schemas_and_their_tables_survive_a_restart() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    {
+        let sluice = open(dir.path()).await;
+        for sql in [
+            "CREATE SCHEMA sales",
+            "CREATE SCHEMA empty_schema",
+            "CREATE TABLE sales.orders (id BIGINT, amount DOUBLE)",
+            "INSERT INTO sales.orders VALUES (1, 9.5), (2, 20)",
+            "CREATE VIEW sales.big AS SELECT id FROM sales.orders WHERE amount > 10",
+            "CREATE TABLE orders (id BIGINT)",
+            "INSERT INTO orders VALUES (42)",
+        ] {
+            sluice
+                .sql(sql)
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        }
+    }
+    {
+        let sluice = open(dir.path()).await;
+        assert_eq!(
+            rows(&sluice, "SELECT id, amount FROM sales.orders").await,
+            vec![text(&["1", "9.5"]), text(&["2", "20"])]
+        );
+        assert_eq!(rows(&sluice, "SELECT id FROM sales.big").await, vec![text(&["2"])]);
+        // Same table name in another schema: a different table.
+        assert_eq!(rows(&sluice, "SELECT id FROM orders").await, vec![text(&["42"])]);
+        sluice
+            .sql("CREATE TABLE empty_schema.t AS SELECT 1 AS x")
+            .await
+            .expect("the empty schema came back");
+        sluice
+            .sql("DROP SCHEMA sales CASCADE")
+            .await
+            .expect("drop schema");
+    }
+    let sluice = open(dir.path()).await;
+    assert!(sluice.sql("SELECT * FROM sales.orders").await.is_err());
+    let manifests = dir.path().join("tables/sales/orders/_manifest");
+    let left = std::fs::read_dir(&manifests).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(left, 0, "the dropped schema's table files are gone");
+    assert_eq!(rows(&sluice, "SELECT x FROM empty_schema.t").await, vec![text(&["1"])]);
+    assert_eq!(rows(&sluice, "SELECT id FROM orders").await, vec![text(&["42"])]);
+}
