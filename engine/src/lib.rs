@@ -35,6 +35,7 @@
 //! This crate depends on `sluice-functions` and `sluice-types`, never on the
 //! server.
 
+mod alter_table;
 mod builder;
 pub mod copy_in;
 mod durable_ddl;

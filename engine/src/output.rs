@@ -34,6 +34,8 @@ pub(crate) enum PreparedKind {
     Model(ModelStatement),
     /// `COPY … FROM STDIN`.
     CopyFrom(CopyFromStdin),
+    /// `ALTER TABLE`.
+    AlterTable(Box<datafusion::sql::sqlparser::ast::AlterTable>),
 }
 
 impl PreparedStatement {
@@ -100,7 +102,7 @@ impl PreparedStatement {
                 statement,
                 ModelStatement::Show | ModelStatement::Describe { .. }
             ),
-            PreparedKind::CopyFrom(_) => false,
+            PreparedKind::CopyFrom(_) | PreparedKind::AlterTable(_) => false,
         }
     }
 
@@ -108,7 +110,10 @@ impl PreparedStatement {
     pub fn session_command(&self) -> Option<&SessionCommand> {
         match &self.kind {
             PreparedKind::Session(cmd) => Some(cmd),
-            PreparedKind::Plan(_) | PreparedKind::Model(_) | PreparedKind::CopyFrom(_) => None,
+            PreparedKind::Plan(_)
+            | PreparedKind::Model(_)
+            | PreparedKind::CopyFrom(_)
+            | PreparedKind::AlterTable(_) => None,
         }
     }
 
@@ -116,7 +121,10 @@ impl PreparedStatement {
     pub fn logical_plan(&self) -> Option<&LogicalPlan> {
         match &self.kind {
             PreparedKind::Plan(plan) => Some(plan),
-            PreparedKind::Session(_) | PreparedKind::Model(_) | PreparedKind::CopyFrom(_) => None,
+            PreparedKind::Session(_)
+            | PreparedKind::Model(_)
+            | PreparedKind::CopyFrom(_)
+            | PreparedKind::AlterTable(_) => None,
         }
     }
 }

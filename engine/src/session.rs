@@ -84,6 +84,7 @@ impl SluiceSession {
             SluiceStatement::Session(cmd) => PreparedKind::Session(cmd.clone()),
             SluiceStatement::Model(statement) => PreparedKind::Model(statement.clone()),
             SluiceStatement::CopyFrom(statement) => PreparedKind::CopyFrom(statement.clone()),
+            SluiceStatement::AlterTable(alter) => PreparedKind::AlterTable(alter.clone()),
         };
         Ok(PreparedStatement { kind })
     }
@@ -145,6 +146,10 @@ impl SluiceSession {
                     ModelOutcome::Done(tag) => Ok(QueryOutput::Command(CommandComplete::tag(tag))),
                     ModelOutcome::Rows(batch) => Ok(rows_output(batch)),
                 }
+            }
+            PreparedKind::AlterTable(alter) => {
+                crate::alter_table::execute(&self.ctx, alter).await?;
+                Ok(QueryOutput::Command(CommandComplete::tag("ALTER TABLE")))
             }
             PreparedKind::CopyFrom(statement) => Ok(QueryOutput::CopyIn(Box::new(
                 CopyIn::start(&self.ctx, statement).await?,

@@ -29,6 +29,8 @@ pub enum SluiceStatement {
     Model(ModelStatement),
     /// `COPY table FROM STDIN`: the client sends the rows next.
     CopyFrom(CopyFromStdin),
+    /// `ALTER TABLE`, which DataFusion does not plan.
+    AlterTable(Box<ast::AlterTable>),
 }
 
 /// Session-level commands: settings and transaction control.
@@ -249,6 +251,7 @@ fn classify(statement: DFStatement) -> SluiceStatement {
             savepoint: None, ..
         } => session(SessionCommand::Rollback),
         ast::Statement::Discard { .. } => session(SessionCommand::Ignored { tag: "DISCARD ALL" }),
+        ast::Statement::AlterTable(alter) => SluiceStatement::AlterTable(Box::new(alter)),
         _ => SluiceStatement::DataFusion(Box::new(DFStatement::Statement(inner))),
     }
 }

@@ -219,6 +219,8 @@ fn plan_sqlstate(m: &str) -> &'static str {
     let lower = m.to_ascii_lowercase();
     if lower.starts_with("column \"") && lower.contains("does not exist") {
         UNDEFINED_COLUMN
+    } else if lower.starts_with("column \"") && lower.contains("already exists") {
+        DUPLICATE_COLUMN
     } else if lower.starts_with("table '") && lower.contains("not found")
         || lower.starts_with("table ") && lower.contains("doesn't exist")
         || lower.contains("no table named")

@@ -1,9 +1,14 @@
 //! A table's committed state: its schema and the data files that hold it.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{Schema, SchemaRef};
+use datafusion::common::DFSchema;
 use datafusion::error::{DataFusionError, Result};
+use datafusion::logical_expr::Expr;
+use datafusion::prelude::SessionContext;
+use datafusion::sql::unparser::expr_to_sql;
 use futures::TryStreamExt;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
@@ -18,6 +23,9 @@ pub struct Manifest {
     pub schema: Schema,
     /// Data files, relative to the table's directory.
     pub files: Vec<DataFile>,
+    /// Column defaults as SQL expressions (`DEFAULT …`), by column name.
+    #[serde(default)]
+    pub column_defaults: Vec<(String, String)>,
 }
 
 /// A Parquet file that belongs to a table.
@@ -33,6 +41,36 @@ impl Manifest {
     /// The schema as DataFusion shares it.
     pub fn schema_ref(&self) -> SchemaRef {
         Arc::new(self.schema.clone())
+    }
+
+    /// Records `defaults` as SQL.
+    pub fn set_column_defaults(&mut self, defaults: &HashMap<String, Expr>) -> Result<()> {
+        let mut stored = Vec::with_capacity(defaults.len());
+        for (column, expr) in defaults {
+            stored.push((column.clone(), expr_to_sql(expr)?.to_string()));
+        }
+        stored.sort();
+        self.column_defaults = stored;
+        Ok(())
+    }
+
+    /// The column defaults, planned again from their SQL. Defaults are
+    /// constant expressions (literals, `now()`, …), so a plain context
+    /// plans them; one that no longer plans is dropped with a warning
+    /// rather than making the table unreadable.
+    pub fn column_defaults(&self) -> HashMap<String, Expr> {
+        let ctx = SessionContext::new();
+        let empty = DFSchema::empty();
+        self.column_defaults
+            .iter()
+            .filter_map(|(column, sql)| match ctx.parse_sql_expr(sql, &empty) {
+                Ok(expr) => Some((column.clone(), expr)),
+                Err(e) => {
+                    log::warn!("dropping default of column {column} ({sql}): {e}");
+                    None
+                }
+            })
+            .collect()
     }
 }
 

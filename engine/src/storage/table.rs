@@ -7,7 +7,10 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::compute::concat_batches;
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::array::{Array, new_null_array};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{Field, FieldRef, Schema, SchemaRef};
+use datafusion::common::DFSchema;
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::{Constraints, SchemaExt};
 use datafusion::datasource::MemTable;
@@ -212,13 +215,14 @@ impl TableStore {
             }
             groups.push(batches);
         }
+        let column_defaults = manifest.column_defaults();
         Ok(Some(DurableTable::new(
             self.clone(),
             dir,
             manifest,
             groups,
             Constraints::default(),
-            HashMap::new(),
+            column_defaults,
         )))
     }
 
@@ -241,11 +245,13 @@ impl TableStore {
             files.push(write_data_file(self.store.as_ref(), &dir, &schema, &batches).await?);
             groups.push(batches);
         }
-        let manifest = Manifest {
+        let mut manifest = Manifest {
             version: 1,
             schema: schema.as_ref().clone(),
             files,
+            column_defaults: Vec::new(),
         };
+        manifest.set_column_defaults(&column_defaults)?;
         manifest::commit(self.store.as_ref(), &dir, &manifest).await?;
         Ok(DurableTable::new(
             self.clone(),
@@ -371,6 +377,83 @@ impl DurableTable {
             }
         }
         Ok(())
+    }
+}
+
+impl DurableTable {
+    /// `ALTER TABLE … ADD COLUMN`: the table with `field` appended, existing
+    /// rows given `default` (evaluated per row, as Postgres does) or NULL.
+    /// The rows are rewritten under the new schema and committed as the
+    /// next version; the returned table replaces this one in the catalog.
+    pub async fn with_added_column(
+        &self,
+        state: &dyn Session,
+        field: Field,
+        default: Option<Expr>,
+    ) -> Result<DurableTable> {
+        let table = self.state.lock().await;
+        let mut fields: Vec<FieldRef> = self.schema.fields().iter().cloned().collect();
+        fields.push(Arc::new(field.clone()));
+        let schema = Arc::new(Schema::new_with_metadata(
+            fields,
+            self.schema.metadata().clone(),
+        ));
+        let value = default
+            .as_ref()
+            .map(|expr| state.create_physical_expr(expr.clone(), &DFSchema::empty()))
+            .transpose()?;
+        let mut batches = Vec::new();
+        for batch in table.files.iter().flatten() {
+            let column = match &value {
+                Some(value) => {
+                    let evaluated = value.evaluate(batch)?.into_array(batch.num_rows())?;
+                    cast(&evaluated, field.data_type())?
+                }
+                None => new_null_array(field.data_type(), batch.num_rows()),
+            };
+            if !field.is_nullable() && column.null_count() > 0 {
+                return Err(DataFusionError::Execution(format!(
+                    "column \"{}\" of relation contains null values",
+                    field.name()
+                )));
+            }
+            let mut columns = batch.columns().to_vec();
+            columns.push(column);
+            batches.push(RecordBatch::try_new(Arc::clone(&schema), columns)?);
+        }
+        let store = self.store.store.as_ref();
+        let mut column_defaults = self.column_defaults.clone();
+        if let Some(default) = default {
+            column_defaults.insert(field.name().clone(), default);
+        }
+        let mut next = table.manifest.clone();
+        next.version += 1;
+        next.schema = schema.as_ref().clone();
+        next.set_column_defaults(&column_defaults)?;
+        let replaced = std::mem::take(&mut next.files);
+        let mut groups = Vec::new();
+        if batches.iter().any(|b| b.num_rows() > 0) {
+            next.files
+                .push(write_data_file(store, &self.dir, &schema, &batches).await?);
+            groups.push(batches);
+        }
+        // A writer still holding this object (a plan prepared before the
+        // ALTER) fails at its commit: the version it would take is this one.
+        manifest::commit(store, &self.dir, &next).await?;
+        drop(table);
+        for old in replaced {
+            if let Err(e) = store.delete(&resolve(&self.dir, &old.path)).await {
+                log::warn!("cannot delete replaced file {}: {e}", old.path);
+            }
+        }
+        Ok(DurableTable::new(
+            self.store.clone(),
+            self.dir.clone(),
+            next,
+            groups,
+            self.constraints.clone(),
+            column_defaults,
+        ))
     }
 }
 

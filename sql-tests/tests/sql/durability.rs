@@ -306,3 +306,62 @@ async fn schemas_and_their_tables_survive_a_restart() {
     assert_eq!(rows(&sluice, "SELECT x FROM empty_schema.t").await, vec![text(&["1"])]);
     assert_eq!(rows(&sluice, "SELECT id FROM orders").await, vec![text(&["42"])]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn added_columns_survive_a_restart() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    {
+        let sluice = open(dir.path()).await;
+        for sql in [
+            "CREATE TABLE people (id BIGINT, name TEXT)",
+            "INSERT INTO people VALUES (1, 'ann'), (2, 'bob')",
+            "ALTER TABLE people ADD COLUMN age INT",
+            "ALTER TABLE people ADD COLUMN country TEXT DEFAULT 'nl'",
+            "ALTER TABLE people ADD COLUMN IF NOT EXISTS age INT",
+            "ALTER TABLE people ADD embedding VECTOR(2)",
+            "INSERT INTO people (id, name, age, embedding) VALUES (3, 'cy', 30, '[1,2]')",
+        ] {
+            sluice
+                .sql(sql)
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        }
+        for (sql, expected) in [
+            ("ALTER TABLE people ADD COLUMN age INT", "already exists"),
+            ("ALTER TABLE people DROP COLUMN age", "not supported"),
+            ("ALTER TABLE nope ADD COLUMN x INT", "nope"),
+            ("ALTER TABLE people ADD COLUMN strict INT NOT NULL", "null values"),
+        ] {
+            let err = sluice.sql(sql).await.expect_err(sql).to_string();
+            assert!(err.contains(expected), "{sql}: {err}");
+        }
+        sluice
+            .sql("ALTER TABLE IF EXISTS nope ADD COLUMN x INT")
+            .await
+            .expect("IF EXISTS");
+    }
+    let sluice = open(dir.path()).await;
+    assert_eq!(
+        rows(&sluice, "SELECT id, name, age, country, embedding FROM people").await,
+        vec![
+            vec![Some("1".into()), Some("ann".into()), None, Some("nl".into()), None],
+            vec![Some("2".into()), Some("bob".into()), None, Some("nl".into()), None],
+            vec![
+                Some("3".into()),
+                Some("cy".into()),
+                Some("30".into()),
+                Some("nl".into()),
+                Some("[1,2]".into())
+            ],
+        ]
+    );
+    // The defaults came back too.
+    sluice
+        .sql("INSERT INTO people (id) VALUES (4)")
+        .await
+        .expect("insert");
+    assert_eq!(
+        rows(&sluice, "SELECT country FROM people WHERE id = 4").await,
+        vec![text(&["nl"])]
+    );
+}
