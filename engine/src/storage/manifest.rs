@@ -111,9 +111,76 @@ pub async fn latest(store: &dyn ObjectStore, table_dir: &Path) -> Result<Option<
     Ok(Some(manifest))
 }
 
+/// Manifest versions kept behind the newest. Only the newest is ever read
+/// (each commit is atomic, so it is never half-written); a few older ones
+/// stay for inspecting a table's recent history.
+const KEEP_VERSIONS: u64 = 4;
+
 /// Commits `manifest` as the table's next version. Fails, writing nothing,
-/// if another writer committed that version first.
+/// if another writer committed that version first. The version that falls
+/// out of the kept history is deleted afterwards (best effort: a leftover
+/// is removed when the table is next opened).
 pub async fn commit(store: &dyn ObjectStore, table_dir: &Path, manifest: &Manifest) -> Result<()> {
+    put_version(store, table_dir, manifest).await?;
+    if let Some(expired) = manifest.version.checked_sub(KEEP_VERSIONS)
+        && expired > 0
+    {
+        match store.delete(&manifest_path(table_dir, expired)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => log::warn!("cannot delete expired manifest {expired} of {table_dir}: {e}"),
+        }
+    }
+    Ok(())
+}
+
+/// Deletes what a table's newest manifest does not need: manifests older
+/// than the kept history and data files it does not list (left by a
+/// crash between writing a file and committing it, or between a commit
+/// and deleting the files it replaced). Only safe while nothing writes to
+/// the table: Sluice runs it when the data directory is opened.
+pub async fn collect_garbage(
+    store: &dyn ObjectStore,
+    table_dir: &Path,
+    manifest: &Manifest,
+) -> Result<usize> {
+    let live: std::collections::HashSet<String> = manifest
+        .files
+        .iter()
+        .map(|f| format!("{table_dir}/{}", f.path))
+        .collect();
+    let oldest_kept = manifest.version.saturating_sub(KEEP_VERSIONS - 1);
+    let mut garbage = Vec::new();
+    for sub in ["_manifest", "data"] {
+        let entries: Vec<_> = store
+            .list(Some(&table_dir.clone().join(sub)))
+            .try_collect()
+            .await
+            .map_err(storage_error)?;
+        for meta in entries {
+            let path = meta.location;
+            let expired = match sub {
+                "_manifest" => path
+                    .filename()
+                    .and_then(|n| n.strip_suffix(".json"))
+                    .and_then(|n| n.parse::<u64>().ok())
+                    .is_some_and(|v| v < oldest_kept),
+                _ => !live.contains(path.as_ref()),
+            };
+            if expired {
+                garbage.push(path);
+            }
+        }
+    }
+    for path in &garbage {
+        match store.delete(path).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(storage_error(e)),
+        }
+    }
+    Ok(garbage.len())
+}
+
+async fn put_version(store: &dyn ObjectStore, table_dir: &Path, manifest: &Manifest) -> Result<()> {
     let body = serde_json::to_vec(manifest)
         .map_err(|e| DataFusionError::Internal(format!("cannot serialise manifest: {e}")))?;
     let options = PutOptions {

@@ -204,6 +204,10 @@ impl TableStore {
         let Some(manifest) = manifest::latest(self.store.as_ref(), &dir).await? else {
             return Ok(None);
         };
+        let removed = manifest::collect_garbage(self.store.as_ref(), &dir, &manifest).await?;
+        if removed > 0 {
+            log::info!("removed {removed} unreferenced file(s) of {dir}");
+        }
         let mut groups = Vec::with_capacity(manifest.files.len());
         for file in &manifest.files {
             let mut batches = Vec::new();

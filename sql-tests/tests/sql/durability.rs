@@ -365,3 +365,33 @@ async fn added_columns_survive_a_restart() {
         vec![text(&["nl"])]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leftovers_of_interrupted_writes_are_removed_at_open() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    {
+        let sluice = open(dir.path()).await;
+        sluice.sql("CREATE TABLE t (x INT)").await.expect("create");
+        for i in 0..12 {
+            sluice
+                .sql(&format!("INSERT INTO t VALUES ({i})"))
+                .await
+                .expect("insert");
+        }
+    }
+    let table = dir.path().join("tables/public/t");
+    let count = |sub: &str| std::fs::read_dir(table.join(sub)).expect("dir").count();
+    // Old manifest versions are pruned as commits go on, not kept forever.
+    assert!(count("_manifest") <= 4, "{} manifests", count("_manifest"));
+    // A crash between writing a data file and committing it leaves a file
+    // no manifest lists.
+    std::fs::write(table.join("data/orphan.parquet"), b"half written").expect("orphan");
+    let files_before = count("data");
+    let sluice = open(dir.path()).await;
+    assert_eq!(count("data"), files_before - 1, "the orphan is gone");
+    assert!(!table.join("data/orphan.parquet").exists());
+    assert_eq!(
+        rows(&sluice, "SELECT count(*), sum(x) FROM t").await,
+        vec![text(&["12", "66"])]
+    );
+}
