@@ -8,7 +8,7 @@ use datafusion::catalog::MemorySchemaProvider;
 use datafusion::common::TableReference;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::SessionStateBuilder;
-use crate::storage::{DataLocation, TableStore};
+use crate::storage::{DATA_STORE_URL, DataLocation, TableStore};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use sluice_functions::model::ModelRegistry;
 use sluice_functions::model::explain::CountModelCalls;
@@ -82,7 +82,7 @@ impl SluiceBuilder {
     pub async fn build(self) -> Result<Sluice> {
         let config = self.config;
         let (object_store, root) = config.data_location.open()?;
-        let store = Arc::new(TableStore::new(object_store, root));
+        let store = Arc::new(TableStore::new(Arc::clone(&object_store), root));
         let tables = store.open_all().await.map_err(|e| {
             DataFusionError::Configuration(format!(
                 "cannot open data directory {}: {e}",
@@ -108,6 +108,11 @@ impl SluiceBuilder {
             .with_physical_optimizer_rule(Arc::new(CountModelCalls::new(Arc::clone(&models))))
             .build();
         let ctx = SessionContext::new_with_state(state);
+        // Table scans read the data directory through DataFusion's Parquet
+        // source, which finds stores by URL.
+        let data_url = url::Url::parse(DATA_STORE_URL)
+            .map_err(|e| DataFusionError::Internal(format!("bad data store URL: {e}")))?;
+        ctx.register_object_store(&data_url, object_store);
 
         // pg_catalog first: Sluice's functions then take precedence where
         // both define a name (`version()` must say "PostgreSQL 15").

@@ -89,10 +89,11 @@ pub(crate) async fn create_table(
         }
         (_, _, false) => {}
     }
-    let state = ctx.state();
-    let input = state.optimize(&cmd.input)?;
-    let schema = Arc::clone(input.schema().inner());
-    let batches = DataFrame::new(state, input).collect().await?;
+    // Optimised once, by `collect` (optimising an optimised plan again
+    // re-pushes filters already pushed into scans).
+    let query = DataFrame::new(ctx.state(), cmd.input.as_ref().clone());
+    let schema = Arc::clone(query.schema().inner());
+    let batches = query.collect().await?;
     let table = store
         .create(
             &name.schema,

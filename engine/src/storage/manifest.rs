@@ -35,6 +35,9 @@ pub struct DataFile {
     pub path: String,
     /// Rows in the file.
     pub rows: u64,
+    /// Bytes in the file (0 in manifests written before sizes were kept).
+    #[serde(default)]
+    pub size: u64,
 }
 
 impl Manifest {

@@ -25,15 +25,22 @@
 //! Views and external tables are definitions, not data: their creating
 //! statement is stored and replayed in creation order at open.
 //!
-//! # Today
-//! Tables are read from memory: opening the data directory loads every
-//! table's files, and each write appends to memory after it commits. Scans
-//! straight from the Parquet files come next.
+//! # Reads
+//! Scans read the files of the newest version through DataFusion's Parquet
+//! source, registered on the data directory's store: nothing is loaded at
+//! open, projections and row-group pruning apply, memory stays bounded. A
+//! scan holds the snapshot of files it started on, so compaction or DELETE
+//! delete replaced files only when the last scan of them ends.
 
 mod definitions;
+mod durable_table;
+mod files;
 mod location;
 mod manifest;
+mod sink;
 mod table;
 
+pub use durable_table::DurableTable;
+pub use files::DATA_STORE_URL;
 pub use location::{DataLocation, register_store_for};
-pub use table::{DurableTable, TableStore};
+pub use table::TableStore;

@@ -395,3 +395,56 @@ async fn leftovers_of_interrupted_writes_are_removed_at_open() {
         vec![text(&["12", "66"])]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_scan_keeps_the_files_it_started_on() {
+    use futures::StreamExt;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let sluice = open(dir.path()).await;
+    sluice.sql("CREATE TABLE t (x INT)").await.expect("create");
+    // Fifteen small files: one short of compaction.
+    for i in 0..15 {
+        sluice
+            .sql(&format!("INSERT INTO t VALUES ({i})"))
+            .await
+            .expect("insert");
+    }
+    // Scans read the files lazily, one after another.
+    let mut stream = sluice
+        .sql("SELECT x FROM t")
+        .await
+        .expect("plan")
+        .execute_stream()
+        .await
+        .expect("start");
+    let first = stream.next().await.expect("a batch").expect("read");
+    let mut seen = first.num_rows();
+    // These inserts merge all fifteen files (and the new ones) into one and
+    // retire the old files while the scan still has most of them to read.
+    for i in 15..20 {
+        sluice
+            .sql(&format!("INSERT INTO t VALUES ({i})"))
+            .await
+            .expect("insert");
+    }
+    let data = dir.path().join("tables/public/t/data");
+    assert!(
+        std::fs::read_dir(&data).expect("data dir").count() > 16,
+        "the scan's files are still there"
+    );
+    while let Some(batch) = stream.next().await {
+        seen += batch.expect("the rest of the scan reads its own snapshot").num_rows();
+    }
+    assert_eq!(seen, 15, "the scan saw exactly the version it started on");
+    drop(stream);
+    // With the scan gone, the retired files are deleted.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::fs::read_dir(&data).expect("data dir").count() > 5 {
+        assert!(std::time::Instant::now() < deadline, "retired files never deleted");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        rows(&sluice, "SELECT count(*), sum(x) FROM t").await,
+        vec![text(&["20", "190"])]
+    );
+}
