@@ -81,9 +81,29 @@ fn message(err: &DataFusionError) -> String {
         | DataFusionError::NotImplemented(m)
         | DataFusionError::Configuration(m) => m.clone(),
         DataFusionError::ArrowError(e, _) => arrow_message(e),
+        DataFusionError::ObjectStore(e) => object_store_message(&e.to_string()),
         DataFusionError::SchemaError(e, _) => e.to_string(),
         other => other.to_string(),
     }
+}
+
+/// Object-store errors carry the store's whole response (S3's XML body)
+/// and no summary; say what happened first, then where.
+fn object_store_message(text: &str) -> String {
+    let summary = if text.contains("NoSuchBucket") {
+        "the bucket does not exist"
+    } else if text.contains("AccessDenied") || text.contains("InvalidAccessKeyId") {
+        "access denied by the object store"
+    } else if text.contains("error sending request") || text.contains("Connection refused") {
+        "cannot reach the object store"
+    } else if text.contains("not found") || text.contains("NoSuchKey") {
+        "object not found"
+    } else {
+        "object store error"
+    };
+    // Drop the response body: everything from the first XML tag on.
+    let detail = text.split('<').next().unwrap_or(text).trim_end_matches([' ', ':']);
+    format!("{summary}: {detail}")
 }
 
 fn arrow_message(e: &ArrowError) -> String {
@@ -141,7 +161,12 @@ pub fn sqlstate(err: &DataFusionError) -> &'static str {
             }
         }
         DataFusionError::ResourcesExhausted(_) => OUT_OF_MEMORY,
-        DataFusionError::IoError(_) | DataFusionError::ObjectStore(_) => IO_ERROR,
+        DataFusionError::ObjectStore(e) => match e.as_ref() {
+            object_store::Error::NotFound { .. } => UNDEFINED_FILE,
+            other if other.to_string().contains("NoSuchBucket") => UNDEFINED_FILE,
+            _ => IO_ERROR,
+        },
+        DataFusionError::IoError(_) => IO_ERROR,
         DataFusionError::ParquetError(_) => IO_ERROR,
         DataFusionError::Internal(_)
         | DataFusionError::ExecutionJoin(_)
@@ -299,6 +324,18 @@ mod tests {
         let unknown_setting =
             DataFusionError::Configuration("unrecognized configuration parameter \"x\"".into());
         assert_eq!(sqlstate(&unknown_setting), codes::UNDEFINED_OBJECT);
+    }
+
+    #[test]
+    fn object_store_errors_say_what_happened() {
+        let missing = DataFusionError::ObjectStore(Box::new(object_store::Error::Generic {
+            store: "S3",
+            source: "Error performing GET http://s3/no-such-bucket in 4ms: <?xml version=\"1.0\"?><Error><Code>NoSuchBucket</Code></Error>".into(),
+        }));
+        assert_eq!(sqlstate(&missing), codes::UNDEFINED_FILE);
+        let text = message(&missing);
+        assert!(text.starts_with("the bucket does not exist: "), "{text}");
+        assert!(!text.contains("<Code>"), "{text}");
     }
 
     #[test]
