@@ -8,9 +8,9 @@ use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use datafusion::arrow::array::{Array, RecordBatch, new_null_array};
+use datafusion::arrow::array::{Array, RecordBatch, UInt64Array, new_null_array};
 use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{Field, FieldRef, Schema, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef};
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::config::TableParquetOptions;
 use datafusion::common::{Constraints, DFSchema, SchemaExt};
@@ -23,7 +23,7 @@ use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::logical_expr::dml::InsertOp;
 use datafusion::logical_expr::{Expr, TableType};
-use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::{ExecutionPlan, collect};
 use datafusion::physical_plan::empty::EmptyExec;
 use object_store::ObjectStore;
 use object_store::path::Path;
@@ -50,6 +50,31 @@ impl TableState {
         self.manifest = next;
         Snapshot::succeed(previous, &snapshot).await;
     }
+}
+
+/// What a DELETE or UPDATE does to the rows it selects.
+enum RowChange {
+    Delete {
+        filters: Vec<Expr>,
+    },
+    Update {
+        assignments: Vec<(String, Expr)>,
+        filters: Vec<Expr>,
+    },
+}
+
+/// The `count` a DML plan reports.
+fn count_of(batches: Vec<RecordBatch>) -> Result<u64> {
+    let mut total = 0;
+    for batch in batches {
+        if let Some(counts) = batch
+            .column_by_name("count")
+            .and_then(|c| c.as_any().downcast_ref::<UInt64Array>())
+        {
+            total += counts.iter().flatten().sum::<u64>();
+        }
+    }
+    Ok(total)
 }
 
 /// A table whose every acknowledged write is on durable storage.
@@ -91,43 +116,62 @@ impl DurableTable {
         }
     }
 
-    /// All committed rows, read into memory (DELETE and UPDATE rewrite the
-    /// table from them).
-    async fn rows(&self, table: &TableState) -> Result<MemTable> {
-        let batches = read_files(
-            self.store.as_ref(),
-            &self.dir,
-            &table.manifest.files,
-            &self.schema,
-        )
-        .await?;
-        MemTable::try_new(Arc::clone(&self.schema), vec![batches])
-    }
-
-    /// Replaces the table's contents with `rows`: one new data file and a
-    /// manifest that lists only it. DELETE and UPDATE rewrite the whole
-    /// table this way; rewriting only the files a predicate touches is the
-    /// next step.
-    async fn replace_all(
-        &self,
-        table: &mut TableState,
-        state: &dyn Session,
-        rows: &MemTable,
-    ) -> Result<()> {
-        let plan = rows.scan(state, None, &[], None).await?;
-        let batches: Vec<RecordBatch> =
-            datafusion::physical_plan::collect(plan, state.task_ctx()).await?;
-        let mut next = table.manifest.clone();
-        next.version += 1;
-        next.files.clear();
-        if batches.iter().any(|b| b.num_rows() > 0) {
-            next.files.push(
-                write_data_file(self.store.as_ref(), &self.dir, &self.schema, &batches).await?,
-            );
+    /// Applies a DELETE or UPDATE file by file: each file's rows are read,
+    /// changed with MemTable's SQL semantics (three-valued predicates,
+    /// UPDATE expressions), and only files with affected rows are
+    /// rewritten; one commit covers them all. Returns the affected-row
+    /// count as DataFusion's DML plans do.
+    async fn rewrite(&self, state: &dyn Session, change: RowChange) -> Result<Arc<dyn ExecutionPlan>> {
+        let mut table = self.state.lock().await;
+        let mut affected = 0u64;
+        let mut files = Vec::with_capacity(table.manifest.files.len());
+        for file in &table.manifest.files {
+            let batches = read_files(
+                self.store.as_ref(),
+                &self.dir,
+                std::slice::from_ref(file),
+                &self.schema,
+            )
+            .await?;
+            let rows = MemTable::try_new(Arc::clone(&self.schema), vec![batches])?;
+            let result = match &change {
+                RowChange::Delete { filters } => rows.delete_from(state, filters.clone()).await?,
+                RowChange::Update {
+                    assignments,
+                    filters,
+                } => {
+                    rows.update(state, assignments.clone(), filters.clone())
+                        .await?
+                }
+            };
+            let count = count_of(collect(result, state.task_ctx()).await?)?;
+            if count == 0 {
+                files.push(file.clone());
+                continue;
+            }
+            affected += count;
+            let kept = collect(rows.scan(state, None, &[], None).await?, state.task_ctx()).await?;
+            if kept.iter().any(|b| b.num_rows() > 0) {
+                files.push(
+                    write_data_file(self.store.as_ref(), &self.dir, &self.schema, &kept).await?,
+                );
+            }
         }
-        manifest::commit(self.store.as_ref(), &self.dir, &next).await?;
-        table.install(&self.store, &self.dir, next).await;
-        Ok(())
+        if affected > 0 {
+            let mut next = table.manifest.clone();
+            next.version += 1;
+            next.files = files;
+            manifest::commit(self.store.as_ref(), &self.dir, &next).await?;
+            table.install(&self.store, &self.dir, next).await;
+        }
+        let schema = Arc::new(Schema::new(vec![Field::new("count", DataType::UInt64, false)]));
+        let batch = RecordBatch::try_new(
+            Arc::clone(&schema),
+            vec![Arc::new(UInt64Array::from(vec![affected]))],
+        )?;
+        MemTable::try_new(schema, vec![vec![batch]])?
+            .scan(state, None, &[], None)
+            .await
     }
 
     /// `ALTER TABLE … ADD COLUMN`: the table with `field` appended, existing
@@ -274,13 +318,7 @@ impl TableProvider for DurableTable {
         state: &dyn Session,
         filters: Vec<Expr>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let mut table = self.state.lock().await;
-        let rows = self.rows(&table).await?;
-        // MemTable applies the filters with SQL's three-valued logic and
-        // reports the count; Sluice then makes the result durable.
-        let result = rows.delete_from(state, filters).await?;
-        self.replace_all(&mut table, state, &rows).await?;
-        Ok(result)
+        self.rewrite(state, RowChange::Delete { filters }).await
     }
 
     async fn truncate(&self, state: &dyn Session) -> Result<Arc<dyn ExecutionPlan>> {
@@ -294,11 +332,14 @@ impl TableProvider for DurableTable {
         assignments: Vec<(String, Expr)>,
         filters: Vec<Expr>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let mut table = self.state.lock().await;
-        let rows = self.rows(&table).await?;
-        let result = rows.update(state, assignments, filters).await?;
-        self.replace_all(&mut table, state, &rows).await?;
-        Ok(result)
+        self.rewrite(
+            state,
+            RowChange::Update {
+                assignments,
+                filters,
+            },
+        )
+        .await
     }
 
     async fn insert_into(

@@ -448,3 +448,46 @@ async fn a_running_scan_keeps_the_files_it_started_on() {
         vec![text(&["20", "190"])]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletes_and_updates_rewrite_only_the_files_they_touch() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let sluice = open(dir.path()).await;
+    for sql in [
+        "CREATE TABLE t (id INT, v TEXT)",
+        "INSERT INTO t VALUES (1, 'a'), (2, 'b')",
+        "INSERT INTO t VALUES (3, 'c'), (4, 'd')",
+    ] {
+        sluice.sql(sql).await.expect(sql);
+    }
+    let data = dir.path().join("tables/public/t/data");
+    let files = || {
+        let mut names: Vec<String> = std::fs::read_dir(&data)
+            .expect("data dir")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    let before = files();
+    assert_eq!(before.len(), 2);
+    let deleted = rows(&sluice, "DELETE FROM t WHERE id = 1").await;
+    assert_eq!(deleted, vec![text(&["1"])]);
+    let after = files();
+    assert_eq!(after.len(), 2);
+    assert_eq!(
+        before.iter().filter(|f| after.contains(f)).count(),
+        1,
+        "the untouched file is kept as it was"
+    );
+    // A predicate matching nothing commits nothing.
+    assert_eq!(rows(&sluice, "UPDATE t SET v = 'z' WHERE id = 99").await, vec![text(&["0"])]);
+    assert_eq!(files(), after);
+    assert_eq!(rows(&sluice, "UPDATE t SET v = 'z' WHERE id >= 3").await, vec![text(&["2"])]);
+    drop(sluice);
+    let sluice = open(dir.path()).await;
+    assert_eq!(
+        rows(&sluice, "SELECT id, v FROM t").await,
+        vec![text(&["2", "b"]), text(&["3", "z"]), text(&["4", "z"])]
+    );
+}
