@@ -39,6 +39,7 @@ mod alter_table;
 mod builder;
 pub mod copy_in;
 mod durable_ddl;
+mod literal_insert;
 mod ml_predict;
 mod model_constants;
 mod model_statement;
@@ -50,6 +51,7 @@ pub mod settings;
 mod sluice;
 pub mod statement;
 pub mod storage;
+mod text_insert;
 mod typed_values;
 
 pub use builder::{SluiceBuilder, SluiceConfig};

@@ -103,6 +103,9 @@ impl SluiceSession {
             DFStatement::CopyTo(copy) => crate::storage::register_store_for(&self.ctx, &copy.target)?,
             _ => {}
         }
+        if let Some(plan) = crate::literal_insert::plan(&statement, &self.ctx).await? {
+            return Ok(plan);
+        }
         crate::ml_predict::rewrite(&mut statement, &self.ctx).await?;
         cast_values_to_column_types(&mut statement, &self.ctx).await?;
         self.ctx.state().statement_to_plan(statement).await

@@ -83,7 +83,7 @@ pub(crate) async fn cast_values_to_column_types(
 
 /// A column name as DataFusion resolves it: unquoted names fold to lower
 /// case.
-fn column_name(column: &ObjectName) -> Option<String> {
+pub(crate) fn column_name(column: &ObjectName) -> Option<String> {
     let ident = column.0.last()?.as_ident()?;
     Some(match ident.quote_style {
         Some(_) => ident.value.clone(),

@@ -246,6 +246,8 @@ fn plan_sqlstate(m: &str) -> &'static str {
         UNDEFINED_COLUMN
     } else if lower.starts_with("column \"") && lower.contains("already exists") {
         DUPLICATE_COLUMN
+    } else if lower.starts_with("no files found at") {
+        UNDEFINED_FILE
     } else if lower.starts_with("table '") && lower.contains("not found")
         || lower.starts_with("table ") && lower.contains("doesn't exist")
         || lower.contains("no table named")

@@ -13,15 +13,10 @@ mod format;
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::RecordBatch;
-use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::catalog::TableProvider;
-use datafusion::catalog::default_table_source::provider_as_source;
-use datafusion::common::{Column, ScalarValue, TableReference};
-use datafusion::datasource::MemTable;
+use datafusion::common::TableReference;
 use datafusion::error::{DataFusionError, Result};
-use datafusion::logical_expr::dml::InsertOp;
-use datafusion::logical_expr::{Expr, ExprSchemable, LogicalPlan, LogicalPlanBuilder, cast, lit};
+use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::DFParser;
 use datafusion::sql::planner::object_name_to_table_reference;
@@ -31,9 +26,10 @@ use datafusion::sql::sqlparser::ast::{
 };
 use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::tokenizer::Token;
-use sluice_types::SluiceType;
 
 pub use format::{CopyFormat, CopyFormatKind, CopyReader};
+
+use crate::text_insert::insert_text_rows;
 
 /// A parsed `COPY … FROM STDIN`.
 #[derive(Debug, Clone)]
@@ -293,58 +289,13 @@ impl CopyIn {
         }
     }
 
-    /// The INSERT that writes the rows read: text columns, converted to the
-    /// table's types the way `INSERT … SELECT` converts them; columns the
-    /// data does not hold get their defaults (or NULL).
+    /// The INSERT that writes the rows read (see [`insert_text_rows`]).
     pub(crate) fn into_insert_plan(self) -> Result<LogicalPlan> {
         if let Some(error) = self.error {
             return Err(error);
         }
-        let text_schema = Arc::new(Schema::new(
-            self.columns
-                .iter()
-                .map(|name| Field::new(name, DataType::Utf8, true))
-                .collect::<Vec<_>>(),
-        ));
-        let batches = self
-            .reader
-            .finish()?
-            .into_iter()
-            .map(|columns| RecordBatch::try_new(Arc::clone(&text_schema), columns))
-            .collect::<std::result::Result<Vec<_>, _>>()?;
-        let data = MemTable::try_new(Arc::clone(&text_schema), vec![batches])?;
-        let scan = LogicalPlanBuilder::scan("copy_data", provider_as_source(Arc::new(data)), None)?
-            .build()?;
-        let table_schema = self.provider.schema();
-        let mut projection = Vec::with_capacity(table_schema.fields().len());
-        for field in table_schema.fields() {
-            let value = if self.columns.contains(field.name()) {
-                let text = Expr::Column(Column::new(Some("copy_data"), field.name()));
-                if SluiceType::of_field(field).is_some() {
-                    // Sluice's analyzer rule parses text into its types
-                    // (with their own validation and error messages).
-                    text
-                } else {
-                    cast(text, field.data_type().clone())
-                }
-            } else {
-                let default = self
-                    .provider
-                    .get_column_default(field.name())
-                    .cloned()
-                    .unwrap_or(lit(ScalarValue::Null));
-                default.cast_to(field.data_type(), scan.schema())?
-            };
-            projection.push(value.alias(field.name()));
-        }
-        let rows = LogicalPlanBuilder::from(scan).project(projection)?.build()?;
-        LogicalPlanBuilder::insert_into(
-            rows,
-            self.table,
-            provider_as_source(self.provider),
-            InsertOp::Append,
-        )?
-        .build()
+        let batches = self.reader.finish()?;
+        insert_text_rows(self.table, self.provider, &self.columns, batches)
     }
 }
 
