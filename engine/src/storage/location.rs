@@ -17,6 +17,8 @@ use object_store::path::Path;
 use object_store::{BackoffConfig, ClientConfigKey, ObjectStore, RetryConfig};
 use url::Url;
 
+use super::synced_local::SyncedLocalFileSystem;
+
 /// A data directory: a local folder, or a prefix in an object store.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DataLocation {
@@ -66,7 +68,7 @@ impl DataLocation {
                         dir.display()
                     ))
                 })?;
-                Ok((Arc::new(local), Path::default()))
+                Ok((Arc::new(SyncedLocalFileSystem::new(local)), Path::default()))
             }
             Self::S3(url) => {
                 let store = s3_store(url)?;

@@ -38,6 +38,7 @@ mod files;
 mod location;
 mod manifest;
 mod sink;
+mod synced_local;
 mod table;
 
 pub use durable_table::DurableTable;

@@ -491,3 +491,40 @@ async fn deletes_and_updates_rewrite_only_the_files_they_touch() {
         vec![text(&["2", "b"]), text(&["3", "z"]), text(&["4", "z"])]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writers_to_one_table_are_serialised() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let sluice = open(dir.path()).await;
+    sluice
+        .sql("CREATE TABLE t (writer INT, n INT)")
+        .await
+        .expect("create");
+    let mut writers = Vec::new();
+    for writer in 0..8 {
+        let session = sluice.session();
+        writers.push(tokio::spawn(async move {
+            for n in 0..20 {
+                session
+                    .sql(&format!("INSERT INTO t VALUES ({writer}, {n})"))
+                    .await
+                    .expect("insert");
+            }
+        }));
+    }
+    for writer in writers {
+        writer.await.expect("writer");
+    }
+    drop(sluice);
+    // Every row of every writer, once, after a restart (compaction ran
+    // while they wrote).
+    let sluice = open(dir.path()).await;
+    assert_eq!(
+        rows(
+            &sluice,
+            "SELECT count(*), count(DISTINCT writer * 100 + n), sum(n) FROM t"
+        )
+        .await,
+        vec![text(&["160", "160", "1520"])]
+    );
+}
