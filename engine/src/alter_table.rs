@@ -80,15 +80,22 @@ fn normalized(column: &ColumnDef) -> String {
 async fn plan_column(
     ctx: &SessionContext,
     column: &ColumnDef,
-) -> Result<(datafusion::arrow::datatypes::Field, Option<datafusion::logical_expr::Expr>)> {
+) -> Result<(
+    datafusion::arrow::datatypes::Field,
+    Option<datafusion::logical_expr::Expr>,
+)> {
     let sql = format!("CREATE TABLE sluice_added_column ({column})");
     let mut statements = parse_sql(&sql)?;
     let Some(SluiceStatement::DataFusion(statement)) = statements.pop() else {
-        return Err(DataFusionError::Plan(format!("cannot plan column {column}")));
+        return Err(DataFusionError::Plan(format!(
+            "cannot plan column {column}"
+        )));
     };
     let plan = ctx.state().statement_to_plan(*statement).await?;
     let LogicalPlan::Ddl(DdlStatement::CreateMemoryTable(create)) = plan else {
-        return Err(DataFusionError::Plan(format!("cannot plan column {column}")));
+        return Err(DataFusionError::Plan(format!(
+            "cannot plan column {column}"
+        )));
     };
     let schema = create.input.schema();
     let field = schema.field(0).as_ref().clone();

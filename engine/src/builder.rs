@@ -4,11 +4,11 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use crate::storage::{DATA_STORE_URL, DataLocation, TableStore};
 use datafusion::catalog::MemorySchemaProvider;
 use datafusion::common::TableReference;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::SessionStateBuilder;
-use crate::storage::{DATA_STORE_URL, DataLocation, TableStore};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use sluice_functions::model::ModelRegistry;
 use sluice_functions::model::explain::CountModelCalls;

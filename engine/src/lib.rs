@@ -55,9 +55,9 @@ mod text_insert;
 mod typed_values;
 
 pub use builder::{SluiceBuilder, SluiceConfig};
-pub use storage::DataLocation;
 pub use model_statement::{CreateModel, ModelStatement};
 pub use models::DEFAULT_EMBEDDING_MODEL;
 pub use output::{CommandComplete, PreparedStatement, QueryOutput, TransactionEffect};
 pub use session::SluiceSession;
 pub use sluice::Sluice;
+pub use storage::DataLocation;

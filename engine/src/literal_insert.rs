@@ -26,7 +26,10 @@ use crate::typed_values::column_name;
 /// The INSERT plan for `statement` when it is a literal `INSERT … VALUES`
 /// this path can take; `None` sends it down DataFusion's path (which also
 /// reports every error the fast path does not know how to word).
-pub(crate) async fn plan(statement: &DFStatement, ctx: &SessionContext) -> Result<Option<LogicalPlan>> {
+pub(crate) async fn plan(
+    statement: &DFStatement,
+    ctx: &SessionContext,
+) -> Result<Option<LogicalPlan>> {
     let DFStatement::Statement(statement) = statement else {
         return Ok(None);
     };
@@ -135,7 +138,10 @@ fn takes_text(field: &Field) -> bool {
 
 /// A literal cell as text (`Some(None)` for NULL); `None` when the cell is
 /// not a literal this path reads exactly as DataFusion's would.
-fn literal_text<'a>(cell: &'a Expr, target: &DataType) -> Option<Option<std::borrow::Cow<'a, str>>> {
+fn literal_text<'a>(
+    cell: &'a Expr,
+    target: &DataType,
+) -> Option<Option<std::borrow::Cow<'a, str>>> {
     use std::borrow::Cow;
     match cell {
         Expr::Value(value) => match &value.value {

@@ -100,7 +100,9 @@ impl SluiceSession {
                     crate::storage::register_store_for(&self.ctx, location)?;
                 }
             }
-            DFStatement::CopyTo(copy) => crate::storage::register_store_for(&self.ctx, &copy.target)?,
+            DFStatement::CopyTo(copy) => {
+                crate::storage::register_store_for(&self.ctx, &copy.target)?
+            }
             _ => {}
         }
         if let Some(plan) = crate::literal_insert::plan(&statement, &self.ctx).await? {

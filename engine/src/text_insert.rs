@@ -37,7 +37,8 @@ pub(crate) fn insert_text_rows(
         .map(|columns| RecordBatch::try_new(Arc::clone(&text_schema), columns))
         .collect::<std::result::Result<Vec<_>, _>>()?;
     let data = MemTable::try_new(Arc::clone(&text_schema), vec![batches])?;
-    let scan = LogicalPlanBuilder::scan(SOURCE, provider_as_source(Arc::new(data)), None)?.build()?;
+    let scan =
+        LogicalPlanBuilder::scan(SOURCE, provider_as_source(Arc::new(data)), None)?.build()?;
     let table_schema = provider.schema();
     let mut projection = Vec::with_capacity(table_schema.fields().len());
     for field in table_schema.fields() {
@@ -59,7 +60,9 @@ pub(crate) fn insert_text_rows(
         };
         projection.push(value.alias(field.name()));
     }
-    let rows = LogicalPlanBuilder::from(scan).project(projection)?.build()?;
+    let rows = LogicalPlanBuilder::from(scan)
+        .project(projection)?
+        .build()?;
     LogicalPlanBuilder::insert_into(rows, table, provider_as_source(provider), InsertOp::Append)?
         .build()
 }

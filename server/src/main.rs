@@ -92,8 +92,7 @@ async fn run(args: ServeArgs) -> Result<(), String> {
     };
     info!(
         "Sluice listening on {} (data directory {})",
-        args.listen,
-        args.data_dir
+        args.listen, args.data_dir
     );
     serve(engine, listener, &config, shutdown_signal())
         .await

@@ -102,7 +102,11 @@ fn object_store_message(text: &str) -> String {
         "object store error"
     };
     // Drop the response body: everything from the first XML tag on.
-    let detail = text.split('<').next().unwrap_or(text).trim_end_matches([' ', ':']);
+    let detail = text
+        .split('<')
+        .next()
+        .unwrap_or(text)
+        .trim_end_matches([' ', ':']);
     format!("{summary}: {detail}")
 }
 

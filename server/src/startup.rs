@@ -24,8 +24,8 @@ use pgwire::error::{PgWireError, PgWireResult};
 use pgwire::messages::response::{ReadyForQuery, TransactionStatus};
 use pgwire::messages::startup::{Authentication, BackendKeyData, ParameterStatus};
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
-use sluice_engine::statement::SessionCommand;
 use sluice_engine::copy_in::CopyIn;
+use sluice_engine::statement::SessionCommand;
 use sluice_engine::{PreparedStatement, Sluice, SluiceSession};
 
 use crate::cancel::{CancelRegistry, QueryCanceller, RegistrationGuard};

@@ -135,7 +135,11 @@ impl CopyReader {
         let csv = self.format.kind == CopyFormatKind::Csv;
         while i < self.pending.len() {
             let byte = self.pending[i];
-            if csv && self.in_quotes && byte == self.format.escape && self.format.escape != self.format.quote {
+            if csv
+                && self.in_quotes
+                && byte == self.format.escape
+                && self.format.escape != self.format.quote
+            {
                 // An escape inside quotes protects the next byte; wait for
                 // it if the chunk ends here.
                 if i + 1 == self.pending.len() {
@@ -211,12 +215,13 @@ impl CopyReader {
             match bounds {
                 None => self.builders[column].append_null(),
                 Some((start, end)) => {
-                    let text = std::str::from_utf8(&self.field_bytes[*start..*end]).map_err(|_| {
-                        DataFusionError::Execution(format!(
-                            "invalid byte sequence for encoding \"UTF8\" (COPY line {})",
-                            self.line
-                        ))
-                    })?;
+                    let text =
+                        std::str::from_utf8(&self.field_bytes[*start..*end]).map_err(|_| {
+                            DataFusionError::Execution(format!(
+                                "invalid byte sequence for encoding \"UTF8\" (COPY line {})",
+                                self.line
+                            ))
+                        })?;
                     self.builders[column].append_value(text);
                 }
             }
@@ -243,7 +248,8 @@ impl CopyReader {
                     self.field_bytes.truncate(start);
                     self.field_bounds.push(None);
                 } else {
-                    self.field_bounds.push(Some((start, self.field_bytes.len())));
+                    self.field_bounds
+                        .push(Some((start, self.field_bytes.len())));
                 }
                 if i == record.len() {
                     return;
@@ -306,7 +312,8 @@ impl CopyReader {
                 self.field_bytes.truncate(start);
                 self.field_bounds.push(None);
             } else {
-                self.field_bounds.push(Some((start, self.field_bytes.len())));
+                self.field_bounds
+                    .push(Some((start, self.field_bytes.len())));
             }
             if i >= record.len() {
                 return;
@@ -390,7 +397,11 @@ mod tests {
         (1..=columns).map(|i| format!("c{i}")).collect()
     }
 
-    fn read(format: CopyFormat, columns: usize, chunks: &[&[u8]]) -> Result<Vec<Vec<Option<String>>>> {
+    fn read(
+        format: CopyFormat,
+        columns: usize,
+        chunks: &[&[u8]],
+    ) -> Result<Vec<Vec<Option<String>>>> {
         let mut reader = CopyReader::new(format, names(columns));
         for chunk in chunks {
             reader.push(chunk)?;
@@ -431,7 +442,11 @@ mod tests {
         // Every split point gives the same rows.
         for cut in 0..data.len() {
             let (a, b) = data.split_at(cut);
-            assert_eq!(read(text.clone(), 2, &[a, b]).unwrap(), expected, "cut at {cut}");
+            assert_eq!(
+                read(text.clone(), 2, &[a, b]).unwrap(),
+                expected,
+                "cut at {cut}"
+            );
         }
     }
 
@@ -448,7 +463,11 @@ mod tests {
         ];
         for cut in 0..data.len() {
             let (a, b) = data.split_at(cut);
-            assert_eq!(read(csv.clone(), 2, &[a, b]).unwrap(), expected, "cut at {cut}");
+            assert_eq!(
+                read(csv.clone(), 2, &[a, b]).unwrap(),
+                expected,
+                "cut at {cut}"
+            );
         }
     }
 
@@ -464,14 +483,25 @@ mod tests {
     fn bad_records_are_errors_with_the_line() {
         let text = CopyFormat::new(CopyFormatKind::Text);
         let err = read(text.clone(), 2, &[b"1\ta\n2\n"]).unwrap_err();
-        assert!(err.to_string().contains("missing data for column \"c2\" (COPY line 2)"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("missing data for column \"c2\" (COPY line 2)"),
+            "{err}"
+        );
         let err = read(text.clone(), 2, &[b"1\ta\tb\n"]).unwrap_err();
-        assert!(err.to_string().contains("extra data after last expected column"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("extra data after last expected column"),
+            "{err}"
+        );
         let err = read(text, 1, &[b"\xff\n"]).unwrap_err();
         assert!(err.to_string().contains("invalid byte sequence"), "{err}");
         let csv = CopyFormat::new(CopyFormatKind::Csv);
         let err = read(csv, 1, &[b"\"open\n"]).unwrap_err();
-        assert!(err.to_string().contains("unterminated CSV quoted field"), "{err}");
+        assert!(
+            err.to_string().contains("unterminated CSV quoted field"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -78,7 +78,9 @@ pub(crate) fn parse_copy_from(parser: &mut DFParser<'_>) -> Result<CopyFromStdin
         ..
     } = parser.parser.parse_copy()?
     else {
-        return Err(DataFusionError::Internal("COPY parsed as another statement".into()));
+        return Err(DataFusionError::Internal(
+            "COPY parsed as another statement".into(),
+        ));
     };
     let CopySource::Table {
         table_name,
@@ -157,9 +159,7 @@ fn copy_format(options: &[CopyOption], legacy: &[CopyLegacyOption]) -> Result<Co
                     match csv_option {
                         CopyLegacyCsvOption::Header => format.header = true,
                         CopyLegacyCsvOption::Quote(c) => format.quote = single_byte("QUOTE", *c)?,
-                        CopyLegacyCsvOption::Escape(c) => {
-                            escape = Some(single_byte("ESCAPE", *c)?)
-                        }
+                        CopyLegacyCsvOption::Escape(c) => escape = Some(single_byte("ESCAPE", *c)?),
                         other => {
                             return Err(DataFusionError::NotImplemented(format!(
                                 "COPY option {other} is not supported"
@@ -194,14 +194,9 @@ fn binary_unsupported() -> DataFusionError {
 }
 
 fn single_byte(option: &str, c: char) -> Result<u8> {
-    u8::try_from(c)
-        .ok()
-        .filter(u8::is_ascii)
-        .ok_or_else(|| {
-            DataFusionError::Plan(format!(
-                "COPY {option} must be a single one-byte character"
-            ))
-        })
+    u8::try_from(c).ok().filter(u8::is_ascii).ok_or_else(|| {
+        DataFusionError::Plan(format!("COPY {option} must be a single one-byte character"))
+    })
 }
 
 fn check_encoding(encoding: &str) -> Result<()> {
@@ -306,4 +301,3 @@ fn normalize_ident(ident: &Ident) -> String {
         ident.value.to_lowercase()
     }
 }
-

@@ -23,8 +23,8 @@ use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::logical_expr::dml::InsertOp;
 use datafusion::logical_expr::{Expr, TableType};
-use datafusion::physical_plan::{ExecutionPlan, collect};
 use datafusion::physical_plan::empty::EmptyExec;
+use datafusion::physical_plan::{ExecutionPlan, collect};
 use object_store::ObjectStore;
 use object_store::path::Path;
 use tokio::sync::Mutex;
@@ -121,7 +121,11 @@ impl DurableTable {
     /// UPDATE expressions), and only files with affected rows are
     /// rewritten; one commit covers them all. Returns the affected-row
     /// count as DataFusion's DML plans do.
-    async fn rewrite(&self, state: &dyn Session, change: RowChange) -> Result<Arc<dyn ExecutionPlan>> {
+    async fn rewrite(
+        &self,
+        state: &dyn Session,
+        change: RowChange,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
         let mut table = self.state.lock().await;
         let mut affected = 0u64;
         let mut files = Vec::with_capacity(table.manifest.files.len());
@@ -164,7 +168,11 @@ impl DurableTable {
             manifest::commit(self.store.as_ref(), &self.dir, &next).await?;
             table.install(&self.store, &self.dir, next).await;
         }
-        let schema = Arc::new(Schema::new(vec![Field::new("count", DataType::UInt64, false)]));
+        let schema = Arc::new(Schema::new(vec![Field::new(
+            "count",
+            DataType::UInt64,
+            false,
+        )]));
         let batch = RecordBatch::try_new(
             Arc::clone(&schema),
             vec![Arc::new(UInt64Array::from(vec![affected]))],
@@ -305,11 +313,12 @@ impl TableProvider for DurableTable {
             .collect();
         // One group in manifest order; DataFusion splits large scans into
         // byte ranges across partitions on its own.
-        let config = FileScanConfigBuilder::new(ObjectStoreUrl::parse(DATA_STORE_URL)?, Arc::new(source))
-            .with_file_group(FileGroup::new(files))
-            .with_limit(limit)
-            .with_projection_indices(projection.cloned())?
-            .build();
+        let config =
+            FileScanConfigBuilder::new(ObjectStoreUrl::parse(DATA_STORE_URL)?, Arc::new(source))
+                .with_file_group(FileGroup::new(files))
+                .with_limit(limit)
+                .with_projection_indices(projection.cloned())?
+                .build();
         Ok(DataSourceExec::from_data_source(config))
     }
 

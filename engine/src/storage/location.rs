@@ -42,9 +42,10 @@ impl DataLocation {
         })?;
         match url.scheme() {
             "s3" | "s3a" => Ok(Self::S3(url)),
-            "file" => url.to_file_path().map(Self::Local).map_err(|()| {
-                DataFusionError::Configuration(format!("invalid file URL {text}"))
-            }),
+            "file" => url
+                .to_file_path()
+                .map(Self::Local)
+                .map_err(|()| DataFusionError::Configuration(format!("invalid file URL {text}"))),
             other => Err(DataFusionError::Configuration(format!(
                 "unsupported data directory scheme {other}:// (use a local path or s3://bucket/prefix)"
             ))),
@@ -161,6 +162,10 @@ mod tests {
             DataLocation::S3(_)
         ));
         let err = DataLocation::parse("gs://bucket").unwrap_err();
-        assert!(err.to_string().contains("unsupported data directory scheme"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("unsupported data directory scheme"),
+            "{err}"
+        );
     }
 }

@@ -123,7 +123,13 @@ impl DurableSink {
             return Ok(());
         }
         let start = files.len() - tail;
-        let batches = read_files(self.store.as_ref(), &self.dir, &files[start..], &self.schema).await?;
+        let batches = read_files(
+            self.store.as_ref(),
+            &self.dir,
+            &files[start..],
+            &self.schema,
+        )
+        .await?;
         let merged = concat_batches(&self.schema, &batches)?;
         let file = write_data_file(
             self.store.as_ref(),

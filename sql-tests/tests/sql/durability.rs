@@ -286,9 +286,15 @@ async fn schemas_and_their_tables_survive_a_restart() {
             rows(&sluice, "SELECT id, amount FROM sales.orders").await,
             vec![text(&["1", "9.5"]), text(&["2", "20"])]
         );
-        assert_eq!(rows(&sluice, "SELECT id FROM sales.big").await, vec![text(&["2"])]);
+        assert_eq!(
+            rows(&sluice, "SELECT id FROM sales.big").await,
+            vec![text(&["2"])]
+        );
         // Same table name in another schema: a different table.
-        assert_eq!(rows(&sluice, "SELECT id FROM orders").await, vec![text(&["42"])]);
+        assert_eq!(
+            rows(&sluice, "SELECT id FROM orders").await,
+            vec![text(&["42"])]
+        );
         sluice
             .sql("CREATE TABLE empty_schema.t AS SELECT 1 AS x")
             .await
@@ -301,10 +307,18 @@ async fn schemas_and_their_tables_survive_a_restart() {
     let sluice = open(dir.path()).await;
     assert!(sluice.sql("SELECT * FROM sales.orders").await.is_err());
     let manifests = dir.path().join("tables/sales/orders/_manifest");
-    let left = std::fs::read_dir(&manifests).map(|d| d.count()).unwrap_or(0);
+    let left = std::fs::read_dir(&manifests)
+        .map(|d| d.count())
+        .unwrap_or(0);
     assert_eq!(left, 0, "the dropped schema's table files are gone");
-    assert_eq!(rows(&sluice, "SELECT x FROM empty_schema.t").await, vec![text(&["1"])]);
-    assert_eq!(rows(&sluice, "SELECT id FROM orders").await, vec![text(&["42"])]);
+    assert_eq!(
+        rows(&sluice, "SELECT x FROM empty_schema.t").await,
+        vec![text(&["1"])]
+    );
+    assert_eq!(
+        rows(&sluice, "SELECT id FROM orders").await,
+        vec![text(&["42"])]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -330,7 +344,10 @@ async fn added_columns_survive_a_restart() {
             ("ALTER TABLE people ADD COLUMN age INT", "already exists"),
             ("ALTER TABLE people DROP COLUMN age", "not supported"),
             ("ALTER TABLE nope ADD COLUMN x INT", "nope"),
-            ("ALTER TABLE people ADD COLUMN strict INT NOT NULL", "null values"),
+            (
+                "ALTER TABLE people ADD COLUMN strict INT NOT NULL",
+                "null values",
+            ),
         ] {
             let err = sluice.sql(sql).await.expect_err(sql).to_string();
             assert!(err.contains(expected), "{sql}: {err}");
@@ -342,10 +359,26 @@ async fn added_columns_survive_a_restart() {
     }
     let sluice = open(dir.path()).await;
     assert_eq!(
-        rows(&sluice, "SELECT id, name, age, country, embedding FROM people").await,
+        rows(
+            &sluice,
+            "SELECT id, name, age, country, embedding FROM people"
+        )
+        .await,
         vec![
-            vec![Some("1".into()), Some("ann".into()), None, Some("nl".into()), None],
-            vec![Some("2".into()), Some("bob".into()), None, Some("nl".into()), None],
+            vec![
+                Some("1".into()),
+                Some("ann".into()),
+                None,
+                Some("nl".into()),
+                None
+            ],
+            vec![
+                Some("2".into()),
+                Some("bob".into()),
+                None,
+                Some("nl".into()),
+                None
+            ],
             vec![
                 Some("3".into()),
                 Some("cy".into()),
@@ -433,14 +466,19 @@ async fn a_running_scan_keeps_the_files_it_started_on() {
         "the scan's files are still there"
     );
     while let Some(batch) = stream.next().await {
-        seen += batch.expect("the rest of the scan reads its own snapshot").num_rows();
+        seen += batch
+            .expect("the rest of the scan reads its own snapshot")
+            .num_rows();
     }
     assert_eq!(seen, 15, "the scan saw exactly the version it started on");
     drop(stream);
     // With the scan gone, the retired files are deleted.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while std::fs::read_dir(&data).expect("data dir").count() > 5 {
-        assert!(std::time::Instant::now() < deadline, "retired files never deleted");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "retired files never deleted"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     assert_eq!(
@@ -481,9 +519,15 @@ async fn deletes_and_updates_rewrite_only_the_files_they_touch() {
         "the untouched file is kept as it was"
     );
     // A predicate matching nothing commits nothing.
-    assert_eq!(rows(&sluice, "UPDATE t SET v = 'z' WHERE id = 99").await, vec![text(&["0"])]);
+    assert_eq!(
+        rows(&sluice, "UPDATE t SET v = 'z' WHERE id = 99").await,
+        vec![text(&["0"])]
+    );
     assert_eq!(files(), after);
-    assert_eq!(rows(&sluice, "UPDATE t SET v = 'z' WHERE id >= 3").await, vec![text(&["2"])]);
+    assert_eq!(
+        rows(&sluice, "UPDATE t SET v = 'z' WHERE id >= 3").await,
+        vec![text(&["2"])]
+    );
     drop(sluice);
     let sluice = open(dir.path()).await;
     assert_eq!(

@@ -488,7 +488,11 @@ async fn sluice_types_survive_a_parquet_round_trip() {
 
 /// Sends `data` through `COPY … FROM STDIN` in small chunks (cut inside
 /// records and quoted fields) and returns the server's row count.
-async fn copy_in(client: &Client, statement: &str, data: &[u8]) -> Result<u64, tokio_postgres::Error> {
+async fn copy_in(
+    client: &Client,
+    statement: &str,
+    data: &[u8],
+) -> Result<u64, tokio_postgres::Error> {
     let sink = client.copy_in(statement).await?;
     pin_mut!(sink);
     for chunk in data.chunks(7) {
@@ -527,10 +531,26 @@ async fn copy_from_stdin_loads_text_and_csv_durably() {
     // Bad data fails the whole COPY with Postgres' codes, writes nothing,
     // and leaves the connection usable.
     let cases: [(&str, &[u8], SqlState); 4] = [
-        ("COPY items (id, name) FROM STDIN", b"100\tx\n101\n", SqlState::BAD_COPY_FILE_FORMAT),
-        ("COPY items (id) FROM STDIN", b"100\n1x\n", SqlState::INVALID_TEXT_REPRESENTATION),
-        ("COPY items (id, v) FROM STDIN", b"100\t[1,2,3]\n", SqlState::DATA_EXCEPTION),
-        ("COPY items (id) FROM STDIN", b"\\N\n", SqlState::NOT_NULL_VIOLATION),
+        (
+            "COPY items (id, name) FROM STDIN",
+            b"100\tx\n101\n",
+            SqlState::BAD_COPY_FILE_FORMAT,
+        ),
+        (
+            "COPY items (id) FROM STDIN",
+            b"100\n1x\n",
+            SqlState::INVALID_TEXT_REPRESENTATION,
+        ),
+        (
+            "COPY items (id, v) FROM STDIN",
+            b"100\t[1,2,3]\n",
+            SqlState::DATA_EXCEPTION,
+        ),
+        (
+            "COPY items (id) FROM STDIN",
+            b"\\N\n",
+            SqlState::NOT_NULL_VIOLATION,
+        ),
     ];
     for (statement, data, code) in cases {
         let err = copy_in(&client, statement, data)
@@ -580,7 +600,13 @@ async fn copy_from_stdin_loads_text_and_csv_durably() {
     assert_eq!(
         got,
         vec![
-            row([Some("1"), Some("plain"), Some("[1,2]"), Some("t"), Some("7")]),
+            row([
+                Some("1"),
+                Some("plain"),
+                Some("[1,2]"),
+                Some("t"),
+                Some("7")
+            ]),
             row([Some("2"), None, Some("[3,4]"), Some("f"), Some("7")]),
             row([Some("3"), Some("tab\there\\"), None, None, Some("7")]),
             row([Some("4"), Some("a,b"), Some("[5,6]"), Some("t"), Some("7")]),
