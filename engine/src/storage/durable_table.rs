@@ -293,8 +293,10 @@ impl TableProvider for DurableTable {
             };
             return Ok(Arc::new(EmptyExec::new(projected)));
         }
-        let mut options = TableParquetOptions::default();
-        options.global = state.config_options().execution.parquet.clone();
+        let options = TableParquetOptions {
+            global: state.config_options().execution.parquet.clone(),
+            ..TableParquetOptions::default()
+        };
         // Filters are not taken at the logical level (the default
         // `Unsupported`): DataFusion's physical optimizer pushes the
         // FilterExec above this scan into the Parquet source itself, for
