@@ -43,90 +43,15 @@ command -v "$PGBENCH" >/dev/null 2>&1 || PGBENCH=pgbench
 log() { echo "[pgbench] $*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
-# --- PostgreSQL 15 -----------------------------------------------------------
-if [[ ! -x "$PG_BIN/postgres" ]]; then
-    log "installing postgresql-15"
-    apt-get update
-    DEBIAN_FRONTEND=noninteractive apt-get install -y postgresql-15
-fi
-[[ -x "$PG_BIN/postgres" ]] || die "$PG_BIN/postgres still missing"
-command -v psql >/dev/null || die "psql not found"
+source "$REPO_ROOT/benchmarks/lib/side_by_side.sh"
+ensure_postgres15
 command -v "$PGBENCH" >/dev/null || die "pgbench not found"
-id -u postgres >/dev/null 2>&1 || useradd --system --no-create-home --shell /bin/bash postgres
-
-# --- Sluice binary -----------------------------------------------------------
-if [[ ! -x "$SLUICE_BIN" ]]; then
-    log "$SLUICE_BIN missing; building it"
-    cargo build --release -p sluice-server
-    [[ -x "$SLUICE_BIN" ]] || die "$SLUICE_BIN still missing after build"
-fi
-case "$SLUICE_BIN" in /*) ;; *) SLUICE_BIN="$REPO_ROOT/$SLUICE_BIN" ;; esac
-
-# --- temp dirs and cleanup ---------------------------------------------------
-WORK=$(mktemp -d /tmp/sluice-pgbench.XXXXXX)
-chmod 755 "$WORK"
-PGDATA_DIR="$WORK/pg/data"
-PGSOCK="$WORK/pg/sock"
-PGLOG="$WORK/pg/postgres.log"
-SLUICE_DATA="$WORK/sluice-data"
-SLUICE_LOG="$WORK/sluice.log"
+ensure_sluice_bin
+make_workdir pgbench
 SCRIPTS="$WORK/scripts"
-mkdir -p "$WORK/pg" "$PGSOCK" "$SLUICE_DATA" "$SCRIPTS"
-chown -R postgres: "$WORK/pg"
-
-SLUICE_PID=""
-PG_STARTED=0
-
-as_postgres() { (cd "$WORK/pg" && runuser -u postgres -- "$@"); }
-
-cleanup() {
-    local rc=$?
-    set +e
-    if [[ -n "$SLUICE_PID" ]] && kill -0 "$SLUICE_PID" 2>/dev/null; then
-        kill "$SLUICE_PID" 2>/dev/null
-        for _ in $(seq 1 20); do kill -0 "$SLUICE_PID" 2>/dev/null || break; sleep 0.25; done
-        kill -9 "$SLUICE_PID" 2>/dev/null
-        wait "$SLUICE_PID" 2>/dev/null
-    fi
-    if [[ $PG_STARTED == 1 ]]; then
-        as_postgres "$PG_BIN/pg_ctl" -D "$PGDATA_DIR" -m fast -w stop >/dev/null 2>&1 \
-            || as_postgres "$PG_BIN/pg_ctl" -D "$PGDATA_DIR" -m immediate -w stop >/dev/null 2>&1
-    fi
-    rm -rf "$WORK"
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-sluice_log_tail() {
-    log "--- last 40 lines of sluice log ($SLUICE_LOG) ---"
-    tail -n 40 "$SLUICE_LOG" >&2 || true
-    log "--- end of sluice log ---"
-}
-
-# --- start PostgreSQL --------------------------------------------------------
-log "initdb + start postgres on 127.0.0.1:$PG_PORT"
-as_postgres "$PG_BIN/initdb" -D "$PGDATA_DIR" -A trust -U postgres -E UTF8 --no-locale >/dev/null
-as_postgres "$PG_BIN/pg_ctl" -D "$PGDATA_DIR" -l "$PGLOG" -w -t 60 \
-    -o "-p $PG_PORT -c listen_addresses=127.0.0.1 -k $PGSOCK -c max_connections=50" start >/dev/null \
-    || { tail -n 40 "$PGLOG" >&2 || true; die "postgres did not start"; }
-PG_STARTED=1
-
-# --- start Sluice ------------------------------------------------------------
-log "starting $SLUICE_BIN on 127.0.0.1:$SLUICE_PORT"
-"$SLUICE_BIN" serve --listen "127.0.0.1:$SLUICE_PORT" --data-dir "$SLUICE_DATA" >"$SLUICE_LOG" 2>&1 &
-SLUICE_PID=$!
-ready=0
-for _ in $(seq 1 120); do
-    if ! kill -0 "$SLUICE_PID" 2>/dev/null; then
-        sluice_log_tail; die "sluice exited during startup"
-    fi
-    if psql -h 127.0.0.1 -p "$SLUICE_PORT" -U sluice -d sluice -Atc 'select 1' >/dev/null 2>&1; then
-        ready=1; break
-    fi
-    sleep 0.5
-done
-[[ $ready == 1 ]] || { sluice_log_tail; die "sluice not ready on port $SLUICE_PORT after 60 s"; }
+mkdir -p "$SCRIPTS"
+start_postgres -c max_connections=50
+start_sluice
 
 # --- data --------------------------------------------------------------------
 # Target table: name -> "port user db"

@@ -14,6 +14,7 @@ use datafusion::sql::sqlparser::ast::{AlterTable, AlterTableOperation, ColumnDef
 
 use crate::statement::{SluiceStatement, parse_sql};
 use crate::storage::DurableTable;
+use crate::typed_values::ident_name;
 
 /// Runs `ALTER TABLE`; only `ADD [COLUMN] [IF NOT EXISTS]` is supported.
 pub(crate) async fn execute(ctx: &SessionContext, alter: &AlterTable) -> Result<()> {
@@ -43,7 +44,7 @@ pub(crate) async fn execute(ctx: &SessionContext, alter: &AlterTable) -> Result<
                 "ALTER TABLE {operation} is not supported yet (only ADD COLUMN)"
             )));
         };
-        let name = normalized(column_def);
+        let name = ident_name(&column_def.name);
         if table.schema().field_with_name(&name).is_ok() {
             if *if_not_exists {
                 continue;
@@ -66,14 +67,6 @@ pub(crate) async fn execute(ctx: &SessionContext, alter: &AlterTable) -> Result<
         ctx.register_table(reference, current)?;
     }
     Ok(())
-}
-
-fn normalized(column: &ColumnDef) -> String {
-    if column.name.quote_style.is_some() {
-        column.name.value.clone()
-    } else {
-        column.name.value.to_lowercase()
-    }
 }
 
 /// The column's Arrow field and default, planned as `CREATE TABLE`'s would be.

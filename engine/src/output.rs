@@ -4,9 +4,10 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use datafusion::arrow::array::{RecordBatch, UInt64Array};
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef};
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
-use datafusion::error::Result;
+use datafusion::error::{DataFusionError, Result};
 use datafusion::logical_expr::{
     Cast, DdlStatement, Expr, LogicalPlan, Statement, TryCast, WriteOp,
 };
@@ -233,6 +234,27 @@ pub(crate) fn command_tag(plan: &LogicalPlan) -> &'static str {
         },
         _ => "SELECT",
     }
+}
+
+/// Reads the affected-row `count` DataFusion's DML and COPY plans return.
+pub(crate) fn dml_count(batches: Vec<RecordBatch>) -> Result<u64> {
+    let mut total = 0;
+    for batch in batches {
+        let Some(column) = batch.column_by_name("count") else {
+            continue;
+        };
+        let counts = column
+            .as_any()
+            .downcast_ref::<UInt64Array>()
+            .ok_or_else(|| {
+                DataFusionError::Internal(format!(
+                    "DML count column has type {}, expected UInt64",
+                    column.data_type()
+                ))
+            })?;
+        total += counts.iter().flatten().sum::<u64>();
+    }
+    Ok(total)
 }
 
 /// How a statement changes the client's transaction state.

@@ -19,7 +19,7 @@ use crate::durable_ddl;
 use crate::models::ModelOutcome;
 use crate::output::{
     CommandComplete, PreparedKind, PreparedStatement, QueryOutput, TransactionEffect, command_tag,
-    plan_returns_rows, show_all_schema,
+    dml_count, plan_returns_rows, show_all_schema,
 };
 use crate::settings::SessionSettings;
 use crate::statement::{SessionCommand, SluiceStatement, parse_sql};
@@ -207,7 +207,7 @@ impl SluiceSession {
             && !matches!(&plan, LogicalPlan::Dml(dml) if dml.op == WriteOp::Truncate);
         let df = self.ctx.execute_logical_plan(plan).await?;
         let rows = if runs_on_collect {
-            let rows = affected_rows(df.collect().await?)?;
+            let rows = dml_count(df.collect().await?)?;
             reports_rows.then_some(rows)
         } else {
             None
@@ -402,25 +402,4 @@ fn rows_output(batch: RecordBatch) -> QueryOutput {
         schema,
         stream::iter(vec![Ok(batch)]),
     )))
-}
-
-/// Reads the affected-row count DataFusion returns from DML and COPY.
-fn affected_rows(batches: Vec<RecordBatch>) -> Result<u64> {
-    let mut total = 0;
-    for batch in batches {
-        let Some(column) = batch.column_by_name("count") else {
-            continue;
-        };
-        let counts = column
-            .as_any()
-            .downcast_ref::<UInt64Array>()
-            .ok_or_else(|| {
-                DataFusionError::Internal(format!(
-                    "DML count column has type {}, expected UInt64",
-                    column.data_type()
-                ))
-            })?;
-        total += counts.iter().flatten().sum::<u64>();
-    }
-    Ok(total)
 }

@@ -10,7 +10,7 @@
 use datafusion::error::Result;
 use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::Statement as DFStatement;
-use datafusion::sql::planner::object_name_to_table_reference;
+use datafusion::sql::planner::{IdentNormalizer, object_name_to_table_reference};
 use datafusion::sql::sqlparser::ast::{self, CastKind, Expr, ObjectName};
 use sluice_types::SluiceType;
 
@@ -84,11 +84,12 @@ pub(crate) async fn cast_values_to_column_types(
 /// A column name as DataFusion resolves it: unquoted names fold to lower
 /// case.
 pub(crate) fn column_name(column: &ObjectName) -> Option<String> {
-    let ident = column.0.last()?.as_ident()?;
-    Some(match ident.quote_style {
-        Some(_) => ident.value.clone(),
-        None => ident.value.to_lowercase(),
-    })
+    Some(ident_name(column.0.last()?.as_ident()?))
+}
+
+/// An identifier as DataFusion resolves it (DataFusion's own normaliser).
+pub(crate) fn ident_name(ident: &ast::Ident) -> String {
+    IdentNormalizer::new(true).normalize(ident.clone())
 }
 
 fn is_default(expr: &Expr) -> bool {

@@ -20,11 +20,14 @@ import psycopg
 ROWS_PER_INSERT = 5
 
 
-def start(binary, port, data_dir, log):
+def start(binary, port, data_dir, log, env=None, cwd=None):
+    """Starts `sluice serve` and waits until it accepts connections."""
     proc = subprocess.Popen(
         [binary, "serve", "--listen", f"127.0.0.1:{port}", "--data-dir", data_dir],
         stdout=log,
         stderr=log,
+        env=env,
+        cwd=cwd,
     )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -33,9 +36,9 @@ def start(binary, port, data_dir, log):
             return proc
         except psycopg.OperationalError:
             if proc.poll() is not None:
-                raise RuntimeError("server exited during start-up")
+                raise RuntimeError(f"sluice exited during start-up (status {proc.returncode})")
             time.sleep(0.05)
-    raise RuntimeError("server did not start")
+    raise RuntimeError("sluice did not start")
 
 
 def writer(port, first_id, acked, in_flight, stop):

@@ -22,6 +22,8 @@ import urllib.request
 import boto3
 import psycopg
 
+from crash_check import start  # the same start-up wait as the crash check
+
 BUCKET = "sluice-test"
 PEOPLE_CSV = b"id,name,age\n1,ann,31\n2,bob,42\n3,cy,27\n"
 failures = []
@@ -59,21 +61,6 @@ def start_moto(port, log):
         except OSError:
             time.sleep(0.05)
     raise RuntimeError("moto did not start")
-
-
-def start(binary, port, data_dir, env, cwd, log):
-    proc = subprocess.Popen([binary, "serve", "--listen", f"127.0.0.1:{port}", "--data-dir", data_dir],
-                            stdout=log, stderr=log, env=env, cwd=cwd)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            psycopg.connect(host="127.0.0.1", port=port, user="sluice", dbname="sluice", connect_timeout=2).close()
-            return proc
-        except psycopg.OperationalError:
-            if proc.poll() is not None:
-                raise RuntimeError(f"sluice exited during start-up (status {proc.returncode})")
-            time.sleep(0.05)
-    raise RuntimeError("sluice did not start")
 
 
 def stop(proc):
@@ -157,7 +144,7 @@ def main():
         s3.create_bucket(Bucket=BUCKET)
         s3.put_object(Bucket=BUCKET, Key="external/people.csv", Body=PEOPLE_CSV)
 
-        procs.append(start(binary, port, data_dir, env, cwd, log))
+        procs.append(start(binary, port, data_dir, log, env=env, cwd=cwd))
         populate(port)
         before = snapshot(port)
         for name, rows in EXPECTED.items():
@@ -175,7 +162,7 @@ def main():
         check("SIGTERM ends the server with status 0", status == 0, f"status {status}")
         check("nothing written to the local disk", os.listdir(cwd) == [], f"found {os.listdir(cwd)}")
 
-        procs.append(start(binary, port, data_dir, env, cwd, log))
+        procs.append(start(binary, port, data_dir, log, env=env, cwd=cwd))
         after = snapshot(port)
         for name in QUERIES:
             check(f"{name} same after restart", after[name] == before[name],

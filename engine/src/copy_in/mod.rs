@@ -30,6 +30,7 @@ use datafusion::sql::sqlparser::tokenizer::Token;
 pub use format::{CopyFormat, CopyFormatKind, CopyReader};
 
 use crate::text_insert::insert_text_rows;
+use crate::typed_values::ident_name;
 
 /// A parsed `COPY … FROM STDIN`.
 #[derive(Debug, Clone)]
@@ -244,7 +245,7 @@ impl CopyIn {
         } else {
             let mut columns: Vec<String> = Vec::with_capacity(statement.columns.len());
             for ident in &statement.columns {
-                let name = normalize_ident(ident);
+                let name = ident_name(ident);
                 if schema.field_with_name(&name).is_err() {
                     return Err(DataFusionError::Plan(format!(
                         "column \"{name}\" of relation \"{}\" does not exist",
@@ -291,13 +292,5 @@ impl CopyIn {
         }
         let batches = self.reader.finish()?;
         insert_text_rows(self.table, self.provider, &self.columns, batches)
-    }
-}
-
-fn normalize_ident(ident: &Ident) -> String {
-    if ident.quote_style.is_some() {
-        ident.value.clone()
-    } else {
-        ident.value.to_lowercase()
     }
 }

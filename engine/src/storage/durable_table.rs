@@ -29,6 +29,8 @@ use object_store::ObjectStore;
 use object_store::path::Path;
 use tokio::sync::Mutex;
 
+use crate::output::dml_count;
+
 use super::files::{DATA_STORE_URL, Snapshot, read_files, write_data_file};
 use super::manifest::{self, Manifest};
 use super::sink::DurableSink;
@@ -61,20 +63,6 @@ enum RowChange {
         assignments: Vec<(String, Expr)>,
         filters: Vec<Expr>,
     },
-}
-
-/// The `count` a DML plan reports.
-fn count_of(batches: Vec<RecordBatch>) -> Result<u64> {
-    let mut total = 0;
-    for batch in batches {
-        if let Some(counts) = batch
-            .column_by_name("count")
-            .and_then(|c| c.as_any().downcast_ref::<UInt64Array>())
-        {
-            total += counts.iter().flatten().sum::<u64>();
-        }
-    }
-    Ok(total)
 }
 
 /// A table whose every acknowledged write is on durable storage.
@@ -148,7 +136,7 @@ impl DurableTable {
                         .await?
                 }
             };
-            let count = count_of(collect(result, state.task_ctx()).await?)?;
+            let count = dml_count(collect(result, state.task_ctx()).await?)?;
             if count == 0 {
                 files.push(file.clone());
                 continue;
