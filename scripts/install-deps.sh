@@ -22,7 +22,7 @@ if [ ! -x "$VENV/bin/python" ]; then
   echo "==> creating Python virtual environment at $VENV"
   python3 -m venv "$VENV"
 fi
-if ! "$VENV/bin/python" -c 'import psycopg, pgvector, numpy, moto, boto3' >/dev/null 2>&1; then
+if ! "$VENV/bin/python" -c 'import psycopg, pgvector, numpy, moto, boto3, PIL' >/dev/null 2>&1; then
   echo "==> installing the Python client packages (psycopg 3, pgvector, numpy, moto)"
   "$VENV/bin/pip" install -q -r sql-tests/clients/requirements.txt
 fi

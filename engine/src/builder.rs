@@ -1,6 +1,7 @@
 //! Building a [`Sluice`] engine: configuration and the one place where every
 //! Sluice extension is registered on DataFusion.
 
+use sluice_functions::object::{ObjectAccess, ObjectRoots};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -31,6 +32,10 @@ pub struct SluiceConfig {
     pub target_partitions: usize,
     /// Rows per record batch flowing between operators.
     pub batch_size: usize,
+    /// Where object functions (`object_ref`, `read_image`, `list_objects`,
+    /// …) may read: local folders, `file://` URLs, `s3://bucket/prefix`.
+    /// Empty: nowhere.
+    pub object_roots: Vec<String>,
 }
 
 impl Default for SluiceConfig {
@@ -41,6 +46,7 @@ impl Default for SluiceConfig {
                 .map(|n| n.get())
                 .unwrap_or(1),
             batch_size: 8192,
+            object_roots: Vec::new(),
         }
     }
 }
@@ -77,10 +83,18 @@ impl SluiceBuilder {
         self
     }
 
+    /// Adds a root object functions may read from (a local folder, a
+    /// `file://` URL or `s3://bucket/prefix`).
+    pub fn object_root(mut self, root: impl Into<String>) -> Self {
+        self.config.object_roots.push(root.into());
+        self
+    }
+
     /// Builds the engine: creates the data directory and registers every
     /// Sluice function, catalog table and planner extension.
     pub async fn build(self) -> Result<Sluice> {
         let config = self.config;
+        let objects = Arc::new(ObjectAccess::new(ObjectRoots::parse(&config.object_roots)?));
         let (object_store, root) = config.data_location.open()?;
         let store = Arc::new(TableStore::new(Arc::clone(&object_store), root));
         let tables = store.open_all().await.map_err(|e| {
@@ -121,6 +135,7 @@ impl SluiceBuilder {
         sluice_types::install(&ctx);
         sluice_functions::register_all(&ctx)?;
         sluice_functions::model::register(&ctx, &models);
+        sluice_functions::object::register(&ctx, &objects);
         // Schemas before the tables in them (a schema may hold no table yet,
         // and a table folder implies its schema).
         let catalog = ctx.catalog(DEFAULT_CATALOG).ok_or_else(|| {

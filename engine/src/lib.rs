@@ -46,12 +46,14 @@ mod model_statement;
 mod models;
 mod output;
 mod pg_compat;
+mod pg_types_catalog;
 mod session;
 pub mod settings;
 mod sluice;
 pub mod statement;
 pub mod storage;
 mod text_insert;
+mod type_syntax;
 mod typed_values;
 
 pub use builder::{SluiceBuilder, SluiceConfig};

@@ -16,7 +16,8 @@ use crate::builder::DEFAULT_CATALOG;
 /// Registers `pg_catalog` and the Postgres catalog functions on `ctx`.
 pub(crate) fn install(ctx: &SessionContext) -> Result<()> {
     datafusion_pg_catalog::setup_pg_catalog(ctx, DEFAULT_CATALOG, EmptyContextProvider)
-        .map_err(|e| DataFusionError::Context("installing pg_catalog".into(), e))
+        .map_err(|e| DataFusionError::Context("installing pg_catalog".into(), e))?;
+    crate::pg_types_catalog::install(ctx)
 }
 
 /// Returns the shared rewriter for catalog queries, which turns Postgres-only

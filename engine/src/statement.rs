@@ -62,7 +62,7 @@ pub fn parse_sql(sql: &str) -> Result<Vec<SluiceStatement>> {
     {
         return Ok(statements);
     }
-    let sql = crate::ml_predict::normalize_text(sql);
+    let sql = crate::type_syntax::normalize_type_syntax(&crate::ml_predict::normalize_text(sql));
     let dialect = PostgreSqlDialect {};
     let mut parser = DFParserBuilder::new(sql.as_str())
         .with_dialect(&dialect)

@@ -13,8 +13,11 @@ use datafusion::error::Result;
 use datafusion::logical_expr::ScalarUDF;
 use datafusion::prelude::SessionContext;
 
+pub mod media;
 pub mod model;
+pub mod object;
 pub mod postgres;
+pub mod tensor;
 pub mod vector;
 
 /// Registers every Sluice function on `ctx`, replacing DataFusion's own
@@ -22,6 +25,8 @@ pub mod vector;
 pub fn register_all(ctx: &SessionContext) -> Result<()> {
     postgres::register(ctx);
     vector::register(ctx)?;
+    media::register(ctx);
+    tensor::register(ctx);
     for udf in sluice_types::conversion::all_functions() {
         register_replacing(ctx, udf);
     }

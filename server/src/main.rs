@@ -35,6 +35,15 @@ struct ServeArgs {
     /// `AWS_ENDPOINT_URL` from the environment).
     #[arg(long, default_value = "./sluice-data", env = "SLUICE_DATA_DIR")]
     data_dir: String,
+    /// A folder, `file://` URL or `s3://bucket/prefix` that object functions
+    /// (`list_objects`, `read_image`, …) may read; repeat for several.
+    /// Nothing outside these roots is readable.
+    #[arg(
+        long = "object-root",
+        env = "SLUICE_OBJECT_ROOTS",
+        value_delimiter = ','
+    )]
+    object_roots: Vec<String>,
 }
 
 impl Default for ServeArgs {
@@ -42,6 +51,7 @@ impl Default for ServeArgs {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 5433)),
             data_dir: "./sluice-data".into(),
+            object_roots: Vec::new(),
         }
     }
 }
@@ -78,8 +88,13 @@ fn main() -> ExitCode {
 
 async fn run(args: ServeArgs) -> Result<(), String> {
     let location = DataLocation::parse(&args.data_dir).map_err(|e| e.to_string())?;
-    let engine = Sluice::builder()
-        .data_location(location)
+    let engine = args
+        .object_roots
+        .iter()
+        .fold(
+            Sluice::builder().data_location(location),
+            |builder, root| builder.object_root(root),
+        )
         .build()
         .await
         .map_err(|e| format!("cannot start the engine: {e}"))?;

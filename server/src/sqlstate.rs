@@ -46,6 +46,12 @@ pub mod codes {
     pub const BAD_COPY_FILE_FORMAT: &str = "22P04";
     pub const NOT_NULL_VIOLATION: &str = "23502";
     pub const CHARACTER_NOT_IN_REPERTOIRE: &str = "22021";
+    pub const INSUFFICIENT_PRIVILEGE: &str = "42501";
+    pub const INVALID_BINARY_REPRESENTATION: &str = "22P03";
+    pub const OBJECT_NOT_IN_PREREQUISITE_STATE: &str = "55000";
+    pub const PROGRAM_LIMIT_EXCEEDED: &str = "54000";
+    pub const CANNOT_COERCE: &str = "42846";
+    pub const ARRAY_SUBSCRIPT_ERROR: &str = "2202E";
 }
 
 /// Builds the client-facing error for an engine error.
@@ -150,8 +156,11 @@ pub fn sqlstate(err: &DataFusionError) -> &'static str {
             | SchemaError::DuplicateUnqualifiedField { .. } => DUPLICATE_COLUMN,
             SchemaError::AmbiguousReference { .. } => AMBIGUOUS_COLUMN,
         },
-        DataFusionError::Plan(m) => model_sqlstate(m).unwrap_or_else(|| plan_sqlstate(m)),
+        DataFusionError::Plan(m) => model_sqlstate(m)
+            .or_else(|| media_sqlstate(m))
+            .unwrap_or_else(|| plan_sqlstate(m)),
         DataFusionError::Execution(m) => model_sqlstate(m)
+            .or_else(|| media_sqlstate(m))
             .or_else(|| copy_sqlstate(m))
             .unwrap_or_else(|| execution_sqlstate(m)),
         DataFusionError::NotImplemented(_) => FEATURE_NOT_SUPPORTED,
@@ -221,6 +230,46 @@ fn model_sqlstate(m: &str) -> Option<&'static str> {
     } else if lower.starts_with("model ") && lower.contains("argument(s) after the model name") {
         UNDEFINED_FUNCTION
     } else if lower.contains("not a loadable onnx model") || lower.contains("model option") {
+        INVALID_PARAMETER_VALUE
+    } else {
+        return None;
+    };
+    Some(code)
+}
+
+/// Errors of multimodal values and object access (`sluice_types::media`,
+/// `sluice_types::tensor`, `sluice_functions::object`).
+fn media_sqlstate(m: &str) -> Option<&'static str> {
+    use codes::*;
+    let lower = m.to_ascii_lowercase();
+    let code = if lower.starts_with("permission denied for object") {
+        INSUFFICIENT_PRIVILEGE
+    } else if lower.starts_with("object not found") {
+        UNDEFINED_FILE
+    } else if lower.contains("changed since the reference was made") {
+        OBJECT_NOT_IN_PREREQUISITE_STATE
+    } else if lower.contains("byte limit on objects") {
+        PROGRAM_LIMIT_EXCEEDED
+    } else if lower.starts_with("invalid image") || lower.starts_with("invalid audio") {
+        INVALID_BINARY_REPRESENTATION
+    } else if lower.starts_with("invalid input syntax for type")
+        || lower.starts_with("invalid bytea text")
+        || lower.starts_with("invalid object uri")
+    {
+        INVALID_TEXT_REPRESENTATION
+    } else if lower.starts_with("unsupported object uri scheme") {
+        FEATURE_NOT_SUPPORTED
+    } else if lower.starts_with("cannot cast type") {
+        CANNOT_COERCE
+    } else if lower.starts_with("function ") && lower.contains(" takes ") {
+        UNDEFINED_FUNCTION
+    } else if lower.starts_with("tensor_get: index") {
+        ARRAY_SUBSCRIPT_ERROR
+    } else if lower.contains("lies outside")
+        || lower.starts_with("cannot reshape")
+        || lower.starts_with("invalid tensor shape")
+        || lower.contains(" must be between ")
+    {
         INVALID_PARAMETER_VALUE
     } else {
         return None;

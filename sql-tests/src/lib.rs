@@ -94,10 +94,24 @@ pub struct TestServer {
     task: Option<JoinHandle<std::io::Result<()>>>,
 }
 
+/// The folder of media fixtures (images, audio) that test engines may read
+/// as their object root.
+pub fn media_fixtures() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/media")
+}
+
+/// An engine builder for tests: data in `data_dir`, the media fixtures as
+/// the object root.
+pub fn test_engine(data_dir: &Path) -> sluice_engine::SluiceBuilder {
+    Sluice::builder()
+        .data_dir(data_dir)
+        .object_root(media_fixtures().to_string_lossy())
+}
+
 impl TestServer {
     /// Starts a server over a fresh engine whose data lives in `data_dir`.
     pub async fn start(data_dir: &Path) -> Result<Self, Box<dyn std::error::Error>> {
-        let engine = Sluice::builder().data_dir(data_dir).build().await?;
+        let engine = test_engine(data_dir).build().await?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let (stop, stopped) = oneshot::channel::<()>();

@@ -6,9 +6,10 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::datatypes::{DataType, FieldRef};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray};
+use datafusion::arrow::datatypes::{DataType, Field, FieldRef};
 use datafusion::common::ScalarValue;
-use datafusion::error::Result;
+use datafusion::error::{DataFusionError, Result};
 use datafusion::logical_expr::{
     ColumnarValue, Expr, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
     Volatility,
@@ -96,6 +97,132 @@ impl ScalarUDFImpl for TextOutput {
     }
 }
 
+/// `to_<type>(value) → <type>`: makes a Sluice type from a value that is not
+/// text: encoded bytes become an `IMAGE` or `AUDIO` (their header read and
+/// checked), nested arrays or another tensor become a `TENSOR`. Casts and
+/// INSERTs are planned into it ([`crate::resolve`]); `image(bytea)` and
+/// `audio(bytea)` are its public names.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct ValueInput {
+    ty: SluiceType,
+    name: String,
+    signature: Signature,
+}
+
+impl ValueInput {
+    /// The conversion into `ty`, callable as `name`.
+    pub fn new(ty: SluiceType, name: &str) -> Self {
+        Self {
+            ty,
+            name: name.to_owned(),
+            signature: Signature::any(1, Volatility::Immutable),
+        }
+    }
+}
+
+impl ScalarUDFImpl for ValueInput {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
+        Ok(self.ty.storage_type())
+    }
+
+    fn return_field_from_args(&self, args: ReturnFieldArgs) -> Result<FieldRef> {
+        let source = args.arg_fields.first();
+        if let Some(source) = source {
+            check_value_source(self.ty, source)?;
+        }
+        let nullable = source.is_none_or(|f| f.is_nullable());
+        Ok(Arc::new(self.ty.field(self.name(), nullable)))
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let source = args
+            .arg_fields
+            .first()
+            .and_then(|f| SluiceType::of_field(f));
+        map_single_argument(args, |array| convert_value(self.ty, source, array))
+    }
+}
+
+/// Refuses, at planning, sources `ty` cannot be made from.
+fn check_value_source(ty: SluiceType, source: &Field) -> Result<()> {
+    let from = SluiceType::of_field(source);
+    let data_type = source.data_type();
+    let ok = match ty {
+        SluiceType::Image | SluiceType::Audio => {
+            from.is_none() && (is_binary(data_type) || data_type == &DataType::Null)
+        }
+        SluiceType::Tensor(..) => {
+            matches!(
+                from,
+                Some(SluiceType::Tensor(..)) | Some(SluiceType::Vector(_))
+            ) || (from.is_none() && (data_type.is_nested() || data_type == &DataType::Null))
+        }
+        _ => false,
+    };
+    if ok {
+        Ok(())
+    } else {
+        let shown = from.map_or_else(|| data_type.to_string(), |t| t.type_name());
+        Err(DataFusionError::Plan(format!(
+            "cannot cast type {shown} to {}",
+            ty.type_name()
+        )))
+    }
+}
+
+fn is_binary(data_type: &DataType) -> bool {
+    matches!(
+        data_type,
+        DataType::Binary | DataType::LargeBinary | DataType::BinaryView
+    )
+}
+
+fn convert_value(
+    ty: SluiceType,
+    source: Option<SluiceType>,
+    array: &dyn Array,
+) -> Result<ArrayRef> {
+    match ty {
+        SluiceType::Image | SluiceType::Audio => {
+            let bytes: Vec<Option<&[u8]>> = match array.data_type() {
+                DataType::Binary => array.as_binary::<i32>().iter().collect(),
+                DataType::LargeBinary => array.as_binary::<i64>().iter().collect(),
+                DataType::BinaryView => array.as_binary_view().iter().collect(),
+                _ => vec![None; array.len()],
+            };
+            if ty == SluiceType::Image {
+                crate::media::image_array(bytes.into_iter())
+            } else {
+                crate::media::audio_array(bytes.into_iter())
+            }
+        }
+        SluiceType::Tensor(elem, shape) => {
+            let source_shape = match source {
+                Some(SluiceType::Tensor(_, shape)) => Some(shape),
+                _ => None,
+            };
+            crate::tensor::convert_to_tensor(array, source_shape, elem, shape)
+        }
+        other => Err(DataFusionError::Plan(format!(
+            "cannot cast type {} to {other}",
+            array.data_type()
+        ))),
+    }
+}
+
+/// `expr` (bytes, nested arrays or another tensor) made into `ty`.
+pub fn value_input(ty: SluiceType, expr: Expr) -> Expr {
+    ScalarUDF::new_from_impl(ValueInput::new(ty, &format!("to_{}", ty.sql_name()))).call(vec![expr])
+}
+
 /// Applies an array conversion to a one-argument call, keeping a constant
 /// argument constant (so the planner can fold it).
 fn map_single_argument(
@@ -141,16 +268,25 @@ pub fn all_functions() -> Vec<ScalarUDF> {
                 ScalarUDF::new_from_impl(TextOutput::new(ty)),
             ]
         })
+        .chain(
+            [SluiceType::Image, SluiceType::Audio]
+                .map(|ty| ScalarUDF::new_from_impl(ValueInput::new(ty, ty.sql_name()))),
+        )
         .collect()
 }
 
 /// Converts a bound parameter value to the storage of `target` when the
-/// value is text and `target` can only be a Sluice type's storage (drivers
-/// send UUIDs as text). Returns `None` when no Sluice conversion applies.
+/// value is text (drivers send UUIDs as text) or bytes (images, audio) and
+/// `target` can only be a Sluice type's storage. Returns `None` when no
+/// Sluice conversion applies.
 pub fn convert_parameter(value: &ScalarValue, target: &DataType) -> Result<Option<ScalarValue>> {
     let Some(ty) = crate::extension::text_target_of_storage(target) else {
         return Ok(None);
     };
+    if matches!(ty, SluiceType::Image | SluiceType::Audio) && is_binary(&value.data_type()) {
+        let converted = convert_value(ty, None, value.to_array_of_size(1)?.as_ref())?;
+        return Ok(Some(ScalarValue::try_from_array(converted.as_ref(), 0)?));
+    }
     if !matches!(
         value.data_type(),
         DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View

@@ -17,8 +17,11 @@
 pub mod conversion;
 pub mod extension;
 pub mod float_text;
+pub mod media;
+pub mod object_ref;
 pub mod planner;
 pub mod resolve;
+pub mod tensor;
 pub mod text;
 pub mod vector;
 pub mod wire;

@@ -8,6 +8,7 @@ use datafusion::logical_expr::planner::TypePlanner;
 use datafusion::sql::sqlparser::ast;
 
 use crate::extension::{MAX_VECTOR_DIMENSIONS, SluiceType};
+use crate::tensor::{TensorElement, TensorShape};
 
 /// Plans the SQL names of Sluice types (`UUID`, `JSON`, `JSONB`) into Arrow
 /// fields carrying the type's extension metadata. Every other name goes to
@@ -57,18 +58,56 @@ pub fn sluice_type_of(sql_type: &ast::DataType) -> Result<Option<SluiceType>> {
             }
             Some(SluiceType::Vector(dim))
         }
+        ast::DataType::Custom(name, modifiers) if is_name(name, "tensor") => {
+            Some(tensor_type(modifiers)?)
+        }
+        ast::DataType::Custom(name, modifiers) if modifiers.is_empty() => {
+            [SluiceType::Image, SluiceType::Audio, SluiceType::ObjectRef]
+                .into_iter()
+                .find(|ty| is_name(name, ty.sql_name()))
+        }
         _ => None,
     })
 }
 
-fn is_vector_name(name: &ast::ObjectName) -> bool {
+/// `TENSOR(elem)` or `TENSOR(elem, d1, d2, …)` (the bracket form
+/// `TENSOR(elem, [d1, …])` arrives here without its brackets).
+fn tensor_type(modifiers: &[String]) -> Result<SluiceType> {
+    let Some((elem, dims)) = modifiers.split_first() else {
+        return Err(DataFusionError::Plan(
+            "type tensor needs its element type, as in TENSOR(FLOAT, [3,224,224]) or TENSOR(UINT8)"
+                .into(),
+        ));
+    };
+    let elem = TensorElement::from_sql_name(elem.trim()).ok_or_else(|| {
+        DataFusionError::Plan(format!(
+            "unknown tensor element type {elem}: use one of float32, float16, float64, int8, \
+             uint8, int16, int32, int64"
+        ))
+    })?;
+    if dims.is_empty() {
+        return Ok(SluiceType::Tensor(elem, None));
+    }
+    let dims = dims
+        .iter()
+        .map(|d| {
+            d.trim()
+                .parse::<usize>()
+                .map_err(|_| DataFusionError::Plan(format!("invalid tensor dimension: {d}")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(SluiceType::Tensor(elem, Some(TensorShape::try_new(&dims)?)))
+}
+
+fn is_name(name: &ast::ObjectName, wanted: &str) -> bool {
     name.0
         .last()
         .and_then(|part| part.as_ident())
-        .is_some_and(|ident| {
-            ident.value.eq_ignore_ascii_case("vector")
-                || ident.value.eq_ignore_ascii_case("embedding")
-        })
+        .is_some_and(|ident| ident.value.eq_ignore_ascii_case(wanted))
+}
+
+fn is_vector_name(name: &ast::ObjectName) -> bool {
+    is_name(name, "vector") || is_name(name, "embedding")
 }
 
 fn bad_dimension_text(dim: &str) -> DataFusionError {

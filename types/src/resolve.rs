@@ -20,7 +20,7 @@ use datafusion::logical_expr::{
 };
 use datafusion::optimizer::AnalyzerRule;
 
-use crate::conversion::{text_input, text_output};
+use crate::conversion::{text_input, text_output, value_input};
 use crate::extension::SluiceType;
 
 /// See the module documentation. Register it before DataFusion's
@@ -148,9 +148,29 @@ fn resolve_cast(
     // Sluice type.
     let target = SluiceType::of_field(field)
         .or_else(|| crate::extension::text_target_of_storage(field.data_type()));
+    let (_, source_field) = inner.to_field(schema)?;
     match (source, target) {
         (Some(s), Some(t)) if s == t => Ok(Transformed::yes(inner)),
         (_, Some(t)) if is_text(&inner, schema)? => Ok(Transformed::yes(text_input(t, inner))),
+        (_, Some(t)) if made_from_value(t, &source_field) => {
+            Ok(Transformed::yes(value_input(t, inner)))
+        }
+        (Some(SluiceType::Image | SluiceType::Audio), None)
+            if matches!(
+                field.data_type(),
+                DataType::Binary | DataType::LargeBinary | DataType::BinaryView
+            ) =>
+        {
+            // An image or audio value cast to bytea is its encoded bytes.
+            let bytes = datafusion::functions::core::expr_fn::get_field(inner, "data");
+            Ok(Transformed::yes(
+                if field.data_type() == &DataType::Binary {
+                    bytes
+                } else {
+                    rebuild(Box::new(bytes), Arc::clone(field))
+                },
+            ))
+        }
         (Some(s), None) if is_string_type(field.data_type()) => {
             let text = text_output(s, inner);
             Ok(Transformed::yes(if field.data_type() == &DataType::Utf8 {
@@ -176,6 +196,7 @@ fn resolve_insert(plan: LogicalPlan) -> Result<Transformed<LogicalPlan>> {
         return Ok(Transformed::no(plan));
     };
     let table_schema = dml.target.schema();
+    let dml = convert_insert_casts(dml)?;
     let input_schema = dml.input.schema();
     if table_schema.fields().len() != input_schema.fields().len()
         || !table_schema
@@ -199,6 +220,10 @@ fn resolve_insert(plan: LogicalPlan) -> Result<Transformed<LogicalPlan>> {
                 changed = true;
                 text_input(ty, column).alias(source.name())
             }
+            Some(ty) if made_from_value(ty, source) => {
+                changed = true;
+                value_input(ty, column).alias(source.name())
+            }
             _ => column,
         });
     }
@@ -218,6 +243,99 @@ fn resolve_insert(plan: LogicalPlan) -> Result<Transformed<LogicalPlan>> {
         WriteOp::Insert(op),
         Arc::new(input),
     ))))
+}
+
+/// DataFusion's INSERT planning casts each value to its column's storage
+/// type, without the column's metadata: a fixed-shape tensor's shape, for
+/// one, is then lost. The casts into Sluice-typed columns become the
+/// type's own conversion, planned from the table's schema.
+fn convert_insert_casts(dml: DmlStatement) -> Result<DmlStatement> {
+    let LogicalPlan::Projection(projection) = dml.input.as_ref() else {
+        return Ok(dml);
+    };
+    let table_schema = dml.target.schema();
+    if projection.expr.len() != table_schema.fields().len() {
+        return Ok(dml);
+    }
+    let input_schema = projection.input.schema();
+    let mut changed = false;
+    let mut exprs = Vec::with_capacity(projection.expr.len());
+    for (expr, target) in projection.expr.iter().zip(table_schema.fields()) {
+        let converted = match (SluiceType::of_field(target), strip_alias_and_cast(expr)) {
+            (Some(ty), Some(inner)) => {
+                let (_, source) = inner.to_field(input_schema)?;
+                if SluiceType::of_field(&source) == Some(ty) {
+                    Some(inner.clone())
+                } else if is_text(inner, input_schema)? {
+                    Some(text_input(ty, inner.clone()))
+                } else if made_from_value(ty, &source) {
+                    Some(value_input(ty, inner.clone()))
+                } else {
+                    None
+                }
+            }
+            _ => None,
+        };
+        match converted {
+            Some(c) => {
+                changed = true;
+                exprs.push(c.alias(target.name()));
+            }
+            None => exprs.push(expr.clone()),
+        }
+    }
+    if !changed {
+        return Ok(dml);
+    }
+    let input = LogicalPlanBuilder::from(Arc::unwrap_or_clone(Arc::clone(&projection.input)))
+        .project(exprs)?
+        .build()?;
+    Ok(DmlStatement::new(
+        dml.table_name,
+        dml.target,
+        dml.op,
+        Arc::new(input),
+    ))
+}
+
+/// The expression under an INSERT projection's `CAST(x AS t) AS name`.
+fn strip_alias_and_cast(expr: &Expr) -> Option<&Expr> {
+    let unaliased = match expr {
+        Expr::Alias(alias) => alias.expr.as_ref(),
+        other => other,
+    };
+    match unaliased {
+        Expr::Cast(Cast { expr, .. }) | Expr::TryCast(TryCast { expr, .. }) => Some(expr.as_ref()),
+        _ => None,
+    }
+}
+
+/// Whether a value of `source` (not text) becomes `target` through
+/// [`value_input`]: bytes into media, nested arrays or other tensors into
+/// tensors.
+fn made_from_value(target: SluiceType, source: &Field) -> bool {
+    let from = SluiceType::of_field(source);
+    if from == Some(target) {
+        return false;
+    }
+    match target {
+        SluiceType::Image | SluiceType::Audio => {
+            from.is_none()
+                && matches!(
+                    source.data_type(),
+                    DataType::Binary | DataType::LargeBinary | DataType::BinaryView
+                )
+        }
+        SluiceType::Tensor(..) => match from {
+            Some(SluiceType::Tensor(..) | SluiceType::Vector(_)) => true,
+            Some(_) => false,
+            None => matches!(
+                source.data_type(),
+                DataType::List(_) | DataType::LargeList(_) | DataType::FixedSizeList(..)
+            ),
+        },
+        _ => false,
+    }
 }
 
 fn sluice_type(expr: &Expr, schema: &DFSchema) -> Result<Option<SluiceType>> {

@@ -37,6 +37,32 @@ pub fn parse_array(ty: SluiceType, text: &dyn Array) -> Result<ArrayRef> {
             }
             Ok(Arc::new(out.finish()))
         }
+        SluiceType::Tensor(elem, shape) => {
+            let values = strings
+                .iter()
+                .map(|s| s.map(|s| crate::tensor::parse_tensor(s, elem)).transpose())
+                .collect::<Result<Vec<_>>>()?;
+            crate::tensor::tensor_array(elem, shape, &values)
+        }
+        SluiceType::Image | SluiceType::Audio => {
+            let bytes = strings
+                .iter()
+                .map(|s| s.map(crate::media::parse_bytea).transpose())
+                .collect::<Result<Vec<_>>>()?;
+            let values = bytes.iter().map(Option::as_deref);
+            if ty == SluiceType::Image {
+                crate::media::image_array(values)
+            } else {
+                crate::media::audio_array(values)
+            }
+        }
+        SluiceType::ObjectRef => {
+            let refs = strings
+                .iter()
+                .map(|s| s.map(crate::object_ref::parse_object_ref).transpose())
+                .collect::<Result<Vec<_>>>()?;
+            crate::object_ref::object_ref_array(&refs)
+        }
     }
 }
 
@@ -85,6 +111,18 @@ pub fn format_value(
                 .as_fixed_size_list_opt()
                 .ok_or_else(|| storage_error(ty, values.data_type()))?;
             crate::vector::format_vector(&crate::vector::elements(list, idx)?, out);
+        }
+        SluiceType::Tensor(_, shape) => {
+            let (dims, elements) = crate::tensor::tensor_at(values, shape, idx)?;
+            crate::tensor::format_tensor(&dims, elements.as_ref(), out)?;
+        }
+        SluiceType::Image | SluiceType::Audio => {
+            crate::media::format_bytea(crate::media::encoded_bytes(values, idx)?, out)
+        }
+        SluiceType::ObjectRef => {
+            if let Some(r) = crate::object_ref::object_ref_at(values, idx)? {
+                crate::object_ref::format_object_ref(&r, out);
+            }
         }
     }
     Ok(())

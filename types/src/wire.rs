@@ -35,11 +35,95 @@ pub fn pg_type(ty: SluiceType) -> PgType {
             oid: VECTOR_OID,
             name: "vector",
         },
+        // Postgres announces a domain column as its base type, and these are
+        // listed in pg_type as domains: images and audio reach drivers as
+        // bytes, tensors and object references as JSON they decode.
+        SluiceType::Image | SluiceType::Audio => PgType {
+            oid: 17,
+            name: "bytea",
+        },
+        SluiceType::Tensor(..) | SluiceType::ObjectRef => PgType {
+            oid: 114,
+            name: "json",
+        },
     }
 }
 
 /// The OID `pg_type` lists for `vector`.
 pub const VECTOR_OID: u32 = 16385;
+
+/// The OIDs `pg_type` lists for Sluice's domains (after pgvector's 16385).
+pub const TENSOR_OID: u32 = 16390;
+/// See [`TENSOR_OID`].
+pub const IMAGE_OID: u32 = 16391;
+/// See [`TENSOR_OID`].
+pub const AUDIO_OID: u32 = 16392;
+/// See [`TENSOR_OID`].
+pub const OBJECT_REF_OID: u32 = 16393;
+
+/// How a column of a Sluice type appears in `pg_attribute` and `pg_type`:
+/// its type's OID and name, and the type modifier `format_type` reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CatalogType {
+    /// OID in `pg_type`.
+    pub oid: u32,
+    /// Name in `pg_type`.
+    pub name: &'static str,
+    /// `atttypmod`: a vector's dimension; for tensors, a number standing
+    /// for the element type and shape (see [`catalog_type_name`]); else -1.
+    pub typmod: i32,
+}
+
+/// The catalog entry of a column of type `ty`.
+pub fn catalog_type(ty: SluiceType) -> CatalogType {
+    let (oid, name, typmod) = match ty {
+        SluiceType::Uuid => (2950, "uuid", -1),
+        SluiceType::Json => (114, "json", -1),
+        SluiceType::Vector(dim) => (VECTOR_OID, "vector", dim),
+        SluiceType::Tensor(..) => (TENSOR_OID, "tensor", tensor_typmod(ty)),
+        SluiceType::Image => (IMAGE_OID, "image", -1),
+        SluiceType::Audio => (AUDIO_OID, "audio", -1),
+        SluiceType::ObjectRef => (OBJECT_REF_OID, "object_ref", -1),
+    };
+    CatalogType { oid, name, typmod }
+}
+
+/// Tensor types seen in catalogs, numbered: a shape does not fit in a
+/// 32-bit type modifier, so the modifier is the type's number here. The
+/// list only grows, by one entry per distinct tensor type a catalog query
+/// has shown.
+static TENSOR_TYPES: std::sync::Mutex<Vec<SluiceType>> = std::sync::Mutex::new(Vec::new());
+
+fn tensor_typmod(ty: SluiceType) -> i32 {
+    let Ok(mut known) = TENSOR_TYPES.lock() else {
+        return -1;
+    };
+    let index = match known.iter().position(|t| *t == ty) {
+        Some(i) => i,
+        None => {
+            known.push(ty);
+            known.len() - 1
+        }
+    };
+    i32::try_from(index).unwrap_or(-1)
+}
+
+/// The name `format_type(oid, typmod)` shows for a Sluice type's OID, or
+/// `None` for other OIDs.
+pub fn catalog_type_name(oid: u32, typmod: i32) -> Option<String> {
+    Some(match oid {
+        VECTOR_OID if typmod > 0 => format!("vector({typmod})"),
+        VECTOR_OID => "vector".to_owned(),
+        TENSOR_OID => usize::try_from(typmod)
+            .ok()
+            .and_then(|i| TENSOR_TYPES.lock().ok()?.get(i).copied())
+            .map_or_else(|| "tensor".to_owned(), SluiceType::type_name),
+        IMAGE_OID => "image".to_owned(),
+        AUDIO_OID => "audio".to_owned(),
+        OBJECT_REF_OID => "object_ref".to_owned(),
+        _ => return None,
+    })
+}
 
 /// Appends the text encoding of the non-null value at `idx`.
 pub fn encode_text(
@@ -73,7 +157,13 @@ pub fn encode_binary(
             out.extend_from_slice(bytes);
             Ok(())
         }
-        SluiceType::Json => encode_text(ty, values, idx, out),
+        SluiceType::Json | SluiceType::Tensor(..) | SluiceType::ObjectRef => {
+            encode_text(ty, values, idx, out)
+        }
+        SluiceType::Image | SluiceType::Audio => {
+            out.extend_from_slice(crate::media::encoded_bytes(values, idx)?);
+            Ok(())
+        }
         SluiceType::Vector(_) => {
             let list = values.as_fixed_size_list_opt().ok_or_else(|| {
                 DataFusionError::Internal("vector values not in list storage".into())
@@ -95,8 +185,16 @@ pub fn binary_parameter_to_text(ty: SluiceType, bytes: &[u8]) -> Result<String> 
                     bytes.len()
                 ))
             }),
-        SluiceType::Json => String::from_utf8(bytes.to_vec())
-            .map_err(|_| DataFusionError::Execution("json parameter is not valid UTF-8".into())),
+        SluiceType::Json | SluiceType::Tensor(..) | SluiceType::ObjectRef => {
+            String::from_utf8(bytes.to_vec()).map_err(|_| {
+                DataFusionError::Execution(format!("{ty} parameter is not valid UTF-8"))
+            })
+        }
+        SluiceType::Image | SluiceType::Audio => {
+            let mut text = String::new();
+            crate::media::format_bytea(bytes, &mut text);
+            Ok(text)
+        }
         SluiceType::Vector(_) => {
             let mut text = String::new();
             crate::vector::format_vector(&crate::vector::decode_binary(bytes)?, &mut text);

@@ -6,15 +6,14 @@
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::prelude::SessionContext;
-use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+use object_store::ObjectStore;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
-use object_store::{BackoffConfig, ClientConfigKey, ObjectStore, RetryConfig};
+use sluice_functions::object::s3_store;
 use url::Url;
 
 use super::synced_local::SyncedLocalFileSystem;
@@ -87,36 +86,6 @@ impl fmt::Display for DataLocation {
             Self::S3(url) => write!(f, "{url}"),
         }
     }
-}
-
-/// An S3 store for the bucket of `url`, configured from the environment.
-/// Failures surface within seconds rather than after object_store's
-/// default three minutes of retries: an unreachable store is an error the
-/// user should see, not a hang.
-fn s3_store(url: &Url) -> Result<Arc<dyn ObjectStore>> {
-    let mut builder = AmazonS3Builder::from_env()
-        .with_url(url.as_str())
-        .with_retry(RetryConfig {
-            backoff: BackoffConfig::default(),
-            max_retries: 3,
-            retry_timeout: Duration::from_secs(15),
-        })
-        .with_config(
-            AmazonS3ConfigKey::Client(ClientConfigKey::ConnectTimeout),
-            "5s",
-        );
-    // A plain-http endpoint is a local S3-compatible server (MinIO, moto):
-    // allow it without a second variable.
-    let endpoint = std::env::var("AWS_ENDPOINT_URL")
-        .or_else(|_| std::env::var("AWS_ENDPOINT"))
-        .unwrap_or_default();
-    if endpoint.starts_with("http://") && std::env::var("AWS_ALLOW_HTTP").is_err() {
-        builder = builder.with_allow_http(true);
-    }
-    let store = builder.build().map_err(|e| {
-        DataFusionError::Configuration(format!("cannot open object store {url}: {e}"))
-    })?;
-    Ok(Arc::new(store))
 }
 
 /// Makes `location` readable by DataFusion (external tables, `COPY … TO`):

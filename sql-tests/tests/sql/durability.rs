@@ -519,7 +519,11 @@ async fn deletes_and_updates_rewrite_only_the_files_they_touch() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         after = files();
     }
-    assert_eq!(after.len(), 2, "one file rewritten, the replaced one deleted");
+    assert_eq!(
+        after.len(),
+        2,
+        "one file rewritten, the replaced one deleted"
+    );
     assert_eq!(
         before.iter().filter(|f| after.contains(f)).count(),
         1,

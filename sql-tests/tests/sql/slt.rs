@@ -2,14 +2,12 @@
 
 use std::path::Path;
 
-use sluice_engine::Sluice;
-use sluice_sql_tests::{InProcessDb, TestServer, WireDb, slt_files};
+use sluice_sql_tests::{InProcessDb, TestServer, WireDb, media_fixtures, slt_files, test_engine};
 use sqllogictest::Runner;
 
 async fn run_in_process(file: &Path) -> Result<(), String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let engine = Sluice::builder()
-        .data_dir(dir.path())
+    let engine = test_engine(dir.path())
         .build()
         .await
         .map_err(|e| e.to_string())?;
@@ -18,6 +16,7 @@ async fn run_in_process(file: &Path) -> Result<(), String> {
         async move { Ok(InProcessDb::new(&engine)) }
     });
     runner.add_label("in-process");
+    set_media_variable(&mut runner);
     runner
         .run_file_async(file)
         .await
@@ -35,6 +34,7 @@ async fn run_over_wire(file: &Path) -> Result<(), String> {
         async move { WireDb::connect(&conn).await }
     });
     runner.add_label("wire");
+    set_media_variable(&mut runner);
     let result = runner
         .run_file_async(file)
         .await
@@ -42,6 +42,17 @@ async fn run_over_wire(file: &Path) -> Result<(), String> {
     drop(runner);
     server.stop().await.map_err(|e| e.to_string())?;
     result
+}
+
+/// `${MEDIA}` in `.slt` files (with `control substitution on`): the media
+/// fixtures folder, which every test engine has as its object root.
+fn set_media_variable<D: sqllogictest::AsyncDB, M: sqllogictest::MakeConnection<Conn = D>>(
+    runner: &mut Runner<D, M>,
+) {
+    runner.set_var(
+        "MEDIA".into(),
+        media_fixtures().to_string_lossy().into_owned(),
+    );
 }
 
 fn report(mode: &str, failures: Vec<String>, total: usize) {
