@@ -5,8 +5,11 @@
 # crash check (SIGKILL during a stream of inserts, then restart and count),
 # the S3 check (a data directory, external tables and COPY TO on a local moto
 # S3 server, a restart, unreachable endpoint and missing bucket errors),
-# and the model check (CREATE MODEL without or with a broken ONNX Runtime,
-# EMBED and ML_PREDICT through psycopg; it starts its own servers).
+# the model check (CREATE MODEL without or with a broken ONNX Runtime,
+# EMBED and ML_PREDICT through psycopg; it starts its own servers), and the
+# media check (JPEG, PNG and WAV files read through --object-root, locally
+# and on moto S3, against Pillow and numpy; IMAGE/TENSOR/OBJECT_REF columns
+# across a restart; paths outside the root refused).
 # Usage: scripts/client-checks.sh PATH_TO_SLUICE_BINARY
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -79,6 +82,8 @@ check "S3 data directory, external tables and COPY TO on a local moto server" \
   "$VENV/bin/python" sql-tests/clients/s3_check.py "$SLUICE_BIN"
 check "model inference: missing or broken ONNX Runtime, EMBED, ML_PREDICT" \
   "$VENV/bin/python" sql-tests/clients/model_check.py "$SLUICE_BIN"
+check "media: images, audio and tensors from object roots (local and S3) vs Pillow" \
+  "$VENV/bin/python" sql-tests/clients/media_check.py "$SLUICE_BIN"
 start_server
 # Graceful shutdown: SIGTERM ends the server with exit status 0.
 graceful() {

@@ -36,12 +36,12 @@
 //! server.
 
 mod alter_table;
+mod async_calls;
 mod builder;
 pub mod copy_in;
 mod durable_ddl;
 mod literal_insert;
 mod ml_predict;
-mod model_constants;
 mod model_statement;
 mod models;
 mod output;

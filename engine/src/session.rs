@@ -177,7 +177,7 @@ impl SluiceSession {
     }
 
     async fn execute_plan(&self, plan: LogicalPlan) -> Result<QueryOutput> {
-        let plan = crate::model_constants::fold(plan, &self.ctx).await?;
+        let plan = crate::async_calls::fold(plan, &self.ctx).await?;
         if plan_returns_rows(&plan) {
             let df = self.ctx.execute_logical_plan(plan).await?;
             return Ok(QueryOutput::Rows(df.execute_stream().await?));
@@ -315,7 +315,7 @@ impl SluiceSession {
         if let SluiceStatement::DataFusion(stmt) = &statement {
             let plan = self.plan(stmt).await?;
             if plan_returns_rows(&plan) {
-                let plan = crate::model_constants::fold(plan, &self.ctx).await?;
+                let plan = crate::async_calls::fold(plan, &self.ctx).await?;
                 // Queries stay lazy: the caller streams or collects them.
                 return self.ctx.execute_logical_plan(plan).await;
             }

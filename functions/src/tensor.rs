@@ -39,6 +39,8 @@ struct TensorFunction {
 fn tensor_type(function: &str, field: &Field) -> Result<(TensorElement, Option<TensorShape>)> {
     match SluiceType::of_field(field) {
         Some(SluiceType::Tensor(elem, shape)) => Ok((elem, shape)),
+        // An untyped NULL: the result is NULL.
+        None if field.data_type() == &DataType::Null => Ok((TensorElement::Float32, None)),
         found => Err(DataFusionError::Plan(format!(
             "function {function} takes a tensor, not {}",
             found.map_or_else(|| field.data_type().to_string(), |t| t.type_name())
@@ -122,6 +124,11 @@ impl ScalarUDFImpl for TensorFunction {
             .map(|a| a.to_array(rows))
             .collect::<Result<_>>()?;
         let tensors = arrays[0].as_ref();
+        if tensors.data_type() == &DataType::Null {
+            return Ok(ColumnarValue::Array(
+                datafusion::arrow::array::new_null_array(args.return_field.data_type(), rows),
+            ));
+        }
         let result: ArrayRef = match self.operation {
             Operation::Shape => {
                 let mut dims = Vec::new();

@@ -195,7 +195,8 @@ impl SluiceType {
     }
 }
 
-fn is_storage_of(ty: SluiceType, data_type: &DataType) -> bool {
+/// Whether `data_type` is the storage of `ty`.
+pub fn is_storage_of(ty: SluiceType, data_type: &DataType) -> bool {
     match ty {
         SluiceType::Uuid => data_type == &DataType::FixedSizeBinary(16),
         SluiceType::Json => matches!(
@@ -247,7 +248,12 @@ fn same_list_item(found: &DataType, expected: &DataType) -> bool {
 pub fn text_target_of_storage(data_type: &DataType) -> Option<SluiceType> {
     match data_type {
         DataType::FixedSizeBinary(16) => Some(SluiceType::Uuid),
-        DataType::FixedSizeList(item, dim) if item.data_type() == &DataType::Float32 => {
+        // A vector's items are nullable (as DataFusion's list kernels make
+        // them); a fixed-shape tensor's are not, and its shape is unknown
+        // here.
+        DataType::FixedSizeList(item, dim)
+            if item.data_type() == &DataType::Float32 && item.is_nullable() =>
+        {
             Some(SluiceType::Vector(*dim))
         }
         // Each struct layout belongs to one Sluice type.

@@ -16,6 +16,8 @@ use datafusion::arrow::buffer::NullBuffer;
 use datafusion::arrow::datatypes::{DataType, Field, Fields};
 use datafusion::error::{DataFusionError, Result};
 
+#[cfg(test)]
+mod audio_format_tests;
 pub mod audio_ops;
 pub mod audio_probe;
 pub mod image_ops;

@@ -12,6 +12,7 @@ use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode, TreeNodeRecursion};
 use datafusion::error::Result;
 use datafusion::logical_expr::expr::InList;
+use datafusion::logical_expr::expr_rewriter::NamePreserver;
 use datafusion::logical_expr::logical_plan::dml::InsertOp;
 use datafusion::logical_expr::utils::merge_schema;
 use datafusion::logical_expr::{
@@ -59,7 +60,14 @@ fn resolve_plan(plan: LogicalPlan) -> Result<Transformed<LogicalPlan>> {
         return Ok(Transformed::no(plan));
     }
     let schema = merge_schema(&plan.inputs());
-    plan.map_expressions(|expr| expr.transform_up(|e| resolve_expr(e, &schema)))
+    // Nodes above refer to this node's columns by name (INSERT's
+    // projection, ORDER BY 1): a rewritten cast keeps its name.
+    let names = NamePreserver::new(&plan);
+    plan.map_expressions(|expr| {
+        let saved = names.save(&expr);
+        let resolved = expr.transform_up(|e| resolve_expr(e, &schema))?;
+        Ok(resolved.update_data(|e| saved.restore(e)))
+    })
 }
 
 /// Whether an expression tree holds anything this rule may rewrite; most
@@ -250,6 +258,14 @@ fn resolve_insert(plan: LogicalPlan) -> Result<Transformed<LogicalPlan>> {
 /// one, is then lost. The casts into Sluice-typed columns become the
 /// type's own conversion, planned from the table's schema.
 fn convert_insert_casts(dml: DmlStatement) -> Result<DmlStatement> {
+    if let Some(input) = convert_values_input(&dml)? {
+        return Ok(DmlStatement::new(
+            dml.table_name,
+            dml.target,
+            dml.op,
+            Arc::new(input),
+        ));
+    }
     let LogicalPlan::Projection(projection) = dml.input.as_ref() else {
         return Ok(dml);
     };
@@ -298,6 +314,97 @@ fn convert_insert_casts(dml: DmlStatement) -> Result<DmlStatement> {
     ))
 }
 
+/// `INSERT … VALUES` whose rows are not all literals is planned as a
+/// `Values` node holding each value cast to its column's storage type
+/// (under a projection when a column list is given). Those casts become the
+/// column type's conversion, row by row. `None` when nothing changes.
+fn convert_values_input(dml: &DmlStatement) -> Result<Option<LogicalPlan>> {
+    let table_schema = dml.target.schema();
+    let targets: Vec<Option<SluiceType>> = table_schema
+        .fields()
+        .iter()
+        .map(|f| SluiceType::of_field(f))
+        .collect();
+    if targets.iter().all(Option::is_none) {
+        return Ok(None);
+    }
+    // Which Sluice type each VALUES column must become, and the projection
+    // above it (target column i ← VALUES column k) when there is one.
+    let (values, column_targets, projection) = match dml.input.as_ref() {
+        LogicalPlan::Values(values) if values.schema.fields().len() == targets.len() => {
+            (values, targets.clone(), None)
+        }
+        LogicalPlan::Projection(projection) if projection.expr.len() == targets.len() => {
+            let LogicalPlan::Values(values) = projection.input.as_ref() else {
+                return Ok(None);
+            };
+            let mut column_targets = vec![None; values.schema.fields().len()];
+            for (expr, target) in projection.expr.iter().zip(&targets) {
+                if let (Some(ty), Some(Expr::Column(column))) =
+                    (target, strip_alias_and_cast(expr).or(Some(expr)))
+                    && let Ok(k) = values.schema.index_of_column(column)
+                {
+                    column_targets[k] = Some(*ty);
+                }
+            }
+            (values, column_targets, Some(projection))
+        }
+        _ => return Ok(None),
+    };
+    let empty = DFSchema::empty();
+    let mut changed = false;
+    let mut rows = Vec::with_capacity(values.values.len());
+    for row in &values.values {
+        let mut converted_row = Vec::with_capacity(row.len());
+        for (value, target) in row.iter().zip(&column_targets) {
+            let converted = match (target, strip_alias_and_cast(value)) {
+                (Some(ty), Some(inner)) => {
+                    let (_, source) = inner.to_field(&empty)?;
+                    if is_text(inner, &empty)? && source.data_type() != &DataType::Null {
+                        Some(text_input(*ty, inner.clone()))
+                    } else if made_from_value(*ty, &source) {
+                        Some(value_input(*ty, inner.clone()))
+                    } else {
+                        None
+                    }
+                }
+                _ => None,
+            };
+            changed |= converted.is_some();
+            converted_row.push(converted.unwrap_or_else(|| value.clone()));
+        }
+        rows.push(converted_row);
+    }
+    if !changed {
+        return Ok(None);
+    }
+    let values_plan = LogicalPlanBuilder::values(rows)?.build()?;
+    let Some(projection) = projection else {
+        return Ok(Some(values_plan));
+    };
+    // The same projection, over the new VALUES columns (same names), with
+    // the casts into converted columns dropped.
+    let exprs = projection
+        .expr
+        .iter()
+        .zip(table_schema.fields())
+        .map(|(expr, target)| match strip_alias_and_cast(expr) {
+            Some(Expr::Column(column))
+                if SluiceType::of_field(target).is_some()
+                    && values_plan.schema().index_of_column(column).is_ok() =>
+            {
+                Expr::Column(column.clone()).alias(target.name())
+            }
+            _ => expr.clone(),
+        })
+        .collect::<Vec<_>>();
+    Ok(Some(
+        LogicalPlanBuilder::from(values_plan)
+            .project(exprs)?
+            .build()?,
+    ))
+}
+
 /// The expression under an INSERT projection's `CAST(x AS t) AS name`.
 fn strip_alias_and_cast(expr: &Expr) -> Option<&Expr> {
     let unaliased = match expr {
@@ -315,7 +422,11 @@ fn strip_alias_and_cast(expr: &Expr) -> Option<&Expr> {
 /// tensors.
 fn made_from_value(target: SluiceType, source: &Field) -> bool {
     let from = SluiceType::of_field(source);
-    if from == Some(target) {
+    // Already the target's storage (its metadata lost on the way, as in
+    // VALUES), or already the target.
+    if from == Some(target)
+        || (from.is_none() && crate::extension::is_storage_of(target, source.data_type()))
+    {
         return false;
     }
     match target {

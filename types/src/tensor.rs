@@ -16,7 +16,6 @@
 use std::fmt;
 use std::sync::Arc;
 
-use arrow_schema::extension::{ExtensionType, FixedShapeTensor};
 use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, FixedSizeListArray, Int32Array, ListArray, PrimitiveArray,
     StructArray, new_null_array,
@@ -240,10 +239,10 @@ fn variable_fields(elem: TensorElement) -> Fields {
 }
 
 /// The canonical extension metadata (`{"shape":[…]}`) of a fixed shape.
-pub fn fixed_metadata(elem: TensorElement, shape: TensorShape) -> Option<String> {
-    FixedShapeTensor::try_new(elem.data_type(), shape.dims(), None, None)
-        .ok()
-        .and_then(|t| t.serialize_metadata())
+/// Written by hand: arrow-rs serialises absent dimension names and
+/// permutations as `null`, which the C++ implementation (pyarrow) rejects.
+pub fn fixed_metadata(_elem: TensorElement, shape: TensorShape) -> Option<String> {
+    Some(serde_json::json!({ "shape": shape.dims() }).to_string())
 }
 
 /// The shape a fixed-shape tensor field's metadata names (`{"shape":[…]}`;

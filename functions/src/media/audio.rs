@@ -4,7 +4,9 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, Float32Array, Int32Array};
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, Float32Array, Int32Array, new_null_array,
+};
 use datafusion::arrow::buffer::{NullBuffer, OffsetBuffer};
 use datafusion::arrow::datatypes::{DataType, FieldRef};
 use datafusion::error::{DataFusionError, Result};
@@ -63,6 +65,12 @@ impl ScalarUDFImpl for AudioToTensor {
         let rows = args.number_rows;
         let arrays = arrays(&args.args, rows)?;
         let clips = &arrays[0];
+        if clips.data_type() == &DataType::Null {
+            return Ok(ColumnarValue::Array(new_null_array(
+                args.return_field.data_type(),
+                rows,
+            )));
+        }
         let rates = match arrays.get(1) {
             Some(rates) => integers(NAME, "sample_rate", rates.as_ref())?,
             None => vec![None; rows],

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, FixedSizeListArray, Float32Array, Int32Array, UInt8Array,
+    Array, ArrayRef, FixedSizeListArray, Float32Array, Int32Array, UInt8Array, new_null_array,
 };
 use datafusion::arrow::buffer::{NullBuffer, OffsetBuffer};
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef};
@@ -107,6 +107,12 @@ impl ScalarUDFImpl for ImageFunction {
         let output = Arc::clone(&args.return_field);
         let arrays = arrays(&args.args, rows)?;
         let images = &arrays[0];
+        if images.data_type() == &DataType::Null {
+            return Ok(ColumnarValue::Array(new_null_array(
+                output.data_type(),
+                rows,
+            )));
+        }
         let name = self.name();
         let ints = |i: usize, what: &str| integers(name, what, arrays[i].as_ref());
         let result = match self.operation {

@@ -158,24 +158,6 @@ impl ModelCall {
         }
     }
 
-    /// The value of a call whose arguments are all constants, computed
-    /// once (for `ORDER BY v <=> EMBED('m', 'query')`), with the result
-    /// field's metadata (the Sluice type) to keep on the literal.
-    pub async fn evaluate_constant(&self, args: &[ScalarValue]) -> Result<(ScalarValue, Field)> {
-        let (name, values) = args
-            .split_first()
-            .ok_or_else(|| DataFusionError::Plan(format!("{} needs a model name", self.name())))?;
-        let model = self.model(Some(name))?;
-        let types: Vec<DataType> = args.iter().map(ScalarValue::data_type).collect();
-        let field = self.output_field(&model, &types)?;
-        let columns: Vec<ArrayRef> = values
-            .iter()
-            .map(|v| v.to_array_of_size(1))
-            .collect::<Result<_>>()?;
-        let result = self.call(Some(name), columns).await?;
-        Ok((ScalarValue::try_from_array(&result, 0)?, field))
-    }
-
     fn record(&self, rows: usize, run: &RunStats) {
         if let Some(stats) = &self.stats {
             stats.rows.fetch_add(rows as u64, Ordering::Relaxed);

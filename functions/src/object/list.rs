@@ -143,7 +143,15 @@ impl PartitionStream for Listing {
                 ));
             }
         };
-        let base = uri_base(&self.target);
+        let base = match uri_base(&self.target) {
+            Ok(base) => base,
+            Err(e) => {
+                return Box::pin(RecordBatchStreamAdapter::new(
+                    schema,
+                    futures::stream::once(async move { Err(e) }),
+                ));
+            }
+        };
         let list_root = location.clone();
         let matcher = self.matcher.clone();
         let access = Arc::clone(&self.access);
@@ -153,9 +161,11 @@ impl PartitionStream for Listing {
             .filter_map(move |entry| {
                 let item = match entry {
                     Ok(meta) => {
-                        let relative = relative_key(&list_root, &meta.location);
-                        let wanted = matcher.as_ref().is_none_or(|m| m.is_match(&relative));
-                        let uri = format!("{base}{relative}");
+                        let segments = relative_segments(&list_root, &meta.location);
+                        let wanted = matcher
+                            .as_ref()
+                            .is_none_or(|m| m.is_match(segments.join("/")));
+                        let uri = object_uri(&base, &segments);
                         // A symbolic link inside a root may lead out of it.
                         (wanted && access.roots().check(&uri).is_ok())
                             .then(|| Ok(object_ref_of(uri, &meta)))
@@ -179,28 +189,43 @@ impl PartitionStream for Listing {
 /// The URI of the folder listed, to which listed keys (relative to it) are
 /// appended: `s3://b/cats/` for `s3://b/cats` or `s3://b/cats/`; local
 /// folders by their canonical path.
-fn uri_base(target: &Target) -> String {
-    let base = match target {
-        Target::Local(path) => url::Url::from_directory_path(path)
-            .map(String::from)
-            .unwrap_or_else(|()| format!("file://{}", path.display())),
-        Target::S3 { bucket, key } => format!("s3://{bucket}/{key}"),
-    };
-    if base.ends_with('/') {
-        base
-    } else {
-        format!("{base}/")
+fn uri_base(target: &Target) -> Result<url::Url> {
+    let invalid = |e: String| DataFusionError::Execution(format!("cannot list objects: {e}"));
+    match target {
+        Target::Local(path) => {
+            url::Url::from_directory_path(path).map_err(|()| invalid(path.display().to_string()))
+        }
+        Target::S3 { bucket, key } => {
+            let mut url =
+                url::Url::parse(&format!("s3://{bucket}/")).map_err(|e| invalid(e.to_string()))?;
+            if let Ok(mut segments) = url.path_segments_mut() {
+                segments.pop_if_empty();
+                segments.extend(key.split('/').filter(|s| !s.is_empty()));
+                segments.push("");
+            }
+            Ok(url)
+        }
     }
 }
 
-fn relative_key(root: &Path, location: &Path) -> String {
+/// The names below the listed folder, as the store holds them.
+fn relative_segments(root: &Path, location: &Path) -> Vec<String> {
     match location.prefix_match(root) {
-        Some(parts) => parts
-            .map(|p| p.as_ref().to_owned())
-            .collect::<Vec<_>>()
-            .join("/"),
-        None => location.as_ref().to_owned(),
+        Some(parts) => parts.map(|p| p.as_ref().to_owned()).collect(),
+        None => location.parts().map(|p| p.as_ref().to_owned()).collect(),
     }
+}
+
+/// The URI of a listed object: the folder's URI with the names appended,
+/// each percent-encoded as a URI path segment (so `#`, `?` and `%` in names
+/// survive the trip back through `read_bytes`).
+fn object_uri(base: &url::Url, segments: &[String]) -> String {
+    let mut url = base.clone();
+    if let Ok(mut path) = url.path_segments_mut() {
+        path.pop_if_empty();
+        path.extend(segments);
+    }
+    url.into()
 }
 
 fn batch(schema: &SchemaRef, refs: Vec<ObjectRef>) -> Result<RecordBatch> {

@@ -1,0 +1,205 @@
+//! Asynchronous function calls (models: `EMBED`, `ML_PREDICT`; objects:
+//! `object_ref`, `read_image`, …) where DataFusion cannot run them: it runs
+//! async functions only at the top of a projection's expressions.
+//!
+//! - Calls whose arguments are all constants (`EMBED('minilm', 'query
+//!   text')`, `read_image('s3://b/cat.jpg')`) run once, before the plan
+//!   executes, and are replaced by their value, innermost first, so nested
+//!   calls (`image_format(read_image(object_ref('…')))`), calls in
+//!   `VALUES`, `UPDATE … SET` and `ORDER BY` all work. Vector search thus
+//!   reads as users write it, `ORDER BY v <=> EMBED('minilm', 'query')
+//!   LIMIT 10`, and computes the query vector once.
+//! - Other calls in `ORDER BY` move into a projection below the sort.
+
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{Field, FieldRef};
+use datafusion::common::ScalarValue;
+use datafusion::common::config::ConfigOptions;
+use datafusion::common::metadata::FieldMetadata;
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::error::Result;
+use datafusion::logical_expr::async_udf::AsyncScalarUDF;
+use datafusion::logical_expr::expr::ScalarFunction;
+use datafusion::logical_expr::expr_rewriter::NamePreserver;
+use datafusion::logical_expr::{
+    ColumnarValue, Expr, LogicalPlan, LogicalPlanBuilder, ReturnFieldArgs, ScalarFunctionArgs,
+    ScalarUDFImpl, SortExpr,
+};
+use datafusion::prelude::SessionContext;
+
+/// The async function `expr` calls, with its arguments, when they are all
+/// constants.
+fn constant_call(expr: &Expr) -> Option<(&AsyncScalarUDF, Vec<Constant>)> {
+    let Expr::ScalarFunction(ScalarFunction { func, args }) = expr else {
+        return None;
+    };
+    let function = func.as_async()?;
+    let values: Option<Vec<Constant>> = args
+        .iter()
+        .map(|a| match a {
+            Expr::Literal(v, metadata) => Some((v.clone(), metadata.clone())),
+            _ => None,
+        })
+        .collect();
+    values.map(|v| (function, v))
+}
+
+/// A constant argument, with the field metadata that gives its Sluice type.
+type Constant = (ScalarValue, Option<FieldMetadata>);
+
+fn is_async_call(expr: &Expr) -> bool {
+    matches!(expr, Expr::ScalarFunction(ScalarFunction { func, .. })
+        if func.as_async().is_some())
+}
+
+/// Moves async calls out of `ORDER BY` into a projection below the sort
+/// (DataFusion runs async functions only in projections):
+/// `ORDER BY EMBED('m', body) <=> q` sorts on a computed column instead.
+fn project_sort_calls(plan: LogicalPlan) -> Result<LogicalPlan> {
+    plan.transform_up_with_subqueries(|node| {
+        let LogicalPlan::Sort(sort) = &node else {
+            return Ok(Transformed::no(node));
+        };
+        let has_call = sort
+            .expr
+            .iter()
+            .any(|s| s.expr.exists(|e| Ok(is_async_call(e))).unwrap_or(false));
+        if !has_call {
+            return Ok(Transformed::no(node));
+        }
+        let input = Arc::clone(&sort.input);
+        let original: Vec<Expr> = input
+            .schema()
+            .columns()
+            .into_iter()
+            .map(Expr::Column)
+            .collect();
+        let mut projected = original.clone();
+        let mut sort_exprs = Vec::with_capacity(sort.expr.len());
+        for s in &sort.expr {
+            let rewritten = s.expr.clone().transform_up(|e| {
+                if !is_async_call(&e) {
+                    return Ok(Transformed::no(e));
+                }
+                let name = format!("__sluice_sort_key_{}", projected.len());
+                projected.push(e.alias(&name));
+                Ok(Transformed::yes(datafusion::prelude::col(name)))
+            })?;
+            sort_exprs.push(SortExpr {
+                expr: rewritten.data,
+                ..s.clone()
+            });
+        }
+        let plan = LogicalPlanBuilder::from(input)
+            .project(projected)?
+            .sort_with_limit(sort_exprs, sort.fetch)?
+            .project(original)?
+            .build()?;
+        Ok(Transformed::yes(plan))
+    })
+    .map(|t| t.data)
+}
+
+/// Replaces every constant async call in `plan` by its value, and moves
+/// the others out of `ORDER BY`.
+pub(crate) async fn fold(plan: LogicalPlan, ctx: &SessionContext) -> Result<LogicalPlan> {
+    let mut plan = plan;
+    // Each round folds the innermost calls, whose results may make the
+    // calls around them constant; nesting is shallow in practice.
+    for _ in 0..MAX_NESTING {
+        let (folded, changed) = fold_constants(plan, ctx).await?;
+        plan = folded;
+        if !changed {
+            break;
+        }
+    }
+    project_sort_calls(plan)
+}
+
+/// How many levels of nested constant async calls are folded.
+const MAX_NESTING: usize = 8;
+
+async fn fold_constants(plan: LogicalPlan, ctx: &SessionContext) -> Result<(LogicalPlan, bool)> {
+    let mut calls: Vec<Expr> = Vec::new();
+    plan.apply_with_subqueries(|node| {
+        node.apply_expressions(|expr| {
+            expr.apply(|e| {
+                if constant_call(e).is_some() && !calls.contains(e) {
+                    calls.push(e.clone());
+                }
+                Ok(TreeNodeRecursion::Continue)
+            })
+        })
+    })?;
+    if calls.is_empty() {
+        return Ok((plan, false));
+    }
+    let config = Arc::new(ctx.state().config_options().as_ref().clone());
+    let mut values: Vec<(Expr, Expr)> = Vec::with_capacity(calls.len());
+    for call in calls {
+        let Some((function, args)) = constant_call(&call) else {
+            continue;
+        };
+        let (value, field) = evaluate(function, args, &config).await?;
+        let metadata = FieldMetadata::new_from_field(&field);
+        let literal = Expr::Literal(value, (!metadata.is_empty()).then_some(metadata));
+        values.push((call, literal));
+    }
+    let plan = plan
+        .transform_up_with_subqueries(|node| {
+            // Plans above refer to this node's columns by name: keep them.
+            let names = NamePreserver::new(&node);
+            node.map_expressions(|expr| {
+                let saved = names.save(&expr);
+                let folded =
+                    expr.transform_up(|e| match values.iter().find(|(call, _)| *call == e) {
+                        Some((_, literal)) => Ok(Transformed::yes(literal.clone())),
+                        None => Ok(Transformed::no(e)),
+                    })?;
+                Ok(folded.update_data(|e| saved.restore(e)))
+            })
+        })?
+        .data;
+    // Folding changes expression types only where DataFusion's schema
+    // already recorded them, but projections cache their schema.
+    Ok((plan.recompute_schema()?, true))
+}
+
+/// Runs `function` once on constant `args`: its value and result field.
+async fn evaluate(
+    function: &AsyncScalarUDF,
+    constants: Vec<Constant>,
+    config: &Arc<ConfigOptions>,
+) -> Result<(ScalarValue, FieldRef)> {
+    let arg_fields: Vec<FieldRef> = constants
+        .iter()
+        .map(|(v, metadata)| {
+            let field = Field::new("", v.data_type(), v.is_null());
+            Arc::new(match metadata {
+                Some(m) => m.add_to_field(field),
+                None => field,
+            })
+        })
+        .collect();
+    let args: Vec<ScalarValue> = constants.into_iter().map(|(v, _)| v).collect();
+    let scalar_arguments: Vec<Option<&ScalarValue>> = args.iter().map(Some).collect();
+    let return_field = function.return_field_from_args(ReturnFieldArgs {
+        arg_fields: &arg_fields,
+        scalar_arguments: &scalar_arguments,
+    })?;
+    let result = function
+        .invoke_async_with_args(ScalarFunctionArgs {
+            args: args.into_iter().map(ColumnarValue::Scalar).collect(),
+            arg_fields,
+            number_rows: 1,
+            return_field: Arc::clone(&return_field),
+            config_options: Arc::clone(config),
+        })
+        .await?;
+    let value = match result {
+        ColumnarValue::Scalar(v) => v,
+        ColumnarValue::Array(a) => ScalarValue::try_from_array(&a, 0)?,
+    };
+    Ok((value, return_field))
+}
