@@ -262,12 +262,11 @@ impl PgAttribute {
             let (Some(relid), Some(attnum)) = (row[0].as_oid(), row[1].as_oid()) else {
                 continue;
             };
-            if !schemas.contains_key(&relid) {
-                let table_schema = match relations.get(&relid) {
+            if let std::collections::hash_map::Entry::Vacant(slot) = schemas.entry(relid) {
+                slot.insert(match relations.get(&relid) {
                     Some((schema, name)) => self.table_schema(schema, name).await,
                     None => None,
-                };
-                schemas.insert(relid, table_schema);
+                });
             }
             let field = schemas
                 .get(&relid)

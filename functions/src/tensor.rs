@@ -256,7 +256,7 @@ fn resolve_shape(wanted: &[i64], len: usize) -> Result<Vec<usize>> {
         .iter()
         .map(|d| {
             if *d == -1 {
-                if known == 0 || len % known != 0 {
+                if known == 0 || !len.is_multiple_of(known) {
                     Err(mismatch())
                 } else {
                     Ok(len / known)

@@ -177,7 +177,7 @@ pub fn parse_bytea(text: &str) -> Result<Vec<u8>> {
         .strip_prefix("\\x")
         .ok_or_else(|| invalid("expected the hex form \\x…"))?;
     let digits: Vec<u8> = hex.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
-    if digits.len() % 2 != 0 {
+    if !digits.len().is_multiple_of(2) {
         return Err(invalid("odd number of hex digits"));
     }
     let nibble = |c: u8| -> Result<u8> {

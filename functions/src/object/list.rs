@@ -30,8 +30,11 @@ use sluice_types::object_ref::{ObjectRef, object_ref_array};
 use super::roots::Target;
 use super::{ObjectAccess, object_ref_of};
 
-/// Rows per batch of listed objects.
-const BATCH_ROWS: usize = 1024;
+/// Rows per batch of listed objects. Small, because each row is heavy work
+/// downstream (a read, a decode): DataFusion spreads whole batches over its
+/// partitions, so a folder of a few hundred images in one batch would be
+/// decoded on one core.
+const BATCH_ROWS: usize = 64;
 
 /// The table function.
 #[derive(Debug)]

@@ -2,10 +2,12 @@
 //! columns, pgvector-compatible in names and results: distances
 //! (`l2_distance`, `cosine_distance`, `inner_product`,
 //! `negative_inner_product`, `l1_distance`), `vector_dims`, `vector_norm`,
-//! `l2_normalize`, `subvector`, element-wise `vector_add`/`vector_sub`/`vector_mul`, and
-//! the operators `<->`, `<=>`, `<#>`, `+`, `-`, `*`. Every function works on whole
+//! `l2_normalize`, `subvector`, element-wise `vector_add`/`vector_sub`/`vector_mul`,
+//! the operators `<->`, `<=>`, `<#>`, `+`, `-`, `*`, and the aggregates
+//! `sum(vector)` and `avg(vector)`. Every function works on whole
 //! batches and reads a constant query vector once.
 
+pub mod aggregate;
 pub mod arithmetic;
 pub mod distance;
 pub mod kernels;
@@ -18,7 +20,7 @@ use std::sync::Arc;
 
 use datafusion::error::Result;
 use datafusion::execution::FunctionRegistry;
-use datafusion::logical_expr::ScalarUDF;
+use datafusion::logical_expr::{AggregateUDF, ScalarUDF};
 use datafusion::prelude::SessionContext;
 
 use arithmetic::{ElementOp, VectorElementwise};
@@ -44,6 +46,15 @@ pub fn register(ctx: &SessionContext) -> Result<()> {
     );
     for property in [Property::Dims, Property::Norm] {
         crate::register_replacing(ctx, ScalarUDF::new_from_impl(VectorProperty::new(property)));
+    }
+    for (kind, name) in [
+        (aggregate::VectorAggregateKind::Sum, "sum"),
+        (aggregate::VectorAggregateKind::Avg, "avg"),
+    ] {
+        let builtin = ctx.udaf(name)?;
+        ctx.register_udaf(AggregateUDF::new_from_impl(
+            aggregate::VectorAwareAggregate::new(kind, builtin),
+        ));
     }
     ctx.state_ref()
         .write()

@@ -486,6 +486,47 @@ async fn sluice_types_survive_a_parquet_round_trip() {
     assert_eq!(row.get(3), Some("1"));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multimodal_types_survive_a_parquet_round_trip() {
+    let (server, dir) = start().await;
+    let (client, _task) = connect(&server).await;
+    let file = dir.path().join("media.parquet");
+    let file = file.to_str().expect("utf-8 path");
+    let media = sluice_sql_tests::media_fixtures();
+    let media = media.to_str().expect("utf-8 path");
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE media_rt (t TENSOR(FLOAT, [2,2]), vt TENSOR(UINT8), img IMAGE, clip AUDIO, r OBJECT_REF);
+             INSERT INTO media_rt SELECT '[[1,2],[3,4]]'::tensor(float,[2,2]), image_decode(read_image('file://{media}/cats/gradient.png')),
+                 read_image('file://{media}/cats/gradient.png'), read_audio('file://{media}/sounds/tone.wav'),
+                 object_ref('file://{media}/cats/red.jpg');
+             COPY media_rt TO '{file}' STORED AS PARQUET;
+             CREATE EXTERNAL TABLE media_back STORED AS PARQUET LOCATION '{file}';"
+        ))
+        .await
+        .expect("write and register the Parquet file");
+    // Each function below accepts only its own type: the field metadata
+    // came back from the file.
+    let messages = client
+        .simple_query(
+            "SELECT t, tensor_shape(t), tensor_shape(vt), tensor_get(vt, 0, 1, 0),
+                    image_width(img), image_format(img), audio_sample_rate(clip),
+                    r::text LIKE '{\"uri\":\"file://%red.jpg\",\"size\":%'
+             FROM (SELECT * FROM media_back UNION ALL SELECT * FROM media_rt) u LIMIT 1",
+        )
+        .await
+        .expect("read back");
+    let row = first_row(&messages);
+    assert_eq!(row.get(0), Some("[[1,2],[3,4]]"));
+    assert_eq!(row.get(1), Some("{2,2}"));
+    assert_eq!(row.get(2), Some("{16,32,3}"));
+    assert_eq!(row.get(3), Some("8"), "gradient.png: r = 8x at x = 1");
+    assert_eq!(row.get(4), Some("32"));
+    assert_eq!(row.get(5), Some("png"));
+    assert_eq!(row.get(6), Some("16000"));
+    assert_eq!(row.get(7), Some("t"));
+}
+
 /// Sends `data` through `COPY … FROM STDIN` in small chunks (cut inside
 /// records and quoted fields) and returns the server's row count.
 async fn copy_in(
