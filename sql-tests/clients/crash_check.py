@@ -20,10 +20,11 @@ import psycopg
 ROWS_PER_INSERT = 5
 
 
-def start(binary, port, data_dir, log, env=None, cwd=None):
-    """Starts `sluice serve` and waits until it accepts connections."""
+def start(binary, port, data_dir, log, env=None, cwd=None, extra_args=()):
+    """Starts `sluice serve` (with `extra_args`) and waits until it accepts
+    connections."""
     proc = subprocess.Popen(
-        [binary, "serve", "--listen", f"127.0.0.1:{port}", "--data-dir", data_dir],
+        [binary, "serve", "--listen", f"127.0.0.1:{port}", "--data-dir", data_dir, *extra_args],
         stdout=log,
         stderr=log,
         env=env,

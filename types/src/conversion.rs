@@ -107,6 +107,8 @@ pub struct ValueInput {
     ty: SluiceType,
     name: String,
     signature: Signature,
+    /// Unreadable media become NULL instead of an error (`TRY_CAST`).
+    lenient: bool,
 }
 
 impl ValueInput {
@@ -116,7 +118,14 @@ impl ValueInput {
             ty,
             name: name.to_owned(),
             signature: Signature::any(1, Volatility::Immutable),
+            lenient: false,
         }
+    }
+
+    /// The lenient form: media whose header cannot be read become NULL.
+    pub fn lenient(mut self) -> Self {
+        self.lenient = true;
+        self
     }
 }
 
@@ -147,7 +156,9 @@ impl ScalarUDFImpl for ValueInput {
             .arg_fields
             .first()
             .and_then(|f| SluiceType::of_field(f));
-        map_single_argument(args, |array| convert_value(self.ty, source, array))
+        map_single_argument(args, |array| {
+            convert_value(self.ty, source, array, self.lenient)
+        })
     }
 }
 
@@ -189,6 +200,7 @@ fn convert_value(
     ty: SluiceType,
     source: Option<SluiceType>,
     array: &dyn Array,
+    lenient: bool,
 ) -> Result<ArrayRef> {
     match ty {
         SluiceType::Image | SluiceType::Audio => {
@@ -197,6 +209,11 @@ fn convert_value(
                 DataType::LargeBinary => array.as_binary::<i64>().iter().collect(),
                 DataType::BinaryView => array.as_binary_view().iter().collect(),
                 _ => vec![None; array.len()],
+            };
+            let bytes = if lenient {
+                crate::media::readable_or_null(ty, bytes)
+            } else {
+                bytes
             };
             if ty == SluiceType::Image {
                 crate::media::image_array(bytes.into_iter())
@@ -221,6 +238,12 @@ fn convert_value(
 /// `expr` (bytes, nested arrays or another tensor) made into `ty`.
 pub fn value_input(ty: SluiceType, expr: Expr) -> Expr {
     ScalarUDF::new_from_impl(ValueInput::new(ty, &format!("to_{}", ty.sql_name()))).call(vec![expr])
+}
+
+/// [`value_input`] for `TRY_CAST`: unreadable media become NULL.
+pub fn lenient_value_input(ty: SluiceType, expr: Expr) -> Expr {
+    ScalarUDF::new_from_impl(ValueInput::new(ty, &format!("try_to_{}", ty.sql_name())).lenient())
+        .call(vec![expr])
 }
 
 /// Applies an array conversion to a one-argument call, keeping a constant
@@ -284,7 +307,7 @@ pub fn convert_parameter(value: &ScalarValue, target: &DataType) -> Result<Optio
         return Ok(None);
     };
     if matches!(ty, SluiceType::Image | SluiceType::Audio) && is_binary(&value.data_type()) {
-        let converted = convert_value(ty, None, value.to_array_of_size(1)?.as_ref())?;
+        let converted = convert_value(ty, None, value.to_array_of_size(1)?.as_ref(), false)?;
         return Ok(Some(ScalarValue::try_from_array(converted.as_ref(), 0)?));
     }
     if !matches!(

@@ -144,6 +144,22 @@ pub fn audio_array<'a>(clips: impl ExactSizeIterator<Item = Option<&'a [u8]>>) -
     )?))
 }
 
+/// `media` with every value whose header `ty` (`IMAGE` or `AUDIO`) cannot
+/// read replaced by NULL: the lenient conversion behind
+/// `TRY_CAST(bytes AS IMAGE)`, for pipelines that skip bad files.
+pub fn readable_or_null(ty: crate::SluiceType, media: Vec<Option<&[u8]>>) -> Vec<Option<&[u8]>> {
+    media
+        .into_iter()
+        .map(|m| {
+            m.filter(|bytes| match ty {
+                crate::SluiceType::Image => image_probe::probe(bytes).is_ok(),
+                crate::SluiceType::Audio => audio_probe::probe(bytes).is_ok(),
+                _ => true,
+            })
+        })
+        .collect()
+}
+
 fn nulls(valid: Vec<bool>) -> Option<NullBuffer> {
     valid.iter().any(|v| !v).then(|| NullBuffer::from(valid))
 }

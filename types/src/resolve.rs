@@ -21,7 +21,7 @@ use datafusion::logical_expr::{
 };
 use datafusion::optimizer::AnalyzerRule;
 
-use crate::conversion::{text_input, text_output, value_input};
+use crate::conversion::{lenient_value_input, text_input, text_output, value_input};
 use crate::extension::SluiceType;
 
 /// See the module documentation. Register it before DataFusion's
@@ -84,11 +84,13 @@ fn may_need_resolution(expr: &Expr) -> bool {
 
 fn resolve_expr(expr: Expr, schema: &DFSchema) -> Result<Transformed<Expr>> {
     match expr {
-        Expr::Cast(Cast { expr: inner, field }) => resolve_cast(*inner, &field, schema, |e, f| {
-            Expr::Cast(Cast::new_from_field(e, f))
-        }),
+        Expr::Cast(Cast { expr: inner, field }) => {
+            resolve_cast(*inner, &field, schema, false, |e, f| {
+                Expr::Cast(Cast::new_from_field(e, f))
+            })
+        }
         Expr::TryCast(TryCast { expr: inner, field }) => {
-            resolve_cast(*inner, &field, schema, |e, f| {
+            resolve_cast(*inner, &field, schema, true, |e, f| {
                 Expr::TryCast(TryCast::new_from_field(e, f))
             })
         }
@@ -143,11 +145,13 @@ fn resolve_expr(expr: Expr, schema: &DFSchema) -> Result<Transformed<Expr>> {
 }
 
 /// A cast to or from a Sluice type. `rebuild` recreates the original cast
-/// when nothing applies.
+/// when nothing applies; `lenient` (`TRY_CAST`) turns bytes that are not
+/// the media type into NULL.
 fn resolve_cast(
     inner: Expr,
     field: &Arc<Field>,
     schema: &DFSchema,
+    lenient: bool,
     rebuild: impl Fn(Box<Expr>, Arc<Field>) -> Expr,
 ) -> Result<Transformed<Expr>> {
     let source = sluice_type(&inner, schema)?;
@@ -160,9 +164,11 @@ fn resolve_cast(
     match (source, target) {
         (Some(s), Some(t)) if s == t => Ok(Transformed::yes(inner)),
         (_, Some(t)) if is_text(&inner, schema)? => Ok(Transformed::yes(text_input(t, inner))),
-        (_, Some(t)) if made_from_value(t, &source_field) => {
-            Ok(Transformed::yes(value_input(t, inner)))
-        }
+        (_, Some(t)) if made_from_value(t, &source_field) => Ok(Transformed::yes(if lenient {
+            lenient_value_input(t, inner)
+        } else {
+            value_input(t, inner)
+        })),
         (Some(SluiceType::Image | SluiceType::Audio), None)
             if matches!(
                 field.data_type(),
