@@ -31,9 +31,14 @@ stop_server() {
 cleanup() { stop_server; rm -rf "$WORK"; }
 trap cleanup EXIT
 
+# The .slt files read the media fixtures as `${MEDIA}` (environment
+# variable for the stock CLI), which the server may read as its object root.
+export MEDIA="$PWD/sql-tests/fixtures/media"
+
 start_server() {
   rm -rf "$WORK/data"
-  "$SLUICE_BIN" serve --listen "127.0.0.1:$PORT" --data-dir "$WORK/data" >>"$WORK/server.log" 2>&1 &
+  "$SLUICE_BIN" serve --listen "127.0.0.1:$PORT" --data-dir "$WORK/data" --object-root "$MEDIA" \
+    >>"$WORK/server.log" 2>&1 &
   SERVER_PID=$!
   for _ in $(seq 1 100); do
     if psql -h 127.0.0.1 -p "$PORT" -U sluice -d sluice -XAtqc 'select 1' >/dev/null 2>&1; then
