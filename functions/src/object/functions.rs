@@ -14,6 +14,7 @@ use datafusion::logical_expr::{
     ColumnarValue, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
     Volatility,
 };
+use futures::{StreamExt, TryStreamExt};
 use sluice_types::SluiceType;
 use sluice_types::object_ref::{ObjectRef, object_ref_array, object_ref_at};
 
@@ -165,8 +166,6 @@ impl AsyncScalarUDFImpl for ObjectFunction {
         Ok(ColumnarValue::Array(result))
     }
 }
-
-use futures::{StreamExt, TryStreamExt};
 
 /// The references an argument holds: `OBJECT_REF`s, or URIs as text.
 fn references(array: &dyn Array) -> Result<Vec<Option<ObjectRef>>> {
