@@ -162,31 +162,41 @@ impl ScalarUDFImpl for ValueInput {
     }
 }
 
-/// Refuses, at planning, sources `ty` cannot be made from.
-fn check_value_source(ty: SluiceType, source: &Field) -> Result<()> {
+/// Whether [`ValueInput`] makes `ty` from a value of `source`: bytes (or
+/// NULL) into media, nested arrays, vectors and other tensors into tensors.
+/// Casts, INSERTs and the function itself all decide by this one rule.
+pub fn can_make_from(ty: SluiceType, source: &Field) -> bool {
     let from = SluiceType::of_field(source);
     let data_type = source.data_type();
-    let ok = match ty {
+    match ty {
         SluiceType::Image | SluiceType::Audio => {
             from.is_none() && (is_binary(data_type) || data_type == &DataType::Null)
         }
-        SluiceType::Tensor(..) => {
-            matches!(
-                from,
-                Some(SluiceType::Tensor(..)) | Some(SluiceType::Vector(_))
-            ) || (from.is_none() && (data_type.is_nested() || data_type == &DataType::Null))
-        }
+        SluiceType::Tensor(..) => match from {
+            Some(from) => matches!(from, SluiceType::Tensor(..) | SluiceType::Vector(_)),
+            None => matches!(
+                data_type,
+                DataType::List(_)
+                    | DataType::LargeList(_)
+                    | DataType::FixedSizeList(..)
+                    | DataType::Null
+            ),
+        },
         _ => false,
-    };
-    if ok {
-        Ok(())
-    } else {
-        let shown = from.map_or_else(|| data_type.to_string(), |t| t.type_name());
-        Err(DataFusionError::Plan(format!(
-            "cannot cast type {shown} to {}",
-            ty.type_name()
-        )))
     }
+}
+
+/// Refuses, at planning, sources `ty` cannot be made from.
+fn check_value_source(ty: SluiceType, source: &Field) -> Result<()> {
+    if can_make_from(ty, source) {
+        return Ok(());
+    }
+    let shown = SluiceType::of_field(source)
+        .map_or_else(|| source.data_type().to_string(), |t| t.type_name());
+    Err(DataFusionError::Plan(format!(
+        "cannot cast type {shown} to {}",
+        ty.type_name()
+    )))
 }
 
 fn is_binary(data_type: &DataType) -> bool {

@@ -429,30 +429,12 @@ fn strip_alias_and_cast(expr: &Expr) -> Option<&Expr> {
 fn made_from_value(target: SluiceType, source: &Field) -> bool {
     let from = SluiceType::of_field(source);
     // Already the target's storage (its metadata lost on the way, as in
-    // VALUES), or already the target.
-    if from == Some(target)
-        || (from.is_none() && crate::extension::is_storage_of(target, source.data_type()))
-    {
-        return false;
-    }
-    match target {
-        SluiceType::Image | SluiceType::Audio => {
-            from.is_none()
-                && matches!(
-                    source.data_type(),
-                    DataType::Binary | DataType::LargeBinary | DataType::BinaryView
-                )
-        }
-        SluiceType::Tensor(..) => match from {
-            Some(SluiceType::Tensor(..) | SluiceType::Vector(_)) => true,
-            Some(_) => false,
-            None => matches!(
-                source.data_type(),
-                DataType::List(_) | DataType::LargeList(_) | DataType::FixedSizeList(..)
-            ),
-        },
-        _ => false,
-    }
+    // VALUES), already the target, or an untyped NULL (cast as text is).
+    let already = from == Some(target)
+        || (from.is_none() && crate::extension::is_storage_of(target, source.data_type()));
+    !already
+        && source.data_type() != &DataType::Null
+        && crate::conversion::can_make_from(target, source)
 }
 
 fn sluice_type(expr: &Expr, schema: &DFSchema) -> Result<Option<SluiceType>> {

@@ -4,11 +4,8 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, Float32Array, Int32Array, new_null_array,
-};
-use datafusion::arrow::buffer::{NullBuffer, OffsetBuffer};
-use datafusion::arrow::datatypes::{DataType, FieldRef};
+use datafusion::arrow::array::{Array, AsArray, new_null_array};
+use datafusion::arrow::datatypes::{DataType, FieldRef, Float32Type};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::logical_expr::{
     ColumnarValue, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
@@ -16,7 +13,7 @@ use datafusion::logical_expr::{
 };
 use sluice_types::SluiceType;
 use sluice_types::media::{audio_ops, encoded_bytes};
-use sluice_types::tensor::{TensorElement, variable_array};
+use sluice_types::tensor::{TensorBuilder, TensorElement};
 
 use super::arguments::{arrays, dimension, expect_count, expect_type, integers, media_error};
 
@@ -85,17 +82,11 @@ impl ScalarUDFImpl for AudioToTensor {
             _ => vec![false; rows],
         };
         let resample = arrays.len() > 1;
-        let mut values = Vec::new();
-        let mut lengths = Vec::with_capacity(rows);
-        let mut shapes = Vec::new();
-        let mut ranks = Vec::with_capacity(rows);
-        let mut valid = Vec::with_capacity(rows);
+        let mut tensors = TensorBuilder::<Float32Type>::with_capacity(rows);
         for row in 0..rows {
             // A NULL rate given explicitly makes the row NULL, as in SQL.
             if clips.is_null(row) || (resample && rates[row].is_none()) {
-                lengths.push(0);
-                ranks.push(0);
-                valid.push(false);
+                tensors.push_null();
                 continue;
             }
             let rate = rates[row]
@@ -103,23 +94,9 @@ impl ScalarUDFImpl for AudioToTensor {
                 .transpose()?;
             let pcm = audio_ops::to_tensor(encoded_bytes(clips.as_ref(), row)?, rate, mono[row])
                 .map_err(media_error)?;
-            lengths.push(pcm.samples.len());
-            values.extend_from_slice(&pcm.samples);
-            let too_long = || DataFusionError::Execution("audio too long for a tensor".into());
-            shapes.push(i32::from(pcm.channels));
-            shapes.push(i32::try_from(pcm.frames).map_err(|_| too_long())?);
-            ranks.push(2);
-            valid.push(true);
+            tensors.push(&[usize::from(pcm.channels), pcm.frames], &pcm.samples)?;
         }
-        let nulls = valid.iter().any(|v| !v).then(|| NullBuffer::from(valid));
-        let array: ArrayRef = variable_array(
-            TensorElement::Float32,
-            Arc::new(Float32Array::from(values)),
-            OffsetBuffer::from_lengths(lengths),
-            Arc::new(Int32Array::from(shapes)),
-            OffsetBuffer::from_lengths(ranks),
-            nulls,
-        )?;
+        let array = tensors.finish(TensorElement::Float32, None)?;
         Ok(ColumnarValue::Array(array))
     }
 }

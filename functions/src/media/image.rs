@@ -4,11 +4,8 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{
-    Array, ArrayRef, FixedSizeListArray, Float32Array, Int32Array, UInt8Array, new_null_array,
-};
-use datafusion::arrow::buffer::{NullBuffer, OffsetBuffer};
-use datafusion::arrow::datatypes::{DataType, Field, FieldRef};
+use datafusion::arrow::array::{Array, ArrayRef, new_null_array};
+use datafusion::arrow::datatypes::{DataType, FieldRef, Float32Type, UInt8Type};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::logical_expr::{
     ColumnarValue, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
@@ -16,7 +13,7 @@ use datafusion::logical_expr::{
 };
 use sluice_types::SluiceType;
 use sluice_types::media::{encoded_bytes, image_array, image_ops};
-use sluice_types::tensor::{TensorElement, TensorShape, variable_array};
+use sluice_types::tensor::{TensorBuilder, TensorElement, TensorShape};
 
 use super::arguments::{
     arrays, constant_dimension, dimension, expect_count, expect_type, integers, media_error,
@@ -114,56 +111,56 @@ impl ScalarUDFImpl for ImageFunction {
             )));
         }
         let name = self.name();
-        let ints = |i: usize, what: &str| integers(name, what, arrays[i].as_ref());
         let result = match self.operation {
             Operation::Resize => {
-                let (w, h) = (ints(1, "width")?, ints(2, "height")?);
+                let size = Sizes::read(name, &arrays, &["width", "height"])?;
                 transform(images.as_ref(), |row, bytes| {
-                    let (Some(w), Some(h)) = (w[row], h[row]) else {
+                    let Some([w, h]) = size.at::<2>(row)? else {
                         return Ok(None);
                     };
-                    image_ops::resize(
-                        bytes,
-                        dimension(name, "width", w)?,
-                        dimension(name, "height", h)?,
-                    )
-                    .map(Some)
-                    .map_err(media_error)
-                })?
-            }
-            Operation::Crop => {
-                let (x, y) = (ints(1, "x")?, ints(2, "y")?);
-                let (w, h) = (ints(3, "width")?, ints(4, "height")?);
-                transform(images.as_ref(), |row, bytes| {
-                    let (Some(x), Some(y), Some(w), Some(h)) = (x[row], y[row], w[row], h[row])
-                    else {
-                        return Ok(None);
-                    };
-                    image_ops::crop(
-                        bytes,
-                        dimension(name, "x", x)?,
-                        dimension(name, "y", y)?,
-                        dimension(name, "width", w)?,
-                        dimension(name, "height", h)?,
-                    )
-                    .map(Some)
-                    .map_err(media_error)
-                })?
-            }
-            Operation::Thumbnail => {
-                let side = ints(1, "max_side")?;
-                transform(images.as_ref(), |row, bytes| {
-                    let Some(side) = side[row] else {
-                        return Ok(None);
-                    };
-                    image_ops::thumbnail(bytes, dimension(name, "max_side", side)?)
+                    image_ops::resize(bytes, w, h)
                         .map(Some)
                         .map_err(media_error)
                 })?
             }
-            Operation::Decode => decode(images.as_ref())?,
+            Operation::Crop => {
+                let size = Sizes::read(name, &arrays, &["x", "y", "width", "height"])?;
+                transform(images.as_ref(), |row, bytes| {
+                    let Some([x, y, w, h]) = size.at::<4>(row)? else {
+                        return Ok(None);
+                    };
+                    image_ops::crop(bytes, x, y, w, h)
+                        .map(Some)
+                        .map_err(media_error)
+                })?
+            }
+            Operation::Thumbnail => {
+                let size = Sizes::read(name, &arrays, &["max_side"])?;
+                transform(images.as_ref(), |row, bytes| {
+                    let Some([side]) = size.at::<1>(row)? else {
+                        return Ok(None);
+                    };
+                    image_ops::thumbnail(bytes, side)
+                        .map(Some)
+                        .map_err(media_error)
+                })?
+            }
+            Operation::Decode => {
+                let mut tensors = TensorBuilder::<UInt8Type>::with_capacity(rows);
+                for row in 0..rows {
+                    if images.is_null(row) {
+                        tensors.push_null();
+                        continue;
+                    }
+                    let pixels = image_ops::decode_rgb(encoded_bytes(images.as_ref(), row)?)
+                        .map_err(media_error)?;
+                    let shape = [pixels.height, pixels.width, pixels.channels].map(|d| d as usize);
+                    tensors.push(&shape, &pixels.data)?;
+                }
+                tensors.finish(TensorElement::UInt8, None)?
+            }
             Operation::ToTensor => {
-                let (w, h) = (ints(1, "width")?, ints(2, "height")?);
+                let size = Sizes::read(name, &arrays, &["width", "height"])?;
                 let (mean, std) = match arrays.get(3..5) {
                     Some([mean, std]) => (
                         triples(name, "mean", mean.as_ref())?,
@@ -175,20 +172,67 @@ impl ScalarUDFImpl for ImageFunction {
                     Some(SluiceType::Tensor(_, shape)) => shape,
                     _ => None,
                 };
-                to_tensors(images.as_ref(), fixed, |row, bytes| {
-                    let (Some(w), Some(h), Some(mean), Some(std)) =
-                        (w[row], h[row], mean[row], std[row])
-                    else {
-                        return Ok(None);
+                let mut tensors = TensorBuilder::<Float32Type>::with_capacity(rows);
+                for row in 0..rows {
+                    let arguments = match (images.is_null(row), mean[row], std[row]) {
+                        (false, Some(mean), Some(std)) => {
+                            size.at::<2>(row)?.map(|[w, h]| (w, h, mean, std))
+                        }
+                        _ => None,
                     };
-                    let (w, h) = (dimension(name, "width", w)?, dimension(name, "height", h)?);
+                    let Some((w, h, mean, std)) = arguments else {
+                        tensors.push_null();
+                        continue;
+                    };
+                    let bytes = encoded_bytes(images.as_ref(), row)?;
                     let values =
                         image_ops::to_tensor(bytes, w, h, mean, std).map_err(media_error)?;
-                    Ok(Some((vec![3, h as usize, w as usize], values)))
-                })?
+                    tensors.push(&[3, h as usize, w as usize], &values)?;
+                }
+                tensors.finish(TensorElement::Float32, fixed)?
             }
         };
         Ok(ColumnarValue::Array(result))
+    }
+}
+
+/// The integer size arguments of a call (`arrays[1..]`, named for errors),
+/// read once per batch and checked per row.
+struct Sizes<'a> {
+    function: &'a str,
+    names: &'a [&'a str],
+    columns: Vec<Vec<Option<i64>>>,
+}
+
+impl<'a> Sizes<'a> {
+    fn read(function: &'a str, arrays: &[ArrayRef], names: &'a [&'a str]) -> Result<Self> {
+        let columns = names
+            .iter()
+            .zip(&arrays[1..])
+            .map(|(what, array)| integers(function, what, array.as_ref()))
+            .collect::<Result<_>>()?;
+        Ok(Self {
+            function,
+            names,
+            columns,
+        })
+    }
+
+    /// Row `row`'s sizes, `None` when one is NULL (the result is NULL).
+    fn at<const N: usize>(&self, row: usize) -> Result<Option<[u32; N]>> {
+        let Some(values) = self
+            .columns
+            .iter()
+            .map(|column| column.get(row).copied().flatten())
+            .collect::<Option<Vec<i64>>>()
+        else {
+            return Ok(None);
+        };
+        let mut sizes = [0u32; N];
+        for ((slot, value), what) in sizes.iter_mut().zip(values).zip(self.names) {
+            *slot = dimension(self.function, what, value)?;
+        }
+        Ok(Some(sizes))
     }
 }
 
@@ -207,103 +251,6 @@ fn transform(
         });
     }
     image_array(out.iter().map(Option::as_deref))
-}
-
-/// `image_decode`: HWC uint8 tensors of every image.
-fn decode(images: &dyn Array) -> Result<ArrayRef> {
-    let mut values = Vec::new();
-    let mut lengths = Vec::with_capacity(images.len());
-    let mut shapes = Vec::new();
-    let mut ranks = Vec::with_capacity(images.len());
-    let mut valid = Vec::with_capacity(images.len());
-    for row in 0..images.len() {
-        if images.is_null(row) {
-            lengths.push(0);
-            ranks.push(0);
-            valid.push(false);
-            continue;
-        }
-        let pixels = image_ops::decode_rgb(encoded_bytes(images, row)?).map_err(media_error)?;
-        lengths.push(pixels.data.len());
-        values.extend_from_slice(&pixels.data);
-        for d in [pixels.height, pixels.width, pixels.channels] {
-            shapes.push(i32::try_from(d).map_err(|_| too_large())?);
-        }
-        ranks.push(3);
-        valid.push(true);
-    }
-    variable_array(
-        TensorElement::UInt8,
-        Arc::new(UInt8Array::from(values)),
-        OffsetBuffer::from_lengths(lengths),
-        Arc::new(Int32Array::from(shapes)),
-        OffsetBuffer::from_lengths(ranks),
-        nulls(valid),
-    )
-}
-
-/// Float32 tensors from `f`'s (shape, values) per row, in the fixed shape
-/// the planner chose when there is one.
-fn to_tensors(
-    images: &dyn Array,
-    fixed: Option<TensorShape>,
-    f: impl Fn(usize, &[u8]) -> Result<Option<(Vec<usize>, Vec<f32>)>>,
-) -> Result<ArrayRef> {
-    let mut values = Vec::new();
-    let mut lengths = Vec::with_capacity(images.len());
-    let mut shapes = Vec::new();
-    let mut ranks = Vec::with_capacity(images.len());
-    let mut valid = Vec::with_capacity(images.len());
-    for row in 0..images.len() {
-        let tensor = if images.is_null(row) {
-            None
-        } else {
-            f(row, encoded_bytes(images, row)?)?
-        };
-        match tensor {
-            Some((shape, data)) => {
-                lengths.push(data.len());
-                values.extend_from_slice(&data);
-                for d in &shape {
-                    shapes.push(i32::try_from(*d).map_err(|_| too_large())?);
-                }
-                ranks.push(shape.len());
-                valid.push(true);
-            }
-            None => {
-                if let Some(fixed) = fixed {
-                    values.extend(std::iter::repeat_n(0.0, fixed.len()));
-                }
-                lengths.push(0);
-                ranks.push(0);
-                valid.push(false);
-            }
-        }
-    }
-    match fixed {
-        Some(shape) => Ok(Arc::new(FixedSizeListArray::try_new(
-            Arc::new(Field::new_list_field(DataType::Float32, false)),
-            shape.len() as i32,
-            Arc::new(Float32Array::from(values)),
-            nulls(valid),
-        )?)),
-        None => variable_array(
-            TensorElement::Float32,
-            Arc::new(Float32Array::from(values)),
-            OffsetBuffer::from_lengths(lengths),
-            Arc::new(Int32Array::from(shapes)),
-            OffsetBuffer::from_lengths(ranks),
-            nulls(valid),
-        ),
-    }
-}
-
-fn nulls(valid: Vec<bool>) -> Option<NullBuffer> {
-    valid.iter().any(|v| !v).then(|| NullBuffer::from(valid))
-}
-
-fn too_large() -> DataFusionError {
-    DataFusionError::Execution("image too large for a tensor".into())
 }
 
 /// Every image function.
