@@ -301,7 +301,7 @@ pub enum QueryOutput {
     /// A command tag.
     Command(CommandComplete),
     /// `COPY … FROM STDIN` started: the front end feeds the client's data to
-    /// it, then hands it to [`crate::SluiceSession::finish_copy`].
+    /// it ([`CopyIn::push`]), then ends it ([`CopyIn::finish`]).
     CopyIn(Box<CopyIn>),
 }
 

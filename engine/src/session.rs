@@ -162,20 +162,6 @@ impl SluiceSession {
         }
     }
 
-    /// Writes the rows of a finished `COPY … FROM STDIN` in one commit and
-    /// returns how many there were.
-    pub async fn finish_copy(&self, copy: CopyIn) -> Result<u64> {
-        let plan = copy.into_insert_plan()?;
-        match self.execute_plan(plan).await? {
-            QueryOutput::Command(CommandComplete {
-                rows: Some(rows), ..
-            }) => Ok(rows),
-            other => Err(DataFusionError::Internal(format!(
-                "COPY's insert answered {other:?}"
-            ))),
-        }
-    }
-
     async fn execute_plan(&self, plan: LogicalPlan) -> Result<QueryOutput> {
         let plan = crate::async_calls::fold(plan, &self.ctx).await?;
         if plan_returns_rows(&plan) {

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{ArrayRef, RecordBatch};
-use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::TableProvider;
 use datafusion::catalog::default_table_source::provider_as_source;
 use datafusion::common::{Column, ScalarValue, TableReference};
@@ -18,6 +18,16 @@ use sluice_types::SluiceType;
 
 const SOURCE: &str = "text_rows";
 
+/// The schema of text rows holding `columns`: one nullable Utf8 column each.
+pub(crate) fn text_schema(columns: &[String]) -> SchemaRef {
+    Arc::new(Schema::new(
+        columns
+            .iter()
+            .map(|name| Field::new(name, DataType::Utf8, true))
+            .collect::<Vec<_>>(),
+    ))
+}
+
 /// `INSERT INTO table` of `batches`, each a set of nullable text columns
 /// holding the table's `columns` in that order.
 pub(crate) fn insert_text_rows(
@@ -26,19 +36,24 @@ pub(crate) fn insert_text_rows(
     columns: &[String],
     batches: Vec<Vec<ArrayRef>>,
 ) -> Result<LogicalPlan> {
-    let text_schema = Arc::new(Schema::new(
-        columns
-            .iter()
-            .map(|name| Field::new(name, DataType::Utf8, true))
-            .collect::<Vec<_>>(),
-    ));
+    let text_schema = text_schema(columns);
     let batches = batches
         .into_iter()
         .map(|columns| RecordBatch::try_new(Arc::clone(&text_schema), columns))
         .collect::<std::result::Result<Vec<_>, _>>()?;
-    let data = MemTable::try_new(Arc::clone(&text_schema), vec![batches])?;
-    let scan =
-        LogicalPlanBuilder::scan(SOURCE, provider_as_source(Arc::new(data)), None)?.build()?;
+    let data = MemTable::try_new(text_schema, vec![batches])?;
+    insert_text_source(table, provider, columns, Arc::new(data))
+}
+
+/// `INSERT INTO table` of the rows `source` yields (in [`text_schema`] of
+/// `columns`): COPY streams its rows through such a source.
+pub(crate) fn insert_text_source(
+    table: TableReference,
+    provider: Arc<dyn TableProvider>,
+    columns: &[String],
+    source: Arc<dyn TableProvider>,
+) -> Result<LogicalPlan> {
+    let scan = LogicalPlanBuilder::scan(SOURCE, provider_as_source(source), None)?.build()?;
     let table_schema = provider.schema();
     let mut projection = Vec::with_capacity(table_schema.fields().len());
     for field in table_schema.fields() {

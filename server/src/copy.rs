@@ -1,7 +1,7 @@
 //! The COPY FROM STDIN sub-protocol: after a `COPY … FROM STDIN` answered
 //! CopyInResponse, the client's CopyData messages are fed to the
-//! connection's [`CopyIn`](sluice_engine::copy_in::CopyIn), and CopyDone
-//! writes the rows in one commit.
+//! connection's [`CopyIn`](sluice_engine::copy_in::CopyIn), which streams
+//! them into the table; CopyDone commits them.
 
 use std::fmt::Debug;
 
@@ -35,7 +35,7 @@ impl CopyHandler for SluiceCopyHandler {
             // A bad row is remembered and reported at CopyDone; the client
             // keeps sending until then, as with Postgres.
             Some(copy) => {
-                copy.push(&copy_data.data);
+                copy.push(&copy_data.data).await;
                 Ok(())
             }
             None => Err(no_copy()),
@@ -50,7 +50,7 @@ impl CopyHandler for SluiceCopyHandler {
     {
         let conn = connection(client)?;
         let copy = conn.copy_in.lock().await.take().ok_or_else(no_copy)?;
-        let rows = conn.session.finish_copy(*copy).await.map_err(pg_error)?;
+        let rows = copy.finish().await.map_err(pg_error)?;
         let tag = Tag::new("COPY").with_rows(usize::try_from(rows).unwrap_or(usize::MAX));
         client
             .send(PgWireBackendMessage::CommandComplete(tag.into()))
@@ -64,7 +64,8 @@ impl CopyHandler for SluiceCopyHandler {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        // Nothing was written: the rows are only committed at CopyDone.
+        // Dropping the COPY aborts its INSERT: nothing is committed before
+        // CopyDone.
         if let Ok(conn) = connection(client) {
             conn.copy_in.lock().await.take();
         }

@@ -14,9 +14,13 @@ use std::sync::Arc;
 use datafusion::arrow::array::{ArrayRef, StringBuilder};
 use datafusion::error::{DataFusionError, Result};
 
-/// Rows per batch handed to the INSERT: bounds the size of one text column
-/// (i32 offsets) and keeps batches a useful size for the Parquet writer.
+/// Rows per batch handed to the INSERT: keeps batches a useful size for the
+/// Parquet writer.
 const BATCH_ROWS: usize = 64 * 1024;
+/// Text bytes per batch: with wide rows (hex-encoded images, long vectors)
+/// a batch is cut earlier, bounding the memory one batch holds (and keeping
+/// a text column far below i32 offsets' limit).
+const BATCH_BYTES: usize = 8 * 1024 * 1024;
 
 /// `FORMAT text` or `FORMAT csv`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,6 +92,7 @@ pub struct CopyReader {
     line: u64,
     builders: Vec<StringBuilder>,
     rows_in_builders: usize,
+    bytes_in_builders: usize,
     batches: Vec<Vec<ArrayRef>>,
     rows: u64,
     /// Scratch space for one record's unescaped fields.
@@ -112,6 +117,7 @@ impl CopyReader {
             line: 0,
             builders: new_builders(columns),
             rows_in_builders: 0,
+            bytes_in_builders: 0,
             batches: Vec::new(),
             rows: 0,
             field_bytes: Vec::new(),
@@ -169,8 +175,14 @@ impl CopyReader {
         Ok(())
     }
 
+    /// The batches of text columns completed since the last call (the rows
+    /// of a record cut by the chunk's end stay for the next push).
+    pub fn take_batches(&mut self) -> Vec<Vec<ArrayRef>> {
+        std::mem::take(&mut self.batches)
+    }
+
     /// Parses the last record (data need not end with a newline) and returns
-    /// the parsed rows as batches of text columns.
+    /// the parsed rows not yet taken as batches of text columns.
     pub fn finish(mut self) -> Result<Vec<Vec<ArrayRef>>> {
         if !self.ended && !self.pending.is_empty() {
             if self.in_quotes {
@@ -228,7 +240,8 @@ impl CopyReader {
         }
         self.rows += 1;
         self.rows_in_builders += 1;
-        if self.rows_in_builders >= BATCH_ROWS {
+        self.bytes_in_builders += self.field_bytes.len();
+        if self.rows_in_builders >= BATCH_ROWS || self.bytes_in_builders >= BATCH_BYTES {
             self.flush();
         }
         Ok(())
@@ -332,6 +345,7 @@ impl CopyReader {
             .collect();
         self.batches.push(columns);
         self.rows_in_builders = 0;
+        self.bytes_in_builders = 0;
     }
 
     fn error(&self, message: &str) -> DataFusionError {

@@ -3,20 +3,21 @@
 //!
 //! The statement layer recognises the statement (DataFusion's parser only
 //! knows `COPY … TO`); executing it yields a [`CopyIn`] that the front end
-//! feeds with the client's data. The rows are parsed as text
-//! ([`format`]) and go into the table through one ordinary INSERT plan when
-//! the data ends: the same type conversions, defaults, validation and
-//! durable commit as `INSERT … SELECT`, and all-or-nothing like Postgres'
-//! COPY.
+//! feeds with the client's data. The rows are parsed as text ([`format`])
+//! and streamed ([`stream`]) into one ordinary INSERT plan: the same type
+//! conversions, defaults, validation and durable commit as
+//! `INSERT … SELECT`, and all-or-nothing like Postgres' COPY (the commit
+//! happens only when the data ends cleanly).
 
 mod format;
+mod stream;
 
 use std::sync::Arc;
 
-use datafusion::catalog::TableProvider;
+use datafusion::arrow::array::{ArrayRef, RecordBatch};
+use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::TableReference;
 use datafusion::error::{DataFusionError, Result};
-use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::DFParser;
 use datafusion::sql::planner::object_name_to_table_reference;
@@ -26,11 +27,14 @@ use datafusion::sql::sqlparser::ast::{
 };
 use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::tokenizer::Token;
+use tokio::task::JoinHandle;
 
 pub use format::{CopyFormat, CopyFormatKind, CopyReader};
 
-use crate::text_insert::insert_text_rows;
+use crate::output::dml_count;
+use crate::text_insert::{insert_text_source, text_schema};
 use crate::typed_values::ident_name;
+use stream::{CopyMessage, CopySender, copy_source};
 
 /// A parsed `COPY … FROM STDIN`.
 #[derive(Debug, Clone)]
@@ -211,13 +215,20 @@ fn check_encoding(encoding: &str) -> Result<()> {
     }
 }
 
-/// A COPY in progress: the target table and the rows read so far.
+/// A COPY in progress: the rows are parsed as the client sends them and
+/// streamed into an INSERT running beside the connection, which commits
+/// only when the data ends cleanly.
 pub struct CopyIn {
     table: TableReference,
-    provider: Arc<dyn TableProvider>,
     /// The table's columns the data holds, in the data's order.
     columns: Vec<String>,
+    text_schema: SchemaRef,
     reader: CopyReader,
+    /// Gone once the INSERT stopped taking rows (it failed) or the data
+    /// had an error.
+    sender: Option<CopySender>,
+    /// The INSERT: its row count, or why it failed.
+    insert: JoinHandle<Result<u64>>,
     /// The first error in the data: later data is ignored and the COPY fails
     /// when the client ends it, as in Postgres.
     error: Option<DataFusionError>,
@@ -234,8 +245,8 @@ impl std::fmt::Debug for CopyIn {
 }
 
 impl CopyIn {
-    /// Resolves the statement's table and columns; errors here come before
-    /// the client is asked for data.
+    /// Resolves the statement's table and columns and starts the INSERT;
+    /// errors here come before the client is asked for data.
     pub(crate) async fn start(ctx: &SessionContext, statement: &CopyFromStdin) -> Result<Self> {
         let table = object_name_to_table_reference(statement.table.clone(), true)?;
         let provider = ctx.table_provider(table.clone()).await?;
@@ -261,12 +272,23 @@ impl CopyIn {
             }
             columns
         };
+        let text_schema = text_schema(&columns);
+        let (source, sender) = copy_source(Arc::clone(&text_schema))?;
+        let plan = insert_text_source(table.clone(), provider, &columns, Arc::new(source))?;
+        let plan = crate::async_calls::fold(plan, ctx).await?;
+        let ctx = ctx.clone();
+        let insert = tokio::spawn(async move {
+            let df = ctx.execute_logical_plan(plan).await?;
+            dml_count(df.collect().await?)
+        });
         let reader = CopyReader::new(statement.format.clone(), columns.clone());
         Ok(Self {
             table,
-            provider,
             columns,
+            text_schema,
             reader,
+            sender: Some(sender),
+            insert,
             error: None,
         })
     }
@@ -276,21 +298,75 @@ impl CopyIn {
         self.columns.len()
     }
 
-    /// Reads the next chunk of data.
-    pub fn push(&mut self, data: &[u8]) {
-        if self.error.is_none()
-            && let Err(e) = self.reader.push(data)
-        {
-            self.error = Some(e);
+    /// Reads the next chunk of data and hands the complete batches to the
+    /// INSERT, waiting while it is behind.
+    pub async fn push(&mut self, data: &[u8]) {
+        if self.error.is_some() {
+            return;
+        }
+        if let Err(e) = self.reader.push(data) {
+            self.fail(e);
+            return;
+        }
+        let batches = self.reader.take_batches();
+        self.send(batches).await;
+    }
+
+    /// Ends the data: the last rows are written and the COPY commits.
+    /// Returns how many rows it wrote.
+    pub async fn finish(mut self) -> Result<u64> {
+        if self.error.is_none() {
+            let reader = std::mem::replace(
+                &mut self.reader,
+                CopyReader::new(CopyFormat::new(CopyFormatKind::Text), Vec::new()),
+            );
+            match reader.finish() {
+                Ok(batches) => {
+                    self.send(batches).await;
+                    if let Some(sender) = self.sender.take() {
+                        // A send error means the INSERT failed: its own
+                        // error is reported below.
+                        let _ = sender.send(CopyMessage::End).await;
+                    }
+                }
+                Err(e) => self.fail(e),
+            }
+        }
+        // Without the end marker the INSERT fails and commits nothing.
+        self.sender = None;
+        let inserted = match (&mut self.insert).await {
+            Ok(result) => result,
+            Err(e) => Err(DataFusionError::External(Box::new(e))),
+        };
+        match self.error.take() {
+            Some(error) => Err(error),
+            None => inserted,
         }
     }
 
-    /// The INSERT that writes the rows read (see [`insert_text_rows`]).
-    pub(crate) fn into_insert_plan(self) -> Result<LogicalPlan> {
-        if let Some(error) = self.error {
-            return Err(error);
+    fn fail(&mut self, error: DataFusionError) {
+        self.error = Some(error);
+        self.sender = None;
+    }
+
+    async fn send(&mut self, batches: Vec<Vec<ArrayRef>>) {
+        for columns in batches {
+            let Some(sender) = &self.sender else {
+                return;
+            };
+            let message = match RecordBatch::try_new(Arc::clone(&self.text_schema), columns) {
+                Ok(batch) => CopyMessage::Rows(batch),
+                Err(e) => {
+                    self.fail(e.into());
+                    return;
+                }
+            };
+            if sender.send(message).await.is_err() {
+                // The INSERT stopped reading: it failed, and says why at
+                // the end.
+                self.sender = None;
+                return;
+            }
         }
-        let batches = self.reader.finish()?;
-        insert_text_rows(self.table, self.provider, &self.columns, batches)
     }
 }

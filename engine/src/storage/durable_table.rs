@@ -31,7 +31,7 @@ use tokio::sync::Mutex;
 
 use crate::output::dml_count;
 
-use super::files::{DATA_STORE_URL, Snapshot, read_files, write_data_file};
+use super::files::{DATA_STORE_URL, DataFileWriter, Snapshot, read_files, write_data_files};
 use super::manifest::{self, Manifest};
 use super::sink::DurableSink;
 
@@ -144,8 +144,8 @@ impl DurableTable {
             affected += count;
             let kept = collect(rows.scan(state, None, &[], None).await?, state.task_ctx()).await?;
             if kept.iter().any(|b| b.num_rows() > 0) {
-                files.push(
-                    write_data_file(self.store.as_ref(), &self.dir, &self.schema, &kept).await?,
+                files.extend(
+                    write_data_files(self.store.as_ref(), &self.dir, &self.schema, &kept).await?,
                 );
             }
         }
@@ -191,32 +191,46 @@ impl DurableTable {
             .as_ref()
             .map(|expr| state.create_physical_expr(expr.clone(), &DFSchema::empty()))
             .transpose()?;
-        let existing = read_files(
-            self.store.as_ref(),
-            &self.dir,
-            &table.manifest.files,
-            &self.schema,
-        )
-        .await?;
-        let mut batches = Vec::with_capacity(existing.len());
-        for batch in existing {
-            let column = match &value {
-                Some(value) => {
-                    let evaluated = value.evaluate(&batch)?.into_array(batch.num_rows())?;
-                    cast(&evaluated, field.data_type())?
+        // File by file, so memory holds one file's rows whatever the table's
+        // size.
+        let mut writer = DataFileWriter::new(self.store.as_ref(), &self.dir, &schema);
+        let widen = async |writer: &mut DataFileWriter<'_>| -> Result<()> {
+            for file in &table.manifest.files {
+                let existing = read_files(
+                    self.store.as_ref(),
+                    &self.dir,
+                    std::slice::from_ref(file),
+                    &self.schema,
+                )
+                .await?;
+                for batch in existing {
+                    let column = match &value {
+                        Some(value) => {
+                            let evaluated = value.evaluate(&batch)?.into_array(batch.num_rows())?;
+                            cast(&evaluated, field.data_type())?
+                        }
+                        None => new_null_array(field.data_type(), batch.num_rows()),
+                    };
+                    if !field.is_nullable() && column.null_count() > 0 {
+                        return Err(DataFusionError::Execution(format!(
+                            "column \"{}\" of relation contains null values",
+                            field.name()
+                        )));
+                    }
+                    let mut columns = batch.columns().to_vec();
+                    columns.push(column);
+                    writer
+                        .write(&RecordBatch::try_new(Arc::clone(&schema), columns)?)
+                        .await?;
                 }
-                None => new_null_array(field.data_type(), batch.num_rows()),
-            };
-            if !field.is_nullable() && column.null_count() > 0 {
-                return Err(DataFusionError::Execution(format!(
-                    "column \"{}\" of relation contains null values",
-                    field.name()
-                )));
             }
-            let mut columns = batch.columns().to_vec();
-            columns.push(column);
-            batches.push(RecordBatch::try_new(Arc::clone(&schema), columns)?);
+            Ok(())
+        };
+        if let Err(e) = widen(&mut writer).await {
+            writer.abandon().await;
+            return Err(e);
         }
+        let files = writer.finish().await?;
         let mut column_defaults = self.column_defaults.clone();
         if let Some(default) = default {
             column_defaults.insert(field.name().clone(), default);
@@ -225,11 +239,7 @@ impl DurableTable {
         next.version += 1;
         next.schema = schema.as_ref().clone();
         next.set_column_defaults(&column_defaults)?;
-        next.files.clear();
-        if batches.iter().any(|b| b.num_rows() > 0) {
-            next.files
-                .push(write_data_file(self.store.as_ref(), &self.dir, &schema, &batches).await?);
-        }
+        next.files = files;
         // A writer still holding this object (a plan prepared before the
         // ALTER) fails at its commit: the version it would take is this one.
         manifest::commit(self.store.as_ref(), &self.dir, &next).await?;

@@ -9,6 +9,8 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use datafusion::parquet::basic::{Compression, ZstdLevel};
+use datafusion::parquet::file::properties::WriterProperties;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
@@ -18,33 +20,124 @@ use super::manifest::{DataFile, storage_error};
 /// DataFusion, so table scans read through the same `object_store`.
 pub const DATA_STORE_URL: &str = "sluice://data";
 
-/// Writes `batches` as one new Parquet file in the table's `data/` folder.
-/// The Arrow schema (Sluice types' metadata included) is kept in the file.
-pub async fn write_data_file(
+/// A data file is closed and a new one started once it holds this many
+/// bytes: bounds the memory of one write (the file is put in one request)
+/// while keeping files large enough for scans.
+const TARGET_FILE_BYTES: usize = 64 * 1024 * 1024;
+/// A row group is closed once its encoded columns hold this many bytes, so
+/// wide rows (1536-dim vectors, images) do not gather a million rows in
+/// memory before the writer's default row-count limit.
+const TARGET_ROW_GROUP_BYTES: usize = 16 * 1024 * 1024;
+
+/// Writes a stream of batches as Parquet files in a table's `data/` folder,
+/// starting a new file at [`TARGET_FILE_BYTES`]. The files are not part of
+/// the table until the caller commits them in a manifest; a failed write
+/// [`abandon`](Self::abandon)s what it wrote.
+pub struct DataFileWriter<'a> {
+    store: &'a dyn ObjectStore,
+    dir: &'a Path,
+    schema: SchemaRef,
+    current: Option<(ArrowWriter<Vec<u8>>, u64)>,
+    written: Vec<DataFile>,
+    target_file_bytes: usize,
+}
+
+impl<'a> DataFileWriter<'a> {
+    /// A writer of files holding rows of `schema` (Sluice types' metadata
+    /// included) under `dir`.
+    pub fn new(store: &'a dyn ObjectStore, dir: &'a Path, schema: &SchemaRef) -> Self {
+        Self {
+            store,
+            dir,
+            schema: Arc::clone(schema),
+            current: None,
+            written: Vec::new(),
+            target_file_bytes: TARGET_FILE_BYTES,
+        }
+    }
+
+    /// Appends `batch` (empty batches are skipped).
+    pub async fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        let (writer, rows) = match &mut self.current {
+            Some(current) => current,
+            None => self.current.insert((
+                ArrowWriter::try_new(Vec::new(), Arc::clone(&self.schema), Some(properties()))?,
+                0,
+            )),
+        };
+        writer.write(batch)?;
+        *rows += batch.num_rows() as u64;
+        if writer.in_progress_size() >= TARGET_ROW_GROUP_BYTES {
+            writer.flush()?;
+        }
+        if writer.bytes_written() + writer.in_progress_size() >= self.target_file_bytes {
+            self.close_file().await?;
+        }
+        Ok(())
+    }
+
+    /// Finishes the last file and returns every file written, in order.
+    pub async fn finish(mut self) -> Result<Vec<DataFile>> {
+        self.close_file().await?;
+        Ok(std::mem::take(&mut self.written))
+    }
+
+    /// Deletes the files written so far (the write failed before a
+    /// commit); what a crash leaves instead goes at the next open.
+    pub async fn abandon(self) {
+        for file in &self.written {
+            delete(self.store, &resolve(self.dir, &file.path)).await;
+        }
+    }
+
+    async fn close_file(&mut self) -> Result<()> {
+        let Some((writer, rows)) = self.current.take() else {
+            return Ok(());
+        };
+        let buffer = writer.into_inner()?;
+        let relative = format!("data/{}.parquet", uuid::Uuid::new_v4());
+        let size = buffer.len() as u64;
+        self.store
+            .put(&resolve(self.dir, &relative), PutPayload::from(buffer))
+            .await
+            .map_err(storage_error)?;
+        self.written.push(DataFile {
+            path: relative,
+            rows,
+            size,
+        });
+        Ok(())
+    }
+}
+
+/// How data files are encoded: zstd at its fastest level (most of
+/// Postgres-style data halves again at a small CPU cost; Parquet's own
+/// dictionary and run-length encodings do the rest).
+fn properties() -> WriterProperties {
+    WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::default()))
+        .build()
+}
+
+/// Writes `batches` as new data files (one unless they are large): the
+/// rewrites' path (DELETE, UPDATE, compaction, ADD COLUMN, CREATE TABLE AS).
+pub async fn write_data_files(
     store: &dyn ObjectStore,
     dir: &Path,
     schema: &SchemaRef,
     batches: &[RecordBatch],
-) -> Result<DataFile> {
-    let mut buffer = Vec::new();
-    let mut writer = ArrowWriter::try_new(&mut buffer, Arc::clone(schema), None)?;
-    let mut rows = 0u64;
+) -> Result<Vec<DataFile>> {
+    let mut writer = DataFileWriter::new(store, dir, schema);
     for batch in batches {
-        writer.write(batch)?;
-        rows += batch.num_rows() as u64;
+        if let Err(e) = writer.write(batch).await {
+            writer.abandon().await;
+            return Err(e);
+        }
     }
-    writer.close()?;
-    let relative = format!("data/{}.parquet", uuid::Uuid::new_v4());
-    let size = buffer.len() as u64;
-    store
-        .put(&resolve(dir, &relative), PutPayload::from(buffer))
-        .await
-        .map_err(storage_error)?;
-    Ok(DataFile {
-        path: relative,
-        rows,
-        size,
-    })
+    writer.finish().await
 }
 
 /// A path relative to a table's directory (`data/….parquet`).
@@ -191,6 +284,82 @@ impl Snapshot {
 async fn delete(store: &dyn ObjectStore, path: &Path) {
     match store.delete(path).await {
         Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-        Err(e) => log::warn!("cannot delete replaced file {path}: {e}"),
+        Err(e) => log::warn!("cannot delete unused file {path}: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::arrow::array::{Int64Array, StringArray};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use futures::TryStreamExt;
+    use object_store::memory::InMemory;
+
+    use super::*;
+
+    fn batch(schema: &SchemaRef, start: i64) -> RecordBatch {
+        let ids: Vec<i64> = (start..start + 10_000).collect();
+        let names: Vec<String> = ids.iter().map(|i| format!("row number {i}")).collect();
+        RecordBatch::try_new(
+            Arc::clone(schema),
+            vec![
+                Arc::new(Int64Array::from(ids)),
+                Arc::new(StringArray::from(names)),
+            ],
+        )
+        .unwrap()
+    }
+
+    async fn stored(store: &InMemory) -> usize {
+        store
+            .list(None)
+            .try_collect::<Vec<_>>()
+            .await
+            .unwrap()
+            .len()
+    }
+
+    #[tokio::test]
+    async fn large_writes_roll_over_files_and_abandoned_ones_leave_nothing() {
+        let store = InMemory::new();
+        let dir = Path::from("t");
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("name", DataType::Utf8, false),
+        ]));
+        let mut writer = DataFileWriter::new(&store, &dir, &schema);
+        writer.target_file_bytes = 64 * 1024;
+        for i in 0..10 {
+            writer.write(&batch(&schema, i * 10_000)).await.unwrap();
+        }
+        let files = writer.finish().await.unwrap();
+        assert!(files.len() > 1, "{} files", files.len());
+        assert_eq!(files.iter().map(|f| f.rows).sum::<u64>(), 100_000);
+        let read = read_files(&store, &dir, &files, &schema).await.unwrap();
+        let ids: Vec<i64> = read
+            .iter()
+            .flat_map(|b| {
+                b.column(0)
+                    .as_any()
+                    .downcast_ref::<Int64Array>()
+                    .unwrap()
+                    .values()
+                    .to_vec()
+            })
+            .collect();
+        assert_eq!(ids, (0..100_000).collect::<Vec<_>>(), "rows in order");
+        assert_eq!(stored(&store).await, files.len());
+
+        let mut writer = DataFileWriter::new(&store, &dir, &schema);
+        writer.target_file_bytes = 64 * 1024;
+        for i in 0..5 {
+            writer.write(&batch(&schema, i * 10_000)).await.unwrap();
+        }
+        assert!(
+            !writer.written.is_empty(),
+            "files were written before the end"
+        );
+        writer.abandon().await;
+        assert_eq!(stored(&store).await, files.len(), "abandoned files deleted");
     }
 }

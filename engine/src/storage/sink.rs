@@ -18,7 +18,7 @@ use object_store::path::Path;
 use tokio::sync::Mutex;
 
 use super::durable_table::TableState;
-use super::files::{read_files, write_data_file};
+use super::files::{DataFileWriter, read_files, write_data_files};
 use super::manifest;
 
 /// Files below this many rows count as small.
@@ -75,27 +75,37 @@ impl DataSink for DurableSink {
         mut data: SendableRecordBatchStream,
         _context: &Arc<TaskContext>,
     ) -> Result<u64> {
-        let mut batches = Vec::new();
-        while let Some(batch) = data.next().await {
-            let batch = batch?;
-            if batch.num_rows() > 0 {
+        // Rows go to files as they arrive (a COPY of any size holds one
+        // file's worth in memory); nothing is visible until the commit.
+        let mut writer = DataFileWriter::new(self.store.as_ref(), &self.dir, &self.schema);
+        let mut rows = 0u64;
+        let mut write = async |writer: &mut DataFileWriter<'_>| -> Result<()> {
+            while let Some(batch) = data.next().await {
+                let batch = batch?;
+                rows += batch.num_rows() as u64;
                 // Rows are stored under the table's schema (field metadata
                 // included), whatever the input's field names and metadata.
-                batches.push(RecordBatch::try_new(
-                    Arc::clone(&self.schema),
-                    batch.columns().to_vec(),
-                )?);
+                writer
+                    .write(&RecordBatch::try_new(
+                        Arc::clone(&self.schema),
+                        batch.columns().to_vec(),
+                    )?)
+                    .await?;
             }
+            Ok(())
+        };
+        if let Err(e) = write(&mut writer).await {
+            writer.abandon().await;
+            return Err(e);
         }
-        let rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
-        if rows == 0 {
+        let files = writer.finish().await?;
+        if files.is_empty() {
             return Ok(0);
         }
-        let file = write_data_file(self.store.as_ref(), &self.dir, &self.schema, &batches).await?;
         let mut state = self.state.lock().await;
         let mut next = state.manifest.clone();
         next.version += 1;
-        next.files.push(file);
+        next.files.extend(files);
         manifest::commit(self.store.as_ref(), &self.dir, &next).await?;
         // Committed: only now do readers see the rows.
         state.install(&self.store, &self.dir, next).await;
@@ -131,7 +141,7 @@ impl DurableSink {
         )
         .await?;
         let merged = concat_batches(&self.schema, &batches)?;
-        let file = write_data_file(
+        let merged_files = write_data_files(
             self.store.as_ref(),
             &self.dir,
             &self.schema,
@@ -141,7 +151,7 @@ impl DurableSink {
         let mut next = state.manifest.clone();
         next.version += 1;
         next.files.truncate(start);
-        next.files.push(file);
+        next.files.extend(merged_files);
         manifest::commit(self.store.as_ref(), &self.dir, &next).await?;
         state.install(&self.store, &self.dir, next).await;
         Ok(())

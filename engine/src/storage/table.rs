@@ -15,7 +15,7 @@ use object_store::{ObjectStore, ObjectStoreExt};
 
 use super::definitions::{Definition, Definitions};
 use super::durable_table::DurableTable;
-use super::files::{resolve, write_data_file};
+use super::files::{resolve, write_data_files};
 use super::manifest::{self, Manifest, storage_error};
 
 /// Where every durable table lives: an object store and a root path in it.
@@ -229,10 +229,7 @@ impl TableStore {
         let dir = self.table_dir(schema_name, name);
         // A dropped table's leftovers must not leak into a new one.
         self.delete_dir(&dir).await?;
-        let mut files = Vec::new();
-        if batches.iter().any(|b| b.num_rows() > 0) {
-            files.push(write_data_file(self.store.as_ref(), &dir, &schema, &batches).await?);
-        }
+        let files = write_data_files(self.store.as_ref(), &dir, &schema, &batches).await?;
         let mut manifest = Manifest {
             version: 1,
             schema: schema.as_ref().clone(),

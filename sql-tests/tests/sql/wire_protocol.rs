@@ -542,6 +542,88 @@ async fn copy_in(
     sink.finish().await
 }
 
+/// Parquet files in the data folder of table `t` of the public schema.
+fn data_files(dir: &std::path::Path, table: &str) -> usize {
+    std::fs::read_dir(dir.join("tables/public").join(table).join("data"))
+        .map(|files| files.count())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_copies_stream_and_failed_or_abandoned_ones_leave_nothing() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = TestServer::start(dir.path()).await.expect("start server");
+    let (client, _task) = connect(&server).await;
+    client
+        .batch_execute("CREATE TABLE big (id BIGINT NOT NULL, name TEXT)")
+        .await
+        .expect("create");
+    // Several of the parser's batches (64k rows each), so rows reach the
+    // table's files while the client is still sending.
+    let rows: u64 = 150_000;
+    let mut data = Vec::new();
+    for i in 0..rows {
+        data.extend_from_slice(format!("{i}\tname {i}\n").as_bytes());
+    }
+    let sink = client
+        .copy_in("COPY big FROM STDIN")
+        .await
+        .expect("start copy");
+    pin_mut!(sink);
+    for chunk in data.chunks(64 * 1024) {
+        futures::SinkExt::send(&mut sink, bytes::Bytes::copy_from_slice(chunk))
+            .await
+            .expect("send");
+    }
+    assert_eq!(sink.finish().await.expect("copy"), rows);
+    let files = data_files(dir.path(), "big");
+
+    // A bad row at the very end fails the COPY after earlier rows were
+    // already written to files: none of them is committed or kept.
+    let mut bad = data.clone();
+    bad.extend_from_slice(b"not a number\tx\n");
+    let err = copy_in(&client, "COPY big FROM STDIN", &bad)
+        .await
+        .expect_err("bad last row");
+    assert_eq!(err.code(), Some(&SqlState::INVALID_TEXT_REPRESENTATION));
+
+    // A client that gives up mid-COPY (CopyFail) commits nothing either.
+    {
+        let sink = client
+            .copy_in("COPY big FROM STDIN")
+            .await
+            .expect("start copy");
+        pin_mut!(sink);
+        for chunk in data.chunks(64 * 1024).take(3) {
+            futures::SinkExt::send(&mut sink, bytes::Bytes::copy_from_slice(chunk))
+                .await
+                .expect("send");
+        }
+        // Dropped unfinished: tokio-postgres sends CopyFail.
+    }
+    let count: i64 = client
+        .query_one("SELECT count(*) FROM big", &[])
+        .await
+        .expect("count after failed copies")
+        .get(0);
+    assert_eq!(count, rows as i64);
+    // The failed COPYs' files are deleted once the write fails (polled: the
+    // abandoned INSERT finishes beside the connection).
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while data_files(dir.path(), "big") != files && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(data_files(dir.path(), "big"), files, "no leftover files");
+    let sum: i64 = client
+        .query_one("SELECT sum(id) FROM big", &[])
+        .await
+        .expect("sum")
+        .get(0);
+    assert_eq!(sum, (rows * (rows - 1) / 2) as i64);
+    drop(client);
+    server.stop().await.expect("stop");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn copy_from_stdin_loads_text_and_csv_durably() {
     let dir = tempfile::tempdir().expect("temp dir");
