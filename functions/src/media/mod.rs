@@ -15,7 +15,7 @@
 //! batches. Each row is independent, so a failing row fails the query with
 //! the row's own message (corrupt or truncated data: SQLSTATE 22P03).
 
-mod arguments;
+pub(crate) mod arguments;
 pub mod audio;
 pub mod image;
 pub mod properties;

@@ -130,6 +130,7 @@ impl ModelCall {
     pub async fn call(
         &self,
         name: Option<&ScalarValue>,
+        fields: &[FieldRef],
         columns: Vec<ArrayRef>,
     ) -> Result<ArrayRef> {
         let model = self.model(name)?;
@@ -143,7 +144,7 @@ impl ModelCall {
                     .ok_or_else(|| DataFusionError::Internal("EMBED got no output".into()))
             }
             (ModelInterface::Predict(layout), CallKind::Predict) => {
-                let inputs = layout.assemble(&model.spec.name, &columns)?;
+                let inputs = layout.assemble(&model.spec.name, fields, &columns)?;
                 let (outputs, run) = model.infer(inputs).await?;
                 self.record(rows, &run);
                 let fields: Fields = layout.outputs.iter().map(|(_, f)| Arc::clone(f)).collect();
@@ -186,11 +187,12 @@ impl ModelCall {
         self.registry.get(name)
     }
 
-    fn output_field(&self, model: &LoadedModel, arg_types: &[DataType]) -> Result<Field> {
+    fn output_field(&self, model: &LoadedModel, arg_fields: &[FieldRef]) -> Result<Field> {
+        let arg_types: Vec<DataType> = arg_fields.iter().map(|f| f.data_type().clone()).collect();
         let name = self.name();
         match (&model.interface, self.kind) {
             (ModelInterface::Embedding { dim }, CallKind::Embed) => {
-                match arg_types {
+                match arg_types.as_slice() {
                     [
                         _,
                         DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Null,
@@ -216,7 +218,7 @@ impl ModelCall {
                     .iter()
                     .map(|t| datafusion::arrow::array::new_null_array(t, 0))
                     .collect();
-                layout.assemble(&model.spec.name, &probe)?;
+                layout.assemble(&model.spec.name, &arg_fields[1..], &probe)?;
                 Ok(Field::new(name, DataType::Struct(fields), true))
             }
             (ModelInterface::Embedding { .. }, CallKind::Predict) => {
@@ -256,12 +258,7 @@ impl ScalarUDFImpl for ModelCall {
             )));
         }
         let model = self.model(args.scalar_arguments.first().copied().flatten())?;
-        let types: Vec<DataType> = args
-            .arg_fields
-            .iter()
-            .map(|f| f.data_type().clone())
-            .collect();
-        Ok(Arc::new(self.output_field(&model, &types)?))
+        Ok(Arc::new(self.output_field(&model, args.arg_fields)?))
     }
 
     fn invoke_with_args(&self, _args: ScalarFunctionArgs) -> Result<ColumnarValue> {
@@ -284,8 +281,9 @@ impl AsyncScalarUDFImpl for ModelCall {
             .iter()
             .map(|a| a.to_array(rows))
             .collect::<Result<_>>()?;
+        let fields = args.arg_fields.get(1..).unwrap_or_default();
         Ok(ColumnarValue::Array(
-            self.call(name.as_ref(), columns).await?,
+            self.call(name.as_ref(), fields, columns).await?,
         ))
     }
 }

@@ -27,6 +27,7 @@ pub mod registry;
 pub mod remote;
 pub mod runtime;
 pub mod spec;
+pub mod tensor_inputs;
 pub mod tensors;
 
 pub use registry::{LoadedModel, ModelEntry, ModelInterface, ModelRegistry};

@@ -4,7 +4,9 @@
 //! Arguments map onto the model's inputs in order: an input whose rows are
 //! scalars takes one argument; an input whose rows hold `k` values takes
 //! either one `VECTOR(k)`/array argument or `k` scalar arguments (the usual
-//! shape of a scikit-learn export, `float_input [N, k]`).
+//! shape of a scikit-learn export, `float_input [N, k]`); an input whose
+//! rows are tensors (`pixels [N, 3, H, W]`) takes one `TENSOR` or `IMAGE`
+//! argument ([`super::tensor_inputs`]).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -21,14 +23,27 @@ use ort::session::Session;
 use ort::value::DynValue;
 
 use super::batcher::{BatchRunner, ModelMetrics};
-use super::spec::ModelSpec;
+use sluice_types::SluiceType;
+use sluice_types::tensor::{TensorElement, TensorShape};
+
+use super::spec::{ImagePreprocessing, ModelSpec};
+use super::tensor_inputs::{TensorSource, batch_tensor, check_source, row_dims, to_model_tensors};
 use super::tensors::{TensorSpec, from_tensor, model_error, rows_with_all_inputs, to_tensor};
+
+/// What one row of a model input is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InputRows {
+    /// `k` values (1: a scalar).
+    Values(usize),
+    /// A tensor of the input's per-row shape.
+    Tensor,
+}
 
 /// How SQL values map onto a model's tensors.
 #[derive(Debug, Clone)]
 pub struct PredictLayout {
-    /// Model inputs with the values each row holds.
-    pub inputs: Vec<(TensorSpec, usize)>,
+    /// Model inputs with what each row holds.
+    pub inputs: Vec<(TensorSpec, InputRows)>,
     /// Model outputs returned to SQL, with the column each becomes.
     pub outputs: Vec<(TensorSpec, FieldRef)>,
     /// The SQL columns a call takes (declared INPUT, or derived from the model).
@@ -36,6 +51,8 @@ pub struct PredictLayout {
     /// The batch size the model was exported with, when fixed (some
     /// exports fix it at 1, or at the size of their sample input).
     pub fixed_batch: Option<usize>,
+    /// How IMAGE arguments become tensors.
+    pub image: ImagePreprocessing,
 }
 
 impl PredictLayout {
@@ -49,32 +66,32 @@ impl PredictLayout {
         let mut layout_inputs = Vec::with_capacity(inputs.len());
         let mut derived_fields = Vec::new();
         for input in inputs {
-            let width = input.row_width().ok_or_else(|| {
-                DataFusionError::NotImplemented(format!(
-                    "model {model}: input '{}' has shape {:?}; ML_PREDICT feeds scalars and \
-                     one-dimensional rows so far",
-                    input.name, input.shape
-                ))
-            })?;
             let element = input.element_type()?;
-            if width == 1 {
-                derived_fields.push(Arc::new(Field::new(&input.name, element, true)));
-            } else {
-                for i in 0..width {
-                    derived_fields.push(Arc::new(Field::new(
-                        format!("{}_{i}", input.name),
-                        element.clone(),
-                        true,
-                    )));
+            match input.row_width() {
+                Some(1) => {
+                    derived_fields.push(Arc::new(Field::new(&input.name, element, true)));
+                    layout_inputs.push((input.clone(), InputRows::Values(1)));
+                }
+                Some(width) => {
+                    for i in 0..width {
+                        derived_fields.push(Arc::new(Field::new(
+                            format!("{}_{i}", input.name),
+                            element.clone(),
+                            true,
+                        )));
+                    }
+                    layout_inputs.push((input.clone(), InputRows::Values(width)));
+                }
+                None => {
+                    derived_fields.push(Arc::new(tensor_field(model, input)?));
+                    layout_inputs.push((input.clone(), InputRows::Tensor));
                 }
             }
-            layout_inputs.push((input.clone(), width));
         }
         let input_fields = if spec.inputs.is_empty() {
             derived_fields
         } else {
-            let types: Vec<DataType> = spec.inputs.iter().map(|f| f.data_type().clone()).collect();
-            check_arguments(model, &layout_inputs, &types).map_err(|e| {
+            check_arguments(model, &layout_inputs, &spec.inputs, &spec.image).map_err(|e| {
                 plan(format!(
                     "declared INPUT does not match model {model}: {}",
                     e.message()
@@ -94,18 +111,26 @@ impl PredictLayout {
             inputs: layout_inputs,
             outputs,
             input_fields,
+            image: spec.image.clone(),
         })
     }
 
-    /// Groups call arguments into one column per model input, cast to the
-    /// model's element types.
-    pub fn assemble(&self, model: &str, args: &[ArrayRef]) -> Result<Vec<ArrayRef>> {
-        let types: Vec<DataType> = args.iter().map(|a| a.data_type().clone()).collect();
-        let groups = check_arguments(model, &self.inputs, &types)?;
+    /// Groups call arguments (of `fields`) into one column per model input.
+    pub fn assemble(
+        &self,
+        model: &str,
+        fields: &[FieldRef],
+        args: &[ArrayRef],
+    ) -> Result<Vec<ArrayRef>> {
+        let groups = check_arguments(model, &self.inputs, fields, &self.image)?;
         groups
             .into_iter()
-            .map(|group| match group {
+            .zip(&self.inputs)
+            .map(|(group, (spec, _))| match group {
                 ArgumentGroup::List(i) => Ok(Arc::clone(&args[i])),
+                ArgumentGroup::Tensor(i, source) => {
+                    to_model_tensors(model, spec, source, &self.image, &args[i])
+                }
                 ArgumentGroup::Scalars(range) => {
                     if range.len() == 1 {
                         return Ok(Arc::clone(&args[range.start]));
@@ -117,9 +142,30 @@ impl PredictLayout {
     }
 }
 
+/// The SQL column a tensor input is described by when INPUT is left out:
+/// `TENSOR(elem, [dims])` when the model fixes every dimension.
+fn tensor_field(model: &str, input: &TensorSpec) -> Result<Field> {
+    let element = TensorElement::of_data_type(&input.element_type()?).ok_or_else(|| {
+        DataFusionError::NotImplemented(format!(
+            "model {model}: input '{}' holds {:?}, which TENSOR cannot hold",
+            input.name, input.element
+        ))
+    })?;
+    let dims = row_dims(input);
+    let shape = if dims.iter().all(|&d| d > 0) {
+        let dims: Vec<usize> = dims.iter().map(|&d| d as usize).collect();
+        Some(TensorShape::try_new(&dims)?)
+    } else {
+        None
+    };
+    Ok(SluiceType::Tensor(element, shape).field(&input.name, true))
+}
+
 enum ArgumentGroup {
     /// One array-valued argument fills the input.
     List(usize),
+    /// One tensor-valued argument (TENSOR or IMAGE) fills the input.
+    Tensor(usize, TensorSource),
     /// These scalar arguments fill the input, one value each.
     Scalars(std::ops::Range<usize>),
 }
@@ -128,14 +174,37 @@ enum ArgumentGroup {
 /// arguments feed which input.
 fn check_arguments(
     model: &str,
-    inputs: &[(TensorSpec, usize)],
-    types: &[DataType],
+    inputs: &[(TensorSpec, InputRows)],
+    fields: &[FieldRef],
+    image: &ImagePreprocessing,
 ) -> Result<Vec<ArgumentGroup>> {
+    let types: Vec<&DataType> = fields.iter().map(|f| f.data_type()).collect();
     let mut groups = Vec::with_capacity(inputs.len());
     let mut next = 0;
-    for (spec, width) in inputs {
+    for (spec, rows) in inputs {
         let element = spec.element_type()?;
-        match types.get(next) {
+        let width = match rows {
+            InputRows::Values(width) => width,
+            InputRows::Tensor => {
+                let source = fields.get(next).and_then(|f| TensorSource::of_field(f));
+                let Some(source) = source else {
+                    let got = types
+                        .get(next)
+                        .map_or("nothing".to_string(), |t| t.to_string());
+                    return Err(plan(format!(
+                        "model {model}: input '{}' takes a TENSOR or IMAGE argument (argument \
+                         {}), got {got}",
+                        spec.name,
+                        next + 1
+                    )));
+                };
+                check_source(model, spec, source, image)?;
+                groups.push(ArgumentGroup::Tensor(next, source));
+                next += 1;
+                continue;
+            }
+        };
+        match types.get(next).copied() {
             Some(DataType::FixedSizeList(child, k)) if *k as usize == *width && *width > 1 => {
                 if !can_cast_types(child.data_type(), &element) {
                     return Err(plan(format!(
@@ -183,8 +252,14 @@ fn check_arguments(
     Ok(groups)
 }
 
-fn total_width(inputs: &[(TensorSpec, usize)]) -> usize {
-    inputs.iter().map(|(_, w)| w).sum()
+fn total_width(inputs: &[(TensorSpec, InputRows)]) -> usize {
+    inputs
+        .iter()
+        .map(|(_, rows)| match rows {
+            InputRows::Values(width) => *width,
+            InputRows::Tensor => 1,
+        })
+        .sum()
 }
 
 /// `k` scalar columns → one fixed-size list column of `k` per row.
@@ -308,6 +383,7 @@ fn match_outputs(spec: &ModelSpec, outputs: &[TensorSpec]) -> Result<Vec<(Tensor
 
 /// Runs a tabular/tensor model on assembled input columns.
 pub struct Predictor {
+    model: String,
     session: Session,
     layout: PredictLayout,
     max_batch_size: usize,
@@ -318,6 +394,7 @@ impl Predictor {
     pub fn new(session: Session, layout: PredictLayout, spec: &ModelSpec) -> Self {
         let max_batch_size = layout.fixed_batch.unwrap_or(spec.batch.max_batch_size);
         Self {
+            model: spec.name.clone(),
             session,
             layout,
             max_batch_size,
@@ -388,8 +465,12 @@ impl Predictor {
             .inputs
             .iter()
             .zip(batch)
-            .map(|((spec, width), column)| {
-                Ok((spec.name.clone(), to_tensor(spec, column, *width)?))
+            .map(|((spec, rows), column)| {
+                let tensor = match rows {
+                    InputRows::Values(width) => to_tensor(spec, column, *width)?,
+                    InputRows::Tensor => batch_tensor(&self.model, spec, column)?,
+                };
+                Ok((spec.name.clone(), tensor))
             })
             .collect::<Result<_>>()?;
         let outputs = self

@@ -53,6 +53,21 @@ pub struct BatchSettings {
     pub intra_threads: usize,
 }
 
+/// How IMAGE arguments become a model's input tensor (`image_*` options):
+/// decoded, resized to `width` × `height`, scaled to 0..1 and normalised
+/// per channel as `(x - mean) / std`, channels first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImagePreprocessing {
+    /// Target width; `None`: the model's own fixed width.
+    pub width: Option<u32>,
+    /// Target height; `None`: the model's own fixed height.
+    pub height: Option<u32>,
+    /// Per-channel mean (RGB), default 0.
+    pub mean: [f32; 3],
+    /// Per-channel standard deviation (RGB), default 1.
+    pub std: [f32; 3],
+}
+
 /// How a remote (`'provider' = 'openai'`) model is reached.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RemoteSettings {
@@ -95,6 +110,8 @@ pub struct ModelSpec {
     pub pooling: Pooling,
     /// Whether embeddings are L2-normalised.
     pub normalize: bool,
+    /// How IMAGE arguments are prepared for the model.
+    pub image: ImagePreprocessing,
     /// Declared INPUT columns (empty: read from the model).
     pub inputs: Vec<FieldRef>,
     /// Declared OUTPUT columns (empty: read from the model).
@@ -124,6 +141,10 @@ const KNOWN_OPTIONS: &[&str] = &[
     "max_concurrency",
     "timeout_ms",
     "max_retries",
+    "image_width",
+    "image_height",
+    "image_mean",
+    "image_std",
 ];
 
 impl ModelSpec {
@@ -254,6 +275,7 @@ impl ModelSpec {
             max_tokens: positive(&options, "max_tokens", 256)?,
             pooling,
             normalize,
+            image: image_preprocessing(&options)?,
             inputs,
             outputs,
             options,
@@ -288,6 +310,54 @@ fn remote_settings(name: &str, options: &BTreeMap<String, String>) -> Result<Rem
         max_concurrency: positive(options, "max_concurrency", 4)?,
         timeout: Duration::from_millis(positive(options, "timeout_ms", 30_000)? as u64),
         max_retries: number(options, "max_retries", 3)? as u32,
+    })
+}
+
+fn image_preprocessing(options: &BTreeMap<String, String>) -> Result<ImagePreprocessing> {
+    let size = |key: &str| -> Result<Option<u32>> {
+        options
+            .get(key)
+            .map(|_| {
+                let n = positive(options, key, 1)?;
+                u32::try_from(n)
+                    .ok()
+                    .filter(|&n| n <= 16_384)
+                    .ok_or_else(|| plan_error(format!("model option '{key}' is at most 16384")))
+            })
+            .transpose()
+    };
+    let channels = |key: &str, default: f32| -> Result<[f32; 3]> {
+        let Some(text) = options.get(key) else {
+            return Ok([default; 3]);
+        };
+        let values: Vec<f32> = text
+            .split(',')
+            .map(|v| v.trim().parse::<f32>())
+            .collect::<std::result::Result<_, _>>()
+            .ok()
+            .filter(|v: &Vec<f32>| v.iter().all(|x| x.is_finite()))
+            .ok_or_else(|| {
+                plan_error(format!(
+                    "model option '{key}' takes three numbers (R,G,B), not '{text}'"
+                ))
+            })?;
+        match values.as_slice() {
+            [r, g, b] => Ok([*r, *g, *b]),
+            [v] => Ok([*v; 3]),
+            _ => Err(plan_error(format!(
+                "model option '{key}' takes three numbers (R,G,B), not '{text}'"
+            ))),
+        }
+    };
+    let std = channels("image_std", 1.0)?;
+    if std.contains(&0.0) {
+        return Err(plan_error("model option 'image_std' cannot hold 0".into()));
+    }
+    Ok(ImagePreprocessing {
+        width: size("image_width")?,
+        height: size("image_height")?,
+        mean: channels("image_mean", 0.0)?,
+        std,
     })
 }
 

@@ -121,7 +121,6 @@ pub fn signature(session: &Session) -> (Vec<TensorSpec>, Vec<TensorSpec>) {
 /// Builds the tensor for `spec` from a column of `rows` rows holding one
 /// row's values each: a scalar column, or a fixed-size list of `width`.
 pub fn to_tensor(spec: &TensorSpec, column: &ArrayRef, width: usize) -> Result<DynValue> {
-    let element = spec.element_type()?;
     let rows = column.len();
     let values = match column.data_type() {
         DataType::FixedSizeList(_, _) => {
@@ -134,7 +133,6 @@ pub fn to_tensor(spec: &TensorSpec, column: &ArrayRef, width: usize) -> Result<D
         }
         _ => Arc::clone(column),
     };
-    let values = cast(&values, &element)?;
     let mut shape: Vec<i64> = vec![rows as i64];
     match spec.shape.len() {
         0 | 1 => {}
@@ -144,6 +142,18 @@ pub fn to_tensor(spec: &TensorSpec, column: &ArrayRef, width: usize) -> Result<D
                 .map(|&d| if d < 0 { width as i64 } else { d }),
         ),
     }
+    tensor_from_values(spec, &values, shape)
+}
+
+/// The tensor for `spec` of `shape` holding `values` (row-major, any
+/// numeric type: cast to the model's element type).
+pub fn tensor_from_values(
+    spec: &TensorSpec,
+    values: &ArrayRef,
+    shape: Vec<i64>,
+) -> Result<DynValue> {
+    let element = spec.element_type()?;
+    let values = cast(values, &element)?;
     macro_rules! tensor {
         ($arrow:ty) => {{
             let array = values

@@ -243,6 +243,157 @@ async fn ml_predict_in_scalar_and_table_form() {
     assert_eq!(iris_rows, vec![vec![Some("3".into())]]);
 }
 
+/// The per-row channel means `channel_mean` returned for each row, in
+/// query order (`None` for a NULL row).
+async fn channel_means(sluice: &Sluice, sql: &str) -> Vec<Option<[f32; 3]>> {
+    let mut means = Vec::new();
+    for batch in run(sluice, sql).await {
+        let column = batch.column(0).as_fixed_size_list();
+        for row in 0..column.len() {
+            means.push(column.is_valid(row).then(|| {
+                let values = column.value(row);
+                let values = values.as_primitive::<Float32Type>().values();
+                [values[0], values[1], values[2]]
+            }));
+        }
+    }
+    means
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn image_and_tensor_models_take_images_and_tensors() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let sluice = sluice_sql_tests::test_engine(dir.path())
+        .build()
+        .await
+        .expect("open");
+    // mean[n, c] = mean of pixels[n, c, :, :], pixels [N, 3, H, W] with H
+    // and W left open by the model: the options say what images become.
+    let model = quote(&test_model("channel_mean.onnx").display().to_string());
+    run(
+        &sluice,
+        &format!(
+            "CREATE MODEL cm WITH ('path' = {model}, 'image_width' = '32', 'image_height' = '16')"
+        ),
+    )
+    .await;
+    let media = sluice_sql_tests::media_fixtures();
+    let uri = |name: &str| quote(&format!("file://{}/cats/{name}", media.display()));
+    run(&sluice, "CREATE TABLE imgs (name TEXT, img IMAGE)").await;
+    run(
+        &sluice,
+        &format!(
+            "INSERT INTO imgs VALUES ('a gradient', read_image(object_ref({}))), \
+             ('b red', read_image(object_ref({}))), ('c none', NULL)",
+            uri("gradient.png"),
+            uri("red.jpg")
+        ),
+    )
+    .await;
+
+    // gradient.png is 32x16 with pixel (x, y) = (8x, 16y, 0): no resize,
+    // so the means are exact. red.jpg (64x48, about (250, 10, 10)) is
+    // resized first. NULL in, NULL out.
+    let from_images = channel_means(
+        &sluice,
+        "SELECT ML_PREDICT('cm', img)['mean'] FROM imgs ORDER BY name",
+    )
+    .await;
+    let gradient = from_images[0].expect("gradient row");
+    let exact = [8.0 * 15.5 / 255.0, 16.0 * 7.5 / 255.0, 0.0];
+    for (got, want) in gradient.iter().zip(exact) {
+        assert!((got - want).abs() < 1e-5, "{gradient:?} vs {exact:?}");
+    }
+    let red = from_images[1].expect("red row");
+    let want = [250.0 / 255.0, 10.0 / 255.0, 10.0 / 255.0];
+    for (got, want) in red.iter().zip(want) {
+        assert!((got - want).abs() < 0.03, "{red:?}");
+    }
+    assert_eq!(from_images[2], None);
+
+    // TENSOR arguments give the same answer: image_to_tensor is the same
+    // preprocessing, as a SQL function.
+    let from_tensors = channel_means(
+        &sluice,
+        "SELECT ML_PREDICT('cm', image_to_tensor(img, 32, 16))['mean'] FROM imgs ORDER BY name",
+    )
+    .await;
+    assert_eq!(from_tensors, from_images);
+    // The table form, with a normalisation declared on the model.
+    run(
+        &sluice,
+        &format!(
+            "CREATE MODEL cm_norm WITH ('path' = {model}, 'image_width' = '8', \
+             'image_height' = '8', 'image_mean' = '0.5,0.5,0.5', 'image_std' = '0.5')"
+        ),
+    )
+    .await;
+    let table_form = channel_means(
+        &sluice,
+        "SELECT mean FROM ML_PREDICT(TABLE imgs, MODEL cm_norm, DESCRIPTOR(img)) ORDER BY name",
+    )
+    .await;
+    let red = table_form[1].expect("red row");
+    assert!(
+        (red[0] - (2.0 * 250.0 / 255.0 - 1.0)).abs() < 0.06,
+        "normalised red: {red:?}"
+    );
+    assert!(
+        (red[1] - (2.0 * 10.0 / 255.0 - 1.0)).abs() < 0.06,
+        "{red:?}"
+    );
+
+    // Tensors of a fixed shape, written as nested arrays.
+    let fixed = channel_means(
+        &sluice,
+        "SELECT ML_PREDICT('cm', ARRAY[[[1, 3]], [[2, 2]], [[0, 10]]]::TENSOR(FLOAT32, [3, 1, 2]))['mean']",
+    )
+    .await;
+    assert_eq!(fixed, vec![Some([2.0, 2.0, 5.0])]);
+
+    // Errors: a tensor of the wrong layout, rows of different shapes in
+    // one batch, an argument that is no tensor, and images for a model
+    // whose size is unknown.
+    let err = failure(
+        &sluice,
+        "SELECT ML_PREDICT('cm', image_decode(img)) FROM imgs",
+    )
+    .await;
+    assert!(
+        err.to_string().contains("takes tensors of shape [3, ?, ?]"),
+        "{err}"
+    );
+    run(&sluice, "CREATE TABLE ts (t TENSOR(FLOAT32))").await;
+    run(
+        &sluice,
+        "INSERT INTO ts VALUES ('[[[1]],[[2]],[[3]]]'), ('[[[1,2]],[[3,4]],[[5,6]]]')",
+    )
+    .await;
+    let err = failure(&sluice, "SELECT ML_PREDICT('cm', t) FROM ts").await;
+    assert!(err.to_string().contains("must have one shape"), "{err}");
+    let err = failure(&sluice, "SELECT ML_PREDICT('cm', 1.5)").await;
+    assert!(
+        err.to_string().contains("takes a TENSOR or IMAGE argument"),
+        "{err}"
+    );
+    run(
+        &sluice,
+        &format!("CREATE MODEL cm_any WITH ('path' = {model})"),
+    )
+    .await;
+    let err = failure(&sluice, "SELECT ML_PREDICT('cm_any', img) FROM imgs").await;
+    assert!(err.to_string().contains("'image_width'"), "{err}");
+    // The model and the session go on serving.
+    assert_eq!(
+        channel_means(
+            &sluice,
+            "SELECT ML_PREDICT('cm_any', '[[[1]],[[2]],[[3]]]'::TENSOR(FLOAT32))['mean']"
+        )
+        .await,
+        vec![Some([1.0, 2.0, 3.0])]
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn model_catalog_survives_a_restart() {
     let dir = tempfile::tempdir().expect("temp dir");
