@@ -290,7 +290,7 @@ async fn subquery(ctx: &SessionContext, call: &Call) -> Result<ast::Query> {
     let provider = ctx.table_provider(reference).await?;
     let schema = provider.schema();
     let model = models::registry(ctx)?.get(&call.model)?;
-    let sluice_functions::model::ModelInterface::Predict(layout) = &model.interface else {
+    let Some(outputs) = model.interface.prediction_fields() else {
         return Err(DataFusionError::Plan(format!(
             "model {} is an embedding model: call it with EMBED",
             call.model
@@ -299,7 +299,7 @@ async fn subquery(ctx: &SessionContext, call: &Call) -> Result<ast::Query> {
     let quote = |name: &str| Ident::with_quote('"', name).to_string();
     let mut taken: HashSet<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
     let mut select: Vec<String> = schema.fields().iter().map(|f| quote(f.name())).collect();
-    for (_, field) in &layout.outputs {
+    for field in &outputs {
         let name = unique_name(field.name(), &taken);
         taken.insert(name.clone());
         select.push(format!(

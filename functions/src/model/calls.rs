@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use datafusion::arrow::array::{Array, ArrayRef, StructArray};
+use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Fields};
 use datafusion::common::ScalarValue;
 use datafusion::error::{DataFusionError, Result};
@@ -148,9 +149,16 @@ impl ModelCall {
                 let (outputs, run) = model.infer(inputs).await?;
                 self.record(rows, &run);
                 let fields: Fields = layout.outputs.iter().map(|(_, f)| Arc::clone(f)).collect();
-                // A row the model did not see (a NULL input) is a NULL struct.
-                let nulls = outputs.first().and_then(|c| c.logical_nulls());
-                Ok(Arc::new(StructArray::try_new(fields, outputs, nulls)?))
+                prediction_struct(fields, outputs)
+            }
+            (ModelInterface::Chat { output, .. }, CallKind::Predict) => {
+                let prompts = columns.first().ok_or_else(|| {
+                    DataFusionError::Plan(format!("model {} takes a prompt", model.spec.name))
+                })?;
+                let inputs = vec![cast(prompts, &DataType::Utf8)?];
+                let (outputs, run) = model.infer(inputs).await?;
+                self.record(rows, &run);
+                prediction_struct(Fields::from(vec![Arc::clone(output)]), outputs)
             }
             _ => Err(DataFusionError::Internal(format!(
                 "{} planned against a model of another kind",
@@ -221,6 +229,23 @@ impl ModelCall {
                 layout.assemble(&model.spec.name, &arg_fields[1..], &probe)?;
                 Ok(Field::new(name, DataType::Struct(fields), true))
             }
+            (ModelInterface::Chat { output, .. }, CallKind::Predict) => match arg_types.get(1..) {
+                Some(
+                    [DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Null],
+                ) => Ok(Field::new(
+                    name,
+                    DataType::Struct(Fields::from(vec![Arc::clone(output)])),
+                    true,
+                )),
+                _ => Err(DataFusionError::Plan(format!(
+                    "chat model {} takes one text argument: ML_PREDICT('{}', prompt)",
+                    model.spec.name, model.spec.name
+                ))),
+            },
+            (ModelInterface::Chat { .. }, CallKind::Embed) => Err(DataFusionError::Plan(format!(
+                "model {} is a chat model: call it with ML_PREDICT",
+                model.spec.name
+            ))),
             (ModelInterface::Embedding { .. }, CallKind::Predict) => {
                 Err(DataFusionError::Plan(format!(
                     "model {} is an embedding model: call it with EMBED",
@@ -233,6 +258,13 @@ impl ModelCall {
             ))),
         }
     }
+}
+
+/// The struct `ML_PREDICT` returns: one field per output. A row the model
+/// did not see (a NULL input) is a NULL struct.
+fn prediction_struct(fields: Fields, outputs: Vec<ArrayRef>) -> Result<ArrayRef> {
+    let nulls = outputs.first().and_then(|c| c.logical_nulls());
+    Ok(Arc::new(StructArray::try_new(fields, outputs, nulls)?))
 }
 
 impl ScalarUDFImpl for ModelCall {

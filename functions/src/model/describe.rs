@@ -84,6 +84,19 @@ pub fn describe(model: &LoadedModel) -> Vec<(String, String)> {
             rows.push(("normalize".into(), spec.normalize.to_string()));
             rows.push(("max_tokens".into(), spec.max_tokens.to_string()));
         }
+        ModelInterface::Chat { input, output } => {
+            rows.push((
+                "input".into(),
+                format!("{} {}", input.name(), sql_type_name(input)),
+            ));
+            rows.push((
+                "output".into(),
+                format!("{} {}", output.name(), sql_type_name(output)),
+            ));
+            if let Some(system) = &spec.chat.system_prompt {
+                rows.push(("system_prompt".into(), system.clone()));
+            }
+        }
         ModelInterface::Predict(layout) => {
             for field in &layout.input_fields {
                 rows.push((

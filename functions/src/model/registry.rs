@@ -10,12 +10,13 @@ use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock, RwLock};
 
+use datafusion::arrow::datatypes::{DataType, Field, FieldRef};
 use datafusion::error::{DataFusionError, Result};
 
 use super::batcher::{BatchRunner, ModelMetrics, ModelQueue, RunStats};
 use super::embedding::{EmbeddingLayout, TextEmbedder, load_tokenizer};
 use super::predictor::{PredictLayout, Predictor};
-use super::remote::RemoteEmbedder;
+use super::remote::{RemoteChat, RemoteEmbedder};
 use super::runtime::{Device, open_session};
 use super::spec::{ModelSpec, Task};
 use super::tensors::{TensorSpec, signature};
@@ -30,6 +31,27 @@ pub enum ModelInterface {
     },
     /// `ML_PREDICT`.
     Predict(PredictLayout),
+    /// `ML_PREDICT(model, prompt)` on a chat model → the answer's text.
+    Chat {
+        /// The prompt column.
+        input: FieldRef,
+        /// The answer column.
+        output: FieldRef,
+    },
+}
+
+impl ModelInterface {
+    /// The columns `ML_PREDICT` returns (as the fields of its struct);
+    /// `None` for embedding models, which `EMBED` calls.
+    pub fn prediction_fields(&self) -> Option<Vec<FieldRef>> {
+        match self {
+            Self::Embedding { .. } => None,
+            Self::Predict(layout) => {
+                Some(layout.outputs.iter().map(|(_, f)| Arc::clone(f)).collect())
+            }
+            Self::Chat { output, .. } => Some(vec![Arc::clone(output)]),
+        }
+    }
 }
 
 /// A model loaded into ONNX Runtime, ready to serve.
@@ -54,17 +76,35 @@ impl LoadedModel {
     /// Opens the model file and checks it against the definition.
     pub fn load(spec: ModelSpec) -> Result<Self> {
         if let Some(remote) = &spec.remote {
-            let embedder = RemoteEmbedder::connect(
-                remote.clone(),
-                remote.model.clone(),
-                spec.batch.max_batch_size,
-                spec.normalize,
-            )?;
-            let dim = embedder.dim;
-            let queue = ModelQueue::start(&spec.name, Box::new(embedder), &spec.batch)?;
+            let (interface, runner): (ModelInterface, Box<dyn BatchRunner>) = match spec.task {
+                Task::Chat => {
+                    let column = |declared: &[FieldRef], name: &str| {
+                        declared
+                            .first()
+                            .cloned()
+                            .unwrap_or_else(|| Arc::new(Field::new(name, DataType::Utf8, true)))
+                    };
+                    let interface = ModelInterface::Chat {
+                        input: column(&spec.inputs, "prompt"),
+                        output: column(&spec.outputs, "response"),
+                    };
+                    let chat = RemoteChat::new(remote.clone(), spec.chat.clone());
+                    (interface, Box::new(chat))
+                }
+                _ => {
+                    let embedder = RemoteEmbedder::connect(
+                        remote.clone(),
+                        spec.batch.max_batch_size,
+                        spec.normalize,
+                    )?;
+                    let dim = embedder.dim;
+                    (ModelInterface::Embedding { dim }, Box::new(embedder))
+                }
+            };
+            let queue = ModelQueue::start(&spec.name, runner, &spec.batch)?;
             return Ok(Self {
                 spec,
-                interface: ModelInterface::Embedding { dim },
+                interface,
                 tensor_inputs: vec![],
                 tensor_outputs: vec![],
                 device: Device::Remote,
@@ -90,6 +130,11 @@ impl LoadedModel {
                 let dim = layout.dim;
                 let embedder = TextEmbedder::new(opened.session, tokenizer, layout, &spec);
                 (ModelInterface::Embedding { dim }, Box::new(embedder))
+            }
+            Task::Chat => {
+                return Err(DataFusionError::NotImplemented(
+                    "chat models are served by an endpoint: 'provider' = 'openai'".into(),
+                ));
             }
             Task::Predict => {
                 let layout = PredictLayout::of(&spec, &tensor_inputs, &tensor_outputs)?;

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use datafusion::arrow::datatypes::FieldRef;
+use datafusion::arrow::datatypes::{DataType, FieldRef};
 use datafusion::error::{DataFusionError, Result};
 
 use super::runtime::DeviceChoice;
@@ -18,6 +18,8 @@ pub enum Task {
     Embedding,
     /// Columns → output columns (`ML_PREDICT`).
     Predict,
+    /// A prompt → the answer's text (`ML_PREDICT` on a remote chat model).
+    Chat,
 }
 
 impl Task {
@@ -26,6 +28,7 @@ impl Task {
         match self {
             Self::Embedding => "embedding",
             Self::Predict => "predict",
+            Self::Chat => "chat",
         }
     }
 }
@@ -85,6 +88,18 @@ pub struct RemoteSettings {
     pub max_retries: u32,
 }
 
+/// How a chat model is asked (`'system_prompt'`, `'temperature'`,
+/// `'max_tokens'`); unset settings are left to the endpoint.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ChatSettings {
+    /// A system message sent before every prompt.
+    pub system_prompt: Option<String>,
+    /// Sampling temperature.
+    pub temperature: Option<f64>,
+    /// Longest answer, in tokens.
+    pub max_tokens: Option<usize>,
+}
+
 /// A validated `CREATE MODEL`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelSpec {
@@ -112,6 +127,8 @@ pub struct ModelSpec {
     pub normalize: bool,
     /// How IMAGE arguments are prepared for the model.
     pub image: ImagePreprocessing,
+    /// How a chat model is asked.
+    pub chat: ChatSettings,
     /// Declared INPUT columns (empty: read from the model).
     pub inputs: Vec<FieldRef>,
     /// Declared OUTPUT columns (empty: read from the model).
@@ -145,6 +162,8 @@ const KNOWN_OPTIONS: &[&str] = &[
     "image_height",
     "image_mean",
     "image_std",
+    "system_prompt",
+    "temperature",
 ];
 
 impl ModelSpec {
@@ -195,18 +214,29 @@ impl ModelSpec {
         {
             Some("embedding" | "embed" | "text_embedding") => Task::Embedding,
             Some("predict" | "classification" | "regression") => Task::Predict,
+            Some("chat" | "completion" | "text_generation") => Task::Chat,
             Some(other) => {
                 return Err(plan_error(format!(
-                    "unknown model task '{other}': expected 'embedding' or 'predict'"
+                    "unknown model task '{other}': expected 'embedding', 'predict' or 'chat'"
                 )));
             }
             None if tokenizer.is_some() || remote.is_some() => Task::Embedding,
             None => Task::Predict,
         };
-        if remote.is_some() && task != Task::Embedding {
-            return Err(DataFusionError::NotImplemented(
-                "remote models serve embeddings only so far ('task' = 'embedding')".into(),
-            ));
+        match (task, &remote) {
+            (Task::Predict, Some(_)) => {
+                return Err(DataFusionError::NotImplemented(
+                    "remote models serve 'embedding' and 'chat' tasks; 'predict' runs ONNX \
+                     models"
+                        .into(),
+                ));
+            }
+            (Task::Chat, None) => {
+                return Err(DataFusionError::NotImplemented(
+                    "chat models are served by an endpoint: 'provider' = 'openai'".into(),
+                ));
+            }
+            _ => {}
         }
         if task == Task::Embedding && tokenizer.is_none() && remote.is_none() {
             return Err(plan_error(
@@ -215,6 +245,7 @@ impl ModelSpec {
         }
         let device = DeviceChoice::parse(options.get("device").map_or("auto", String::as_str))?;
         let default_batch = match (task, &remote) {
+            (Task::Chat, _) => 16,
             (_, Some(_)) => 64,
             (Task::Embedding, None) => 32,
             // One model run per DataFusion batch: ONNX Runtime's fixed cost
@@ -263,6 +294,30 @@ impl ModelSpec {
                     .into(),
             ));
         }
+        if task == Task::Chat {
+            check_chat_columns(&inputs, &outputs)?;
+        }
+        let chat = ChatSettings {
+            system_prompt: options.get("system_prompt").cloned(),
+            temperature: options
+                .get("temperature")
+                .map(|t| {
+                    t.trim()
+                        .parse::<f64>()
+                        .ok()
+                        .filter(|t| (0.0..=2.0).contains(t))
+                        .ok_or_else(|| {
+                            plan_error(format!(
+                                "model option 'temperature' is a number from 0 to 2, not '{t}'"
+                            ))
+                        })
+                })
+                .transpose()?,
+            max_tokens: options
+                .contains_key("max_tokens")
+                .then(|| positive(&options, "max_tokens", 1))
+                .transpose()?,
+        };
         Ok(Self {
             name: name.to_string(),
             provider,
@@ -276,6 +331,7 @@ impl ModelSpec {
             pooling,
             normalize,
             image: image_preprocessing(&options)?,
+            chat,
             inputs,
             outputs,
             options,
@@ -311,6 +367,26 @@ fn remote_settings(name: &str, options: &BTreeMap<String, String>) -> Result<Rem
         timeout: Duration::from_millis(positive(options, "timeout_ms", 30_000)? as u64),
         max_retries: number(options, "max_retries", 3)? as u32,
     })
+}
+
+/// A chat model takes one text column and returns one.
+fn check_chat_columns(inputs: &[FieldRef], outputs: &[FieldRef]) -> Result<()> {
+    let text = |fields: &[FieldRef]| {
+        fields.is_empty()
+            || matches!(
+                fields,
+                [f] if matches!(f.data_type(), DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View)
+            )
+    };
+    if text(inputs) && text(outputs) {
+        Ok(())
+    } else {
+        Err(plan_error(
+            "a chat model takes one text column and returns one: INPUT (prompt STRING) \
+             OUTPUT (response STRING)"
+                .into(),
+        ))
+    }
 }
 
 fn image_preprocessing(options: &BTreeMap<String, String>) -> Result<ImagePreprocessing> {

@@ -673,14 +673,15 @@ async fn device_cuda_is_used_or_refused_clearly() {
 /// What the fake endpoint does with its `n`-th request (1-based).
 #[derive(Clone, Copy)]
 enum Answer {
-    Embeddings,
+    Serve,
     Status(u16),
     Stall,
 }
 
-/// A local OpenAI-compatible `/v1/embeddings` endpoint: a text embeds as
-/// `[length, count of 'a', 1]`. Returns its base URL and the number of
-/// requests it has received.
+/// A local OpenAI-compatible endpoint. `/v1/embeddings`: a text embeds as
+/// `[length, count of 'a', 1]`; `/v1/chat/completions`: the answer is
+/// `<system prompt>|<prompt in upper case>`. Returns its base URL and the
+/// number of requests it has received.
 async fn fake_openai(
     answer: impl Fn(usize) -> Answer + Send + Sync + 'static,
 ) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
@@ -701,7 +702,7 @@ async fn fake_openai(
                 let mut buffer = Vec::new();
                 let mut chunk = [0u8; 4096];
                 // Headers, then as many body bytes as Content-Length says.
-                let body = loop {
+                let (body, chat) = loop {
                     let Ok(read) = socket.read(&mut chunk).await else {
                         return;
                     };
@@ -711,6 +712,10 @@ async fn fake_openai(
                     buffer.extend_from_slice(&chunk[..read]);
                     let text = String::from_utf8_lossy(&buffer).to_string();
                     if let Some(end) = text.find("\r\n\r\n") {
+                        let chat = text
+                            .lines()
+                            .next()
+                            .is_some_and(|l| l.contains("/chat/completions"));
                         let length: usize = text[..end]
                             .lines()
                             .find_map(|l| {
@@ -720,7 +725,7 @@ async fn fake_openai(
                             })
                             .unwrap_or(0);
                         if buffer.len() >= end + 4 + length {
-                            break buffer[end + 4..end + 4 + length].to_vec();
+                            break (buffer[end + 4..end + 4 + length].to_vec(), chat);
                         }
                     }
                 };
@@ -730,7 +735,25 @@ async fn fake_openai(
                         return;
                     }
                     Answer::Status(code) => (code, r#"{"error":"try later"}"#.to_string()),
-                    Answer::Embeddings => {
+                    Answer::Serve if chat => {
+                        let request: serde_json::Value =
+                            serde_json::from_slice(&body).unwrap_or_default();
+                        let messages = request["messages"].as_array().cloned().unwrap_or_default();
+                        let said = |role: &str| {
+                            messages
+                                .iter()
+                                .find(|m| m["role"] == role)
+                                .and_then(|m| m["content"].as_str())
+                                .unwrap_or_default()
+                                .to_string()
+                        };
+                        let content = format!("{}|{}", said("system"), said("user").to_uppercase());
+                        let answer = serde_json::json!({
+                            "choices": [{"index": 0, "message": {"role": "assistant", "content": content}}]
+                        });
+                        (200, answer.to_string())
+                    }
+                    Answer::Serve => {
                         let request: serde_json::Value =
                             serde_json::from_slice(&body).unwrap_or_default();
                         let data: Vec<serde_json::Value> = request["input"]
@@ -769,7 +792,7 @@ async fn remote_models_batch_retry_and_time_out() {
         if n == 2 {
             Answer::Status(503)
         } else {
-            Answer::Embeddings
+            Answer::Serve
         }
     })
     .await;
@@ -803,7 +826,7 @@ async fn remote_models_batch_retry_and_time_out() {
     // answer after the retries; the engine goes on serving.
     let (url, _) = fake_openai(|n| {
         if n == 1 {
-            Answer::Embeddings
+            Answer::Serve
         } else {
             Answer::Status(500)
         }
@@ -821,14 +844,7 @@ async fn remote_models_batch_retry_and_time_out() {
     );
 
     // A stalled endpoint runs into the timeout.
-    let (url, _) = fake_openai(|n| {
-        if n == 1 {
-            Answer::Embeddings
-        } else {
-            Answer::Stall
-        }
-    })
-    .await;
+    let (url, _) = fake_openai(|n| if n == 1 { Answer::Serve } else { Answer::Stall }).await;
     run(&sluice, &format!(
         "CREATE MODEL slow WITH ('provider' = 'openai', 'endpoint' = '{url}', 'timeout_ms' = '300', 'max_retries' = '0')"
     ))
@@ -846,6 +862,95 @@ async fn remote_models_batch_retry_and_time_out() {
         rows(&sluice, "SELECT 1").await,
         vec![vec![Some("1".into())]]
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn remote_chat_models_answer_each_row() {
+    use std::sync::atomic::Ordering;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let sluice = open(dir.path()).await;
+    // Request 3 fails once with 429: retried.
+    let (url, requests) = fake_openai(|n| {
+        if n == 3 {
+            Answer::Status(429)
+        } else {
+            Answer::Serve
+        }
+    })
+    .await;
+    run(&sluice, &format!(
+        "CREATE MODEL llm WITH ('provider' = 'openai', 'task' = 'chat', 'endpoint' = '{url}', \
+         'model' = 'test-chat', 'system_prompt' = 'be brief', 'temperature' = '0', 'max_concurrency' = '3')"
+    ))
+    .await;
+    assert_eq!(
+        requests.load(Ordering::SeqCst),
+        0,
+        "no paid probe at CREATE"
+    );
+    run(&sluice, "CREATE TABLE docs (id INT, body TEXT)").await;
+    run(
+        &sluice,
+        "INSERT INTO docs VALUES (1, 'banana'), (2, 'kiwi'), (3, NULL), (4, 'fig')",
+    )
+    .await;
+    let answered = rows(
+        &sluice,
+        "SELECT id, ML_PREDICT('llm', body)['response'] FROM docs ORDER BY id",
+    )
+    .await;
+    let row =
+        |id: &str, answer: Option<&str>| vec![Some(id.to_string()), answer.map(str::to_string)];
+    assert_eq!(
+        answered,
+        vec![
+            row("1", Some("be brief|BANANA")),
+            row("2", Some("be brief|KIWI")),
+            row("3", None),
+            row("4", Some("be brief|FIG")),
+        ]
+    );
+    // One request per answered row, plus the retry.
+    assert_eq!(requests.load(Ordering::SeqCst), 4);
+    // Flink's table form: the table's columns plus `response`.
+    let table_form = rows(
+        &sluice,
+        "SELECT id, body, response FROM ML_PREDICT(TABLE docs, MODEL llm, DESCRIPTOR(body)) WHERE id = 2",
+    )
+    .await;
+    assert_eq!(
+        table_form,
+        vec![vec![
+            Some("2".into()),
+            Some("kiwi".into()),
+            Some("be brief|KIWI".into())
+        ]]
+    );
+    let described = rows(&sluice, "DESCRIBE MODEL llm").await;
+    assert!(described.contains(&vec![Some("task".into()), Some("chat".into())]));
+    assert!(
+        described.contains(&vec![Some("output".into()), Some("response text".into())]),
+        "{described:?}"
+    );
+
+    // Misuse is refused at planning, and chat needs an endpoint.
+    let err = failure(&sluice, "SELECT EMBED('llm', 'x')").await;
+    assert!(err.to_string().contains("is a chat model"), "{err}");
+    let err = failure(&sluice, "SELECT ML_PREDICT('llm', 1, 2)").await;
+    assert!(err.to_string().contains("takes one text argument"), "{err}");
+    let linear = quote(&test_model("linear.onnx").display().to_string());
+    let err = failure(
+        &sluice,
+        &format!("CREATE MODEL local_chat WITH ('path' = {linear}, 'task' = 'chat')"),
+    )
+    .await;
+    assert!(err.to_string().contains("'provider' = 'openai'"), "{err}");
+    let err = failure(
+        &sluice,
+        &format!("CREATE MODEL hot WITH ('provider' = 'openai', 'task' = 'chat', 'endpoint' = '{url}', 'temperature' = 'warm')"),
+    )
+    .await;
+    assert!(err.to_string().contains("'temperature'"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
