@@ -115,7 +115,16 @@ impl SluiceBuilder {
             .with_batch_size(config.batch_size)
             // Parquet files carry the Arrow schema with field metadata; Sluice
             // types (UUID, VECTOR, …) live in that metadata, so keep it.
-            .set_bool("datafusion.execution.parquet.skip_metadata", false);
+            .set_bool("datafusion.execution.parquet.skip_metadata", false)
+            // DataFusion 55's leaf-expression pushdown inlines an aliased
+            // expression at every `get_field` of it (apache/datafusion#24678,
+            // fixed after 55): `ML_PREDICT(…)['a'], …['b']` over one alias ran
+            // the model once per output column. Struct field pushdown into
+            // scans is worth far less than a second inference.
+            .set_bool(
+                "datafusion.optimizer.enable_leaf_expression_pushdown",
+                false,
+            );
         let state = SessionStateBuilder::new()
             .with_config(session_config)
             .with_default_features()

@@ -6,7 +6,9 @@
 //!
 //! returns every column of `t` plus the model's output columns (an output
 //! whose name clashes with an input column gets a numeric suffix, as in
-//! Flink). Neither `TABLE t` nor `MODEL m` is valid in DataFusion's
+//! Flink); a trailing `MAP['batch_size', '64']` sets per-call options
+//! (`sluice_functions::model::call_options`), in the scalar form too.
+//! Neither `TABLE t` nor `MODEL m` is valid in DataFusion's
 //! grammar, so it is handled in two steps:
 //!
 //! 1. [`normalize_text`], before parsing, drops the `TABLE`/`MODEL`
@@ -30,7 +32,9 @@ use datafusion::sql::sqlparser::ast::{
     VisitMut, VisitorMut,
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::parser::Parser;
 use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+use sluice_functions::model::call_options::CALL_OPTIONS;
 
 use crate::models;
 
@@ -118,13 +122,21 @@ struct Call {
     table: ObjectName,
     model: String,
     columns: Vec<Ident>,
+    /// The trailing `MAP[…]`, as a `named_struct(…)` argument.
+    options: Option<Expr>,
 }
 
 /// Replaces every `ML_PREDICT` table function in `statement` by the
 /// equivalent subquery.
 pub(crate) async fn rewrite(statement: &mut DFStatement, ctx: &SessionContext) -> Result<()> {
-    let DFStatement::Statement(inner) = statement else {
-        return Ok(());
+    let inner = match statement {
+        DFStatement::Statement(inner) => inner,
+        // EXPLAIN [ANALYZE] of a query using ML_PREDICT.
+        DFStatement::Explain(explain) => match explain.statement.as_mut() {
+            DFStatement::Statement(inner) => inner,
+            _ => return Ok(()),
+        },
+        _ => return Ok(()),
     };
     // Pass 1: find the calls (the visitor is synchronous; table schemas
     // are looked up asynchronously in between).
@@ -171,6 +183,91 @@ impl VisitorMut for Finder {
         }
         ControlFlow::Continue(())
     }
+
+    /// The scalar form's trailing `MAP(…)` (from `MAP[…]`) becomes the
+    /// options argument too.
+    fn post_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
+        let Expr::Function(function) = expr else {
+            return ControlFlow::Continue(());
+        };
+        let is_call = function.name.0.len() == 1
+            && function.name.0[0]
+                .as_ident()
+                .is_some_and(|i| i.value.eq_ignore_ascii_case(FUNCTION) && i.quote_style.is_none());
+        if !is_call {
+            return ControlFlow::Continue(());
+        }
+        let FunctionArguments::List(list) = &mut function.args else {
+            return ControlFlow::Continue(());
+        };
+        if let Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(last))) = list.args.last_mut()
+            && is_map(last)
+        {
+            match options_argument(last) {
+                Ok(options) => *last = options,
+                Err(e) => {
+                    self.error = Some(e);
+                    return ControlFlow::Break(());
+                }
+            }
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+fn is_map(expr: &Expr) -> bool {
+    matches!(expr, Expr::Function(f) if f.name.to_string().eq_ignore_ascii_case("map"))
+}
+
+/// Flink's configuration `MAP['k', 'v', …]` (written `MAP(…)` by
+/// [`normalize_text`]) as the `named_struct('k', 'v', …)` the scalar
+/// function takes its per-call options from (see
+/// `sluice_functions::model::call_options`).
+fn options_argument(map: &Expr) -> Result<Expr> {
+    let bad = || {
+        DataFusionError::Plan(format!(
+            "ML_PREDICT configuration {map} must be MAP['key', 'value', …] of constants"
+        ))
+    };
+    let Expr::Function(function) = map else {
+        return Err(bad());
+    };
+    let FunctionArguments::List(list) = &function.args else {
+        return Err(bad());
+    };
+    let mut items = Vec::with_capacity(list.args.len());
+    for arg in &list.args {
+        let FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Value(value))) = arg else {
+            return Err(bad());
+        };
+        let text = match &value.value {
+            ast::Value::SingleQuotedString(s) => s.clone(),
+            ast::Value::Number(n, _) => n.to_string(),
+            _ => return Err(bad()),
+        };
+        items.push(text);
+    }
+    if items.len() % 2 != 0 {
+        return Err(bad());
+    }
+    let mut fields = Vec::with_capacity(items.len());
+    for pair in items.chunks(2) {
+        let key = pair[0].to_ascii_lowercase();
+        if !CALL_OPTIONS.contains(&key.as_str()) {
+            return Err(DataFusionError::Plan(format!(
+                "unknown ML_PREDICT option '{}' (known: {}; the model's own settings are set by \
+                 CREATE MODEL … WITH (…))",
+                pair[0],
+                CALL_OPTIONS.join(", ")
+            )));
+        }
+        fields.push(ast::Value::SingleQuotedString(key).to_string());
+        fields.push(ast::Value::SingleQuotedString(pair[1].clone()).to_string());
+    }
+    let sql = format!("named_struct({})", fields.join(", "));
+    Ok(Parser::new(&PostgreSqlDialect {})
+        .try_with_sql(&sql)?
+        .parse_expr()?)
 }
 
 struct Replacer {
@@ -215,7 +312,7 @@ fn ml_predict_args(factor: &TableFactor) -> Option<&[FunctionArg]> {
 
 fn usage_error(detail: &str) -> DataFusionError {
     DataFusionError::Plan(format!(
-        "ML_PREDICT: {detail}; expected ML_PREDICT(TABLE t, MODEL m, DESCRIPTOR(col, …))"
+        "ML_PREDICT: {detail}; expected ML_PREDICT(TABLE t, MODEL m, DESCRIPTOR(col, …)[, MAP[…]])"
     ))
 }
 
@@ -245,18 +342,16 @@ fn parse_call(args: &[FunctionArg]) -> Result<Call> {
         _ => return Err(usage_error("the second argument must name a model")),
     };
     let columns = descriptor_columns(descriptor)?;
-    if let Some(config) = rest.first() {
-        // Batching is a property of the shared model (CREATE MODEL …
-        // WITH ('max_batch_size' = …)), not of one call.
-        return Err(DataFusionError::NotImplemented(format!(
-            "ML_PREDICT configuration {config} is not supported; set batching on the model \
-             with CREATE MODEL … WITH ('max_batch_size' = …, 'max_batch_wait_ms' = …)"
-        )));
-    }
+    let options = match rest {
+        [] => None,
+        [config] => Some(options_argument(config)?),
+        _ => return Err(usage_error("too many arguments")),
+    };
     Ok(Call {
         table,
         model,
         columns,
+        options,
     })
 }
 
@@ -309,7 +404,8 @@ async fn subquery(ctx: &SessionContext, call: &Call) -> Result<ast::Query> {
             quote(&name)
         ));
     }
-    let arguments: Vec<String> = call.columns.iter().map(ToString::to_string).collect();
+    let mut arguments: Vec<String> = call.columns.iter().map(ToString::to_string).collect();
+    arguments.extend(call.options.as_ref().map(ToString::to_string));
     let sql = format!(
         "SELECT {} FROM (SELECT *, {FUNCTION}({}, {}) AS {} FROM {})",
         select.join(", "),

@@ -28,8 +28,14 @@ const GATHER_ROWS: usize = 8192;
 
 /// Runs a model on whole columns; implemented by each kind of model.
 pub trait BatchRunner: Send + 'static {
-    /// Output columns for `inputs` (all of the same length), row for row.
-    fn run(&mut self, inputs: &[ArrayRef], metrics: &ModelMetrics) -> Result<Vec<ArrayRef>>;
+    /// Output columns for `inputs` (all of the same length), row for row,
+    /// running the model on at most `batch_size` rows at a time.
+    fn run(
+        &mut self,
+        inputs: &[ArrayRef],
+        batch_size: usize,
+        metrics: &ModelMetrics,
+    ) -> Result<Vec<ArrayRef>>;
 }
 
 /// Counters of one loaded model, shown by `DESCRIBE MODEL`.
@@ -72,6 +78,8 @@ type Reply = Result<(Vec<ArrayRef>, RunStats)>;
 struct Job {
     inputs: Vec<ArrayRef>,
     rows: usize,
+    /// The caller's own rows-per-run limit (`ML_PREDICT(…, MAP[…])`).
+    batch_size: Option<usize>,
     reply: oneshot::Sender<Reply>,
     /// Released when the job is done: the rows stop counting as queued.
     _permit: OwnedSemaphorePermit,
@@ -106,6 +114,7 @@ impl ModelQueue {
             max_batch_size: settings.max_batch_size,
             max_wait: settings.max_wait,
             metrics: Arc::clone(&metrics),
+            held: None,
         };
         std::thread::Builder::new()
             .name(format!("sluice-model-{name}"))
@@ -127,8 +136,10 @@ impl ModelQueue {
     }
 
     /// Runs the model on `inputs` as part of whatever batch the worker
-    /// gathers; waits (without blocking a thread) for room in the queue.
-    pub async fn infer(&self, inputs: Vec<ArrayRef>) -> Reply {
+    /// gathers (with callers asking for the same `batch_size`: the
+    /// model's own when `None`); waits (without blocking a thread) for
+    /// room in the queue.
+    pub async fn infer(&self, inputs: Vec<ArrayRef>, batch_size: Option<usize>) -> Reply {
         let rows = inputs.first().map_or(0, |c| c.len());
         let permits = rows.clamp(1, self.max_queued_rows) as u32;
         let permit = Arc::clone(&self.queued_rows)
@@ -139,6 +150,7 @@ impl ModelQueue {
         let job = Job {
             inputs,
             rows,
+            batch_size,
             reply,
             _permit: permit,
         };
@@ -161,20 +173,33 @@ struct Worker {
     max_batch_size: usize,
     max_wait: Duration,
     metrics: Arc<ModelMetrics>,
+    /// A job taken while gathering that asks for another batch size: it
+    /// starts the next gathering.
+    held: Option<Job>,
 }
 
 impl Worker {
     /// Serves jobs until every sender is gone (the model was dropped).
     fn serve(mut self) {
-        while let Ok(first) = self.receiver.recv() {
-            let jobs = self.gather(first);
-            self.run_jobs(jobs);
+        loop {
+            let first = match self.held.take() {
+                Some(job) => job,
+                None => match self.receiver.recv() {
+                    Ok(job) => job,
+                    Err(_) => return,
+                },
+            };
+            let batch_size = first.batch_size.unwrap_or(self.max_batch_size);
+            let jobs = self.gather(first, batch_size);
+            self.run_jobs(jobs, batch_size);
         }
     }
 
-    /// Takes every queued job up to [`GATHER_ROWS`] rows; while fewer than a
-    /// model batch are at hand, waits up to `max_wait` for more.
-    fn gather(&self, first: Job) -> Vec<Job> {
+    /// Takes every queued job (asking for the same batch size) up to
+    /// [`GATHER_ROWS`] rows; while fewer than a model batch are at hand,
+    /// waits up to `max_wait` for more.
+    fn gather(&mut self, first: Job, batch_size: usize) -> Vec<Job> {
+        let wanted = first.batch_size;
         let mut rows = first.rows;
         let mut jobs = vec![first];
         let deadline = Instant::now() + self.max_wait;
@@ -184,7 +209,7 @@ impl Worker {
                 Err(TryRecvError::Disconnected) => None,
                 Err(TryRecvError::Empty) => {
                     let now = Instant::now();
-                    if rows >= self.max_batch_size || now >= deadline {
+                    if rows >= batch_size || now >= deadline {
                         None
                     } else {
                         // Timeout or disconnection both end the gathering.
@@ -193,18 +218,22 @@ impl Worker {
                 }
             };
             let Some(job) = next else { break };
+            if job.batch_size != wanted {
+                self.held = Some(job);
+                break;
+            }
             rows += job.rows;
             jobs.push(job);
         }
         jobs
     }
 
-    fn run_jobs(&mut self, jobs: Vec<Job>) {
+    fn run_jobs(&mut self, jobs: Vec<Job>, batch_size: usize) {
         // A caller that gave up (cancelled query) needs no answer.
         let jobs: Vec<Job> = jobs.into_iter().filter(|j| !j.reply.is_closed()).collect();
         if jobs.len() == 1 {
             for job in jobs {
-                let result = self.run(&job.inputs);
+                let result = self.run(&job.inputs, batch_size);
                 let _ = job.reply.send(result);
             }
             return;
@@ -212,7 +241,7 @@ impl Worker {
         if jobs.is_empty() {
             return;
         }
-        match merge(&jobs).and_then(|inputs| self.run(&inputs)) {
+        match merge(&jobs).and_then(|inputs| self.run(&inputs, batch_size)) {
             Ok((outputs, stats)) => {
                 let mut offset = 0;
                 for job in jobs {
@@ -224,14 +253,14 @@ impl Worker {
             Err(_) => {
                 // Find the caller whose rows fail; the others still succeed.
                 for job in jobs {
-                    let result = self.run(&job.inputs);
+                    let result = self.run(&job.inputs, batch_size);
                     let _ = job.reply.send(result);
                 }
             }
         }
     }
 
-    fn run(&mut self, inputs: &[ArrayRef]) -> Reply {
+    fn run(&mut self, inputs: &[ArrayRef], batch_size: usize) -> Reply {
         // This thread alone runs the model, so the counters' growth over
         // the call is exactly this call's.
         let before = self.snapshot();
@@ -239,15 +268,16 @@ impl Worker {
         let metrics = &self.metrics;
         // A panic inside the runtime must not take the worker (and with it
         // every later query on this model) down.
-        let result = std::panic::catch_unwind(AssertUnwindSafe(|| runner.run(inputs, metrics)))
-            .unwrap_or_else(|panic| {
-                let what = panic
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_else(|| "unknown panic".into());
-                Err(DataFusionError::Execution(format!("model failed: {what}")))
-            });
+        let result =
+            std::panic::catch_unwind(AssertUnwindSafe(|| runner.run(inputs, batch_size, metrics)))
+                .unwrap_or_else(|panic| {
+                    let what = panic
+                        .downcast_ref::<String>()
+                        .cloned()
+                        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                        .unwrap_or_else(|| "unknown panic".into());
+                    Err(DataFusionError::Execution(format!("model failed: {what}")))
+                });
         if result.is_err() {
             self.metrics.failures.fetch_add(1, Ordering::Relaxed);
         }
@@ -286,18 +316,41 @@ mod tests {
     use datafusion::arrow::array::{Array, Int64Array};
     use std::sync::atomic::AtomicUsize;
 
-    /// Doubles its input; fails on a negative value; counts its calls.
+    /// The input values and batch size of each run.
+    type Runs = Arc<Mutex<Vec<(Vec<i64>, usize)>>>;
+
+    /// Doubles its input; fails on a negative value; counts its calls and
+    /// remembers each run.
     struct Doubler {
         calls: Arc<AtomicUsize>,
+        seen: Runs,
+    }
+
+    impl Doubler {
+        fn new(calls: &Arc<AtomicUsize>) -> Self {
+            Self {
+                calls: Arc::clone(calls),
+                seen: Arc::default(),
+            }
+        }
     }
 
     impl BatchRunner for Doubler {
-        fn run(&mut self, inputs: &[ArrayRef], metrics: &ModelMetrics) -> Result<Vec<ArrayRef>> {
+        fn run(
+            &mut self,
+            inputs: &[ArrayRef],
+            batch_size: usize,
+            metrics: &ModelMetrics,
+        ) -> Result<Vec<ArrayRef>> {
             self.calls.fetch_add(1, Ordering::SeqCst);
             let values = inputs[0]
                 .as_any()
                 .downcast_ref::<Int64Array>()
                 .ok_or_else(|| DataFusionError::Internal("int64 expected".into()))?;
+            self.seen
+                .lock()
+                .unwrap()
+                .push((values.values().to_vec(), batch_size));
             if values.iter().flatten().any(|v| v < 0) {
                 return Err(DataFusionError::Execution("negative".into()));
             }
@@ -323,15 +376,13 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn concurrent_callers_share_batches_and_get_their_own_rows() {
         let calls = Arc::new(AtomicUsize::new(0));
-        let runner = Doubler {
-            calls: Arc::clone(&calls),
-        };
+        let runner = Doubler::new(&calls);
         // A long wait makes the worker gather all 20 callers into few runs.
         let queue = Arc::new(ModelQueue::start("t", Box::new(runner), &settings(200)).unwrap());
         let tasks: Vec<_> = (0..20i64)
             .map(|i| {
                 let queue = Arc::clone(&queue);
-                tokio::spawn(async move { (i, queue.infer(column(&[i, i + 100])).await) })
+                tokio::spawn(async move { (i, queue.infer(column(&[i, i + 100]), None).await) })
             })
             .collect();
         for task in tasks {
@@ -349,17 +400,15 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn one_callers_failure_does_not_fail_the_others() {
-        let runner = Doubler {
-            calls: Arc::new(AtomicUsize::new(0)),
-        };
+        let runner = Doubler::new(&Arc::new(AtomicUsize::new(0)));
         let queue = Arc::new(ModelQueue::start("t", Box::new(runner), &settings(200)).unwrap());
         let good = {
             let queue = Arc::clone(&queue);
-            tokio::spawn(async move { queue.infer(column(&[1, 2])).await })
+            tokio::spawn(async move { queue.infer(column(&[1, 2]), None).await })
         };
         let bad = {
             let queue = Arc::clone(&queue);
-            tokio::spawn(async move { queue.infer(column(&[-1])).await })
+            tokio::spawn(async move { queue.infer(column(&[-1]), None).await })
         };
         let (good, stats) = good.await.unwrap().unwrap();
         assert_eq!(good[0].len(), 2);
@@ -370,13 +419,39 @@ mod tests {
 
     #[tokio::test]
     async fn more_rows_than_the_queue_holds_still_run() {
-        let runner = Doubler {
-            calls: Arc::new(AtomicUsize::new(0)),
-        };
+        let runner = Doubler::new(&Arc::new(AtomicUsize::new(0)));
         let queue = ModelQueue::start("t", Box::new(runner), &settings(0)).unwrap();
         let values: Vec<i64> = (0..1000).collect();
-        let (out, stats) = queue.infer(column(&values)).await.unwrap();
+        let (out, stats) = queue.infer(column(&values), None).await.unwrap();
         assert_eq!(out[0].len(), 1000);
         assert_eq!(stats.rows, 1000);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn callers_asking_for_their_own_batch_size_get_it() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let runner = Doubler::new(&calls);
+        let seen = Arc::clone(&runner.seen);
+        let queue = Arc::new(ModelQueue::start("t", Box::new(runner), &settings(100)).unwrap());
+        let tasks: Vec<_> = (0..12i64)
+            .map(|i| {
+                let queue = Arc::clone(&queue);
+                let batch_size = (i % 2 == 0).then_some(7);
+                tokio::spawn(async move { queue.infer(column(&[i]), batch_size).await })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap().unwrap();
+        }
+        let seen = seen.lock().unwrap().clone();
+        // Rows of callers asking for 7 (even values) ran only with 7, the
+        // others only with the model's 1000: never merged across.
+        for (values, size) in &seen {
+            let expected = if values[0] % 2 == 0 { 7 } else { 1000 };
+            assert_eq!(*size, expected, "{seen:?}");
+            assert!(values.iter().all(|v| v % 2 == values[0] % 2), "{seen:?}");
+        }
+        let rows: usize = seen.iter().map(|(values, _)| values.len()).sum();
+        assert_eq!(rows, 12);
     }
 }

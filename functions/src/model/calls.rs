@@ -26,6 +26,7 @@ use datafusion::logical_expr::{
 use sluice_types::SluiceType;
 
 use super::batcher::RunStats;
+use super::call_options::{CallOptions, check_option_names, has_options, read_options};
 use super::registry::{LoadedModel, ModelInterface, ModelRegistry};
 
 /// Which model-calling function.
@@ -136,9 +137,19 @@ impl ModelCall {
     ) -> Result<ArrayRef> {
         let model = self.model(name)?;
         let rows = columns.first().map_or(0, |c| c.len());
+        let (fields, columns, options) = if self.kind == CallKind::Predict && has_options(fields) {
+            let mut columns = columns;
+            let options = match columns.pop() {
+                Some(column) => read_options(&column)?,
+                None => CallOptions::default(),
+            };
+            (&fields[..fields.len() - 1], columns, options)
+        } else {
+            (fields, columns, CallOptions::default())
+        };
         match (&model.interface, self.kind) {
             (ModelInterface::Embedding { .. }, CallKind::Embed) => {
-                let (mut outputs, run) = model.infer(columns).await?;
+                let (mut outputs, run) = model.infer(columns, None).await?;
                 self.record(rows, &run);
                 outputs
                     .pop()
@@ -146,7 +157,7 @@ impl ModelCall {
             }
             (ModelInterface::Predict(layout), CallKind::Predict) => {
                 let inputs = layout.assemble(&model.spec.name, fields, &columns)?;
-                let (outputs, run) = model.infer(inputs).await?;
+                let (outputs, run) = model.infer(inputs, options.batch_size).await?;
                 self.record(rows, &run);
                 let fields: Fields = layout.outputs.iter().map(|(_, f)| Arc::clone(f)).collect();
                 prediction_struct(fields, outputs)
@@ -156,7 +167,7 @@ impl ModelCall {
                     DataFusionError::Plan(format!("model {} takes a prompt", model.spec.name))
                 })?;
                 let inputs = vec![cast(prompts, &DataType::Utf8)?];
-                let (outputs, run) = model.infer(inputs).await?;
+                let (outputs, run) = model.infer(inputs, options.batch_size).await?;
                 self.record(rows, &run);
                 prediction_struct(Fields::from(vec![Arc::clone(output)]), outputs)
             }
@@ -196,6 +207,13 @@ impl ModelCall {
     }
 
     fn output_field(&self, model: &LoadedModel, arg_fields: &[FieldRef]) -> Result<Field> {
+        let arg_fields = match arg_fields.split_last() {
+            Some((last, rest)) if self.kind == CallKind::Predict && has_options(arg_fields) => {
+                check_option_names(last)?;
+                rest
+            }
+            _ => arg_fields,
+        };
         let arg_types: Vec<DataType> = arg_fields.iter().map(|f| f.data_type().clone()).collect();
         let name = self.name();
         match (&model.interface, self.kind) {

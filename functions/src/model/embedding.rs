@@ -110,7 +110,6 @@ pub struct TextEmbedder {
     tokenizer: PipelineTokenizer,
     layout: EmbeddingLayout,
     options: EncodeOptions,
-    max_batch_size: usize,
     pooling: Pooling,
     normalize: bool,
 }
@@ -137,13 +136,17 @@ impl TextEmbedder {
             tokenizer,
             layout,
             options,
-            max_batch_size: spec.batch.max_batch_size,
             pooling: spec.pooling,
             normalize: spec.normalize,
         }
     }
 
-    fn embed(&mut self, texts: &ArrayRef, metrics: &ModelMetrics) -> Result<ArrayRef> {
+    fn embed(
+        &mut self,
+        texts: &ArrayRef,
+        batch_size: usize,
+        metrics: &ModelMetrics,
+    ) -> Result<ArrayRef> {
         let texts = cast(texts, &DataType::Utf8)?;
         let texts = texts.as_string::<i32>();
         let present: Vec<usize> = (0..texts.len()).filter(|&i| texts.is_valid(i)).collect();
@@ -162,7 +165,7 @@ impl TextEmbedder {
         let mut valid = vec![false; texts.len()];
         let mut order: Vec<usize> = (0..encodings.len()).collect();
         order.sort_by_key(|&k| encodings[k].len());
-        for chunk in order.chunks(self.max_batch_size) {
+        for chunk in order.chunks(batch_size.max(1)) {
             let seq = chunk
                 .iter()
                 .map(|&k| encodings[k].len())
@@ -314,11 +317,16 @@ pub(crate) fn normalize(row: &mut [f32]) {
 }
 
 impl BatchRunner for TextEmbedder {
-    fn run(&mut self, inputs: &[ArrayRef], metrics: &ModelMetrics) -> Result<Vec<ArrayRef>> {
+    fn run(
+        &mut self,
+        inputs: &[ArrayRef],
+        batch_size: usize,
+        metrics: &ModelMetrics,
+    ) -> Result<Vec<ArrayRef>> {
         let texts = inputs
             .first()
             .ok_or_else(|| DataFusionError::Internal("EMBED got no input column".into()))?;
-        Ok(vec![self.embed(texts, metrics)?])
+        Ok(vec![self.embed(texts, batch_size, metrics)?])
     }
 }
 

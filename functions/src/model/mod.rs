@@ -18,6 +18,7 @@ use datafusion::logical_expr::async_udf::AsyncScalarUDF;
 use datafusion::prelude::SessionContext;
 
 pub mod batcher;
+pub mod call_options;
 pub mod calls;
 pub mod describe;
 pub mod embedding;

@@ -386,22 +386,26 @@ pub struct Predictor {
     model: String,
     session: Session,
     layout: PredictLayout,
-    max_batch_size: usize,
 }
 
 impl Predictor {
     /// A predictor over an open session.
     pub fn new(session: Session, layout: PredictLayout, spec: &ModelSpec) -> Self {
-        let max_batch_size = layout.fixed_batch.unwrap_or(spec.batch.max_batch_size);
         Self {
             model: spec.name.clone(),
             session,
             layout,
-            max_batch_size,
         }
     }
 
-    fn predict(&mut self, inputs: &[ArrayRef], metrics: &ModelMetrics) -> Result<Vec<ArrayRef>> {
+    fn predict(
+        &mut self,
+        inputs: &[ArrayRef],
+        batch_size: usize,
+        metrics: &ModelMetrics,
+    ) -> Result<Vec<ArrayRef>> {
+        // A model exported with a fixed batch size takes only that.
+        let batch_size = self.layout.fixed_batch.unwrap_or(batch_size).max(1);
         let rows = inputs.first().map_or(0, |c| c.len());
         // NULL in, NULL out: the model only sees complete rows.
         let present = rows_with_all_inputs(inputs);
@@ -416,7 +420,7 @@ impl Predictor {
         let mut pieces: Vec<Vec<ArrayRef>> = vec![Vec::new(); self.layout.outputs.len()];
         let mut start = 0;
         while start < model_rows {
-            let len = self.max_batch_size.min(model_rows - start);
+            let len = batch_size.min(model_rows - start);
             let mut batch: Vec<ArrayRef> =
                 model_inputs.iter().map(|c| c.slice(start, len)).collect();
             // A model exported with a fixed batch size gets full batches:
@@ -510,8 +514,13 @@ fn scatter(columns: &[ArrayRef], present: &BooleanArray, rows: usize) -> Result<
 }
 
 impl BatchRunner for Predictor {
-    fn run(&mut self, inputs: &[ArrayRef], metrics: &ModelMetrics) -> Result<Vec<ArrayRef>> {
-        self.predict(inputs, metrics)
+    fn run(
+        &mut self,
+        inputs: &[ArrayRef],
+        batch_size: usize,
+        metrics: &ModelMetrics,
+    ) -> Result<Vec<ArrayRef>> {
+        self.predict(inputs, batch_size, metrics)
     }
 }
 

@@ -92,11 +92,7 @@ impl LoadedModel {
                     (interface, Box::new(chat))
                 }
                 _ => {
-                    let embedder = RemoteEmbedder::connect(
-                        remote.clone(),
-                        spec.batch.max_batch_size,
-                        spec.normalize,
-                    )?;
+                    let embedder = RemoteEmbedder::connect(remote.clone(), spec.normalize)?;
                     let dim = embedder.dim;
                     (ModelInterface::Embedding { dim }, Box::new(embedder))
                 }
@@ -156,16 +152,21 @@ impl LoadedModel {
 
     /// Runs the model on input columns through its batching queue; also
     /// returns what the model runs that served them did.
+    /// `batch_size` overrides the model's rows per run for these rows.
     pub async fn infer(
         &self,
         inputs: Vec<datafusion::arrow::array::ArrayRef>,
+        batch_size: Option<usize>,
     ) -> Result<(Vec<datafusion::arrow::array::ArrayRef>, RunStats)> {
-        self.queue.infer(inputs).await.map_err(|e| match e {
-            DataFusionError::Execution(m) => {
-                DataFusionError::Execution(format!("model {}: {m}", self.spec.name))
-            }
-            other => other,
-        })
+        self.queue
+            .infer(inputs, batch_size)
+            .await
+            .map_err(|e| match e {
+                DataFusionError::Execution(m) => {
+                    DataFusionError::Execution(format!("model {}: {m}", self.spec.name))
+                }
+                other => other,
+            })
     }
 
     /// The model's counters.

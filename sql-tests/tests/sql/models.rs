@@ -241,6 +241,61 @@ async fn ml_predict_in_scalar_and_table_form() {
     )
     .await;
     assert_eq!(iris_rows, vec![vec![Some("3".into())]]);
+
+    // Flink's per-call configuration: MAP['batch_size', …] caps the rows
+    // per model run for this call only (the 3 non-NULL rows: 3 runs of 1).
+    let batches = |described: Vec<Vec<Option<String>>>| -> u64 {
+        described
+            .iter()
+            .find(|r| r[0].as_deref() == Some("batches"))
+            .and_then(|r| r[1].as_deref()?.parse().ok())
+            .expect("batches row")
+    };
+    let before = batches(rows(&sluice, "DESCRIBE MODEL lin").await);
+    let configured = rows(
+        &sluice,
+        "SELECT id, score, score0, label FROM ML_PREDICT(TABLE t, MODEL lin, DESCRIPTOR(x1, x2), MAP['batch_size', '1']) ORDER BY id",
+    )
+    .await;
+    assert_eq!(configured, expected, "same answers with the option");
+    assert_eq!(
+        batches(rows(&sluice, "DESCRIBE MODEL lin").await) - before,
+        3
+    );
+    let scalar = rows(
+        &sluice,
+        "SELECT ML_PREDICT('lin', x1, x2, MAP['batch_size', 2])['score'] FROM t WHERE id = 2",
+    )
+    .await;
+    assert_eq!(scalar, vec![vec![Some("1.5".into())]]);
+    let err = failure(
+        &sluice,
+        "SELECT * FROM ML_PREDICT(TABLE t, MODEL lin, DESCRIPTOR(x1, x2), MAP['async', 'true'])",
+    )
+    .await;
+    assert!(
+        err.to_string()
+            .contains("unknown ML_PREDICT option 'async'"),
+        "{err}"
+    );
+    let err = failure(
+        &sluice,
+        "SELECT * FROM ML_PREDICT(TABLE t, MODEL lin, DESCRIPTOR(x1, x2), MAP['batch_size', '0'])",
+    )
+    .await;
+    assert!(err.to_string().contains("positive integer"), "{err}");
+    // EXPLAIN sees the rewritten table form, with one model call.
+    let plan = rows(
+        &sluice,
+        "EXPLAIN SELECT * FROM ML_PREDICT(TABLE t, MODEL lin, DESCRIPTOR(x1, x2))",
+    )
+    .await;
+    let physical = plan
+        .iter()
+        .find(|r| r[0].as_deref() == Some("physical_plan"))
+        .and_then(|r| r[1].clone())
+        .expect("physical plan");
+    assert_eq!(physical.matches("ml_predict(lin").count(), 1, "{physical}");
 }
 
 /// The per-row channel means `channel_mean` returned for each row, in

@@ -100,7 +100,12 @@ fn parse_completion(text: &str) -> Answer<String> {
 }
 
 impl BatchRunner for RemoteChat {
-    fn run(&mut self, inputs: &[ArrayRef], metrics: &ModelMetrics) -> Result<Vec<ArrayRef>> {
+    fn run(
+        &mut self,
+        inputs: &[ArrayRef],
+        _batch_size: usize,
+        metrics: &ModelMetrics,
+    ) -> Result<Vec<ArrayRef>> {
         let prompts = inputs
             .first()
             .ok_or_else(|| DataFusionError::Internal("a chat model got no prompt".into()))?;

@@ -1,5 +1,5 @@
 //! Remote embedding models: `EMBED` through `/embeddings`. Each gathered
-//! batch is sent as requests of `max_batch_size` texts.
+//! batch is sent as requests of (at most) the batch size's texts.
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -19,7 +19,6 @@ use crate::model::spec::RemoteSettings;
 /// An embedding model served over HTTP.
 pub struct RemoteEmbedder {
     client: RemoteClient,
-    max_batch_size: usize,
     normalize: bool,
     /// Embedding dimension, found by a probe request at load.
     pub dim: usize,
@@ -27,14 +26,9 @@ pub struct RemoteEmbedder {
 
 impl RemoteEmbedder {
     /// Connects to the endpoint and learns the dimension with one request.
-    pub fn connect(
-        settings: RemoteSettings,
-        max_batch_size: usize,
-        normalize: bool,
-    ) -> Result<Self> {
+    pub fn connect(settings: RemoteSettings, normalize: bool) -> Result<Self> {
         let mut embedder = Self {
             client: RemoteClient::new(settings),
-            max_batch_size,
             normalize,
             dim: 0,
         };
@@ -58,12 +52,17 @@ impl RemoteEmbedder {
         })
     }
 
-    fn embed(&mut self, texts: &ArrayRef, metrics: &ModelMetrics) -> Result<ArrayRef> {
+    fn embed(
+        &mut self,
+        texts: &ArrayRef,
+        batch_size: usize,
+        metrics: &ModelMetrics,
+    ) -> Result<ArrayRef> {
         let texts = cast(texts, &DataType::Utf8)?;
         let texts = texts.as_string::<i32>();
         let present: Vec<usize> = (0..texts.len()).filter(|&i| texts.is_valid(i)).collect();
         let chunks: Vec<Vec<String>> = present
-            .chunks(self.max_batch_size)
+            .chunks(batch_size.max(1))
             .map(|chunk| chunk.iter().map(|&i| texts.value(i).to_string()).collect())
             .collect();
         let started = Instant::now();
@@ -140,11 +139,16 @@ fn parse_embeddings(text: &str, expected: usize) -> std::result::Result<Vec<Vec<
 }
 
 impl BatchRunner for RemoteEmbedder {
-    fn run(&mut self, inputs: &[ArrayRef], metrics: &ModelMetrics) -> Result<Vec<ArrayRef>> {
+    fn run(
+        &mut self,
+        inputs: &[ArrayRef],
+        batch_size: usize,
+        metrics: &ModelMetrics,
+    ) -> Result<Vec<ArrayRef>> {
         let texts = inputs
             .first()
             .ok_or_else(|| DataFusionError::Internal("EMBED got no input column".into()))?;
-        Ok(vec![self.embed(texts, metrics)?])
+        Ok(vec![self.embed(texts, batch_size, metrics)?])
     }
 }
 
