@@ -93,13 +93,13 @@ pub(crate) async fn create_table(
     // re-pushes filters already pushed into scans).
     let query = DataFrame::new(ctx.state(), cmd.input.as_ref().clone());
     let schema = Arc::clone(query.schema().inner());
-    let batches = query.collect().await?;
+    let rows = query.execute_stream().await?;
     let table = store
         .create(
             &name.schema,
             &name.table,
             schema,
-            batches,
+            rows,
             cmd.constraints.clone(),
             cmd.column_defaults.iter().cloned().collect(),
         )

@@ -7,10 +7,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::SendableRecordBatchStream;
 use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use datafusion::parquet::basic::{Compression, ZstdLevel};
 use datafusion::parquet::file::properties::WriterProperties;
+use futures::StreamExt;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
@@ -120,6 +122,38 @@ fn properties() -> WriterProperties {
     WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::default()))
         .build()
+}
+
+/// Writes the rows of `rows` as new data files as they come (memory holds
+/// one file's worth), stamped with the table's `schema` (field metadata
+/// included) whatever the input's field names; deletes what it wrote if
+/// the stream fails. Returns the files and their rows.
+pub async fn write_stream(
+    store: &dyn ObjectStore,
+    dir: &Path,
+    schema: &SchemaRef,
+    mut rows: SendableRecordBatchStream,
+) -> Result<(Vec<DataFile>, u64)> {
+    let mut writer = DataFileWriter::new(store, dir, schema);
+    let mut count = 0u64;
+    let mut write = async |writer: &mut DataFileWriter<'_>| -> Result<()> {
+        while let Some(batch) = rows.next().await {
+            let batch = batch?;
+            count += batch.num_rows() as u64;
+            writer
+                .write(&RecordBatch::try_new(
+                    Arc::clone(schema),
+                    batch.columns().to_vec(),
+                )?)
+                .await?;
+        }
+        Ok(())
+    };
+    if let Err(e) = write(&mut writer).await {
+        writer.abandon().await;
+        return Err(e);
+    }
+    Ok((writer.finish().await?, count))
 }
 
 /// Writes `batches` as new data files (one unless they are large): the

@@ -5,20 +5,20 @@ use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use datafusion::arrow::array::RecordBatch;
+
 use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::datasource::sink::DataSink;
 use datafusion::error::Result;
 use datafusion::execution::TaskContext;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, SendableRecordBatchStream};
-use futures::StreamExt;
+
 use object_store::ObjectStore;
 use object_store::path::Path;
 use tokio::sync::Mutex;
 
 use super::durable_table::TableState;
-use super::files::{DataFileWriter, read_files, write_data_files};
+use super::files::{read_files, write_data_files, write_stream};
 use super::manifest;
 
 /// Files below this many rows count as small.
@@ -72,33 +72,13 @@ impl DataSink for DurableSink {
 
     async fn write_all(
         &self,
-        mut data: SendableRecordBatchStream,
+        data: SendableRecordBatchStream,
         _context: &Arc<TaskContext>,
     ) -> Result<u64> {
         // Rows go to files as they arrive (a COPY of any size holds one
         // file's worth in memory); nothing is visible until the commit.
-        let mut writer = DataFileWriter::new(self.store.as_ref(), &self.dir, &self.schema);
-        let mut rows = 0u64;
-        let mut write = async |writer: &mut DataFileWriter<'_>| -> Result<()> {
-            while let Some(batch) = data.next().await {
-                let batch = batch?;
-                rows += batch.num_rows() as u64;
-                // Rows are stored under the table's schema (field metadata
-                // included), whatever the input's field names and metadata.
-                writer
-                    .write(&RecordBatch::try_new(
-                        Arc::clone(&self.schema),
-                        batch.columns().to_vec(),
-                    )?)
-                    .await?;
-            }
-            Ok(())
-        };
-        if let Err(e) = write(&mut writer).await {
-            writer.abandon().await;
-            return Err(e);
-        }
-        let files = writer.finish().await?;
+        let (files, rows) =
+            write_stream(self.store.as_ref(), &self.dir, &self.schema, data).await?;
         if files.is_empty() {
             return Ok(0);
         }

@@ -4,10 +4,10 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::Constraints;
 use datafusion::error::Result;
+use datafusion::execution::SendableRecordBatchStream;
 use datafusion::logical_expr::Expr;
 use futures::TryStreamExt;
 use object_store::path::Path;
@@ -15,7 +15,7 @@ use object_store::{ObjectStore, ObjectStoreExt};
 
 use super::definitions::{Definition, Definitions};
 use super::durable_table::DurableTable;
-use super::files::{resolve, write_data_files};
+use super::files::{resolve, write_stream};
 use super::manifest::{self, Manifest, storage_error};
 
 /// Where every durable table lives: an object store and a root path in it.
@@ -216,20 +216,22 @@ impl TableStore {
         )))
     }
 
-    /// Creates a table holding `batches` and commits its first version.
+    /// Creates a table holding the rows of `rows` (`CREATE TABLE AS`,
+    /// written as they come: memory holds one file's worth) and commits its
+    /// first version.
     pub async fn create(
         &self,
         schema_name: &str,
         name: &str,
         schema: SchemaRef,
-        batches: Vec<RecordBatch>,
+        rows: SendableRecordBatchStream,
         constraints: Constraints,
         column_defaults: HashMap<String, Expr>,
     ) -> Result<DurableTable> {
         let dir = self.table_dir(schema_name, name);
         // A dropped table's leftovers must not leak into a new one.
         self.delete_dir(&dir).await?;
-        let files = write_data_files(self.store.as_ref(), &dir, &schema, &batches).await?;
+        let (files, _) = write_stream(self.store.as_ref(), &dir, &schema, rows).await?;
         let mut manifest = Manifest {
             version: 1,
             schema: schema.as_ref().clone(),

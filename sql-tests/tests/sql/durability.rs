@@ -126,15 +126,23 @@ async fn bad_writes_leave_tables_unchanged() {
         "INSERT INTO strict VALUES (2, '[1,2,3]')",
         "INSERT INTO strict VALUES ('x', '[1,1]')",
         "INSERT INTO strict (nope) VALUES (1)",
+        // Fail while running, after some rows were computed.
+        "INSERT INTO strict SELECT 10 / (x - 3), '[1,1]' FROM generate_series(1, 5) AS g(x)",
+        "CREATE TABLE broken AS SELECT 10 / (x - 3) AS y FROM generate_series(1, 5) AS g(x)",
     ] {
         assert!(sluice.sql(bad).await.is_err(), "{bad} should fail");
     }
+    // A failed CREATE TABLE AS leaves no table and no files behind.
+    let broken = dir.path().join("tables/public/broken/data");
+    let leftovers = std::fs::read_dir(&broken).map_or(0, |d| d.count());
+    assert_eq!(leftovers, 0, "files of the failed CREATE TABLE AS");
     drop(sluice);
     let sluice = open(dir.path()).await;
     assert_eq!(
         rows(&sluice, "SELECT id FROM strict").await,
         vec![text(&["1"])]
     );
+    assert!(sluice.sql("SELECT * FROM broken").await.is_err());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
