@@ -21,6 +21,7 @@ pub mod media;
 pub mod object_ref;
 pub mod planner;
 pub mod resolve;
+pub mod retype;
 pub mod tensor;
 pub mod text;
 pub mod vector;

@@ -23,6 +23,7 @@ use datafusion::optimizer::AnalyzerRule;
 
 use crate::conversion::{lenient_value_input, text_input, text_output, value_input};
 use crate::extension::SluiceType;
+use crate::retype::{chooses_an_input, keep_type};
 
 /// See the module documentation. Register it before DataFusion's
 /// `TypeCoercion`, which would otherwise reject or mis-cast these
@@ -77,12 +78,18 @@ fn may_need_resolution(expr: &Expr) -> bool {
         Ok(matches!(
             e,
             Expr::Cast(_) | Expr::TryCast(_) | Expr::BinaryExpr(_) | Expr::InList(_)
-        ))
+        ) || chooses_an_input(e))
     })
     .unwrap_or(true)
 }
 
 fn resolve_expr(expr: Expr, schema: &DFSchema) -> Result<Transformed<Expr>> {
+    if chooses_an_input(&expr) {
+        return Ok(match keep_type(&expr, schema)? {
+            Some(typed) => Transformed::yes(typed),
+            None => Transformed::no(expr),
+        });
+    }
     match expr {
         Expr::Cast(Cast { expr: inner, field }) => {
             resolve_cast(*inner, &field, schema, false, |e, f| {

@@ -7,12 +7,16 @@ use datafusion::arrow::datatypes::{DataType, Field, Float64Type, Int64Type};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::logical_expr::ColumnarValue;
 use sluice_types::SluiceType;
+use sluice_types::extension::is_storage_of;
 
 /// Checks, at planning, that `field` is of type `expected`.
 pub fn expect_type(function: &str, field: &Field, expected: SluiceType) -> Result<()> {
     match SluiceType::of_field(field) {
         Some(found) if found == expected => Ok(()),
         _ if field.data_type() == &DataType::Null => Ok(()),
+        // An expression choosing among images (CASE, COALESCE) is typed by
+        // its storage at planning; the analyzer restores its type later.
+        None if is_storage_of(expected, field.data_type()) => Ok(()),
         found => Err(DataFusionError::Plan(format!(
             "function {function} takes {} as its first argument, not {} (convert bytes with {}(bytea) or read them with read_{}(ref))",
             expected.sql_name(),
