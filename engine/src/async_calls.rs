@@ -114,7 +114,125 @@ pub(crate) async fn fold(plan: LogicalPlan, ctx: &SessionContext) -> Result<Logi
             break;
         }
     }
-    project_sort_calls(plan)
+    let plan = project_sort_calls(plan)?;
+    project_nested_calls(plan)
+}
+
+/// Name prefix of the columns holding calls moved below their caller.
+const MOVED_CALL: &str = "__sluice_async_";
+
+fn uses_moved_call(expr: &Expr) -> bool {
+    expr.exists(|e| Ok(matches!(e, Expr::Column(c) if c.name.starts_with(MOVED_CALL))))
+        .unwrap_or(false)
+}
+
+/// Whether `expr` is an async call with an async call among its arguments
+/// (at any depth).
+fn has_nested_call(expr: &Expr) -> bool {
+    expr.exists(|e| {
+        Ok(match e {
+            Expr::ScalarFunction(ScalarFunction { func, args }) if func.as_async().is_some() => {
+                args.iter()
+                    .any(|a| a.exists(|inner| Ok(is_async_call(inner))).unwrap_or(false))
+            }
+            _ => false,
+        })
+    })
+    .unwrap_or(false)
+}
+
+/// Runs async calls nested in another async call's arguments
+/// (`read_image(object_ref(uri))` over a column) in a projection of their
+/// own below: DataFusion's async operator evaluates an async call's
+/// arguments synchronously. One level per round, innermost calls first.
+fn project_nested_calls(plan: LogicalPlan) -> Result<LogicalPlan> {
+    plan.transform_up_with_subqueries(|node| {
+        let mut node = node;
+        let mut changed = false;
+        for _ in 0..MAX_NESTING {
+            let LogicalPlan::Projection(projection) = &node else {
+                break;
+            };
+            if !projection.expr.iter().any(has_nested_call) {
+                break;
+            }
+            let input = Arc::clone(&projection.input);
+            let mut below: Vec<Expr> = input
+                .schema()
+                .columns()
+                .into_iter()
+                .map(Expr::Column)
+                .collect();
+            let names = NamePreserver::new(&node);
+            let mut above = Vec::with_capacity(projection.expr.len());
+            for expr in &projection.expr {
+                let saved = names.save(expr);
+                // Innermost calls inside another call's arguments: async
+                // calls whose own arguments hold none.
+                let rewritten = expr.clone().transform_down(|e| {
+                    let Expr::ScalarFunction(ScalarFunction { func, args }) = &e else {
+                        return Ok(Transformed::no(e));
+                    };
+                    if func.as_async().is_none() {
+                        return Ok(Transformed::no(e));
+                    }
+                    let args = args
+                        .iter()
+                        .cloned()
+                        .map(|arg| {
+                            arg.transform_up(|inner| {
+                                // A call over a column just moved below
+                                // waits for the next round.
+                                if !is_async_call(&inner)
+                                    || has_nested_call(&inner)
+                                    || uses_moved_call(&inner)
+                                {
+                                    return Ok(Transformed::no(inner));
+                                }
+                                // The same call twice is run once.
+                                let existing = below.iter().find_map(|e| match e {
+                                    Expr::Alias(alias) if *alias.expr == inner => {
+                                        Some(alias.name.clone())
+                                    }
+                                    _ => None,
+                                });
+                                let name = match existing {
+                                    Some(name) => name,
+                                    None => {
+                                        let name = format!("{MOVED_CALL}{}", below.len());
+                                        below.push(inner.alias(&name));
+                                        name
+                                    }
+                                };
+                                Ok(Transformed::yes(datafusion::prelude::col(name)))
+                            })
+                            .map(|t| t.data)
+                        })
+                        .collect::<Result<Vec<_>>>()?;
+                    Ok(Transformed::new(
+                        Expr::ScalarFunction(ScalarFunction {
+                            func: Arc::clone(func),
+                            args,
+                        }),
+                        true,
+                        TreeNodeRecursion::Jump,
+                    ))
+                })?;
+                above.push(saved.restore(rewritten.data));
+            }
+            node = LogicalPlanBuilder::from(input)
+                .project(below)?
+                .project(above)?
+                .build()?;
+            changed = true;
+        }
+        Ok(if changed {
+            Transformed::yes(node)
+        } else {
+            Transformed::no(node)
+        })
+    })
+    .map(|t| t.data)
 }
 
 /// How many levels of nested constant async calls are folded.
