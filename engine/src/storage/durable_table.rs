@@ -34,6 +34,7 @@ use crate::output::dml_count;
 use super::files::{DATA_STORE_URL, DataFileWriter, Snapshot, read_files, write_data_files};
 use super::manifest::{self, Manifest};
 use super::sink::DurableSink;
+use super::vector_bytes::VectorBytesAdapterFactory;
 
 /// What a table's writers change: the committed manifest and the snapshot
 /// of its files that new scans read.
@@ -316,6 +317,7 @@ impl TableProvider for DurableTable {
         let config =
             FileScanConfigBuilder::new(ObjectStoreUrl::parse(DATA_STORE_URL)?, Arc::new(source))
                 .with_file_group(FileGroup::new(files))
+                .with_expr_adapter(Some(Arc::new(VectorBytesAdapterFactory)))
                 .with_limit(limit)
                 .with_projection_indices(projection.cloned())?
                 .build();

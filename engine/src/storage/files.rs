@@ -17,6 +17,7 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
 use super::manifest::{DataFile, storage_error};
+use super::vector_bytes;
 
 /// The URL under which the data directory's store is registered with
 /// DataFusion, so table scans read through the same `object_store`.
@@ -39,6 +40,8 @@ pub struct DataFileWriter<'a> {
     store: &'a dyn ObjectStore,
     dir: &'a Path,
     schema: SchemaRef,
+    /// `schema` as laid out in the files (see [`vector_bytes`]).
+    file_schema: SchemaRef,
     current: Option<(ArrowWriter<Vec<u8>>, u64)>,
     written: Vec<DataFile>,
     target_file_bytes: usize,
@@ -52,6 +55,7 @@ impl<'a> DataFileWriter<'a> {
             store,
             dir,
             schema: Arc::clone(schema),
+            file_schema: vector_bytes::file_schema(schema),
             current: None,
             written: Vec::new(),
             target_file_bytes: TARGET_FILE_BYTES,
@@ -66,11 +70,15 @@ impl<'a> DataFileWriter<'a> {
         let (writer, rows) = match &mut self.current {
             Some(current) => current,
             None => self.current.insert((
-                ArrowWriter::try_new(Vec::new(), Arc::clone(&self.schema), Some(properties()))?,
+                ArrowWriter::try_new(
+                    Vec::new(),
+                    Arc::clone(&self.file_schema),
+                    Some(properties(&self.schema)),
+                )?,
                 0,
             )),
         };
-        writer.write(batch)?;
+        writer.write(&vector_bytes::to_file_batch(batch, &self.file_schema)?)?;
         *rows += batch.num_rows() as u64;
         if writer.in_progress_size() >= TARGET_ROW_GROUP_BYTES {
             writer.flush()?;
@@ -118,10 +126,10 @@ impl<'a> DataFileWriter<'a> {
 /// How data files are encoded: zstd at its fastest level (most of
 /// Postgres-style data halves again at a small CPU cost; Parquet's own
 /// dictionary and run-length encodings do the rest).
-fn properties() -> WriterProperties {
-    WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::default()))
-        .build()
+fn properties(schema: &SchemaRef) -> WriterProperties {
+    let builder =
+        WriterProperties::builder().set_compression(Compression::ZSTD(ZstdLevel::default()));
+    vector_bytes::tune_writer(schema, builder).build()
 }
 
 /// Writes the rows of `rows` as new data files as they come (memory holds
@@ -201,10 +209,7 @@ pub async fn read_files(
         let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)?.build()?;
         for batch in reader {
             let batch = batch.map_err(DataFusionError::from)?;
-            batches.push(RecordBatch::try_new(
-                Arc::clone(schema),
-                batch.columns().to_vec(),
-            )?);
+            batches.push(vector_bytes::from_file_batch(&batch, schema)?);
         }
     }
     Ok(batches)

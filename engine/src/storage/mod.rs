@@ -40,6 +40,7 @@ mod manifest;
 mod sink;
 mod synced_local;
 mod table;
+mod vector_bytes;
 
 pub use durable_table::DurableTable;
 pub use files::DATA_STORE_URL;
