@@ -557,32 +557,42 @@ pub fn tensor_at(
             Ok((shape.dims(), list.value(idx)))
         }
         None => {
-            let parts = values.as_struct_opt().ok_or_else(|| {
-                DataFusionError::Internal(format!("tensor stored as {}", values.data_type()))
-            })?;
-            let (Some(data), Some(dims)) = (
-                parts
-                    .column_by_name("data")
-                    .and_then(|c| c.as_list_opt::<i32>()),
-                parts
-                    .column_by_name("shape")
-                    .and_then(|c| c.as_list_opt::<i32>()),
-            ) else {
-                return Err(DataFusionError::Internal(
-                    "variable tensor without data/shape lists".into(),
-                ));
-            };
-            let dims = dims.value(idx);
-            let dims = dims
-                .as_primitive_opt::<Int32Type>()
-                .ok_or_else(|| DataFusionError::Internal("tensor shape not int32".into()))?
-                .values()
-                .iter()
-                .map(|d| usize::try_from(*d).unwrap_or(0))
-                .collect();
-            Ok((dims, data.value(idx)))
+            let (data, shapes) = variable_parts(values)?;
+            Ok((dims_at(shapes, idx)?, data.value(idx)))
         }
     }
+}
+
+/// The data and shape lists of variable-shape tensor storage.
+pub fn variable_parts(values: &dyn Array) -> Result<(&ListArray, &ListArray)> {
+    let parts = values.as_struct_opt().ok_or_else(|| {
+        DataFusionError::Internal(format!("tensor stored as {}", values.data_type()))
+    })?;
+    match (
+        parts
+            .column_by_name("data")
+            .and_then(|c| c.as_list_opt::<i32>()),
+        parts
+            .column_by_name("shape")
+            .and_then(|c| c.as_list_opt::<i32>()),
+    ) {
+        (Some(data), Some(shapes)) => Ok((data, shapes)),
+        _ => Err(DataFusionError::Internal(
+            "variable tensor without data/shape lists".into(),
+        )),
+    }
+}
+
+/// The dimensions of the tensor at `idx` of a variable tensor's shape list.
+pub fn dims_at(shapes: &ListArray, idx: usize) -> Result<Vec<usize>> {
+    let dims = shapes.value(idx);
+    Ok(dims
+        .as_primitive_opt::<Int32Type>()
+        .ok_or_else(|| DataFusionError::Internal("tensor shape not int32".into()))?
+        .values()
+        .iter()
+        .map(|d| usize::try_from(*d).unwrap_or(0))
+        .collect())
 }
 
 /// Appends the nested-array text form of one tensor.

@@ -13,12 +13,14 @@ use std::sync::Arc;
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int32Array};
 use datafusion::arrow::buffer::OffsetBuffer;
 use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, Field, Float32Type, Int32Type};
+use datafusion::arrow::datatypes::{DataType, Field, Float32Type};
 use datafusion::error::{DataFusionError, Result};
 use ort::value::DynValue;
 use sluice_types::SluiceType;
 use sluice_types::media::{encoded_bytes, image_ops};
-use sluice_types::tensor::{TensorBuilder, TensorElement, TensorShape, variable_array};
+use sluice_types::tensor::{
+    TensorBuilder, TensorElement, TensorShape, dims_at, variable_array, variable_parts,
+};
 
 use super::spec::ImagePreprocessing;
 use super::tensors::{TensorSpec, tensor_from_values};
@@ -192,33 +194,9 @@ pub fn to_model_tensors(
 /// keeps rows with a NULL input away from the model). All rows must have
 /// one shape, which the input must accept.
 pub fn batch_tensor(model: &str, spec: &TensorSpec, column: &ArrayRef) -> Result<DynValue> {
-    let parts = column.as_struct_opt().ok_or_else(|| {
-        DataFusionError::Internal(format!("model tensor rows as {}", column.data_type()))
-    })?;
-    let (Some(data), Some(shapes)) = (
-        parts
-            .column_by_name("data")
-            .and_then(|c| c.as_list_opt::<i32>()),
-        parts
-            .column_by_name("shape")
-            .and_then(|c| c.as_list_opt::<i32>()),
-    ) else {
-        return Err(DataFusionError::Internal(
-            "variable tensor without data/shape lists".into(),
-        ));
-    };
-    let rows = parts.len();
-    let dims_of = |row: usize| -> Result<Vec<usize>> {
-        let dims = shapes.value(row);
-        let dims = dims
-            .as_primitive_opt::<Int32Type>()
-            .ok_or_else(|| DataFusionError::Internal("tensor shape not int32".into()))?;
-        Ok(dims
-            .values()
-            .iter()
-            .map(|&d| usize::try_from(d).unwrap_or(0))
-            .collect())
-    };
+    let (data, shapes) = variable_parts(column.as_ref())?;
+    let rows = column.len();
+    let dims_of = |row: usize| dims_at(shapes, row);
     let first = if rows == 0 {
         row_dims(spec)
             .iter()
