@@ -34,7 +34,6 @@ use datafusion::sql::sqlparser::ast::{
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
-use sluice_functions::model::call_options::CALL_OPTIONS;
 
 use crate::models;
 
@@ -251,16 +250,10 @@ fn options_argument(map: &Expr) -> Result<Expr> {
         return Err(bad());
     }
     let mut fields = Vec::with_capacity(items.len());
+    // Option names are checked where the options are read, by the
+    // function (`sluice_functions::model::call_options`).
     for pair in items.chunks(2) {
         let key = pair[0].to_ascii_lowercase();
-        if !CALL_OPTIONS.contains(&key.as_str()) {
-            return Err(DataFusionError::Plan(format!(
-                "unknown ML_PREDICT option '{}' (known: {}; the model's own settings are set by \
-                 CREATE MODEL … WITH (…))",
-                pair[0],
-                CALL_OPTIONS.join(", ")
-            )));
-        }
         fields.push(ast::Value::SingleQuotedString(key).to_string());
         fields.push(ast::Value::SingleQuotedString(pair[1].clone()).to_string());
     }

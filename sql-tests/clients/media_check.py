@@ -29,7 +29,6 @@ import hashlib
 import io
 import math
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -42,7 +41,7 @@ import psycopg
 from PIL import Image
 
 from crash_check import start  # the same start-up wait as the other checks
-from s3_check import free_port, s3_env, start_moto, stop
+from s3_check import finish, free_port, s3_env, start_moto, stop
 
 BUCKET = "media-test"
 MEAN = [0.485, 0.456, 0.406]
@@ -522,21 +521,8 @@ def main():
         s3_checks(binary, work, log, moto_log, files, procs)
     except Exception as e:  # a step that could not run at all
         check("run", False, f"{type(e).__name__}: {e}")
-    finally:
-        for proc in reversed(procs):
-            proc.kill()
-            proc.wait()
-        log.close()
-        moto_log.close()
-    if failures:
-        print(f"--- sluice log tail (files and moto log under {work})")
-        with open(os.path.join(work, "server.log"), "rb") as f:
-            print(f.read().decode(errors="replace")[-3000:])
-    else:
-        shutil.rmtree(work, ignore_errors=True)
-    print(f"media check: {len(failures)} failed" + (f" ({', '.join(failures)})" if failures else ", all passed")
-          + f" in {time.monotonic() - began:.0f} s")
-    sys.exit(1 if failures else 0)
+    finish("media check", failures, work, procs, [log, moto_log], f"files and moto log under {work}",
+           f" in {time.monotonic() - began:.0f} s")
 
 
 if __name__ == "__main__":

@@ -35,6 +35,26 @@ def check(name, ok, detail=""):
         failures.append(name)
 
 
+def finish(label, failures, work, procs, logs, hint, suffix=""):
+    """Ends a check run: kills what is left of `procs`, closes `logs`,
+    shows the server log's tail on failure (else removes `work`), prints
+    the summary line and exits with its status."""
+    for proc in reversed(procs):
+        proc.kill()
+        proc.wait()
+    for log in logs:
+        log.close()
+    if failures:
+        print(f"--- sluice log tail ({hint})")
+        with open(os.path.join(work, "server.log"), "rb") as f:
+            print(f.read().decode(errors="replace")[-3000:])
+    else:
+        shutil.rmtree(work, ignore_errors=True)
+    print(f"{label}: {len(failures)} failed" + (f" ({', '.join(failures)})" if failures else ", all passed")
+          + suffix)
+    sys.exit(1 if failures else 0)
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -195,20 +215,7 @@ def main():
             check("unreachable endpoint: exits within 60 s", False, "still running after 60 s")
     except Exception as e:  # a step that could not run at all
         check("run", False, f"{type(e).__name__}: {e}")
-    finally:
-        for proc in reversed(procs):
-            proc.kill()
-            proc.wait()
-        log.close()
-        moto_log.close()
-    if failures:
-        print(f"--- sluice log tail (moto log: {work}/moto.log)")
-        with open(os.path.join(work, "server.log"), "rb") as f:
-            print(f.read().decode(errors="replace")[-3000:])
-    else:
-        shutil.rmtree(work, ignore_errors=True)
-    print(f"s3 check: {len(failures)} failed" + (f" ({', '.join(failures)})" if failures else ", all passed"))
-    sys.exit(1 if failures else 0)
+    finish("s3 check", failures, work, procs, [log, moto_log], f"moto log: {work}/moto.log")
 
 
 if __name__ == "__main__":

@@ -5,14 +5,11 @@ use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-
-use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::datasource::sink::DataSink;
 use datafusion::error::Result;
 use datafusion::execution::TaskContext;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, SendableRecordBatchStream};
-
 use object_store::ObjectStore;
 use object_store::path::Path;
 use tokio::sync::Mutex;
@@ -120,14 +117,9 @@ impl DurableSink {
             &self.schema,
         )
         .await?;
-        let merged = concat_batches(&self.schema, &batches)?;
-        let merged_files = write_data_files(
-            self.store.as_ref(),
-            &self.dir,
-            &self.schema,
-            std::slice::from_ref(&merged),
-        )
-        .await?;
+        // The writer gathers the small batches into full row groups itself.
+        let merged_files =
+            write_data_files(self.store.as_ref(), &self.dir, &self.schema, &batches).await?;
         let mut next = state.manifest.clone();
         next.version += 1;
         next.files.truncate(start);

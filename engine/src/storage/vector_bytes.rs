@@ -143,12 +143,18 @@ fn bytes_to_vector(column: &ArrayRef, field: &Field) -> Result<ArrayRef> {
     };
     let len = binary.len() * *n as usize;
     let bytes = binary.values().clone();
+    if bytes.len() < len * 4 {
+        return Err(DataFusionError::Internal(format!(
+            "vector bytes hold {} bytes for {len} floats",
+            bytes.len()
+        )));
+    }
     let floats: ScalarBuffer<f32> = if bytes.as_ptr().align_offset(4) == 0 {
         ScalarBuffer::new(bytes, 0, len)
     } else {
         // Values are in the machine's byte order: written by this machine
         // kind (Parquet keeps fixed-size binary bytes as they are).
-        bytes
+        bytes[..len * 4]
             .chunks_exact(4)
             .map(|b| f32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
             .collect()
