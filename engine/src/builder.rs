@@ -13,6 +13,7 @@ use datafusion::execution::SessionStateBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use sluice_functions::model::ModelRegistry;
 use sluice_functions::model::explain::CountModelCalls;
+use sluice_functions::model::secrets::KeyVariablePolicy;
 
 use crate::pg_compat;
 use crate::sluice::Sluice;
@@ -36,6 +37,9 @@ pub struct SluiceConfig {
     /// …) may read: local folders, `file://` URLs, `s3://bucket/prefix`.
     /// Empty: nowhere.
     pub object_roots: Vec<String>,
+    /// Environment variables remote models may read API keys from: exact
+    /// names or `PREFIX_*`. Empty: `OPENAI_API_KEY` and `SLUICE_MODEL_KEY_*`.
+    pub model_key_variables: Vec<String>,
 }
 
 impl Default for SluiceConfig {
@@ -47,6 +51,7 @@ impl Default for SluiceConfig {
                 .unwrap_or(1),
             batch_size: 8192,
             object_roots: Vec::new(),
+            model_key_variables: Vec::new(),
         }
     }
 }
@@ -90,6 +95,14 @@ impl SluiceBuilder {
         self
     }
 
+    /// Allows remote models to read API keys from `variable` (an exact
+    /// name or `PREFIX_*`); the first call replaces the default allow-list
+    /// (`OPENAI_API_KEY`, `SLUICE_MODEL_KEY_*`).
+    pub fn model_key_variable(mut self, variable: impl Into<String>) -> Self {
+        self.config.model_key_variables.push(variable.into());
+        self
+    }
+
     /// Builds the engine: creates the data directory and registers every
     /// Sluice function, catalog table and planner extension.
     pub async fn build(self) -> Result<Sluice> {
@@ -104,7 +117,12 @@ impl SluiceBuilder {
             ))
         })?;
 
-        let models = Arc::new(ModelRegistry::new());
+        let key_variables = if config.model_key_variables.is_empty() {
+            KeyVariablePolicy::default()
+        } else {
+            KeyVariablePolicy::new(config.model_key_variables.iter().cloned())
+        };
+        let models = Arc::new(ModelRegistry::with_key_variables(key_variables));
         let session_config = SessionConfig::new()
             .with_extension(Arc::clone(&store))
             .with_extension(Arc::clone(&models))

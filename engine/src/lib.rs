@@ -38,6 +38,7 @@
 mod alter_table;
 mod async_calls;
 mod builder;
+mod column_names;
 pub mod copy_in;
 mod durable_ddl;
 mod literal_insert;
@@ -45,6 +46,7 @@ mod ml_predict;
 mod model_statement;
 mod models;
 mod output;
+pub mod parameters;
 mod pg_compat;
 mod pg_types_catalog;
 mod session;

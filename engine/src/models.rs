@@ -152,6 +152,7 @@ async fn spec_of(ctx: &SessionContext, create: &CreateModel) -> Result<ModelSpec
     let outputs = column_fields(ctx, &create.outputs).await?;
     let mut spec = ModelSpec::new(&create.name, inputs, outputs, create.options.clone())?;
     spec.comment = create.comment.clone();
+    registry(ctx)?.check(&spec)?;
     Ok(spec)
 }
 

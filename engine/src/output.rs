@@ -1,18 +1,15 @@
 //! What planning and running a statement produce: [`PreparedStatement`] and
 //! [`QueryOutput`].
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{RecordBatch, UInt64Array};
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef};
-use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::error::{DataFusionError, Result};
-use datafusion::logical_expr::{
-    Cast, DdlStatement, Expr, LogicalPlan, Statement, TryCast, WriteOp,
-};
+use datafusion::logical_expr::{DdlStatement, LogicalPlan, Statement, WriteOp};
 use datafusion::physical_plan::SendableRecordBatchStream;
 
+use crate::column_names::PostgresNames;
 use crate::copy_in::{CopyFromStdin, CopyIn};
 use crate::model_statement::ModelStatement;
 use crate::statement::SessionCommand;
@@ -23,6 +20,8 @@ use crate::statement::SessionCommand;
 #[derive(Debug, Clone)]
 pub struct PreparedStatement {
     pub(crate) kind: PreparedKind,
+    /// The result columns' names as Postgres gives them, for queries.
+    pub(crate) names: Option<PostgresNames>,
 }
 
 #[derive(Debug, Clone)]
@@ -45,7 +44,7 @@ impl PreparedStatement {
     pub fn result_schema(&self) -> SchemaRef {
         match &self.kind {
             PreparedKind::Plan(plan) if plan_returns_rows(plan) => {
-                Arc::new(plan.schema().as_arrow().clone())
+                self.with_postgres_names(Arc::new(plan.schema().as_arrow().clone()))
             }
             PreparedKind::Session(SessionCommand::Show { name }) => {
                 Arc::new(Schema::new(vec![Field::new(
@@ -58,6 +57,15 @@ impl PreparedStatement {
             PreparedKind::Model(statement) => crate::models::result_schema(statement),
             _ => Arc::new(Schema::empty()),
         }
+    }
+
+    /// `schema` with the result columns named as Postgres names them
+    /// (`?column?`, a function's name) where the query leaves them unnamed.
+    pub(crate) fn with_postgres_names(&self, schema: SchemaRef) -> SchemaRef {
+        self.names
+            .as_ref()
+            .and_then(|names| names.apply(&schema))
+            .unwrap_or(schema)
     }
 
     /// Types of the `$1`, `$2`, … parameters in order; `None` where
@@ -81,15 +89,7 @@ impl PreparedStatement {
         if matches!(**plan, LogicalPlan::Statement(Statement::Prepare(_))) {
             return Ok(vec![]);
         }
-        let mut fields = plan.get_parameter_fields()?;
-        // `$1::BIGINT` tells Postgres the parameter's type; DataFusion leaves
-        // a placeholder under a cast untyped, so read the cast's target type.
-        for (id, cast_field) in placeholder_casts(plan)? {
-            if let Some(slot @ None) = fields.get_mut(&id) {
-                *slot = Some(cast_field);
-            }
-        }
-        ordered_parameters(fields)
+        crate::parameters::ordered_parameter_fields(plan)
     }
 
     /// Whether executing this statement yields rows (as opposed to a tag).
@@ -128,47 +128,6 @@ impl PreparedStatement {
             | PreparedKind::AlterTable(_) => None,
         }
     }
-}
-
-/// Placeholders that appear directly under a cast, with the cast's type.
-fn placeholder_casts(plan: &LogicalPlan) -> Result<Vec<(String, FieldRef)>> {
-    let mut found = Vec::new();
-    plan.apply_with_subqueries(|node| {
-        node.apply_expressions(|expr| {
-            expr.apply(|e| {
-                if let Expr::Cast(Cast { expr, field }) | Expr::TryCast(TryCast { expr, field }) = e
-                    && let Expr::Placeholder(p) = expr.as_ref()
-                {
-                    found.push((p.id.clone(), Arc::clone(field)));
-                }
-                Ok(TreeNodeRecursion::Continue)
-            })
-        })
-    })?;
-    Ok(found)
-}
-
-/// Puts `$n` parameters in positional order. Parameters a client never
-/// mentions (e.g. `$2` used but `$1` not) are reported as untyped.
-fn ordered_parameters(types: HashMap<String, Option<FieldRef>>) -> Result<Vec<Option<FieldRef>>> {
-    let mut numbered: Vec<(usize, Option<FieldRef>)> = types
-        .into_iter()
-        .filter_map(|(id, ty)| {
-            id.trim_start_matches('$')
-                .parse::<usize>()
-                .ok()
-                .map(|n| (n, ty))
-        })
-        .collect();
-    numbered.sort_by_key(|(n, _)| *n);
-    let count = numbered.last().map(|(n, _)| *n).unwrap_or(0);
-    let mut ordered = vec![None; count];
-    for (n, ty) in numbered {
-        if n >= 1 {
-            ordered[n - 1] = ty;
-        }
-    }
-    Ok(ordered)
 }
 
 pub(crate) fn show_all_schema() -> SchemaRef {

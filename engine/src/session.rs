@@ -4,16 +4,19 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use datafusion::arrow::array::{RecordBatch, StringArray, UInt64Array};
+use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::common::{ParamValues, ScalarValue};
 use datafusion::error::{DataFusionError, Result};
-use datafusion::logical_expr::{DdlStatement, LogicalPlan, WriteOp};
+use datafusion::logical_expr::{DdlStatement, LogicalPlan, Statement, WriteOp};
+use datafusion::physical_plan::SendableRecordBatchStream;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::prelude::{DataFrame, SessionContext};
 use datafusion::sql::parser::Statement as DFStatement;
-use futures::stream;
+use futures::{StreamExt, stream};
 use sluice_types::conversion::convert_parameter;
 
+use crate::column_names::PostgresNames;
 use crate::copy_in::CopyIn;
 use crate::durable_ddl;
 use crate::models::ModelOutcome;
@@ -77,16 +80,25 @@ impl SluiceSession {
     /// Plans one statement. Parameters (`$1`, …) stay as placeholders until
     /// [`Self::execute`] binds them.
     pub async fn prepare(&self, statement: &SluiceStatement) -> Result<PreparedStatement> {
+        let names = match statement {
+            SluiceStatement::DataFusion(stmt) => PostgresNames::of(stmt),
+            _ => None,
+        };
         let kind = match statement {
             SluiceStatement::DataFusion(stmt) => {
-                PreparedKind::Plan(Box::new(self.plan(stmt).await?))
+                crate::parameters::check_statement(stmt)?;
+                let plan = self.plan(stmt).await?;
+                // `$n` numbers come from the client: checked before anything
+                // is sized by them.
+                crate::parameters::parameter_numbers(&plan)?;
+                PreparedKind::Plan(Box::new(plan))
             }
             SluiceStatement::Session(cmd) => PreparedKind::Session(cmd.clone()),
             SluiceStatement::Model(statement) => PreparedKind::Model(statement.clone()),
             SluiceStatement::CopyFrom(statement) => PreparedKind::CopyFrom(statement.clone()),
             SluiceStatement::AlterTable(alter) => PreparedKind::AlterTable(alter.clone()),
         };
-        Ok(PreparedStatement { kind })
+        Ok(PreparedStatement { kind, names })
     }
 
     /// Plans a statement for DataFusion, after Sluice's rewrites of its text.
@@ -141,9 +153,23 @@ impl SluiceSession {
                         let params = conform_params(params, &prepared.parameter_types()?)?;
                         (**plan).clone().replace_params_with_values(&params)?
                     }
-                    None => (**plan).clone(),
+                    None => {
+                        if !matches!(**plan, LogicalPlan::Statement(Statement::Prepare(_)))
+                            && let Some(&first) =
+                                crate::parameters::parameter_numbers(plan)?.first()
+                        {
+                            return Err(crate::parameters::missing_parameter(first).into());
+                        }
+                        (**plan).clone()
+                    }
                 };
-                self.execute_plan(plan).await
+                match self.execute_plan(plan).await? {
+                    QueryOutput::Rows(stream) => {
+                        let schema = prepared.with_postgres_names(stream.schema());
+                        Ok(QueryOutput::Rows(renamed(stream, schema)))
+                    }
+                    other => Ok(other),
+                }
             }
             PreparedKind::Session(cmd) => self.execute_session_command(cmd),
             PreparedKind::Model(statement) => {
@@ -380,6 +406,24 @@ fn transaction(tag: &'static str, effect: TransactionEffect) -> QueryOutput {
         transaction: effect,
         ..CommandComplete::tag(tag)
     })
+}
+
+/// `stream` with its batches under `schema`: the same columns, other names.
+fn renamed(stream: SendableRecordBatchStream, schema: SchemaRef) -> SendableRecordBatchStream {
+    if schema == stream.schema() {
+        return stream;
+    }
+    let batches_schema = Arc::clone(&schema);
+    Box::pin(RecordBatchStreamAdapter::new(
+        schema,
+        stream.map(move |batch| {
+            let batch = batch?;
+            Ok(RecordBatch::try_new(
+                Arc::clone(&batches_schema),
+                batch.columns().to_vec(),
+            )?)
+        }),
+    ))
 }
 
 fn rows_output(batch: RecordBatch) -> QueryOutput {

@@ -44,6 +44,16 @@ struct ServeArgs {
         value_delimiter = ','
     )]
     object_roots: Vec<String>,
+    /// An environment variable remote models may read their API key from
+    /// (`'api_key_env'`): an exact name or `PREFIX_*`; repeat for several.
+    /// Unset: `OPENAI_API_KEY` and `SLUICE_MODEL_KEY_*`. No other variable
+    /// of the server's environment can be sent to an endpoint.
+    #[arg(
+        long = "model-key-env",
+        env = "SLUICE_MODEL_KEY_ENVS",
+        value_delimiter = ','
+    )]
+    model_key_variables: Vec<String>,
 }
 
 impl Default for ServeArgs {
@@ -52,6 +62,7 @@ impl Default for ServeArgs {
             listen: SocketAddr::from(([127, 0, 0, 1], 5433)),
             data_dir: "./sluice-data".into(),
             object_roots: Vec::new(),
+            model_key_variables: Vec::new(),
         }
     }
 }
@@ -88,13 +99,16 @@ fn main() -> ExitCode {
 
 async fn run(args: ServeArgs) -> Result<(), String> {
     let location = DataLocation::parse(&args.data_dir).map_err(|e| e.to_string())?;
+    let builder = args.object_roots.iter().fold(
+        Sluice::builder().data_location(location),
+        |builder, root| builder.object_root(root),
+    );
     let engine = args
-        .object_roots
+        .model_key_variables
         .iter()
-        .fold(
-            Sluice::builder().data_location(location),
-            |builder, root| builder.object_root(root),
-        )
+        .fold(builder, |builder, variable| {
+            builder.model_key_variable(variable)
+        })
         .build()
         .await
         .map_err(|e| format!("cannot start the engine: {e}"))?;

@@ -11,6 +11,7 @@ use datafusion::arrow::error::ArrowError;
 use datafusion::common::SchemaError;
 use datafusion::error::DataFusionError;
 use pgwire::error::{ErrorInfo, PgWireError};
+use sluice_types::error::SluiceError;
 
 /// SQLSTATE codes Sluice uses.
 pub mod codes {
@@ -76,6 +77,9 @@ pub fn user_error(code: &str, message: impl Into<String>) -> PgWireError {
 /// The message without DataFusion's variant prefixes ("Error during
 /// planning: "), which mean nothing to a SQL user.
 fn message(err: &DataFusionError) -> String {
+    if let Some(sluice) = SluiceError::find(err) {
+        return sluice.message.clone();
+    }
     let root = innermost(err);
     match root {
         DataFusionError::SQL(e, _) => e
@@ -147,6 +151,10 @@ fn innermost(err: &DataFusionError) -> &DataFusionError {
 /// The SQLSTATE for an engine error.
 pub fn sqlstate(err: &DataFusionError) -> &'static str {
     use codes::*;
+    // An error raised with its SQLSTATE keeps it.
+    if let Some(sluice) = SluiceError::find(err) {
+        return sluice.sqlstate.code();
+    }
     match innermost(err) {
         DataFusionError::SQL(..) => SYNTAX_ERROR,
         DataFusionError::ArrowError(e, _) => arrow_sqlstate(e),

@@ -15,6 +15,7 @@
 //! it once, so every front end sees the same types.
 
 pub mod conversion;
+pub mod error;
 pub mod extension;
 pub mod float_text;
 pub mod media;

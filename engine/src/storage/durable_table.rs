@@ -8,13 +8,12 @@ use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use datafusion::arrow::array::{Array, RecordBatch, UInt64Array, new_null_array};
+use datafusion::arrow::array::{Array, RecordBatch, new_null_array};
 use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef};
+use datafusion::arrow::datatypes::{Field, FieldRef, Schema, SchemaRef};
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::config::TableParquetOptions;
 use datafusion::common::{Constraints, DFSchema, SchemaExt};
-use datafusion::datasource::MemTable;
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
 use datafusion::datasource::sink::DataSinkExec;
@@ -22,17 +21,17 @@ use datafusion::datasource::source::DataSourceExec;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::logical_expr::dml::InsertOp;
+use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{Expr, TableType};
+use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::empty::EmptyExec;
-use datafusion::physical_plan::{ExecutionPlan, collect};
 use object_store::ObjectStore;
 use object_store::path::Path;
 use tokio::sync::Mutex;
 
-use crate::output::dml_count;
-
-use super::files::{DATA_STORE_URL, DataFileWriter, Snapshot, read_files, write_data_files};
+use super::files::{DATA_STORE_URL, DataFileWriter, Snapshot, read_files};
 use super::manifest::{self, Manifest};
+use super::row_change::{ChangedTable, RowChange, RowChangeExec};
 use super::sink::DurableSink;
 use super::vector_bytes::VectorBytesAdapterFactory;
 
@@ -53,17 +52,6 @@ impl TableState {
         self.manifest = next;
         Snapshot::succeed(previous, &snapshot).await;
     }
-}
-
-/// What a DELETE or UPDATE does to the rows it selects.
-enum RowChange {
-    Delete {
-        filters: Vec<Expr>,
-    },
-    Update {
-        assignments: Vec<(String, Expr)>,
-        filters: Vec<Expr>,
-    },
 }
 
 /// A table whose every acknowledged write is on durable storage.
@@ -105,70 +93,43 @@ impl DurableTable {
         }
     }
 
-    /// Applies a DELETE or UPDATE file by file: each file's rows are read,
-    /// changed with MemTable's SQL semantics (three-valued predicates,
-    /// UPDATE expressions), and only files with affected rows are
-    /// rewritten; one commit covers them all. Returns the affected-row
-    /// count as DataFusion's DML plans do.
-    async fn rewrite(
+    /// Plans a DELETE or UPDATE: the predicate and new values become
+    /// physical expressions now; the table changes only when the plan runs
+    /// ([`RowChangeExec`]).
+    fn plan_row_change(
         &self,
         state: &dyn Session,
-        change: RowChange,
+        assignments: Vec<(String, Expr)>,
+        filters: Vec<Expr>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let mut table = self.state.lock().await;
-        let mut affected = 0u64;
-        let mut files = Vec::with_capacity(table.manifest.files.len());
-        for file in &table.manifest.files {
-            let batches = read_files(
-                self.store.as_ref(),
-                &self.dir,
-                std::slice::from_ref(file),
-                &self.schema,
+        let df_schema = DFSchema::try_from(Arc::clone(&self.schema))?;
+        let predicate = conjunction(filters)
+            .map(|predicate| state.create_physical_expr(predicate, &df_schema))
+            .transpose()?;
+        let change = if assignments.is_empty() {
+            RowChange::Delete
+        } else {
+            RowChange::Update(
+                assignments
+                    .into_iter()
+                    .map(|(name, value)| {
+                        let index = self.schema.index_of(&name).map_err(|_| {
+                            DataFusionError::Plan(format!(
+                                "column \"{name}\" of relation does not exist"
+                            ))
+                        })?;
+                        Ok((index, state.create_physical_expr(value, &df_schema)?))
+                    })
+                    .collect::<Result<_>>()?,
             )
-            .await?;
-            let rows = MemTable::try_new(Arc::clone(&self.schema), vec![batches])?;
-            let result = match &change {
-                RowChange::Delete { filters } => rows.delete_from(state, filters.clone()).await?,
-                RowChange::Update {
-                    assignments,
-                    filters,
-                } => {
-                    rows.update(state, assignments.clone(), filters.clone())
-                        .await?
-                }
-            };
-            let count = dml_count(collect(result, state.task_ctx()).await?)?;
-            if count == 0 {
-                files.push(file.clone());
-                continue;
-            }
-            affected += count;
-            let kept = collect(rows.scan(state, None, &[], None).await?, state.task_ctx()).await?;
-            if kept.iter().any(|b| b.num_rows() > 0) {
-                files.extend(
-                    write_data_files(self.store.as_ref(), &self.dir, &self.schema, &kept).await?,
-                );
-            }
-        }
-        if affected > 0 {
-            let mut next = table.manifest.clone();
-            next.version += 1;
-            next.files = files;
-            manifest::commit(self.store.as_ref(), &self.dir, &next).await?;
-            table.install(&self.store, &self.dir, next).await;
-        }
-        let schema = Arc::new(Schema::new(vec![Field::new(
-            "count",
-            DataType::UInt64,
-            false,
-        )]));
-        let batch = RecordBatch::try_new(
-            Arc::clone(&schema),
-            vec![Arc::new(UInt64Array::from(vec![affected]))],
-        )?;
-        MemTable::try_new(schema, vec![vec![batch]])?
-            .scan(state, None, &[], None)
-            .await
+        };
+        let table = ChangedTable {
+            store: Arc::clone(&self.store),
+            dir: self.dir.clone(),
+            schema: Arc::clone(&self.schema),
+            state: Arc::clone(&self.state),
+        };
+        Ok(Arc::new(RowChangeExec::new(table, change, predicate)))
     }
 
     /// `ALTER TABLE … ADD COLUMN`: the table with `field` appended, existing
@@ -329,7 +290,7 @@ impl TableProvider for DurableTable {
         state: &dyn Session,
         filters: Vec<Expr>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        self.rewrite(state, RowChange::Delete { filters }).await
+        self.plan_row_change(state, Vec::new(), filters)
     }
 
     async fn truncate(&self, state: &dyn Session) -> Result<Arc<dyn ExecutionPlan>> {
@@ -343,14 +304,10 @@ impl TableProvider for DurableTable {
         assignments: Vec<(String, Expr)>,
         filters: Vec<Expr>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        self.rewrite(
-            state,
-            RowChange::Update {
-                assignments,
-                filters,
-            },
-        )
-        .await
+        if assignments.is_empty() {
+            return Err(DataFusionError::Plan("UPDATE sets no column".into()));
+        }
+        self.plan_row_change(state, assignments, filters)
     }
 
     async fn insert_into(

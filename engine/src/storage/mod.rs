@@ -37,6 +37,7 @@ mod durable_table;
 mod files;
 mod location;
 mod manifest;
+mod row_change;
 mod sink;
 mod synced_local;
 mod table;

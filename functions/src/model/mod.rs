@@ -7,7 +7,8 @@
 //! - [`registry`]: the catalog of models and their loaded sessions.
 //! - [`batcher`]: one worker per model gathering rows from all callers.
 //! - [`embedding`] / [`predictor`]: text embedding and tabular models.
-//! - [`remote`]: OpenAI-compatible HTTP models.
+//! - [`remote`]: OpenAI-compatible HTTP models; [`secrets`]: which
+//!   environment variables their API keys may come from.
 //! - [`tensors`]: Arrow ↔ ONNX tensors.
 //! - [`calls`]: the SQL functions.
 //! - [`explain`]: per-plan model figures in `EXPLAIN ANALYZE`.
@@ -27,6 +28,7 @@ pub mod predictor;
 pub mod registry;
 pub mod remote;
 pub mod runtime;
+pub mod secrets;
 pub mod spec;
 pub mod tensor_inputs;
 pub mod tensors;

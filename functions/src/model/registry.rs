@@ -18,6 +18,7 @@ use super::embedding::{EmbeddingLayout, TextEmbedder, load_tokenizer};
 use super::predictor::{PredictLayout, Predictor};
 use super::remote::{RemoteChat, RemoteEmbedder};
 use super::runtime::{Device, open_session};
+use super::secrets::KeyVariablePolicy;
 use super::spec::{ModelSpec, Task};
 use super::tensors::{TensorSpec, signature};
 
@@ -225,12 +226,31 @@ impl ModelEntry {
 #[derive(Debug, Default)]
 pub struct ModelRegistry {
     models: RwLock<BTreeMap<String, Arc<ModelEntry>>>,
+    key_variables: KeyVariablePolicy,
 }
 
 impl ModelRegistry {
     /// An empty catalog.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty catalog whose remote models may read API keys only from
+    /// the variables `key_variables` allows.
+    pub fn with_key_variables(key_variables: KeyVariablePolicy) -> Self {
+        Self {
+            models: RwLock::default(),
+            key_variables,
+        }
+    }
+
+    /// Checks a definition against the server's policies before it is
+    /// loaded or stored: a remote model's key variable must be allowed.
+    pub fn check(&self, spec: &ModelSpec) -> Result<()> {
+        match &spec.remote {
+            Some(remote) => self.key_variables.check(&remote.api_key_env),
+            None => Ok(()),
+        }
     }
 
     /// Adds a model that is already loaded (`CREATE MODEL` loads eagerly to

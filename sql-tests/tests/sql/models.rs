@@ -735,11 +735,16 @@ enum Answer {
 
 /// A local OpenAI-compatible endpoint. `/v1/embeddings`: a text embeds as
 /// `[length, count of 'a', 1]`; `/v1/chat/completions`: the answer is
-/// `<system prompt>|<prompt in upper case>`. Returns its base URL and the
-/// number of requests it has received.
+/// `<system prompt>|<prompt in upper case>`. Returns its base URL, the
+/// number of requests it has received and the `Authorization` headers they
+/// carried.
 async fn fake_openai(
     answer: impl Fn(usize) -> Answer + Send + Sync + 'static,
-) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+) -> (
+    String,
+    Arc<std::sync::atomic::AtomicUsize>,
+    Arc<std::sync::Mutex<Vec<String>>>,
+) {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -748,11 +753,14 @@ async fn fake_openai(
     let url = format!("http://{}/v1", listener.local_addr().expect("addr"));
     let requests = Arc::new(AtomicUsize::new(0));
     let counter = Arc::clone(&requests);
+    let authorizations = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = Arc::clone(&authorizations);
     let answer = Arc::new(answer);
     tokio::spawn(async move {
         while let Ok((mut socket, _)) = listener.accept().await {
             let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
             let answer = Arc::clone(&answer);
+            let seen = Arc::clone(&seen);
             tokio::spawn(async move {
                 let mut buffer = Vec::new();
                 let mut chunk = [0u8; 4096];
@@ -779,6 +787,13 @@ async fn fake_openai(
                                     .then(|| v.trim().parse().ok())?
                             })
                             .unwrap_or(0);
+                        if let Some(key) = text[..end].lines().find_map(|l| {
+                            let (k, v) = l.split_once(':')?;
+                            k.eq_ignore_ascii_case("authorization")
+                                .then(|| v.trim().to_string())
+                        }) {
+                            seen.lock().expect("lock").push(key);
+                        }
                         if buffer.len() >= end + 4 + length {
                             break (buffer[end + 4..end + 4 + length].to_vec(), chat);
                         }
@@ -834,7 +849,7 @@ async fn fake_openai(
             });
         }
     });
-    (url, requests)
+    (url, requests, authorizations)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -843,7 +858,7 @@ async fn remote_models_batch_retry_and_time_out() {
     let dir = tempfile::tempdir().expect("temp dir");
     let sluice = open(dir.path()).await;
     // Request 2 (the first after CREATE's probe) fails once with 503.
-    let (url, requests) = fake_openai(|n| {
+    let (url, requests, _) = fake_openai(|n| {
         if n == 2 {
             Answer::Status(503)
         } else {
@@ -879,7 +894,7 @@ async fn remote_models_batch_retry_and_time_out() {
 
     // An endpoint that keeps failing: the query fails with the endpoint's
     // answer after the retries; the engine goes on serving.
-    let (url, _) = fake_openai(|n| {
+    let (url, _, _) = fake_openai(|n| {
         if n == 1 {
             Answer::Serve
         } else {
@@ -899,7 +914,7 @@ async fn remote_models_batch_retry_and_time_out() {
     );
 
     // A stalled endpoint runs into the timeout.
-    let (url, _) = fake_openai(|n| if n == 1 { Answer::Serve } else { Answer::Stall }).await;
+    let (url, _, _) = fake_openai(|n| if n == 1 { Answer::Serve } else { Answer::Stall }).await;
     run(&sluice, &format!(
         "CREATE MODEL slow WITH ('provider' = 'openai', 'endpoint' = '{url}', 'timeout_ms' = '300', 'max_retries' = '0')"
     ))
@@ -925,7 +940,7 @@ async fn remote_chat_models_answer_each_row() {
     let dir = tempfile::tempdir().expect("temp dir");
     let sluice = open(dir.path()).await;
     // Request 3 fails once with 429: retried.
-    let (url, requests) = fake_openai(|n| {
+    let (url, requests, _) = fake_openai(|n| {
         if n == 3 {
             Answer::Status(429)
         } else {
@@ -1049,4 +1064,84 @@ async fn vector_search_with_embed_in_order_by_and_where() {
     )
     .await;
     assert_eq!(ids(by_column), vec!["2"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_model_keys_come_only_from_allowed_variables() {
+    // Variables of this test process are the server's environment.
+    // SAFETY: set once, before any thread of this test reads it; no other
+    // test reads these names.
+    unsafe {
+        std::env::set_var("SLUICE_MODEL_KEY_TEST", "allowed-secret");
+        std::env::set_var("SLUICE_TEST_NOT_A_KEY", "server-secret");
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let sluice = open(dir.path()).await;
+    let (url, requests, authorizations) = fake_openai(|_| Answer::Serve).await;
+    for variable in ["SLUICE_TEST_NOT_A_KEY", "HOME", "AWS_SECRET_ACCESS_KEY"] {
+        let err = sluice
+            .sql(&format!(
+                "CREATE MODEL leak WITH ('provider' = 'openai', 'endpoint' = '{url}', \
+                 'model' = 'x', 'api_key_env' = '{variable}')"
+            ))
+            .await
+            .expect_err(variable);
+        let wire = sluice_server::sqlstate::error_info(&err);
+        assert_eq!(wire.code, "42501", "{variable}: {err}");
+        assert!(wire.message.contains("may not name"), "{}", wire.message);
+        assert!(!wire.message.contains("server-secret"), "{}", wire.message);
+    }
+    assert_eq!(
+        requests.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "a refused model sends nothing"
+    );
+    assert!(
+        failure(&sluice, "SELECT EMBED('leak', 'x')")
+            .await
+            .to_string()
+            .contains("does not exist")
+    );
+
+    // An allowed variable's key reaches the endpoint.
+    run(
+        &sluice,
+        &format!(
+            "CREATE MODEL keyed WITH ('provider' = 'openai', 'endpoint' = '{url}', \
+         'model' = 'x', 'api_key_env' = 'SLUICE_MODEL_KEY_TEST', 'normalize' = 'false')"
+        ),
+    )
+    .await;
+    assert_eq!(
+        rows(&sluice, "SELECT EMBED('keyed', 'abc')::text").await,
+        vec![vec![Some("[3,1,1]".into())]]
+    );
+    let seen = authorizations.lock().expect("lock").clone();
+    assert!(!seen.is_empty());
+    assert!(
+        seen.iter().all(|h| h == "Bearer allowed-secret"),
+        "{seen:?}"
+    );
+
+    // An operator's own allow-list replaces the default.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let strict = Sluice::builder()
+        .data_dir(dir.path())
+        .model_key_variable("SLUICE_TEST_NOT_A_KEY")
+        .build()
+        .await
+        .expect("engine");
+    let err = strict
+        .sql(&format!(
+            "CREATE MODEL k WITH ('provider' = 'openai', 'endpoint' = '{url}', 'api_key_env' = 'SLUICE_MODEL_KEY_TEST')"
+        ))
+        .await
+        .expect_err("not on this server's list");
+    assert!(err.to_string().contains("may not name"), "{err}");
+    strict
+        .sql(&format!(
+            "CREATE MODEL k WITH ('provider' = 'openai', 'endpoint' = '{url}', 'api_key_env' = 'SLUICE_TEST_NOT_A_KEY')"
+        ))
+        .await
+        .expect("allowed by the operator");
 }

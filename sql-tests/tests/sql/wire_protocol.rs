@@ -741,3 +741,178 @@ async fn copy_from_stdin_loads_text_and_csv_durably() {
     drop(client);
     server.stop().await.expect("stop");
 }
+
+/// `$n` numbers come from the client: huge, zero and malformed ones are
+/// errors with Postgres' SQLSTATEs on both protocols, never an allocation
+/// sized by them (`$100000000000` once aborted the server process).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parameter_numbers_are_bounded_on_both_protocols() {
+    let (server, _dir) = start().await;
+    let (client, _task) = connect(&server).await;
+    let cases = [
+        ("SELECT $100000000000::bigint", "54000"),
+        ("SELECT $99999::bigint", "54000"),
+        ("SELECT $0::bigint", "42P02"),
+        ("SELECT $-1::bigint", ""),
+    ];
+    for (sql, code) in cases {
+        let simple = client.simple_query(sql).await.expect_err(sql);
+        let prepared = client.prepare(sql).await.expect_err(sql);
+        for err in [simple, prepared] {
+            let db = err
+                .as_db_error()
+                .unwrap_or_else(|| panic!("{sql}: not a server error: {err}"));
+            if code.is_empty() {
+                // Postgres calls `$-1` a syntax error; any clean error will do.
+                assert_ne!(db.code().code(), "XX000", "{sql}: {db:?}");
+            } else {
+                assert_eq!(db.code().code(), code, "{sql}: {db:?}");
+            }
+        }
+    }
+    // The simple protocol has no values to give a `$n`.
+    let err = client
+        .simple_query("SELECT $1::bigint")
+        .await
+        .expect_err("no parameters");
+    assert_eq!(err.code(), Some(&SqlState::UNDEFINED_PARAMETER), "{err:?}");
+    let db = err.as_db_error().expect("server error");
+    assert_eq!(db.message(), "there is no parameter $1");
+    // The server still serves this connection and new ones.
+    let row = client
+        .query_one("SELECT $1::bigint + 1", &[&41i64])
+        .await
+        .expect("typed");
+    assert_eq!(row.get::<_, i64>(0), 42);
+    let (other, _other_task) = connect(&server).await;
+    let rows = other
+        .simple_query("SELECT 7")
+        .await
+        .expect("another connection");
+    assert_eq!(first_row(&rows).get(0), Some("7"));
+}
+
+/// Planning a write changes nothing: `EXPLAIN` shows the plan, a prepared
+/// DELETE that never runs deletes nothing, `EXPLAIN ANALYZE` performs the
+/// change and reports it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explain_and_prepare_do_not_write() {
+    let (server, _dir) = start().await;
+    let (client, _task) = connect(&server).await;
+    client
+        .batch_execute(
+            "CREATE TABLE explained (id BIGINT); INSERT INTO explained VALUES (1), (2), (3)",
+        )
+        .await
+        .expect("setup");
+    let ids = async |client: &Client| -> Vec<i64> {
+        client
+            .query("SELECT id FROM explained ORDER BY id", &[])
+            .await
+            .expect("read")
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+    };
+    let plan_text = |messages: Vec<SimpleQueryMessage>| -> String {
+        messages
+            .iter()
+            .filter_map(|m| match m {
+                SimpleQueryMessage::Row(r) => Some(
+                    (0..r.len())
+                        .filter_map(|i| r.get(i))
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                ),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+
+    let plan = plan_text(
+        client
+            .simple_query("EXPLAIN DELETE FROM explained WHERE id = 1")
+            .await
+            .expect("explain delete"),
+    );
+    assert!(plan.contains("RowChangeExec: op=DELETE"), "{plan}");
+    let plan = plan_text(
+        client
+            .simple_query("EXPLAIN UPDATE explained SET id = 20 WHERE id = 2")
+            .await
+            .expect("explain update"),
+    );
+    assert!(plan.contains("RowChangeExec: op=UPDATE"), "{plan}");
+    client
+        .simple_query("EXPLAIN TRUNCATE explained")
+        .await
+        .expect("explain truncate");
+    assert_eq!(ids(&client).await, vec![1, 2, 3], "EXPLAIN changed data");
+
+    // Prepared, never executed: over the extended protocol and with SQL.
+    let _statement = client
+        .prepare("DELETE FROM explained WHERE id = $1")
+        .await
+        .expect("prepare");
+    client
+        .batch_execute("PREPARE never AS DELETE FROM explained WHERE id = 3")
+        .await
+        .expect("sql prepare");
+    assert_eq!(ids(&client).await, vec![1, 2, 3], "PREPARE changed data");
+
+    let plan = plan_text(
+        client
+            .simple_query("EXPLAIN ANALYZE DELETE FROM explained WHERE id = 1")
+            .await
+            .expect("explain analyze"),
+    );
+    assert!(plan.contains("rows_affected=1"), "{plan}");
+    assert_eq!(
+        ids(&client).await,
+        vec![2, 3],
+        "EXPLAIN ANALYZE runs the plan"
+    );
+    client
+        .simple_query("EXPLAIN ANALYZE UPDATE explained SET id = id * 10 WHERE id = 3")
+        .await
+        .expect("explain analyze update");
+    assert_eq!(ids(&client).await, vec![2, 30]);
+}
+
+/// Unaliased result columns carry Postgres' names in RowDescription.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn result_columns_are_named_as_postgres_names_them() {
+    let (server, _dir) = start().await;
+    let (client, _task) = connect(&server).await;
+    client
+        .batch_execute(
+            "CREATE TABLE named (id BIGINT, v VECTOR(2)); INSERT INTO named VALUES (1, '[1,2]')",
+        )
+        .await
+        .expect("setup");
+    let sql = "SELECT 1, now(), vector_dims(v), (id * 2)::text, '5'::int, count(*) OVER (), id AS Ident, * FROM named";
+    let expected = [
+        "?column?",
+        "now",
+        "vector_dims",
+        "text",
+        "int4",
+        "count",
+        "ident",
+        "id",
+        "v",
+    ];
+    let statement = client.prepare(sql).await.expect("prepare");
+    let described: Vec<&str> = statement.columns().iter().map(|c| c.name()).collect();
+    assert_eq!(described, expected, "Describe");
+    let messages = client.simple_query(sql).await.expect("simple");
+    let SimpleQueryMessage::RowDescription(columns) = &messages[0] else {
+        panic!("no RowDescription first: {messages:?}");
+    };
+    let simple: Vec<&str> = columns.iter().map(|c| c.name()).collect();
+    assert_eq!(simple, expected, "simple protocol");
+    let row = client.query_one(sql, &[]).await.expect("extended");
+    assert_eq!(row.get::<_, i64>("id"), 1);
+    assert_eq!(row.get::<_, String>("text"), "2");
+}

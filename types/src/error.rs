@@ -1,0 +1,107 @@
+//! [`SluiceError`]: an error that knows its SQLSTATE when it is raised.
+//!
+//! DataFusion's error variants say in which phase something failed, not what
+//! a Postgres client should be told; mapping messages to codes afterwards is
+//! guesswork. Sluice code that knows the right code raises a `SluiceError`,
+//! boxed in [`DataFusionError::External`], and the wire edge reads the code
+//! back with [`SluiceError::find`]. It lives in the lowest crate so every
+//! crate above can raise one.
+
+use std::fmt;
+
+use datafusion::error::DataFusionError;
+
+/// A SQLSTATE code (<https://www.postgresql.org/docs/15/errcodes-appendix.html>).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SqlState(pub &'static str);
+
+impl SqlState {
+    /// `08P01`: the client broke the wire protocol.
+    pub const PROTOCOL_VIOLATION: SqlState = SqlState("08P01");
+    /// `42P02`: a `$n` that names no parameter.
+    pub const UNDEFINED_PARAMETER: SqlState = SqlState("42P02");
+    /// `54000`: a statement beyond one of Sluice's limits.
+    pub const PROGRAM_LIMIT_EXCEEDED: SqlState = SqlState("54000");
+    /// `42501`: the server's configuration does not allow this.
+    pub const INSUFFICIENT_PRIVILEGE: SqlState = SqlState("42501");
+    /// `22023`: an option or argument with a value outside its domain.
+    pub const INVALID_PARAMETER_VALUE: SqlState = SqlState("22023");
+
+    /// The five-character code.
+    pub fn code(self) -> &'static str {
+        self.0
+    }
+}
+
+/// An error with its SQLSTATE and the message a client sees.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SluiceError {
+    /// What a client should branch on.
+    pub sqlstate: SqlState,
+    /// What a person reads.
+    pub message: String,
+}
+
+impl SluiceError {
+    /// An error with `sqlstate` and `message`.
+    pub fn new(sqlstate: SqlState, message: impl Into<String>) -> Self {
+        Self {
+            sqlstate,
+            message: message.into(),
+        }
+    }
+
+    /// This error as a [`DataFusionError`], so it travels through
+    /// DataFusion's `Result`s unchanged.
+    pub fn into_datafusion(self) -> DataFusionError {
+        DataFusionError::External(Box::new(self))
+    }
+
+    /// The `SluiceError` inside `err`, looking through DataFusion's
+    /// wrappers (context, shared and collected errors).
+    pub fn find(err: &DataFusionError) -> Option<&SluiceError> {
+        match err {
+            DataFusionError::External(inner) => inner
+                .downcast_ref::<SluiceError>()
+                .or_else(|| inner.downcast_ref::<DataFusionError>().and_then(Self::find)),
+            DataFusionError::Context(_, inner) | DataFusionError::Diagnostic(_, inner) => {
+                Self::find(inner)
+            }
+            DataFusionError::Shared(inner) => Self::find(inner),
+            DataFusionError::Collection(errs) => errs.first().and_then(Self::find),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for SluiceError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for SluiceError {}
+
+impl From<SluiceError> for DataFusionError {
+    fn from(err: SluiceError) -> Self {
+        err.into_datafusion()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn found_through_wrappers() {
+        let err = SluiceError::new(SqlState::UNDEFINED_PARAMETER, "there is no parameter $0");
+        let wrapped = DataFusionError::Context(
+            "planning".into(),
+            Box::new(DataFusionError::Shared(std::sync::Arc::new(
+                err.clone().into_datafusion(),
+            ))),
+        );
+        assert_eq!(SluiceError::find(&wrapped), Some(&err));
+        assert_eq!(SluiceError::find(&DataFusionError::Plan("x".into())), None);
+    }
+}
