@@ -7,6 +7,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+# The house first: formatting, lints, and no import circle between the
+# top-level modules of any crate.
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets -- -D warnings
+python3 scripts/module_cycles.py
 cargo build --workspace --bins
 cargo test --workspace 2>&1 | tee /tmp/sluice-cargo-test.log
 TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"

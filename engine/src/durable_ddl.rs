@@ -44,7 +44,7 @@ impl DurableName {
 /// Where `name` lives, when it is in the default catalog (the durable one);
 /// `None` for tables elsewhere.
 pub(crate) fn durable_name(ctx: &SessionContext, name: &TableReference) -> Option<DurableName> {
-    let options = ctx.state().config_options().clone();
+    let options = Arc::clone(ctx.state().config_options());
     let resolved = name.clone().resolve(
         &options.catalog.default_catalog,
         &options.catalog.default_schema,

@@ -103,7 +103,6 @@ pub fn bound_parameters<S: Clone>(
 /// `String`, which refuses those types). Such parameters are handed to it
 /// as text instead (binary UUIDs rewritten to their text form); the engine
 /// then parses the text into the type the query needs.
-#[allow(clippy::type_complexity)]
 fn sluice_parameters_as_text<S: Clone>(
     portal: &Portal<S>,
     announced: &[Type],

@@ -104,7 +104,7 @@ impl CountModelCalls {
 impl PhysicalOptimizerRule for CountModelCalls {
     // `AsyncFuncExec::async_exprs` is deprecated as unused by DataFusion
     // itself; reading a plan's async expressions is exactly this rule's job.
-    #[allow(deprecated)]
+    #[expect(deprecated)]
     fn optimize(
         &self,
         plan: Arc<dyn ExecutionPlan>,
@@ -136,7 +136,7 @@ impl PhysicalOptimizerRule for CountModelCalls {
             // two at a time. Coalescing first gives the model full batches.
             // CoalesceBatchesExec is deprecated because DataFusion's own
             // operators now coalesce internally; AsyncFuncExec does not.
-            #[allow(deprecated)]
+            #[expect(deprecated)]
             let input: Arc<dyn ExecutionPlan> = Arc::new(
                 datafusion::physical_plan::coalesce_batches::CoalesceBatchesExec::new(
                     Arc::clone(exec.input()),

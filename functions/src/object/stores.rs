@@ -59,9 +59,8 @@ impl Stores {
         match target {
             Target::Local(path) => {
                 let mut local = self.local.lock().map_err(poisoned)?;
-                let store = local
-                    .get_or_insert_with(|| Arc::new(LocalFileSystem::new()))
-                    .clone();
+                let store =
+                    Arc::clone(local.get_or_insert_with(|| Arc::new(LocalFileSystem::new())));
                 let location = Path::from_absolute_path(path).map_err(|e| {
                     DataFusionError::Execution(format!("invalid path {}: {e}", path.display()))
                 })?;

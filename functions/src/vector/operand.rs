@@ -3,6 +3,8 @@
 //! copying. Text arguments (`'[1,2,3]'`) are parsed as vectors of the other
 //! argument's dimension, as pgvector reads an untyped literal.
 
+use std::sync::Arc;
+
 use datafusion::arrow::array::{Array, AsArray, FixedSizeListArray};
 use datafusion::arrow::datatypes::{DataType, Float32Type};
 use datafusion::common::ScalarValue;
@@ -81,7 +83,7 @@ pub fn to_operand(value: ColumnarValue, dim: i32) -> Result<Operand> {
                 return Ok(Operand::Constant(None));
             }
             let array = match &scalar {
-                ScalarValue::FixedSizeList(list) => list.clone() as _,
+                ScalarValue::FixedSizeList(list) => Arc::clone(list) as _,
                 other => parse_array(ty, other.to_array_of_size(1)?.as_ref())?,
             };
             let list = array.as_fixed_size_list_opt().ok_or_else(|| {
