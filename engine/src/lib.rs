@@ -27,41 +27,50 @@
 //! # }
 //! ```
 //!
-//! SQL is parsed by Sluice's own statement layer ([`statement`]), which
-//! handles session commands (`SET`, `SHOW`, `BEGIN`, …) and, later, Sluice's
-//! own statements (`CREATE MODEL`, …), and hands everything else to
-//! DataFusion's parser and planner.
+//! # The house
+//! Folders by concept; each top-level module imports only those below it
+//! (`python3 scripts/module_cycles.py engine` checks there is no circle):
+//!
+//! ```text
+//! sluice/     Sluice, SluiceBuilder: registers everything on DataFusion once
+//!   session/  SluiceSession: the one planning pipeline, prepare/execute, outputs
+//!     copy_in/   COPY … FROM STDIN running: client data streamed into an INSERT
+//!     ddl/       durable CREATE/DROP TABLE and SCHEMA, ALTER TABLE, the model catalog
+//!       rewrite/ AST and plan rewrites: ML_PREDICT's table form, typed inserts, async calls
+//!         sql/   Sluice's statements over sqlparser (CREATE MODEL, COPY's parse half, SET …)
+//!           pg/  Postgres' face: pg_catalog, settings, result column names
+//!             context   constants (default catalog/schema) and shared handles
+//!               storage/  tables as Parquet files + manifests; imports nothing of the engine
+//! ```
+//!
+//! Streaming (continuous queries) and checkpoints will be two more rooms,
+//! `streaming/` and `checkpoint/`, between `ddl/` and `session/`: a
+//! continuous query is planned by the same pipeline, and its state is
+//! committed with the storage layer's commit protocol. They stay folders of
+//! this crate rather than crates of their own while they share its private
+//! handles; a nested crate pays off once a worker process needs them without
+//! the pgwire-facing parts.
 //!
 //! This crate depends on `sluice-functions` and `sluice-types`, never on the
 //! server.
 
-mod alter_table;
-mod async_calls;
-mod builder;
-mod column_names;
+mod context;
 pub mod copy_in;
-mod durable_ddl;
-mod literal_insert;
-mod ml_predict;
-mod model_statement;
-mod models;
-mod output;
-pub mod parameters;
-mod pg_compat;
-mod pg_types_catalog;
-mod session;
-pub mod settings;
+mod ddl;
+pub mod pg;
+mod rewrite;
+pub mod session;
 mod sluice;
-pub mod statement;
+pub mod sql;
 pub mod storage;
-mod text_insert;
-mod type_syntax;
-mod typed_values;
 
-pub use builder::{SluiceBuilder, SluiceConfig};
-pub use model_statement::{CreateModel, ModelStatement};
-pub use models::DEFAULT_EMBEDDING_MODEL;
-pub use output::{CommandComplete, PreparedStatement, QueryOutput, TransactionEffect};
+pub use ddl::models::DEFAULT_EMBEDDING_MODEL;
+pub use pg::settings;
 pub use session::SluiceSession;
+pub use session::output::{CommandComplete, PreparedStatement, QueryOutput, TransactionEffect};
+pub use session::parameters;
 pub use sluice::Sluice;
+pub use sluice::builder::{SluiceBuilder, SluiceConfig};
+pub use sql::model_statement::{CreateModel, ModelStatement};
+pub use sql::statement;
 pub use storage::DataLocation;

@@ -14,6 +14,8 @@ use std::sync::Arc;
 use datafusion::arrow::array::{ArrayRef, StringBuilder};
 use datafusion::error::{DataFusionError, Result};
 
+use crate::sql::copy::{CopyFormat, CopyFormatKind};
+
 /// Rows per batch handed to the INSERT: keeps batches a useful size for the
 /// Parquet writer.
 const BATCH_ROWS: usize = 64 * 1024;
@@ -21,56 +23,6 @@ const BATCH_ROWS: usize = 64 * 1024;
 /// a batch is cut earlier, bounding the memory one batch holds (and keeping
 /// a text column far below i32 offsets' limit).
 const BATCH_BYTES: usize = 8 * 1024 * 1024;
-
-/// `FORMAT text` or `FORMAT csv`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CopyFormatKind {
-    /// Postgres' default: delimiter-separated, backslash escapes, `\N` NULL.
-    Text,
-    /// RFC 4180-style CSV with Postgres' NULL rules.
-    Csv,
-}
-
-/// The options of `COPY … FROM STDIN WITH (…)`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CopyFormat {
-    /// Text or CSV.
-    pub kind: CopyFormatKind,
-    /// Field separator (one byte).
-    pub delimiter: u8,
-    /// The string that stands for NULL.
-    pub null: String,
-    /// Whether the first line is a header to skip.
-    pub header: bool,
-    /// CSV quote character.
-    pub quote: u8,
-    /// CSV escape character (defaults to the quote).
-    pub escape: u8,
-}
-
-impl CopyFormat {
-    /// Postgres' defaults for `kind`.
-    pub fn new(kind: CopyFormatKind) -> Self {
-        match kind {
-            CopyFormatKind::Text => Self {
-                kind,
-                delimiter: b'\t',
-                null: "\\N".into(),
-                header: false,
-                quote: b'"',
-                escape: b'"',
-            },
-            CopyFormatKind::Csv => Self {
-                kind,
-                delimiter: b',',
-                null: String::new(),
-                header: false,
-                quote: b'"',
-                escape: b'"',
-            },
-        }
-    }
-}
 
 /// Parses COPY data pushed in arbitrary chunks into text columns.
 #[derive(Debug)]

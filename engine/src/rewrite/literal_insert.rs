@@ -20,8 +20,8 @@ use datafusion::sql::sqlparser::ast::{self, Expr, SetExpr, UnaryOperator, Value}
 use sluice_types::SluiceType;
 use std::sync::Arc;
 
-use crate::text_insert::insert_text_rows;
-use crate::typed_values::column_name;
+use crate::rewrite::text_insert::insert_text_rows;
+use crate::sql::names::column_name;
 
 /// The INSERT plan for `statement` when it is a literal `INSERT … VALUES`
 /// this path can take; `None` sends it down DataFusion's path (which also
@@ -203,8 +203,10 @@ mod tests {
     }
 
     async fn takes_fast_path(ctx: &SessionContext, sql: &str) -> bool {
-        let statement = crate::statement::parse_sql(sql).expect("parse").remove(0);
-        let crate::statement::SluiceStatement::DataFusion(statement) = statement else {
+        let statement = crate::sql::statement::parse_sql(sql)
+            .expect("parse")
+            .remove(0);
+        let crate::sql::statement::SluiceStatement::DataFusion(statement) = statement else {
             panic!("not a DataFusion statement");
         };
         plan(&statement, ctx).await.expect("plan").is_some()

@@ -241,7 +241,7 @@ fn sql_error(e: ParserError) -> DataFusionError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::statement::{SluiceStatement, parse_sql};
+    use crate::sql::statement::{SluiceStatement, parse_sql};
 
     fn model(sql: &str) -> ModelStatement {
         match parse_sql(sql).unwrap().remove(0) {

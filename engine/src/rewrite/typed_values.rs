@@ -12,9 +12,11 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::error::Result;
 use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::Statement as DFStatement;
-use datafusion::sql::planner::{IdentNormalizer, object_name_to_table_reference};
+use datafusion::sql::planner::object_name_to_table_reference;
 use datafusion::sql::sqlparser::ast::{self, CastKind, Expr, ObjectName};
 use sluice_types::SluiceType;
+
+use crate::sql::names::column_name;
 
 /// Casts the untyped text bound for Sluice-typed columns to their types:
 /// every `INSERT … VALUES` cell, the string literals an `INSERT … SELECT`
@@ -141,17 +143,6 @@ fn cast_in_place(expr: &mut Expr, ty: SluiceType) {
         array: false,
         format: None,
     };
-}
-
-/// A column name as DataFusion resolves it: unquoted names fold to lower
-/// case.
-pub(crate) fn column_name(column: &ObjectName) -> Option<String> {
-    Some(ident_name(column.0.last()?.as_ident()?))
-}
-
-/// An identifier as DataFusion resolves it (DataFusion's own normaliser).
-pub(crate) fn ident_name(ident: &ast::Ident) -> String {
-    IdentNormalizer::new(true).normalize(ident.clone())
 }
 
 fn is_default(expr: &Expr) -> bool {

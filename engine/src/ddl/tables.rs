@@ -11,16 +11,8 @@ use datafusion::error::{DataFusionError, Result};
 use datafusion::logical_expr::{CreateMemoryTable, DdlStatement, DropTable, LogicalPlan};
 use datafusion::prelude::{DataFrame, SessionContext};
 
-use crate::builder::{DEFAULT_CATALOG, DEFAULT_SCHEMA};
+use crate::context::{DEFAULT_CATALOG, DEFAULT_SCHEMA};
 use crate::storage::{DurableTable, TableStore};
-
-/// The table store of a session, when the session has durable storage.
-pub(crate) fn table_store(ctx: &SessionContext) -> Option<Arc<TableStore>> {
-    ctx.state_ref()
-        .read()
-        .config()
-        .get_extension::<TableStore>()
-}
 
 /// A durable table's place: its schema and name.
 #[derive(Debug, Clone, PartialEq, Eq)]

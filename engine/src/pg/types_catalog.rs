@@ -36,7 +36,7 @@ use datafusion_pg_catalog::pg_catalog::{
 use sluice_types::SluiceType;
 use sluice_types::wire::{CatalogType, catalog_type, catalog_type_name};
 
-use crate::builder::DEFAULT_CATALOG;
+use crate::context::DEFAULT_CATALOG;
 
 /// Replaces the `pg_catalog` schema and `format_type` that
 /// `datafusion_pg_catalog::setup_pg_catalog` installed (which must run

@@ -3,16 +3,16 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{RecordBatch, UInt64Array};
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef};
-use datafusion::error::{DataFusionError, Result};
+use datafusion::error::Result;
 use datafusion::logical_expr::{DdlStatement, LogicalPlan, Statement, WriteOp};
 use datafusion::physical_plan::SendableRecordBatchStream;
 
-use crate::column_names::PostgresNames;
-use crate::copy_in::{CopyFromStdin, CopyIn};
-use crate::model_statement::ModelStatement;
-use crate::statement::SessionCommand;
+use crate::copy_in::CopyIn;
+use crate::pg::column_names::PostgresNames;
+use crate::sql::copy::CopyFromStdin;
+use crate::sql::model_statement::ModelStatement;
+use crate::sql::statement::SessionCommand;
 
 /// A statement that has been parsed and planned and can be executed, possibly
 /// many times with different parameter values (the extended protocol's
@@ -54,7 +54,7 @@ impl PreparedStatement {
                 )]))
             }
             PreparedKind::Session(SessionCommand::ShowAll) => show_all_schema(),
-            PreparedKind::Model(statement) => crate::models::result_schema(statement),
+            PreparedKind::Model(statement) => crate::ddl::models::result_schema(statement),
             _ => Arc::new(Schema::empty()),
         }
     }
@@ -89,7 +89,7 @@ impl PreparedStatement {
         if matches!(**plan, LogicalPlan::Statement(Statement::Prepare(_))) {
             return Ok(vec![]);
         }
-        crate::parameters::ordered_parameter_fields(plan)
+        crate::session::parameters::ordered_parameter_fields(plan)
     }
 
     /// Whether executing this statement yields rows (as opposed to a tag).
@@ -193,27 +193,6 @@ pub(crate) fn command_tag(plan: &LogicalPlan) -> &'static str {
         },
         _ => "SELECT",
     }
-}
-
-/// Reads the affected-row `count` DataFusion's DML and COPY plans return.
-pub(crate) fn dml_count(batches: Vec<RecordBatch>) -> Result<u64> {
-    let mut total = 0;
-    for batch in batches {
-        let Some(column) = batch.column_by_name("count") else {
-            continue;
-        };
-        let counts = column
-            .as_any()
-            .downcast_ref::<UInt64Array>()
-            .ok_or_else(|| {
-                DataFusionError::Internal(format!(
-                    "DML count column has type {}, expected UInt64",
-                    column.data_type()
-                ))
-            })?;
-        total += counts.iter().flatten().sum::<u64>();
-    }
-    Ok(total)
 }
 
 /// How a statement changes the client's transaction state.

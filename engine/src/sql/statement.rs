@@ -13,10 +13,10 @@ use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::tokenizer::Token;
 
-use crate::copy_in::{CopyFromStdin, at_copy_from, parse_copy_from};
-use crate::model_statement::{ModelStatement, at_model_statement, parse_model_statement};
-use crate::pg_compat;
-use crate::settings::canonical_name;
+use crate::pg::catalog;
+use crate::pg::settings::canonical_name;
+use crate::sql::copy::{CopyFromStdin, at_copy_from, parse_copy_from};
+use crate::sql::model_statement::{ModelStatement, at_model_statement, parse_model_statement};
 
 /// One parsed statement.
 #[derive(Debug, Clone)]
@@ -62,7 +62,9 @@ pub fn parse_sql(sql: &str) -> Result<Vec<SluiceStatement>> {
     {
         return Ok(statements);
     }
-    let sql = crate::type_syntax::normalize_type_syntax(&crate::ml_predict::normalize_text(sql));
+    let sql = crate::sql::type_syntax::normalize_type_syntax(
+        &crate::sql::table_function_syntax::normalize_text(sql),
+    );
     let dialect = PostgreSqlDialect {};
     let mut parser = DFParserBuilder::new(sql.as_str())
         .with_dialect(&dialect)
@@ -140,7 +142,7 @@ fn parse_reset(parser: &mut DFParser<'_>) -> Result<SluiceStatement> {
 /// read `pg_catalog`, so ordinary SQL is never rewritten behind the user's
 /// back.
 fn parse_client_catalog_query(sql: &str) -> Option<Vec<SluiceStatement>> {
-    let statements = pg_compat::compat_parser().parse(sql).ok()?;
+    let statements = catalog::compat_parser().parse(sql).ok()?;
     if !statements
         .iter()
         .all(|s| matches!(s, ast::Statement::Query(_)))

@@ -11,13 +11,13 @@ use datafusion::prelude::SessionContext;
 use datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
 use datafusion_pg_catalog::sql::PostgresCompatibilityParser;
 
-use crate::builder::DEFAULT_CATALOG;
+use crate::context::DEFAULT_CATALOG;
 
 /// Registers `pg_catalog` and the Postgres catalog functions on `ctx`.
 pub(crate) fn install(ctx: &SessionContext) -> Result<()> {
     datafusion_pg_catalog::setup_pg_catalog(ctx, DEFAULT_CATALOG, EmptyContextProvider)
         .map_err(|e| DataFusionError::Context("installing pg_catalog".into(), e))?;
-    crate::pg_types_catalog::install(ctx)
+    crate::pg::types_catalog::install(ctx)
 }
 
 /// Returns the shared rewriter for catalog queries, which turns Postgres-only

@@ -5,6 +5,7 @@ use sluice_functions::object::{ObjectAccess, ObjectRoots};
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use crate::context::{DEFAULT_CATALOG, DEFAULT_SCHEMA};
 use crate::storage::{DATA_STORE_URL, DataLocation, TableStore};
 use datafusion::catalog::MemorySchemaProvider;
 use datafusion::common::TableReference;
@@ -15,13 +16,8 @@ use sluice_functions::model::ModelRegistry;
 use sluice_functions::model::explain::CountModelCalls;
 use sluice_functions::model::secrets::KeyVariablePolicy;
 
-use crate::pg_compat;
-use crate::sluice::Sluice;
-
-/// Name of the catalog (the Postgres "database") every session starts in.
-pub const DEFAULT_CATALOG: &str = "sluice";
-/// Name of the schema every session starts in, as in Postgres.
-pub const DEFAULT_SCHEMA: &str = "public";
+use super::Sluice;
+use crate::pg::catalog;
 
 /// Settings of one engine instance.
 #[derive(Debug, Clone)]
@@ -157,7 +153,7 @@ impl SluiceBuilder {
 
         // pg_catalog first: Sluice's functions then take precedence where
         // both define a name (`version()` must say "PostgreSQL 15").
-        pg_compat::install(&ctx)?;
+        catalog::install(&ctx)?;
         // After pg_catalog, whose type planner Sluice's wraps.
         sluice_types::install(&ctx);
         sluice_functions::register_all(&ctx)?;
@@ -183,7 +179,7 @@ impl SluiceBuilder {
         // may read another). One that no longer plans (say, its file is
         // gone) is reported and skipped rather than failing the start.
         let session = sluice.session();
-        crate::models::restore(session.context(), &store).await?;
+        crate::ddl::models::restore(session.context(), &store).await?;
         for definition in store.definitions().await? {
             if let Err(e) = session.restore_definition(&definition.sql).await {
                 log::warn!("could not restore {}: {e}", definition.name);

@@ -12,9 +12,9 @@ use datafusion::prelude::SessionContext;
 use datafusion::sql::planner::object_name_to_table_reference;
 use datafusion::sql::sqlparser::ast::{AlterTable, AlterTableOperation, ColumnDef};
 
-use crate::statement::{SluiceStatement, parse_sql};
+use crate::sql::names::ident_name;
+use crate::sql::statement::{SluiceStatement, parse_sql};
 use crate::storage::DurableTable;
-use crate::typed_values::ident_name;
 
 /// Runs `ALTER TABLE`; only `ADD [COLUMN] [IF NOT EXISTS]` is supported.
 pub(crate) async fn execute(ctx: &SessionContext, alter: &AlterTable) -> Result<()> {

@@ -16,17 +16,18 @@ use datafusion::sql::parser::Statement as DFStatement;
 use futures::{StreamExt, stream};
 use sluice_types::conversion::convert_parameter;
 
-use crate::column_names::PostgresNames;
+use crate::context::{dml_count, table_store};
 use crate::copy_in::CopyIn;
-use crate::durable_ddl;
-use crate::models::ModelOutcome;
-use crate::output::{
+use crate::ddl::models::ModelOutcome;
+use crate::ddl::tables as durable_ddl;
+use crate::pg::column_names::PostgresNames;
+use crate::pg::settings::SessionSettings;
+use crate::rewrite::typed_values::cast_values_to_column_types;
+use crate::session::output::{
     CommandComplete, PreparedKind, PreparedStatement, QueryOutput, TransactionEffect, command_tag,
-    dml_count, plan_returns_rows, show_all_schema,
+    plan_returns_rows, show_all_schema,
 };
-use crate::settings::SessionSettings;
-use crate::statement::{SessionCommand, SluiceStatement, parse_sql};
-use crate::typed_values::cast_values_to_column_types;
+use crate::sql::statement::{SessionCommand, SluiceStatement, parse_sql};
 
 /// One client's session: its own settings and prepared statements over the
 /// engine's shared catalog. Create with [`crate::Sluice::session`].
@@ -86,11 +87,11 @@ impl SluiceSession {
         };
         let kind = match statement {
             SluiceStatement::DataFusion(stmt) => {
-                crate::parameters::check_statement(stmt)?;
+                crate::session::parameters::check_statement(stmt)?;
                 let plan = self.plan(stmt).await?;
                 // `$n` numbers come from the client: checked before anything
                 // is sized by them.
-                crate::parameters::parameter_numbers(&plan)?;
+                crate::session::parameters::parameter_numbers(&plan)?;
                 PreparedKind::Plan(Box::new(plan))
             }
             SluiceStatement::Session(cmd) => PreparedKind::Session(cmd.clone()),
@@ -117,10 +118,10 @@ impl SluiceSession {
             }
             _ => {}
         }
-        if let Some(plan) = crate::literal_insert::plan(&statement, &self.ctx).await? {
+        if let Some(plan) = crate::rewrite::literal_insert::plan(&statement, &self.ctx).await? {
             return Ok(plan);
         }
-        crate::ml_predict::rewrite(&mut statement, &self.ctx).await?;
+        crate::rewrite::ml_predict::rewrite(&mut statement, &self.ctx).await?;
         cast_values_to_column_types(&mut statement, &self.ctx).await?;
         self.ctx.state().statement_to_plan(statement).await
     }
@@ -156,9 +157,9 @@ impl SluiceSession {
                     None => {
                         if !matches!(**plan, LogicalPlan::Statement(Statement::Prepare(_)))
                             && let Some(&first) =
-                                crate::parameters::parameter_numbers(plan)?.first()
+                                crate::session::parameters::parameter_numbers(plan)?.first()
                         {
-                            return Err(crate::parameters::missing_parameter(first).into());
+                            return Err(crate::session::parameters::missing_parameter(first).into());
                         }
                         (**plan).clone()
                     }
@@ -173,13 +174,13 @@ impl SluiceSession {
             }
             PreparedKind::Session(cmd) => self.execute_session_command(cmd),
             PreparedKind::Model(statement) => {
-                match crate::models::execute(&self.ctx, statement).await? {
+                match crate::ddl::models::execute(&self.ctx, statement).await? {
                     ModelOutcome::Done(tag) => Ok(QueryOutput::Command(CommandComplete::tag(tag))),
                     ModelOutcome::Rows(batch) => Ok(rows_output(batch)),
                 }
             }
             PreparedKind::AlterTable(alter) => {
-                crate::alter_table::execute(&self.ctx, alter).await?;
+                crate::ddl::alter_table::execute(&self.ctx, alter).await?;
                 Ok(QueryOutput::Command(CommandComplete::tag("ALTER TABLE")))
             }
             PreparedKind::CopyFrom(statement) => Ok(QueryOutput::CopyIn(Box::new(
@@ -189,13 +190,13 @@ impl SluiceSession {
     }
 
     async fn execute_plan(&self, plan: LogicalPlan) -> Result<QueryOutput> {
-        let plan = crate::async_calls::fold(plan, &self.ctx).await?;
+        let plan = crate::rewrite::async_calls::fold(plan, &self.ctx).await?;
         if plan_returns_rows(&plan) {
             let df = self.ctx.execute_logical_plan(plan).await?;
             return Ok(QueryOutput::Rows(df.execute_stream().await?));
         }
         let tag = command_tag(&plan);
-        let store = durable_ddl::table_store(&self.ctx);
+        let store = table_store(&self.ctx);
         let definition_change = store
             .as_ref()
             .and_then(|_| durable_ddl::definition_change(&self.ctx, &plan));
@@ -327,7 +328,7 @@ impl SluiceSession {
         if let SluiceStatement::DataFusion(stmt) = &statement {
             let plan = self.plan(stmt).await?;
             if plan_returns_rows(&plan) {
-                let plan = crate::async_calls::fold(plan, &self.ctx).await?;
+                let plan = crate::rewrite::async_calls::fold(plan, &self.ctx).await?;
                 // Queries stay lazy: the caller streams or collects them.
                 return self.ctx.execute_logical_plan(plan).await;
             }

@@ -20,22 +20,14 @@ use sluice_functions::model::describe::{describe, device_summary};
 use sluice_functions::model::runtime::sluice_home;
 use sluice_functions::model::{LoadedModel, ModelRegistry, ModelSpec};
 
-use crate::model_statement::{CreateModel, ModelStatement};
-use crate::statement::{SluiceStatement, parse_sql};
+use crate::context::model_registry;
+use crate::sql::model_statement::{CreateModel, ModelStatement};
+use crate::sql::statement::{SluiceStatement, parse_sql};
 use crate::storage::TableStore;
 
 /// Name of the bundled embedding model.
 pub const DEFAULT_EMBEDDING_MODEL: &str = "minilm";
 const DEFAULTS_MARKER: &str = "default-models-registered";
-
-/// The model registry of a session's engine.
-pub(crate) fn registry(ctx: &SessionContext) -> Result<Arc<ModelRegistry>> {
-    ctx.state_ref()
-        .read()
-        .config()
-        .get_extension::<ModelRegistry>()
-        .ok_or_else(|| DataFusionError::Internal("engine has no model registry".into()))
-}
 
 /// Schema of a model statement's result rows (empty for CREATE/DROP).
 pub(crate) fn result_schema(statement: &ModelStatement) -> SchemaRef {
@@ -68,8 +60,8 @@ pub(crate) async fn execute(
     ctx: &SessionContext,
     statement: &ModelStatement,
 ) -> Result<ModelOutcome> {
-    let registry = registry(ctx)?;
-    let store = crate::durable_ddl::table_store(ctx);
+    let registry = model_registry(ctx)?;
+    let store = crate::context::table_store(ctx);
     match statement {
         ModelStatement::Create(create) => {
             if registry.contains(&create.name) {
@@ -152,7 +144,7 @@ async fn spec_of(ctx: &SessionContext, create: &CreateModel) -> Result<ModelSpec
     let outputs = column_fields(ctx, &create.outputs).await?;
     let mut spec = ModelSpec::new(&create.name, inputs, outputs, create.options.clone())?;
     spec.comment = create.comment.clone();
-    registry(ctx)?.check(&spec)?;
+    model_registry(ctx)?.check(&spec)?;
     Ok(spec)
 }
 
@@ -184,7 +176,7 @@ async fn column_fields(
 /// Restores the stored models (loaded at first use) and, on a data
 /// directory's first start, registers the bundled embedding model.
 pub(crate) async fn restore(ctx: &SessionContext, store: &TableStore) -> Result<()> {
-    let registry = registry(ctx)?;
+    let registry = model_registry(ctx)?;
     for definition in store.model_definitions().await? {
         let restored = async {
             for statement in parse_sql(&definition.sql)? {

@@ -1,13 +1,15 @@
 //! [`Sluice`]: one engine instance, shared by every session.
 
+pub mod builder;
+
 use std::sync::Arc;
 
 use datafusion::error::Result;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::prelude::{DataFrame, SessionContext};
 
-use crate::builder::{SluiceBuilder, SluiceConfig};
 use crate::session::SluiceSession;
+use builder::{SluiceBuilder, SluiceConfig};
 
 /// A Sluice engine: the catalog, functions and runtime every session shares.
 ///

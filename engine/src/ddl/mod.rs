@@ -1,0 +1,9 @@
+//! Durable DDL: tables and schemas ([`tables`]), `ALTER TABLE`
+//! ([`alter_table`]) and the model catalog ([`models`]). Each change is
+//! written to the data directory before it is acknowledged. Imports
+//! [`crate::rewrite`], [`crate::sql`], [`crate::storage`] and
+//! [`crate::context`].
+
+pub mod alter_table;
+pub mod models;
+pub mod tables;

@@ -1,0 +1,17 @@
+//! Rewrites that run before or during planning, each on a tree (the
+//! statement's AST or the logical plan), never on SQL text:
+//! - [`ml_predict`]: Flink's `ML_PREDICT(TABLE t, MODEL m, …)` table form
+//!   as a subquery over the scalar `ml_predict`;
+//! - [`typed_values`]: text literals inserted into Sluice-typed columns;
+//! - [`literal_insert`] / [`text_insert`]: `INSERT … VALUES` of literals
+//!   through COPY's text path;
+//! - [`async_calls`]: model and object calls with constant arguments run
+//!   once before execution, nested calls moved into projections.
+//!
+//! Imports [`crate::sql`] and [`crate::context`].
+
+pub mod async_calls;
+pub mod literal_insert;
+pub mod ml_predict;
+pub mod text_insert;
+pub mod typed_values;
