@@ -3,8 +3,8 @@
 //!
 //! pgwire only races its cancel signal against the future that *starts* a
 //! query, not against the rows streamed afterwards, so Sluice keeps its own
-//! token per running query and checks it while streaming (see
-//! [`crate::query`]).
+//! token per running query and checks it while streaming (the `query`
+//! module's row loop).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};

@@ -1,7 +1,7 @@
 //! The functions casts to and from Sluice types are planned into: Arrow's
 //! cast kernel knows storage types only (it cannot parse text into a UUID's
 //! 16 bytes, nor validate JSON), so `'…'::uuid` becomes `uuid_in('…')` and
-//! `u::text` becomes `uuid_out(u)` (see [`crate::resolve`]). The names follow
+//! `u::text` becomes `uuid_out(u)` (planned by the `resolve` analyzer rule). The names follow
 //! Postgres's type input/output functions.
 
 use std::sync::Arc;
@@ -100,7 +100,7 @@ impl ScalarUDFImpl for TextOutput {
 /// `to_<type>(value) → <type>`: makes a Sluice type from a value that is not
 /// text: encoded bytes become an `IMAGE` or `AUDIO` (their header read and
 /// checked), nested arrays or another tensor become a `TENSOR`. Casts and
-/// INSERTs are planned into it ([`crate::resolve`]); `image(bytea)` and
+/// INSERTs are planned into it (by the `resolve` analyzer rule); `image(bytea)` and
 /// `audio(bytea)` are its public names.
 #[derive(Debug, PartialEq, Eq, Hash)]
 pub struct ValueInput {

@@ -7,6 +7,8 @@ use std::fmt;
 
 use arrow_schema::extension::{EXTENSION_TYPE_METADATA_KEY, EXTENSION_TYPE_NAME_KEY};
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef};
+use datafusion::arrow::error::ArrowError;
+use datafusion::error::DataFusionError;
 
 use crate::tensor::{TensorElement, TensorShape};
 
@@ -41,6 +43,17 @@ pub enum SluiceType {
 pub const MAX_VECTOR_DIMENSIONS: i32 = 16000;
 
 impl SluiceType {
+    /// Postgres' error for text that is not a value of this type
+    /// (`invalid input syntax for type uuid: "x"`, SQLSTATE 22P02).
+    pub fn invalid_input(&self, text: &str) -> DataFusionError {
+        DataFusionError::ArrowError(
+            Box::new(ArrowError::ParseError(format!(
+                "invalid input syntax for type {self}: \"{text}\""
+            ))),
+            None,
+        )
+    }
+
     /// The Sluice types without parameters (parametric ones, such as
     /// `VECTOR(n)`, exist once per parameter value).
     pub const SIMPLE: [SluiceType; 5] = [

@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, FixedSizeBinaryBuilder, StringBuilder};
 use datafusion::arrow::datatypes::DataType;
-use datafusion::arrow::error::ArrowError;
 use datafusion::error::{DataFusionError, Result};
 
 use crate::extension::SluiceType;
@@ -133,23 +132,14 @@ pub fn format_value(
 pub fn parse_uuid(s: &str) -> Result<[u8; 16]> {
     uuid::Uuid::try_parse(s.trim())
         .map(|u| *u.as_bytes())
-        .map_err(|_| invalid_input(SluiceType::Uuid, s))
+        .map_err(|_| SluiceType::Uuid.invalid_input(s))
 }
 
 /// Checks that `s` is one JSON value.
 pub fn validate_json(s: &str) -> Result<()> {
     serde_json::from_str::<serde::de::IgnoredAny>(s)
         .map(|_| ())
-        .map_err(|_| invalid_input(SluiceType::Json, s))
-}
-
-pub(crate) fn invalid_input(ty: SluiceType, s: &str) -> DataFusionError {
-    DataFusionError::ArrowError(
-        Box::new(ArrowError::ParseError(format!(
-            "invalid input syntax for type {ty}: \"{s}\""
-        ))),
-        None,
-    )
+        .map_err(|_| SluiceType::Json.invalid_input(s))
 }
 
 pub(crate) fn storage_error(ty: SluiceType, found: &DataType) -> DataFusionError {

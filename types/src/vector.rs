@@ -11,7 +11,6 @@ use datafusion::error::{DataFusionError, Result};
 
 use crate::extension::{MAX_VECTOR_DIMENSIONS, SluiceType};
 use crate::float_text::format_f32;
-use crate::text::invalid_input;
 
 /// Parses text vectors into `FixedSizeList<Float32>(dim)` storage.
 pub fn parse_vectors(dim: i32, strings: &[Option<&str>]) -> Result<ArrayRef> {
@@ -55,7 +54,7 @@ pub fn parse_vector(text: &str) -> Result<Vec<f32>> {
         .trim()
         .strip_prefix('[')
         .and_then(|rest| rest.strip_suffix(']'))
-        .ok_or_else(|| invalid_input(ty, text))?;
+        .ok_or_else(|| ty.invalid_input(text))?;
     if inner.trim().is_empty() {
         return Err(DataFusionError::Execution(
             "vector must have at least 1 dimension".into(),
@@ -66,7 +65,7 @@ pub fn parse_vector(text: &str) -> Result<Vec<f32>> {
         .map(|part| {
             part.trim()
                 .parse::<f32>()
-                .map_err(|_| invalid_input(ty, text))
+                .map_err(|_| ty.invalid_input(text))
         })
         .collect::<Result<Vec<f32>>>()?;
     check_finite(&values)?;

@@ -4,7 +4,7 @@
 //! `audio_duration(a)` never decode anything.
 //!
 //! Both are structs whose first field, `data`, holds the encoded bytes;
-//! on the wire they are `bytea` (see [`crate::wire`]).
+//! on the wire they are `bytea` (see the `wire` module).
 
 use std::sync::Arc;
 
