@@ -1,13 +1,17 @@
-//! Sluice's SQL functions: scalar, table and aggregate functions, and (later)
-//! the model registry and inference runtime behind `EMBED` and `ML_PREDICT`.
+//! Sluice's SQL functions: scalar, table and aggregate functions, and the
+//! model registry and batched inference runtime behind `EMBED` and
+//! `ML_PREDICT`.
 //!
-//! One function per file, grouped by family (`postgres/`, and to come
-//! `vector/`, `image/`, `model/`). [`register_all`] is the single entry point
-//! the engine, the tests and any future distributed worker call, so every
-//! entry point sees the same functions. The same implementations serve batch
-//! and continuous queries.
+//! Grouped by family: [`postgres`] (compatibility), [`vector`], [`tensor`],
+//! [`media`] (images and audio), [`object`] (object storage) and [`model`]
+//! (the model catalog, inference, `EMBED`, `ML_PREDICT`). [`register_all`]
+//! is the single entry point the engine, the tests and any future
+//! distributed worker call, so every entry point sees the same functions.
+//! The same implementations serve batch and continuous queries.
 //!
 //! This crate depends only on `sluice-types` and DataFusion.
+
+use std::sync::Arc;
 
 use datafusion::error::Result;
 use datafusion::logical_expr::ScalarUDF;
@@ -20,9 +24,24 @@ pub mod postgres;
 pub mod tensor;
 pub mod vector;
 
-/// Registers every Sluice function on `ctx`, replacing DataFusion's own
-/// where Sluice defines the same name.
-pub fn register_all(ctx: &SessionContext) -> Result<()> {
+use model::ModelRegistry;
+use object::ObjectAccess;
+
+/// What the functions that reach outside the engine work with: the model
+/// catalog (`EMBED`, `ML_PREDICT`) and the object roots (`read_image`,
+/// `list_objects`, …). One of each per engine, shared by every session.
+#[derive(Debug, Clone)]
+pub struct FunctionHandles {
+    /// The engine's models.
+    pub models: Arc<ModelRegistry>,
+    /// Where object functions may read.
+    pub objects: Arc<ObjectAccess>,
+}
+
+/// Registers every Sluice function on `ctx` (Postgres compatibility,
+/// vectors, tensors, media, conversions, objects and models), replacing
+/// DataFusion's own where Sluice defines the same name.
+pub fn register_all(ctx: &SessionContext, handles: &FunctionHandles) -> Result<()> {
     postgres::register(ctx);
     vector::register(ctx)?;
     media::register(ctx);
@@ -30,6 +49,8 @@ pub fn register_all(ctx: &SessionContext) -> Result<()> {
     for udf in sluice_types::conversion::all_functions() {
         register_replacing(ctx, udf);
     }
+    object::register(ctx, &handles.objects);
+    model::register(ctx, &handles.models);
     Ok(())
 }
 

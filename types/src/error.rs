@@ -24,6 +24,8 @@ impl SqlState {
     pub const PROGRAM_LIMIT_EXCEEDED: SqlState = SqlState("54000");
     /// `42501`: the server's configuration does not allow this.
     pub const INSUFFICIENT_PRIVILEGE: SqlState = SqlState("42501");
+    /// `40001`: a concurrent write won; retrying may succeed.
+    pub const SERIALIZATION_FAILURE: SqlState = SqlState("40001");
     /// `22023`: an option or argument with a value outside its domain.
     pub const INVALID_PARAMETER_VALUE: SqlState = SqlState("22023");
 

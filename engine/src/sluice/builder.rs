@@ -1,6 +1,7 @@
 //! Building a [`Sluice`] engine: configuration and the one place where every
 //! Sluice extension is registered on DataFusion.
 
+use sluice_functions::FunctionHandles;
 use sluice_functions::object::{ObjectAccess, ObjectRoots};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -156,9 +157,11 @@ impl SluiceBuilder {
         catalog::install(&ctx)?;
         // After pg_catalog, whose type planner Sluice's wraps.
         sluice_types::install(&ctx);
-        sluice_functions::register_all(&ctx)?;
-        sluice_functions::model::register(&ctx, &models);
-        sluice_functions::object::register(&ctx, &objects);
+        let handles = FunctionHandles {
+            models: Arc::clone(&models),
+            objects,
+        };
+        sluice_functions::register_all(&ctx, &handles)?;
         // Schemas before the tables in them (a schema may hold no table yet,
         // and a table folder implies its schema).
         let catalog = ctx.catalog(DEFAULT_CATALOG).ok_or_else(|| {

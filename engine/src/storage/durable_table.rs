@@ -197,8 +197,7 @@ impl DurableTable {
         if let Some(default) = default {
             column_defaults.insert(field.name().clone(), default);
         }
-        let mut next = table.manifest.clone();
-        next.version += 1;
+        let mut next = table.manifest.next();
         next.schema = schema.as_ref().clone();
         next.set_column_defaults(&column_defaults)?;
         next.files = files;

@@ -13,6 +13,9 @@ use futures::TryStreamExt;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use serde::{Deserialize, Serialize};
+use sluice_types::error::{SluiceError, SqlState};
+
+use super::commit::{self, CommitStep, Listed, PutOutcome};
 
 /// One committed version of a table.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -26,6 +29,11 @@ pub struct Manifest {
     /// Column defaults as SQL expressions (`DEFAULT …`), by column name.
     #[serde(default)]
     pub column_defaults: Vec<(String, String)>,
+    /// Unique to the commit that wrote this version: tells a writer its own
+    /// commit from a rival's when an answer was lost (see
+    /// [`super::commit`]). Empty in manifests written before it existed.
+    #[serde(default)]
+    pub commit_id: String,
 }
 
 /// A Parquet file that belongs to a table.
@@ -41,6 +49,27 @@ pub struct DataFile {
 }
 
 impl Manifest {
+    /// The first version of a table.
+    pub fn first(schema: Schema, files: Vec<DataFile>) -> Self {
+        Self {
+            version: 1,
+            schema,
+            files,
+            column_defaults: Vec::new(),
+            commit_id: new_commit_id(),
+        }
+    }
+
+    /// The next version, to be changed and then committed: same content,
+    /// version one higher, a commit id of its own.
+    pub fn next(&self) -> Self {
+        Self {
+            version: self.version + 1,
+            commit_id: new_commit_id(),
+            ..self.clone()
+        }
+    }
+
     /// The schema as DataFusion shares it.
     pub fn schema_ref(&self) -> SchemaRef {
         Arc::new(self.schema.clone())
@@ -114,26 +143,87 @@ pub async fn latest(store: &dyn ObjectStore, table_dir: &Path) -> Result<Option<
     Ok(Some(manifest))
 }
 
-/// Manifest versions kept behind the newest. Only the newest is ever read
-/// (each commit is atomic, so it is never half-written); a few older ones
-/// stay for inspecting a table's recent history.
-const KEEP_VERSIONS: u64 = 4;
-
-/// Commits `manifest` as the table's next version. Fails, writing nothing,
-/// if another writer committed that version first. The version that falls
-/// out of the kept history is deleted afterwards (best effort: a leftover
-/// is removed when the table is next opened).
+/// Commits `manifest` as the table's next version, following the commit
+/// protocol ([`super::commit`]): fails, writing nothing, if another writer
+/// committed that version first (SQLSTATE 40001); retries a put whose
+/// answer was lost, and recognises its own commit when it did land. The
+/// version that falls out of the kept history is deleted afterwards (best
+/// effort: a leftover is removed when the table is next opened).
 pub async fn commit(store: &dyn ObjectStore, table_dir: &Path, manifest: &Manifest) -> Result<()> {
-    put_version(store, table_dir, manifest).await?;
-    if let Some(expired) = manifest.version.checked_sub(KEEP_VERSIONS)
-        && expired > 0
-    {
+    let path = manifest_path(table_dir, manifest.version);
+    let body = bytes::Bytes::from(
+        serde_json::to_vec(manifest)
+            .map_err(|e| DataFusionError::Internal(format!("cannot serialise manifest: {e}")))?,
+    );
+    let mut attempt = 1;
+    loop {
+        let options = PutOptions {
+            mode: PutMode::Create,
+            ..PutOptions::default()
+        };
+        let mut failure = None;
+        let outcome = match store
+            .put_opts(&path, PutPayload::from(body.clone()), options)
+            .await
+        {
+            Ok(_) => PutOutcome::Created,
+            Err(object_store::Error::AlreadyExists { .. }) => PutOutcome::AlreadyExists,
+            Err(e) => {
+                failure = Some(e);
+                PutOutcome::Unknown
+            }
+        };
+        let mut step = commit::after_put(&outcome, attempt);
+        if step == CommitStep::ReadBack {
+            let existing = commit_id_at(store, &path).await?;
+            step = commit::after_read_back(existing.as_deref(), &manifest.commit_id);
+        }
+        match step {
+            CommitStep::Committed => break,
+            CommitStep::Conflict => {
+                return Err(SluiceError::new(
+                    SqlState::SERIALIZATION_FAILURE,
+                    "concurrent write to the same table; retry the statement",
+                )
+                .into());
+            }
+            CommitStep::Retry => {
+                tokio::time::sleep(std::time::Duration::from_millis(50 << attempt.min(4))).await;
+                attempt += 1;
+            }
+            CommitStep::GiveUp | CommitStep::ReadBack => {
+                return Err(match failure {
+                    Some(e) => storage_error(e),
+                    None => DataFusionError::Internal(format!(
+                        "manifest {path} neither committed nor refused"
+                    )),
+                });
+            }
+        }
+    }
+    if let Some(expired) = commit::expired_by(manifest.version) {
         match store.delete(&manifest_path(table_dir, expired)).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
             Err(e) => log::warn!("cannot delete expired manifest {expired} of {table_dir}: {e}"),
         }
     }
     Ok(())
+}
+
+/// The commit id of the manifest at `path`; `None` when there is none.
+async fn commit_id_at(store: &dyn ObjectStore, path: &Path) -> Result<Option<String>> {
+    let bytes = match store.get(path).await {
+        Ok(found) => found.bytes().await.map_err(storage_error)?,
+        Err(object_store::Error::NotFound { .. }) => return Ok(None),
+        Err(e) => return Err(storage_error(e)),
+    };
+    let manifest: Manifest = serde_json::from_slice(&bytes)
+        .map_err(|e| DataFusionError::Execution(format!("corrupt manifest {path}: {e}")))?;
+    Ok(Some(manifest.commit_id))
+}
+
+fn new_commit_id() -> String {
+    uuid::Uuid::new_v4().to_string()
 }
 
 /// Deletes what a table's newest manifest does not need: manifests older
@@ -146,12 +236,7 @@ pub async fn collect_garbage(
     table_dir: &Path,
     manifest: &Manifest,
 ) -> Result<usize> {
-    let live: std::collections::HashSet<String> = manifest
-        .files
-        .iter()
-        .map(|f| format!("{table_dir}/{}", f.path))
-        .collect();
-    let oldest_kept = manifest.version.saturating_sub(KEEP_VERSIONS - 1);
+    let prefix = format!("{table_dir}/");
     let mut garbage = Vec::new();
     for sub in ["_manifest", "data"] {
         let entries: Vec<_> = store
@@ -161,16 +246,18 @@ pub async fn collect_garbage(
             .map_err(storage_error)?;
         for meta in entries {
             let path = meta.location;
-            let expired = match sub {
+            let relative = path.as_ref().strip_prefix(&prefix).unwrap_or(path.as_ref());
+            let listed = match sub {
                 "_manifest" => path
                     .filename()
                     .and_then(|n| n.strip_suffix(".json"))
                     .and_then(|n| n.parse::<u64>().ok())
-                    .is_some_and(|v| v < oldest_kept),
-                _ => !live.contains(path.as_ref()),
+                    .map_or(Listed::Other, Listed::Manifest),
+                _ => Listed::DataFile(relative),
             };
-            if expired {
-                garbage.push(path);
+            let referenced = manifest.files.iter().map(|f| f.path.as_str());
+            if commit::is_garbage(listed, manifest.version, referenced) {
+                garbage.push(path.clone());
             }
         }
     }
@@ -181,29 +268,6 @@ pub async fn collect_garbage(
         }
     }
     Ok(garbage.len())
-}
-
-async fn put_version(store: &dyn ObjectStore, table_dir: &Path, manifest: &Manifest) -> Result<()> {
-    let body = serde_json::to_vec(manifest)
-        .map_err(|e| DataFusionError::Internal(format!("cannot serialise manifest: {e}")))?;
-    let options = PutOptions {
-        mode: PutMode::Create,
-        ..PutOptions::default()
-    };
-    match store
-        .put_opts(
-            &manifest_path(table_dir, manifest.version),
-            PutPayload::from(body),
-            options,
-        )
-        .await
-    {
-        Ok(_) => Ok(()),
-        Err(object_store::Error::AlreadyExists { .. }) => Err(DataFusionError::Execution(
-            "concurrent write to the same table; retry the statement".into(),
-        )),
-        Err(e) => Err(storage_error(e)),
-    }
 }
 
 /// Object-store failures as DataFusion errors.

@@ -32,6 +32,7 @@
 //! scan holds the snapshot of files it started on, so compaction or DELETE
 //! delete replaced files only when the last scan of them ends.
 
+mod commit;
 mod definitions;
 mod durable_table;
 mod files;

@@ -234,8 +234,7 @@ async fn apply(
         }
     }
     if affected > 0 {
-        let mut next = state.manifest.clone();
-        next.version += 1;
+        let mut next = state.manifest.next();
         next.files = files;
         manifest::commit(table.store.as_ref(), &table.dir, &next).await?;
         state.install(&table.store, &table.dir, next).await;

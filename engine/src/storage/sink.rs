@@ -80,8 +80,7 @@ impl DataSink for DurableSink {
             return Ok(0);
         }
         let mut state = self.state.lock().await;
-        let mut next = state.manifest.clone();
-        next.version += 1;
+        let mut next = state.manifest.next();
         next.files.extend(files);
         manifest::commit(self.store.as_ref(), &self.dir, &next).await?;
         // Committed: only now do readers see the rows.
@@ -120,8 +119,7 @@ impl DurableSink {
         // The writer gathers the small batches into full row groups itself.
         let merged_files =
             write_data_files(self.store.as_ref(), &self.dir, &self.schema, &batches).await?;
-        let mut next = state.manifest.clone();
-        next.version += 1;
+        let mut next = state.manifest.next();
         next.files.truncate(start);
         next.files.extend(merged_files);
         manifest::commit(self.store.as_ref(), &self.dir, &next).await?;

@@ -232,12 +232,7 @@ impl TableStore {
         // A dropped table's leftovers must not leak into a new one.
         self.delete_dir(&dir).await?;
         let (files, _) = write_stream(self.store.as_ref(), &dir, &schema, rows).await?;
-        let mut manifest = Manifest {
-            version: 1,
-            schema: schema.as_ref().clone(),
-            files,
-            column_defaults: Vec::new(),
-        };
+        let mut manifest = Manifest::first(schema.as_ref().clone(), files);
         manifest.set_column_defaults(&column_defaults)?;
         manifest::commit(self.store.as_ref(), &dir, &manifest).await?;
         Ok(DurableTable::new(

@@ -39,7 +39,7 @@ pub use spec::{ModelSpec, Task};
 use calls::{CallKind, ModelCall};
 
 /// Registers `EMBED` and `ML_PREDICT` over `registry`.
-pub fn register(ctx: &SessionContext, registry: &Arc<ModelRegistry>) {
+pub(crate) fn register(ctx: &SessionContext, registry: &Arc<ModelRegistry>) {
     for kind in [CallKind::Embed, CallKind::Predict] {
         let call = ModelCall::new(kind, Arc::clone(registry));
         ctx.register_udf(AsyncScalarUDF::new(Arc::new(call)).into_scalar_udf());

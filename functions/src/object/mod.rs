@@ -164,7 +164,7 @@ fn object_error(uri: &str, error: object_store::Error) -> DataFusionError {
 }
 
 /// Registers the object functions over `access`.
-pub fn register(ctx: &SessionContext, access: &Arc<ObjectAccess>) {
+pub(crate) fn register(ctx: &SessionContext, access: &Arc<ObjectAccess>) {
     for udf in functions::all(access) {
         ctx.register_udf(udf);
     }
