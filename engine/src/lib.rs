@@ -33,14 +33,16 @@
 //!
 //! ```text
 //! sluice/     Sluice, SluiceBuilder: registers everything on DataFusion once
-//!   session/  SluiceSession: the one planning pipeline, prepare/execute, outputs
+//!   session/  SluiceSession: prepare/execute for every front end, outputs
 //!     copy_in/   COPY … FROM STDIN running: client data streamed into an INSERT
 //!     ddl/       durable CREATE/DROP TABLE and SCHEMA, ALTER TABLE, the model catalog
-//!       rewrite/ AST and plan rewrites: ML_PREDICT's table form, typed inserts, async calls
-//!         sql/   Sluice's statements over sqlparser (CREATE MODEL, COPY's parse half, SET …)
-//!           pg/  Postgres' face: pg_catalog, settings, result column names
-//!             context   constants (default catalog/schema) and shared handles
-//!               storage/  tables as Parquet files + manifests; imports nothing of the engine
+//!       planner  the one planning pipeline: parse → rewrites → DataFusion → bind and fold
+//!         rewrite/ AST and plan rewrites: ML_PREDICT's table form, typed inserts, async calls
+//!           sql/   Sluice's statements over sqlparser (CREATE MODEL, COPY's parse half, SET …)
+//!             pg/  Postgres' face: pg_catalog, settings, column names, `$n` parameters
+//!               context   constants (default catalog/schema) and shared handles
+//!                 storage/  tables as Parquet files + manifests, the commit protocol;
+//!                           imports nothing of the engine
 //! ```
 //!
 //! Streaming (continuous queries) and checkpoints will be two more rooms,
@@ -58,6 +60,7 @@ mod context;
 pub mod copy_in;
 mod ddl;
 pub mod pg;
+mod planner;
 mod rewrite;
 pub mod session;
 mod sluice;
@@ -65,10 +68,10 @@ pub mod sql;
 pub mod storage;
 
 pub use ddl::models::DEFAULT_EMBEDDING_MODEL;
+pub use pg::parameters;
 pub use pg::settings;
 pub use session::SluiceSession;
 pub use session::output::{CommandComplete, PreparedStatement, QueryOutput, TransactionEffect};
-pub use session::parameters;
 pub use sluice::Sluice;
 pub use sluice::builder::{SluiceBuilder, SluiceConfig};
 pub use sql::model_statement::{CreateModel, ModelStatement};

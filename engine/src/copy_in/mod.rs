@@ -91,7 +91,7 @@ impl CopyIn {
         let text_schema = text_schema(&columns);
         let (source, sender) = copy_source(Arc::clone(&text_schema))?;
         let plan = insert_text_source(table.clone(), provider, &columns, Arc::new(source))?;
-        let plan = crate::rewrite::async_calls::fold(plan, ctx).await?;
+        let plan = crate::planner::bind_and_fold(ctx, plan, None).await?;
         let ctx = ctx.clone();
         let insert = tokio::spawn(async move {
             let df = ctx.execute_logical_plan(plan).await?;

@@ -11,11 +11,12 @@
 //! Neither `TABLE t` nor `MODEL m` is valid in DataFusion's
 //! grammar, so it is handled in two steps:
 //!
-//! 1. [`normalize_text`], before parsing, drops the `TABLE`/`MODEL`
+//! 1. [`normalize_text`](crate::sql::table_function_syntax::normalize_text), before parsing, drops the `TABLE`/`MODEL`
 //!    keywords of the call (and turns Flink's `MAP[…]` into `MAP(…)`), so the
 //!    call parses as an ordinary table function;
 //! 2. [`rewrite`], before planning, replaces that table function by a
-//!    subquery over the scalar `ml_predict(model, c1, c2)`:
+//!    subquery over the scalar `ml_predict(model, c1, c2)`, built as AST
+//!    nodes (never SQL text):
 //!    `SELECT <t's columns>, p['out1'] AS out1, … FROM (SELECT *,
 //!    ml_predict('m', c1, c2) AS p FROM t)`. Batch and streaming queries
 //!    thus run the one scalar function and its shared batching runtime.
@@ -28,15 +29,14 @@ use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::{DFParser, Statement as DFStatement};
 use datafusion::sql::planner::object_name_to_table_reference;
 use datafusion::sql::sqlparser::ast::{
-    self, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, Ident, ObjectName, TableFactor,
-    VisitMut, VisitorMut,
+    self, AccessExpr, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, Ident, ObjectName,
+    SelectItem, SetExpr, Subscript, TableFactor, VisitMut, VisitorMut,
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
-use datafusion::sql::sqlparser::parser::Parser;
 
 use crate::context::model_registry;
+use crate::sql::table_function_syntax::ML_PREDICT;
 
-const FUNCTION: &str = "ml_predict";
 /// Column that carries the model's struct inside the generated subquery.
 const PREDICTION_COLUMN: &str = "__sluice_prediction";
 
@@ -114,9 +114,9 @@ impl VisitorMut for Finder {
             return ControlFlow::Continue(());
         };
         let is_call = function.name.0.len() == 1
-            && function.name.0[0]
-                .as_ident()
-                .is_some_and(|i| i.value.eq_ignore_ascii_case(FUNCTION) && i.quote_style.is_none());
+            && function.name.0[0].as_ident().is_some_and(|i| {
+                i.value.eq_ignore_ascii_case(ML_PREDICT) && i.quote_style.is_none()
+            });
         if !is_call {
             return ControlFlow::Continue(());
         }
@@ -173,18 +173,29 @@ fn options_argument(map: &Expr) -> Result<Expr> {
     if items.len() % 2 != 0 {
         return Err(bad());
     }
-    let mut fields = Vec::with_capacity(items.len());
-    // Option names are checked where the options are read, by the
-    // function (`sluice_functions::model::call_options`).
+    // The MAP call itself becomes the `named_struct` call: same node, other
+    // name and arguments (option names are checked where the options are
+    // read, by the function: `sluice_functions::model::call_options`).
+    let mut options = function.clone();
+    options.name = ObjectName::from(vec![Ident::new("named_struct")]);
+    let mut arguments = Vec::with_capacity(items.len());
     for pair in items.chunks(2) {
-        let key = pair[0].to_ascii_lowercase();
-        fields.push(ast::Value::SingleQuotedString(key).to_string());
-        fields.push(ast::Value::SingleQuotedString(pair[1].clone()).to_string());
+        arguments.push(text_argument(pair[0].to_ascii_lowercase()));
+        arguments.push(text_argument(pair[1].clone()));
     }
-    let sql = format!("named_struct({})", fields.join(", "));
-    Ok(Parser::new(&PostgreSqlDialect {})
-        .try_with_sql(&sql)?
-        .parse_expr()?)
+    options.args = FunctionArguments::List(ast::FunctionArgumentList {
+        duplicate_treatment: None,
+        args: arguments,
+        clauses: Vec::new(),
+    });
+    Ok(Expr::Function(options))
+}
+
+/// A string literal as a function argument.
+fn text_argument(text: String) -> FunctionArg {
+    FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::value(
+        ast::Value::SingleQuotedString(text),
+    )))
 }
 
 struct Replacer {
@@ -218,7 +229,7 @@ fn ml_predict_args(factor: &TableFactor) -> Option<&[FunctionArg]> {
             ..
         } if name.0.len() == 1
             && name.0[0].as_ident().is_some_and(|i| {
-                i.value.eq_ignore_ascii_case(FUNCTION) && i.quote_style.is_none()
+                i.value.eq_ignore_ascii_case(ML_PREDICT) && i.quote_style.is_none()
             }) =>
         {
             Some(&args.args)
@@ -308,41 +319,89 @@ async fn subquery(ctx: &SessionContext, call: &Call) -> Result<ast::Query> {
             call.model
         )));
     };
-    let quote = |name: &str| Ident::with_quote('"', name).to_string();
+    let quoted = |name: &str| Ident::with_quote('"', name);
+    let mut query = template()?;
+    let SetExpr::Select(outer) = query.body.as_mut() else {
+        return Err(template_error());
+    };
+    // The outer SELECT: the table's columns, then one column per output.
     let mut taken: HashSet<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
-    let mut select: Vec<String> = schema.fields().iter().map(|f| quote(f.name())).collect();
+    let mut projection: Vec<SelectItem> = schema
+        .fields()
+        .iter()
+        .map(|f| SelectItem::UnnamedExpr(Expr::Identifier(quoted(f.name()))))
+        .collect();
     for field in &outputs {
         let name = unique_name(field.name(), &taken);
         taken.insert(name.clone());
-        select.push(format!(
-            "{}[{}] AS {}",
-            quote(PREDICTION_COLUMN),
-            ast::Value::SingleQuotedString(field.name().clone()),
-            quote(&name)
-        ));
+        projection.push(SelectItem::ExprWithAlias {
+            expr: Expr::CompoundFieldAccess {
+                root: Box::new(Expr::Identifier(quoted(PREDICTION_COLUMN))),
+                access_chain: vec![AccessExpr::Subscript(Subscript::Index {
+                    index: Expr::value(ast::Value::SingleQuotedString(field.name().clone())),
+                })],
+            },
+            alias: quoted(&name),
+        });
     }
-    let mut arguments: Vec<String> = call.columns.iter().map(ToString::to_string).collect();
-    arguments.extend(call.options.as_ref().map(ToString::to_string));
-    let sql = format!(
-        "SELECT {} FROM (SELECT *, {FUNCTION}({}, {}) AS {} FROM {})",
-        select.join(", "),
-        ast::Value::SingleQuotedString(call.model.clone()),
-        arguments.join(", "),
-        quote(PREDICTION_COLUMN),
-        call.table
+    outer.projection = projection;
+    // The inner SELECT: every column of the table and the model's struct.
+    let Some(TableFactor::Derived { subquery, .. }) =
+        outer.from.first_mut().map(|t| &mut t.relation)
+    else {
+        return Err(template_error());
+    };
+    let SetExpr::Select(inner) = subquery.body.as_mut() else {
+        return Err(template_error());
+    };
+    let Some(TableFactor::Table { name, .. }) = inner.from.first_mut().map(|t| &mut t.relation)
+    else {
+        return Err(template_error());
+    };
+    *name = call.table.clone();
+    let Some(SelectItem::ExprWithAlias {
+        expr: Expr::Function(function),
+        alias,
+    }) = inner.projection.get_mut(1)
+    else {
+        return Err(template_error());
+    };
+    *alias = quoted(PREDICTION_COLUMN);
+    let mut arguments = vec![text_argument(call.model.clone())];
+    arguments.extend(
+        call.columns
+            .iter()
+            .map(|c| FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Identifier(c.clone())))),
     );
-    let mut statements = DFParser::parse_sql_with_dialect(&sql, &PostgreSqlDialect {})?;
-    match statements.pop_front() {
+    arguments.extend(
+        call.options
+            .iter()
+            .map(|o| FunctionArg::Unnamed(FunctionArgExpr::Expr(o.clone()))),
+    );
+    function.args = FunctionArguments::List(ast::FunctionArgumentList {
+        duplicate_treatment: None,
+        args: arguments,
+        clauses: Vec::new(),
+    });
+    Ok(query)
+}
+
+/// The shape of the subquery, parsed from constant text (no user input):
+/// its parts are replaced by [`subquery`]. Building every node field by
+/// field would tie this code to each field sqlparser adds.
+fn template() -> Result<ast::Query> {
+    let sql = format!("SELECT * FROM (SELECT *, {ML_PREDICT}() AS p FROM t)");
+    match DFParser::parse_sql_with_dialect(&sql, &PostgreSqlDialect {})?.pop_front() {
         Some(DFStatement::Statement(statement)) => match *statement {
             ast::Statement::Query(query) => Ok(*query),
-            _ => Err(DataFusionError::Internal(
-                "ML_PREDICT rewrite is not a query".into(),
-            )),
+            _ => Err(template_error()),
         },
-        _ => Err(DataFusionError::Internal(
-            "ML_PREDICT rewrite did not parse".into(),
-        )),
+        _ => Err(template_error()),
     }
+}
+
+fn template_error() -> DataFusionError {
+    DataFusionError::Internal("ML_PREDICT's subquery template has another shape".into())
 }
 
 /// `name`, or `name0`, `name1`, … when taken (Flink's rule for output

@@ -89,7 +89,7 @@ impl PreparedStatement {
         if matches!(**plan, LogicalPlan::Statement(Statement::Prepare(_))) {
             return Ok(vec![]);
         }
-        crate::session::parameters::ordered_parameter_fields(plan)
+        crate::pg::parameters::ordered_parameter_fields(plan)
     }
 
     /// Whether executing this statement yields rows (as opposed to a tag).

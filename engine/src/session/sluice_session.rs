@@ -8,11 +8,10 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::common::{ParamValues, ScalarValue};
 use datafusion::error::{DataFusionError, Result};
-use datafusion::logical_expr::{DdlStatement, LogicalPlan, Statement, WriteOp};
+use datafusion::logical_expr::{DdlStatement, LogicalPlan, WriteOp};
 use datafusion::physical_plan::SendableRecordBatchStream;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::prelude::{DataFrame, SessionContext};
-use datafusion::sql::parser::Statement as DFStatement;
 use futures::{StreamExt, stream};
 use sluice_types::conversion::convert_parameter;
 
@@ -22,7 +21,7 @@ use crate::ddl::models::ModelOutcome;
 use crate::ddl::tables as durable_ddl;
 use crate::pg::column_names::PostgresNames;
 use crate::pg::settings::SessionSettings;
-use crate::rewrite::typed_values::cast_values_to_column_types;
+use crate::planner;
 use crate::session::output::{
     CommandComplete, PreparedKind, PreparedStatement, QueryOutput, TransactionEffect, command_tag,
     plan_returns_rows, show_all_schema,
@@ -87,12 +86,8 @@ impl SluiceSession {
         };
         let kind = match statement {
             SluiceStatement::DataFusion(stmt) => {
-                crate::session::parameters::check_statement(stmt)?;
-                let plan = self.plan(stmt).await?;
-                // `$n` numbers come from the client: checked before anything
-                // is sized by them.
-                crate::session::parameters::parameter_numbers(&plan)?;
-                PreparedKind::Plan(Box::new(plan))
+                planner::check_parameters(stmt)?;
+                PreparedKind::Plan(Box::new(planner::plan_statement(&self.ctx, stmt).await?))
             }
             SluiceStatement::Session(cmd) => PreparedKind::Session(cmd.clone()),
             SluiceStatement::Model(statement) => PreparedKind::Model(statement.clone()),
@@ -102,37 +97,14 @@ impl SluiceSession {
         Ok(PreparedStatement { kind, names })
     }
 
-    /// Plans a statement for DataFusion, after Sluice's rewrites of its text.
-    async fn plan(&self, statement: &DFStatement) -> Result<LogicalPlan> {
-        let mut statement = statement.clone();
-        // An s3:// location needs a store for its bucket before DataFusion
-        // can read or write it.
-        match &statement {
-            DFStatement::CreateExternalTable(table) => {
-                for location in &table.locations {
-                    crate::storage::register_store_for(&self.ctx, location)?;
-                }
-            }
-            DFStatement::CopyTo(copy) => {
-                crate::storage::register_store_for(&self.ctx, &copy.target)?
-            }
-            _ => {}
-        }
-        if let Some(plan) = crate::rewrite::literal_insert::plan(&statement, &self.ctx).await? {
-            return Ok(plan);
-        }
-        crate::rewrite::ml_predict::rewrite(&mut statement, &self.ctx).await?;
-        cast_values_to_column_types(&mut statement, &self.ctx).await?;
-        self.ctx.state().statement_to_plan(statement).await
-    }
-
     /// Re-runs a stored view or external-table definition while the data
     /// directory is opened: Sluice's parser and rewrites, but no recording
     /// (the definition is already stored).
     pub(crate) async fn restore_definition(&self, sql: &str) -> Result<()> {
         for statement in self.parse(sql)? {
             if let SluiceStatement::DataFusion(stmt) = &statement {
-                let plan = self.plan(stmt).await?;
+                let plan = planner::plan_statement(&self.ctx, stmt).await?;
+                let plan = planner::bind_and_fold(&self.ctx, plan, None).await?;
                 self.ctx.execute_logical_plan(plan).await?;
             }
         }
@@ -149,21 +121,10 @@ impl SluiceSession {
     ) -> Result<QueryOutput> {
         match &prepared.kind {
             PreparedKind::Plan(plan) => {
-                let plan = match params {
-                    Some(params) => {
-                        let params = conform_params(params, &prepared.parameter_types()?)?;
-                        (**plan).clone().replace_params_with_values(&params)?
-                    }
-                    None => {
-                        if !matches!(**plan, LogicalPlan::Statement(Statement::Prepare(_)))
-                            && let Some(&first) =
-                                crate::session::parameters::parameter_numbers(plan)?.first()
-                        {
-                            return Err(crate::session::parameters::missing_parameter(first).into());
-                        }
-                        (**plan).clone()
-                    }
-                };
+                let params = params
+                    .map(|params| conform_params(params, &prepared.parameter_types()?))
+                    .transpose()?;
+                let plan = planner::bind_and_fold(&self.ctx, (**plan).clone(), params).await?;
                 match self.execute_plan(plan).await? {
                     QueryOutput::Rows(stream) => {
                         let schema = prepared.with_postgres_names(stream.schema());
@@ -189,8 +150,8 @@ impl SluiceSession {
         }
     }
 
+    /// Runs a plan that is ready to execute (bound and folded).
     async fn execute_plan(&self, plan: LogicalPlan) -> Result<QueryOutput> {
-        let plan = crate::rewrite::async_calls::fold(plan, &self.ctx).await?;
         if plan_returns_rows(&plan) {
             let df = self.ctx.execute_logical_plan(plan).await?;
             return Ok(QueryOutput::Rows(df.execute_stream().await?));
@@ -326,9 +287,10 @@ impl SluiceSession {
         }
         let statement = statements.remove(0);
         if let SluiceStatement::DataFusion(stmt) = &statement {
-            let plan = self.plan(stmt).await?;
+            planner::check_parameters(stmt)?;
+            let plan = planner::plan_statement(&self.ctx, stmt).await?;
+            let plan = planner::bind_and_fold(&self.ctx, plan, None).await?;
             if plan_returns_rows(&plan) {
-                let plan = crate::rewrite::async_calls::fold(plan, &self.ctx).await?;
                 // Queries stay lazy: the caller streams or collects them.
                 return self.ctx.execute_logical_plan(plan).await;
             }

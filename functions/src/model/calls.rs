@@ -62,6 +62,9 @@ pub struct ModelCall {
     kind: CallKind,
     signature: Signature,
     registry: Arc<ModelRegistry>,
+    /// The model of this call site, looked up once when its plan was made
+    /// (`None`: looked up by name at each call).
+    bound: Option<Arc<LoadedModel>>,
     /// Where one query plan's calls are counted (for `EXPLAIN ANALYZE`);
     /// `None` in the function registered with the session.
     stats: Option<Arc<CallStats>>,
@@ -113,6 +116,7 @@ impl ModelCall {
             kind,
             signature,
             registry,
+            bound: None,
             stats: None,
         }
     }
@@ -123,8 +127,16 @@ impl ModelCall {
             kind: self.kind,
             signature: self.signature.clone(),
             registry: Arc::clone(&self.registry),
+            bound: self.bound.clone(),
             stats: Some(stats),
         }
+    }
+
+    /// The same function with its model looked up once, for one call site
+    /// of one plan: its batches reach the model without a catalog lookup.
+    pub fn bound_to(mut self, model: Arc<LoadedModel>) -> Self {
+        self.bound = Some(model);
+        self
     }
 
     /// Runs the model named by `name` on argument columns: the one code
@@ -190,6 +202,9 @@ impl ModelCall {
     }
 
     fn model(&self, name: Option<&ScalarValue>) -> Result<Arc<LoadedModel>> {
+        if let Some(model) = &self.bound {
+            return Ok(Arc::clone(model));
+        }
         let name = match name {
             Some(
                 ScalarValue::Utf8(Some(n))

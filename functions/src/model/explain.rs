@@ -73,14 +73,18 @@ impl CountModelCalls {
             },
             None => return Ok(None),
         };
-        let device = self
-            .registry
-            .get(&model_name)
-            .map(|m| m.device.as_str().to_string())
-            .unwrap_or_else(|_| "?".into());
+        // Looked up once per plan: the call site's batches then reach the
+        // model directly.
+        let model = self.registry.get(&model_name).ok();
+        let device = model
+            .as_ref()
+            .map_or_else(|| "?".into(), |m| m.device.as_str().to_string());
         let stats = Arc::new(CallStats::default());
-        let call =
+        let mut call =
             ModelCall::new(kind, Arc::clone(&self.registry)).counting_into(Arc::clone(&stats));
+        if let Some(model) = model {
+            call = call.bound_to(model);
+        }
         let udf = Arc::new(AsyncScalarUDF::new(Arc::new(call)).into_scalar_udf());
         let config: Arc<ConfigOptions> = Arc::new(function.config_options().clone());
         let instrumented: Arc<dyn PhysicalExpr> = Arc::new(ScalarFunctionExpr::new(

@@ -203,9 +203,23 @@ impl ModelEntry {
     pub fn loaded(&self) -> Result<Arc<LoadedModel>> {
         self.loaded
             .get_or_init(|| {
-                LoadedModel::load(self.spec.clone())
-                    .map(Arc::new)
-                    .map_err(|e| e.strip_backtrace())
+                let load = || {
+                    LoadedModel::load(self.spec.clone())
+                        .map(Arc::new)
+                        .map_err(|e| e.strip_backtrace())
+                };
+                // Loading reads and optimises the model file (seconds for a
+                // large one). On a runtime worker, tell tokio first so its
+                // other tasks move to another thread meanwhile.
+                match tokio::runtime::Handle::try_current() {
+                    Ok(handle)
+                        if handle.runtime_flavor()
+                            == tokio::runtime::RuntimeFlavor::MultiThread =>
+                    {
+                        tokio::task::block_in_place(load)
+                    }
+                    _ => load(),
+                }
             })
             .clone()
             .map_err(|m| {

@@ -1,0 +1,89 @@
+//! The one planning pipeline. Every entry point — the simple and extended
+//! protocols, SQL `PREPARE`, [`crate::Sluice::sql`], `COPY … FROM STDIN`,
+//! stored views restored at start, and (next) continuous queries — plans a
+//! statement through these steps, in this order:
+//!
+//! 1. **parse** — [`crate::sql::statement::parse_sql`]: Sluice's statements
+//!    and token passes, DataFusion's parser for the rest (done by the
+//!    caller, which may hold several statements);
+//! 2. **check parameters** — [`check_parameters`]: every `$n` within
+//!    Postgres' bounds before anything is sized by it;
+//! 3. **Sluice rewrites on the AST** — [`plan_statement`]: literal
+//!    `INSERT … VALUES` through COPY's text path
+//!    ([`crate::rewrite::literal_insert`]), Flink's `ML_PREDICT(TABLE …)`
+//!    ([`crate::rewrite::ml_predict`]), text literals into Sluice-typed
+//!    columns ([`crate::rewrite::typed_values`]);
+//! 4. **DataFusion planning** — `SessionState::statement_to_plan`, with
+//!    Sluice's type planner and analyzer rule
+//!    (`sluice_types::resolve::ResolveSluiceTypes`) installed on the state;
+//! 5. **binding and folding** — [`bind_and_fold`]: `$n` values bound, then
+//!    model and object calls with constant arguments run once
+//!    ([`crate::rewrite::async_calls`]). Folding runs models, so it happens
+//!    when a statement is executed, never when it is only prepared or
+//!    described.
+//!
+//! Folding stays a pass of its own rather than an optimizer rule:
+//! DataFusion's rules are synchronous, and a model call is not.
+
+use datafusion::common::ParamValues;
+use datafusion::error::Result;
+use datafusion::logical_expr::{LogicalPlan, Statement};
+use datafusion::prelude::SessionContext;
+use datafusion::sql::parser::Statement as DFStatement;
+
+use crate::pg::parameters;
+use crate::rewrite::async_calls;
+
+/// Step 2: the statement's `$n` placeholders, each within bounds.
+pub fn check_parameters(statement: &DFStatement) -> Result<()> {
+    parameters::check_statement(statement)
+}
+
+/// Steps 3 and 4: a DataFusion statement to a logical plan, parameters
+/// left as placeholders.
+pub async fn plan_statement(ctx: &SessionContext, statement: &DFStatement) -> Result<LogicalPlan> {
+    let mut statement = statement.clone();
+    // An s3:// location needs a store for its bucket before DataFusion can
+    // read or write it.
+    match &statement {
+        DFStatement::CreateExternalTable(table) => {
+            for location in &table.locations {
+                crate::storage::register_store_for(ctx, location)?;
+            }
+        }
+        DFStatement::CopyTo(copy) => crate::storage::register_store_for(ctx, &copy.target)?,
+        _ => {}
+    }
+    if let Some(plan) = crate::rewrite::literal_insert::plan(&statement, ctx).await? {
+        return Ok(plan);
+    }
+    crate::rewrite::ml_predict::rewrite(&mut statement, ctx).await?;
+    crate::rewrite::typed_values::cast_values_to_column_types(&mut statement, ctx).await?;
+    let plan = ctx.state().statement_to_plan(statement).await?;
+    // The plan's placeholders too: a rewrite may have introduced none, but
+    // nothing later sizes anything by an unchecked number.
+    parameters::parameter_numbers(&plan)?;
+    Ok(plan)
+}
+
+/// Step 5: binds `params` (or checks that the plan needs none) and folds
+/// constant async calls; the plan is then ready to execute.
+pub async fn bind_and_fold(
+    ctx: &SessionContext,
+    plan: LogicalPlan,
+    params: Option<ParamValues>,
+) -> Result<LogicalPlan> {
+    let plan = match params {
+        Some(params) => plan.replace_params_with_values(&params)?,
+        None => {
+            // SQL `PREPARE` keeps its placeholders for `EXECUTE`.
+            if !matches!(plan, LogicalPlan::Statement(Statement::Prepare(_)))
+                && let Some(&first) = parameters::parameter_numbers(&plan)?.first()
+            {
+                return Err(parameters::missing_parameter(first).into());
+            }
+            plan
+        }
+    };
+    async_calls::fold(plan, ctx).await
+}
