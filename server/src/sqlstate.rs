@@ -2,10 +2,14 @@
 //! [`DataFusionError`] maps to a SQLSTATE code clients can act on
 //! (<https://www.postgresql.org/docs/15/errcodes-appendix.html>).
 //!
-//! DataFusion reports many planning failures as `Plan` errors with a
-//! message only; for those we recognise the messages DataFusion 55 emits
-//! for the common cases (unknown table, unknown function, …). Everything
-//! unrecognised keeps its class rather than collapsing to `XX000`.
+//! Sluice's own errors carry their SQLSTATE from where they are raised
+//! ([`SluiceError`]: parameters, models, objects, COPY data, commits), and
+//! Arrow's and DataFusion's typed errors map by their type. What remains
+//! matched by message: DataFusion's `Plan` errors, which carry only a
+//! message (unknown table, unknown function, …, as DataFusion 55 words
+//! them), and the media, tensor and model-option errors not yet raised as
+//! `SluiceError`s. Everything unrecognised keeps its class rather than
+//! collapsing to `XX000`.
 
 use datafusion::arrow::error::ArrowError;
 use datafusion::common::SchemaError;
@@ -169,7 +173,6 @@ pub fn sqlstate(err: &DataFusionError) -> &'static str {
             .unwrap_or_else(|| plan_sqlstate(m)),
         DataFusionError::Execution(m) => model_sqlstate(m)
             .or_else(|| media_sqlstate(m))
-            .or_else(|| copy_sqlstate(m))
             .unwrap_or_else(|| execution_sqlstate(m)),
         DataFusionError::NotImplemented(_) => FEATURE_NOT_SUPPORTED,
         DataFusionError::Configuration(m) => {
@@ -216,27 +219,15 @@ fn arrow_sqlstate(e: &ArrowError) -> &'static str {
     }
 }
 
-/// Errors of the model catalog and runtime (`sluice_functions::model`).
+/// Errors of model definitions and calls not yet raised with a SQLSTATE
+/// (`sluice_functions::model::spec`'s option checks, `EMBED`'s argument
+/// type check, ONNX Runtime refusing a file); the catalog, the runtime,
+/// model runs and argument counts raise [`SluiceError`]s.
 fn model_sqlstate(m: &str) -> Option<&'static str> {
     use codes::*;
     let lower = m.to_ascii_lowercase();
-    let code = if lower.starts_with("model '") && lower.contains("does not exist") {
-        UNDEFINED_OBJECT
-    } else if lower.starts_with("model '") && lower.contains("already exists") {
-        DUPLICATE_OBJECT
-    } else if lower.contains("onnx runtime library not found")
-        || lower.contains("cannot load onnx runtime")
-        || lower.starts_with("model file") && lower.contains("does not exist")
-    {
-        UNDEFINED_FILE
-    } else if lower.contains("model error") || lower.contains("model failed") {
-        EXTERNAL_ROUTINE_EXCEPTION
-    } else if lower.contains("does not match model")
-        || lower.contains("with model") && lower.contains("takes")
-    {
+    let code = if lower.contains("with model") && lower.contains("takes") {
         DATATYPE_MISMATCH
-    } else if lower.starts_with("model ") && lower.contains("argument(s) after the model name") {
-        UNDEFINED_FUNCTION
     } else if lower.contains("not a loadable onnx model") || lower.contains("model option") {
         INVALID_PARAMETER_VALUE
     } else {
@@ -245,20 +236,12 @@ fn model_sqlstate(m: &str) -> Option<&'static str> {
     Some(code)
 }
 
-/// Errors of multimodal values and object access (`sluice_types::media`,
-/// `sluice_types::tensor`, `sluice_functions::object`).
+/// Errors of multimodal values (`sluice_types::media`, `sluice_types::tensor`);
+/// object access raises [`SluiceError`]s.
 fn media_sqlstate(m: &str) -> Option<&'static str> {
     use codes::*;
     let lower = m.to_ascii_lowercase();
-    let code = if lower.starts_with("permission denied for object") {
-        INSUFFICIENT_PRIVILEGE
-    } else if lower.starts_with("object not found") {
-        UNDEFINED_FILE
-    } else if lower.contains("changed since the reference was made") {
-        OBJECT_NOT_IN_PREREQUISITE_STATE
-    } else if lower.contains("byte limit on objects") {
-        PROGRAM_LIMIT_EXCEEDED
-    } else if lower.starts_with("invalid image") || lower.starts_with("invalid audio") {
+    let code = if lower.starts_with("invalid image") || lower.starts_with("invalid audio") {
         INVALID_BINARY_REPRESENTATION
     } else if lower.starts_with("invalid input syntax for type")
         || lower.starts_with("invalid bytea text")
@@ -283,18 +266,6 @@ fn media_sqlstate(m: &str) -> Option<&'static str> {
         return None;
     };
     Some(code)
-}
-
-/// Errors in the data of `COPY … FROM STDIN` (`sluice_engine::copy_in`).
-fn copy_sqlstate(m: &str) -> Option<&'static str> {
-    if !m.contains("(COPY line ") {
-        return None;
-    }
-    Some(if m.starts_with("invalid byte sequence") {
-        codes::CHARACTER_NOT_IN_REPERTOIRE
-    } else {
-        codes::BAD_COPY_FILE_FORMAT
-    })
 }
 
 /// DataFusion raises most planning failures as `Plan` errors whose only
@@ -402,15 +373,14 @@ mod tests {
     }
 
     #[test]
-    fn maps_model_errors() {
-        let plan = |m: &str| sqlstate(&DataFusionError::Plan(m.into()));
-        assert_eq!(plan("model 'nope' does not exist"), codes::UNDEFINED_OBJECT);
-        assert_eq!(plan("model 'm' already exists"), codes::DUPLICATE_OBJECT);
-        assert_eq!(
-            plan("model file /x.onnx does not exist"),
-            codes::UNDEFINED_FILE
-        );
-        let run = DataFusionError::Execution("model g: model error (model run): bad index".into());
-        assert_eq!(sqlstate(&run), codes::EXTERNAL_ROUTINE_EXCEPTION);
+    fn typed_errors_keep_their_sqlstate_and_message() {
+        use sluice_types::error::SqlState;
+        let err: DataFusionError =
+            SluiceError::new(SqlState::UNDEFINED_OBJECT, "model 'nope' does not exist").into();
+        let wrapped = DataFusionError::Context("planning".into(), Box::new(err));
+        assert_eq!(sqlstate(&wrapped), "42704");
+        assert_eq!(message(&wrapped), "model 'nope' does not exist");
+        let option = DataFusionError::Plan("model option 'x' is unknown".into());
+        assert_eq!(sqlstate(&option), codes::INVALID_PARAMETER_VALUE);
     }
 }

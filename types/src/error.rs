@@ -26,6 +26,24 @@ impl SqlState {
     pub const INSUFFICIENT_PRIVILEGE: SqlState = SqlState("42501");
     /// `40001`: a concurrent write won; retrying may succeed.
     pub const SERIALIZATION_FAILURE: SqlState = SqlState("40001");
+    /// `42704`: no model (or other object) of that name.
+    pub const UNDEFINED_OBJECT: SqlState = SqlState("42704");
+    /// `42710`: a model (or other object) of that name exists.
+    pub const DUPLICATE_OBJECT: SqlState = SqlState("42710");
+    /// `58P01`: a file or object that is not there.
+    pub const UNDEFINED_FILE: SqlState = SqlState("58P01");
+    /// `38000`: a model failed while running.
+    pub const EXTERNAL_ROUTINE_EXCEPTION: SqlState = SqlState("38000");
+    /// `42804`: values of the wrong type for a model.
+    pub const DATATYPE_MISMATCH: SqlState = SqlState("42804");
+    /// `42883`: no function (model signature) takes these arguments.
+    pub const UNDEFINED_FUNCTION: SqlState = SqlState("42883");
+    /// `22P04`: COPY data that does not parse.
+    pub const BAD_COPY_FILE_FORMAT: SqlState = SqlState("22P04");
+    /// `22021`: bytes that are not valid UTF-8.
+    pub const CHARACTER_NOT_IN_REPERTOIRE: SqlState = SqlState("22021");
+    /// `55000`: an object that changed since it was referenced.
+    pub const OBJECT_NOT_IN_PREREQUISITE_STATE: SqlState = SqlState("55000");
     /// `22023`: an option or argument with a value outside its domain.
     pub const INVALID_PARAMETER_VALUE: SqlState = SqlState("22023");
 

@@ -9,6 +9,7 @@
 //! field is NULL, `""` is the empty string); no crate reads Postgres' text
 //! format (backslash escapes, `\N`).
 
+use sluice_types::error::{SluiceError, SqlState};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{ArrayRef, StringBuilder};
@@ -181,9 +182,12 @@ impl CopyReader {
                 Some((start, end)) => {
                     let text =
                         std::str::from_utf8(&self.field_bytes[*start..*end]).map_err(|_| {
-                            DataFusionError::Execution(format!(
-                                "invalid byte sequence for encoding \"UTF8\" (COPY line {})",
-                                self.line
+                            DataFusionError::from(SluiceError::new(
+                                SqlState::CHARACTER_NOT_IN_REPERTOIRE,
+                                format!(
+                                    "invalid byte sequence for encoding \"UTF8\" (COPY line {})",
+                                    self.line
+                                ),
                             ))
                         })?;
                     self.builders[column].append_value(text);
@@ -301,7 +305,11 @@ impl CopyReader {
     }
 
     fn error(&self, message: &str) -> DataFusionError {
-        DataFusionError::Execution(format!("{message} (COPY line {})", self.line))
+        SluiceError::new(
+            SqlState::BAD_COPY_FILE_FORMAT,
+            format!("{message} (COPY line {})", self.line),
+        )
+        .into()
     }
 }
 

@@ -8,6 +8,7 @@
 //! has installed it, so `SELECT EMBED('minilm', 'hello')` works out of the
 //! box; dropping it is remembered like any other catalog change.
 
+use sluice_types::error::{SluiceError, SqlState};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -93,9 +94,11 @@ pub(crate) async fn execute(
                 if *if_exists {
                     return Ok(ModelOutcome::Done("DROP MODEL"));
                 }
-                return Err(DataFusionError::Plan(format!(
-                    "model '{name}' does not exist"
-                )));
+                return Err(SluiceError::new(
+                    SqlState::UNDEFINED_OBJECT,
+                    format!("model '{name}' does not exist"),
+                )
+                .into());
             }
             if let Some(store) = &store {
                 store.remove_model_definition(name).await?;

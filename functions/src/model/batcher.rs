@@ -8,6 +8,7 @@
 //! merged several callers' rows is re-run per caller, so one query's bad
 //! input never fails another's.
 
+use sluice_types::error::{SluiceError, SqlState};
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, TryRecvError};
@@ -276,7 +277,11 @@ impl Worker {
                         .cloned()
                         .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
                         .unwrap_or_else(|| "unknown panic".into());
-                    Err(DataFusionError::Execution(format!("model failed: {what}")))
+                    Err(SluiceError::new(
+                        SqlState::EXTERNAL_ROUTINE_EXCEPTION,
+                        format!("model failed: {what}"),
+                    )
+                    .into())
                 });
         if result.is_err() {
             self.metrics.failures.fetch_add(1, Ordering::Relaxed);

@@ -8,6 +8,7 @@
 //! rows are tensors (`pixels [N, 3, H, W]`) takes one `TENSOR` or `IMAGE`
 //! argument ([`super::tensor_inputs`]).
 
+use sluice_types::error::{SluiceError, SqlState};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -92,9 +93,12 @@ impl PredictLayout {
             derived_fields
         } else {
             check_arguments(model, &layout_inputs, &spec.inputs, &spec.image).map_err(|e| {
-                plan(format!(
-                    "declared INPUT does not match model {model}: {}",
-                    e.message()
+                DataFusionError::from(SluiceError::new(
+                    SqlState::DATATYPE_MISMATCH,
+                    format!(
+                        "declared INPUT does not match model {model}: {}",
+                        e.message()
+                    ),
                 ))
             })?;
             spec.inputs.clone()
@@ -220,11 +224,11 @@ fn check_arguments(
             _ => {
                 let end = next + width;
                 if end > types.len() {
-                    return Err(plan(format!(
-                        "model {model} takes {} argument(s) after the model name, got {}",
+                    return Err(wrong_argument_count(
+                        model,
                         total_width(inputs),
-                        types.len()
-                    )));
+                        types.len(),
+                    ));
                 }
                 for (i, ty) in types[next..end].iter().enumerate() {
                     if !can_cast_types(ty, &element)
@@ -243,11 +247,11 @@ fn check_arguments(
         }
     }
     if next != types.len() {
-        return Err(plan(format!(
-            "model {model} takes {} argument(s) after the model name, got {}",
+        return Err(wrong_argument_count(
+            model,
             total_width(inputs),
-            types.len()
-        )));
+            types.len(),
+        ));
     }
     Ok(groups)
 }
@@ -342,12 +346,16 @@ fn match_outputs(spec: &ModelSpec, outputs: &[TensorSpec]) -> Result<Vec<(Tensor
         .all(|f| outputs.iter().any(|o| o.name == *f.name()));
     if !by_name && spec.outputs.len() != outputs.len() {
         let names: Vec<&str> = outputs.iter().map(|o| o.name.as_str()).collect();
-        return Err(plan(format!(
-            "declared OUTPUT does not match model {model}: it has {} output(s) ({}); declare \
-             them by these names or all of them in order",
-            outputs.len(),
-            names.join(", ")
-        )));
+        return Err(SluiceError::new(
+            SqlState::DATATYPE_MISMATCH,
+            format!(
+                "declared OUTPUT does not match model {model}: it has {} output(s) ({}); declare \
+                 them by these names or all of them in order",
+                outputs.len(),
+                names.join(", ")
+            ),
+        )
+        .into());
     }
     spec.outputs
         .iter()
@@ -526,4 +534,14 @@ impl BatchRunner for Predictor {
 
 fn plan(message: String) -> DataFusionError {
     DataFusionError::Plan(message)
+}
+
+/// No model signature takes this many arguments (SQLSTATE 42883, as an
+/// unknown function signature in Postgres).
+fn wrong_argument_count(model: &str, wanted: usize, got: usize) -> DataFusionError {
+    SluiceError::new(
+        SqlState::UNDEFINED_FUNCTION,
+        format!("model {model} takes {wanted} argument(s) after the model name, got {got}"),
+    )
+    .into()
 }

@@ -6,6 +6,7 @@
 //! first use, so a model file that has gone missing fails the queries that
 //! use it rather than the engine's start.
 
+use sluice_types::error::{SluiceError, SqlState};
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock, RwLock};
@@ -110,10 +111,11 @@ impl LoadedModel {
             });
         }
         if !spec.path.is_file() {
-            return Err(DataFusionError::Plan(format!(
-                "model file {} does not exist",
-                spec.path.display()
-            )));
+            return Err(SluiceError::new(
+                SqlState::UNDEFINED_FILE,
+                format!("model file {} does not exist", spec.path.display()),
+            )
+            .into());
         }
         let opened = open_session(&spec.path, spec.device, spec.batch.intra_threads)?;
         let (tensor_inputs, tensor_outputs) = signature(&opened.session);
@@ -190,12 +192,18 @@ impl LoadedModel {
     }
 }
 
+/// Why a model could not be loaded: the failure's SQLSTATE, when it had
+/// one, and its message (kept, so later calls report the same).
+type LoadFailure = (Option<SqlState>, String);
+
 /// One catalog entry: the definition, and the model once loaded.
 #[derive(Debug)]
 pub struct ModelEntry {
     /// The definition.
     pub spec: ModelSpec,
-    loaded: OnceLock<std::result::Result<Arc<LoadedModel>, String>>,
+    /// The loaded model, or why it could not be loaded (its SQLSTATE, if
+    /// the failure had one, and message).
+    loaded: OnceLock<std::result::Result<Arc<LoadedModel>, LoadFailure>>,
 }
 
 impl ModelEntry {
@@ -206,7 +214,10 @@ impl ModelEntry {
                 let load = || {
                     LoadedModel::load(self.spec.clone())
                         .map(Arc::new)
-                        .map_err(|e| e.strip_backtrace())
+                        .map_err(|e| match SluiceError::find(&e) {
+                            Some(typed) => (Some(typed.sqlstate), typed.message.clone()),
+                            None => (None, e.strip_backtrace()),
+                        })
                 };
                 // Loading reads and optimises the model file (seconds for a
                 // large one). On a runtime worker, tell tokio first so its
@@ -222,11 +233,12 @@ impl ModelEntry {
                 }
             })
             .clone()
-            .map_err(|m| {
-                DataFusionError::Execution(format!(
-                    "model {} cannot be loaded: {m}",
-                    self.spec.name
-                ))
+            .map_err(|(sqlstate, m)| {
+                let message = format!("model {} cannot be loaded: {m}", self.spec.name);
+                match sqlstate {
+                    Some(sqlstate) => SluiceError::new(sqlstate, message).into(),
+                    None => DataFusionError::Execution(message),
+                }
             })
     }
 
@@ -308,7 +320,13 @@ impl ModelRegistry {
             .get(name)
             .or_else(|| models.get(&name.to_lowercase()))
             .cloned()
-            .ok_or_else(|| DataFusionError::Plan(format!("model '{name}' does not exist")))
+            .ok_or_else(|| {
+                SluiceError::new(
+                    SqlState::UNDEFINED_OBJECT,
+                    format!("model '{name}' does not exist"),
+                )
+                .into()
+            })
     }
 
     /// The loaded model of `name`.
@@ -339,5 +357,9 @@ impl ModelRegistry {
 
 /// The error for a second model of the same name.
 pub fn already_exists(name: &str) -> DataFusionError {
-    DataFusionError::Plan(format!("model '{name}' already exists"))
+    SluiceError::new(
+        SqlState::DUPLICATE_OBJECT,
+        format!("model '{name}' already exists"),
+    )
+    .into()
 }

@@ -6,6 +6,7 @@
 //! builds and starts without it; a model is only refused when it is used
 //! and the library cannot be found, with the places that were searched.
 
+use sluice_types::error::{SluiceError, SqlState};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
@@ -104,7 +105,7 @@ fn environment() -> Result<&'static Environment> {
     ENVIRONMENT
         .get_or_init(load_environment)
         .as_ref()
-        .map_err(|reason| DataFusionError::Execution(reason.clone()))
+        .map_err(|reason| SluiceError::new(SqlState::UNDEFINED_FILE, reason.clone()).into())
 }
 
 fn load_environment() -> std::result::Result<Environment, String> {

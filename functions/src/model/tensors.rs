@@ -5,6 +5,7 @@
 //! A row of shape `[]` or `[1]` is one SQL scalar; `[k]` is `k` values: a
 //! `VECTOR(k)` for float32, a fixed-size array otherwise.
 
+use sluice_types::error::{SluiceError, SqlState};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
@@ -301,7 +302,11 @@ pub fn rows_with_all_inputs(columns: &[ArrayRef]) -> Option<BooleanArray> {
 
 /// An ONNX Runtime failure, named after the tensor or model involved.
 pub fn model_error(what: &str, e: impl std::fmt::Display) -> DataFusionError {
-    DataFusionError::Execution(format!("model error ({what}): {e}"))
+    SluiceError::new(
+        SqlState::EXTERNAL_ROUTINE_EXCEPTION,
+        format!("model error ({what}): {e}"),
+    )
+    .into()
 }
 
 /// The field of an output column, with the name the user sees.

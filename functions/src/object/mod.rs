@@ -18,6 +18,7 @@ pub mod list;
 pub mod roots;
 pub mod stores;
 
+use sluice_types::error::{SluiceError, SqlState};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -145,20 +146,26 @@ pub fn object_ref_of(uri: String, meta: &ObjectMeta) -> ObjectRef {
 }
 
 fn too_large(uri: &str, limit: u64) -> DataFusionError {
-    DataFusionError::Execution(format!(
-        "object {uri} is larger than the {limit}-byte limit on objects read into memory"
-    ))
+    SluiceError::new(
+        SqlState::PROGRAM_LIMIT_EXCEEDED,
+        format!("object {uri} is larger than the {limit}-byte limit on objects read into memory"),
+    )
+    .into()
 }
 
 /// object_store's errors, as messages naming the object.
 fn object_error(uri: &str, error: object_store::Error) -> DataFusionError {
     match error {
         object_store::Error::NotFound { .. } => {
-            DataFusionError::Execution(format!("object not found: {uri}"))
+            SluiceError::new(SqlState::UNDEFINED_FILE, format!("object not found: {uri}")).into()
         }
-        object_store::Error::Precondition { .. } => DataFusionError::Execution(format!(
-            "object {uri} changed since the reference was made (its etag no longer matches)"
-        )),
+        object_store::Error::Precondition { .. } => SluiceError::new(
+            SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE,
+            format!(
+                "object {uri} changed since the reference was made (its etag no longer matches)"
+            ),
+        )
+        .into(),
         other => DataFusionError::Execution(format!("cannot read object {uri}: {other}")),
     }
 }

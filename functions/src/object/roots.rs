@@ -3,6 +3,7 @@
 //! root is a permission error, whatever its spelling (`../`, percent
 //! escapes, symbolic links leading out of a root).
 
+use sluice_types::error::{SluiceError, SqlState};
 use std::path::{Component, Path as FsPath, PathBuf};
 
 use datafusion::error::{DataFusionError, Result};
@@ -200,9 +201,13 @@ fn percent_decode(text: &str) -> String {
         .into_owned()
 }
 
-/// SQLSTATE 42501's message (the server maps "permission denied" to it).
+/// SQLSTATE 42501: outside every object root.
 fn permission_denied(uri: &str, why: &str) -> DataFusionError {
-    DataFusionError::Execution(format!("permission denied for object {uri}: {why}"))
+    SluiceError::new(
+        SqlState::INSUFFICIENT_PRIVILEGE,
+        format!("permission denied for object {uri}: {why}"),
+    )
+    .into()
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 //! the answer's text. A chat request takes one conversation, so the rows
 //! of a gathered batch go out as concurrent requests (`max_concurrency`).
 
+use sluice_types::error::{SluiceError, SqlState};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -67,9 +68,12 @@ impl RemoteChat {
         let mut texts: Vec<Option<String>> = vec![None; prompts.len()];
         for (&row, answer) in present.iter().zip(answers) {
             let text = answer.map_err(|e| {
-                DataFusionError::Execution(format!(
-                    "model error (remote model {}): {e}",
-                    self.client.settings.model
+                DataFusionError::from(SluiceError::new(
+                    SqlState::EXTERNAL_ROUTINE_EXCEPTION,
+                    format!(
+                        "model error (remote model {}): {e}",
+                        self.client.settings.model
+                    ),
                 ))
             })?;
             texts[row] = Some(text);

@@ -1,6 +1,7 @@
 //! Remote embedding models: `EMBED` through `/embeddings`. Each gathered
 //! batch is sent as requests of (at most) the batch size's texts.
 
+use sluice_types::error::{SluiceError, SqlState};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -76,16 +77,23 @@ impl RemoteEmbedder {
         let mut row_iter = present.iter();
         for (chunk, result) in chunks.iter().zip(results) {
             let vectors = result.map_err(|e| {
-                DataFusionError::Execution(format!("model error (remote model {model}): {e}"))
+                DataFusionError::from(SluiceError::new(
+                    SqlState::EXTERNAL_ROUTINE_EXCEPTION,
+                    format!("model error (remote model {model}): {e}"),
+                ))
             })?;
             metrics.record_batch(chunk.len(), Duration::ZERO);
             for mut vector in vectors {
                 let Some(&row) = row_iter.next() else { break };
                 if vector.len() != dim {
-                    return Err(DataFusionError::Execution(format!(
-                        "model error (remote model {model}): embedding of {} values, expected {dim}",
-                        vector.len()
-                    )));
+                    return Err(SluiceError::new(
+                        SqlState::EXTERNAL_ROUTINE_EXCEPTION,
+                        format!(
+                            "model error (remote model {model}): embedding of {} values, expected {dim}",
+                            vector.len()
+                        ),
+                    )
+                    .into());
                 }
                 if self.normalize {
                     normalize(&mut vector);
