@@ -4,6 +4,7 @@
 //! numpy and ONNX). Casts from nested arrays are casts
 //! (`ARRAY[[1,2],[3,4]]::TENSOR(FLOAT, [2,2])`, see `sluice_types`).
 
+use sluice_types::error::{SluiceError, SqlState};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, Float64Builder, Int64Builder, ListArray};
@@ -41,9 +42,12 @@ fn tensor_type(function: &str, field: &Field) -> Result<(TensorElement, Option<T
         Some(SluiceType::Tensor(elem, shape)) => Ok((elem, shape)),
         // An untyped NULL: the result is NULL.
         None if field.data_type() == &DataType::Null => Ok((TensorElement::Float32, None)),
-        found => Err(DataFusionError::Plan(format!(
-            "function {function} takes a tensor, not {}",
-            found.map_or_else(|| field.data_type().to_string(), |t| t.type_name())
+        found => Err(DataFusionError::from(SluiceError::new(
+            SqlState::UNDEFINED_FUNCTION,
+            format!(
+                "function {function} takes a tensor, not {}",
+                found.map_or_else(|| field.data_type().to_string(), |t| t.type_name())
+            ),
         ))),
     }
 }
@@ -71,8 +75,9 @@ impl ScalarUDFImpl for TensorFunction {
     fn return_field_from_args(&self, args: ReturnFieldArgs) -> Result<FieldRef> {
         let name = self.name();
         let Some(source) = args.arg_fields.first() else {
-            return Err(DataFusionError::Plan(format!(
-                "function {name} takes a tensor"
+            return Err(DataFusionError::from(SluiceError::new(
+                SqlState::UNDEFINED_FUNCTION,
+                format!("function {name} takes a tensor"),
             )));
         };
         let (elem, _) = tensor_type(name, source)?;
@@ -237,14 +242,16 @@ fn shape_at(array: &dyn Array, row: usize) -> Result<Vec<i64>> {
 fn resolve_shape(wanted: &[i64], len: usize) -> Result<Vec<usize>> {
     let shown = format!("{wanted:?}");
     let mismatch = || {
-        DataFusionError::Execution(format!(
-            "cannot reshape a tensor of {len} elements to {shown}"
+        DataFusionError::from(SluiceError::new(
+            SqlState::INVALID_PARAMETER_VALUE,
+            format!("cannot reshape a tensor of {len} elements to {shown}"),
         ))
     };
     let inferred = wanted.iter().filter(|d| **d == -1).count();
     if inferred > 1 || wanted.iter().any(|d| *d == 0 || *d < -1) || wanted.is_empty() {
-        return Err(DataFusionError::Execution(format!(
-            "invalid tensor shape {shown}: dimensions are positive, with at most one -1"
+        return Err(DataFusionError::from(SluiceError::new(
+            SqlState::INVALID_PARAMETER_VALUE,
+            format!("invalid tensor shape {shown}: dimensions are positive, with at most one -1"),
         )));
     }
     let known: usize = wanted
@@ -286,9 +293,12 @@ fn flat_offset(dims: &[usize], position: &[i64]) -> Result<usize> {
     let mut offset = 0usize;
     for (d, i) in dims.iter().zip(position) {
         let i = usize::try_from(*i).ok().filter(|i| i < d).ok_or_else(|| {
-            DataFusionError::Execution(format!(
-                "tensor_get: index {position:?} is out of bounds for shape {}",
-                format_shape(dims)
+            DataFusionError::from(SluiceError::new(
+                SqlState::ARRAY_SUBSCRIPT_ERROR,
+                format!(
+                    "tensor_get: index {position:?} is out of bounds for shape {}",
+                    format_shape(dims)
+                ),
             ))
         })?;
         offset = offset * d + i;

@@ -7,7 +7,7 @@
 //! Arrow's and DataFusion's typed errors map by their type. What remains
 //! matched by message: DataFusion's `Plan` errors, which carry only a
 //! message (unknown table, unknown function, …, as DataFusion 55 words
-//! them), and the media, tensor and model-option errors not yet raised as
+//! them), and the model-option errors of `CREATE MODEL` not yet raised as
 //! `SluiceError`s. Everything unrecognised keeps its class rather than
 //! collapsing to `XX000`.
 
@@ -168,12 +168,8 @@ pub fn sqlstate(err: &DataFusionError) -> &'static str {
             | SchemaError::DuplicateUnqualifiedField { .. } => DUPLICATE_COLUMN,
             SchemaError::AmbiguousReference { .. } => AMBIGUOUS_COLUMN,
         },
-        DataFusionError::Plan(m) => model_sqlstate(m)
-            .or_else(|| media_sqlstate(m))
-            .unwrap_or_else(|| plan_sqlstate(m)),
-        DataFusionError::Execution(m) => model_sqlstate(m)
-            .or_else(|| media_sqlstate(m))
-            .unwrap_or_else(|| execution_sqlstate(m)),
+        DataFusionError::Plan(m) => model_sqlstate(m).unwrap_or_else(|| plan_sqlstate(m)),
+        DataFusionError::Execution(m) => model_sqlstate(m).unwrap_or_else(|| execution_sqlstate(m)),
         DataFusionError::NotImplemented(_) => FEATURE_NOT_SUPPORTED,
         DataFusionError::Configuration(m) => {
             if m.contains("cannot be changed") {
@@ -229,38 +225,6 @@ fn model_sqlstate(m: &str) -> Option<&'static str> {
     let code = if lower.contains("with model") && lower.contains("takes") {
         DATATYPE_MISMATCH
     } else if lower.contains("not a loadable onnx model") || lower.contains("model option") {
-        INVALID_PARAMETER_VALUE
-    } else {
-        return None;
-    };
-    Some(code)
-}
-
-/// Errors of multimodal values (`sluice_types::media`, `sluice_types::tensor`);
-/// object access raises [`SluiceError`]s.
-fn media_sqlstate(m: &str) -> Option<&'static str> {
-    use codes::*;
-    let lower = m.to_ascii_lowercase();
-    let code = if lower.starts_with("invalid image") || lower.starts_with("invalid audio") {
-        INVALID_BINARY_REPRESENTATION
-    } else if lower.starts_with("invalid input syntax for type")
-        || lower.starts_with("invalid bytea text")
-        || lower.starts_with("invalid object uri")
-    {
-        INVALID_TEXT_REPRESENTATION
-    } else if lower.starts_with("unsupported object uri scheme") {
-        FEATURE_NOT_SUPPORTED
-    } else if lower.starts_with("cannot cast type") {
-        CANNOT_COERCE
-    } else if lower.starts_with("function ") && lower.contains(" takes ") {
-        UNDEFINED_FUNCTION
-    } else if lower.starts_with("tensor_get: index") {
-        ARRAY_SUBSCRIPT_ERROR
-    } else if lower.contains("lies outside")
-        || lower.starts_with("cannot reshape")
-        || lower.starts_with("invalid tensor shape")
-        || lower.contains(" must be between ")
-    {
         INVALID_PARAMETER_VALUE
     } else {
         return None;

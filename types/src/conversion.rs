@@ -4,6 +4,7 @@
 //! `u::text` becomes `uuid_out(u)` (planned by the `resolve` analyzer rule). The names follow
 //! Postgres's type input/output functions.
 
+use crate::error::{SluiceError, SqlState};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray};
@@ -193,9 +194,9 @@ fn check_value_source(ty: SluiceType, source: &Field) -> Result<()> {
     }
     let shown = SluiceType::of_field(source)
         .map_or_else(|| source.data_type().to_string(), |t| t.type_name());
-    Err(DataFusionError::Plan(format!(
-        "cannot cast type {shown} to {}",
-        ty.type_name()
+    Err(DataFusionError::from(SluiceError::new(
+        SqlState::CANNOT_COERCE,
+        format!("cannot cast type {shown} to {}", ty.type_name()),
     )))
 }
 
@@ -238,9 +239,9 @@ fn convert_value(
             };
             crate::tensor::convert_to_tensor(array, source_shape, elem, shape)
         }
-        other => Err(DataFusionError::Plan(format!(
-            "cannot cast type {} to {other}",
-            array.data_type()
+        other => Err(DataFusionError::from(SluiceError::new(
+            SqlState::CANNOT_COERCE,
+            format!("cannot cast type {} to {other}", array.data_type()),
         ))),
     }
 }

@@ -44,6 +44,18 @@ impl SqlState {
     pub const CHARACTER_NOT_IN_REPERTOIRE: SqlState = SqlState("22021");
     /// `55000`: an object that changed since it was referenced.
     pub const OBJECT_NOT_IN_PREREQUISITE_STATE: SqlState = SqlState("55000");
+    /// `22P03`: bytes that are not a valid value (an image, a clip).
+    pub const INVALID_BINARY_REPRESENTATION: SqlState = SqlState("22P03");
+    /// `0A000`: valid input Sluice does not handle.
+    pub const FEATURE_NOT_SUPPORTED: SqlState = SqlState("0A000");
+    /// `XX000`: a broken invariant.
+    pub const INTERNAL_ERROR: SqlState = SqlState("XX000");
+    /// `22P02`: text that is not a value of the type.
+    pub const INVALID_TEXT_REPRESENTATION: SqlState = SqlState("22P02");
+    /// `42846`: no conversion between the two types.
+    pub const CANNOT_COERCE: SqlState = SqlState("42846");
+    /// `2202E`: an index outside an array or tensor.
+    pub const ARRAY_SUBSCRIPT_ERROR: SqlState = SqlState("2202E");
     /// `22023`: an option or argument with a value outside its domain.
     pub const INVALID_PARAMETER_VALUE: SqlState = SqlState("22023");
 

@@ -8,6 +8,7 @@
 //! fields, `{"uri":"s3://b/cat.jpg","size":1234,"etag":"\"9b2c\""}`; input
 //! accepts that or a bare URI.
 
+use crate::error::{SluiceError, SqlState};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
@@ -159,8 +160,9 @@ pub fn format_object_ref(r: &ObjectRef, out: &mut String) {
 pub fn parse_object_ref(text: &str) -> Result<ObjectRef> {
     let trimmed = text.trim();
     let invalid = |why: &str| {
-        DataFusionError::Execution(format!(
-            "invalid input syntax for type object_ref: \"{text}\": {why}"
+        DataFusionError::from(SluiceError::new(
+            SqlState::INVALID_TEXT_REPRESENTATION,
+            format!("invalid input syntax for type object_ref: \"{text}\": {why}"),
         ))
     };
     if !trimmed.starts_with('{') {

@@ -2,6 +2,7 @@
 //! (int16 dimension, int16 unused, then big-endian float4s), and the checks
 //! pgvector makes: every element finite, the dimension the column declares.
 
+use crate::error::{SluiceError, SqlState};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, FixedSizeListArray, Float32Array};
@@ -101,8 +102,11 @@ pub fn check_dimension(expected: i32, found: usize) -> Result<()> {
 
 /// The error for a dimension outside 1..=16000.
 pub fn bad_dimension(dim: i32) -> DataFusionError {
-    DataFusionError::Plan(format!(
-        "dimensions for type vector must be between 1 and {MAX_VECTOR_DIMENSIONS}, not {dim}"
+    DataFusionError::from(SluiceError::new(
+        SqlState::INVALID_PARAMETER_VALUE,
+        format!(
+            "dimensions for type vector must be between 1 and {MAX_VECTOR_DIMENSIONS}, not {dim}"
+        ),
     ))
 }
 

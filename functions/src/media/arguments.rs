@@ -7,7 +7,9 @@ use datafusion::arrow::datatypes::{DataType, Field, Float64Type, Int64Type};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::logical_expr::ColumnarValue;
 use sluice_types::SluiceType;
+use sluice_types::error::{SluiceError, SqlState};
 use sluice_types::extension::is_storage_of;
+use sluice_types::media::error::MediaError;
 
 /// Checks, at planning, that `field` is of type `expected`.
 pub fn expect_type(function: &str, field: &Field, expected: SluiceType) -> Result<()> {
@@ -17,12 +19,15 @@ pub fn expect_type(function: &str, field: &Field, expected: SluiceType) -> Resul
         // An expression choosing among images (CASE, COALESCE) is typed by
         // its storage at planning; the analyzer restores its type later.
         None if is_storage_of(expected, field.data_type()) => Ok(()),
-        found => Err(DataFusionError::Plan(format!(
-            "function {function} takes {} as its first argument, not {} (convert bytes with {}(bytea) or read them with read_{}(ref))",
-            expected.sql_name(),
-            found.map_or_else(|| field.data_type().to_string(), |t| t.type_name()),
-            expected.sql_name(),
-            expected.sql_name(),
+        found => Err(DataFusionError::from(SluiceError::new(
+            SqlState::UNDEFINED_FUNCTION,
+            format!(
+                "function {function} takes {} as its first argument, not {} (convert bytes with {}(bytea) or read them with read_{}(ref))",
+                expected.sql_name(),
+                found.map_or_else(|| field.data_type().to_string(), |t| t.type_name()),
+                expected.sql_name(),
+                expected.sql_name(),
+            ),
         ))),
     }
 }
@@ -32,8 +37,9 @@ pub fn expect_count(function: &str, found: usize, allowed: &[usize], usage: &str
     if allowed.contains(&found) {
         Ok(())
     } else {
-        Err(DataFusionError::Plan(format!(
-            "function {function} takes {usage}"
+        Err(DataFusionError::from(SluiceError::new(
+            SqlState::UNDEFINED_FUNCTION,
+            format!("function {function} takes {usage}"),
         )))
     }
 }
@@ -58,9 +64,12 @@ pub fn integers(function: &str, what: &str, array: &dyn Array) -> Result<Vec<Opt
 /// A non-negative `u32` from an integer argument.
 pub fn dimension(function: &str, what: &str, value: i64) -> Result<u32> {
     u32::try_from(value).map_err(|_| {
-        DataFusionError::Execution(format!(
-            "function {function}: {what} must be between 0 and {}, not {value}",
-            u32::MAX
+        DataFusionError::from(SluiceError::new(
+            SqlState::INVALID_PARAMETER_VALUE,
+            format!(
+                "function {function}: {what} must be between 0 and {}, not {value}",
+                u32::MAX
+            ),
         ))
     })
 }
@@ -113,7 +122,7 @@ pub fn constant_dimension(value: Option<&datafusion::common::ScalarValue>) -> Op
     }
 }
 
-/// A media codec's error as an SQL error.
-pub fn media_error(error: impl std::fmt::Display) -> DataFusionError {
-    DataFusionError::Execution(error.to_string())
+/// A media codec's error as an SQL error, with the SQLSTATE of its kind.
+pub fn media_error(error: MediaError) -> DataFusionError {
+    error.into()
 }

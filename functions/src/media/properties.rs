@@ -2,6 +2,7 @@
 //! …): each is a field of the value's struct, read when the value was made,
 //! so these functions never decode.
 
+use sluice_types::error::{SluiceError, SqlState};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, make_array};
@@ -55,9 +56,9 @@ impl ScalarUDFImpl for MediaProperty {
 
     fn return_field_from_args(&self, args: ReturnFieldArgs) -> Result<FieldRef> {
         let [source] = args.arg_fields else {
-            return Err(DataFusionError::Plan(format!(
-                "function {} takes one {}",
-                self.name, self.of
+            return Err(DataFusionError::from(SluiceError::new(
+                SqlState::UNDEFINED_FUNCTION,
+                format!("function {} takes one {}", self.name, self.of),
             )));
         };
         expect_type(self.name, source, self.of)?;

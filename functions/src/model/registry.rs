@@ -161,15 +161,18 @@ impl LoadedModel {
         inputs: Vec<datafusion::arrow::array::ArrayRef>,
         batch_size: Option<usize>,
     ) -> Result<(Vec<datafusion::arrow::array::ArrayRef>, RunStats)> {
-        self.queue
-            .infer(inputs, batch_size)
-            .await
-            .map_err(|e| match e {
+        self.queue.infer(inputs, batch_size).await.map_err(|e| {
+            if let Some(typed) = SluiceError::find(&e) {
+                let message = format!("model {}: {}", self.spec.name, typed.message);
+                return SluiceError::new(typed.sqlstate, message).into();
+            }
+            match e {
                 DataFusionError::Execution(m) => {
                     DataFusionError::Execution(format!("model {}: {m}", self.spec.name))
                 }
                 other => other,
-            })
+            }
+        })
     }
 
     /// The model's counters.

@@ -110,8 +110,9 @@ impl ObjectRoots {
     /// prefix, which need not be an existing file.
     pub fn check(&self, uri: &str) -> Result<Target> {
         let url = Url::parse(uri).map_err(|_| {
-            DataFusionError::Execution(format!(
-                "invalid object URI {uri}: expected s3://bucket/key or file:///path"
+            DataFusionError::from(SluiceError::new(
+                SqlState::INVALID_TEXT_REPRESENTATION,
+                format!("invalid object URI {uri}: expected s3://bucket/key or file:///path"),
             ))
         })?;
         if self.roots.is_empty() {
@@ -154,8 +155,9 @@ impl ObjectRoots {
                     Err(permission_denied(uri, "it is outside every object root"))
                 }
             }
-            other => Err(DataFusionError::Execution(format!(
-                "unsupported object URI scheme {other}:// in {uri} (use s3:// or file://)"
+            other => Err(DataFusionError::from(SluiceError::new(
+                SqlState::FEATURE_NOT_SUPPORTED,
+                format!("unsupported object URI scheme {other}:// in {uri} (use s3:// or file://)"),
             ))),
         }
     }

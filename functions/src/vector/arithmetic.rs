@@ -2,6 +2,7 @@
 //! (pgvector's operators), and `l2_normalize(vector)`. Results are vectors
 //! of the same dimension; an overflow to ±Inf is an error, as in pgvector.
 
+use sluice_types::error::{SluiceError, SqlState};
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{DataType, FieldRef};
@@ -66,9 +67,9 @@ impl VectorElementwise {
         }
         match types {
             [t] => vector_dimension(t).ok_or_else(|| not_a_vector(self.name(), t)),
-            _ => Err(DataFusionError::Plan(format!(
-                "function {} takes one vector",
-                self.name()
+            _ => Err(DataFusionError::from(SluiceError::new(
+                SqlState::UNDEFINED_FUNCTION,
+                format!("function {} takes one vector", self.name()),
             ))),
         }
     }

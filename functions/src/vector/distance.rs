@@ -3,6 +3,7 @@
 //! is closer as with the other operators) and `l1_distance`. All return
 //! `double precision`, NULL when either side is NULL.
 
+use sluice_types::error::{SluiceError, SqlState};
 use std::sync::Arc;
 
 use datafusion::arrow::array::Float64Builder;
@@ -83,9 +84,12 @@ impl VectorDistance {
 /// The common dimension of two vector arguments (text takes the other's).
 pub(super) fn common_dimension(function: &str, types: &[DataType]) -> Result<i32> {
     let [a, b] = types else {
-        return Err(DataFusionError::Plan(format!(
-            "function {function} takes two vectors, got {} arguments",
-            types.len()
+        return Err(DataFusionError::from(SluiceError::new(
+            SqlState::UNDEFINED_FUNCTION,
+            format!(
+                "function {function} takes two vectors, got {} arguments",
+                types.len()
+            ),
         )));
     };
     for t in [a, b] {

@@ -1,6 +1,7 @@
 //! `vector_dims(vector) → integer` and `vector_norm(vector) → double
 //! precision` (Euclidean norm), as in pgvector.
 
+use sluice_types::error::{SluiceError, SqlState};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Float64Builder, Int32Builder};
@@ -56,9 +57,9 @@ impl ScalarUDFImpl for VectorProperty {
         match arg_types {
             [t] if vector_dimension(t).is_some() || t == &DataType::Null => Ok(arg_types.to_vec()),
             [t] => Err(not_a_vector(self.name(), t)),
-            _ => Err(DataFusionError::Plan(format!(
-                "function {} takes one vector",
-                self.name()
+            _ => Err(DataFusionError::from(SluiceError::new(
+                SqlState::UNDEFINED_FUNCTION,
+                format!("function {} takes one vector", self.name()),
             ))),
         }
     }

@@ -109,7 +109,7 @@ fn every_prefix_of_each_fixture_is_ok_or_err() {
             let probed = probe(&bytes[..len]);
             let decoded = decode(&bytes[..len]);
             if let Err(e) = &decoded {
-                assert!(!e.0.is_empty(), "{name} prefix {len}");
+                assert!(!e.message.is_empty(), "{name} prefix {len}");
             }
             // Lossless formats state an exact length, so any cut is an error.
             if name != "mp3" {

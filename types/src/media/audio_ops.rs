@@ -128,10 +128,10 @@ fn decode_unguarded(bytes: &[u8]) -> Result<Pcm, MediaError> {
     let mut decoder = symphonia::default::get_codecs()
         .make_audio_decoder(&stream.params, &AudioDecoderOptions::default())
         .map_err(|e| match e {
-            SymphoniaError::Unsupported(what) => MediaError::new(format!(
+            SymphoniaError::Unsupported(what) => MediaError::unsupported(format!(
                 "unsupported audio: this {label} codec variant is not supported ({what})"
             )),
-            other => MediaError::new(format!(
+            other => MediaError::invalid(format!(
                 "invalid audio: cannot initialise the {label} decoder ({other})"
             )),
         })?;
@@ -163,7 +163,7 @@ fn decode_unguarded(bytes: &[u8]) -> Result<Pcm, MediaError> {
         match decoder.decode(&packet) {
             Ok(buf) => {
                 if buf.spec().rate() != sample_rate || buf.num_planes() != channels {
-                    return Err(MediaError::new(format!(
+                    return Err(MediaError::unsupported(format!(
                         "unsupported audio: the {label} stream changes sample rate or channel \
                          count mid-stream"
                     )));
@@ -185,17 +185,17 @@ fn decode_unguarded(bytes: &[u8]) -> Result<Pcm, MediaError> {
                 first_rejection.get_or_insert_with(|| e.to_string());
             }
             Err(SymphoniaError::ResetRequired) => {
-                return Err(MediaError::new(format!(
+                return Err(MediaError::unsupported(format!(
                     "unsupported audio: the {label} stream changes its parameters mid-stream"
                 )));
             }
             Err(SymphoniaError::Unsupported(what)) => {
-                return Err(MediaError::new(format!(
+                return Err(MediaError::unsupported(format!(
                     "unsupported audio: this {label} codec feature is not supported ({what})"
                 )));
             }
             Err(other) => {
-                return Err(MediaError::new(format!(
+                return Err(MediaError::invalid(format!(
                     "invalid audio: corrupt {label} data ({other})"
                 )));
             }
@@ -203,7 +203,7 @@ fn decode_unguarded(bytes: &[u8]) -> Result<Pcm, MediaError> {
     }
 
     if out.frames == 0 && rejected_packets > 0 {
-        return Err(MediaError::new(format!(
+        return Err(MediaError::invalid(format!(
             "invalid audio: no decodable audio in the {label} stream ({})",
             first_rejection.unwrap_or_default()
         )));
@@ -215,7 +215,7 @@ fn decode_unguarded(bytes: &[u8]) -> Result<Pcm, MediaError> {
         && audio_probe::stated_length_is_exact(&stream)
         && (out.frames as u64) < stated
     {
-        return Err(MediaError::new(format!(
+        return Err(MediaError::invalid(format!(
             "invalid audio: truncated {label} data (header declares {stated} frames, only {} \
              present)",
             out.frames
@@ -252,12 +252,12 @@ impl Limits {
 
     fn check(&self, frames: u64) -> Result<(), MediaError> {
         if frames > self.max_frames_by_time {
-            return Err(MediaError::new(format!(
+            return Err(MediaError::too_large(format!(
                 "audio too long to decode: longer than the {MAX_DECODE_SECONDS} s limit"
             )));
         }
         if frames > self.max_frames_by_size {
-            return Err(MediaError::new(format!(
+            return Err(MediaError::too_large(format!(
                 "audio too large to decode: decoded samples would exceed {} MiB",
                 MAX_DECODED_BYTES >> 20
             )));
@@ -378,7 +378,7 @@ impl PlanarBuilder {
 
 /// Should be unreachable (sizes are bounded by [`Limits`] first); an error beats a panic.
 fn internal_overflow() -> MediaError {
-    MediaError::new("internal error: audio buffer size overflow")
+    MediaError::internal("internal error: audio buffer size overflow")
 }
 
 /// Averages all channels into one, reusing channel 0's storage.
@@ -406,7 +406,7 @@ fn downmix_to_mono(mut pcm: Pcm) -> Pcm {
 
 fn check_target_rate(rate: u32) -> Result<(), MediaError> {
     if rate == 0 || rate > MAX_SAMPLE_RATE {
-        return Err(MediaError::new(format!(
+        return Err(MediaError::argument(format!(
             "invalid sample rate: {rate} Hz (must be between 1 and {MAX_SAMPLE_RATE} Hz)"
         )));
     }
@@ -416,17 +416,17 @@ fn check_target_rate(rate: u32) -> Result<(), MediaError> {
 /// `Pcm` has public fields, so a caller can build an inconsistent one; reject it cleanly.
 fn check_pcm(pcm: &Pcm) -> Result<(), MediaError> {
     if pcm.sample_rate == 0 || pcm.sample_rate > MAX_SAMPLE_RATE {
-        return Err(MediaError::new(format!(
+        return Err(MediaError::invalid(format!(
             "invalid audio: sample rate {} Hz is out of range",
             pcm.sample_rate
         )));
     }
     if pcm.channels == 0 {
-        return Err(MediaError::new("invalid audio: 0 channels"));
+        return Err(MediaError::invalid("invalid audio: 0 channels"));
     }
     let expected = usize::from(pcm.channels).checked_mul(pcm.frames);
     if expected != Some(pcm.samples.len()) {
-        return Err(MediaError::new(format!(
+        return Err(MediaError::invalid(format!(
             "invalid audio: {} samples do not match {} channels x {} frames",
             pcm.samples.len(),
             pcm.channels,
@@ -456,7 +456,7 @@ fn resample_checked(pcm: &Pcm, rate: u32) -> Result<Pcm, MediaError> {
         .saturating_mul(channels as u128)
         .saturating_mul(u128::from(SAMPLE_BYTES));
     if out_bytes > u128::from(MAX_DECODED_BYTES) {
-        return Err(MediaError::new(format!(
+        return Err(MediaError::too_large(format!(
             "audio too large to resample: output would exceed {} MiB",
             MAX_DECODED_BYTES >> 20
         )));
@@ -479,7 +479,7 @@ fn resample_checked(pcm: &Pcm, rate: u32) -> Result<Pcm, MediaError> {
         1,
         FixedSync::Both,
     )
-    .map_err(|e| MediaError::new(format!("cannot resample {in_rate} Hz to {rate} Hz: {e}")))?;
+    .map_err(|e| MediaError::argument(format!("cannot resample {in_rate} Hz to {rate} Hz: {e}")))?;
 
     // rubato needs room for its delay and a final partial chunk beyond the real output.
     let scratch_frames = resampler.process_all_needed_output_len(frames);
@@ -488,16 +488,16 @@ fn resample_checked(pcm: &Pcm, rate: u32) -> Result<Pcm, MediaError> {
     for channel in 0..channels {
         let input = pcm.channel(channel).ok_or_else(internal_overflow)?;
         let input = SequentialSlice::new(input, 1, frames)
-            .map_err(|e| MediaError::new(format!("internal error: resampler input: {e}")))?;
+            .map_err(|e| MediaError::internal(format!("internal error: resampler input: {e}")))?;
         let mut output = SequentialSlice::new_mut(&mut scratch, 1, scratch_frames)
-            .map_err(|e| MediaError::new(format!("internal error: resampler output: {e}")))?;
+            .map_err(|e| MediaError::internal(format!("internal error: resampler output: {e}")))?;
         // process_all_into_buffer does not reset by itself; state must not leak between
         // channels.
         resampler.reset();
         // It trims the resampler's output_delay() from the start, aligning output to input.
         resampler
             .process_all_into_buffer(&input, &mut output, frames, None)
-            .map_err(|e| MediaError::new(format!("resampling failed: {e}")))?;
+            .map_err(|e| MediaError::internal(format!("resampling failed: {e}")))?;
         let dst_start = channel * out_frames;
         let dst = samples
             .get_mut(dst_start..dst_start + out_frames)
@@ -730,7 +730,10 @@ mod tests {
         };
         assert_eq!(resample(&pcm, 16_000).expect("same rate"), pcm);
         let err = resample(&pcm, 0).expect_err("rate 0");
-        assert!(err.0.starts_with("invalid sample rate: 0 Hz"), "{err}");
+        assert!(
+            err.message.starts_with("invalid sample rate: 0 Hz"),
+            "{err}"
+        );
         assert!(resample(&pcm, MAX_SAMPLE_RATE + 1).is_err());
         let empty = Pcm {
             frames: 0,
@@ -801,7 +804,7 @@ mod tests {
 
     #[test]
     fn decode_errors_are_clean() {
-        let err = decode(&[]).err().map(|e| e.0);
+        let err = decode(&[]).err().map(|e| e.message);
         assert_eq!(err.as_deref(), Some("invalid audio: empty input"));
         let mut state = 0x9E37_79B9_7F4A_7C15u64;
         let noise: Vec<u8> = (0..4096)
@@ -816,7 +819,7 @@ mod tests {
 
         let bytes = sine_wav_i16(8_000, 3000);
         for cut in [1, 2, 100, 3000, 5000] {
-            let err = decode(&bytes[..bytes.len() - cut]).err().map(|e| e.0);
+            let err = decode(&bytes[..bytes.len() - cut]).err().map(|e| e.message);
             let err = err.expect("truncated WAV must not decode");
             assert!(
                 err.starts_with("invalid audio: truncated WAV data"),
@@ -855,7 +858,7 @@ mod tests {
         assert!(decode(&zero_channels).is_err());
         let mut zero_rate = good;
         zero_rate[24..28].copy_from_slice(&0u32.to_le_bytes());
-        let err = decode(&zero_rate).err().map(|e| e.0);
+        let err = decode(&zero_rate).err().map(|e| e.message);
         assert_eq!(
             err.as_deref(),
             Some("invalid audio: WAV header declares a sample rate of 0 Hz")
@@ -881,7 +884,7 @@ mod tests {
         let claimed: u32 = 8_000 * 2 * 3600 * 4;
         bytes[4..8].copy_from_slice(&(claimed + 36).to_le_bytes());
         bytes[40..44].copy_from_slice(&claimed.to_le_bytes());
-        let err = decode(&bytes).err().map(|e| e.0).unwrap_or_default();
+        let err = decode(&bytes).err().map(|e| e.message).unwrap_or_default();
         assert!(err.starts_with("audio too long to decode"), "{err}");
     }
 
@@ -893,14 +896,14 @@ mod tests {
             limits
                 .check(16_000 * 3600 + 1)
                 .expect_err("time")
-                .0
+                .message
                 .contains("3600 s")
         );
         let wide = Limits::new(48_000, 64);
         assert!(
             wide.check(48_000 * 600)
                 .expect_err("size")
-                .0
+                .message
                 .contains("MiB")
         );
     }

@@ -13,7 +13,6 @@
 //! stream, classifying symphonia errors, a panic guard) so both modules report identical
 //! messages for the same defect.
 
-use std::fmt;
 use std::io::{Cursor, ErrorKind};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
@@ -44,28 +43,7 @@ use symphonia::core::units::TimeBase;
 /// allocates (they scale with the rates when the two rates share no common factor).
 pub const MAX_SAMPLE_RATE: u32 = 768_000;
 
-/// Error returned by every audio function: a complete, user-facing message.
-///
-/// Messages start with a category a SQL user can act on, e.g.
-/// `"invalid audio: unrecognised format"`, `"invalid audio: truncated WAV data"`,
-/// `"unsupported audio: …"`, `"audio too long to decode: …"`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MediaError(pub String);
-
-impl fmt::Display for MediaError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for MediaError {}
-
-impl MediaError {
-    /// Builds an error from anything printable; keeps call sites short.
-    pub(crate) fn new(msg: impl Into<String>) -> Self {
-        MediaError(msg.into())
-    }
-}
+pub use super::error::MediaError;
 
 /// What [`probe`] learned about an audio blob.
 #[derive(Debug, Clone, PartialEq)]
@@ -145,7 +123,7 @@ pub(crate) struct OpenedStream<'a> {
 /// input validation in this module is the only line of defence.
 pub(crate) fn guard<T>(f: impl FnOnce() -> Result<T, MediaError>) -> Result<T, MediaError> {
     catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|_| {
-        Err(MediaError::new(
+        Err(MediaError::invalid(
             "invalid audio: the decoder failed on malformed input",
         ))
     })
@@ -154,7 +132,7 @@ pub(crate) fn guard<T>(f: impl FnOnce() -> Result<T, MediaError>) -> Result<T, M
 /// Probes the container, selects the default audio track and validates its parameters.
 pub(crate) fn open(bytes: &[u8]) -> Result<OpenedStream<'_>, MediaError> {
     if bytes.is_empty() {
-        return Err(MediaError::new("invalid audio: empty input"));
+        return Err(MediaError::invalid("invalid audio: empty input"));
     }
 
     // Borrow the caller's bytes: MediaSourceStream<'s> does not require a 'static source.
@@ -183,15 +161,15 @@ pub(crate) fn open(bytes: &[u8]) -> Result<OpenedStream<'_>, MediaError> {
         ("mp3", "MP3")
     } else if format_id == FORMAT_ID_MP1 || format_id == FORMAT_ID_MP2 {
         // The MPEG demuxer recognises layers I/II, but only the layer III decoder is built in.
-        return Err(MediaError::new(
+        return Err(MediaError::unsupported(
             "unsupported audio: MPEG layer I/II audio is not supported (only MP3)",
         ));
     } else {
-        return Err(MediaError::new("invalid audio: unrecognised format"));
+        return Err(MediaError::invalid("invalid audio: unrecognised format"));
     };
 
     let track = reader.default_track(TrackType::Audio).ok_or_else(|| {
-        MediaError::new(format!("invalid audio: {label} stream has no audio track"))
+        MediaError::invalid(format!("invalid audio: {label} stream has no audio track"))
     })?;
     let params = track
         .codec_params
@@ -199,7 +177,7 @@ pub(crate) fn open(bytes: &[u8]) -> Result<OpenedStream<'_>, MediaError> {
         .and_then(|p| p.audio())
         .cloned()
         .ok_or_else(|| {
-            MediaError::new(format!("invalid audio: {label} stream has no audio track"))
+            MediaError::invalid(format!("invalid audio: {label} stream has no audio track"))
         })?;
     let track_id = track.id;
     let frames = track.num_frames;
@@ -207,17 +185,17 @@ pub(crate) fn open(bytes: &[u8]) -> Result<OpenedStream<'_>, MediaError> {
 
     let sample_rate = match params.sample_rate {
         None => {
-            return Err(MediaError::new(format!(
+            return Err(MediaError::invalid(format!(
                 "invalid audio: {label} header does not state a sample rate"
             )));
         }
         Some(0) => {
-            return Err(MediaError::new(format!(
+            return Err(MediaError::invalid(format!(
                 "invalid audio: {label} header declares a sample rate of 0 Hz"
             )));
         }
         Some(rate) if rate > MAX_SAMPLE_RATE => {
-            return Err(MediaError::new(format!(
+            return Err(MediaError::invalid(format!(
                 "invalid audio: {label} header declares an implausible sample rate of {rate} Hz \
                  (limit {MAX_SAMPLE_RATE} Hz)"
             )));
@@ -228,17 +206,17 @@ pub(crate) fn open(bytes: &[u8]) -> Result<OpenedStream<'_>, MediaError> {
     let channel_count = params.channels.as_ref().map(|c| c.count());
     let channels = match channel_count {
         None => {
-            return Err(MediaError::new(format!(
+            return Err(MediaError::invalid(format!(
                 "invalid audio: {label} header does not state the channel count"
             )));
         }
         Some(0) => {
-            return Err(MediaError::new(format!(
+            return Err(MediaError::invalid(format!(
                 "invalid audio: {label} header declares 0 channels"
             )));
         }
         Some(n) => u16::try_from(n).map_err(|_| {
-            MediaError::new(format!(
+            MediaError::invalid(format!(
                 "invalid audio: {label} header declares an implausible {n} channels"
             ))
         })?,
@@ -249,7 +227,7 @@ pub(crate) fn open(bytes: &[u8]) -> Result<OpenedStream<'_>, MediaError> {
         .get_audio_decoder(params.codec)
         .is_none()
     {
-        return Err(MediaError::new(format!(
+        return Err(MediaError::unsupported(format!(
             "unsupported audio: the {label} stream uses a codec this build cannot decode"
         )));
     }
@@ -280,19 +258,19 @@ pub(crate) fn read_packet(stream: &mut OpenedStream<'_>) -> Result<Option<Packet
             if stream.frames.is_none() {
                 Ok(None)
             } else {
-                Err(MediaError::new(format!(
+                Err(MediaError::invalid(format!(
                     "invalid audio: truncated {label} data"
                 )))
             }
         }
-        Err(SymphoniaError::ResetRequired) => Err(MediaError::new(format!(
+        Err(SymphoniaError::ResetRequired) => Err(MediaError::unsupported(format!(
             "unsupported audio: the {label} stream changes its parameters mid-stream \
              (e.g. chained Ogg streams)"
         ))),
-        Err(SymphoniaError::LimitError(msg)) => Err(MediaError::new(format!(
+        Err(SymphoniaError::LimitError(msg)) => Err(MediaError::invalid(format!(
             "invalid audio: {label} data exceeds a safety limit ({msg})"
         ))),
-        Err(e) => Err(MediaError::new(format!(
+        Err(e) => Err(MediaError::invalid(format!(
             "invalid audio: corrupt {label} data ({e})"
         ))),
     }
@@ -302,29 +280,32 @@ pub(crate) fn read_packet(stream: &mut OpenedStream<'_>) -> Result<Option<Packet
 /// "not audio at all" apart from "a damaged file of a format we know".
 fn open_error(bytes: &[u8], err: &SymphoniaError) -> MediaError {
     let Some(label) = sniff(bytes) else {
-        return MediaError::new("invalid audio: unrecognised format");
+        return MediaError::invalid("invalid audio: unrecognised format");
     };
-    let msg = match err {
+    match err {
         SymphoniaError::IoError(e) if e.kind() == ErrorKind::UnexpectedEof => {
-            format!("invalid audio: truncated {label} header")
+            MediaError::invalid(format!("invalid audio: truncated {label} header"))
         }
         // The probe itself found no reader: the magic bytes lied or the header is mangled.
         // (Matched on symphonia 0.6's message; a wording change only degrades this message.)
         SymphoniaError::Unsupported(what) if what.starts_with("core (probe)") => {
-            format!("invalid audio: unrecognised format (looks like a damaged {label} file)")
+            MediaError::invalid(format!(
+                "invalid audio: unrecognised format (looks like a damaged {label} file)"
+            ))
         }
-        SymphoniaError::Unsupported(what) => {
-            format!("unsupported audio: this {label} variant is not supported ({what})")
-        }
+        SymphoniaError::Unsupported(what) => MediaError::unsupported(format!(
+            "unsupported audio: this {label} variant is not supported ({what})"
+        )),
         SymphoniaError::DecodeError(what) => {
-            format!("invalid audio: corrupt {label} header ({what})")
+            MediaError::invalid(format!("invalid audio: corrupt {label} header ({what})"))
         }
-        SymphoniaError::LimitError(what) => {
-            format!("invalid audio: {label} header exceeds a safety limit ({what})")
-        }
-        other => format!("invalid audio: cannot read {label} header ({other})"),
-    };
-    MediaError::new(msg)
+        SymphoniaError::LimitError(what) => MediaError::invalid(format!(
+            "invalid audio: {label} header exceeds a safety limit ({what})"
+        )),
+        other => MediaError::invalid(format!(
+            "invalid audio: cannot read {label} header ({other})"
+        )),
+    }
 }
 
 /// Guesses the container from its leading magic bytes; used only to word error messages.
@@ -427,7 +408,7 @@ fn check_pcm_truncation(bytes: &[u8], stream: OpenedStream<'_>) -> Result<(), Me
     let needed = frames.checked_mul(frame_bytes);
     if needed.is_none_or(|needed| needed > available) {
         let held = available.checked_div(frame_bytes).unwrap_or(0);
-        return Err(MediaError::new(format!(
+        return Err(MediaError::invalid(format!(
             "invalid audio: truncated {label} data (header declares {frames} frames, only {held} present)"
         )));
     }
@@ -604,7 +585,7 @@ pub(crate) mod tests {
     #[test]
     fn empty_and_random_bytes_are_errors() {
         assert_eq!(
-            probe(&[]).expect_err("empty").0,
+            probe(&[]).expect_err("empty").message,
             "invalid audio: empty input"
         );
         // Deterministic xorshift noise: no RNG dependency needed.
@@ -619,10 +600,10 @@ pub(crate) mod tests {
                 })
                 .collect();
             let err = probe(&noise).expect_err("noise must not probe");
-            assert!(err.0.starts_with("invalid audio"), "{err}");
+            assert!(err.message.starts_with("invalid audio"), "{err}");
         }
         let err = probe(b"this is plainly text, not audio at all").expect_err("text");
-        assert_eq!(err.0, "invalid audio: unrecognised format");
+        assert_eq!(err.message, "invalid audio: unrecognised format");
     }
 
     #[test]
@@ -632,7 +613,7 @@ pub(crate) mod tests {
             let prefix = &bytes[..len];
             match probe(prefix) {
                 Ok(info) => panic!("prefix {len} should be rejected, got {info:?}"),
-                Err(e) => assert!(!e.0.is_empty()),
+                Err(e) => assert!(!e.message.is_empty()),
             }
         }
         assert!(probe(&bytes).is_ok());
@@ -643,11 +624,11 @@ pub(crate) mod tests {
         let bytes = wav_i16_mono(8_000, &vec![1i16; 1000]);
         let err = probe(&bytes[..bytes.len() - 10]).expect_err("truncated");
         assert!(
-            err.0.starts_with("invalid audio: truncated WAV data"),
+            err.message.starts_with("invalid audio: truncated WAV data"),
             "{err}"
         );
         let err = probe(&bytes[..20]).expect_err("truncated header");
-        assert_eq!(err.0, "invalid audio: truncated WAV header");
+        assert_eq!(err.message, "invalid audio: truncated WAV header");
     }
 
     #[test]
@@ -658,7 +639,7 @@ pub(crate) mod tests {
         zero_channels[22..24].copy_from_slice(&0u16.to_le_bytes());
         let err = probe(&zero_channels).expect_err("0 channels");
         assert!(
-            err.0.starts_with("invalid audio: corrupt WAV header"),
+            err.message.starts_with("invalid audio: corrupt WAV header"),
             "{err}"
         );
 
@@ -666,14 +647,14 @@ pub(crate) mod tests {
         zero_rate[24..28].copy_from_slice(&0u32.to_le_bytes());
         let err = probe(&zero_rate).expect_err("0 Hz");
         assert_eq!(
-            err.0,
+            err.message,
             "invalid audio: WAV header declares a sample rate of 0 Hz"
         );
 
         let mut absurd_rate = good;
         absurd_rate[24..28].copy_from_slice(&u32::MAX.to_le_bytes());
         let err = probe(&absurd_rate).expect_err("absurd rate");
-        assert!(err.0.contains("implausible sample rate"), "{err}");
+        assert!(err.message.contains("implausible sample rate"), "{err}");
     }
 
     #[test]
@@ -684,7 +665,7 @@ pub(crate) mod tests {
         bytes[40..44].copy_from_slice(&0xFFFF_0000u32.to_le_bytes());
         let err = probe(&bytes).expect_err("absurd length");
         assert!(
-            err.0.starts_with("invalid audio: truncated WAV data"),
+            err.message.starts_with("invalid audio: truncated WAV data"),
             "{err}"
         );
     }
@@ -702,7 +683,7 @@ pub(crate) mod tests {
 
     #[test]
     fn media_error_displays_its_message() {
-        let e = MediaError("invalid audio: unrecognised format".to_string());
+        let e = MediaError::invalid("invalid audio: unrecognised format".to_string());
         assert_eq!(e.to_string(), "invalid audio: unrecognised format");
         let boxed: Box<dyn std::error::Error> = Box::new(e);
         assert_eq!(boxed.to_string(), "invalid audio: unrecognised format");

@@ -62,20 +62,20 @@ impl Hwc {
     /// assert on buffer length or would read garbage.
     fn check_rgb(&self, ctx: &str) -> Result<(), MediaError> {
         if self.channels != 3 {
-            return Err(MediaError(format!(
+            return Err(MediaError::argument(format!(
                 "{ctx}: expected a 3-channel RGB image, got {} channels",
                 self.channels
             )));
         }
         if self.width == 0 || self.height == 0 {
-            return Err(MediaError(format!(
+            return Err(MediaError::argument(format!(
                 "{ctx}: source image is empty ({}x{})",
                 self.width, self.height
             )));
         }
         match rgb_len(self.width, self.height) {
             Some(len) if len == self.data.len() => Ok(()),
-            _ => Err(MediaError(format!(
+            _ => Err(MediaError::argument(format!(
                 "{ctx}: pixel buffer holds {} bytes, which does not match {}x{}x3",
                 self.data.len(),
                 self.width,
@@ -132,13 +132,13 @@ pub fn resize(bytes: &[u8], width: u32, height: u32) -> Result<Vec<u8>, MediaErr
 pub fn crop(bytes: &[u8], x: u32, y: u32, width: u32, height: u32) -> Result<Vec<u8>, MediaError> {
     const CTX: &str = "image_crop";
     if width == 0 || height == 0 {
-        return Err(MediaError(format!(
+        return Err(MediaError::argument(format!(
             "{CTX}: width and height must be positive, got {width}x{height}"
         )));
     }
     let (src, format) = decode_with_format(bytes)?;
     let outside = || {
-        MediaError(format!(
+        MediaError::argument(format!(
             "{CTX}: rectangle {width}x{height} at ({x},{y}) lies outside the {}x{} image",
             src.width, src.height
         ))
@@ -185,7 +185,7 @@ pub fn crop(bytes: &[u8], x: u32, y: u32, width: u32, height: u32) -> Result<Vec
 pub fn thumbnail(bytes: &[u8], max_side: u32) -> Result<Vec<u8>, MediaError> {
     const CTX: &str = "image_thumbnail";
     if max_side == 0 {
-        return Err(MediaError(format!(
+        return Err(MediaError::argument(format!(
             "{CTX}: max_side must be positive, got 0"
         )));
     }
@@ -216,7 +216,7 @@ pub fn encode(img: &Hwc, format: &str) -> Result<Vec<u8>, MediaError> {
         "bmp" => ImageFormat::Bmp,
         "tiff" | "tif" => ImageFormat::Tiff,
         _ => {
-            return Err(MediaError(format!(
+            return Err(MediaError::argument(format!(
                 "image_encode: unsupported output format '{format}' \
                  (supported: jpeg, png, gif, webp, bmp, tiff)"
             )));
@@ -243,12 +243,12 @@ pub fn to_tensor(
 ) -> Result<Vec<f32>, MediaError> {
     const CTX: &str = "image_to_tensor";
     if let Some(bad) = std.iter().find(|s| **s == 0.0 || !s.is_finite()) {
-        return Err(MediaError(format!(
+        return Err(MediaError::argument(format!(
             "{CTX}: std values must be finite and non-zero, got {bad}"
         )));
     }
     if let Some(bad) = mean.iter().find(|m| !m.is_finite()) {
-        return Err(MediaError(format!(
+        return Err(MediaError::argument(format!(
             "{CTX}: mean values must be finite, got {bad}"
         )));
     }
@@ -311,19 +311,19 @@ fn check_target(
     ctx: &str,
 ) -> Result<(), MediaError> {
     if width == 0 || height == 0 {
-        return Err(MediaError(format!(
+        return Err(MediaError::argument(format!(
             "{ctx}: width and height must be positive, got {width}x{height}"
         )));
     }
     if width > MAX_DIMENSION || height > MAX_DIMENSION {
-        return Err(MediaError(format!(
+        return Err(MediaError::argument(format!(
             "{ctx}: target size {width}x{height} exceeds the \
              {MAX_DIMENSION}x{MAX_DIMENSION} limit"
         )));
     }
     let bytes = u64::from(width) * u64::from(height) * bytes_per_pixel;
     if bytes > MAX_DECODE_BYTES {
-        return Err(MediaError(format!(
+        return Err(MediaError::argument(format!(
             "{ctx}: target size {width}x{height} would need more than {} MiB",
             MAX_DECODE_BYTES / (1024 * 1024)
         )));
@@ -341,7 +341,8 @@ fn resize_hwc(src: &Hwc, width: u32, height: u32, ctx: &str) -> Result<Hwc, Medi
         return Ok(src.clone());
     }
 
-    let internal = |e: &dyn std::fmt::Display| MediaError(format!("{ctx}: resize failed ({e})"));
+    let internal =
+        |e: &dyn std::fmt::Display| MediaError::internal(format!("{ctx}: resize failed ({e})"));
     // Borrow the source instead of copying it into a resizer-owned image.
     let src_view = ImageRef::new(src.width, src.height, &src.data, PixelType::U8x3)
         .map_err(|e| internal(&e))?;
@@ -427,7 +428,7 @@ fn encode_as(img: &Hwc, format: ImageFormat) -> Result<Vec<u8>, MediaError> {
         _ => PngEncoder::new(&mut out).write_image(&img.data, w, h, color),
     };
     result.map_err(|e| {
-        MediaError(format!(
+        MediaError::argument(format!(
             "image_encode: could not write {} ({e})",
             image_probe::display_name(format)
         ))
@@ -456,7 +457,7 @@ fn hwc_to_chw(img: &Hwc, mean: [f32; 3], std: [f32; 3], ctx: &str) -> Result<Vec
     );
     let (br, bg, bb) = (-mr / s_r, -mg / s_g, -mb / s_b);
 
-    let split = |e: &str| MediaError(format!("{ctx}: internal error: {e}"));
+    let split = |e: &str| MediaError::internal(format!("{ctx}: internal error: {e}"));
     let (r_plane, rest) = out
         .split_at_mut_checked(plane)
         .ok_or_else(|| split("tensor buffer too small"))?;

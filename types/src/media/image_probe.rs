@@ -14,7 +14,6 @@
 //! bytes and headers that declare absurd dimensions all come back as
 //! `Err(MediaError)`, never as a panic or a giant allocation.
 
-use std::fmt;
 use std::io::{self, Cursor};
 
 use image::error::LimitErrorKind;
@@ -35,25 +34,7 @@ pub const MAX_DIMENSION: u32 = 16_384;
 /// the limit is part of Sluice's contract, not an implementation detail.
 pub const MAX_DECODE_BYTES: u64 = 512 * 1024 * 1024;
 
-/// Error raised by the image functions; the message is shown to the SQL user
-/// verbatim, so it always names what was wrong with the input.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MediaError(pub String);
-
-impl MediaError {
-    /// Builds an error from anything printable; keeps call sites short.
-    pub(crate) fn new(msg: impl Into<String>) -> Self {
-        MediaError(msg.into())
-    }
-}
-
-impl fmt::Display for MediaError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for MediaError {}
+pub use super::error::MediaError;
 
 /// What [`probe`] learns from an image header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,20 +91,20 @@ pub(crate) type BlobReader<'a> = ImageReader<Cursor<&'a [u8]>>;
 /// rejects the same inputs with the same messages.
 pub(crate) fn open_reader(bytes: &[u8]) -> Result<(BlobReader<'_>, ImageFormat), MediaError> {
     if bytes.is_empty() {
-        return Err(MediaError::new("invalid image: empty input"));
+        return Err(MediaError::invalid("invalid image: empty input"));
     }
     // Sniffing content rather than trusting a file name: blobs in a table have
     // no extension, and a mislabelled one should still decode.
     let mut reader = ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
-        .map_err(|e| MediaError(format!("invalid image: {e}")))?;
+        .map_err(|e| MediaError::invalid(format!("invalid image: {e}")))?;
     let format = reader
         .format()
-        .ok_or_else(|| MediaError::new("invalid image: unrecognised format"))?;
+        .ok_or_else(|| MediaError::invalid("invalid image: unrecognised format"))?;
     if format_name(format).is_none() {
         // The sniffer knows more formats than we compile decoders for (ICO,
         // QOI, ...); say so instead of the crate's generic "unsupported".
-        return Err(MediaError(format!(
+        return Err(MediaError::invalid(format!(
             "invalid image: {} images are not supported \
              (supported: jpeg, png, gif, webp, bmp, tiff)",
             display_name(format)
@@ -166,7 +147,7 @@ pub(crate) fn check_nonempty(
     format: ImageFormat,
 ) -> Result<(), MediaError> {
     if width == 0 || height == 0 {
-        return Err(MediaError(format!(
+        return Err(MediaError::invalid(format!(
             "invalid image: {} header declares an empty {width}x{height} image",
             display_name(format)
         )));
@@ -184,22 +165,22 @@ pub(crate) fn check_nonempty(
 /// the decoder reports as generic corruption.
 pub(crate) fn image_error(err: ImageError, format: ImageFormat, bytes: &[u8]) -> MediaError {
     let name = display_name(format);
-    let truncated = || MediaError(format!("invalid image: truncated {name} data"));
+    let truncated = || MediaError::invalid(format!("invalid image: truncated {name} data"));
     match err {
         ImageError::Limits(limit) => match limit.kind() {
-            LimitErrorKind::DimensionError => MediaError(format!(
+            LimitErrorKind::DimensionError => MediaError::invalid(format!(
                 "invalid image: {name} dimensions exceed the \
                  {MAX_DIMENSION}x{MAX_DIMENSION} limit"
             )),
-            LimitErrorKind::InsufficientMemory => MediaError(format!(
+            LimitErrorKind::InsufficientMemory => MediaError::invalid(format!(
                 "invalid image: decoding this {name} image would need more than {} MiB",
                 MAX_DECODE_BYTES / (1024 * 1024)
             )),
-            _ => MediaError(format!(
+            _ => MediaError::invalid(format!(
                 "invalid image: {name} image exceeds limits ({limit})"
             )),
         },
-        ImageError::Unsupported(e) => MediaError(format!(
+        ImageError::Unsupported(e) => MediaError::invalid(format!(
             "invalid image: unsupported {name} variant ({})",
             clean_detail(&e.to_string())
         )),
@@ -215,7 +196,7 @@ pub(crate) fn image_error(err: ImageError, format: ImageFormat, bytes: &[u8]) ->
             if looks_truncated(&detail) || riff_truncated(format, bytes) {
                 truncated()
             } else {
-                MediaError(format!(
+                MediaError::invalid(format!(
                     "invalid image: corrupt {name} data ({})",
                     clean_detail(&detail)
                 ))

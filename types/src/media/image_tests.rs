@@ -88,7 +88,7 @@ impl Lcg {
 }
 
 fn err_msg<T: std::fmt::Debug>(r: Result<T, MediaError>) -> String {
-    r.expect_err("expected an error").0
+    r.expect_err("expected an error").message
 }
 
 fn assert_close(a: u8, b: u8, tol: u8, what: &str) {
@@ -193,7 +193,7 @@ fn truncated_input_says_truncated() {
 
 #[test]
 fn media_error_is_a_std_error() {
-    let e: Box<dyn std::error::Error> = Box::new(MediaError("x".into()));
+    let e: Box<dyn std::error::Error> = Box::new(MediaError::invalid("x"));
     assert_eq!(e.to_string(), "x");
 }
 

@@ -6,6 +6,7 @@
 //! Both are structs whose first field, `data`, holds the encoded bytes;
 //! on the wire they are `bytea` (see the `wire` module).
 
+use crate::error::{SluiceError, SqlState};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
@@ -20,6 +21,7 @@ use datafusion::error::{DataFusionError, Result};
 mod audio_format_tests;
 pub mod audio_ops;
 pub mod audio_probe;
+pub mod error;
 pub mod image_ops;
 pub mod image_probe;
 #[cfg(test)]
@@ -52,12 +54,12 @@ pub fn audio_fields() -> Fields {
 
 /// Reads an image's header, as an SQL error when it is not an image.
 pub fn probe_image(bytes: &[u8]) -> Result<ImageInfo> {
-    image_probe::probe(bytes).map_err(|e| DataFusionError::Execution(e.to_string()))
+    image_probe::probe(bytes).map_err(DataFusionError::from)
 }
 
 /// Reads an audio stream's header, as an SQL error when it is not audio.
 pub fn probe_audio(bytes: &[u8]) -> Result<AudioInfo> {
-    audio_probe::probe(bytes).map_err(|e| DataFusionError::Execution(e.to_string()))
+    audio_probe::probe(bytes).map_err(DataFusionError::from)
 }
 
 /// `IMAGE` storage from encoded images (`None` = NULL), probing each.
@@ -188,7 +190,12 @@ pub fn format_bytea(bytes: &[u8], out: &mut String) {
 /// Parses `bytea` text: the hex form `\x…` (what Postgres and drivers
 /// send). The older escape form is refused with a clear message.
 pub fn parse_bytea(text: &str) -> Result<Vec<u8>> {
-    let invalid = |why: &str| DataFusionError::Execution(format!("invalid bytea text: {why}"));
+    let invalid = |why: &str| {
+        DataFusionError::from(SluiceError::new(
+            SqlState::INVALID_TEXT_REPRESENTATION,
+            format!("invalid bytea text: {why}"),
+        ))
+    };
     let hex = text
         .strip_prefix("\\x")
         .ok_or_else(|| invalid("expected the hex form \\x…"))?;

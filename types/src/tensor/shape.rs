@@ -1,5 +1,6 @@
 //! [`TensorShape`]: a fixed shape of at most [`MAX_TENSOR_RANK`] dimensions.
 
+use crate::error::{SluiceError, SqlState};
 use std::fmt;
 
 use datafusion::error::{DataFusionError, Result};
@@ -79,8 +80,11 @@ impl fmt::Display for TensorShape {
 }
 
 fn bad_shape(dims: &[usize]) -> DataFusionError {
-    DataFusionError::Plan(format!(
-        "invalid tensor shape {dims:?}: every dimension must be at least 1 and the tensor hold \
+    DataFusionError::from(SluiceError::new(
+        SqlState::INVALID_PARAMETER_VALUE,
+        format!(
+            "invalid tensor shape {dims:?}: every dimension must be at least 1 and the tensor hold \
          at most {MAX_TENSOR_ELEMENTS} elements"
+        ),
     ))
 }

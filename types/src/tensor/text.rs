@@ -1,6 +1,7 @@
 //! The text form of tensors, nested arrays (`[[1,2],[3,4]]`): parsing with
 //! range checks per element type, and formatting.
 
+use crate::error::{SluiceError, SqlState};
 use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::datatypes::{
     DataType, Float16Type, Float32Type, Float64Type, Int8Type, Int16Type, Int32Type, Int64Type,
@@ -49,9 +50,12 @@ impl Elements {
 /// Parses the nested-array text form into a tensor of `elem`.
 pub fn parse_tensor(text: &str, elem: TensorElement) -> Result<TensorValue> {
     let invalid = |why: &str| {
-        DataFusionError::Execution(format!(
-            "invalid input syntax for type tensor: \"{}\": {why}",
-            abbreviate(text)
+        DataFusionError::from(SluiceError::new(
+            SqlState::INVALID_TEXT_REPRESENTATION,
+            format!(
+                "invalid input syntax for type tensor: \"{}\": {why}",
+                abbreviate(text)
+            ),
         ))
     };
     let value: serde_json::Value =
