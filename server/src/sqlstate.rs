@@ -5,10 +5,9 @@
 //! Sluice's own errors carry their SQLSTATE from where they are raised
 //! ([`SluiceError`]: parameters, models, objects, COPY data, commits), and
 //! Arrow's and DataFusion's typed errors map by their type. What remains
-//! matched by message: DataFusion's `Plan` errors, which carry only a
-//! message (unknown table, unknown function, …, as DataFusion 55 words
-//! them), and the model-option errors of `CREATE MODEL` not yet raised as
-//! `SluiceError`s. Everything unrecognised keeps its class rather than
+//! matched by message: DataFusion's own `Plan` and `Execution` errors, which
+//! carry only a message (unknown table, unknown function, …, as DataFusion
+//! 55 words them). Everything unrecognised keeps its class rather than
 //! collapsing to `XX000`.
 
 use datafusion::arrow::error::ArrowError;
@@ -168,8 +167,8 @@ pub fn sqlstate(err: &DataFusionError) -> &'static str {
             | SchemaError::DuplicateUnqualifiedField { .. } => DUPLICATE_COLUMN,
             SchemaError::AmbiguousReference { .. } => AMBIGUOUS_COLUMN,
         },
-        DataFusionError::Plan(m) => model_sqlstate(m).unwrap_or_else(|| plan_sqlstate(m)),
-        DataFusionError::Execution(m) => model_sqlstate(m).unwrap_or_else(|| execution_sqlstate(m)),
+        DataFusionError::Plan(m) => plan_sqlstate(m),
+        DataFusionError::Execution(m) => execution_sqlstate(m),
         DataFusionError::NotImplemented(_) => FEATURE_NOT_SUPPORTED,
         DataFusionError::Configuration(m) => {
             if m.contains("cannot be changed") {
@@ -213,23 +212,6 @@ fn arrow_sqlstate(e: &ArrowError) -> &'static str {
         ArrowError::IoError(..) => IO_ERROR,
         _ => DATA_EXCEPTION,
     }
-}
-
-/// Errors of model definitions and calls not yet raised with a SQLSTATE
-/// (`sluice_functions::model::spec`'s option checks, `EMBED`'s argument
-/// type check, ONNX Runtime refusing a file); the catalog, the runtime,
-/// model runs and argument counts raise [`SluiceError`]s.
-fn model_sqlstate(m: &str) -> Option<&'static str> {
-    use codes::*;
-    let lower = m.to_ascii_lowercase();
-    let code = if lower.contains("with model") && lower.contains("takes") {
-        DATATYPE_MISMATCH
-    } else if lower.contains("not a loadable onnx model") || lower.contains("model option") {
-        INVALID_PARAMETER_VALUE
-    } else {
-        return None;
-    };
-    Some(code)
 }
 
 /// DataFusion raises most planning failures as `Plan` errors whose only
@@ -344,7 +326,5 @@ mod tests {
         let wrapped = DataFusionError::Context("planning".into(), Box::new(err));
         assert_eq!(sqlstate(&wrapped), "42704");
         assert_eq!(message(&wrapped), "model 'nope' does not exist");
-        let option = DataFusionError::Plan("model option 'x' is unknown".into());
-        assert_eq!(sqlstate(&option), codes::INVALID_PARAMETER_VALUE);
     }
 }

@@ -8,6 +8,7 @@
 //! constant: the result type (`EMBEDDING(n)`, the struct of outputs) comes
 //! from the model.
 
+use sluice_types::error::{SluiceError, SqlState};
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -239,9 +240,12 @@ impl ModelCall {
                         DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Null,
                     ] => {}
                     [_, other] => {
-                        return Err(DataFusionError::Plan(format!(
-                            "EMBED with model {} takes text, got {other}",
-                            model.spec.name
+                        return Err(DataFusionError::from(SluiceError::new(
+                            SqlState::DATATYPE_MISMATCH,
+                            format!(
+                                "EMBED with model {} takes text, got {other}",
+                                model.spec.name
+                            ),
                         )));
                     }
                     _ => {

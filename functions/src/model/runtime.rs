@@ -183,9 +183,18 @@ pub fn open_session(
 ) -> Result<OpenedSession> {
     let environment = environment()?;
     let bytes = std::fs::read(path).map_err(|e| {
-        DataFusionError::Plan(format!("cannot read model file {}: {e}", path.display()))
+        DataFusionError::from(SluiceError::new(
+            SqlState::UNDEFINED_FILE,
+            format!("cannot read model file {}: {e}", path.display()),
+        ))
     })?;
-    let in_model = |e: String| DataFusionError::Plan(format!("model {}: {e}", path.display()));
+    // ONNX Runtime refusing the file or the options it was given.
+    let in_model = |e: String| {
+        DataFusionError::from(SluiceError::new(
+            SqlState::INVALID_PARAMETER_VALUE,
+            format!("model {}: {e}", path.display()),
+        ))
+    };
     match device {
         DeviceChoice::Cpu => Ok(OpenedSession {
             session: build_session(environment, &bytes, None, intra_threads).map_err(in_model)?,

@@ -2,6 +2,7 @@
 //! device, batching and the declared INPUT/OUTPUT columns, validated before
 //! anything is loaded.
 
+use sluice_types::error::{SluiceError, SqlState};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -437,8 +438,10 @@ fn image_preprocessing(options: &BTreeMap<String, String>) -> Result<ImagePrepro
     })
 }
 
+/// A definition the server cannot accept: an unknown option, or an
+/// option's value outside its domain (SQLSTATE 22023).
 fn plan_error(message: String) -> DataFusionError {
-    DataFusionError::Plan(message)
+    SluiceError::new(SqlState::INVALID_PARAMETER_VALUE, message).into()
 }
 
 fn number(options: &BTreeMap<String, String>, key: &str, default: usize) -> Result<usize> {
