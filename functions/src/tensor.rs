@@ -4,7 +4,6 @@
 //! numpy and ONNX). Casts from nested arrays are casts
 //! (`ARRAY[[1,2],[3,4]]::TENSOR(FLOAT, [2,2])`, see `sluice_types`).
 
-use sluice_types::error::{SluiceError, SqlState};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, Float64Builder, Int64Builder, ListArray};
@@ -18,6 +17,7 @@ use datafusion::logical_expr::{
 };
 use datafusion::prelude::SessionContext;
 use sluice_types::SluiceType;
+use sluice_types::error::{SluiceError, SqlState};
 use sluice_types::tensor::{
     TensorElement, TensorShape, TensorValue, elements_of, format_shape, tensor_array, tensor_at,
 };

@@ -4,7 +4,6 @@
 //! `u::text` becomes `uuid_out(u)` (planned by the `resolve` analyzer rule). The names follow
 //! Postgres's type input/output functions.
 
-use crate::error::{SluiceError, SqlState};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray};
@@ -16,6 +15,7 @@ use datafusion::logical_expr::{
     Volatility,
 };
 
+use crate::error::{SluiceError, SqlState};
 use crate::extension::SluiceType;
 use crate::text::{format_array, parse_array};
 

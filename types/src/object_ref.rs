@@ -8,9 +8,9 @@
 //! fields, `{"uri":"s3://b/cat.jpg","size":1234,"etag":"\"9b2c\""}`; input
 //! accepts that or a bare URI.
 
-use crate::error::{SluiceError, SqlState};
 use std::sync::Arc;
 
+use crate::error::{SluiceError, SqlState};
 use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, Int64Builder, StringBuilder, StructArray, TimestampMicrosecondBuilder,
 };

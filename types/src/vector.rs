@@ -2,7 +2,6 @@
 //! (int16 dimension, int16 unused, then big-endian float4s), and the checks
 //! pgvector makes: every element finite, the dimension the column declares.
 
-use crate::error::{SluiceError, SqlState};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, FixedSizeListArray, Float32Array};
@@ -10,6 +9,7 @@ use datafusion::arrow::buffer::NullBuffer;
 use datafusion::arrow::datatypes::{DataType, Field, Float32Type};
 use datafusion::error::{DataFusionError, Result};
 
+use crate::error::{SluiceError, SqlState};
 use crate::extension::{MAX_VECTOR_DIMENSIONS, SluiceType};
 use crate::float_text::format_f32;
 

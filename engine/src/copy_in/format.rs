@@ -9,11 +9,11 @@
 //! field is NULL, `""` is the empty string); no crate reads Postgres' text
 //! format (backslash escapes, `\N`).
 
-use sluice_types::error::{SluiceError, SqlState};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{ArrayRef, StringBuilder};
 use datafusion::error::{DataFusionError, Result};
+use sluice_types::error::{SluiceError, SqlState};
 
 use crate::sql::copy::{CopyFormat, CopyFormatKind};
 
@@ -51,7 +51,15 @@ pub struct CopyReader {
     /// Scratch space for one record's unescaped fields.
     field_bytes: Vec<u8>,
     field_bounds: Vec<Option<(usize, usize)>>,
+    /// The longest record (bytes between two record ends) accepted.
+    max_record_bytes: usize,
 }
+
+/// The longest COPY record accepted by default. A client's line with no
+/// newline, or a CSV quote that never closes, would otherwise grow the
+/// buffer until the server runs out of memory. 256 MiB holds any value
+/// Sluice reads into memory elsewhere (objects are capped at 256 MiB too).
+pub const MAX_COPY_RECORD_BYTES: usize = 256 << 20;
 
 impl CopyReader {
     /// A reader of records with one field per named column.
@@ -75,7 +83,14 @@ impl CopyReader {
             rows: 0,
             field_bytes: Vec::new(),
             field_bounds: Vec::new(),
+            max_record_bytes: MAX_COPY_RECORD_BYTES,
         }
+    }
+
+    /// The same reader with another bound on one record's bytes.
+    pub fn with_max_record_bytes(mut self, bytes: usize) -> Self {
+        self.max_record_bytes = bytes;
+        self
     }
 
     /// Rows parsed so far.
@@ -125,6 +140,27 @@ impl CopyReader {
         }
         self.pending.drain(..start);
         self.scanned = i - start;
+        if self.pending.len() > self.max_record_bytes {
+            let why = if self.in_quotes {
+                "a quoted CSV field that never closes"
+            } else {
+                "a line without an end"
+            };
+            // The partial record is dropped: the COPY fails, and nothing of
+            // it may stay in memory while the client goes on sending.
+            self.pending = Vec::new();
+            self.scanned = 0;
+            self.ended = true;
+            return Err(SluiceError::new(
+                SqlState::PROGRAM_LIMIT_EXCEEDED,
+                format!(
+                    "COPY record longer than {} bytes ({why}) (COPY line {})",
+                    self.max_record_bytes,
+                    self.line + 1
+                ),
+            )
+            .into());
+        }
         Ok(())
     }
 
@@ -366,6 +402,39 @@ fn unescape(rest: &[u8], out: &mut Vec<u8>) -> usize {
 mod tests {
     use super::*;
     use datafusion::arrow::array::{Array, StringArray};
+
+    #[test]
+    fn one_record_is_bounded() {
+        let sqlstate = |e: &DataFusionError| SluiceError::find(e).map(|e| e.sqlstate);
+        // A line that never ends, sent in chunks.
+        let mut reader = CopyReader::new(CopyFormat::new(CopyFormatKind::Text), names(1))
+            .with_max_record_bytes(64);
+        reader.push(b"ok\n").expect("a short record");
+        reader.push(&[b'x'; 40]).expect("still under the bound");
+        let err = reader.push(&[b'x'; 40]).expect_err("over the bound");
+        assert_eq!(
+            sqlstate(&err),
+            Some(SqlState::PROGRAM_LIMIT_EXCEEDED),
+            "{err}"
+        );
+        assert!(err.to_string().contains("a line without an end"), "{err}");
+        assert!(reader.pending.is_empty(), "the partial record is dropped");
+        // A CSV quote that never closes, across many lines.
+        let mut reader = CopyReader::new(CopyFormat::new(CopyFormatKind::Csv), names(1))
+            .with_max_record_bytes(64);
+        let mut failed = None;
+        for _ in 0..10 {
+            if let Err(e) = reader.push(b"\"never closed\n") {
+                failed = Some(e);
+                break;
+            }
+        }
+        let err = failed.expect("an unclosed quote is bounded");
+        assert!(err.to_string().contains("never closes"), "{err}");
+        // Records under the bound are unaffected.
+        let rows = read(CopyFormat::new(CopyFormatKind::Text), 1, &[b"a\nb\n"]).expect("rows");
+        assert_eq!(rows.len(), 2);
+    }
 
     fn names(columns: usize) -> Vec<String> {
         (1..=columns).map(|i| format!("c{i}")).collect()

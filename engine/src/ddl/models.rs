@@ -8,7 +8,6 @@
 //! has installed it, so `SELECT EMBED('minilm', 'hello')` works out of the
 //! box; dropping it is remembered like any other catalog change.
 
-use sluice_types::error::{SluiceError, SqlState};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -20,6 +19,7 @@ use datafusion::prelude::SessionContext;
 use sluice_functions::model::describe::{describe, device_summary};
 use sluice_functions::model::runtime::sluice_home;
 use sluice_functions::model::{LoadedModel, ModelRegistry, ModelSpec};
+use sluice_types::error::{SluiceError, SqlState};
 
 use crate::context::model_registry;
 use crate::sql::model_statement::{CreateModel, ModelStatement};

@@ -2,7 +2,6 @@
 //! …): each is a field of the value's struct, read when the value was made,
 //! so these functions never decode.
 
-use sluice_types::error::{SluiceError, SqlState};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, make_array};
@@ -15,6 +14,7 @@ use datafusion::logical_expr::{
     Volatility,
 };
 use sluice_types::SluiceType;
+use sluice_types::error::{SluiceError, SqlState};
 
 use super::arguments::expect_type;
 

@@ -8,7 +8,6 @@
 //! merged several callers' rows is re-run per caller, so one query's bad
 //! input never fails another's.
 
-use sluice_types::error::{SluiceError, SqlState};
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, TryRecvError};
@@ -18,6 +17,7 @@ use std::time::{Duration, Instant};
 use datafusion::arrow::array::ArrayRef;
 use datafusion::arrow::compute::concat;
 use datafusion::error::{DataFusionError, Result};
+use sluice_types::error::{SluiceError, SqlState};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
 use super::spec::BatchSettings;

@@ -8,7 +8,6 @@
 //! constant: the result type (`EMBEDDING(n)`, the struct of outputs) comes
 //! from the model.
 
-use sluice_types::error::{SluiceError, SqlState};
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,6 +24,7 @@ use datafusion::logical_expr::{
     Volatility,
 };
 use sluice_types::SluiceType;
+use sluice_types::error::{SluiceError, SqlState};
 
 use super::batcher::RunStats;
 use super::call_options::{CallOptions, check_option_names, has_options, read_options};

@@ -8,7 +8,6 @@
 //! rows are tensors (`pixels [N, 3, H, W]`) takes one `TENSOR` or `IMAGE`
 //! argument ([`super::tensor_inputs`]).
 
-use sluice_types::error::{SluiceError, SqlState};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -22,6 +21,7 @@ use datafusion::arrow::datatypes::{
 use datafusion::error::{DataFusionError, Result};
 use ort::session::Session;
 use ort::value::DynValue;
+use sluice_types::error::{SluiceError, SqlState};
 
 use super::batcher::{BatchRunner, ModelMetrics};
 use sluice_types::SluiceType;

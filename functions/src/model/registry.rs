@@ -6,13 +6,13 @@
 //! first use, so a model file that has gone missing fails the queries that
 //! use it rather than the engine's start.
 
-use sluice_types::error::{SluiceError, SqlState};
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock, RwLock};
 
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef};
 use datafusion::error::{DataFusionError, Result};
+use sluice_types::error::{SluiceError, SqlState};
 
 use super::batcher::{BatchRunner, ModelMetrics, ModelQueue, RunStats};
 use super::embedding::{EmbeddingLayout, TextEmbedder, load_tokenizer};

@@ -6,7 +6,6 @@
 //! builds and starts without it; a model is only refused when it is used
 //! and the library cannot be found, with the places that were searched.
 
-use sluice_types::error::{SluiceError, SqlState};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
@@ -16,6 +15,7 @@ use ort::ep;
 use ort::logging::LogLevel;
 use ort::session::Session;
 use ort::session::builder::GraphOptimizationLevel;
+use sluice_types::error::{SluiceError, SqlState};
 
 /// Environment variable naming the ONNX Runtime library file explicitly.
 pub const LIBRARY_ENV: &str = "SLUICE_ONNXRUNTIME";

@@ -2,13 +2,13 @@
 //! device, batching and the declared INPUT/OUTPUT columns, validated before
 //! anything is loaded.
 
-use sluice_types::error::{SluiceError, SqlState};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use datafusion::arrow::datatypes::{DataType, FieldRef};
 use datafusion::error::{DataFusionError, Result};
+use sluice_types::error::{SluiceError, SqlState};
 
 use super::runtime::DeviceChoice;
 

@@ -5,7 +5,6 @@
 //! A row of shape `[]` or `[1]` is one SQL scalar; `[k]` is `k` values: a
 //! `VECTOR(k)` for float32, a fixed-size array otherwise.
 
-use sluice_types::error::{SluiceError, SqlState};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
@@ -20,6 +19,7 @@ use datafusion::error::{DataFusionError, Result};
 use ort::session::Session;
 use ort::value::{DynValue, Tensor, TensorElementType, ValueType};
 use sluice_types::SluiceType;
+use sluice_types::error::{SluiceError, SqlState};
 
 /// One model input or output, as the model declares it.
 #[derive(Debug, Clone, PartialEq)]

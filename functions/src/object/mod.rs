@@ -18,7 +18,6 @@ pub mod list;
 pub mod roots;
 pub mod stores;
 
-use sluice_types::error::{SluiceError, SqlState};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -26,6 +25,7 @@ use datafusion::error::{DataFusionError, Result};
 use datafusion::prelude::SessionContext;
 use futures::{StreamExt, TryStreamExt};
 use object_store::{GetOptions, ObjectMeta, ObjectStoreExt};
+use sluice_types::error::{SluiceError, SqlState};
 use sluice_types::object_ref::ObjectRef;
 
 pub use roots::{ObjectRoot, ObjectRoots};

@@ -3,10 +3,10 @@
 //! root is a permission error, whatever its spelling (`../`, percent
 //! escapes, symbolic links leading out of a root).
 
-use sluice_types::error::{SluiceError, SqlState};
 use std::path::{Component, Path as FsPath, PathBuf};
 
 use datafusion::error::{DataFusionError, Result};
+use sluice_types::error::{SluiceError, SqlState};
 use url::Url;
 
 /// One root objects may be read from.

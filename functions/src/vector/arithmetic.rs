@@ -2,7 +2,6 @@
 //! (pgvector's operators), and `l2_normalize(vector)`. Results are vectors
 //! of the same dimension; an overflow to ±Inf is an error, as in pgvector.
 
-use sluice_types::error::{SluiceError, SqlState};
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{DataType, FieldRef};
@@ -11,6 +10,7 @@ use datafusion::logical_expr::{
     ColumnarValue, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility,
 };
 use sluice_types::SluiceType;
+use sluice_types::error::{SluiceError, SqlState};
 use sluice_types::vector::{check_finite, vector_array};
 
 use super::distance::common_dimension;

@@ -3,7 +3,6 @@
 //! is closer as with the other operators) and `l1_distance`. All return
 //! `double precision`, NULL when either side is NULL.
 
-use sluice_types::error::{SluiceError, SqlState};
 use std::sync::Arc;
 
 use datafusion::arrow::array::Float64Builder;
@@ -13,6 +12,7 @@ use datafusion::error::{DataFusionError, Result};
 use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility,
 };
+use sluice_types::error::{SluiceError, SqlState};
 
 use super::kernels;
 use super::operand::{Operand, is_vector_like, not_a_vector, to_operand, vector_dimension};

@@ -1,7 +1,6 @@
 //! `vector_dims(vector) → integer` and `vector_norm(vector) → double
 //! precision` (Euclidean norm), as in pgvector.
 
-use sluice_types::error::{SluiceError, SqlState};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Float64Builder, Int32Builder};
@@ -11,6 +10,7 @@ use datafusion::error::{DataFusionError, Result};
 use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility,
 };
+use sluice_types::error::{SluiceError, SqlState};
 
 use super::kernels;
 use super::operand::{Operand, not_a_vector, to_operand, vector_dimension};

@@ -6,9 +6,9 @@
 //! Both are structs whose first field, `data`, holds the encoded bytes;
 //! on the wire they are `bytea` (see the `wire` module).
 
-use crate::error::{SluiceError, SqlState};
 use std::sync::Arc;
 
+use crate::error::{SluiceError, SqlState};
 use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, BinaryBuilder, Float64Builder, StringBuilder, StructArray,
     UInt16Builder, UInt32Builder,

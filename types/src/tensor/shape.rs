@@ -1,11 +1,11 @@
 //! [`TensorShape`]: a fixed shape of at most [`MAX_TENSOR_RANK`] dimensions.
 
-use crate::error::{SluiceError, SqlState};
 use std::fmt;
 
 use datafusion::error::{DataFusionError, Result};
 
 use super::{MAX_TENSOR_ELEMENTS, MAX_TENSOR_RANK};
+use crate::error::{SluiceError, SqlState};
 
 /// A fixed tensor shape of at most [`MAX_TENSOR_RANK`] dimensions, each ≥ 1.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]

@@ -1,7 +1,6 @@
 //! The text form of tensors, nested arrays (`[[1,2],[3,4]]`): parsing with
 //! range checks per element type, and formatting.
 
-use crate::error::{SluiceError, SqlState};
 use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::datatypes::{
     DataType, Float16Type, Float32Type, Float64Type, Int8Type, Int16Type, Int32Type, Int64Type,
@@ -10,6 +9,7 @@ use datafusion::arrow::datatypes::{
 use datafusion::error::{DataFusionError, Result};
 
 use super::{MAX_TENSOR_RANK, TensorElement};
+use crate::error::{SluiceError, SqlState};
 use crate::float_text::{format_f32, format_f64};
 
 /// One tensor value: its shape and its elements as f64 (every supported

@@ -3,7 +3,6 @@
 //! the answer's text. A chat request takes one conversation, so the rows
 //! of a gathered batch go out as concurrent requests (`max_concurrency`).
 
-use sluice_types::error::{SluiceError, SqlState};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -12,6 +11,7 @@ use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::error::{DataFusionError, Result};
 use serde_json::{Value, json};
+use sluice_types::error::{SluiceError, SqlState};
 
 use super::client::{Answer, RemoteClient};
 use crate::model::batcher::{BatchRunner, ModelMetrics};

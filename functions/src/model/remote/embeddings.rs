@@ -1,7 +1,6 @@
 //! Remote embedding models: `EMBED` through `/embeddings`. Each gathered
 //! batch is sent as requests of (at most) the batch size's texts.
 
-use sluice_types::error::{SluiceError, SqlState};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -10,6 +9,7 @@ use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::error::{DataFusionError, Result};
 use serde_json::{Value, json};
+use sluice_types::error::{SluiceError, SqlState};
 use sluice_types::vector::vector_array;
 
 use super::client::{Answer, RemoteClient};
