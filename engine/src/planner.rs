@@ -6,8 +6,8 @@
 //! 1. **parse** — [`crate::sql::statement::parse_sql`]: Sluice's statements
 //!    and token passes, DataFusion's parser for the rest (done by the
 //!    caller, which may hold several statements);
-//! 2. **check parameters** — [`check_parameters`]: every `$n` within
-//!    Postgres' bounds before anything is sized by it;
+//! 2. **check parameters** — the first thing [`plan_statement`] does:
+//!    every `$n` within Postgres' bounds before anything is sized by it;
 //! 3. **Sluice rewrites on the AST** — [`plan_statement`]: literal
 //!    `INSERT … VALUES` through COPY's text path
 //!    ([`crate::rewrite::literal_insert`]), Flink's `ML_PREDICT(TABLE …)`
@@ -34,14 +34,10 @@ use datafusion::sql::parser::Statement as DFStatement;
 use crate::pg::parameters;
 use crate::rewrite::async_calls;
 
-/// Step 2: the statement's `$n` placeholders, each within bounds.
-pub fn check_parameters(statement: &DFStatement) -> Result<()> {
-    parameters::check_statement(statement)
-}
-
-/// Steps 3 and 4: a DataFusion statement to a logical plan, parameters
-/// left as placeholders.
+/// Steps 2 to 4: a DataFusion statement to a logical plan, its `$n`
+/// checked and left as placeholders.
 pub async fn plan_statement(ctx: &SessionContext, statement: &DFStatement) -> Result<LogicalPlan> {
+    parameters::check_statement(statement)?;
     let mut statement = statement.clone();
     // An s3:// location needs a store for its bucket before DataFusion can
     // read or write it.
@@ -59,11 +55,7 @@ pub async fn plan_statement(ctx: &SessionContext, statement: &DFStatement) -> Re
     }
     crate::rewrite::ml_predict::rewrite(&mut statement, ctx).await?;
     crate::rewrite::typed_values::cast_values_to_column_types(&mut statement, ctx).await?;
-    let plan = ctx.state().statement_to_plan(statement).await?;
-    // The plan's placeholders too: a rewrite may have introduced none, but
-    // nothing later sizes anything by an unchecked number.
-    parameters::parameter_numbers(&plan)?;
-    Ok(plan)
+    ctx.state().statement_to_plan(statement).await
 }
 
 /// Step 5: binds `params` (or checks that the plan needs none) and folds

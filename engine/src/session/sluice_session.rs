@@ -86,7 +86,6 @@ impl SluiceSession {
         };
         let kind = match statement {
             SluiceStatement::DataFusion(stmt) => {
-                planner::check_parameters(stmt)?;
                 PreparedKind::Plan(Box::new(planner::plan_statement(&self.ctx, stmt).await?))
             }
             SluiceStatement::Session(cmd) => PreparedKind::Session(cmd.clone()),
@@ -287,7 +286,6 @@ impl SluiceSession {
         }
         let statement = statements.remove(0);
         if let SluiceStatement::DataFusion(stmt) = &statement {
-            planner::check_parameters(stmt)?;
             let plan = planner::plan_statement(&self.ctx, stmt).await?;
             let plan = planner::bind_and_fold(&self.ctx, plan, None).await?;
             if plan_returns_rows(&plan) {
