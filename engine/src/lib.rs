@@ -66,6 +66,7 @@ pub mod session;
 mod sluice;
 pub mod sql;
 pub mod storage;
+pub mod streaming;
 
 pub use ddl::models::DEFAULT_EMBEDDING_MODEL;
 pub use pg::parameters;

@@ -11,7 +11,8 @@
 //! 3. **Sluice rewrites on the AST** — [`plan_statement`]: literal
 //!    `INSERT … VALUES` through COPY's text path
 //!    ([`crate::rewrite::literal_insert`]), Flink's `ML_PREDICT(TABLE …)`
-//!    ([`crate::rewrite::ml_predict`]), text literals into Sluice-typed
+//!    ([`crate::rewrite::ml_predict`]), Flink's window table functions
+//!    `TUMBLE`/`HOP` ([`crate::rewrite::window_tvf`]), text literals into Sluice-typed
 //!    columns ([`crate::rewrite::typed_values`]);
 //! 4. **DataFusion planning** — `SessionState::statement_to_plan`, with
 //!    Sluice's type planner and analyzer rule
@@ -54,6 +55,7 @@ pub async fn plan_statement(ctx: &SessionContext, statement: &DFStatement) -> Re
         return Ok(plan);
     }
     crate::rewrite::ml_predict::rewrite(&mut statement, ctx).await?;
+    crate::rewrite::window_tvf::rewrite(&mut statement)?;
     crate::rewrite::typed_values::cast_values_to_column_types(&mut statement, ctx).await?;
     ctx.state().statement_to_plan(statement).await
 }

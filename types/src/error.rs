@@ -58,6 +58,18 @@ impl SqlState {
     pub const ARRAY_SUBSCRIPT_ERROR: SqlState = SqlState("2202E");
     /// `22023`: an option or argument with a value outside its domain.
     pub const INVALID_PARAMETER_VALUE: SqlState = SqlState("22023");
+    /// `22004`: a NULL where a value is required (a window's time column).
+    pub const NULL_VALUE_NOT_ALLOWED: SqlState = SqlState("22004");
+    /// `2BP01`: an object others depend on (a table a continuous query reads).
+    pub const DEPENDENT_OBJECTS_STILL_EXIST: SqlState = SqlState("2BP01");
+    /// `42601`: a statement that does not have the expected form.
+    pub const SYNTAX_ERROR: SqlState = SqlState("42601");
+    /// `42809`: an object of another kind than the statement expects.
+    pub const WRONG_OBJECT_TYPE: SqlState = SqlState("42809");
+    /// `42P01`: no relation of that name.
+    pub const UNDEFINED_TABLE: SqlState = SqlState("42P01");
+    /// `42P07`: a relation of that name exists already.
+    pub const DUPLICATE_TABLE: SqlState = SqlState("42P07");
 
     /// The five-character code.
     pub fn code(self) -> &'static str {

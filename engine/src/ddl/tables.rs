@@ -6,12 +6,17 @@
 
 use std::sync::Arc;
 
-use datafusion::common::TableReference;
+use datafusion::arrow::datatypes::DataType;
+use datafusion::common::{DFSchema, TableReference};
 use datafusion::error::{DataFusionError, Result};
-use datafusion::logical_expr::{CreateMemoryTable, DdlStatement, DropTable, LogicalPlan};
+use datafusion::logical_expr::{
+    CreateMemoryTable, DdlStatement, DropTable, EmptyRelation, LogicalPlan,
+};
 use datafusion::prelude::{DataFrame, SessionContext};
+use sluice_types::error::{SluiceError, SqlState};
 
 use crate::context::{DEFAULT_CATALOG, DEFAULT_SCHEMA};
+use crate::sql::watermark::WatermarkSpec;
 use crate::storage::{DurableTable, TableStore};
 
 /// A durable table's place: its schema and name.
@@ -204,4 +209,49 @@ fn default_catalog_schema(name: &str) -> Option<String> {
         Some((catalog, schema)) => (catalog == DEFAULT_CATALOG).then(|| schema.to_owned()),
         None => Some(name.to_owned()),
     }
+}
+
+/// `plan` (a `CREATE TABLE` with a column list) with `watermark` in the new
+/// table's schema metadata, where continuous queries reading the table find
+/// it. The event-time column must be a timestamp.
+pub(crate) fn with_watermark(plan: LogicalPlan, watermark: &WatermarkSpec) -> Result<LogicalPlan> {
+    let LogicalPlan::Ddl(DdlStatement::CreateMemoryTable(mut cmd)) = plan else {
+        return Err(DataFusionError::Plan(
+            "WATERMARK belongs in CREATE TABLE".into(),
+        ));
+    };
+    let LogicalPlan::EmptyRelation(relation) = cmd.input.as_ref() else {
+        return Err(SluiceError::new(
+            SqlState::FEATURE_NOT_SUPPORTED,
+            "WATERMARK needs a column list: CREATE TABLE … AS SELECT cannot declare one",
+        )
+        .into());
+    };
+    let field = relation
+        .schema
+        .field_with_unqualified_name(&watermark.column)?;
+    if !matches!(field.data_type(), DataType::Timestamp(_, _)) {
+        return Err(SluiceError::new(
+            SqlState::DATATYPE_MISMATCH,
+            format!(
+                "WATERMARK FOR {}: the column is {}, an event-time column must be a TIMESTAMP",
+                watermark.column,
+                field.data_type()
+            ),
+        )
+        .into());
+    }
+    let mut metadata = relation.schema.metadata().clone();
+    watermark.add_to_metadata(&mut metadata);
+    let fields = relation
+        .schema
+        .iter()
+        .map(|(qualifier, field)| (qualifier.cloned(), Arc::clone(field)))
+        .collect();
+    let schema = DFSchema::new_with_metadata(fields, metadata)?;
+    cmd.input = Arc::new(LogicalPlan::EmptyRelation(EmptyRelation {
+        produce_one_row: relation.produce_one_row,
+        schema: Arc::new(schema),
+    }));
+    Ok(LogicalPlan::Ddl(DdlStatement::CreateMemoryTable(cmd)))
 }

@@ -55,6 +55,13 @@ const SETTINGS: &[SettingDef] = &[
         "Application name reported by the client.",
     ),
     def(
+        "barrier_interval_ms",
+        "1000",
+        false,
+        false,
+        "How often continuous queries close an epoch (ms): how soon views show new rows.",
+    ),
+    def(
         "bytea_output",
         "hex",
         false,
@@ -332,6 +339,17 @@ impl SessionSettings {
             .collect()
     }
 
+    /// `barrier_interval_ms`: how often a continuous query started in this
+    /// session closes an epoch.
+    pub fn barrier_interval(&self) -> Duration {
+        let ms = self
+            .get("barrier_interval_ms")
+            .ok()
+            .and_then(|v| parse_duration_ms(&v).ok())
+            .unwrap_or(1000);
+        Duration::from_millis(ms.max(10))
+    }
+
     /// `statement_timeout`, or `None` when disabled.
     pub fn statement_timeout(&self) -> Option<Duration> {
         self.get("statement_timeout")
@@ -372,6 +390,13 @@ fn validate(def: &SettingDef, value: &str) -> Result<String> {
             } else {
                 Err(invalid_value(def, value, "only ISO output is supported"))
             }
+        }
+        "barrier_interval_ms" => {
+            let ms = parse_duration_ms(value).map_err(|why| invalid_value(def, value, &why))?;
+            if !(10..=3_600_000).contains(&ms) {
+                return Err(invalid_value(def, value, "must be from 10 ms to 1 hour"));
+            }
+            Ok(ms.to_string())
         }
         "statement_timeout" | "lock_timeout" | "idle_in_transaction_session_timeout" => {
             let ms = parse_duration_ms(value).map_err(|why| invalid_value(def, value, &why))?;

@@ -2,6 +2,8 @@
 //! statement's AST or the logical plan), never on SQL text:
 //! - [`ml_predict`]: Flink's `ML_PREDICT(TABLE t, MODEL m, …)` table form
 //!   as a subquery over the scalar `ml_predict`;
+//! - [`window_tvf`]: Flink's window table functions `TUMBLE`/`HOP` as
+//!   subqueries adding `window_start`, `window_end`, `window_time`;
 //! - [`typed_values`]: text literals inserted into Sluice-typed columns;
 //! - [`literal_insert`] / [`text_insert`]: `INSERT … VALUES` of literals
 //!   through COPY's text path;
@@ -15,3 +17,4 @@ pub mod literal_insert;
 pub mod ml_predict;
 pub mod text_insert;
 pub mod typed_values;
+pub mod window_tvf;

@@ -12,7 +12,9 @@ use crate::copy_in::CopyIn;
 use crate::pg::column_names::PostgresNames;
 use crate::sql::copy::CopyFromStdin;
 use crate::sql::model_statement::ModelStatement;
+use crate::sql::source_statement::CreateSource;
 use crate::sql::statement::SessionCommand;
+use crate::sql::streaming_statement::StreamingStatement;
 
 /// A statement that has been parsed and planned and can be executed, possibly
 /// many times with different parameter values (the extended protocol's
@@ -36,6 +38,10 @@ pub(crate) enum PreparedKind {
     CopyFrom(CopyFromStdin),
     /// `ALTER TABLE`.
     AlterTable(Box<datafusion::sql::sqlparser::ast::AlterTable>),
+    /// A continuous-query statement.
+    Streaming(StreamingStatement),
+    /// A connector table.
+    CreateSource(Box<CreateSource>),
 }
 
 impl PreparedStatement {
@@ -55,6 +61,13 @@ impl PreparedStatement {
             }
             PreparedKind::Session(SessionCommand::ShowAll) => show_all_schema(),
             PreparedKind::Model(statement) => crate::ddl::models::result_schema(statement),
+            PreparedKind::Streaming(StreamingStatement::ShowMaterializedViews) => {
+                Arc::new(Schema::new(vec![
+                    Field::new("name", DataType::Utf8, false),
+                    Field::new("status", DataType::Utf8, false),
+                    Field::new("definition", DataType::Utf8, false),
+                ]))
+            }
             _ => Arc::new(Schema::empty()),
         }
     }
@@ -103,7 +116,12 @@ impl PreparedStatement {
                 statement,
                 ModelStatement::Show | ModelStatement::Describe { .. }
             ),
-            PreparedKind::CopyFrom(_) | PreparedKind::AlterTable(_) => false,
+            PreparedKind::Streaming(statement) => {
+                matches!(statement, StreamingStatement::ShowMaterializedViews)
+            }
+            PreparedKind::CopyFrom(_)
+            | PreparedKind::AlterTable(_)
+            | PreparedKind::CreateSource(_) => false,
         }
     }
 
@@ -114,7 +132,9 @@ impl PreparedStatement {
             PreparedKind::Plan(_)
             | PreparedKind::Model(_)
             | PreparedKind::CopyFrom(_)
-            | PreparedKind::AlterTable(_) => None,
+            | PreparedKind::AlterTable(_)
+            | PreparedKind::Streaming(_)
+            | PreparedKind::CreateSource(_) => None,
         }
     }
 
@@ -125,7 +145,9 @@ impl PreparedStatement {
             PreparedKind::Session(_)
             | PreparedKind::Model(_)
             | PreparedKind::CopyFrom(_)
-            | PreparedKind::AlterTable(_) => None,
+            | PreparedKind::AlterTable(_)
+            | PreparedKind::Streaming(_)
+            | PreparedKind::CreateSource(_) => None,
         }
     }
 }

@@ -27,6 +27,8 @@ use crate::session::output::{
     plan_returns_rows, show_all_schema,
 };
 use crate::sql::statement::{SessionCommand, SluiceStatement, parse_sql};
+use crate::sql::streaming_statement::StreamingStatement;
+use crate::streaming::{self, Origin, StreamingOutcome};
 
 /// One client's session: its own settings and prepared statements over the
 /// engine's shared catalog. Create with [`crate::Sluice::session`].
@@ -92,6 +94,15 @@ impl SluiceSession {
             SluiceStatement::Model(statement) => PreparedKind::Model(statement.clone()),
             SluiceStatement::CopyFrom(statement) => PreparedKind::CopyFrom(statement.clone()),
             SluiceStatement::AlterTable(alter) => PreparedKind::AlterTable(alter.clone()),
+            SluiceStatement::Streaming(statement) => PreparedKind::Streaming(statement.clone()),
+            SluiceStatement::CreateSource(source) => PreparedKind::CreateSource(source.clone()),
+            SluiceStatement::CreateTableWithWatermark {
+                statement,
+                watermark,
+            } => {
+                let plan = planner::plan_statement(&self.ctx, statement).await?;
+                PreparedKind::Plan(Box::new(durable_ddl::with_watermark(plan, watermark)?))
+            }
         };
         Ok(PreparedStatement { kind, names })
     }
@@ -101,6 +112,14 @@ impl SluiceSession {
     /// (the definition is already stored).
     pub(crate) async fn restore_definition(&self, sql: &str) -> Result<()> {
         for statement in self.parse(sql)? {
+            if let SluiceStatement::Streaming(statement) = &statement {
+                self.execute_streaming(statement, Origin::Restore).await?;
+                continue;
+            }
+            if let SluiceStatement::CreateSource(source) = &statement {
+                streaming::create_source(&self.ctx, source, Origin::Restore).await?;
+                continue;
+            }
             if let SluiceStatement::DataFusion(stmt) = &statement {
                 let plan = planner::plan_statement(&self.ctx, stmt).await?;
                 let plan = planner::bind_and_fold(&self.ctx, plan, None).await?;
@@ -143,14 +162,34 @@ impl SluiceSession {
                 crate::ddl::alter_table::execute(&self.ctx, alter).await?;
                 Ok(QueryOutput::Command(CommandComplete::tag("ALTER TABLE")))
             }
+            PreparedKind::Streaming(statement) => {
+                self.execute_streaming(statement, Origin::Client).await
+            }
+            PreparedKind::CreateSource(source) => {
+                streaming::create_source(&self.ctx, source, Origin::Client).await?;
+                Ok(QueryOutput::Command(CommandComplete::tag("CREATE TABLE")))
+            }
             PreparedKind::CopyFrom(statement) => Ok(QueryOutput::CopyIn(Box::new(
                 CopyIn::start(&self.ctx, statement).await?,
             ))),
         }
     }
 
+    async fn execute_streaming(
+        &self,
+        statement: &StreamingStatement,
+        origin: Origin,
+    ) -> Result<QueryOutput> {
+        let barrier_interval = self.settings().barrier_interval();
+        match streaming::execute(&self.ctx, statement, barrier_interval, origin).await? {
+            StreamingOutcome::Done(tag) => Ok(QueryOutput::Command(CommandComplete::tag(tag))),
+            StreamingOutcome::Rows(batch) => Ok(rows_output(batch)),
+        }
+    }
+
     /// Runs a plan that is ready to execute (bound and folded).
     async fn execute_plan(&self, plan: LogicalPlan) -> Result<QueryOutput> {
+        streaming::check_statement(&self.ctx, &plan)?;
         if plan_returns_rows(&plan) {
             let df = self.ctx.execute_logical_plan(plan).await?;
             return Ok(QueryOutput::Rows(df.execute_stream().await?));

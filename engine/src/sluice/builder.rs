@@ -8,7 +8,9 @@ use std::sync::Arc;
 
 use crate::context::{DEFAULT_CATALOG, DEFAULT_SCHEMA};
 use crate::storage::{DATA_STORE_URL, DataLocation, TableStore};
-use datafusion::catalog::MemorySchemaProvider;
+use crate::streaming::ContinuousQueries;
+use crate::streaming::status::{ContinuousQueriesTable, STATUS_SCHEMA, STATUS_TABLE};
+use datafusion::catalog::{MemorySchemaProvider, SchemaProvider};
 use datafusion::common::TableReference;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::SessionStateBuilder;
@@ -120,8 +122,10 @@ impl SluiceBuilder {
             KeyVariablePolicy::new(config.model_key_variables.iter().cloned())
         };
         let models = Arc::new(ModelRegistry::with_key_variables(key_variables));
+        let continuous_queries = Arc::new(ContinuousQueries::default());
         let session_config = SessionConfig::new()
             .with_extension(Arc::clone(&store))
+            .with_extension(Arc::clone(&continuous_queries))
             .with_extension(Arc::clone(&models))
             .with_default_catalog_and_schema(DEFAULT_CATALOG, DEFAULT_SCHEMA)
             .with_create_default_catalog_and_schema(true)
@@ -176,6 +180,12 @@ impl SluiceBuilder {
         for (schema, name, table) in tables {
             ctx.register_table(TableReference::partial(schema, name), table)?;
         }
+        let status_schema = Arc::new(MemorySchemaProvider::new());
+        status_schema.register_table(
+            STATUS_TABLE.into(),
+            Arc::new(ContinuousQueriesTable::new(continuous_queries)),
+        )?;
+        catalog.register_schema(STATUS_SCHEMA, status_schema)?;
 
         let sluice = Sluice::new(Arc::new(ctx), config);
         // Views and external tables, in the order they were created (a view

@@ -9,6 +9,10 @@
 pub mod copy;
 pub mod model_statement;
 pub mod names;
+pub mod options;
+pub mod source_statement;
 pub mod statement;
+pub mod streaming_statement;
 pub mod table_function_syntax;
 pub mod type_syntax;
+pub mod watermark;

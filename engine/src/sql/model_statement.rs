@@ -13,6 +13,8 @@
 
 use std::collections::BTreeMap;
 
+use crate::sql::options::with_options;
+
 use datafusion::error::{DataFusionError, Result};
 use datafusion::sql::parser::DFParser;
 use datafusion::sql::sqlparser::ast::{ColumnDef, Ident};
@@ -163,7 +165,7 @@ pub fn parse_model_statement(parser: &mut DFParser<'_>) -> Result<ModelStatement
             create.comment = Some(p.parse_literal_string().map_err(sql_error)?);
         } else if is_word(&next, "with") {
             p.next_token();
-            create.options = options(p)?;
+            create.options = with_options(p, "model")?;
             break;
         } else {
             return Err(sql_error(ParserError::ParserError(format!(
@@ -195,43 +197,6 @@ fn column_list(p: &mut datafusion::sql::sqlparser::parser::Parser<'_>) -> Result
         ));
     }
     Ok(columns)
-}
-
-/// `('key' = 'value', …)`; keys and values may also be bare words or numbers.
-fn options(
-    p: &mut datafusion::sql::sqlparser::parser::Parser<'_>,
-) -> Result<BTreeMap<String, String>> {
-    p.expect_token(&Token::LParen).map_err(sql_error)?;
-    let mut options = BTreeMap::new();
-    if p.consume_token(&Token::RParen) {
-        return Ok(options);
-    }
-    loop {
-        let key = option_text(p)?.to_ascii_lowercase();
-        p.expect_token(&Token::Eq).map_err(sql_error)?;
-        let value = option_text(p)?;
-        if options.insert(key.clone(), value).is_some() {
-            return Err(DataFusionError::Plan(format!(
-                "model option '{key}' is given twice"
-            )));
-        }
-        if p.consume_token(&Token::RParen) {
-            return Ok(options);
-        }
-        p.expect_token(&Token::Comma).map_err(sql_error)?;
-    }
-}
-
-fn option_text(p: &mut datafusion::sql::sqlparser::parser::Parser<'_>) -> Result<String> {
-    let token = p.next_token();
-    match token.token {
-        Token::SingleQuotedString(s) | Token::DoubleQuotedString(s) => Ok(s),
-        Token::Number(n, _) => Ok(n),
-        Token::Word(w) => Ok(w.value),
-        other => Err(sql_error(ParserError::ParserError(format!(
-            "Expected: a quoted option key or value, found: {other}"
-        )))),
-    }
 }
 
 fn sql_error(e: ParserError) -> DataFusionError {

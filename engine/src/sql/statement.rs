@@ -17,6 +17,11 @@ use crate::pg::catalog;
 use crate::pg::settings::canonical_name;
 use crate::sql::copy::{CopyFromStdin, at_copy_from, parse_copy_from};
 use crate::sql::model_statement::{ModelStatement, at_model_statement, parse_model_statement};
+use crate::sql::source_statement::{CreateSource, at_create_source, parse_create_source};
+use crate::sql::streaming_statement::{
+    StreamingStatement, at_streaming_statement, parse_streaming_statement,
+};
+use crate::sql::watermark::{WatermarkSpec, take_from_create_table};
 
 /// One parsed statement.
 #[derive(Debug, Clone)]
@@ -31,6 +36,19 @@ pub enum SluiceStatement {
     CopyFrom(CopyFromStdin),
     /// `ALTER TABLE`, which DataFusion does not plan.
     AlterTable(Box<ast::AlterTable>),
+    /// Continuous queries: `CREATE MATERIALIZED VIEW`, `FLUSH`, …
+    Streaming(StreamingStatement),
+    /// `CREATE TABLE … WITH ('connector' = …)`: a generator or external
+    /// source.
+    CreateSource(Box<CreateSource>),
+    /// `CREATE TABLE` with a `WATERMARK FOR` clause: planned by DataFusion,
+    /// the watermark kept in the table's schema.
+    CreateTableWithWatermark {
+        /// The statement without its WATERMARK clause.
+        statement: Box<DFStatement>,
+        /// The clause.
+        watermark: WatermarkSpec,
+    },
 }
 
 /// Session-level commands: settings and transaction control.
@@ -62,9 +80,10 @@ pub fn parse_sql(sql: &str) -> Result<Vec<SluiceStatement>> {
     {
         return Ok(statements);
     }
-    let sql = crate::sql::type_syntax::normalize_type_syntax(
-        &crate::sql::table_function_syntax::normalize_text(sql),
-    );
+    let sql =
+        crate::sql::type_syntax::normalize_type_syntax(&crate::sql::watermark::normalize_text(
+            &crate::sql::table_function_syntax::normalize_text(sql),
+        ));
     let dialect = PostgreSqlDialect {};
     let mut parser = DFParserBuilder::new(sql.as_str())
         .with_dialect(&dialect)
@@ -109,11 +128,21 @@ fn parse_one(parser: &mut DFParser<'_>) -> Result<SluiceStatement> {
     if at_copy_from(parser) {
         return Ok(SluiceStatement::CopyFrom(parse_copy_from(parser)?));
     }
+    if at_create_source(parser) {
+        return Ok(SluiceStatement::CreateSource(Box::new(
+            parse_create_source(parser)?,
+        )));
+    }
+    if at_streaming_statement(parser) {
+        return Ok(SluiceStatement::Streaming(parse_streaming_statement(
+            parser,
+        )?));
+    }
     if at_model_statement(parser) {
         return Ok(SluiceStatement::Model(parse_model_statement(parser)?));
     }
     let statement = parser.parse_statement()?;
-    Ok(classify(statement))
+    classify(statement)
 }
 
 fn parse_reset(parser: &mut DFParser<'_>) -> Result<SluiceStatement> {
@@ -201,12 +230,20 @@ fn setting_value(values: &[Expr]) -> Option<String> {
     Some(parts.join(", "))
 }
 
-fn classify(statement: DFStatement) -> SluiceStatement {
-    let DFStatement::Statement(inner) = statement else {
-        return SluiceStatement::DataFusion(Box::new(statement));
+fn classify(statement: DFStatement) -> Result<SluiceStatement> {
+    let DFStatement::Statement(mut inner) = statement else {
+        return Ok(SluiceStatement::DataFusion(Box::new(statement)));
     };
+    if let ast::Statement::CreateTable(create) = inner.as_mut()
+        && let Some(watermark) = take_from_create_table(create)?
+    {
+        return Ok(SluiceStatement::CreateTableWithWatermark {
+            statement: Box::new(DFStatement::Statement(inner)),
+            watermark,
+        });
+    }
     let session = |cmd| SluiceStatement::Session(cmd);
-    match *inner {
+    Ok(match *inner {
         ast::Statement::Set(Set::SingleAssignment {
             ref variable,
             ref values,
@@ -255,7 +292,7 @@ fn classify(statement: DFStatement) -> SluiceStatement {
         ast::Statement::Discard { .. } => session(SessionCommand::Ignored { tag: "DISCARD ALL" }),
         ast::Statement::AlterTable(alter) => SluiceStatement::AlterTable(Box::new(alter)),
         _ => SluiceStatement::DataFusion(Box::new(DFStatement::Statement(inner))),
-    }
+    })
 }
 
 #[cfg(test)]

@@ -11,10 +11,18 @@ use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
 /// The table function whose arguments this pass rewrites.
 pub const ML_PREDICT: &str = "ml_predict";
 
+/// Table functions taking `TABLE t` as an argument, whose `TABLE` keyword
+/// this pass drops: ML_PREDICT and Flink's window functions.
+const TABLE_ARGUMENT_FUNCTIONS: [&str; 4] = [ML_PREDICT, "tumble", "hop", "session"];
+
 /// Rewrites `ML_PREDICT(TABLE t, MODEL m, …)` so it parses; any other text
 /// is returned unchanged.
 pub fn normalize_text(sql: &str) -> String {
-    if !sql.to_ascii_lowercase().contains(ML_PREDICT) {
+    let lower = sql.to_ascii_lowercase();
+    if !TABLE_ARGUMENT_FUNCTIONS
+        .iter()
+        .any(|name| lower.contains(name))
+    {
         return sql.to_string();
     }
     let Ok(tokens) = Tokenizer::new(&PostgreSqlDialect {}, sql).tokenize() else {
@@ -26,6 +34,9 @@ pub fn normalize_text(sql: &str) -> String {
     // Brackets of `MAP[…]` currently open inside the call.
     let mut map_brackets = 0usize;
     let mut awaiting_call = false;
+    // Only a changed statement is rendered from its tokens again; any
+    // other text reaches the parser exactly as the client wrote it.
+    let mut changed = false;
     for token in tokens {
         let significant = !matches!(token, Token::Whitespace(_));
         if depth == 0 {
@@ -38,7 +49,9 @@ pub fn normalize_text(sql: &str) -> String {
                 }
             }
             if let Token::Word(w) = &token
-                && w.value.eq_ignore_ascii_case(ML_PREDICT)
+                && TABLE_ARGUMENT_FUNCTIONS
+                    .iter()
+                    .any(|name| w.value.eq_ignore_ascii_case(name))
                 && w.quote_style.is_none()
             {
                 awaiting_call = true;
@@ -50,11 +63,13 @@ pub fn normalize_text(sql: &str) -> String {
             Token::LParen => depth += 1,
             Token::RParen => depth -= 1,
             Token::LBracket if map_brackets > 0 || previous_word_is(&out, "map") => {
+                changed = true;
                 map_brackets += 1;
                 out.push(Token::LParen);
                 continue;
             }
             Token::RBracket if map_brackets > 0 => {
+                changed = true;
                 map_brackets -= 1;
                 out.push(Token::RParen);
                 continue;
@@ -66,11 +81,15 @@ pub fn normalize_text(sql: &str) -> String {
                         || w.value.eq_ignore_ascii_case("model"))
                     && matches!(last_significant(&out), Some(Token::LParen | Token::Comma)) =>
             {
+                changed = true;
                 continue;
             }
             _ => {}
         }
         out.push(token);
+    }
+    if !changed {
+        return sql.to_string();
     }
     out.iter().map(ToString::to_string).collect()
 }
@@ -101,6 +120,10 @@ mod tests {
                 "select * from ml_predict(table t, model m, descriptor(a), map['k', '1'])"
             ),
             "select * from ml_predict( t,  m, descriptor(a), map('k', '1'))"
+        );
+        assert_eq!(
+            normalize_text("SELECT * FROM TUMBLE(TABLE bids, DESCRIPTOR(ts), INTERVAL '1' MINUTE)"),
+            "SELECT * FROM TUMBLE( bids, DESCRIPTOR(ts), INTERVAL '1' MINUTE)"
         );
         // Elsewhere TABLE and MODEL keep their meaning; other text is untouched.
         let other = "SELECT ml_predict('m', x) FROM model_table";

@@ -29,6 +29,7 @@ use object_store::ObjectStore;
 use object_store::path::Path;
 use tokio::sync::Mutex;
 
+use super::change_feed::{ChangeKind, ChangeSender, TableSubscription, publish};
 use super::files::{DATA_STORE_URL, DataFileWriter, Snapshot, read_files};
 use super::manifest::{self, Manifest};
 use super::row_change::{ChangedTable, RowChange, RowChangeExec};
@@ -41,15 +42,27 @@ use super::vector_bytes::VectorBytesAdapterFactory;
 pub(super) struct TableState {
     pub manifest: Manifest,
     pub snapshot: Arc<Snapshot>,
+    /// Continuous queries reading this table's changes.
+    pub subscribers: Vec<ChangeSender>,
 }
 
 impl TableState {
     /// Installs `next` as the committed version; files of the previous one
-    /// that `next` no longer lists are retired.
-    pub async fn install(&mut self, store: &Arc<dyn ObjectStore>, dir: &Path, next: Manifest) {
+    /// that `next` no longer lists are retired. Subscribers hear of the
+    /// change while the table's lock is still held, so they see every
+    /// version in commit order.
+    pub async fn install(
+        &mut self,
+        store: &Arc<dyn ObjectStore>,
+        dir: &Path,
+        next: Manifest,
+        kind: ChangeKind,
+    ) {
         let snapshot = self.snapshot.next(store, dir, &next.files);
         let previous = std::mem::replace(&mut self.snapshot, Arc::clone(&snapshot));
+        let version = next.version;
         self.manifest = next;
+        publish(&mut self.subscribers, version, kind, &snapshot);
         Snapshot::succeed(previous, &snapshot).await;
     }
 }
@@ -89,8 +102,27 @@ impl DurableTable {
             schema: manifest.schema_ref(),
             constraints,
             column_defaults,
-            state: Arc::new(Mutex::new(TableState { manifest, snapshot })),
+            state: Arc::new(Mutex::new(TableState {
+                manifest,
+                snapshot,
+                subscribers: Vec::new(),
+            })),
         }
+    }
+
+    /// Starts reading this table as a stream: its rows as of now, then every
+    /// change committed after (see [`TableSubscription`]).
+    pub async fn subscribe(&self) -> TableSubscription {
+        let mut state = self.state.lock().await;
+        let (subscription, sender) = TableSubscription::new(
+            Arc::clone(&self.store),
+            self.dir.clone(),
+            Arc::clone(&self.schema),
+            state.manifest.version,
+            Arc::clone(&state.snapshot),
+        );
+        state.subscribers.push(sender);
+        subscription
     }
 
     /// Plans a DELETE or UPDATE: the predicate and new values become
@@ -206,7 +238,9 @@ impl DurableTable {
         manifest::commit(self.store.as_ref(), &self.dir, &next).await?;
         // Scans through this object read the new files too (Parquet reads
         // project the old columns out of them), so the old files can go.
-        table.install(&self.store, &self.dir, next.clone()).await;
+        table
+            .install(&self.store, &self.dir, next.clone(), ChangeKind::Schema)
+            .await;
         Ok(DurableTable::new(
             Arc::clone(&self.store),
             self.dir.clone(),

@@ -32,6 +32,7 @@
 //! scan holds the snapshot of files it started on, so compaction or DELETE
 //! delete replaced files only when the last scan of them ends.
 
+mod change_feed;
 mod commit;
 mod definitions;
 mod durable_table;
@@ -44,6 +45,7 @@ mod synced_local;
 mod table;
 mod vector_bytes;
 
+pub use change_feed::{ChangeKind, DeltaKind, TableDelta, TableSubscription};
 pub use durable_table::DurableTable;
 pub use files::DATA_STORE_URL;
 pub use location::{DataLocation, register_store_for};

@@ -30,6 +30,7 @@ use object_store::ObjectStore;
 use object_store::path::Path;
 use tokio::sync::Mutex;
 
+use super::change_feed::ChangeKind;
 use super::durable_table::TableState;
 use super::files::{read_files, write_data_files};
 use super::manifest;
@@ -237,7 +238,9 @@ async fn apply(
         let mut next = state.manifest.next();
         next.files = files;
         manifest::commit(table.store.as_ref(), &table.dir, &next).await?;
-        state.install(&table.store, &table.dir, next).await;
+        state
+            .install(&table.store, &table.dir, next, ChangeKind::RowChange)
+            .await;
     }
     Ok(affected)
 }

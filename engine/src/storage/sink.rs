@@ -14,6 +14,7 @@ use object_store::ObjectStore;
 use object_store::path::Path;
 use tokio::sync::Mutex;
 
+use super::change_feed::ChangeKind;
 use super::durable_table::TableState;
 use super::files::{read_files, write_data_files, write_stream};
 use super::manifest;
@@ -84,7 +85,9 @@ impl DataSink for DurableSink {
         next.files.extend(files);
         manifest::commit(self.store.as_ref(), &self.dir, &next).await?;
         // Committed: only now do readers see the rows.
-        state.install(&self.store, &self.dir, next).await;
+        state
+            .install(&self.store, &self.dir, next, ChangeKind::Append)
+            .await;
         if let Err(e) = self.compact_tail(&mut state).await {
             // The INSERT is committed either way; a later one retries.
             log::warn!("compaction of {} failed: {e}", self.dir);
@@ -123,7 +126,9 @@ impl DurableSink {
         next.files.truncate(start);
         next.files.extend(merged_files);
         manifest::commit(self.store.as_ref(), &self.dir, &next).await?;
-        state.install(&self.store, &self.dir, next).await;
+        state
+            .install(&self.store, &self.dir, next, ChangeKind::Compaction)
+            .await;
         Ok(())
     }
 }

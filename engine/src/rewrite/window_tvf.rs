@@ -1,0 +1,335 @@
+//! Flink's window table functions, in one-off and continuous queries alike:
+//!
+//! ```sql
+//! SELECT window_start, window_end, count(*)
+//! FROM TUMBLE(TABLE bids, DESCRIPTOR(ts), INTERVAL '1' MINUTE)
+//! GROUP BY window_start, window_end;
+//! -- HOP(TABLE t, DESCRIPTOR(ts), slide, size): windows of `size` every `slide`
+//! ```
+//!
+//! Each call becomes a subquery over its table that adds `window_start`,
+//! `window_end` and `window_time` (`window_end` minus 1 ms, as in Flink):
+//! TUMBLE bins each row with `date_bin`; HOP is a `UNION ALL` of one such
+//! projection per window a row falls in (`size / slide` of them, so `size`
+//! must be a multiple of `slide`). A continuous query that groups by
+//! `window_start, window_end` emits each window when the watermark passes
+//! its end ([`crate::streaming::aggregate`]). `SESSION` windows are refused
+//! for now.
+//!
+//! The subquery is built from a constant template whose placeholders
+//! (`__sluice_size`, …) are replaced by the call's own expression nodes,
+//! never by text.
+
+use std::ops::ControlFlow;
+
+use datafusion::error::{DataFusionError, Result};
+use datafusion::sql::parser::{DFParser, Statement as DFStatement};
+use datafusion::sql::sqlparser::ast::{
+    self, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, Ident, ObjectName, SetExpr,
+    SetOperator, SetQuantifier, TableFactor, VisitMut, VisitorMut,
+};
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use sluice_types::error::{SluiceError, SqlState};
+
+use crate::sql::watermark::interval_nanos;
+
+/// Placeholders of the template.
+const TABLE: &str = "__sluice_table";
+const TIME: &str = "__sluice_time";
+const SIZE: &str = "__sluice_size";
+const BIN: &str = "__sluice_bin";
+const OFFSET: &str = "__sluice_offset";
+
+/// One projection adding the window columns: rows are binned by `BIN`,
+/// shifted back by `OFFSET`, and windows last `SIZE`.
+const TEMPLATE: &str = "SELECT *, \
+     date_bin(__sluice_bin, __sluice_time, TIMESTAMP '1970-01-01 00:00:00') - __sluice_offset \
+       AS window_start, \
+     date_bin(__sluice_bin, __sluice_time, TIMESTAMP '1970-01-01 00:00:00') - __sluice_offset \
+       + __sluice_size AS window_end, \
+     date_bin(__sluice_bin, __sluice_time, TIMESTAMP '1970-01-01 00:00:00') - __sluice_offset \
+       + __sluice_size - INTERVAL '1' MILLISECOND AS window_time \
+     FROM __sluice_table";
+
+/// Replaces every TUMBLE/HOP table function of `statement` by its subquery.
+pub(crate) fn rewrite(statement: &mut DFStatement) -> Result<()> {
+    let inner = match statement {
+        DFStatement::Statement(inner) => inner,
+        DFStatement::Explain(explain) => match explain.statement.as_mut() {
+            DFStatement::Statement(inner) => inner,
+            _ => return Ok(()),
+        },
+        _ => return Ok(()),
+    };
+    let mut rewriter = Rewriter { error: None };
+    let _ = inner.visit(&mut rewriter);
+    match rewriter.error {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+struct Rewriter {
+    error: Option<DataFusionError>,
+}
+
+impl VisitorMut for Rewriter {
+    type Break = ();
+
+    fn pre_visit_table_factor(&mut self, factor: &mut TableFactor) -> ControlFlow<()> {
+        let TableFactor::Table {
+            name,
+            args: Some(args),
+            alias,
+            ..
+        } = factor
+        else {
+            return ControlFlow::Continue(());
+        };
+        let Some(kind) = window_kind(name) else {
+            return ControlFlow::Continue(());
+        };
+        match subquery(kind, &args.args) {
+            Ok(query) => {
+                *factor = TableFactor::Derived {
+                    lateral: false,
+                    subquery: Box::new(query),
+                    alias: alias.take(),
+                    sample: None,
+                };
+                ControlFlow::Continue(())
+            }
+            Err(e) => {
+                self.error = Some(e);
+                ControlFlow::Break(())
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WindowKind {
+    Tumble,
+    Hop,
+    Session,
+}
+
+impl WindowKind {
+    fn usage(self) -> &'static str {
+        match self {
+            WindowKind::Tumble => "TUMBLE(TABLE t, DESCRIPTOR(time_column), size)",
+            WindowKind::Hop => "HOP(TABLE t, DESCRIPTOR(time_column), slide, size)",
+            WindowKind::Session => "SESSION(TABLE t, DESCRIPTOR(time_column), gap)",
+        }
+    }
+}
+
+fn window_kind(name: &ObjectName) -> Option<WindowKind> {
+    let [part] = name.0.as_slice() else {
+        return None;
+    };
+    let ident = part.as_ident()?;
+    if ident.quote_style.is_some() {
+        return None;
+    }
+    match ident.value.to_ascii_lowercase().as_str() {
+        "tumble" => Some(WindowKind::Tumble),
+        "hop" => Some(WindowKind::Hop),
+        "session" => Some(WindowKind::Session),
+        _ => None,
+    }
+}
+
+fn usage_error(kind: WindowKind, detail: &str) -> DataFusionError {
+    SluiceError::new(
+        SqlState::SYNTAX_ERROR,
+        format!("{detail}; expected {}", kind.usage()),
+    )
+    .into()
+}
+
+fn subquery(kind: WindowKind, args: &[FunctionArg]) -> Result<ast::Query> {
+    let exprs: Vec<&Expr> = args
+        .iter()
+        .map(|a| match a {
+            FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => Ok(e),
+            _ => Err(usage_error(kind, "named arguments are not accepted")),
+        })
+        .collect::<Result<_>>()?;
+    let (table, descriptor, sizes) = match exprs.as_slice() {
+        [table, descriptor, sizes @ ..] => (*table, *descriptor, sizes),
+        _ => return Err(usage_error(kind, "too few arguments")),
+    };
+    let table = match table {
+        Expr::Identifier(i) => ObjectName::from(vec![i.clone()]),
+        Expr::CompoundIdentifier(parts) => ObjectName::from(parts.clone()),
+        _ => return Err(usage_error(kind, "the first argument must name a table")),
+    };
+    let time = descriptor_column(kind, descriptor)?;
+    match (kind, sizes) {
+        (WindowKind::Tumble, [size]) => {
+            positive_interval(kind, size)?;
+            let zero = zero_interval();
+            projection(&table, &time, size, size, &zero)
+        }
+        (WindowKind::Hop, [slide, size]) => {
+            let slide_nanos = positive_interval(kind, slide)?;
+            let size_nanos = positive_interval(kind, size)?;
+            if size_nanos % slide_nanos != 0 {
+                return Err(SluiceError::new(
+                    SqlState::INVALID_PARAMETER_VALUE,
+                    format!("HOP: the size {size} must be a multiple of the slide {slide}"),
+                )
+                .into());
+            }
+            let windows = size_nanos / slide_nanos;
+            let mut query: Option<ast::Query> = None;
+            for j in 0..windows {
+                let offset = nanos_interval(j * slide_nanos);
+                let branch = projection(&table, &time, slide, size, &offset)?;
+                query = Some(match query {
+                    None => branch,
+                    Some(left) => union_all(left, branch),
+                });
+            }
+            query.ok_or_else(|| usage_error(kind, "no window"))
+        }
+        (WindowKind::Session, _) => Err(SluiceError::new(
+            SqlState::FEATURE_NOT_SUPPORTED,
+            "SESSION windows are not supported yet; use TUMBLE or HOP",
+        )
+        .into()),
+        _ => Err(usage_error(kind, "wrong number of arguments")),
+    }
+}
+
+fn descriptor_column(kind: WindowKind, expr: &Expr) -> Result<Ident> {
+    let bad = || usage_error(kind, "the second argument must be DESCRIPTOR(time_column)");
+    let Expr::Function(function) = expr else {
+        return Err(bad());
+    };
+    if !function.name.to_string().eq_ignore_ascii_case("descriptor") {
+        return Err(bad());
+    }
+    let FunctionArguments::List(list) = &function.args else {
+        return Err(bad());
+    };
+    match list.args.as_slice() {
+        [FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Identifier(column)))] => {
+            Ok(column.clone())
+        }
+        _ => Err(bad()),
+    }
+}
+
+/// The length of an `INTERVAL` argument, which must be positive.
+fn positive_interval(kind: WindowKind, expr: &Expr) -> Result<i64> {
+    let Expr::Interval(interval) = expr else {
+        return Err(usage_error(
+            kind,
+            &format!("{expr} is not an INTERVAL literal"),
+        ));
+    };
+    let nanos = interval_nanos(interval)?;
+    if nanos <= 0 {
+        return Err(SluiceError::new(
+            SqlState::INVALID_PARAMETER_VALUE,
+            format!("a window's {expr} must be positive"),
+        )
+        .into());
+    }
+    Ok(nanos)
+}
+
+fn zero_interval() -> Expr {
+    nanos_interval(0)
+}
+
+/// `INTERVAL '<n> nanoseconds'`.
+fn nanos_interval(nanos: i64) -> Expr {
+    Expr::Interval(ast::Interval {
+        value: Box::new(Expr::value(ast::Value::SingleQuotedString(format!(
+            "{nanos} nanoseconds"
+        )))),
+        leading_field: None,
+        leading_precision: None,
+        last_field: None,
+        fractional_seconds_precision: None,
+    })
+}
+
+/// The template with its placeholders replaced.
+fn projection(
+    table: &ObjectName,
+    time: &Ident,
+    bin: &Expr,
+    size: &Expr,
+    offset: &Expr,
+) -> Result<ast::Query> {
+    let mut query = template()?;
+    let mut fill = Fill {
+        table,
+        time,
+        bin,
+        size,
+        offset,
+    };
+    let _ = query.visit(&mut fill);
+    Ok(query)
+}
+
+struct Fill<'a> {
+    table: &'a ObjectName,
+    time: &'a Ident,
+    bin: &'a Expr,
+    size: &'a Expr,
+    offset: &'a Expr,
+}
+
+impl VisitorMut for Fill<'_> {
+    type Break = ();
+
+    fn pre_visit_table_factor(&mut self, factor: &mut TableFactor) -> ControlFlow<()> {
+        if let TableFactor::Table { name, .. } = factor
+            && name.to_string() == TABLE
+        {
+            *name = self.table.clone();
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn post_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
+        if let Expr::Identifier(ident) = expr {
+            match ident.value.as_str() {
+                TIME => *expr = Expr::Identifier(self.time.clone()),
+                SIZE => *expr = Expr::Nested(Box::new(self.size.clone())),
+                BIN => *expr = self.bin.clone(),
+                OFFSET => *expr = Expr::Nested(Box::new(self.offset.clone())),
+                _ => {}
+            }
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+fn union_all(left: ast::Query, right: ast::Query) -> ast::Query {
+    let mut query = left.clone();
+    query.body = Box::new(SetExpr::SetOperation {
+        op: SetOperator::Union,
+        set_quantifier: SetQuantifier::All,
+        left: left.body,
+        right: right.body,
+    });
+    query
+}
+
+fn template() -> Result<ast::Query> {
+    let internal = || DataFusionError::Internal("the window template has another shape".into());
+    match DFParser::parse_sql_with_dialect(TEMPLATE, &PostgreSqlDialect {})?.pop_front() {
+        Some(DFStatement::Statement(statement)) => match *statement {
+            ast::Statement::Query(query) => Ok(*query),
+            _ => Err(internal()),
+        },
+        _ => Err(internal()),
+    }
+}

@@ -1,0 +1,396 @@
+//! [`AggregateOperator`]: `GROUP BY` in a continuous query, incrementally,
+//! with DataFusion's own accumulators (the same `count`, `sum`, `avg`,
+//! `min`, … as batch queries).
+//!
+//! Two ways to emit, chosen by the query's shape:
+//! - **updating** (a plain `GROUP BY`): each group keeps retractable
+//!   ("sliding") accumulators; deleted input rows are retracted from them.
+//!   At each barrier every group the epoch touched emits a delete of the
+//!   row it emitted before and an insert of its new row.
+//! - **windowed** (`GROUP BY window_start, window_end, …` over `TUMBLE` or
+//!   `HOP`): groups are append-only; a window's rows are emitted once, when
+//!   the watermark passes its `window_end`, and its state is dropped. Rows
+//!   arriving for a window already closed are late: dropped and counted.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, UInt32Array};
+use datafusion::arrow::compute::{cast, take};
+use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit};
+use datafusion::arrow::row::{OwnedRow, RowConverter, SortField};
+use datafusion::common::ScalarValue;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::logical_expr::Accumulator;
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
+use sluice_types::error::{SluiceError, SqlState};
+
+use super::operator::{OperatorMetrics, StreamOperator};
+use super::signal::{Change, ChangeOp, CheckpointBarrier, Watermark};
+
+/// When an aggregate's groups emit.
+#[derive(Debug, Clone, Copy)]
+pub enum Emission {
+    /// At every barrier, for the groups the epoch changed (with retraction).
+    Updating,
+    /// Once per window, when the watermark passes the window's end; the
+    /// index is the group column holding `window_end`.
+    OnWindowClose { window_end: usize },
+}
+
+/// One group's state.
+struct GroupState {
+    accumulators: Vec<Box<dyn Accumulator>>,
+    /// Input rows in the group (inserted minus deleted).
+    rows: i64,
+    /// The aggregate values emitted last (updating mode), to retract.
+    emitted: Option<Vec<ScalarValue>>,
+    /// The window's end in nanoseconds (windowed mode).
+    window_end: i64,
+}
+
+/// An incremental `GROUP BY`; see the module docs.
+pub struct AggregateOperator {
+    group_exprs: Vec<Arc<dyn PhysicalExpr>>,
+    aggregates: Vec<Arc<AggregateFunctionExpr>>,
+    emission: Emission,
+    output_schema: SchemaRef,
+    keys: RowConverter,
+    groups: HashMap<OwnedRow, GroupState>,
+    /// Groups changed in the current epoch (updating mode).
+    dirty: HashSet<OwnedRow>,
+    watermark: Option<Watermark>,
+    late_rows: u64,
+    /// With no GROUP BY, the key of the one group, which exists (and
+    /// emits) even when empty, as `SELECT count(*) FROM t` returns 0 on an
+    /// empty table.
+    global: Option<OwnedRow>,
+}
+
+impl AggregateOperator {
+    /// An aggregate of `aggregates` grouped by `group_exprs`, both over the
+    /// input's columns, emitting rows of `output_schema` (group columns
+    /// then aggregates, as DataFusion's `Aggregate` node).
+    pub fn try_new(
+        group_exprs: Vec<Arc<dyn PhysicalExpr>>,
+        group_types: Vec<DataType>,
+        aggregates: Vec<Arc<AggregateFunctionExpr>>,
+        emission: Emission,
+        output_schema: SchemaRef,
+    ) -> Result<Self> {
+        let keys = RowConverter::new(group_types.into_iter().map(SortField::new).collect())?;
+        let global = if group_exprs.is_empty() {
+            // Any row will do as the one key: a row of one constant.
+            let constant: ArrayRef = Arc::new(BooleanArray::from(vec![true]));
+            let converter = RowConverter::new(vec![SortField::new(DataType::Boolean)])?;
+            Some(converter.convert_columns(&[constant])?.row(0).owned())
+        } else {
+            None
+        };
+        let mut operator = Self {
+            group_exprs,
+            aggregates,
+            emission,
+            output_schema,
+            keys,
+            groups: HashMap::new(),
+            dirty: HashSet::new(),
+            watermark: None,
+            late_rows: 0,
+            global,
+        };
+        if let Some(key) = operator.global.clone() {
+            let state = operator.new_group(0)?;
+            operator.groups.insert(key.clone(), state);
+            operator.dirty.insert(key);
+        }
+        Ok(operator)
+    }
+
+    /// Whether the operator takes inserts only (windowed).
+    pub fn is_append_only(&self) -> bool {
+        matches!(self.emission, Emission::OnWindowClose { .. })
+    }
+
+    fn new_group(&self, window_end: i64) -> Result<GroupState> {
+        let accumulators = self
+            .aggregates
+            .iter()
+            .map(|aggregate| match self.emission {
+                Emission::Updating => aggregate.create_sliding_accumulator(),
+                Emission::OnWindowClose { .. } => aggregate.create_accumulator(),
+            })
+            .collect::<Result<_>>()?;
+        Ok(GroupState {
+            accumulators,
+            rows: 0,
+            emitted: None,
+            window_end,
+        })
+    }
+
+    /// The rows of `batch` for each group, in first-seen order.
+    fn partition(&self, batch: &RecordBatch) -> Result<(Vec<ArrayRef>, Vec<(OwnedRow, Vec<u32>)>)> {
+        let key_columns = self
+            .group_exprs
+            .iter()
+            .map(|expr| expr.evaluate(batch)?.into_array(batch.num_rows()))
+            .collect::<Result<Vec<_>>>()?;
+        let mut order: Vec<(OwnedRow, Vec<u32>)> = Vec::new();
+        let mut index: HashMap<OwnedRow, usize> = HashMap::new();
+        if let Some(key) = self.global.clone() {
+            order.push((key, (0..batch.num_rows() as u32).collect()));
+            return Ok((key_columns, order));
+        }
+        let rows = self.keys.convert_columns(&key_columns)?;
+        for (i, row) in rows.iter().enumerate() {
+            let owned = row.owned();
+            match index.get(&owned) {
+                Some(&at) => order[at].1.push(i as u32),
+                None => {
+                    index.insert(owned.clone(), order.len());
+                    order.push((owned, vec![i as u32]));
+                }
+            }
+        }
+        Ok((key_columns, order))
+    }
+
+    /// Each aggregate's argument columns over `batch`.
+    fn arguments(&self, batch: &RecordBatch) -> Result<Vec<Vec<ArrayRef>>> {
+        self.aggregates
+            .iter()
+            .map(|aggregate| {
+                aggregate
+                    .expressions()
+                    .iter()
+                    .map(|expr| expr.evaluate(batch)?.into_array(batch.num_rows()))
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// Builds output rows: one per (group key, aggregate values).
+    fn output(&self, rows: Vec<(OwnedRow, Vec<ScalarValue>)>) -> Result<Option<RecordBatch>> {
+        if rows.is_empty() {
+            return Ok(None);
+        }
+        let mut columns: Vec<ArrayRef> = if self.global.is_some() {
+            Vec::new()
+        } else {
+            self.keys
+                .convert_rows(rows.iter().map(|(key, _)| key.row()))?
+        };
+        for i in 0..self.aggregates.len() {
+            columns.push(ScalarValue::iter_to_array(
+                rows.iter().map(|(_, values)| values[i].clone()),
+            )?);
+        }
+        let columns = columns
+            .into_iter()
+            .zip(self.output_schema.fields())
+            .map(|(column, field)| {
+                if column.data_type() == field.data_type() {
+                    Ok(column)
+                } else {
+                    Ok(cast(&column, field.data_type())?)
+                }
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Some(RecordBatch::try_new(
+            Arc::clone(&self.output_schema),
+            columns,
+        )?))
+    }
+
+    fn window_end_nanos(&self, key_columns: &[ArrayRef], row: u32) -> Result<i64> {
+        let Emission::OnWindowClose { window_end } = self.emission else {
+            return Ok(0);
+        };
+        let column = key_columns
+            .get(window_end)
+            .ok_or_else(|| DataFusionError::Internal("window_end is not a group column".into()))?;
+        timestamp_nanos(column, row as usize)
+    }
+}
+
+/// The value of a timestamp column at `row` in nanoseconds.
+pub fn timestamp_nanos(column: &ArrayRef, row: usize) -> Result<i64> {
+    let as_nanos = cast(column, &DataType::Timestamp(TimeUnit::Nanosecond, None))
+        .and_then(|c| cast(&c, &DataType::Int64))?;
+    let values = as_nanos
+        .as_any()
+        .downcast_ref::<datafusion::arrow::array::Int64Array>()
+        .ok_or_else(|| DataFusionError::Internal("timestamp did not cast to Int64".into()))?;
+    if values.is_null(row) {
+        return Err(SluiceError::new(
+            SqlState::NULL_VALUE_NOT_ALLOWED,
+            "a window's time column is NULL",
+        )
+        .into());
+    }
+    Ok(values.value(row))
+}
+
+#[async_trait]
+impl StreamOperator for AggregateOperator {
+    fn name(&self) -> &str {
+        match self.emission {
+            Emission::Updating => "aggregate",
+            Emission::OnWindowClose { .. } => "window aggregate",
+        }
+    }
+
+    fn output_schema(&self) -> SchemaRef {
+        Arc::clone(&self.output_schema)
+    }
+
+    async fn process_change(&mut self, change: Change, _out: &mut Vec<Change>) -> Result<()> {
+        let batch = &change.batch;
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        let windowed = matches!(self.emission, Emission::OnWindowClose { .. });
+        if windowed && change.op == ChangeOp::Delete {
+            return Err(SluiceError::new(
+                SqlState::FEATURE_NOT_SUPPORTED,
+                "a windowed aggregate is append-only: rows deleted or updated in its source \
+                 cannot be retracted from windows already emitted",
+            )
+            .into());
+        }
+        let (key_columns, groups) = self.partition(batch)?;
+        let arguments = self.arguments(batch)?;
+        for (key, rows) in groups {
+            let window_end = self.window_end_nanos(&key_columns, rows[0])?;
+            if windowed && self.watermark.is_some_and(|w| window_end <= w.0) {
+                self.late_rows += rows.len() as u64;
+                continue;
+            }
+            if !self.groups.contains_key(&key) {
+                let state = self.new_group(window_end)?;
+                self.groups.insert(key.clone(), state);
+            }
+            let Some(state) = self.groups.get_mut(&key) else {
+                continue;
+            };
+            let indices = UInt32Array::from(rows);
+            for (accumulator, columns) in state.accumulators.iter_mut().zip(&arguments) {
+                let taken = columns
+                    .iter()
+                    .map(|column| take(column.as_ref(), &indices, None))
+                    .collect::<std::result::Result<Vec<_>, _>>()?;
+                match change.op {
+                    ChangeOp::Insert => accumulator.update_batch(&taken)?,
+                    ChangeOp::Delete => accumulator.retract_batch(&taken)?,
+                }
+            }
+            let count = indices.len() as i64;
+            state.rows += match change.op {
+                ChangeOp::Insert => count,
+                ChangeOp::Delete => -count,
+            };
+            if !windowed {
+                self.dirty.insert(key);
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_watermark(
+        &mut self,
+        watermark: Watermark,
+        out: &mut Vec<Change>,
+    ) -> Result<Watermark> {
+        if self.watermark.is_some_and(|w| w >= watermark) {
+            return Ok(watermark);
+        }
+        self.watermark = Some(watermark);
+        if !matches!(self.emission, Emission::OnWindowClose { .. }) {
+            return Ok(watermark);
+        }
+        let closed: Vec<OwnedRow> = self
+            .groups
+            .iter()
+            .filter(|(_, state)| state.window_end <= watermark.0)
+            .map(|(key, _)| key.clone())
+            .collect();
+        let mut rows = Vec::with_capacity(closed.len());
+        for key in closed {
+            if let Some(mut state) = self.groups.remove(&key) {
+                let values = state
+                    .accumulators
+                    .iter_mut()
+                    .map(|a| a.evaluate())
+                    .collect::<Result<Vec<_>>>()?;
+                rows.push((key, values));
+            }
+        }
+        if let Some(batch) = self.output(rows)? {
+            out.push(Change::insert(batch));
+        }
+        Ok(watermark)
+    }
+
+    async fn handle_checkpoint(
+        &mut self,
+        _barrier: CheckpointBarrier,
+        out: &mut Vec<Change>,
+    ) -> Result<()> {
+        if self.dirty.is_empty() {
+            return Ok(());
+        }
+        let mut deleted = Vec::new();
+        let mut inserted = Vec::new();
+        for key in std::mem::take(&mut self.dirty) {
+            let Some(state) = self.groups.get_mut(&key) else {
+                continue;
+            };
+            let before = state.emitted.take();
+            let alive = state.rows > 0 || self.global.is_some();
+            let after = if alive {
+                Some(
+                    state
+                        .accumulators
+                        .iter_mut()
+                        .map(|a| a.evaluate())
+                        .collect::<Result<Vec<_>>>()?,
+                )
+            } else {
+                None
+            };
+            if before == after {
+                state.emitted = before;
+                continue;
+            }
+            if let Some(values) = before {
+                deleted.push((key.clone(), values));
+            }
+            match after {
+                Some(values) => {
+                    state.emitted = Some(values.clone());
+                    inserted.push((key, values));
+                }
+                None => {
+                    self.groups.remove(&key);
+                }
+            }
+        }
+        if let Some(batch) = self.output(deleted)? {
+            out.push(Change::delete(batch));
+        }
+        if let Some(batch) = self.output(inserted)? {
+            out.push(Change::insert(batch));
+        }
+        Ok(())
+    }
+
+    fn metrics(&self) -> OperatorMetrics {
+        OperatorMetrics {
+            late_rows: self.late_rows,
+            state_entries: self.groups.len() as u64,
+        }
+    }
+}

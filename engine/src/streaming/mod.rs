@@ -1,0 +1,31 @@
+//! Continuous queries: materialized views kept up to date as their tables
+//! change.
+//!
+//! A continuous query is planned by the one planning pipeline, then cut
+//! into stages ([`plan`]): stateless stages run DataFusion sub-plans once
+//! per batch (so every Sluice function, model calls included, is the same
+//! implementation as in one-off queries), aggregate stages keep
+//! DataFusion's accumulators per group. A [`runner`] drives the stages
+//! with the rows of a [`source`] and the signals of [`signal`] (barriers
+//! closing epochs, watermarks); each epoch is applied to the
+//! [`view`] atomically.
+//!
+//! The vocabulary ([`signal`]) and the operator trait ([`operator`]) are
+//! defined once; the checkpoint issue snapshots operator state at the same
+//! barriers.
+
+pub mod aggregate;
+pub mod feed;
+pub mod operator;
+pub mod plan;
+pub mod registry;
+pub mod runner;
+pub mod signal;
+pub mod source;
+pub mod stateless;
+pub mod statements;
+pub mod status;
+pub mod view;
+
+pub use registry::{ContinuousQueries, continuous_queries};
+pub use statements::{Origin, StreamingOutcome, check_statement, create_source, execute};

@@ -1,0 +1,88 @@
+//! [`ContinuousQueries`]: the engine's running continuous queries, by
+//! name, shared by every session (a session-config extension, like the
+//! table store).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use datafusion::common::TableReference;
+use datafusion::prelude::SessionContext;
+
+use super::runner::RunningQuery;
+use super::view::MaterializedView;
+
+/// One continuous query: a materialized view and the query keeping it.
+pub struct ContinuousQuery {
+    /// `schema.name`.
+    pub name: String,
+    /// The statement that created it.
+    pub definition: String,
+    /// The table it reads, resolved to `catalog.schema.table`.
+    pub source: TableReference,
+    /// Whether it can only take inserts from its source (windowed
+    /// aggregates): rows of the source may then not be deleted or updated.
+    pub append_only: bool,
+    /// Its current content.
+    pub view: Arc<MaterializedView>,
+    /// The running query.
+    pub running: RunningQuery,
+}
+
+/// Every continuous query of an engine.
+#[derive(Default)]
+pub struct ContinuousQueries {
+    queries: Mutex<BTreeMap<String, Arc<ContinuousQuery>>>,
+}
+
+impl std::fmt::Debug for ContinuousQueries {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ContinuousQueries")
+            .field("names", &self.lock().keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl ContinuousQueries {
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<String, Arc<ContinuousQuery>>> {
+        self.queries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Adds a query.
+    pub fn insert(&self, query: ContinuousQuery) {
+        self.lock().insert(query.name.clone(), Arc::new(query));
+    }
+
+    /// Removes (and so stops, once unused) the query `name`.
+    pub fn remove(&self, name: &str) -> Option<Arc<ContinuousQuery>> {
+        self.lock().remove(name)
+    }
+
+    /// The query `name`.
+    pub fn get(&self, name: &str) -> Option<Arc<ContinuousQuery>> {
+        self.lock().get(name).cloned()
+    }
+
+    /// Every query, by name.
+    pub fn all(&self) -> Vec<Arc<ContinuousQuery>> {
+        self.lock().values().cloned().collect()
+    }
+
+    /// The queries reading `table` (resolved).
+    pub fn readers_of(&self, table: &TableReference) -> Vec<Arc<ContinuousQuery>> {
+        self.lock()
+            .values()
+            .filter(|q| q.source.resolved_eq(table))
+            .cloned()
+            .collect()
+    }
+}
+
+/// The continuous queries of a session's engine (an empty registry when the
+/// engine was built without one, as in unit tests).
+pub fn continuous_queries(ctx: &SessionContext) -> Arc<ContinuousQueries> {
+    ctx.state_ref()
+        .read()
+        .config()
+        .get_extension::<ContinuousQueries>()
+        .unwrap_or_default()
+}

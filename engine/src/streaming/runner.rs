@@ -1,0 +1,452 @@
+//! Runs a continuous query: a source task and an operator task joined by a
+//! bounded channel (a slow operator or view slows the source down, memory
+//! stays bounded), barriers on a timer, and commands (flush, pause,
+//! resume) from sessions.
+//!
+//! The source task owns the source and the epoch counter: it reads rows
+//! when the source has some, passes its watermark on when it advances, and
+//! closes an epoch with a barrier every `barrier_interval`, or at once for
+//! `FLUSH` after reading everything committed so far. The operator task
+//! pushes each change through the operators in order, hands signals to
+//! every operator in order (what an operator emits for a signal goes
+//! through the operators after it), and applies each finished epoch to the
+//! view atomically.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use datafusion::error::{DataFusionError, Result};
+use futures::FutureExt;
+use sluice_types::error::SluiceError;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use super::operator::StreamOperator;
+use super::signal::{Change, CheckpointBarrier, Epoch, Message, Signal, Watermark};
+use super::source::StreamSource;
+use super::view::MaterializedView;
+
+/// The source task's error when the operator task is gone (not a cause).
+const OPERATORS_STOPPED: &str = "the query's operators stopped";
+
+/// Messages in flight between the source and the operators.
+const CHANNEL_CAPACITY: usize = 16;
+
+/// Commands a session sends a running query.
+enum Control {
+    /// Read everything committed, close the epoch, answer once applied.
+    Flush(oneshot::Sender<()>),
+    Pause,
+    Resume,
+}
+
+/// Where a query stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueryState {
+    /// Reading and applying.
+    Running,
+    /// `ALTER … PAUSE`d: its source is not read.
+    Paused,
+    /// Its source ended and everything was applied.
+    Finished,
+    /// An operator failed; `last_error` says why.
+    Failed,
+}
+
+impl QueryState {
+    /// The state's name in the status table.
+    pub fn name(self) -> &'static str {
+        match self {
+            QueryState::Running => "running",
+            QueryState::Paused => "paused",
+            QueryState::Finished => "finished",
+            QueryState::Failed => "failed",
+        }
+    }
+}
+
+/// A query's counters, as the status table shows them.
+#[derive(Debug, Clone)]
+pub struct QueryMetrics {
+    /// Running, paused, finished or failed.
+    pub state: QueryState,
+    /// Rows read from the source.
+    pub rows_in: u64,
+    /// Row changes applied to the view.
+    pub rows_out: u64,
+    /// The last epoch applied.
+    pub epoch: u64,
+    /// The watermark that reached the view, in nanoseconds.
+    pub watermark: Option<i64>,
+    /// Rows dropped for arriving behind the watermark.
+    pub late_rows: u64,
+    /// Groups and windows held by operators.
+    pub state_entries: u64,
+    /// Source versions not yet read.
+    pub lag: u64,
+    /// Why the query failed.
+    pub last_error: Option<String>,
+    /// When the query started.
+    pub started: Instant,
+}
+
+/// A running continuous query's handle; dropping it stops the query.
+pub struct RunningQuery {
+    control: mpsc::UnboundedSender<Control>,
+    metrics: Arc<Mutex<QueryMetrics>>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for RunningQuery {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+impl RunningQuery {
+    /// Starts `operators` over `source`, applying epochs to `view`.
+    pub fn start(
+        source: Box<dyn StreamSource>,
+        operators: Vec<Box<dyn StreamOperator>>,
+        view: Arc<MaterializedView>,
+        barrier_interval: Duration,
+    ) -> Self {
+        let metrics = Arc::new(Mutex::new(QueryMetrics {
+            state: QueryState::Running,
+            rows_in: 0,
+            rows_out: 0,
+            epoch: 0,
+            watermark: None,
+            late_rows: 0,
+            state_entries: 0,
+            lag: 0,
+            last_error: None,
+            started: Instant::now(),
+        }));
+        let (control, commands) = mpsc::unbounded_channel();
+        let (sender, receiver) = mpsc::channel(CHANNEL_CAPACITY);
+        let waiters = Arc::new(Mutex::new(Vec::new()));
+        let source_task = SourceTask {
+            source,
+            sender,
+            commands,
+            waiters: Arc::clone(&waiters),
+            metrics: Arc::clone(&metrics),
+            barrier_interval,
+            epoch: Epoch(1),
+            watermark: None,
+            paused: false,
+            ended: false,
+        };
+        let operator_task = OperatorTask {
+            operators,
+            view,
+            receiver,
+            waiters: Arc::clone(&waiters),
+            metrics: Arc::clone(&metrics),
+            pending: Vec::new(),
+        };
+        let source_metrics = Arc::clone(&metrics);
+        let operator_metrics = Arc::clone(&metrics);
+        let tasks = vec![
+            tokio::spawn(async move {
+                let outcome = std::panic::AssertUnwindSafe(source_task.run())
+                    .catch_unwind()
+                    .await;
+                if let Some(error) = failure(outcome) {
+                    fail(&source_metrics, error);
+                }
+            }),
+            tokio::spawn(async move {
+                let outcome = std::panic::AssertUnwindSafe(operator_task.run())
+                    .catch_unwind()
+                    .await;
+                if let Some(error) = failure(outcome) {
+                    fail(&operator_metrics, error);
+                }
+                // Nothing more will be applied: release every FLUSH waiting.
+                waiters.lock().unwrap_or_else(|e| e.into_inner()).clear();
+            }),
+        ];
+        Self {
+            control,
+            metrics,
+            tasks,
+        }
+    }
+
+    /// The query's counters now.
+    pub fn metrics(&self) -> QueryMetrics {
+        lock(&self.metrics).clone()
+    }
+
+    /// Waits until everything committed to the query's sources before this
+    /// call is in its view. Returns at once for a query that has stopped.
+    pub async fn flush(&self) {
+        let (done, applied) = oneshot::channel();
+        if self.control.send(Control::Flush(done)).is_ok() {
+            // A query that fails meanwhile drops the sender: nothing more
+            // will be applied, so there is nothing to wait for.
+            let _ = applied.await;
+        }
+    }
+
+    /// Stops reading the source (`pause`) or starts again.
+    pub fn set_paused(&self, pause: bool) {
+        let _ = self.control.send(if pause {
+            Control::Pause
+        } else {
+            Control::Resume
+        });
+        let mut metrics = lock(&self.metrics);
+        if matches!(metrics.state, QueryState::Running | QueryState::Paused) {
+            metrics.state = if pause {
+                QueryState::Paused
+            } else {
+                QueryState::Running
+            };
+        }
+    }
+}
+
+fn lock(metrics: &Mutex<QueryMetrics>) -> MutexGuard<'_, QueryMetrics> {
+    metrics.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The error of a task that returned one or panicked.
+fn failure(outcome: std::thread::Result<Result<()>>) -> Option<String> {
+    match outcome {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) if e.to_string().contains(OPERATORS_STOPPED) => None,
+        Ok(Err(e)) => Some(match SluiceError::find(&e) {
+            Some(error) => error.message.clone(),
+            None => e.to_string(),
+        }),
+        Err(panic) => Some(match panic.downcast_ref::<String>() {
+            Some(message) => format!("panic: {message}"),
+            None => match panic.downcast_ref::<&str>() {
+                Some(message) => format!("panic: {message}"),
+                None => "panic".into(),
+            },
+        }),
+    }
+}
+
+fn fail(metrics: &Mutex<QueryMetrics>, error: String) {
+    log::warn!("continuous query failed: {error}");
+    let mut metrics = lock(metrics);
+    // The first failure is the cause; what fails after it follows from it.
+    if metrics.state != QueryState::Failed {
+        metrics.state = QueryState::Failed;
+        metrics.last_error = Some(error);
+    }
+}
+
+/// Flushes waiting for an epoch to be applied.
+type Waiters = Arc<Mutex<Vec<(Epoch, oneshot::Sender<()>)>>>;
+
+struct SourceTask {
+    source: Box<dyn StreamSource>,
+    sender: mpsc::Sender<Message>,
+    commands: mpsc::UnboundedReceiver<Control>,
+    waiters: Waiters,
+    metrics: Arc<Mutex<QueryMetrics>>,
+    barrier_interval: Duration,
+    epoch: Epoch,
+    watermark: Option<Watermark>,
+    paused: bool,
+    ended: bool,
+}
+
+impl SourceTask {
+    async fn run(mut self) -> Result<()> {
+        let mut timer = tokio::time::interval(self.barrier_interval);
+        timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let reading = !self.paused && !self.ended;
+            tokio::select! {
+                biased;
+                command = self.commands.recv() => match command {
+                    Some(Control::Flush(done)) => {
+                        if !self.paused && !self.ended && self.source.catches_up() {
+                            self.read_available().await?;
+                            if self.source.exhausted() {
+                                self.end().await?;
+                            }
+                        }
+                        self.barrier(Some(done)).await?;
+                    }
+                    Some(Control::Pause) => self.paused = true,
+                    Some(Control::Resume) => self.paused = false,
+                    // The query was dropped.
+                    None => return Ok(()),
+                },
+                _ = timer.tick() => self.barrier(None).await?,
+                ready = self.source.wait(), if reading => {
+                    if ready? {
+                        self.read_once().await?;
+                    } else {
+                        self.end().await?;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reads and sends one portion of what the source has.
+    async fn read_once(&mut self) -> Result<usize> {
+        let changes = self.source.read().await?;
+        let count = changes.len();
+        let rows: usize = changes.iter().map(|c| c.batch.num_rows()).sum();
+        for change in changes {
+            self.send(Message::Data(change)).await?;
+        }
+        if let Some(watermark) = self.source.watermark()
+            && self.watermark.is_none_or(|w| watermark > w)
+        {
+            self.watermark = Some(watermark);
+            self.send(Message::Signal(Signal::Watermark(watermark)))
+                .await?;
+        }
+        let mut metrics = lock(&self.metrics);
+        metrics.rows_in += rows as u64;
+        metrics.lag = self.source.lag();
+        Ok(count)
+    }
+
+    /// Reads until the source has nothing more right now.
+    async fn read_available(&mut self) -> Result<()> {
+        while self.read_once().await? > 0 {}
+        Ok(())
+    }
+
+    async fn end(&mut self) -> Result<()> {
+        self.ended = true;
+        self.send(Message::Signal(Signal::Watermark(Watermark::END)))
+            .await?;
+        self.barrier(None).await?;
+        self.send(Message::Signal(Signal::EndOfData)).await
+    }
+
+    async fn barrier(&mut self, waiter: Option<oneshot::Sender<()>>) -> Result<()> {
+        let epoch = self.epoch;
+        self.epoch = epoch.next();
+        if let Some(waiter) = waiter {
+            self.waiters
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push((epoch, waiter));
+        }
+        let sent = self
+            .send(Message::Signal(Signal::Barrier(CheckpointBarrier {
+                epoch,
+            })))
+            .await;
+        if sent.is_err() {
+            // No operator will apply this epoch: release its waiters.
+            self.waiters
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clear();
+        }
+        sent
+    }
+
+    async fn send(&mut self, message: Message) -> Result<()> {
+        // The operator task only goes away by failing (it records why) or
+        // with the query; either way the source stops quietly.
+        self.sender
+            .send(message)
+            .await
+            .map_err(|_| DataFusionError::Execution(OPERATORS_STOPPED.into()))
+    }
+}
+
+struct OperatorTask {
+    operators: Vec<Box<dyn StreamOperator>>,
+    view: Arc<MaterializedView>,
+    receiver: mpsc::Receiver<Message>,
+    waiters: Waiters,
+    metrics: Arc<Mutex<QueryMetrics>>,
+    /// The current epoch's output, applied to the view at its barrier.
+    pending: Vec<Change>,
+}
+
+impl OperatorTask {
+    async fn run(mut self) -> Result<()> {
+        while let Some(message) = self.receiver.recv().await {
+            match message {
+                Message::Data(change) => {
+                    let out = self.push(0, vec![change]).await?;
+                    self.pending.extend(out);
+                }
+                Message::Signal(Signal::Watermark(mut watermark)) => {
+                    for i in 0..self.operators.len() {
+                        let mut emitted = Vec::new();
+                        watermark = self.operators[i]
+                            .handle_watermark(watermark, &mut emitted)
+                            .await?;
+                        let out = self.push(i + 1, emitted).await?;
+                        self.pending.extend(out);
+                    }
+                    lock(&self.metrics).watermark = Some(watermark.0);
+                }
+                Message::Signal(Signal::Barrier(barrier)) => self.finish_epoch(barrier).await?,
+                Message::Signal(Signal::EndOfData) => {
+                    lock(&self.metrics).state = QueryState::Finished;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs `changes` through the operators from index `from` on.
+    async fn push(&mut self, from: usize, mut changes: Vec<Change>) -> Result<Vec<Change>> {
+        for operator in self.operators.iter_mut().skip(from) {
+            if changes.is_empty() {
+                break;
+            }
+            let mut next = Vec::with_capacity(changes.len());
+            for change in changes {
+                operator.process_change(change, &mut next).await?;
+            }
+            changes = next;
+        }
+        Ok(changes)
+    }
+
+    async fn finish_epoch(&mut self, barrier: CheckpointBarrier) -> Result<()> {
+        for i in 0..self.operators.len() {
+            let mut emitted = Vec::new();
+            self.operators[i]
+                .handle_checkpoint(barrier, &mut emitted)
+                .await?;
+            let out = self.push(i + 1, emitted).await?;
+            self.pending.extend(out);
+        }
+        let changes = std::mem::take(&mut self.pending);
+        let applied = self.view.apply_epoch(barrier.epoch, &changes)?;
+        {
+            let mut metrics = lock(&self.metrics);
+            metrics.rows_out += applied;
+            metrics.epoch = barrier.epoch.0;
+            let (late, entries) = self.operators.iter().fold((0, 0), |(l, e), op| {
+                let m = op.metrics();
+                (l + m.late_rows, e + m.state_entries)
+            });
+            metrics.late_rows = late;
+            metrics.state_entries = entries;
+        }
+        let mut waiters = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
+        let (done, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut *waiters)
+            .into_iter()
+            .partition(|(epoch, _)| *epoch <= barrier.epoch);
+        *waiters = waiting;
+        for (_, waiter) in done {
+            let _ = waiter.send(());
+        }
+        Ok(())
+    }
+}

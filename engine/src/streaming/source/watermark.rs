@@ -1,0 +1,51 @@
+//! [`WatermarkTracker`]: a source's watermark from its event-time column,
+//! as declared by `WATERMARK FOR ts AS ts - INTERVAL '5' SECOND`: the
+//! largest event time seen, minus the declared delay.
+
+use datafusion::arrow::array::{Array, Int64Array, RecordBatch};
+use datafusion::arrow::compute::{cast, max};
+use datafusion::arrow::datatypes::{DataType, TimeUnit};
+use datafusion::error::{DataFusionError, Result};
+
+use crate::sql::watermark::WatermarkSpec;
+use crate::streaming::signal::Watermark;
+
+/// Follows one source's event time.
+#[derive(Debug, Clone)]
+pub struct WatermarkTracker {
+    column: usize,
+    delay_nanos: i64,
+    max_event_time: Option<i64>,
+}
+
+impl WatermarkTracker {
+    /// A tracker of column `column` (its index in the source's rows).
+    pub fn new(column: usize, spec: &WatermarkSpec) -> Self {
+        Self {
+            column,
+            delay_nanos: spec.delay_nanos,
+            max_event_time: None,
+        }
+    }
+
+    /// Takes the event times of `batch` into account.
+    pub fn observe(&mut self, batch: &RecordBatch) -> Result<()> {
+        let column = batch.column(self.column);
+        let nanos = cast(column, &DataType::Timestamp(TimeUnit::Nanosecond, None))
+            .and_then(|c| cast(&c, &DataType::Int64))?;
+        let nanos = nanos
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .ok_or_else(|| DataFusionError::Internal("event time did not cast to Int64".into()))?;
+        if let Some(batch_max) = max(nanos) {
+            self.max_event_time = Some(self.max_event_time.map_or(batch_max, |m| m.max(batch_max)));
+        }
+        Ok(())
+    }
+
+    /// The watermark: no row older than this is expected any more.
+    pub fn current(&self) -> Option<Watermark> {
+        self.max_event_time
+            .map(|m| Watermark(m.saturating_sub(self.delay_nanos)))
+    }
+}

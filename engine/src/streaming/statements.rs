@@ -1,0 +1,338 @@
+//! Runs the continuous-query statements
+//! ([`crate::sql::streaming_statement`]): creating, dropping, listing,
+//! pausing and flushing materialized views, and the dependency checks
+//! other DDL makes against them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use datafusion::arrow::array::{RecordBatch, StringArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::common::TableReference;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::logical_expr::{DdlStatement, LogicalPlan, WriteOp};
+use datafusion::prelude::SessionContext;
+use datafusion::sql::parser::Statement as DFStatement;
+use datafusion::sql::sqlparser::ast;
+use datafusion::sql::sqlparser::ast::ObjectName;
+use sluice_types::error::{SluiceError, SqlState};
+
+use super::plan::plan_continuous_query;
+use super::registry::{ContinuousQuery, continuous_queries};
+use super::runner::RunningQuery;
+use super::source::datagen::DatagenGenerator;
+use super::source::generator::{
+    GeneratorOptions, GeneratorTable, OptionBag, RowGenerator, invalid_option,
+};
+use super::source::nexmark::NexmarkGenerator;
+use super::view::{MaterializedView, MaterializedViewTable};
+use crate::context::{DEFAULT_CATALOG, table_store};
+use crate::ddl::tables::durable_name;
+use crate::ddl::tables::with_watermark;
+use crate::planner;
+use crate::sql::source_statement::CreateSource;
+use crate::sql::streaming_statement::StreamingStatement;
+
+/// What a continuous-query statement returns.
+pub enum StreamingOutcome {
+    /// Done; the command tag.
+    Done(&'static str),
+    /// Rows (`SHOW MATERIALIZED VIEWS`).
+    Rows(RecordBatch),
+}
+
+/// Whether a statement runs for a client or replays a stored definition at
+/// start (which must not be stored again).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// A client's statement.
+    Client,
+    /// A stored definition restored when the engine opens.
+    Restore,
+}
+
+/// Runs `statement`; `barrier_interval` is the session's
+/// `barrier_interval_ms` (used by views created now).
+pub async fn execute(
+    ctx: &SessionContext,
+    statement: &StreamingStatement,
+    barrier_interval: Duration,
+    origin: Origin,
+) -> Result<StreamingOutcome> {
+    let queries = continuous_queries(ctx);
+    match statement {
+        StreamingStatement::CreateMaterializedView {
+            name,
+            if_not_exists,
+            query,
+        } => {
+            let (reference, key) = view_name(ctx, name)?;
+            if ctx.table_exist(reference.clone())? {
+                if *if_not_exists {
+                    return Ok(StreamingOutcome::Done("CREATE MATERIALIZED VIEW"));
+                }
+                return Err(SluiceError::new(
+                    SqlState::DUPLICATE_TABLE,
+                    format!("relation \"{name}\" already exists"),
+                )
+                .into());
+            }
+            let planned = plan_continuous_query(ctx, query).await?;
+            let view = Arc::new(MaterializedView::try_new(planned.output_schema)?);
+            let running = RunningQuery::start(
+                planned.source,
+                planned.operators,
+                Arc::clone(&view),
+                barrier_interval,
+            );
+            // Like RisingWave's backfill: the statement returns once the
+            // view holds the rows its table held.
+            running.flush().await;
+            if let Some(error) = running.metrics().last_error {
+                return Err(SluiceError::new(
+                    SqlState::EXTERNAL_ROUTINE_EXCEPTION,
+                    format!("materialized view \"{name}\" failed while reading its table: {error}"),
+                )
+                .into());
+            }
+            let definition = statement.to_sql();
+            if origin == Origin::Client
+                && let Some(store) = table_store(ctx)
+            {
+                store.save_definition(&key, &definition).await?;
+            }
+            ctx.register_table(
+                reference,
+                Arc::new(MaterializedViewTable::new(Arc::clone(&view))),
+            )?;
+            queries.insert(ContinuousQuery {
+                name: key,
+                definition,
+                source: resolve(ctx, &planned.source_table),
+                append_only: planned.append_only,
+                view,
+                running,
+            });
+            Ok(StreamingOutcome::Done("CREATE MATERIALIZED VIEW"))
+        }
+        StreamingStatement::DropMaterializedView { name, if_exists } => {
+            let (reference, key) = view_name(ctx, name)?;
+            if queries.remove(&key).is_none() {
+                if *if_exists {
+                    return Ok(StreamingOutcome::Done("DROP MATERIALIZED VIEW"));
+                }
+                return Err(no_such_view(name));
+            }
+            ctx.deregister_table(reference)?;
+            if let Some(store) = table_store(ctx) {
+                store.remove_definition(&key).await?;
+            }
+            Ok(StreamingOutcome::Done("DROP MATERIALIZED VIEW"))
+        }
+        StreamingStatement::ShowMaterializedViews => {
+            let all = queries.all();
+            let schema = Arc::new(Schema::new(vec![
+                Field::new("name", DataType::Utf8, false),
+                Field::new("status", DataType::Utf8, false),
+                Field::new("definition", DataType::Utf8, false),
+            ]));
+            let batch = RecordBatch::try_new(
+                schema,
+                vec![
+                    Arc::new(StringArray::from_iter_values(all.iter().map(|q| &q.name))),
+                    Arc::new(StringArray::from_iter_values(
+                        all.iter().map(|q| q.running.metrics().state.name()),
+                    )),
+                    Arc::new(StringArray::from_iter_values(
+                        all.iter().map(|q| &q.definition),
+                    )),
+                ],
+            )?;
+            Ok(StreamingOutcome::Rows(batch))
+        }
+        StreamingStatement::AlterMaterializedView { name, pause } => {
+            let (_, key) = view_name(ctx, name)?;
+            let query = queries.get(&key).ok_or_else(|| no_such_view(name))?;
+            query.running.set_paused(*pause);
+            Ok(StreamingOutcome::Done("ALTER MATERIALIZED VIEW"))
+        }
+        StreamingStatement::Flush => {
+            for query in queries.all() {
+                query.running.flush().await;
+            }
+            Ok(StreamingOutcome::Done("FLUSH"))
+        }
+    }
+}
+
+fn no_such_view(name: &ObjectName) -> datafusion::error::DataFusionError {
+    SluiceError::new(
+        SqlState::UNDEFINED_TABLE,
+        format!("materialized view \"{name}\" does not exist"),
+    )
+    .into()
+}
+
+/// The view's table reference and its registry (and definition) key.
+fn view_name(ctx: &SessionContext, name: &ObjectName) -> Result<(TableReference, String)> {
+    let reference = datafusion::sql::planner::object_name_to_table_reference(name.clone(), false)?;
+    let durable = durable_name(ctx, &reference).ok_or_else(|| {
+        SluiceError::new(
+            SqlState::FEATURE_NOT_SUPPORTED,
+            format!("materialized views live in the {DEFAULT_CATALOG} catalog: {name}"),
+        )
+    })?;
+    Ok((reference, durable.definition_key()))
+}
+
+/// `table` with its catalog and schema filled in from the session's.
+fn resolve(ctx: &SessionContext, table: &TableReference) -> TableReference {
+    let options = Arc::clone(ctx.state().config_options());
+    let resolved = table.clone().resolve(
+        &options.catalog.default_catalog,
+        &options.catalog.default_schema,
+    );
+    TableReference::full(resolved.catalog, resolved.schema, resolved.table)
+}
+
+/// Creates a connector table (`CREATE TABLE … WITH ('connector' = …)`):
+/// its columns planned as any table's, its rows from the connector.
+pub async fn create_source(
+    ctx: &SessionContext,
+    source: &CreateSource,
+    origin: Origin,
+) -> Result<()> {
+    let (reference, key) = view_name(ctx, source.name())?;
+    if ctx.table_exist(reference.clone())? {
+        if source.table.if_not_exists {
+            return Ok(());
+        }
+        return Err(SluiceError::new(
+            SqlState::DUPLICATE_TABLE,
+            format!("relation \"{}\" already exists", source.name()),
+        )
+        .into());
+    }
+    let statement = DFStatement::Statement(Box::new(ast::Statement::CreateTable(
+        (*source.table).clone(),
+    )));
+    let mut plan = planner::plan_statement(ctx, &statement).await?;
+    if let Some(watermark) = &source.watermark {
+        plan = with_watermark(plan, watermark)?;
+    }
+    let LogicalPlan::Ddl(DdlStatement::CreateMemoryTable(create)) = &plan else {
+        return Err(DataFusionError::Internal(
+            "a connector table did not plan as CREATE TABLE".into(),
+        ));
+    };
+    let schema = Arc::new(create.input.schema().as_arrow().clone());
+    let mut options = OptionBag::new(source.options.clone());
+    let connector = options.take("connector").unwrap_or_default();
+    let generator: Arc<dyn RowGenerator> = match connector.to_ascii_lowercase().as_str() {
+        "datagen" => Arc::new(DatagenGenerator::try_new(
+            Arc::clone(&schema),
+            &mut options,
+        )?),
+        "nexmark" => Arc::new(NexmarkGenerator::try_new(
+            &reference.table().to_string(),
+            Arc::clone(&schema),
+            &mut options,
+        )?),
+        "filesystem" | "nats" => {
+            return Err(SluiceError::new(
+                SqlState::FEATURE_NOT_SUPPORTED,
+                format!("the '{connector}' connector is not supported yet (datagen, nexmark are)"),
+            )
+            .into());
+        }
+        other => {
+            return Err(invalid_option(&format!(
+                "unknown connector '{other}': Sluice has 'datagen' and 'nexmark'"
+            )));
+        }
+    };
+    let generator_options = GeneratorOptions::parse(generator, &mut options)?;
+    options.finish(&connector)?;
+    if origin == Origin::Client
+        && let Some(store) = table_store(ctx)
+    {
+        store.save_definition(&key, &source.definition).await?;
+    }
+    ctx.register_table(
+        reference.clone(),
+        Arc::new(GeneratorTable::new(
+            reference.to_string(),
+            generator_options,
+            schema,
+        )),
+    )?;
+    Ok(())
+}
+
+/// Refuses statements a continuous query cannot follow: DDL that would
+/// pull a table from under it or drop a materialized view as if it were a
+/// table or plain view, and deletes or updates of rows an append-only
+/// (windowed) query has already counted.
+pub fn check_statement(ctx: &SessionContext, plan: &LogicalPlan) -> Result<()> {
+    if let LogicalPlan::Dml(dml) = plan
+        && matches!(
+            dml.op,
+            WriteOp::Delete | WriteOp::Update | WriteOp::Truncate
+        )
+    {
+        let append_only: Vec<String> = continuous_queries(ctx)
+            .readers_of(&resolve(ctx, &dml.table_name))
+            .into_iter()
+            .filter(|q| q.append_only)
+            .map(|q| q.name.clone())
+            .collect();
+        if !append_only.is_empty() {
+            return Err(SluiceError::new(
+                SqlState::FEATURE_NOT_SUPPORTED,
+                format!(
+                    "cannot {} rows of {}: materialized view {} reads it append-only (a                      windowed aggregate cannot retract windows it has emitted); drop the view                      first",
+                    dml.op.name().to_ascii_uppercase(),
+                    dml.table_name,
+                    append_only.join(", ")
+                ),
+            )
+            .into());
+        }
+    }
+    let LogicalPlan::Ddl(ddl) = plan else {
+        return Ok(());
+    };
+    let (name, what) = match ddl {
+        DdlStatement::DropTable(drop) => (&drop.name, "table"),
+        DdlStatement::DropView(drop) => (&drop.name, "view"),
+        DdlStatement::CreateMemoryTable(create) if create.or_replace => (&create.name, "table"),
+        _ => return Ok(()),
+    };
+    let queries = continuous_queries(ctx);
+    if let Some(key) = durable_name(ctx, name).map(|n| n.definition_key())
+        && queries.get(&key).is_some()
+    {
+        return Err(SluiceError::new(
+            SqlState::WRONG_OBJECT_TYPE,
+            format!("\"{name}\" is a materialized view: use DROP MATERIALIZED VIEW {name}"),
+        )
+        .into());
+    }
+    let readers: Vec<String> = queries
+        .readers_of(&resolve(ctx, name))
+        .into_iter()
+        .map(|q| q.name.clone())
+        .collect();
+    if !readers.is_empty() {
+        return Err(SluiceError::new(
+            SqlState::DEPENDENT_OBJECTS_STILL_EXIST,
+            format!(
+                "cannot drop {what} {name} because materialized view {} depends on it \
+                 (DROP MATERIALIZED VIEW it first)",
+                readers.join(", ")
+            ),
+        )
+        .into());
+    }
+    Ok(())
+}

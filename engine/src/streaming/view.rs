@@ -1,0 +1,205 @@
+//! [`MaterializedView`]: a continuous query's current result, applied one
+//! epoch at a time, and the [`TableProvider`] that lets `SELECT … FROM v`
+//! read it.
+//!
+//! The content is a multiset of rows (a row and how many times it is
+//! present), keyed by Arrow's row format, so an update arriving as a delete
+//! and an insert lands on the right row whatever its columns' types.
+//! Readers see whole epochs only: a scan copies the content as of the last
+//! epoch applied.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::row::{OwnedRow, RowConverter, SortField};
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::logical_expr::{Expr, TableType};
+use datafusion::physical_plan::ExecutionPlan;
+
+use super::signal::{Change, ChangeOp, Epoch};
+
+/// Rows emitted per batch when a view is read.
+const READ_BATCH_ROWS: usize = 8192;
+
+/// What the view holds after its last applied epoch.
+struct ViewContent {
+    converter: RowConverter,
+    rows: HashMap<OwnedRow, i64>,
+    /// The content as batches, built at the first read after a change.
+    cached: Option<Vec<RecordBatch>>,
+    epoch: Option<Epoch>,
+}
+
+/// A materialized view's content; see the module docs.
+pub struct MaterializedView {
+    schema: SchemaRef,
+    content: Mutex<ViewContent>,
+}
+
+impl fmt::Debug for MaterializedView {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MaterializedView")
+            .field("schema", &self.schema)
+            .finish()
+    }
+}
+
+impl MaterializedView {
+    /// An empty view of rows of `schema`.
+    pub fn try_new(schema: SchemaRef) -> Result<Self> {
+        let converter = RowConverter::new(
+            schema
+                .fields()
+                .iter()
+                .map(|f| SortField::new(f.data_type().clone()))
+                .collect(),
+        )?;
+        Ok(Self {
+            schema,
+            content: Mutex::new(ViewContent {
+                converter,
+                rows: HashMap::new(),
+                cached: None,
+                epoch: None,
+            }),
+        })
+    }
+
+    /// The view's row schema.
+    pub fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    fn content(&self) -> std::sync::MutexGuard<'_, ViewContent> {
+        // A panic elsewhere cannot leave the map half-updated in a way that
+        // matters more than losing the view: keep serving it.
+        self.content.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Applies one epoch's changes atomically. Returns the rows changed.
+    pub fn apply_epoch(&self, epoch: Epoch, changes: &[Change]) -> Result<u64> {
+        let mut content = self.content();
+        let mut changed = 0u64;
+        // Converted before the map is touched, so a failure leaves the
+        // content as the previous epoch left it.
+        let mut converted = Vec::with_capacity(changes.len());
+        for change in changes {
+            let columns = change.batch.columns();
+            if columns.len() != self.schema.fields().len() {
+                return Err(DataFusionError::Internal(format!(
+                    "view expects {} columns, a change has {}",
+                    self.schema.fields().len(),
+                    columns.len()
+                )));
+            }
+            converted.push((change.op, content.converter.convert_columns(columns)?));
+        }
+        for (op, rows) in converted {
+            for row in rows.iter() {
+                changed += 1;
+                let delta = match op {
+                    ChangeOp::Insert => 1,
+                    ChangeOp::Delete => -1,
+                };
+                let owned = row.owned();
+                let count = content.rows.entry(owned.clone()).or_insert(0);
+                *count += delta;
+                if *count == 0 {
+                    content.rows.remove(&owned);
+                }
+            }
+        }
+        if changed > 0 {
+            content.cached = None;
+        }
+        content.epoch = Some(epoch);
+        Ok(changed)
+    }
+
+    /// The last epoch applied.
+    pub fn epoch(&self) -> Option<Epoch> {
+        self.content().epoch
+    }
+
+    /// The number of rows the view holds.
+    pub fn row_count(&self) -> u64 {
+        self.content()
+            .rows
+            .values()
+            .filter(|c| **c > 0)
+            .map(|c| *c as u64)
+            .sum()
+    }
+
+    /// The content as batches.
+    pub fn batches(&self) -> Result<Vec<RecordBatch>> {
+        let mut content = self.content();
+        if let Some(cached) = &content.cached {
+            return Ok(cached.clone());
+        }
+        let mut rows = Vec::with_capacity(content.rows.len());
+        for (row, count) in &content.rows {
+            for _ in 0..(*count).max(0) {
+                rows.push(row.row());
+            }
+        }
+        let mut batches = Vec::new();
+        for chunk in rows.chunks(READ_BATCH_ROWS) {
+            let columns = content.converter.convert_rows(chunk.iter().copied())?;
+            batches.push(RecordBatch::try_new(Arc::clone(&self.schema), columns)?);
+        }
+        drop(rows);
+        content.cached = Some(batches.clone());
+        Ok(batches)
+    }
+}
+
+/// `SELECT … FROM v` over a [`MaterializedView`].
+#[derive(Debug)]
+pub struct MaterializedViewTable {
+    view: Arc<MaterializedView>,
+}
+
+impl MaterializedViewTable {
+    /// The table of `view`.
+    pub fn new(view: Arc<MaterializedView>) -> Self {
+        Self { view }
+    }
+
+    /// The view read by this table.
+    pub fn view(&self) -> &Arc<MaterializedView> {
+        &self.view
+    }
+}
+
+#[async_trait]
+impl TableProvider for MaterializedViewTable {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(self.view.schema())
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::View
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let batches = self.view.batches()?;
+        Ok(MemorySourceConfig::try_new_exec(
+            &[batches],
+            Arc::clone(self.view.schema()),
+            projection.cloned(),
+        )?)
+    }
+}
