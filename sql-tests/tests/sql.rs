@@ -7,5 +7,7 @@ mod durability;
 mod models;
 #[path = "sql/slt.rs"]
 mod slt;
+#[path = "sql/streaming.rs"]
+mod streaming;
 #[path = "sql/wire_protocol.rs"]
 mod wire_protocol;

@@ -6,8 +6,11 @@
 //! its files (while the table's lock is held, so versions arrive in order).
 //! The subscriber compares that snapshot with the one it has read: files
 //! only the new one lists are inserted rows, files only the old one lists
-//! are deleted rows. Compaction rewrites files without changing rows, so it
-//! is announced as such and skipped. Holding a snapshot keeps its files
+//! are deleted rows. A DELETE or UPDATE rewrites whole files, so it also
+//! hands subscribers the exact rows it changed, and those are what they
+//! read (a model in a view then runs on changed rows only). Compaction
+//! rewrites files without changing rows, so it is announced as such and
+//! skipped. Holding a snapshot keeps its files
 //! alive ([`LiveFile`]), so a reader that lags behind still finds the files
 //! it has yet to read; the position a reader has reached is the table's
 //! manifest version, which is what a checkpoint records.
@@ -25,16 +28,28 @@ use tokio::sync::mpsc;
 use super::files::{LiveFile, Snapshot, read_files};
 
 /// What a committed version did to a table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum ChangeKind {
     /// INSERT or COPY: files added.
     Append,
     /// Small files merged: the same rows in other files.
     Compaction,
-    /// DELETE, UPDATE or TRUNCATE: files replaced by their changed rows.
-    RowChange,
+    /// DELETE, UPDATE or TRUNCATE: files replaced by their changed rows;
+    /// with the exact rows deleted and inserted when subscribers were there
+    /// to need them (else they compare files).
+    RowChange(Option<Arc<RowDelta>>),
     /// ALTER TABLE: the schema changed; readers of the old one stop.
     Schema,
+}
+
+/// The rows a DELETE or UPDATE changed: deleted rows (the old images) and
+/// inserted rows (an UPDATE's new images).
+#[derive(Debug, Default)]
+pub struct RowDelta {
+    /// Rows removed.
+    pub deleted: Vec<RecordBatch>,
+    /// Rows added.
+    pub inserted: Vec<RecordBatch>,
 }
 
 /// One committed version, as announced to subscribers.
@@ -62,7 +77,7 @@ pub(super) fn publish(
         subscriber
             .send(TableChange {
                 version,
-                kind,
+                kind: kind.clone(),
                 snapshot: Arc::clone(snapshot),
             })
             .is_ok()
@@ -89,11 +104,17 @@ pub struct TableDelta {
     pub batches: Vec<RecordBatch>,
 }
 
-/// A file still to be read, with the version that added or removed it.
+/// Rows still to be handed out, with the version that added or removed
+/// them: a whole data file (read when its turn comes) or rows in memory.
 struct PendingFile {
     version: u64,
     kind: DeltaKind,
-    file: Arc<LiveFile>,
+    rows: PendingRows,
+}
+
+enum PendingRows {
+    File(Arc<LiveFile>),
+    Batches(Vec<RecordBatch>),
 }
 
 /// A continuous reader of one table; see the module docs.
@@ -137,7 +158,7 @@ impl TableSubscription {
             .map(|file| PendingFile {
                 version,
                 kind: DeltaKind::Insert,
-                file: Arc::clone(file),
+                rows: PendingRows::File(Arc::clone(file)),
             })
             .collect();
         let subscription = Self {
@@ -189,13 +210,18 @@ impl TableSubscription {
     pub async fn next_delta(&mut self) -> Result<Option<TableDelta>> {
         loop {
             if let Some(pending) = self.files.pop_front() {
-                let batches = read_files(
-                    self.store.as_ref(),
-                    &self.dir,
-                    std::slice::from_ref(&pending.file.file),
-                    &self.schema,
-                )
-                .await?;
+                let batches = match pending.rows {
+                    PendingRows::Batches(batches) => batches,
+                    PendingRows::File(file) => {
+                        read_files(
+                            self.store.as_ref(),
+                            &self.dir,
+                            std::slice::from_ref(&file.file),
+                            &self.schema,
+                        )
+                        .await?
+                    }
+                };
                 return Ok(Some(TableDelta {
                     version: pending.version,
                     kind: pending.kind,
@@ -223,7 +249,21 @@ impl TableSubscription {
                     self.dir
                 )));
             }
-            ChangeKind::Append | ChangeKind::RowChange => {
+            ChangeKind::RowChange(Some(rows)) => {
+                for (kind, batches) in [
+                    (DeltaKind::Delete, &rows.deleted),
+                    (DeltaKind::Insert, &rows.inserted),
+                ] {
+                    if !batches.is_empty() {
+                        self.files.push_back(PendingFile {
+                            version: change.version,
+                            kind,
+                            rows: PendingRows::Batches(batches.clone()),
+                        });
+                    }
+                }
+            }
+            ChangeKind::Append | ChangeKind::RowChange(None) => {
                 let listed = |snapshot: &Snapshot, file: &LiveFile| {
                     snapshot.files.iter().any(|f| f.file.path == file.file.path)
                 };
@@ -232,7 +272,7 @@ impl TableSubscription {
                         self.files.push_back(PendingFile {
                             version: change.version,
                             kind: DeltaKind::Delete,
-                            file: Arc::clone(file),
+                            rows: PendingRows::File(Arc::clone(file)),
                         });
                     }
                 }
@@ -241,7 +281,7 @@ impl TableSubscription {
                         self.files.push_back(PendingFile {
                             version: change.version,
                             kind: DeltaKind::Insert,
-                            file: Arc::clone(file),
+                            rows: PendingRows::File(Arc::clone(file)),
                         });
                     }
                 }

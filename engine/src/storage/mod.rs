@@ -45,7 +45,7 @@ mod synced_local;
 mod table;
 mod vector_bytes;
 
-pub use change_feed::{ChangeKind, DeltaKind, TableDelta, TableSubscription};
+pub use change_feed::{ChangeKind, DeltaKind, RowDelta, TableDelta, TableSubscription};
 pub use durable_table::DurableTable;
 pub use files::DATA_STORE_URL;
 pub use location::{DataLocation, register_store_for};

@@ -30,7 +30,7 @@ use object_store::ObjectStore;
 use object_store::path::Path;
 use tokio::sync::Mutex;
 
-use super::change_feed::ChangeKind;
+use super::change_feed::{ChangeKind, RowDelta};
 use super::durable_table::TableState;
 use super::files::{read_files, write_data_files};
 use super::manifest;
@@ -202,6 +202,10 @@ async fn apply(
     let mut state = table.state.lock().await;
     let mut affected = 0u64;
     let mut files = Vec::with_capacity(state.manifest.files.len());
+    // The exact rows changed, for continuous queries reading the table
+    // (kept only when some do): the files rewritten also hold rows that
+    // did not change.
+    let mut rows = (!state.subscribers.is_empty()).then(RowDelta::default);
     for file in &state.manifest.files {
         let batches = read_files(
             table.store.as_ref(),
@@ -219,7 +223,14 @@ async fn apply(
             changed.push(if count == 0 {
                 batch.clone()
             } else {
-                change_batch(change, batch, &selected, &table.schema)?
+                let after = change_batch(change, batch, &selected, &table.schema)?;
+                if let Some(rows) = &mut rows {
+                    rows.deleted.push(filter_record_batch(batch, &selected)?);
+                    if matches!(change, RowChange::Update(_)) {
+                        rows.inserted.push(filter_record_batch(&after, &selected)?);
+                    }
+                }
+                after
             });
         }
         if file_affected == 0 {
@@ -239,7 +250,12 @@ async fn apply(
         next.files = files;
         manifest::commit(table.store.as_ref(), &table.dir, &next).await?;
         state
-            .install(&table.store, &table.dir, next, ChangeKind::RowChange)
+            .install(
+                &table.store,
+                &table.dir,
+                next,
+                ChangeKind::RowChange(rows.map(Arc::new)),
+            )
             .await;
     }
     Ok(affected)

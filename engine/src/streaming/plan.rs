@@ -30,7 +30,7 @@ use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast;
 use sluice_types::error::{SluiceError, SqlState};
 
-use super::aggregate::{AggregateOperator, Emission};
+use super::aggregate::{AggregateOperator, AggregateStrategy, Emission};
 use super::feed::{FeedNode, FeedPlanner, FeedSlot};
 use super::operator::StreamOperator;
 use super::source::{GeneratorSource, GeneratorTable, StreamSource, TableSource, WatermarkTracker};
@@ -62,6 +62,14 @@ pub async fn plan_continuous_query(
         DFStatement::Statement(Box::new(ast::Statement::Query(Box::new(query.clone()))));
     let plan = planner::plan_statement(ctx, &statement).await?;
     let plan = planner::bind_and_fold(ctx, plan, None).await?;
+    // The analyzer's rules (type coercion, Sluice's types), but not the
+    // optimizer's: they would reshape the plan (DISTINCT aggregates into
+    // two levels of GROUP BY) where the stages are cut. Each stateless
+    // stage is optimised on its own below.
+    let state = ctx.state();
+    let plan = state
+        .analyzer()
+        .execute_and_check(plan, state.config_options(), |_, _| {})?;
     let output_schema = Arc::new(plan.schema().as_arrow().clone());
 
     let mut splitter = Splitter::default();
@@ -305,6 +313,7 @@ fn aggregate_operator(
         _ => Emission::Updating,
     };
     let mut aggregates = Vec::with_capacity(aggregate.aggr_expr.len());
+    let mut strategies = Vec::with_capacity(aggregate.aggr_expr.len());
     for expr in &aggregate.aggr_expr {
         let lowered =
             LoweredAggregateBuilder::new(expr, input, arrow_input, props, &planning).build()?;
@@ -314,27 +323,24 @@ fn aggregate_operator(
                  supported in continuous queries yet"
             )));
         }
-        if matches!(emission, Emission::Updating) {
-            // Updating groups retract deleted rows; refuse what cannot.
-            let retractable = lowered
-                .aggregate
-                .create_sliding_accumulator()
-                .map(|a| a.supports_retract_batch())
-                .unwrap_or(false);
-            if !retractable {
-                return Err(unsupported(format!(
-                    "cannot run incrementally: {} cannot retract rows, which a GROUP BY over a \
-                     changing table needs",
-                    lowered.aggregate.name()
-                )));
-            }
-        }
+        let argument_types = lowered
+            .aggregate
+            .expressions()
+            .iter()
+            .map(|e| e.data_type(arrow_input))
+            .collect::<Result<Vec<_>>>()?;
+        strategies.push(AggregateStrategy::choose(
+            &lowered.aggregate,
+            &argument_types,
+            matches!(emission, Emission::Updating),
+        )?);
         aggregates.push(lowered.aggregate);
     }
     AggregateOperator::try_new(
         group_exprs,
         group_types,
         aggregates,
+        strategies,
         emission,
         Arc::new(aggregate.schema.as_arrow().clone()),
     )

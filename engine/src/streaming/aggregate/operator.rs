@@ -3,8 +3,9 @@
 //! `min`, … as batch queries).
 //!
 //! Two ways to emit, chosen by the query's shape:
-//! - **updating** (a plain `GROUP BY`): each group keeps retractable
-//!   ("sliding") accumulators; deleted input rows are retracted from them.
+//! - **updating** (a plain `GROUP BY`): deleted input rows are retracted
+//!   from each group's state (see [`super::state`] for how each aggregate
+//!   takes a retraction).
 //!   At each barrier every group the epoch touched emits a delete of the
 //!   row it emitted before and an insert of its new row.
 //! - **windowed** (`GROUP BY window_start, window_end, …` over `TUMBLE` or
@@ -22,13 +23,13 @@ use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit};
 use datafusion::arrow::row::{OwnedRow, RowConverter, SortField};
 use datafusion::common::ScalarValue;
 use datafusion::error::{DataFusionError, Result};
-use datafusion::logical_expr::Accumulator;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
 use sluice_types::error::{SluiceError, SqlState};
 
-use super::operator::{OperatorMetrics, StreamOperator};
-use super::signal::{Change, ChangeOp, CheckpointBarrier, Watermark};
+use super::state::{AggregateState, AggregateStrategy};
+use crate::streaming::operator::{OperatorMetrics, StreamOperator};
+use crate::streaming::signal::{Change, ChangeOp, CheckpointBarrier, Watermark};
 
 /// When an aggregate's groups emit.
 #[derive(Debug, Clone, Copy)]
@@ -42,7 +43,7 @@ pub enum Emission {
 
 /// One group's state.
 struct GroupState {
-    accumulators: Vec<Box<dyn Accumulator>>,
+    aggregates: Vec<AggregateState>,
     /// Input rows in the group (inserted minus deleted).
     rows: i64,
     /// The aggregate values emitted last (updating mode), to retract.
@@ -55,6 +56,7 @@ struct GroupState {
 pub struct AggregateOperator {
     group_exprs: Vec<Arc<dyn PhysicalExpr>>,
     aggregates: Vec<Arc<AggregateFunctionExpr>>,
+    strategies: Vec<AggregateStrategy>,
     emission: Emission,
     output_schema: SchemaRef,
     keys: RowConverter,
@@ -77,6 +79,7 @@ impl AggregateOperator {
         group_exprs: Vec<Arc<dyn PhysicalExpr>>,
         group_types: Vec<DataType>,
         aggregates: Vec<Arc<AggregateFunctionExpr>>,
+        strategies: Vec<AggregateStrategy>,
         emission: Emission,
         output_schema: SchemaRef,
     ) -> Result<Self> {
@@ -92,6 +95,7 @@ impl AggregateOperator {
         let mut operator = Self {
             group_exprs,
             aggregates,
+            strategies,
             emission,
             output_schema,
             keys,
@@ -115,16 +119,15 @@ impl AggregateOperator {
     }
 
     fn new_group(&self, window_end: i64) -> Result<GroupState> {
-        let accumulators = self
+        let retracting = !self.is_append_only();
+        let aggregates = self
             .aggregates
             .iter()
-            .map(|aggregate| match self.emission {
-                Emission::Updating => aggregate.create_sliding_accumulator(),
-                Emission::OnWindowClose { .. } => aggregate.create_accumulator(),
-            })
+            .zip(&self.strategies)
+            .map(|(aggregate, strategy)| strategy.new_state(aggregate, retracting))
             .collect::<Result<_>>()?;
         Ok(GroupState {
-            accumulators,
+            aggregates,
             rows: 0,
             emitted: None,
             window_end,
@@ -216,6 +219,21 @@ impl AggregateOperator {
     }
 }
 
+/// Every aggregate's value for a group.
+fn evaluate(
+    state: &mut GroupState,
+    strategies: &[AggregateStrategy],
+    aggregates: &[Arc<AggregateFunctionExpr>],
+) -> Result<Vec<ScalarValue>> {
+    state
+        .aggregates
+        .iter_mut()
+        .zip(strategies)
+        .zip(aggregates)
+        .map(|((state, strategy), aggregate)| state.evaluate(strategy, aggregate))
+        .collect()
+}
+
 /// The value of a timestamp column at `row` in nanoseconds.
 pub fn timestamp_nanos(column: &ArrayRef, row: usize) -> Result<i64> {
     let as_nanos = cast(column, &DataType::Timestamp(TimeUnit::Nanosecond, None))
@@ -277,15 +295,17 @@ impl StreamOperator for AggregateOperator {
                 continue;
             };
             let indices = UInt32Array::from(rows);
-            for (accumulator, columns) in state.accumulators.iter_mut().zip(&arguments) {
+            for ((aggregate, strategy), columns) in state
+                .aggregates
+                .iter_mut()
+                .zip(&self.strategies)
+                .zip(&arguments)
+            {
                 let taken = columns
                     .iter()
                     .map(|column| take(column.as_ref(), &indices, None))
                     .collect::<std::result::Result<Vec<_>, _>>()?;
-                match change.op {
-                    ChangeOp::Insert => accumulator.update_batch(&taken)?,
-                    ChangeOp::Delete => accumulator.retract_batch(&taken)?,
-                }
+                aggregate.apply(strategy, &taken, change.op)?;
             }
             let count = indices.len() as i64;
             state.rows += match change.op {
@@ -320,11 +340,7 @@ impl StreamOperator for AggregateOperator {
         let mut rows = Vec::with_capacity(closed.len());
         for key in closed {
             if let Some(mut state) = self.groups.remove(&key) {
-                let values = state
-                    .accumulators
-                    .iter_mut()
-                    .map(|a| a.evaluate())
-                    .collect::<Result<Vec<_>>>()?;
+                let values = evaluate(&mut state, &self.strategies, &self.aggregates)?;
                 rows.push((key, values));
             }
         }
@@ -351,13 +367,7 @@ impl StreamOperator for AggregateOperator {
             let before = state.emitted.take();
             let alive = state.rows > 0 || self.global.is_some();
             let after = if alive {
-                Some(
-                    state
-                        .accumulators
-                        .iter_mut()
-                        .map(|a| a.evaluate())
-                        .collect::<Result<Vec<_>>>()?,
-                )
+                Some(evaluate(state, &self.strategies, &self.aggregates)?)
             } else {
                 None
             };

@@ -1,0 +1,8 @@
+//! `GROUP BY` in continuous queries: the operator ([`operator`]) and the
+//! state one aggregate keeps per group ([`state`]).
+
+pub mod operator;
+pub mod state;
+
+pub use operator::{AggregateOperator, Emission, timestamp_nanos};
+pub use state::AggregateStrategy;

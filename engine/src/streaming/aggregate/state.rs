@@ -1,0 +1,161 @@
+//! What one aggregate keeps for one group, and how it takes retractions.
+//!
+//! DataFusion's "sliding" accumulators retract in the order rows arrived
+//! (they serve window frames): right for sums, counts and averages, whose
+//! retraction is exact arithmetic, but wrong for `min`/`max` and the like
+//! when any row may be deleted (a moving-max queue forgets values it will
+//! never need in FIFO order). Those keep the multiset of their argument
+//! values instead and aggregate it afresh when the group emits.
+
+use std::collections::HashMap;
+
+use datafusion::arrow::array::ArrayRef;
+use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::row::{OwnedRow, RowConverter, SortField};
+use datafusion::common::ScalarValue;
+use datafusion::error::Result;
+use datafusion::logical_expr::Accumulator;
+use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
+
+use crate::streaming::signal::ChangeOp;
+
+/// Aggregates whose retraction is exact arithmetic.
+const INVERTIBLE: [&str; 16] = [
+    "count",
+    "sum",
+    "avg",
+    "mean",
+    "stddev",
+    "stddev_pop",
+    "stddev_samp",
+    "var",
+    "var_pop",
+    "var_samp",
+    "var_population",
+    "var_sample",
+    "covar",
+    "covar_pop",
+    "covar_samp",
+    "corr",
+];
+
+/// How an aggregate keeps a group's state.
+pub enum AggregateStrategy {
+    /// One accumulator (retracting exactly, or never asked to retract).
+    Accumulator,
+    /// The multiset of argument rows, aggregated when the group emits.
+    Values(RowConverter),
+}
+
+impl AggregateStrategy {
+    /// The strategy for `aggregate` in an aggregate that retracts
+    /// (`retracting`) or only appends (windows).
+    pub fn choose(
+        aggregate: &AggregateFunctionExpr,
+        input: &[DataType],
+        retracting: bool,
+    ) -> Result<Self> {
+        let name = aggregate.fun().name().to_ascii_lowercase();
+        let exact = INVERTIBLE.contains(&name.as_str())
+            && !aggregate.is_distinct()
+            && aggregate
+                .create_sliding_accumulator()
+                .is_ok_and(|a| a.supports_retract_batch());
+        if !retracting || exact {
+            return Ok(Self::Accumulator);
+        }
+        Ok(Self::Values(RowConverter::new(
+            input.iter().cloned().map(SortField::new).collect(),
+        )?))
+    }
+
+    /// A group's empty state.
+    pub fn new_state(
+        &self,
+        aggregate: &AggregateFunctionExpr,
+        retracting: bool,
+    ) -> Result<AggregateState> {
+        Ok(match self {
+            Self::Accumulator if retracting => {
+                AggregateState::Accumulator(aggregate.create_sliding_accumulator()?)
+            }
+            Self::Accumulator => AggregateState::Accumulator(aggregate.create_accumulator()?),
+            Self::Values(_) => AggregateState::Values(HashMap::new()),
+        })
+    }
+}
+
+/// One aggregate's state in one group.
+pub enum AggregateState {
+    /// A live accumulator.
+    Accumulator(Box<dyn Accumulator>),
+    /// Argument rows and how many times each is present.
+    Values(HashMap<OwnedRow, i64>),
+}
+
+impl AggregateState {
+    /// Adds or retracts the argument columns `arguments` (the group's rows).
+    pub fn apply(
+        &mut self,
+        strategy: &AggregateStrategy,
+        arguments: &[ArrayRef],
+        op: ChangeOp,
+    ) -> Result<()> {
+        match (self, strategy) {
+            (AggregateState::Accumulator(accumulator), _) => match op {
+                ChangeOp::Insert => accumulator.update_batch(arguments),
+                ChangeOp::Delete => accumulator.retract_batch(arguments),
+            },
+            (AggregateState::Values(values), AggregateStrategy::Values(converter)) => {
+                let delta = match op {
+                    ChangeOp::Insert => 1,
+                    ChangeOp::Delete => -1,
+                };
+                for row in converter.convert_columns(arguments)?.iter() {
+                    let owned = row.owned();
+                    let count = values.entry(owned.clone()).or_insert(0);
+                    *count += delta;
+                    if *count == 0 {
+                        values.remove(&owned);
+                    }
+                }
+                Ok(())
+            }
+            (AggregateState::Values(_), AggregateStrategy::Accumulator) => {
+                Err(datafusion::error::DataFusionError::Internal(
+                    "an aggregate's state and strategy disagree".into(),
+                ))
+            }
+        }
+    }
+
+    /// The aggregate's current value.
+    pub fn evaluate(
+        &mut self,
+        strategy: &AggregateStrategy,
+        aggregate: &AggregateFunctionExpr,
+    ) -> Result<ScalarValue> {
+        match (self, strategy) {
+            (AggregateState::Accumulator(accumulator), _) => accumulator.evaluate(),
+            (AggregateState::Values(values), AggregateStrategy::Values(converter)) => {
+                let mut fresh = aggregate.create_accumulator()?;
+                let rows: Vec<_> = values
+                    .iter()
+                    .flat_map(|(row, count)| {
+                        std::iter::repeat_n(row.row(), (*count).max(0) as usize)
+                    })
+                    .collect();
+                if !rows.is_empty() {
+                    let columns = converter.convert_rows(rows)?;
+                    fresh.update_batch(&columns)?;
+                }
+                fresh.evaluate()
+            }
+            (AggregateState::Values(_), AggregateStrategy::Accumulator) => {
+                Err(datafusion::error::DataFusionError::Internal(
+                    "an aggregate's state and strategy disagree".into(),
+                ))
+            }
+        }
+    }
+}

@@ -1,0 +1,176 @@
+//! Continuous queries end to end, where an `.slt` file cannot say it: a
+//! model inside a materialized view runs once per row (counted by the
+//! model's own metrics), views come back after a restart, and a query that
+//! fails is reported in the status table while the others go on.
+//! The SQL behaviour itself is pinned in `slt/streaming/`.
+
+use datafusion::arrow::array::RecordBatch;
+use sluice_engine::{DEFAULT_EMBEDDING_MODEL, Sluice};
+use sluice_server::encoding::text_rows;
+use sluice_sql_tests::open_engine as open;
+
+async fn run(sluice: &Sluice, sql: &str) -> Vec<RecordBatch> {
+    sluice
+        .sql(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .collect()
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+/// Rows in text form, sorted (views have no order).
+async fn sorted_rows(sluice: &Sluice, sql: &str) -> Vec<Vec<Option<String>>> {
+    let mut out = Vec::new();
+    for batch in run(sluice, sql).await {
+        out.extend(text_rows(batch).expect("text"));
+    }
+    out.sort();
+    out
+}
+
+/// Rows the model has been given so far (`DESCRIBE MODEL`'s counter).
+async fn model_rows(sluice: &Sluice, model: &str) -> u64 {
+    sorted_rows(sluice, &format!("DESCRIBE MODEL {model}"))
+        .await
+        .into_iter()
+        .find(|r| r[0].as_deref() == Some("rows"))
+        .and_then(|r| r[1].as_deref()?.parse().ok())
+        .expect("DESCRIBE MODEL reports rows")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_view_with_embed_runs_the_model_once_per_row_and_survives_a_restart() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let model = DEFAULT_EMBEDDING_MODEL;
+    let embedded = format!("SELECT id, EMBED('{model}', body)::text AS v FROM docs");
+    let expected;
+    {
+        let sluice = open(dir.path()).await;
+        run(&sluice, "CREATE TABLE docs (id BIGINT, body TEXT)").await;
+        run(
+            &sluice,
+            "INSERT INTO docs VALUES (1, 'a cat on a mat'), (2, 'stock prices fell'), (3, 'the cat sat')",
+        )
+        .await;
+        let before = model_rows(&sluice, model).await;
+        run(
+            &sluice,
+            &format!(
+                "CREATE MATERIALIZED VIEW embedded AS SELECT id, EMBED('{model}', body) AS v FROM docs"
+            ),
+        )
+        .await;
+        run(
+            &sluice,
+            "CREATE MATERIALIZED VIEW per_word AS SELECT split_part(body, ' ', 1) AS word, count(*) AS n FROM docs GROUP BY split_part(body, ' ', 1)",
+        )
+        .await;
+        run(
+            &sluice,
+            "INSERT INTO docs VALUES (4, 'rain tomorrow'), (5, 'a dog barked')",
+        )
+        .await;
+        run(&sluice, "FLUSH").await;
+        assert_eq!(
+            model_rows(&sluice, model).await - before,
+            5,
+            "each of the 5 rows embedded exactly once by the view"
+        );
+        let view = sorted_rows(&sluice, "SELECT id, v::text FROM embedded").await;
+        expected = sorted_rows(&sluice, &embedded).await;
+        assert_eq!(view.len(), 5);
+        assert_eq!(view, expected, "the view equals the one-off query");
+        // A deleted row is retracted by computing its output again: one
+        // model call for the deleted row, none for the rows the DELETE's
+        // file rewrite kept (the table hands views the exact rows changed).
+        let before_delete = model_rows(&sluice, model).await;
+        run(&sluice, "DELETE FROM docs WHERE id = 4").await;
+        run(&sluice, "FLUSH").await;
+        assert_eq!(model_rows(&sluice, model).await - before_delete, 1);
+        assert_eq!(
+            sorted_rows(&sluice, "SELECT id FROM embedded").await.len(),
+            4
+        );
+    }
+    // Reopened: the views are back (recomputed from their table) and keep
+    // following it.
+    let sluice = open(dir.path()).await;
+    let view = sorted_rows(&sluice, "SELECT id, v::text FROM embedded").await;
+    let expected: Vec<_> = expected
+        .into_iter()
+        .filter(|r| r[0].as_deref() != Some("4"))
+        .collect();
+    assert_eq!(view, expected);
+    assert_eq!(
+        sorted_rows(&sluice, "SELECT word, n FROM per_word").await,
+        sorted_rows(
+            &sluice,
+            "SELECT split_part(body, ' ', 1), count(*) FROM docs GROUP BY 1"
+        )
+        .await
+    );
+    run(&sluice, "INSERT INTO docs VALUES (6, 'a new day')").await;
+    run(&sluice, "FLUSH").await;
+    assert_eq!(
+        sorted_rows(&sluice, "SELECT n FROM per_word WHERE word = 'a'").await,
+        vec![vec![Some("3".to_string())]]
+    );
+    let names = sorted_rows(&sluice, "SHOW MATERIALIZED VIEWS").await;
+    assert_eq!(names.len(), 2);
+    run(&sluice, "DROP MATERIALIZED VIEW embedded").await;
+    run(&sluice, "DROP MATERIALIZED VIEW per_word").await;
+    drop(sluice);
+    let sluice = open(dir.path()).await;
+    assert!(
+        sorted_rows(&sluice, "SHOW MATERIALIZED VIEWS")
+            .await
+            .is_empty(),
+        "dropped views stay dropped"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_view_is_reported_and_the_others_go_on() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let sluice = open(dir.path()).await;
+    run(&sluice, "CREATE TABLE t (id BIGINT, d BIGINT)").await;
+    run(&sluice, "INSERT INTO t VALUES (1, 2), (2, 5)").await;
+    run(
+        &sluice,
+        "CREATE MATERIALIZED VIEW ratios AS SELECT id, 10 / d AS r FROM t",
+    )
+    .await;
+    run(
+        &sluice,
+        "CREATE MATERIALIZED VIEW counted AS SELECT count(*) AS n FROM t",
+    )
+    .await;
+    run(&sluice, "INSERT INTO t VALUES (3, 0)").await;
+    run(&sluice, "FLUSH").await;
+    let status = sorted_rows(
+        &sluice,
+        "SELECT name, status, last_error FROM sluice_catalog.continuous_queries",
+    )
+    .await;
+    assert_eq!(status[0][0].as_deref(), Some("counted"));
+    assert_eq!(status[0][1].as_deref(), Some("running"));
+    assert_eq!(status[1][0].as_deref(), Some("ratios"));
+    assert_eq!(status[1][1].as_deref(), Some("failed"));
+    let error = status[1][2].clone().unwrap_or_default();
+    assert!(error.contains("Divide by zero"), "{error}");
+    // The failed view keeps its last good epoch; the other one goes on.
+    assert_eq!(
+        sorted_rows(&sluice, "SELECT id, r FROM ratios").await,
+        vec![
+            vec![Some("1".into()), Some("5".into())],
+            vec![Some("2".into()), Some("2".into())]
+        ]
+    );
+    run(&sluice, "INSERT INTO t VALUES (4, 1)").await;
+    run(&sluice, "FLUSH").await;
+    assert_eq!(
+        sorted_rows(&sluice, "SELECT n FROM counted").await,
+        vec![vec![Some("4".into())]]
+    );
+}
