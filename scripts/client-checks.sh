@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs real Postgres clients against a `sluice serve` started here: psql,
-# psycopg 3 (with pgvector's adapter), the stock sqllogictest CLI (simple and
+# psycopg 3 (with pgvector's adapter), SUBSCRIBE from psycopg and psql, the
+# stock sqllogictest CLI (simple and
 # extended protocol) over the same .slt files the Rust tests run, the
 # crash check (SIGKILL during a stream of inserts, then restart and count),
 # the S3 check (a data directory, external tables and COPY TO on a local moto
@@ -77,6 +78,8 @@ slt_cli() {
 start_server
 check "psql script" psql_check
 check "psycopg 3" "$VENV/bin/python" sql-tests/clients/psycopg_check.py 127.0.0.1 "$PORT"
+check "SUBSCRIBE: psycopg DECLARE/FETCH, psql COPY (SUBSCRIBE …) TO STDOUT, cancel and disconnect" \
+  "$VENV/bin/python" sql-tests/clients/subscribe_check.py 127.0.0.1 "$PORT"
 check "server survives SIGTERM-free run" kill -0 "$SERVER_PID"
 check "sqllogictest CLI, simple protocol" slt_cli postgres
 check "sqllogictest CLI, extended protocol" slt_cli postgres-extended

@@ -225,9 +225,12 @@ fn conform(schema: &SchemaRef, batch: RecordBatch) -> Result<RecordBatch, ArrowE
 
 /// Ends `rows` with a cancellation error as soon as `token` fires; after an
 /// error nothing more is produced.
-fn cancellable<S>(rows: S, token: QueryToken) -> impl Stream<Item = PgWireResult<DataRow>> + Send
+/// `rows` ending with the query's cancellation (Postgres' error) or with
+/// an error for a panic inside the stream.
+pub fn cancellable<S, T>(rows: S, token: QueryToken) -> impl Stream<Item = PgWireResult<T>> + Send
 where
-    S: Stream<Item = PgWireResult<DataRow>> + Send + 'static,
+    S: Stream<Item = PgWireResult<T>> + Send + 'static,
+    T: Send + 'static,
 {
     let rows = Box::pin(rows);
     stream::unfold(Some((rows, token)), |state| async move {

@@ -6,7 +6,8 @@
 //! supplies pgwire's handler traits: [`startup`] (session creation and the
 //! parameters a Postgres 15 server reports), [`query`] (simple and extended
 //! query protocol over a [`sluice_engine::SluiceSession`]), [`cancel`]
-//! (CancelRequest and `statement_timeout`), `copy` (COPY FROM STDIN), [`encoding`] (Arrow ↔ Postgres
+//! (CancelRequest and `statement_timeout`), `copy` (COPY FROM STDIN),
+//! `copy_out` (COPY TO STDOUT, `COPY (SUBSCRIBE v) TO STDOUT`), [`encoding`] (Arrow ↔ Postgres
 //! values, via `arrow-pg`) and [`sqlstate`] (the one place engine errors
 //! become SQLSTATE codes).
 //!
@@ -14,6 +15,7 @@
 
 pub mod cancel;
 mod copy;
+mod copy_out;
 pub mod encoding;
 mod handlers;
 pub mod query;

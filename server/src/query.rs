@@ -31,6 +31,7 @@ use sluice_engine::statement::SessionCommand;
 use sluice_engine::{PreparedStatement, QueryOutput, TransactionEffect};
 
 use crate::cancel::QueryToken;
+use crate::copy_out::{copy_out_response, send_copy_out};
 use crate::encoding::{bound_parameters, cancel_error, data_rows, parameter_type, result_fields};
 use crate::respond::{begin_query, end_query, send_command, send_portal_rows, send_simple};
 use crate::sqlstate::{codes, pg_error, user_error};
@@ -153,6 +154,11 @@ impl SimpleQueryHandler for SluiceQueryHandler {
                     client.set_state(PgWireConnectionState::CopyInProgress(false));
                     client.set_transaction_status(status);
                     return Ok(());
+                }
+                Ok(Response::CopyOut(copy)) => {
+                    // Streams until it ends (a subscription: until the
+                    // client cancels); pgwire sends CopyDone and the tag.
+                    send_copy_out(client, copy).await.map(|()| status)
                 }
                 Ok(response) => send_simple(client, response, status).await,
                 Err(e) => Err(e),
@@ -328,6 +334,9 @@ where
             let fields = Arc::new(result_fields(&batches.schema(), format, Some(options))?);
             let rows = data_rows(batches, Arc::clone(&fields), token.clone());
             Ok(Response::Query(QueryResponse::new(fields, rows)))
+        }
+        QueryOutput::CopyOut(rows) => {
+            Ok(Response::CopyOut(copy_out_response(rows, token.clone())?))
         }
         QueryOutput::CopyIn(copy) => {
             let columns = copy.column_count();

@@ -75,6 +75,12 @@ impl AsyncDB for InProcessDb {
                     }
                 }
                 QueryOutput::Command(done) => DBOutput::StatementComplete(done.rows.unwrap_or(0)),
+                QueryOutput::CopyOut(_) => {
+                    return Err(SqlError {
+                        sqlstate: None,
+                        message: "COPY TO STDOUT needs a wire client".into(),
+                    });
+                }
                 QueryOutput::CopyIn(_) => {
                     return Err(SqlError {
                         sqlstate: None,

@@ -62,6 +62,10 @@ impl SqlState {
     pub const NULL_VALUE_NOT_ALLOWED: SqlState = SqlState("22004");
     /// `2BP01`: an object others depend on (a table a continuous query reads).
     pub const DEPENDENT_OBJECTS_STILL_EXIST: SqlState = SqlState("2BP01");
+    /// `34000`: no open cursor of that name.
+    pub const INVALID_CURSOR_NAME: SqlState = SqlState("34000");
+    /// `42P03`: a cursor of that name is open already.
+    pub const DUPLICATE_CURSOR: SqlState = SqlState("42P03");
     /// `42601`: a statement that does not have the expected form.
     pub const SYNTAX_ERROR: SqlState = SqlState("42601");
     /// `42809`: an object of another kind than the statement expects.

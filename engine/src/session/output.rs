@@ -42,6 +42,8 @@ pub(crate) enum PreparedKind {
     Streaming(StreamingStatement),
     /// A connector table.
     CreateSource(Box<CreateSource>),
+    /// `FETCH` from a SUBSCRIBE cursor, with the cursor's row schema.
+    Fetch(StreamingStatement, SchemaRef),
 }
 
 impl PreparedStatement {
@@ -61,6 +63,7 @@ impl PreparedStatement {
             }
             PreparedKind::Session(SessionCommand::ShowAll) => show_all_schema(),
             PreparedKind::Model(statement) => crate::ddl::models::result_schema(statement),
+            PreparedKind::Fetch(_, schema) => Arc::clone(schema),
             PreparedKind::Streaming(StreamingStatement::ShowMaterializedViews) => {
                 Arc::new(Schema::new(vec![
                     Field::new("name", DataType::Utf8, false),
@@ -119,6 +122,7 @@ impl PreparedStatement {
             PreparedKind::Streaming(statement) => {
                 matches!(statement, StreamingStatement::ShowMaterializedViews)
             }
+            PreparedKind::Fetch(..) => true,
             PreparedKind::CopyFrom(_)
             | PreparedKind::AlterTable(_)
             | PreparedKind::CreateSource(_) => false,
@@ -134,6 +138,7 @@ impl PreparedStatement {
             | PreparedKind::CopyFrom(_)
             | PreparedKind::AlterTable(_)
             | PreparedKind::Streaming(_)
+            | PreparedKind::Fetch(..)
             | PreparedKind::CreateSource(_) => None,
         }
     }
@@ -147,6 +152,7 @@ impl PreparedStatement {
             | PreparedKind::CopyFrom(_)
             | PreparedKind::AlterTable(_)
             | PreparedKind::Streaming(_)
+            | PreparedKind::Fetch(..)
             | PreparedKind::CreateSource(_) => None,
         }
     }
@@ -263,6 +269,9 @@ pub enum QueryOutput {
     /// `COPY … FROM STDIN` started: the front end feeds the client's data to
     /// it ([`CopyIn::push`]), then ends it ([`CopyIn::finish`]).
     CopyIn(Box<CopyIn>),
+    /// `COPY (SUBSCRIBE v) TO STDOUT`: rows the front end sends as COPY
+    /// data for as long as the stream lasts (until the client goes).
+    CopyOut(SendableRecordBatchStream),
 }
 
 impl std::fmt::Debug for QueryOutput {
@@ -270,6 +279,9 @@ impl std::fmt::Debug for QueryOutput {
         match self {
             QueryOutput::Rows(stream) => f.debug_tuple("Rows").field(&stream.schema()).finish(),
             QueryOutput::Command(c) => f.debug_tuple("Command").field(c).finish(),
+            QueryOutput::CopyOut(stream) => {
+                f.debug_tuple("CopyOut").field(&stream.schema()).finish()
+            }
             QueryOutput::CopyIn(c) => f.debug_tuple("CopyIn").field(c).finish(),
         }
     }

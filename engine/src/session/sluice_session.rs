@@ -8,7 +8,7 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::common::{ParamValues, ScalarValue};
 use datafusion::error::{DataFusionError, Result};
-use datafusion::logical_expr::{DdlStatement, LogicalPlan, WriteOp};
+use datafusion::logical_expr::{DdlStatement, Deallocate, LogicalPlan, Statement, WriteOp};
 use datafusion::physical_plan::SendableRecordBatchStream;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::prelude::{DataFrame, SessionContext};
@@ -28,13 +28,19 @@ use crate::session::output::{
 };
 use crate::sql::statement::{SessionCommand, SluiceStatement, parse_sql};
 use crate::sql::streaming_statement::StreamingStatement;
-use crate::streaming::{self, Origin, StreamingOutcome};
+use crate::streaming::{self, Cursors, Origin, StreamingOutcome};
 
 /// One client's session: its own settings and prepared statements over the
 /// engine's shared catalog. Create with [`crate::Sluice::session`].
 pub struct SluiceSession {
     ctx: SessionContext,
     settings: Mutex<SessionSettings>,
+    /// Open `DECLARE … CURSOR FOR SUBSCRIBE` cursors; closed by CLOSE, at
+    /// the end of the transaction, or with the session.
+    cursors: Cursors,
+    /// Names of the statements prepared with SQL `PREPARE`, for
+    /// `DEALLOCATE ALL` (DataFusion keeps them but does not list them).
+    prepared_names: Mutex<Vec<String>>,
 }
 
 impl std::fmt::Debug for SluiceSession {
@@ -50,6 +56,8 @@ impl SluiceSession {
         Self {
             ctx,
             settings: Mutex::new(SessionSettings::new()),
+            cursors: Cursors::default(),
+            prepared_names: Mutex::new(Vec::new()),
         }
     }
 
@@ -94,6 +102,12 @@ impl SluiceSession {
             SluiceStatement::Model(statement) => PreparedKind::Model(statement.clone()),
             SluiceStatement::CopyFrom(statement) => PreparedKind::CopyFrom(statement.clone()),
             SluiceStatement::AlterTable(alter) => PreparedKind::AlterTable(alter.clone()),
+            SluiceStatement::Streaming(statement @ StreamingStatement::Fetch { cursor, .. }) => {
+                // The rows' schema is the cursor's, known once it is open
+                // (the extended protocol describes it before executing).
+                let schema = self.cursors.get(cursor)?.lock().await.schema();
+                PreparedKind::Fetch(statement.clone(), schema)
+            }
             SluiceStatement::Streaming(statement) => PreparedKind::Streaming(statement.clone()),
             SluiceStatement::CreateSource(source) => PreparedKind::CreateSource(source.clone()),
             SluiceStatement::CreateTableWithWatermark {
@@ -151,6 +165,19 @@ impl SluiceSession {
                     other => Ok(other),
                 }
             }
+            PreparedKind::Session(SessionCommand::DeallocateAll) => {
+                let names = std::mem::take(
+                    &mut *self
+                        .prepared_names
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner()),
+                );
+                for name in names {
+                    let plan = LogicalPlan::Statement(Statement::Deallocate(Deallocate { name }));
+                    self.ctx.execute_logical_plan(plan).await?;
+                }
+                Ok(QueryOutput::Command(CommandComplete::tag("DEALLOCATE ALL")))
+            }
             PreparedKind::Session(cmd) => self.execute_session_command(cmd),
             PreparedKind::Model(statement) => {
                 match crate::ddl::models::execute(&self.ctx, statement).await? {
@@ -162,7 +189,7 @@ impl SluiceSession {
                 crate::ddl::alter_table::execute(&self.ctx, alter).await?;
                 Ok(QueryOutput::Command(CommandComplete::tag("ALTER TABLE")))
             }
-            PreparedKind::Streaming(statement) => {
+            PreparedKind::Streaming(statement) | PreparedKind::Fetch(statement, _) => {
                 self.execute_streaming(statement, Origin::Client).await
             }
             PreparedKind::CreateSource(source) => {
@@ -180,6 +207,35 @@ impl SluiceSession {
         statement: &StreamingStatement,
         origin: Origin,
     ) -> Result<QueryOutput> {
+        match statement {
+            StreamingStatement::DeclareSubscribe {
+                cursor,
+                view,
+                snapshot,
+            } => {
+                let subscription = streaming::subscribe(&self.ctx, view, *snapshot)?;
+                self.cursors.declare(cursor, subscription)?;
+                return Ok(QueryOutput::Command(CommandComplete::tag("DECLARE CURSOR")));
+            }
+            StreamingStatement::Fetch {
+                cursor,
+                count,
+                timeout,
+            } => {
+                let subscription = self.cursors.get(cursor)?;
+                let batch = subscription.lock().await.fetch(*count, *timeout).await?;
+                return Ok(rows_output(batch));
+            }
+            StreamingStatement::Close { cursor } => {
+                self.cursors.close(cursor.as_deref())?;
+                return Ok(QueryOutput::Command(CommandComplete::tag("CLOSE CURSOR")));
+            }
+            StreamingStatement::CopySubscribe { view, snapshot } => {
+                let subscription = streaming::subscribe(&self.ctx, view, *snapshot)?;
+                return Ok(QueryOutput::CopyOut(subscription.into_stream()));
+            }
+            _ => {}
+        }
         let barrier_interval = self.settings().barrier_interval();
         match streaming::execute(&self.ctx, statement, barrier_interval, origin).await? {
             StreamingOutcome::Done(tag) => Ok(QueryOutput::Command(CommandComplete::tag(tag))),
@@ -190,6 +246,31 @@ impl SluiceSession {
     /// Runs a plan that is ready to execute (bound and folded).
     async fn execute_plan(&self, plan: LogicalPlan) -> Result<QueryOutput> {
         streaming::check_statement(&self.ctx, &plan)?;
+        let prepared_name = match &plan {
+            LogicalPlan::Statement(Statement::Prepare(prepare)) => Some(prepare.name.clone()),
+            _ => None,
+        };
+        let deallocated = match &plan {
+            LogicalPlan::Statement(Statement::Deallocate(deallocate)) => {
+                Some(deallocate.name.clone())
+            }
+            _ => None,
+        };
+        let output = self.execute_plan_inner(plan).await?;
+        let mut names = self
+            .prepared_names
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(name) = prepared_name {
+            names.push(name);
+        }
+        if let Some(name) = deallocated {
+            names.retain(|n| *n != name);
+        }
+        Ok(output)
+    }
+
+    async fn execute_plan_inner(&self, plan: LogicalPlan) -> Result<QueryOutput> {
         if plan_returns_rows(&plan) {
             let df = self.ctx.execute_logical_plan(plan).await?;
             return Ok(QueryOutput::Rows(df.execute_stream().await?));
@@ -293,9 +374,22 @@ impl SluiceSession {
                 rows_output(batch)
             }
             SessionCommand::Begin => transaction("BEGIN", TransactionEffect::Begin),
-            SessionCommand::Commit => transaction("COMMIT", TransactionEffect::Commit),
-            SessionCommand::Rollback => transaction("ROLLBACK", TransactionEffect::Rollback),
+            // Cursors live until the end of their transaction, as in Postgres.
+            SessionCommand::Commit => {
+                self.cursors.close(None)?;
+                transaction("COMMIT", TransactionEffect::Commit)
+            }
+            SessionCommand::Rollback => {
+                self.cursors.close(None)?;
+                transaction("ROLLBACK", TransactionEffect::Rollback)
+            }
             SessionCommand::Ignored { tag } => QueryOutput::Command(CommandComplete::tag(tag)),
+            // Runs plans, so `execute` handles it before coming here.
+            SessionCommand::DeallocateAll => {
+                return Err(DataFusionError::Internal(
+                    "DEALLOCATE ALL is run by execute".into(),
+                ));
+            }
         };
         Ok(output)
     }
@@ -364,6 +458,11 @@ impl SluiceSession {
                 })
             }
             QueryOutput::Command(_) => self.ctx.read_empty(),
+            QueryOutput::CopyOut(_) => Err(DataFusionError::NotImplemented(
+                "COPY (SUBSCRIBE …) TO STDOUT streams to a wire client; use DECLARE … CURSOR FOR \
+                 SUBSCRIBE and FETCH"
+                    .into(),
+            )),
             QueryOutput::CopyIn(_) => Err(DataFusionError::NotImplemented(
                 "COPY FROM STDIN needs a client that sends the data (the Postgres COPY protocol)"
                     .into(),

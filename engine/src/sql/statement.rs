@@ -68,6 +68,9 @@ pub enum SessionCommand {
     Commit,
     /// `ROLLBACK` / `ABORT`.
     Rollback,
+    /// `DEALLOCATE ALL`: every statement prepared with SQL `PREPARE` in
+    /// this session (psycopg sends it after DDL).
+    DeallocateAll,
     /// Accepted for compatibility with no effect (e.g. `SET TRANSACTION
     /// ISOLATION LEVEL`, `DISCARD ALL`); answered with this tag.
     Ignored { tag: &'static str },
@@ -290,6 +293,11 @@ fn classify(statement: DFStatement) -> Result<SluiceStatement> {
             savepoint: None, ..
         } => session(SessionCommand::Rollback),
         ast::Statement::Discard { .. } => session(SessionCommand::Ignored { tag: "DISCARD ALL" }),
+        ast::Statement::Deallocate { ref name, .. }
+            if name.quote_style.is_none() && name.value.eq_ignore_ascii_case("all") =>
+        {
+            session(SessionCommand::DeallocateAll)
+        }
         ast::Statement::AlterTable(alter) => SluiceStatement::AlterTable(Box::new(alter)),
         _ => SluiceStatement::DataFusion(Box::new(DFStatement::Statement(inner))),
     })

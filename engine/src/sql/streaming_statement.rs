@@ -6,17 +6,26 @@
 //! SHOW MATERIALIZED VIEWS;
 //! ALTER MATERIALIZED VIEW v PAUSE | RESUME;
 //! FLUSH;   -- returns once every view reflects every write committed before it
+//! DECLARE c CURSOR FOR SUBSCRIBE v [WITH (snapshot = false)];
+//! FETCH [n | ALL] [FROM] c [WITH (timeout = '1s')];
+//! CLOSE c | ALL;
+//! COPY (SUBSCRIBE v [WITH (snapshot = false)]) TO STDOUT;
 //! ```
 //!
 //! sqlparser parses `CREATE MATERIALIZED VIEW` as an ordinary view with a
 //! flag; Sluice takes the statement here instead, so DataFusion never plans
 //! it as a (non-materialized) view.
 
+use std::time::Duration;
+
 use datafusion::error::{DataFusionError, Result};
 use datafusion::sql::parser::DFParser;
 use datafusion::sql::sqlparser::ast::{ObjectName, Query};
 use datafusion::sql::sqlparser::keywords::Keyword;
-use datafusion::sql::sqlparser::parser::ParserError;
+use datafusion::sql::sqlparser::parser::{Parser, ParserError};
+use sluice_types::error::{SluiceError, SqlState};
+
+use crate::sql::options::with_options;
 use datafusion::sql::sqlparser::tokenizer::Token;
 
 /// A continuous-query statement.
@@ -49,6 +58,36 @@ pub enum StreamingStatement {
     },
     /// `FLUSH`.
     Flush,
+    /// `DECLARE c CURSOR FOR SUBSCRIBE v`.
+    DeclareSubscribe {
+        /// The cursor's name.
+        cursor: String,
+        /// The view followed.
+        view: ObjectName,
+        /// Whether the view's content comes first (default true).
+        snapshot: bool,
+    },
+    /// `FETCH [n | ALL] FROM c`.
+    Fetch {
+        /// The cursor's name.
+        cursor: String,
+        /// Rows wanted (`None`: ALL).
+        count: Option<u64>,
+        /// How long to wait for a first row (`None`: until one comes).
+        timeout: Option<Duration>,
+    },
+    /// `CLOSE c` (`None`: `CLOSE ALL`).
+    Close {
+        /// The cursor's name.
+        cursor: Option<String>,
+    },
+    /// `COPY (SUBSCRIBE v) TO STDOUT`.
+    CopySubscribe {
+        /// The view followed.
+        view: ObjectName,
+        /// Whether the view's content comes first (default true).
+        snapshot: bool,
+    },
 }
 
 impl StreamingStatement {
@@ -73,6 +112,33 @@ impl StreamingStatement {
                 format!("ALTER MATERIALIZED VIEW {name} {action}")
             }
             StreamingStatement::Flush => "FLUSH".into(),
+            StreamingStatement::DeclareSubscribe {
+                cursor,
+                view,
+                snapshot,
+            } => {
+                format!("DECLARE {cursor} CURSOR FOR SUBSCRIBE {view} WITH (snapshot = {snapshot})")
+            }
+            StreamingStatement::Fetch {
+                cursor,
+                count,
+                timeout,
+            } => {
+                let count = count.map_or("ALL".to_string(), |n| n.to_string());
+                match timeout {
+                    Some(t) => format!(
+                        "FETCH {count} FROM {cursor} WITH (timeout = '{}ms')",
+                        t.as_millis()
+                    ),
+                    None => format!("FETCH {count} FROM {cursor}"),
+                }
+            }
+            StreamingStatement::Close { cursor } => {
+                format!("CLOSE {}", cursor.as_deref().unwrap_or("ALL"))
+            }
+            StreamingStatement::CopySubscribe { view, snapshot } => {
+                format!("COPY (SUBSCRIBE {view} WITH (snapshot = {snapshot})) TO STDOUT")
+            }
         }
     }
 }
@@ -89,6 +155,15 @@ pub fn at_streaming_statement(parser: &DFParser<'_>) -> bool {
     if is_word(&first, "flush") {
         return matches!(t(1), Token::EOF | Token::SemiColon);
     }
+    if is_word(&first, "declare") {
+        return is_word(&t(2), "cursor") && is_word(&t(3), "for") && is_word(&t(4), "subscribe");
+    }
+    if is_word(&first, "fetch") || is_word(&first, "close") {
+        return true;
+    }
+    if is_word(&first, "copy") {
+        return t(1) == Token::LParen && is_word(&t(2), "subscribe");
+    }
     let materialized = is_word(&t(1), "materialized");
     (is_word(&first, "create") || is_word(&first, "drop") || is_word(&first, "alter"))
         && materialized
@@ -103,6 +178,47 @@ pub fn parse_streaming_statement(parser: &mut DFParser<'_>) -> Result<StreamingS
     let first = p.next_token().token;
     if is_word(&first, "flush") {
         return Ok(StreamingStatement::Flush);
+    }
+    if is_word(&first, "declare") {
+        let cursor = identifier(p)?;
+        p.next_token(); // CURSOR
+        p.next_token(); // FOR
+        p.next_token(); // SUBSCRIBE
+        let _ = p.parse_keyword(Keyword::TO);
+        let view = p.parse_object_name(false).map_err(sql_error)?;
+        let snapshot = subscribe_options(p)?;
+        return Ok(StreamingStatement::DeclareSubscribe {
+            cursor,
+            view,
+            snapshot,
+        });
+    }
+    if is_word(&first, "fetch") {
+        return parse_fetch(p);
+    }
+    if is_word(&first, "close") {
+        let cursor = if p.parse_keyword(Keyword::ALL) {
+            None
+        } else {
+            Some(identifier(p)?)
+        };
+        return Ok(StreamingStatement::Close { cursor });
+    }
+    if is_word(&first, "copy") {
+        p.expect_token(&Token::LParen).map_err(sql_error)?;
+        p.next_token(); // SUBSCRIBE
+        let _ = p.parse_keyword(Keyword::TO);
+        let view = p.parse_object_name(false).map_err(sql_error)?;
+        let snapshot = subscribe_options(p)?;
+        p.expect_token(&Token::RParen).map_err(sql_error)?;
+        p.expect_keyword_is(Keyword::TO).map_err(sql_error)?;
+        let target = p.next_token().token;
+        if !is_word(&target, "stdout") {
+            return Err(sql_error(ParserError::ParserError(format!(
+                "COPY (SUBSCRIBE …) writes TO STDOUT only, found {target}"
+            ))));
+        }
+        return Ok(StreamingStatement::CopySubscribe { view, snapshot });
     }
     // MATERIALIZED VIEW(S)
     p.next_token();
@@ -140,6 +256,104 @@ pub fn parse_streaming_statement(parser: &mut DFParser<'_>) -> Result<StreamingS
     })
 }
 
+/// A cursor name: folded to lower case unless quoted, as Postgres does.
+fn identifier(p: &mut Parser<'_>) -> Result<String> {
+    let ident = p.parse_identifier().map_err(sql_error)?;
+    Ok(match ident.quote_style {
+        Some(_) => ident.value,
+        None => ident.value.to_lowercase(),
+    })
+}
+
+/// `[WITH (snapshot = true | false)]`.
+fn subscribe_options(p: &mut Parser<'_>) -> Result<bool> {
+    if !p.parse_keyword(Keyword::WITH) {
+        return Ok(true);
+    }
+    let mut options = with_options(p, "SUBSCRIBE")?;
+    let snapshot = match options.remove("snapshot") {
+        None => true,
+        Some(value) => boolean(&value).ok_or_else(|| {
+            invalid(format!(
+                "SUBSCRIBE option snapshot must be true or false, got '{value}'"
+            ))
+        })?,
+    };
+    match options.keys().next() {
+        Some(unknown) => Err(invalid(format!("unknown SUBSCRIBE option '{unknown}'"))),
+        None => Ok(snapshot),
+    }
+}
+
+/// `FETCH [FORWARD] [n | ALL | NEXT] [FROM | IN] c [WITH (timeout = '…')]`.
+fn parse_fetch(p: &mut Parser<'_>) -> Result<StreamingStatement> {
+    let _ = p.parse_keyword(Keyword::FORWARD);
+    let count = if p.parse_keyword(Keyword::ALL) {
+        None
+    } else if p.parse_keyword(Keyword::NEXT) {
+        Some(1)
+    } else if let Token::Number(n, _) = p.peek_token().token {
+        p.next_token();
+        Some(
+            n.parse::<u64>()
+                .map_err(|_| invalid(format!("FETCH count must be a whole number, got {n}")))?,
+        )
+    } else {
+        Some(1)
+    };
+    let _ = p.parse_one_of_keywords(&[Keyword::FROM, Keyword::IN]);
+    let cursor = identifier(p)?;
+    let mut timeout = None;
+    if p.parse_keyword(Keyword::WITH) {
+        let mut options = with_options(p, "FETCH")?;
+        if let Some(value) = options.remove("timeout") {
+            timeout = Some(duration(&value).ok_or_else(|| {
+                invalid(format!(
+                    "FETCH timeout must be a duration such as '1s' or '500ms', got '{value}'"
+                ))
+            })?);
+        }
+        if let Some(unknown) = options.keys().next() {
+            return Err(invalid(format!("unknown FETCH option '{unknown}'")));
+        }
+    }
+    Ok(StreamingStatement::Fetch {
+        cursor,
+        count,
+        timeout,
+    })
+}
+
+fn boolean(value: &str) -> Option<bool> {
+    match value.to_ascii_lowercase().as_str() {
+        "true" | "on" | "1" | "yes" => Some(true),
+        "false" | "off" | "0" | "no" => Some(false),
+        _ => None,
+    }
+}
+
+/// `'1s'`, `'500ms'`, `'2 minutes'`, `'0'`: a duration.
+fn duration(value: &str) -> Option<Duration> {
+    let value = value.trim().to_ascii_lowercase();
+    let split = value
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(value.len());
+    let (number, unit) = value.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    let seconds = match unit.trim() {
+        "" | "s" | "sec" | "second" | "seconds" => number,
+        "ms" | "millisecond" | "milliseconds" => number / 1000.0,
+        "min" | "minute" | "minutes" => number * 60.0,
+        "h" | "hour" | "hours" => number * 3600.0,
+        _ => return None,
+    };
+    (seconds.is_finite() && seconds >= 0.0).then(|| Duration::from_secs_f64(seconds))
+}
+
+fn invalid(message: String) -> DataFusionError {
+    SluiceError::new(SqlState::INVALID_PARAMETER_VALUE, message).into()
+}
+
 fn sql_error(e: ParserError) -> DataFusionError {
     DataFusionError::SQL(Box::new(e), None)
 }
@@ -171,8 +385,61 @@ mod tests {
             "ALTER MATERIALIZED VIEW v PAUSE",
             "ALTER MATERIALIZED VIEW v RESUME",
             "FLUSH",
+            "DECLARE c CURSOR FOR SUBSCRIBE v WITH (snapshot = false)",
+            "FETCH 10 FROM c WITH (timeout = '1500ms')",
+            "FETCH ALL FROM c",
+            "CLOSE c",
+            "CLOSE ALL",
+            "COPY (SUBSCRIBE s.v WITH (snapshot = true)) TO STDOUT",
         ] {
             assert_eq!(parse(sql).to_sql(), sql);
+        }
+    }
+
+    #[test]
+    fn fetch_and_subscribe_forms() {
+        match parse("fetch c") {
+            StreamingStatement::Fetch {
+                cursor,
+                count,
+                timeout,
+            } => {
+                assert_eq!((cursor.as_str(), count, timeout), ("c", Some(1), None));
+            }
+            other => panic!("{other:?}"),
+        }
+        match parse("FETCH FORWARD ALL IN \"C\" WITH (timeout = '1s')") {
+            StreamingStatement::Fetch {
+                cursor,
+                count,
+                timeout,
+            } => {
+                assert_eq!(cursor, "C");
+                assert_eq!(count, None);
+                assert_eq!(timeout, Some(Duration::from_secs(1)));
+            }
+            other => panic!("{other:?}"),
+        }
+        match parse("DECLARE C CURSOR FOR SUBSCRIBE TO v") {
+            StreamingStatement::DeclareSubscribe {
+                cursor, snapshot, ..
+            } => {
+                assert_eq!((cursor.as_str(), snapshot), ("c", true));
+            }
+            other => panic!("{other:?}"),
+        }
+        let dialect = PostgreSqlDialect {};
+        for bad in [
+            "FETCH 1 FROM c WITH (timeout = 'soon')",
+            "DECLARE c CURSOR FOR SUBSCRIBE v WITH (snapshot = maybe)",
+            "DECLARE c CURSOR FOR SUBSCRIBE v WITH (progress = true)",
+            "COPY (SUBSCRIBE v) TO '/tmp/x'",
+        ] {
+            let mut parser = datafusion::sql::parser::DFParserBuilder::new(bad)
+                .with_dialect(&dialect)
+                .build()
+                .unwrap();
+            assert!(parse_streaming_statement(&mut parser).is_err(), "{bad}");
         }
     }
 

@@ -25,7 +25,11 @@ pub mod source;
 pub mod stateless;
 pub mod statements;
 pub mod status;
+pub mod subscribe;
 pub mod view;
 
 pub use registry::{ContinuousQueries, continuous_queries};
-pub use statements::{Origin, StreamingOutcome, check_statement, create_source, execute};
+pub use statements::{
+    Origin, StreamingOutcome, check_statement, create_source, execute, subscribe,
+};
+pub use subscribe::{Cursors, Subscription};

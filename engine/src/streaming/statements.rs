@@ -25,6 +25,7 @@ use super::source::generator::{
     GeneratorOptions, GeneratorTable, OptionBag, RowGenerator, invalid_option,
 };
 use super::source::nexmark::NexmarkGenerator;
+use super::subscribe::Subscription;
 use super::view::{MaterializedView, MaterializedViewTable};
 use crate::context::{DEFAULT_CATALOG, table_store};
 use crate::ddl::tables::durable_name;
@@ -162,7 +163,23 @@ pub async fn execute(
             }
             Ok(StreamingOutcome::Done("FLUSH"))
         }
+        // Cursors belong to a session: `SluiceSession` runs these itself.
+        StreamingStatement::DeclareSubscribe { .. }
+        | StreamingStatement::Fetch { .. }
+        | StreamingStatement::Close { .. }
+        | StreamingStatement::CopySubscribe { .. } => Err(DataFusionError::Internal(
+            "SUBSCRIBE statements are run by the session".into(),
+        )),
     }
+}
+
+/// A subscription to the materialized view `name`.
+pub fn subscribe(ctx: &SessionContext, name: &ObjectName, snapshot: bool) -> Result<Subscription> {
+    let (_, key) = view_name(ctx, name)?;
+    let query = continuous_queries(ctx)
+        .get(&key)
+        .ok_or_else(|| no_such_view(name))?;
+    Subscription::new(&key, &query.view, snapshot)
 }
 
 fn no_such_view(name: &ObjectName) -> datafusion::error::DataFusionError {

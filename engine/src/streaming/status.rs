@@ -49,6 +49,7 @@ impl ContinuousQueriesTable {
             Field::new("late_rows_dropped", DataType::UInt64, false),
             Field::new("state_entries", DataType::UInt64, false),
             Field::new("view_rows", DataType::UInt64, false),
+            Field::new("subscribers", DataType::UInt64, false),
             Field::new("last_error", DataType::Utf8, true),
             Field::new("definition", DataType::Utf8, false),
         ]));
@@ -99,6 +100,7 @@ impl ContinuousQueriesTable {
             count(&|i| metrics[i].late_rows),
             count(&|i| metrics[i].state_entries),
             count(&|i| queries[i].view.row_count()),
+            count(&|i| queries[i].view.subscriber_count() as u64),
             text(&|i| metrics[i].last_error.clone()),
             text(&|i| Some(queries[i].definition.clone())),
         ];

@@ -21,6 +21,7 @@ use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::logical_expr::{Expr, TableType};
 use datafusion::physical_plan::ExecutionPlan;
+use tokio::sync::broadcast;
 
 use super::signal::{Change, ChangeOp, Epoch};
 
@@ -36,10 +37,25 @@ struct ViewContent {
     epoch: Option<Epoch>,
 }
 
+/// Epochs a subscriber may fall behind before its subscription fails
+/// (rather than silently missing changes).
+const SUBSCRIBER_EPOCHS: usize = 1024;
+
+/// One applied epoch's changes, as subscribers receive them.
+#[derive(Debug)]
+pub struct EpochChanges {
+    /// The epoch.
+    pub epoch: Epoch,
+    /// Its changes, in the view's schema.
+    pub changes: Vec<Change>,
+}
+
 /// A materialized view's content; see the module docs.
 pub struct MaterializedView {
     schema: SchemaRef,
     content: Mutex<ViewContent>,
+    /// Every applied epoch with changes, for SUBSCRIBE.
+    subscribers: broadcast::Sender<Arc<EpochChanges>>,
 }
 
 impl fmt::Debug for MaterializedView {
@@ -60,6 +76,7 @@ impl MaterializedView {
                 .map(|f| SortField::new(f.data_type().clone()))
                 .collect(),
         )?;
+        let (subscribers, _) = broadcast::channel(SUBSCRIBER_EPOCHS);
         Ok(Self {
             schema,
             content: Mutex::new(ViewContent {
@@ -68,6 +85,7 @@ impl MaterializedView {
                 cached: None,
                 epoch: None,
             }),
+            subscribers,
         })
     }
 
@@ -117,9 +135,54 @@ impl MaterializedView {
         }
         if changed > 0 {
             content.cached = None;
+            // Sent under the content's lock, so a subscriber that took the
+            // content as of an epoch receives exactly the epochs after it.
+            // An error only means no one subscribes.
+            let _ = self.subscribers.send(Arc::new(EpochChanges {
+                epoch,
+                changes: changes
+                    .iter()
+                    .filter(|c| c.batch.num_rows() > 0)
+                    .map(|c| Change {
+                        op: c.op,
+                        batch: RecordBatch::try_new(
+                            Arc::clone(&self.schema),
+                            c.batch.columns().to_vec(),
+                        )
+                        .unwrap_or_else(|_| c.batch.clone()),
+                    })
+                    .collect(),
+            }));
         }
         content.epoch = Some(epoch);
         Ok(changed)
+    }
+
+    /// Starts following the view: its content as of the last applied epoch
+    /// (when `snapshot`), and a receiver of every epoch applied after it.
+    pub fn subscribe(
+        &self,
+        snapshot: bool,
+    ) -> Result<(
+        Option<(Epoch, Vec<RecordBatch>)>,
+        broadcast::Receiver<Arc<EpochChanges>>,
+    )> {
+        // Under the content's lock, which `apply_epoch` holds while it
+        // sends: no epoch falls between the snapshot and the receiver.
+        let mut content = self.content();
+        let epoch = content.epoch.unwrap_or(Epoch(0));
+        let receiver = self.subscribers.subscribe();
+        let rows = if snapshot {
+            Some((epoch, Self::content_batches(&self.schema, &mut content)?))
+        } else {
+            None
+        };
+        Ok((rows, receiver))
+    }
+
+    /// Open subscriptions (cursors, COPY streams) following the view.
+    pub fn subscriber_count(&self) -> usize {
+        self.subscribers.receiver_count()
     }
 
     /// The last epoch applied.
@@ -140,6 +203,10 @@ impl MaterializedView {
     /// The content as batches.
     pub fn batches(&self) -> Result<Vec<RecordBatch>> {
         let mut content = self.content();
+        Self::content_batches(&self.schema, &mut content)
+    }
+
+    fn content_batches(schema: &SchemaRef, content: &mut ViewContent) -> Result<Vec<RecordBatch>> {
         if let Some(cached) = &content.cached {
             return Ok(cached.clone());
         }
@@ -152,7 +219,7 @@ impl MaterializedView {
         let mut batches = Vec::new();
         for chunk in rows.chunks(READ_BATCH_ROWS) {
             let columns = content.converter.convert_rows(chunk.iter().copied())?;
-            batches.push(RecordBatch::try_new(Arc::clone(&self.schema), columns)?);
+            batches.push(RecordBatch::try_new(Arc::clone(schema), columns)?);
         }
         drop(rows);
         content.cached = Some(batches.clone());
