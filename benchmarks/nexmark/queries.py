@@ -90,12 +90,15 @@ QUERIES = [
         flink="""
 SELECT P.name, P.city, P.state, A.id
 FROM auction AS A INNER JOIN person AS P ON A.seller = P.id
-WHERE A.category = 10 AND (P.state = 'OR' OR P.state = 'ID' OR P.state = 'CA')""",
+WHERE A.category = 10 AND (P.state = 'or' OR P.state = 'id' OR P.state = 'ca')""",
         sluice="""
 SELECT P.name, P.city, P.state, A.id
 FROM auction AS A INNER JOIN person AS P ON A.seller = P.id
-WHERE A.category = 10 AND (P.state = 'OR' OR P.state = 'ID' OR P.state = 'CA')""",
-        note="local item suggestion (join)",
+WHERE A.category = 10 AND (P.state = 'or' OR P.state = 'id' OR P.state = 'ca')""",
+        # The `nexmark` crate behind Sluice's generator spells the states in
+        # lower case (the reference generator: 'OR', 'ID', 'CA'), so the
+        # suite's literals would select nothing.
+        note="local item suggestion (join); state literals in lower case, as generated",
         sluice_continuous=False,
     ),
     Query(

@@ -35,6 +35,7 @@
 #                ~/.cache/flink-venv; created, and apache-flink installed from
 #                PyPI, if missing)
 #   FLINK_VERSION  apache-flink version (default 2.3.0)
+#   SLUICE_PORT  port of the throwaway Sluice server (default 5489)
 #
 # Needs: python3 (3.9-3.12, for PyFlink), Java 11+ (17 recommended) on PATH
 # or in JAVA_HOME. Exits non-zero if a result differs or a run fails; a
@@ -57,7 +58,7 @@ OUT_FILE=${OUT_FILE:-/tmp/sluice-nexmark.txt}
 FLINK_VENV=${FLINK_VENV:-$HOME/.cache/flink-venv}
 FLINK_VERSION=${FLINK_VERSION:-2.3.0}
 PARALLELISM=1
-SLUICE_PORT=5489
+SLUICE_PORT=${SLUICE_PORT:-5489}
 
 log() { echo "[nexmark] $*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
@@ -116,6 +117,10 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 mkdir -p "$WORK/data" "$WORK/sluice-data"
 
+# A server already on the port would answer the readiness check below.
+if (exec 3<>"/dev/tcp/127.0.0.1/$SLUICE_PORT") 2>/dev/null; then
+    die "port $SLUICE_PORT is already in use (set SLUICE_PORT)"
+fi
 log "starting $SLUICE_BIN on 127.0.0.1:$SLUICE_PORT"
 "$SLUICE_BIN" serve --listen "127.0.0.1:$SLUICE_PORT" --data-dir "$WORK/sluice-data" \
     >"$WORK/sluice.log" 2>&1 &

@@ -251,7 +251,7 @@ pub async fn create_source(
             &mut options,
         )?),
         "nexmark" => Arc::new(NexmarkGenerator::try_new(
-            &reference.table().to_string(),
+            reference.table(),
             Arc::clone(&schema),
             &mut options,
         )?),

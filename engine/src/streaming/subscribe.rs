@@ -27,7 +27,7 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::time::Instant;
 
 use super::signal::{ChangeOp, Epoch};
-use super::view::{EpochChanges, MaterializedView};
+use super::view::{EpochChanges, MaterializedView, ViewFollower};
 
 /// A subscription to one view's changes.
 pub struct Subscription {
@@ -60,7 +60,10 @@ impl Subscription {
     /// Subscribes to `view` (named `name`), with its content first when
     /// `snapshot`.
     pub fn new(name: &str, view: &MaterializedView, snapshot: bool) -> Result<Self> {
-        let (content, receiver) = view.subscribe(snapshot)?;
+        let ViewFollower {
+            snapshot: content,
+            receiver,
+        } = view.subscribe(snapshot)?;
         let mut subscription = Self {
             view: name.to_owned(),
             schema: subscription_schema(view.schema()),

@@ -50,6 +50,14 @@ pub struct EpochChanges {
     pub changes: Vec<Change>,
 }
 
+/// What [`MaterializedView::subscribe`] hands a subscriber.
+pub struct ViewFollower {
+    /// The content and the epoch it is as of, when asked for.
+    pub snapshot: Option<(Epoch, Vec<RecordBatch>)>,
+    /// Every epoch applied after it.
+    pub receiver: broadcast::Receiver<Arc<EpochChanges>>,
+}
+
 /// A materialized view's content; see the module docs.
 pub struct MaterializedView {
     schema: SchemaRef,
@@ -160,24 +168,18 @@ impl MaterializedView {
 
     /// Starts following the view: its content as of the last applied epoch
     /// (when `snapshot`), and a receiver of every epoch applied after it.
-    pub fn subscribe(
-        &self,
-        snapshot: bool,
-    ) -> Result<(
-        Option<(Epoch, Vec<RecordBatch>)>,
-        broadcast::Receiver<Arc<EpochChanges>>,
-    )> {
+    pub fn subscribe(&self, snapshot: bool) -> Result<ViewFollower> {
         // Under the content's lock, which `apply_epoch` holds while it
         // sends: no epoch falls between the snapshot and the receiver.
         let mut content = self.content();
         let epoch = content.epoch.unwrap_or(Epoch(0));
         let receiver = self.subscribers.subscribe();
-        let rows = if snapshot {
+        let snapshot = if snapshot {
             Some((epoch, Self::content_batches(&self.schema, &mut content)?))
         } else {
             None
         };
-        Ok((rows, receiver))
+        Ok(ViewFollower { snapshot, receiver })
     }
 
     /// Open subscriptions (cursors, COPY streams) following the view.

@@ -41,6 +41,14 @@ pub enum Emission {
     OnWindowClose { window_end: usize },
 }
 
+/// A batch's rows by group.
+struct Partitioned {
+    /// The group-by columns evaluated over the batch.
+    key_columns: Vec<ArrayRef>,
+    /// Each group's key and row indices, in first-seen order.
+    groups: Vec<(OwnedRow, Vec<u32>)>,
+}
+
 /// One group's state.
 struct GroupState {
     aggregates: Vec<AggregateState>,
@@ -135,7 +143,7 @@ impl AggregateOperator {
     }
 
     /// The rows of `batch` for each group, in first-seen order.
-    fn partition(&self, batch: &RecordBatch) -> Result<(Vec<ArrayRef>, Vec<(OwnedRow, Vec<u32>)>)> {
+    fn partition(&self, batch: &RecordBatch) -> Result<Partitioned> {
         let key_columns = self
             .group_exprs
             .iter()
@@ -145,7 +153,10 @@ impl AggregateOperator {
         let mut index: HashMap<OwnedRow, usize> = HashMap::new();
         if let Some(key) = self.global.clone() {
             order.push((key, (0..batch.num_rows() as u32).collect()));
-            return Ok((key_columns, order));
+            return Ok(Partitioned {
+                key_columns,
+                groups: order,
+            });
         }
         let rows = self.keys.convert_columns(&key_columns)?;
         for (i, row) in rows.iter().enumerate() {
@@ -158,7 +169,10 @@ impl AggregateOperator {
                 }
             }
         }
-        Ok((key_columns, order))
+        Ok(Partitioned {
+            key_columns,
+            groups: order,
+        })
     }
 
     /// Each aggregate's argument columns over `batch`.
@@ -279,7 +293,10 @@ impl StreamOperator for AggregateOperator {
             )
             .into());
         }
-        let (key_columns, groups) = self.partition(batch)?;
+        let Partitioned {
+            key_columns,
+            groups,
+        } = self.partition(batch)?;
         let arguments = self.arguments(batch)?;
         for (key, rows) in groups {
             let window_end = self.window_end_nanos(&key_columns, rows[0])?;
