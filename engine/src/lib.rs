@@ -33,25 +33,28 @@
 //!
 //! ```text
 //! sluice/     Sluice, SluiceBuilder: registers everything on DataFusion once
-//!   session/  SluiceSession: prepare/execute for every front end, outputs
+//!   session/  SluiceSession: prepare/execute for every front end, outputs, cursors
 //!     copy_in/   COPY … FROM STDIN running: client data streamed into an INSERT
-//!     ddl/       durable CREATE/DROP TABLE and SCHEMA, ALTER TABLE, the model catalog
-//!       planner  the one planning pipeline: parse → rewrites → DataFusion → bind and fold
-//!         rewrite/ AST and plan rewrites: ML_PREDICT's table form, typed inserts, async calls
-//!           sql/   Sluice's statements over sqlparser (CREATE MODEL, COPY's parse half, SET …)
-//!             pg/  Postgres' face: pg_catalog, settings, column names, `$n` parameters
-//!               context   constants (default catalog/schema) and shared handles
-//!                 storage/  tables as Parquet files + manifests, the commit protocol;
-//!                           imports nothing of the engine
+//!     streaming/ continuous queries: materialized views, sources (tables,
+//!                generators), stages, the runner (barriers, watermarks),
+//!                SUBSCRIBE, the status table
+//!       ddl/       durable CREATE/DROP TABLE and SCHEMA, ALTER TABLE, the model catalog
+//!         planner  the one planning pipeline: parse → rewrites → DataFusion → bind and fold
+//!           rewrite/ AST and plan rewrites: ML_PREDICT's table form, TUMBLE/HOP, typed inserts, async calls
+//!             sql/   Sluice's statements over sqlparser (CREATE MODEL, CREATE MATERIALIZED VIEW,
+//!                    connector tables, WATERMARK, COPY's parse half, SET …)
+//!               pg/  Postgres' face: pg_catalog, settings, column names, `$n` parameters
+//!                 context   constants (default catalog/schema) and shared handles
+//!                   storage/  tables as Parquet files + manifests, the commit protocol,
+//!                             the change feed continuous queries read; imports
+//!                             nothing of the engine
 //! ```
 //!
-//! Streaming (continuous queries) and checkpoints will be two more rooms,
-//! `streaming/` and `checkpoint/`, between `ddl/` and `session/`: a
-//! continuous query is planned by the same pipeline, and its state is
-//! committed with the storage layer's commit protocol. They stay folders of
-//! this crate rather than crates of their own while they share its private
-//! handles; a nested crate pays off once a worker process needs them without
-//! the pgwire-facing parts.
+//! Checkpoints will be one more room, `checkpoint/`, beside `streaming/`: a
+//! continuous query's state is committed with the storage layer's commit
+//! protocol. They stay folders of this crate rather than crates of their
+//! own while they share its private handles; a nested crate pays off once a
+//! worker process needs them without the pgwire-facing parts.
 //!
 //! This crate depends on `sluice-functions` and `sluice-types`, never on the
 //! server.

@@ -13,7 +13,7 @@
 //! projection per window a row falls in (`size / slide` of them, so `size`
 //! must be a multiple of `slide`). A continuous query that groups by
 //! `window_start, window_end` emits each window when the watermark passes
-//! its end ([`crate::streaming::aggregate`]). `SESSION` windows are refused
+//! its end (the streaming aggregate). `SESSION` windows are refused
 //! for now.
 //!
 //! The subquery is built from a constant template whose placeholders
