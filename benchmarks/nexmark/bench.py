@@ -263,8 +263,10 @@ def main():
                 detail.append("sluice: ran a query expected to be refused")
         except Refused as refusal:
             message = str(refusal)
-            status = f"refused: {message}"
-            detail.append(f"sluice: refused: {message}")
+            # A query Sluice ran before and now refuses is a regression.
+            verdict = "refused" if not query.sluice_continuous else "sluice failed"
+            status = f"{verdict}: {message}"
+            detail.append(f"sluice: {status}")
             try:
                 seconds, sluice_result = sluice.one_off(query.sluice)
                 detail.append(f"sluice one-off (batch) query instead: {seconds:.2f} s, "
@@ -307,15 +309,17 @@ def main():
             against = "sluice view" if sluice_rate is not None else "sluice one-off"
             detail.append(f"flink vs {against}: {text}")
             if not equal:
-                status = status or "MISMATCH"
                 if status.startswith("refused"):
-                    detail.append("  (the one-off cross-check differs from Flink)")
+                    status += " [MISMATCH: Sluice's one-off result differs from Flink's]"
+                    failed = True
+                else:
+                    status = status or "MISMATCH"
         elif sluice_rate is not None and not status:
             status = "unchecked"
         if not status:
             status = "ok"
-        if query.name == "q5a":
-            status += " (variant: single-table q5)"
+        if query.variant:
+            status += f" (variant: {query.variant})"
         failed |= status.startswith(("MISMATCH", "flink failed", "sluice failed", "sluice read"))
 
         ratio = sluice_rate / flink_rate if sluice_rate and flink_rate else None

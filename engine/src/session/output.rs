@@ -64,13 +64,13 @@ impl PreparedStatement {
             PreparedKind::Session(SessionCommand::ShowAll) => show_all_schema(),
             PreparedKind::Model(statement) => crate::ddl::models::result_schema(statement),
             PreparedKind::Fetch(_, schema) => Arc::clone(schema),
-            PreparedKind::Streaming(StreamingStatement::ShowMaterializedViews) => {
-                Arc::new(Schema::new(vec![
-                    Field::new("name", DataType::Utf8, false),
-                    Field::new("status", DataType::Utf8, false),
-                    Field::new("definition", DataType::Utf8, false),
-                ]))
-            }
+            PreparedKind::Streaming(
+                StreamingStatement::ShowMaterializedViews | StreamingStatement::ShowSinks,
+            ) => Arc::new(Schema::new(vec![
+                Field::new("name", DataType::Utf8, false),
+                Field::new("status", DataType::Utf8, false),
+                Field::new("definition", DataType::Utf8, false),
+            ])),
             _ => Arc::new(Schema::empty()),
         }
     }
@@ -119,9 +119,10 @@ impl PreparedStatement {
                 statement,
                 ModelStatement::Show | ModelStatement::Describe { .. }
             ),
-            PreparedKind::Streaming(statement) => {
-                matches!(statement, StreamingStatement::ShowMaterializedViews)
-            }
+            PreparedKind::Streaming(statement) => matches!(
+                statement,
+                StreamingStatement::ShowMaterializedViews | StreamingStatement::ShowSinks
+            ),
             PreparedKind::Fetch(..) => true,
             PreparedKind::CopyFrom(_)
             | PreparedKind::AlterTable(_)

@@ -26,6 +26,7 @@ use datafusion::sql::sqlparser::parser::{Parser, ParserError};
 use sluice_types::error::{SluiceError, SqlState};
 
 use crate::sql::options::with_options;
+use crate::sql::sink_statement::{CreateSink, parse_create_sink};
 use datafusion::sql::sqlparser::tokenizer::Token;
 
 /// A continuous-query statement.
@@ -80,6 +81,24 @@ pub enum StreamingStatement {
     Close {
         /// The cursor's name.
         cursor: Option<String>,
+    },
+    /// `CREATE SINK`.
+    CreateSink(Box<CreateSink>),
+    /// `DROP SINK [IF EXISTS] s`.
+    DropSink {
+        /// The sink's name.
+        name: ObjectName,
+        /// `IF EXISTS`.
+        if_exists: bool,
+    },
+    /// `SHOW SINKS`.
+    ShowSinks,
+    /// `ALTER SINK s PAUSE | RESUME`.
+    AlterSink {
+        /// The sink's name.
+        name: ObjectName,
+        /// `true` to pause, `false` to resume.
+        pause: bool,
     },
     /// `COPY (SUBSCRIBE v) TO STDOUT`.
     CopySubscribe {
@@ -139,6 +158,16 @@ impl StreamingStatement {
             StreamingStatement::CopySubscribe { view, snapshot } => {
                 format!("COPY (SUBSCRIBE {view} WITH (snapshot = {snapshot})) TO STDOUT")
             }
+            StreamingStatement::CreateSink(sink) => sink.to_sql(),
+            StreamingStatement::DropSink { name, if_exists } => {
+                let if_exists = if *if_exists { "IF EXISTS " } else { "" };
+                format!("DROP SINK {if_exists}{name}")
+            }
+            StreamingStatement::ShowSinks => "SHOW SINKS".into(),
+            StreamingStatement::AlterSink { name, pause } => {
+                let action = if *pause { "PAUSE" } else { "RESUME" };
+                format!("ALTER SINK {name} {action}")
+            }
         }
     }
 }
@@ -163,6 +192,12 @@ pub fn at_streaming_statement(parser: &DFParser<'_>) -> bool {
     }
     if is_word(&first, "copy") {
         return t(1) == Token::LParen && is_word(&t(2), "subscribe");
+    }
+    if (is_word(&first, "create") || is_word(&first, "drop") || is_word(&first, "alter"))
+        && is_word(&t(1), "sink")
+        || is_word(&first, "show") && is_word(&t(1), "sinks")
+    {
+        return true;
     }
     let materialized = is_word(&t(1), "materialized");
     (is_word(&first, "create") || is_word(&first, "drop") || is_word(&first, "alter"))
@@ -220,6 +255,10 @@ pub fn parse_streaming_statement(parser: &mut DFParser<'_>) -> Result<StreamingS
         }
         return Ok(StreamingStatement::CopySubscribe { view, snapshot });
     }
+    if is_word(&p.peek_token().token, "sink") || is_word(&p.peek_token().token, "sinks") {
+        p.next_token();
+        return parse_sink_statement(p, &first);
+    }
     // MATERIALIZED VIEW(S)
     p.next_token();
     p.next_token();
@@ -254,6 +293,35 @@ pub fn parse_streaming_statement(parser: &mut DFParser<'_>) -> Result<StreamingS
         if_not_exists,
         query,
     })
+}
+
+/// The statement after `CREATE|DROP|ALTER SINK` or `SHOW SINKS`.
+fn parse_sink_statement(p: &mut Parser<'_>, first: &Token) -> Result<StreamingStatement> {
+    if is_word(first, "show") {
+        return Ok(StreamingStatement::ShowSinks);
+    }
+    if is_word(first, "create") {
+        return Ok(StreamingStatement::CreateSink(Box::new(parse_create_sink(
+            p,
+        )?)));
+    }
+    if is_word(first, "drop") {
+        let if_exists = p.parse_keywords(&[Keyword::IF, Keyword::EXISTS]);
+        let name = p.parse_object_name(false).map_err(sql_error)?;
+        return Ok(StreamingStatement::DropSink { name, if_exists });
+    }
+    let name = p.parse_object_name(false).map_err(sql_error)?;
+    let action = p.next_token().token;
+    let pause = if is_word(&action, "pause") {
+        true
+    } else if is_word(&action, "resume") {
+        false
+    } else {
+        return Err(sql_error(ParserError::ParserError(format!(
+            "expected PAUSE or RESUME after ALTER SINK {name}, found {action}"
+        ))));
+    };
+    Ok(StreamingStatement::AlterSink { name, pause })
 }
 
 /// A cursor name: folded to lower case unless quoted, as Postgres does.
@@ -391,6 +459,11 @@ mod tests {
             "CLOSE c",
             "CLOSE ALL",
             "COPY (SUBSCRIBE s.v WITH (snapshot = true)) TO STDOUT",
+            "CREATE SINK s FROM v WITH ('connector' = 'filesystem', 'format' = 'json', 'path' = 'file:///tmp/x/')",
+            "CREATE SINK IF NOT EXISTS s AS SELECT a FROM t WHERE a > 1 WITH ('connector' = 'table', 'table' = 'u')",
+            "DROP SINK IF EXISTS s",
+            "SHOW SINKS",
+            "ALTER SINK s PAUSE",
         ] {
             assert_eq!(parse(sql).to_sql(), sql);
         }

@@ -15,12 +15,14 @@
 //! barriers.
 
 pub mod aggregate;
+pub mod create_sink;
 pub mod feed;
 pub mod operator;
 pub mod plan;
 pub mod registry;
 pub mod runner;
 pub mod signal;
+pub mod sink;
 pub mod source;
 pub mod stateless;
 pub mod statements;

@@ -33,8 +33,11 @@ use sluice_types::error::{SluiceError, SqlState};
 use super::aggregate::{AggregateOperator, AggregateStrategy, Emission};
 use super::feed::{FeedNode, FeedPlanner, FeedSlot};
 use super::operator::StreamOperator;
-use super::source::{GeneratorSource, GeneratorTable, StreamSource, TableSource, WatermarkTracker};
+use super::source::{
+    GeneratorSource, GeneratorTable, StreamSource, TableSource, ViewSource, WatermarkTracker,
+};
 use super::stateless::StatelessOperator;
+use super::view::MaterializedViewTable;
 use crate::planner;
 use crate::sql::watermark::WatermarkSpec;
 use crate::storage::DurableTable;
@@ -51,6 +54,8 @@ pub struct PlannedQuery {
     pub output_schema: SchemaRef,
     /// Whether it takes only inserts from its source (a windowed stage).
     pub append_only: bool,
+    /// Whether its output retracts rows (deletes as well as inserts).
+    pub updating: bool,
 }
 
 /// Plans `query` as a continuous query.
@@ -82,7 +87,11 @@ pub async fn plan_continuous_query(
     };
 
     let provider = source_as_provider(&scan.source)?;
-    let (source, watermark) = table_source(&scan.table_name, provider).await?;
+    let BoundSource {
+        source,
+        watermark,
+        retracts,
+    } = table_source(&scan.table_name, provider).await?;
 
     // Stages run one batch at a time: one partition, no exchanges.
     let state = SessionStateBuilder::new_from_existing(ctx.state())
@@ -91,6 +100,7 @@ pub async fn plan_continuous_query(
     let task = Arc::new(TaskContext::from(&state));
     let mut operators: Vec<Box<dyn StreamOperator>> = Vec::new();
     let mut append_only = false;
+    let mut updating = retracts;
     for stage in splitter.stages {
         operators.push(match stage {
             Stage::Stateless(fragment) => {
@@ -98,6 +108,8 @@ pub async fn plan_continuous_query(
             }
             Stage::Aggregate(aggregate) => {
                 let operator = aggregate_operator(&state, &aggregate, watermark.is_some(), &scan)?;
+                // A window's rows are final; a group's are replaced.
+                updating = !operator.is_append_only();
                 append_only |= operator.is_append_only();
                 Box::new(operator)
             }
@@ -109,6 +121,7 @@ pub async fn plan_continuous_query(
         operators,
         output_schema,
         append_only,
+        updating,
     })
 }
 
@@ -211,20 +224,40 @@ fn not_incremental(plan: &LogicalPlan) -> DataFusionError {
     unsupported(format!("cannot run incrementally: {why}"))
 }
 
-/// Opens the source for `table`, with its watermark if it declares one.
+/// A query's source, opened.
+struct BoundSource {
+    source: Box<dyn StreamSource>,
+    /// The watermark the table declares.
+    watermark: Option<WatermarkSpec>,
+    /// Whether the source can delete rows it produced.
+    retracts: bool,
+}
+
+/// Opens the source for `table`: a Sluice table, a generator or a
+/// materialized view.
 async fn table_source(
     table: &TableReference,
     provider: Arc<dyn TableProvider>,
-) -> Result<(Box<dyn StreamSource>, Option<WatermarkSpec>)> {
+) -> Result<BoundSource> {
     let any: &dyn std::any::Any = provider.as_ref();
     if let Some(generator) = any.downcast_ref::<GeneratorTable>() {
-        let spec = WatermarkSpec::from_schema(&generator.schema());
-        return Ok((Box::new(GeneratorSource::new(generator)?), spec));
+        return Ok(BoundSource {
+            source: Box::new(GeneratorSource::new(generator)?),
+            watermark: WatermarkSpec::from_schema(&generator.schema()),
+            retracts: false,
+        });
+    }
+    if let Some(view) = any.downcast_ref::<MaterializedViewTable>() {
+        return Ok(BoundSource {
+            source: Box::new(ViewSource::new(&table.to_string(), view.view())?),
+            watermark: None,
+            retracts: view.view().is_updating(),
+        });
     }
     let Some(durable) = any.downcast_ref::<DurableTable>() else {
         return Err(unsupported(format!(
-            "{table} cannot be read by a continuous query: Sluice tables and connector tables \
-             are sources"
+            "{table} cannot be read by a continuous query: Sluice tables, connector tables and \
+             materialized views are sources"
         )));
     };
     let schema = durable.schema();
@@ -237,7 +270,11 @@ async fn table_source(
         None => None,
     };
     let subscription = durable.subscribe().await;
-    Ok((Box::new(TableSource::new(subscription, tracker)), spec))
+    Ok(BoundSource {
+        source: Box::new(TableSource::new(subscription, tracker)),
+        watermark: spec,
+        retracts: true,
+    })
 }
 
 async fn stateless_operator(

@@ -11,10 +11,35 @@ use datafusion::prelude::SessionContext;
 use super::runner::RunningQuery;
 use super::view::MaterializedView;
 
-/// One continuous query: a materialized view and the query keeping it.
+/// What a continuous query feeds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueryKind {
+    /// A materialized view.
+    View,
+    /// A sink (`CREATE SINK`).
+    Sink,
+}
+
+impl QueryKind {
+    /// The kind's name in the status table.
+    pub fn name(self) -> &'static str {
+        match self {
+            QueryKind::View => "materialized view",
+            QueryKind::Sink => "sink",
+        }
+    }
+}
+
+/// One continuous query: a materialized view or a sink, and the query
+/// feeding it.
 pub struct ContinuousQuery {
     /// `schema.name`.
     pub name: String,
+    /// View or sink.
+    pub kind: QueryKind,
+    /// Creation order: `FLUSH` goes through queries in it, so a query
+    /// reading a view is flushed after that view.
+    pub sequence: u64,
     /// The statement that created it.
     pub definition: String,
     /// The table it reads, resolved to `catalog.schema.table`.
@@ -22,8 +47,8 @@ pub struct ContinuousQuery {
     /// Whether it can only take inserts from its source (windowed
     /// aggregates): rows of the source may then not be deleted or updated.
     pub append_only: bool,
-    /// Its current content.
-    pub view: Arc<MaterializedView>,
+    /// A view's current content (`None` for a sink).
+    pub view: Option<Arc<MaterializedView>>,
     /// The running query.
     pub running: RunningQuery,
 }
@@ -32,6 +57,7 @@ pub struct ContinuousQuery {
 #[derive(Default)]
 pub struct ContinuousQueries {
     queries: Mutex<BTreeMap<String, Arc<ContinuousQuery>>>,
+    next_sequence: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for ContinuousQueries {
@@ -45,6 +71,12 @@ impl std::fmt::Debug for ContinuousQueries {
 impl ContinuousQueries {
     fn lock(&self) -> MutexGuard<'_, BTreeMap<String, Arc<ContinuousQuery>>> {
         self.queries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A number for the next query created (see [`ContinuousQuery::sequence`]).
+    pub fn next_sequence(&self) -> u64 {
+        self.next_sequence
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Adds a query.
@@ -65,6 +97,13 @@ impl ContinuousQueries {
     /// Every query, by name.
     pub fn all(&self) -> Vec<Arc<ContinuousQuery>> {
         self.lock().values().cloned().collect()
+    }
+
+    /// Every query, in creation order.
+    pub fn in_creation_order(&self) -> Vec<Arc<ContinuousQuery>> {
+        let mut all = self.all();
+        all.sort_by_key(|q| q.sequence);
+        all
     }
 
     /// The queries reading `table` (resolved).

@@ -23,8 +23,8 @@ use tokio::task::JoinHandle;
 
 use super::operator::StreamOperator;
 use super::signal::{Change, CheckpointBarrier, Epoch, Message, Signal, Watermark};
+use super::sink::EpochSink;
 use super::source::StreamSource;
-use super::view::MaterializedView;
 
 /// The source task's error when the operator task is gone (not a cause).
 const OPERATORS_STOPPED: &str = "the query's operators stopped";
@@ -106,11 +106,12 @@ impl Drop for RunningQuery {
 }
 
 impl RunningQuery {
-    /// Starts `operators` over `source`, applying epochs to `view`.
+    /// Starts `operators` over `source`, handing each finished epoch to
+    /// `sink` (a materialized view, a file or table sink).
     pub fn start(
         source: Box<dyn StreamSource>,
         operators: Vec<Box<dyn StreamOperator>>,
-        view: Arc<MaterializedView>,
+        sink: Arc<dyn EpochSink>,
         barrier_interval: Duration,
     ) -> Self {
         let metrics = Arc::new(Mutex::new(QueryMetrics {
@@ -142,7 +143,7 @@ impl RunningQuery {
         };
         let operator_task = OperatorTask {
             operators,
-            view,
+            sink,
             receiver,
             waiters: Arc::clone(&waiters),
             metrics: Arc::clone(&metrics),
@@ -366,11 +367,11 @@ impl SourceTask {
 
 struct OperatorTask {
     operators: Vec<Box<dyn StreamOperator>>,
-    view: Arc<MaterializedView>,
+    sink: Arc<dyn EpochSink>,
     receiver: mpsc::Receiver<Message>,
     waiters: Waiters,
     metrics: Arc<Mutex<QueryMetrics>>,
-    /// The current epoch's output, applied to the view at its barrier.
+    /// The current epoch's output, handed to the sink at its barrier.
     pending: Vec<Change>,
 }
 
@@ -427,7 +428,7 @@ impl OperatorTask {
             self.pending.extend(out);
         }
         let changes = std::mem::take(&mut self.pending);
-        let applied = self.view.apply_epoch(barrier.epoch, &changes)?;
+        let applied = self.sink.apply_epoch(barrier.epoch, &changes).await?;
         {
             let mut metrics = lock(&self.metrics);
             metrics.rows_out += applied;

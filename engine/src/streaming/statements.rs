@@ -17,9 +17,12 @@ use datafusion::sql::sqlparser::ast;
 use datafusion::sql::sqlparser::ast::ObjectName;
 use sluice_types::error::{SluiceError, SqlState};
 
+use super::create_sink::plan_sink;
+use super::plan::PlannedQuery;
 use super::plan::plan_continuous_query;
-use super::registry::{ContinuousQuery, continuous_queries};
+use super::registry::{ContinuousQuery, QueryKind, continuous_queries};
 use super::runner::RunningQuery;
+use super::sink::EpochSink;
 use super::source::datagen::DatagenGenerator;
 use super::source::generator::{
     GeneratorOptions, GeneratorTable, OptionBag, RowGenerator, invalid_option,
@@ -53,7 +56,7 @@ pub enum Origin {
 }
 
 /// Runs `statement`; `barrier_interval` is the session's
-/// `barrier_interval_ms` (used by views created now).
+/// `barrier_interval_ms` (used by views and sinks created now).
 pub async fn execute(
     ctx: &SessionContext,
     statement: &StreamingStatement,
@@ -72,93 +75,64 @@ pub async fn execute(
                 if *if_not_exists {
                     return Ok(StreamingOutcome::Done("CREATE MATERIALIZED VIEW"));
                 }
-                return Err(SluiceError::new(
-                    SqlState::DUPLICATE_TABLE,
-                    format!("relation \"{name}\" already exists"),
-                )
-                .into());
+                return Err(already_exists(name));
             }
             let planned = plan_continuous_query(ctx, query).await?;
-            let view = Arc::new(MaterializedView::try_new(planned.output_schema)?);
-            let running = RunningQuery::start(
-                planned.source,
-                planned.operators,
-                Arc::clone(&view),
-                barrier_interval,
-            );
-            // Like RisingWave's backfill: the statement returns once the
-            // view holds the rows its table held.
-            running.flush().await;
-            if let Some(error) = running.metrics().last_error {
-                return Err(SluiceError::new(
-                    SqlState::EXTERNAL_ROUTINE_EXCEPTION,
-                    format!("materialized view \"{name}\" failed while reading its table: {error}"),
-                )
-                .into());
-            }
-            let definition = statement.to_sql();
-            if origin == Origin::Client
-                && let Some(store) = table_store(ctx)
-            {
-                store.save_definition(&key, &definition).await?;
-            }
-            ctx.register_table(
-                reference,
-                Arc::new(MaterializedViewTable::new(Arc::clone(&view))),
-            )?;
-            queries.insert(ContinuousQuery {
-                name: key,
-                definition,
-                source: resolve(ctx, &planned.source_table),
-                append_only: planned.append_only,
-                view,
-                running,
-            });
+            let view = Arc::new(MaterializedView::try_new(
+                Arc::clone(&planned.output_schema),
+                planned.updating,
+            )?);
+            let registered = Arc::new(MaterializedViewTable::new(Arc::clone(&view)));
+            let started = Started {
+                key,
+                kind: QueryKind::View,
+                definition: statement.to_sql(),
+                view: Some(view),
+            };
+            let sink: Arc<dyn EpochSink> = Arc::<MaterializedView>::clone(registered.view());
+            start(ctx, planned, sink, started, barrier_interval, origin).await?;
+            ctx.register_table(reference, registered)?;
             Ok(StreamingOutcome::Done("CREATE MATERIALIZED VIEW"))
         }
-        StreamingStatement::DropMaterializedView { name, if_exists } => {
-            let (reference, key) = view_name(ctx, name)?;
-            if queries.remove(&key).is_none() {
-                if *if_exists {
-                    return Ok(StreamingOutcome::Done("DROP MATERIALIZED VIEW"));
+        StreamingStatement::CreateSink(create) => {
+            let (_, key) = view_name(ctx, &create.name)?;
+            if queries.get(&key).is_some() {
+                if create.if_not_exists {
+                    return Ok(StreamingOutcome::Done("CREATE SINK"));
                 }
-                return Err(no_such_view(name));
+                return Err(already_exists(&create.name));
             }
-            ctx.deregister_table(reference)?;
-            if let Some(store) = table_store(ctx) {
-                store.remove_definition(&key).await?;
-            }
+            let (planned, sink) = plan_sink(ctx, create, &key).await?;
+            let started = Started {
+                key,
+                kind: QueryKind::Sink,
+                definition: statement.to_sql(),
+                view: None,
+            };
+            start(ctx, planned, sink, started, barrier_interval, origin).await?;
+            Ok(StreamingOutcome::Done("CREATE SINK"))
+        }
+        StreamingStatement::DropMaterializedView { name, if_exists } => {
+            drop_query(ctx, name, QueryKind::View, *if_exists).await?;
             Ok(StreamingOutcome::Done("DROP MATERIALIZED VIEW"))
         }
-        StreamingStatement::ShowMaterializedViews => {
-            let all = queries.all();
-            let schema = Arc::new(Schema::new(vec![
-                Field::new("name", DataType::Utf8, false),
-                Field::new("status", DataType::Utf8, false),
-                Field::new("definition", DataType::Utf8, false),
-            ]));
-            let batch = RecordBatch::try_new(
-                schema,
-                vec![
-                    Arc::new(StringArray::from_iter_values(all.iter().map(|q| &q.name))),
-                    Arc::new(StringArray::from_iter_values(
-                        all.iter().map(|q| q.running.metrics().state.name()),
-                    )),
-                    Arc::new(StringArray::from_iter_values(
-                        all.iter().map(|q| &q.definition),
-                    )),
-                ],
-            )?;
-            Ok(StreamingOutcome::Rows(batch))
+        StreamingStatement::DropSink { name, if_exists } => {
+            drop_query(ctx, name, QueryKind::Sink, *if_exists).await?;
+            Ok(StreamingOutcome::Done("DROP SINK"))
         }
+        StreamingStatement::ShowMaterializedViews => show(ctx, QueryKind::View),
+        StreamingStatement::ShowSinks => show(ctx, QueryKind::Sink),
         StreamingStatement::AlterMaterializedView { name, pause } => {
-            let (_, key) = view_name(ctx, name)?;
-            let query = queries.get(&key).ok_or_else(|| no_such_view(name))?;
-            query.running.set_paused(*pause);
+            find(ctx, name, QueryKind::View)?.running.set_paused(*pause);
             Ok(StreamingOutcome::Done("ALTER MATERIALIZED VIEW"))
         }
+        StreamingStatement::AlterSink { name, pause } => {
+            find(ctx, name, QueryKind::Sink)?.running.set_paused(*pause);
+            Ok(StreamingOutcome::Done("ALTER SINK"))
+        }
         StreamingStatement::Flush => {
-            for query in queries.all() {
+            // In creation order: a query reading a view comes after it.
+            for query in queries.in_creation_order() {
                 query.running.flush().await;
             }
             Ok(StreamingOutcome::Done("FLUSH"))
@@ -173,19 +147,156 @@ pub async fn execute(
     }
 }
 
-/// A subscription to the materialized view `name`.
-pub fn subscribe(ctx: &SessionContext, name: &ObjectName, snapshot: bool) -> Result<Subscription> {
-    let (_, key) = view_name(ctx, name)?;
-    let query = continuous_queries(ctx)
-        .get(&key)
-        .ok_or_else(|| no_such_view(name))?;
-    Subscription::new(&key, &query.view, snapshot)
+/// What a new continuous query is, besides its plan.
+struct Started {
+    key: String,
+    kind: QueryKind,
+    definition: String,
+    view: Option<Arc<MaterializedView>>,
 }
 
-fn no_such_view(name: &ObjectName) -> datafusion::error::DataFusionError {
+/// Starts a planned query feeding `sink`, waits for its first epoch (the
+/// rows its source held), records it and (for a client) stores it.
+async fn start(
+    ctx: &SessionContext,
+    planned: PlannedQuery,
+    sink: Arc<dyn EpochSink>,
+    started: Started,
+    barrier_interval: Duration,
+    origin: Origin,
+) -> Result<()> {
+    let queries = continuous_queries(ctx);
+    let running = RunningQuery::start(planned.source, planned.operators, sink, barrier_interval);
+    // Like RisingWave's backfill: the statement returns once the view (or
+    // sink) has taken the rows its source held.
+    running.flush().await;
+    if let Some(error) = running.metrics().last_error {
+        return Err(SluiceError::new(
+            SqlState::EXTERNAL_ROUTINE_EXCEPTION,
+            format!(
+                "{} \"{}\" failed while reading its source: {error}",
+                started.kind.name(),
+                started.key
+            ),
+        )
+        .into());
+    }
+    if origin == Origin::Client
+        && let Some(store) = table_store(ctx)
+    {
+        store
+            .save_definition(&started.key, &started.definition)
+            .await?;
+    }
+    queries.insert(ContinuousQuery {
+        name: started.key,
+        kind: started.kind,
+        sequence: queries.next_sequence(),
+        definition: started.definition,
+        source: resolve(ctx, &planned.source_table),
+        append_only: planned.append_only,
+        view: started.view,
+        running,
+    });
+    Ok(())
+}
+
+fn already_exists(name: &ObjectName) -> DataFusionError {
+    SluiceError::new(
+        SqlState::DUPLICATE_TABLE,
+        format!("relation \"{name}\" already exists"),
+    )
+    .into()
+}
+
+/// The query `name` of `kind`.
+fn find(ctx: &SessionContext, name: &ObjectName, kind: QueryKind) -> Result<Arc<ContinuousQuery>> {
+    let (_, key) = view_name(ctx, name)?;
+    continuous_queries(ctx)
+        .get(&key)
+        .filter(|q| q.kind == kind)
+        .ok_or_else(|| no_such(name, kind))
+}
+
+async fn drop_query(
+    ctx: &SessionContext,
+    name: &ObjectName,
+    kind: QueryKind,
+    if_exists: bool,
+) -> Result<()> {
+    let queries = continuous_queries(ctx);
+    let (reference, key) = view_name(ctx, name)?;
+    if queries.get(&key).is_none_or(|q| q.kind != kind) {
+        if if_exists {
+            return Ok(());
+        }
+        return Err(no_such(name, kind));
+    }
+    let readers: Vec<String> = queries
+        .readers_of(&resolve(ctx, &reference))
+        .into_iter()
+        .map(|q| q.name.clone())
+        .collect();
+    if !readers.is_empty() {
+        return Err(SluiceError::new(
+            SqlState::DEPENDENT_OBJECTS_STILL_EXIST,
+            format!(
+                "cannot drop materialized view {name} because {} depends on it (drop it first)",
+                readers.join(", ")
+            ),
+        )
+        .into());
+    }
+    queries.remove(&key);
+    if kind == QueryKind::View {
+        ctx.deregister_table(reference)?;
+    }
+    if let Some(store) = table_store(ctx) {
+        store.remove_definition(&key).await?;
+    }
+    Ok(())
+}
+
+fn show(ctx: &SessionContext, kind: QueryKind) -> Result<StreamingOutcome> {
+    let all: Vec<_> = continuous_queries(ctx)
+        .all()
+        .into_iter()
+        .filter(|q| q.kind == kind)
+        .collect();
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("name", DataType::Utf8, false),
+        Field::new("status", DataType::Utf8, false),
+        Field::new("definition", DataType::Utf8, false),
+    ]));
+    let batch = RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(StringArray::from_iter_values(all.iter().map(|q| &q.name))),
+            Arc::new(StringArray::from_iter_values(
+                all.iter().map(|q| q.running.metrics().state.name()),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                all.iter().map(|q| &q.definition),
+            )),
+        ],
+    )?;
+    Ok(StreamingOutcome::Rows(batch))
+}
+
+/// A subscription to the materialized view `name`.
+pub fn subscribe(ctx: &SessionContext, name: &ObjectName, snapshot: bool) -> Result<Subscription> {
+    let query = find(ctx, name, QueryKind::View)?;
+    let view = query
+        .view
+        .as_ref()
+        .ok_or_else(|| no_such(name, QueryKind::View))?;
+    Subscription::new(&query.name, view, snapshot)
+}
+
+fn no_such(name: &ObjectName, kind: QueryKind) -> DataFusionError {
     SluiceError::new(
         SqlState::UNDEFINED_TABLE,
-        format!("materialized view \"{name}\" does not exist"),
+        format!("{} \"{name}\" does not exist", kind.name()),
     )
     .into()
 }

@@ -71,7 +71,7 @@ impl ContinuousQueriesTable {
         };
         let columns: Vec<ArrayRef> = vec![
             text(&|i| Some(queries[i].name.clone())),
-            text(&|_| Some("materialized view".into())),
+            text(&|i| Some(queries[i].kind.name().into())),
             text(&|i| Some(metrics[i].state.name().into())),
             text(&|i| Some(queries[i].source.to_string())),
             count(&|i| metrics[i].rows_in),
@@ -99,8 +99,13 @@ impl ContinuousQueriesTable {
             )),
             count(&|i| metrics[i].late_rows),
             count(&|i| metrics[i].state_entries),
-            count(&|i| queries[i].view.row_count()),
-            count(&|i| queries[i].view.subscriber_count() as u64),
+            count(&|i| queries[i].view.as_ref().map_or(0, |v| v.row_count())),
+            count(&|i| {
+                queries[i]
+                    .view
+                    .as_ref()
+                    .map_or(0, |v| v.subscriber_count() as u64)
+            }),
             text(&|i| metrics[i].last_error.clone()),
             text(&|i| Some(queries[i].definition.clone())),
         ];

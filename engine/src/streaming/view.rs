@@ -24,6 +24,7 @@ use datafusion::physical_plan::ExecutionPlan;
 use tokio::sync::broadcast;
 
 use super::signal::{Change, ChangeOp, Epoch};
+use super::sink::EpochSink;
 
 /// Rows emitted per batch when a view is read.
 const READ_BATCH_ROWS: usize = 8192;
@@ -61,6 +62,8 @@ pub struct ViewFollower {
 /// A materialized view's content; see the module docs.
 pub struct MaterializedView {
     schema: SchemaRef,
+    /// Whether its changes include deletes (an updating query).
+    updating: bool,
     content: Mutex<ViewContent>,
     /// Every applied epoch with changes, for SUBSCRIBE.
     subscribers: broadcast::Sender<Arc<EpochChanges>>,
@@ -75,8 +78,9 @@ impl fmt::Debug for MaterializedView {
 }
 
 impl MaterializedView {
-    /// An empty view of rows of `schema`.
-    pub fn try_new(schema: SchemaRef) -> Result<Self> {
+    /// An empty view of rows of `schema`; `updating` when its query can
+    /// retract rows (not append-only).
+    pub fn try_new(schema: SchemaRef, updating: bool) -> Result<Self> {
         let converter = RowConverter::new(
             schema
                 .fields()
@@ -87,6 +91,7 @@ impl MaterializedView {
         let (subscribers, _) = broadcast::channel(SUBSCRIBER_EPOCHS);
         Ok(Self {
             schema,
+            updating,
             content: Mutex::new(ViewContent {
                 converter,
                 rows: HashMap::new(),
@@ -100,6 +105,11 @@ impl MaterializedView {
     /// The view's row schema.
     pub fn schema(&self) -> &SchemaRef {
         &self.schema
+    }
+
+    /// Whether the view's changes include deletes.
+    pub fn is_updating(&self) -> bool {
+        self.updating
     }
 
     fn content(&self) -> std::sync::MutexGuard<'_, ViewContent> {
@@ -226,6 +236,13 @@ impl MaterializedView {
         drop(rows);
         content.cached = Some(batches.clone());
         Ok(batches)
+    }
+}
+
+#[async_trait]
+impl EpochSink for MaterializedView {
+    async fn apply_epoch(&self, epoch: Epoch, changes: &[Change]) -> Result<u64> {
+        MaterializedView::apply_epoch(self, epoch, changes)
     }
 }
 

@@ -5,6 +5,7 @@ pub mod datagen;
 pub mod generator;
 pub mod nexmark;
 mod table;
+mod view;
 mod watermark;
 
 use async_trait::async_trait;
@@ -15,6 +16,7 @@ use super::signal::{Change, Watermark};
 
 pub use generator::{GeneratorSource, GeneratorTable};
 pub use table::TableSource;
+pub use view::ViewSource;
 pub use watermark::WatermarkTracker;
 
 /// A source of changes. The runner waits on [`Self::wait`] alongside its

@@ -1,0 +1,121 @@
+//! Plans `CREATE SINK` ([`crate::sql::sink_statement`]): its input (a
+//! materialized view's changes, or a query planned like a view's) and the
+//! [`EpochSink`] its connector options name.
+
+use std::sync::Arc;
+
+use datafusion::error::Result;
+use datafusion::execution::object_store::ObjectStoreUrl;
+use datafusion::prelude::SessionContext;
+use object_store::path::Path;
+use sluice_types::error::{SluiceError, SqlState};
+
+use super::plan::{PlannedQuery, plan_continuous_query};
+use super::registry::{QueryKind, continuous_queries};
+use super::sink::{EpochSink, FileFormat, FileSink, SinkRows, TableSink};
+use super::source::ViewSource;
+use super::source::generator::{OptionBag, invalid_option};
+use crate::sql::sink_statement::{CreateSink, SinkInput};
+
+/// The query a sink delivers and the sink itself.
+pub async fn plan_sink(
+    ctx: &SessionContext,
+    create: &CreateSink,
+    key: &str,
+) -> Result<(PlannedQuery, Arc<dyn EpochSink>)> {
+    let planned = match &create.input {
+        SinkInput::Query(query) => plan_continuous_query(ctx, query).await?,
+        SinkInput::View(name) => {
+            let reference =
+                datafusion::sql::planner::object_name_to_table_reference(name.clone(), false)?;
+            let view_key = crate::ddl::tables::durable_name(ctx, &reference)
+                .map(|n| n.definition_key())
+                .unwrap_or_default();
+            let view = continuous_queries(ctx)
+                .get(&view_key)
+                .filter(|q| q.kind == QueryKind::View)
+                .and_then(|q| q.view.clone())
+                .ok_or_else(|| {
+                    SluiceError::new(
+                        SqlState::UNDEFINED_TABLE,
+                        format!("materialized view \"{name}\" does not exist"),
+                    )
+                })?;
+            PlannedQuery {
+                source: Box::new(ViewSource::new(&view_key, &view)?),
+                source_table: reference,
+                operators: Vec::new(),
+                output_schema: Arc::clone(view.schema()),
+                append_only: false,
+                updating: view.is_updating(),
+            }
+        }
+    };
+    let rows = SinkRows::new(key, Arc::clone(&planned.output_schema), planned.updating);
+    let mut options = OptionBag::new(create.options.clone());
+    let connector = options.take("connector").unwrap_or_default();
+    let sink: Arc<dyn EpochSink> = match connector.to_ascii_lowercase().as_str() {
+        "filesystem" => {
+            let path = options
+                .take("path")
+                .ok_or_else(|| invalid_option("a filesystem sink needs 'path'"))?;
+            let format = FileFormat::parse(&options.take("format").unwrap_or("parquet".into()))?;
+            let (store, prefix) = open_location(ctx, &path)?;
+            Arc::new(FileSink::new(rows, store, prefix, format))
+        }
+        "table" => {
+            let name = options
+                .take("table")
+                .ok_or_else(|| invalid_option("a table sink needs 'table'"))?;
+            let provider = ctx.table_provider(name.as_str()).await?;
+            Arc::new(TableSink::try_new(rows, provider, &name, ctx.state())?)
+        }
+        "nats" => {
+            return Err(SluiceError::new(
+                SqlState::FEATURE_NOT_SUPPORTED,
+                "the 'nats' sink is not supported yet ('filesystem' and 'table' are)",
+            )
+            .into());
+        }
+        other => {
+            return Err(invalid_option(&format!(
+                "unknown sink connector '{other}': Sluice has 'filesystem' and 'table'"
+            )));
+        }
+    };
+    options.finish(&connector)?;
+    Ok((planned, sink))
+}
+
+/// The store and prefix of a sink's `'path'`: `file:///…`, a local path,
+/// or `s3://bucket/prefix`.
+fn open_location(
+    ctx: &SessionContext,
+    path: &str,
+) -> Result<(Arc<dyn object_store::ObjectStore>, Path)> {
+    let url = if path.contains("://") {
+        url::Url::parse(path)
+            .map_err(|e| invalid_option(&format!("sink path '{path}' is not a URL: {e}")))?
+    } else {
+        let absolute = std::path::absolute(path)
+            .map_err(|e| invalid_option(&format!("sink path '{path}': {e}")))?;
+        url::Url::from_directory_path(&absolute)
+            .map_err(|()| invalid_option(&format!("sink path '{path}' is not a folder")))?
+    };
+    if url.scheme() == "file" {
+        // The local store writes under existing folders only.
+        std::fs::create_dir_all(url.path()).map_err(|e| {
+            invalid_option(&format!("cannot create sink folder {}: {e}", url.path()))
+        })?;
+    }
+    crate::storage::register_store_for(ctx, url.as_str())?;
+    let store_url = ObjectStoreUrl::parse(format!(
+        "{}://{}",
+        url.scheme(),
+        url.host_str().unwrap_or("")
+    ))?;
+    let store = ctx.runtime_env().object_store(&store_url)?;
+    let prefix = Path::from_url_path(url.path())
+        .map_err(|e| invalid_option(&format!("sink path '{path}': {e}")))?;
+    Ok((store, prefix))
+}

@@ -1,0 +1,280 @@
+//! Where a continuous query's finished epochs go: [`EpochSink`]. A
+//! materialized view is one (its content); `CREATE SINK` writes them out:
+//!
+//! ```sql
+//! CREATE SINK s FROM v WITH ('connector' = 'filesystem', 'path' = 'file:///tmp/out/',
+//!                            'format' = 'parquet' | 'json');
+//! CREATE SINK s AS SELECT … WITH ('connector' = 'table', 'table' = 't');
+//! ```
+//!
+//! A sink of an append-only query (windows, generators, projections of a
+//! generator) delivers its rows as they are; a sink of an updating query
+//! delivers them with an `op` column first (`'insert'`/`'delete'`). A file
+//! sink writes one file per epoch with changes,
+//! `part-<epoch>-<unique id>.parquet|json`, through `object_store` (local
+//! folders and `s3://`); a table sink appends to a Sluice table whose
+//! columns match the rows (with `op` for an updating query). Delivery is
+//! at-least-once until checkpoints (the next issue) make it exactly-once: a
+//! restarted server runs a sink's query again from the start.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::array::{ArrayRef, RecordBatch, StringArray};
+use datafusion::arrow::compute::{cast, concat_batches};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::catalog::TableProvider;
+use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::{SessionState, TaskContext};
+use datafusion::logical_expr::dml::InsertOp;
+use datafusion::parquet::arrow::ArrowWriter;
+use datafusion::physical_plan::collect;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use sluice_types::error::{SluiceError, SqlState};
+
+use super::signal::{Change, ChangeOp, Epoch};
+
+/// Receives a continuous query's epochs, each once it is complete.
+#[async_trait]
+pub trait EpochSink: Send + Sync {
+    /// Takes one epoch's changes; returns the rows it took.
+    async fn apply_epoch(&self, epoch: Epoch, changes: &[Change]) -> Result<u64>;
+}
+
+/// How a sink's rows look: the query's rows, with `op` first when the query
+/// updates.
+#[derive(Debug, Clone)]
+pub struct SinkRows {
+    name: String,
+    query_schema: SchemaRef,
+    updating: bool,
+    schema: SchemaRef,
+}
+
+impl SinkRows {
+    /// The rows of sink `name` for a query producing `query_schema`.
+    pub fn new(name: &str, query_schema: SchemaRef, updating: bool) -> Self {
+        let schema = if updating {
+            let mut fields = vec![Arc::new(Field::new("op", DataType::Utf8, false))];
+            fields.extend(query_schema.fields().iter().cloned());
+            Arc::new(Schema::new(fields))
+        } else {
+            Arc::clone(&query_schema)
+        };
+        Self {
+            name: name.to_owned(),
+            query_schema,
+            updating,
+            schema,
+        }
+    }
+
+    /// The delivered rows' schema.
+    pub fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    /// One epoch's changes as one batch of delivered rows (`None`: none).
+    fn batch(&self, changes: &[Change]) -> Result<Option<RecordBatch>> {
+        let mut batches = Vec::with_capacity(changes.len());
+        for change in changes.iter().filter(|c| c.batch.num_rows() > 0) {
+            let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.schema.fields().len());
+            if self.updating {
+                columns.push(Arc::new(StringArray::from(vec![
+                    change.op.name();
+                    change.batch.num_rows()
+                ])));
+            } else if change.op == ChangeOp::Delete {
+                return Err(SluiceError::new(
+                    SqlState::FEATURE_NOT_SUPPORTED,
+                    format!(
+                        "sink {} delivers an append-only query, which retracted rows",
+                        self.name
+                    ),
+                )
+                .into());
+            }
+            columns.extend(change.batch.columns().iter().cloned());
+            batches.push(RecordBatch::try_new(Arc::clone(&self.schema), columns)?);
+        }
+        if batches.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(concat_batches(&self.schema, &batches)?))
+    }
+
+    /// The query's rows' schema.
+    pub fn query_schema(&self) -> &SchemaRef {
+        &self.query_schema
+    }
+}
+
+/// File formats a file sink writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileFormat {
+    /// Apache Parquet.
+    Parquet,
+    /// Newline-delimited JSON.
+    Json,
+}
+
+impl FileFormat {
+    /// The format named by a `'format'` option.
+    pub fn parse(name: &str) -> Result<Self> {
+        match name.to_ascii_lowercase().as_str() {
+            "parquet" => Ok(Self::Parquet),
+            "json" | "ndjson" => Ok(Self::Json),
+            other => Err(SluiceError::new(
+                SqlState::INVALID_PARAMETER_VALUE,
+                format!("a file sink writes 'parquet' or 'json', not '{other}'"),
+            )
+            .into()),
+        }
+    }
+
+    fn extension(self) -> &'static str {
+        match self {
+            Self::Parquet => "parquet",
+            Self::Json => "json",
+        }
+    }
+
+    fn encode(self, batch: &RecordBatch) -> Result<Vec<u8>> {
+        match self {
+            Self::Parquet => {
+                let mut writer = ArrowWriter::try_new(Vec::new(), batch.schema(), None)?;
+                writer.write(batch)?;
+                Ok(writer.into_inner()?)
+            }
+            Self::Json => {
+                let mut writer = datafusion::arrow::json::LineDelimitedWriter::new(Vec::new());
+                writer.write(batch)?;
+                writer.finish()?;
+                Ok(writer.into_inner())
+            }
+        }
+    }
+}
+
+/// Writes each epoch as a file under a prefix of an object store.
+pub struct FileSink {
+    rows: SinkRows,
+    store: Arc<dyn ObjectStore>,
+    prefix: Path,
+    format: FileFormat,
+}
+
+impl FileSink {
+    /// A sink writing `rows` as `format` files under `prefix` of `store`.
+    pub fn new(
+        rows: SinkRows,
+        store: Arc<dyn ObjectStore>,
+        prefix: Path,
+        format: FileFormat,
+    ) -> Self {
+        Self {
+            rows,
+            store,
+            prefix,
+            format,
+        }
+    }
+}
+
+#[async_trait]
+impl EpochSink for FileSink {
+    async fn apply_epoch(&self, epoch: Epoch, changes: &[Change]) -> Result<u64> {
+        let Some(batch) = self.rows.batch(changes)? else {
+            return Ok(0);
+        };
+        let bytes = self.format.encode(&batch)?;
+        // A unique part per file: a restarted query numbers epochs from 1
+        // again, and must not overwrite what it delivered before.
+        let name = format!(
+            "part-{:020}-{}.{}",
+            epoch.0,
+            uuid::Uuid::new_v4(),
+            self.format.extension()
+        );
+        self.store
+            .put(&self.prefix.clone().join(name), PutPayload::from(bytes))
+            .await
+            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        Ok(batch.num_rows() as u64)
+    }
+}
+
+/// Appends each epoch to a table.
+pub struct TableSink {
+    rows: SinkRows,
+    table: Arc<dyn TableProvider>,
+    state: SessionState,
+}
+
+impl TableSink {
+    /// A sink appending `rows` to `table`, whose columns must take them.
+    pub fn try_new(
+        rows: SinkRows,
+        table: Arc<dyn TableProvider>,
+        name: &str,
+        state: SessionState,
+    ) -> Result<Self> {
+        let target = table.schema();
+        let delivered = rows.schema();
+        let fits = target.fields().len() == delivered.fields().len()
+            && target
+                .fields()
+                .iter()
+                .zip(delivered.fields())
+                .all(|(t, d)| {
+                    datafusion::arrow::compute::can_cast_types(d.data_type(), t.data_type())
+                });
+        if !fits {
+            let describe = |schema: &Schema| {
+                schema
+                    .fields()
+                    .iter()
+                    .map(|f| format!("{} {}", f.name(), f.data_type()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            return Err(SluiceError::new(
+                SqlState::DATATYPE_MISMATCH,
+                format!(
+                    "table {name} ({}) cannot take the sink's rows ({})",
+                    describe(&target),
+                    describe(delivered)
+                ),
+            )
+            .into());
+        }
+        Ok(Self { rows, table, state })
+    }
+}
+
+#[async_trait]
+impl EpochSink for TableSink {
+    async fn apply_epoch(&self, _epoch: Epoch, changes: &[Change]) -> Result<u64> {
+        let Some(batch) = self.rows.batch(changes)? else {
+            return Ok(0);
+        };
+        let target = self.table.schema();
+        let columns = batch
+            .columns()
+            .iter()
+            .zip(target.fields())
+            .map(|(column, field)| Ok(cast(column, field.data_type())?))
+            .collect::<Result<Vec<_>>>()?;
+        let batch = RecordBatch::try_new(Arc::clone(&target), columns)?;
+        let rows = batch.num_rows() as u64;
+        let input = MemorySourceConfig::try_new_exec(&[vec![batch]], target, None)?;
+        let plan = self
+            .table
+            .insert_into(&self.state, input, InsertOp::Append)
+            .await?;
+        collect(plan, Arc::new(TaskContext::from(&self.state))).await?;
+        Ok(rows)
+    }
+}
