@@ -28,6 +28,7 @@ pub fn normalize_text(sql: &str) -> String {
     let Ok(tokens) = Tokenizer::new(&PostgreSqlDialect {}, sql).tokenize() else {
         return sql.to_string();
     };
+    let (tokens, mut changed) = unwrap_table_calls(tokens);
     let mut out: Vec<Token> = Vec::with_capacity(tokens.len());
     // Depth of parentheses inside an ML_PREDICT call (0: not inside one).
     let mut depth = 0usize;
@@ -36,7 +37,6 @@ pub fn normalize_text(sql: &str) -> String {
     let mut awaiting_call = false;
     // Only a changed statement is rendered from its tokens again; any
     // other text reaches the parser exactly as the client wrote it.
-    let mut changed = false;
     for token in tokens {
         let significant = !matches!(token, Token::Whitespace(_));
         if depth == 0 {
@@ -94,6 +94,52 @@ pub fn normalize_text(sql: &str) -> String {
     out.iter().map(ToString::to_string).collect()
 }
 
+/// Flink writes window functions as `FROM TABLE(TUMBLE(…))`: drops the
+/// `TABLE(` … `)` around a window call, so both forms read the same.
+/// Returns the tokens and whether any were dropped.
+fn unwrap_table_calls(tokens: Vec<Token>) -> (Vec<Token>, bool) {
+    let significant: Vec<usize> = (0..tokens.len())
+        .filter(|&i| !matches!(tokens[i], Token::Whitespace(_)))
+        .collect();
+    let mut dropped = vec![false; tokens.len()];
+    for (at, &i) in significant.iter().enumerate() {
+        let is_table = matches!(&tokens[i], Token::Word(w) if w.value.eq_ignore_ascii_case("table") && w.quote_style.is_none());
+        let (Some(&open), Some(&name)) = (significant.get(at + 1), significant.get(at + 2)) else {
+            continue;
+        };
+        let wraps_window = is_table
+            && tokens[open] == Token::LParen
+            && matches!(&tokens[name], Token::Word(w) if w.quote_style.is_none()
+                && ["tumble", "hop", "session"].iter().any(|n| w.value.eq_ignore_ascii_case(n)));
+        if !wraps_window {
+            continue;
+        }
+        let mut depth = 0usize;
+        for &j in &significant[at + 1..] {
+            match tokens[j] {
+                Token::LParen => depth += 1,
+                Token::RParen => {
+                    depth -= 1;
+                    if depth == 0 {
+                        dropped[i] = true;
+                        dropped[open] = true;
+                        dropped[j] = true;
+                        break;
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    let changed = dropped.iter().any(|d| *d);
+    let kept = tokens
+        .into_iter()
+        .zip(dropped)
+        .filter_map(|(token, dropped)| (!dropped).then_some(token))
+        .collect();
+    (kept, changed)
+}
+
 fn last_significant(tokens: &[Token]) -> Option<&Token> {
     tokens
         .iter()
@@ -124,6 +170,12 @@ mod tests {
         assert_eq!(
             normalize_text("SELECT * FROM TUMBLE(TABLE bids, DESCRIPTOR(ts), INTERVAL '1' MINUTE)"),
             "SELECT * FROM TUMBLE( bids, DESCRIPTOR(ts), INTERVAL '1' MINUTE)"
+        );
+        assert_eq!(
+            normalize_text(
+                "SELECT * FROM TABLE(HOP(TABLE bids, DESCRIPTOR(ts), INTERVAL '1' SECOND, INTERVAL '2' SECOND)) AS w"
+            ),
+            "SELECT * FROM HOP( bids, DESCRIPTOR(ts), INTERVAL '1' SECOND, INTERVAL '2' SECOND) AS w"
         );
         // Elsewhere TABLE and MODEL keep their meaning; other text is untouched.
         let other = "SELECT ml_predict('m', x) FROM model_table";
