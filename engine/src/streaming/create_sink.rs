@@ -5,11 +5,10 @@
 use std::sync::Arc;
 
 use datafusion::error::Result;
-use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::prelude::SessionContext;
-use object_store::path::Path;
 use sluice_types::error::{SluiceError, SqlState};
 
+use super::location::open_location;
 use super::plan::{PlannedQuery, plan_continuous_query};
 use super::registry::{QueryKind, continuous_queries};
 use super::sink::{EpochSink, FileFormat, FileSink, SinkRows, TableSink};
@@ -60,7 +59,7 @@ pub async fn plan_sink(
                 .take("path")
                 .ok_or_else(|| invalid_option("a filesystem sink needs 'path'"))?;
             let format = FileFormat::parse(&options.take("format").unwrap_or("parquet".into()))?;
-            let (store, prefix) = open_location(ctx, &path)?;
+            let (store, prefix, _) = open_location(ctx, &path)?;
             Arc::new(FileSink::new(rows, store, prefix, format))
         }
         "table" => {
@@ -85,37 +84,4 @@ pub async fn plan_sink(
     };
     options.finish(&connector)?;
     Ok((planned, sink))
-}
-
-/// The store and prefix of a sink's `'path'`: `file:///…`, a local path,
-/// or `s3://bucket/prefix`.
-fn open_location(
-    ctx: &SessionContext,
-    path: &str,
-) -> Result<(Arc<dyn object_store::ObjectStore>, Path)> {
-    let url = if path.contains("://") {
-        url::Url::parse(path)
-            .map_err(|e| invalid_option(&format!("sink path '{path}' is not a URL: {e}")))?
-    } else {
-        let absolute = std::path::absolute(path)
-            .map_err(|e| invalid_option(&format!("sink path '{path}': {e}")))?;
-        url::Url::from_directory_path(&absolute)
-            .map_err(|()| invalid_option(&format!("sink path '{path}' is not a folder")))?
-    };
-    if url.scheme() == "file" {
-        // The local store writes under existing folders only.
-        std::fs::create_dir_all(url.path()).map_err(|e| {
-            invalid_option(&format!("cannot create sink folder {}: {e}", url.path()))
-        })?;
-    }
-    crate::storage::register_store_for(ctx, url.as_str())?;
-    let store_url = ObjectStoreUrl::parse(format!(
-        "{}://{}",
-        url.scheme(),
-        url.host_str().unwrap_or("")
-    ))?;
-    let store = ctx.runtime_env().object_store(&store_url)?;
-    let prefix = Path::from_url_path(url.path())
-        .map_err(|e| invalid_option(&format!("sink path '{path}': {e}")))?;
-    Ok((store, prefix))
 }

@@ -17,6 +17,7 @@
 pub mod aggregate;
 pub mod create_sink;
 pub mod feed;
+pub mod location;
 pub mod operator;
 pub mod plan;
 pub mod registry;

@@ -33,6 +33,7 @@ use sluice_types::error::{SluiceError, SqlState};
 use super::aggregate::{AggregateOperator, AggregateStrategy, Emission};
 use super::feed::{FeedNode, FeedPlanner, FeedSlot};
 use super::operator::StreamOperator;
+use super::source::files::{FileSource, FilesTable};
 use super::source::{
     GeneratorSource, GeneratorTable, StreamSource, TableSource, ViewSource, WatermarkTracker,
 };
@@ -267,6 +268,13 @@ async fn table_source(
         return Ok(BoundSource {
             source: Box::new(GeneratorSource::new(generator)?),
             watermark: WatermarkSpec::from_schema(&generator.schema()),
+            retracts: false,
+        });
+    }
+    if let Some(files) = any.downcast_ref::<FilesTable>() {
+        return Ok(BoundSource {
+            source: Box::new(FileSource::new(files)?),
+            watermark: WatermarkSpec::from_schema(&files.schema()),
             retracts: false,
         });
     }

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use datafusion::arrow::array::{RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::catalog::TableProvider;
 use datafusion::common::TableReference;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::logical_expr::{DdlStatement, LogicalPlan, WriteOp};
@@ -18,12 +19,14 @@ use datafusion::sql::sqlparser::ast::ObjectName;
 use sluice_types::error::{SluiceError, SqlState};
 
 use super::create_sink::plan_sink;
+use super::location::open_location;
 use super::plan::PlannedQuery;
 use super::plan::plan_continuous_query;
 use super::registry::{ContinuousQuery, QueryKind, continuous_queries};
 use super::runner::RunningQuery;
 use super::sink::EpochSink;
 use super::source::datagen::DatagenGenerator;
+use super::source::files::{FileLocation, FilesTable};
 use super::source::generator::{
     GeneratorOptions, GeneratorTable, OptionBag, RowGenerator, invalid_option,
 };
@@ -356,44 +359,52 @@ pub async fn create_source(
     let schema = Arc::new(create.input.schema().as_arrow().clone());
     let mut options = OptionBag::new(source.options.clone());
     let connector = options.take("connector").unwrap_or_default();
-    let generator: Arc<dyn RowGenerator> = match connector.to_ascii_lowercase().as_str() {
-        "datagen" => Arc::new(DatagenGenerator::try_new(
-            Arc::clone(&schema),
-            &mut options,
-        )?),
-        "nexmark" => Arc::new(NexmarkGenerator::try_new(
-            reference.table(),
-            Arc::clone(&schema),
-            &mut options,
-        )?),
-        "filesystem" | "nats" => {
+    let provider: Arc<dyn TableProvider> = match connector.to_ascii_lowercase().as_str() {
+        "filesystem" => {
+            let location =
+                FileLocation::parse(&mut options, &schema, |path| open_location(ctx, path))?;
+            Arc::new(FilesTable::new(location, Arc::clone(&schema)))
+        }
+        "datagen" | "nexmark" => {
+            let generator: Arc<dyn RowGenerator> = if connector.eq_ignore_ascii_case("datagen") {
+                Arc::new(DatagenGenerator::try_new(
+                    Arc::clone(&schema),
+                    &mut options,
+                )?)
+            } else {
+                Arc::new(NexmarkGenerator::try_new(
+                    reference.table(),
+                    Arc::clone(&schema),
+                    &mut options,
+                )?)
+            };
+            let generator_options = GeneratorOptions::parse(generator, &mut options)?;
+            Arc::new(GeneratorTable::new(
+                reference.to_string(),
+                generator_options,
+                Arc::clone(&schema),
+            ))
+        }
+        "nats" => {
             return Err(SluiceError::new(
                 SqlState::FEATURE_NOT_SUPPORTED,
-                format!("the '{connector}' connector is not supported yet (datagen, nexmark are)"),
+                "the 'nats' connector is not supported yet (datagen, nexmark, filesystem are)",
             )
             .into());
         }
         other => {
             return Err(invalid_option(&format!(
-                "unknown connector '{other}': Sluice has 'datagen' and 'nexmark'"
+                "unknown connector '{other}': Sluice has 'datagen', 'nexmark' and 'filesystem'"
             )));
         }
     };
-    let generator_options = GeneratorOptions::parse(generator, &mut options)?;
     options.finish(&connector)?;
     if origin == Origin::Client
         && let Some(store) = table_store(ctx)
     {
         store.save_definition(&key, &source.definition).await?;
     }
-    ctx.register_table(
-        reference.clone(),
-        Arc::new(GeneratorTable::new(
-            reference.to_string(),
-            generator_options,
-            schema,
-        )),
-    )?;
+    ctx.register_table(reference, provider)?;
     Ok(())
 }
 

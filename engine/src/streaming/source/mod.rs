@@ -1,7 +1,9 @@
 //! Where a continuous query's rows come from: [`StreamSource`] and its
-//! implementations: Sluice tables and generators (`datagen`, `nexmark`).
+//! implementations: Sluice tables, generators (`datagen`, `nexmark`),
+//! files arriving under a prefix and materialized views.
 
 pub mod datagen;
+pub mod files;
 pub mod generator;
 pub mod nexmark;
 mod table;
