@@ -35,6 +35,27 @@ pub async fn open_engine(dir: &Path) -> Sluice {
         .expect("open the data directory")
 }
 
+/// Runs one statement on `sluice` and collects its batches; panics with
+/// the statement on an error (for tests that expect success).
+pub async fn run_sql(sluice: &Sluice, sql: &str) -> Vec<datafusion::arrow::array::RecordBatch> {
+    sluice
+        .sql(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .collect()
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+/// Rows of a statement in text form (as psql shows them), in query order.
+pub async fn text_rows_of(sluice: &Sluice, sql: &str) -> Vec<Vec<Option<String>>> {
+    let mut out = Vec::new();
+    for batch in run_sql(sluice, sql).await {
+        out.extend(sluice_server::encoding::text_rows(batch).expect("text"));
+    }
+    out
+}
+
 /// An error from either way of running SQL: the SQLSTATE and the message,
 /// so `statement error (22012)` and `statement error <regex>` both work.
 #[derive(Debug)]

@@ -272,16 +272,7 @@ pub fn parse_streaming_statement(parser: &mut DFParser<'_>) -> Result<StreamingS
     }
     if is_word(&first, "alter") {
         let name = p.parse_object_name(false).map_err(sql_error)?;
-        let action = p.next_token().token;
-        let pause = if is_word(&action, "pause") {
-            true
-        } else if is_word(&action, "resume") {
-            false
-        } else {
-            return Err(sql_error(ParserError::ParserError(format!(
-                "expected PAUSE or RESUME after ALTER MATERIALIZED VIEW {name}, found {action}"
-            ))));
-        };
+        let pause = pause_or_resume(p, "MATERIALIZED VIEW", &name)?;
         return Ok(StreamingStatement::AlterMaterializedView { name, pause });
     }
     let if_not_exists = p.parse_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS]);
@@ -311,17 +302,22 @@ fn parse_sink_statement(p: &mut Parser<'_>, first: &Token) -> Result<StreamingSt
         return Ok(StreamingStatement::DropSink { name, if_exists });
     }
     let name = p.parse_object_name(false).map_err(sql_error)?;
-    let action = p.next_token().token;
-    let pause = if is_word(&action, "pause") {
-        true
-    } else if is_word(&action, "resume") {
-        false
-    } else {
-        return Err(sql_error(ParserError::ParserError(format!(
-            "expected PAUSE or RESUME after ALTER SINK {name}, found {action}"
-        ))));
-    };
+    let pause = pause_or_resume(p, "SINK", &name)?;
     Ok(StreamingStatement::AlterSink { name, pause })
+}
+
+/// `PAUSE` (true) or `RESUME` (false) after `ALTER <what> <name>`.
+fn pause_or_resume(p: &mut Parser<'_>, what: &str, name: &ObjectName) -> Result<bool> {
+    let action = p.next_token().token;
+    if is_word(&action, "pause") {
+        Ok(true)
+    } else if is_word(&action, "resume") {
+        Ok(false)
+    } else {
+        Err(sql_error(ParserError::ParserError(format!(
+            "expected PAUSE or RESUME after ALTER {what} {name}, found {action}"
+        ))))
+    }
 }
 
 /// A cursor name: folded to lower case unless quoted, as Postgres does.

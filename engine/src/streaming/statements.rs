@@ -235,21 +235,7 @@ async fn drop_query(
         }
         return Err(no_such(name, kind));
     }
-    let readers: Vec<String> = queries
-        .readers_of(&resolve(ctx, &reference))
-        .into_iter()
-        .map(|q| q.name.clone())
-        .collect();
-    if !readers.is_empty() {
-        return Err(SluiceError::new(
-            SqlState::DEPENDENT_OBJECTS_STILL_EXIST,
-            format!(
-                "cannot drop materialized view {name} because {} depends on it (drop it first)",
-                readers.join(", ")
-            ),
-        )
-        .into());
-    }
+    refuse_if_read(ctx, &reference, "materialized view")?;
     queries.remove(&key);
     if kind == QueryKind::View {
         ctx.deregister_table(reference)?;
@@ -258,6 +244,27 @@ async fn drop_query(
         store.remove_definition(&key).await?;
     }
     Ok(())
+}
+
+/// Refuses to drop `name` (a `what`) while continuous queries read it
+/// (2BP01, naming them).
+fn refuse_if_read(ctx: &SessionContext, name: &TableReference, what: &str) -> Result<()> {
+    let readers: Vec<String> = continuous_queries(ctx)
+        .readers_of(&resolve(ctx, name))
+        .into_iter()
+        .map(|q| format!("{} {}", q.kind.name(), q.name))
+        .collect();
+    if readers.is_empty() {
+        return Ok(());
+    }
+    Err(SluiceError::new(
+        SqlState::DEPENDENT_OBJECTS_STILL_EXIST,
+        format!(
+            "cannot drop {what} {name} because {} depends on it (drop that first)",
+            readers.join(", ")
+        ),
+    )
+    .into())
 }
 
 fn show(ctx: &SessionContext, kind: QueryKind) -> Result<StreamingOutcome> {
@@ -457,21 +464,6 @@ pub fn check_statement(ctx: &SessionContext, plan: &LogicalPlan) -> Result<()> {
         )
         .into());
     }
-    let readers: Vec<String> = queries
-        .readers_of(&resolve(ctx, name))
-        .into_iter()
-        .map(|q| q.name.clone())
-        .collect();
-    if !readers.is_empty() {
-        return Err(SluiceError::new(
-            SqlState::DEPENDENT_OBJECTS_STILL_EXIST,
-            format!(
-                "cannot drop {what} {name} because materialized view {} depends on it \
-                 (DROP MATERIALIZED VIEW it first)",
-                readers.join(", ")
-            ),
-        )
-        .into());
-    }
+    refuse_if_read(ctx, name, what)?;
     Ok(())
 }

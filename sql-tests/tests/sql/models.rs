@@ -10,12 +10,11 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, AsArray, RecordBatch};
+use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::datatypes::Float32Type;
 use sluice_engine::Sluice;
 use sluice_functions::model::runtime::sluice_home;
-use sluice_server::encoding::text_rows;
-use sluice_sql_tests::{TestServer, open_engine as open};
+use sluice_sql_tests::{TestServer, open_engine as open, run_sql as run, text_rows_of as rows};
 use tokio_postgres::NoTls;
 use tokio_postgres::error::SqlState;
 
@@ -27,25 +26,6 @@ fn test_model(name: &str) -> PathBuf {
         path.display()
     );
     path
-}
-
-async fn run(sluice: &Sluice, sql: &str) -> Vec<RecordBatch> {
-    sluice
-        .sql(sql)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
-        .collect()
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
-}
-
-/// Rows in text form (as psql shows them), in query order.
-async fn rows(sluice: &Sluice, sql: &str) -> Vec<Vec<Option<String>>> {
-    let mut out = Vec::new();
-    for batch in run(sluice, sql).await {
-        out.extend(text_rows(batch).expect("text"));
-    }
-    out
 }
 
 /// The error of a statement, whether planning (a constant model call is

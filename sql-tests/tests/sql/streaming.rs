@@ -4,27 +4,12 @@
 //! fails is reported in the status table while the others go on.
 //! The SQL behaviour itself is pinned in `slt/streaming/`.
 
-use datafusion::arrow::array::RecordBatch;
 use sluice_engine::{DEFAULT_EMBEDDING_MODEL, Sluice};
-use sluice_server::encoding::text_rows;
-use sluice_sql_tests::open_engine as open;
-
-async fn run(sluice: &Sluice, sql: &str) -> Vec<RecordBatch> {
-    sluice
-        .sql(sql)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
-        .collect()
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
-}
+use sluice_sql_tests::{open_engine as open, run_sql as run, text_rows_of};
 
 /// Rows in text form, sorted (views have no order).
 async fn sorted_rows(sluice: &Sluice, sql: &str) -> Vec<Vec<Option<String>>> {
-    let mut out = Vec::new();
-    for batch in run(sluice, sql).await {
-        out.extend(text_rows(batch).expect("text"));
-    }
+    let mut out = text_rows_of(sluice, sql).await;
     out.sort();
     out
 }
