@@ -1,7 +1,7 @@
 """Nexmark side by side: Sluice's continuous queries vs Apache Flink.
 
 Run by run.sh (which starts the Sluice server and provides the Python
-environment); see README_SECTION.md for what is measured and how.
+environment); see the Nexmark section of benchmarks/README.md for what is measured and how.
 
 Steps:
 1. Sluice's Nexmark generator writes EVENTS events (persons, auctions and
