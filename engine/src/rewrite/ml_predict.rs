@@ -52,14 +52,8 @@ struct Call {
 /// Replaces every `ML_PREDICT` table function in `statement` by the
 /// equivalent subquery.
 pub(crate) async fn rewrite(statement: &mut DFStatement, ctx: &SessionContext) -> Result<()> {
-    let inner = match statement {
-        DFStatement::Statement(inner) => inner,
-        // EXPLAIN [ANALYZE] of a query using ML_PREDICT.
-        DFStatement::Explain(explain) => match explain.statement.as_mut() {
-            DFStatement::Statement(inner) => inner,
-            _ => return Ok(()),
-        },
-        _ => return Ok(()),
+    let Some(inner) = super::sql_statement(statement) else {
+        return Ok(());
     };
     // Pass 1: find the calls (the visitor is synchronous; table schemas
     // are looked up asynchronously in between).

@@ -18,3 +18,20 @@ pub mod ml_predict;
 pub mod text_insert;
 pub mod typed_values;
 pub mod window_tvf;
+
+/// The sqlparser statement an AST rewrite works on: the statement itself,
+/// or the one an `EXPLAIN [ANALYZE]` explains; `None` for DataFusion's own
+/// statements (CREATE EXTERNAL TABLE, COPY …).
+pub(crate) fn sql_statement(
+    statement: &mut datafusion::sql::parser::Statement,
+) -> Option<&mut datafusion::sql::sqlparser::ast::Statement> {
+    use datafusion::sql::parser::Statement as DFStatement;
+    match statement {
+        DFStatement::Statement(inner) => Some(inner),
+        DFStatement::Explain(explain) => match explain.statement.as_mut() {
+            DFStatement::Statement(inner) => Some(inner),
+            _ => None,
+        },
+        _ => None,
+    }
+}

@@ -53,13 +53,8 @@ const TEMPLATE: &str = "SELECT *, \
 
 /// Replaces every TUMBLE/HOP table function of `statement` by its subquery.
 pub(crate) fn rewrite(statement: &mut DFStatement) -> Result<()> {
-    let inner = match statement {
-        DFStatement::Statement(inner) => inner,
-        DFStatement::Explain(explain) => match explain.statement.as_mut() {
-            DFStatement::Statement(inner) => inner,
-            _ => return Ok(()),
-        },
-        _ => return Ok(()),
+    let Some(inner) = super::sql_statement(statement) else {
+        return Ok(());
     };
     let mut rewriter = Rewriter { error: None };
     let _ = inner.visit(&mut rewriter);

@@ -18,6 +18,7 @@ pub mod aggregate;
 pub mod create_sink;
 pub mod feed;
 pub mod location;
+pub mod multiset;
 pub mod operator;
 pub mod plan;
 pub mod registry;

@@ -7,7 +7,10 @@
 //! barrier belongs to it, and a view applies an epoch atomically), and
 //! [`Watermark`]s promise that no row with an earlier event time follows.
 
-use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::array::{ArrayRef, Int64Array, RecordBatch};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, TimeUnit};
+use datafusion::error::{DataFusionError, Result};
 
 /// A numbered span of a continuous query's changes, closed by a barrier.
 /// Epochs are what a view applies atomically, what SUBSCRIBE reports and
@@ -36,6 +39,18 @@ pub struct Watermark(pub i64);
 impl Watermark {
     /// The watermark of a source that has ended: every window may close.
     pub const END: Watermark = Watermark(i64::MAX);
+}
+
+/// A timestamp column (any unit) as event time in nanoseconds, the unit
+/// of [`Watermark`]; one cast per batch.
+pub fn event_time_nanos(column: &ArrayRef) -> Result<Int64Array> {
+    let nanos = cast(column, &DataType::Timestamp(TimeUnit::Nanosecond, None))
+        .and_then(|c| cast(&c, &DataType::Int64))?;
+    nanos
+        .as_any()
+        .downcast_ref::<Int64Array>()
+        .cloned()
+        .ok_or_else(|| DataFusionError::Internal("event time did not cast to Int64".into()))
 }
 
 /// Closes an epoch. Aligned: an operator handles it once every change of

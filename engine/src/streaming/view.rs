@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
-use datafusion::arrow::row::{OwnedRow, RowConverter, SortField};
+use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::error::{DataFusionError, Result};
@@ -23,6 +23,7 @@ use datafusion::logical_expr::{Expr, TableType};
 use datafusion::physical_plan::ExecutionPlan;
 use tokio::sync::broadcast;
 
+use super::multiset::{RowCounts, add_rows};
 use super::signal::{Change, ChangeOp, Epoch};
 use super::sink::EpochSink;
 
@@ -32,7 +33,7 @@ const READ_BATCH_ROWS: usize = 8192;
 /// What the view holds after its last applied epoch.
 struct ViewContent {
     converter: RowConverter,
-    rows: HashMap<OwnedRow, i64>,
+    rows: RowCounts,
     /// The content as batches, built at the first read after a change.
     cached: Option<Vec<RecordBatch>>,
     epoch: Option<Epoch>,
@@ -137,19 +138,12 @@ impl MaterializedView {
             converted.push((change.op, content.converter.convert_columns(columns)?));
         }
         for (op, rows) in converted {
-            for row in rows.iter() {
-                changed += 1;
-                let delta = match op {
-                    ChangeOp::Insert => 1,
-                    ChangeOp::Delete => -1,
-                };
-                let owned = row.owned();
-                let count = content.rows.entry(owned.clone()).or_insert(0);
-                *count += delta;
-                if *count == 0 {
-                    content.rows.remove(&owned);
-                }
-            }
+            changed += rows.num_rows() as u64;
+            let delta = match op {
+                ChangeOp::Insert => 1,
+                ChangeOp::Delete => -1,
+            };
+            add_rows(&mut content.rows, &rows, delta);
         }
         if changed > 0 {
             content.cached = None;

@@ -4,5 +4,5 @@
 pub mod operator;
 pub mod state;
 
-pub use operator::{AggregateOperator, Emission, timestamp_nanos};
+pub use operator::{AggregateOperator, Emission};
 pub use state::AggregateStrategy;

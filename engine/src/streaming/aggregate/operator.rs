@@ -17,9 +17,11 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, UInt32Array};
+use datafusion::arrow::array::{
+    Array, ArrayRef, BooleanArray, Int64Array, RecordBatch, UInt32Array,
+};
 use datafusion::arrow::compute::{cast, take};
-use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit};
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::arrow::row::{OwnedRow, RowConverter, SortField};
 use datafusion::common::ScalarValue;
 use datafusion::error::{DataFusionError, Result};
@@ -29,7 +31,7 @@ use sluice_types::error::{SluiceError, SqlState};
 
 use super::state::{AggregateState, AggregateStrategy};
 use crate::streaming::operator::{OperatorMetrics, StreamOperator};
-use crate::streaming::signal::{Change, ChangeOp, CheckpointBarrier, Watermark};
+use crate::streaming::signal::{Change, ChangeOp, CheckpointBarrier, Watermark, event_time_nanos};
 
 /// When an aggregate's groups emit.
 #[derive(Debug, Clone, Copy)]
@@ -222,14 +224,16 @@ impl AggregateOperator {
         )?))
     }
 
-    fn window_end_nanos(&self, key_columns: &[ArrayRef], row: u32) -> Result<i64> {
+    /// Each row's window end in nanoseconds (windowed mode), converted
+    /// once per batch.
+    fn window_ends(&self, key_columns: &[ArrayRef]) -> Result<Option<Int64Array>> {
         let Emission::OnWindowClose { window_end } = self.emission else {
-            return Ok(0);
+            return Ok(None);
         };
         let column = key_columns
             .get(window_end)
             .ok_or_else(|| DataFusionError::Internal("window_end is not a group column".into()))?;
-        timestamp_nanos(column, row as usize)
+        event_time_nanos(column).map(Some)
     }
 }
 
@@ -246,24 +250,6 @@ fn evaluate(
         .zip(aggregates)
         .map(|((state, strategy), aggregate)| state.evaluate(strategy, aggregate))
         .collect()
-}
-
-/// The value of a timestamp column at `row` in nanoseconds.
-pub fn timestamp_nanos(column: &ArrayRef, row: usize) -> Result<i64> {
-    let as_nanos = cast(column, &DataType::Timestamp(TimeUnit::Nanosecond, None))
-        .and_then(|c| cast(&c, &DataType::Int64))?;
-    let values = as_nanos
-        .as_any()
-        .downcast_ref::<datafusion::arrow::array::Int64Array>()
-        .ok_or_else(|| DataFusionError::Internal("timestamp did not cast to Int64".into()))?;
-    if values.is_null(row) {
-        return Err(SluiceError::new(
-            SqlState::NULL_VALUE_NOT_ALLOWED,
-            "a window's time column is NULL",
-        )
-        .into());
-    }
-    Ok(values.value(row))
 }
 
 #[async_trait]
@@ -312,11 +298,22 @@ impl StreamOperator for AggregateOperator {
                     .collect::<std::result::Result<Vec<_>, _>>()
             })
             .collect::<std::result::Result<Vec<_>, _>>()?;
+        let window_ends = self.window_ends(&key_columns)?;
         let mut offset = 0usize;
         for (key, rows) in groups {
             let start = offset;
             offset += rows.len();
-            let window_end = self.window_end_nanos(&key_columns, rows[0])?;
+            let window_end = match &window_ends {
+                None => 0,
+                Some(ends) if ends.is_null(rows[0] as usize) => {
+                    return Err(SluiceError::new(
+                        SqlState::NULL_VALUE_NOT_ALLOWED,
+                        "a window's time column is NULL",
+                    )
+                    .into());
+                }
+                Some(ends) => ends.value(rows[0] as usize),
+            };
             if windowed && self.watermark.is_some_and(|w| window_end <= w.0) {
                 self.late_rows += rows.len() as u64;
                 continue;

@@ -7,16 +7,15 @@
 //! never need in FIFO order). Those keep the multiset of their argument
 //! values instead and aggregate it afresh when the group emits.
 
-use std::collections::HashMap;
-
 use datafusion::arrow::array::ArrayRef;
 use datafusion::arrow::datatypes::DataType;
-use datafusion::arrow::row::{OwnedRow, RowConverter, SortField};
+use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::common::ScalarValue;
 use datafusion::error::Result;
 use datafusion::logical_expr::Accumulator;
 use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
 
+use crate::streaming::multiset::{RowCounts, add_rows};
 use crate::streaming::signal::ChangeOp;
 
 /// Aggregates whose retraction is exact arithmetic.
@@ -80,7 +79,7 @@ impl AggregateStrategy {
                 AggregateState::Accumulator(aggregate.create_sliding_accumulator()?)
             }
             Self::Accumulator => AggregateState::Accumulator(aggregate.create_accumulator()?),
-            Self::Values(_) => AggregateState::Values(HashMap::new()),
+            Self::Values(_) => AggregateState::Values(RowCounts::new()),
         })
     }
 }
@@ -90,7 +89,7 @@ pub enum AggregateState {
     /// A live accumulator.
     Accumulator(Box<dyn Accumulator>),
     /// Argument rows and how many times each is present.
-    Values(HashMap<OwnedRow, i64>),
+    Values(RowCounts),
 }
 
 impl AggregateState {
@@ -111,14 +110,7 @@ impl AggregateState {
                     ChangeOp::Insert => 1,
                     ChangeOp::Delete => -1,
                 };
-                for row in converter.convert_columns(arguments)?.iter() {
-                    let owned = row.owned();
-                    let count = values.entry(owned.clone()).or_insert(0);
-                    *count += delta;
-                    if *count == 0 {
-                        values.remove(&owned);
-                    }
-                }
+                add_rows(values, &converter.convert_columns(arguments)?, delta);
                 Ok(())
             }
             (AggregateState::Values(_), AggregateStrategy::Accumulator) => {

@@ -2,13 +2,12 @@
 //! as declared by `WATERMARK FOR ts AS ts - INTERVAL '5' SECOND`: the
 //! largest event time seen, minus the declared delay.
 
-use datafusion::arrow::array::{Array, Int64Array, RecordBatch};
-use datafusion::arrow::compute::{cast, max};
-use datafusion::arrow::datatypes::{DataType, TimeUnit};
-use datafusion::error::{DataFusionError, Result};
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::compute::max;
+use datafusion::error::Result;
 
 use crate::sql::watermark::WatermarkSpec;
-use crate::streaming::signal::Watermark;
+use crate::streaming::signal::{Watermark, event_time_nanos};
 
 /// Follows one source's event time.
 #[derive(Debug, Clone)]
@@ -30,14 +29,8 @@ impl WatermarkTracker {
 
     /// Takes the event times of `batch` into account.
     pub fn observe(&mut self, batch: &RecordBatch) -> Result<()> {
-        let column = batch.column(self.column);
-        let nanos = cast(column, &DataType::Timestamp(TimeUnit::Nanosecond, None))
-            .and_then(|c| cast(&c, &DataType::Int64))?;
-        let nanos = nanos
-            .as_any()
-            .downcast_ref::<Int64Array>()
-            .ok_or_else(|| DataFusionError::Internal("event time did not cast to Int64".into()))?;
-        if let Some(batch_max) = max(nanos) {
+        let nanos = event_time_nanos(batch.column(self.column))?;
+        if let Some(batch_max) = max(&nanos) {
             self.max_event_time = Some(self.max_event_time.map_or(batch_max, |m| m.max(batch_max)));
         }
         Ok(())
