@@ -112,8 +112,10 @@ enum WindowKind {
 impl WindowKind {
     fn usage(self) -> &'static str {
         match self {
-            WindowKind::Tumble => "TUMBLE(TABLE t, DESCRIPTOR(time_column), size)",
-            WindowKind::Hop => "HOP(TABLE t, DESCRIPTOR(time_column), slide, size)",
+            WindowKind::Tumble => {
+                "TUMBLE(TABLE t | (subquery), DESCRIPTOR(time_column), size)"
+            }
+            WindowKind::Hop => "HOP(TABLE t | (subquery), DESCRIPTOR(time_column), slide, size)",
             WindowKind::Session => "SESSION(TABLE t, DESCRIPTOR(time_column), gap)",
         }
     }
@@ -156,9 +158,15 @@ fn subquery(kind: WindowKind, args: &[FunctionArg]) -> Result<ast::Query> {
         _ => return Err(usage_error(kind, "too few arguments")),
     };
     let table = match table {
-        Expr::Identifier(i) => ObjectName::from(vec![i.clone()]),
-        Expr::CompoundIdentifier(parts) => ObjectName::from(parts.clone()),
-        _ => return Err(usage_error(kind, "the first argument must name a table")),
+        Expr::Identifier(i) => WindowInput::Table(ObjectName::from(vec![i.clone()])),
+        Expr::CompoundIdentifier(parts) => WindowInput::Table(ObjectName::from(parts.clone())),
+        Expr::Subquery(query) => WindowInput::Query(query.clone()),
+        _ => {
+            return Err(usage_error(
+                kind,
+                "the first argument must name a table or be a subquery",
+            ));
+        }
     };
     let time = descriptor_column(kind, descriptor)?;
     match (kind, sizes) {
@@ -253,9 +261,17 @@ fn nanos_interval(nanos: i64) -> Expr {
     })
 }
 
+/// What a window function's rows come from.
+enum WindowInput {
+    /// `TABLE t`.
+    Table(ObjectName),
+    /// `(SELECT …)`: a query's rows, e.g. a join's.
+    Query(Box<ast::Query>),
+}
+
 /// The template with its placeholders replaced.
 fn projection(
-    table: &ObjectName,
+    table: &WindowInput,
     time: &Ident,
     bin: &Expr,
     size: &Expr,
@@ -274,7 +290,7 @@ fn projection(
 }
 
 struct Fill<'a> {
-    table: &'a ObjectName,
+    table: &'a WindowInput,
     time: &'a Ident,
     bin: &'a Expr,
     size: &'a Expr,
@@ -288,7 +304,22 @@ impl VisitorMut for Fill<'_> {
         if let TableFactor::Table { name, .. } = factor
             && name.to_string() == TABLE
         {
-            *name = self.table.clone();
+            match self.table {
+                WindowInput::Table(table) => *name = table.clone(),
+                WindowInput::Query(query) => {
+                    *factor = TableFactor::Derived {
+                        lateral: false,
+                        subquery: query.clone(),
+                        alias: Some(ast::TableAlias {
+                            explicit: true,
+                            name: Ident::new(TABLE),
+                            columns: Vec::new(),
+                            at: None,
+                        }),
+                        sample: None,
+                    };
+                }
+            }
         }
         ControlFlow::Continue(())
     }

@@ -9,6 +9,7 @@ use datafusion::prelude::SessionContext;
 use sluice_types::error::{SluiceError, SqlState};
 
 use super::location::open_location;
+use super::pipeline::Pipeline;
 use super::plan::{PlannedQuery, plan_continuous_query};
 use super::registry::{QueryKind, continuous_queries};
 use super::sink::{EpochSink, FileFormat, FileSink, SinkRows, TableSink};
@@ -41,9 +42,9 @@ pub async fn plan_sink(
                     )
                 })?;
             PlannedQuery {
-                source: Box::new(ViewSource::new(&view_key, &view)?),
-                source_table: reference,
-                operators: Vec::new(),
+                sources: vec![Box::new(ViewSource::new(&view_key, &view)?)],
+                source_tables: vec![reference],
+                pipeline: Pipeline::chain(Vec::new()),
                 output_schema: Arc::clone(view.schema()),
                 append_only: false,
                 updating: view.is_updating(),

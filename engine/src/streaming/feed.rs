@@ -34,20 +34,28 @@ use datafusion::physical_plan::{
 };
 use datafusion::physical_planner::{ExtensionPlanner, PhysicalPlanner};
 
-/// Where an operator puts the batch its sub-plan reads next.
+/// Where an operator puts the batches its sub-plan reads next.
 #[derive(Debug, Default)]
 pub struct FeedSlot {
-    batch: Mutex<Option<RecordBatch>>,
+    batches: Mutex<Vec<RecordBatch>>,
 }
 
 impl FeedSlot {
     /// Sets the batch the next execution reads.
     pub fn put(&self, batch: RecordBatch) {
-        *self.batch.lock().unwrap_or_else(|e| e.into_inner()) = Some(batch);
+        self.put_all(vec![batch]);
     }
 
-    fn current(&self) -> Option<RecordBatch> {
-        self.batch.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    /// Sets the batches the next execution reads (a join's kept rows).
+    pub fn put_all(&self, batches: Vec<RecordBatch>) {
+        *self.batches.lock().unwrap_or_else(|e| e.into_inner()) = batches;
+    }
+
+    fn current(&self) -> Vec<RecordBatch> {
+        self.batches
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 }
 
@@ -201,7 +209,7 @@ impl ExecutionPlan for FeedExec {
         _partition: usize,
         _context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
-        let batches = self.slot.current().into_iter().collect();
+        let batches = self.slot.current();
         Ok(Box::pin(MemoryStream::try_new(
             batches,
             Arc::clone(&self.schema),

@@ -17,9 +17,11 @@
 pub mod aggregate;
 pub mod create_sink;
 pub mod feed;
+pub mod join;
 pub mod location;
 pub mod multiset;
 pub mod operator;
+pub mod pipeline;
 pub mod plan;
 pub mod registry;
 pub mod runner;

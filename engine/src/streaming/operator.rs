@@ -18,6 +18,16 @@ pub struct OperatorMetrics {
     pub state_entries: u64,
 }
 
+impl OperatorMetrics {
+    /// Both operators' counters added up.
+    pub fn plus(self, other: OperatorMetrics) -> OperatorMetrics {
+        OperatorMetrics {
+            late_rows: self.late_rows + other.late_rows,
+            state_entries: self.state_entries + other.state_entries,
+        }
+    }
+}
+
 /// One step of a continuous query: rows in, rows out, signals handled in
 /// order with them.
 #[async_trait]

@@ -6,7 +6,11 @@
 //!   and unions (planned and optimised by DataFusion as a sub-plan whose
 //!   leaf is the stage's input, see [`super::feed`]);
 //! - an **aggregate** stage for every `GROUP BY` ([`AggregateOperator`]),
-//!   windowed when it groups by `window_start, window_end` (TUMBLE, HOP).
+//!   windowed when it groups by `window_start, window_end` (TUMBLE, HOP);
+//! - a **join** stage where two tables meet ([`JoinOperator`]): each side
+//!   is split on its own into the stages before the join, and the join with
+//!   the projections and filters above it runs as one DataFusion sub-plan
+//!   over two feeds.
 //!
 //! Anything else is refused with an error that names the part of the query
 //! and why it cannot run incrementally yet.
@@ -15,13 +19,15 @@ use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::catalog::TableProvider;
+use datafusion::common::DFSchemaRef;
 use datafusion::common::TableReference;
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::datasource::source_as_provider;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::{SessionState, SessionStateBuilder, TaskContext};
 use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
-use datafusion::logical_expr::{Aggregate, Expr, LogicalPlan, TableScan};
+use datafusion::logical_expr::utils::conjunction;
+use datafusion::logical_expr::{Aggregate, Expr, JoinType, LogicalPlan, TableScan};
 use datafusion::physical_expr::aggregate::LoweredAggregateBuilder;
 use datafusion::physical_expr::create_physical_expr;
 use datafusion::physical_planner::{DefaultPhysicalPlanner, PhysicalPlanner};
@@ -32,7 +38,9 @@ use sluice_types::error::{SluiceError, SqlState};
 
 use super::aggregate::{AggregateOperator, AggregateStrategy, Emission};
 use super::feed::{FeedNode, FeedPlanner, FeedSlot};
+use super::join::{JoinOperator, time_bounds};
 use super::operator::StreamOperator;
+use super::pipeline::Pipeline;
 use super::source::files::{FileSource, FilesTable};
 use super::source::{
     GeneratorSource, GeneratorTable, StreamSource, TableSource, ViewSource, WatermarkTracker,
@@ -45,15 +53,16 @@ use crate::storage::DurableTable;
 
 /// A continuous query ready to start.
 pub struct PlannedQuery {
-    /// Where its rows come from.
-    pub source: Box<dyn StreamSource>,
-    /// The table it reads.
-    pub source_table: TableReference,
-    /// Its stages, source side first.
-    pub operators: Vec<Box<dyn StreamOperator>>,
+    /// Where its rows come from: one source, or a join's two (left first).
+    pub sources: Vec<Box<dyn StreamSource>>,
+    /// The tables it reads, one per source.
+    pub source_tables: Vec<TableReference>,
+    /// Its operators.
+    pub pipeline: Pipeline,
     /// The rows it produces.
     pub output_schema: SchemaRef,
-    /// Whether it takes only inserts from its source (a windowed stage).
+    /// Whether it takes only inserts from its sources (a windowed stage or
+    /// an interval join).
     pub append_only: bool,
     /// Whether its output retracts rows (deletes as well as inserts).
     pub updating: bool,
@@ -81,60 +90,244 @@ pub async fn plan_continuous_query(
     let mut splitter = Splitter::default();
     let top = splitter.split(&plan)?;
     splitter.push_stateless(top);
-    let Some(scan) = splitter.source else {
-        return Err(unsupported(
-            "a continuous query reads a table: this one reads none",
-        ));
-    };
-
-    let provider = source_as_provider(&scan.source)?;
-    let BoundSource {
-        source,
-        watermark,
-        retracts,
-    } = table_source(&scan.table_name, provider).await?;
 
     // Stages run one batch at a time: one partition, no exchanges.
     let state = SessionStateBuilder::new_from_existing(ctx.state())
         .with_config(ctx.state().config().clone().with_target_partitions(1))
         .build();
-    let task = Arc::new(TaskContext::from(&state));
-    let mut operators: Vec<Box<dyn StreamOperator>> = Vec::new();
-    let mut append_only = false;
-    let mut updating = retracts;
-    for stage in splitter.stages {
-        operators.push(match stage {
-            Stage::Stateless(fragment) => {
-                Box::new(stateless_operator(&state, fragment, Arc::clone(&task)).await?)
+    let mut builder = ChainBuilder {
+        state,
+        task: None,
+        append_only: false,
+        updating: false,
+    };
+    builder.task = Some(Arc::new(TaskContext::from(&builder.state)));
+    let mut sources = Vec::new();
+    let mut source_tables = Vec::new();
+    let pipeline = if splitter.join_inputs.is_empty() {
+        let Some(scan) = splitter.source else {
+            return Err(unsupported(
+                "a continuous query reads a table: this one reads none",
+            ));
+        };
+        let bound = open_source(&scan).await?;
+        builder.updating = bound.retracts;
+        let chain = builder
+            .chain(splitter.stages, missing_watermark(&scan, &bound))
+            .await?;
+        sources.push(bound.source);
+        source_tables.push(scan.table_name);
+        Pipeline::chain(chain)
+    } else {
+        let mut chains = Vec::new();
+        let mut event_times = [None, None];
+        let mut retracts = false;
+        for (input, branch) in std::mem::take(&mut splitter.join_inputs)
+            .into_iter()
+            .enumerate()
+        {
+            let bound = open_source(&branch.scan).await?;
+            // An interval join needs each input's event time as its source
+            // stamps it: rows straight from the table, maybe projected.
+            if branch
+                .stages
+                .iter()
+                .all(|s| matches!(s, Stage::Stateless(_)))
+            {
+                event_times[input] = bound.watermark.as_ref().map(|w| w.column.clone());
             }
-            Stage::Aggregate(aggregate) => {
-                let operator = aggregate_operator(&state, &aggregate, watermark.is_some(), &scan)?;
-                // A window's rows are final; a group's are replaced.
-                updating = !operator.is_append_only();
-                append_only |= operator.is_append_only();
-                Box::new(operator)
-            }
+            builder.updating = bound.retracts;
+            let chain = builder
+                .chain(branch.stages, missing_watermark(&branch.scan, &bound))
+                .await?;
+            retracts |= builder.updating;
+            chains.push(chain);
+            sources.push(bound.source);
+            source_tables.push(branch.scan.table_name);
+        }
+        let mut stages = splitter.stages.into_iter();
+        let Some(Stage::Join(fragment)) = stages.next() else {
+            return Err(DataFusionError::Internal(
+                "a joined query's first stage is its join".into(),
+            ));
+        };
+        let join = builder.join(fragment, event_times).await?;
+        let no_watermark = (!join.is_interval()).then(|| {
+            "a regular join passes on no watermark (a new row may pair with a row of any age): \
+             bound its inputs' event times against each other, e.g. `ON a.ts BETWEEN b.ts - \
+             INTERVAL '5' SECOND AND b.ts + INTERVAL '5' SECOND`, to make it an interval join"
+                .to_string()
         });
-    }
+        // Expired rows cannot be retracted: an interval join's inputs are
+        // append-only.
+        builder.append_only |= join.is_interval();
+        builder.updating = retracts && !join.is_interval();
+        let tail = builder.chain(stages.collect(), no_watermark).await?;
+        let [left, right]: [Vec<Box<dyn StreamOperator>>; 2] = chains
+            .try_into()
+            .map_err(|_| DataFusionError::Internal("a join has two inputs".into()))?;
+        Pipeline::joined([left, right], join, tail)
+    };
     Ok(PlannedQuery {
-        source,
-        source_table: scan.table_name.clone(),
-        operators,
+        sources,
+        source_tables,
+        pipeline,
         output_schema,
-        append_only,
-        updating,
+        append_only: builder.append_only,
+        updating: builder.updating,
     })
+}
+
+/// Why a windowed aggregate over `scan`'s rows would get no watermark.
+fn missing_watermark(scan: &TableScan, bound: &BoundSource) -> Option<String> {
+    bound.watermark.is_none().then(|| {
+        format!(
+            "{} declares no watermark: add `WATERMARK FOR <column> AS <column> - INTERVAL '…'` \
+             to its CREATE TABLE",
+            scan.table_name
+        )
+    })
+}
+
+/// Plans stages into operators, tracking what they make of the output.
+struct ChainBuilder {
+    state: SessionState,
+    task: Option<Arc<TaskContext>>,
+    /// Whether a stage so far takes only inserts.
+    append_only: bool,
+    /// Whether the rows at this point retract.
+    updating: bool,
+}
+
+impl ChainBuilder {
+    fn task(&self) -> Result<Arc<TaskContext>> {
+        self.task
+            .clone()
+            .ok_or_else(|| DataFusionError::Internal("no task context".into()))
+    }
+
+    /// The operators of `stages`, whose input has a watermark unless
+    /// `no_watermark` says why not.
+    async fn chain(
+        &mut self,
+        stages: Vec<Stage>,
+        no_watermark: Option<String>,
+    ) -> Result<Vec<Box<dyn StreamOperator>>> {
+        let mut operators: Vec<Box<dyn StreamOperator>> = Vec::new();
+        for stage in stages {
+            operators.push(match stage {
+                Stage::Stateless(fragment) => {
+                    Box::new(stateless_operator(&self.state, fragment, self.task()?).await?)
+                }
+                Stage::Aggregate(aggregate) => {
+                    let operator =
+                        aggregate_operator(&self.state, &aggregate, no_watermark.as_deref())?;
+                    // A window's rows are final; a group's are replaced.
+                    self.updating = !operator.is_append_only();
+                    self.append_only |= operator.is_append_only();
+                    Box::new(operator)
+                }
+                Stage::Join(_) => {
+                    return Err(unsupported(
+                        "a continuous query joins two tables for now; this one joins more",
+                    ));
+                }
+            });
+        }
+        Ok(operators)
+    }
+
+    /// The join stage `fragment` (a join over feeds 0 and 1, with the
+    /// projections and filters above it); `event_times` are the inputs'
+    /// event-time columns, where they have one.
+    async fn join(
+        &mut self,
+        fragment: LogicalPlan,
+        event_times: [Option<String>; 2],
+    ) -> Result<JoinOperator> {
+        let feeds = feed_schemas(&fragment)?;
+        let [Some(left), Some(right)] = [
+            feeds.first().cloned().flatten(),
+            feeds.get(1).cloned().flatten(),
+        ] else {
+            return Err(DataFusionError::Internal(
+                "a join stage without two feeds".into(),
+            ));
+        };
+        // The optimizer moves the WHERE clause's conditions into the join,
+        // where the time bounds are found.
+        let optimized = self.state.optimize(&fragment)?;
+        let mut bounds = None;
+        optimized.apply(|node| {
+            if let LogicalPlan::Join(join) = node {
+                let equalities = join.on.iter().map(|(l, r)| l.clone().eq(r.clone()));
+                if let Some(condition) = conjunction(equalities.chain(join.filter.clone())) {
+                    bounds = time_bounds(
+                        &condition,
+                        [&left, &right],
+                        [event_times[0].as_deref(), event_times[1].as_deref()],
+                    );
+                }
+            }
+            Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
+        })?;
+        let slots = [Arc::new(FeedSlot::default()), Arc::new(FeedSlot::default())];
+        let planner = DefaultPhysicalPlanner::with_extension_planners(vec![Arc::new(
+            FeedPlanner::new(slots.to_vec()),
+        )]);
+        let plan = planner
+            .create_physical_plan(&optimized, &self.state)
+            .await?;
+        Ok(JoinOperator::new(
+            plan,
+            slots,
+            [
+                Arc::new(left.as_arrow().clone()),
+                Arc::new(right.as_arrow().clone()),
+            ],
+            bounds,
+            self.task()?,
+        ))
+    }
+}
+
+/// The schemas of a fragment's feeds, by slot.
+fn feed_schemas(fragment: &LogicalPlan) -> Result<Vec<Option<DFSchemaRef>>> {
+    let mut feeds: Vec<Option<DFSchemaRef>> = Vec::new();
+    fragment.apply(|node| {
+        if let LogicalPlan::Extension(extension) = node
+            && let Some(feed) = extension.node.as_any().downcast_ref::<FeedNode>()
+        {
+            if feeds.len() <= feed.slot {
+                feeds.resize(feed.slot + 1, None);
+            }
+            feeds[feed.slot] = Some(Arc::clone(&feed.schema));
+        }
+        Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
+    })?;
+    Ok(feeds)
 }
 
 /// A stage before it is planned physically.
 enum Stage {
     Stateless(LogicalPlan),
     Aggregate(Aggregate),
+    /// A join over feeds 0 and 1 and the stateless plan above it.
+    Join(LogicalPlan),
 }
 
 #[derive(Default)]
 struct Splitter {
     source: Option<TableScan>,
+    stages: Vec<Stage>,
+    /// A join's two inputs, each split on its own: their stages run before
+    /// the join, this splitter's after it.
+    join_inputs: Vec<JoinInput>,
+}
+
+/// One input of a join: its table and the stages before the join.
+struct JoinInput {
+    scan: TableScan,
     stages: Vec<Stage>,
 }
 
@@ -153,6 +346,39 @@ impl Splitter {
                 self.stages.push(Stage::Aggregate(aggregate.clone()));
                 Ok(FeedNode::plan(0, Arc::clone(plan.schema())))
             }
+            LogicalPlan::Join(join) => {
+                refuse_subqueries(plan)?;
+                if join.join_type != JoinType::Inner {
+                    return Err(unsupported(format!(
+                        "cannot run incrementally: {} JOIN: only inner joins are incremental \
+                         for now",
+                        join.join_type.to_string().to_uppercase()
+                    )));
+                }
+                if self.source.is_some() || !self.join_inputs.is_empty() {
+                    return Err(more_than_two_tables());
+                }
+                let mut feeds = Vec::with_capacity(2);
+                for (slot, input) in [&join.left, &join.right].into_iter().enumerate() {
+                    let mut side = Splitter::default();
+                    let top = side.split(input)?;
+                    if !side.join_inputs.is_empty() {
+                        return Err(more_than_two_tables());
+                    }
+                    side.push_stateless(top);
+                    let Some(scan) = side.source else {
+                        return Err(unsupported(
+                            "cannot run incrementally: each input of a join reads a table",
+                        ));
+                    };
+                    self.join_inputs.push(JoinInput {
+                        scan,
+                        stages: side.stages,
+                    });
+                    feeds.push(FeedNode::plan(slot, Arc::clone(input.schema())));
+                }
+                plan.with_new_exprs(plan.expressions(), feeds)
+            }
             LogicalPlan::Projection(_)
             | LogicalPlan::Filter(_)
             | LogicalPlan::SubqueryAlias(_)
@@ -169,15 +395,24 @@ impl Splitter {
 
     /// Adds a stateless stage, unless it is only its input passed through.
     fn push_stateless(&mut self, fragment: LogicalPlan) {
-        if !matches!(fragment, LogicalPlan::Extension(_)) {
+        let has_join = fragment
+            .exists(|node| Ok(matches!(node, LogicalPlan::Join(_))))
+            .unwrap_or(false);
+        if has_join {
+            self.stages.push(Stage::Join(fragment));
+        } else if !matches!(fragment, LogicalPlan::Extension(_)) {
             self.stages.push(Stage::Stateless(fragment));
         }
     }
 
     fn bind_source(&mut self, scan: &TableScan) -> Result<()> {
+        if !self.join_inputs.is_empty() {
+            return Err(more_than_two_tables());
+        }
         match &self.source {
             Some(bound) if bound.table_name != scan.table_name => Err(unsupported(format!(
-                "a continuous query reads one table for now; this one reads {} and {}",
+                "a continuous query reads one table, or joins two, for now; this one reads {} \
+                 and {} without joining them",
                 bound.table_name, scan.table_name
             ))),
             _ => {
@@ -208,6 +443,12 @@ fn refuse_subqueries(plan: &LogicalPlan) -> Result<()> {
     Ok(())
 }
 
+fn more_than_two_tables() -> DataFusionError {
+    unsupported(
+        "cannot run incrementally: a continuous query joins two tables for now; this one joins more",
+    )
+}
+
 fn unsupported(message: impl Into<String>) -> DataFusionError {
     SluiceError::new(SqlState::FEATURE_NOT_SUPPORTED, message).into()
 }
@@ -223,7 +464,6 @@ fn not_incremental(plan: &LogicalPlan) -> DataFusionError {
             "LIMIT/OFFSET: the first n rows of a changing result are not kept incrementally"
                 .to_string()
         }
-        LogicalPlan::Join(_) => "joins are not supported in continuous queries yet".to_string(),
         LogicalPlan::Window(_) => {
             "window functions (OVER …) are not supported in continuous queries; use TUMBLE or \
              HOP with GROUP BY"
@@ -257,12 +497,11 @@ struct BoundSource {
     retracts: bool,
 }
 
-/// Opens the source for `table`: a Sluice table, a generator or a
+/// Opens the source `scan` reads: a Sluice table, a generator, files or a
 /// materialized view.
-async fn table_source(
-    table: &TableReference,
-    provider: Arc<dyn TableProvider>,
-) -> Result<BoundSource> {
+async fn open_source(scan: &TableScan) -> Result<BoundSource> {
+    let table = &scan.table_name;
+    let provider = source_as_provider(&scan.source)?;
     let any: &dyn std::any::Any = provider.as_ref();
     if let Some(generator) = any.downcast_ref::<GeneratorTable>() {
         return Ok(BoundSource {
@@ -313,16 +552,11 @@ async fn stateless_operator(
     fragment: LogicalPlan,
     task: Arc<TaskContext>,
 ) -> Result<StatelessOperator> {
-    let mut input_schema = None;
-    fragment.apply(|node| {
-        if let LogicalPlan::Extension(extension) = node
-            && let Some(feed) = extension.node.as_any().downcast_ref::<FeedNode>()
-        {
-            input_schema = Some(Arc::new(feed.schema.as_arrow().clone()));
-        }
-        Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
-    })?;
-    let input_schema = input_schema
+    let input_schema = feed_schemas(&fragment)?
+        .into_iter()
+        .flatten()
+        .next()
+        .map(|schema| Arc::new(schema.as_arrow().clone()))
         .ok_or_else(|| DataFusionError::Internal("a stateless stage without input".into()))?;
     let slot = Arc::new(FeedSlot::default());
     let optimized = state.optimize(&fragment)?;
@@ -337,8 +571,7 @@ async fn stateless_operator(
 fn aggregate_operator(
     state: &SessionState,
     aggregate: &Aggregate,
-    has_watermark: bool,
-    scan: &TableScan,
+    no_watermark: Option<&str>,
 ) -> Result<AggregateOperator> {
     let input = aggregate.input.schema();
     let arrow_input = input.as_arrow();
@@ -368,12 +601,10 @@ fn aggregate_operator(
     }
     let emission = match window_end {
         Some(window_end) if window_start => {
-            if !has_watermark {
+            if let Some(why) = no_watermark {
                 return Err(unsupported(format!(
                     "a windowed aggregate emits a window when the watermark passes its end, and \
-                     {} declares no watermark: add `WATERMARK FOR <column> AS <column> - \
-                     INTERVAL '…'` to its CREATE TABLE",
-                    scan.table_name
+                     {why}"
                 )));
             }
             Emission::OnWindowClose { window_end }

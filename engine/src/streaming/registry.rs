@@ -42,8 +42,8 @@ pub struct ContinuousQuery {
     pub sequence: u64,
     /// The statement that created it.
     pub definition: String,
-    /// The table it reads, resolved to `catalog.schema.table`.
-    pub source: TableReference,
+    /// The tables it reads, resolved to `catalog.schema.table`.
+    pub sources: Vec<TableReference>,
     /// Whether it can only take inserts from its source (windowed
     /// aggregates): rows of the source may then not be deleted or updated.
     pub append_only: bool,
@@ -110,7 +110,7 @@ impl ContinuousQueries {
     pub fn readers_of(&self, table: &TableReference) -> Vec<Arc<ContinuousQuery>> {
         self.lock()
             .values()
-            .filter(|q| q.source.resolved_eq(table))
+            .filter(|q| q.sources.iter().any(|source| source.resolved_eq(table)))
             .cloned()
             .collect()
     }

@@ -3,14 +3,14 @@
 //! stays bounded), barriers on a timer, and commands (flush, pause,
 //! resume) from sessions.
 //!
-//! The source task owns the source and the epoch counter: it reads rows
-//! when the source has some, passes its watermark on when it advances, and
-//! closes an epoch with a barrier every `barrier_interval`, or at once for
-//! `FLUSH` after reading everything committed so far. The operator task
-//! pushes each change through the operators in order, hands signals to
-//! every operator in order (what an operator emits for a signal goes
-//! through the operators after it), and applies each finished epoch to the
-//! view atomically.
+//! The source task owns the query's sources (one, or a join's two) and the
+//! epoch counter: it reads rows from whichever source has some, passes each
+//! source's watermark on when it advances, and closes an epoch with a
+//! barrier every `barrier_interval`, or at once for `FLUSH` after reading
+//! everything committed so far. One task reading every source is what keeps
+//! the barriers aligned across a join's inputs. The operator task hands
+//! each change and signal to the [`Pipeline`] and applies each finished
+//! epoch to the view atomically.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -21,8 +21,8 @@ use sluice_types::error::SluiceError;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use super::operator::StreamOperator;
-use super::signal::{Change, CheckpointBarrier, Epoch, Message, Signal, Watermark};
+use super::pipeline::Pipeline;
+use super::signal::{Change, CheckpointBarrier, Epoch, InputIndex, Message, Signal, Watermark};
 use super::sink::EpochSink;
 use super::source::StreamSource;
 
@@ -106,11 +106,12 @@ impl Drop for RunningQuery {
 }
 
 impl RunningQuery {
-    /// Starts `operators` over `source`, handing each finished epoch to
-    /// `sink` (a materialized view, a file or table sink).
+    /// Starts `pipeline` over `sources` (one per pipeline input), handing
+    /// each finished epoch to `sink` (a materialized view, a file or table
+    /// sink).
     pub fn start(
-        source: Box<dyn StreamSource>,
-        operators: Vec<Box<dyn StreamOperator>>,
+        sources: Vec<Box<dyn StreamSource>>,
+        pipeline: Pipeline,
         sink: Arc<dyn EpochSink>,
         barrier_interval: Duration,
     ) -> Self {
@@ -130,19 +131,20 @@ impl RunningQuery {
         let (sender, receiver) = mpsc::channel(CHANNEL_CAPACITY);
         let waiters = Arc::new(Mutex::new(Vec::new()));
         let source_task = SourceTask {
-            source,
+            watermarks: vec![None; sources.len()],
+            ended: vec![false; sources.len()],
+            sources,
             sender,
             commands,
             waiters: Arc::clone(&waiters),
             metrics: Arc::clone(&metrics),
             barrier_interval,
             epoch: Epoch(1),
-            watermark: None,
             paused: false,
-            ended: false,
+            next_input: 0,
         };
         let operator_task = OperatorTask {
-            operators,
+            pipeline,
             sink,
             receiver,
             waiters: Arc::clone(&waiters),
@@ -249,16 +251,21 @@ fn fail(metrics: &Mutex<QueryMetrics>, error: String) {
 type Waiters = Arc<Mutex<Vec<(Epoch, oneshot::Sender<()>)>>>;
 
 struct SourceTask {
-    source: Box<dyn StreamSource>,
+    sources: Vec<Box<dyn StreamSource>>,
     sender: mpsc::Sender<Message>,
     commands: mpsc::UnboundedReceiver<Control>,
     waiters: Waiters,
     metrics: Arc<Mutex<QueryMetrics>>,
     barrier_interval: Duration,
     epoch: Epoch,
-    watermark: Option<Watermark>,
+    /// Per source, the watermark last passed on.
+    watermarks: Vec<Option<Watermark>>,
     paused: bool,
-    ended: bool,
+    /// Per source, whether it has ended.
+    ended: Vec<bool>,
+    /// The source waited on first next time, so that a source that always
+    /// has rows cannot starve the other input of a join.
+    next_input: InputIndex,
 }
 
 impl SourceTask {
@@ -266,16 +273,13 @@ impl SourceTask {
         let mut timer = tokio::time::interval(self.barrier_interval);
         timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let reading = !self.paused && !self.ended;
+            let reading = !self.paused && self.ended.iter().any(|ended| !ended);
             tokio::select! {
                 biased;
                 command = self.commands.recv() => match command {
                     Some(Control::Flush(done)) => {
-                        if !self.paused && !self.ended && self.source.catches_up() {
-                            self.read_available().await?;
-                            if self.source.exhausted() {
-                                self.end().await?;
-                            }
+                        if !self.paused {
+                            self.catch_up().await?;
                         }
                         self.barrier(Some(done)).await?;
                     }
@@ -285,50 +289,65 @@ impl SourceTask {
                     None => return Ok(()),
                 },
                 _ = timer.tick() => self.barrier(None).await?,
-                ready = self.source.wait(), if reading => {
+                (input, ready) = wait_any(&mut self.sources, &self.ended, self.next_input), if reading => {
+                    self.next_input = (input + 1) % self.sources.len();
                     if ready? {
-                        self.read_once().await?;
+                        self.read_once(input).await?;
                     } else {
-                        self.end().await?;
+                        self.end(input).await?;
                     }
                 }
             }
         }
     }
 
-    /// Reads and sends one portion of what the source has.
-    async fn read_once(&mut self) -> Result<usize> {
-        let changes = self.source.read().await?;
+    /// For `FLUSH`: reads everything the sources that catch up have, and
+    /// ends the ones with nothing more ever.
+    async fn catch_up(&mut self) -> Result<()> {
+        for input in 0..self.sources.len() {
+            if !self.ended[input] && self.sources[input].catches_up() {
+                while self.read_once(input).await? > 0 {}
+                if self.sources[input].exhausted() {
+                    self.end(input).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads and sends one portion of what source `input` has.
+    async fn read_once(&mut self, input: InputIndex) -> Result<usize> {
+        let source = &mut self.sources[input];
+        let changes = source.read().await?;
+        let watermark = source.watermark();
         let count = changes.len();
         let rows: usize = changes.iter().map(|c| c.batch.num_rows()).sum();
         for change in changes {
-            self.send(Message::Data(change)).await?;
+            self.send(Message::Data(input, change)).await?;
         }
-        if let Some(watermark) = self.source.watermark()
-            && self.watermark.is_none_or(|w| watermark > w)
+        if let Some(watermark) = watermark
+            && self.watermarks[input].is_none_or(|w| watermark > w)
         {
-            self.watermark = Some(watermark);
-            self.send(Message::Signal(Signal::Watermark(watermark)))
+            self.watermarks[input] = Some(watermark);
+            self.send(Message::Signal(input, Signal::Watermark(watermark)))
                 .await?;
         }
         let mut metrics = lock(&self.metrics);
         metrics.rows_in += rows as u64;
-        metrics.lag = self.source.lag();
+        metrics.lag = self.sources.iter().map(|s| s.lag()).sum();
         Ok(count)
     }
 
-    /// Reads until the source has nothing more right now.
-    async fn read_available(&mut self) -> Result<()> {
-        while self.read_once().await? > 0 {}
-        Ok(())
-    }
-
-    async fn end(&mut self) -> Result<()> {
-        self.ended = true;
-        self.send(Message::Signal(Signal::Watermark(Watermark::END)))
+    /// Source `input` has ended; once every source has, so has the query.
+    async fn end(&mut self, input: InputIndex) -> Result<()> {
+        self.ended[input] = true;
+        self.send(Message::Signal(input, Signal::Watermark(Watermark::END)))
             .await?;
-        self.barrier(None).await?;
-        self.send(Message::Signal(Signal::EndOfData)).await
+        if self.ended.iter().all(|ended| *ended) {
+            self.barrier(None).await?;
+            self.send(Message::Signal(input, Signal::EndOfData)).await?;
+        }
+        Ok(())
     }
 
     async fn barrier(&mut self, waiter: Option<oneshot::Sender<()>>) -> Result<()> {
@@ -341,9 +360,10 @@ impl SourceTask {
                 .push((epoch, waiter));
         }
         let sent = self
-            .send(Message::Signal(Signal::Barrier(CheckpointBarrier {
-                epoch,
-            })))
+            .send(Message::Signal(
+                0,
+                Signal::Barrier(CheckpointBarrier { epoch }),
+            ))
             .await;
         if sent.is_err() {
             // No operator will apply this epoch: release its waiters.
@@ -365,8 +385,29 @@ impl SourceTask {
     }
 }
 
+/// Waits until one of the sources not `ended` is ready, trying them from
+/// `first` on; returns its index and what its wait returned.
+async fn wait_any(
+    sources: &mut [Box<dyn StreamSource>],
+    ended: &[bool],
+    first: InputIndex,
+) -> (InputIndex, Result<bool>) {
+    let open: Vec<InputIndex> = (0..sources.len()).filter(|i| !ended[*i]).collect();
+    let mut waits: Vec<_> = sources
+        .iter_mut()
+        .enumerate()
+        .filter(|(input, _)| !ended[*input])
+        .map(|(input, source)| Box::pin(async move { (input, source.wait().await) }))
+        .collect();
+    // select_all prefers the first ready future: rotate so that the source
+    // preferred changes from one wait to the next.
+    let shift = open.iter().position(|input| *input >= first).unwrap_or(0);
+    waits.rotate_left(shift);
+    futures::future::select_all(waits).await.0
+}
+
 struct OperatorTask {
-    operators: Vec<Box<dyn StreamOperator>>,
+    pipeline: Pipeline,
     sink: Arc<dyn EpochSink>,
     receiver: mpsc::Receiver<Message>,
     waiters: Waiters,
@@ -379,23 +420,19 @@ impl OperatorTask {
     async fn run(mut self) -> Result<()> {
         while let Some(message) = self.receiver.recv().await {
             match message {
-                Message::Data(change) => {
-                    let out = self.push(0, vec![change]).await?;
+                Message::Data(input, change) => {
+                    let out = self.pipeline.process_change(input, change).await?;
                     self.pending.extend(out);
                 }
-                Message::Signal(Signal::Watermark(mut watermark)) => {
-                    for i in 0..self.operators.len() {
-                        let mut emitted = Vec::new();
-                        watermark = self.operators[i]
-                            .handle_watermark(watermark, &mut emitted)
-                            .await?;
-                        let out = self.push(i + 1, emitted).await?;
-                        self.pending.extend(out);
+                Message::Signal(input, Signal::Watermark(watermark)) => {
+                    let (out, passed) = self.pipeline.handle_watermark(input, watermark).await?;
+                    self.pending.extend(out);
+                    if let Some(watermark) = passed {
+                        lock(&self.metrics).watermark = Some(watermark.0);
                     }
-                    lock(&self.metrics).watermark = Some(watermark.0);
                 }
-                Message::Signal(Signal::Barrier(barrier)) => self.finish_epoch(barrier).await?,
-                Message::Signal(Signal::EndOfData) => {
+                Message::Signal(_, Signal::Barrier(barrier)) => self.finish_epoch(barrier).await?,
+                Message::Signal(_, Signal::EndOfData) => {
                     lock(&self.metrics).state = QueryState::Finished;
                 }
             }
@@ -403,42 +440,18 @@ impl OperatorTask {
         Ok(())
     }
 
-    /// Runs `changes` through the operators from index `from` on.
-    async fn push(&mut self, from: usize, mut changes: Vec<Change>) -> Result<Vec<Change>> {
-        for operator in self.operators.iter_mut().skip(from) {
-            if changes.is_empty() {
-                break;
-            }
-            let mut next = Vec::with_capacity(changes.len());
-            for change in changes {
-                operator.process_change(change, &mut next).await?;
-            }
-            changes = next;
-        }
-        Ok(changes)
-    }
-
     async fn finish_epoch(&mut self, barrier: CheckpointBarrier) -> Result<()> {
-        for i in 0..self.operators.len() {
-            let mut emitted = Vec::new();
-            self.operators[i]
-                .handle_checkpoint(barrier, &mut emitted)
-                .await?;
-            let out = self.push(i + 1, emitted).await?;
-            self.pending.extend(out);
-        }
+        let out = self.pipeline.handle_checkpoint(barrier).await?;
+        self.pending.extend(out);
         let changes = std::mem::take(&mut self.pending);
         let applied = self.sink.apply_epoch(barrier.epoch, &changes).await?;
         {
             let mut metrics = lock(&self.metrics);
             metrics.rows_out += applied;
             metrics.epoch = barrier.epoch.0;
-            let (late, entries) = self.operators.iter().fold((0, 0), |(l, e), op| {
-                let m = op.metrics();
-                (l + m.late_rows, e + m.state_entries)
-            });
-            metrics.late_rows = late;
-            metrics.state_entries = entries;
+            let operators = self.pipeline.metrics();
+            metrics.late_rows = operators.late_rows;
+            metrics.state_entries = operators.state_entries;
         }
         let mut waiters = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
         let (done, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut *waiters)

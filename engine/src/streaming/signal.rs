@@ -118,11 +118,16 @@ pub enum Signal {
     EndOfData,
 }
 
+/// Which of a query's sources a message comes from: 0 for a query over one
+/// table, 0 (left) or 1 (right) for a join's inputs.
+pub type InputIndex = usize;
+
 /// What flows through a continuous query's channels.
 #[derive(Debug, Clone)]
 pub enum Message {
-    /// Rows.
-    Data(Change),
-    /// A signal, in order with the rows.
-    Signal(Signal),
+    /// Rows from one input.
+    Data(InputIndex, Change),
+    /// A signal, in order with the rows. A watermark is its input's own;
+    /// barriers and the end of data concern every input.
+    Signal(InputIndex, Signal),
 }

@@ -169,7 +169,7 @@ async fn start(
     origin: Origin,
 ) -> Result<()> {
     let queries = continuous_queries(ctx);
-    let running = RunningQuery::start(planned.source, planned.operators, sink, barrier_interval);
+    let running = RunningQuery::start(planned.sources, planned.pipeline, sink, barrier_interval);
     // Like RisingWave's backfill: the statement returns once the view (or
     // sink) has taken the rows its source held.
     running.flush().await;
@@ -196,7 +196,11 @@ async fn start(
         kind: started.kind,
         sequence: queries.next_sequence(),
         definition: started.definition,
-        source: resolve(ctx, &planned.source_table),
+        sources: planned
+            .source_tables
+            .iter()
+            .map(|table| resolve(ctx, table))
+            .collect(),
         append_only: planned.append_only,
         view: started.view,
         running,

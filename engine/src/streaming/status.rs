@@ -73,7 +73,16 @@ impl ContinuousQueriesTable {
             text(&|i| Some(queries[i].name.clone())),
             text(&|i| Some(queries[i].kind.name().into())),
             text(&|i| Some(metrics[i].state.name().into())),
-            text(&|i| Some(queries[i].source.to_string())),
+            text(&|i| {
+                Some(
+                    queries[i]
+                        .sources
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                )
+            }),
             count(&|i| metrics[i].rows_in),
             count(&|i| metrics[i].rows_out),
             Arc::new(Float64Array::from(

@@ -1,0 +1,198 @@
+//! [`JoinOperator`]: joins each change of one input with the rows the other
+//! input holds now, through DataFusion's own join (a hash join on the
+//! equality keys) run over the change and the kept rows.
+//!
+//! Joining is linear: with `L` and `R` the inputs' rows, a change `ΔL`
+//! changes the result by `ΔL ⋈ R` (inserted or deleted as `ΔL` is), so
+//! applying the changes one at a time, each against the other input's rows
+//! as they are then, keeps the output equal to `L ⋈ R` at every epoch.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{BooleanArray, RecordBatch};
+use datafusion::arrow::compute::filter_record_batch;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::error::Result;
+use datafusion::execution::TaskContext;
+use datafusion::physical_plan::execution_plan::reset_plan_states;
+use datafusion::physical_plan::{ExecutionPlan, collect};
+
+use super::bounds::TimeBounds;
+use super::side::SideRows;
+use crate::streaming::feed::FeedSlot;
+use crate::streaming::operator::OperatorMetrics;
+use crate::streaming::signal::{Change, ChangeOp, InputIndex, Watermark, event_time_nanos};
+
+/// An inner join of a continuous query's two inputs, regular or (with
+/// [`TimeBounds`]) an interval join.
+pub struct JoinOperator {
+    /// The join (and the projections and filters above it) over two feeds.
+    plan: Arc<dyn ExecutionPlan>,
+    /// Where each input's rows are put for the plan to read.
+    slots: [Arc<FeedSlot>; 2],
+    /// Each input's rows as the plan's feeds name them.
+    input_schemas: [SchemaRef; 2],
+    /// Each input's rows held for the other's changes.
+    sides: [SideRows; 2],
+    /// Set for an interval join: kept rows expire with the watermarks.
+    bounds: Option<TimeBounds>,
+    watermarks: [Option<Watermark>; 2],
+    /// The watermark last passed downstream.
+    passed: Option<Watermark>,
+    late_rows: u64,
+    task: Arc<TaskContext>,
+}
+
+impl JoinOperator {
+    /// Runs `plan`, whose two feeds read `slots` (rows of `input_schemas`).
+    pub fn new(
+        plan: Arc<dyn ExecutionPlan>,
+        slots: [Arc<FeedSlot>; 2],
+        input_schemas: [SchemaRef; 2],
+        bounds: Option<TimeBounds>,
+        task: Arc<TaskContext>,
+    ) -> Self {
+        let sides = [
+            SideRows::new(Arc::clone(&input_schemas[0])),
+            SideRows::new(Arc::clone(&input_schemas[1])),
+        ];
+        Self {
+            plan,
+            slots,
+            input_schemas,
+            sides,
+            bounds,
+            watermarks: [None, None],
+            passed: None,
+            late_rows: 0,
+            task,
+        }
+    }
+
+    /// Whether rows expire with the watermarks (an interval join), which
+    /// also makes the output append-only and gives it a watermark.
+    pub fn is_interval(&self) -> bool {
+        self.bounds.is_some()
+    }
+
+    /// The schema of the rows it emits.
+    pub fn output_schema(&self) -> SchemaRef {
+        self.plan.schema()
+    }
+
+    /// Joins a change of `input` with the other input's rows, then keeps it.
+    pub async fn process_change(
+        &mut self,
+        input: InputIndex,
+        change: Change,
+        out: &mut Vec<Change>,
+    ) -> Result<()> {
+        let other = 1 - input.min(1);
+        // The input's field names may differ from the feed's (a table's
+        // rows vs the qualified leaf); the columns are what matter.
+        let mut batch = RecordBatch::try_new(
+            Arc::clone(&self.input_schemas[input]),
+            change.batch.columns().to_vec(),
+        )?;
+        if let (Some(bounds), Some(watermark)) = (self.bounds, self.watermarks[input]) {
+            batch = self.drop_late(batch, bounds.columns[input], watermark)?;
+        }
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        if self.sides[other].rows() > 0 {
+            self.slots[input].put(batch.clone());
+            self.slots[other].put_all(self.sides[other].batches());
+            // A join keeps its build side in the plan after running: a
+            // fresh copy of the plan's state reads the new rows.
+            let plan = reset_plan_states(Arc::clone(&self.plan))?;
+            for joined in collect(plan, Arc::clone(&self.task)).await? {
+                if joined.num_rows() > 0 {
+                    out.push(Change {
+                        op: change.op,
+                        batch: joined,
+                    });
+                }
+            }
+            // Release the kept rows' batches until the next change.
+            self.slots[other].put_all(Vec::new());
+        }
+        match change.op {
+            ChangeOp::Insert => self.sides[input].insert(batch),
+            ChangeOp::Delete => self.sides[input].delete(&batch),
+        }
+    }
+
+    /// Event time of `input` has reached `watermark`: drops the kept rows
+    /// it expires (an interval join) and returns the watermark to pass
+    /// downstream if it advanced. A regular join can pair a new row with a
+    /// row of any age, so it passes none until both inputs have ended.
+    pub fn handle_watermark(
+        &mut self,
+        input: InputIndex,
+        watermark: Watermark,
+    ) -> Result<Option<Watermark>> {
+        let input = input.min(1);
+        if self.watermarks[input].is_some_and(|w| w >= watermark) {
+            return Ok(None);
+        }
+        self.watermarks[input] = Some(watermark);
+        let [Some(left), Some(right)] = self.watermarks else {
+            return Ok(None);
+        };
+        let downstream = if left == Watermark::END && right == Watermark::END {
+            Watermark::END
+        } else if let Some(bounds) = self.bounds {
+            // A left row matches right rows with times in
+            // [left − upper, left − lower]; right rows still to come are at
+            // or after the right watermark. And the other way round.
+            self.sides[0].retain_from(bounds.columns[0], right.0.saturating_add(bounds.lower))?;
+            self.sides[1].retain_from(bounds.columns[1], left.0.saturating_sub(bounds.upper))?;
+            // Rows still to come carry a left time of at least
+            // min(left, right + lower) and a right time of at least
+            // min(right, left − upper).
+            Watermark(
+                left.0
+                    .min(right.0)
+                    .min(right.0.saturating_add(bounds.lower))
+                    .min(left.0.saturating_sub(bounds.upper)),
+            )
+        } else {
+            return Ok(None);
+        };
+        if self.passed.is_some_and(|p| p >= downstream) {
+            return Ok(None);
+        }
+        self.passed = Some(downstream);
+        Ok(Some(downstream))
+    }
+
+    /// Counters for the query's status.
+    pub fn metrics(&self) -> OperatorMetrics {
+        OperatorMetrics {
+            late_rows: self.late_rows,
+            state_entries: (self.sides[0].rows() + self.sides[1].rows()) as u64,
+        }
+    }
+
+    /// An interval join drops rows behind their input's watermark: the
+    /// rows they would have matched may already be gone.
+    fn drop_late(
+        &mut self,
+        batch: RecordBatch,
+        column: usize,
+        watermark: Watermark,
+    ) -> Result<RecordBatch> {
+        let times = event_time_nanos(batch.column(column))?;
+        let keep: BooleanArray = times
+            .iter()
+            .map(|t| Some(t.is_some_and(|t| t >= watermark.0)))
+            .collect();
+        let late = keep.false_count();
+        if late == 0 {
+            return Ok(batch);
+        }
+        self.late_rows += late as u64;
+        Ok(filter_record_batch(&batch, &keep)?)
+    }
+}
