@@ -56,9 +56,20 @@ class Query:
     # end, Flink emits every window when its bounded input ends; only
     # windows that closed on both sides are compared.
     window_end: str | None = None
+    # For a query whose rows carry an event time or a window start rather
+    # than the window's end: the tumbling window size, ms; the end is then
+    # the next multiple of it after `window_end`'s value.
+    window_size_ms: int = 0
+    # A windowed query whose rows carry no time at all: the windows still
+    # open when the input ends cannot be told apart, so results are not
+    # compared.
+    open_tail: bool = False
     # Whether Sluice is expected to run it as a continuous query (the
     # harness tries the others too and reports Sluice's refusal).
     sluice_continuous: bool = True
+    # How many times the query reads each of its tables (a self-join reads
+    # its table twice): the rows a complete run takes in, per event.
+    reads_each: int = 1
     # Set for a query that is not Nexmark's own: what it is instead.
     variant: str = ""
     # Columns compared rounded to 3 decimals (Flink computes DECIMAL where
@@ -101,8 +112,7 @@ WHERE A.category = 10 AND (P.state = 'or' OR P.state = 'id' OR P.state = 'ca')""
         # lower case (the reference generator: 'OR', 'ID', 'CA'), so the
         # suite's literals would select nothing.
         note="local item suggestion (join); state literals in lower case, as generated",
-        sluice_continuous=False,
-    ),
+            ),
     Query(
         "q4", ["auction", "bid"],
         flink="""
@@ -126,8 +136,7 @@ FROM (
 ) Q
 GROUP BY Q.category""",
         note="average price per category (join + updating aggregates)",
-        sluice_continuous=False,
-    ),
+            ),
     Query(
         "q5", ["bid"],
         flink="""
@@ -168,8 +177,9 @@ JOIN (
 ON AuctionBids.starttime = MaxBids.starttime AND AuctionBids.endtime = MaxBids.endtime
    AND AuctionBids.num >= MaxBids.maxn""",
         note="hot items (join of two HOP aggregates)",
-        sluice_continuous=False,
-    ),
+        reads_each=2,
+        open_tail=True,
+            ),
     Query(
         "q5a", ["bid"],
         flink="""
@@ -207,8 +217,10 @@ JOIN (
 ON B.price = B1.maxprice
 WHERE B.date_time BETWEEN B1.date_time - INTERVAL '10' SECOND AND B1.date_time""",
         note="highest bid per 10 s window (self-join)",
-        sluice_continuous=False,
-    ),
+        reads_each=2,
+        window_end="date_time",
+        window_size_ms=10_000,
+            ),
     Query(
         "q8", ["person", "auction"],
         flink="""
@@ -238,6 +250,7 @@ JOIN (
 ) A
 ON P.id = A.seller AND P.starttime = A.starttime AND P.endtime = A.endtime""",
         note="new users who sold in the same 10 s window (join of two TUMBLE aggregates)",
-        sluice_continuous=False,
-    ),
+        window_end="starttime",
+        window_size_ms=10_000,
+            ),
 ]

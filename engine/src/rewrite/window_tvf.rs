@@ -13,8 +13,15 @@
 //! projection per window a row falls in (`size / slide` of them, so `size`
 //! must be a multiple of `slide`). A continuous query that groups by
 //! `window_start, window_end` emits each window when the watermark passes
-//! its end (the streaming aggregate). `SESSION` windows are refused
-//! for now.
+//! its end (the streaming aggregate).
+//!
+//! `SESSION(TABLE t [PARTITION BY k], DESCRIPTOR(ts), gap)` groups rows
+//! (of one partition) whose times lie within `gap` of each other; a session
+//! ends `gap` after its last row. One-off queries find the sessions with
+//! window functions (`lag` marks a row starting a session, a running `sum`
+//! numbers them). Continuous queries ([`rewrite_for_streaming`]) give each
+//! row its own proto-session `[ts, ts + gap]` instead and the streaming
+//! aggregate merges the ones that touch, as Flink's session windows do.
 //!
 //! The subquery is built from a constant template whose placeholders
 //! (`__sluice_size`, …) are replaced by the call's own expression nodes,
@@ -28,7 +35,7 @@ use datafusion::sql::sqlparser::ast::{
     self, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, Ident, ObjectName, SetExpr,
     SetOperator, SetQuantifier, TableFactor, VisitMut, VisitorMut,
 };
-use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::dialect::GenericDialect;
 use sluice_types::error::{SluiceError, SqlState};
 
 use crate::sql::watermark::interval_nanos;
@@ -51,12 +58,51 @@ const TEMPLATE: &str = "SELECT *, \
        + __sluice_size - INTERVAL '1' MILLISECOND AS window_time \
      FROM __sluice_table";
 
-/// Replaces every TUMBLE/HOP table function of `statement` by its subquery.
+/// Session windows of a one-off query: sessions numbered per partition by
+/// a running sum of session starts, bounds from their rows' times.
+const SESSION_TEMPLATE: &str = "SELECT * EXCLUDE (__sluice_new, __sluice_session), \
+     min(__sluice_time) OVER (PARTITION BY __sluice_partition, __sluice_session) \
+       AS window_start, \
+     max(__sluice_time) OVER (PARTITION BY __sluice_partition, __sluice_session) \
+       + __sluice_size AS window_end, \
+     max(__sluice_time) OVER (PARTITION BY __sluice_partition, __sluice_session) \
+       + __sluice_size - INTERVAL '1' MILLISECOND AS window_time \
+     FROM (SELECT *, sum(__sluice_new) OVER (PARTITION BY __sluice_partition \
+             ORDER BY __sluice_time ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) \
+             AS __sluice_session \
+           FROM (SELECT *, CASE WHEN lag(__sluice_time) OVER (PARTITION BY __sluice_partition \
+                   ORDER BY __sluice_time) >= __sluice_time - __sluice_size THEN 0 ELSE 1 END \
+                   AS __sluice_new \
+                 FROM __sluice_table) AS __sluice_marked) AS __sluice_numbered";
+
+/// Session windows of a continuous query: each row its own proto-session,
+/// merged by the streaming aggregate.
+const PROTO_SESSION_TEMPLATE: &str = "SELECT *, __sluice_time AS window_start, \
+     __sluice_time + __sluice_size AS window_end, \
+     __sluice_time + __sluice_size - INTERVAL '1' MILLISECOND AS window_time \
+     FROM __sluice_table";
+
+/// Placeholder of a window's `PARTITION BY` list.
+const PARTITION: &str = "__sluice_partition";
+
+/// A `SESSION` window of a continuous query, for the streaming aggregate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionSpec {
+    /// The gap that ends a session, in nanoseconds.
+    pub gap_nanos: i64,
+    /// The `PARTITION BY` columns (sessions are per partition).
+    pub partition_by: Vec<String>,
+}
+
+/// Replaces every window table function of `statement` by its subquery.
 pub(crate) fn rewrite(statement: &mut DFStatement) -> Result<()> {
     let Some(inner) = super::sql_statement(statement) else {
         return Ok(());
     };
-    let mut rewriter = Rewriter { error: None };
+    let mut rewriter = Rewriter {
+        error: None,
+        sessions: None,
+    };
     let _ = inner.visit(&mut rewriter);
     match rewriter.error {
         Some(e) => Err(e),
@@ -64,8 +110,24 @@ pub(crate) fn rewrite(statement: &mut DFStatement) -> Result<()> {
     }
 }
 
+/// Replaces the window table functions of a continuous query, `SESSION`
+/// by proto-sessions; returns the sessions' specs.
+pub fn rewrite_for_streaming(query: &mut ast::Query) -> Result<Vec<SessionSpec>> {
+    let mut rewriter = Rewriter {
+        error: None,
+        sessions: Some(Vec::new()),
+    };
+    let _ = query.visit(&mut rewriter);
+    match rewriter.error {
+        Some(e) => Err(e),
+        None => Ok(rewriter.sessions.unwrap_or_default()),
+    }
+}
+
 struct Rewriter {
     error: Option<DataFusionError>,
+    /// `Some` for a continuous query: its sessions so far.
+    sessions: Option<Vec<SessionSpec>>,
 }
 
 impl VisitorMut for Rewriter {
@@ -84,7 +146,7 @@ impl VisitorMut for Rewriter {
         let Some(kind) = window_kind(name) else {
             return ControlFlow::Continue(());
         };
-        match subquery(kind, &args.args) {
+        match subquery(kind, &args.args, self.sessions.as_mut()) {
             Ok(query) => {
                 *factor = TableFactor::Derived {
                     lateral: false,
@@ -112,11 +174,11 @@ enum WindowKind {
 impl WindowKind {
     fn usage(self) -> &'static str {
         match self {
-            WindowKind::Tumble => {
-                "TUMBLE(TABLE t | (subquery), DESCRIPTOR(time_column), size)"
-            }
+            WindowKind::Tumble => "TUMBLE(TABLE t | (subquery), DESCRIPTOR(time_column), size)",
             WindowKind::Hop => "HOP(TABLE t | (subquery), DESCRIPTOR(time_column), slide, size)",
-            WindowKind::Session => "SESSION(TABLE t, DESCRIPTOR(time_column), gap)",
+            WindowKind::Session => {
+                "SESSION(TABLE t [PARTITION BY column], DESCRIPTOR(time_column), gap)"
+            }
         }
     }
 }
@@ -145,7 +207,11 @@ fn usage_error(kind: WindowKind, detail: &str) -> DataFusionError {
     .into()
 }
 
-fn subquery(kind: WindowKind, args: &[FunctionArg]) -> Result<ast::Query> {
+fn subquery(
+    kind: WindowKind,
+    args: &[FunctionArg],
+    streaming_sessions: Option<&mut Vec<SessionSpec>>,
+) -> Result<ast::Query> {
     let exprs: Vec<&Expr> = args
         .iter()
         .map(|a| match a {
@@ -153,8 +219,15 @@ fn subquery(kind: WindowKind, args: &[FunctionArg]) -> Result<ast::Query> {
             _ => Err(usage_error(kind, "named arguments are not accepted")),
         })
         .collect::<Result<_>>()?;
-    let (table, descriptor, sizes) = match exprs.as_slice() {
-        [table, descriptor, sizes @ ..] => (*table, *descriptor, sizes),
+    let (table, partition_by, rest) = match exprs.as_slice() {
+        [table, second, rest @ ..] => match partition_columns(second) {
+            Some(columns) if kind == WindowKind::Session => (*table, columns, rest),
+            _ => (*table, Vec::new(), &exprs[1..]),
+        },
+        _ => return Err(usage_error(kind, "too few arguments")),
+    };
+    let (descriptor, sizes) = match rest {
+        [descriptor, sizes @ ..] => (*descriptor, sizes),
         _ => return Err(usage_error(kind, "too few arguments")),
     };
     let table = match table {
@@ -173,7 +246,7 @@ fn subquery(kind: WindowKind, args: &[FunctionArg]) -> Result<ast::Query> {
         (WindowKind::Tumble, [size]) => {
             positive_interval(kind, size)?;
             let zero = zero_interval();
-            projection(&table, &time, size, size, &zero)
+            projection(TEMPLATE, &table, &time, size, size, &zero, &[])
         }
         (WindowKind::Hop, [slide, size]) => {
             let slide_nanos = positive_interval(kind, slide)?;
@@ -189,7 +262,7 @@ fn subquery(kind: WindowKind, args: &[FunctionArg]) -> Result<ast::Query> {
             let mut query: Option<ast::Query> = None;
             for j in 0..windows {
                 let offset = nanos_interval(j * slide_nanos);
-                let branch = projection(&table, &time, slide, size, &offset)?;
+                let branch = projection(TEMPLATE, &table, &time, slide, size, &offset, &[])?;
                 query = Some(match query {
                     None => branch,
                     Some(left) => union_all(left, branch),
@@ -197,11 +270,24 @@ fn subquery(kind: WindowKind, args: &[FunctionArg]) -> Result<ast::Query> {
             }
             query.ok_or_else(|| usage_error(kind, "no window"))
         }
-        (WindowKind::Session, _) => Err(SluiceError::new(
-            SqlState::FEATURE_NOT_SUPPORTED,
-            "SESSION windows are not supported yet; use TUMBLE or HOP",
-        )
-        .into()),
+        (WindowKind::Session, [gap]) => {
+            let gap_nanos = positive_interval(kind, gap)?;
+            let zero = zero_interval();
+            let partition: Vec<Expr> = partition_by
+                .iter()
+                .map(|column| Expr::Identifier(column.clone()))
+                .collect();
+            match streaming_sessions {
+                Some(sessions) => {
+                    sessions.push(SessionSpec {
+                        gap_nanos,
+                        partition_by: partition_by.iter().map(|c| c.value.clone()).collect(),
+                    });
+                    projection(PROTO_SESSION_TEMPLATE, &table, &time, gap, gap, &zero, &[])
+                }
+                None => projection(SESSION_TEMPLATE, &table, &time, gap, gap, &zero, &partition),
+            }
+        }
         _ => Err(usage_error(kind, "wrong number of arguments")),
     }
 }
@@ -269,21 +355,57 @@ enum WindowInput {
     Query(Box<ast::Query>),
 }
 
-/// The template with its placeholders replaced.
+/// The columns of `SESSION(… PARTITION BY …)`, rewritten by the token
+/// pass into a `__sluice_partition_by(columns)` argument; `None` for
+/// another argument.
+fn partition_columns(expr: &Expr) -> Option<Vec<Ident>> {
+    let Expr::Function(function) = expr else {
+        return None;
+    };
+    if !function
+        .name
+        .to_string()
+        .eq_ignore_ascii_case(crate::sql::table_function_syntax::SESSION_PARTITION_BY)
+    {
+        return None;
+    }
+    let FunctionArguments::List(list) = &function.args else {
+        return Some(Vec::new());
+    };
+    Some(
+        list.args
+            .iter()
+            .filter_map(|arg| match arg {
+                FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Identifier(column))) => {
+                    Some(column.clone())
+                }
+                FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::CompoundIdentifier(parts))) => {
+                    parts.last().cloned()
+                }
+                _ => None,
+            })
+            .collect(),
+    )
+}
+
+/// `template` with its placeholders replaced.
 fn projection(
+    template_text: &str,
     table: &WindowInput,
     time: &Ident,
     bin: &Expr,
     size: &Expr,
     offset: &Expr,
+    partition: &[Expr],
 ) -> Result<ast::Query> {
-    let mut query = template()?;
+    let mut query = template(template_text)?;
     let mut fill = Fill {
         table,
         time,
         bin,
         size,
         offset,
+        partition,
     };
     let _ = query.visit(&mut fill);
     Ok(query)
@@ -295,6 +417,7 @@ struct Fill<'a> {
     bin: &'a Expr,
     size: &'a Expr,
     offset: &'a Expr,
+    partition: &'a [Expr],
 }
 
 impl VisitorMut for Fill<'_> {
@@ -324,6 +447,25 @@ impl VisitorMut for Fill<'_> {
         ControlFlow::Continue(())
     }
 
+    fn pre_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
+        // `PARTITION BY __sluice_partition[, …]`: the call's columns, or none.
+        if let Expr::Function(function) = expr
+            && let Some(ast::WindowType::WindowSpec(spec)) = &mut function.over
+        {
+            let mut partition_by = Vec::with_capacity(spec.partition_by.len());
+            for e in std::mem::take(&mut spec.partition_by) {
+                match &e {
+                    Expr::Identifier(ident) if ident.value == PARTITION => {
+                        partition_by.extend(self.partition.iter().cloned());
+                    }
+                    _ => partition_by.push(e),
+                }
+            }
+            spec.partition_by = partition_by;
+        }
+        ControlFlow::Continue(())
+    }
+
     fn post_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
         if let Expr::Identifier(ident) = expr {
             match ident.value.as_str() {
@@ -349,9 +491,10 @@ fn union_all(left: ast::Query, right: ast::Query) -> ast::Query {
     query
 }
 
-fn template() -> Result<ast::Query> {
+fn template(text: &str) -> Result<ast::Query> {
     let internal = || DataFusionError::Internal("the window template has another shape".into());
-    match DFParser::parse_sql_with_dialect(TEMPLATE, &PostgreSqlDialect {})?.pop_front() {
+    // The generic dialect: the session template's `* EXCLUDE (…)`.
+    match DFParser::parse_sql_with_dialect(text, &GenericDialect {})?.pop_front() {
         Some(DFStatement::Statement(statement)) => match *statement {
             ast::Statement::Query(query) => Ok(*query),
             _ => Err(internal()),

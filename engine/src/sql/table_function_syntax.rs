@@ -28,7 +28,9 @@ pub fn normalize_text(sql: &str) -> String {
     let Ok(tokens) = Tokenizer::new(&PostgreSqlDialect {}, sql).tokenize() else {
         return sql.to_string();
     };
-    let (tokens, mut changed) = unwrap_table_calls(tokens);
+    let (tokens, unwrapped) = unwrap_table_calls(tokens);
+    let (tokens, partitioned) = session_partition_by(tokens);
+    let mut changed = unwrapped || partitioned;
     let mut out: Vec<Token> = Vec::with_capacity(tokens.len());
     // Depth of parentheses inside an ML_PREDICT call (0: not inside one).
     let mut depth = 0usize;
@@ -92,6 +94,83 @@ pub fn normalize_text(sql: &str) -> String {
         return sql.to_string();
     }
     out.iter().map(ToString::to_string).collect()
+}
+
+/// The function argument Flink's `SESSION(TABLE t PARTITION BY k, …)`
+/// becomes: `SESSION(t, __sluice_partition_by(k), …)`.
+pub const SESSION_PARTITION_BY: &str = "__sluice_partition_by";
+
+/// Turns `SESSION(TABLE t PARTITION BY a, …)` and `… PARTITION BY (a, b),
+/// …` into an argument of its own, `SESSION(t, __sluice_partition_by(a), …)`,
+/// which parses as an ordinary call. Returns the tokens and whether any
+/// changed.
+fn session_partition_by(tokens: Vec<Token>) -> (Vec<Token>, bool) {
+    let significant: Vec<usize> = (0..tokens.len())
+        .filter(|&i| !matches!(tokens[i], Token::Whitespace(_)))
+        .collect();
+    let word = |at: usize, value: &str| {
+        significant.get(at).is_some_and(|&i| {
+            matches!(&tokens[i], Token::Word(w) if w.quote_style.is_none()
+                && w.value.eq_ignore_ascii_case(value))
+        })
+    };
+    let is = |at: usize, token: &Token| significant.get(at).is_some_and(|&i| tokens[i] == *token);
+    let is_name = |at: usize| {
+        significant
+            .get(at)
+            .is_some_and(|&i| matches!(tokens[i], Token::Word(_)))
+    };
+    // Tokens to put before (and after) a token, and tokens to drop.
+    let mut before: Vec<Vec<Token>> = vec![Vec::new(); tokens.len()];
+    let mut after: Vec<Vec<Token>> = vec![Vec::new(); tokens.len()];
+    let mut dropped = vec![false; tokens.len()];
+    let mut changed = false;
+    for at in 0..significant.len() {
+        if !(word(at, "session") && is(at + 1, &Token::LParen)) {
+            continue;
+        }
+        // The table: `[TABLE] name[.name…]`.
+        let mut next = at + 2;
+        if word(next, "table") {
+            next += 1;
+        }
+        if !is_name(next) {
+            continue;
+        }
+        next += 1;
+        while is(next, &Token::Period) && is_name(next + 1) {
+            next += 2;
+        }
+        if !(word(next, "partition") && word(next + 1, "by")) {
+            continue;
+        }
+        let partition = significant[next];
+        dropped[partition] = true;
+        dropped[significant[next + 1]] = true;
+        before[partition] = vec![Token::Comma, Token::make_word(SESSION_PARTITION_BY, None)];
+        next += 2;
+        if !is(next, &Token::LParen) && is_name(next) {
+            // One column, maybe qualified: wrap it in parentheses.
+            before[significant[next]].push(Token::LParen);
+            while is(next + 1, &Token::Period) && is_name(next + 2) {
+                next += 2;
+            }
+            after[significant[next]].push(Token::RParen);
+        }
+        changed = true;
+    }
+    if !changed {
+        return (tokens, false);
+    }
+    let mut out = Vec::with_capacity(tokens.len() + 4);
+    for (i, token) in tokens.into_iter().enumerate() {
+        out.append(&mut before[i]);
+        if !dropped[i] {
+            out.push(token);
+        }
+        out.append(&mut after[i]);
+    }
+    (out, true)
 }
 
 /// Flink writes window functions as `FROM TABLE(TUMBLE(…))`: drops the
@@ -176,6 +255,18 @@ mod tests {
                 "SELECT * FROM TABLE(HOP(TABLE bids, DESCRIPTOR(ts), INTERVAL '1' SECOND, INTERVAL '2' SECOND)) AS w"
             ),
             "SELECT * FROM HOP( bids, DESCRIPTOR(ts), INTERVAL '1' SECOND, INTERVAL '2' SECOND) AS w"
+        );
+        assert_eq!(
+            normalize_text(
+                "SELECT * FROM SESSION(TABLE bids PARTITION BY item, DESCRIPTOR(ts), INTERVAL '5' MINUTE)"
+            ),
+            "SELECT * FROM SESSION( bids ,__sluice_partition_by (item), DESCRIPTOR(ts), INTERVAL '5' MINUTE)"
+        );
+        assert_eq!(
+            normalize_text(
+                "SELECT * FROM TABLE(SESSION(TABLE b PARTITION BY (x, y), DESCRIPTOR(ts), INTERVAL '5' MINUTE))"
+            ),
+            "SELECT * FROM SESSION( b ,__sluice_partition_by (x, y), DESCRIPTOR(ts), INTERVAL '5' MINUTE)"
         );
         // Elsewhere TABLE and MODEL keep their meaning; other text is untouched.
         let other = "SELECT ml_predict('m', x) FROM model_table";

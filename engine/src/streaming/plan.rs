@@ -17,7 +17,7 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::TableProvider;
 use datafusion::common::DFSchemaRef;
 use datafusion::common::TableReference;
@@ -25,18 +25,15 @@ use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::datasource::source_as_provider;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::{SessionState, SessionStateBuilder, TaskContext};
-use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
 use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{Aggregate, Expr, JoinType, LogicalPlan, TableScan};
-use datafusion::physical_expr::aggregate::LoweredAggregateBuilder;
-use datafusion::physical_expr::create_physical_expr;
 use datafusion::physical_planner::{DefaultPhysicalPlanner, PhysicalPlanner};
 use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast;
 use sluice_types::error::{SluiceError, SqlState};
 
-use super::aggregate::{AggregateOperator, AggregateStrategy, Emission};
+use super::aggregate::plan_aggregate;
 use super::feed::{FeedNode, FeedPlanner, FeedSlot};
 use super::join::{JoinOperator, time_bounds};
 use super::operator::StreamOperator;
@@ -48,6 +45,7 @@ use super::source::{
 use super::stateless::StatelessOperator;
 use super::view::MaterializedViewTable;
 use crate::planner;
+use crate::rewrite::window_tvf::{self, SessionSpec};
 use crate::sql::watermark::WatermarkSpec;
 use crate::storage::DurableTable;
 
@@ -73,8 +71,15 @@ pub async fn plan_continuous_query(
     ctx: &SessionContext,
     query: &ast::Query,
 ) -> Result<PlannedQuery> {
-    let statement =
-        DFStatement::Statement(Box::new(ast::Statement::Query(Box::new(query.clone()))));
+    // SESSION windows become proto-sessions merged by the aggregate.
+    let mut query = query.clone();
+    let mut sessions = window_tvf::rewrite_for_streaming(&mut query)?;
+    if sessions.len() > 1 {
+        return Err(unsupported(
+            "cannot run incrementally: a continuous query has one SESSION window for now",
+        ));
+    }
+    let statement = DFStatement::Statement(Box::new(ast::Statement::Query(Box::new(query))));
     let plan = planner::plan_statement(ctx, &statement).await?;
     let plan = planner::bind_and_fold(ctx, plan, None).await?;
     // The analyzer's rules (type coercion, Sluice's types), but not the
@@ -100,6 +105,7 @@ pub async fn plan_continuous_query(
         task: None,
         append_only: false,
         updating: false,
+        session: sessions.pop(),
     };
     builder.task = Some(Arc::new(TaskContext::from(&builder.state)));
     let mut sources = Vec::new();
@@ -197,6 +203,8 @@ struct ChainBuilder {
     append_only: bool,
     /// Whether the rows at this point retract.
     updating: bool,
+    /// The query's SESSION window, if it has one.
+    session: Option<SessionSpec>,
 }
 
 impl ChainBuilder {
@@ -220,12 +228,16 @@ impl ChainBuilder {
                     Box::new(stateless_operator(&self.state, fragment, self.task()?).await?)
                 }
                 Stage::Aggregate(aggregate) => {
-                    let operator =
-                        aggregate_operator(&self.state, &aggregate, no_watermark.as_deref())?;
+                    let planned = plan_aggregate(
+                        &self.state,
+                        &aggregate,
+                        no_watermark.as_deref(),
+                        self.session.as_ref(),
+                    )?;
                     // A window's rows are final; a group's are replaced.
-                    self.updating = !operator.is_append_only();
-                    self.append_only |= operator.is_append_only();
-                    Box::new(operator)
+                    self.updating = !planned.append_only;
+                    self.append_only |= planned.append_only;
+                    planned.operator
                 }
                 Stage::Join(_) => {
                     return Err(unsupported(
@@ -566,81 +578,4 @@ async fn stateless_operator(
         ]))]);
     let plan = planner.create_physical_plan(&optimized, state).await?;
     Ok(StatelessOperator::new(plan, slot, input_schema, task))
-}
-
-fn aggregate_operator(
-    state: &SessionState,
-    aggregate: &Aggregate,
-    no_watermark: Option<&str>,
-) -> Result<AggregateOperator> {
-    let input = aggregate.input.schema();
-    let arrow_input = input.as_arrow();
-    let props = state.execution_props();
-    let planning = PhysicalPlanningContext::default();
-    let mut group_exprs = Vec::with_capacity(aggregate.group_expr.len());
-    let mut group_types: Vec<DataType> = Vec::with_capacity(aggregate.group_expr.len());
-    let mut window_start = false;
-    let mut window_end = None;
-    for (i, expr) in aggregate.group_expr.iter().enumerate() {
-        if matches!(expr, Expr::GroupingSet(_)) {
-            return Err(unsupported(
-                "cannot run incrementally: GROUPING SETS, CUBE and ROLLUP are not supported in \
-                 continuous queries yet",
-            ));
-        }
-        if let Expr::Column(column) = expr {
-            match column.name.as_str() {
-                "window_start" => window_start = true,
-                "window_end" => window_end = Some(i),
-                _ => {}
-            }
-        }
-        let physical = create_physical_expr(expr, input, props, &planning)?;
-        group_types.push(physical.data_type(arrow_input)?);
-        group_exprs.push(physical);
-    }
-    let emission = match window_end {
-        Some(window_end) if window_start => {
-            if let Some(why) = no_watermark {
-                return Err(unsupported(format!(
-                    "a windowed aggregate emits a window when the watermark passes its end, and \
-                     {why}"
-                )));
-            }
-            Emission::OnWindowClose { window_end }
-        }
-        _ => Emission::Updating,
-    };
-    let mut aggregates = Vec::with_capacity(aggregate.aggr_expr.len());
-    let mut strategies = Vec::with_capacity(aggregate.aggr_expr.len());
-    for expr in &aggregate.aggr_expr {
-        let lowered =
-            LoweredAggregateBuilder::new(expr, input, arrow_input, props, &planning).build()?;
-        if lowered.filter.is_some() || !lowered.order_bys.is_empty() {
-            return Err(unsupported(format!(
-                "cannot run incrementally: {expr}: FILTER and ORDER BY inside aggregates are not \
-                 supported in continuous queries yet"
-            )));
-        }
-        let argument_types = lowered
-            .aggregate
-            .expressions()
-            .iter()
-            .map(|e| e.data_type(arrow_input))
-            .collect::<Result<Vec<_>>>()?;
-        strategies.push(AggregateStrategy::choose(
-            &lowered.aggregate,
-            &argument_types,
-            matches!(emission, Emission::Updating),
-        )?);
-        aggregates.push(lowered.aggregate);
-    }
-    AggregateOperator::try_new(
-        group_exprs,
-        group_types,
-        aggregates,
-        strategies,
-        emission,
-        Arc::new(aggregate.schema.as_arrow().clone()),
-    )
 }

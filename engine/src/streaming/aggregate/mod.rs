@@ -1,8 +1,13 @@
-//! `GROUP BY` in continuous queries: the operator ([`operator`]) and the
-//! state one aggregate keeps per group ([`state`]).
+//! `GROUP BY` in continuous queries: the operator ([`operator`]), its
+//! session-window form ([`session`]) and the state one aggregate keeps per
+//! group ([`state`]).
 
 pub mod operator;
+pub mod planning;
+pub mod session;
 pub mod state;
 
 pub use operator::{AggregateOperator, Emission};
+pub use planning::{PlannedAggregate, plan_aggregate};
+pub use session::{GroupRole, SessionOperator};
 pub use state::AggregateStrategy;

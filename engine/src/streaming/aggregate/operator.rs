@@ -177,20 +177,6 @@ impl AggregateOperator {
         })
     }
 
-    /// Each aggregate's argument columns over `batch`.
-    fn arguments(&self, batch: &RecordBatch) -> Result<Vec<Vec<ArrayRef>>> {
-        self.aggregates
-            .iter()
-            .map(|aggregate| {
-                aggregate
-                    .expressions()
-                    .iter()
-                    .map(|expr| expr.evaluate(batch)?.into_array(batch.num_rows()))
-                    .collect()
-            })
-            .collect()
-    }
-
     /// Builds output rows: one per (group key, aggregate values).
     fn output(&self, rows: Vec<(OwnedRow, Vec<ScalarValue>)>) -> Result<Option<RecordBatch>> {
         if rows.is_empty() {
@@ -237,14 +223,39 @@ impl AggregateOperator {
     }
 }
 
+/// Each aggregate's argument columns over `batch`.
+pub(super) fn argument_columns(
+    aggregates: &[Arc<AggregateFunctionExpr>],
+    batch: &RecordBatch,
+) -> Result<Vec<Vec<ArrayRef>>> {
+    aggregates
+        .iter()
+        .map(|aggregate| {
+            aggregate
+                .expressions()
+                .iter()
+                .map(|expr| expr.evaluate(batch)?.into_array(batch.num_rows()))
+                .collect()
+        })
+        .collect()
+}
+
 /// Every aggregate's value for a group.
 fn evaluate(
     state: &mut GroupState,
     strategies: &[AggregateStrategy],
     aggregates: &[Arc<AggregateFunctionExpr>],
 ) -> Result<Vec<ScalarValue>> {
-    state
-        .aggregates
+    evaluate_states(&mut state.aggregates, strategies, aggregates)
+}
+
+/// Every aggregate's value from its state.
+pub(super) fn evaluate_states(
+    states: &mut [AggregateState],
+    strategies: &[AggregateStrategy],
+    aggregates: &[Arc<AggregateFunctionExpr>],
+) -> Result<Vec<ScalarValue>> {
+    states
         .iter_mut()
         .zip(strategies)
         .zip(aggregates)
@@ -288,8 +299,7 @@ impl StreamOperator for AggregateOperator {
         // `take` of its own per aggregate (the cost that dominated windows).
         let order =
             UInt32Array::from_iter_values(groups.iter().flat_map(|(_, rows)| rows.iter().copied()));
-        let arguments = self
-            .arguments(batch)?
+        let arguments = argument_columns(&self.aggregates, batch)?
             .into_iter()
             .map(|columns| {
                 columns

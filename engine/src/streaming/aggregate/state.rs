@@ -121,6 +121,30 @@ impl AggregateState {
         }
     }
 
+    /// Folds `other` (the same aggregate over other rows) into this state:
+    /// session windows that come to touch become one.
+    pub fn merge(&mut self, other: AggregateState) -> Result<()> {
+        match (self, other) {
+            (AggregateState::Accumulator(into), AggregateState::Accumulator(mut from)) => {
+                let state = from
+                    .state()?
+                    .iter()
+                    .map(ScalarValue::to_array)
+                    .collect::<Result<Vec<_>>>()?;
+                into.merge_batch(&state)
+            }
+            (AggregateState::Values(into), AggregateState::Values(from)) => {
+                for (row, count) in from {
+                    *into.entry(row).or_default() += count;
+                }
+                Ok(())
+            }
+            _ => Err(datafusion::error::DataFusionError::Internal(
+                "merging states of different aggregates".into(),
+            )),
+        }
+    }
+
     /// The aggregate's current value.
     pub fn evaluate(
         &mut self,

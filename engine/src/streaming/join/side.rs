@@ -1,12 +1,12 @@
 //! [`SideRows`]: the rows one input of a join has produced and not
 //! retracted, kept as Arrow batches so they can feed DataFusion's join.
 
-use std::collections::HashMap;
 use datafusion::arrow::array::{BooleanArray, RecordBatch};
 use datafusion::arrow::compute::{concat_batches, filter_record_batch};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::error::Result;
+use std::collections::HashMap;
 
 use crate::streaming::signal::event_time_nanos;
 
