@@ -22,7 +22,10 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::pipeline::Pipeline;
-use super::signal::{Change, CheckpointBarrier, Epoch, InputIndex, Message, Signal, Watermark};
+use super::signal::{
+    COALESCE_ROWS, Change, CheckpointBarrier, Epoch, InputIndex, Message, Signal, Watermark,
+    coalesce_changes,
+};
 use super::sink::EpochSink;
 use super::source::StreamSource;
 
@@ -318,7 +321,7 @@ impl SourceTask {
     /// Reads and sends one portion of what source `input` has.
     async fn read_once(&mut self, input: InputIndex) -> Result<usize> {
         let source = &mut self.sources[input];
-        let changes = source.read().await?;
+        let changes = coalesce_changes(source.read().await?)?;
         let watermark = source.watermark();
         let count = changes.len();
         let rows: usize = changes.iter().map(|c| c.batch.num_rows()).sum();
@@ -418,11 +421,23 @@ struct OperatorTask {
 
 impl OperatorTask {
     async fn run(mut self) -> Result<()> {
-        while let Some(message) = self.receiver.recv().await {
+        let mut next: Option<Message> = None;
+        loop {
+            let message = match next.take() {
+                Some(message) => message,
+                None => match self.receiver.recv().await {
+                    Some(message) => message,
+                    None => break,
+                },
+            };
             match message {
                 Message::Data(input, change) => {
-                    let out = self.pipeline.process_change(input, change).await?;
-                    self.pending.extend(out);
+                    let (changes, following) = self.take_queued(input, change)?;
+                    next = following;
+                    for change in changes {
+                        let out = self.pipeline.process_change(input, change).await?;
+                        self.pending.extend(out);
+                    }
                 }
                 Message::Signal(input, Signal::Watermark(watermark)) => {
                     let (out, passed) = self.pipeline.handle_watermark(input, watermark).await?;
@@ -438,6 +453,41 @@ impl OperatorTask {
             }
         }
         Ok(())
+    }
+
+    /// Adaptive batching: while the operators were busy (a model call), the
+    /// source may have queued more rows; those of the same input and kind
+    /// join `change`, so a slow model gets larger batches and a fast one
+    /// never waits for rows that have not come. Returns the merged changes
+    /// (one, unless their schemas differ) and the first message that did
+    /// not join them.
+    fn take_queued(
+        &mut self,
+        input: InputIndex,
+        change: Change,
+    ) -> Result<(Vec<Change>, Option<Message>)> {
+        let op = change.op;
+        let mut rows = change.batch.num_rows();
+        let mut changes = vec![change];
+        let mut following = None;
+        while rows < COALESCE_ROWS {
+            match self.receiver.try_recv() {
+                Ok(Message::Data(next_input, next))
+                    if next_input == input
+                        && next.op == op
+                        && rows + next.batch.num_rows() <= COALESCE_ROWS =>
+                {
+                    rows += next.batch.num_rows();
+                    changes.push(next);
+                }
+                Ok(other) => {
+                    following = Some(other);
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        Ok((coalesce_changes(changes)?, following))
     }
 
     async fn finish_epoch(&mut self, barrier: CheckpointBarrier) -> Result<()> {

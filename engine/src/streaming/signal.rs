@@ -8,7 +8,7 @@
 //! [`Watermark`]s promise that no row with an earlier event time follows.
 
 use datafusion::arrow::array::{ArrayRef, Int64Array, RecordBatch};
-use datafusion::arrow::compute::cast;
+use datafusion::arrow::compute::{cast, concat_batches};
 use datafusion::arrow::datatypes::{DataType, TimeUnit};
 use datafusion::error::{DataFusionError, Result};
 
@@ -107,6 +107,48 @@ impl Change {
     }
 }
 
+/// Rows a coalesced change holds at most: large enough for a model's
+/// batches, small enough to keep a barrier close behind.
+pub const COALESCE_ROWS: usize = 8192;
+
+/// Merges runs of consecutive changes of the same kind into one batch each
+/// (up to [`COALESCE_ROWS`] rows): many small commits read together reach
+/// the operators, and the models in them, as one batch.
+pub fn coalesce_changes(changes: Vec<Change>) -> Result<Vec<Change>> {
+    let mut out: Vec<Change> = Vec::with_capacity(changes.len());
+    let mut run: Vec<RecordBatch> = Vec::new();
+    let mut run_op = ChangeOp::Insert;
+    let mut run_rows = 0usize;
+    let finish = |run: &mut Vec<RecordBatch>, op: ChangeOp, out: &mut Vec<Change>| -> Result<()> {
+        match run.len() {
+            0 => {}
+            1 => out.extend(run.pop().map(|batch| Change { op, batch })),
+            _ => {
+                let batch = concat_batches(&run[0].schema(), run.iter())?;
+                run.clear();
+                out.push(Change { op, batch });
+            }
+        }
+        Ok(())
+    };
+    for change in changes {
+        let rows = change.batch.num_rows();
+        let fits = run_rows + rows <= COALESCE_ROWS
+            && run
+                .first()
+                .is_none_or(|first| first.schema() == change.batch.schema());
+        if run.is_empty() || change.op != run_op || !fits {
+            finish(&mut run, run_op, &mut out)?;
+            run_op = change.op;
+            run_rows = 0;
+        }
+        run_rows += rows;
+        run.push(change.batch);
+    }
+    finish(&mut run, run_op, &mut out)?;
+    Ok(out)
+}
+
 /// A control message travelling with the data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Signal {
@@ -130,4 +172,52 @@ pub enum Message {
     /// A signal, in order with the rows. A watermark is its input's own;
     /// barriers and the end of data concern every input.
     Signal(InputIndex, Signal),
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use datafusion::arrow::array::Int64Array;
+
+    use super::*;
+
+    fn rows(values: &[i64]) -> RecordBatch {
+        RecordBatch::try_from_iter([("v", Arc::new(Int64Array::from(values.to_vec())) as ArrayRef)])
+            .unwrap()
+    }
+
+    #[test]
+    fn consecutive_changes_of_a_kind_merge_in_order() {
+        let changes = vec![
+            Change::insert(rows(&[1])),
+            Change::insert(rows(&[2, 3])),
+            Change::delete(rows(&[1])),
+            Change::insert(rows(&[4])),
+            Change::insert(rows(&[5])),
+        ];
+        let merged = coalesce_changes(changes).unwrap();
+        let shape: Vec<(ChangeOp, usize)> =
+            merged.iter().map(|c| (c.op, c.batch.num_rows())).collect();
+        assert_eq!(
+            shape,
+            vec![
+                (ChangeOp::Insert, 3),
+                (ChangeOp::Delete, 1),
+                (ChangeOp::Insert, 2)
+            ]
+        );
+        assert_eq!(
+            merged[0].batch.column(0).as_ref(),
+            rows(&[1, 2, 3]).column(0).as_ref()
+        );
+    }
+
+    #[test]
+    fn a_merged_change_stays_within_its_bound() {
+        let big = rows(&vec![0; COALESCE_ROWS - 1]);
+        let merged =
+            coalesce_changes(vec![Change::insert(big), Change::insert(rows(&[1, 2]))]).unwrap();
+        assert_eq!(merged.len(), 2);
+    }
 }

@@ -16,12 +16,58 @@ async fn sorted_rows(sluice: &Sluice, sql: &str) -> Vec<Vec<Option<String>>> {
 
 /// Rows the model has been given so far (`DESCRIBE MODEL`'s counter).
 async fn model_rows(sluice: &Sluice, model: &str) -> u64 {
+    model_counter(sluice, model, "rows").await
+}
+
+/// One of `DESCRIBE MODEL`'s counters (`rows`, `batches`).
+async fn model_counter(sluice: &Sluice, model: &str, counter: &str) -> u64 {
     sorted_rows(sluice, &format!("DESCRIBE MODEL {model}"))
         .await
         .into_iter()
-        .find(|r| r[0].as_deref() == Some("rows"))
+        .find(|r| r[0].as_deref() == Some(counter))
         .and_then(|r| r[1].as_deref()?.parse().ok())
-        .expect("DESCRIBE MODEL reports rows")
+        .expect("DESCRIBE MODEL reports the counter")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_commits_reach_the_model_in_batches() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let model = DEFAULT_EMBEDDING_MODEL;
+    let sluice = open(dir.path()).await;
+    run(&sluice, "CREATE TABLE notes (id BIGINT, body TEXT)").await;
+    run(
+        &sluice,
+        &format!("CREATE MATERIALIZED VIEW embedded_notes AS SELECT id, EMBED('{model}', body) AS v FROM notes"),
+    )
+    .await;
+    // Forty one-row commits pile up while the view is paused (as they do
+    // behind a busy model); resumed, the view reads them in batches.
+    run(&sluice, "ALTER MATERIALIZED VIEW embedded_notes PAUSE").await;
+    for id in 0..40 {
+        run(
+            &sluice,
+            &format!("INSERT INTO notes VALUES ({id}, 'note number {id}')"),
+        )
+        .await;
+    }
+    let (rows_before, batches_before) = (
+        model_rows(&sluice, model).await,
+        model_counter(&sluice, model, "batches").await,
+    );
+    run(&sluice, "ALTER MATERIALIZED VIEW embedded_notes RESUME").await;
+    run(&sluice, "FLUSH").await;
+    assert_eq!(model_rows(&sluice, model).await - rows_before, 40);
+    let batches = model_counter(&sluice, model, "batches").await - batches_before;
+    // The source reads four commits at a time and the operators take what
+    // is queued: at most ten model runs, where one per commit would be 40.
+    assert!(
+        (1..=10).contains(&batches),
+        "40 one-row commits took {batches} model batches"
+    );
+    assert_eq!(
+        sorted_rows(&sluice, "SELECT count(*) FROM embedded_notes").await,
+        vec![vec![Some("40".to_string())]]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -114,10 +114,9 @@ pub fn plan_aggregate(
 }
 
 /// The group-by expressions, physical, and their types.
-fn group_columns(
-    state: &SessionState,
-    aggregate: &Aggregate,
-) -> Result<(Vec<Arc<dyn PhysicalExpr>>, Vec<DataType>)> {
+type GroupColumns = (Vec<Arc<dyn PhysicalExpr>>, Vec<DataType>);
+
+fn group_columns(state: &SessionState, aggregate: &Aggregate) -> Result<GroupColumns> {
     let input = aggregate.input.schema();
     let planning = PhysicalPlanningContext::default();
     let mut exprs = Vec::with_capacity(aggregate.group_expr.len());
