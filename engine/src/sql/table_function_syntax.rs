@@ -260,13 +260,13 @@ mod tests {
             normalize_text(
                 "SELECT * FROM SESSION(TABLE bids PARTITION BY item, DESCRIPTOR(ts), INTERVAL '5' MINUTE)"
             ),
-            "SELECT * FROM SESSION( bids ,__sluice_partition_by (item), DESCRIPTOR(ts), INTERVAL '5' MINUTE)"
+            "SELECT * FROM SESSION( bids ,__sluice_partition_by  (item), DESCRIPTOR(ts), INTERVAL '5' MINUTE)"
         );
         assert_eq!(
             normalize_text(
                 "SELECT * FROM TABLE(SESSION(TABLE b PARTITION BY (x, y), DESCRIPTOR(ts), INTERVAL '5' MINUTE))"
             ),
-            "SELECT * FROM SESSION( b ,__sluice_partition_by (x, y), DESCRIPTOR(ts), INTERVAL '5' MINUTE)"
+            "SELECT * FROM SESSION( b ,__sluice_partition_by  (x, y), DESCRIPTOR(ts), INTERVAL '5' MINUTE)"
         );
         // Elsewhere TABLE and MODEL keep their meaning; other text is untouched.
         let other = "SELECT ml_predict('m', x) FROM model_table";

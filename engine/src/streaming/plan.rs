@@ -26,7 +26,9 @@ use datafusion::datasource::source_as_provider;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::{SessionState, SessionStateBuilder, TaskContext};
 use datafusion::logical_expr::utils::conjunction;
-use datafusion::logical_expr::{Aggregate, Expr, JoinType, LogicalPlan, TableScan};
+use datafusion::logical_expr::{
+    Aggregate, Distinct, Expr, JoinType, LogicalPlan, LogicalPlanBuilder, TableScan,
+};
 use datafusion::physical_planner::{DefaultPhysicalPlanner, PhysicalPlanner};
 use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::Statement as DFStatement;
@@ -391,6 +393,21 @@ impl Splitter {
                 }
                 plan.with_new_exprs(plan.expressions(), feeds)
             }
+            // SELECT DISTINCT is a GROUP BY of every column without
+            // aggregates: the updating aggregate keeps each row's count and
+            // emits a row while its count is above zero.
+            LogicalPlan::Distinct(Distinct::All(input)) => {
+                let columns: Vec<Expr> = input
+                    .schema()
+                    .columns()
+                    .into_iter()
+                    .map(Expr::Column)
+                    .collect();
+                let grouped = LogicalPlanBuilder::from(input.as_ref().clone())
+                    .aggregate(columns, Vec::<Expr>::new())?
+                    .build()?;
+                self.split(&grouped)
+            }
             LogicalPlan::Projection(_)
             | LogicalPlan::Filter(_)
             | LogicalPlan::SubqueryAlias(_)
@@ -482,7 +499,7 @@ fn not_incremental(plan: &LogicalPlan) -> DataFusionError {
                 .to_string()
         }
         LogicalPlan::Distinct(_) => {
-            "DISTINCT is not supported in continuous queries yet; use GROUP BY".to_string()
+            "DISTINCT ON is not supported in continuous queries yet; use GROUP BY".to_string()
         }
         LogicalPlan::EmptyRelation(_) | LogicalPlan::Values(_) => {
             "a continuous query reads a table: constant rows never change".to_string()
