@@ -202,6 +202,14 @@ const SETTINGS: &[SettingDef] = &[
         "Abort statements that run longer (ms; 0 disables).",
     ),
     def(
+        "streaming_parallelism",
+        "0",
+        false,
+        false,
+        "Batches a continuous query created in this session runs through its stateless stages \
+         at once (0: one per core).",
+    ),
+    def(
         "TimeZone",
         "UTC",
         true,
@@ -350,6 +358,22 @@ impl SessionSettings {
         Duration::from_millis(ms.max(10))
     }
 
+    /// `streaming_parallelism`: how many batches a continuous query started
+    /// in this session runs through its stateless stages at once (0, the
+    /// default, means one per core).
+    pub fn streaming_parallelism(&self) -> usize {
+        let configured = self
+            .get("streaming_parallelism")
+            .ok()
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .unwrap_or(0);
+        if configured > 0 {
+            configured
+        } else {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        }
+    }
+
     /// `statement_timeout`, or `None` when disabled.
     pub fn statement_timeout(&self) -> Option<Duration> {
         self.get("statement_timeout")
@@ -398,6 +422,14 @@ fn validate(def: &SettingDef, value: &str) -> Result<String> {
             }
             Ok(ms.to_string())
         }
+        "streaming_parallelism" => match value.trim().parse::<usize>() {
+            Ok(n) if n <= 256 => Ok(n.to_string()),
+            _ => Err(invalid_value(
+                def,
+                value,
+                "must be an integer from 0 (one per core) to 256",
+            )),
+        },
         "statement_timeout" | "lock_timeout" | "idle_in_transaction_session_timeout" => {
             let ms = parse_duration_ms(value).map_err(|why| invalid_value(def, value, &why))?;
             Ok(ms.to_string())

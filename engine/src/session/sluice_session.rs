@@ -236,8 +236,15 @@ impl SluiceSession {
             }
             _ => {}
         }
-        let barrier_interval = self.settings().barrier_interval();
-        match streaming::execute(&self.ctx, statement, barrier_interval, origin).await? {
+        // One lock of the settings for both values.
+        let config = {
+            let settings = self.settings();
+            streaming::QueryConfig {
+                barrier_interval: settings.barrier_interval(),
+                parallelism: settings.streaming_parallelism(),
+            }
+        };
+        match streaming::execute(&self.ctx, statement, config, origin).await? {
             StreamingOutcome::Done(tag) => Ok(QueryOutput::Command(CommandComplete::tag(tag))),
             StreamingOutcome::Rows(batch) => Ok(rows_output(batch)),
         }

@@ -22,9 +22,10 @@ pub async fn plan_sink(
     ctx: &SessionContext,
     create: &CreateSink,
     key: &str,
+    parallelism: usize,
 ) -> Result<(PlannedQuery, Arc<dyn EpochSink>)> {
     let planned = match &create.input {
-        SinkInput::Query(query) => plan_continuous_query(ctx, query).await?,
+        SinkInput::Query(query) => plan_continuous_query(ctx, query, parallelism).await?,
         SinkInput::View(name) => {
             let reference =
                 datafusion::sql::planner::object_name_to_table_reference(name.clone(), false)?;
@@ -44,6 +45,7 @@ pub async fn plan_sink(
             PlannedQuery {
                 sources: vec![Box::new(ViewSource::new(&view_key, &view)?)],
                 source_tables: vec![reference],
+                heads: vec![Vec::new()],
                 pipeline: Pipeline::chain(Vec::new()),
                 output_schema: Arc::clone(view.schema()),
                 append_only: false,

@@ -21,6 +21,7 @@ pub mod join;
 pub mod location;
 pub mod multiset;
 pub mod operator;
+pub mod parallel;
 pub mod pipeline;
 pub mod plan;
 pub mod registry;
@@ -36,6 +37,6 @@ pub mod view;
 
 pub use registry::{ContinuousQueries, continuous_queries};
 pub use statements::{
-    Origin, StreamingOutcome, check_statement, create_source, execute, subscribe,
+    Origin, QueryConfig, StreamingOutcome, check_statement, create_source, execute, subscribe,
 };
 pub use subscribe::{Cursors, Subscription};

@@ -152,7 +152,7 @@ impl Pipeline {
 }
 
 /// Runs `changes` through `operators` from index `from` on.
-async fn push(
+pub async fn push(
     operators: &mut [Box<dyn StreamOperator>],
     from: usize,
     mut changes: Vec<Change>,

@@ -39,6 +39,7 @@ use super::aggregate::plan_aggregate;
 use super::feed::{FeedNode, FeedPlanner, FeedSlot};
 use super::join::{JoinOperator, time_bounds};
 use super::operator::StreamOperator;
+use super::parallel::HeadStages;
 use super::pipeline::Pipeline;
 use super::source::files::{FileSource, FilesTable};
 use super::source::{
@@ -57,6 +58,9 @@ pub struct PlannedQuery {
     pub sources: Vec<Box<dyn StreamSource>>,
     /// The tables it reads, one per source.
     pub source_tables: Vec<TableReference>,
+    /// Per source, copies of the stateless stages that run first, in
+    /// parallel (empty: none, as with parallelism 1).
+    pub heads: Vec<Vec<HeadStages>>,
     /// Its operators.
     pub pipeline: Pipeline,
     /// The rows it produces.
@@ -68,10 +72,12 @@ pub struct PlannedQuery {
     pub updating: bool,
 }
 
-/// Plans `query` as a continuous query.
+/// Plans `query` as a continuous query whose stateless stages at the head of
+/// each input run on `parallelism` batches at once.
 pub async fn plan_continuous_query(
     ctx: &SessionContext,
     query: &ast::Query,
+    parallelism: usize,
 ) -> Result<PlannedQuery> {
     // SESSION windows become proto-sessions merged by the aggregate.
     let mut query = query.clone();
@@ -112,6 +118,7 @@ pub async fn plan_continuous_query(
     builder.task = Some(Arc::new(TaskContext::from(&builder.state)));
     let mut sources = Vec::new();
     let mut source_tables = Vec::new();
+    let mut heads = Vec::new();
     let pipeline = if splitter.join_inputs.is_empty() {
         let Some(scan) = splitter.source else {
             return Err(unsupported(
@@ -120,8 +127,10 @@ pub async fn plan_continuous_query(
         };
         let bound = open_source(&scan).await?;
         builder.updating = bound.retracts;
+        let (head, stages) = builder.head(splitter.stages, parallelism).await?;
+        heads.push(head);
         let chain = builder
-            .chain(splitter.stages, missing_watermark(&scan, &bound))
+            .chain(stages, missing_watermark(&scan, &bound))
             .await?;
         sources.push(bound.source);
         source_tables.push(scan.table_name);
@@ -145,8 +154,10 @@ pub async fn plan_continuous_query(
                 event_times[input] = bound.watermark.as_ref().map(|w| w.column.clone());
             }
             builder.updating = bound.retracts;
+            let (head, stages) = builder.head(branch.stages, parallelism).await?;
+            heads.push(head);
             let chain = builder
-                .chain(branch.stages, missing_watermark(&branch.scan, &bound))
+                .chain(stages, missing_watermark(&branch.scan, &bound))
                 .await?;
             retracts |= builder.updating;
             chains.push(chain);
@@ -179,6 +190,7 @@ pub async fn plan_continuous_query(
     Ok(PlannedQuery {
         sources,
         source_tables,
+        heads,
         pipeline,
         output_schema,
         append_only: builder.append_only,
@@ -214,6 +226,38 @@ impl ChainBuilder {
         self.task
             .clone()
             .ok_or_else(|| DataFusionError::Internal("no task context".into()))
+    }
+
+    /// Splits off the stateless stages at the front of `stages` and plans
+    /// `parallelism` copies of them, to run on several batches at once;
+    /// with parallelism 1 (or no such stages) nothing is split off.
+    async fn head(
+        &self,
+        stages: Vec<Stage>,
+        parallelism: usize,
+    ) -> Result<(Vec<HeadStages>, Vec<Stage>)> {
+        let leading = stages
+            .iter()
+            .take_while(|stage| matches!(stage, Stage::Stateless(_)))
+            .count();
+        if parallelism <= 1 || leading == 0 {
+            return Ok((Vec::new(), stages));
+        }
+        let mut stages = stages;
+        let rest = stages.split_off(leading);
+        let mut copies = Vec::with_capacity(parallelism);
+        for _ in 0..parallelism {
+            let mut copy: HeadStages = Vec::with_capacity(leading);
+            for stage in &stages {
+                if let Stage::Stateless(fragment) = stage {
+                    copy.push(Box::new(
+                        stateless_operator(&self.state, fragment.clone(), self.task()?).await?,
+                    ));
+                }
+            }
+            copies.push(copy);
+        }
+        Ok((copies, rest))
     }
 
     /// The operators of `stages`, whose input has a watermark unless

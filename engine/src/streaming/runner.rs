@@ -1,7 +1,8 @@
-//! Runs a continuous query: a source task and an operator task joined by a
-//! bounded channel (a slow operator or view slows the source down, memory
-//! stays bounded), barriers on a timer, and commands (flush, pause,
-//! resume) from sessions.
+//! Runs a continuous query: a source task, a dispatcher
+//! ([`super::parallel`]: batching, stateless stages in parallel) and an
+//! operator task joined by bounded channels (a slow operator or view slows
+//! the source down, memory stays bounded), barriers on a timer, and
+//! commands (flush, pause, resume) from sessions.
 //!
 //! The source task owns the query's sources (one, or a join's two) and the
 //! epoch counter: it reads rows from whichever source has some, passes each
@@ -21,16 +22,16 @@ use sluice_types::error::SluiceError;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+use super::parallel::{Dispatcher, HeadStages, Staged};
 use super::pipeline::Pipeline;
 use super::signal::{
-    COALESCE_ROWS, Change, CheckpointBarrier, Epoch, InputIndex, Message, Signal, Watermark,
-    coalesce_changes,
+    Change, CheckpointBarrier, Epoch, InputIndex, Message, Signal, Watermark, coalesce_changes,
 };
 use super::sink::EpochSink;
 use super::source::StreamSource;
 
 /// The source task's error when the operator task is gone (not a cause).
-const OPERATORS_STOPPED: &str = "the query's operators stopped";
+pub(super) const OPERATORS_STOPPED: &str = "the query's operators stopped";
 
 /// Messages in flight between the source and the operators.
 const CHANNEL_CAPACITY: usize = 16;
@@ -111,13 +112,16 @@ impl Drop for RunningQuery {
 impl RunningQuery {
     /// Starts `pipeline` over `sources` (one per pipeline input), handing
     /// each finished epoch to `sink` (a materialized view, a file or table
-    /// sink).
+    /// sink). `heads[input]` holds copies of the stateless stages that run
+    /// before that input's pipeline chain, in parallel ([`super::parallel`]);
+    /// empty for none.
     pub fn start(
         sources: Vec<Box<dyn StreamSource>>,
+        heads: Vec<Vec<HeadStages>>,
         pipeline: Pipeline,
         sink: Arc<dyn EpochSink>,
         barrier_interval: Duration,
-    ) -> Self {
+    ) -> Result<Self> {
         let metrics = Arc::new(Mutex::new(QueryMetrics {
             state: QueryState::Running,
             rows_in: 0,
@@ -131,7 +135,11 @@ impl RunningQuery {
             started: Instant::now(),
         }));
         let (control, commands) = mpsc::unbounded_channel();
-        let (sender, receiver) = mpsc::channel(CHANNEL_CAPACITY);
+        let (sender, received) = mpsc::channel(CHANNEL_CAPACITY);
+        // Up to this many batches go through the head stages at once.
+        let in_flight = heads.iter().map(Vec::len).max().unwrap_or(0).max(1);
+        let (staged, receiver) = mpsc::channel(in_flight);
+        let dispatcher = Dispatcher::new(received, staged, heads)?;
         let waiters = Arc::new(Mutex::new(Vec::new()));
         let source_task = SourceTask {
             watermarks: vec![None; sources.len()],
@@ -155,8 +163,17 @@ impl RunningQuery {
             pending: Vec::new(),
         };
         let source_metrics = Arc::clone(&metrics);
+        let dispatcher_metrics = Arc::clone(&metrics);
         let operator_metrics = Arc::clone(&metrics);
         let tasks = vec![
+            tokio::spawn(async move {
+                let outcome = std::panic::AssertUnwindSafe(dispatcher.run())
+                    .catch_unwind()
+                    .await;
+                if let Some(error) = failure(outcome) {
+                    fail(&dispatcher_metrics, error);
+                }
+            }),
             tokio::spawn(async move {
                 let outcome = std::panic::AssertUnwindSafe(source_task.run())
                     .catch_unwind()
@@ -176,11 +193,11 @@ impl RunningQuery {
                 waiters.lock().unwrap_or_else(|e| e.into_inner()).clear();
             }),
         ];
-        Self {
+        Ok(Self {
             control,
             metrics,
             tasks,
-        }
+        })
     }
 
     /// The query's counters now.
@@ -230,13 +247,18 @@ fn failure(outcome: std::thread::Result<Result<()>>) -> Option<String> {
             Some(error) => error.message.clone(),
             None => e.to_string(),
         }),
-        Err(panic) => Some(match panic.downcast_ref::<String>() {
+        Err(panic) => Some(panic_message(panic.as_ref())),
+    }
+}
+
+/// What a panic said, for the query's status.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    match panic.downcast_ref::<String>() {
+        Some(message) => format!("panic: {message}"),
+        None => match panic.downcast_ref::<&str>() {
             Some(message) => format!("panic: {message}"),
-            None => match panic.downcast_ref::<&str>() {
-                Some(message) => format!("panic: {message}"),
-                None => "panic".into(),
-            },
-        }),
+            None => "panic".into(),
+        },
     }
 }
 
@@ -412,7 +434,7 @@ async fn wait_any(
 struct OperatorTask {
     pipeline: Pipeline,
     sink: Arc<dyn EpochSink>,
-    receiver: mpsc::Receiver<Message>,
+    receiver: mpsc::Receiver<Staged>,
     waiters: Waiters,
     metrics: Arc<Mutex<QueryMetrics>>,
     /// The current epoch's output, handed to the sink at its barrier.
@@ -421,23 +443,27 @@ struct OperatorTask {
 
 impl OperatorTask {
     async fn run(mut self) -> Result<()> {
-        let mut next: Option<Message> = None;
-        loop {
-            let message = match next.take() {
-                Some(message) => message,
-                None => match self.receiver.recv().await {
-                    Some(message) => message,
-                    None => break,
-                },
-            };
-            match message {
-                Message::Data(input, change) => {
-                    let (changes, following) = self.take_queued(input, change)?;
-                    next = following;
+        while let Some(staged) = self.receiver.recv().await {
+            let message = match staged {
+                Staged::Message(message) => message,
+                Staged::Running(input, task) => {
+                    let changes = task.await.map_err(|e| {
+                        DataFusionError::Execution(match e.try_into_panic() {
+                            Ok(panic) => panic_message(panic.as_ref()),
+                            Err(e) => e.to_string(),
+                        })
+                    })??;
                     for change in changes {
                         let out = self.pipeline.process_change(input, change).await?;
                         self.pending.extend(out);
                     }
+                    continue;
+                }
+            };
+            match message {
+                Message::Data(input, change) => {
+                    let out = self.pipeline.process_change(input, change).await?;
+                    self.pending.extend(out);
                 }
                 Message::Signal(input, Signal::Watermark(watermark)) => {
                     let (out, passed) = self.pipeline.handle_watermark(input, watermark).await?;
@@ -453,41 +479,6 @@ impl OperatorTask {
             }
         }
         Ok(())
-    }
-
-    /// Adaptive batching: while the operators were busy (a model call), the
-    /// source may have queued more rows; those of the same input and kind
-    /// join `change`, so a slow model gets larger batches and a fast one
-    /// never waits for rows that have not come. Returns the merged changes
-    /// (one, unless their schemas differ) and the first message that did
-    /// not join them.
-    fn take_queued(
-        &mut self,
-        input: InputIndex,
-        change: Change,
-    ) -> Result<(Vec<Change>, Option<Message>)> {
-        let op = change.op;
-        let mut rows = change.batch.num_rows();
-        let mut changes = vec![change];
-        let mut following = None;
-        while rows < COALESCE_ROWS {
-            match self.receiver.try_recv() {
-                Ok(Message::Data(next_input, next))
-                    if next_input == input
-                        && next.op == op
-                        && rows + next.batch.num_rows() <= COALESCE_ROWS =>
-                {
-                    rows += next.batch.num_rows();
-                    changes.push(next);
-                }
-                Ok(other) => {
-                    following = Some(other);
-                    break;
-                }
-                Err(_) => break,
-            }
-        }
-        Ok((coalesce_changes(changes)?, following))
     }
 
     async fn finish_epoch(&mut self, barrier: CheckpointBarrier) -> Result<()> {

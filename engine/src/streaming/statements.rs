@@ -58,12 +58,20 @@ pub enum Origin {
     Restore,
 }
 
-/// Runs `statement`; `barrier_interval` is the session's
-/// `barrier_interval_ms` (used by views and sinks created now).
+/// How a continuous query created now runs (the session's settings).
+#[derive(Debug, Clone, Copy)]
+pub struct QueryConfig {
+    /// `barrier_interval_ms`: how often it closes an epoch.
+    pub barrier_interval: Duration,
+    /// `streaming_parallelism`: batches through its stateless stages at once.
+    pub parallelism: usize,
+}
+
+/// Runs `statement` with the session's `config`.
 pub async fn execute(
     ctx: &SessionContext,
     statement: &StreamingStatement,
-    barrier_interval: Duration,
+    config: QueryConfig,
     origin: Origin,
 ) -> Result<StreamingOutcome> {
     let queries = continuous_queries(ctx);
@@ -80,7 +88,7 @@ pub async fn execute(
                 }
                 return Err(already_exists(name));
             }
-            let planned = plan_continuous_query(ctx, query).await?;
+            let planned = plan_continuous_query(ctx, query, config.parallelism).await?;
             let view = Arc::new(MaterializedView::try_new(
                 Arc::clone(&planned.output_schema),
                 planned.updating,
@@ -93,7 +101,7 @@ pub async fn execute(
                 view: Some(view),
             };
             let sink: Arc<dyn EpochSink> = Arc::<MaterializedView>::clone(registered.view());
-            start(ctx, planned, sink, started, barrier_interval, origin).await?;
+            start(ctx, planned, sink, started, config.barrier_interval, origin).await?;
             ctx.register_table(reference, registered)?;
             Ok(StreamingOutcome::Done("CREATE MATERIALIZED VIEW"))
         }
@@ -105,14 +113,14 @@ pub async fn execute(
                 }
                 return Err(already_exists(&create.name));
             }
-            let (planned, sink) = plan_sink(ctx, create, &key).await?;
+            let (planned, sink) = plan_sink(ctx, create, &key, config.parallelism).await?;
             let started = Started {
                 key,
                 kind: QueryKind::Sink,
                 definition: statement.to_sql(),
                 view: None,
             };
-            start(ctx, planned, sink, started, barrier_interval, origin).await?;
+            start(ctx, planned, sink, started, config.barrier_interval, origin).await?;
             Ok(StreamingOutcome::Done("CREATE SINK"))
         }
         StreamingStatement::DropMaterializedView { name, if_exists } => {
@@ -169,7 +177,13 @@ async fn start(
     origin: Origin,
 ) -> Result<()> {
     let queries = continuous_queries(ctx);
-    let running = RunningQuery::start(planned.sources, planned.pipeline, sink, barrier_interval);
+    let running = RunningQuery::start(
+        planned.sources,
+        planned.heads,
+        planned.pipeline,
+        sink,
+        barrier_interval,
+    )?;
     // Like RisingWave's backfill: the statement returns once the view (or
     // sink) has taken the rows its source held.
     running.flush().await;
