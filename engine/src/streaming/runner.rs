@@ -162,36 +162,19 @@ impl RunningQuery {
             metrics: Arc::clone(&metrics),
             pending: Vec::new(),
         };
-        let source_metrics = Arc::clone(&metrics);
-        let dispatcher_metrics = Arc::clone(&metrics);
-        let operator_metrics = Arc::clone(&metrics);
+        let operators = operator_task.run();
         let tasks = vec![
-            tokio::spawn(async move {
-                let outcome = std::panic::AssertUnwindSafe(dispatcher.run())
-                    .catch_unwind()
-                    .await;
-                if let Some(error) = failure(outcome) {
-                    fail(&dispatcher_metrics, error);
-                }
-            }),
-            tokio::spawn(async move {
-                let outcome = std::panic::AssertUnwindSafe(source_task.run())
-                    .catch_unwind()
-                    .await;
-                if let Some(error) = failure(outcome) {
-                    fail(&source_metrics, error);
-                }
-            }),
-            tokio::spawn(async move {
-                let outcome = std::panic::AssertUnwindSafe(operator_task.run())
-                    .catch_unwind()
-                    .await;
-                if let Some(error) = failure(outcome) {
-                    fail(&operator_metrics, error);
-                }
-                // Nothing more will be applied: release every FLUSH waiting.
-                waiters.lock().unwrap_or_else(|e| e.into_inner()).clear();
-            }),
+            spawn_guarded(dispatcher.run(), Arc::clone(&metrics)),
+            spawn_guarded(source_task.run(), Arc::clone(&metrics)),
+            spawn_guarded(
+                async move {
+                    let outcome = operators.await;
+                    // Nothing more will be applied: release every FLUSH waiting.
+                    waiters.lock().unwrap_or_else(|e| e.into_inner()).clear();
+                    outcome
+                },
+                Arc::clone(&metrics),
+            ),
         ];
         Ok(Self {
             control,
@@ -236,6 +219,19 @@ impl RunningQuery {
 
 fn lock(metrics: &Mutex<QueryMetrics>) -> MutexGuard<'_, QueryMetrics> {
     metrics.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Spawns one of a query's tasks; its error or panic fails the query.
+fn spawn_guarded(
+    task: impl std::future::Future<Output = Result<()>> + Send + 'static,
+    metrics: Arc<Mutex<QueryMetrics>>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let outcome = std::panic::AssertUnwindSafe(task).catch_unwind().await;
+        if let Some(error) = failure(outcome) {
+            fail(&metrics, error);
+        }
+    })
 }
 
 /// The error of a task that returned one or panicked.
@@ -343,6 +339,9 @@ impl SourceTask {
     /// Reads and sends one portion of what source `input` has.
     async fn read_once(&mut self, input: InputIndex) -> Result<usize> {
         let source = &mut self.sources[input];
+        // One read's changes (several commits of a table) go on as one
+        // batch per kind; the dispatcher merges further what queues up
+        // behind busy stages.
         let changes = coalesce_changes(source.read().await?)?;
         let watermark = source.watermark();
         let count = changes.len();

@@ -182,32 +182,14 @@ impl AggregateOperator {
         if rows.is_empty() {
             return Ok(None);
         }
-        let mut columns: Vec<ArrayRef> = if self.global.is_some() {
+        let group_columns: Vec<ArrayRef> = if self.global.is_some() {
             Vec::new()
         } else {
             self.keys
                 .convert_rows(rows.iter().map(|(key, _)| key.row()))?
         };
-        for i in 0..self.aggregates.len() {
-            columns.push(ScalarValue::iter_to_array(
-                rows.iter().map(|(_, values)| values[i].clone()),
-            )?);
-        }
-        let columns = columns
-            .into_iter()
-            .zip(self.output_schema.fields())
-            .map(|(column, field)| {
-                if column.data_type() == field.data_type() {
-                    Ok(column)
-                } else {
-                    Ok(cast(&column, field.data_type())?)
-                }
-            })
-            .collect::<Result<Vec<_>>>()?;
-        Ok(Some(RecordBatch::try_new(
-            Arc::clone(&self.output_schema),
-            columns,
-        )?))
+        let values: Vec<&[ScalarValue]> = rows.iter().map(|(_, v)| v.as_slice()).collect();
+        output_batch(&self.output_schema, group_columns, &values).map(Some)
     }
 
     /// Each row's window end in nanoseconds (windowed mode), converted
@@ -221,6 +203,33 @@ impl AggregateOperator {
             .ok_or_else(|| DataFusionError::Internal("window_end is not a group column".into()))?;
         event_time_nanos(column).map(Some)
     }
+}
+
+/// An aggregate's output rows: the group columns, then one column per
+/// aggregate from each row's `values`, cast to `schema`'s types.
+pub(super) fn output_batch(
+    schema: &SchemaRef,
+    mut columns: Vec<ArrayRef>,
+    values: &[&[ScalarValue]],
+) -> Result<RecordBatch> {
+    let aggregates = values.first().map_or(0, |v| v.len());
+    for i in 0..aggregates {
+        columns.push(ScalarValue::iter_to_array(
+            values.iter().map(|row| row[i].clone()),
+        )?);
+    }
+    let columns = columns
+        .into_iter()
+        .zip(schema.fields())
+        .map(|(column, field)| {
+            if column.data_type() == field.data_type() {
+                Ok(column)
+            } else {
+                Ok(cast(&column, field.data_type())?)
+            }
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
 }
 
 /// Each aggregate's argument columns over `batch`.

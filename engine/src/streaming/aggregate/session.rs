@@ -15,7 +15,7 @@ use async_trait::async_trait;
 use datafusion::arrow::array::{
     Array, ArrayRef, BooleanArray, RecordBatch, TimestampNanosecondArray, UInt32Array,
 };
-use datafusion::arrow::compute::{cast, take};
+use datafusion::arrow::compute::take;
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::arrow::row::{OwnedRow, RowConverter, Rows, SortField};
 use datafusion::common::ScalarValue;
@@ -24,7 +24,7 @@ use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
 use sluice_types::error::{SluiceError, SqlState};
 
-use super::operator::{argument_columns, evaluate_states};
+use super::operator::{argument_columns, evaluate_states, output_batch};
 use super::state::{AggregateState, AggregateStrategy};
 use crate::streaming::operator::{OperatorMetrics, StreamOperator};
 use crate::streaming::signal::{Change, ChangeOp, Watermark, event_time_nanos};
@@ -259,26 +259,8 @@ impl SessionOperator {
                 })?,
             });
         }
-        for i in 0..self.aggregates.len() {
-            columns.push(ScalarValue::iter_to_array(
-                rows.iter().map(|(_, _, _, values)| values[i].clone()),
-            )?);
-        }
-        let columns = columns
-            .into_iter()
-            .zip(self.output_schema.fields())
-            .map(|(column, field)| {
-                if column.data_type() == field.data_type() {
-                    Ok(column)
-                } else {
-                    Ok(cast(&column, field.data_type())?)
-                }
-            })
-            .collect::<Result<Vec<_>>>()?;
-        Ok(Some(RecordBatch::try_new(
-            Arc::clone(&self.output_schema),
-            columns,
-        )?))
+        let values: Vec<&[ScalarValue]> = rows.iter().map(|(_, _, _, v)| v.as_slice()).collect();
+        output_batch(&self.output_schema, columns, &values).map(Some)
     }
 }
 
