@@ -62,6 +62,13 @@ const SETTINGS: &[SettingDef] = &[
         "How often continuous queries close an epoch (ms): how soon views show new rows.",
     ),
     def(
+        "checkpoint_interval_ms",
+        "10000",
+        false,
+        false,
+        "How often continuous queries take a checkpoint (ms; 0: only at CHECKPOINT).",
+    ),
+    def(
         "bytea_output",
         "hex",
         false,
@@ -358,6 +365,17 @@ impl SessionSettings {
         Duration::from_millis(ms.max(10))
     }
 
+    /// `checkpoint_interval_ms`: how often a continuous query started in
+    /// this session takes a checkpoint (`None`: only at `CHECKPOINT`).
+    pub fn checkpoint_interval(&self) -> Option<Duration> {
+        let ms = self
+            .get("checkpoint_interval_ms")
+            .ok()
+            .and_then(|v| parse_duration_ms(&v).ok())
+            .unwrap_or(10_000);
+        (ms > 0).then(|| Duration::from_millis(ms))
+    }
+
     /// `streaming_parallelism`: how many batches a continuous query started
     /// in this session runs through its stateless stages at once (0, the
     /// default, means one per core).
@@ -419,6 +437,17 @@ fn validate(def: &SettingDef, value: &str) -> Result<String> {
             let ms = parse_duration_ms(value).map_err(|why| invalid_value(def, value, &why))?;
             if !(10..=3_600_000).contains(&ms) {
                 return Err(invalid_value(def, value, "must be from 10 ms to 1 hour"));
+            }
+            Ok(ms.to_string())
+        }
+        "checkpoint_interval_ms" => {
+            let ms = parse_duration_ms(value).map_err(|why| invalid_value(def, value, &why))?;
+            if ms != 0 && !(100..=86_400_000).contains(&ms) {
+                return Err(invalid_value(
+                    def,
+                    value,
+                    "must be 0 (only at CHECKPOINT) or from 100 ms to 1 day",
+                ));
             }
             Ok(ms.to_string())
         }

@@ -242,6 +242,7 @@ impl SluiceSession {
             streaming::QueryConfig {
                 barrier_interval: settings.barrier_interval(),
                 parallelism: settings.streaming_parallelism(),
+                checkpoint_interval: settings.checkpoint_interval(),
             }
         };
         match streaming::execute(&self.ctx, statement, config, origin).await? {

@@ -6,6 +6,7 @@
 //! SHOW MATERIALIZED VIEWS;
 //! ALTER MATERIALIZED VIEW v PAUSE | RESUME;
 //! FLUSH;   -- returns once every view reflects every write committed before it
+//! CHECKPOINT;   -- returns once every continuous query's checkpoint is durable
 //! DECLARE c CURSOR FOR SUBSCRIBE v [WITH (snapshot = false)];
 //! FETCH [n | ALL] [FROM] c [WITH (timeout = '1s')];
 //! CLOSE c | ALL;
@@ -59,6 +60,8 @@ pub enum StreamingStatement {
     },
     /// `FLUSH`.
     Flush,
+    /// `CHECKPOINT`: every continuous query takes a checkpoint now.
+    Checkpoint,
     /// `DECLARE c CURSOR FOR SUBSCRIBE v`.
     DeclareSubscribe {
         /// The cursor's name.
@@ -131,6 +134,7 @@ impl StreamingStatement {
                 format!("ALTER MATERIALIZED VIEW {name} {action}")
             }
             StreamingStatement::Flush => "FLUSH".into(),
+            StreamingStatement::Checkpoint => "CHECKPOINT".into(),
             StreamingStatement::DeclareSubscribe {
                 cursor,
                 view,
@@ -181,7 +185,7 @@ pub fn at_streaming_statement(parser: &DFParser<'_>) -> bool {
     let p = &parser.parser;
     let t = |n| p.peek_nth_token_ref(n).token.clone();
     let first = t(0);
-    if is_word(&first, "flush") {
+    if is_word(&first, "flush") || is_word(&first, "checkpoint") {
         return matches!(t(1), Token::EOF | Token::SemiColon);
     }
     if is_word(&first, "declare") {
@@ -213,6 +217,9 @@ pub fn parse_streaming_statement(parser: &mut DFParser<'_>) -> Result<StreamingS
     let first = p.next_token().token;
     if is_word(&first, "flush") {
         return Ok(StreamingStatement::Flush);
+    }
+    if is_word(&first, "checkpoint") {
+        return Ok(StreamingStatement::Checkpoint);
     }
     if is_word(&first, "declare") {
         let cursor = identifier(p)?;
@@ -449,6 +456,7 @@ mod tests {
             "ALTER MATERIALIZED VIEW v PAUSE",
             "ALTER MATERIALIZED VIEW v RESUME",
             "FLUSH",
+            "CHECKPOINT",
             "DECLARE c CURSOR FOR SUBSCRIBE v WITH (snapshot = false)",
             "FETCH 10 FROM c WITH (timeout = '1500ms')",
             "FETCH ALL FROM c",

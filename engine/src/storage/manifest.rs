@@ -155,6 +155,42 @@ pub async fn commit(store: &dyn ObjectStore, table_dir: &Path, manifest: &Manife
         serde_json::to_vec(manifest)
             .map_err(|e| DataFusionError::Internal(format!("cannot serialise manifest: {e}")))?,
     );
+    if create_once(store, &path, body, &manifest.commit_id).await? == Created::ByRival {
+        return Err(SluiceError::new(
+            SqlState::SERIALIZATION_FAILURE,
+            "concurrent write to the same table; retry the statement",
+        )
+        .into());
+    }
+    if let Some(expired) = commit::expired_by(manifest.version) {
+        match store.delete(&manifest_path(table_dir, expired)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => log::warn!("cannot delete expired manifest {expired} of {table_dir}: {e}"),
+        }
+    }
+    Ok(())
+}
+
+/// Who created the object a [`create_once`] aimed at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Created {
+    /// This writer: its commit happened (once, even if an answer was lost).
+    ByUs,
+    /// Another writer, first: nothing of this attempt is visible.
+    ByRival,
+}
+
+/// Creates `path` with `body` (a JSON object with a `commit_id` field equal
+/// to `commit_id`) unless it exists, following the commit protocol
+/// ([`super::commit`]): a put whose answer was lost is retried and
+/// recognised by its commit id when it did land. Table manifests and
+/// checkpoint manifests both commit through it.
+pub async fn create_once(
+    store: &dyn ObjectStore,
+    path: &Path,
+    body: bytes::Bytes,
+    commit_id: &str,
+) -> Result<Created> {
     let mut attempt = 1;
     loop {
         let options = PutOptions {
@@ -163,7 +199,7 @@ pub async fn commit(store: &dyn ObjectStore, table_dir: &Path, manifest: &Manife
         };
         let mut failure = None;
         let outcome = match store
-            .put_opts(&path, PutPayload::from(body.clone()), options)
+            .put_opts(path, PutPayload::from(body.clone()), options)
             .await
         {
             Ok(_) => PutOutcome::Created,
@@ -175,18 +211,12 @@ pub async fn commit(store: &dyn ObjectStore, table_dir: &Path, manifest: &Manife
         };
         let mut step = commit::after_put(&outcome, attempt);
         if step == CommitStep::ReadBack {
-            let existing = commit_id_at(store, &path).await?;
-            step = commit::after_read_back(existing.as_deref(), &manifest.commit_id);
+            let existing = commit_id_at(store, path).await?;
+            step = commit::after_read_back(existing.as_deref(), commit_id);
         }
         match step {
-            CommitStep::Committed => break,
-            CommitStep::Conflict => {
-                return Err(SluiceError::new(
-                    SqlState::SERIALIZATION_FAILURE,
-                    "concurrent write to the same table; retry the statement",
-                )
-                .into());
-            }
+            CommitStep::Committed => return Ok(Created::ByUs),
+            CommitStep::Conflict => return Ok(Created::ByRival),
             CommitStep::Retry => {
                 tokio::time::sleep(std::time::Duration::from_millis(50 << attempt.min(4))).await;
                 attempt += 1;
@@ -195,31 +225,30 @@ pub async fn commit(store: &dyn ObjectStore, table_dir: &Path, manifest: &Manife
                 return Err(match failure {
                     Some(e) => storage_error(e),
                     None => DataFusionError::Internal(format!(
-                        "manifest {path} neither committed nor refused"
+                        "{path} neither committed nor refused"
                     )),
                 });
             }
         }
     }
-    if let Some(expired) = commit::expired_by(manifest.version) {
-        match store.delete(&manifest_path(table_dir, expired)).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-            Err(e) => log::warn!("cannot delete expired manifest {expired} of {table_dir}: {e}"),
-        }
-    }
-    Ok(())
 }
 
-/// The commit id of the manifest at `path`; `None` when there is none.
+/// The commit id of the object at `path`; `None` when there is none (or
+/// it has no commit id: written before they existed, so a rival's).
 async fn commit_id_at(store: &dyn ObjectStore, path: &Path) -> Result<Option<String>> {
     let bytes = match store.get(path).await {
         Ok(found) => found.bytes().await.map_err(storage_error)?,
         Err(object_store::Error::NotFound { .. }) => return Ok(None),
         Err(e) => return Err(storage_error(e)),
     };
-    let manifest: Manifest = serde_json::from_slice(&bytes)
+    #[derive(Deserialize)]
+    struct CommitId {
+        #[serde(default)]
+        commit_id: String,
+    }
+    let found: CommitId = serde_json::from_slice(&bytes)
         .map_err(|e| DataFusionError::Execution(format!("corrupt manifest {path}: {e}")))?;
-    Ok(Some(manifest.commit_id))
+    Ok(Some(found.commit_id))
 }
 
 fn new_commit_id() -> String {

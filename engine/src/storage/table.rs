@@ -43,6 +43,17 @@ impl TableStore {
         }
     }
 
+    /// The object store the data directory lives in.
+    pub fn object_store(&self) -> &Arc<dyn ObjectStore> {
+        &self.store
+    }
+
+    /// Where under `folder` of the data directory (checkpoints, logs)
+    /// something other than tables keeps its objects.
+    pub fn folder(&self, folder: &str) -> Path {
+        self.root.clone().join(folder)
+    }
+
     /// The schemas created with `CREATE SCHEMA`, oldest first.
     pub async fn schema_names(&self) -> Result<Vec<String>> {
         Ok(self

@@ -15,6 +15,7 @@
 //! barriers.
 
 pub mod aggregate;
+pub mod checkpoint;
 pub mod create_sink;
 pub mod feed;
 pub mod join;
@@ -25,6 +26,7 @@ pub mod parallel;
 pub mod pipeline;
 pub mod plan;
 pub mod registry;
+pub mod resume;
 pub mod runner;
 pub mod signal;
 pub mod sink;

@@ -7,6 +7,7 @@ use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::error::Result;
 
+use super::checkpoint::StateSnapshot;
 use super::signal::{Change, CheckpointBarrier, Watermark};
 
 /// Counters an operator reports to the query's status.
@@ -64,5 +65,27 @@ pub trait StreamOperator: Send {
     /// Counters for the query's status.
     fn metrics(&self) -> OperatorMetrics {
         OperatorMetrics::default()
+    }
+
+    /// Whether [`Self::snapshot`] captures all the operator keeps; a query
+    /// with an operator that cannot runs without checkpoints (and starts
+    /// over after a restart).
+    fn checkpointable(&self) -> bool {
+        true
+    }
+
+    /// The operator's state after a barrier was handled, for a checkpoint;
+    /// `None` for an operator that keeps none.
+    fn snapshot(&mut self) -> Result<Option<StateSnapshot>> {
+        Ok(None)
+    }
+
+    /// Replaces the operator's state with one [`Self::snapshot`] took (of
+    /// the same operator of the same plan).
+    fn restore(&mut self, _snapshot: StateSnapshot) -> Result<()> {
+        Err(datafusion::error::DataFusionError::Internal(format!(
+            "operator {} keeps no state to restore",
+            self.name()
+        )))
     }
 }

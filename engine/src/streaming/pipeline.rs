@@ -5,6 +5,7 @@
 
 use datafusion::error::Result;
 
+use super::checkpoint::StateSnapshot;
 use super::join::JoinOperator;
 use super::operator::{OperatorMetrics, StreamOperator};
 use super::signal::{Change, CheckpointBarrier, InputIndex, Watermark};
@@ -123,6 +124,50 @@ impl Pipeline {
             total = total.plus(join.metrics());
         }
         total
+    }
+
+    /// Whether every operator's state can be checkpointed.
+    pub fn checkpointable(&self) -> bool {
+        self.join.is_none()
+            && self
+                .inputs
+                .iter()
+                .flatten()
+                .chain(&self.tail)
+                .all(|operator| operator.checkpointable())
+    }
+
+    /// Every operator's state, in pipeline order (inputs, then the tail).
+    pub fn snapshot(&mut self) -> Result<Vec<Option<StateSnapshot>>> {
+        self.inputs
+            .iter_mut()
+            .flatten()
+            .chain(self.tail.iter_mut())
+            .map(|operator| operator.snapshot())
+            .collect()
+    }
+
+    /// Restores what [`Self::snapshot`] took, operator by operator.
+    pub fn restore(&mut self, snapshots: Vec<Option<StateSnapshot>>) -> Result<()> {
+        let operators: Vec<_> = self
+            .inputs
+            .iter_mut()
+            .flatten()
+            .chain(self.tail.iter_mut())
+            .collect();
+        if operators.len() != snapshots.len() {
+            return Err(datafusion::error::DataFusionError::Execution(format!(
+                "the checkpoint holds {} operators, the plan has {}",
+                snapshots.len(),
+                operators.len()
+            )));
+        }
+        for (operator, snapshot) in operators.into_iter().zip(snapshots) {
+            if let Some(snapshot) = snapshot {
+                operator.restore(snapshot)?;
+            }
+        }
+        Ok(())
     }
 
     fn input_chain(&mut self, input: InputIndex) -> Result<&mut Vec<Box<dyn StreamOperator>>> {

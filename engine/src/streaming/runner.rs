@@ -22,6 +22,7 @@ use sluice_types::error::SluiceError;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+use super::checkpoint::{CheckpointContent, CheckpointStore};
 use super::parallel::{Dispatcher, HeadStages, Staged};
 use super::pipeline::Pipeline;
 use super::signal::{
@@ -40,6 +41,8 @@ const CHANNEL_CAPACITY: usize = 16;
 enum Control {
     /// Read everything committed, close the epoch, answer once applied.
     Flush(oneshot::Sender<()>),
+    /// Close the epoch with a checkpoint, answer once it is durable.
+    Checkpoint(CheckpointWaiter),
     Pause,
     Resume,
 }
@@ -92,6 +95,40 @@ pub struct QueryMetrics {
     pub last_error: Option<String>,
     /// When the query started.
     pub started: Instant,
+    /// The last checkpoint committed (`None`: none yet, or the query runs
+    /// without checkpoints).
+    pub checkpoint: Option<CheckpointMetrics>,
+    /// Whether the query checkpoints at all.
+    pub checkpointing: bool,
+}
+
+/// The last committed checkpoint of a query, for the status table.
+#[derive(Debug, Clone, Copy)]
+pub struct CheckpointMetrics {
+    /// The epoch it was taken at.
+    pub epoch: u64,
+    /// Bytes of state written.
+    pub bytes: u64,
+    /// From the barrier reaching the operators to the commit.
+    pub duration: Duration,
+    /// When it committed.
+    pub at: Instant,
+}
+
+/// How a query checkpoints: into which store, how often.
+pub struct Checkpointing {
+    /// The query's checkpoints, its generation claimed.
+    pub store: CheckpointStore,
+    /// `checkpoint_interval_ms` (`None`: only at `CHECKPOINT`).
+    pub interval: Option<Duration>,
+}
+
+/// Where a started query begins.
+pub struct StartPoint {
+    /// The first epoch it closes (one past a restored checkpoint's).
+    pub first_epoch: Epoch,
+    /// Its checkpoints, when every part of it can be checkpointed.
+    pub checkpointing: Option<Checkpointing>,
 }
 
 /// A running continuous query's handle; dropping it stops the query.
@@ -121,6 +158,7 @@ impl RunningQuery {
         pipeline: Pipeline,
         sink: Arc<dyn EpochSink>,
         barrier_interval: Duration,
+        start: StartPoint,
     ) -> Result<Self> {
         let metrics = Arc::new(Mutex::new(QueryMetrics {
             state: QueryState::Running,
@@ -133,7 +171,15 @@ impl RunningQuery {
             lag: 0,
             last_error: None,
             started: Instant::now(),
+            checkpoint: None,
+            checkpointing: start.checkpointing.is_some(),
         }));
+        let (store, checkpoint_interval) = match start.checkpointing {
+            Some(checkpointing) => (Some(checkpointing.store), checkpointing.interval),
+            None => (None, None),
+        };
+        let offsets = Offsets::default();
+        let checkpoint_waiters = CheckpointWaiters::default();
         let (control, commands) = mpsc::unbounded_channel();
         let (sender, received) = mpsc::channel(CHANNEL_CAPACITY);
         // Up to this many batches go through the head stages at once.
@@ -150,9 +196,14 @@ impl RunningQuery {
             waiters: Arc::clone(&waiters),
             metrics: Arc::clone(&metrics),
             barrier_interval,
-            epoch: Epoch(1),
+            epoch: start.first_epoch,
             paused: false,
             next_input: 0,
+            checkpointing: store.is_some(),
+            checkpoint_interval,
+            last_checkpoint: Instant::now(),
+            offsets: Arc::clone(&offsets),
+            checkpoint_waiters: Arc::clone(&checkpoint_waiters),
         };
         let operator_task = OperatorTask {
             pipeline,
@@ -161,6 +212,9 @@ impl RunningQuery {
             waiters: Arc::clone(&waiters),
             metrics: Arc::clone(&metrics),
             pending: Vec::new(),
+            store,
+            offsets,
+            checkpoint_waiters,
         };
         let operators = operator_task.run();
         let tasks = vec![
@@ -196,6 +250,25 @@ impl RunningQuery {
             // A query that fails meanwhile drops the sender: nothing more
             // will be applied, so there is nothing to wait for.
             let _ = applied.await;
+        }
+    }
+
+    /// Closes the current epoch with a checkpoint and waits until it is
+    /// durable; returns its epoch (`None` when the query runs without
+    /// checkpoints).
+    pub async fn checkpoint(&self) -> Result<Option<u64>> {
+        if !lock(&self.metrics).checkpointing {
+            return Ok(None);
+        }
+        let (done, committed) = oneshot::channel();
+        let stopped = || DataFusionError::Execution("the query stopped before its checkpoint".into());
+        self.control
+            .send(Control::Checkpoint(done))
+            .map_err(|_| stopped())?;
+        match committed.await {
+            Ok(Ok(epoch)) => Ok(Some(epoch)),
+            Ok(Err(error)) => Err(DataFusionError::Execution(error)),
+            Err(_) => Err(stopped()),
         }
     }
 
@@ -271,6 +344,16 @@ fn fail(metrics: &Mutex<QueryMetrics>, error: String) {
 /// Flushes waiting for an epoch to be applied.
 type Waiters = Arc<Mutex<Vec<(Epoch, oneshot::Sender<()>)>>>;
 
+/// A `CHECKPOINT` waiting for its checkpoint: the epoch or why it failed.
+type CheckpointWaiter = oneshot::Sender<std::result::Result<u64, String>>;
+
+/// `CHECKPOINT`s waiting, by the epoch of their checkpoint.
+type CheckpointWaiters = Arc<Mutex<Vec<(Epoch, CheckpointWaiter)>>>;
+
+/// The sources' offsets recorded at each checkpoint barrier, until the
+/// operators take the checkpoint.
+type Offsets = Arc<Mutex<std::collections::BTreeMap<Epoch, Vec<serde_json::Value>>>>;
+
 struct SourceTask {
     sources: Vec<Box<dyn StreamSource>>,
     sender: mpsc::Sender<Message>,
@@ -284,6 +367,12 @@ struct SourceTask {
     paused: bool,
     /// Per source, whether it has ended.
     ended: Vec<bool>,
+    /// Whether the query checkpoints.
+    checkpointing: bool,
+    checkpoint_interval: Option<Duration>,
+    last_checkpoint: Instant,
+    offsets: Offsets,
+    checkpoint_waiters: CheckpointWaiters,
     /// The source waited on first next time, so that a source that always
     /// has rows cannot starve the other input of a join.
     next_input: InputIndex,
@@ -304,6 +393,7 @@ impl SourceTask {
                         }
                         self.barrier(Some(done)).await?;
                     }
+                    Some(Control::Checkpoint(done)) => self.checkpoint_barrier(done).await?,
                     Some(Control::Pause) => self.paused = true,
                     Some(Control::Resume) => self.paused = false,
                     // The query was dropped.
@@ -374,9 +464,44 @@ impl SourceTask {
         Ok(())
     }
 
+    /// A barrier with a checkpoint, for `CHECKPOINT`.
+    async fn checkpoint_barrier(&mut self, done: CheckpointWaiter) -> Result<()> {
+        self.checkpoint_waiters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((self.epoch, done));
+        self.barrier_marked(None, true).await
+    }
+
     async fn barrier(&mut self, waiter: Option<oneshot::Sender<()>>) -> Result<()> {
+        let due = self
+            .checkpoint_interval
+            .is_some_and(|interval| self.last_checkpoint.elapsed() >= interval);
+        self.barrier_marked(waiter, due).await
+    }
+
+    async fn barrier_marked(
+        &mut self,
+        waiter: Option<oneshot::Sender<()>>,
+        checkpoint: bool,
+    ) -> Result<()> {
         let epoch = self.epoch;
         self.epoch = epoch.next();
+        let checkpoint = checkpoint && self.checkpointing;
+        if checkpoint {
+            // Everything read so far was sent before this barrier: these
+            // offsets are exactly where the epoch ends.
+            let offsets = self
+                .sources
+                .iter()
+                .map(|source| source.offset().unwrap_or(serde_json::Value::Null))
+                .collect();
+            self.offsets
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(epoch, offsets);
+            self.last_checkpoint = Instant::now();
+        }
         if let Some(waiter) = waiter {
             self.waiters
                 .lock()
@@ -386,7 +511,7 @@ impl SourceTask {
         let sent = self
             .send(Message::Signal(
                 0,
-                Signal::Barrier(CheckpointBarrier { epoch }),
+                Signal::Barrier(CheckpointBarrier { epoch, checkpoint }),
             ))
             .await;
         if sent.is_err() {
@@ -438,6 +563,10 @@ struct OperatorTask {
     metrics: Arc<Mutex<QueryMetrics>>,
     /// The current epoch's output, handed to the sink at its barrier.
     pending: Vec<Change>,
+    /// Where checkpoints go (`None`: the query runs without).
+    store: Option<CheckpointStore>,
+    offsets: Offsets,
+    checkpoint_waiters: CheckpointWaiters,
 }
 
 impl OperatorTask {
@@ -493,6 +622,9 @@ impl OperatorTask {
             metrics.late_rows = operators.late_rows;
             metrics.state_entries = operators.state_entries;
         }
+        if barrier.checkpoint {
+            self.take_checkpoint(barrier.epoch).await?;
+        }
         let mut waiters = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
         let (done, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut *waiters)
             .into_iter()
@@ -502,5 +634,56 @@ impl OperatorTask {
             let _ = waiter.send(());
         }
         Ok(())
+    }
+
+    /// Snapshots the operators, the sink and the sources' offsets at
+    /// `epoch` and commits them; answers the `CHECKPOINT`s waiting for it.
+    /// A failed checkpoint fails the query: a fenced instance must stop, and
+    /// one that cannot write its checkpoints should say so, not run on.
+    async fn take_checkpoint(&mut self, epoch: Epoch) -> Result<()> {
+        let Some(store) = &self.store else {
+            return Ok(());
+        };
+        let began = Instant::now();
+        let sources = self
+            .offsets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&epoch)
+            .unwrap_or_default();
+        let outcome = async {
+            let content = CheckpointContent {
+                operators: self.pipeline.snapshot()?,
+                sink: self.sink.snapshot()?,
+                sources,
+                consumed_log: None,
+            };
+            store.commit(epoch, &content).await
+        }
+        .await;
+        let answer = match &outcome {
+            Ok(manifest) => {
+                lock(&self.metrics).checkpoint = Some(CheckpointMetrics {
+                    epoch: epoch.0,
+                    bytes: manifest.bytes,
+                    duration: began.elapsed(),
+                    at: Instant::now(),
+                });
+                Ok(epoch.0)
+            }
+            Err(e) => Err(e.to_string()),
+        };
+        let mut waiters = self
+            .checkpoint_waiters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let (done, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut *waiters)
+            .into_iter()
+            .partition(|(waited, _)| *waited <= epoch);
+        *waiters = waiting;
+        for (_, waiter) in done {
+            let _ = waiter.send(answer.clone());
+        }
+        outcome.map(|_| ())
     }
 }

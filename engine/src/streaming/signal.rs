@@ -59,6 +59,9 @@ pub fn event_time_nanos(column: &ArrayRef) -> Result<Int64Array> {
 pub struct CheckpointBarrier {
     /// The epoch this barrier closes.
     pub epoch: Epoch,
+    /// Whether a checkpoint is taken at it (every barrier closes an epoch;
+    /// only some, every `checkpoint_interval_ms`, are checkpointed).
+    pub checkpoint: bool,
 }
 
 /// Whether a change inserts or deletes its rows.

@@ -34,6 +34,7 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use sluice_types::error::{SluiceError, SqlState};
 
+use super::checkpoint::StateSnapshot;
 use super::signal::{Change, ChangeOp, Epoch};
 
 /// Receives a continuous query's epochs, each once it is complete.
@@ -41,6 +42,26 @@ use super::signal::{Change, ChangeOp, Epoch};
 pub trait EpochSink: Send + Sync {
     /// Takes one epoch's changes; returns the rows it took.
     async fn apply_epoch(&self, epoch: Epoch, changes: &[Change]) -> Result<u64>;
+
+    /// Whether its state can be checkpointed and restored, so that a
+    /// restored query delivers each row once. File and table sinks cannot
+    /// yet (they need two-phase commit): their queries run without
+    /// checkpoints and start over after a restart, at least once.
+    fn checkpointable(&self) -> bool {
+        false
+    }
+
+    /// What it holds after the last applied epoch, for a checkpoint.
+    fn snapshot(&self) -> Result<Option<StateSnapshot>> {
+        Ok(None)
+    }
+
+    /// Goes back to what [`Self::snapshot`] took.
+    fn restore(&self, _snapshot: StateSnapshot) -> Result<()> {
+        Err(DataFusionError::Internal(
+            "this sink cannot be restored from a checkpoint".into(),
+        ))
+    }
 }
 
 /// How a sink's rows look: the query's rows, with `op` first when the query

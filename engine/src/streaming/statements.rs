@@ -23,6 +23,7 @@ use super::location::open_location;
 use super::plan::PlannedQuery;
 use super::plan::plan_continuous_query;
 use super::registry::{ContinuousQuery, QueryKind, continuous_queries};
+use super::resume;
 use super::runner::RunningQuery;
 use super::sink::EpochSink;
 use super::source::datagen::DatagenGenerator;
@@ -65,10 +66,28 @@ pub struct QueryConfig {
     pub barrier_interval: Duration,
     /// `streaming_parallelism`: batches through its stateless stages at once.
     pub parallelism: usize,
+    /// `checkpoint_interval_ms` (`None`: only at `CHECKPOINT`).
+    pub checkpoint_interval: Option<Duration>,
 }
 
 /// Runs `statement` with the session's `config`.
 pub async fn execute(
+    ctx: &SessionContext,
+    statement: &StreamingStatement,
+    config: QueryConfig,
+    origin: Origin,
+) -> Result<StreamingOutcome> {
+    match execute_once(ctx, statement, config, origin).await {
+        // The checkpoint is gone now: the query starts over.
+        Err(e) if origin == Origin::Restore && resume::is_unusable_checkpoint(&e) => {
+            log::warn!("{e}; starting over");
+            execute_once(ctx, statement, config, origin).await
+        }
+        outcome => outcome,
+    }
+}
+
+async fn execute_once(
     ctx: &SessionContext,
     statement: &StreamingStatement,
     config: QueryConfig,
@@ -101,7 +120,7 @@ pub async fn execute(
                 view: Some(view),
             };
             let sink: Arc<dyn EpochSink> = Arc::<MaterializedView>::clone(registered.view());
-            start(ctx, planned, sink, started, config.barrier_interval, origin).await?;
+            start(ctx, planned, sink, started, config, origin).await?;
             ctx.register_table(reference, registered)?;
             Ok(StreamingOutcome::Done("CREATE MATERIALIZED VIEW"))
         }
@@ -120,7 +139,7 @@ pub async fn execute(
                 definition: statement.to_sql(),
                 view: None,
             };
-            start(ctx, planned, sink, started, config.barrier_interval, origin).await?;
+            start(ctx, planned, sink, started, config, origin).await?;
             Ok(StreamingOutcome::Done("CREATE SINK"))
         }
         StreamingStatement::DropMaterializedView { name, if_exists } => {
@@ -140,6 +159,12 @@ pub async fn execute(
         StreamingStatement::AlterSink { name, pause } => {
             find(ctx, name, QueryKind::Sink)?.running.set_paused(*pause);
             Ok(StreamingOutcome::Done("ALTER SINK"))
+        }
+        StreamingStatement::Checkpoint => {
+            for query in queries.in_creation_order() {
+                query.running.checkpoint().await?;
+            }
+            Ok(StreamingOutcome::Done("CHECKPOINT"))
         }
         StreamingStatement::Flush => {
             // In creation order: a query reading a view comes after it.
@@ -170,19 +195,29 @@ struct Started {
 /// rows its source held), records it and (for a client) stores it.
 async fn start(
     ctx: &SessionContext,
-    planned: PlannedQuery,
+    mut planned: PlannedQuery,
     sink: Arc<dyn EpochSink>,
     started: Started,
-    barrier_interval: Duration,
+    config: QueryConfig,
     origin: Origin,
 ) -> Result<()> {
     let queries = continuous_queries(ctx);
+    let start_point = resume::start_point(
+        ctx,
+        &started.key,
+        &mut planned,
+        &sink,
+        config.checkpoint_interval,
+        origin,
+    )
+    .await?;
     let running = RunningQuery::start(
         planned.sources,
         planned.heads,
         planned.pipeline,
         sink,
-        barrier_interval,
+        config.barrier_interval,
+        start_point,
     )?;
     // Like RisingWave's backfill: the statement returns once the view (or
     // sink) has taken the rows its source held.
@@ -261,6 +296,7 @@ async fn drop_query(
     if let Some(store) = table_store(ctx) {
         store.remove_definition(&key).await?;
     }
+    resume::remove_checkpoints(ctx, &key).await?;
     Ok(())
 }
 

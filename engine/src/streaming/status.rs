@@ -50,6 +50,10 @@ impl ContinuousQueriesTable {
             Field::new("state_entries", DataType::UInt64, false),
             Field::new("view_rows", DataType::UInt64, false),
             Field::new("subscribers", DataType::UInt64, false),
+            Field::new("checkpoint_epoch", DataType::UInt64, true),
+            Field::new("checkpoint_bytes", DataType::UInt64, true),
+            Field::new("checkpoint_ms", DataType::Float64, true),
+            Field::new("checkpoint_age_ms", DataType::Float64, true),
             Field::new("last_error", DataType::Utf8, true),
             Field::new("definition", DataType::Utf8, false),
         ]));
@@ -115,6 +119,30 @@ impl ContinuousQueriesTable {
                     .as_ref()
                     .map_or(0, |v| v.subscriber_count() as u64)
             }),
+            Arc::new(UInt64Array::from(
+                metrics
+                    .iter()
+                    .map(|m| m.checkpoint.map(|c| c.epoch))
+                    .collect::<Vec<_>>(),
+            )),
+            Arc::new(UInt64Array::from(
+                metrics
+                    .iter()
+                    .map(|m| m.checkpoint.map(|c| c.bytes))
+                    .collect::<Vec<_>>(),
+            )),
+            Arc::new(Float64Array::from(
+                metrics
+                    .iter()
+                    .map(|m| m.checkpoint.map(|c| c.duration.as_secs_f64() * 1e3))
+                    .collect::<Vec<_>>(),
+            )),
+            Arc::new(Float64Array::from(
+                metrics
+                    .iter()
+                    .map(|m| m.checkpoint.map(|c| c.at.elapsed().as_secs_f64() * 1e3))
+                    .collect::<Vec<_>>(),
+            )),
             text(&|i| metrics[i].last_error.clone()),
             text(&|i| Some(queries[i].definition.clone())),
         ];

@@ -13,8 +13,8 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use datafusion::arrow::array::RecordBatch;
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::array::{Array, Int64Array, RecordBatch};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::datasource::memory::MemorySourceConfig;
@@ -23,6 +23,7 @@ use datafusion::logical_expr::{Expr, TableType};
 use datafusion::physical_plan::ExecutionPlan;
 use tokio::sync::broadcast;
 
+use super::checkpoint::StateSnapshot;
 use super::multiset::{RowCounts, add_rows};
 use super::signal::{Change, ChangeOp, Epoch};
 use super::sink::EpochSink;
@@ -37,6 +38,8 @@ struct ViewContent {
     /// The content as batches, built at the first read after a change.
     cached: Option<Vec<RecordBatch>>,
     epoch: Option<Epoch>,
+    /// The last epoch sent to subscribers.
+    broadcast: Option<Epoch>,
 }
 
 /// Epochs a subscriber may fall behind before its subscription fails
@@ -98,6 +101,7 @@ impl MaterializedView {
                 rows: HashMap::new(),
                 cached: None,
                 epoch: None,
+                broadcast: None,
             }),
             subscribers,
         })
@@ -147,6 +151,11 @@ impl MaterializedView {
         }
         if changed > 0 {
             content.cached = None;
+        }
+        // A region replaying epochs after a restore re-applies epochs its
+        // subscribers have had: they get each epoch once.
+        if changed > 0 && content.broadcast.is_none_or(|sent| epoch > sent) {
+            content.broadcast = Some(epoch);
             // Sent under the content's lock, so a subscriber that took the
             // content as of an epoch receives exactly the epochs after it.
             // An error only means no one subscribes.
@@ -238,7 +247,64 @@ impl EpochSink for MaterializedView {
     async fn apply_epoch(&self, epoch: Epoch, changes: &[Change]) -> Result<u64> {
         MaterializedView::apply_epoch(self, epoch, changes)
     }
+
+    fn checkpointable(&self) -> bool {
+        true
+    }
+
+    fn snapshot(&self) -> Result<Option<StateSnapshot>> {
+        let content = self.content();
+        let meta = serde_json::json!({ "epoch": content.epoch.map(|e| e.0) });
+        if content.rows.is_empty() {
+            return Ok(Some(StateSnapshot {
+                batches: Vec::new(),
+                meta,
+            }));
+        }
+        // Each distinct row once, with its count: the multiset as columns.
+        let mut fields: Vec<_> = self.schema.fields().iter().cloned().collect();
+        fields.push(Arc::new(Field::new(COUNT_COLUMN, DataType::Int64, false)));
+        let schema = Arc::new(Schema::new(fields));
+        let entries: Vec<_> = content.rows.iter().collect();
+        let mut batches = Vec::new();
+        for chunk in entries.chunks(READ_BATCH_ROWS) {
+            let mut columns = content
+                .converter
+                .convert_rows(chunk.iter().map(|(row, _)| row.row()))?;
+            columns.push(Arc::new(Int64Array::from_iter_values(
+                chunk.iter().map(|(_, count)| **count),
+            )));
+            batches.push(RecordBatch::try_new(Arc::clone(&schema), columns)?);
+        }
+        Ok(Some(StateSnapshot { batches, meta }))
+    }
+
+    fn restore(&self, snapshot: StateSnapshot) -> Result<()> {
+        let mut content = self.content();
+        let mut rows = RowCounts::new();
+        for batch in &snapshot.batches {
+            let width = self.schema.fields().len();
+            let counts = batch
+                .columns()
+                .get(width)
+                .and_then(|c| c.as_any().downcast_ref::<Int64Array>())
+                .ok_or_else(|| {
+                    DataFusionError::Execution("corrupt view checkpoint: no counts".into())
+                })?;
+            let converted = content.converter.convert_columns(&batch.columns()[..width])?;
+            for (row, count) in converted.iter().zip(counts.values()) {
+                rows.insert(row.owned(), *count);
+            }
+        }
+        content.rows = rows;
+        content.cached = None;
+        content.epoch = snapshot.meta["epoch"].as_u64().map(Epoch);
+        Ok(())
+    }
 }
+
+/// The count column of a view's checkpoint.
+const COUNT_COLUMN: &str = "__sluice_count";
 
 /// `SELECT … FROM v` over a [`MaterializedView`].
 #[derive(Debug)]

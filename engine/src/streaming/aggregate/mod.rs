@@ -2,6 +2,7 @@
 //! session-window form ([`session`]) and the state one aggregate keeps per
 //! group ([`state`]).
 
+mod checkpoint;
 pub mod operator;
 pub mod planning;
 pub mod session;

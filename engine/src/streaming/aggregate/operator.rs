@@ -29,7 +29,9 @@ use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
 use sluice_types::error::{SluiceError, SqlState};
 
+use super::checkpoint::{load_groups, save_groups};
 use super::state::{AggregateState, AggregateStrategy};
+use crate::streaming::checkpoint::StateSnapshot;
 use crate::streaming::operator::{OperatorMetrics, StreamOperator};
 use crate::streaming::signal::{Change, ChangeOp, CheckpointBarrier, Watermark, event_time_nanos};
 
@@ -52,14 +54,14 @@ struct Partitioned {
 }
 
 /// One group's state.
-struct GroupState {
-    aggregates: Vec<AggregateState>,
+pub(super) struct GroupState {
+    pub(super) aggregates: Vec<AggregateState>,
     /// Input rows in the group (inserted minus deleted).
-    rows: i64,
+    pub(super) rows: i64,
     /// The aggregate values emitted last (updating mode), to retract.
-    emitted: Option<Vec<ScalarValue>>,
+    pub(super) emitted: Option<Vec<ScalarValue>>,
     /// The window's end in nanoseconds (windowed mode).
-    window_end: i64,
+    pub(super) window_end: i64,
 }
 
 /// An incremental `GROUP BY`; see the module docs.
@@ -451,5 +453,47 @@ impl StreamOperator for AggregateOperator {
             late_rows: self.late_rows,
             state_entries: self.groups.len() as u64,
         }
+    }
+
+    fn snapshot(&mut self) -> Result<Option<StateSnapshot>> {
+        let group_count = self.group_exprs.len();
+        let output_types: Vec<DataType> = self.output_schema.fields()[group_count..]
+            .iter()
+            .map(|field| field.data_type().clone())
+            .collect();
+        let saved = save_groups(&mut self.groups, &output_types)?;
+        Ok(Some(StateSnapshot {
+            batches: saved.batch.into_iter().collect(),
+            meta: serde_json::json!({
+                "watermark": self.watermark.map(|w| w.0),
+                "late_rows": self.late_rows,
+                "state_columns": saved.state_columns,
+            }),
+        }))
+    }
+
+    fn restore(&mut self, snapshot: StateSnapshot) -> Result<()> {
+        let meta = &snapshot.meta;
+        self.watermark = meta["watermark"].as_i64().map(Watermark);
+        self.late_rows = meta["late_rows"].as_u64().unwrap_or(0);
+        let mut groups = HashMap::new();
+        for batch in &snapshot.batches {
+            let rows = load_groups(
+                batch,
+                &self.keys.parser(),
+                self.aggregates.len(),
+                |window_end| self.new_group(window_end),
+                &self.strategies,
+            )?;
+            groups.extend(rows);
+        }
+        if let Some(global) = &self.global
+            && !groups.contains_key(global)
+        {
+            groups.insert(global.clone(), self.new_group(0)?);
+        }
+        self.groups = groups;
+        self.dirty.clear();
+        Ok(())
     }
 }

@@ -270,6 +270,11 @@ impl StreamOperator for SessionOperator {
         "session window aggregate"
     }
 
+    fn checkpointable(&self) -> bool {
+        // Open sessions are not snapshotted yet: such a query starts over.
+        false
+    }
+
     fn output_schema(&self) -> SchemaRef {
         Arc::clone(&self.output_schema)
     }

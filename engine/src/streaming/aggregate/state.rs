@@ -15,7 +15,7 @@ use datafusion::error::Result;
 use datafusion::logical_expr::Accumulator;
 use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
 
-use crate::streaming::multiset::{RowCounts, add_rows};
+use crate::streaming::multiset::{RowCounts, add_rows, decode_counts, encode_counts};
 use crate::streaming::signal::ChangeOp;
 
 /// Aggregates whose retraction is exact arithmetic.
@@ -84,6 +84,14 @@ impl AggregateStrategy {
     }
 }
 
+/// One aggregate's state in one group as a checkpoint keeps it.
+pub enum SavedState {
+    /// The accumulator's intermediate state values.
+    Accumulator(Vec<ScalarValue>),
+    /// The multiset of argument rows, encoded.
+    Values(Vec<u8>),
+}
+
 /// One aggregate's state in one group.
 pub enum AggregateState {
     /// A live accumulator.
@@ -118,6 +126,36 @@ impl AggregateState {
                     "an aggregate's state and strategy disagree".into(),
                 ))
             }
+        }
+    }
+
+    /// The state as a checkpoint keeps it: the accumulator's intermediate
+    /// state (what DataFusion merges across partitions), or the multiset's
+    /// bytes.
+    pub fn save(&mut self) -> Result<SavedState> {
+        Ok(match self {
+            AggregateState::Accumulator(accumulator) => SavedState::Accumulator(accumulator.state()?),
+            AggregateState::Values(values) => SavedState::Values(encode_counts(values)),
+        })
+    }
+
+    /// Takes back a saved state into this fresh state: `columns` hold the
+    /// accumulator's state values (one row), `values` the multiset's bytes.
+    pub fn load(
+        &mut self,
+        strategy: &AggregateStrategy,
+        columns: &[ArrayRef],
+        values: Option<&[u8]>,
+    ) -> Result<()> {
+        match (self, strategy, values) {
+            (AggregateState::Accumulator(accumulator), _, None) => accumulator.merge_batch(columns),
+            (AggregateState::Values(into), AggregateStrategy::Values(converter), Some(bytes)) => {
+                *into = decode_counts(bytes, &converter.parser())?;
+                Ok(())
+            }
+            _ => Err(datafusion::error::DataFusionError::Execution(
+                "a checkpointed aggregate state does not match the plan".into(),
+            )),
         }
     }
 

@@ -209,6 +209,8 @@ pub struct GeneratorSource {
     options: GeneratorOptions,
     schema: SchemaRef,
     position: u64,
+    /// The position the pace counts from (a restored checkpoint's).
+    paced_from: u64,
     started: Option<Instant>,
     watermark: Option<WatermarkTracker>,
 }
@@ -225,6 +227,7 @@ impl GeneratorSource {
             options: table.options.clone(),
             schema,
             position: 0,
+            paced_from: 0,
             started: None,
             watermark,
         })
@@ -243,7 +246,7 @@ impl GeneratorSource {
             return u64::MAX;
         }
         let elapsed = self.started.map_or(0.0, |s| s.elapsed().as_secs_f64());
-        ((elapsed * rate as f64) as u64).saturating_sub(self.position)
+        ((elapsed * rate as f64) as u64 + self.paced_from).saturating_sub(self.position)
     }
 }
 
@@ -261,7 +264,9 @@ impl StreamSource for GeneratorSource {
         let rate = self.options.events_per_second;
         if rate > 0 && self.due() == 0 {
             // Until the next row is due (sleeping is cancel-safe).
-            let next = Duration::from_secs_f64((self.position + 1) as f64 / rate as f64);
+            let next = Duration::from_secs_f64(
+                (self.position + 1 - self.paced_from) as f64 / rate as f64,
+            );
             tokio::time::sleep_until(started + next).await;
         } else {
             // Let timers and commands in between batches.
@@ -295,5 +300,27 @@ impl StreamSource for GeneratorSource {
 
     fn exhausted(&self) -> bool {
         self.remaining() == 0
+    }
+
+    fn offset(&self) -> Option<serde_json::Value> {
+        Some(serde_json::json!({
+            "position": self.position,
+            "max_event_time": self.watermark.as_ref().and_then(WatermarkTracker::max_event_time),
+        }))
+    }
+
+    fn restore(&mut self, offset: &serde_json::Value) -> Result<()> {
+        let position = offset["position"].as_u64().ok_or_else(|| {
+            datafusion::error::DataFusionError::Execution(format!(
+                "corrupt generator offset in a checkpoint: {offset}"
+            ))
+        })?;
+        self.position = position;
+        self.paced_from = position;
+        self.started = None;
+        if let Some(tracker) = &mut self.watermark {
+            tracker.set_max_event_time(offset["max_event_time"].as_i64());
+        }
+        Ok(())
     }
 }

@@ -56,4 +56,18 @@ pub trait StreamSource: Send {
     fn exhausted(&self) -> bool {
         false
     }
+
+    /// Where the source stands after the rows read so far, for a
+    /// checkpoint; `None` for a source that cannot resume from a position
+    /// (its query runs without checkpoints and starts over after a restart).
+    fn offset(&self) -> Option<serde_json::Value> {
+        None
+    }
+
+    /// Resumes after `offset` (what [`Self::offset`] returned).
+    fn restore(&mut self, _offset: &serde_json::Value) -> Result<()> {
+        Err(datafusion::error::DataFusionError::Internal(
+            "this source cannot resume from a checkpoint".into(),
+        ))
+    }
 }

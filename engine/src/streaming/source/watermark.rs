@@ -36,6 +36,16 @@ impl WatermarkTracker {
         Ok(())
     }
 
+    /// The largest event time seen (what a checkpoint keeps).
+    pub fn max_event_time(&self) -> Option<i64> {
+        self.max_event_time
+    }
+
+    /// Resumes with `max_event_time` seen (from a checkpoint).
+    pub fn set_max_event_time(&mut self, max_event_time: Option<i64>) {
+        self.max_event_time = max_event_time;
+    }
+
     /// The watermark: no row older than this is expected any more.
     pub fn current(&self) -> Option<Watermark> {
         self.max_event_time

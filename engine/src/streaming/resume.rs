@@ -1,0 +1,124 @@
+//! Where a continuous query starts: from its last checkpoint when the
+//! engine reopens a data directory, from the beginning when a client
+//! creates it, and with checkpoints only when every part of it can be
+//! checkpointed (replayable sources, operators whose state is snapshotted,
+//! a sink that restores — a materialized view).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use datafusion::error::{DataFusionError, Result};
+use datafusion::prelude::SessionContext;
+
+use super::checkpoint::{CheckpointContent, CheckpointStore};
+use super::plan::PlannedQuery;
+use super::runner::{Checkpointing, StartPoint};
+use super::signal::Epoch;
+use super::sink::EpochSink;
+use super::statements::Origin;
+use crate::context::table_store;
+
+/// The folder of the data directory that holds checkpoints.
+const CHECKPOINTS_FOLDER: &str = "checkpoints";
+
+/// What an unusable checkpoint's error says; the restore then starts over.
+const UNUSABLE: &str = "cannot resume from its checkpoint";
+
+/// The checkpoints of query `key` (its one region, `main`), when the
+/// engine has a data directory.
+pub fn checkpoint_store(ctx: &SessionContext, key: &str) -> Option<CheckpointStore> {
+    let tables = table_store(ctx)?;
+    let dir = tables.folder(CHECKPOINTS_FOLDER).join(key).join("main");
+    Some(CheckpointStore::new(Arc::clone(tables.object_store()), dir))
+}
+
+/// Whether every part of `planned` feeding `sink` can be checkpointed.
+pub fn checkpointable(planned: &PlannedQuery, sink: &dyn EpochSink) -> bool {
+    planned.sources.iter().all(|s| s.offset().is_some())
+        && planned.pipeline.checkpointable()
+        && sink.checkpointable()
+}
+
+/// Decides where query `key` starts and, restoring, puts its sources,
+/// operators and sink where its last checkpoint left them.
+pub async fn start_point(
+    ctx: &SessionContext,
+    key: &str,
+    planned: &mut PlannedQuery,
+    sink: &Arc<dyn EpochSink>,
+    interval: Option<Duration>,
+    origin: Origin,
+) -> Result<StartPoint> {
+    let fresh = StartPoint {
+        first_epoch: Epoch(1),
+        checkpointing: None,
+    };
+    let Some(mut store) = checkpoint_store(ctx, key) else {
+        return Ok(fresh);
+    };
+    if origin == Origin::Client {
+        // A query created now starts from nothing, whatever an earlier
+        // query of the same name left.
+        store.remove_all().await?;
+    }
+    if !checkpointable(planned, sink.as_ref()) {
+        return Ok(fresh);
+    }
+    store.claim_generation().await?;
+    let mut first_epoch = Epoch(1);
+    if origin == Origin::Restore
+        && let Some(manifest) = store.latest().await?
+    {
+        let content = store.load(&manifest).await?;
+        if let Err(e) = restore(planned, sink.as_ref(), content) {
+            // Restoring may have changed some operators: the caller plans
+            // the query again and it starts over (its sources replay).
+            store.remove_all().await?;
+            return Err(DataFusionError::Execution(format!(
+                "{key} {UNUSABLE} (epoch {}): {e}",
+                manifest.epoch
+            )));
+        }
+        log::info!("{key} resumes after its checkpoint of epoch {}", manifest.epoch);
+        first_epoch = Epoch(manifest.epoch + 1);
+    }
+    Ok(StartPoint {
+        first_epoch,
+        checkpointing: Some(Checkpointing {
+            store,
+            interval,
+        }),
+    })
+}
+
+/// Whether `error` is a restore that found its checkpoint unusable (the
+/// checkpoint is gone then: trying again starts over).
+pub fn is_unusable_checkpoint(error: &DataFusionError) -> bool {
+    error.to_string().contains(UNUSABLE)
+}
+
+fn restore(planned: &mut PlannedQuery, sink: &dyn EpochSink, content: CheckpointContent) -> Result<()> {
+    if content.sources.len() != planned.sources.len() {
+        return Err(DataFusionError::Execution(format!(
+            "the checkpoint has {} sources, the plan {}",
+            content.sources.len(),
+            planned.sources.len()
+        )));
+    }
+    planned.pipeline.restore(content.operators)?;
+    if let Some(snapshot) = content.sink {
+        sink.restore(snapshot)?;
+    }
+    for (source, offset) in planned.sources.iter_mut().zip(&content.sources) {
+        source.restore(offset)?;
+    }
+    Ok(())
+}
+
+/// Deletes query `key`'s checkpoints (it was dropped).
+pub async fn remove_checkpoints(ctx: &SessionContext, key: &str) -> Result<()> {
+    match checkpoint_store(ctx, key) {
+        Some(store) => store.remove_all().await,
+        None => Ok(()),
+    }
+}
