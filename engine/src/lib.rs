@@ -62,6 +62,7 @@
 mod context;
 pub mod copy_in;
 mod ddl;
+pub mod failpoints;
 pub mod pg;
 mod planner;
 mod rewrite;

@@ -105,6 +105,7 @@ impl SluiceBuilder {
     /// Builds the engine: creates the data directory and registers every
     /// Sluice function, catalog table and planner extension.
     pub async fn build(self) -> Result<Sluice> {
+        crate::failpoints::configure_from_env()?;
         let config = self.config;
         let objects = Arc::new(ObjectAccess::new(ObjectRoots::parse(&config.object_roots)?));
         let (object_store, root) = config.data_location.open()?;

@@ -50,6 +50,7 @@ pub async fn plan_sink(
                 output_schema: Arc::clone(view.schema()),
                 append_only: false,
                 updating: view.is_updating(),
+                region_cut: false,
             }
         }
     };

@@ -32,6 +32,28 @@ pub enum Staged {
     Running(InputIndex, JoinHandle<Result<Vec<Change>>>),
 }
 
+impl Staged {
+    /// The messages it stands for, once its head stages (if running) are
+    /// done: in arrival order, so every consumer sees the source's order.
+    pub async fn resolve(self) -> Result<Vec<Message>> {
+        match self {
+            Staged::Message(message) => Ok(vec![message]),
+            Staged::Running(input, task) => {
+                let changes = task.await.map_err(|e| {
+                    DataFusionError::Execution(match e.try_into_panic() {
+                        Ok(panic) => super::runner::panic_message(panic.as_ref()),
+                        Err(e) => e.to_string(),
+                    })
+                })??;
+                Ok(changes
+                    .into_iter()
+                    .map(|change| Message::Data(input, change))
+                    .collect())
+            }
+        }
+    }
+}
+
 /// Free copies of one input's head stages.
 struct Pool {
     free: mpsc::Receiver<HeadStages>,

@@ -35,6 +35,8 @@ use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast;
 use sluice_types::error::{SluiceError, SqlState};
 
+use sluice_functions::model::calls::CallKind;
+
 use super::aggregate::plan_aggregate;
 use super::feed::{FeedNode, FeedPlanner, FeedSlot};
 use super::join::{JoinOperator, time_bounds};
@@ -70,6 +72,9 @@ pub struct PlannedQuery {
     pub append_only: bool,
     /// Whether its output retracts rows (deletes as well as inserts).
     pub updating: bool,
+    /// Whether its head stages call a model: the query is then cut into
+    /// two regions at a durable log of their outputs.
+    pub region_cut: bool,
 }
 
 /// Plans `query` as a continuous query whose stateless stages at the head of
@@ -119,6 +124,7 @@ pub async fn plan_continuous_query(
     let mut sources = Vec::new();
     let mut source_tables = Vec::new();
     let mut heads = Vec::new();
+    let mut region_cut = false;
     let pipeline = if splitter.join_inputs.is_empty() {
         let Some(scan) = splitter.source else {
             return Err(unsupported(
@@ -127,7 +133,9 @@ pub async fn plan_continuous_query(
         };
         let bound = open_source(&scan).await?;
         builder.updating = bound.retracts;
-        let (head, stages) = builder.head(splitter.stages, parallelism).await?;
+        let (head, stages, head_calls_a_model) =
+            builder.head(splitter.stages, parallelism).await?;
+        region_cut = head_calls_a_model;
         heads.push(head);
         let chain = builder
             .chain(stages, missing_watermark(&scan, &bound))
@@ -154,7 +162,7 @@ pub async fn plan_continuous_query(
                 event_times[input] = bound.watermark.as_ref().map(|w| w.column.clone());
             }
             builder.updating = bound.retracts;
-            let (head, stages) = builder.head(branch.stages, parallelism).await?;
+            let (head, stages, _) = builder.head(branch.stages, parallelism).await?;
             heads.push(head);
             let chain = builder
                 .chain(stages, missing_watermark(&branch.scan, &bound))
@@ -195,7 +203,23 @@ pub async fn plan_continuous_query(
         output_schema,
         append_only: builder.append_only,
         updating: builder.updating,
+        region_cut,
     })
+}
+
+/// Whether `plan` calls a model (EMBED, ML_PREDICT): where a query's
+/// regions are cut, so that a failure after it never runs the model again.
+fn calls_a_model(plan: &LogicalPlan) -> bool {
+    plan.exists(|node| {
+        Ok(node.expressions().iter().any(|expr| {
+            expr.exists(|e| {
+                Ok(matches!(e, Expr::ScalarFunction(f)
+                    if CallKind::of_function(f.name()).is_some()))
+            })
+            .unwrap_or(false)
+        }))
+    })
+    .unwrap_or(false)
 }
 
 /// Why a windowed aggregate over `scan`'s rows would get no watermark.
@@ -235,14 +259,20 @@ impl ChainBuilder {
         &self,
         stages: Vec<Stage>,
         parallelism: usize,
-    ) -> Result<(Vec<HeadStages>, Vec<Stage>)> {
+    ) -> Result<(Vec<HeadStages>, Vec<Stage>, bool)> {
         let leading = stages
             .iter()
             .take_while(|stage| matches!(stage, Stage::Stateless(_)))
             .count();
-        if parallelism <= 1 || leading == 0 {
-            return Ok((Vec::new(), stages));
+        // Model calls at the head get a head even at parallelism 1: the
+        // region boundary (a durable log of their outputs) follows it.
+        let calls_a_model = stages[..leading]
+            .iter()
+            .any(|stage| matches!(stage, Stage::Stateless(fragment) if calls_a_model(fragment)));
+        if leading == 0 || (parallelism <= 1 && !calls_a_model) {
+            return Ok((Vec::new(), stages, false));
         }
+        let parallelism = parallelism.max(1);
         let mut stages = stages;
         let rest = stages.split_off(leading);
         let mut copies = Vec::with_capacity(parallelism);
@@ -257,7 +287,7 @@ impl ChainBuilder {
             }
             copies.push(copy);
         }
-        Ok((copies, rest))
+        Ok((copies, rest, calls_a_model))
     }
 
     /// The operators of `stages`, whose input has a watermark unless

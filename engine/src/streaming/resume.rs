@@ -12,7 +12,8 @@ use datafusion::prelude::SessionContext;
 
 use super::checkpoint::{CheckpointContent, CheckpointStore};
 use super::plan::PlannedQuery;
-use super::runner::{Checkpointing, StartPoint};
+use super::log::RegionLog;
+use super::runner::{Checkpointing, RegionStart, StartPoint};
 use super::signal::Epoch;
 use super::sink::EpochSink;
 use super::statements::Origin;
@@ -52,6 +53,7 @@ pub async fn start_point(
     let fresh = StartPoint {
         first_epoch: Epoch(1),
         checkpointing: None,
+        region: None,
     };
     let Some(mut store) = checkpoint_store(ctx, key) else {
         return Ok(fresh);
@@ -65,15 +67,36 @@ pub async fn start_point(
         return Ok(fresh);
     }
     store.claim_generation().await?;
+    let log = match planned.region_cut {
+        true => Some(Arc::new(open_log(ctx, key, origin).await?)),
+        false => None,
+    };
     let mut first_epoch = Epoch(1);
+    let mut downstream_next = Epoch(1);
     if origin == Origin::Restore
         && let Some(manifest) = store.latest().await?
     {
-        let content = store.load(&manifest).await?;
-        if let Err(e) = restore(planned, sink.as_ref(), content) {
+        let mut content = store.load(&manifest).await?;
+        if let Some(log) = &log {
+            // The upstream region resumes after the log's newest segment,
+            // the downstream one after the epoch its checkpoint consumed.
+            content.sources = match log.newest_segment().await? {
+                Some(segment) => segment.offsets.clone(),
+                None => Vec::new(),
+            };
+        }
+        let restored = if content.sources.is_empty() && log.is_some() {
+            restore_operators(planned, sink.as_ref(), content)
+        } else {
+            restore(planned, sink.as_ref(), content)
+        };
+        if let Err(e) = restored {
             // Restoring may have changed some operators: the caller plans
             // the query again and it starts over (its sources replay).
             store.remove_all().await?;
+            if let Some(log) = &log {
+                log.clear().await?;
+            }
             return Err(DataFusionError::Execution(format!(
                 "{key} {UNUSABLE} (epoch {}): {e}",
                 manifest.epoch
@@ -81,20 +104,70 @@ pub async fn start_point(
         }
         log::info!("{key} resumes after its checkpoint of epoch {}", manifest.epoch);
         first_epoch = Epoch(manifest.epoch + 1);
+        downstream_next = Epoch(manifest.consumed_log.unwrap_or(manifest.epoch) + 1);
     }
+    let region = match log {
+        Some(log) => {
+            if let Some(newest) = log.newest() {
+                first_epoch = first_epoch.max(newest.next());
+            }
+            if store.latest().await?.is_none() {
+                // The downstream region restores from a checkpoint after a
+                // failure: it has one from the start.
+                let content = CheckpointContent {
+                    operators: planned.pipeline.snapshot()?,
+                    sink: sink.snapshot()?,
+                    sources: Vec::new(),
+                    consumed_log: Some(downstream_next.0 - 1),
+                };
+                store.commit(Epoch(downstream_next.0 - 1), &content).await?;
+            }
+            Some(RegionStart {
+                log,
+                downstream_next,
+            })
+        }
+        None => None,
+    };
     Ok(StartPoint {
         first_epoch,
-        checkpointing: Some(Checkpointing {
-            store,
-            interval,
-        }),
+        checkpointing: Some(Checkpointing { store, interval }),
+        region,
     })
+}
+
+/// The log after query `key`'s model calls; a client's new query starts
+/// with an empty one.
+async fn open_log(ctx: &SessionContext, key: &str, origin: Origin) -> Result<RegionLog> {
+    let tables = table_store(ctx).ok_or_else(|| {
+        DataFusionError::Internal("a region log needs a data directory".into())
+    })?;
+    let dir = tables.folder(CHECKPOINTS_FOLDER).join(key).join("log");
+    let log = RegionLog::open(Arc::clone(tables.object_store()), dir).await?;
+    if origin == Origin::Client {
+        log.clear().await?;
+    }
+    Ok(log)
 }
 
 /// Whether `error` is a restore that found its checkpoint unusable (the
 /// checkpoint is gone then: trying again starts over).
 pub fn is_unusable_checkpoint(error: &DataFusionError) -> bool {
     error.to_string().contains(UNUSABLE)
+}
+
+/// Restores the operators and the sink (a region log's downstream region;
+/// its sources resume from the log, not from this checkpoint).
+fn restore_operators(
+    planned: &mut PlannedQuery,
+    sink: &dyn EpochSink,
+    content: CheckpointContent,
+) -> Result<()> {
+    planned.pipeline.restore(content.operators)?;
+    if let Some(snapshot) = content.sink {
+        sink.restore(snapshot)?;
+    }
+    Ok(())
 }
 
 fn restore(planned: &mut PlannedQuery, sink: &dyn EpochSink, content: CheckpointContent) -> Result<()> {
@@ -115,10 +188,11 @@ fn restore(planned: &mut PlannedQuery, sink: &dyn EpochSink, content: Checkpoint
     Ok(())
 }
 
-/// Deletes query `key`'s checkpoints (it was dropped).
+/// Deletes query `key`'s checkpoints and region log (it was dropped).
 pub async fn remove_checkpoints(ctx: &SessionContext, key: &str) -> Result<()> {
-    match checkpoint_store(ctx, key) {
-        Some(store) => store.remove_all().await,
-        None => Ok(()),
+    if let Some(store) = checkpoint_store(ctx, key) {
+        store.remove_all().await?;
+        open_log(ctx, key, Origin::Client).await?;
     }
+    Ok(())
 }

@@ -23,6 +23,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::checkpoint::{CheckpointContent, CheckpointStore};
+use super::log::RegionLog;
+use super::region::{Downstream, LogWriter};
 use super::parallel::{Dispatcher, HeadStages, Staged};
 use super::pipeline::Pipeline;
 use super::signal::{
@@ -100,6 +102,15 @@ pub struct QueryMetrics {
     pub checkpoint: Option<CheckpointMetrics>,
     /// Whether the query checkpoints at all.
     pub checkpointing: bool,
+    /// 2 when a durable log after its model calls cuts it into two
+    /// regions, else 1.
+    pub regions: u64,
+    /// Times the downstream region restarted from its checkpoint.
+    pub region_restarts: u64,
+    /// The newest epoch in the region log.
+    pub log_epoch: Option<u64>,
+    /// Bytes the region log holds.
+    pub log_bytes: u64,
 }
 
 /// The last committed checkpoint of a query, for the status table.
@@ -125,10 +136,23 @@ pub struct Checkpointing {
 
 /// Where a started query begins.
 pub struct StartPoint {
-    /// The first epoch it closes (one past a restored checkpoint's).
+    /// The first epoch it closes (one past a restored checkpoint's, or
+    /// past the region log's newest segment).
     pub first_epoch: Epoch,
     /// Its checkpoints, when every part of it can be checkpointed.
     pub checkpointing: Option<Checkpointing>,
+    /// The log cutting it into regions, when it has one.
+    pub region: Option<RegionStart>,
+}
+
+/// A query cut into two regions at a durable log.
+pub struct RegionStart {
+    /// The log between the upstream region (sources, model calls) and the
+    /// downstream one (operators, sink).
+    pub log: Arc<RegionLog>,
+    /// The first log epoch the downstream region reads (one past its
+    /// checkpoint's).
+    pub downstream_next: Epoch,
 }
 
 /// A running continuous query's handle; dropping it stops the query.
@@ -173,6 +197,10 @@ impl RunningQuery {
             started: Instant::now(),
             checkpoint: None,
             checkpointing: start.checkpointing.is_some(),
+            regions: if start.region.is_some() { 2 } else { 1 },
+            region_restarts: 0,
+            log_epoch: None,
+            log_bytes: 0,
         }));
         let (store, checkpoint_interval) = match start.checkpointing {
             Some(checkpointing) => (Some(checkpointing.store), checkpointing.interval),
@@ -204,19 +232,41 @@ impl RunningQuery {
             last_checkpoint: Instant::now(),
             offsets: Arc::clone(&offsets),
             checkpoint_waiters: Arc::clone(&checkpoint_waiters),
+            offsets_every_barrier: start.region.is_some(),
         };
         let operator_task = OperatorTask {
             pipeline,
             sink,
-            receiver,
             waiters: Arc::clone(&waiters),
             metrics: Arc::clone(&metrics),
             pending: Vec::new(),
             store,
-            offsets,
+            log: start.region.as_ref().map(|region| Arc::clone(&region.log)),
+            offsets: Arc::clone(&offsets),
             checkpoint_waiters,
         };
-        let operators = operator_task.run();
+        let released = Arc::clone(&waiters);
+        let operators: std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + Send>> =
+            match start.region {
+                None => Box::pin(operator_task.run(receiver)),
+                Some(region) => {
+                    let writer = LogWriter::new(
+                        receiver,
+                        Arc::clone(&region.log),
+                        offsets,
+                        Arc::clone(&metrics),
+                    );
+                    let downstream = Downstream::new(operator_task, region.downstream_next);
+                    Box::pin(async move {
+                        // The regions run side by side: the downstream one
+                        // restarting never stops the upstream one.
+                        let upstream = tokio::spawn(writer.run());
+                        let outcome = downstream.run().await;
+                        upstream.abort();
+                        outcome
+                    })
+                }
+            };
         let tasks = vec![
             spawn_guarded(dispatcher.run(), Arc::clone(&metrics)),
             spawn_guarded(source_task.run(), Arc::clone(&metrics)),
@@ -224,7 +274,7 @@ impl RunningQuery {
                 async move {
                     let outcome = operators.await;
                     // Nothing more will be applied: release every FLUSH waiting.
-                    waiters.lock().unwrap_or_else(|e| e.into_inner()).clear();
+                    released.lock().unwrap_or_else(|e| e.into_inner()).clear();
                     outcome
                 },
                 Arc::clone(&metrics),
@@ -290,7 +340,7 @@ impl RunningQuery {
     }
 }
 
-fn lock(metrics: &Mutex<QueryMetrics>) -> MutexGuard<'_, QueryMetrics> {
+pub(super) fn lock(metrics: &Mutex<QueryMetrics>) -> MutexGuard<'_, QueryMetrics> {
     metrics.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -321,7 +371,7 @@ fn failure(outcome: std::thread::Result<Result<()>>) -> Option<String> {
 }
 
 /// What a panic said, for the query's status.
-fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+pub(super) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
     match panic.downcast_ref::<String>() {
         Some(message) => format!("panic: {message}"),
         None => match panic.downcast_ref::<&str>() {
@@ -352,7 +402,7 @@ type CheckpointWaiters = Arc<Mutex<Vec<(Epoch, CheckpointWaiter)>>>;
 
 /// The sources' offsets recorded at each checkpoint barrier, until the
 /// operators take the checkpoint.
-type Offsets = Arc<Mutex<std::collections::BTreeMap<Epoch, Vec<serde_json::Value>>>>;
+pub(super) type Offsets = Arc<Mutex<std::collections::BTreeMap<Epoch, Vec<serde_json::Value>>>>;
 
 struct SourceTask {
     sources: Vec<Box<dyn StreamSource>>,
@@ -373,6 +423,8 @@ struct SourceTask {
     last_checkpoint: Instant,
     offsets: Offsets,
     checkpoint_waiters: CheckpointWaiters,
+    /// Whether every barrier records the offsets (for the region log).
+    offsets_every_barrier: bool,
     /// The source waited on first next time, so that a source that always
     /// has rows cannot starve the other input of a join.
     next_input: InputIndex,
@@ -488,7 +540,7 @@ impl SourceTask {
         let epoch = self.epoch;
         self.epoch = epoch.next();
         let checkpoint = checkpoint && self.checkpointing;
-        if checkpoint {
+        if checkpoint || self.offsets_every_barrier {
             // Everything read so far was sent before this barrier: these
             // offsets are exactly where the epoch ends.
             let offsets = self
@@ -555,64 +607,62 @@ async fn wait_any(
     futures::future::select_all(waits).await.0
 }
 
-struct OperatorTask {
-    pipeline: Pipeline,
-    sink: Arc<dyn EpochSink>,
-    receiver: mpsc::Receiver<Staged>,
+/// The operators and the sink of a query (of its downstream region when
+/// it has two): applies changes and finishes epochs.
+pub(super) struct OperatorTask {
+    pub(super) pipeline: Pipeline,
+    pub(super) sink: Arc<dyn EpochSink>,
     waiters: Waiters,
-    metrics: Arc<Mutex<QueryMetrics>>,
+    pub(super) metrics: Arc<Mutex<QueryMetrics>>,
     /// The current epoch's output, handed to the sink at its barrier.
-    pending: Vec<Change>,
+    pub(super) pending: Vec<Change>,
     /// Where checkpoints go (`None`: the query runs without).
-    store: Option<CheckpointStore>,
-    offsets: Offsets,
+    pub(super) store: Option<CheckpointStore>,
+    /// Whether its input is a region log (its checkpoints record the
+    /// epoch consumed, and the log is truncated behind them).
+    pub(super) log: Option<Arc<RegionLog>>,
+    pub(super) offsets: Offsets,
     checkpoint_waiters: CheckpointWaiters,
 }
 
 impl OperatorTask {
-    async fn run(mut self) -> Result<()> {
-        while let Some(staged) = self.receiver.recv().await {
-            let message = match staged {
-                Staged::Message(message) => message,
-                Staged::Running(input, task) => {
-                    let changes = task.await.map_err(|e| {
-                        DataFusionError::Execution(match e.try_into_panic() {
-                            Ok(panic) => panic_message(panic.as_ref()),
-                            Err(e) => e.to_string(),
-                        })
-                    })??;
-                    for change in changes {
-                        let out = self.pipeline.process_change(input, change).await?;
-                        self.pending.extend(out);
-                    }
-                    continue;
-                }
-            };
-            match message {
-                Message::Data(input, change) => {
-                    let out = self.pipeline.process_change(input, change).await?;
-                    self.pending.extend(out);
-                }
-                Message::Signal(input, Signal::Watermark(watermark)) => {
-                    let (out, passed) = self.pipeline.handle_watermark(input, watermark).await?;
-                    self.pending.extend(out);
-                    if let Some(watermark) = passed {
-                        lock(&self.metrics).watermark = Some(watermark.0);
-                    }
-                }
-                Message::Signal(_, Signal::Barrier(barrier)) => self.finish_epoch(barrier).await?,
-                Message::Signal(_, Signal::EndOfData) => {
-                    lock(&self.metrics).state = QueryState::Finished;
-                }
+    async fn run(mut self, mut receiver: mpsc::Receiver<Staged>) -> Result<()> {
+        while let Some(staged) = receiver.recv().await {
+            for message in staged.resolve().await? {
+                self.handle(message).await?;
             }
         }
         Ok(())
     }
 
-    async fn finish_epoch(&mut self, barrier: CheckpointBarrier) -> Result<()> {
+    /// Hands one change or signal to the pipeline (a barrier finishes the
+    /// epoch).
+    pub(super) async fn handle(&mut self, message: Message) -> Result<()> {
+        match message {
+            Message::Data(input, change) => {
+                let out = self.pipeline.process_change(input, change).await?;
+                self.pending.extend(out);
+            }
+            Message::Signal(input, Signal::Watermark(watermark)) => {
+                let (out, passed) = self.pipeline.handle_watermark(input, watermark).await?;
+                self.pending.extend(out);
+                if let Some(watermark) = passed {
+                    lock(&self.metrics).watermark = Some(watermark.0);
+                }
+            }
+            Message::Signal(_, Signal::Barrier(barrier)) => self.finish_epoch(barrier).await?,
+            Message::Signal(_, Signal::EndOfData) => {
+                lock(&self.metrics).state = QueryState::Finished;
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) async fn finish_epoch(&mut self, barrier: CheckpointBarrier) -> Result<()> {
         let out = self.pipeline.handle_checkpoint(barrier).await?;
         self.pending.extend(out);
         let changes = std::mem::take(&mut self.pending);
+        fail::fail_point!("sink-apply", |_| Err(crate::failpoints::injected("sink-apply")));
         let applied = self.sink.apply_epoch(barrier.epoch, &changes).await?;
         {
             let mut metrics = lock(&self.metrics);
@@ -656,9 +706,13 @@ impl OperatorTask {
                 operators: self.pipeline.snapshot()?,
                 sink: self.sink.snapshot()?,
                 sources,
-                consumed_log: None,
+                consumed_log: self.log.as_ref().map(|_| epoch.0),
             };
-            store.commit(epoch, &content).await
+            let manifest = store.commit(epoch, &content).await?;
+            if let Some(log) = &self.log {
+                log.truncate_through(epoch).await?;
+            }
+            Ok::<_, DataFusionError>(manifest)
         }
         .await;
         let answer = match &outcome {

@@ -54,6 +54,10 @@ impl ContinuousQueriesTable {
             Field::new("checkpoint_bytes", DataType::UInt64, true),
             Field::new("checkpoint_ms", DataType::Float64, true),
             Field::new("checkpoint_age_ms", DataType::Float64, true),
+            Field::new("regions", DataType::UInt64, false),
+            Field::new("region_restarts", DataType::UInt64, false),
+            Field::new("log_epoch", DataType::UInt64, true),
+            Field::new("log_bytes", DataType::UInt64, false),
             Field::new("last_error", DataType::Utf8, true),
             Field::new("definition", DataType::Utf8, false),
         ]));
@@ -143,6 +147,12 @@ impl ContinuousQueriesTable {
                     .map(|m| m.checkpoint.map(|c| c.at.elapsed().as_secs_f64() * 1e3))
                     .collect::<Vec<_>>(),
             )),
+            count(&|i| metrics[i].regions),
+            count(&|i| metrics[i].region_restarts),
+            Arc::new(UInt64Array::from(
+                metrics.iter().map(|m| m.log_epoch).collect::<Vec<_>>(),
+            )),
+            count(&|i| metrics[i].log_bytes),
             text(&|i| metrics[i].last_error.clone()),
             text(&|i| Some(queries[i].definition.clone())),
         ];

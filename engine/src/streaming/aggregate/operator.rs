@@ -288,6 +288,9 @@ impl StreamOperator for AggregateOperator {
     }
 
     async fn process_change(&mut self, change: Change, _out: &mut Vec<Change>) -> Result<()> {
+        fail::fail_point!("aggregate-change", |_| Err(crate::failpoints::injected(
+            "aggregate-change"
+        )));
         let batch = &change.batch;
         if batch.num_rows() == 0 {
             return Ok(());
