@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use datafusion::error::{DataFusionError, Result};
 use datafusion::prelude::SessionContext;
+use object_store::ObjectStoreExt;
+use serde::{Deserialize, Serialize};
 
 use super::checkpoint::{CheckpointContent, CheckpointStore};
 use super::plan::PlannedQuery;
@@ -16,8 +18,9 @@ use super::log::RegionLog;
 use super::runner::{Checkpointing, RegionStart, StartPoint};
 use super::signal::Epoch;
 use super::sink::EpochSink;
-use super::statements::Origin;
+use super::statements::{Origin, QueryConfig};
 use crate::context::table_store;
+use crate::storage::{TableStore, storage_error};
 
 /// The folder of the data directory that holds checkpoints.
 const CHECKPOINTS_FOLDER: &str = "checkpoints";
@@ -188,11 +191,79 @@ fn restore(planned: &mut PlannedQuery, sink: &dyn EpochSink, content: Checkpoint
     Ok(())
 }
 
-/// Deletes query `key`'s checkpoints and region log (it was dropped).
+/// Deletes query `key`'s checkpoints, region log and settings (it was
+/// dropped).
 pub async fn remove_checkpoints(ctx: &SessionContext, key: &str) -> Result<()> {
     if let Some(store) = checkpoint_store(ctx, key) {
         store.remove_all().await?;
         open_log(ctx, key, Origin::Client).await?;
     }
+    if let Some(tables) = table_store(ctx) {
+        match tables.object_store().delete(&settings_path(&tables, key)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(storage_error(e)),
+        }
+    }
     Ok(())
+}
+
+/// The settings a query was created with, as stored beside its
+/// checkpoints.
+#[derive(Serialize, Deserialize)]
+struct SavedSettings {
+    barrier_interval_ms: u64,
+    parallelism: usize,
+    /// 0: only at `CHECKPOINT`.
+    checkpoint_interval_ms: u64,
+}
+
+fn settings_path(tables: &TableStore, key: &str) -> object_store::path::Path {
+    tables
+        .folder(CHECKPOINTS_FOLDER)
+        .join(key)
+        .join("settings.json")
+}
+
+/// Stores the settings query `key` is created with, so that it runs with
+/// them again after a restart (not with the restoring session's defaults).
+pub async fn save_settings(ctx: &SessionContext, key: &str, config: &QueryConfig) -> Result<()> {
+    let Some(tables) = table_store(ctx) else {
+        return Ok(());
+    };
+    let saved = SavedSettings {
+        barrier_interval_ms: config.barrier_interval.as_millis() as u64,
+        parallelism: config.parallelism,
+        checkpoint_interval_ms: config
+            .checkpoint_interval
+            .map_or(0, |interval| interval.as_millis() as u64),
+    };
+    let body = serde_json::to_vec(&saved)
+        .map_err(|e| DataFusionError::Internal(format!("cannot encode settings: {e}")))?;
+    tables
+        .object_store()
+        .put(&settings_path(&tables, key), body.into())
+        .await
+        .map_err(storage_error)?;
+    Ok(())
+}
+
+/// The settings query `key` was created with, if stored.
+pub async fn saved_settings(ctx: &SessionContext, key: &str) -> Result<Option<QueryConfig>> {
+    let Some(tables) = table_store(ctx) else {
+        return Ok(None);
+    };
+    let bytes = match tables.object_store().get(&settings_path(&tables, key)).await {
+        Ok(found) => found.bytes().await.map_err(storage_error)?,
+        Err(object_store::Error::NotFound { .. }) => return Ok(None),
+        Err(e) => return Err(storage_error(e)),
+    };
+    let saved: SavedSettings = serde_json::from_slice(&bytes).map_err(|e| {
+        DataFusionError::Execution(format!("corrupt settings of continuous query {key}: {e}"))
+    })?;
+    Ok(Some(QueryConfig {
+        barrier_interval: Duration::from_millis(saved.barrier_interval_ms),
+        parallelism: saved.parallelism,
+        checkpoint_interval: (saved.checkpoint_interval_ms > 0)
+            .then(|| Duration::from_millis(saved.checkpoint_interval_ms)),
+    }))
 }

@@ -552,6 +552,8 @@ impl SourceTask {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .insert(epoch, offsets);
+        }
+        if checkpoint {
             self.last_checkpoint = Instant::now();
         }
         if let Some(waiter) = waiter {

@@ -77,6 +77,14 @@ pub async fn execute(
     config: QueryConfig,
     origin: Origin,
 ) -> Result<StreamingOutcome> {
+    // A restored query runs with the settings it was created with.
+    let config = match (origin, created_name(statement)) {
+        (Origin::Restore, Some(name)) => {
+            let (_, key) = view_name(ctx, name)?;
+            resume::saved_settings(ctx, &key).await?.unwrap_or(config)
+        }
+        _ => config,
+    };
     match execute_once(ctx, statement, config, origin).await {
         // The checkpoint is gone now: the query starts over.
         Err(e) if origin == Origin::Restore && resume::is_unusable_checkpoint(&e) => {
@@ -84,6 +92,15 @@ pub async fn execute(
             execute_once(ctx, statement, config, origin).await
         }
         outcome => outcome,
+    }
+}
+
+/// The name of the query `statement` creates, if it creates one.
+fn created_name(statement: &StreamingStatement) -> Option<&ObjectName> {
+    match statement {
+        StreamingStatement::CreateMaterializedView { name, .. } => Some(name),
+        StreamingStatement::CreateSink(create) => Some(&create.name),
+        _ => None,
     }
 }
 
@@ -202,6 +219,9 @@ async fn start(
     origin: Origin,
 ) -> Result<()> {
     let queries = continuous_queries(ctx);
+    if origin == Origin::Client {
+        resume::save_settings(ctx, &started.key, &config).await?;
+    }
     let start_point = resume::start_point(
         ctx,
         &started.key,

@@ -1,0 +1,183 @@
+"""Regional checkpoints under failure, against the real `sluice` binary.
+
+A seeded generator emits sequence-numbered events; each query embeds them
+with the bundled model (EMBED at the head: the query is cut into two
+regions at a durable log of the embeddings) and feeds a materialized view.
+
+1. kill -9: three views (the embedded rows themselves, a non-windowed and a
+   windowed aggregate) while the server is SIGKILLed KILLS times at random
+   moments and restarted on the same data directory. Once the bounded
+   source is exhausted every view must equal the one-off query over the
+   same events: each sequence number exactly once (duplicates 0, lost 0).
+2. Downstream failures: the `sink-apply` failpoint fails (error or panic)
+   the downstream region 20 times. The view must equal the golden result,
+   the status must count 20 region restarts, and the model must have seen
+   each event exactly once (DESCRIBE MODEL's row counter): no inference
+   re-executed.
+
+Usage: checkpoint_check.py SLUICE_BINARY PORT [KILLS]
+"""
+
+import os
+import random
+import signal
+import sys
+import tempfile
+import time
+
+import psycopg
+
+from crash_check import start
+
+EVENTS = 1500
+FAILURES = 20
+SOURCE = """CREATE TABLE ev (id BIGINT, k BIGINT, body TEXT, ts TIMESTAMP(3),
+                            WATERMARK FOR ts AS ts - INTERVAL '1' SECOND)
+WITH ('connector' = 'datagen', 'rows-per-second' = '{rate}', 'events' = '{events}', 'seed' = '577',
+      'fields.id.kind' = 'sequence', 'fields.id.start' = '1',
+      'fields.k.min' = '0', 'fields.k.max' = '9', 'fields.body.length' = '16')"""
+EMBEDDED = "SELECT id, k, ts, vector_dims(EMBED('minilm', body)) AS dims FROM ev"
+VIEWS = {
+    "embedded": f"CREATE MATERIALIZED VIEW embedded AS {EMBEDDED}",
+    "per_key": f"""CREATE MATERIALIZED VIEW per_key AS
+        SELECT k, count(*) AS n, sum(id) AS s, sum(dims) AS d FROM ({EMBEDDED}) GROUP BY k""",
+    "per_window": f"""CREATE MATERIALIZED VIEW per_window AS
+        SELECT window_start, count(*) AS n, sum(id) AS s, sum(dims) AS d
+        FROM TUMBLE(({EMBEDDED}), DESCRIPTOR(ts), INTERVAL '10' SECOND)
+        GROUP BY window_start, window_end""",
+}
+GOLDEN = {
+    "per_key": ("SELECT k, n, s, d FROM per_key",
+                "SELECT k, count(*), sum(id), 384 * count(*) FROM ev GROUP BY k"),
+    "per_window": ("SELECT window_start, n, s, d FROM per_window",
+                   """SELECT window_start, count(*), sum(id), 384 * count(*)
+                      FROM TUMBLE(TABLE ev, DESCRIPTOR(ts), INTERVAL '10' SECOND)
+                      GROUP BY window_start, window_end"""),
+}
+
+
+def connect(port):
+    return psycopg.connect(host="127.0.0.1", port=port, user="sluice", dbname="sluice",
+                           autocommit=True, connect_timeout=5)
+
+
+def rows(conn, sql):
+    return sorted(conn.execute(sql).fetchall())
+
+
+def wait_finished(port, names, timeout=300):
+    """Waits until every query in `names` has read its whole source."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with connect(port) as conn:
+            status = dict(conn.execute(
+                "SELECT name, status || coalesce(': ' || last_error, '') "
+                "FROM sluice_catalog.continuous_queries").fetchall())
+        failed = {n: s for n, s in status.items() if s.startswith("failed")}
+        if failed:
+            raise AssertionError(f"queries failed: {failed}")
+        if all(status.get(name) == "finished" for name in names):
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"queries did not finish: {status}")
+
+
+def check_views(conn, names):
+    """Every view equals its golden result; the embedded rows hold each
+    sequence number exactly once."""
+    ok = True
+    if "embedded" in names:
+        total, distinct, low, high, bad = conn.execute(
+            "SELECT count(*), count(DISTINCT id), min(id), max(id), "
+            "count(*) FILTER (WHERE dims <> 384) FROM embedded").fetchone()
+        duplicated, lost = total - distinct, EVENTS - distinct
+        print(f"  embedded: {total} rows, duplicated {duplicated}, lost {lost}")
+        ok &= (duplicated, lost, low, high, bad) == (0, 0, 1, EVENTS, 0)
+    for name in names:
+        if name in GOLDEN:
+            view_sql, golden_sql = GOLDEN[name]
+            got, want = rows(conn, view_sql), rows(conn, golden_sql)
+            print(f"  {name}: {len(got)} rows, equal to the one-off query: {got == want}")
+            ok &= got == want and len(want) > 0
+    return ok
+
+
+def kill_and_restart(binary, port, kills, rng, workdir):
+    data = os.path.join(workdir, "kills")
+    log = open(os.path.join(workdir, "kills.log"), "ab")
+    proc = start(binary, port, data, log)
+    with connect(port) as conn:
+        conn.execute(SOURCE.format(rate=400, events=EVENTS))
+        conn.execute("SET barrier_interval_ms = 100")
+        conn.execute("SET checkpoint_interval_ms = 300")
+        for sql in VIEWS.values():
+            conn.execute(sql)
+    mid_stream = 0
+    for _ in range(kills):
+        time.sleep(rng.uniform(0.2, 1.0))
+        with connect(port) as conn:
+            (seen,) = conn.execute("SELECT count(*) FROM embedded").fetchone()
+        mid_stream += 0 < seen < EVENTS
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        proc = start(binary, port, data, log)
+    try:
+        wait_finished(port, VIEWS)
+        with connect(port) as conn:
+            print(f"  {kills} kills with restarts, {mid_stream} of them while events were still arriving")
+            return check_views(conn, list(VIEWS)) and mid_stream >= kills // 2
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+
+
+def downstream_failures(binary, port, workdir):
+    pattern = "->".join(("2*off->1*panic" if i % 2 else "2*off->1*return") for i in range(FAILURES))
+    env = dict(os.environ, SLUICE_FAILPOINTS=f"sink-apply={pattern}->off")
+    log = open(os.path.join(workdir, "failures.log"), "ab")
+    proc = start(binary, port, os.path.join(workdir, "failures"), log, env=env)
+    try:
+        with connect(port) as conn:
+            conn.execute(SOURCE.format(rate=600, events=EVENTS))
+            conn.execute("SET barrier_interval_ms = 50")
+            conn.execute("SET checkpoint_interval_ms = 200")
+            before = model_rows(conn)
+            conn.execute(VIEWS["per_key"])
+        wait_finished(port, ["per_key"])
+        with connect(port) as conn:
+            restarts, regions = conn.execute(
+                "SELECT region_restarts, regions FROM sluice_catalog.continuous_queries "
+                "WHERE name = 'per_key'").fetchone()
+            embedded = model_rows(conn) - before
+            print(f"  {regions} regions, {restarts} downstream restarts, model rows {embedded} "
+                  f"for {EVENTS} events: re-executed {embedded - EVENTS}")
+            ok = check_views(conn, ["per_key"])
+            return ok and restarts == FAILURES and regions == 2 and embedded == EVENTS
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+
+
+def model_rows(conn):
+    for prop, value in conn.execute("DESCRIBE MODEL minilm").fetchall():
+        if prop == "rows":
+            return int(value)
+    raise AssertionError("DESCRIBE MODEL has no rows counter")
+
+
+def main():
+    binary, port = sys.argv[1], int(sys.argv[2])
+    kills = int(sys.argv[3]) if len(sys.argv) > 3 else 20
+    rng = random.Random(int(os.environ.get("CHECKPOINT_SEED", "577")))
+    workdir = tempfile.mkdtemp(prefix="sluice-checkpoint-")
+    print("kill -9 with restarts:")
+    killed = kill_and_restart(binary, port, kills, rng, workdir)
+    print("downstream failures:")
+    failed = downstream_failures(binary, port, workdir)
+    if not (killed and failed):
+        print(f"FAILED (logs in {workdir})")
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
