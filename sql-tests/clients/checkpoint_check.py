@@ -40,15 +40,16 @@ EMBEDDED = "SELECT id, k, ts, vector_dims(EMBED('minilm', body)) AS dims FROM ev
 VIEWS = {
     "embedded": f"CREATE MATERIALIZED VIEW embedded AS {EMBEDDED}",
     "per_key": f"""CREATE MATERIALIZED VIEW per_key AS
-        SELECT k, count(*) AS n, sum(id) AS s, sum(dims) AS d FROM ({EMBEDDED}) GROUP BY k""",
+        SELECT k, count(*) AS n, sum(id) AS s, sum(dims) AS d, max(id) AS hi, avg(id) AS mean
+        FROM ({EMBEDDED}) GROUP BY k""",
     "per_window": f"""CREATE MATERIALIZED VIEW per_window AS
         SELECT window_start, count(*) AS n, sum(id) AS s, sum(dims) AS d
         FROM TUMBLE(({EMBEDDED}), DESCRIPTOR(ts), INTERVAL '10' SECOND)
         GROUP BY window_start, window_end""",
 }
 GOLDEN = {
-    "per_key": ("SELECT k, n, s, d FROM per_key",
-                "SELECT k, count(*), sum(id), 384 * count(*) FROM ev GROUP BY k"),
+    "per_key": ("SELECT k, n, s, d, hi, mean FROM per_key",
+                "SELECT k, count(*), sum(id), 384 * count(*), max(id), avg(id) FROM ev GROUP BY k"),
     "per_window": ("SELECT window_start, n, s, d FROM per_window",
                    """SELECT window_start, count(*), sum(id), 384 * count(*)
                       FROM TUMBLE(TABLE ev, DESCRIPTOR(ts), INTERVAL '10' SECOND)

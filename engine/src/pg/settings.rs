@@ -69,6 +69,14 @@ const SETTINGS: &[SettingDef] = &[
         "How often continuous queries take a checkpoint (ms; 0: only at CHECKPOINT).",
     ),
     def(
+        "region_logs",
+        "on",
+        false,
+        false,
+        "Whether continuous queries log their model calls' outputs durably, so that a failure \
+         after them never runs the model again.",
+    ),
+    def(
         "bytea_output",
         "hex",
         false,
@@ -376,6 +384,14 @@ impl SessionSettings {
         (ms > 0).then(|| Duration::from_millis(ms))
     }
 
+    /// `region_logs`: whether a continuous query started in this session
+    /// is cut into regions at a durable log after its model calls.
+    pub fn region_logs(&self) -> bool {
+        self.get("region_logs")
+            .ok()
+            .is_none_or(|v| !matches!(v.as_str(), "off" | "false"))
+    }
+
     /// `streaming_parallelism`: how many batches a continuous query started
     /// in this session runs through its stateless stages at once (0, the
     /// default, means one per core).
@@ -440,6 +456,11 @@ fn validate(def: &SettingDef, value: &str) -> Result<String> {
             }
             Ok(ms.to_string())
         }
+        "region_logs" => match value.trim().to_ascii_lowercase().as_str() {
+            "on" | "true" | "1" | "yes" => Ok("on".into()),
+            "off" | "false" | "0" | "no" => Ok("off".into()),
+            _ => Err(invalid_value(def, value, "must be on or off")),
+        },
         "checkpoint_interval_ms" => {
             let ms = parse_duration_ms(value).map_err(|why| invalid_value(def, value, &why))?;
             if ms != 0 && !(100..=86_400_000).contains(&ms) {

@@ -243,6 +243,7 @@ impl SluiceSession {
                 barrier_interval: settings.barrier_interval(),
                 parallelism: settings.streaming_parallelism(),
                 checkpoint_interval: settings.checkpoint_interval(),
+                region_logs: settings.region_logs(),
             }
         };
         match streaming::execute(&self.ctx, statement, config, origin).await? {

@@ -37,6 +37,7 @@ pub mod stateless;
 pub mod statements;
 pub mod status;
 pub mod subscribe;
+pub mod supervisor;
 pub mod view;
 
 pub use registry::{ContinuousQueries, continuous_queries};

@@ -107,8 +107,8 @@ impl Downstream {
             .ok_or_else(|| DataFusionError::Internal("a downstream region without a log".into()))
     }
 
-    /// Runs until the log ends (its end of data applied) or the query is
-    /// dropped.
+    /// Runs until the query is dropped (after the end of data it still
+    /// applies the epochs `FLUSH` and `CHECKPOINT` close).
     pub async fn run(mut self) -> Result<()> {
         let log = self.log()?;
         let mut announced = log.watch();
@@ -123,12 +123,9 @@ impl Downstream {
                 .catch_unwind()
                 .await;
             let error = match outcome {
-                Ok(Ok(ended)) => {
+                Ok(Ok(())) => {
                     attempts = 0;
                     self.next = self.next.next();
-                    if ended {
-                        return Ok(());
-                    }
                     continue;
                 }
                 Ok(Err(e)) => e.to_string(),
@@ -145,17 +142,18 @@ impl Downstream {
                 "epoch {} of a downstream region failed ({error}); restoring its checkpoint",
                 self.next
             );
-            lock(&self.operators.metrics).region_restarts += 1;
+            let began = std::time::Instant::now();
             self.next = self.restore().await?;
+            let mut metrics = lock(&self.operators.metrics);
+            metrics.region_restarts += 1;
+            metrics.recovery += began.elapsed();
         }
     }
 
-    /// Applies the log's epoch `epoch`; `true` once the data has ended.
-    async fn apply(&mut self, epoch: Epoch) -> Result<bool> {
+    /// Applies the log's epoch `epoch`.
+    async fn apply(&mut self, epoch: Epoch) -> Result<()> {
         let segment = self.log()?.read(epoch).await?;
-        let mut ended = false;
         for message in segment.messages.iter().cloned() {
-            ended |= matches!(message, Message::Signal(_, Signal::EndOfData));
             self.operators.handle(message).await?;
         }
         self.operators
@@ -163,8 +161,7 @@ impl Downstream {
                 epoch,
                 checkpoint: segment.checkpoint,
             })
-            .await?;
-        Ok(ended)
+            .await
     }
 
     /// Puts the operators and the sink back as the last checkpoint has

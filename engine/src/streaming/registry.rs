@@ -58,6 +58,8 @@ pub struct ContinuousQuery {
 pub struct ContinuousQueries {
     queries: Mutex<BTreeMap<String, Arc<ContinuousQuery>>>,
     next_sequence: std::sync::atomic::AtomicU64,
+    /// Per query, how often it was restarted whole from its checkpoint.
+    restarts: Mutex<BTreeMap<String, u64>>,
 }
 
 impl std::fmt::Debug for ContinuousQueries {
@@ -104,6 +106,26 @@ impl ContinuousQueries {
         let mut all = self.all();
         all.sort_by_key(|q| q.sequence);
         all
+    }
+
+    /// Counts a whole-query restart of `name`; returns how many it has had.
+    pub fn note_restart(&self, name: &str) -> u64 {
+        let mut restarts = self.restarts.lock().unwrap_or_else(|e| e.into_inner());
+        let count = restarts.entry(name.to_owned()).or_default();
+        *count += 1;
+        *count
+    }
+
+    /// How often `name` was restarted whole.
+    pub fn restarts(&self, name: &str) -> u64 {
+        let restarts = self.restarts.lock().unwrap_or_else(|e| e.into_inner());
+        restarts.get(name).copied().unwrap_or(0)
+    }
+
+    /// Forgets `name`'s restarts (it was dropped).
+    pub fn forget_restarts(&self, name: &str) {
+        let mut restarts = self.restarts.lock().unwrap_or_else(|e| e.into_inner());
+        restarts.remove(name);
     }
 
     /// The queries reading `table` (resolved).

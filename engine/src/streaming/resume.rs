@@ -50,9 +50,10 @@ pub async fn start_point(
     key: &str,
     planned: &mut PlannedQuery,
     sink: &Arc<dyn EpochSink>,
-    interval: Option<Duration>,
+    config: &QueryConfig,
     origin: Origin,
 ) -> Result<StartPoint> {
+    let interval = config.checkpoint_interval;
     let fresh = StartPoint {
         first_epoch: Epoch(1),
         checkpointing: None,
@@ -70,7 +71,7 @@ pub async fn start_point(
         return Ok(fresh);
     }
     store.claim_generation().await?;
-    let log = match planned.region_cut {
+    let log = match planned.region_cut && config.region_logs {
         true => Some(Arc::new(open_log(ctx, key, origin).await?)),
         false => None,
     };
@@ -215,6 +216,12 @@ struct SavedSettings {
     parallelism: usize,
     /// 0: only at `CHECKPOINT`.
     checkpoint_interval_ms: u64,
+    #[serde(default = "on")]
+    region_logs: bool,
+}
+
+fn on() -> bool {
+    true
 }
 
 fn settings_path(tables: &TableStore, key: &str) -> object_store::path::Path {
@@ -236,6 +243,7 @@ pub async fn save_settings(ctx: &SessionContext, key: &str, config: &QueryConfig
         checkpoint_interval_ms: config
             .checkpoint_interval
             .map_or(0, |interval| interval.as_millis() as u64),
+        region_logs: config.region_logs,
     };
     let body = serde_json::to_vec(&saved)
         .map_err(|e| DataFusionError::Internal(format!("cannot encode settings: {e}")))?;
@@ -265,5 +273,6 @@ pub async fn saved_settings(ctx: &SessionContext, key: &str) -> Result<Option<Qu
         parallelism: saved.parallelism,
         checkpoint_interval: (saved.checkpoint_interval_ms > 0)
             .then(|| Duration::from_millis(saved.checkpoint_interval_ms)),
+        region_logs: saved.region_logs,
     }))
 }

@@ -107,6 +107,8 @@ pub struct QueryMetrics {
     pub regions: u64,
     /// Times the downstream region restarted from its checkpoint.
     pub region_restarts: u64,
+    /// Time spent restoring the downstream region, all restarts together.
+    pub recovery: Duration,
     /// The newest epoch in the region log.
     pub log_epoch: Option<u64>,
     /// Bytes the region log holds.
@@ -199,6 +201,7 @@ impl RunningQuery {
             checkpointing: start.checkpointing.is_some(),
             regions: if start.region.is_some() { 2 } else { 1 },
             region_restarts: 0,
+            recovery: Duration::ZERO,
             log_epoch: None,
             log_bytes: 0,
         }));
@@ -242,6 +245,7 @@ impl RunningQuery {
             pending: Vec::new(),
             store,
             log: start.region.as_ref().map(|region| Arc::clone(&region.log)),
+            ended: false,
             offsets: Arc::clone(&offsets),
             checkpoint_waiters,
         };
@@ -451,7 +455,9 @@ impl SourceTask {
                     // The query was dropped.
                     None => return Ok(()),
                 },
-                _ = timer.tick() => self.barrier(None).await?,
+                _ = timer.tick(), if !self.ended.iter().all(|ended| *ended) => {
+                    self.barrier(None).await?
+                }
                 (input, ready) = wait_any(&mut self.sources, &self.ended, self.next_input), if reading => {
                     self.next_input = (input + 1) % self.sources.len();
                     if ready? {
@@ -510,8 +516,10 @@ impl SourceTask {
         self.send(Message::Signal(input, Signal::Watermark(Watermark::END)))
             .await?;
         if self.ended.iter().all(|ended| *ended) {
-            self.barrier(None).await?;
+            // The end travels in the last epoch, which is then closed (no
+            // timer barriers follow: nothing more can arrive).
             self.send(Message::Signal(input, Signal::EndOfData)).await?;
+            self.barrier(None).await?;
         }
         Ok(())
     }
@@ -623,6 +631,8 @@ pub(super) struct OperatorTask {
     /// Whether its input is a region log (its checkpoints record the
     /// epoch consumed, and the log is truncated behind them).
     pub(super) log: Option<Arc<RegionLog>>,
+    /// Whether the sources' end has arrived.
+    pub(super) ended: bool,
     pub(super) offsets: Offsets,
     checkpoint_waiters: CheckpointWaiters,
 }
@@ -653,9 +663,8 @@ impl OperatorTask {
                 }
             }
             Message::Signal(_, Signal::Barrier(barrier)) => self.finish_epoch(barrier).await?,
-            Message::Signal(_, Signal::EndOfData) => {
-                lock(&self.metrics).state = QueryState::Finished;
-            }
+            // Finished once the epoch holding the end is applied.
+            Message::Signal(_, Signal::EndOfData) => self.ended = true,
         }
         Ok(())
     }
@@ -676,6 +685,9 @@ impl OperatorTask {
         }
         if barrier.checkpoint {
             self.take_checkpoint(barrier.epoch).await?;
+        }
+        if self.ended {
+            lock(&self.metrics).state = QueryState::Finished;
         }
         let mut waiters = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
         let (done, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut *waiters)

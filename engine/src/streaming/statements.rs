@@ -24,6 +24,7 @@ use super::plan::PlannedQuery;
 use super::plan::plan_continuous_query;
 use super::registry::{ContinuousQuery, QueryKind, continuous_queries};
 use super::resume;
+use super::supervisor;
 use super::runner::RunningQuery;
 use super::sink::EpochSink;
 use super::source::datagen::DatagenGenerator;
@@ -68,6 +69,9 @@ pub struct QueryConfig {
     pub parallelism: usize,
     /// `checkpoint_interval_ms` (`None`: only at `CHECKPOINT`).
     pub checkpoint_interval: Option<Duration>,
+    /// `region_logs`: whether a query whose head calls a model is cut into
+    /// two regions at a durable log of the model's outputs.
+    pub region_logs: bool,
 }
 
 /// Runs `statement` with the session's `config`.
@@ -104,7 +108,9 @@ fn created_name(statement: &StreamingStatement) -> Option<&ObjectName> {
     }
 }
 
-async fn execute_once(
+/// Runs `statement` once (a whole-query restart runs it again with
+/// [`Origin::Restore`]).
+pub(super) async fn execute_once(
     ctx: &SessionContext,
     statement: &StreamingStatement,
     config: QueryConfig,
@@ -132,6 +138,7 @@ async fn execute_once(
             let registered = Arc::new(MaterializedViewTable::new(Arc::clone(&view)));
             let started = Started {
                 key,
+                statement: statement.clone(),
                 kind: QueryKind::View,
                 definition: statement.to_sql(),
                 view: Some(view),
@@ -152,6 +159,7 @@ async fn execute_once(
             let (planned, sink) = plan_sink(ctx, create, &key, config.parallelism).await?;
             let started = Started {
                 key,
+                statement: statement.clone(),
                 kind: QueryKind::Sink,
                 definition: statement.to_sql(),
                 view: None,
@@ -203,6 +211,7 @@ async fn execute_once(
 /// What a new continuous query is, besides its plan.
 struct Started {
     key: String,
+    statement: StreamingStatement,
     kind: QueryKind,
     definition: String,
     view: Option<Arc<MaterializedView>>,
@@ -227,10 +236,11 @@ async fn start(
         &started.key,
         &mut planned,
         &sink,
-        config.checkpoint_interval,
+        &config,
         origin,
     )
     .await?;
+    let checkpointed = start_point.checkpointing.is_some();
     let running = RunningQuery::start(
         planned.sources,
         planned.heads,
@@ -260,6 +270,7 @@ async fn start(
             .save_definition(&started.key, &started.definition)
             .await?;
     }
+    let key = started.key.clone();
     queries.insert(ContinuousQuery {
         name: started.key,
         kind: started.kind,
@@ -274,6 +285,9 @@ async fn start(
         view: started.view,
         running,
     });
+    if checkpointed {
+        supervisor::watch(ctx.clone(), key, started.statement, config);
+    }
     Ok(())
 }
 
@@ -317,6 +331,7 @@ async fn drop_query(
         store.remove_definition(&key).await?;
     }
     resume::remove_checkpoints(ctx, &key).await?;
+    queries.forget_restarts(&key);
     Ok(())
 }
 

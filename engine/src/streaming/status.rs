@@ -56,6 +56,7 @@ impl ContinuousQueriesTable {
             Field::new("checkpoint_age_ms", DataType::Float64, true),
             Field::new("regions", DataType::UInt64, false),
             Field::new("region_restarts", DataType::UInt64, false),
+            Field::new("recovery_ms", DataType::Float64, false),
             Field::new("log_epoch", DataType::UInt64, true),
             Field::new("log_bytes", DataType::UInt64, false),
             Field::new("last_error", DataType::Utf8, true),
@@ -148,7 +149,13 @@ impl ContinuousQueriesTable {
                     .collect::<Vec<_>>(),
             )),
             count(&|i| metrics[i].regions),
-            count(&|i| metrics[i].region_restarts),
+            count(&|i| metrics[i].region_restarts + self.queries.restarts(&queries[i].name)),
+            Arc::new(Float64Array::from(
+                metrics
+                    .iter()
+                    .map(|m| m.recovery.as_secs_f64() * 1e3)
+                    .collect::<Vec<_>>(),
+            )),
             Arc::new(UInt64Array::from(
                 metrics.iter().map(|m| m.log_epoch).collect::<Vec<_>>(),
             )),
