@@ -13,7 +13,7 @@ SLUICE_BIN=${SLUICE_BIN:-target/release/sluice}
 VENV=${SLUICE_VENV:-$PWD/.venv}
 OUT_FILE=${OUT_FILE:-/tmp/sluice-checkpoints.txt}
 if [[ ${SMOKE:-0} == 1 ]]; then
-    ARGS=(--events 20000 --embed-events 1000 --failures 6)
+    ARGS=(--events 20000 --pace 8000 --embed-events 1000 --failures 6)
 else
     ARGS=()
 fi

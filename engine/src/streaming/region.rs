@@ -175,6 +175,8 @@ impl Downstream {
         })?;
         let content = store.load(&manifest).await?;
         self.operators.pending.clear();
+        // The end of data, if the failed epoch held it, comes again.
+        self.operators.ended = false;
         self.operators.pipeline.restore(content.operators)?;
         if let Some(sink) = content.sink {
             self.operators.sink.restore(sink)?;

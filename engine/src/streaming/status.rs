@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use datafusion::arrow::array::{
-    ArrayRef, Float64Array, RecordBatch, StringArray, TimestampNanosecondArray, UInt64Array,
+    ArrayRef, BooleanArray, Float64Array, RecordBatch, StringArray, TimestampNanosecondArray, UInt64Array,
 };
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::catalog::{Session, TableProvider};
@@ -50,6 +50,7 @@ impl ContinuousQueriesTable {
             Field::new("state_entries", DataType::UInt64, false),
             Field::new("view_rows", DataType::UInt64, false),
             Field::new("subscribers", DataType::UInt64, false),
+            Field::new("checkpointing", DataType::Boolean, false),
             Field::new("checkpoint_epoch", DataType::UInt64, true),
             Field::new("checkpoint_bytes", DataType::UInt64, true),
             Field::new("checkpoint_ms", DataType::Float64, true),
@@ -124,6 +125,9 @@ impl ContinuousQueriesTable {
                     .as_ref()
                     .map_or(0, |v| v.subscriber_count() as u64)
             }),
+            Arc::new(BooleanArray::from(
+                metrics.iter().map(|m| m.checkpointing).collect::<Vec<_>>(),
+            )),
             Arc::new(UInt64Array::from(
                 metrics
                     .iter()
