@@ -224,9 +224,9 @@ pub async fn create_once(
             CommitStep::GiveUp | CommitStep::ReadBack => {
                 return Err(match failure {
                     Some(e) => storage_error(e),
-                    None => DataFusionError::Internal(format!(
-                        "{path} neither committed nor refused"
-                    )),
+                    None => {
+                        DataFusionError::Internal(format!("{path} neither committed nor refused"))
+                    }
                 });
             }
         }

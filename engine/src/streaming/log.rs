@@ -125,8 +125,11 @@ impl LogSegment {
     pub fn decode(bytes: &[u8]) -> Result<Self> {
         let mut rest = bytes.strip_prefix(MAGIC).ok_or_else(|| corrupt("magic"))?;
         let mut chunk = || -> Result<&[u8]> {
-            let (length, after) = rest.split_first_chunk::<8>().ok_or_else(|| corrupt("length"))?;
-            let length = usize::try_from(u64::from_le_bytes(*length)).map_err(|_| corrupt("length"))?;
+            let (length, after) = rest
+                .split_first_chunk::<8>()
+                .ok_or_else(|| corrupt("length"))?;
+            let length =
+                usize::try_from(u64::from_le_bytes(*length)).map_err(|_| corrupt("length"))?;
             if after.len() < length {
                 return Err(corrupt("truncated"));
             }
@@ -364,14 +367,12 @@ mod tests {
             Arc::new(Int64Array::from(vec![epoch as i64, 2])) as ArrayRef,
         )])
         .unwrap();
-        let texts = RecordBatch::try_from_iter([(
-            "s",
-            Arc::new(StringArray::from(vec!["a"])) as ArrayRef,
-        )])
-        .unwrap();
+        let texts =
+            RecordBatch::try_from_iter([("s", Arc::new(StringArray::from(vec!["a"])) as ArrayRef)])
+                .unwrap();
         LogSegment {
             epoch: Epoch(epoch),
-            checkpoint: epoch % 2 == 0,
+            checkpoint: epoch.is_multiple_of(2),
             offsets: vec![serde_json::json!({ "position": epoch * 10 })],
             messages: vec![
                 Message::Data(0, Change::insert(ints.clone())),
@@ -407,18 +408,26 @@ mod tests {
     #[tokio::test]
     async fn segments_survive_a_reopen_and_are_truncated_behind_consumers() {
         let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
-        let log = RegionLog::open(Arc::clone(&store), Path::from("q/log")).await.unwrap();
+        let log = RegionLog::open(Arc::clone(&store), Path::from("q/log"))
+            .await
+            .unwrap();
         for epoch in 1..=3 {
             log.append(segment(epoch)).await.unwrap();
         }
         // A second writer of an epoch (a zombie) is refused.
         assert!(log.append(segment(3)).await.is_err());
-        let reopened = RegionLog::open(Arc::clone(&store), Path::from("q/log")).await.unwrap();
+        let reopened = RegionLog::open(Arc::clone(&store), Path::from("q/log"))
+            .await
+            .unwrap();
         assert_eq!(reopened.newest(), Some(Epoch(3)));
         let newest = reopened.newest_segment().await.unwrap().unwrap();
         assert_eq!(newest.offsets, vec![serde_json::json!({ "position": 30 })]);
         reopened.truncate_through(Epoch(3)).await.unwrap();
-        assert_eq!(reopened.oldest(), Some(Epoch(3)), "the newest segment stays");
+        assert_eq!(
+            reopened.oldest(),
+            Some(Epoch(3)),
+            "the newest segment stays"
+        );
         assert!(reopened.read(Epoch(1)).await.is_err());
     }
 }

@@ -16,6 +16,7 @@
 
 pub mod aggregate;
 pub mod checkpoint;
+pub mod config;
 pub mod create_sink;
 pub mod feed;
 pub mod join;

@@ -133,8 +133,7 @@ pub async fn plan_continuous_query(
         };
         let bound = open_source(&scan).await?;
         builder.updating = bound.retracts;
-        let (head, stages, head_calls_a_model) =
-            builder.head(splitter.stages, parallelism).await?;
+        let (head, stages, head_calls_a_model) = builder.head(splitter.stages, parallelism).await?;
         region_cut = head_calls_a_model;
         heads.push(head);
         let chain = builder

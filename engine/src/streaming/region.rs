@@ -21,7 +21,7 @@ use tokio::sync::mpsc;
 
 use super::log::{LogSegment, RegionLog};
 use super::parallel::Staged;
-use super::runner::{OperatorTask, Offsets, QueryMetrics, lock, panic_message};
+use super::runner::{Offsets, OperatorTask, QueryMetrics, lock, panic_message};
 use super::signal::{CheckpointBarrier, Epoch, Message, Signal};
 
 /// Failures of one epoch in a row after which the region stops retrying.

@@ -13,12 +13,12 @@ use object_store::ObjectStoreExt;
 use serde::{Deserialize, Serialize};
 
 use super::checkpoint::{CheckpointContent, CheckpointStore};
-use super::plan::PlannedQuery;
+use super::config::{Origin, QueryConfig};
 use super::log::RegionLog;
+use super::plan::PlannedQuery;
 use super::runner::{Checkpointing, RegionStart, StartPoint};
 use super::signal::Epoch;
 use super::sink::EpochSink;
-use super::statements::{Origin, QueryConfig};
 use crate::context::table_store;
 use crate::storage::{TableStore, storage_error};
 
@@ -106,7 +106,10 @@ pub async fn start_point(
                 manifest.epoch
             )));
         }
-        log::info!("{key} resumes after its checkpoint of epoch {}", manifest.epoch);
+        log::info!(
+            "{key} resumes after its checkpoint of epoch {}",
+            manifest.epoch
+        );
         first_epoch = Epoch(manifest.epoch + 1);
         downstream_next = Epoch(manifest.consumed_log.unwrap_or(manifest.epoch) + 1);
     }
@@ -143,9 +146,8 @@ pub async fn start_point(
 /// The log after query `key`'s model calls; a client's new query starts
 /// with an empty one.
 async fn open_log(ctx: &SessionContext, key: &str, origin: Origin) -> Result<RegionLog> {
-    let tables = table_store(ctx).ok_or_else(|| {
-        DataFusionError::Internal("a region log needs a data directory".into())
-    })?;
+    let tables = table_store(ctx)
+        .ok_or_else(|| DataFusionError::Internal("a region log needs a data directory".into()))?;
     let dir = tables.folder(CHECKPOINTS_FOLDER).join(key).join("log");
     let log = RegionLog::open(Arc::clone(tables.object_store()), dir).await?;
     if origin == Origin::Client {
@@ -174,7 +176,11 @@ fn restore_operators(
     Ok(())
 }
 
-fn restore(planned: &mut PlannedQuery, sink: &dyn EpochSink, content: CheckpointContent) -> Result<()> {
+fn restore(
+    planned: &mut PlannedQuery,
+    sink: &dyn EpochSink,
+    content: CheckpointContent,
+) -> Result<()> {
     if content.sources.len() != planned.sources.len() {
         return Err(DataFusionError::Execution(format!(
             "the checkpoint has {} sources, the plan {}",
@@ -200,7 +206,11 @@ pub async fn remove_checkpoints(ctx: &SessionContext, key: &str) -> Result<()> {
         open_log(ctx, key, Origin::Client).await?;
     }
     if let Some(tables) = table_store(ctx) {
-        match tables.object_store().delete(&settings_path(&tables, key)).await {
+        match tables
+            .object_store()
+            .delete(&settings_path(&tables, key))
+            .await
+        {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
             Err(e) => return Err(storage_error(e)),
         }
@@ -260,7 +270,11 @@ pub async fn saved_settings(ctx: &SessionContext, key: &str) -> Result<Option<Qu
     let Some(tables) = table_store(ctx) else {
         return Ok(None);
     };
-    let bytes = match tables.object_store().get(&settings_path(&tables, key)).await {
+    let bytes = match tables
+        .object_store()
+        .get(&settings_path(&tables, key))
+        .await
+    {
         Ok(found) => found.bytes().await.map_err(storage_error)?,
         Err(object_store::Error::NotFound { .. }) => return Ok(None),
         Err(e) => return Err(storage_error(e)),

@@ -24,9 +24,9 @@ use tokio::task::JoinHandle;
 
 use super::checkpoint::{CheckpointContent, CheckpointStore};
 use super::log::RegionLog;
-use super::region::{Downstream, LogWriter};
 use super::parallel::{Dispatcher, HeadStages, Staged};
 use super::pipeline::Pipeline;
+use super::region::{Downstream, LogWriter};
 use super::signal::{
     Change, CheckpointBarrier, Epoch, InputIndex, Message, Signal, Watermark, coalesce_changes,
 };
@@ -315,7 +315,8 @@ impl RunningQuery {
             return Ok(None);
         }
         let (done, committed) = oneshot::channel();
-        let stopped = || DataFusionError::Execution("the query stopped before its checkpoint".into());
+        let stopped =
+            || DataFusionError::Execution("the query stopped before its checkpoint".into());
         self.control
             .send(Control::Checkpoint(done))
             .map_err(|_| stopped())?;
@@ -673,7 +674,9 @@ impl OperatorTask {
         let out = self.pipeline.handle_checkpoint(barrier).await?;
         self.pending.extend(out);
         let changes = std::mem::take(&mut self.pending);
-        fail::fail_point!("sink-apply", |_| Err(crate::failpoints::injected("sink-apply")));
+        fail::fail_point!("sink-apply", |_| Err(crate::failpoints::injected(
+            "sink-apply"
+        )));
         let applied = self.sink.apply_epoch(barrier.epoch, &changes).await?;
         {
             let mut metrics = lock(&self.metrics);

@@ -4,7 +4,6 @@
 //! other DDL makes against them.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use datafusion::arrow::array::{RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
@@ -18,13 +17,13 @@ use datafusion::sql::sqlparser::ast;
 use datafusion::sql::sqlparser::ast::ObjectName;
 use sluice_types::error::{SluiceError, SqlState};
 
+pub use super::config::{Origin, QueryConfig};
 use super::create_sink::plan_sink;
 use super::location::open_location;
 use super::plan::PlannedQuery;
 use super::plan::plan_continuous_query;
 use super::registry::{ContinuousQuery, QueryKind, continuous_queries};
 use super::resume;
-use super::supervisor;
 use super::runner::RunningQuery;
 use super::sink::EpochSink;
 use super::source::datagen::DatagenGenerator;
@@ -34,6 +33,7 @@ use super::source::generator::{
 };
 use super::source::nexmark::NexmarkGenerator;
 use super::subscribe::Subscription;
+use super::supervisor;
 use super::view::{MaterializedView, MaterializedViewTable};
 use crate::context::{DEFAULT_CATALOG, table_store};
 use crate::ddl::tables::durable_name;
@@ -48,30 +48,6 @@ pub enum StreamingOutcome {
     Done(&'static str),
     /// Rows (`SHOW MATERIALIZED VIEWS`).
     Rows(RecordBatch),
-}
-
-/// Whether a statement runs for a client or replays a stored definition at
-/// start (which must not be stored again).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Origin {
-    /// A client's statement.
-    Client,
-    /// A stored definition restored when the engine opens.
-    Restore,
-}
-
-/// How a continuous query created now runs (the session's settings).
-#[derive(Debug, Clone, Copy)]
-pub struct QueryConfig {
-    /// `barrier_interval_ms`: how often it closes an epoch.
-    pub barrier_interval: Duration,
-    /// `streaming_parallelism`: batches through its stateless stages at once.
-    pub parallelism: usize,
-    /// `checkpoint_interval_ms` (`None`: only at `CHECKPOINT`).
-    pub checkpoint_interval: Option<Duration>,
-    /// `region_logs`: whether a query whose head calls a model is cut into
-    /// two regions at a durable log of the model's outputs.
-    pub region_logs: bool,
 }
 
 /// Runs `statement` with the session's `config`.
@@ -110,7 +86,7 @@ fn created_name(statement: &StreamingStatement) -> Option<&ObjectName> {
 
 /// Runs `statement` once (a whole-query restart runs it again with
 /// [`Origin::Restore`]).
-pub(super) async fn execute_once(
+async fn execute_once(
     ctx: &SessionContext,
     statement: &StreamingStatement,
     config: QueryConfig,
@@ -231,15 +207,8 @@ async fn start(
     if origin == Origin::Client {
         resume::save_settings(ctx, &started.key, &config).await?;
     }
-    let start_point = resume::start_point(
-        ctx,
-        &started.key,
-        &mut planned,
-        &sink,
-        &config,
-        origin,
-    )
-    .await?;
+    let start_point =
+        resume::start_point(ctx, &started.key, &mut planned, &sink, &config, origin).await?;
     let checkpointed = start_point.checkpointing.is_some();
     let running = RunningQuery::start(
         planned.sources,
@@ -286,9 +255,28 @@ async fn start(
         running,
     });
     if checkpointed {
-        supervisor::watch(ctx.clone(), key, started.statement, config);
+        supervisor::watch(ctx.clone(), key, restart_of(ctx, started.statement, config));
     }
     Ok(())
+}
+
+/// Runs `statement` again as a restore: a whole-query restart. (A plain
+/// function, so that the future's `Send` is proven outside the recursion
+/// through [`execute_once`].)
+fn restart_of(
+    ctx: &SessionContext,
+    statement: StreamingStatement,
+    config: QueryConfig,
+) -> supervisor::Restart {
+    let ctx = ctx.clone();
+    Arc::new(move || {
+        let (ctx, statement) = (ctx.clone(), statement.clone());
+        Box::pin(async move {
+            execute_once(&ctx, &statement, config, Origin::Restore)
+                .await
+                .map(|_| ())
+        })
+    })
 }
 
 fn already_exists(name: &ObjectName) -> DataFusionError {

@@ -5,14 +5,19 @@
 //! every failure. Regions with a log before them never get here for a
 //! failure of their own ([`super::region`]).
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use datafusion::error::Result;
 use datafusion::prelude::SessionContext;
+use futures::future::BoxFuture;
 
 use super::registry::{QueryKind, continuous_queries};
 use super::runner::QueryState;
-use super::statements::{Origin, QueryConfig, execute_once};
-use crate::sql::streaming_statement::StreamingStatement;
+
+/// Starts the query again from its checkpoint (its creating statement, run
+/// as a restore).
+pub type Restart = Arc<dyn Fn() -> BoxFuture<'static, Result<()>> + Send + Sync>;
 
 /// How often the supervisor looks at its query.
 const POLL: Duration = Duration::from_millis(50);
@@ -20,10 +25,9 @@ const POLL: Duration = Duration::from_millis(50);
 /// Restarts after which a query that keeps failing is left failed.
 const MAX_RESTARTS: u64 = 100;
 
-/// Watches query `key` (created by `statement` with `config`) and restarts
-/// it from its checkpoint when it fails. Stops once the query is dropped,
-/// finished or replaced.
-pub fn watch(ctx: SessionContext, key: String, statement: StreamingStatement, config: QueryConfig) {
+/// Watches query `key` and, when it fails, replaces it by what `restart`
+/// starts. Stops once the query is dropped, finished or replaced.
+pub fn watch(ctx: SessionContext, key: String, restart: Restart) {
     tokio::spawn(async move {
         let queries = continuous_queries(&ctx);
         let Some(watched) = queries.get(&key) else {
@@ -57,8 +61,8 @@ pub fn watch(ctx: SessionContext, key: String, statement: StreamingStatement, co
         }
         drop(watched);
         for attempt in 1..=5u32 {
-            match execute_once(&ctx, &statement, config, Origin::Restore).await {
-                Ok(_) => return,
+            match restart().await {
+                Ok(()) => return,
                 Err(e) => {
                     log::warn!("{key} could not restart (attempt {attempt}): {e}");
                     tokio::time::sleep(POLL * 4 * attempt).await;

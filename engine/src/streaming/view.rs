@@ -291,7 +291,9 @@ impl EpochSink for MaterializedView {
                 .ok_or_else(|| {
                     DataFusionError::Execution("corrupt view checkpoint: no counts".into())
                 })?;
-            let converted = content.converter.convert_columns(&batch.columns()[..width])?;
+            let converted = content
+                .converter
+                .convert_columns(&batch.columns()[..width])?;
             for (row, count) in converted.iter().zip(counts.values()) {
                 rows.insert(row.owned(), *count);
             }

@@ -134,7 +134,9 @@ impl AggregateState {
     /// bytes.
     pub fn save(&mut self) -> Result<SavedState> {
         Ok(match self {
-            AggregateState::Accumulator(accumulator) => SavedState::Accumulator(accumulator.state()?),
+            AggregateState::Accumulator(accumulator) => {
+                SavedState::Accumulator(accumulator.state()?)
+            }
             AggregateState::Values(values) => SavedState::Values(encode_counts(values)),
         })
     }

@@ -143,7 +143,11 @@ impl CheckpointStore {
             let commit_id = uuid::Uuid::new_v4().to_string();
             let body = serde_json::to_vec(&serde_json::json!({ "commit_id": commit_id }))
                 .map_err(|e| DataFusionError::Internal(e.to_string()))?;
-            let path = self.dir.clone().join("generations").join(format!("{next:010}"));
+            let path = self
+                .dir
+                .clone()
+                .join("generations")
+                .join(format!("{next:010}"));
             match create_once(self.store.as_ref(), &path, body.into(), &commit_id).await? {
                 Created::ByUs => {
                     self.generation = next;
@@ -266,7 +270,10 @@ impl CheckpointStore {
             });
         }
         let sink = match &content.sink {
-            Some(snapshot) => Some(self.write_part(&folder, "sink", snapshot, &mut bytes).await?),
+            Some(snapshot) => Some(
+                self.write_part(&folder, "sink", snapshot, &mut bytes)
+                    .await?,
+            ),
             None => None,
         };
         let manifest = CheckpointManifest {
@@ -285,11 +292,17 @@ impl CheckpointStore {
         self.fence().await?;
         let body = serde_json::to_vec(&manifest)
             .map_err(|e| DataFusionError::Internal(format!("cannot serialise checkpoint: {e}")))?;
-        let path = self.dir.clone().join("manifests").join(format!("{folder}.json"));
+        let path = self
+            .dir
+            .clone()
+            .join("manifests")
+            .join(format!("{folder}.json"));
         if create_once(self.store.as_ref(), &path, body.into(), &manifest.commit_id).await?
             == Created::ByRival
         {
-            return Err(fenced(&format!("epoch {epoch} was committed by another instance")));
+            return Err(fenced(&format!(
+                "epoch {epoch} was committed by another instance"
+            )));
         }
         if let Err(e) = self.collect_garbage().await {
             log::warn!("checkpoint garbage of {} left for later: {e}", self.dir);
@@ -323,8 +336,14 @@ impl CheckpointStore {
         }
         let oldest_kept = manifests[manifests.len() - KEEP_CHECKPOINTS].clone();
         for name in &manifests[..manifests.len() - KEEP_CHECKPOINTS] {
-            self.delete(&self.dir.clone().join("manifests").join(format!("{name}.json")))
-                .await?;
+            self.delete(
+                &self
+                    .dir
+                    .clone()
+                    .join("manifests")
+                    .join(format!("{name}.json")),
+            )
+            .await?;
         }
         let prefix = self.dir.clone().join("state");
         let files: Vec<_> = self
@@ -424,7 +443,10 @@ mod tests {
         assert!(region.latest().await.unwrap().is_none());
         region.claim_generation().await.unwrap();
         for epoch in 1..=4 {
-            region.commit(Epoch(epoch), &content(epoch as i64)).await.unwrap();
+            region
+                .commit(Epoch(epoch), &content(epoch as i64))
+                .await
+                .unwrap();
         }
         let latest = region.latest().await.unwrap().unwrap();
         assert_eq!(latest.epoch, 4);
@@ -456,7 +478,10 @@ mod tests {
         let mut successor = CheckpointStore::new(Arc::clone(&store), Path::from("cp/q/r"));
         assert_eq!(successor.claim_generation().await.unwrap(), 2);
         let refused = zombie.commit(Epoch(2), &content(99)).await.unwrap_err();
-        assert!(refused.to_string().contains("replaced by generation 2"), "{refused}");
+        assert!(
+            refused.to_string().contains("replaced by generation 2"),
+            "{refused}"
+        );
         successor.commit(Epoch(2), &content(2)).await.unwrap();
         let latest = successor.latest().await.unwrap().unwrap();
         assert_eq!((latest.generation, latest.epoch), (2, 2));
@@ -484,7 +509,11 @@ mod tests {
         region.claim_generation().await.unwrap();
         region.commit(Epoch(1), &content(1)).await.unwrap();
         region.remove_all().await.unwrap();
-        let left: Vec<_> = store.list(Some(&Path::from("cp/q"))).try_collect().await.unwrap();
+        let left: Vec<_> = store
+            .list(Some(&Path::from("cp/q")))
+            .try_collect()
+            .await
+            .unwrap();
         assert!(left.is_empty());
     }
 }

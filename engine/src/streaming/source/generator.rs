@@ -264,9 +264,8 @@ impl StreamSource for GeneratorSource {
         let rate = self.options.events_per_second;
         if rate > 0 && self.due() == 0 {
             // Until the next row is due (sleeping is cancel-safe).
-            let next = Duration::from_secs_f64(
-                (self.position + 1 - self.paced_from) as f64 / rate as f64,
-            );
+            let next =
+                Duration::from_secs_f64((self.position + 1 - self.paced_from) as f64 / rate as f64);
             tokio::time::sleep_until(started + next).await;
         } else {
             // Let timers and commands in between batches.
