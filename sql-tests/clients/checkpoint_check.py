@@ -5,10 +5,12 @@ with the bundled model (EMBED at the head: the query is cut into two
 regions at a durable log of the embeddings) and feeds a materialized view.
 
 1. kill -9: three views (the embedded rows themselves, a non-windowed and a
-   windowed aggregate) while the server is SIGKILLed KILLS times at random
-   moments and restarted on the same data directory. Once the bounded
-   source is exhausted every view must equal the one-off query over the
-   same events: each sequence number exactly once (duplicates 0, lost 0).
+   windowed aggregate) and a JSON file sink of the embedded rows, while the
+   server is SIGKILLed KILLS times at random moments and restarted on the
+   same data directory. Once the bounded source is exhausted every view
+   must equal the one-off query over the same events, and the view and the
+   delivered files must hold each sequence number exactly once (duplicates
+   0, lost 0).
 2. Downstream failures: the `sink-apply` failpoint fails (error or panic)
    the downstream region 20 times. The view must equal the golden result,
    the status must count 20 region restarts, and the model must have seen
@@ -18,6 +20,8 @@ regions at a durable log of the embeddings) and feeds a materialized view.
 Usage: checkpoint_check.py SLUICE_BINARY PORT [KILLS]
 """
 
+import glob
+import json
 import os
 import random
 import signal
@@ -103,8 +107,21 @@ def check_views(conn, names):
     return ok
 
 
+def check_files(out):
+    """The sink's delivered files hold each sequence number once."""
+    ids = []
+    for path in glob.glob(os.path.join(out, "*.json")):
+        with open(path) as f:
+            ids.extend(json.loads(line)["id"] for line in f if line.strip())
+    duplicated, lost = len(ids) - len(set(ids)), EVENTS - len(set(ids))
+    print(f"  file sink: {len(ids)} rows in {len(glob.glob(os.path.join(out, '*.json')))} files, "
+          f"duplicated {duplicated}, lost {lost}")
+    return duplicated == 0 and lost == 0 and not glob.glob(os.path.join(out, "_pending", "*"))
+
+
 def kill_and_restart(binary, port, kills, rng, workdir):
     data = os.path.join(workdir, "kills")
+    out = os.path.join(workdir, "sink")
     log = open(os.path.join(workdir, "kills.log"), "ab")
     proc = start(binary, port, data, log)
     with connect(port) as conn:
@@ -113,6 +130,8 @@ def kill_and_restart(binary, port, kills, rng, workdir):
         conn.execute("SET checkpoint_interval_ms = 300")
         for sql in VIEWS.values():
             conn.execute(sql)
+        conn.execute(f"CREATE SINK delivered AS SELECT id, dims FROM ({EMBEDDED}) "
+                     f"WITH ('connector' = 'filesystem', 'path' = 'file://{out}/', 'format' = 'json')")
     mid_stream = 0
     for _ in range(kills):
         time.sleep(rng.uniform(0.2, 1.0))
@@ -123,10 +142,12 @@ def kill_and_restart(binary, port, kills, rng, workdir):
         proc.wait()
         proc = start(binary, port, data, log)
     try:
-        wait_finished(port, VIEWS)
+        wait_finished(port, [*VIEWS, "delivered"])
         with connect(port) as conn:
+            # The sink delivers an epoch once a checkpoint covers it.
+            conn.execute("CHECKPOINT")
             print(f"  {kills} kills with restarts, {mid_stream} of them while events were still arriving")
-            return check_views(conn, list(VIEWS)) and mid_stream >= kills // 2
+            return check_views(conn, list(VIEWS)) and check_files(out) and mid_stream >= kills // 2
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()

@@ -167,6 +167,11 @@ impl Downstream {
     /// Puts the operators and the sink back as the last checkpoint has
     /// them; returns the first log epoch to replay.
     async fn restore(&mut self) -> Result<Epoch> {
+        // A checkpoint still being written truncates the log behind it:
+        // let it land (or fail) before choosing the checkpoint to restore.
+        if let Err(e) = self.operators.settle_checkpoint().await {
+            log::warn!("the checkpoint being written failed: {e}");
+        }
         let store = self.operators.store.clone().ok_or_else(|| {
             DataFusionError::Internal("a downstream region without checkpoints".into())
         })?;
@@ -179,7 +184,7 @@ impl Downstream {
         self.operators.ended = false;
         self.operators.pipeline.restore(content.operators)?;
         if let Some(sink) = content.sink {
-            self.operators.sink.restore(sink)?;
+            self.operators.sink.restore(sink).await?;
         }
         Ok(Epoch(manifest.consumed_log.unwrap_or(manifest.epoch) + 1))
     }

@@ -70,7 +70,8 @@ pub async fn start_point(
     if !checkpointable(planned, sink.as_ref()) {
         return Ok(fresh);
     }
-    store.claim_generation().await?;
+    let generation = store.claim_generation().await?;
+    sink.use_checkpoints(generation);
     let log = match planned.region_cut && config.region_logs {
         true => Some(Arc::new(open_log(ctx, key, origin).await?)),
         false => None,
@@ -90,9 +91,9 @@ pub async fn start_point(
             };
         }
         let restored = if content.sources.is_empty() && log.is_some() {
-            restore_operators(planned, sink.as_ref(), content)
+            restore_operators(planned, sink.as_ref(), content).await
         } else {
-            restore(planned, sink.as_ref(), content)
+            restore(planned, sink.as_ref(), content).await
         };
         if let Err(e) = restored {
             // Restoring may have changed some operators: the caller plans
@@ -164,19 +165,19 @@ pub fn is_unusable_checkpoint(error: &DataFusionError) -> bool {
 
 /// Restores the operators and the sink (a region log's downstream region;
 /// its sources resume from the log, not from this checkpoint).
-fn restore_operators(
+async fn restore_operators(
     planned: &mut PlannedQuery,
     sink: &dyn EpochSink,
     content: CheckpointContent,
 ) -> Result<()> {
     planned.pipeline.restore(content.operators)?;
     if let Some(snapshot) = content.sink {
-        sink.restore(snapshot)?;
+        sink.restore(snapshot).await?;
     }
     Ok(())
 }
 
-fn restore(
+async fn restore(
     planned: &mut PlannedQuery,
     sink: &dyn EpochSink,
     content: CheckpointContent,
@@ -190,7 +191,7 @@ fn restore(
     }
     planned.pipeline.restore(content.operators)?;
     if let Some(snapshot) = content.sink {
-        sink.restore(snapshot)?;
+        sink.restore(snapshot).await?;
     }
     for (source, offset) in planned.sources.iter_mut().zip(&content.sources) {
         source.restore(offset)?;

@@ -246,6 +246,7 @@ impl RunningQuery {
             store,
             log: start.region.as_ref().map(|region| Arc::clone(&region.log)),
             ended: false,
+            uploading: None,
             offsets: Arc::clone(&offsets),
             checkpoint_waiters,
         };
@@ -634,8 +635,19 @@ pub(super) struct OperatorTask {
     pub(super) log: Option<Arc<RegionLog>>,
     /// Whether the sources' end has arrived.
     pub(super) ended: bool,
+    /// The checkpoint being written.
+    uploading: Option<JoinHandle<Result<()>>>,
     pub(super) offsets: Offsets,
     checkpoint_waiters: CheckpointWaiters,
+}
+
+impl Drop for OperatorTask {
+    fn drop(&mut self) {
+        // A dropped query writes no more checkpoints (DROP deletes them).
+        if let Some(upload) = &self.uploading {
+            upload.abort();
+        }
+    }
 }
 
 impl OperatorTask {
@@ -708,9 +720,12 @@ impl OperatorTask {
     /// A failed checkpoint fails the query: a fenced instance must stop, and
     /// one that cannot write its checkpoints should say so, not run on.
     async fn take_checkpoint(&mut self, epoch: Epoch) -> Result<()> {
-        let Some(store) = &self.store else {
+        let Some(store) = self.store.clone() else {
             return Ok(());
         };
+        // One checkpoint is written at a time; a failed one fails the
+        // query here.
+        self.settle_checkpoint().await?;
         let began = Instant::now();
         let sources = self
             .offsets
@@ -718,43 +733,60 @@ impl OperatorTask {
             .unwrap_or_else(|e| e.into_inner())
             .remove(&epoch)
             .unwrap_or_default();
-        let outcome = async {
-            let content = CheckpointContent {
-                operators: self.pipeline.snapshot()?,
-                sink: self.sink.snapshot()?,
-                sources,
-                consumed_log: self.log.as_ref().map(|_| epoch.0),
-            };
-            let manifest = store.commit(epoch, &content).await?;
-            if let Some(log) = &self.log {
-                log.truncate_through(epoch).await?;
-            }
-            Ok::<_, DataFusionError>(manifest)
-        }
-        .await;
-        let answer = match &outcome {
-            Ok(manifest) => {
-                lock(&self.metrics).checkpoint = Some(CheckpointMetrics {
-                    epoch: epoch.0,
-                    bytes: manifest.bytes,
-                    duration: began.elapsed(),
-                    at: Instant::now(),
-                });
-                Ok(epoch.0)
-            }
-            Err(e) => Err(e.to_string()),
+        // The state is captured now, at the barrier; encoding and writing
+        // it happen while the next epochs run.
+        let content = CheckpointContent {
+            operators: self.pipeline.snapshot()?,
+            sink: self.sink.snapshot()?,
+            sources,
+            consumed_log: self.log.as_ref().map(|_| epoch.0),
         };
-        let mut waiters = self
-            .checkpoint_waiters
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        let (done, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut *waiters)
-            .into_iter()
-            .partition(|(waited, _)| *waited <= epoch);
-        *waiters = waiting;
-        for (_, waiter) in done {
-            let _ = waiter.send(answer.clone());
+        let log = self.log.clone();
+        let sink = Arc::clone(&self.sink);
+        let metrics = Arc::clone(&self.metrics);
+        let waiters = Arc::clone(&self.checkpoint_waiters);
+        self.uploading = Some(tokio::spawn(async move {
+            let outcome = async {
+                let manifest = store.commit(epoch, &content).await?;
+                sink.checkpoint_committed(epoch).await?;
+                if let Some(log) = &log {
+                    log.truncate_through(epoch).await?;
+                }
+                Ok::<_, DataFusionError>(manifest)
+            }
+            .await;
+            let answer = match &outcome {
+                Ok(manifest) => {
+                    lock(&metrics).checkpoint = Some(CheckpointMetrics {
+                        epoch: epoch.0,
+                        bytes: manifest.bytes,
+                        duration: began.elapsed(),
+                        at: Instant::now(),
+                    });
+                    Ok(epoch.0)
+                }
+                Err(e) => Err(e.to_string()),
+            };
+            let mut waiters = waiters.lock().unwrap_or_else(|e| e.into_inner());
+            let (done, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut *waiters)
+                .into_iter()
+                .partition(|(waited, _)| *waited <= epoch);
+            *waiters = waiting;
+            for (_, waiter) in done {
+                let _ = waiter.send(answer.clone());
+            }
+            outcome.map(|_| ())
+        }));
+        Ok(())
+    }
+
+    /// Waits for the checkpoint being written, if any; its error.
+    pub(super) async fn settle_checkpoint(&mut self) -> Result<()> {
+        match self.uploading.take() {
+            Some(upload) => upload.await.map_err(|e| {
+                DataFusionError::Execution(format!("writing a checkpoint stopped: {e}"))
+            })?,
+            None => Ok(()),
         }
-        outcome.map(|_| ())
     }
 }

@@ -13,11 +13,14 @@
 //! sink writes one file per epoch with changes,
 //! `part-<epoch>-<unique id>.parquet|json`, through `object_store` (local
 //! folders and `s3://`); a table sink appends to a Sluice table whose
-//! columns match the rows (with `op` for an updating query). Delivery is
-//! at-least-once until checkpoints (the next issue) make it exactly-once: a
-//! restarted server runs a sink's query again from the start.
+//! columns match the rows (with `op` for an updating query). A file sink of
+//! a checkpointed query delivers exactly once (two-phase, see
+//! [`FileSink`]); a table sink, or a sink whose query cannot checkpoint,
+//! delivers at least once: a restarted server runs its query again from
+//! the start.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use datafusion::arrow::array::{ArrayRef, RecordBatch, StringArray};
@@ -30,6 +33,7 @@ use datafusion::execution::{SessionState, TaskContext};
 use datafusion::logical_expr::dml::InsertOp;
 use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::physical_plan::collect;
+use futures::TryStreamExt;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use sluice_types::error::{SluiceError, SqlState};
@@ -57,10 +61,21 @@ pub trait EpochSink: Send + Sync {
     }
 
     /// Goes back to what [`Self::snapshot`] took.
-    fn restore(&self, _snapshot: StateSnapshot) -> Result<()> {
+    async fn restore(&self, _snapshot: StateSnapshot) -> Result<()> {
         Err(DataFusionError::Internal(
             "this sink cannot be restored from a checkpoint".into(),
         ))
+    }
+
+    /// The query checkpoints, as instance `generation`: from now on the
+    /// sink only pre-commits each epoch, and delivers it once a checkpoint
+    /// covering it is durable ([`Self::checkpoint_committed`]).
+    fn use_checkpoints(&self, _generation: u64) {}
+
+    /// The checkpoint of `epoch` is durable: deliver what was pre-committed
+    /// up to it.
+    async fn checkpoint_committed(&self, _epoch: Epoch) -> Result<()> {
+        Ok(())
     }
 }
 
@@ -180,11 +195,33 @@ impl FileFormat {
 }
 
 /// Writes each epoch as a file under a prefix of an object store.
+///
+/// When its query checkpoints, delivery is two-phase: an epoch's file is
+/// first written under `_pending/` (pre-commit, named with the instance's
+/// generation), and moved to its final name once a checkpoint covering the
+/// epoch is durable. A restore finishes the restored checkpoint's own
+/// pre-commits up to its epoch and deletes every other pending file (later
+/// epochs are computed again; a zombie's files are never delivered), so
+/// each row lands in exactly one delivered file.
 pub struct FileSink {
     rows: SinkRows,
     store: Arc<dyn ObjectStore>,
     prefix: Path,
     format: FileFormat,
+    /// The checkpointing instance's generation (0: no checkpoints, files
+    /// are delivered at once).
+    generation: AtomicU64,
+    /// The last epoch applied.
+    applied: AtomicU64,
+}
+
+/// A pending file's epoch and generation, from its name
+/// `part-<epoch>-g<generation>-<uuid>.<ext>`.
+fn pending_epoch_and_generation(name: &str) -> Option<(u64, u64)> {
+    let mut parts = name.strip_prefix("part-")?.split('-');
+    let epoch = parts.next()?.parse().ok()?;
+    let generation = parts.next()?.strip_prefix('g')?.parse().ok()?;
+    Some((epoch, generation))
 }
 
 impl FileSink {
@@ -200,30 +237,121 @@ impl FileSink {
             store,
             prefix,
             format,
+            generation: AtomicU64::new(0),
+            applied: AtomicU64::new(0),
         }
+    }
+
+    fn pending_dir(&self) -> Path {
+        self.prefix.clone().join("_pending")
+    }
+
+    /// The pending files: (name, epoch, generation).
+    async fn pending(&self) -> Result<Vec<(String, u64, u64)>> {
+        let listed: Vec<_> = self
+            .store
+            .list(Some(&self.pending_dir()))
+            .try_collect()
+            .await
+            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        Ok(listed
+            .into_iter()
+            .filter_map(|meta| {
+                let name = meta.location.filename()?.to_owned();
+                let (epoch, generation) = pending_epoch_and_generation(&name)?;
+                Some((name, epoch, generation))
+            })
+            .collect())
+    }
+
+    /// Moves a pending file to its final name (again, harmlessly, after a
+    /// crash between the copy and the delete).
+    async fn deliver(&self, name: &str) -> Result<()> {
+        self.store
+            .rename(
+                &self.pending_dir().join(name),
+                &self.prefix.clone().join(name),
+            )
+            .await
+            .map_err(|e| DataFusionError::External(Box::new(e)))
     }
 }
 
 #[async_trait]
 impl EpochSink for FileSink {
     async fn apply_epoch(&self, epoch: Epoch, changes: &[Change]) -> Result<u64> {
+        self.applied.store(epoch.0, Ordering::Relaxed);
         let Some(batch) = self.rows.batch(changes)? else {
             return Ok(0);
         };
         let bytes = self.format.encode(&batch)?;
-        // A unique part per file: a restarted query numbers epochs from 1
-        // again, and must not overwrite what it delivered before.
+        // A unique part per file: a query started over numbers epochs from
+        // 1 again, and must not overwrite what it delivered before.
+        let generation = self.generation.load(Ordering::Relaxed);
         let name = format!(
-            "part-{:020}-{}.{}",
+            "part-{:020}-g{generation}-{}.{}",
             epoch.0,
             uuid::Uuid::new_v4(),
             self.format.extension()
         );
+        let path = match generation {
+            0 => self.prefix.clone().join(name),
+            _ => self.pending_dir().join(name),
+        };
         self.store
-            .put(&self.prefix.clone().join(name), PutPayload::from(bytes))
+            .put(&path, PutPayload::from(bytes))
             .await
             .map_err(|e| DataFusionError::External(Box::new(e)))?;
         Ok(batch.num_rows() as u64)
+    }
+
+    fn checkpointable(&self) -> bool {
+        true
+    }
+
+    fn snapshot(&self) -> Result<Option<StateSnapshot>> {
+        Ok(Some(StateSnapshot {
+            batches: Vec::new(),
+            meta: serde_json::json!({
+                "epoch": self.applied.load(Ordering::Relaxed),
+                "generation": self.generation.load(Ordering::Relaxed),
+            }),
+        }))
+    }
+
+    async fn restore(&self, snapshot: StateSnapshot) -> Result<()> {
+        let epoch = snapshot.meta["epoch"].as_u64().unwrap_or(0);
+        let generation = snapshot.meta["generation"].as_u64().unwrap_or(0);
+        for (name, pending_epoch, pending_generation) in self.pending().await? {
+            if pending_generation == generation && pending_epoch <= epoch {
+                self.deliver(&name).await?;
+            } else {
+                match self
+                    .store
+                    .delete(&self.pending_dir().join(name.as_str()))
+                    .await
+                {
+                    Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                    Err(e) => return Err(DataFusionError::External(Box::new(e))),
+                }
+            }
+        }
+        self.applied.store(epoch, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn use_checkpoints(&self, generation: u64) {
+        self.generation.store(generation, Ordering::Relaxed);
+    }
+
+    async fn checkpoint_committed(&self, epoch: Epoch) -> Result<()> {
+        let generation = self.generation.load(Ordering::Relaxed);
+        for (name, pending_epoch, pending_generation) in self.pending().await? {
+            if pending_generation == generation && pending_epoch <= epoch.0 {
+                self.deliver(&name).await?;
+            }
+        }
+        Ok(())
     }
 }
 

@@ -279,7 +279,7 @@ impl EpochSink for MaterializedView {
         Ok(Some(StateSnapshot { batches, meta }))
     }
 
-    fn restore(&self, snapshot: StateSnapshot) -> Result<()> {
+    async fn restore(&self, snapshot: StateSnapshot) -> Result<()> {
         let mut content = self.content();
         let mut rows = RowCounts::new();
         for batch in &snapshot.batches {
