@@ -4,8 +4,9 @@ A seeded generator emits sequence-numbered events; each query embeds them
 with the bundled model (EMBED at the head: the query is cut into two
 regions at a durable log of the embeddings) and feeds a materialized view.
 
-1. kill -9: three views (the embedded rows themselves, a non-windowed and a
-   windowed aggregate) and a JSON file sink of the embedded rows, while the
+1. kill -9: five views (the embedded rows themselves, a non-windowed and a
+   windowed aggregate over EMBED; a SESSION-window aggregate and a join
+   without a model, restored whole) and a JSON file sink of the embedded rows, while the
    server is SIGKILLed KILLS times at random moments and restarted on the
    same data directory. Once the bounded source is exhausted every view
    must equal the one-off query over the same events, and the view and the
@@ -50,6 +51,13 @@ VIEWS = {
         SELECT window_start, count(*) AS n, sum(id) AS s, sum(dims) AS d
         FROM TUMBLE(({EMBEDDED}), DESCRIPTOR(ts), INTERVAL '10' SECOND)
         GROUP BY window_start, window_end""",
+    # Without a model call: one region, restored whole from its checkpoint.
+    "per_session": """CREATE MATERIALIZED VIEW per_session AS
+        SELECT k, window_start, window_end, count(*) AS n, sum(id) AS s
+        FROM SESSION(TABLE ev PARTITION BY k, DESCRIPTOR(ts), INTERVAL '30' SECOND)
+        GROUP BY k, window_start, window_end""",
+    "pairs": """CREATE MATERIALIZED VIEW pairs AS
+        SELECT a.id AS first, b.id AS second FROM ev a JOIN ev b ON a.id + 1 = b.id AND a.k = b.k""",
 }
 GOLDEN = {
     "per_key": ("SELECT k, n, s, d, hi, mean FROM per_key",
@@ -58,6 +66,12 @@ GOLDEN = {
                    """SELECT window_start, count(*), sum(id), 384 * count(*)
                       FROM TUMBLE(TABLE ev, DESCRIPTOR(ts), INTERVAL '10' SECOND)
                       GROUP BY window_start, window_end"""),
+    "per_session": ("SELECT k, window_start, window_end, n, s FROM per_session",
+                    """SELECT k, window_start, window_end, count(*), sum(id)
+                       FROM SESSION(TABLE ev PARTITION BY k, DESCRIPTOR(ts), INTERVAL '30' SECOND)
+                       GROUP BY k, window_start, window_end"""),
+    "pairs": ("SELECT first, second FROM pairs",
+              "SELECT a.id, b.id FROM ev a JOIN ev b ON a.id + 1 = b.id AND a.k = b.k"),
 }
 
 

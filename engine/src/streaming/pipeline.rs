@@ -128,42 +128,55 @@ impl Pipeline {
 
     /// Whether every operator's state can be checkpointed.
     pub fn checkpointable(&self) -> bool {
-        self.join.is_none()
-            && self
-                .inputs
-                .iter()
-                .flatten()
-                .chain(&self.tail)
-                .all(|operator| operator.checkpointable())
+        self.inputs
+            .iter()
+            .flatten()
+            .chain(&self.tail)
+            .all(|operator| operator.checkpointable())
     }
 
-    /// Every operator's state, in pipeline order (inputs, then the tail).
+    /// Every operator's state, in pipeline order: the inputs' chains, the
+    /// join's two sides, the tail.
     pub fn snapshot(&mut self) -> Result<Vec<Option<StateSnapshot>>> {
-        self.inputs
+        let mut snapshots = self
+            .inputs
             .iter_mut()
             .flatten()
-            .chain(self.tail.iter_mut())
             .map(|operator| operator.snapshot())
-            .collect()
+            .collect::<Result<Vec<_>>>()?;
+        if let Some(join) = &self.join {
+            snapshots.extend(join.snapshot().map(Some));
+        }
+        for operator in &mut self.tail {
+            snapshots.push(operator.snapshot()?);
+        }
+        Ok(snapshots)
     }
 
     /// Restores what [`Self::snapshot`] took, operator by operator.
     pub fn restore(&mut self, snapshots: Vec<Option<StateSnapshot>>) -> Result<()> {
-        let operators: Vec<_> = self
-            .inputs
-            .iter_mut()
-            .flatten()
-            .chain(self.tail.iter_mut())
-            .collect();
-        if operators.len() != snapshots.len() {
+        let joined = usize::from(self.join.is_some()) * 2;
+        let heads: usize = self.inputs.iter().map(Vec::len).sum();
+        if heads + joined + self.tail.len() != snapshots.len() {
             return Err(datafusion::error::DataFusionError::Execution(format!(
                 "the checkpoint holds {} operators, the plan has {}",
                 snapshots.len(),
-                operators.len()
+                heads + joined + self.tail.len()
             )));
         }
-        for (operator, snapshot) in operators.into_iter().zip(snapshots) {
-            if let Some(snapshot) = snapshot {
+        let mut snapshots = snapshots.into_iter();
+        for operator in self.inputs.iter_mut().flatten() {
+            if let Some(Some(snapshot)) = snapshots.next() {
+                operator.restore(snapshot)?;
+            }
+        }
+        if let Some(join) = &mut self.join {
+            let left = snapshots.next().flatten().unwrap_or_default();
+            let right = snapshots.next().flatten().unwrap_or_default();
+            join.restore([left, right])?;
+        }
+        for operator in &mut self.tail {
+            if let Some(Some(snapshot)) = snapshots.next() {
                 operator.restore(snapshot)?;
             }
         }

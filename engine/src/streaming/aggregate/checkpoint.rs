@@ -1,8 +1,10 @@
-//! An aggregate's groups as a checkpoint keeps them: one row per group —
-//! its key in Arrow's row format, its row count, window end, the values it
-//! emitted last, and per aggregate either the accumulator's intermediate
-//! state (one column per state value, as DataFusion merges partial
-//! aggregates) or the multiset of argument rows it keeps.
+//! Aggregate state as a checkpoint keeps it: one row per group, its own
+//! columns first (its key in Arrow's row format, counts, window bounds…),
+//! then per aggregate either the accumulator's intermediate state (one
+//! column per state value, as DataFusion merges partial aggregates) or the
+//! multiset of argument rows it keeps. The group operator
+//! ([`super::operator`]) and the session operator ([`super::session`])
+//! share the aggregate columns.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -16,33 +18,137 @@ use datafusion::common::ScalarValue;
 use datafusion::error::{DataFusionError, Result};
 
 use super::operator::GroupState;
-use super::state::{AggregateStrategy, SavedState};
+use super::state::{AggregateState, AggregateStrategy, SavedState};
 
-/// Columns before the emitted values: key, rows, window end, emitted?
-const FIXED_COLUMNS: usize = 4;
+/// Columns of a group before its emitted values: key, rows, window end,
+/// emitted?
+const GROUP_COLUMNS: usize = 4;
 
-/// The groups as one batch, and per aggregate how many state columns it
-/// has (0: a multiset column).
-pub(super) struct SavedGroups {
-    pub batch: Option<RecordBatch>,
-    pub state_columns: Vec<usize>,
-}
-
-fn corrupt(what: &str) -> DataFusionError {
+pub(super) fn corrupt(what: &str) -> DataFusionError {
     DataFusionError::Execution(format!("corrupt aggregate checkpoint: {what}"))
 }
 
-/// Every group of `groups`; `output_types` are the aggregates' output
-/// types (for the emitted values).
+/// Builds the aggregate columns, one group at a time.
+pub(super) struct StateColumns {
+    /// Per aggregate: per state value, the groups' values.
+    values: Vec<Vec<Vec<ScalarValue>>>,
+    /// Per aggregate: the groups' multiset bytes.
+    multisets: Vec<Vec<Vec<u8>>>,
+}
+
+impl StateColumns {
+    /// For `aggregates` aggregates.
+    pub fn new(aggregates: usize) -> Self {
+        Self {
+            values: vec![Vec::new(); aggregates],
+            multisets: vec![Vec::new(); aggregates],
+        }
+    }
+
+    /// Adds one group's states.
+    pub fn push(&mut self, states: &mut [AggregateState]) -> Result<()> {
+        for (i, state) in states.iter_mut().enumerate() {
+            match state.save()? {
+                SavedState::Accumulator(values) => {
+                    if self.values[i].is_empty() {
+                        self.values[i] = vec![Vec::new(); values.len()];
+                    }
+                    for (column, value) in self.values[i].iter_mut().zip(values) {
+                        column.push(value);
+                    }
+                }
+                SavedState::Values(bytes) => self.multisets[i].push(bytes),
+            }
+        }
+        Ok(())
+    }
+
+    /// The columns, appended to `columns`.
+    pub fn finish(self, columns: &mut Vec<ArrayRef>) -> Result<()> {
+        for (values, multiset) in self.values.into_iter().zip(self.multisets) {
+            if multiset.is_empty() {
+                for column in values {
+                    columns.push(ScalarValue::iter_to_array(column)?);
+                }
+            } else {
+                columns.push(Arc::new(BinaryArray::from_iter_values(multiset)));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `columns` as a batch (names do not matter, types and order do).
+pub(super) fn state_batch(columns: Vec<ArrayRef>) -> Result<RecordBatch> {
+    let schema = Schema::new(
+        columns
+            .iter()
+            .enumerate()
+            .map(|(i, column)| Field::new(format!("c{i}"), column.data_type().clone(), true))
+            .collect::<Vec<_>>(),
+    );
+    Ok(RecordBatch::try_new(Arc::new(schema), columns)?)
+}
+
+/// Column `i` of `batch`.
+pub(super) fn column(batch: &RecordBatch, i: usize) -> Result<&ArrayRef> {
+    batch
+        .columns()
+        .get(i)
+        .ok_or_else(|| corrupt("too few columns"))
+}
+
+/// Column `i` of `batch` as `T`.
+pub(super) fn typed<T: 'static>(batch: &RecordBatch, i: usize) -> Result<&T> {
+    column(batch, i)?
+        .as_any()
+        .downcast_ref::<T>()
+        .ok_or_else(|| corrupt("column types"))
+}
+
+/// Loads row `row`'s aggregate columns (from column `first` on) into the
+/// fresh `states`.
+pub(super) fn load_states(
+    batch: &RecordBatch,
+    first: usize,
+    row: usize,
+    states: &mut [AggregateState],
+    strategies: &[AggregateStrategy],
+) -> Result<()> {
+    let mut next = first;
+    for (state, strategy) in states.iter_mut().zip(strategies) {
+        match strategy {
+            AggregateStrategy::Values(_) => {
+                let bytes = typed::<BinaryArray>(batch, next)?;
+                state.load(strategy, &[], Some(bytes.value(row)))?;
+                next += 1;
+            }
+            AggregateStrategy::Accumulator => {
+                // A fresh accumulator says how many state values it has.
+                let count = match state.save()? {
+                    SavedState::Accumulator(values) => values.len(),
+                    SavedState::Values(_) => return Err(corrupt("state kinds")),
+                };
+                let slices: Vec<ArrayRef> = (next..next + count)
+                    .map(|i| Ok(column(batch, i)?.slice(row, 1)))
+                    .collect::<Result<_>>()?;
+                state.load(strategy, &slices, None)?;
+                next += count;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Every group of `groups` as one batch (`None`: no groups);
+/// `output_types` are the aggregates' output types (for the values each
+/// group emitted last).
 pub(super) fn save_groups(
     groups: &mut HashMap<OwnedRow, GroupState>,
     output_types: &[DataType],
-) -> Result<SavedGroups> {
+) -> Result<Option<RecordBatch>> {
     if groups.is_empty() {
-        return Ok(SavedGroups {
-            batch: None,
-            state_columns: Vec::new(),
-        });
+        return Ok(None);
     }
     let aggregates = output_types.len();
     let mut keys = Vec::with_capacity(groups.len());
@@ -50,10 +156,7 @@ pub(super) fn save_groups(
     let mut window_ends = Vec::with_capacity(groups.len());
     let mut emitted = Vec::with_capacity(groups.len());
     let mut emitted_values: Vec<Vec<ScalarValue>> = vec![Vec::new(); aggregates];
-    // Per aggregate: per state value, the groups' values; or the groups'
-    // multiset bytes.
-    let mut states: Vec<Vec<Vec<ScalarValue>>> = vec![Vec::new(); aggregates];
-    let mut multisets: Vec<Vec<Vec<u8>>> = vec![Vec::new(); aggregates];
+    let mut states = StateColumns::new(aggregates);
     for (key, group) in groups.iter_mut() {
         keys.push(key.row().data().to_vec());
         rows.push(group.rows);
@@ -65,19 +168,7 @@ pub(super) fn save_groups(
                 None => ScalarValue::try_from(data_type)?,
             });
         }
-        for (i, state) in group.aggregates.iter_mut().enumerate() {
-            match state.save()? {
-                SavedState::Accumulator(values) => {
-                    if states[i].is_empty() {
-                        states[i] = vec![Vec::new(); values.len()];
-                    }
-                    for (column, value) in states[i].iter_mut().zip(values) {
-                        column.push(value);
-                    }
-                }
-                SavedState::Values(bytes) => multisets[i].push(bytes),
-            }
-        }
+        states.push(&mut group.aggregates)?;
     }
     let mut columns: Vec<ArrayRef> = vec![
         Arc::new(BinaryArray::from_iter_values(keys)),
@@ -88,29 +179,8 @@ pub(super) fn save_groups(
     for values in emitted_values {
         columns.push(ScalarValue::iter_to_array(values)?);
     }
-    let mut state_columns = Vec::with_capacity(aggregates);
-    for (state, multiset) in states.into_iter().zip(multisets) {
-        if multiset.is_empty() {
-            state_columns.push(state.len());
-            for values in state {
-                columns.push(ScalarValue::iter_to_array(values)?);
-            }
-        } else {
-            state_columns.push(0);
-            columns.push(Arc::new(BinaryArray::from_iter_values(multiset)));
-        }
-    }
-    let schema = Schema::new(
-        columns
-            .iter()
-            .enumerate()
-            .map(|(i, column)| Field::new(format!("c{i}"), column.data_type().clone(), true))
-            .collect::<Vec<_>>(),
-    );
-    Ok(SavedGroups {
-        batch: Some(RecordBatch::try_new(Arc::new(schema), columns)?),
-        state_columns,
-    })
+    states.finish(&mut columns)?;
+    state_batch(columns).map(Some)
 }
 
 /// The groups of a batch [`save_groups`] made, each built by `new_group`
@@ -122,29 +192,12 @@ pub(super) fn load_groups(
     new_group: impl Fn(i64) -> Result<GroupState>,
     strategies: &[AggregateStrategy],
 ) -> Result<HashMap<OwnedRow, GroupState>> {
-    let column = |i: usize| {
-        batch
-            .columns()
-            .get(i)
-            .ok_or_else(|| corrupt("too few columns"))
-    };
-    let key_column = column(0)?
-        .as_any()
-        .downcast_ref::<BinaryArray>()
-        .ok_or_else(|| corrupt("keys"))?;
-    let int = |i: usize| -> Result<&Int64Array> {
-        column(i)?
-            .as_any()
-            .downcast_ref::<Int64Array>()
-            .ok_or_else(|| corrupt("counts"))
-    };
-    let (rows, window_ends) = (int(1)?, int(2)?);
-    let emitted = column(3)?
-        .as_any()
-        .downcast_ref::<BooleanArray>()
-        .ok_or_else(|| corrupt("emitted"))?;
+    let key_column = typed::<BinaryArray>(batch, 0)?;
+    let rows = typed::<Int64Array>(batch, 1)?;
+    let window_ends = typed::<Int64Array>(batch, 2)?;
+    let emitted = typed::<BooleanArray>(batch, 3)?;
     let emitted_columns: Vec<&ArrayRef> = (0..aggregates)
-        .map(|i| column(FIXED_COLUMNS + i))
+        .map(|i| column(batch, GROUP_COLUMNS + i))
         .collect::<Result<_>>()?;
     let mut groups = HashMap::with_capacity(batch.num_rows());
     for row in 0..batch.num_rows() {
@@ -158,36 +211,14 @@ pub(super) fn load_groups(
                     .collect::<Result<_>>()?,
             );
         }
-        let mut next = FIXED_COLUMNS + aggregates;
-        for (state, strategy) in group.aggregates.iter_mut().zip(strategies) {
-            match strategy {
-                AggregateStrategy::Values(_) => {
-                    let bytes = column(next)?
-                        .as_any()
-                        .downcast_ref::<BinaryArray>()
-                        .ok_or_else(|| corrupt("multiset"))?;
-                    state.load(strategy, &[], Some(bytes.value(row)))?;
-                    next += 1;
-                }
-                AggregateStrategy::Accumulator => {
-                    let count = state_width(state)?;
-                    let slices: Vec<ArrayRef> = (next..next + count)
-                        .map(|i| Ok(column(i)?.slice(row, 1)))
-                        .collect::<Result<_>>()?;
-                    state.load(strategy, &slices, None)?;
-                    next += count;
-                }
-            }
-        }
+        load_states(
+            batch,
+            GROUP_COLUMNS + aggregates,
+            row,
+            &mut group.aggregates,
+            strategies,
+        )?;
         groups.insert(keys.parse(key_column.value(row)).owned(), group);
     }
     Ok(groups)
-}
-
-/// How many state values a fresh accumulator has.
-fn state_width(state: &mut super::state::AggregateState) -> Result<usize> {
-    match state.save()? {
-        SavedState::Accumulator(values) => Ok(values.len()),
-        SavedState::Values(_) => Err(corrupt("state kinds")),
-    }
 }

@@ -464,13 +464,12 @@ impl StreamOperator for AggregateOperator {
             .iter()
             .map(|field| field.data_type().clone())
             .collect();
-        let saved = save_groups(&mut self.groups, &output_types)?;
+        let batch = save_groups(&mut self.groups, &output_types)?;
         Ok(Some(StateSnapshot {
-            batches: saved.batch.into_iter().collect(),
+            batches: batch.into_iter().collect(),
             meta: serde_json::json!({
                 "watermark": self.watermark.map(|w| w.0),
                 "late_rows": self.late_rows,
-                "state_columns": saved.state_columns,
             }),
         }))
     }

@@ -13,7 +13,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use datafusion::arrow::array::{
-    Array, ArrayRef, BooleanArray, RecordBatch, TimestampNanosecondArray, UInt32Array,
+    Array, ArrayRef, BinaryArray, BooleanArray, Int64Array, RecordBatch, TimestampNanosecondArray,
+    UInt32Array,
 };
 use datafusion::arrow::compute::take;
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
@@ -24,8 +25,10 @@ use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
 use sluice_types::error::{SluiceError, SqlState};
 
+use super::checkpoint::{StateColumns, load_states, state_batch, typed};
 use super::operator::{argument_columns, evaluate_states, output_batch};
 use super::state::{AggregateState, AggregateStrategy};
+use crate::streaming::checkpoint::StateSnapshot;
 use crate::streaming::operator::{OperatorMetrics, StreamOperator};
 use crate::streaming::signal::{Change, ChangeOp, Watermark, event_time_nanos};
 
@@ -270,9 +273,82 @@ impl StreamOperator for SessionOperator {
         "session window aggregate"
     }
 
-    fn checkpointable(&self) -> bool {
-        // Open sessions are not snapshotted yet: such a query starts over.
-        false
+    fn snapshot(&mut self) -> Result<Option<StateSnapshot>> {
+        let meta = serde_json::json!({
+            "watermark": self.watermark.map(|w| w.0),
+            "late_rows": self.late_rows,
+        });
+        // One row per (partition, open session, group).
+        let (mut partitions, mut starts, mut ends, mut keys) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let mut states = StateColumns::new(self.aggregates.len());
+        for (partition, sessions) in &mut self.sessions {
+            for session in sessions {
+                for (key, aggregates) in &mut session.groups {
+                    partitions.push(partition.row().data().to_vec());
+                    starts.push(session.start);
+                    ends.push(session.end);
+                    keys.push(key.row().data().to_vec());
+                    states.push(aggregates)?;
+                }
+            }
+        }
+        if partitions.is_empty() {
+            return Ok(Some(StateSnapshot {
+                batches: Vec::new(),
+                meta,
+            }));
+        }
+        let mut columns: Vec<ArrayRef> = vec![
+            Arc::new(BinaryArray::from_iter_values(partitions)),
+            Arc::new(Int64Array::from(starts)),
+            Arc::new(Int64Array::from(ends)),
+            Arc::new(BinaryArray::from_iter_values(keys)),
+        ];
+        states.finish(&mut columns)?;
+        Ok(Some(StateSnapshot {
+            batches: vec![state_batch(columns)?],
+            meta,
+        }))
+    }
+
+    fn restore(&mut self, snapshot: StateSnapshot) -> Result<()> {
+        self.watermark = snapshot.meta["watermark"].as_i64().map(Watermark);
+        self.late_rows = snapshot.meta["late_rows"].as_u64().unwrap_or(0);
+        let mut sessions: HashMap<OwnedRow, Vec<Session>> = HashMap::new();
+        let (partition_parser, key_parser) = (self.partitions.parser(), self.keys.parser());
+        for batch in &snapshot.batches {
+            let partitions = typed::<BinaryArray>(batch, 0)?;
+            let starts = typed::<Int64Array>(batch, 1)?;
+            let ends = typed::<Int64Array>(batch, 2)?;
+            let keys = typed::<BinaryArray>(batch, 3)?;
+            for row in 0..batch.num_rows() {
+                let mut states = self.new_states()?;
+                load_states(batch, 4, row, &mut states, &self.strategies)?;
+                let partition = partition_parser.parse(partitions.value(row)).owned();
+                let open = sessions.entry(partition).or_default();
+                let (start, end) = (starts.value(row), ends.value(row));
+                let index = match open.iter().position(|s| s.start == start && s.end == end) {
+                    Some(index) => index,
+                    None => {
+                        open.push(Session {
+                            start,
+                            end,
+                            groups: HashMap::new(),
+                        });
+                        open.len() - 1
+                    }
+                };
+                open[index]
+                    .groups
+                    .insert(key_parser.parse(keys.value(row)).owned(), states);
+            }
+        }
+        for open in sessions.values_mut() {
+            open.sort_by_key(|session| session.start);
+        }
+        self.sessions = sessions;
+        Ok(())
     }
 
     fn output_schema(&self) -> SchemaRef {

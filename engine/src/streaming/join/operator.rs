@@ -19,6 +19,7 @@ use datafusion::physical_plan::{ExecutionPlan, collect};
 
 use super::bounds::TimeBounds;
 use super::side::SideRows;
+use crate::streaming::checkpoint::StateSnapshot;
 use crate::streaming::feed::FeedSlot;
 use crate::streaming::operator::OperatorMetrics;
 use crate::streaming::signal::{Change, ChangeOp, InputIndex, Watermark, event_time_nanos};
@@ -168,6 +169,48 @@ impl JoinOperator {
     }
 
     /// Counters for the query's status.
+    /// Each input's kept rows for a checkpoint (the left one also carries
+    /// the watermarks and counters).
+    pub fn snapshot(&self) -> [StateSnapshot; 2] {
+        [
+            StateSnapshot {
+                batches: self.sides[0].batches(),
+                meta: serde_json::json!({
+                    "watermarks": [self.watermarks[0].map(|w| w.0), self.watermarks[1].map(|w| w.0)],
+                    "passed": self.passed.map(|w| w.0),
+                    "late_rows": self.late_rows,
+                }),
+            },
+            StateSnapshot {
+                batches: self.sides[1].batches(),
+                meta: serde_json::Value::Null,
+            },
+        ]
+    }
+
+    /// Takes back what [`Self::snapshot`] took.
+    pub fn restore(&mut self, [left, right]: [StateSnapshot; 2]) -> Result<()> {
+        let meta = &left.meta;
+        for (input, watermark) in self.watermarks.iter_mut().enumerate() {
+            *watermark = meta["watermarks"][input].as_i64().map(Watermark);
+        }
+        self.passed = meta["passed"].as_i64().map(Watermark);
+        self.late_rows = meta["late_rows"].as_u64().unwrap_or(0);
+        for (side, snapshot) in self.sides.iter_mut().zip([left, right]) {
+            let mut rows = SideRows::new(Arc::clone(side.schema()));
+            for batch in snapshot.batches {
+                // Checkpointed batches carry the feed's schema again.
+                rows.insert(RecordBatch::try_new(
+                    Arc::clone(side.schema()),
+                    batch.columns().to_vec(),
+                )?)?;
+            }
+            *side = rows;
+        }
+        Ok(())
+    }
+
+    /// The operator's counters.
     pub fn metrics(&self) -> OperatorMetrics {
         OperatorMetrics {
             late_rows: self.late_rows,

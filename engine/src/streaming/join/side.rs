@@ -31,6 +31,11 @@ impl SideRows {
         }
     }
 
+    /// The kept rows' schema.
+    pub fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
     /// How many rows are kept.
     pub fn rows(&self) -> usize {
         self.rows
