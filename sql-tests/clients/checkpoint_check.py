@@ -18,6 +18,11 @@ regions at a durable log of the embeddings) and feeds a materialized view.
    each event exactly once (DESCRIBE MODEL's row counter): no inference
    re-executed.
 
+3. Rescale: a view created at parallelism 2 is moved to 1, then to 3,
+   while events arrive (ALTER MATERIALIZED VIEW … SET (parallelism = n):
+   a checkpoint, then a restart from it); its result equals the golden one
+   and the model still sees each event once.
+
 Usage: checkpoint_check.py SLUICE_BINARY PORT [KILLS]
 """
 
@@ -194,6 +199,32 @@ def downstream_failures(binary, port, workdir):
         proc.wait()
 
 
+def rescale(binary, port, workdir):
+    log = open(os.path.join(workdir, "rescale.log"), "ab")
+    proc = start(binary, port, os.path.join(workdir, "rescale"), log)
+    try:
+        with connect(port) as conn:
+            conn.execute(SOURCE.format(rate=300, events=EVENTS))
+            conn.execute("SET barrier_interval_ms = 100")
+            conn.execute("SET streaming_parallelism = 2")
+            before = model_rows(conn)
+            conn.execute(VIEWS["per_key"])
+            steps = []
+            for parallelism in (1, 3):
+                time.sleep(1.5)
+                (seen,) = conn.execute("SELECT coalesce(sum(n), 0) FROM per_key").fetchone()
+                conn.execute(f"ALTER MATERIALIZED VIEW per_key SET (parallelism = {parallelism})")
+                steps.append(f"{parallelism} after {seen} events")
+        wait_finished(port, ["per_key"])
+        with connect(port) as conn:
+            embedded = model_rows(conn) - before
+            print(f"  2 -> {' -> '.join(steps)}; model rows {embedded} for {EVENTS} events")
+            return check_views(conn, ["per_key"]) and embedded == EVENTS
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+
+
 def model_rows(conn):
     for prop, value in conn.execute("DESCRIBE MODEL minilm").fetchall():
         if prop == "rows":
@@ -210,7 +241,9 @@ def main():
     killed = kill_and_restart(binary, port, kills, rng, workdir)
     print("downstream failures:")
     failed = downstream_failures(binary, port, workdir)
-    if not (killed and failed):
+    print("rescale:")
+    rescaled = rescale(binary, port, workdir)
+    if not (killed and failed and rescaled):
         print(f"FAILED (logs in {workdir})")
         sys.exit(1)
 

@@ -58,6 +58,16 @@ pub enum StreamingStatement {
         /// `true` to pause, `false` to resume.
         pause: bool,
     },
+    /// `ALTER MATERIALIZED VIEW v SET (parallelism = n)` (or `ALTER SINK`):
+    /// restarts the query from a checkpoint taken now, at parallelism `n`.
+    SetParallelism {
+        /// The view's or sink's name.
+        name: ObjectName,
+        /// Whether it names a sink.
+        sink: bool,
+        /// The new `streaming_parallelism` (0: one per core).
+        parallelism: usize,
+    },
     /// `FLUSH`.
     Flush,
     /// `CHECKPOINT`: every continuous query takes a checkpoint now.
@@ -132,6 +142,14 @@ impl StreamingStatement {
             StreamingStatement::AlterMaterializedView { name, pause } => {
                 let action = if *pause { "PAUSE" } else { "RESUME" };
                 format!("ALTER MATERIALIZED VIEW {name} {action}")
+            }
+            StreamingStatement::SetParallelism {
+                name,
+                sink,
+                parallelism,
+            } => {
+                let what = if *sink { "SINK" } else { "MATERIALIZED VIEW" };
+                format!("ALTER {what} {name} SET (parallelism = {parallelism})")
             }
             StreamingStatement::Flush => "FLUSH".into(),
             StreamingStatement::Checkpoint => "CHECKPOINT".into(),
@@ -279,6 +297,13 @@ pub fn parse_streaming_statement(parser: &mut DFParser<'_>) -> Result<StreamingS
     }
     if is_word(&first, "alter") {
         let name = p.parse_object_name(false).map_err(sql_error)?;
+        if let Some(parallelism) = set_parallelism(p)? {
+            return Ok(StreamingStatement::SetParallelism {
+                name,
+                sink: false,
+                parallelism,
+            });
+        }
         let pause = pause_or_resume(p, "MATERIALIZED VIEW", &name)?;
         return Ok(StreamingStatement::AlterMaterializedView { name, pause });
     }
@@ -309,8 +334,39 @@ fn parse_sink_statement(p: &mut Parser<'_>, first: &Token) -> Result<StreamingSt
         return Ok(StreamingStatement::DropSink { name, if_exists });
     }
     let name = p.parse_object_name(false).map_err(sql_error)?;
+    if let Some(parallelism) = set_parallelism(p)? {
+        return Ok(StreamingStatement::SetParallelism {
+            name,
+            sink: true,
+            parallelism,
+        });
+    }
     let pause = pause_or_resume(p, "SINK", &name)?;
     Ok(StreamingStatement::AlterSink { name, pause })
+}
+
+/// `SET (parallelism = n)`, if that follows.
+fn set_parallelism(p: &mut Parser<'_>) -> Result<Option<usize>> {
+    if !p.parse_keyword(Keyword::SET) {
+        return Ok(None);
+    }
+    let mut options = with_options(p, "ALTER … SET")?;
+    let value = options.remove("parallelism");
+    if let Some(other) = options.keys().next() {
+        return Err(SluiceError::new(
+            SqlState::INVALID_PARAMETER_VALUE,
+            format!("unknown option '{other}': ALTER … SET takes parallelism"),
+        )
+        .into());
+    }
+    match value.as_deref().map(|v| v.trim().parse::<usize>()) {
+        Some(Ok(n)) if n <= 256 => Ok(Some(n)),
+        _ => Err(SluiceError::new(
+            SqlState::INVALID_PARAMETER_VALUE,
+            "parallelism must be an integer from 0 (one per core) to 256",
+        )
+        .into()),
+    }
 }
 
 /// `PAUSE` (true) or `RESUME` (false) after `ALTER <what> <name>`.
@@ -457,6 +513,8 @@ mod tests {
             "ALTER MATERIALIZED VIEW v RESUME",
             "FLUSH",
             "CHECKPOINT",
+            "ALTER MATERIALIZED VIEW v SET (parallelism = 3)",
+            "ALTER SINK s SET (parallelism = 0)",
             "DECLARE c CURSOR FOR SUBSCRIBE v WITH (snapshot = false)",
             "FETCH 10 FROM c WITH (timeout = '1500ms')",
             "FETCH ALL FROM c",

@@ -8,6 +8,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use datafusion::common::TableReference;
 use datafusion::prelude::SessionContext;
 
+use crate::sql::streaming_statement::StreamingStatement;
+
+use super::config::QueryConfig;
 use super::runner::RunningQuery;
 use super::view::MaterializedView;
 
@@ -42,6 +45,10 @@ pub struct ContinuousQuery {
     pub sequence: u64,
     /// The statement that created it.
     pub definition: String,
+    /// The same, parsed (a restart runs it again).
+    pub statement: StreamingStatement,
+    /// The settings it runs with.
+    pub config: QueryConfig,
     /// The tables it reads, resolved to `catalog.schema.table`.
     pub sources: Vec<TableReference>,
     /// Whether it can only take inserts from its source (windowed

@@ -167,6 +167,24 @@ async fn execute_once(
             }
             Ok(StreamingOutcome::Done("CHECKPOINT"))
         }
+        StreamingStatement::SetParallelism {
+            name,
+            sink,
+            parallelism,
+        } => {
+            let kind = if *sink {
+                QueryKind::Sink
+            } else {
+                QueryKind::View
+            };
+            let query = find(ctx, name, kind)?;
+            rescale(ctx, query, *parallelism).await?;
+            Ok(StreamingOutcome::Done(if *sink {
+                "ALTER SINK"
+            } else {
+                "ALTER MATERIALIZED VIEW"
+            }))
+        }
         StreamingStatement::Flush => {
             // In creation order: a query reading a view comes after it.
             for query in queries.in_creation_order() {
@@ -245,6 +263,8 @@ async fn start(
         kind: started.kind,
         sequence: queries.next_sequence(),
         definition: started.definition,
+        statement: started.statement.clone(),
+        config,
         sources: planned
             .source_tables
             .iter()
@@ -258,6 +278,33 @@ async fn start(
         supervisor::watch(ctx.clone(), key, restart_of(ctx, started.statement, config));
     }
     Ok(())
+}
+
+/// Restarts `query` at `parallelism`: it stops reading, takes a checkpoint
+/// (when it checkpoints) and starts again from it with the new setting,
+/// which it keeps across restarts. Its operators' state is not split by
+/// key (stateful stages run in one task), so it moves over whole; what
+/// changes is how many batches its stateless stages run at once.
+async fn rescale(
+    ctx: &SessionContext,
+    query: Arc<ContinuousQuery>,
+    parallelism: usize,
+) -> Result<()> {
+    query.running.set_paused(true);
+    query.running.checkpoint().await?;
+    let config = QueryConfig {
+        parallelism,
+        ..query.config
+    };
+    resume::save_settings(ctx, &query.name, &config).await?;
+    let queries = continuous_queries(ctx);
+    queries.remove(&query.name);
+    if query.kind == QueryKind::View {
+        ctx.deregister_table(query.name.as_str())?;
+    }
+    let statement = query.statement.clone();
+    drop(query);
+    restart_of(ctx, statement, config)().await
 }
 
 /// Runs `statement` again as a restore: a whole-query restart. (A plain
