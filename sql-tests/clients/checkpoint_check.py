@@ -147,6 +147,8 @@ def kill_and_restart(binary, port, kills, rng, workdir):
         conn.execute(SOURCE.format(rate=400, events=EVENTS))
         conn.execute("SET barrier_interval_ms = 100")
         conn.execute("SET checkpoint_interval_ms = 300")
+        regions = {region for region, _ in conn.execute(f"EXPLAIN {VIEWS['per_key']}").fetchall()}
+        assert "log" in regions and len(regions) == 4, f"EXPLAIN shows no region log: {regions}"
         for sql in VIEWS.values():
             conn.execute(sql)
         conn.execute(f"CREATE SINK delivered AS SELECT id, dims FROM ({EMBEDDED}) "

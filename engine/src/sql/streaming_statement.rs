@@ -68,6 +68,9 @@ pub enum StreamingStatement {
         /// The new `streaming_parallelism` (0: one per core).
         parallelism: usize,
     },
+    /// `EXPLAIN CREATE MATERIALIZED VIEW …` or `EXPLAIN CREATE SINK …`: the
+    /// query's steps and regions, nothing created.
+    Explain(Box<StreamingStatement>),
     /// `FLUSH`.
     Flush,
     /// `CHECKPOINT`: every continuous query takes a checkpoint now.
@@ -151,6 +154,7 @@ impl StreamingStatement {
                 let what = if *sink { "SINK" } else { "MATERIALIZED VIEW" };
                 format!("ALTER {what} {name} SET (parallelism = {parallelism})")
             }
+            StreamingStatement::Explain(inner) => format!("EXPLAIN {}", inner.to_sql()),
             StreamingStatement::Flush => "FLUSH".into(),
             StreamingStatement::Checkpoint => "CHECKPOINT".into(),
             StreamingStatement::DeclareSubscribe {
@@ -206,6 +210,11 @@ pub fn at_streaming_statement(parser: &DFParser<'_>) -> bool {
     if is_word(&first, "flush") || is_word(&first, "checkpoint") {
         return matches!(t(1), Token::EOF | Token::SemiColon);
     }
+    if is_word(&first, "explain") {
+        return is_word(&t(1), "create")
+            && (is_word(&t(2), "sink")
+                || is_word(&t(2), "materialized") && is_word(&t(3), "view"));
+    }
     if is_word(&first, "declare") {
         return is_word(&t(2), "cursor") && is_word(&t(3), "for") && is_word(&t(4), "subscribe");
     }
@@ -231,6 +240,11 @@ pub fn at_streaming_statement(parser: &DFParser<'_>) -> bool {
 /// Parses the statement the parser stands at (see
 /// [`at_streaming_statement`]).
 pub fn parse_streaming_statement(parser: &mut DFParser<'_>) -> Result<StreamingStatement> {
+    if is_word(&parser.parser.peek_token_ref().token, "explain") {
+        parser.parser.next_token();
+        let inner = parse_streaming_statement(parser)?;
+        return Ok(StreamingStatement::Explain(Box::new(inner)));
+    }
     let p = &mut parser.parser;
     let first = p.next_token().token;
     if is_word(&first, "flush") {
@@ -513,6 +527,7 @@ mod tests {
             "ALTER MATERIALIZED VIEW v RESUME",
             "FLUSH",
             "CHECKPOINT",
+            "EXPLAIN CREATE MATERIALIZED VIEW v AS SELECT a, count(*) FROM t GROUP BY a",
             "ALTER MATERIALIZED VIEW v SET (parallelism = 3)",
             "ALTER SINK s SET (parallelism = 0)",
             "DECLARE c CURSOR FOR SUBSCRIBE v WITH (snapshot = false)",

@@ -18,6 +18,7 @@ pub mod aggregate;
 pub mod checkpoint;
 pub mod config;
 pub mod create_sink;
+pub mod explain;
 pub mod feed;
 pub mod join;
 pub mod location;

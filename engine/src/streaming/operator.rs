@@ -36,6 +36,11 @@ pub trait StreamOperator: Send {
     /// A short name for status and errors (`aggregate`, `window`, …).
     fn name(&self) -> &str;
 
+    /// What it does, for `EXPLAIN` (its name unless it says more).
+    fn describe(&self) -> String {
+        self.name().to_owned()
+    }
+
     /// The schema of the rows this operator emits.
     fn output_schema(&self) -> SchemaRef;
 

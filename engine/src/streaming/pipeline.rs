@@ -126,6 +126,28 @@ impl Pipeline {
         total
     }
 
+    /// Each step's description in order (the inputs' chains, the join,
+    /// the tail), for `EXPLAIN`.
+    pub fn describe(&self) -> Vec<String> {
+        let mut steps: Vec<String> = Vec::new();
+        for (input, chain) in self.inputs.iter().enumerate() {
+            for operator in chain {
+                steps.push(match self.join {
+                    Some(_) => format!("input {input}: {}", operator.describe()),
+                    None => operator.describe(),
+                });
+            }
+        }
+        if let Some(join) = &self.join {
+            steps.push(match join.is_interval() {
+                true => "interval join (kept rows expire with the watermarks)".into(),
+                false => "join (both sides' rows kept)".into(),
+            });
+        }
+        steps.extend(self.tail.iter().map(|operator| operator.describe()));
+        steps
+    }
+
     /// Whether every operator's state can be checkpointed.
     pub fn checkpointable(&self) -> bool {
         self.inputs

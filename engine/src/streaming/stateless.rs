@@ -11,7 +11,7 @@ use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::error::Result;
 use datafusion::execution::TaskContext;
-use datafusion::physical_plan::{ExecutionPlan, collect};
+use datafusion::physical_plan::{ExecutionPlan, collect, displayable};
 
 use super::feed::FeedSlot;
 use super::operator::StreamOperator;
@@ -47,6 +47,25 @@ impl StatelessOperator {
 impl StreamOperator for StatelessOperator {
     fn name(&self) -> &str {
         "project"
+    }
+
+    fn describe(&self) -> String {
+        // The sub-plan's nodes top-down, minus the feed at its leaf.
+        // (Batching and cooperative-scheduling wrappers say nothing here.)
+        let mut nodes = Vec::new();
+        let mut node = Some(Arc::clone(&self.plan));
+        while let Some(plan) = node {
+            if !matches!(plan.name(), "CooperativeExec" | "CoalesceBatchesExec") {
+                let line = displayable(plan.as_ref()).one_line().to_string();
+                nodes.push(line.trim().to_owned());
+            }
+            node = plan.children().first().map(|child| Arc::clone(child));
+        }
+        nodes.pop();
+        match nodes.is_empty() {
+            true => "pass-through".into(),
+            false => nodes.join(" <- "),
+        }
     }
 
     fn output_schema(&self) -> SchemaRef {

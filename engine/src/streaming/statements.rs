@@ -19,6 +19,7 @@ use sluice_types::error::{SluiceError, SqlState};
 
 pub use super::config::{Origin, QueryConfig};
 use super::create_sink::plan_sink;
+use super::explain;
 use super::location::open_location;
 use super::plan::PlannedQuery;
 use super::plan::plan_continuous_query;
@@ -185,6 +186,9 @@ async fn execute_once(
                 "ALTER MATERIALIZED VIEW"
             }))
         }
+        StreamingStatement::Explain(inner) => Ok(StreamingOutcome::Rows(
+            explain::explain(ctx, inner, config).await?,
+        )),
         StreamingStatement::Flush => {
             // In creation order: a query reading a view comes after it.
             for query in queries.in_creation_order() {

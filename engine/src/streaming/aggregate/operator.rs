@@ -283,6 +283,20 @@ impl StreamOperator for AggregateOperator {
         }
     }
 
+    fn describe(&self) -> String {
+        let aggregates: Vec<&str> = self.aggregates.iter().map(|a| a.name()).collect();
+        let emits = match self.emission {
+            Emission::Updating => "updates at each epoch",
+            Emission::OnWindowClose { .. } => "emits each window once the watermark passes it",
+        };
+        format!(
+            "{}: {} grouped by {} columns; {emits}",
+            self.name(),
+            aggregates.join(", "),
+            self.group_exprs.len()
+        )
+    }
+
     fn output_schema(&self) -> SchemaRef {
         Arc::clone(&self.output_schema)
     }
