@@ -71,6 +71,9 @@ impl PreparedStatement {
                 Field::new("status", DataType::Utf8, false),
                 Field::new("definition", DataType::Utf8, false),
             ])),
+            PreparedKind::Streaming(StreamingStatement::Explain(_)) => {
+                crate::streaming::explain::explain_schema()
+            }
             _ => Arc::new(Schema::empty()),
         }
     }
@@ -121,7 +124,9 @@ impl PreparedStatement {
             ),
             PreparedKind::Streaming(statement) => matches!(
                 statement,
-                StreamingStatement::ShowMaterializedViews | StreamingStatement::ShowSinks
+                StreamingStatement::ShowMaterializedViews
+                    | StreamingStatement::ShowSinks
+                    | StreamingStatement::Explain(_)
             ),
             PreparedKind::Fetch(..) => true,
             PreparedKind::CopyFrom(_)

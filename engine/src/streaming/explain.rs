@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{RecordBatch, StringArray};
-use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::prelude::SessionContext;
 
@@ -16,6 +16,14 @@ use super::resume::checkpointable;
 use super::sink::EpochSink;
 use super::view::MaterializedView;
 use crate::sql::streaming_statement::StreamingStatement;
+
+/// The columns `EXPLAIN` of a continuous query returns.
+pub fn explain_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("region", DataType::Utf8, false),
+        Field::new("step", DataType::Utf8, false),
+    ]))
+}
 
 /// The steps of the query `statement` creates, run with `config`.
 pub async fn explain(
@@ -97,12 +105,8 @@ pub async fn explain(
             (true, None) => "only at CHECKPOINT".into(),
         },
     ));
-    let schema = Arc::new(Schema::new(vec![
-        Field::new("region", DataType::Utf8, false),
-        Field::new("step", DataType::Utf8, false),
-    ]));
     Ok(RecordBatch::try_new(
-        schema,
+        explain_schema(),
         vec![
             Arc::new(StringArray::from_iter_values(rows.iter().map(|(r, _)| *r))),
             Arc::new(StringArray::from_iter_values(rows.iter().map(|(_, s)| s))),
