@@ -6,6 +6,8 @@
 # crash check (SIGKILL during a stream of inserts, then restart and count),
 # the checkpoint check (kill -9 and injected downstream failures of
 # continuous queries over EMBED: exactly-once views, no inference re-run),
+# the NATS check (a JetStream source and sink on a local nats-server -js
+# under kill -9: each message delivered once),
 # the S3 check (a data directory, external tables and COPY TO on a local moto
 # S3 server, a restart, unreachable endpoint and missing bucket errors),
 # the model check (CREATE MODEL without or with a broken ONNX Runtime,
@@ -90,6 +92,8 @@ check "crash safety: SIGKILL during inserts, 20 times" \
   "$VENV/bin/python" sql-tests/clients/crash_check.py "$SLUICE_BIN" "$PORT" 20
 check "regional checkpoints: 20 kill -9 of views over EMBED, 20 downstream failures, no model call re-run" \
   "$VENV/bin/python" sql-tests/clients/checkpoint_check.py "$SLUICE_BIN" "$PORT" 20
+check "NATS JetStream source -> EMBED -> NATS sink under 10 kill -9: each message out exactly once" \
+  "$VENV/bin/python" sql-tests/clients/nats_check.py "$SLUICE_BIN" "$PORT" 10
 check "S3 data directory, external tables and COPY TO on a local moto server" \
   "$VENV/bin/python" sql-tests/clients/s3_check.py "$SLUICE_BIN"
 check "model inference: missing or broken ONNX Runtime, EMBED, ML_PREDICT" \

@@ -9,12 +9,14 @@ use datafusion::prelude::SessionContext;
 use sluice_types::error::{SluiceError, SqlState};
 
 use super::location::open_location;
+use super::nats_sink::NatsSink;
 use super::pipeline::Pipeline;
 use super::plan::{PlannedQuery, plan_continuous_query};
 use super::registry::{QueryKind, continuous_queries};
 use super::sink::{EpochSink, FileFormat, FileSink, SinkRows, TableSink};
 use super::source::ViewSource;
 use super::source::generator::{OptionBag, invalid_option};
+use super::source::nats::NatsOptions;
 use crate::sql::sink_statement::{CreateSink, SinkInput};
 
 /// The query a sink delivers and the sink itself.
@@ -73,16 +75,10 @@ pub async fn plan_sink(
             let provider = ctx.table_provider(name.as_str()).await?;
             Arc::new(TableSink::try_new(rows, provider, &name, ctx.state())?)
         }
-        "nats" => {
-            return Err(SluiceError::new(
-                SqlState::FEATURE_NOT_SUPPORTED,
-                "the 'nats' sink is not supported yet ('filesystem' and 'table' are)",
-            )
-            .into());
-        }
+        "nats" => Arc::new(NatsSink::new(key, rows, NatsOptions::parse(&mut options)?)),
         other => {
             return Err(invalid_option(&format!(
-                "unknown sink connector '{other}': Sluice has 'filesystem' and 'table'"
+                "unknown sink connector '{other}': Sluice has 'filesystem', 'table' and 'nats'"
             )));
         }
     };

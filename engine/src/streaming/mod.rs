@@ -24,6 +24,7 @@ pub mod join;
 pub mod location;
 pub mod log;
 pub mod multiset;
+pub mod nats_sink;
 pub mod operator;
 pub mod parallel;
 pub mod pipeline;

@@ -44,6 +44,7 @@ use super::operator::StreamOperator;
 use super::parallel::HeadStages;
 use super::pipeline::Pipeline;
 use super::source::files::{FileSource, FilesTable};
+use super::source::nats::{NatsSource, NatsTable};
 use super::source::{
     GeneratorSource, GeneratorTable, StreamSource, TableSource, ViewSource, WatermarkTracker,
 };
@@ -616,6 +617,13 @@ async fn open_source(scan: &TableScan) -> Result<BoundSource> {
         return Ok(BoundSource {
             source: Box::new(FileSource::new(files)?),
             watermark: WatermarkSpec::from_schema(&files.schema()),
+            retracts: false,
+        });
+    }
+    if let Some(nats) = any.downcast_ref::<NatsTable>() {
+        return Ok(BoundSource {
+            source: Box::new(NatsSource::new(nats)?),
+            watermark: WatermarkSpec::from_schema(&nats.schema()),
             retracts: false,
         });
     }

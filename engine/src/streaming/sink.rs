@@ -113,7 +113,7 @@ impl SinkRows {
     }
 
     /// One epoch's changes as one batch of delivered rows (`None`: none).
-    fn batch(&self, changes: &[Change]) -> Result<Option<RecordBatch>> {
+    pub(super) fn batch(&self, changes: &[Change]) -> Result<Option<RecordBatch>> {
         let mut batches = Vec::with_capacity(changes.len());
         for change in changes.iter().filter(|c| c.batch.num_rows() > 0) {
             let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.schema.fields().len());

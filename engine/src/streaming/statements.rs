@@ -32,6 +32,7 @@ use super::source::files::{FileLocation, FilesTable};
 use super::source::generator::{
     GeneratorOptions, GeneratorTable, OptionBag, RowGenerator, invalid_option,
 };
+use super::source::nats::{NatsOptions, NatsTable};
 use super::source::nexmark::NexmarkGenerator;
 use super::subscribe::Subscription;
 use super::supervisor;
@@ -520,16 +521,14 @@ pub async fn create_source(
                 Arc::clone(&schema),
             ))
         }
-        "nats" => {
-            return Err(SluiceError::new(
-                SqlState::FEATURE_NOT_SUPPORTED,
-                "the 'nats' connector is not supported yet (datagen, nexmark, filesystem are)",
-            )
-            .into());
-        }
+        "nats" => Arc::new(NatsTable::new(
+            NatsOptions::parse(&mut options)?,
+            Arc::clone(&schema),
+        )),
         other => {
             return Err(invalid_option(&format!(
-                "unknown connector '{other}': Sluice has 'datagen', 'nexmark' and 'filesystem'"
+                "unknown connector '{other}': Sluice has 'datagen', 'nexmark', 'filesystem' and \
+                 'nats'"
             )));
         }
     };

@@ -1,10 +1,12 @@
 //! Where a continuous query's rows come from: [`StreamSource`] and its
 //! implementations: Sluice tables, generators (`datagen`, `nexmark`),
-//! files arriving under a prefix and materialized views.
+//! files arriving under a prefix, NATS JetStream streams and materialized
+//! views.
 
 pub mod datagen;
 pub mod files;
 pub mod generator;
+pub mod nats;
 pub mod nexmark;
 mod table;
 mod view;
