@@ -41,7 +41,7 @@ impl Staged {
             Staged::Running(input, task) => {
                 let changes = task.await.map_err(|e| {
                     DataFusionError::Execution(match e.try_into_panic() {
-                        Ok(panic) => super::runner::panic_message(panic.as_ref()),
+                        Ok(panic) => super::metrics::panic_message(panic.as_ref()),
                         Err(e) => e.to_string(),
                     })
                 })??;
@@ -186,6 +186,6 @@ impl Dispatcher {
         self.sender
             .send(staged)
             .await
-            .map_err(|_| DataFusionError::Execution(super::runner::OPERATORS_STOPPED.into()))
+            .map_err(|_| DataFusionError::Execution(super::metrics::OPERATORS_STOPPED.into()))
     }
 }

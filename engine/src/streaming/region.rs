@@ -20,8 +20,9 @@ use futures::FutureExt;
 use tokio::sync::mpsc;
 
 use super::log::{LogSegment, RegionLog};
+use super::metrics::{QueryMetrics, lock, panic_message};
+use super::operator_task::{Offsets, OperatorTask};
 use super::parallel::Staged;
-use super::runner::{Offsets, OperatorTask, QueryMetrics, lock, panic_message};
 use super::signal::{CheckpointBarrier, Epoch, Message, Signal};
 
 /// Failures of one epoch in a row after which the region stops retrying.

@@ -11,9 +11,9 @@
 //! everything committed so far. One task reading every source is what keeps
 //! the barriers aligned across a join's inputs. The operator task hands
 //! each change and signal to the [`Pipeline`] and applies each finished
-//! epoch to the view atomically.
+//! epoch to the view atomically ([`super::operator_task`]).
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use datafusion::error::{DataFusionError, Result};
@@ -22,19 +22,18 @@ use sluice_types::error::SluiceError;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use super::checkpoint::{CheckpointContent, CheckpointStore};
+use super::checkpoint::CheckpointStore;
 use super::log::RegionLog;
-use super::parallel::{Dispatcher, HeadStages, Staged};
+use super::metrics::{OPERATORS_STOPPED, QueryMetrics, QueryState, lock, panic_message};
+use super::operator_task::{CheckpointWaiter, CheckpointWaiters, Offsets, OperatorTask, Waiters};
+use super::parallel::{Dispatcher, HeadStages};
 use super::pipeline::Pipeline;
 use super::region::{Downstream, LogWriter};
 use super::signal::{
-    Change, CheckpointBarrier, Epoch, InputIndex, Message, Signal, Watermark, coalesce_changes,
+    CheckpointBarrier, Epoch, InputIndex, Message, Signal, Watermark, coalesce_changes,
 };
 use super::sink::EpochSink;
 use super::source::StreamSource;
-
-/// The source task's error when the operator task is gone (not a cause).
-pub(super) const OPERATORS_STOPPED: &str = "the query's operators stopped";
 
 /// Messages in flight between the source and the operators.
 const CHANNEL_CAPACITY: usize = 16;
@@ -47,85 +46,6 @@ enum Control {
     Checkpoint(CheckpointWaiter),
     Pause,
     Resume,
-}
-
-/// Where a query stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum QueryState {
-    /// Reading and applying.
-    Running,
-    /// `ALTER … PAUSE`d: its source is not read.
-    Paused,
-    /// Its source ended and everything was applied.
-    Finished,
-    /// An operator failed; `last_error` says why.
-    Failed,
-}
-
-impl QueryState {
-    /// The state's name in the status table.
-    pub fn name(self) -> &'static str {
-        match self {
-            QueryState::Running => "running",
-            QueryState::Paused => "paused",
-            QueryState::Finished => "finished",
-            QueryState::Failed => "failed",
-        }
-    }
-}
-
-/// A query's counters, as the status table shows them.
-#[derive(Debug, Clone)]
-pub struct QueryMetrics {
-    /// Running, paused, finished or failed.
-    pub state: QueryState,
-    /// Rows read from the source.
-    pub rows_in: u64,
-    /// Row changes applied to the view.
-    pub rows_out: u64,
-    /// The last epoch applied.
-    pub epoch: u64,
-    /// The watermark that reached the view, in nanoseconds.
-    pub watermark: Option<i64>,
-    /// Rows dropped for arriving behind the watermark.
-    pub late_rows: u64,
-    /// Groups and windows held by operators.
-    pub state_entries: u64,
-    /// Source versions not yet read.
-    pub lag: u64,
-    /// Why the query failed.
-    pub last_error: Option<String>,
-    /// When the query started.
-    pub started: Instant,
-    /// The last checkpoint committed (`None`: none yet, or the query runs
-    /// without checkpoints).
-    pub checkpoint: Option<CheckpointMetrics>,
-    /// Whether the query checkpoints at all.
-    pub checkpointing: bool,
-    /// 2 when a durable log after its model calls cuts it into two
-    /// regions, else 1.
-    pub regions: u64,
-    /// Times the downstream region restarted from its checkpoint.
-    pub region_restarts: u64,
-    /// Time spent restoring the downstream region, all restarts together.
-    pub recovery: Duration,
-    /// The newest epoch in the region log.
-    pub log_epoch: Option<u64>,
-    /// Bytes the region log holds.
-    pub log_bytes: u64,
-}
-
-/// The last committed checkpoint of a query, for the status table.
-#[derive(Debug, Clone, Copy)]
-pub struct CheckpointMetrics {
-    /// The epoch it was taken at.
-    pub epoch: u64,
-    /// Bytes of state written.
-    pub bytes: u64,
-    /// From the barrier reaching the operators to the commit.
-    pub duration: Duration,
-    /// When it committed.
-    pub at: Instant,
 }
 
 /// How a query checkpoints: into which store, how often.
@@ -346,10 +266,6 @@ impl RunningQuery {
     }
 }
 
-pub(super) fn lock(metrics: &Mutex<QueryMetrics>) -> MutexGuard<'_, QueryMetrics> {
-    metrics.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 /// Spawns one of a query's tasks; its error or panic fails the query.
 fn spawn_guarded(
     task: impl std::future::Future<Output = Result<()>> + Send + 'static,
@@ -376,17 +292,6 @@ fn failure(outcome: std::thread::Result<Result<()>>) -> Option<String> {
     }
 }
 
-/// What a panic said, for the query's status.
-pub(super) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
-    match panic.downcast_ref::<String>() {
-        Some(message) => format!("panic: {message}"),
-        None => match panic.downcast_ref::<&str>() {
-            Some(message) => format!("panic: {message}"),
-            None => "panic".into(),
-        },
-    }
-}
-
 fn fail(metrics: &Mutex<QueryMetrics>, error: String) {
     log::warn!("continuous query failed: {error}");
     let mut metrics = lock(metrics);
@@ -396,19 +301,6 @@ fn fail(metrics: &Mutex<QueryMetrics>, error: String) {
         metrics.last_error = Some(error);
     }
 }
-
-/// Flushes waiting for an epoch to be applied.
-type Waiters = Arc<Mutex<Vec<(Epoch, oneshot::Sender<()>)>>>;
-
-/// A `CHECKPOINT` waiting for its checkpoint: the epoch or why it failed.
-type CheckpointWaiter = oneshot::Sender<std::result::Result<u64, String>>;
-
-/// `CHECKPOINT`s waiting, by the epoch of their checkpoint.
-type CheckpointWaiters = Arc<Mutex<Vec<(Epoch, CheckpointWaiter)>>>;
-
-/// The sources' offsets recorded at each checkpoint barrier, until the
-/// operators take the checkpoint.
-pub(super) type Offsets = Arc<Mutex<std::collections::BTreeMap<Epoch, Vec<serde_json::Value>>>>;
 
 struct SourceTask {
     sources: Vec<Box<dyn StreamSource>>,
@@ -617,176 +509,4 @@ async fn wait_any(
     let shift = open.iter().position(|input| *input >= first).unwrap_or(0);
     waits.rotate_left(shift);
     futures::future::select_all(waits).await.0
-}
-
-/// The operators and the sink of a query (of its downstream region when
-/// it has two): applies changes and finishes epochs.
-pub(super) struct OperatorTask {
-    pub(super) pipeline: Pipeline,
-    pub(super) sink: Arc<dyn EpochSink>,
-    waiters: Waiters,
-    pub(super) metrics: Arc<Mutex<QueryMetrics>>,
-    /// The current epoch's output, handed to the sink at its barrier.
-    pub(super) pending: Vec<Change>,
-    /// Where checkpoints go (`None`: the query runs without).
-    pub(super) store: Option<CheckpointStore>,
-    /// Whether its input is a region log (its checkpoints record the
-    /// epoch consumed, and the log is truncated behind them).
-    pub(super) log: Option<Arc<RegionLog>>,
-    /// Whether the sources' end has arrived.
-    pub(super) ended: bool,
-    /// The checkpoint being written.
-    uploading: Option<JoinHandle<Result<()>>>,
-    pub(super) offsets: Offsets,
-    checkpoint_waiters: CheckpointWaiters,
-}
-
-impl Drop for OperatorTask {
-    fn drop(&mut self) {
-        // A dropped query writes no more checkpoints (DROP deletes them).
-        if let Some(upload) = &self.uploading {
-            upload.abort();
-        }
-    }
-}
-
-impl OperatorTask {
-    async fn run(mut self, mut receiver: mpsc::Receiver<Staged>) -> Result<()> {
-        while let Some(staged) = receiver.recv().await {
-            for message in staged.resolve().await? {
-                self.handle(message).await?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Hands one change or signal to the pipeline (a barrier finishes the
-    /// epoch).
-    pub(super) async fn handle(&mut self, message: Message) -> Result<()> {
-        match message {
-            Message::Data(input, change) => {
-                let out = self.pipeline.process_change(input, change).await?;
-                self.pending.extend(out);
-            }
-            Message::Signal(input, Signal::Watermark(watermark)) => {
-                let (out, passed) = self.pipeline.handle_watermark(input, watermark).await?;
-                self.pending.extend(out);
-                if let Some(watermark) = passed {
-                    lock(&self.metrics).watermark = Some(watermark.0);
-                }
-            }
-            Message::Signal(_, Signal::Barrier(barrier)) => self.finish_epoch(barrier).await?,
-            // Finished once the epoch holding the end is applied.
-            Message::Signal(_, Signal::EndOfData) => self.ended = true,
-        }
-        Ok(())
-    }
-
-    pub(super) async fn finish_epoch(&mut self, barrier: CheckpointBarrier) -> Result<()> {
-        let out = self.pipeline.handle_checkpoint(barrier).await?;
-        self.pending.extend(out);
-        let changes = std::mem::take(&mut self.pending);
-        fail::fail_point!("sink-apply", |_| Err(crate::failpoints::injected(
-            "sink-apply"
-        )));
-        let applied = self.sink.apply_epoch(barrier.epoch, &changes).await?;
-        {
-            let mut metrics = lock(&self.metrics);
-            metrics.rows_out += applied;
-            metrics.epoch = barrier.epoch.0;
-            let operators = self.pipeline.metrics();
-            metrics.late_rows = operators.late_rows;
-            metrics.state_entries = operators.state_entries;
-        }
-        if barrier.checkpoint {
-            self.take_checkpoint(barrier.epoch).await?;
-        }
-        if self.ended {
-            lock(&self.metrics).state = QueryState::Finished;
-        }
-        let mut waiters = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
-        let (done, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut *waiters)
-            .into_iter()
-            .partition(|(epoch, _)| *epoch <= barrier.epoch);
-        *waiters = waiting;
-        for (_, waiter) in done {
-            let _ = waiter.send(());
-        }
-        Ok(())
-    }
-
-    /// Snapshots the operators, the sink and the sources' offsets at
-    /// `epoch` and commits them; answers the `CHECKPOINT`s waiting for it.
-    /// A failed checkpoint fails the query: a fenced instance must stop, and
-    /// one that cannot write its checkpoints should say so, not run on.
-    async fn take_checkpoint(&mut self, epoch: Epoch) -> Result<()> {
-        let Some(store) = self.store.clone() else {
-            return Ok(());
-        };
-        // One checkpoint is written at a time; a failed one fails the
-        // query here.
-        self.settle_checkpoint().await?;
-        let began = Instant::now();
-        let sources = self
-            .offsets
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&epoch)
-            .unwrap_or_default();
-        // The state is captured now, at the barrier; encoding and writing
-        // it happen while the next epochs run.
-        let content = CheckpointContent {
-            operators: self.pipeline.snapshot()?,
-            sink: self.sink.snapshot()?,
-            sources,
-            consumed_log: self.log.as_ref().map(|_| epoch.0),
-        };
-        let log = self.log.clone();
-        let sink = Arc::clone(&self.sink);
-        let metrics = Arc::clone(&self.metrics);
-        let waiters = Arc::clone(&self.checkpoint_waiters);
-        self.uploading = Some(tokio::spawn(async move {
-            let outcome = async {
-                let manifest = store.commit(epoch, &content).await?;
-                sink.checkpoint_committed(epoch).await?;
-                if let Some(log) = &log {
-                    log.truncate_through(epoch).await?;
-                }
-                Ok::<_, DataFusionError>(manifest)
-            }
-            .await;
-            let answer = match &outcome {
-                Ok(manifest) => {
-                    lock(&metrics).checkpoint = Some(CheckpointMetrics {
-                        epoch: epoch.0,
-                        bytes: manifest.bytes,
-                        duration: began.elapsed(),
-                        at: Instant::now(),
-                    });
-                    Ok(epoch.0)
-                }
-                Err(e) => Err(e.to_string()),
-            };
-            let mut waiters = waiters.lock().unwrap_or_else(|e| e.into_inner());
-            let (done, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut *waiters)
-                .into_iter()
-                .partition(|(waited, _)| *waited <= epoch);
-            *waiters = waiting;
-            for (_, waiter) in done {
-                let _ = waiter.send(answer.clone());
-            }
-            outcome.map(|_| ())
-        }));
-        Ok(())
-    }
-
-    /// Waits for the checkpoint being written, if any; its error.
-    pub(super) async fn settle_checkpoint(&mut self) -> Result<()> {
-        match self.uploading.take() {
-            Some(upload) => upload.await.map_err(|e| {
-                DataFusionError::Execution(format!("writing a checkpoint stopped: {e}"))
-            })?,
-            None => Ok(()),
-        }
-    }
 }

@@ -12,8 +12,8 @@ use datafusion::error::Result;
 use datafusion::prelude::SessionContext;
 use futures::future::BoxFuture;
 
+use super::metrics::QueryState;
 use super::registry::{QueryKind, continuous_queries};
-use super::runner::QueryState;
 
 /// Starts the query again from its checkpoint (its creating statement, run
 /// as a restore).

@@ -17,8 +17,7 @@ use datafusion::arrow::row::{OwnedRow, RowParser};
 use datafusion::common::ScalarValue;
 use datafusion::error::{DataFusionError, Result};
 
-use super::operator::GroupState;
-use super::state::{AggregateState, AggregateStrategy, SavedState};
+use super::state::{AggregateState, AggregateStrategy, GroupState, SavedState};
 
 /// Columns of a group before its emitted values: key, rows, window end,
 /// emitted?

@@ -30,7 +30,7 @@ use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
 use sluice_types::error::{SluiceError, SqlState};
 
 use super::checkpoint::{load_groups, save_groups};
-use super::state::{AggregateState, AggregateStrategy};
+use super::state::{AggregateState, AggregateStrategy, GroupState};
 use crate::streaming::checkpoint::StateSnapshot;
 use crate::streaming::operator::{OperatorMetrics, StreamOperator};
 use crate::streaming::signal::{Change, ChangeOp, CheckpointBarrier, Watermark, event_time_nanos};
@@ -51,17 +51,6 @@ struct Partitioned {
     key_columns: Vec<ArrayRef>,
     /// Each group's key and row indices, in first-seen order.
     groups: Vec<(OwnedRow, Vec<u32>)>,
-}
-
-/// One group's state.
-pub(super) struct GroupState {
-    pub(super) aggregates: Vec<AggregateState>,
-    /// Input rows in the group (inserted minus deleted).
-    pub(super) rows: i64,
-    /// The aggregate values emitted last (updating mode), to retract.
-    pub(super) emitted: Option<Vec<ScalarValue>>,
-    /// The window's end in nanoseconds (windowed mode).
-    pub(super) window_end: i64,
 }
 
 /// An incremental `GROUP BY`; see the module docs.

@@ -84,6 +84,18 @@ impl AggregateStrategy {
     }
 }
 
+/// One group's state in an aggregate operator.
+pub struct GroupState {
+    /// Each aggregate's state.
+    pub aggregates: Vec<AggregateState>,
+    /// Input rows in the group (inserted minus deleted).
+    pub rows: i64,
+    /// The aggregate values emitted last (updating mode), to retract.
+    pub emitted: Option<Vec<ScalarValue>>,
+    /// The window's end in nanoseconds (windowed mode).
+    pub window_end: i64,
+}
+
 /// One aggregate's state in one group as a checkpoint keeps it.
 pub enum SavedState {
     /// The accumulator's intermediate state values.
