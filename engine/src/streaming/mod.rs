@@ -11,8 +11,12 @@
 //! [`view`] atomically.
 //!
 //! The vocabulary ([`signal`]) and the operator trait ([`operator`]) are
-//! defined once; the checkpoint issue snapshots operator state at the same
-//! barriers.
+//! defined once. Some barriers also take a checkpoint ([`checkpoint`]):
+//! operator state, the sink and the sources' offsets, so that a query
+//! resumes where it was ([`resume`]). A query whose head calls a model is
+//! cut into two regions at a durable [`log`] of the model's outputs; the
+//! region after it recovers on its own ([`region`]), other failures restart
+//! the whole query from its checkpoint ([`supervisor`]).
 
 pub mod aggregate;
 pub mod checkpoint;
