@@ -1,8 +1,9 @@
 """S3 data directory against a real S3-API server (moto, started here):
 tables (with a VECTOR column), DML, COPY FROM STDIN, a view, external CSV
-and Parquet tables on s3:// and COPY ... TO s3://, all stored in the bucket;
-a restart on the same URL sees everything; an unreachable endpoint and a
-missing bucket give clear errors.
+and Parquet tables on s3:// and COPY ... TO s3://, and a continuous query's
+checkpoint, all stored in the bucket; a restart on the same URL sees
+everything (the materialized view resumes from its checkpoint); an
+unreachable endpoint and a missing bucket give clear errors.
 
 Usage: s3_check.py SLUICE_BINARY
 Picks free ports itself; needs moto[server] and boto3 in this Python.
@@ -102,7 +103,10 @@ QUERIES = {
     "view near": "SELECT id, name FROM near ORDER BY id",
     "external CSV people": "SELECT id, name, age FROM people ORDER BY id",
     "external Parquet exported": "SELECT id, name, age FROM exported ORDER BY id",
+    "checkpointed view s3_counts": "SELECT k, n, s FROM s3_counts ORDER BY k",
 }
+# The checkpointed view equals the one-off query over the same events.
+ONE_OFF_COUNTS = "SELECT k, count(*), sum(id) FROM s3_events GROUP BY k ORDER BY k"
 EXPECTED = {
     "table items": [(1, "a", "[1,0]"), (2, "bb", "[0,1]"), (4, "d", "[2,2]"), (5, "e", "[3,4]")],
     "view near": [(1, "a"), (2, "bb"), (4, "d")],
@@ -139,6 +143,13 @@ def populate(port):
                      f"TO 's3://{BUCKET}/exported/part.parquet' STORED AS PARQUET")
         conn.execute(f"CREATE EXTERNAL TABLE exported STORED AS PARQUET "
                      f"LOCATION 's3://{BUCKET}/exported/part.parquet'")
+        # A continuous query over a generator checkpoints to the bucket.
+        conn.execute("CREATE TABLE s3_events (id BIGINT, k BIGINT) WITH ('connector' = 'datagen', "
+                     "'events' = '300', 'fields.id.kind' = 'sequence', 'fields.id.start' = '1', "
+                     "'fields.k.min' = '0', 'fields.k.max' = '3')")
+        conn.execute("CREATE MATERIALIZED VIEW s3_counts AS "
+                     "SELECT k, count(*) AS n, sum(id) AS s FROM s3_events GROUP BY k")
+        conn.execute("CHECKPOINT")
 
 
 def keys(s3, prefix):
@@ -169,6 +180,12 @@ def main():
         before = snapshot(port)
         for name, rows in EXPECTED.items():
             check(f"{name} rows", before[name] == rows, f"got {before[name]}, expected {rows}")
+        with connect(port) as conn:
+            one_off = conn.execute(ONE_OFF_COUNTS).fetchall()
+        check("checkpointed view equals the one-off query", before["checkpointed view s3_counts"] == one_off
+              and len(one_off) == 4, f"got {before['checkpointed view s3_counts']}, expected {one_off}")
+        check("checkpoint manifests in the bucket", keys(s3, "db/checkpoints/s3_counts/main/manifests/") != [],
+              f"bucket holds {keys(s3, 'db/checkpoints/')}")
 
         check("manifest objects in the bucket", keys(s3, "db/tables/public/items/_manifest/") != [],
               f"bucket holds {keys(s3, 'db/')}")
@@ -184,6 +201,10 @@ def main():
 
         procs.append(start(binary, port, data_dir, log, env=env, cwd=cwd))
         after = snapshot(port)
+        log.flush()
+        with open(os.path.join(work, "server.log"), errors="replace") as server_log:
+            resumed = "s3_counts resumes after its checkpoint" in server_log.read()
+        check("the view resumed from its checkpoint in the bucket", resumed, "no resume in the server log")
         for name in QUERIES:
             check(f"{name} same after restart", after[name] == before[name],
                   f"got {after[name]}, before {before[name]}")
