@@ -10,7 +10,7 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use serde::{Deserialize, Serialize};
 
-use super::manifest::storage_error;
+use super::manifest::{delete_if_present, read_object, storage_error};
 
 /// A stored definition.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -58,13 +58,7 @@ impl Definitions {
         }
         let mut definitions = Vec::with_capacity(paths.len());
         for path in paths {
-            let bytes = store
-                .get(&path)
-                .await
-                .map_err(storage_error)?
-                .bytes()
-                .await
-                .map_err(storage_error)?;
+            let bytes = read_object(store, &path).await?;
             match serde_json::from_slice(&bytes) {
                 Ok(definition) => definitions.push(definition),
                 Err(e) => log::warn!("skipping unreadable definition {path}: {e}"),
@@ -103,10 +97,7 @@ impl Definitions {
             .await
             .map_err(storage_error)?;
         for path in paths.iter().filter(|p| p.as_ref().ends_with(&suffix)) {
-            match store.delete(path).await {
-                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-                Err(e) => return Err(storage_error(e)),
-            }
+            delete_if_present(store, path).await?;
         }
         Ok(())
     }

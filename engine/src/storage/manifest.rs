@@ -291,12 +291,29 @@ pub async fn collect_garbage(
         }
     }
     for path in &garbage {
-        match store.delete(path).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-            Err(e) => return Err(storage_error(e)),
-        }
+        delete_if_present(store, path).await?;
     }
     Ok(garbage.len())
+}
+
+/// Deletes `path`; one already gone is fine (garbage collection and drops
+/// may meet a half-finished earlier attempt).
+pub async fn delete_if_present(store: &dyn ObjectStore, path: &Path) -> Result<()> {
+    match store.delete(path).await {
+        Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+        Err(e) => Err(storage_error(e)),
+    }
+}
+
+/// The whole object at `path`.
+pub async fn read_object(store: &dyn ObjectStore, path: &Path) -> Result<bytes::Bytes> {
+    store
+        .get(path)
+        .await
+        .map_err(storage_error)?
+        .bytes()
+        .await
+        .map_err(storage_error)
 }
 
 /// Object-store failures as DataFusion errors.

@@ -29,12 +29,12 @@ use datafusion::arrow::ipc::writer::StreamWriter;
 use datafusion::error::{DataFusionError, Result};
 use futures::TryStreamExt;
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use object_store::{ObjectStore, PutMode, PutOptions, PutPayload};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use super::signal::{Change, ChangeOp, Epoch, InputIndex, Message, Signal, Watermark};
-use crate::storage::storage_error;
+use crate::storage::{delete_if_present, read_object, storage_error};
 
 /// Segments kept in memory for a downstream region that keeps up.
 const CACHED_SEGMENTS: usize = 64;
@@ -282,14 +282,7 @@ impl RegionLog {
             return Ok(Arc::clone(segment));
         }
         let path = self.dir.clone().join(segment_name(epoch));
-        let bytes = self
-            .store
-            .get(&path)
-            .await
-            .map_err(storage_error)?
-            .bytes()
-            .await
-            .map_err(storage_error)?;
+        let bytes = read_object(self.store.as_ref(), &path).await?;
         Ok(Arc::new(LogSegment::decode(&bytes)?))
     }
 
@@ -317,14 +310,11 @@ impl RegionLog {
             .filter(|e| *e <= epoch && Some(*e) != newest)
             .collect();
         for old in doomed {
-            match self
-                .store
-                .delete(&self.dir.clone().join(segment_name(old)))
-                .await
-            {
-                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-                Err(e) => return Err(storage_error(e)),
-            }
+            delete_if_present(
+                self.store.as_ref(),
+                &self.dir.clone().join(segment_name(old)),
+            )
+            .await?;
             self.sizes().remove(&old);
             self.cache().remove(&old);
         }
@@ -338,14 +328,11 @@ impl RegionLog {
     pub async fn clear(&self) -> Result<()> {
         let all: Vec<Epoch> = self.sizes().keys().copied().collect();
         for epoch in all {
-            match self
-                .store
-                .delete(&self.dir.clone().join(segment_name(epoch)))
-                .await
-            {
-                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-                Err(e) => return Err(storage_error(e)),
-            }
+            delete_if_present(
+                self.store.as_ref(),
+                &self.dir.clone().join(segment_name(epoch)),
+            )
+            .await?;
             self.sizes().remove(&epoch);
         }
         self.cache().clear();

@@ -9,6 +9,7 @@ use super::checkpoint::StateSnapshot;
 use super::join::JoinOperator;
 use super::operator::{OperatorMetrics, StreamOperator};
 use super::signal::{Change, CheckpointBarrier, InputIndex, Watermark};
+use super::sink::EpochSink;
 
 /// The operators of one continuous query.
 pub struct Pipeline {
@@ -146,6 +147,21 @@ impl Pipeline {
         }
         steps.extend(self.tail.iter().map(|operator| operator.describe()));
         steps
+    }
+
+    /// Restores the operators and `sink` as a checkpoint has them: at start,
+    /// and when a downstream region recovers.
+    pub async fn restore_with_sink(
+        &mut self,
+        sink: &dyn EpochSink,
+        operators: Vec<Option<StateSnapshot>>,
+        sink_state: Option<StateSnapshot>,
+    ) -> Result<()> {
+        self.restore(operators)?;
+        if let Some(snapshot) = sink_state {
+            sink.restore(snapshot).await?;
+        }
+        Ok(())
     }
 
     /// Whether every operator's state can be checkpointed.

@@ -183,10 +183,11 @@ impl Downstream {
         self.operators.pending.clear();
         // The end of data, if the failed epoch held it, comes again.
         self.operators.ended = false;
-        self.operators.pipeline.restore(content.operators)?;
-        if let Some(sink) = content.sink {
-            self.operators.sink.restore(sink).await?;
-        }
+        let sink = Arc::clone(&self.operators.sink);
+        self.operators
+            .pipeline
+            .restore_with_sink(sink.as_ref(), content.operators, content.sink)
+            .await?;
         Ok(Epoch(manifest.consumed_log.unwrap_or(manifest.epoch) + 1))
     }
 }

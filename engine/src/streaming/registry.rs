@@ -145,6 +145,17 @@ impl ContinuousQueries {
     }
 }
 
+/// Takes `query` out of the engine before it is started again (a restart,
+/// a rescale): out of the registry and, for a view, out of the catalog, so
+/// that its statement can create it anew. It stops once the caller drops it.
+pub fn retire(ctx: &SessionContext, query: &ContinuousQuery) -> datafusion::error::Result<()> {
+    continuous_queries(ctx).remove(&query.name);
+    if query.kind == QueryKind::View {
+        ctx.deregister_table(query.name.as_str())?;
+    }
+    Ok(())
+}
+
 /// The continuous queries of a session's engine (an empty registry when the
 /// engine was built without one, as in unit tests).
 pub fn continuous_queries(ctx: &SessionContext) -> Arc<ContinuousQueries> {

@@ -20,7 +20,7 @@ use super::runner::{Checkpointing, RegionStart, StartPoint};
 use super::signal::Epoch;
 use super::sink::EpochSink;
 use crate::context::table_store;
-use crate::storage::{TableStore, storage_error};
+use crate::storage::{TableStore, delete_if_present, storage_error};
 
 /// The folder of the data directory that holds checkpoints.
 const CHECKPOINTS_FOLDER: &str = "checkpoints";
@@ -90,12 +90,7 @@ pub async fn start_point(
                 None => Vec::new(),
             };
         }
-        let restored = if content.sources.is_empty() && log.is_some() {
-            restore_operators(planned, sink.as_ref(), content).await
-        } else {
-            restore(planned, sink.as_ref(), content).await
-        };
-        if let Err(e) = restored {
+        if let Err(e) = restore(planned, sink.as_ref(), content).await {
             // Restoring may have changed some operators: the caller plans
             // the query again and it starts over (its sources replay).
             store.remove_all().await?;
@@ -163,36 +158,25 @@ pub fn is_unusable_checkpoint(error: &DataFusionError) -> bool {
     error.to_string().contains(UNUSABLE)
 }
 
-/// Restores the operators and the sink (a region log's downstream region;
-/// its sources resume from the log, not from this checkpoint).
-async fn restore_operators(
-    planned: &mut PlannedQuery,
-    sink: &dyn EpochSink,
-    content: CheckpointContent,
-) -> Result<()> {
-    planned.pipeline.restore(content.operators)?;
-    if let Some(snapshot) = content.sink {
-        sink.restore(snapshot).await?;
-    }
-    Ok(())
-}
-
+/// Restores `planned` and `sink` from `content`; its sources too unless
+/// the content has no offsets (a region log's downstream region, whose
+/// input resumes from the log).
 async fn restore(
     planned: &mut PlannedQuery,
     sink: &dyn EpochSink,
     content: CheckpointContent,
 ) -> Result<()> {
-    if content.sources.len() != planned.sources.len() {
+    if !content.sources.is_empty() && content.sources.len() != planned.sources.len() {
         return Err(DataFusionError::Execution(format!(
             "the checkpoint has {} sources, the plan {}",
             content.sources.len(),
             planned.sources.len()
         )));
     }
-    planned.pipeline.restore(content.operators)?;
-    if let Some(snapshot) = content.sink {
-        sink.restore(snapshot).await?;
-    }
+    planned
+        .pipeline
+        .restore_with_sink(sink, content.operators, content.sink)
+        .await?;
     for (source, offset) in planned.sources.iter_mut().zip(&content.sources) {
         source.restore(offset)?;
     }
@@ -207,14 +191,7 @@ pub async fn remove_checkpoints(ctx: &SessionContext, key: &str) -> Result<()> {
         open_log(ctx, key, Origin::Client).await?;
     }
     if let Some(tables) = table_store(ctx) {
-        match tables
-            .object_store()
-            .delete(&settings_path(&tables, key))
-            .await
-        {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-            Err(e) => return Err(storage_error(e)),
-        }
+        delete_if_present(tables.object_store().as_ref(), &settings_path(&tables, key)).await?;
     }
     Ok(())
 }

@@ -40,6 +40,7 @@ use sluice_types::error::{SluiceError, SqlState};
 
 use super::checkpoint::StateSnapshot;
 use super::signal::{Change, ChangeOp, Epoch};
+use crate::storage::delete_if_present;
 
 /// Receives a continuous query's epochs, each once it is complete.
 #[async_trait]
@@ -326,14 +327,8 @@ impl EpochSink for FileSink {
             if pending_generation == generation && pending_epoch <= epoch {
                 self.deliver(&name).await?;
             } else {
-                match self
-                    .store
-                    .delete(&self.pending_dir().join(name.as_str()))
-                    .await
-                {
-                    Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-                    Err(e) => return Err(DataFusionError::External(Box::new(e))),
-                }
+                delete_if_present(self.store.as_ref(), &self.pending_dir().join(name.as_str()))
+                    .await?;
             }
         }
         self.applied.store(epoch, Ordering::Relaxed);

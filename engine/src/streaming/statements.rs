@@ -23,7 +23,7 @@ use super::explain;
 use super::location::open_location;
 use super::plan::PlannedQuery;
 use super::plan::plan_continuous_query;
-use super::registry::{ContinuousQuery, QueryKind, continuous_queries};
+use super::registry::{ContinuousQuery, QueryKind, continuous_queries, retire};
 use super::resume;
 use super::runner::RunningQuery;
 use super::sink::EpochSink;
@@ -302,11 +302,7 @@ async fn rescale(
         ..query.config
     };
     resume::save_settings(ctx, &query.name, &config).await?;
-    let queries = continuous_queries(ctx);
-    queries.remove(&query.name);
-    if query.kind == QueryKind::View {
-        ctx.deregister_table(query.name.as_str())?;
-    }
+    retire(ctx, &query)?;
     let statement = query.statement.clone();
     drop(query);
     restart_of(ctx, statement, config)().await

@@ -13,7 +13,7 @@ use datafusion::prelude::SessionContext;
 use futures::future::BoxFuture;
 
 use super::metrics::QueryState;
-use super::registry::{QueryKind, continuous_queries};
+use super::registry::{continuous_queries, retire};
 
 /// Starts the query again from its checkpoint (its creating statement, run
 /// as a restore).
@@ -55,9 +55,9 @@ pub fn watch(ctx: SessionContext, key: String, restart: Restart) {
         // Later restarts wait longer: a failure that repeats may be the
         // store or a model coming back.
         tokio::time::sleep(POLL * restarts.min(20) as u32).await;
-        queries.remove(&key);
-        if watched.kind == QueryKind::View {
-            let _ = ctx.deregister_table(key.as_str());
+        if let Err(e) = retire(&ctx, &watched) {
+            log::warn!("{key} could not be taken out for its restart: {e}");
+            return;
         }
         drop(watched);
         for attempt in 1..=5u32 {

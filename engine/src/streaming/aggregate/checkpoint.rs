@@ -105,17 +105,31 @@ pub(super) fn typed<T: 'static>(batch: &RecordBatch, i: usize) -> Result<&T> {
         .ok_or_else(|| corrupt("column types"))
 }
 
-/// Loads row `row`'s aggregate columns (from column `first` on) into the
-/// fresh `states`.
+/// How many columns each aggregate's state takes in a checkpoint, read
+/// from fresh `states` (once per batch, not per group).
+pub(super) fn state_widths(states: &mut [AggregateState]) -> Result<Vec<usize>> {
+    states
+        .iter_mut()
+        .map(|state| match state.save()? {
+            SavedState::Accumulator(values) => Ok(values.len()),
+            SavedState::Values(_) => Ok(1),
+        })
+        .collect()
+}
+
+/// Loads row `row`'s aggregate columns (from column `first` on, `widths`
+/// from [`state_widths`]) into the fresh `states`.
 pub(super) fn load_states(
     batch: &RecordBatch,
     first: usize,
     row: usize,
+    widths: &[usize],
     states: &mut [AggregateState],
     strategies: &[AggregateStrategy],
 ) -> Result<()> {
     let mut next = first;
-    for (state, strategy) in states.iter_mut().zip(strategies) {
+    for ((state, strategy), count) in states.iter_mut().zip(strategies).zip(widths) {
+        let count = *count;
         match strategy {
             AggregateStrategy::Values(_) => {
                 let bytes = typed::<BinaryArray>(batch, next)?;
@@ -123,11 +137,6 @@ pub(super) fn load_states(
                 next += 1;
             }
             AggregateStrategy::Accumulator => {
-                // A fresh accumulator says how many state values it has.
-                let count = match state.save()? {
-                    SavedState::Accumulator(values) => values.len(),
-                    SavedState::Values(_) => return Err(corrupt("state kinds")),
-                };
                 let slices: Vec<ArrayRef> = (next..next + count)
                     .map(|i| Ok(column(batch, i)?.slice(row, 1)))
                     .collect::<Result<_>>()?;
@@ -199,8 +208,13 @@ pub(super) fn load_groups(
         .map(|i| column(batch, GROUP_COLUMNS + i))
         .collect::<Result<_>>()?;
     let mut groups = HashMap::with_capacity(batch.num_rows());
+    let mut widths = None;
     for row in 0..batch.num_rows() {
         let mut group = new_group(window_ends.value(row))?;
+        if widths.is_none() {
+            widths = Some(state_widths(&mut group.aggregates)?);
+        }
+        let widths = widths.as_deref().unwrap_or_default();
         group.rows = rows.value(row);
         if emitted.value(row) {
             group.emitted = Some(
@@ -214,6 +228,7 @@ pub(super) fn load_groups(
             batch,
             GROUP_COLUMNS + aggregates,
             row,
+            widths,
             &mut group.aggregates,
             strategies,
         )?;

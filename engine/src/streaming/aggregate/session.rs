@@ -25,7 +25,7 @@ use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
 use sluice_types::error::{SluiceError, SqlState};
 
-use super::checkpoint::{StateColumns, load_states, state_batch, typed};
+use super::checkpoint::{StateColumns, load_states, state_batch, state_widths, typed};
 use super::operator::{argument_columns, evaluate_states, output_batch};
 use super::state::{AggregateState, AggregateStrategy};
 use crate::streaming::checkpoint::StateSnapshot;
@@ -322,9 +322,10 @@ impl StreamOperator for SessionOperator {
             let starts = typed::<Int64Array>(batch, 1)?;
             let ends = typed::<Int64Array>(batch, 2)?;
             let keys = typed::<BinaryArray>(batch, 3)?;
+            let widths = state_widths(&mut self.new_states()?)?;
             for row in 0..batch.num_rows() {
                 let mut states = self.new_states()?;
-                load_states(batch, 4, row, &mut states, &self.strategies)?;
+                load_states(batch, 4, row, &widths, &mut states, &self.strategies)?;
                 let partition = partition_parser.parse(partitions.value(row)).owned();
                 let open = sessions.entry(partition).or_default();
                 let (start, end) = (starts.value(row), ends.value(row));

@@ -31,7 +31,7 @@ use sluice_types::error::{SluiceError, SqlState};
 
 use super::StateSnapshot;
 use super::codec;
-use crate::storage::{Created, create_once, storage_error};
+use crate::storage::{Created, create_once, delete_if_present, read_object, storage_error};
 use crate::streaming::signal::Epoch;
 
 /// Committed checkpoints kept per region (the newest is the one restored;
@@ -180,13 +180,7 @@ impl CheckpointStore {
     }
 
     async fn read(&self, path: &Path) -> Result<bytes::Bytes> {
-        self.store
-            .get(path)
-            .await
-            .map_err(storage_error)?
-            .bytes()
-            .await
-            .map_err(storage_error)
+        read_object(self.store.as_ref(), path).await
     }
 
     /// The state a committed checkpoint holds.
@@ -368,10 +362,7 @@ impl CheckpointStore {
     }
 
     async fn delete(&self, path: &Path) -> Result<()> {
-        match self.store.delete(path).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(storage_error(e)),
-        }
+        delete_if_present(self.store.as_ref(), path).await
     }
 
     /// Deletes every checkpoint of the region (its query was dropped).
