@@ -15,13 +15,13 @@ if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 if ! command -v psql >/dev/null 2>&1; then
   echo "==> installing the PostgreSQL client (psql)"
   $SUDO apt-get update -qq
-  $SUDO DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-client >/dev/null
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-client >/dev/null
 fi
 
 if ! command -v nats-server >/dev/null 2>&1; then
   echo "==> installing nats-server (JetStream; the NATS connector's checks)"
   $SUDO apt-get update -qq
-  $SUDO DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nats-server >/dev/null
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nats-server >/dev/null
 fi
 
 VENV="${SLUICE_VENV:-$PWD/.venv}"
