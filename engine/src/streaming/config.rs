@@ -12,6 +12,19 @@ pub enum Origin {
     Client,
     /// A stored definition restored when the engine opens.
     Restore,
+    /// A running instance replaced by one restored from its checkpoint (a
+    /// whole-query restart after a failure, a rescale): the old instance
+    /// stays registered, its content readable, until the new one has
+    /// caught up.
+    Restart,
+}
+
+impl Origin {
+    /// Whether the query resumes from its checkpoint (not a client's new
+    /// query, which starts from nothing).
+    pub fn resumes(self) -> bool {
+        self != Origin::Client
+    }
 }
 
 /// How a continuous query created now runs (the session's settings).

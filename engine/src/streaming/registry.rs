@@ -65,8 +65,17 @@ pub struct ContinuousQuery {
 pub struct ContinuousQueries {
     queries: Mutex<BTreeMap<String, Arc<ContinuousQuery>>>,
     next_sequence: std::sync::atomic::AtomicU64,
-    /// Per query, how often it was restarted whole from its checkpoint.
-    restarts: Mutex<BTreeMap<String, u64>>,
+    /// Per query, its whole-query restarts from its checkpoint.
+    restarts: Mutex<BTreeMap<String, Restarts>>,
+}
+
+/// A query's whole-query restarts.
+#[derive(Debug, Default, Clone)]
+pub struct Restarts {
+    /// How many there were.
+    pub count: u64,
+    /// The failure that caused the last one: its error and epoch.
+    pub last_failure: Option<(String, u64)>,
 }
 
 impl std::fmt::Debug for ContinuousQueries {
@@ -115,18 +124,21 @@ impl ContinuousQueries {
         all
     }
 
-    /// Counts a whole-query restart of `name`; returns how many it has had.
-    pub fn note_restart(&self, name: &str) -> u64 {
+    /// Counts a whole-query restart of `name` after it failed with `error`
+    /// at `epoch`; returns its restarts before this one.
+    pub fn note_restart(&self, name: &str, error: &str, epoch: u64) -> Restarts {
         let mut restarts = self.restarts.lock().unwrap_or_else(|e| e.into_inner());
-        let count = restarts.entry(name.to_owned()).or_default();
-        *count += 1;
-        *count
+        let entry = restarts.entry(name.to_owned()).or_default();
+        let before = entry.clone();
+        entry.count += 1;
+        entry.last_failure = Some((error.to_owned(), epoch));
+        before
     }
 
     /// How often `name` was restarted whole.
     pub fn restarts(&self, name: &str) -> u64 {
         let restarts = self.restarts.lock().unwrap_or_else(|e| e.into_inner());
-        restarts.get(name).copied().unwrap_or(0)
+        restarts.get(name).map_or(0, |r| r.count)
     }
 
     /// Forgets `name`'s restarts (it was dropped).
@@ -143,17 +155,6 @@ impl ContinuousQueries {
             .cloned()
             .collect()
     }
-}
-
-/// Takes `query` out of the engine before it is started again (a restart,
-/// a rescale): out of the registry and, for a view, out of the catalog, so
-/// that its statement can create it anew. It stops once the caller drops it.
-pub fn retire(ctx: &SessionContext, query: &ContinuousQuery) -> datafusion::error::Result<()> {
-    continuous_queries(ctx).remove(&query.name);
-    if query.kind == QueryKind::View {
-        ctx.deregister_table(query.name.as_str())?;
-    }
-    Ok(())
 }
 
 /// The continuous queries of a session's engine (an empty registry when the

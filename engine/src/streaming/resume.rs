@@ -78,7 +78,7 @@ pub async fn start_point(
     };
     let mut first_epoch = Epoch(1);
     let mut downstream_next = Epoch(1);
-    if origin == Origin::Restore
+    if origin.resumes()
         && let Some(manifest) = store.latest().await?
     {
         let mut content = store.load(&manifest).await?;

@@ -21,9 +21,10 @@ pub use super::config::{Origin, QueryConfig};
 use super::create_sink::plan_sink;
 use super::explain;
 use super::location::open_location;
+use super::metrics::QueryState;
 use super::plan::PlannedQuery;
 use super::plan::plan_continuous_query;
-use super::registry::{ContinuousQuery, QueryKind, continuous_queries, retire};
+use super::registry::{ContinuousQuery, QueryKind, continuous_queries};
 use super::resume;
 use super::runner::RunningQuery;
 use super::sink::EpochSink;
@@ -69,7 +70,7 @@ pub async fn execute(
     };
     match execute_once(ctx, statement, config, origin).await {
         // The checkpoint is gone now: the query starts over.
-        Err(e) if origin == Origin::Restore && resume::is_unusable_checkpoint(&e) => {
+        Err(e) if origin.resumes() && resume::is_unusable_checkpoint(&e) => {
             log::warn!("{e}; starting over");
             execute_once(ctx, statement, config, origin).await
         }
@@ -102,7 +103,7 @@ async fn execute_once(
             query,
         } => {
             let (reference, key) = view_name(ctx, name)?;
-            if ctx.table_exist(reference.clone())? {
+            if origin != Origin::Restart && ctx.table_exist(reference.clone())? {
                 if *if_not_exists {
                     return Ok(StreamingOutcome::Done("CREATE MATERIALIZED VIEW"));
                 }
@@ -123,12 +124,16 @@ async fn execute_once(
             };
             let sink: Arc<dyn EpochSink> = Arc::<MaterializedView>::clone(registered.view());
             start(ctx, planned, sink, started, config, origin).await?;
+            if origin == Origin::Restart {
+                // The instance it replaces leaves the catalog only now.
+                ctx.deregister_table(reference.clone())?;
+            }
             ctx.register_table(reference, registered)?;
             Ok(StreamingOutcome::Done("CREATE MATERIALIZED VIEW"))
         }
         StreamingStatement::CreateSink(create) => {
             let (_, key) = view_name(ctx, &create.name)?;
-            if queries.get(&key).is_some() {
+            if origin != Origin::Restart && queries.get(&key).is_some() {
                 if create.if_not_exists {
                     return Ok(StreamingOutcome::Done("CREATE SINK"));
                 }
@@ -194,6 +199,15 @@ async fn execute_once(
             // In creation order: a query reading a view comes after it.
             for query in queries.in_creation_order() {
                 query.running.flush().await;
+                // An exactly-once sink delivers at checkpoints: FLUSH
+                // delivers what it flushed.
+                let metrics = query.running.metrics();
+                if query.kind == QueryKind::Sink
+                    && metrics.checkpointing
+                    && metrics.state != QueryState::Failed
+                {
+                    query.running.checkpoint().await?;
+                }
             }
             Ok(StreamingOutcome::Done("FLUSH"))
         }
@@ -263,10 +277,15 @@ async fn start(
             .await?;
     }
     let key = started.key.clone();
+    // A replacement keeps its place in the creation order (FLUSH order).
+    let sequence = match queries.get(&key) {
+        Some(replaced) if origin == Origin::Restart => replaced.sequence,
+        _ => queries.next_sequence(),
+    };
     queries.insert(ContinuousQuery {
         name: started.key,
         kind: started.kind,
-        sequence: queries.next_sequence(),
+        sequence,
         definition: started.definition,
         statement: started.statement.clone(),
         config,
@@ -302,13 +321,18 @@ async fn rescale(
         ..query.config
     };
     resume::save_settings(ctx, &query.name, &config).await?;
-    retire(ctx, &query)?;
     let statement = query.statement.clone();
-    drop(query);
-    restart_of(ctx, statement, config)().await
+    let outcome = restart_of(ctx, statement, config)().await;
+    if outcome.is_err() {
+        // The old instance stays, as it was before the ALTER.
+        resume::save_settings(ctx, &query.name, &query.config).await?;
+        query.running.set_paused(false);
+    }
+    outcome
 }
 
-/// Runs `statement` again as a restore: a whole-query restart. (A plain
+/// Runs `statement` again as a restore replacing the running instance: a
+/// whole-query restart. (A plain
 /// function, so that the future's `Send` is proven outside the recursion
 /// through [`execute_once`].)
 fn restart_of(
@@ -320,7 +344,7 @@ fn restart_of(
     Arc::new(move || {
         let (ctx, statement) = (ctx.clone(), statement.clone());
         Box::pin(async move {
-            execute_once(&ctx, &statement, config, Origin::Restore)
+            execute_once(&ctx, &statement, config, Origin::Restart)
                 .await
                 .map(|_| ())
         })

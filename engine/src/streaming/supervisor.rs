@@ -4,6 +4,13 @@
 //! started again from its last checkpoint — what Flink and Arroyo do for
 //! every failure. Regions with a log before them never get here for a
 //! failure of their own ([`super::region`]).
+//!
+//! The failed instance stays registered, its content readable and its
+//! error in the status table, until a replacement has caught up with its
+//! sources; only then does the replacement take its place. A failure that
+//! is bound to come back — the replacement fails with the same error while
+//! catching up, or fails again at the same epoch with the same error — is
+//! left failed: restarting cannot help a division by zero in the data.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,10 +20,10 @@ use datafusion::prelude::SessionContext;
 use futures::future::BoxFuture;
 
 use super::metrics::QueryState;
-use super::registry::{continuous_queries, retire};
+use super::registry::continuous_queries;
 
 /// Starts the query again from its checkpoint (its creating statement, run
-/// as a restore).
+/// as a restart that replaces the failed instance once it has caught up).
 pub type Restart = Arc<dyn Fn() -> BoxFuture<'static, Result<()>> + Send + Sync>;
 
 /// How often the supervisor looks at its query.
@@ -24,6 +31,10 @@ const POLL: Duration = Duration::from_millis(50);
 
 /// Restarts after which a query that keeps failing is left failed.
 const MAX_RESTARTS: u64 = 100;
+
+/// Attempts at starting a replacement that fails for a new reason each
+/// time (a store or a model coming back).
+const MAX_ATTEMPTS: u32 = 5;
 
 /// Watches query `key` and, when it fails, replaces it by what `restart`
 /// starts. Stops once the query is dropped, finished or replaced.
@@ -36,7 +47,7 @@ pub fn watch(ctx: SessionContext, key: String, restart: Restart) {
         loop {
             tokio::time::sleep(POLL).await;
             match queries.get(&key) {
-                Some(current) if std::sync::Arc::ptr_eq(&current, &watched) => {}
+                Some(current) if Arc::ptr_eq(&current, &watched) => {}
                 _ => return,
             }
             match watched.running.metrics().state {
@@ -45,24 +56,32 @@ pub fn watch(ctx: SessionContext, key: String, restart: Restart) {
                 QueryState::Running | QueryState::Paused => {}
             }
         }
-        let restarts = queries.note_restart(&key);
-        let error = watched.running.metrics().last_error.unwrap_or_default();
-        if restarts > MAX_RESTARTS {
+        let metrics = watched.running.metrics();
+        let error = metrics.last_error.unwrap_or_default();
+        drop(watched);
+        let before = queries.note_restart(&key, &error, metrics.epoch);
+        if before.last_failure == Some((error.clone(), metrics.epoch)) {
+            log::warn!(
+                "{key} failed again at epoch {} ({error}); left failed",
+                metrics.epoch
+            );
+            return;
+        }
+        if before.count >= MAX_RESTARTS {
             log::warn!("{key} failed again ({error}); left failed after {MAX_RESTARTS} restarts");
             return;
         }
         log::warn!("{key} failed ({error}); restarting it from its checkpoint");
         // Later restarts wait longer: a failure that repeats may be the
         // store or a model coming back.
-        tokio::time::sleep(POLL * restarts.min(20) as u32).await;
-        if let Err(e) = retire(&ctx, &watched) {
-            log::warn!("{key} could not be taken out for its restart: {e}");
-            return;
-        }
-        drop(watched);
-        for attempt in 1..=5u32 {
+        tokio::time::sleep(POLL * (before.count + 1).min(20) as u32).await;
+        for attempt in 1..=MAX_ATTEMPTS {
             match restart().await {
                 Ok(()) => return,
+                Err(e) if !error.is_empty() && e.to_string().contains(&error) => {
+                    log::warn!("{key} fails again while catching up ({e}); left failed");
+                    return;
+                }
                 Err(e) => {
                     log::warn!("{key} could not restart (attempt {attempt}): {e}");
                     tokio::time::sleep(POLL * 4 * attempt).await;
