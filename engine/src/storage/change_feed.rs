@@ -15,7 +15,7 @@
 //! it has yet to read; the position a reader has reached is the table's
 //! manifest version, which is what a checkpoint records.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use datafusion::arrow::array::RecordBatch;
@@ -26,6 +26,7 @@ use object_store::path::Path;
 use tokio::sync::mpsc;
 
 use super::files::{LiveFile, Snapshot, read_files};
+use super::manifest::DataFile;
 
 /// What a committed version did to a table.
 #[derive(Debug, Clone)]
@@ -110,6 +111,9 @@ struct PendingFile {
     version: u64,
     kind: DeltaKind,
     rows: PendingRows,
+    /// For a row change's last rows: the files the reader holds once they
+    /// are handed out (the version's snapshot).
+    then_held: Option<Arc<Snapshot>>,
 }
 
 enum PendingRows {
@@ -130,6 +134,9 @@ pub struct TableSubscription {
     files: VecDeque<PendingFile>,
     /// Versions announced but not yet turned into `files`.
     announced: VecDeque<TableChange>,
+    /// The data files whose rows have been handed out (and not retracted):
+    /// the reader's position, as a checkpoint records it.
+    held: BTreeSet<String>,
 }
 
 impl std::fmt::Debug for TableSubscription {
@@ -159,6 +166,7 @@ impl TableSubscription {
                 version,
                 kind: DeltaKind::Insert,
                 rows: PendingRows::File(Arc::clone(file)),
+                then_held: None,
             })
             .collect();
         let subscription = Self {
@@ -170,6 +178,7 @@ impl TableSubscription {
             receiver,
             files,
             announced: VecDeque::new(),
+            held: BTreeSet::new(),
         };
         (subscription, sender)
     }
@@ -187,6 +196,68 @@ impl TableSubscription {
     /// Versions announced but not yet read: how far this reader lags.
     pub fn versions_behind(&self) -> usize {
         self.announced.len() + self.receiver.len()
+    }
+
+    /// Whether the rows of a DELETE or UPDATE are being handed out: the
+    /// reader has no position to record until they all are.
+    pub fn inside_row_change(&self) -> bool {
+        self.files
+            .iter()
+            .any(|pending| matches!(pending.rows, PendingRows::Batches(_)))
+    }
+
+    /// The reader's position for a checkpoint: the files written by
+    /// INSERT/COPY whose rows it has handed out. `None` inside a row change
+    /// or when a compaction dropped a held file's lineage.
+    pub fn position(&self) -> Option<Vec<String>> {
+        if self.inside_row_change() {
+            return None;
+        }
+        let mut written = BTreeSet::new();
+        for path in &self.held {
+            let file = self.data_file(path)?;
+            written.extend(file.written_files()?.into_iter().map(str::to_owned));
+        }
+        Some(written.into_iter().collect())
+    }
+
+    /// The held file `path`'s manifest entry: in the snapshot read, or
+    /// among the files still queued for deletion.
+    fn data_file(&self, path: &str) -> Option<&DataFile> {
+        self.consumed
+            .files
+            .iter()
+            .chain(self.files.iter().filter_map(|pending| match &pending.rows {
+                PendingRows::File(file) => Some(file),
+                PendingRows::Batches(_) => None,
+            }))
+            .map(|live| &live.file)
+            .find(|file| file.path == path)
+    }
+
+    /// Resumes after `position` (what [`Self::position`] returned, recorded
+    /// by a checkpoint): of the rows the table holds now, only those not
+    /// handed out then are read. An error when that cannot be told (rows
+    /// were deleted since, or a compaction mixed old and new rows): the
+    /// query must then start over.
+    pub fn resume(&mut self, position: &[String]) -> Result<()> {
+        if !self.files.iter().all(|p| p.kind == DeltaKind::Insert) || !self.held.is_empty() {
+            return Err(DataFusionError::Internal(
+                "a table subscription resumes before it is read".into(),
+            ));
+        }
+        let files: Vec<&DataFile> = self.consumed.files.iter().map(|f| &f.file).collect();
+        let unread = resume_plan(position, &files).map_err(DataFusionError::Execution)?;
+        let held_now = held_files(&self.consumed);
+        self.files.retain(|pending| match &pending.rows {
+            PendingRows::File(file) => unread.contains(&file.file.path.as_str()),
+            PendingRows::Batches(_) => true,
+        });
+        self.held = held_now
+            .into_iter()
+            .filter(|path| !unread.contains(&path.as_str()))
+            .collect();
+        Ok(())
     }
 
     /// Waits until there is something to read. `false` once the table is
@@ -210,9 +281,16 @@ impl TableSubscription {
     pub async fn next_delta(&mut self) -> Result<Option<TableDelta>> {
         loop {
             if let Some(pending) = self.files.pop_front() {
+                if let Some(snapshot) = &pending.then_held {
+                    self.held = held_files(snapshot);
+                }
                 let batches = match pending.rows {
                     PendingRows::Batches(batches) => batches,
                     PendingRows::File(file) => {
+                        match pending.kind {
+                            DeltaKind::Insert => self.held.insert(file.file.path.clone()),
+                            DeltaKind::Delete => self.held.remove(&file.file.path),
+                        };
                         read_files(
                             self.store.as_ref(),
                             &self.dir,
@@ -241,7 +319,8 @@ impl TableSubscription {
     /// Turns an announced version into the files to read.
     fn queue(&mut self, change: TableChange) -> Result<()> {
         match change.kind {
-            ChangeKind::Compaction => {}
+            // The same rows in other files: nothing to hand out.
+            ChangeKind::Compaction => self.held = held_files(&change.snapshot),
             ChangeKind::Schema => {
                 return Err(DataFusionError::Execution(format!(
                     "table {} changed its schema (ALTER TABLE); continuous queries reading it \
@@ -259,8 +338,15 @@ impl TableSubscription {
                             version: change.version,
                             kind,
                             rows: PendingRows::Batches(batches.clone()),
+                            then_held: None,
                         });
                     }
+                }
+                // Once the changed rows are out, the reader holds the new
+                // version's files.
+                match self.files.back_mut() {
+                    Some(last) => last.then_held = Some(Arc::clone(&change.snapshot)),
+                    None => self.held = held_files(&change.snapshot),
                 }
             }
             ChangeKind::Append | ChangeKind::RowChange(None) => {
@@ -273,6 +359,7 @@ impl TableSubscription {
                             version: change.version,
                             kind: DeltaKind::Delete,
                             rows: PendingRows::File(Arc::clone(file)),
+                            then_held: None,
                         });
                     }
                 }
@@ -282,6 +369,7 @@ impl TableSubscription {
                             version: change.version,
                             kind: DeltaKind::Insert,
                             rows: PendingRows::File(Arc::clone(file)),
+                            then_held: None,
                         });
                     }
                 }
@@ -290,5 +378,116 @@ impl TableSubscription {
         self.consumed = change.snapshot;
         self.version = change.version;
         Ok(())
+    }
+}
+
+/// The paths of `snapshot`'s files.
+fn held_files(snapshot: &Snapshot) -> BTreeSet<String> {
+    snapshot.files.iter().map(|f| f.file.path.clone()).collect()
+}
+
+/// Which of a table's current `files` hold rows a reader at `position`
+/// (the written files whose rows it had handed out) has not read: the
+/// files wholly written after it. A file holding some rows it read and
+/// some it did not (a compaction across the position), or rows it read
+/// that no file holds any more (a DELETE, UPDATE or TRUNCATE since), make
+/// the position unusable: the reason is the error.
+pub fn resume_plan<'a>(
+    position: &[String],
+    files: &[&'a DataFile],
+) -> std::result::Result<Vec<&'a str>, String> {
+    let read: BTreeSet<&str> = position.iter().map(String::as_str).collect();
+    let mut still_there: BTreeSet<&str> = BTreeSet::new();
+    let mut unread = Vec::new();
+    for file in files {
+        let Some(written) = file.written_files() else {
+            return Err(format!(
+                "{} was compacted from too many files to tell which were read",
+                file.path
+            ));
+        };
+        let seen = written.iter().filter(|w| read.contains(*w)).count();
+        if seen == 0 {
+            unread.push(file.path.as_str());
+        } else if seen == written.len() {
+            still_there.extend(written);
+        } else {
+            return Err(format!(
+                "{} merges rows read before the checkpoint with rows written after it",
+                file.path
+            ));
+        }
+    }
+    if still_there.len() < read.len() {
+        return Err("rows read before the checkpoint were deleted or updated since".into());
+    }
+    Ok(unread)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn written(path: &str) -> DataFile {
+        DataFile {
+            path: path.into(),
+            rows: 1,
+            size: 1,
+            merged_from: None,
+        }
+    }
+
+    fn compacted(path: &str, from: &[&str]) -> DataFile {
+        DataFile {
+            merged_from: Some(from.iter().map(|f| f.to_string()).collect()),
+            ..written(path)
+        }
+    }
+
+    fn plan(position: &[&str], files: &[DataFile]) -> std::result::Result<Vec<String>, String> {
+        let position: Vec<String> = position.iter().map(|p| p.to_string()).collect();
+        let files: Vec<&DataFile> = files.iter().collect();
+        resume_plan(&position, &files).map(|unread| unread.into_iter().map(str::to_owned).collect())
+    }
+
+    #[test]
+    fn files_written_after_the_position_are_unread() {
+        assert_eq!(
+            plan(&["a", "b"], &[written("a"), written("b"), written("c")]),
+            Ok(vec!["c".into()])
+        );
+        assert_eq!(plan(&[], &[written("a")]), Ok(vec!["a".into()]));
+        assert_eq!(plan(&["a"], &[written("a")]), Ok(vec![]));
+    }
+
+    #[test]
+    fn a_compaction_of_read_files_is_not_read_again() {
+        let files = [compacted("ab", &["a", "b"]), written("c")];
+        assert_eq!(plan(&["a", "b"], &files), Ok(vec!["c".into()]));
+        // Compacted from files all written after the position: unread.
+        assert_eq!(plan(&[], &files), Ok(vec!["ab".into(), "c".into()]));
+    }
+
+    #[test]
+    fn positions_that_cannot_be_resumed_are_refused() {
+        // A compaction across the position mixes read and unread rows.
+        assert!(plan(&["a"], &[compacted("ab", &["a", "b"])]).is_err());
+        // A read file is gone: rows were deleted or updated since.
+        assert!(plan(&["a", "b"], &[written("a")]).is_err());
+        // A compaction that dropped its lineage.
+        assert!(plan(&["a"], &[compacted("x", &[])]).is_err());
+    }
+
+    #[test]
+    fn lineage_lists_the_written_files_and_gives_up_when_too_long() {
+        let merged = compacted("ab", &["a", "b"]);
+        assert_eq!(
+            DataFile::lineage_of(&[merged, written("c")]),
+            vec!["a", "b", "c"]
+        );
+        let many: Vec<DataFile> = (0..=super::super::manifest::MAX_LINEAGE)
+            .map(|i| written(&i.to_string()))
+            .collect();
+        assert!(DataFile::lineage_of(&many).is_empty());
     }
 }

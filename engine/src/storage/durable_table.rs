@@ -110,6 +110,17 @@ impl DurableTable {
         }
     }
 
+    /// The table's appender (what INSERT and COPY use), for writers that
+    /// commit outside a plan: exactly-once sinks.
+    pub fn appender(&self) -> DurableSink {
+        DurableSink::new(
+            Arc::clone(&self.store),
+            self.dir.clone(),
+            Arc::clone(&self.schema),
+            Arc::clone(&self.state),
+        )
+    }
+
     /// Starts reading this table as a stream: its rows as of now, then every
     /// change committed after (see [`TableSubscription`]).
     pub async fn subscribe(&self) -> TableSubscription {
@@ -356,12 +367,10 @@ impl TableProvider for DurableTable {
                 "{insert_op} is not supported on Sluice tables yet"
             )));
         }
-        let sink = DurableSink::new(
-            Arc::clone(&self.store),
-            self.dir.clone(),
-            Arc::clone(&self.schema),
-            Arc::clone(&self.state),
-        );
-        Ok(Arc::new(DataSinkExec::new(input, Arc::new(sink), None)))
+        Ok(Arc::new(DataSinkExec::new(
+            input,
+            Arc::new(self.appender()),
+            None,
+        )))
     }
 }

@@ -118,6 +118,7 @@ impl<'a> DataFileWriter<'a> {
             path: relative,
             rows,
             size,
+            merged_from: None,
         });
         Ok(())
     }

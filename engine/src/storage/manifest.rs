@@ -1,6 +1,6 @@
 //! A table's committed state: its schema and the data files that hold it.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{Schema, SchemaRef};
@@ -34,6 +34,11 @@ pub struct Manifest {
     /// [`super::commit`]). Empty in manifests written before it existed.
     #[serde(default)]
     pub commit_id: String,
+    /// Per exactly-once writer (a checkpointed sink), the newest epoch its
+    /// rows were committed in: recorded in the version that holds them, so
+    /// a writer recovering from a crash can tell what it delivered.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub delivered: BTreeMap<String, u64>,
 }
 
 /// A Parquet file that belongs to a table.
@@ -46,6 +51,43 @@ pub struct DataFile {
     /// Bytes in the file (0 in manifests written before sizes were kept).
     #[serde(default)]
     pub size: u64,
+    /// For a file compaction wrote, the files written by INSERT/COPY whose
+    /// rows it holds (its lineage, which lets a continuous query resume
+    /// across a compaction, [`super::change_feed::resume_plan`]); empty
+    /// when too many to list. `None` for a file a write made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merged_from: Option<Vec<String>>,
+}
+
+/// Files beyond which a compacted file's lineage is not kept (it would
+/// weigh on every manifest); a query resuming across it starts over.
+pub(super) const MAX_LINEAGE: usize = 1024;
+
+impl DataFile {
+    /// The files written by INSERT/COPY whose rows this file holds: itself
+    /// for such a file; `None` when a compaction dropped the lineage.
+    pub fn written_files(&self) -> Option<Vec<&str>> {
+        match &self.merged_from {
+            None => Some(vec![self.path.as_str()]),
+            Some(from) if from.is_empty() => None,
+            Some(from) => Some(from.iter().map(String::as_str).collect()),
+        }
+    }
+
+    /// The lineage of a file compaction merges from `inputs`.
+    pub fn lineage_of(inputs: &[DataFile]) -> Vec<String> {
+        let mut lineage = Vec::new();
+        for input in inputs {
+            match input.written_files() {
+                Some(files) => lineage.extend(files.into_iter().map(str::to_owned)),
+                None => return Vec::new(),
+            }
+            if lineage.len() > MAX_LINEAGE {
+                return Vec::new();
+            }
+        }
+        lineage
+    }
 }
 
 impl Manifest {
@@ -57,6 +99,7 @@ impl Manifest {
             files,
             column_defaults: Vec::new(),
             commit_id: new_commit_id(),
+            delivered: BTreeMap::new(),
         }
     }
 

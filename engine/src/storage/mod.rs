@@ -50,4 +50,5 @@ pub use durable_table::DurableTable;
 pub use files::DATA_STORE_URL;
 pub use location::{DataLocation, register_store_for};
 pub use manifest::{Created, create_once, delete_if_present, read_object, storage_error};
+pub use sink::DurableSink;
 pub use table::TableStore;

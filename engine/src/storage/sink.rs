@@ -5,6 +5,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::datasource::sink::DataSink;
 use datafusion::error::Result;
@@ -16,8 +17,8 @@ use tokio::sync::Mutex;
 
 use super::change_feed::ChangeKind;
 use super::durable_table::TableState;
-use super::files::{read_files, write_data_files, write_stream};
-use super::manifest;
+use super::files::{read_files, resolve, write_data_files, write_stream};
+use super::manifest::{self, DataFile, delete_if_present};
 
 /// Files below this many rows count as small.
 const SMALL_FILE_ROWS: u64 = 64 * 1024;
@@ -25,7 +26,7 @@ const SMALL_FILE_ROWS: u64 = 64 * 1024;
 const SMALL_FILES_TO_MERGE: usize = 16;
 
 /// Appends an INSERT's rows: one Parquet file, then a manifest commit.
-pub(super) struct DurableSink {
+pub struct DurableSink {
     store: Arc<dyn ObjectStore>,
     dir: Path,
     schema: SchemaRef,
@@ -33,7 +34,8 @@ pub(super) struct DurableSink {
 }
 
 impl DurableSink {
-    pub fn new(
+    /// The appender of the table at `dir` whose writers share `state`.
+    pub(super) fn new(
         store: Arc<dyn ObjectStore>,
         dir: Path,
         schema: SchemaRef,
@@ -77,26 +79,87 @@ impl DataSink for DurableSink {
         // file's worth in memory); nothing is visible until the commit.
         let (files, rows) =
             write_stream(self.store.as_ref(), &self.dir, &self.schema, data).await?;
-        if files.is_empty() {
-            return Ok(0);
+        self.commit_append(files, None).await?;
+        Ok(rows)
+    }
+}
+
+impl DurableSink {
+    /// Commits `files` (just written) as a new version. With `mark` =
+    /// (writer, epoch) the version also records that the writer delivered
+    /// that epoch, and nothing is committed (the files are deleted) when
+    /// the table says it already did: an exactly-once sink recovering from
+    /// a crash. Returns whether the files were committed.
+    pub async fn commit_append(
+        &self,
+        files: Vec<DataFile>,
+        mark: Option<(&str, u64)>,
+    ) -> Result<bool> {
+        if files.is_empty() && mark.is_none() {
+            return Ok(false);
         }
         let mut state = self.state.lock().await;
+        if let Some((writer, epoch)) = mark
+            && state
+                .manifest
+                .delivered
+                .get(writer)
+                .is_some_and(|d| *d >= epoch)
+        {
+            drop(state);
+            for file in &files {
+                delete_if_present(self.store.as_ref(), &resolve(&self.dir, &file.path)).await?;
+            }
+            return Ok(false);
+        }
         let mut next = state.manifest.next();
         next.files.extend(files);
+        if let Some((writer, epoch)) = mark {
+            next.delivered.insert(writer.to_owned(), epoch);
+        }
         manifest::commit(self.store.as_ref(), &self.dir, &next).await?;
         // Committed: only now do readers see the rows.
         state
             .install(&self.store, &self.dir, next, ChangeKind::Append)
             .await;
         if let Err(e) = self.compact_tail(&mut state).await {
-            // The INSERT is committed either way; a later one retries.
+            // The write is committed either way; a later one retries.
             log::warn!("compaction of {} failed: {e}", self.dir);
         }
-        Ok(rows)
+        Ok(true)
     }
-}
 
-impl DurableSink {
+    /// Appends `batches` as epoch `epoch` of exactly-once writer `writer`,
+    /// unless the table already holds that epoch of it (see
+    /// [`Self::commit_append`]).
+    pub async fn append_once(
+        &self,
+        batches: &[RecordBatch],
+        writer: &str,
+        epoch: u64,
+    ) -> Result<bool> {
+        if self.delivered(writer).await.is_some_and(|d| d >= epoch) {
+            return Ok(false);
+        }
+        let batches = batches
+            .iter()
+            .map(|b| RecordBatch::try_new(Arc::clone(&self.schema), b.columns().to_vec()))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let files =
+            write_data_files(self.store.as_ref(), &self.dir, &self.schema, &batches).await?;
+        self.commit_append(files, Some((writer, epoch))).await
+    }
+
+    /// The newest epoch exactly-once writer `writer` committed.
+    pub async fn delivered(&self, writer: &str) -> Option<u64> {
+        self.state
+            .lock()
+            .await
+            .manifest
+            .delivered
+            .get(writer)
+            .copied()
+    }
     /// Merges the trailing run of small files (one per small INSERT) into one
     /// file once it is long enough: commit the merged file first, then
     /// retire the files it replaces (a crash in between leaves unreferenced
@@ -120,8 +183,12 @@ impl DurableSink {
         )
         .await?;
         // The writer gathers the small batches into full row groups itself.
-        let merged_files =
+        let lineage = DataFile::lineage_of(&files[start..]);
+        let mut merged_files =
             write_data_files(self.store.as_ref(), &self.dir, &self.schema, &batches).await?;
+        for merged in &mut merged_files {
+            merged.merged_from = Some(lineage.clone());
+        }
         let mut next = state.manifest.next();
         next.files.truncate(start);
         next.files.extend(merged_files);

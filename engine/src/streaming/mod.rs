@@ -25,6 +25,7 @@ pub mod create_sink;
 pub mod explain;
 pub mod feed;
 pub mod join;
+pub mod kept_epochs;
 pub mod location;
 pub mod log;
 pub mod metrics;

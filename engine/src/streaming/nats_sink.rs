@@ -15,28 +15,21 @@
 //! published before the crash. Without checkpoints rows are published at
 //! once, at least once.
 
-use std::sync::Arc;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_nats::HeaderMap;
 use async_nats::jetstream;
 use async_trait::async_trait;
 use bytes::Bytes;
-use datafusion::arrow::array::{Array, RecordBatch, UInt64Array};
-use datafusion::arrow::compute::filter_record_batch;
-use datafusion::arrow::compute::kernels::cmp::eq;
-use datafusion::arrow::datatypes::{DataType, Field, Schema};
-use datafusion::error::{DataFusionError, Result};
+use datafusion::arrow::array::RecordBatch;
+use datafusion::error::Result;
 use tokio::sync::OnceCell;
 
 use super::checkpoint::StateSnapshot;
+use super::kept_epochs::KeptEpochs;
 use super::signal::{Change, Epoch};
 use super::sink::{EpochSink, SinkRows};
 use super::source::nats::{NatsOptions, nats_error};
-
-/// The epoch column of kept rows in a checkpoint.
-const EPOCH_COLUMN: &str = "__sluice_epoch";
 
 /// Publishes epochs to a NATS subject; see the module docs.
 pub struct NatsSink {
@@ -46,8 +39,8 @@ pub struct NatsSink {
     context: OnceCell<jetstream::Context>,
     /// The checkpointing instance's generation (0: no checkpoints).
     generation: AtomicU64,
-    /// Epochs applied and not yet published, oldest first.
-    kept: Mutex<Vec<(Epoch, RecordBatch)>>,
+    /// Epochs applied and not yet published.
+    kept: KeptEpochs,
 }
 
 impl NatsSink {
@@ -59,12 +52,8 @@ impl NatsSink {
             options,
             context: OnceCell::new(),
             generation: AtomicU64::new(0),
-            kept: Mutex::new(Vec::new()),
+            kept: KeptEpochs::default(),
         }
-    }
-
-    fn kept(&self) -> std::sync::MutexGuard<'_, Vec<(Epoch, RecordBatch)>> {
-        self.kept.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     async fn context(&self) -> Result<&jetstream::Context> {
@@ -110,16 +99,10 @@ impl NatsSink {
     /// Publishes the kept epochs up to `through` and forgets them.
     async fn publish_kept(&self, through: Epoch) -> Result<()> {
         let generation = self.generation.load(Ordering::Relaxed);
-        let due: Vec<(Epoch, RecordBatch)> = self
-            .kept()
-            .iter()
-            .filter(|(epoch, _)| *epoch <= through)
-            .cloned()
-            .collect();
-        for (epoch, batch) in &due {
-            self.publish(generation, *epoch, batch).await?;
+        for (epoch, batch) in self.kept.due(through) {
+            self.publish(generation, epoch, &batch).await?;
         }
-        self.kept().retain(|(epoch, _)| *epoch > through);
+        self.kept.forget_through(through);
         Ok(())
     }
 }
@@ -133,7 +116,7 @@ impl EpochSink for NatsSink {
         let rows = batch.num_rows() as u64;
         match self.generation.load(Ordering::Relaxed) {
             0 => self.publish(0, epoch, &batch).await?,
-            _ => self.kept().push((epoch, batch)),
+            _ => self.kept.keep(epoch, batch),
         }
         Ok(rows)
     }
@@ -143,22 +126,8 @@ impl EpochSink for NatsSink {
     }
 
     fn snapshot(&self) -> Result<Option<StateSnapshot>> {
-        let mut fields = vec![Arc::new(Field::new(EPOCH_COLUMN, DataType::UInt64, false))];
-        fields.extend(self.rows.schema().fields().iter().cloned());
-        let schema = Arc::new(Schema::new(fields));
-        let batches = self
-            .kept()
-            .iter()
-            .map(|(epoch, batch)| {
-                let mut columns =
-                    vec![Arc::new(UInt64Array::from(vec![epoch.0; batch.num_rows()]))
-                        as Arc<dyn Array>];
-                columns.extend(batch.columns().iter().cloned());
-                RecordBatch::try_new(Arc::clone(&schema), columns)
-            })
-            .collect::<std::result::Result<_, _>>()?;
         Ok(Some(StateSnapshot {
-            batches,
+            batches: self.kept.snapshot_batches(self.rows.schema())?,
             meta: serde_json::json!({ "generation": self.generation.load(Ordering::Relaxed) }),
         }))
     }
@@ -167,32 +136,10 @@ impl EpochSink for NatsSink {
         // The checkpoint's kept epochs go out again under the ids they had:
         // JetStream drops those already published.
         let generation = snapshot.meta["generation"].as_u64().unwrap_or(0);
-        let mut epochs: Vec<u64> = Vec::new();
-        for batch in &snapshot.batches {
-            let column = batch
-                .column(0)
-                .as_any()
-                .downcast_ref::<UInt64Array>()
-                .ok_or_else(|| DataFusionError::Execution("corrupt NATS sink checkpoint".into()))?;
-            epochs.extend(column.values().iter().copied());
+        for (epoch, rows) in KeptEpochs::from_snapshot(&snapshot, self.rows.schema())? {
+            self.publish(generation, epoch, &rows).await?;
         }
-        epochs.sort_unstable();
-        epochs.dedup();
-        for epoch in epochs {
-            for batch in &snapshot.batches {
-                let mask = eq(batch.column(0), &UInt64Array::new_scalar(epoch))?;
-                let rows = filter_record_batch(batch, &mask)?;
-                if rows.num_rows() == 0 {
-                    continue;
-                }
-                let rows = RecordBatch::try_new(
-                    Arc::clone(self.rows.schema()),
-                    rows.columns()[1..].to_vec(),
-                )?;
-                self.publish(generation, Epoch(epoch), &rows).await?;
-            }
-        }
-        self.kept().clear();
+        self.kept.clear();
         Ok(())
     }
 

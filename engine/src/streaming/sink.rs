@@ -13,9 +13,9 @@
 //! sink writes one file per epoch with changes,
 //! `part-<epoch>-<unique id>.parquet|json`, through `object_store` (local
 //! folders and `s3://`); a table sink appends to a Sluice table whose
-//! columns match the rows (with `op` for an updating query). A file sink of
-//! a checkpointed query delivers exactly once (two-phase, see
-//! [`FileSink`]); a table sink, or a sink whose query cannot checkpoint,
+//! columns match the rows (with `op` for an updating query). File and
+//! table sinks of a checkpointed query deliver exactly once (two-phase, see
+//! [`FileSink`] and [`TableSink`]); a sink whose query cannot checkpoint
 //! delivers at least once: a restarted server runs its query again from
 //! the start.
 
@@ -39,8 +39,9 @@ use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use sluice_types::error::{SluiceError, SqlState};
 
 use super::checkpoint::StateSnapshot;
+use super::kept_epochs::KeptEpochs;
 use super::signal::{Change, ChangeOp, Epoch};
-use crate::storage::delete_if_present;
+use crate::storage::{DurableSink, DurableTable, delete_if_present};
 
 /// Receives a continuous query's epochs, each once it is complete.
 #[async_trait]
@@ -49,9 +50,9 @@ pub trait EpochSink: Send + Sync {
     async fn apply_epoch(&self, epoch: Epoch, changes: &[Change]) -> Result<u64>;
 
     /// Whether its state can be checkpointed and restored, so that a
-    /// restored query delivers each row once. File and table sinks cannot
-    /// yet (they need two-phase commit): their queries run without
-    /// checkpoints and start over after a restart, at least once.
+    /// restored query delivers each row once. A sink that cannot runs its
+    /// query without checkpoints: it starts over after a restart, at least
+    /// once.
     fn checkpointable(&self) -> bool {
         false
     }
@@ -350,11 +351,21 @@ impl EpochSink for FileSink {
     }
 }
 
-/// Appends each epoch to a table.
+/// Appends each epoch to a table. A checkpointed query's epochs are kept
+/// (with the checkpoint: the pre-commit) until a checkpoint covering them
+/// is durable, then committed to the table in one version that also
+/// records the sink's newest delivered epoch; a restore commits its
+/// checkpoint's kept epochs unless the table already records them.
 pub struct TableSink {
     rows: SinkRows,
     table: Arc<dyn TableProvider>,
+    /// The table's own appender when it is a durable Sluice table: what
+    /// lets epochs commit exactly once.
+    appender: Option<DurableSink>,
     state: SessionState,
+    /// The checkpointing instance's generation (0: no checkpoints).
+    generation: AtomicU64,
+    kept: KeptEpochs,
 }
 
 impl TableSink {
@@ -394,16 +405,22 @@ impl TableSink {
             )
             .into());
         }
-        Ok(Self { rows, table, state })
+        let any: &dyn std::any::Any = table.as_ref();
+        let appender = any
+            .downcast_ref::<DurableTable>()
+            .map(DurableTable::appender);
+        Ok(Self {
+            rows,
+            table,
+            appender,
+            state,
+            generation: AtomicU64::new(0),
+            kept: KeptEpochs::default(),
+        })
     }
-}
 
-#[async_trait]
-impl EpochSink for TableSink {
-    async fn apply_epoch(&self, _epoch: Epoch, changes: &[Change]) -> Result<u64> {
-        let Some(batch) = self.rows.batch(changes)? else {
-            return Ok(0);
-        };
+    /// `batch` in the table's column types.
+    fn conform(&self, batch: &RecordBatch) -> Result<RecordBatch> {
         let target = self.table.schema();
         let columns = batch
             .columns()
@@ -411,7 +428,40 @@ impl EpochSink for TableSink {
             .zip(target.fields())
             .map(|(column, field)| Ok(cast(column, field.data_type())?))
             .collect::<Result<Vec<_>>>()?;
-        let batch = RecordBatch::try_new(Arc::clone(&target), columns)?;
+        Ok(RecordBatch::try_new(target, columns)?)
+    }
+
+    /// Commits the kept epochs `due` in one table version marked with the
+    /// newest of them, unless the table already holds it.
+    async fn commit_kept(&self, due: Vec<(Epoch, RecordBatch)>) -> Result<()> {
+        let (Some(appender), Some((newest, _))) = (&self.appender, due.last()) else {
+            return Ok(());
+        };
+        let newest = newest.0;
+        let batches = due
+            .iter()
+            .map(|(_, batch)| self.conform(batch))
+            .collect::<Result<Vec<_>>>()?;
+        appender
+            .append_once(&batches, &self.rows.name, newest)
+            .await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl EpochSink for TableSink {
+    async fn apply_epoch(&self, epoch: Epoch, changes: &[Change]) -> Result<u64> {
+        let Some(batch) = self.rows.batch(changes)? else {
+            return Ok(0);
+        };
+        if self.generation.load(Ordering::Relaxed) > 0 {
+            let rows = batch.num_rows() as u64;
+            self.kept.keep(epoch, batch);
+            return Ok(rows);
+        }
+        let batch = self.conform(&batch)?;
+        let target = batch.schema();
         let rows = batch.num_rows() as u64;
         let input = MemorySourceConfig::try_new_exec(&[vec![batch]], target, None)?;
         let plan = self
@@ -420,6 +470,36 @@ impl EpochSink for TableSink {
             .await?;
         collect(plan, Arc::new(TaskContext::from(&self.state))).await?;
         Ok(rows)
+    }
+
+    fn checkpointable(&self) -> bool {
+        self.appender.is_some()
+    }
+
+    fn snapshot(&self) -> Result<Option<StateSnapshot>> {
+        Ok(Some(StateSnapshot {
+            batches: self.kept.snapshot_batches(self.rows.schema())?,
+            meta: serde_json::Value::Null,
+        }))
+    }
+
+    async fn restore(&self, snapshot: StateSnapshot) -> Result<()> {
+        // Kept epochs the crash came before committing go in now; the
+        // table's record of the sink's newest epoch skips the others.
+        let kept = KeptEpochs::from_snapshot(&snapshot, self.rows.schema())?;
+        self.commit_kept(kept).await?;
+        self.kept.clear();
+        Ok(())
+    }
+
+    fn use_checkpoints(&self, generation: u64) {
+        self.generation.store(generation, Ordering::Relaxed);
+    }
+
+    async fn checkpoint_committed(&self, epoch: Epoch) -> Result<()> {
+        self.commit_kept(self.kept.due(epoch)).await?;
+        self.kept.forget_through(epoch);
+        Ok(())
     }
 }
 

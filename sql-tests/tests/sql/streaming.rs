@@ -124,9 +124,19 @@ async fn a_view_with_embed_runs_the_model_once_per_row_and_survives_a_restart() 
             4
         );
     }
-    // Reopened: the views are back (recomputed from their table) and keep
-    // following it.
+    // Reopened: the views are back and keep following their table. The
+    // embedded view resumes from its checkpoint and region log: it reads
+    // no row of the table again (no model call is repeated).
     let sluice = open(dir.path()).await;
+    assert_eq!(
+        sorted_rows(
+            &sluice,
+            "SELECT rows_in FROM sluice_catalog.continuous_queries WHERE name = 'embedded'"
+        )
+        .await,
+        vec![vec![Some("0".to_string())]],
+        "the embedded view re-read its table after the restart"
+    );
     let view = sorted_rows(&sluice, "SELECT id, v::text FROM embedded").await;
     let expected: Vec<_> = expected
         .into_iter()

@@ -15,8 +15,9 @@
 //! reference to it, so `read_image(ref)` and a model can follow in the same
 //! continuous query. A file that does not parse stops the query, with the
 //! file named in its status (`last_error`). A one-off SELECT reads the files
-//! there are now. The set of files read is the source's position (what a
-//! checkpoint will record).
+//! there are now. The set of files read is the source's position: a
+//! checkpoint records it, and a restored query reads only the files it had
+//! not read.
 
 use std::collections::{BTreeSet, HashSet, VecDeque};
 use std::io::Cursor;
@@ -372,5 +373,40 @@ impl StreamSource for FileSource {
 
     fn watermark(&self) -> Option<Watermark> {
         self.watermark.as_ref().and_then(WatermarkTracker::current)
+    }
+
+    /// The files read so far (sorted, so equal positions encode equally)
+    /// and the newest event time seen, for the watermark.
+    fn offset(&self) -> Option<serde_json::Value> {
+        let mut read: Vec<&str> = self.seen.iter().map(Path::as_ref).collect();
+        read.sort_unstable();
+        Some(serde_json::json!({
+            "read": read,
+            "max_event_time": self.watermark.as_ref().and_then(WatermarkTracker::max_event_time),
+        }))
+    }
+
+    fn restore(&mut self, offset: &serde_json::Value) -> Result<()> {
+        let read = offset["read"].as_array().ok_or_else(|| {
+            DataFusionError::Execution(format!(
+                "corrupt file-source offset in a checkpoint: {offset}"
+            ))
+        })?;
+        // `parse`, not `from`: the names are stored encoded already.
+        self.seen = read
+            .iter()
+            .filter_map(serde_json::Value::as_str)
+            .map(|name| {
+                Path::parse(name).map_err(|e| {
+                    DataFusionError::Execution(format!("corrupt file name in a checkpoint: {e}"))
+                })
+            })
+            .collect::<Result<_>>()?;
+        // Files listed before the restore are listed again, minus those read.
+        self.pending.clear();
+        if let Some(tracker) = &mut self.watermark {
+            tracker.set_max_event_time(offset["max_event_time"].as_i64());
+        }
+        Ok(())
     }
 }

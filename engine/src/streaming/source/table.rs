@@ -1,13 +1,15 @@
 //! [`TableSource`]: a Sluice table as a stream — the rows it holds when the
 //! query starts, then every committed INSERT/COPY (inserts) and
-//! UPDATE/DELETE/TRUNCATE (deletes and inserts).
+//! UPDATE/DELETE/TRUNCATE (deletes and inserts). Its position is the set
+//! of files whose rows it has read, so a restored query reads only rows
+//! written since its checkpoint.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
-use datafusion::error::Result;
+use datafusion::error::{DataFusionError, Result};
 
 use super::StreamSource;
 use super::watermark::WatermarkTracker;
@@ -49,7 +51,12 @@ impl StreamSource for TableSource {
 
     async fn read(&mut self) -> Result<Vec<Change>> {
         let mut changes = Vec::new();
-        for _ in 0..FILES_PER_READ {
+        let mut files = 0;
+        // A DELETE's or UPDATE's changed rows (already in memory) are read
+        // to their end, so a barrier always finds the reader at a position
+        // a checkpoint can record.
+        while files < FILES_PER_READ || self.subscription.inside_row_change() {
+            files += 1;
             let Some(delta) = self.subscription.next_delta().await? else {
                 break;
             };
@@ -74,5 +81,36 @@ impl StreamSource for TableSource {
 
     fn lag(&self) -> u64 {
         self.subscription.versions_behind() as u64
+    }
+
+    /// The written files whose rows were read (see
+    /// [`TableSubscription::position`]) and the newest event time seen.
+    fn offset(&self) -> Option<serde_json::Value> {
+        Some(match self.subscription.position() {
+            Some(files) => serde_json::json!({
+                "files": files,
+                "max_event_time": self.watermark.as_ref().and_then(WatermarkTracker::max_event_time),
+            }),
+            // Recorded as unusable: a restore from it starts over.
+            None => serde_json::Value::Null,
+        })
+    }
+
+    fn restore(&mut self, offset: &serde_json::Value) -> Result<()> {
+        let files: Vec<String> = offset["files"]
+            .as_array()
+            .ok_or_else(|| {
+                DataFusionError::Execution(
+                    "the checkpoint holds no position in the table (taken inside a change)".into(),
+                )
+            })?
+            .iter()
+            .filter_map(|file| file.as_str().map(str::to_owned))
+            .collect();
+        self.subscription.resume(&files)?;
+        if let Some(tracker) = &mut self.watermark {
+            tracker.set_max_event_time(offset["max_event_time"].as_i64());
+        }
+        Ok(())
     }
 }
