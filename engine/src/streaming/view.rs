@@ -40,6 +40,44 @@ struct ViewContent {
     epoch: Option<Epoch>,
     /// The last epoch sent to subscribers.
     broadcast: Option<Epoch>,
+    /// What incremental checkpoints need (`None`: the query does not
+    /// checkpoint).
+    increments: Option<Increments>,
+}
+
+/// A checkpointed view's changes since its last snapshot, so that the next
+/// checkpoint writes only those: a view is the largest state of most
+/// queries, and writing it whole every time is what checkpoints cost.
+#[derive(Default)]
+struct Increments {
+    /// Changes applied since the last snapshot, as applied (shared
+    /// batches, no copies).
+    changes: Vec<Change>,
+    /// The epoch of the last committed snapshot, when the next one may
+    /// build on it.
+    base: Option<Epoch>,
+    /// Rows the last full snapshot wrote, and the deltas written on top of
+    /// it since: once the deltas outweigh it, a full one is cheaper to
+    /// restore than the chain.
+    base_rows: usize,
+    chain_rows: usize,
+    chain_files: usize,
+    /// The snapshot taken and not yet committed: its epoch, whether full,
+    /// its rows.
+    taken: Option<(Epoch, bool, usize)>,
+}
+
+/// Delta files after which a full snapshot is written whatever the sizes
+/// (bounds the files a restore reads).
+const MAX_CHAIN_FILES: usize = 64;
+
+impl Increments {
+    /// Whether a snapshot of `delta_rows` changes should be a delta.
+    fn delta_pays(&self, delta_rows: usize) -> bool {
+        self.base.is_some()
+            && self.chain_files < MAX_CHAIN_FILES
+            && self.chain_rows + delta_rows <= self.base_rows
+    }
 }
 
 /// Epochs a subscriber may fall behind before its subscription fails
@@ -102,6 +140,7 @@ impl MaterializedView {
                 cached: None,
                 epoch: None,
                 broadcast: None,
+                increments: None,
             }),
             subscribers,
         })
@@ -140,6 +179,11 @@ impl MaterializedView {
                 )));
             }
             converted.push((change.op, content.converter.convert_columns(columns)?));
+        }
+        if let Some(increments) = &mut content.increments {
+            increments
+                .changes
+                .extend(changes.iter().filter(|c| c.batch.num_rows() > 0).cloned());
         }
         for (op, rows) in converted {
             changed += rows.num_rows() as u64;
@@ -253,18 +297,35 @@ impl EpochSink for MaterializedView {
     }
 
     fn snapshot(&self) -> Result<Option<StateSnapshot>> {
-        let content = self.content();
-        let meta = serde_json::json!({ "epoch": content.epoch.map(|e| e.0) });
-        if content.rows.is_empty() {
-            return Ok(Some(StateSnapshot {
-                batches: Vec::new(),
-                meta,
-            }));
+        let mut content = self.content();
+        let epoch = content.epoch;
+        let meta = serde_json::json!({ "epoch": epoch.map(|e| e.0) });
+        let counted = self.counted_schema();
+        if let Some(increments) = &mut content.increments {
+            let changes = std::mem::take(&mut increments.changes);
+            let delta_rows: usize = changes.iter().map(|c| c.batch.num_rows()).sum();
+            if let (true, Some(base)) = (increments.delta_pays(delta_rows), increments.base) {
+                // The changes as rows with a count of +1 or -1.
+                let batches = changes
+                    .iter()
+                    .map(|change| {
+                        let sign = match change.op {
+                            ChangeOp::Insert => 1,
+                            ChangeOp::Delete => -1,
+                        };
+                        let mut columns = change.batch.columns().to_vec();
+                        columns.push(Arc::new(Int64Array::from_value(
+                            sign,
+                            change.batch.num_rows(),
+                        )));
+                        Ok(RecordBatch::try_new(Arc::clone(&counted), columns)?)
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                increments.taken = epoch.map(|e| (e, false, delta_rows));
+                return Ok(Some(StateSnapshot::delta(batches, meta, base.0)));
+            }
         }
         // Each distinct row once, with its count: the multiset as columns.
-        let mut fields: Vec<_> = self.schema.fields().iter().cloned().collect();
-        fields.push(Arc::new(Field::new(COUNT_COLUMN, DataType::Int64, false)));
-        let schema = Arc::new(Schema::new(fields));
         let entries: Vec<_> = content.rows.iter().collect();
         let mut batches = Vec::new();
         for chunk in entries.chunks(READ_BATCH_ROWS) {
@@ -274,11 +335,17 @@ impl EpochSink for MaterializedView {
             columns.push(Arc::new(Int64Array::from_iter_values(
                 chunk.iter().map(|(_, count)| **count),
             )));
-            batches.push(RecordBatch::try_new(Arc::clone(&schema), columns)?);
+            batches.push(RecordBatch::try_new(Arc::clone(&counted), columns)?);
+        }
+        let rows = entries.len();
+        if let Some(increments) = &mut content.increments {
+            increments.taken = epoch.map(|e| (e, true, rows));
         }
         Ok(Some(StateSnapshot { batches, meta }))
     }
 
+    /// Restores the content from a snapshot: a full one's rows and counts,
+    /// then the deltas' counts added on top.
     async fn restore(&self, snapshot: StateSnapshot) -> Result<()> {
         let mut content = self.content();
         let mut rows = RowCounts::new();
@@ -295,13 +362,58 @@ impl EpochSink for MaterializedView {
                 .converter
                 .convert_columns(&batch.columns()[..width])?;
             for (row, count) in converted.iter().zip(counts.values()) {
-                rows.insert(row.owned(), *count);
+                *rows.entry(row.owned()).or_default() += *count;
             }
         }
+        rows.retain(|_, count| *count != 0);
         content.rows = rows;
         content.cached = None;
         content.epoch = snapshot.meta["epoch"].as_u64().map(Epoch);
+        if let Some(increments) = &mut content.increments {
+            // The next snapshot is a full one.
+            *increments = Increments::default();
+        }
         Ok(())
+    }
+
+    fn use_checkpoints(&self, _generation: u64) {
+        let mut content = self.content();
+        if content.increments.is_none() {
+            content.increments = Some(Increments::default());
+        }
+    }
+
+    async fn checkpoint_committed(&self, epoch: Epoch) -> Result<()> {
+        let mut content = self.content();
+        let Some(increments) = &mut content.increments else {
+            return Ok(());
+        };
+        if let Some((taken, full, rows)) = increments.taken.take() {
+            if taken != epoch {
+                // Not the snapshot this commit wrote: build on nothing.
+                increments.base = None;
+                return Ok(());
+            }
+            if full {
+                increments.base_rows = rows;
+                increments.chain_rows = 0;
+                increments.chain_files = 0;
+            } else {
+                increments.chain_rows += rows;
+                increments.chain_files += 1;
+            }
+            increments.base = Some(epoch);
+        }
+        Ok(())
+    }
+}
+
+impl MaterializedView {
+    /// The view's schema with a count column: how a checkpoint holds rows.
+    fn counted_schema(&self) -> SchemaRef {
+        let mut fields: Vec<_> = self.schema.fields().iter().cloned().collect();
+        fields.push(Arc::new(Field::new(COUNT_COLUMN, DataType::Int64, false)));
+        Arc::new(Schema::new(fields))
     }
 }
 
@@ -357,6 +469,7 @@ mod tests {
     use datafusion::arrow::array::{ArrayRef, StringArray};
 
     use super::*;
+    use crate::streaming::checkpoint::{CheckpointContent, CheckpointStore};
 
     fn rows(values: &[&str]) -> RecordBatch {
         RecordBatch::try_from_iter([(
@@ -399,5 +512,56 @@ mod tests {
         restored.restore(snapshot).await.unwrap();
         assert_eq!(content(&restored), vec!["a", "b"]);
         assert_eq!(restored.epoch(), Some(Epoch(2)));
+    }
+
+    /// Commits the view's snapshot at `epoch` as the sink part of a
+    /// checkpoint and tells the view, as the operator task does.
+    async fn checkpoint(store: &CheckpointStore, view: &MaterializedView, epoch: u64) -> u64 {
+        let content = CheckpointContent {
+            sink: view.snapshot().unwrap(),
+            ..Default::default()
+        };
+        let manifest = store.commit(Epoch(epoch), &content).await.unwrap();
+        view.checkpoint_committed(Epoch(epoch)).await.unwrap();
+        manifest.bytes
+    }
+
+    #[tokio::test]
+    async fn checkpoints_after_the_first_write_only_the_changes_and_restore_whole() {
+        let objects: Arc<dyn object_store::ObjectStore> =
+            Arc::new(object_store::memory::InMemory::new());
+        let mut store = CheckpointStore::new(objects, "q/main".into());
+        store.claim_generation().await.unwrap();
+        let schema = rows(&[]).schema();
+        let view = MaterializedView::try_new(Arc::clone(&schema), true).unwrap();
+        view.use_checkpoints(1);
+        let many: Vec<String> = (0..500).map(|i| format!("row {i}")).collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        view.apply_epoch(Epoch(1), &[Change::insert(rows(&many))])
+            .unwrap();
+        let full = checkpoint(&store, &view, 1).await;
+        // A small change: the next checkpoints write only it, on top of
+        // the first one's file (which garbage collection must keep).
+        view.apply_epoch(Epoch(2), &[Change::insert(rows(&["x", "y"]))])
+            .unwrap();
+        let delta = checkpoint(&store, &view, 2).await;
+        view.apply_epoch(Epoch(3), &[Change::delete(rows(&["row 7", "x"]))])
+            .unwrap();
+        checkpoint(&store, &view, 3).await;
+        view.apply_epoch(Epoch(4), &[Change::insert(rows(&["z"]))])
+            .unwrap();
+        checkpoint(&store, &view, 4).await;
+        assert!(delta * 5 < full, "delta {delta} bytes, full {full} bytes");
+        let manifest = store.latest().await.unwrap().unwrap();
+        let part = manifest.sink.clone().unwrap();
+        assert_eq!(part.deltas.len(), 3, "{part:?}");
+        let restored = MaterializedView::try_new(schema, true).unwrap();
+        restored
+            .restore(store.load(&manifest).await.unwrap().sink.unwrap())
+            .await
+            .unwrap();
+        assert_eq!(content(&restored), content(&view));
+        assert_eq!(content(&restored).len(), 501);
+        assert_eq!(restored.epoch(), Some(Epoch(4)));
     }
 }

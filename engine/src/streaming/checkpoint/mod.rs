@@ -14,6 +14,12 @@
 //! `checkpoint_interval_ms`, or at once for `CHECKPOINT`): the source task
 //! records its sources' offsets as it sends the barrier, the operator task
 //! snapshots every operator and the sink once the epoch is applied.
+//!
+//! Large state is checkpointed incrementally: a part may hold only the
+//! changes since the part of the previous committed checkpoint
+//! ([`StateSnapshot::delta`]); the store then writes just those, and the
+//! manifest references the earlier files it builds on, which garbage
+//! collection keeps. A restore reads the base and its deltas in order.
 
 pub mod codec;
 pub mod store;
@@ -31,4 +37,30 @@ pub struct StateSnapshot {
     pub batches: Vec<RecordBatch>,
     /// Scalars of the state.
     pub meta: serde_json::Value,
+}
+
+/// The meta key of a snapshot holding only changes (see
+/// [`StateSnapshot::delta`]).
+const DELTA_SINCE: &str = "__sluice_delta_since";
+
+impl StateSnapshot {
+    /// A snapshot holding only the changes since the one the checkpoint of
+    /// epoch `since` committed for the same part: its rows are applied on
+    /// top of that one's when restoring (the owner decides how — a view
+    /// adds row counts).
+    pub fn delta(batches: Vec<RecordBatch>, mut meta: serde_json::Value, since: u64) -> Self {
+        if !meta.is_object() {
+            meta = serde_json::json!({});
+        }
+        meta[DELTA_SINCE] = serde_json::json!(since);
+        Self { batches, meta }
+    }
+
+    /// The epoch of the checkpoint this snapshot's changes build on, when
+    /// it holds changes only.
+    pub fn delta_since(&self) -> Option<u64> {
+        self.meta
+            .get(DELTA_SINCE)
+            .and_then(serde_json::Value::as_u64)
+    }
 }

@@ -43,8 +43,38 @@ const KEEP_CHECKPOINTS: usize = 2;
 pub struct PartRef {
     /// The state file relative to the region's folder (`None`: no rows).
     pub file: Option<String>,
+    /// Files of changes to apply on top of `file`, oldest first (written
+    /// by later checkpoints, which share `file` with the earlier ones).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deltas: Vec<String>,
     /// The part's scalars.
     pub meta: serde_json::Value,
+}
+
+impl PartRef {
+    /// Every state file the part reads.
+    fn files(&self) -> impl Iterator<Item = &str> {
+        self.file.iter().chain(&self.deltas).map(String::as_str)
+    }
+}
+
+impl CheckpointManifest {
+    /// Every state file the checkpoint reads.
+    fn files(&self) -> impl Iterator<Item = &str> {
+        self.operators
+            .iter()
+            .flatten()
+            .chain(&self.sink)
+            .flat_map(PartRef::files)
+    }
+
+    /// The part at `index` (an operator's) or the sink's (`None`).
+    fn part(&self, index: Option<usize>) -> Option<&PartRef> {
+        match index {
+            Some(i) => self.operators.get(i).and_then(Option::as_ref),
+            None => self.sink.as_ref(),
+        }
+    }
 }
 
 /// One committed checkpoint of a region.
@@ -204,24 +234,61 @@ impl CheckpointStore {
         })
     }
 
+    /// A part's state: its base file's batches, then its deltas', in order.
     async fn load_part(&self, part: &PartRef) -> Result<StateSnapshot> {
-        let batches = match &part.file {
-            Some(file) => codec::decode(&self.read(&self.dir.clone().join_relative(file)).await?)?,
-            None => Vec::new(),
-        };
+        let mut batches = Vec::new();
+        for file in part.files() {
+            batches.extend(codec::decode(
+                &self.read(&self.dir.clone().join_relative(file)).await?,
+            )?);
+        }
         Ok(StateSnapshot {
             batches,
             meta: part.meta.clone(),
         })
     }
 
+    /// Writes one part. A delta builds on the same part of `previous` (the
+    /// newest committed checkpoint), which must be the one it was taken
+    /// against.
     async fn write_part(
         &self,
         folder: &str,
         name: &str,
         snapshot: &StateSnapshot,
+        previous: Option<&PartRef>,
         bytes: &mut u64,
     ) -> Result<PartRef> {
+        let written = self.write_file(folder, name, snapshot, bytes).await?;
+        if snapshot.delta_since().is_none() {
+            return Ok(PartRef {
+                file: written,
+                deltas: Vec::new(),
+                meta: snapshot.meta.clone(),
+            });
+        }
+        let base = previous.ok_or_else(|| {
+            DataFusionError::Internal(format!(
+                "an incremental checkpoint of {name} has no committed checkpoint to build on"
+            ))
+        })?;
+        let mut deltas = base.deltas.clone();
+        deltas.extend(written);
+        Ok(PartRef {
+            file: base.file.clone(),
+            deltas,
+            meta: snapshot.meta.clone(),
+        })
+    }
+
+    /// Writes `snapshot`'s batches as one state file, if it has rows.
+    async fn write_file(
+        &self,
+        folder: &str,
+        name: &str,
+        snapshot: &StateSnapshot,
+        bytes: &mut u64,
+    ) -> Result<Option<String>> {
         let file = if snapshot.batches.iter().any(|b| b.num_rows() > 0) {
             let encoded = codec::encode(&snapshot.batches)?;
             *bytes += encoded.len() as u64;
@@ -237,10 +304,7 @@ impl CheckpointStore {
         } else {
             None
         };
-        Ok(PartRef {
-            file,
-            meta: snapshot.meta.clone(),
-        })
+        Ok(file)
     }
 
     /// Commits `content` as the checkpoint of `epoch`: fails (SQLSTATE
@@ -252,22 +316,55 @@ impl CheckpointStore {
         content: &CheckpointContent,
     ) -> Result<CheckpointManifest> {
         let folder = key(self.generation, epoch.0);
+        let deltas: Vec<u64> = content
+            .operators
+            .iter()
+            .flatten()
+            .chain(&content.sink)
+            .filter_map(StateSnapshot::delta_since)
+            .collect();
+        // Deltas build on the newest committed checkpoint: it must be the
+        // one they were taken against.
+        let previous = match deltas.first() {
+            Some(since) => {
+                let previous = self.latest().await?;
+                let found = previous.as_ref().map(|m| m.epoch);
+                if deltas.iter().any(|d| Some(*d) != found) {
+                    return Err(DataFusionError::Internal(format!(
+                        "incremental checkpoint of epoch {epoch} built on epoch {since}, \
+                         but the newest committed one is {found:?}"
+                    )));
+                }
+                previous
+            }
+            None => None,
+        };
         let mut bytes = 0;
         let mut operators = Vec::with_capacity(content.operators.len());
         for (index, snapshot) in content.operators.iter().enumerate() {
+            let base = previous.as_ref().and_then(|m| m.part(Some(index)));
             operators.push(match snapshot {
                 Some(snapshot) => Some(
-                    self.write_part(&folder, &format!("operator-{index}"), snapshot, &mut bytes)
-                        .await?,
+                    self.write_part(
+                        &folder,
+                        &format!("operator-{index}"),
+                        snapshot,
+                        base,
+                        &mut bytes,
+                    )
+                    .await?,
                 ),
                 None => None,
             });
         }
         let sink = match &content.sink {
-            Some(snapshot) => Some(
-                self.write_part(&folder, "sink", snapshot, &mut bytes)
-                    .await?,
-            ),
+            Some(snapshot) => {
+                let base = previous.as_ref().and_then(|m| m.part(None));
+                Some(
+                    self.write_part(&folder, "sink", snapshot, base, &mut bytes)
+                        .await?,
+                )
+            }
             None => None,
         };
         let manifest = CheckpointManifest {
@@ -316,7 +413,9 @@ impl CheckpointStore {
         Ok(())
     }
 
-    /// Deletes manifests and state older than the kept checkpoints.
+    /// Deletes manifests older than the kept checkpoints, and state files
+    /// older than them that no kept checkpoint reads (an incremental one
+    /// reads the files of earlier checkpoints).
     async fn collect_garbage(&self) -> Result<()> {
         let mut manifests: Vec<String> = self
             .list("manifests")
@@ -329,6 +428,19 @@ impl CheckpointStore {
             return Ok(());
         }
         let oldest_kept = manifests[manifests.len() - KEEP_CHECKPOINTS].clone();
+        let mut referenced = std::collections::HashSet::new();
+        for name in &manifests[manifests.len() - KEEP_CHECKPOINTS..] {
+            let path = self
+                .dir
+                .clone()
+                .join("manifests")
+                .join(format!("{name}.json"));
+            let manifest: CheckpointManifest = serde_json::from_slice(&self.read(&path).await?)
+                .map_err(|e| {
+                    DataFusionError::Execution(format!("corrupt checkpoint manifest {path}: {e}"))
+                })?;
+            referenced.extend(manifest.files().map(str::to_owned));
+        }
         for name in &manifests[..manifests.len() - KEEP_CHECKPOINTS] {
             self.delete(
                 &self
@@ -348,13 +460,16 @@ impl CheckpointStore {
             .map_err(storage_error)?;
         for file in files {
             // state/<key>/<part>.arrow: garbage when its key is older than
-            // every kept checkpoint's (newer ones may be being written).
-            let key = file
+            // every kept checkpoint's (newer ones may be being written) and
+            // no kept checkpoint reads it.
+            let parts: Vec<String> = file
                 .location
                 .prefix_match(&prefix)
-                .and_then(|mut parts| parts.next())
-                .map(|part| part.as_ref().to_owned());
-            if key.is_some_and(|key| key < oldest_kept) {
+                .map(|parts| parts.map(|part| part.as_ref().to_owned()).collect())
+                .unwrap_or_default();
+            let relative = format!("state/{}", parts.join("/"));
+            let old = parts.first().is_some_and(|key| *key < oldest_kept);
+            if old && !referenced.contains(&relative) {
                 self.delete(&file.location).await?;
             }
         }
