@@ -6,12 +6,16 @@ regions at a durable log of the embeddings) and feeds a materialized view.
 
 1. kill -9: five views (the embedded rows themselves, a non-windowed and a
    windowed aggregate over EMBED; a SESSION-window aggregate and a join
-   without a model, restored whole) and a JSON file sink of the embedded rows, while the
-   server is SIGKILLed KILLS times at random moments and restarted on the
-   same data directory. Once the bounded source is exhausted every view
-   must equal the one-off query over the same events, and the view and the
-   delivered files must hold each sequence number exactly once (duplicates
-   0, lost 0).
+   without a model, restored whole), a JSON file sink and a table sink of
+   the embedded rows, and two views over a Sluice table that the check
+   INSERTs into between kills (EMBED of its rows, and a count per key),
+   while the server is SIGKILLed KILLS times at random moments and
+   restarted on the same data directory. Once the bounded source is
+   exhausted every view must equal the one-off query over the same events,
+   and the views, the delivered files and the sink's table must hold each
+   sequence number exactly once (duplicates 0, lost 0). The table's views
+   must resume from their checkpoints every time (the server never logs
+   that they started over), compactions of the table included.
 2. Downstream failures: the `sink-apply` failpoint fails (error or panic)
    the downstream region 20 times. The view must equal the golden result,
    the status must count 20 region restarts, and the model must have seen
@@ -64,6 +68,14 @@ VIEWS = {
     "pairs": """CREATE MATERIALIZED VIEW pairs AS
         SELECT a.id AS first, b.id AS second FROM ev a JOIN ev b ON a.id + 1 = b.id AND a.k = b.k""",
 }
+DOCS = "CREATE TABLE docs (id BIGINT, k BIGINT, body TEXT)"
+DOC_VIEWS = {
+    "doc_vectors": """CREATE MATERIALIZED VIEW doc_vectors AS
+        SELECT id, k, vector_dims(EMBED('minilm', body)) AS dims FROM docs""",
+    "doc_counts": """CREATE MATERIALIZED VIEW doc_counts AS
+        SELECT k, count(*) AS n, sum(id) AS s FROM docs GROUP BY k""",
+}
+DOCS_PER_KILL = 7
 GOLDEN = {
     "per_key": ("SELECT k, n, s, d, hi, mean FROM per_key",
                 "SELECT k, count(*), sum(id), 384 * count(*), max(id), avg(id) FROM ev GROUP BY k"),
@@ -77,6 +89,9 @@ GOLDEN = {
                        GROUP BY k, window_start, window_end"""),
     "pairs": ("SELECT first, second FROM pairs",
               "SELECT a.id, b.id FROM ev a JOIN ev b ON a.id + 1 = b.id AND a.k = b.k"),
+    "doc_vectors": ("SELECT id, k, dims FROM doc_vectors", "SELECT id, k, 384 FROM docs"),
+    "doc_counts": ("SELECT k, n, s FROM doc_counts",
+                   "SELECT k, count(*), sum(id) FROM docs GROUP BY k"),
 }
 
 
@@ -138,6 +153,30 @@ def check_files(out):
     return duplicated == 0 and lost == 0 and not glob.glob(os.path.join(out, "_pending", "*"))
 
 
+def check_landed(conn):
+    """The table sink's table holds each sequence number once."""
+    total, distinct = conn.execute("SELECT count(*), count(DISTINCT id) FROM landed").fetchone()
+    duplicated, lost = total - distinct, EVENTS - distinct
+    print(f"  table sink: {total} rows, duplicated {duplicated}, lost {lost}")
+    return duplicated == 0 and lost == 0
+
+
+def insert_docs(port, first):
+    """One INSERT of DOCS_PER_KILL sequence-numbered rows (acknowledged)."""
+    with connect(port) as conn:
+        values = ", ".join(f"({i}, {i % 5}, 'doc number {i}')"
+                           for i in range(first, first + DOCS_PER_KILL))
+        conn.execute(f"INSERT INTO docs VALUES {values}")
+    return first + DOCS_PER_KILL
+
+
+def started_over(workdir, names):
+    """How often the server logged that one of `names` could not resume."""
+    with open(os.path.join(workdir, "kills.log"), errors="replace") as f:
+        return sum(1 for line in f
+                   if "cannot resume" in line and any(name in line for name in names))
+
+
 def kill_and_restart(binary, port, kills, rng, workdir):
     data = os.path.join(workdir, "kills")
     out = os.path.join(workdir, "sink")
@@ -153,8 +192,16 @@ def kill_and_restart(binary, port, kills, rng, workdir):
             conn.execute(sql)
         conn.execute(f"CREATE SINK delivered AS SELECT id, dims FROM ({EMBEDDED}) "
                      f"WITH ('connector' = 'filesystem', 'path' = 'file://{out}/', 'format' = 'json')")
+        conn.execute("CREATE TABLE landed (id BIGINT, dims INT)")
+        conn.execute(f"CREATE SINK landed_sink AS SELECT id, dims FROM ({EMBEDDED}) "
+                     "WITH ('connector' = 'table', 'table' = 'landed')")
+        conn.execute(DOCS)
+        for sql in DOC_VIEWS.values():
+            conn.execute(sql)
+    next_doc = 1
     mid_stream = 0
     for _ in range(kills):
+        next_doc = insert_docs(port, next_doc)
         time.sleep(rng.uniform(0.2, 1.0))
         with connect(port) as conn:
             (seen,) = conn.execute("SELECT count(*) FROM embedded").fetchone()
@@ -163,12 +210,18 @@ def kill_and_restart(binary, port, kills, rng, workdir):
         proc.wait()
         proc = start(binary, port, data, log)
     try:
-        wait_finished(port, [*VIEWS, "delivered"])
+        next_doc = insert_docs(port, next_doc)
+        wait_finished(port, [*VIEWS, "delivered", "landed_sink"])
         with connect(port) as conn:
-            # The sink delivers an epoch once a checkpoint covers it.
+            conn.execute("FLUSH")
+            # The sinks deliver an epoch once a checkpoint covers it.
             conn.execute("CHECKPOINT")
             print(f"  {kills} kills with restarts, {mid_stream} of them while events were still arriving")
-            return check_views(conn, list(VIEWS)) and check_files(out) and mid_stream >= kills // 2
+            (docs,) = conn.execute("SELECT count(*) FROM doc_vectors").fetchone()
+            restarts = started_over(workdir, DOC_VIEWS)
+            print(f"  docs: {next_doc - 1} inserted, {docs} in the view, started over {restarts} times")
+            return (check_views(conn, [*VIEWS, *DOC_VIEWS]) and check_files(out) and check_landed(conn)
+                    and docs == next_doc - 1 and restarts == 0 and mid_stream >= kills // 2)
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
