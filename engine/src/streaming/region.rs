@@ -19,6 +19,7 @@ use datafusion::error::{DataFusionError, Result};
 use futures::FutureExt;
 use tokio::sync::mpsc;
 
+use super::checkpoint::store::is_fenced;
 use super::log::{LogSegment, RegionLog};
 use super::metrics::{QueryMetrics, lock, panic_message};
 use super::operator_task::{Offsets, OperatorTask};
@@ -129,6 +130,8 @@ impl Downstream {
                     self.next = self.next.next();
                     continue;
                 }
+                // A later instance has taken over: this one must stop.
+                Ok(Err(e)) if is_fenced(&e) => return Err(e),
                 Ok(Err(e)) => e.to_string(),
                 Err(panic) => panic_message(panic.as_ref()),
             };

@@ -93,6 +93,15 @@ impl Drop for RunningQuery {
 }
 
 impl RunningQuery {
+    /// Stops the query's tasks now (what dropping it does), leaving what
+    /// it fed — a view's content — as it is: a query about to be replaced
+    /// by one restored from its checkpoint must not run beside it.
+    pub fn stop(&self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+
     /// Starts `pipeline` over `sources` (one per pipeline input), handing
     /// each finished epoch to `sink` (a materialized view, a file or table
     /// sink). `heads[input]` holds copies of the stateless stages that run

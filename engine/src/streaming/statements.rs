@@ -305,8 +305,8 @@ async fn start(
 }
 
 /// Restarts `query` at `parallelism`: it stops reading, takes a checkpoint
-/// (when it checkpoints) and starts again from it with the new setting,
-/// which it keeps across restarts. Its operators' state is not split by
+/// (when it checkpoints), stops, and a replacement starts from that
+/// checkpoint with the new setting, which it keeps across restarts. Its operators' state is not split by
 /// key (stateful stages run in one task), so it moves over whole; what
 /// changes is how many batches its stateless stages run at once.
 async fn rescale(
@@ -321,12 +321,20 @@ async fn rescale(
         ..query.config
     };
     resume::save_settings(ctx, &query.name, &config).await?;
+    // The old instance stops (its content stays readable) before the new
+    // one claims the checkpoints, and is replaced once that one caught up.
+    query.running.stop();
     let statement = query.statement.clone();
-    let outcome = restart_of(ctx, statement, config)().await;
+    let outcome = restart_of(ctx, statement.clone(), config)().await;
     if outcome.is_err() {
-        // The old instance stays, as it was before the ALTER.
+        // Back to the settings it had, from the same checkpoint.
         resume::save_settings(ctx, &query.name, &query.config).await?;
-        query.running.set_paused(false);
+        if let Err(e) = restart_of(ctx, statement, query.config)().await {
+            log::warn!(
+                "{} could not restart after a failed rescale: {e}",
+                query.name
+            );
+        }
     }
     outcome
 }

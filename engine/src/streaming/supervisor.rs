@@ -58,6 +58,9 @@ pub fn watch(ctx: SessionContext, key: String, restart: Restart) {
         }
         let metrics = watched.running.metrics();
         let error = metrics.last_error.unwrap_or_default();
+        // What still runs of it (a region after its failed one) stops
+        // before a replacement claims the checkpoints.
+        watched.running.stop();
         drop(watched);
         let before = queries.note_restart(&key, &error, metrics.epoch);
         if before.last_failure == Some((error.clone(), metrics.epoch)) {

@@ -495,6 +495,13 @@ impl CheckpointStore {
     }
 }
 
+/// Whether `error` is a checkpoint refused because a later instance has
+/// claimed the region: the instance that got it must stop, not recover.
+pub fn is_fenced(error: &DataFusionError) -> bool {
+    SluiceError::find(error)
+        .is_some_and(|e| e.sqlstate == SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE)
+}
+
 fn fenced(why: &str) -> DataFusionError {
     SluiceError::new(
         SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE,
