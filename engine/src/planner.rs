@@ -56,6 +56,7 @@ pub async fn plan_statement(ctx: &SessionContext, statement: &DFStatement) -> Re
     }
     crate::rewrite::ml_predict::rewrite(&mut statement, ctx).await?;
     crate::rewrite::window_tvf::rewrite(&mut statement)?;
+    crate::rewrite::vector_search::rewrite(&mut statement)?;
     crate::rewrite::typed_values::cast_values_to_column_types(&mut statement, ctx).await?;
     ctx.state().statement_to_plan(statement).await
 }

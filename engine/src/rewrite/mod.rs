@@ -4,6 +4,8 @@
 //!   as a subquery over the scalar `ml_predict`;
 //! - [`window_tvf`]: Flink's window table functions `TUMBLE`/`HOP` as
 //!   subqueries adding `window_start`, `window_end`, `window_time`;
+//! - [`vector_search`]: Flink's `VECTOR_SEARCH(TABLE t, DESCRIPTOR(v), q, k)`
+//!   as a top-k subquery (pgvector's `ORDER BY distance LIMIT k`);
 //! - [`typed_values`]: text literals inserted into Sluice-typed columns;
 //! - [`literal_insert`] / [`text_insert`]: `INSERT … VALUES` of literals
 //!   through COPY's text path;
@@ -17,6 +19,7 @@ pub mod literal_insert;
 pub mod ml_predict;
 pub mod text_insert;
 pub mod typed_values;
+pub mod vector_search;
 pub mod window_tvf;
 
 /// The sqlparser statement an AST rewrite works on: the statement itself,

@@ -12,8 +12,13 @@ use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
 pub const ML_PREDICT: &str = "ml_predict";
 
 /// Table functions taking `TABLE t` as an argument, whose `TABLE` keyword
-/// this pass drops: ML_PREDICT and Flink's window functions.
-const TABLE_ARGUMENT_FUNCTIONS: [&str; 4] = [ML_PREDICT, "tumble", "hop", "session"];
+/// this pass drops: ML_PREDICT, Flink's window functions and VECTOR_SEARCH.
+const TABLE_ARGUMENT_FUNCTIONS: [&str; 5] =
+    [ML_PREDICT, "tumble", "hop", "session", "vector_search"];
+
+/// Table functions Flink writes as `FROM TABLE(f(…))`, whose `TABLE(` … `)`
+/// this pass drops.
+const TABLE_WRAPPED_FUNCTIONS: [&str; 4] = ["tumble", "hop", "session", "vector_search"];
 
 /// Rewrites `ML_PREDICT(TABLE t, MODEL m, …)` so it parses; any other text
 /// is returned unchanged.
@@ -173,8 +178,9 @@ fn session_partition_by(tokens: Vec<Token>) -> (Vec<Token>, bool) {
     (out, true)
 }
 
-/// Flink writes window functions as `FROM TABLE(TUMBLE(…))`: drops the
-/// `TABLE(` … `)` around a window call, so both forms read the same.
+/// Flink writes window functions as `FROM TABLE(TUMBLE(…))` (and
+/// `LATERAL TABLE(VECTOR_SEARCH(…))`): drops the `TABLE(` … `)` around
+/// such a call, so both forms read the same.
 /// Returns the tokens and whether any were dropped.
 fn unwrap_table_calls(tokens: Vec<Token>) -> (Vec<Token>, bool) {
     let significant: Vec<usize> = (0..tokens.len())
@@ -189,7 +195,7 @@ fn unwrap_table_calls(tokens: Vec<Token>) -> (Vec<Token>, bool) {
         let wraps_window = is_table
             && tokens[open] == Token::LParen
             && matches!(&tokens[name], Token::Word(w) if w.quote_style.is_none()
-                && ["tumble", "hop", "session"].iter().any(|n| w.value.eq_ignore_ascii_case(n)));
+                && TABLE_WRAPPED_FUNCTIONS.iter().any(|n| w.value.eq_ignore_ascii_case(n)));
         if !wraps_window {
             continue;
         }
