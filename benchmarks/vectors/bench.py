@@ -1,4 +1,5 @@
-"""Exact vector distance scans: Sluice vs DuckDB, side by side.
+"""Exact vector distance scans and top-k searches: Sluice vs DuckDB (and
+numpy for the search), side by side.
 
 Writes N random float32 vectors of dimension D (fixed seed) to one Parquet
 file; Sluice loads it into a durable table (Parquet files in its data
@@ -9,7 +10,9 @@ the scan's and the kernel's, not the client's. DuckDB is also timed reading
 the same Parquet file in every query, the like-for-like peer of Sluice's
 Parquet-backed table. Both engines run with 2 threads. Prints rows/s and
 the ratios sluice/duckdb (higher is better for Sluice); both sides run in
-one process so they share machine noise.
+one process so they share machine noise. Then the k nearest rows by cosine
+distance: Sluice's `VECTOR_SEARCH`, DuckDB's `ORDER BY distance LIMIT k`
+and numpy over the vectors in memory; the three must return the same ids.
 """
 
 import argparse
@@ -55,6 +58,7 @@ def main():
     parser.add_argument("--dim", type=int, default=384)
     parser.add_argument("--port", type=int, default=5497)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--work", default="/tmp/sluice-vector-bench")
     args = parser.parse_args()
 
@@ -105,7 +109,48 @@ def main():
         d_rate, p_rate, s_rate = args.rows / d_time, args.rows / p_time, args.rows / s_time
         print(f"{metric:8} {d_rate:14.0f} {p_rate:14.0f} {s_rate:14.0f}"
               f" {s_rate / d_rate:9.2f} {s_rate / p_rate:10.2f}")
+    failed |= top_k(args, duck, sluice, q_duck, q_sluice, query, path)
     sys.exit(1 if failed else 0)
+
+
+def top_k(args, duck, sluice, q_duck, q_sluice, query, path):
+    """Exact top-k search: Sluice's VECTOR_SEARCH vs DuckDB's ORDER BY
+    distance LIMIT k (in-memory table) vs numpy over the same vectors held
+    in memory (what a Python user would write). The ids must agree."""
+    k = args.k
+    table = pq.read_table(path)
+    ids = table.column("id").to_numpy()
+    vectors = np.stack(table.column("v").to_numpy(zero_copy_only=False)).astype(np.float32)
+    norms = np.linalg.norm(vectors, axis=1)
+
+    def numpy_top_k():
+        cosine = 1.0 - (vectors @ query) / (norms * np.linalg.norm(query))
+        nearest = np.argpartition(cosine, k)[:k]
+        return [int(ids[i]) for i in nearest[np.argsort(cosine[nearest])]]
+
+    n_time, n_ids = timed(numpy_top_k, args.repeats)
+    d_time, d_rows = timed(
+        lambda: duck.execute(
+            f"SELECT id FROM t ORDER BY array_cosine_distance(v, {q_duck}) LIMIT {k}"
+        ).fetchall(),
+        args.repeats,
+    )
+    s_time, s_rows = timed(
+        lambda: sluice.execute(
+            f"SELECT id FROM VECTOR_SEARCH(TABLE t, DESCRIPTOR(v), {q_sluice}, {k}) ORDER BY score"
+        ).fetchall(),
+        args.repeats,
+    )
+    d_ids, s_ids = [r[0] for r in d_rows], [r[0] for r in s_rows]
+    print(f"# exact top-{k} search (cosine), {args.rows} rows x {args.dim} dims, median of {args.repeats}")
+    print(f"{'engine':8} {'ms':>10} {'sluice_speedup':>15}")
+    for name, seconds in [("numpy", n_time), ("duckdb", d_time), ("sluice", s_time)]:
+        print(f"{name:8} {seconds * 1000:10.1f} {seconds / s_time:15.2f}")
+    if set(s_ids) != set(n_ids) or set(d_ids) != set(n_ids):
+        print(f"MISMATCH top-{k}: numpy {n_ids} duckdb {d_ids} sluice {s_ids}", file=sys.stderr)
+        return True
+    print(f"# the same {k} ids from all three")
+    return False
 
 
 if __name__ == "__main__":
