@@ -120,6 +120,7 @@ pub async fn plan_continuous_query(
         append_only: false,
         updating: false,
         session: sessions.pop(),
+        parallelism,
     };
     builder.task = Some(Arc::new(TaskContext::from(&builder.state)));
     let mut sources = Vec::new();
@@ -243,6 +244,8 @@ struct ChainBuilder {
     updating: bool,
     /// The query's SESSION window, if it has one.
     session: Option<SessionSpec>,
+    /// Tasks a grouped aggregate's groups are spread over.
+    parallelism: usize,
 }
 
 impl ChainBuilder {
@@ -309,6 +312,7 @@ impl ChainBuilder {
                         &aggregate,
                         no_watermark.as_deref(),
                         self.session.as_ref(),
+                        self.parallelism,
                     )?;
                     // A window's rows are final; a group's are replaced.
                     self.updating = !planned.append_only;

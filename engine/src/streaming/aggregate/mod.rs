@@ -1,8 +1,10 @@
 //! `GROUP BY` in continuous queries: the operator ([`operator`]), its
-//! session-window form ([`session`]) and the state one aggregate keeps per
-//! group ([`state`]).
+//! session-window form ([`session`]), the state one aggregate keeps per
+//! group ([`state`]) and the keyed split of a grouped aggregate over
+//! several tasks ([`keyed`]).
 
 mod checkpoint;
+pub mod keyed;
 pub mod operator;
 pub mod planning;
 pub mod session;

@@ -14,6 +14,7 @@ use datafusion::physical_expr::aggregate::{AggregateFunctionExpr, LoweredAggrega
 use datafusion::physical_expr::{PhysicalExpr, create_physical_expr};
 use sluice_types::error::{SluiceError, SqlState};
 
+use super::keyed::KeyedAggregate;
 use super::operator::{AggregateOperator, Emission};
 use super::session::{GroupRole, SessionOperator};
 use super::state::AggregateStrategy;
@@ -30,12 +31,15 @@ pub struct PlannedAggregate {
 }
 
 /// Plans `aggregate`. Its input has a watermark unless `no_watermark` says
-/// why not; `session` is the query's SESSION window, if it has one.
+/// why not; `session` is the query's SESSION window, if it has one. A
+/// grouped aggregate runs as `parallelism` copies keyed by its groups
+/// ([`KeyedAggregate`]) when that is more than one.
 pub fn plan_aggregate(
     state: &SessionState,
     aggregate: &Aggregate,
     no_watermark: Option<&str>,
     session: Option<&SessionSpec>,
+    parallelism: usize,
 ) -> Result<PlannedAggregate> {
     let (group_exprs, group_types) = group_columns(state, aggregate)?;
     let name_of = |i: usize| match &aggregate.group_expr[i] {
@@ -96,18 +100,33 @@ pub fn plan_aggregate(
                 None => Emission::Updating,
             };
             let updating = matches!(emission, Emission::Updating);
-            let (aggregates, strategies) = aggregate_functions(state, aggregate, updating)?;
-            let operator = AggregateOperator::try_new(
-                group_exprs,
-                group_types,
-                aggregates,
-                strategies,
-                emission,
-                output_schema,
-            )?;
+            let copy = || {
+                let (aggregates, strategies) = aggregate_functions(state, aggregate, updating)?;
+                AggregateOperator::try_new(
+                    group_exprs.clone(),
+                    group_types.clone(),
+                    aggregates,
+                    strategies,
+                    emission,
+                    Arc::clone(&output_schema),
+                )
+            };
+            let append_only = windowed.is_some();
+            let operator: Box<dyn StreamOperator> = if parallelism > 1 && !group_exprs.is_empty() {
+                let copies = (0..parallelism)
+                    .map(|_| copy())
+                    .collect::<Result<Vec<_>>>()?;
+                Box::new(KeyedAggregate::try_new(
+                    copies,
+                    group_exprs.clone(),
+                    group_types.clone(),
+                )?)
+            } else {
+                Box::new(copy()?)
+            };
             Ok(PlannedAggregate {
-                append_only: operator.is_append_only(),
-                operator: Box::new(operator),
+                append_only,
+                operator,
             })
         }
     }

@@ -1,0 +1,334 @@
+//! [`KeyedAggregate`]: a `GROUP BY` run as several copies of its operator,
+//! each owning the groups whose key hashes to it — the keyed exchange of a
+//! continuous query's stateful stage, so that its work spreads over the
+//! cores (`streaming_parallelism`).
+//!
+//! Each change is split by the hash of its rows' group keys in Arrow's row
+//! format (the bytes the operator itself keys its groups by), the copies
+//! take their parts at once in tasks of their own, and their outputs are
+//! handed on together. Signals (watermarks, barriers) go to every copy.
+//! A checkpoint is the copies' groups together, in the one-operator format;
+//! a restore splits the groups by the same hash over however many copies
+//! there are now, so a query restored at another parallelism redistributes
+//! its keyed state.
+
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::array::{Array, BinaryArray, RecordBatch, UInt32Array};
+use datafusion::arrow::compute::{take, take_record_batch};
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::arrow::row::{RowConverter, SortField};
+use datafusion::error::{DataFusionError, Result};
+use datafusion::physical_expr::PhysicalExpr;
+use futures::FutureExt;
+
+use super::checkpoint::corrupt;
+use super::operator::AggregateOperator;
+use crate::streaming::checkpoint::StateSnapshot;
+use crate::streaming::metrics::panic_message;
+use crate::streaming::operator::{OperatorMetrics, StreamOperator};
+use crate::streaming::signal::{Change, CheckpointBarrier, Watermark};
+
+/// What a copy is asked to do.
+enum Step {
+    Change(Change),
+    Watermark(Watermark),
+    Barrier(CheckpointBarrier),
+}
+
+/// Does `step` on `copy`; a watermark step returns the one to pass on.
+async fn perform(
+    copy: &mut AggregateOperator,
+    step: Step,
+    out: &mut Vec<Change>,
+) -> Result<Option<Watermark>> {
+    match step {
+        Step::Change(change) => copy.process_change(change, out).await.map(|_| None),
+        Step::Watermark(watermark) => copy.handle_watermark(watermark, out).await.map(Some),
+        Step::Barrier(barrier) => copy.handle_checkpoint(barrier, out).await.map(|_| None),
+    }
+}
+
+/// Copies of one aggregate, each owning the groups whose key hashes to it.
+pub struct KeyedAggregate {
+    /// `None` only while a copy is out working.
+    copies: Vec<Option<Box<AggregateOperator>>>,
+    group_exprs: Vec<Arc<dyn PhysicalExpr>>,
+    keys: RowConverter,
+    name: String,
+}
+
+/// The copy a group key (in row format) belongs to among `copies`.
+fn copy_of(key: &[u8], copies: usize) -> usize {
+    // Any hash will do, as long as the live split and a restore agree
+    // within one process: a restore re-splits every group.
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    key.hash(&mut hasher);
+    (hasher.finish() % copies as u64) as usize
+}
+
+/// Row indices of `keys` per copy.
+fn split<'a>(keys: impl Iterator<Item = &'a [u8]>, copies: usize) -> Vec<Vec<u32>> {
+    let mut parts = vec![Vec::new(); copies];
+    for (row, key) in keys.enumerate() {
+        parts[copy_of(key, copies)].push(row as u32);
+    }
+    parts
+}
+
+impl KeyedAggregate {
+    /// Runs `copies` (two or more, of one grouped aggregate: the same
+    /// `group_exprs` of `group_types`) side by side.
+    pub fn try_new(
+        copies: Vec<AggregateOperator>,
+        group_exprs: Vec<Arc<dyn PhysicalExpr>>,
+        group_types: Vec<DataType>,
+    ) -> Result<Self> {
+        let name = format!(
+            "{} (keyed over {} tasks)",
+            copies.first().map_or("aggregate", |c| c.name()),
+            copies.len()
+        );
+        Ok(Self {
+            copies: copies.into_iter().map(|c| Some(Box::new(c))).collect(),
+            group_exprs,
+            keys: RowConverter::new(group_types.into_iter().map(SortField::new).collect())?,
+            name,
+        })
+    }
+
+    fn first(&self) -> Result<&AggregateOperator> {
+        self.copies
+            .first()
+            .and_then(|c| c.as_deref())
+            .ok_or_else(lost)
+    }
+
+    /// Runs `steps[i]` on copy `i` (those given), all at once in tasks of
+    /// their own, and gathers what they emitted in copy order; the
+    /// watermark is the first copy's. A panic is caught in the task, so the
+    /// copy comes back (its state is then restored from a checkpoint).
+    async fn run(&mut self, steps: Vec<Option<Step>>) -> Result<(Vec<Change>, Option<Watermark>)> {
+        let mut running = Vec::new();
+        for (at, step) in steps.into_iter().enumerate() {
+            let Some(step) = step else { continue };
+            let mut copy = self.copies[at].take().ok_or_else(lost)?;
+            running.push((
+                at,
+                tokio::spawn(async move {
+                    let mut out = Vec::new();
+                    let outcome = std::panic::AssertUnwindSafe(perform(&mut copy, step, &mut out))
+                        .catch_unwind()
+                        .await;
+                    let outcome = match outcome {
+                        Ok(Ok(watermark)) => Ok((out, watermark)),
+                        Ok(Err(e)) => Err(e),
+                        Err(panic) => {
+                            Err(DataFusionError::Execution(panic_message(panic.as_ref())))
+                        }
+                    };
+                    (copy, outcome)
+                }),
+            ));
+        }
+        let mut emitted = Vec::new();
+        let mut watermark = None;
+        let mut failure = None;
+        for (at, task) in running {
+            match task.await {
+                Ok((copy, outcome)) => {
+                    self.copies[at] = Some(copy);
+                    match outcome {
+                        Ok((changes, passed)) => {
+                            emitted.extend(changes);
+                            watermark = watermark.or(passed);
+                        }
+                        Err(e) => failure = failure.or(Some(e)),
+                    }
+                }
+                Err(e) => {
+                    failure = failure.or(Some(DataFusionError::Execution(format!(
+                        "an aggregate task failed: {e}"
+                    ))))
+                }
+            }
+        }
+        match failure {
+            Some(e) => Err(e),
+            None => Ok((emitted, watermark)),
+        }
+    }
+
+    /// `step` for every copy.
+    fn everyone(&self, step: impl Fn() -> Step) -> Vec<Option<Step>> {
+        (0..self.copies.len()).map(|_| Some(step())).collect()
+    }
+}
+
+fn lost() -> DataFusionError {
+    DataFusionError::Internal("a keyed aggregate lost a copy (a task of it panicked)".into())
+}
+
+#[async_trait]
+impl StreamOperator for KeyedAggregate {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn describe(&self) -> String {
+        let inner = self.first().map(|c| c.describe()).unwrap_or_default();
+        format!(
+            "{inner}; keyed over {} tasks by the group key",
+            self.copies.len()
+        )
+    }
+
+    fn output_schema(&self) -> SchemaRef {
+        match self.first() {
+            Ok(copy) => copy.output_schema(),
+            Err(_) => Arc::new(datafusion::arrow::datatypes::Schema::empty()),
+        }
+    }
+
+    async fn process_change(&mut self, change: Change, out: &mut Vec<Change>) -> Result<()> {
+        let batch = &change.batch;
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        let key_columns = self
+            .group_exprs
+            .iter()
+            .map(|expr| expr.evaluate(batch)?.into_array(batch.num_rows()))
+            .collect::<Result<Vec<_>>>()?;
+        let rows = self.keys.convert_columns(&key_columns)?;
+        let parts = split(rows.iter().map(|row| row.data()), self.copies.len());
+        let steps = parts
+            .into_iter()
+            .map(|indices| {
+                if indices.is_empty() {
+                    return Ok(None);
+                }
+                let batch = take_record_batch(batch, &UInt32Array::from(indices))?;
+                Ok(Some(Step::Change(Change {
+                    op: change.op,
+                    batch,
+                })))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let (emitted, _) = self.run(steps).await?;
+        out.extend(emitted);
+        Ok(())
+    }
+
+    async fn handle_watermark(
+        &mut self,
+        watermark: Watermark,
+        out: &mut Vec<Change>,
+    ) -> Result<Watermark> {
+        let steps = self.everyone(|| Step::Watermark(watermark));
+        let (emitted, passed) = self.run(steps).await?;
+        out.extend(emitted);
+        Ok(passed.unwrap_or(watermark))
+    }
+
+    async fn handle_checkpoint(
+        &mut self,
+        barrier: CheckpointBarrier,
+        out: &mut Vec<Change>,
+    ) -> Result<()> {
+        let steps = self.everyone(|| Step::Barrier(barrier));
+        let (emitted, _) = self.run(steps).await?;
+        out.extend(emitted);
+        Ok(())
+    }
+
+    fn metrics(&self) -> OperatorMetrics {
+        self.copies
+            .iter()
+            .flatten()
+            .fold(OperatorMetrics::default(), |sum, copy| {
+                sum.plus(copy.metrics())
+            })
+    }
+
+    fn snapshot(&mut self) -> Result<Option<StateSnapshot>> {
+        let mut batches = Vec::new();
+        let mut meta = serde_json::Value::Null;
+        let mut late_rows = 0;
+        for copy in &mut self.copies {
+            let copy = copy.as_mut().ok_or_else(lost)?;
+            late_rows += copy.metrics().late_rows;
+            if let Some(snapshot) = copy.snapshot()? {
+                batches.extend(snapshot.batches);
+                if meta.is_null() {
+                    meta = snapshot.meta;
+                }
+            }
+        }
+        // One operator's format: the copies' groups together.
+        if meta.is_object() {
+            meta["late_rows"] = serde_json::json!(late_rows);
+        }
+        Ok(Some(StateSnapshot { batches, meta }))
+    }
+
+    fn restore(&mut self, snapshot: StateSnapshot) -> Result<()> {
+        let copies = self.copies.len();
+        let mut parts: Vec<Vec<RecordBatch>> = vec![Vec::new(); copies];
+        for batch in &snapshot.batches {
+            // Column 0 holds each group's key in row format.
+            let keys = batch
+                .columns()
+                .first()
+                .and_then(|c| c.as_any().downcast_ref::<BinaryArray>())
+                .ok_or_else(|| corrupt("no group keys"))?;
+            let split = split(keys.iter().map(|k| k.unwrap_or_default()), copies);
+            for (at, indices) in split.into_iter().enumerate() {
+                if !indices.is_empty() {
+                    let indices = UInt32Array::from(indices);
+                    let columns = batch
+                        .columns()
+                        .iter()
+                        .map(|c| take(c.as_ref(), &indices, None))
+                        .collect::<std::result::Result<Vec<_>, _>>()?;
+                    parts[at].push(RecordBatch::try_new(batch.schema(), columns)?);
+                }
+            }
+        }
+        for (at, (copy, batches)) in self.copies.iter_mut().zip(parts).enumerate() {
+            let mut meta = snapshot.meta.clone();
+            if at > 0 && meta.is_object() {
+                // Late rows were counted once, not per copy.
+                meta["late_rows"] = serde_json::json!(0);
+            }
+            copy.as_mut()
+                .ok_or_else(lost)?
+                .restore(StateSnapshot { batches, meta })?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_key_goes_to_one_copy_and_keys_spread() {
+        let keys: Vec<Vec<u8>> = (0..1000u32).map(|i| i.to_le_bytes().to_vec()).collect();
+        let parts = split(keys.iter().map(Vec::as_slice), 3);
+        assert_eq!(parts.iter().map(Vec::len).sum::<usize>(), 1000);
+        assert!(
+            parts.iter().all(|p| p.len() > 200),
+            "{:?}",
+            parts.iter().map(Vec::len).collect::<Vec<_>>()
+        );
+        for (at, part) in parts.iter().enumerate() {
+            for row in part {
+                assert_eq!(copy_of(&keys[*row as usize], 3), at);
+            }
+        }
+    }
+}
