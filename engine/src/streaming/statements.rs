@@ -306,9 +306,9 @@ async fn start(
 
 /// Restarts `query` at `parallelism`: it stops reading, takes a checkpoint
 /// (when it checkpoints), stops, and a replacement starts from that
-/// checkpoint with the new setting, which it keeps across restarts. Its operators' state is not split by
-/// key (stateful stages run in one task), so it moves over whole; what
-/// changes is how many batches its stateless stages run at once.
+/// checkpoint with the new setting, which it keeps across restarts. A
+/// grouped aggregate's groups are split anew over its copies
+/// ([`super::aggregate::keyed`]); joins and SESSION windows move over whole.
 async fn rescale(
     ctx: &SessionContext,
     query: Arc<ContinuousQuery>,
