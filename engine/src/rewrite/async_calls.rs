@@ -9,7 +9,9 @@
 //!   `VALUES`, `UPDATE … SET` and `ORDER BY` all work. Vector search thus
 //!   reads as users write it, `ORDER BY v <=> EMBED('minilm', 'query')
 //!   LIMIT 10`, and computes the query vector once.
-//! - Other calls in `ORDER BY` move into a projection below the sort.
+//! - Other calls in `ORDER BY` move into a projection below the sort, and
+//!   (for continuous queries, [`project_aggregate_calls`]) calls in an
+//!   aggregate's arguments into a projection below the aggregate.
 
 use std::sync::Arc;
 
@@ -23,8 +25,8 @@ use datafusion::logical_expr::async_udf::AsyncScalarUDF;
 use datafusion::logical_expr::expr::ScalarFunction;
 use datafusion::logical_expr::expr_rewriter::NamePreserver;
 use datafusion::logical_expr::{
-    ColumnarValue, Expr, LogicalPlan, LogicalPlanBuilder, ReturnFieldArgs, ScalarFunctionArgs,
-    ScalarUDFImpl, SortExpr,
+    Aggregate, ColumnarValue, Expr, LogicalPlan, LogicalPlanBuilder, ReturnFieldArgs,
+    ScalarFunctionArgs, ScalarUDFImpl, SortExpr,
 };
 use datafusion::prelude::SessionContext;
 
@@ -97,6 +99,59 @@ fn project_sort_calls(plan: LogicalPlan) -> Result<LogicalPlan> {
             .project(original)?
             .build()?;
         Ok(Transformed::yes(plan))
+    })
+    .map(|t| t.data)
+}
+
+/// Name prefix of the columns holding async calls moved out of aggregate
+/// arguments.
+const MOVED_AGGREGATE_ARGUMENT: &str = "__sluice_aggregate_argument_";
+
+/// Moves async calls out of aggregate arguments into a projection below
+/// the aggregate (`sum(vector_dims(EMBED('m', body)))` sums a computed
+/// column): a continuous query's aggregate evaluates its arguments itself,
+/// synchronously, while a projection below it runs async calls as every
+/// projection does. Names are kept, so the plan above is unchanged.
+pub fn project_aggregate_calls(plan: LogicalPlan) -> Result<LogicalPlan> {
+    plan.transform_up(|node| {
+        let LogicalPlan::Aggregate(aggregate) = &node else {
+            return Ok(Transformed::no(node));
+        };
+        let movable = |e: &Expr| is_async_call(e) && !has_nested_call(e);
+        let has_call = aggregate
+            .aggr_expr
+            .iter()
+            .any(|e| e.exists(|e| Ok(movable(e))).unwrap_or(false));
+        if !has_call {
+            return Ok(Transformed::no(node));
+        }
+        let input = Arc::clone(&aggregate.input);
+        let mut projected: Vec<Expr> = input
+            .schema()
+            .columns()
+            .into_iter()
+            .map(Expr::Column)
+            .collect();
+        let names = NamePreserver::new(&node);
+        let mut aggr_expr = Vec::with_capacity(aggregate.aggr_expr.len());
+        for expr in &aggregate.aggr_expr {
+            let saved = names.save(expr);
+            let rewritten = expr.clone().transform_up(|e| {
+                if !movable(&e) {
+                    return Ok(Transformed::no(e));
+                }
+                let name = format!("{MOVED_AGGREGATE_ARGUMENT}{}", projected.len());
+                projected.push(e.alias(&name));
+                Ok(Transformed::yes(datafusion::prelude::col(name)))
+            })?;
+            aggr_expr.push(saved.restore(rewritten.data));
+        }
+        let below = LogicalPlanBuilder::from(input)
+            .project(projected)?
+            .build()?;
+        let aggregate =
+            Aggregate::try_new(Arc::new(below), aggregate.group_expr.clone(), aggr_expr)?;
+        Ok(Transformed::yes(LogicalPlan::Aggregate(aggregate)))
     })
     .map(|t| t.data)
 }

@@ -51,6 +51,7 @@ use super::source::{
 use super::stateless::StatelessOperator;
 use super::view::MaterializedViewTable;
 use crate::planner;
+use crate::rewrite::async_calls;
 use crate::rewrite::window_tvf::{self, SessionSpec};
 use crate::sql::watermark::WatermarkSpec;
 use crate::storage::DurableTable;
@@ -104,6 +105,9 @@ pub async fn plan_continuous_query(
     let plan = state
         .analyzer()
         .execute_and_check(plan, state.config_options(), |_, _| {})?;
+    // The aggregate operator evaluates its arguments synchronously: model
+    // calls in them run in a projection below it instead.
+    let plan = async_calls::project_aggregate_calls(plan)?;
     let output_schema = Arc::new(plan.schema().as_arrow().clone());
 
     let mut splitter = Splitter::default();

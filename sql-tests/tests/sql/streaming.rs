@@ -30,6 +30,42 @@ async fn model_counter(sluice: &Sluice, model: &str, counter: &str) -> u64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_call_inside_an_aggregate_runs_once_per_row() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let model = DEFAULT_EMBEDDING_MODEL;
+    let sluice = open(dir.path()).await;
+    run(&sluice, "CREATE TABLE posts (k BIGINT, body TEXT)").await;
+    run(
+        &sluice,
+        "INSERT INTO posts VALUES (1, 'a cat'), (1, 'a dog'), (2, 'the sea')",
+    )
+    .await;
+    let before = model_rows(&sluice, model).await;
+    run(
+        &sluice,
+        &format!(
+            "CREATE MATERIALIZED VIEW dims_per_key AS \
+             SELECT k, sum(vector_dims(EMBED('{model}', body))) AS d, count(*) AS n \
+             FROM posts GROUP BY k"
+        ),
+    )
+    .await;
+    run(&sluice, "INSERT INTO posts VALUES (2, 'the sky')").await;
+    run(&sluice, "FLUSH").await;
+    assert_eq!(model_rows(&sluice, model).await - before, 4);
+    assert_eq!(
+        sorted_rows(&sluice, "SELECT k, d, n FROM dims_per_key").await,
+        sorted_rows(
+            &sluice,
+            &format!(
+                "SELECT k, sum(vector_dims(EMBED('{model}', body))), count(*) FROM posts GROUP BY k"
+            )
+        )
+        .await
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn small_commits_reach_the_model_in_batches() {
     let dir = tempfile::tempdir().expect("temp dir");
     let model = DEFAULT_EMBEDDING_MODEL;
