@@ -29,43 +29,13 @@ use object_store::ObjectStore;
 use object_store::path::Path;
 use tokio::sync::Mutex;
 
-use super::change_feed::{ChangeKind, ChangeSender, TableSubscription, publish};
+use super::change_feed::{ChangeKind, TableSubscription};
 use super::files::{DATA_STORE_URL, DataFileWriter, Snapshot, read_files};
 use super::manifest::{self, Manifest};
 use super::row_change::{ChangedTable, RowChange, RowChangeExec};
 use super::sink::DurableSink;
+use super::table_state::TableState;
 use super::vector_bytes::VectorBytesAdapterFactory;
-
-/// What a table's writers change: the committed manifest and the snapshot
-/// of its files that new scans read.
-#[derive(Debug)]
-pub(super) struct TableState {
-    pub manifest: Manifest,
-    pub snapshot: Arc<Snapshot>,
-    /// Continuous queries reading this table's changes.
-    pub subscribers: Vec<ChangeSender>,
-}
-
-impl TableState {
-    /// Installs `next` as the committed version; files of the previous one
-    /// that `next` no longer lists are retired. Subscribers hear of the
-    /// change while the table's lock is still held, so they see every
-    /// version in commit order.
-    pub async fn install(
-        &mut self,
-        store: &Arc<dyn ObjectStore>,
-        dir: &Path,
-        next: Manifest,
-        kind: ChangeKind,
-    ) {
-        let snapshot = self.snapshot.next(store, dir, &next.files);
-        let previous = std::mem::replace(&mut self.snapshot, Arc::clone(&snapshot));
-        let version = next.version;
-        self.manifest = next;
-        publish(&mut self.subscribers, version, kind, &snapshot);
-        Snapshot::succeed(previous, &snapshot).await;
-    }
-}
 
 /// A table whose every acknowledged write is on durable storage.
 pub struct DurableTable {

@@ -43,6 +43,7 @@ mod row_change;
 mod sink;
 mod synced_local;
 mod table;
+mod table_state;
 mod vector_bytes;
 
 pub use change_feed::{ChangeKind, DeltaKind, RowDelta, TableDelta, TableSubscription};

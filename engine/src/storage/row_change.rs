@@ -31,9 +31,9 @@ use object_store::path::Path;
 use tokio::sync::Mutex;
 
 use super::change_feed::{ChangeKind, RowDelta};
-use super::durable_table::TableState;
 use super::files::{read_files, write_data_files};
 use super::manifest;
+use super::table_state::TableState;
 
 /// What a DELETE or UPDATE does to the rows its predicate selects (all rows
 /// when there is none).

@@ -16,9 +16,9 @@ use object_store::path::Path;
 use tokio::sync::Mutex;
 
 use super::change_feed::ChangeKind;
-use super::durable_table::TableState;
 use super::files::{read_files, resolve, write_data_files, write_stream};
 use super::manifest::{self, DataFile, delete_if_present};
+use super::table_state::TableState;
 
 /// Files below this many rows count as small.
 const SMALL_FILE_ROWS: u64 = 64 * 1024;
