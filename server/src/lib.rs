@@ -25,4 +25,4 @@ mod server;
 pub mod sqlstate;
 pub mod startup;
 
-pub use server::{ServerConfig, serve};
+pub use server::{DEFAULT_MAX_CONNECTIONS, ServerConfig, serve};

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use log::{error, info};
 use sluice_engine::{DataLocation, Sluice};
-use sluice_server::{ServerConfig, serve};
+use sluice_server::{DEFAULT_MAX_CONNECTIONS, ServerConfig, serve};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -54,6 +54,11 @@ struct ServeArgs {
         value_delimiter = ','
     )]
     model_key_variables: Vec<String>,
+    /// Connections served at once; one more gets SQLSTATE 53300 ("too many
+    /// clients") while the others go on.
+    #[arg(long, default_value_t = DEFAULT_MAX_CONNECTIONS as u32, env = "SLUICE_MAX_CONNECTIONS",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections: u32,
 }
 
 impl Default for ServeArgs {
@@ -63,6 +68,7 @@ impl Default for ServeArgs {
             data_dir: "./sluice-data".into(),
             object_roots: Vec::new(),
             model_key_variables: Vec::new(),
+            max_connections: DEFAULT_MAX_CONNECTIONS as u32,
         }
     }
 }
@@ -117,6 +123,7 @@ async fn run(args: ServeArgs) -> Result<(), String> {
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
     let config = ServerConfig {
         listen: args.listen,
+        max_connections: args.max_connections as usize,
         ..ServerConfig::default()
     };
     info!(

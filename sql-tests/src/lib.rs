@@ -132,14 +132,24 @@ pub fn test_engine(data_dir: &Path) -> sluice_engine::SluiceBuilder {
 impl TestServer {
     /// Starts a server over a fresh engine whose data lives in `data_dir`.
     pub async fn start(data_dir: &Path) -> Result<Self, Box<dyn std::error::Error>> {
+        Self::start_configured(data_dir, |_| {}).await
+    }
+
+    /// Starts a server as [`Self::start`] does, its settings changed by
+    /// `configure` (a connection limit, …).
+    pub async fn start_configured(
+        data_dir: &Path,
+        configure: impl FnOnce(&mut ServerConfig),
+    ) -> Result<Self, Box<dyn std::error::Error>> {
         let engine = test_engine(data_dir).build().await?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let (stop, stopped) = oneshot::channel::<()>();
-        let config = ServerConfig {
+        let mut config = ServerConfig {
             listen: addr,
             ..ServerConfig::default()
         };
+        configure(&mut config);
         let task = tokio::spawn(async move {
             serve(engine, listener, &config, async {
                 let _ = stopped.await;

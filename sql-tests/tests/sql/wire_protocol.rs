@@ -916,3 +916,46 @@ async fn result_columns_are_named_as_postgres_names_them() {
     assert_eq!(row.get::<_, i64>("id"), 1);
     assert_eq!(row.get::<_, String>("text"), "2");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_over_the_limit_gets_53300_and_the_others_go_on() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = TestServer::start_configured(dir.path(), |config| config.max_connections = 2)
+        .await
+        .expect("start server");
+    let (first, _first_task) = connect(&server).await;
+    let (second, second_task) = connect(&server).await;
+    let refused = tokio_postgres::connect(&server.connection_string(), NoTls)
+        .await
+        .err()
+        .expect("a third connection is refused");
+    assert_eq!(
+        refused.code(),
+        Some(&SqlState::TOO_MANY_CONNECTIONS),
+        "{refused}"
+    );
+    // The connections within the limit are served as before.
+    let answer = first.simple_query("SELECT 41 + 1").await.expect("query");
+    assert_eq!(first_row(&answer).get(0), Some("42"));
+    // Once one closes, a new connection gets in (the server notices the
+    // close in its own time: try until it has, within a bound).
+    drop(second);
+    let _ = second_task.await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match tokio_postgres::connect(&server.connection_string(), NoTls).await {
+            Ok((client, connection)) => {
+                tokio::spawn(connection);
+                let answer = client.simple_query("SELECT 1").await.expect("query");
+                assert_eq!(first_row(&answer).get(0), Some("1"));
+                break;
+            }
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                assert_eq!(e.code(), Some(&SqlState::TOO_MANY_CONNECTIONS), "{e}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("no connection after one closed: {e}"),
+        }
+    }
+    server.stop().await.expect("stop");
+}
