@@ -55,6 +55,35 @@ fn is_async_call(expr: &Expr) -> bool {
         if func.as_async().is_some())
 }
 
+/// Every column of `plan`'s output, as expressions: what a projection
+/// added below a node passes through.
+fn input_columns(plan: &LogicalPlan) -> Vec<Expr> {
+    plan.schema()
+        .columns()
+        .into_iter()
+        .map(Expr::Column)
+        .collect()
+}
+
+/// Replaces the calls of `expr` that `movable` picks by columns computed in
+/// `projected` (the projection to put below), named `prefix` + position.
+fn move_calls(
+    expr: Expr,
+    projected: &mut Vec<Expr>,
+    prefix: &str,
+    movable: impl Fn(&Expr) -> bool,
+) -> Result<Expr> {
+    expr.transform_up(|e| {
+        if !movable(&e) {
+            return Ok(Transformed::no(e));
+        }
+        let name = format!("{prefix}{}", projected.len());
+        projected.push(e.alias(&name));
+        Ok(Transformed::yes(datafusion::prelude::col(name)))
+    })
+    .map(|t| t.data)
+}
+
 /// Moves async calls out of `ORDER BY` into a projection below the sort
 /// (DataFusion runs async functions only in projections):
 /// `ORDER BY EMBED('m', body) <=> q` sorts on a computed column instead.
@@ -71,25 +100,17 @@ fn project_sort_calls(plan: LogicalPlan) -> Result<LogicalPlan> {
             return Ok(Transformed::no(node));
         }
         let input = Arc::clone(&sort.input);
-        let original: Vec<Expr> = input
-            .schema()
-            .columns()
-            .into_iter()
-            .map(Expr::Column)
-            .collect();
+        let original = input_columns(&input);
         let mut projected = original.clone();
         let mut sort_exprs = Vec::with_capacity(sort.expr.len());
         for s in &sort.expr {
-            let rewritten = s.expr.clone().transform_up(|e| {
-                if !is_async_call(&e) {
-                    return Ok(Transformed::no(e));
-                }
-                let name = format!("__sluice_sort_key_{}", projected.len());
-                projected.push(e.alias(&name));
-                Ok(Transformed::yes(datafusion::prelude::col(name)))
-            })?;
             sort_exprs.push(SortExpr {
-                expr: rewritten.data,
+                expr: move_calls(
+                    s.expr.clone(),
+                    &mut projected,
+                    "__sluice_sort_key_",
+                    is_async_call,
+                )?,
                 ..s.clone()
             });
         }
@@ -126,25 +147,18 @@ pub fn project_aggregate_calls(plan: LogicalPlan) -> Result<LogicalPlan> {
             return Ok(Transformed::no(node));
         }
         let input = Arc::clone(&aggregate.input);
-        let mut projected: Vec<Expr> = input
-            .schema()
-            .columns()
-            .into_iter()
-            .map(Expr::Column)
-            .collect();
+        let mut projected = input_columns(&input);
         let names = NamePreserver::new(&node);
         let mut aggr_expr = Vec::with_capacity(aggregate.aggr_expr.len());
         for expr in &aggregate.aggr_expr {
             let saved = names.save(expr);
-            let rewritten = expr.clone().transform_up(|e| {
-                if !movable(&e) {
-                    return Ok(Transformed::no(e));
-                }
-                let name = format!("{MOVED_AGGREGATE_ARGUMENT}{}", projected.len());
-                projected.push(e.alias(&name));
-                Ok(Transformed::yes(datafusion::prelude::col(name)))
-            })?;
-            aggr_expr.push(saved.restore(rewritten.data));
+            let moved = move_calls(
+                expr.clone(),
+                &mut projected,
+                MOVED_AGGREGATE_ARGUMENT,
+                movable,
+            )?;
+            aggr_expr.push(saved.restore(moved));
         }
         let below = LogicalPlanBuilder::from(input)
             .project(projected)?
@@ -212,12 +226,7 @@ fn project_nested_calls(plan: LogicalPlan) -> Result<LogicalPlan> {
                 break;
             }
             let input = Arc::clone(&projection.input);
-            let mut below: Vec<Expr> = input
-                .schema()
-                .columns()
-                .into_iter()
-                .map(Expr::Column)
-                .collect();
+            let mut below = input_columns(&input);
             let names = NamePreserver::new(&node);
             let mut above = Vec::with_capacity(projection.expr.len());
             for expr in &projection.expr {

@@ -454,18 +454,7 @@ fn exclude_query_column(projection: &mut [SelectItem], search: &Ident) {
 
 /// The query of one search: the template with the call's parts.
 fn single(search: &Search, alias: &Option<TableAlias>, filter: Option<Expr>) -> Result<ast::Query> {
-    let table = TableFactor::Table {
-        name: search.table.clone(),
-        alias: alias.clone(),
-        args: None,
-        with_hints: Vec::new(),
-        version: None,
-        with_ordinality: false,
-        partitions: Vec::new(),
-        json_path: None,
-        sample: None,
-        index_hints: Vec::new(),
-    };
+    let table = table_factor(&search.table, alias.clone());
     let true_literal = Expr::value(ast::Value::Boolean(true));
     fill(
         SEARCH_TEMPLATE,
@@ -477,9 +466,20 @@ fn single(search: &Search, alias: &Option<TableAlias>, filter: Option<Expr>) -> 
 
 /// The query of a `LATERAL` search over the query vectors of `outer`.
 fn batch(search: &Search, outer: TableFactor) -> Result<ast::Query> {
-    let table = TableFactor::Table {
-        name: search.table.clone(),
-        alias: None,
+    let table = table_factor(&search.table, None);
+    fill(
+        BATCH_TEMPLATE,
+        search,
+        HashMap::from([("__sluice_table", table), ("__sluice_outer", outer)]),
+        HashMap::new(),
+    )
+}
+
+/// `FROM name [AS alias]`.
+fn table_factor(name: &ObjectName, alias: Option<TableAlias>) -> TableFactor {
+    TableFactor::Table {
+        name: name.clone(),
+        alias,
         args: None,
         with_hints: Vec::new(),
         version: None,
@@ -488,13 +488,7 @@ fn batch(search: &Search, outer: TableFactor) -> Result<ast::Query> {
         json_path: None,
         sample: None,
         index_hints: Vec::new(),
-    };
-    fill(
-        BATCH_TEMPLATE,
-        search,
-        HashMap::from([("__sluice_table", table), ("__sluice_outer", outer)]),
-        HashMap::new(),
-    )
+    }
 }
 
 fn derived(query: ast::Query, alias: Option<TableAlias>) -> TableFactor {

@@ -25,7 +25,7 @@ use datafusion::physical_expr::PhysicalExpr;
 use futures::FutureExt;
 
 use super::checkpoint::corrupt;
-use super::operator::AggregateOperator;
+use super::operator::{AggregateOperator, evaluate_columns};
 use crate::streaming::checkpoint::StateSnapshot;
 use crate::streaming::metrics::panic_message;
 use crate::streaming::operator::{OperatorMetrics, StreamOperator};
@@ -197,11 +197,7 @@ impl StreamOperator for KeyedAggregate {
         if batch.num_rows() == 0 {
             return Ok(());
         }
-        let key_columns = self
-            .group_exprs
-            .iter()
-            .map(|expr| expr.evaluate(batch)?.into_array(batch.num_rows()))
-            .collect::<Result<Vec<_>>>()?;
+        let key_columns = evaluate_columns(&self.group_exprs, batch)?;
         let rows = self.keys.convert_columns(&key_columns)?;
         let parts = split(rows.iter().map(|row| row.data()), self.copies.len());
         let steps = parts

@@ -137,11 +137,7 @@ impl AggregateOperator {
 
     /// The rows of `batch` for each group, in first-seen order.
     fn partition(&self, batch: &RecordBatch) -> Result<Partitioned> {
-        let key_columns = self
-            .group_exprs
-            .iter()
-            .map(|expr| expr.evaluate(batch)?.into_array(batch.num_rows()))
-            .collect::<Result<Vec<_>>>()?;
+        let key_columns = evaluate_columns(&self.group_exprs, batch)?;
         let mut order: Vec<(OwnedRow, Vec<u32>)> = Vec::new();
         let mut index: HashMap<OwnedRow, usize> = HashMap::new();
         if let Some(key) = self.global.clone() {
@@ -230,13 +226,19 @@ pub(super) fn argument_columns(
 ) -> Result<Vec<Vec<ArrayRef>>> {
     aggregates
         .iter()
-        .map(|aggregate| {
-            aggregate
-                .expressions()
-                .iter()
-                .map(|expr| expr.evaluate(batch)?.into_array(batch.num_rows()))
-                .collect()
-        })
+        .map(|aggregate| evaluate_columns(&aggregate.expressions(), batch))
+        .collect()
+}
+
+/// `exprs` evaluated over `batch`, one column each (group keys, aggregate
+/// arguments).
+pub(super) fn evaluate_columns(
+    exprs: &[Arc<dyn PhysicalExpr>],
+    batch: &RecordBatch,
+) -> Result<Vec<ArrayRef>> {
+    exprs
+        .iter()
+        .map(|expr| expr.evaluate(batch)?.into_array(batch.num_rows()))
         .collect()
 }
 

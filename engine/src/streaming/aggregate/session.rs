@@ -26,7 +26,7 @@ use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
 use sluice_types::error::{SluiceError, SqlState};
 
 use super::checkpoint::{StateColumns, load_states, state_batch, state_widths, typed};
-use super::operator::{argument_columns, evaluate_states, output_batch};
+use super::operator::{argument_columns, evaluate_columns, evaluate_states, output_batch};
 use super::state::{AggregateState, AggregateStrategy};
 use crate::streaming::checkpoint::StateSnapshot;
 use crate::streaming::operator::{OperatorMetrics, StreamOperator};
@@ -369,11 +369,7 @@ impl StreamOperator for SessionOperator {
             )
             .into());
         }
-        let columns = self
-            .group_exprs
-            .iter()
-            .map(|expr| expr.evaluate(batch)?.into_array(batch.num_rows()))
-            .collect::<Result<Vec<_>>>()?;
+        let columns = evaluate_columns(&self.group_exprs, batch)?;
         let start = self
             .roles
             .iter()

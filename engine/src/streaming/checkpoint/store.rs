@@ -201,12 +201,16 @@ impl CheckpointStore {
         let Some(name) = newest else {
             return Ok(None);
         };
-        let path = self.dir.clone().join("manifests").join(name.as_str());
+        self.read_manifest(&name).await.map(Some)
+    }
+
+    /// The manifest stored as `manifests/<file_name>`.
+    async fn read_manifest(&self, file_name: &str) -> Result<CheckpointManifest> {
+        let path = self.dir.clone().join("manifests").join(file_name);
         let bytes = self.read(&path).await?;
-        let manifest = serde_json::from_slice(&bytes).map_err(|e| {
+        serde_json::from_slice(&bytes).map_err(|e| {
             DataFusionError::Execution(format!("corrupt checkpoint manifest {path}: {e}"))
-        })?;
-        Ok(Some(manifest))
+        })
     }
 
     async fn read(&self, path: &Path) -> Result<bytes::Bytes> {
@@ -395,7 +399,7 @@ impl CheckpointStore {
                 "epoch {epoch} was committed by another instance"
             )));
         }
-        if let Err(e) = self.collect_garbage().await {
+        if let Err(e) = self.collect_garbage(&manifest).await {
             log::warn!("checkpoint garbage of {} left for later: {e}", self.dir);
         }
         Ok(manifest)
@@ -416,7 +420,8 @@ impl CheckpointStore {
     /// Deletes manifests older than the kept checkpoints, and state files
     /// older than them that no kept checkpoint reads (an incremental one
     /// reads the files of earlier checkpoints).
-    async fn collect_garbage(&self) -> Result<()> {
+    /// `committed` is the manifest just committed (not read back).
+    async fn collect_garbage(&self, committed: &CheckpointManifest) -> Result<()> {
         let mut manifests: Vec<String> = self
             .list("manifests")
             .await?
@@ -429,17 +434,14 @@ impl CheckpointStore {
         }
         let oldest_kept = manifests[manifests.len() - KEEP_CHECKPOINTS].clone();
         let mut referenced = std::collections::HashSet::new();
+        let committed_name = key(committed.generation, committed.epoch);
         for name in &manifests[manifests.len() - KEEP_CHECKPOINTS..] {
-            let path = self
-                .dir
-                .clone()
-                .join("manifests")
-                .join(format!("{name}.json"));
-            let manifest: CheckpointManifest = serde_json::from_slice(&self.read(&path).await?)
-                .map_err(|e| {
-                    DataFusionError::Execution(format!("corrupt checkpoint manifest {path}: {e}"))
-                })?;
-            referenced.extend(manifest.files().map(str::to_owned));
+            if *name == committed_name {
+                referenced.extend(committed.files().map(str::to_owned));
+            } else {
+                let manifest = self.read_manifest(&format!("{name}.json")).await?;
+                referenced.extend(manifest.files().map(str::to_owned));
+            }
         }
         for name in &manifests[..manifests.len() - KEEP_CHECKPOINTS] {
             self.delete(
