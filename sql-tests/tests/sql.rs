@@ -9,5 +9,7 @@ mod models;
 mod slt;
 #[path = "sql/streaming.rs"]
 mod streaming;
+#[path = "sql/vector_index.rs"]
+mod vector_index;
 #[path = "sql/wire_protocol.rs"]
 mod wire_protocol;

@@ -74,6 +74,10 @@ impl SqlState {
     pub const UNDEFINED_TABLE: SqlState = SqlState("42P01");
     /// `42P07`: a relation of that name exists already.
     pub const DUPLICATE_TABLE: SqlState = SqlState("42P07");
+    /// `3F000`: no schema of that name.
+    pub const INVALID_SCHEMA_NAME: SqlState = SqlState("3F000");
+    /// `42703`: no column of that name.
+    pub const UNDEFINED_COLUMN: SqlState = SqlState("42703");
 
     /// The five-character code.
     pub fn code(self) -> &'static str {

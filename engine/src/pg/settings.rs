@@ -77,6 +77,13 @@ const SETTINGS: &[SettingDef] = &[
          after them never runs the model again.",
     ),
     def(
+        "vector.ef_search",
+        "64",
+        false,
+        false,
+        "Candidates an hnsw index search keeps (more: better recall, slower).",
+    ),
+    def(
         "bytea_output",
         "hex",
         false,
@@ -259,6 +266,8 @@ pub fn canonical_name(name: &str) -> String {
         "time zone" | "time_zone" => "timezone".into(),
         "transaction isolation level" => "transaction_isolation".into(),
         "session authorization" => "session_authorization".into(),
+        // `SHOW vector.ef_search` arrives as two words.
+        "vector ef_search" => "vector.ef_search".into(),
         _ => lower,
     }
 }
@@ -408,6 +417,14 @@ impl SessionSettings {
         }
     }
 
+    /// `vector.ef_search`: the breadth of hnsw index walks.
+    pub fn vector_ef_search(&self) -> usize {
+        self.get("vector.ef_search")
+            .ok()
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .unwrap_or(64)
+    }
+
     /// `statement_timeout`, or `None` when disabled.
     pub fn statement_timeout(&self) -> Option<Duration> {
         self.get("statement_timeout")
@@ -456,6 +473,14 @@ fn validate(def: &SettingDef, value: &str) -> Result<String> {
             }
             Ok(ms.to_string())
         }
+        "vector.ef_search" => match value.trim().parse::<usize>() {
+            Ok(n) if (1..=1000).contains(&n) => Ok(n.to_string()),
+            _ => Err(invalid_value(
+                def,
+                value,
+                "must be an integer from 1 to 1000",
+            )),
+        },
         "region_logs" => match value.trim().to_ascii_lowercase().as_str() {
             "on" | "true" | "1" | "yes" => Ok("on".into()),
             "off" | "false" | "0" | "no" => Ok("off".into()),

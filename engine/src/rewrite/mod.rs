@@ -6,6 +6,8 @@
 //!   subqueries adding `window_start`, `window_end`, `window_time`;
 //! - [`vector_search`]: Flink's `VECTOR_SEARCH(TABLE t, DESCRIPTOR(v), q, k)`
 //!   as a top-k subquery (pgvector's `ORDER BY distance LIMIT k`);
+//! - [`vector_index_rule`]: an optimizer rule planning a top-k by distance
+//!   over an indexed column as an index search;
 //! - [`typed_values`]: text literals inserted into Sluice-typed columns;
 //! - [`literal_insert`] / [`text_insert`]: `INSERT … VALUES` of literals
 //!   through COPY's text path;
@@ -19,6 +21,7 @@ pub mod literal_insert;
 pub mod ml_predict;
 pub mod text_insert;
 pub mod typed_values;
+pub mod vector_index_rule;
 pub mod vector_search;
 pub mod window_tvf;
 

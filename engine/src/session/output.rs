@@ -13,7 +13,7 @@ use crate::pg::column_names::PostgresNames;
 use crate::sql::copy::CopyFromStdin;
 use crate::sql::model_statement::ModelStatement;
 use crate::sql::source_statement::CreateSource;
-use crate::sql::statement::SessionCommand;
+use crate::sql::statement::{IndexStatement, SessionCommand};
 use crate::sql::streaming_statement::StreamingStatement;
 
 /// A statement that has been parsed and planned and can be executed, possibly
@@ -38,6 +38,8 @@ pub(crate) enum PreparedKind {
     CopyFrom(CopyFromStdin),
     /// `ALTER TABLE`.
     AlterTable(Box<datafusion::sql::sqlparser::ast::AlterTable>),
+    /// `CREATE INDEX` / `DROP INDEX`.
+    Index(IndexStatement),
     /// A continuous-query statement.
     Streaming(StreamingStatement),
     /// A connector table.
@@ -131,6 +133,7 @@ impl PreparedStatement {
             PreparedKind::Fetch(..) => true,
             PreparedKind::CopyFrom(_)
             | PreparedKind::AlterTable(_)
+            | PreparedKind::Index(_)
             | PreparedKind::CreateSource(_) => false,
         }
     }
@@ -143,6 +146,7 @@ impl PreparedStatement {
             | PreparedKind::Model(_)
             | PreparedKind::CopyFrom(_)
             | PreparedKind::AlterTable(_)
+            | PreparedKind::Index(_)
             | PreparedKind::Streaming(_)
             | PreparedKind::Fetch(..)
             | PreparedKind::CreateSource(_) => None,
@@ -157,6 +161,7 @@ impl PreparedStatement {
             | PreparedKind::Model(_)
             | PreparedKind::CopyFrom(_)
             | PreparedKind::AlterTable(_)
+            | PreparedKind::Index(_)
             | PreparedKind::Streaming(_)
             | PreparedKind::Fetch(..)
             | PreparedKind::CreateSource(_) => None,

@@ -28,6 +28,7 @@ use crate::session::output::{
 };
 use crate::sql::statement::{SessionCommand, SluiceStatement, parse_sql};
 use crate::sql::streaming_statement::StreamingStatement;
+use crate::storage::vector_index::VectorSearchSettings;
 use crate::streaming::{self, Cursors, Origin, StreamingOutcome};
 
 /// One client's session: its own settings and prepared statements over the
@@ -102,6 +103,7 @@ impl SluiceSession {
             SluiceStatement::Model(statement) => PreparedKind::Model(statement.clone()),
             SluiceStatement::CopyFrom(statement) => PreparedKind::CopyFrom(statement.clone()),
             SluiceStatement::AlterTable(alter) => PreparedKind::AlterTable(alter.clone()),
+            SluiceStatement::Index(statement) => PreparedKind::Index(statement.clone()),
             SluiceStatement::Streaming(statement @ StreamingStatement::Fetch { cursor, .. }) => {
                 // The rows' schema is the cursor's, known once it is open
                 // (the extended protocol describes it before executing).
@@ -184,6 +186,10 @@ impl SluiceSession {
                     ModelOutcome::Done(tag) => Ok(QueryOutput::Command(CommandComplete::tag(tag))),
                     ModelOutcome::Rows(batch) => Ok(rows_output(batch)),
                 }
+            }
+            PreparedKind::Index(statement) => {
+                let tag = crate::ddl::indexes::execute(&self.ctx, statement).await?;
+                Ok(QueryOutput::Command(CommandComplete::tag(tag)))
             }
             PreparedKind::AlterTable(alter) => {
                 crate::ddl::alter_table::execute(&self.ctx, alter).await?;
@@ -328,9 +334,7 @@ impl SluiceSession {
         let output = match cmd {
             SessionCommand::Set { name, value } => {
                 let reported = settings.set(name, value.as_deref())?;
-                if name == "timezone" {
-                    self.sync_time_zone(&settings)?;
-                }
+                self.sync_engine_setting(name, &settings)?;
                 QueryOutput::Command(CommandComplete {
                     parameter_status: reported,
                     ..CommandComplete::tag("SET")
@@ -338,9 +342,7 @@ impl SluiceSession {
             }
             SessionCommand::Reset { name: Some(name) } => {
                 let reported = settings.set(name, None)?;
-                if name == "timezone" {
-                    self.sync_time_zone(&settings)?;
-                }
+                self.sync_engine_setting(name, &settings)?;
                 QueryOutput::Command(CommandComplete {
                     parameter_status: reported,
                     ..CommandComplete::tag("RESET")
@@ -349,6 +351,7 @@ impl SluiceSession {
             SessionCommand::Reset { name: None } => {
                 let changed = settings.reset_all();
                 self.sync_time_zone(&settings)?;
+                self.sync_vector_search(&settings);
                 // Only one ParameterStatus rides on the tag; the time zone is
                 // the one that changes how later results look.
                 let reported = changed.into_iter().find(|(n, _)| n == "TimeZone");
@@ -405,6 +408,29 @@ impl SluiceSession {
 
     /// Mirrors the Postgres `TimeZone` setting into DataFusion's, which
     /// governs `now()` and timestamp-with-time-zone arithmetic.
+    /// Hands a setting the engine reads during planning (rather than the
+    /// session) to DataFusion's session state.
+    fn sync_engine_setting(&self, name: &str, settings: &SessionSettings) -> Result<()> {
+        match name {
+            "timezone" => self.sync_time_zone(settings),
+            "vector.ef_search" => {
+                self.sync_vector_search(settings);
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn sync_vector_search(&self, settings: &SessionSettings) {
+        let state = self.ctx.state_ref();
+        let mut state = state.write();
+        state
+            .config_mut()
+            .set_extension(Arc::new(VectorSearchSettings {
+                ef_search: settings.vector_ef_search(),
+            }));
+    }
+
     fn sync_time_zone(&self, settings: &SessionSettings) -> Result<()> {
         let tz = settings.get("timezone")?;
         let state = self.ctx.state_ref();

@@ -21,6 +21,7 @@ use sluice_functions::model::secrets::KeyVariablePolicy;
 
 use super::Sluice;
 use crate::pg::catalog;
+use crate::rewrite::vector_index_rule::VectorIndexRule;
 
 /// Settings of one engine instance.
 #[derive(Debug, Clone)]
@@ -149,6 +150,7 @@ impl SluiceBuilder {
             .with_config(session_config)
             .with_default_features()
             .with_physical_optimizer_rule(Arc::new(CountModelCalls::new(Arc::clone(&models))))
+            .with_optimizer_rule(Arc::new(VectorIndexRule))
             .build();
         let ctx = SessionContext::new_with_state(state);
         // Table scans read the data directory through DataFusion's Parquet

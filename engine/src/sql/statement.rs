@@ -36,6 +36,8 @@ pub enum SluiceStatement {
     CopyFrom(CopyFromStdin),
     /// `ALTER TABLE`, which DataFusion does not plan.
     AlterTable(Box<ast::AlterTable>),
+    /// `CREATE INDEX` / `DROP INDEX`: vector indexes on Sluice tables.
+    Index(IndexStatement),
     /// Continuous queries: `CREATE MATERIALIZED VIEW`, `FLUSH`, …
     Streaming(StreamingStatement),
     /// `CREATE TABLE … WITH ('connector' = …)`: a generator or external
@@ -48,6 +50,20 @@ pub enum SluiceStatement {
         statement: Box<DFStatement>,
         /// The clause.
         watermark: WatermarkSpec,
+    },
+}
+
+/// `CREATE INDEX … USING hnsw` and `DROP INDEX`, as parsed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum IndexStatement {
+    /// `CREATE INDEX`.
+    Create(Box<ast::CreateIndex>),
+    /// `DROP INDEX [IF EXISTS] name, …`.
+    Drop {
+        /// The indexes.
+        names: Vec<ObjectName>,
+        /// `IF EXISTS`.
+        if_exists: bool,
     },
 }
 
@@ -299,6 +315,15 @@ fn classify(statement: DFStatement) -> Result<SluiceStatement> {
             session(SessionCommand::DeallocateAll)
         }
         ast::Statement::AlterTable(alter) => SluiceStatement::AlterTable(Box::new(alter)),
+        ast::Statement::CreateIndex(create) => {
+            SluiceStatement::Index(IndexStatement::Create(Box::new(create)))
+        }
+        ast::Statement::Drop {
+            object_type: ast::ObjectType::Index,
+            names,
+            if_exists,
+            ..
+        } => SluiceStatement::Index(IndexStatement::Drop { names, if_exists }),
         _ => SluiceStatement::DataFusion(Box::new(DFStatement::Statement(inner))),
     })
 }

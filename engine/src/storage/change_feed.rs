@@ -41,6 +41,8 @@ pub enum ChangeKind {
     RowChange(Option<Arc<RowDelta>>),
     /// ALTER TABLE: the schema changed; readers of the old one stop.
     Schema,
+    /// CREATE or DROP INDEX: the same rows in the same files.
+    Index,
 }
 
 /// The rows a DELETE or UPDATE changed: deleted rows (the old images) and
@@ -320,7 +322,7 @@ impl TableSubscription {
     fn queue(&mut self, change: TableChange) -> Result<()> {
         match change.kind {
             // The same rows in other files: nothing to hand out.
-            ChangeKind::Compaction => self.held = held_files(&change.snapshot),
+            ChangeKind::Compaction | ChangeKind::Index => self.held = held_files(&change.snapshot),
             ChangeKind::Schema => {
                 return Err(DataFusionError::Execution(format!(
                     "table {} changed its schema (ALTER TABLE); continuous queries reading it \

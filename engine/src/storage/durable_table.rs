@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;
 use datafusion::arrow::array::{Array, RecordBatch, new_null_array};
@@ -31,22 +31,26 @@ use tokio::sync::Mutex;
 
 use super::change_feed::{ChangeKind, TableSubscription};
 use super::files::{DATA_STORE_URL, DataFileWriter, Snapshot, read_files};
-use super::manifest::{self, Manifest};
+use super::manifest::Manifest;
 use super::row_change::{ChangedTable, RowChange, RowChangeExec};
 use super::sink::DurableSink;
-use super::table_state::TableState;
+use super::table_state::{IndexCatalog, TableState, catalog_entries};
 use super::vector_bytes::VectorBytesAdapterFactory;
+use super::vector_index;
 
 /// A table whose every acknowledged write is on durable storage.
 pub struct DurableTable {
-    store: Arc<dyn ObjectStore>,
-    dir: Path,
-    schema: SchemaRef,
+    pub(super) store: Arc<dyn ObjectStore>,
+    pub(super) dir: Path,
+    pub(super) schema: SchemaRef,
     constraints: Constraints,
     column_defaults: HashMap<String, Expr>,
     /// One writer at a time per table (within this process); the manifest's
     /// create-if-absent commit rejects writers from elsewhere.
-    state: Arc<Mutex<TableState>>,
+    pub(super) state: Arc<Mutex<TableState>>,
+    /// The committed vector indexes, for the planner (see
+    /// [`TableState::index_catalog`]).
+    pub(super) index_catalog: IndexCatalog,
 }
 
 impl fmt::Debug for DurableTable {
@@ -66,6 +70,7 @@ impl DurableTable {
         column_defaults: HashMap<String, Expr>,
     ) -> Self {
         let snapshot = Snapshot::new(&store, &dir, &manifest.files);
+        let index_catalog = Arc::new(RwLock::new(catalog_entries(&manifest)));
         Self {
             store,
             dir,
@@ -76,7 +81,9 @@ impl DurableTable {
                 manifest,
                 snapshot,
                 subscribers: Vec::new(),
+                index_catalog: Arc::clone(&index_catalog),
             })),
+            index_catalog,
         }
     }
 
@@ -216,7 +223,7 @@ impl DurableTable {
         next.files = files;
         // A writer still holding this object (a plan prepared before the
         // ALTER) fails at its commit: the version it would take is this one.
-        manifest::commit(self.store.as_ref(), &self.dir, &next).await?;
+        vector_index::commit_with_graphs(&self.store, &self.dir, &mut next).await?;
         // Scans through this object read the new files too (Parquet reads
         // project the old columns out of them), so the old files can go.
         table

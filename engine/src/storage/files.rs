@@ -6,12 +6,19 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::datasource::listing::PartitionedFile;
+use datafusion::datasource::physical_plan::parquet::{
+    DefaultParquetFileReaderFactory, ParquetFileReaderFactory,
+};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::parquet::arrow::ArrowWriter;
-use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use datafusion::parquet::arrow::arrow_reader::{ParquetRecordBatchReaderBuilder, RowSelection};
+use datafusion::parquet::arrow::async_reader::AsyncFileReader;
+use datafusion::parquet::arrow::{ParquetRecordBatchStreamBuilder, ProjectionMask};
 use datafusion::parquet::basic::{Compression, ZstdLevel};
 use datafusion::parquet::file::properties::WriterProperties;
+use datafusion::physical_plan::metrics::ExecutionPlanMetricsSet;
 use futures::StreamExt;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
@@ -212,6 +219,53 @@ pub async fn read_files(
             let batch = batch.map_err(DataFusionError::from)?;
             batches.push(vector_bytes::from_file_batch(&batch, schema)?);
         }
+    }
+    Ok(batches)
+}
+
+/// Reads columns `columns` (indices into `schema`, ascending) of the rows
+/// `rows` selects (all when `None`) from one data file, as rows of
+/// `schema` projected to `columns`. Only the pages holding those columns
+/// and rows are fetched: what a vector search reads of a file is its
+/// filter columns, then the vectors of the rows that pass, then the
+/// chosen rows.
+pub async fn read_rows(
+    store: &Arc<dyn ObjectStore>,
+    location: &Path,
+    size: u64,
+    schema: &SchemaRef,
+    columns: &[usize],
+    rows: Option<RowSelection>,
+) -> Result<Vec<RecordBatch>> {
+    let projected = Arc::new(schema.project(columns)?);
+    let mut partitioned = PartitionedFile::new(String::new(), size);
+    partitioned.object_meta.location = location.clone();
+    // `AsyncFileReader` is `Send` already; the parquet reader is
+    // implemented for the plain boxed trait object.
+    let reader: Box<dyn AsyncFileReader> = DefaultParquetFileReaderFactory::new(Arc::clone(store))
+        .create_reader(0, partitioned, None, &ExecutionPlanMetricsSet::new())?;
+    let builder = ParquetRecordBatchStreamBuilder::new(reader).await?;
+    // Files hold the table's columns by name (ADD COLUMN rewrites every
+    // file), in the table's order.
+    let file_columns = projected
+        .fields()
+        .iter()
+        .map(|field| builder.schema().index_of(field.name()))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    if !file_columns.is_sorted() {
+        return Err(DataFusionError::Internal(format!(
+            "columns of {location} are not in the table's order"
+        )));
+    }
+    let mask = ProjectionMask::roots(builder.parquet_schema(), file_columns);
+    let mut builder = builder.with_projection(mask);
+    if let Some(rows) = rows {
+        builder = builder.with_row_selection(rows);
+    }
+    let mut stream = builder.build()?;
+    let mut batches = Vec::new();
+    while let Some(batch) = stream.next().await {
+        batches.push(vector_bytes::from_file_batch(&batch?, &projected)?);
     }
     Ok(batches)
 }

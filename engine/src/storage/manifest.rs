@@ -39,6 +39,9 @@ pub struct Manifest {
     /// a writer recovering from a crash can tell what it delivered.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub delivered: BTreeMap<String, u64>,
+    /// The table's vector indexes, each with the graphs of its data files.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub vector_indexes: Vec<super::vector_index::VectorIndex>,
 }
 
 /// A Parquet file that belongs to a table.
@@ -100,6 +103,7 @@ impl Manifest {
             column_defaults: Vec::new(),
             commit_id: new_commit_id(),
             delivered: BTreeMap::new(),
+            vector_indexes: Vec::new(),
         }
     }
 

@@ -43,8 +43,10 @@ mod row_change;
 mod sink;
 mod synced_local;
 mod table;
+mod table_indexes;
 mod table_state;
 mod vector_bytes;
+pub mod vector_index;
 
 pub use change_feed::{ChangeKind, DeltaKind, RowDelta, TableDelta, TableSubscription};
 pub use durable_table::DurableTable;
@@ -53,3 +55,4 @@ pub use location::{DataLocation, register_store_for};
 pub use manifest::{Created, create_once, delete_if_present, read_object, storage_error};
 pub use sink::DurableSink;
 pub use table::TableStore;
+pub use table_indexes::duplicate_relation;

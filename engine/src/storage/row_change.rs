@@ -32,8 +32,8 @@ use tokio::sync::Mutex;
 
 use super::change_feed::{ChangeKind, RowDelta};
 use super::files::{read_files, write_data_files};
-use super::manifest;
 use super::table_state::TableState;
+use super::vector_index;
 
 /// What a DELETE or UPDATE does to the rows its predicate selects (all rows
 /// when there is none).
@@ -248,7 +248,7 @@ async fn apply(
     if affected > 0 {
         let mut next = state.manifest.next();
         next.files = files;
-        manifest::commit(table.store.as_ref(), &table.dir, &next).await?;
+        vector_index::commit_with_graphs(&table.store, &table.dir, &mut next).await?;
         state
             .install(
                 &table.store,

@@ -17,8 +17,9 @@ use tokio::sync::Mutex;
 
 use super::change_feed::ChangeKind;
 use super::files::{read_files, resolve, write_data_files, write_stream};
-use super::manifest::{self, DataFile, delete_if_present};
+use super::manifest::{DataFile, delete_if_present};
 use super::table_state::TableState;
+use super::vector_index;
 
 /// Files below this many rows count as small.
 const SMALL_FILE_ROWS: u64 = 64 * 1024;
@@ -98,6 +99,8 @@ impl DurableSink {
         if files.is_empty() && mark.is_none() {
             return Ok(false);
         }
+        let current = self.state.lock().await.manifest.clone();
+        let prebuilt = vector_index::prebuild(&self.store, &self.dir, &current, &files).await?;
         let mut state = self.state.lock().await;
         if let Some((writer, epoch)) = mark
             && state
@@ -107,6 +110,11 @@ impl DurableSink {
                 .is_some_and(|d| *d >= epoch)
         {
             drop(state);
+            let graphs: Vec<String> = prebuilt
+                .into_iter()
+                .flat_map(|index| index.files.into_values())
+                .collect();
+            vector_index::delete_graphs(&self.store, &self.dir, &graphs).await;
             for file in &files {
                 delete_if_present(self.store.as_ref(), &resolve(&self.dir, &file.path)).await?;
             }
@@ -117,7 +125,9 @@ impl DurableSink {
         if let Some((writer, epoch)) = mark {
             next.delivered.insert(writer.to_owned(), epoch);
         }
-        manifest::commit(self.store.as_ref(), &self.dir, &next).await?;
+        let orphans = vector_index::adopt(&mut next, prebuilt);
+        vector_index::delete_graphs(&self.store, &self.dir, &orphans).await;
+        vector_index::commit_with_graphs(&self.store, &self.dir, &mut next).await?;
         // Committed: only now do readers see the rows.
         state
             .install(&self.store, &self.dir, next, ChangeKind::Append)
@@ -192,7 +202,7 @@ impl DurableSink {
         let mut next = state.manifest.next();
         next.files.truncate(start);
         next.files.extend(merged_files);
-        manifest::commit(self.store.as_ref(), &self.dir, &next).await?;
+        vector_index::commit_with_graphs(&self.store, &self.dir, &mut next).await?;
         state
             .install(&self.store, &self.dir, next, ChangeKind::Compaction)
             .await;

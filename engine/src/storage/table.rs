@@ -202,6 +202,8 @@ impl TableStore {
             return Ok(None);
         };
         let removed = manifest::collect_garbage(self.store.as_ref(), &dir, &manifest).await?;
+        let removed =
+            removed + super::vector_index::sweep_unreferenced(&self.store, &dir, &manifest).await?;
         if removed > 0 {
             log::info!("removed {removed} unreferenced file(s) of {dir}");
         }

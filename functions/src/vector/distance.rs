@@ -53,7 +53,9 @@ impl Metric {
         }
     }
 
-    fn distance(self, a: &[f32], b: &[f32]) -> f64 {
+    /// The distance between `a` and `b` (of equal length), as the SQL
+    /// function returns it.
+    pub fn distance(self, a: &[f32], b: &[f32]) -> f64 {
         match self {
             Metric::L2 => f64::from(kernels::squared_l2(a, b)).sqrt(),
             Metric::Cosine => kernels::cosine_distance(a, b),

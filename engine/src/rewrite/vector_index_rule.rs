@@ -1,0 +1,295 @@
+//! The planner's choice of a vector index: an optimizer rule that plans
+//! `ORDER BY <distance>(v, q) LIMIT k` over an indexed durable table — the
+//! pgvector idiom, and what [`super::vector_search`] makes of
+//! `VECTOR_SEARCH` — as an index search.
+//!
+//! It fires on `Sort(fetch = k)` by one ascending distance between the
+//! indexed column and a constant vector (after `$n` binding and constant
+//! folding, so `EMBED('m', 'text')` and parameters count), over an optional
+//! projection, an optional filter and an optional alias of the table's
+//! scan, when the table has an index on that column for that distance. The
+//! scan and filter become a scan of [`IndexedTopK`], which returns the `k`
+//! nearest rows passing the filter; the projection and sort above stay and
+//! order them by their exact distance. Everything else — no index, another
+//! metric, a query vector from a column, a filter with a subquery — keeps
+//! the exact plan (a top-k heap per partition over a full scan).
+
+use std::any::Any;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::array::{Array, AsArray};
+use datafusion::arrow::datatypes::{DataType, Float32Type, SchemaRef};
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::common::{Column, ScalarValue};
+use datafusion::datasource::{provider_as_source, source_as_provider};
+use datafusion::error::{DataFusionError, Result};
+use datafusion::logical_expr::utils::{conjunction, split_conjunction};
+use datafusion::logical_expr::{
+    Expr, LogicalPlan, Projection, Sort, SubqueryAlias, TableScan, TableScanBuilder, TableType,
+};
+use datafusion::optimizer::optimizer::ApplyOrder;
+use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
+use datafusion::physical_plan::ExecutionPlan;
+use sluice_functions::vector::distance::Metric;
+
+use crate::storage::DurableTable;
+use crate::storage::vector_index::SearchRequest;
+
+/// See the module documentation.
+#[derive(Debug, Default)]
+pub struct VectorIndexRule;
+
+impl OptimizerRule for VectorIndexRule {
+    fn name(&self) -> &str {
+        "sluice_vector_index"
+    }
+
+    fn apply_order(&self) -> Option<ApplyOrder> {
+        Some(ApplyOrder::TopDown)
+    }
+
+    fn supports_rewrite(&self) -> bool {
+        true
+    }
+
+    fn rewrite(
+        &self,
+        plan: LogicalPlan,
+        _config: &dyn OptimizerConfig,
+    ) -> Result<Transformed<LogicalPlan>> {
+        let LogicalPlan::Sort(sort) = &plan else {
+            return Ok(Transformed::no(plan));
+        };
+        match index_search(sort)? {
+            Some(rewritten) => Ok(Transformed::yes(rewritten)),
+            None => Ok(Transformed::no(plan)),
+        }
+    }
+}
+
+/// The nodes between the sort and the scan, as the rule found them.
+struct Chain<'a> {
+    projection: Option<&'a Projection>,
+    filter: Option<&'a Expr>,
+    alias: Option<&'a SubqueryAlias>,
+    scan: &'a TableScan,
+}
+
+/// `sort` with its scan replaced by an index search, when it qualifies.
+fn index_search(sort: &Sort) -> Result<Option<LogicalPlan>> {
+    let (Some(k), [key]) = (sort.fetch, sort.expr.as_slice()) else {
+        return Ok(None);
+    };
+    if !key.asc || k == 0 {
+        return Ok(None);
+    }
+    let Some(chain) = chain_below(&sort.input) else {
+        return Ok(None);
+    };
+    // The sort key is the distance itself or a projected column naming it.
+    let distance = match (&key.expr, chain.projection) {
+        (Expr::Column(column), Some(projection)) => {
+            match projection.schema.index_of_column(column) {
+                Ok(i) => projection.expr[i].clone(),
+                Err(_) => return Ok(None),
+            }
+        }
+        (expr, _) => expr.clone(),
+    };
+    let Some((column, metric, query)) = distance_call(&distance) else {
+        return Ok(None);
+    };
+    let provider = source_as_provider(&chain.scan.source)?;
+    let any: &dyn Any = provider.as_ref();
+    let Some(table) = any.downcast_ref::<DurableTable>() else {
+        return Ok(None);
+    };
+    let Some(index) = table
+        .vector_indexes()
+        .into_iter()
+        .find(|i| i.column == column.name && i.metric.sql_metric() == metric)
+    else {
+        return Ok(None);
+    };
+    match table.schema().field_with_name(&column.name)?.data_type() {
+        DataType::FixedSizeList(_, n) if *n as usize == query.len() => {}
+        // A dimension mismatch: the exact plan reports it.
+        _ => return Ok(None),
+    }
+    if !chain.scan.filters.is_empty() || chain.scan.fetch.is_some() {
+        return Ok(None);
+    }
+    let filter = match chain.filter {
+        Some(filter) if filter.exists(|e| Ok(reads_outside_the_row(e)))? => return Ok(None),
+        Some(filter) => conjunction(
+            split_conjunction(&unqualified(filter.clone())?)
+                .into_iter()
+                // The search skips NULL vectors anyway; evaluating this
+                // would read every vector to plan.
+                .filter(|c| !matches!(c, Expr::IsNotNull(e) if matches!(e.as_ref(), Expr::Column(c) if c.name == column.name)))
+                .cloned(),
+        ),
+        None => None,
+    };
+    let request = SearchRequest {
+        index: index.name,
+        column: index.column,
+        metric: index.metric,
+        query,
+        k,
+        filter,
+    };
+    let searched = TableScanBuilder::new(
+        chain.scan.table_name.clone(),
+        provider_as_source(Arc::new(IndexedTopK {
+            table: Arc::clone(&provider),
+            request,
+        })),
+    )
+    .with_projection(chain.scan.projection.clone())
+    .build()?;
+    let mut input = LogicalPlan::TableScan(searched);
+    if let Some(alias) = chain.alias {
+        input = LogicalPlan::SubqueryAlias(SubqueryAlias::try_new(
+            Arc::new(input),
+            alias.alias.clone(),
+        )?);
+    }
+    if let Some(projection) = chain.projection {
+        input = LogicalPlan::Projection(Projection::try_new_with_schema(
+            projection.expr.clone(),
+            Arc::new(input),
+            Arc::clone(&projection.schema),
+        )?);
+    }
+    Ok(Some(LogicalPlan::Sort(Sort {
+        expr: sort.expr.clone(),
+        input: Arc::new(input),
+        fetch: sort.fetch,
+    })))
+}
+
+/// Projection? → Filter? → SubqueryAlias? → TableScan below a sort.
+fn chain_below(plan: &LogicalPlan) -> Option<Chain<'_>> {
+    let (projection, plan) = match plan {
+        LogicalPlan::Projection(p) => (Some(p), p.input.as_ref()),
+        other => (None, other),
+    };
+    let (filter, plan) = match plan {
+        LogicalPlan::Filter(f) => (Some(&f.predicate), f.input.as_ref()),
+        other => (None, other),
+    };
+    let (alias, plan) = match plan {
+        LogicalPlan::SubqueryAlias(a) => (Some(a), a.input.as_ref()),
+        other => (None, other),
+    };
+    match plan {
+        LogicalPlan::TableScan(scan) => Some(Chain {
+            projection,
+            filter,
+            alias,
+            scan,
+        }),
+        _ => None,
+    }
+}
+
+/// `(column, metric, query)` of `<metric>(column, constant vector)` (either
+/// order).
+fn distance_call(expr: &Expr) -> Option<(Column, Metric, Vec<f32>)> {
+    let Expr::ScalarFunction(call) = expr.clone().unalias_nested().data else {
+        return None;
+    };
+    let metric = Metric::ALL
+        .into_iter()
+        .find(|m| m.function_name() == call.func.name())?;
+    match call.args.as_slice() {
+        [Expr::Column(column), Expr::Literal(value, _)]
+        | [Expr::Literal(value, _), Expr::Column(column)] => {
+            Some((column.clone(), metric, vector_literal(value)?))
+        }
+        _ => None,
+    }
+}
+
+/// The floats of a constant `VECTOR(n)`, or of vector text (`'[1,2,3]'`,
+/// which the distance functions accept for a vector as pgvector does).
+fn vector_literal(value: &ScalarValue) -> Option<Vec<f32>> {
+    let list = match value {
+        ScalarValue::FixedSizeList(list) => list,
+        ScalarValue::Utf8(Some(text))
+        | ScalarValue::Utf8View(Some(text))
+        | ScalarValue::LargeUtf8(Some(text)) => {
+            return sluice_types::vector::parse_vector(text).ok();
+        }
+        _ => return None,
+    };
+    if list.len() != 1 || list.is_null(0) {
+        return None;
+    }
+    let values = list.value(0);
+    let floats = values.as_primitive_opt::<Float32Type>()?;
+    (floats.null_count() == 0).then(|| floats.values().to_vec())
+}
+
+/// Whether `expr` needs more than the row it is evaluated on.
+fn reads_outside_the_row(expr: &Expr) -> bool {
+    matches!(
+        expr,
+        Expr::Exists(_)
+            | Expr::InSubquery(_)
+            | Expr::ScalarSubquery(_)
+            | Expr::OuterReferenceColumn(..)
+            | Expr::Placeholder(_)
+            | Expr::AggregateFunction(_)
+            | Expr::WindowFunction(_)
+    )
+}
+
+/// `expr` with its columns named by the table's own names (the search
+/// evaluates it on the table's rows, whatever alias the query used).
+fn unqualified(expr: Expr) -> Result<Expr> {
+    expr.transform(|e| match e {
+        Expr::Column(column) => Ok(Transformed::yes(Expr::Column(Column::new_unqualified(
+            column.name,
+        )))),
+        other => Ok(Transformed::no(other)),
+    })
+    .map(|t| t.data)
+}
+
+/// A durable table seen through one index search: its scan is the search.
+#[derive(Debug)]
+pub struct IndexedTopK {
+    table: Arc<dyn TableProvider>,
+    request: SearchRequest,
+}
+
+#[async_trait]
+impl TableProvider for IndexedTopK {
+    fn schema(&self) -> SchemaRef {
+        self.table.schema()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let any: &dyn Any = self.table.as_ref();
+        let table = any.downcast_ref::<DurableTable>().ok_or_else(|| {
+            DataFusionError::Internal("index search over a non-durable table".into())
+        })?;
+        table
+            .plan_vector_search(state, &self.request, projection)
+            .await
+    }
+}

@@ -1,0 +1,139 @@
+//! A durable table's vector indexes: `CREATE INDEX … USING hnsw`,
+//! `DROP INDEX`, and planning a search through one (see
+//! [`super::vector_index`]).
+
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::DataType;
+use datafusion::catalog::Session;
+use datafusion::error::Result;
+use datafusion::physical_plan::ExecutionPlan;
+use sluice_types::error::{SluiceError, SqlState};
+
+use super::change_feed::ChangeKind;
+use super::durable_table::DurableTable;
+use super::manifest;
+use super::vector_index::{
+    self, SearchRequest, TableFiles, VectorIndex, build_missing, commit_with_graphs, delete_graphs,
+};
+
+impl DurableTable {
+    /// The table's vector indexes (their graph lists left out).
+    pub fn vector_indexes(&self) -> Vec<VectorIndex> {
+        self.index_catalog
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Creates `index` (its graph list empty): builds the graph of every
+    /// data file large enough, on every core, then commits them with the
+    /// definition in one version. Writes and scans go on meanwhile; files
+    /// they add are covered at the commit.
+    pub async fn create_vector_index(&self, index: VectorIndex) -> Result<()> {
+        let Ok(field) = self.schema.field_with_name(&index.column) else {
+            return Err(SluiceError::new(
+                SqlState::UNDEFINED_COLUMN,
+                format!("column \"{}\" does not exist", index.column),
+            )
+            .into());
+        };
+        if !matches!(field.data_type(), DataType::FixedSizeList(item, _) if item.data_type() == &DataType::Float32)
+        {
+            return Err(SluiceError::new(
+                SqlState::DATATYPE_MISMATCH,
+                format!(
+                    "column \"{}\" is not a vector: an hnsw index needs a VECTOR(n) column",
+                    index.column
+                ),
+            )
+            .into());
+        }
+        let current = self.state.lock().await.manifest.clone();
+        let mut building = [VectorIndex {
+            files: Default::default(),
+            ..index
+        }];
+        build_missing(
+            &self.store,
+            &self.dir,
+            &self.schema,
+            &mut building,
+            &current.files,
+        )
+        .await?;
+        let [built] = building;
+        let graphs: Vec<String> = built.files.values().cloned().collect();
+        let mut state = self.state.lock().await;
+        let mut next = state.manifest.next();
+        if next.vector_indexes.iter().any(|i| i.name == built.name) {
+            drop(state);
+            delete_graphs(&self.store, &self.dir, &graphs).await;
+            return Err(duplicate_relation(&built.name));
+        }
+        next.vector_indexes.push(built);
+        if let Err(e) = commit_with_graphs(&self.store, &self.dir, &mut next).await {
+            drop(state);
+            delete_graphs(&self.store, &self.dir, &graphs).await;
+            return Err(e);
+        }
+        state
+            .install(&self.store, &self.dir, next, ChangeKind::Index)
+            .await;
+        Ok(())
+    }
+
+    /// Drops the index `name`; `false` when the table has none of that
+    /// name. Its graphs are deleted once the version without it commits
+    /// (a search already under way scans exactly where they are gone).
+    pub async fn drop_vector_index(&self, name: &str) -> Result<bool> {
+        let mut state = self.state.lock().await;
+        if !state.manifest.vector_indexes.iter().any(|i| i.name == name) {
+            return Ok(false);
+        }
+        let mut next = state.manifest.next();
+        next.vector_indexes.retain(|i| i.name != name);
+        manifest::commit(self.store.as_ref(), &self.dir, &next).await?;
+        state
+            .install(&self.store, &self.dir, next, ChangeKind::Index)
+            .await;
+        Ok(true)
+    }
+
+    /// The plan of `request` over the table as of now: the committed files
+    /// and their graphs, read consistently.
+    pub async fn plan_vector_search(
+        &self,
+        session: &dyn Session,
+        request: &SearchRequest,
+        projection: Option<&Vec<usize>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let (snapshot, index) = {
+            let state = self.state.lock().await;
+            (
+                Arc::clone(&state.snapshot),
+                state
+                    .manifest
+                    .vector_indexes
+                    .iter()
+                    .find(|i| i.name == request.index)
+                    .cloned(),
+            )
+        };
+        let table = TableFiles {
+            store: Arc::clone(&self.store),
+            dir: self.dir.clone(),
+            schema: Arc::clone(&self.schema),
+        };
+        vector_index::plan_search(table, snapshot, index, request, projection, session).await
+    }
+}
+
+/// An index name already taken (Postgres: 42P07, as for any relation).
+pub fn duplicate_relation(name: &str) -> datafusion::error::DataFusionError {
+    SluiceError::new(
+        SqlState::DUPLICATE_TABLE,
+        format!("relation \"{name}\" already exists"),
+    )
+    .into()
+}

@@ -1,0 +1,304 @@
+//! Building the graphs of data files: reading a file's vectors, building
+//! its HNSW graph on every core, and storing it beside the data.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, AsArray};
+use datafusion::arrow::datatypes::{DataType, Float32Type, SchemaRef};
+use datafusion::error::{DataFusionError, Result};
+use futures::TryStreamExt;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use usearch::{Index, IndexOptions, ScalarKind};
+
+use super::super::files::{read_rows, resolve};
+use super::super::manifest::{self, DataFile, Manifest, delete_if_present, storage_error};
+use super::MIN_INDEXED_ROWS;
+use super::definition::VectorIndex;
+use super::definition::limits::DEFAULT_EF_SEARCH;
+
+/// Folder of a table's graphs, beside `data/`.
+const INDEX_DIR: &str = "indexes";
+
+/// Builds, for every index of `indexes` and every file of `files` that
+/// should have a graph and has none, that graph, and records it in the
+/// index. Returns the graphs written (relative paths), which the caller
+/// deletes if its commit fails.
+pub(in crate::storage) async fn build_missing(
+    store: &Arc<dyn ObjectStore>,
+    dir: &Path,
+    schema: &SchemaRef,
+    indexes: &mut [VectorIndex],
+    files: &[DataFile],
+) -> Result<Vec<String>> {
+    let mut written = Vec::new();
+    for index in indexes.iter_mut() {
+        for file in files {
+            if file.rows < MIN_INDEXED_ROWS || index.files.contains_key(&file.path) {
+                continue;
+            }
+            match build_file_graph(store, dir, schema, index, file).await {
+                Ok(path) => {
+                    written.push(path.clone());
+                    index.files.insert(file.path.clone(), path);
+                }
+                Err(e) => {
+                    delete_graphs(store, dir, &written).await;
+                    return Err(e);
+                }
+            }
+        }
+    }
+    Ok(written)
+}
+
+/// Brings the indexes of `next` (a version about to be committed) up to
+/// its files: entries of files it no longer lists are dropped, missing
+/// graphs are built (see [`build_missing`]).
+pub(in crate::storage) async fn cover(
+    store: &Arc<dyn ObjectStore>,
+    dir: &Path,
+    next: &mut Manifest,
+) -> Result<Vec<String>> {
+    if next.vector_indexes.is_empty() {
+        return Ok(Vec::new());
+    }
+    let listed: HashSet<&str> = next.files.iter().map(|f| f.path.as_str()).collect();
+    for index in &mut next.vector_indexes {
+        index.files.retain(|data, _| listed.contains(data.as_str()));
+    }
+    let schema = next.schema_ref();
+    build_missing(store, dir, &schema, &mut next.vector_indexes, &next.files).await
+}
+
+/// Commits `next` as the table's next version ([`manifest::commit`])
+/// with the graphs of its new files built first ([`cover`]); a failed
+/// commit deletes them again. Every write that changes a table's files
+/// commits through here, so its indexes always match its data.
+pub(in crate::storage) async fn commit_with_graphs(
+    store: &Arc<dyn ObjectStore>,
+    dir: &Path,
+    next: &mut Manifest,
+) -> Result<()> {
+    let built = cover(store, dir, next).await?;
+    if let Err(e) = manifest::commit(store.as_ref(), dir, next).await {
+        delete_graphs(store, dir, &built).await;
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// Graphs for `files` (just written, not yet committed) under the indexes
+/// of `current`, built before the writer takes the table's lock so that
+/// readers and other writers do not wait for them; [`adopt`] moves them
+/// into the version the writer then commits.
+pub(in crate::storage) async fn prebuild(
+    store: &Arc<dyn ObjectStore>,
+    dir: &Path,
+    current: &Manifest,
+    files: &[DataFile],
+) -> Result<Vec<VectorIndex>> {
+    let mut indexes: Vec<VectorIndex> = current
+        .vector_indexes
+        .iter()
+        .map(|index| VectorIndex {
+            files: Default::default(),
+            ..index.clone()
+        })
+        .collect();
+    if !indexes.is_empty() {
+        build_missing(store, dir, &current.schema_ref(), &mut indexes, files).await?;
+    }
+    Ok(indexes)
+}
+
+/// Moves graphs [`prebuild`] made into `next`; returns those whose index
+/// `next` no longer has (dropped meanwhile), for the caller to delete.
+pub(in crate::storage) fn adopt(next: &mut Manifest, prebuilt: Vec<VectorIndex>) -> Vec<String> {
+    let mut orphans = Vec::new();
+    for built in prebuilt {
+        match next
+            .vector_indexes
+            .iter_mut()
+            .find(|index| index.name == built.name && index.column == built.column)
+        {
+            Some(index) => index.files.extend(built.files),
+            None => orphans.extend(built.files.into_values()),
+        }
+    }
+    orphans
+}
+
+/// Deletes graphs no version uses: those a failed commit wrote, or those
+/// a committed version dropped ([`dropped_graphs`]). Best effort: what is
+/// left goes at the next open ([`sweep_unreferenced`]).
+pub(in crate::storage) async fn delete_graphs(
+    store: &Arc<dyn ObjectStore>,
+    dir: &Path,
+    graphs: &[String],
+) {
+    for graph in graphs {
+        let location = resolve(dir, graph);
+        super::cache::forget(&location);
+        if let Err(e) = delete_if_present(store.as_ref(), &location).await {
+            log::warn!("cannot delete unused vector index {graph}: {e}");
+        }
+    }
+}
+
+/// The graphs `previous` lists and `next` does not (their files or their
+/// index went): deleted once `next` is committed. A search still holding
+/// the older snapshot finds its graph gone and scans that file exactly.
+pub(in crate::storage) fn dropped_graphs(previous: &Manifest, next: &Manifest) -> Vec<String> {
+    let kept: HashSet<&String> = next
+        .vector_indexes
+        .iter()
+        .flat_map(|i| i.files.values())
+        .collect();
+    previous
+        .vector_indexes
+        .iter()
+        .flat_map(|i| i.files.values())
+        .filter(|graph| !kept.contains(graph))
+        .cloned()
+        .collect()
+}
+
+/// Deletes graphs under `indexes/` that `manifest` does not list (left by
+/// a crash between writing them and committing); returns how many.
+pub(in crate::storage) async fn sweep_unreferenced(
+    store: &Arc<dyn ObjectStore>,
+    dir: &Path,
+    manifest: &Manifest,
+) -> Result<usize> {
+    let referenced: HashSet<&String> = manifest
+        .vector_indexes
+        .iter()
+        .flat_map(|i| i.files.values())
+        .collect();
+    let prefix = format!("{dir}/");
+    let listed: Vec<_> = store
+        .list(Some(&dir.clone().join(INDEX_DIR)))
+        .try_collect()
+        .await
+        .map_err(storage_error)?;
+    let mut removed = 0;
+    for meta in listed {
+        let relative = meta
+            .location
+            .as_ref()
+            .strip_prefix(&prefix)
+            .unwrap_or(meta.location.as_ref())
+            .to_owned();
+        if !referenced.contains(&relative) {
+            delete_if_present(store.as_ref(), &meta.location).await?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
+/// Reads `file`'s vectors, builds their graph and stores it; returns its
+/// path relative to the table.
+async fn build_file_graph(
+    store: &Arc<dyn ObjectStore>,
+    dir: &Path,
+    schema: &SchemaRef,
+    index: &VectorIndex,
+    file: &DataFile,
+) -> Result<String> {
+    let column = schema.index_of(&index.column)?;
+    let DataType::FixedSizeList(_, dimensions) = schema.field(column).data_type() else {
+        return Err(DataFusionError::Internal(format!(
+            "indexed column {} is not a vector",
+            index.column
+        )));
+    };
+    let dimensions = usize::try_from(*dimensions)
+        .map_err(|_| DataFusionError::Internal("negative vector dimension".into()))?;
+    let location = resolve(dir, &file.path);
+    let batches = read_rows(store, &location, file.size, schema, &[column], None).await?;
+    let mut keys = Vec::with_capacity(file.rows as usize);
+    let mut vectors = Vec::with_capacity(file.rows as usize * dimensions);
+    let mut position = 0u64;
+    for batch in &batches {
+        let list = batch.column(0).as_fixed_size_list();
+        let values = list.values().as_primitive::<Float32Type>().values();
+        for row in 0..list.len() {
+            if list.is_valid(row) {
+                let start = list.value_offset(row) as usize;
+                keys.push(position);
+                vectors.extend_from_slice(&values[start..start + dimensions]);
+            }
+            position += 1;
+        }
+    }
+    let options = IndexOptions {
+        dimensions,
+        metric: index.metric.usearch_kind(),
+        quantization: ScalarKind::F32,
+        connectivity: index.m,
+        expansion_add: index.ef_construction,
+        expansion_search: DEFAULT_EF_SEARCH,
+        multi: false,
+    };
+    let bytes = tokio::task::spawn_blocking(move || build_graph(&options, &keys, &vectors))
+        .await
+        .map_err(|e| DataFusionError::External(Box::new(e)))??;
+    let relative = format!("{INDEX_DIR}/{}.usearch", uuid::Uuid::new_v4());
+    store
+        .put(&resolve(dir, &relative), PutPayload::from(bytes))
+        .await
+        .map_err(storage_error)?;
+    Ok(relative)
+}
+
+/// The serialised graph of `vectors` (rows of `options.dimensions`) under
+/// `keys`, inserted from one thread per core (usearch's insertion is
+/// thread-safe once capacity and threads are reserved).
+fn build_graph(options: &IndexOptions, keys: &[u64], vectors: &[f32]) -> Result<Vec<u8>> {
+    let graph = Index::new(options).map_err(usearch_error)?;
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    graph
+        .reserve_capacity_and_threads(keys.len(), threads)
+        .map_err(usearch_error)?;
+    let dimensions = options.dimensions;
+    let stripe = keys.len().div_ceil(threads).max(1);
+    let failures: Vec<String> = std::thread::scope(|scope| {
+        let workers: Vec<_> = keys
+            .chunks(stripe)
+            .zip(vectors.chunks(stripe * dimensions))
+            .map(|(keys, vectors)| {
+                let graph = &graph;
+                scope.spawn(move || {
+                    for (key, vector) in keys.iter().zip(vectors.chunks_exact(dimensions)) {
+                        graph.add(*key, vector).map_err(|e| e.to_string())?;
+                    }
+                    Ok::<(), String>(())
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .filter_map(|worker| match worker.join() {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => Some(e),
+                Err(_) => Some("a build thread panicked".to_owned()),
+            })
+            .collect()
+    });
+    if let Some(failure) = failures.into_iter().next() {
+        return Err(DataFusionError::Execution(format!(
+            "cannot build vector index: {failure}"
+        )));
+    }
+    let mut buffer = vec![0u8; graph.serialized_length()];
+    graph.save_to_buffer(&mut buffer).map_err(usearch_error)?;
+    Ok(buffer)
+}
+
+/// An error usearch raised, as a DataFusion error.
+pub(super) fn usearch_error(e: impl std::fmt::Display) -> DataFusionError {
+    DataFusionError::Execution(format!("vector index: {e}"))
+}

@@ -1,0 +1,124 @@
+//! What a vector index is, as the table's manifest records it, and the
+//! session setting its searches read.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use sluice_functions::vector::distance::Metric;
+use usearch::MetricKind;
+
+/// The distance an index orders by, named as in `CREATE INDEX … WITH
+/// (metric = …)` or by pgvector's operator classes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IndexMetric {
+    /// 1 − cosine similarity (`<=>`, `vector_cosine_ops`).
+    Cosine,
+    /// Euclidean distance (`<->`, `vector_l2_ops`).
+    L2,
+    /// Negative inner product (`<#>`, `vector_ip_ops`).
+    Ip,
+}
+
+impl IndexMetric {
+    /// The metric a name or operator class means.
+    pub fn parse(name: &str) -> Option<Self> {
+        match name.trim().to_ascii_lowercase().as_str() {
+            "cosine" | "cos" | "vector_cosine_ops" => Some(Self::Cosine),
+            "l2" | "euclidean" | "vector_l2_ops" => Some(Self::L2),
+            "ip" | "inner_product" | "vector_ip_ops" => Some(Self::Ip),
+            _ => None,
+        }
+    }
+
+    /// The name `CREATE INDEX` accepts and EXPLAIN shows.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Cosine => "cosine",
+            Self::L2 => "l2",
+            Self::Ip => "ip",
+        }
+    }
+
+    /// The SQL distance whose order this index serves.
+    pub fn sql_metric(self) -> Metric {
+        match self {
+            Self::Cosine => Metric::Cosine,
+            Self::L2 => Metric::L2,
+            Self::Ip => Metric::NegativeInnerProduct,
+        }
+    }
+
+    pub(super) fn usearch_kind(self) -> MetricKind {
+        match self {
+            Self::Cosine => MetricKind::Cos,
+            Self::L2 => MetricKind::L2sq,
+            Self::Ip => MetricKind::IP,
+        }
+    }
+
+    /// A distance usearch reports, as the SQL function computes it
+    /// (usearch keeps squared L2, and `1 − a·b` for the inner product).
+    pub(super) fn sql_distance(self, usearch_distance: f32) -> f64 {
+        let d = f64::from(usearch_distance);
+        match self {
+            Self::Cosine => d,
+            Self::L2 => d.max(0.0).sqrt(),
+            Self::Ip => d - 1.0,
+        }
+    }
+}
+
+/// An HNSW index on one vector column of a table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VectorIndex {
+    /// The index's name, unique in its schema.
+    pub name: String,
+    /// The indexed column.
+    pub column: String,
+    /// The distance it orders by.
+    pub metric: IndexMetric,
+    /// Graph connectivity (HNSW's M).
+    pub m: usize,
+    /// Candidates considered while building (HNSW's ef_construction).
+    pub ef_construction: usize,
+    /// Per data file (its path in the table) the graph covering it (its
+    /// path in the table); files without one are searched exactly.
+    #[serde(default)]
+    pub files: BTreeMap<String, String>,
+}
+
+/// Defaults and bounds of the index options (pgvector's).
+pub mod limits {
+    use std::ops::RangeInclusive;
+
+    /// Graph connectivity by default.
+    pub const DEFAULT_M: usize = 16;
+    /// Build breadth by default.
+    pub const DEFAULT_EF_CONSTRUCTION: usize = 64;
+    /// Walk breadth by default (`SET vector.ef_search`).
+    pub const DEFAULT_EF_SEARCH: usize = 64;
+    /// Accepted connectivity.
+    pub const M: RangeInclusive<usize> = 2..=100;
+    /// Accepted build breadth.
+    pub const EF_CONSTRUCTION: RangeInclusive<usize> = 4..=1000;
+    /// Accepted walk breadth.
+    pub const EF_SEARCH: RangeInclusive<usize> = 1..=1000;
+}
+
+/// The session's `vector.ef_search`, carried as an extension of
+/// DataFusion's session config so that scans planned for the session read
+/// it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VectorSearchSettings {
+    /// Candidates a graph walk keeps (at least `k`).
+    pub ef_search: usize,
+}
+
+impl Default for VectorSearchSettings {
+    fn default() -> Self {
+        Self {
+            ef_search: limits::DEFAULT_EF_SEARCH,
+        }
+    }
+}

@@ -1,0 +1,316 @@
+//! HNSW vector indexes: recall against exact search on a clustered set,
+//! filtered searches that still return `k` rows, and indexes that follow
+//! the table's writes and outlive the engine (graphs left by an
+//! interrupted write are removed at open).
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use sluice_engine::Sluice;
+use sluice_sql_tests::{open_engine as open, run_sql, text_rows_of};
+
+const DIM: usize = 16;
+
+/// A small deterministic generator (xorshift), so every run searches the
+/// same set.
+struct Rng(u64);
+
+impl Rng {
+    fn uniform(&mut self) -> f32 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+    }
+
+    fn vector(&mut self) -> Vec<f32> {
+        (0..DIM).map(|_| self.uniform()).collect()
+    }
+
+    fn near(&mut self, center: &[f32], spread: f32) -> Vec<f32> {
+        center.iter().map(|c| c + spread * self.uniform()).collect()
+    }
+}
+
+fn vector_text(v: &[f32]) -> String {
+    let parts: Vec<String> = v.iter().map(|x| format!("{x:.5}")).collect();
+    format!("[{}]", parts.join(","))
+}
+
+/// Creates `vecs (id, cat, v VECTOR(DIM))` with `rows` rows in `clusters`
+/// clusters (one INSERT, so one data file); every 100th row is `rare`.
+/// Returns the cluster centres.
+async fn clustered_table(
+    sluice: &Sluice,
+    rng: &mut Rng,
+    rows: usize,
+    clusters: usize,
+) -> Vec<Vec<f32>> {
+    run_sql(
+        sluice,
+        &format!("CREATE TABLE vecs (id BIGINT, cat TEXT, v VECTOR({DIM}))"),
+    )
+    .await;
+    let centers: Vec<Vec<f32>> = (0..clusters).map(|_| rng.vector()).collect();
+    insert_rows(sluice, rng, &centers, 0..rows).await;
+    centers
+}
+
+async fn insert_rows(
+    sluice: &Sluice,
+    rng: &mut Rng,
+    centers: &[Vec<f32>],
+    ids: std::ops::Range<usize>,
+) {
+    let values: Vec<String> = ids
+        .map(|id| {
+            let cat = if id % 100 == 0 { "rare" } else { "common" };
+            let v = rng.near(&centers[id % centers.len()], 0.3);
+            format!("({id}, '{cat}', '{}')", vector_text(&v))
+        })
+        .collect();
+    run_sql(
+        sluice,
+        &format!("INSERT INTO vecs VALUES {}", values.join(", ")),
+    )
+    .await;
+}
+
+async fn ids(sluice: &Sluice, sql: &str) -> Vec<i64> {
+    text_rows_of(sluice, sql)
+        .await
+        .into_iter()
+        .map(|row| {
+            row[0]
+                .as_deref()
+                .and_then(|id| id.parse().ok())
+                .unwrap_or_else(|| panic!("{sql}: id {row:?}"))
+        })
+        .collect()
+}
+
+async fn plan(sluice: &Sluice, sql: &str) -> String {
+    text_rows_of(sluice, &format!("EXPLAIN {sql}"))
+        .await
+        .into_iter()
+        .map(|row| row.into_iter().flatten().collect::<Vec<_>>().join(" "))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The `k` nearest by the index and by an exact search (a second sort key
+/// keeps the index out), and the index plan.
+async fn both_ways(sluice: &Sluice, select: &str, order: &str, k: usize) -> (Vec<i64>, Vec<i64>) {
+    let searched = format!("{select} ORDER BY {order} LIMIT {k}");
+    let exact = format!("{select} ORDER BY {order}, id LIMIT {k}");
+    assert!(
+        plan(sluice, &searched).await.contains("IndexSearchExec"),
+        "{searched} uses the index:\n{}",
+        plan(sluice, &searched).await
+    );
+    assert!(!plan(sluice, &exact).await.contains("IndexSearchExec"));
+    (ids(sluice, &searched).await, ids(sluice, &exact).await)
+}
+
+fn overlap(a: &[i64], b: &[i64]) -> usize {
+    let b: HashSet<&i64> = b.iter().collect();
+    a.iter().filter(|id| b.contains(id)).count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_hnsw_index_agrees_with_exact_search_on_a_clustered_set() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let sluice = open(dir.path()).await;
+    let mut rng = Rng(0x5eed);
+    let centers = clustered_table(&sluice, &mut rng, 6000, 30).await;
+    run_sql(&sluice, "CREATE INDEX vecs_cos ON vecs USING hnsw (v)").await;
+    run_sql(
+        &sluice,
+        "CREATE INDEX vecs_l2 ON vecs USING hnsw (v vector_l2_ops) WITH (m = 16, ef_construction = 64)",
+    )
+    .await;
+    for operator in ["<=>", "<->"] {
+        let (mut found, mut wanted) = (0, 0);
+        for center in &centers {
+            let q = vector_text(&rng.near(center, 0.2));
+            let (searched, exact) = both_ways(
+                &sluice,
+                "SELECT id FROM vecs",
+                &format!("v {operator} '{q}'"),
+                10,
+            )
+            .await;
+            assert_eq!(searched.len(), 10);
+            found += overlap(&searched, &exact);
+            wanted += exact.len();
+        }
+        let recall = found as f64 / wanted as f64;
+        assert!(recall >= 0.95, "recall@10 for {operator}: {recall}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_filtered_search_returns_k_rows_whenever_k_rows_match() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let sluice = open(dir.path()).await;
+    let mut rng = Rng(0xf117e7);
+    let centers = clustered_table(&sluice, &mut rng, 6000, 30).await;
+    run_sql(&sluice, "CREATE INDEX ON vecs USING hnsw (v)").await;
+    let q = vector_text(&rng.near(&centers[3], 0.2));
+    let order = format!("v <=> '{q}'");
+
+    // 1% of rows match: the matching rows are scanned exactly.
+    let rare = "SELECT id FROM vecs WHERE cat = 'rare'";
+    let explained = plan(&sluice, &format!("{rare} ORDER BY {order} LIMIT 10")).await;
+    assert!(explained.contains("matches 1.0% of rows"), "{explained}");
+    assert!(
+        explained.contains("exact scan: 1 file(s) (selective filter)"),
+        "{explained}"
+    );
+    let (searched, exact) = both_ways(&sluice, rare, &order, 10).await;
+    assert_eq!(searched.len(), 10);
+    assert_eq!(overlap(&searched, &exact), 10);
+    assert!(searched.iter().all(|id| id % 100 == 0));
+
+    // A third of the rows: the filter runs inside the graph walk.
+    let third = "SELECT id FROM vecs WHERE id % 3 = 0";
+    let explained = plan(&sluice, &format!("{third} ORDER BY {order} LIMIT 10")).await;
+    assert!(explained.contains("graph walk: 1 file(s)"), "{explained}");
+    let (searched, exact) = both_ways(&sluice, third, &order, 10).await;
+    assert_eq!(searched.len(), 10);
+    assert!(searched.iter().all(|id| id % 3 == 0));
+    assert!(overlap(&searched, &exact) >= 9, "{searched:?} vs {exact:?}");
+
+    // Fewer rows match than asked for: all of them, no more.
+    let few = "SELECT id FROM vecs WHERE id < 4";
+    let (mut searched, _) = both_ways(&sluice, few, &order, 10).await;
+    searched.sort();
+    assert_eq!(searched, vec![0, 1, 2, 3]);
+    let none = "SELECT id FROM vecs WHERE cat = 'none'";
+    assert!(both_ways(&sluice, none, &order, 10).await.0.is_empty());
+
+    // VECTOR_SEARCH with a WHERE clause takes the same path.
+    let rows = text_rows_of(
+        &sluice,
+        &format!(
+            "SELECT id, cat FROM VECTOR_SEARCH(TABLE vecs, DESCRIPTOR(v), '{q}'::vector({DIM}), 7) \
+             WHERE cat = 'rare'"
+        ),
+    )
+    .await;
+    assert_eq!(rows.len(), 7);
+    assert!(rows.iter().all(|r| r[1].as_deref() == Some("rare")));
+}
+
+/// Data files (path, rows) and the first index's graphs (data file,
+/// graph) of the newest manifest.
+struct Listed {
+    files: Vec<(String, u64)>,
+    graphs: Vec<(String, String)>,
+}
+
+fn listed(table: &Path) -> Listed {
+    let manifests = table.join("_manifest");
+    let newest = std::fs::read_dir(&manifests)
+        .expect("manifests")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .max()
+        .expect("a manifest");
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(newest).expect("read")).expect("json");
+    let files = manifest["files"]
+        .as_array()
+        .expect("files")
+        .iter()
+        .map(|f| {
+            (
+                f["path"].as_str().unwrap_or_default().to_owned(),
+                f["rows"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect();
+    let graphs = manifest["vector_indexes"][0]["files"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(data, graph)| (data.clone(), graph.as_str().unwrap_or_default().to_owned()))
+                .collect()
+        })
+        .unwrap_or_default();
+    Listed { files, graphs }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_index_follows_writes_and_survives_a_restart() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let table = dir.path().join("tables/public/vecs");
+    let mut rng = Rng(0xd1ce);
+    let q = vector_text(&rng.vector());
+    let order = format!("v <-> '{q}'");
+    let before_restart;
+    {
+        let sluice = open(dir.path()).await;
+        let centers = clustered_table(&sluice, &mut rng, 3000, 20).await;
+        run_sql(
+            &sluice,
+            "CREATE INDEX vecs_l2 ON vecs USING hnsw (v) WITH (metric = 'l2')",
+        )
+        .await;
+        // A second large file gets its graph at its INSERT; a small one is
+        // searched exactly.
+        insert_rows(&sluice, &mut rng, &centers, 3000..4500).await;
+        insert_rows(&sluice, &mut rng, &centers, 4500..4503).await;
+        run_sql(&sluice, "INSERT INTO vecs VALUES (9999, 'common', NULL)").await;
+        // Rewrites every file: the graphs are rebuilt for the new ones.
+        run_sql(&sluice, "DELETE FROM vecs WHERE id % 7 = 0").await;
+        run_sql(&sluice, "SET vector.ef_search = 400").await;
+        let (searched, exact) = both_ways(&sluice, "SELECT id FROM vecs", &order, 20).await;
+        assert!(searched.iter().all(|id| id % 7 != 0 && *id != 9999));
+        assert!(
+            overlap(&searched, &exact) >= 19,
+            "{searched:?} vs {exact:?}"
+        );
+        before_restart = searched;
+
+        let Listed { files, graphs } = listed(&table);
+        let large: Vec<&String> = files
+            .iter()
+            .filter(|(_, rows)| *rows >= 1000)
+            .map(|(p, _)| p)
+            .collect();
+        assert_eq!(large.len(), 2, "{files:?}");
+        for path in &large {
+            let graph = graphs
+                .iter()
+                .find(|(data, _)| data == *path)
+                .unwrap_or_else(|| panic!("no graph for {path}: {graphs:?}"));
+            assert!(table.join(&graph.1).exists());
+        }
+        assert_eq!(graphs.len(), 2, "graphs only for listed files: {graphs:?}");
+        let on_disk = std::fs::read_dir(table.join("indexes"))
+            .expect("indexes")
+            .count();
+        assert_eq!(on_disk, 2, "replaced files' graphs are deleted");
+    }
+    // What a crash between writing a graph and committing it leaves.
+    std::fs::write(table.join("indexes/orphan.usearch"), b"half written").expect("orphan");
+    let sluice = open(dir.path()).await;
+    assert!(!table.join("indexes/orphan.usearch").exists());
+    run_sql(&sluice, "SET vector.ef_search = 400").await;
+    let (searched, _) = both_ways(&sluice, "SELECT id FROM vecs", &order, 20).await;
+    assert_eq!(searched, before_restart);
+
+    run_sql(&sluice, "DROP INDEX vecs_l2").await;
+    let searched = format!("SELECT id FROM vecs ORDER BY {order} LIMIT 20");
+    assert!(!plan(&sluice, &searched).await.contains("IndexSearchExec"));
+    assert_eq!(
+        std::fs::read_dir(table.join("indexes"))
+            .expect("indexes")
+            .count(),
+        0
+    );
+    let Err(err) = sluice.sql("DROP INDEX vecs_l2").await else {
+        panic!("the index is gone");
+    };
+    assert!(err.to_string().contains("does not exist"), "{err}");
+}
