@@ -13,10 +13,13 @@ use datafusion::datasource::physical_plan::parquet::{
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::parquet::arrow::ArrowWriter;
-use datafusion::parquet::arrow::arrow_reader::{ParquetRecordBatchReaderBuilder, RowSelection};
+use datafusion::parquet::arrow::arrow_reader::{
+    ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowSelection,
+};
 use datafusion::parquet::arrow::async_reader::AsyncFileReader;
 use datafusion::parquet::arrow::{ParquetRecordBatchStreamBuilder, ProjectionMask};
 use datafusion::parquet::basic::{Compression, ZstdLevel};
+use datafusion::parquet::file::metadata::PageIndexPolicy;
 use datafusion::parquet::file::properties::WriterProperties;
 use datafusion::physical_plan::metrics::ExecutionPlanMetricsSet;
 use futures::StreamExt;
@@ -244,7 +247,14 @@ pub async fn read_rows(
     // implemented for the plain boxed trait object.
     let reader: Box<dyn AsyncFileReader> = DefaultParquetFileReaderFactory::new(Arc::clone(store))
         .create_reader(0, partitioned, None, &ExecutionPlanMetricsSet::new())?;
-    let builder = ParquetRecordBatchStreamBuilder::new(reader).await?;
+    // With the page index, a row selection skips the pages it does not
+    // touch instead of decoding whole row groups.
+    let options = ArrowReaderOptions::new().with_page_index_policy(if rows.is_some() {
+        PageIndexPolicy::Optional
+    } else {
+        PageIndexPolicy::Skip
+    });
+    let builder = ParquetRecordBatchStreamBuilder::new_with_options(reader, options).await?;
     // Files hold the table's columns by name (ADD COLUMN rewrites every
     // file), in the table's order.
     let file_columns = projected

@@ -1,0 +1,155 @@
+"""HNSW search through SQL: Sluice's `CREATE INDEX … USING hnsw` vs FAISS
+`IndexHNSWFlat` (M=16, efConstruction=64) on the same clustered vectors,
+side by side in one process so both share the machine's noise.
+
+For each side: build time, then for several ef_search values the recall@k
+against exact search (numpy) and queries per second, one query at a time
+(Sluice: `SELECT id FROM t ORDER BY v <=> $1 LIMIT k` over the wire, the
+way an application asks; FAISS: `index.search` on one vector). Then
+filtered searches keeping 10% and 1% of the rows: rows returned (must be
+k), recall and QPS — FAISS through an `IDSelectorBatch`. Prints ratios
+sluice/faiss (QPS: higher is better for Sluice).
+"""
+
+import argparse
+import os
+import sys
+import time
+
+import faiss
+import numpy as np
+import psycopg
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+
+def clustered(rows, dim, clusters, seed):
+    rng = np.random.default_rng(seed)
+    centers = rng.standard_normal((clusters, dim), dtype=np.float32)
+    labels = rng.integers(0, clusters, rows)
+    vectors = centers[labels] + 0.35 * rng.standard_normal((rows, dim), dtype=np.float32)
+    queries = centers[rng.integers(0, clusters, 1000)] + 0.35 * rng.standard_normal((1000, dim), dtype=np.float32)
+    return vectors.astype(np.float32), queries.astype(np.float32)
+
+
+def write(path, vectors):
+    rows, dim = vectors.shape
+    ids = np.arange(rows, dtype=np.int64)
+    v = pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), dim)
+    pq.write_table(pa.table({"id": ids, "bucket": ids % 100, "v": v}), path)
+
+
+def exact(vectors, queries, k, keep=None):
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    truth = []
+    for q in queries:
+        cosine = 1.0 - unit @ (q / np.linalg.norm(q))
+        if keep is not None:
+            cosine = np.where(keep, cosine, np.inf)
+        nearest = np.argpartition(cosine, k)[:k]
+        truth.append(set(int(i) for i in nearest if np.isfinite(cosine[i])))
+    return truth
+
+
+def recall(found, truth):
+    hits = sum(len(set(f) & t) for f, t in zip(found, truth))
+    return hits / max(1, sum(len(t) for t in truth))
+
+
+def per_query(run, queries):
+    start = time.perf_counter()
+    found = [run(q) for q in queries]
+    return found, len(queries) / (time.perf_counter() - start)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rows", type=int, default=200_000)
+    parser.add_argument("--dim", type=int, default=128)
+    parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--k", type=int, default=10)
+    parser.add_argument("--ef", default="16,32,64,128")
+    parser.add_argument("--port", type=int, default=5497)
+    parser.add_argument("--work", default="/tmp/sluice-ann-bench")
+    args = parser.parse_args()
+    k = args.k
+    faiss.omp_set_num_threads(2)
+
+    vectors, queries = clustered(args.rows, args.dim, 100, seed=7)
+    queries = queries[: args.queries]
+    os.makedirs(args.work, exist_ok=True)
+    path = os.path.join(args.work, f"ann_{args.rows}_{args.dim}.parquet")
+    write(path, vectors)
+
+    sluice = psycopg.connect(host="127.0.0.1", port=args.port, user="sluice", dbname="sluice", autocommit=True)
+    sluice.execute(f"CREATE EXTERNAL TABLE ann_file STORED AS PARQUET LOCATION '{path}'")
+    sluice.execute(f"CREATE TABLE t AS SELECT id, bucket, v::vector({args.dim}) AS v FROM ann_file")
+    start = time.perf_counter()
+    sluice.execute("CREATE INDEX t_v ON t USING hnsw (v) WITH (m = 16, ef_construction = 64)")
+    sluice_build = time.perf_counter() - start
+
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    start = time.perf_counter()
+    flat = faiss.IndexHNSWFlat(args.dim, 16, faiss.METRIC_INNER_PRODUCT)
+    flat.hnsw.efConstruction = 64
+    flat.add(unit)
+    faiss_build = time.perf_counter() - start
+    print(f"# hnsw build, {args.rows} rows x {args.dim} dims, M=16 efConstruction=64, 2 threads")
+    print(f"faiss {faiss_build:.2f} s  sluice {sluice_build:.2f} s  ratio sluice/faiss {sluice_build / faiss_build:.2f}")
+
+    def text(q):
+        return "[" + ",".join(repr(float(x)) for x in q) + "]"
+
+    sql = f"SELECT id FROM t {{where}} ORDER BY v <=> %s::vector({args.dim}) LIMIT {k}"
+    plan = sluice.execute("EXPLAIN " + sql.format(where=""), (text(queries[0]),)).fetchall()
+    if "IndexSearchExec" not in str(plan):
+        print(f"the index is not used: {plan}", file=sys.stderr)
+        return 1
+
+    truth = exact(vectors, queries, k)
+    print(f"# unfiltered top-{k}, {len(queries)} queries one at a time, cosine")
+    print(f"{'ef':>5} {'faiss_recall':>12} {'faiss_qps':>10} {'sluice_recall':>13} {'sluice_qps':>10} {'qps_ratio':>9}")
+    for ef in [int(e) for e in args.ef.split(",")]:
+        flat.hnsw.efSearch = max(ef, k)
+        f_found, f_qps = per_query(lambda q: list(flat.search((q / np.linalg.norm(q))[None, :], k)[1][0]), queries)
+        sluice.execute(f"SET vector.ef_search = {max(ef, k)}")
+        s_found, s_qps = per_query(
+            lambda q: [r[0] for r in sluice.execute(sql.format(where=""), (text(q),)).fetchall()], queries
+        )
+        print(f"{ef:5} {recall(f_found, truth):12.3f} {f_qps:10.0f} {recall(s_found, truth):13.3f} {s_qps:10.0f} {s_qps / f_qps:9.2f}")
+
+    sluice.execute("SET vector.ef_search = 64")
+    flat.hnsw.efSearch = 64
+    buckets = np.arange(args.rows) % 100
+    print(f"# filtered top-{k}, ef_search 64: rows returned (of {k} wanted), recall, qps")
+    print(f"{'share':>6} {'faiss_rows':>10} {'faiss_recall':>12} {'faiss_qps':>9} {'sluice_rows':>11} {'sluice_recall':>13} {'sluice_qps':>10} {'qps_ratio':>9}")
+    for share, where, keep in [
+        ("10%", "WHERE bucket < 10", buckets < 10),
+        ("1%", "WHERE bucket = 0", buckets == 0),
+    ]:
+        filtered_truth = exact(vectors, queries, k, keep)
+        selector = faiss.IDSelectorBatch(np.flatnonzero(keep).astype(np.int64))
+        params = faiss.SearchParametersHNSW(sel=selector, efSearch=64)
+
+        def faiss_filtered(q):
+            ids = flat.search((q / np.linalg.norm(q))[None, :], k, params=params)[1][0]
+            return [int(i) for i in ids if i >= 0]
+
+        f_found, f_qps = per_query(faiss_filtered, queries)
+        s_found, s_qps = per_query(
+            lambda q: [r[0] for r in sluice.execute(sql.format(where=where), (text(q),)).fetchall()], queries
+        )
+        f_rows = min(len(f) for f in f_found)
+        s_rows = min(len(s) for s in s_found)
+        print(
+            f"{share:>6} {f_rows:10} {recall(f_found, filtered_truth):12.3f} {f_qps:9.0f} "
+            f"{s_rows:11} {recall(s_found, filtered_truth):13.3f} {s_qps:10.0f} {s_qps / f_qps:9.2f}"
+        )
+        if s_rows < k:
+            print(f"sluice returned {s_rows} rows for a {share} filter", file=sys.stderr)
+            return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
