@@ -25,7 +25,7 @@
 //! matching rows, otherwise the predicate is applied inside the graph walk
 //! and a walk that returns fewer than `k` of the matching rows falls back
 //! to the exact scan — so a filtered search returns `k` rows whenever `k`
-//! rows match. The planner's rule ([`crate::rewrite::vector_index_rule`])
+//! rows match. The planner's rule (`rewrite::vector_index_rule`)
 //! chooses this operator for `ORDER BY <distance>(v, constant) LIMIT k`
 //! over an indexed column.
 
