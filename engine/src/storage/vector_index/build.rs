@@ -15,8 +15,8 @@ use usearch::{Index, IndexOptions, ScalarKind};
 use super::super::files::{read_rows, resolve};
 use super::super::manifest::{self, DataFile, Manifest, delete_if_present, storage_error};
 use super::MIN_INDEXED_ROWS;
-use super::definition::VectorIndex;
 use super::definition::limits::DEFAULT_EF_SEARCH;
+use super::definition::{VectorIndex, usearch_error};
 
 /// Folder of a table's graphs, beside `data/`.
 const INDEX_DIR: &str = "indexes";
@@ -296,9 +296,4 @@ fn build_graph(options: &IndexOptions, keys: &[u64], vectors: &[f32]) -> Result<
     let mut buffer = vec![0u8; graph.serialized_length()];
     graph.save_to_buffer(&mut buffer).map_err(usearch_error)?;
     Ok(buffer)
-}
-
-/// An error usearch raised, as a DataFusion error.
-pub(super) fn usearch_error(e: impl std::fmt::Display) -> DataFusionError {
-    DataFusionError::Execution(format!("vector index: {e}"))
 }

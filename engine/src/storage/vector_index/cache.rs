@@ -12,7 +12,7 @@ use object_store::{ObjectStore, ObjectStoreExt};
 use usearch::Index;
 
 use super::super::manifest::storage_error;
-use super::build::usearch_error;
+use super::definition::usearch_error;
 
 /// Memory the loaded graphs may take together.
 const CACHE_BYTES: usize = 4 << 30;

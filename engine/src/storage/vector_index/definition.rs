@@ -122,3 +122,8 @@ impl Default for VectorSearchSettings {
         }
     }
 }
+
+/// An error usearch raised, as a DataFusion error.
+pub(super) fn usearch_error(e: impl std::fmt::Display) -> datafusion::error::DataFusionError {
+    datafusion::error::DataFusionError::Execution(format!("vector index: {e}"))
+}

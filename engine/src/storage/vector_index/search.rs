@@ -506,7 +506,7 @@ impl Search {
                 })
             }),
         }
-        .map_err(super::build::usearch_error)?;
+        .map_err(super::definition::usearch_error)?;
         let reachable = match &file.allowed {
             None => loaded.len() as u64,
             Some(_) => file.matching,
