@@ -88,7 +88,7 @@ check "server survives SIGTERM-free run" kill -0 "$SERVER_PID"
 check "sqllogictest CLI, simple protocol" slt_cli postgres
 check "sqllogictest CLI, extended protocol" slt_cli postgres-extended
 stop_server
-check "crash safety: SIGKILL during inserts, 20 times" \
+check "crash safety: SIGKILL during inserts, 20 times, then 10 times into a table with an hnsw index" \
   "$VENV/bin/python" sql-tests/clients/crash_check.py "$SLUICE_BIN" "$PORT" 20
 check "regional checkpoints: 20 kill -9 of views over EMBED, 20 downstream failures, no model call re-run" \
   "$VENV/bin/python" sql-tests/clients/checkpoint_check.py "$SLUICE_BIN" "$PORT" 20

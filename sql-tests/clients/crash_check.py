@@ -3,9 +3,17 @@ INSERTs, restart it on the same data directory, and check that every
 acknowledged row is there exactly once and that nothing but acknowledged
 (or in-flight at the kill) rows is.
 
+A second table has an HNSW index and takes INSERTs large enough for a
+graph each (kills land while graphs are built, committed and compacted):
+after every restart its rows are checked the same way, and the index must
+agree with the table — every data file of 1,000 rows or more has its graph
+in the newest manifest and on disk, no graph is left unlisted, and a
+search through the index returns the rows an exact search does.
+
 Usage: crash_check.py SLUICE_BINARY PORT [KILLS]
 """
 
+import json
 import os
 import random
 import signal
@@ -18,6 +26,9 @@ import time
 import psycopg
 
 ROWS_PER_INSERT = 5
+# The indexed table's rows: one INSERT makes a file large enough for a graph.
+VECTOR_DIM = 8
+VECTOR_ROWS_PER_INSERT = 1200
 
 
 def start(binary, port, data_dir, log, env=None, cwd=None, extra_args=()):
@@ -42,23 +53,61 @@ def start(binary, port, data_dir, log, env=None, cwd=None, extra_args=()):
     raise RuntimeError("sluice did not start")
 
 
-def writer(port, first_id, acked, in_flight, stop):
+def plain_rows(ids):
+    return "INSERT INTO crash_rows VALUES " + ", ".join(f"({i}, 'row {i}')" for i in ids)
+
+
+def vector_rows(ids):
+    rng = random.Random(ids[0])
+    return "INSERT INTO crash_vecs VALUES " + ", ".join(
+        f"({i}, '[{','.join(f'{rng.uniform(-1, 1):.4f}' for _ in range(VECTOR_DIM))}]')" for i in ids
+    )
+
+
+def writer(port, first_id, acked, in_flight, stop, rows_per_insert=ROWS_PER_INSERT, statement=plain_rows):
     """Inserts batches of rows until the connection dies; records which
     batches the server acknowledged."""
     next_id = first_id
     try:
         with psycopg.connect(host="127.0.0.1", port=port, user="sluice", dbname="sluice", autocommit=True) as conn:
             while not stop.is_set():
-                ids = list(range(next_id, next_id + ROWS_PER_INSERT))
+                ids = list(range(next_id, next_id + rows_per_insert))
                 in_flight.update(ids)
-                values = ", ".join(f"({i}, 'row {i}')" for i in ids)
-                conn.execute(f"INSERT INTO crash_rows VALUES {values}")
+                conn.execute(statement(ids))
                 acked.update(ids)
                 in_flight.difference_update(ids)
-                next_id += ROWS_PER_INSERT
+                next_id += rows_per_insert
     except psycopg.Error:
         pass  # the server was killed mid-statement
     return next_id
+
+
+def index_agrees_with_table(conn, table_dir, rng):
+    """The newest manifest lists a graph for every data file of 1,000 rows
+    or more, each on disk, and nothing else under indexes/; a search
+    through the index returns what an exact search returns. Returns a
+    complaint, or None."""
+    manifests = sorted(os.listdir(os.path.join(table_dir, "_manifest")))
+    with open(os.path.join(table_dir, "_manifest", manifests[-1])) as f:
+        manifest = json.load(f)
+    graphs = manifest["vector_indexes"][0]["files"]
+    large = [f["path"] for f in manifest["files"] if f["rows"] >= 1000]
+    if sorted(graphs) != sorted(large):
+        return f"graphs for {sorted(graphs)}, files of 1000+ rows {sorted(large)}"
+    on_disk = sorted(f"indexes/{name}" for name in os.listdir(os.path.join(table_dir, "indexes")))
+    if on_disk != sorted(graphs.values()):
+        return f"graphs listed {sorted(graphs.values())}, on disk {on_disk}"
+    conn.execute("SET vector.ef_search = 1000")
+    for _ in range(3):
+        q = "[" + ",".join(f"{rng.uniform(-1, 1):.4f}" for _ in range(VECTOR_DIM)) + "]"
+        searched = conn.execute(f"SELECT id FROM crash_vecs ORDER BY v <-> '{q}' LIMIT 10").fetchall()
+        exact = conn.execute(f"SELECT id FROM crash_vecs ORDER BY v <-> '{q}', id LIMIT 10").fetchall()
+        if set(searched) != set(exact):
+            return f"index search {searched} vs exact {exact}"
+    plan = str(conn.execute(f"EXPLAIN SELECT id FROM crash_vecs ORDER BY v <-> '{q}' LIMIT 10").fetchall())
+    if large and "graph walk" not in plan:
+        return f"the index is not used: {plan}"
+    return None
 
 
 def main():
@@ -67,29 +116,55 @@ def main():
     rng = random.Random(int(os.environ.get("CRASH_SEED", "577")))
     data_dir = tempfile.mkdtemp(prefix="sluice-crash-")
     log = open(os.path.join(data_dir, "server.log"), "ab")
-    acked, maybe = set(), set()
+    plain = kill_during_inserts(binary, port, data_dir, log, rng, kills, "crash_rows", ROWS_PER_INSERT, plain_rows)
+    indexed = kill_during_inserts(
+        binary, port, data_dir, log, rng, max(3, kills // 2), "crash_vecs", VECTOR_ROWS_PER_INSERT, vector_rows
+    )
+    print(f"crash check: {plain}; with an hnsw index, {indexed}, index and table agreeing after every restart")
 
+
+def kill_during_inserts(binary, port, data_dir, log, rng, kills, table, rows_per_insert, statement):
+    """Runs `kills` rounds of inserts into `table` ended by a SIGKILL;
+    exits on a lost, duplicated or unexpected row (or an index that
+    disagrees with its table). Returns a summary."""
+    acked, maybe = set(), set()
     proc = start(binary, port, os.path.join(data_dir, "data"), log)
     with psycopg.connect(host="127.0.0.1", port=port, user="sluice", dbname="sluice", autocommit=True) as conn:
-        conn.execute("CREATE TABLE crash_rows (id BIGINT, note TEXT)")
+        if table == "crash_vecs":
+            conn.execute(f"CREATE TABLE crash_vecs (id BIGINT, v VECTOR({VECTOR_DIM}))")
+            conn.execute("CREATE INDEX crash_vecs_v ON crash_vecs USING hnsw (v vector_l2_ops)")
+        else:
+            conn.execute("CREATE TABLE crash_rows (id BIGINT, note TEXT)")
     next_id = 0
     for round_no in range(kills):
         in_flight, stop = set(), threading.Event()
         result = {}
         thread = threading.Thread(
-            target=lambda: result.update(next=writer(port, next_id, acked, in_flight, stop))
+            target=lambda: result.update(
+                next=writer(port, next_id, acked, in_flight, stop, rows_per_insert, statement)
+            )
         )
         thread.start()
-        time.sleep(rng.uniform(0.05, 0.6))
+        time.sleep(rng.uniform(0.05, 0.6) if table == "crash_rows" else rng.uniform(0.3, 2.5))
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
         stop.set()
         thread.join()
         maybe |= in_flight
-        next_id = result.get("next", next_id) + 1000  # fresh ids after each crash
+        # Fresh ids after each crash, past the batch that was in flight.
+        next_id = result.get("next", next_id) + rows_per_insert + 1000
         proc = start(binary, port, os.path.join(data_dir, "data"), log)
-        with psycopg.connect(host="127.0.0.1", port=port, user="sluice", dbname="sluice") as conn:
-            found = [r[0] for r in conn.execute("SELECT id FROM crash_rows").fetchall()]
+        with psycopg.connect(host="127.0.0.1", port=port, user="sluice", dbname="sluice", autocommit=True) as conn:
+            found = [r[0] for r in conn.execute(f"SELECT id FROM {table}").fetchall()]
+            complaint = None
+            if table == "crash_vecs":
+                complaint = index_agrees_with_table(
+                    conn, os.path.join(data_dir, "data", "tables", "public", table), rng
+                )
+        if complaint:
+            print(f"round {round_no}: {complaint}")
+            proc.kill()
+            sys.exit(1)
         missing = acked - set(found)
         duplicates = len(found) - len(set(found))
         unexpected = set(found) - acked - maybe
@@ -101,8 +176,8 @@ def main():
     proc.send_signal(signal.SIGTERM)
     proc.wait()
     in_flight_found = len(set(found) & maybe)
-    print(f"crash check: {kills} kills, {len(acked)} acknowledged rows, {len(found)} rows found "
-          f"({in_flight_found} from statements in flight at a kill), 0 missing, 0 duplicated")
+    return (f"{kills} kills, {len(acked)} acknowledged rows, {len(found)} rows found "
+            f"({in_flight_found} from statements in flight at a kill), 0 missing, 0 duplicated")
 
 
 if __name__ == "__main__":
