@@ -44,6 +44,12 @@ impl LoadedGraph {
         }
     }
 
+    /// Copies the vector stored under `key` into `out` (of the graph's
+    /// dimension); `false` when there is none.
+    pub(super) fn vector(&self, key: u64, out: &mut [f32]) -> bool {
+        self.graph.get(key, out).is_ok_and(|found| found > 0)
+    }
+
     /// Vectors in the graph.
     pub(super) fn len(&self) -> usize {
         self.graph.size()

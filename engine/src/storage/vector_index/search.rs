@@ -106,6 +106,9 @@ struct FileSearch {
     /// The rows passing the filter; `None` without a filter.
     allowed: Option<BooleanBuffer>,
     matching: u64,
+    /// The file's graph, if it has one (also when the route is an exact
+    /// scan: the graph holds the vectors in memory).
+    graph: Option<String>,
 }
 
 /// Where the table's pieces are.
@@ -186,6 +189,7 @@ pub(in crate::storage) async fn plan_search(
             route,
             allowed,
             matching,
+            graph: graph.cloned(),
         });
     }
     let output_schema = match projection {
@@ -530,6 +534,11 @@ impl Search {
 
     /// Offers every matching row of the file with a vector to `best`.
     async fn scan_exactly(&self, file: &FileSearch, best: &mut Best) -> Result<()> {
+        if let (Some(graph), Some(allowed)) = (&file.graph, &file.allowed)
+            && self.scan_graph_vectors(file, graph, allowed, best).await
+        {
+            return Ok(());
+        }
         let live = &self.snapshot.files[file.ordinal];
         let selection = file
             .allowed
@@ -578,6 +587,40 @@ impl Search {
             }
         }
         Ok(())
+    }
+
+    /// The exact scan of a filter's matching rows with their vectors taken
+    /// from the file's graph (usearch keeps them, as float32, in memory)
+    /// rather than from Parquet, where rows spread over the file touch most
+    /// of its vector pages. `false` when the graph cannot be loaded (the
+    /// caller reads the file instead).
+    async fn scan_graph_vectors(
+        &self,
+        file: &FileSearch,
+        graph: &str,
+        allowed: &BooleanBuffer,
+        best: &mut Best,
+    ) -> bool {
+        let Ok(loaded) = cache::load(&self.table.store, &resolve(&self.table.dir, graph)).await
+        else {
+            return false;
+        };
+        if loaded.dimensions() != self.query.len() {
+            return false;
+        }
+        let metric = self.metric.sql_metric();
+        let mut vector = vec![0f32; self.query.len()];
+        for row in allowed.set_indices() {
+            // No vector under the key: the row's vector is NULL.
+            if loaded.vector(row as u64, &mut vector) {
+                best.offer(Hit {
+                    distance: metric.distance(&vector, &self.query),
+                    ordinal: file.ordinal,
+                    row: row as u64,
+                });
+            }
+        }
+        true
     }
 
     /// Reads the projected columns of the chosen rows, file by file.
