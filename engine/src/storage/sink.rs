@@ -99,8 +99,10 @@ impl DurableSink {
         if files.is_empty() && mark.is_none() {
             return Ok(false);
         }
-        let current = self.state.lock().await.manifest.clone();
-        let prebuilt = vector_index::prebuild(&self.store, &self.dir, &current, &files).await?;
+        // Only the index definitions: an INSERT does not copy the manifest.
+        let indexes = self.state.lock().await.manifest.vector_indexes.clone();
+        let prebuilt =
+            vector_index::prebuild(&self.store, &self.dir, &self.schema, indexes, &files).await?;
         let mut state = self.state.lock().await;
         if let Some((writer, epoch)) = mark
             && state

@@ -89,26 +89,22 @@ pub(in crate::storage) async fn commit_with_graphs(
     Ok(())
 }
 
-/// Graphs for `files` (just written, not yet committed) under the indexes
-/// of `current`, built before the writer takes the table's lock so that
-/// readers and other writers do not wait for them; [`adopt`] moves them
-/// into the version the writer then commits.
+/// Graphs for `files` (just written, not yet committed) under `indexes`
+/// (the table's as of now), built before the writer takes the table's lock
+/// so that readers and other writers do not wait for them; [`adopt`]
+/// moves them into the version the writer then commits.
 pub(in crate::storage) async fn prebuild(
     store: &Arc<dyn ObjectStore>,
     dir: &Path,
-    current: &Manifest,
+    schema: &SchemaRef,
+    mut indexes: Vec<VectorIndex>,
     files: &[DataFile],
 ) -> Result<Vec<VectorIndex>> {
-    let mut indexes: Vec<VectorIndex> = current
-        .vector_indexes
-        .iter()
-        .map(|index| VectorIndex {
-            files: Default::default(),
-            ..index.clone()
-        })
-        .collect();
+    for index in &mut indexes {
+        index.files.clear();
+    }
     if !indexes.is_empty() {
-        build_missing(store, dir, &current.schema_ref(), &mut indexes, files).await?;
+        build_missing(store, dir, schema, &mut indexes, files).await?;
     }
     Ok(indexes)
 }
