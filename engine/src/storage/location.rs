@@ -16,7 +16,7 @@ use object_store::path::Path;
 use sluice_functions::object::s3_store;
 use url::Url;
 
-use super::synced_local::SyncedLocalFileSystem;
+use super::synced_local::{SyncedLocalFileSystem, remove_abandoned_uploads};
 
 /// A data directory: a local folder, or a prefix in an object store.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,6 +62,15 @@ impl DataLocation {
                         dir.display()
                     ))
                 })?;
+                let removed = remove_abandoned_uploads(dir).map_err(|e| {
+                    DataFusionError::Configuration(format!(
+                        "cannot clean data directory {}: {e}",
+                        dir.display()
+                    ))
+                })?;
+                if removed > 0 {
+                    log::info!("removed {removed} file(s) left by writes a crash interrupted");
+                }
                 let local = LocalFileSystem::new_with_prefix(dir).map_err(|e| {
                     DataFusionError::Configuration(format!(
                         "cannot open data directory {}: {e}",

@@ -8,6 +8,11 @@
 //! and then its folder (which holds the new name), as Postgres flushes its
 //! WAL at commit. No crate offers this on top of `object_store`, hence this
 //! small wrapper: everything else is delegated unchanged.
+//!
+//! The temporary file of a put cut short by a crash (`<name>#<digits>`)
+//! stays on disk, and `LocalFileSystem` hides such names from listings, so
+//! no sweep through the store can see it: [`remove_abandoned_uploads`]
+//! deletes them with a walk of the folder when the data directory opens.
 
 use std::fmt;
 use std::sync::Arc;
@@ -20,6 +25,33 @@ use object_store::{
     CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
     PutMultipartOptions, PutOptions, PutPayload, PutResult, Result,
 };
+
+/// Deletes the temporary files that puts interrupted by a crash left under
+/// `root` (`LocalFileSystem` names them `<name>#<digits>`); returns how
+/// many. Called before the store is opened, so no put of this process can
+/// be in flight; one of an older process still running can only fail.
+pub fn remove_abandoned_uploads(root: &std::path::Path) -> std::io::Result<usize> {
+    let mut removed = 0;
+    for entry in walkdir::WalkDir::new(root) {
+        let entry = entry.map_err(std::io::Error::other)?;
+        let is_upload = entry.file_type().is_file()
+            && entry
+                .file_name()
+                .to_str()
+                .and_then(|name| name.rsplit_once('#'))
+                .is_some_and(|(_, suffix)| {
+                    !suffix.is_empty() && suffix.bytes().all(|b| b.is_ascii_digit())
+                });
+        if is_upload {
+            match std::fs::remove_file(entry.path()) {
+                Ok(()) => removed += 1,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(removed)
+}
 
 /// [`LocalFileSystem`] with an fsync of each written file and its folder.
 #[derive(Debug)]
@@ -115,5 +147,32 @@ impl ObjectStore for SyncedLocalFileSystem {
     async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> Result<()> {
         self.inner.copy_opts(from, to, options).await?;
         self.sync(to).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::remove_abandoned_uploads;
+
+    #[test]
+    fn removes_only_interrupted_upload_files() -> std::io::Result<()> {
+        let root = std::env::temp_dir().join(format!("sluice-uploads-{}", uuid::Uuid::new_v4()));
+        let nested = root.join("tables/s/t/indexes");
+        std::fs::create_dir_all(&nested)?;
+        let kept = ["graph.usearch", "notes#draft", "plain#"];
+        for name in kept {
+            std::fs::write(nested.join(name), b"x")?;
+        }
+        std::fs::write(nested.join("graph.usearch#1"), b"x")?;
+        std::fs::write(root.join("m.json#27"), b"x")?;
+
+        assert_eq!(remove_abandoned_uploads(&root)?, 2);
+        let mut left: Vec<_> = std::fs::read_dir(&nested)?
+            .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+            .collect::<Result<_, _>>()?;
+        left.sort();
+        assert_eq!(left, ["graph.usearch", "notes#draft", "plain#"]);
+        assert!(!root.join("m.json#27").exists());
+        std::fs::remove_dir_all(&root)
     }
 }
