@@ -180,6 +180,7 @@ impl RunningQuery {
             checkpoint_waiters,
         };
         let released = Arc::clone(&waiters);
+        let released_metrics = Arc::clone(&metrics);
         let operators: std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + Send>> =
             match start.region {
                 None => Box::pin(operator_task.run(receiver)),
@@ -207,6 +208,9 @@ impl RunningQuery {
             spawn_guarded(
                 async move {
                     let outcome = operators.await;
+                    if let Err(error) = &outcome {
+                        fail_before_release(&released_metrics, error);
+                    }
                     // Nothing more will be applied: release every FLUSH waiting.
                     released.lock().unwrap_or_else(|e| e.into_inner()).clear();
                     outcome
@@ -292,12 +296,29 @@ fn spawn_guarded(
 fn failure(outcome: std::thread::Result<Result<()>>) -> Option<String> {
     match outcome {
         Ok(Ok(())) => None,
-        Ok(Err(e)) if e.to_string().contains(OPERATORS_STOPPED) => None,
-        Ok(Err(e)) => Some(match SluiceError::find(&e) {
-            Some(error) => error.message.clone(),
-            None => e.to_string(),
-        }),
+        Ok(Err(e)) => error_message(&e),
         Err(panic) => Some(panic_message(panic.as_ref())),
+    }
+}
+
+/// What the status table shows of `e`; `None` for the error that only
+/// follows another task's stop.
+fn error_message(e: &DataFusionError) -> Option<String> {
+    if e.to_string().contains(OPERATORS_STOPPED) {
+        return None;
+    }
+    Some(match SluiceError::find(e) {
+        Some(error) => error.message.clone(),
+        None => e.to_string(),
+    })
+}
+
+/// Records `error` as the query's failure now, before what it releases
+/// (a `FLUSH` waiting) lets the client go on: the next statement must see
+/// the query failed.
+fn fail_before_release(metrics: &Mutex<QueryMetrics>, error: &DataFusionError) {
+    if let Some(message) = error_message(error) {
+        fail(metrics, message);
     }
 }
 
@@ -347,8 +368,12 @@ impl SourceTask {
                 biased;
                 command = self.commands.recv() => match command {
                     Some(Control::Flush(done)) => {
-                        if !self.paused {
-                            self.catch_up().await?;
+                        if !self.paused
+                            && let Err(error) = self.catch_up().await
+                        {
+                            // `done` drops on return, which ends the FLUSH.
+                            fail_before_release(&self.metrics, &error);
+                            return Err(error);
                         }
                         self.barrier(Some(done)).await?;
                     }
