@@ -10,7 +10,8 @@
 //!    every `$n` within Postgres' bounds before anything is sized by it;
 //! 3. **Sluice rewrites on the AST** — [`plan_statement`]: literal
 //!    `INSERT … VALUES` through COPY's text path
-//!    ([`crate::rewrite::literal_insert`]), Flink's `ML_PREDICT(TABLE …)`
+//!    ([`crate::rewrite::literal_insert`]), unqualified `pg_catalog` names
+//!    ([`crate::rewrite::catalog_path`]), Flink's `ML_PREDICT(TABLE …)`
 //!    ([`crate::rewrite::ml_predict`]), Flink's window table functions
 //!    `TUMBLE`/`HOP` ([`crate::rewrite::window_tvf`]), text literals into Sluice-typed
 //!    columns ([`crate::rewrite::typed_values`]);
@@ -54,6 +55,7 @@ pub async fn plan_statement(ctx: &SessionContext, statement: &DFStatement) -> Re
     if let Some(plan) = crate::rewrite::literal_insert::plan(&statement, ctx).await? {
         return Ok(plan);
     }
+    crate::rewrite::catalog_path::qualify(&mut statement, ctx);
     crate::rewrite::ml_predict::rewrite(&mut statement, ctx).await?;
     crate::rewrite::window_tvf::rewrite(&mut statement)?;
     crate::rewrite::vector_search::rewrite(&mut statement)?;

@@ -3,21 +3,48 @@
 //!
 //! We borrow that crate rather than writing catalog tables by hand: it tracks
 //! what real clients send (psql's `\d` queries, JDBC metadata, DBeaver).
+//! What it cannot know (Sluice's types, indexes, materialized views) is
+//! added by wrapping its tables ([`crate::pg::catalog_schema`]).
 
 use std::sync::Arc;
 
 use datafusion::error::{DataFusionError, Result};
 use datafusion::prelude::SessionContext;
 use datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
+use datafusion_pg_catalog::pg_catalog::{PgCatalogSchemaProvider, PgCatalogStaticTables};
 use datafusion_pg_catalog::sql::PostgresCompatibilityParser;
 
 use crate::context::DEFAULT_CATALOG;
+use crate::pg::catalog_schema::SluicePgCatalog;
+use crate::pg::relations_catalog::{RelationDetails, RelationsSource, with_access_methods};
+use crate::pg::{catalog_functions, types_catalog};
 
-/// Registers `pg_catalog` and the Postgres catalog functions on `ctx`.
-pub(crate) fn install(ctx: &SessionContext) -> Result<()> {
+/// Registers `pg_catalog` and the Postgres catalog functions on `ctx`;
+/// `details` tells which relations are materialized views and which
+/// tables have indexes.
+pub(crate) fn install(ctx: &SessionContext, details: Arc<dyn RelationDetails>) -> Result<()> {
     datafusion_pg_catalog::setup_pg_catalog(ctx, DEFAULT_CATALOG, EmptyContextProvider)
         .map_err(|e| DataFusionError::Context("installing pg_catalog".into(), e))?;
-    crate::pg::types_catalog::install(ctx)
+    let catalogs = Arc::clone(ctx.state().catalog_list());
+    let mut tables = PgCatalogStaticTables::try_new()?;
+    tables.pg_type = Arc::new(types_catalog::with_domains(&tables.pg_type)?);
+    tables.pg_am = Arc::new(with_access_methods(&tables.pg_am)?);
+    let library = Arc::new(PgCatalogSchemaProvider::try_new(
+        Arc::clone(&catalogs),
+        Arc::new(tables),
+        EmptyContextProvider,
+    )?);
+    let schema = SluicePgCatalog::new(RelationsSource {
+        library,
+        catalogs: Arc::clone(&catalogs),
+        details: Arc::clone(&details),
+    });
+    ctx.catalog(DEFAULT_CATALOG)
+        .ok_or_else(|| DataFusionError::Internal(format!("catalog {DEFAULT_CATALOG} missing")))?
+        .register_schema("pg_catalog", Arc::new(schema))?;
+    types_catalog::install_format_type(ctx);
+    catalog_functions::install(ctx, catalogs, details);
+    Ok(())
 }
 
 /// Returns the shared rewriter for catalog queries, which turns Postgres-only

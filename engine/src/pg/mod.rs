@@ -1,11 +1,17 @@
 //! What makes Sluice look like Postgres 15 to clients: the `pg_catalog`
-//! emulation ([`catalog`], [`types_catalog`] for Sluice's types), session
+//! emulation ([`catalog`]; [`types_catalog`] for Sluice's types,
+//! [`relations_catalog`] for its indexes and materialized views), session
 //! settings ([`settings`]) and Postgres' result column names
 //! ([`column_names`]) and the bounds and order of `$n` parameters
-//! ([`parameters`]). Imports only [`crate::context`].
+//! ([`parameters`]). Imports only [`crate::context`]: what it must know of
+//! storage and streaming comes through [`relations_catalog::RelationDetails`].
 
 pub mod catalog;
+mod catalog_functions;
+mod catalog_rows;
+mod catalog_schema;
 pub mod column_names;
 pub mod parameters;
+pub mod relations_catalog;
 pub mod settings;
 pub mod types_catalog;

@@ -11,12 +11,15 @@
 //! - [`typed_values`]: text literals inserted into Sluice-typed columns;
 //! - [`literal_insert`] / [`text_insert`]: `INSERT … VALUES` of literals
 //!   through COPY's text path;
+//! - [`catalog_path`]: unqualified names of `pg_catalog` tables qualified,
+//!   as Postgres' search path finds them;
 //! - [`async_calls`]: model and object calls with constant arguments run
 //!   once before execution, nested calls moved into projections.
 //!
 //! Imports [`crate::sql`] and [`crate::context`].
 
 pub mod async_calls;
+pub mod catalog_path;
 pub mod literal_insert;
 pub mod ml_predict;
 pub mod text_insert;

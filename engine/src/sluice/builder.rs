@@ -22,6 +22,7 @@ use sluice_functions::model::secrets::KeyVariablePolicy;
 use super::Sluice;
 use crate::pg::catalog;
 use crate::rewrite::vector_index_rule::VectorIndexRule;
+use crate::sluice::relation_details::SluiceRelationDetails;
 
 /// Settings of one engine instance.
 #[derive(Debug, Clone)]
@@ -161,7 +162,7 @@ impl SluiceBuilder {
 
         // pg_catalog first: Sluice's functions then take precedence where
         // both define a name (`version()` must say "PostgreSQL 15").
-        catalog::install(&ctx)?;
+        catalog::install(&ctx, Arc::new(SluiceRelationDetails))?;
         // After pg_catalog, whose type planner Sluice's wraps.
         sluice_types::install(&ctx);
         let handles = FunctionHandles {

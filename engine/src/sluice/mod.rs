@@ -1,6 +1,7 @@
 //! [`Sluice`]: one engine instance, shared by every session.
 
 pub mod builder;
+mod relation_details;
 
 use std::sync::Arc;
 

@@ -114,7 +114,10 @@ async fn execute_once(
                 Arc::clone(&planned.output_schema),
                 planned.updating,
             )?);
-            let registered = Arc::new(MaterializedViewTable::new(Arc::clone(&view)));
+            let registered = Arc::new(MaterializedViewTable::new(
+                Arc::clone(&view),
+                query.to_string(),
+            ));
             let started = Started {
                 key,
                 statement: statement.clone(),

@@ -424,12 +424,19 @@ const COUNT_COLUMN: &str = "__sluice_count";
 #[derive(Debug)]
 pub struct MaterializedViewTable {
     view: Arc<MaterializedView>,
+    /// The query's text (`pg_matviews.definition`).
+    definition: String,
 }
 
 impl MaterializedViewTable {
-    /// The table of `view`.
-    pub fn new(view: Arc<MaterializedView>) -> Self {
-        Self { view }
+    /// The table of `view`, which `definition` (a query's text) computes.
+    pub fn new(view: Arc<MaterializedView>, definition: String) -> Self {
+        Self { view, definition }
+    }
+
+    /// The text of the view's query.
+    pub fn definition(&self) -> Option<&str> {
+        Some(&self.definition)
     }
 
     /// The view read by this table.
@@ -446,6 +453,10 @@ impl TableProvider for MaterializedViewTable {
 
     fn table_type(&self) -> TableType {
         TableType::View
+    }
+
+    fn get_table_definition(&self) -> Option<&str> {
+        self.definition()
     }
 
     async fn scan(

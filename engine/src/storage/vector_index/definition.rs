@@ -40,6 +40,16 @@ impl IndexMetric {
         }
     }
 
+    /// pgvector's operator class for this metric, as `pg_get_indexdef`
+    /// shows it.
+    pub fn operator_class(self) -> &'static str {
+        match self {
+            Self::Cosine => "vector_cosine_ops",
+            Self::L2 => "vector_l2_ops",
+            Self::Ip => "vector_ip_ops",
+        }
+    }
+
     /// The SQL distance whose order this index serves.
     pub fn sql_metric(self) -> Metric {
         match self {

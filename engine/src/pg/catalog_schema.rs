@@ -1,0 +1,66 @@
+//! The `pg_catalog` schema Sluice registers: the library's, with the tables
+//! Sluice corrects or extends ([`crate::pg::types_catalog`] for column types,
+//! [`crate::pg::relations_catalog`] for indexes and materialized views)
+//! served in their place.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::catalog::{CatalogProviderList, SchemaProvider, TableProvider};
+use datafusion::error::Result;
+
+use crate::pg::relations_catalog::{PgIndexes, RelationsSource, replacement};
+use crate::pg::types_catalog::PgAttribute;
+
+/// The view Sluice adds that the library lacks.
+const PG_INDEXES: &str = "pg_indexes";
+
+/// The library's `pg_catalog` with Sluice's corrections.
+#[derive(Debug)]
+pub(crate) struct SluicePgCatalog {
+    source: RelationsSource,
+}
+
+impl SluicePgCatalog {
+    /// Wraps `source.library`.
+    pub(crate) fn new(source: RelationsSource) -> Self {
+        Self { source }
+    }
+
+    fn catalogs(&self) -> Arc<dyn CatalogProviderList> {
+        Arc::clone(&self.source.catalogs)
+    }
+}
+
+#[async_trait]
+impl SchemaProvider for SluicePgCatalog {
+    fn table_names(&self) -> Vec<String> {
+        let mut names = self.source.library.table_names();
+        names.push(PG_INDEXES.to_owned());
+        names
+    }
+
+    async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
+        if name.eq_ignore_ascii_case(PG_INDEXES) {
+            return Ok(Some(PgIndexes::table(&self.source)));
+        }
+        let Some(library) = self.source.library.table(name).await? else {
+            return Ok(None);
+        };
+        let name = name.to_ascii_lowercase();
+        if name == "pg_attribute" {
+            return Ok(Some(Arc::new(PgAttribute::new(
+                library,
+                Arc::clone(&self.source.library),
+                self.catalogs(),
+            ))));
+        }
+        Ok(Some(
+            replacement(&name, Arc::clone(&library), &self.source).unwrap_or(library),
+        ))
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        name.eq_ignore_ascii_case(PG_INDEXES) || self.source.library.table_exist(name)
+    }
+}
