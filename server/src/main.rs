@@ -59,6 +59,22 @@ struct ServeArgs {
     #[arg(long, default_value_t = DEFAULT_MAX_CONNECTIONS as u32, env = "SLUICE_MAX_CONNECTIONS",
           value_parser = clap::value_parser!(u32).range(1..))]
     max_connections: u32,
+    /// Memory all queries together may hold, e.g. `2GiB` or `512MB`
+    /// (DataFusion's memory pool: sorts, aggregations and joins spill to
+    /// disk where they can; a query that still needs more fails with
+    /// SQLSTATE 53200 while the server goes on). Unset: no limit.
+    #[arg(long, env = "SLUICE_MEMORY_LIMIT", value_parser = parse_memory_limit)]
+    memory_limit: Option<usize>,
+}
+
+/// A byte count with an optional unit (`bytesize`'s syntax).
+fn parse_memory_limit(text: &str) -> Result<usize, String> {
+    let size: bytesize::ByteSize = text.trim().parse()?;
+    let bytes = usize::try_from(size.as_u64()).map_err(|e| e.to_string())?;
+    if bytes == 0 {
+        return Err("the memory limit must be more than 0 bytes".into());
+    }
+    Ok(bytes)
 }
 
 impl Default for ServeArgs {
@@ -69,6 +85,7 @@ impl Default for ServeArgs {
             object_roots: Vec::new(),
             model_key_variables: Vec::new(),
             max_connections: DEFAULT_MAX_CONNECTIONS as u32,
+            memory_limit: None,
         }
     }
 }
@@ -105,10 +122,14 @@ fn main() -> ExitCode {
 
 async fn run(args: ServeArgs) -> Result<(), String> {
     let location = DataLocation::parse(&args.data_dir).map_err(|e| e.to_string())?;
-    let builder = args.object_roots.iter().fold(
-        Sluice::builder().data_location(location),
-        |builder, root| builder.object_root(root),
-    );
+    let mut builder = Sluice::builder().data_location(location);
+    if let Some(limit) = args.memory_limit {
+        builder = builder.memory_limit(limit);
+    }
+    let builder = args
+        .object_roots
+        .iter()
+        .fold(builder, |builder, root| builder.object_root(root));
     let engine = args
         .model_key_variables
         .iter()

@@ -141,7 +141,16 @@ impl TestServer {
         data_dir: &Path,
         configure: impl FnOnce(&mut ServerConfig),
     ) -> Result<Self, Box<dyn std::error::Error>> {
-        let engine = test_engine(data_dir).build().await?;
+        Self::start_engine(test_engine(data_dir), configure).await
+    }
+
+    /// Starts a server over the engine `engine` builds (a memory limit,
+    /// …), its settings changed by `configure`.
+    pub async fn start_engine(
+        engine: sluice_engine::SluiceBuilder,
+        configure: impl FnOnce(&mut ServerConfig),
+    ) -> Result<Self, Box<dyn std::error::Error>> {
+        let engine = engine.build().await?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let (stop, stopped) = oneshot::channel::<()>();

@@ -20,6 +20,8 @@ use sluice_functions::model::explain::CountModelCalls;
 use sluice_functions::model::secrets::KeyVariablePolicy;
 
 use super::Sluice;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+
 use crate::pg::catalog;
 use crate::rewrite::vector_index_rule::VectorIndexRule;
 use crate::sluice::relation_details::SluiceRelationDetails;
@@ -41,6 +43,11 @@ pub struct SluiceConfig {
     /// Environment variables remote models may read API keys from: exact
     /// names or `PREFIX_*`. Empty: `OPENAI_API_KEY` and `SLUICE_MODEL_KEY_*`.
     pub model_key_variables: Vec<String>,
+    /// Bytes all queries together may hold in operators' memory
+    /// (DataFusion's memory pool: sorts, aggregations and joins spill to
+    /// disk where they can, and a query that still needs more fails with
+    /// `ResourcesExhausted`). `None`: no limit.
+    pub memory_limit: Option<usize>,
 }
 
 impl Default for SluiceConfig {
@@ -53,6 +60,7 @@ impl Default for SluiceConfig {
             batch_size: 8192,
             object_roots: Vec::new(),
             model_key_variables: Vec::new(),
+            memory_limit: None,
         }
     }
 }
@@ -104,6 +112,13 @@ impl SluiceBuilder {
         self
     }
 
+    /// Limits the memory all queries together may hold to `bytes` (see
+    /// [`SluiceConfig::memory_limit`]).
+    pub fn memory_limit(mut self, bytes: usize) -> Self {
+        self.config.memory_limit = Some(bytes);
+        self
+    }
+
     /// Builds the engine: creates the data directory and registers every
     /// Sluice function, catalog table and planner extension.
     pub async fn build(self) -> Result<Sluice> {
@@ -147,7 +162,14 @@ impl SluiceBuilder {
                 "datafusion.optimizer.enable_leaf_expression_pushdown",
                 false,
             );
+        let mut runtime = RuntimeEnvBuilder::new();
+        if let Some(limit) = config.memory_limit {
+            // Every reservation counts in full (fraction 1.0): the limit is
+            // the figure the operator configured, not a share of it.
+            runtime = runtime.with_memory_limit(limit, 1.0);
+        }
         let state = SessionStateBuilder::new()
+            .with_runtime_env(runtime.build_arc()?)
             .with_config(session_config)
             .with_default_features()
             .with_physical_optimizer_rule(Arc::new(CountModelCalls::new(Arc::clone(&models))))

@@ -959,3 +959,42 @@ async fn a_connection_over_the_limit_gets_53300_and_the_others_go_on() {
     }
     server.stop().await.expect("stop");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_over_the_memory_limit_gets_53200_and_the_server_goes_on() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let engine = sluice_sql_tests::test_engine(dir.path()).memory_limit(8 << 20);
+    let server = TestServer::start_engine(engine, |_| {})
+        .await
+        .expect("start server");
+    let (client, _task) = connect(&server).await;
+    // A sort of 1M rows (8 MB of values alone) spills and succeeds.
+    let sorted = client
+        .simple_query(
+            "SELECT count(*), min(v), max(v) FROM \
+             (SELECT v FROM generate_series(1, 1000000) t(v) ORDER BY v DESC)",
+        )
+        .await
+        .expect("a sort over the limit spills");
+    let row = first_row(&sorted);
+    assert_eq!((row.get(0), row.get(2)), (Some("1000000"), Some("1000000")));
+    // A hash join's build side cannot spill: the query fails, nothing else.
+    let error = client
+        .simple_query(
+            "SELECT count(*) FROM generate_series(1, 2000000) a(x) \
+             JOIN generate_series(1, 2000000) b(y) ON x = y",
+        )
+        .await
+        .expect_err("a join over the limit fails");
+    assert_eq!(error.code(), Some(&SqlState::OUT_OF_MEMORY), "{error}");
+    // The same connection and a new one are served; the memory went back.
+    let answer = client.simple_query("SELECT 41 + 1").await.expect("query");
+    assert_eq!(first_row(&answer).get(0), Some("42"));
+    let (other, _other_task) = connect(&server).await;
+    let again = other
+        .simple_query("SELECT count(*) FROM generate_series(1, 1000) a(x) JOIN generate_series(1, 1000) b(y) ON x = y")
+        .await
+        .expect("a small join after the failure");
+    assert_eq!(first_row(&again).get(0), Some("1000"));
+    server.stop().await.expect("stop");
+}
