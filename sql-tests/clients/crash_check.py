@@ -97,13 +97,23 @@ def index_agrees_with_table(conn, table_dir, rng):
     on_disk = sorted(f"indexes/{name}" for name in os.listdir(os.path.join(table_dir, "indexes")))
     if on_disk != sorted(graphs.values()):
         return f"graphs listed {sorted(graphs.values())}, on disk {on_disk}"
+    # An HNSW graph leaves a few nodes unreachable whatever the search
+    # breadth (on CI's data recall was 0.999 at ef_search 64 and at 1000),
+    # so the index may miss a row now and then; a graph that is stale or
+    # built from another file misses whole neighbourhoods. Hence a recall
+    # bound over 20 queries rather than equality.
     conn.execute("SET vector.ef_search = 1000")
-    for _ in range(3):
+    found = 0
+    for _ in range(20):
         q = "[" + ",".join(f"{rng.uniform(-1, 1):.4f}" for _ in range(VECTOR_DIM)) + "]"
         searched = conn.execute(f"SELECT id FROM crash_vecs ORDER BY v <-> '{q}' LIMIT 10").fetchall()
         exact = conn.execute(f"SELECT id FROM crash_vecs ORDER BY v <-> '{q}', id LIMIT 10").fetchall()
-        if set(searched) != set(exact):
+        overlap = len(set(searched) & set(exact))
+        if overlap < 8 or len(searched) != 10:
             return f"index search {searched} vs exact {exact}"
+        found += overlap
+    if found < 194:
+        return f"index search recall {found / 200:.3f} over 20 queries (at least 0.97 expected)"
     plan = str(conn.execute(f"EXPLAIN SELECT id FROM crash_vecs ORDER BY v <-> '{q}' LIMIT 10").fetchall())
     if large and "graph walk" not in plan:
         return f"the index is not used: {plan}"
