@@ -76,7 +76,9 @@ pub use ddl::models::DEFAULT_EMBEDDING_MODEL;
 pub use pg::parameters;
 pub use pg::settings;
 pub use session::SluiceSession;
-pub use session::output::{CommandComplete, PreparedStatement, QueryOutput, TransactionEffect};
+pub use session::output::{
+    CommandComplete, CopyOutput, PreparedStatement, QueryOutput, TransactionEffect,
+};
 pub use sluice::Sluice;
 pub use sluice::builder::{SluiceBuilder, SluiceConfig};
 pub use sql::model_statement::{CreateModel, ModelStatement};

@@ -158,7 +158,9 @@ impl SimpleQueryHandler for SluiceQueryHandler {
                 Ok(Response::CopyOut(copy)) => {
                     // Streams until it ends (a subscription: until the
                     // client cancels); pgwire sends CopyDone and the tag.
-                    send_copy_out(client, copy).await.map(|()| status)
+                    send_copy_out(client, copy, &conn.copy_out_rows)
+                        .await
+                        .map(|()| status)
                 }
                 Ok(response) => send_simple(client, response, status).await,
                 Err(e) => Err(e),
@@ -230,6 +232,12 @@ impl ExtendedQueryHandler for SluiceQueryHandler {
         if matches!(*state, PortalExecutionState::Initial) {
             match ExtendedQueryHandler::do_query(self, client, &portal, max_rows).await? {
                 Response::Query(results) => *state = PortalExecutionState::Suspended(results),
+                Response::CopyOut(copy) => {
+                    *state = PortalExecutionState::Finished;
+                    send_copy_out(client, copy, &connection(client)?.copy_out_rows).await?;
+                    end_query(client, status);
+                    return Ok(());
+                }
                 Response::CopyIn(copy) => {
                     *state = PortalExecutionState::Finished;
                     send_copy_in_response(client, copy).await?;
@@ -335,9 +343,11 @@ where
             let rows = data_rows(batches, Arc::clone(&fields), token.clone());
             Ok(Response::Query(QueryResponse::new(fields, rows)))
         }
-        QueryOutput::CopyOut(rows) => {
-            Ok(Response::CopyOut(copy_out_response(rows, token.clone())?))
-        }
+        QueryOutput::CopyOut(copy) => Ok(Response::CopyOut(copy_out_response(
+            copy,
+            token.clone(),
+            Arc::clone(&conn.copy_out_rows),
+        )?)),
         QueryOutput::CopyIn(copy) => {
             let columns = copy.column_count();
             *conn.copy_in.lock().await = Some(copy);

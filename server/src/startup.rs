@@ -40,6 +40,8 @@ pub struct Connection {
     pub canceller: Arc<QueryCanceller>,
     /// The `COPY … FROM STDIN` receiving the client's data, if one is running.
     pub copy_in: tokio::sync::Mutex<Option<Box<CopyIn>>>,
+    /// Rows the running `COPY … TO STDOUT` has sent, for its `COPY n` tag.
+    pub copy_out_rows: Arc<std::sync::atomic::AtomicUsize>,
     _registration: RegistrationGuard,
 }
 
@@ -152,6 +154,7 @@ impl StartupHandler for SluiceStartupHandler {
             session,
             canceller,
             copy_in: tokio::sync::Mutex::new(None),
+            copy_out_rows: Arc::default(),
             _registration: registration,
         });
         debug!("session started for {}", client.socket_addr());

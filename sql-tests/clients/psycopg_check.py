@@ -46,12 +46,34 @@ def main() -> None:
         bcur = conn.cursor(binary=True)
         bcur.execute("SELECT id, name, ok FROM py_check WHERE id = %s", (4,))
         assert bcur.fetchone() == (4, "name-4", True)
+        check_copy_out(cur, rows)
     with psycopg.connect(host=host, port=port, user="sluice", dbname="sluice") as conn:
         with conn.transaction():
             conn.execute("SELECT 1")
         assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
     check_pgvector_adapter(host, port)
     print("psycopg checks passed")
+
+
+def check_copy_out(cur, rows):
+    """COPY … TO STDOUT in text, CSV (with a header) and binary, read by
+    psycopg's copy API; a NULL and a value needing escapes included."""
+    cur.execute("INSERT INTO py_check VALUES (6, %s, NULL, NULL, NULL)", ("tab\there, \"quoted\"",))
+    with cur.copy("COPY py_check TO STDOUT") as copy:
+        text = b"".join(bytes(chunk) for chunk in copy).decode()
+    lines = sorted(text.splitlines())
+    assert lines[0] == "1\tname-1\t1.5\tf\t2024-01-01", lines
+    assert lines[5] == "6\ttab\\there, \"quoted\"\t\\N\t\\N\t\\N", lines
+    with cur.copy("COPY (SELECT id, name FROM py_check WHERE id >= 5 ORDER BY id) TO STDOUT (FORMAT csv, HEADER)") as copy:
+        csv_text = b"".join(bytes(chunk) for chunk in copy).decode()
+    assert csv_text == 'id,name\n5,name-5\n6,"tab\there, ""quoted"""\n', repr(csv_text)
+    with cur.copy("COPY (SELECT id, name, score, ok, day FROM py_check ORDER BY id) TO STDOUT (FORMAT binary)") as copy:
+        copy.set_types(["int8", "text", "float8", "bool", "date"])
+        copied = list(copy.rows())
+    assert copied[:5] == rows, copied
+    assert copied[5] == (6, "tab\there, \"quoted\"", None, None, None), copied[5]
+    assert cur.rowcount == 6, cur.rowcount
+    cur.execute("DELETE FROM py_check WHERE id = 6")
 
 
 def check_pgvector_adapter(host, port):

@@ -200,7 +200,8 @@ impl CopyReader {
         self.field_bytes.clear();
         self.field_bounds.clear();
         match self.format.kind {
-            CopyFormatKind::Text => self.text_fields(record),
+            // COPY FROM refuses binary when it is parsed.
+            CopyFormatKind::Text | CopyFormatKind::Binary => self.text_fields(record),
             CopyFormatKind::Csv => self.csv_fields(record),
         }
         if self.field_bounds.len() < self.columns {

@@ -10,7 +10,7 @@ use datafusion::physical_plan::SendableRecordBatchStream;
 
 use crate::copy_in::CopyIn;
 use crate::pg::column_names::PostgresNames;
-use crate::sql::copy::CopyFromStdin;
+use crate::sql::copy::{CopyFormat, CopyFromStdin};
 use crate::sql::model_statement::ModelStatement;
 use crate::sql::source_statement::CreateSource;
 use crate::sql::statement::{IndexStatement, SessionCommand};
@@ -36,6 +36,8 @@ pub(crate) enum PreparedKind {
     Model(ModelStatement),
     /// `COPY … FROM STDIN`.
     CopyFrom(CopyFromStdin),
+    /// `COPY … TO STDOUT`: the query's plan and how rows are written.
+    CopyTo(Box<LogicalPlan>, CopyFormat),
     /// `ALTER TABLE`.
     AlterTable(Box<datafusion::sql::sqlparser::ast::AlterTable>),
     /// `CREATE INDEX` / `DROP INDEX`.
@@ -132,6 +134,7 @@ impl PreparedStatement {
             ),
             PreparedKind::Fetch(..) => true,
             PreparedKind::CopyFrom(_)
+            | PreparedKind::CopyTo(..)
             | PreparedKind::AlterTable(_)
             | PreparedKind::Index(_)
             | PreparedKind::CreateSource(_) => false,
@@ -145,6 +148,7 @@ impl PreparedStatement {
             PreparedKind::Plan(_)
             | PreparedKind::Model(_)
             | PreparedKind::CopyFrom(_)
+            | PreparedKind::CopyTo(..)
             | PreparedKind::AlterTable(_)
             | PreparedKind::Index(_)
             | PreparedKind::Streaming(_)
@@ -160,6 +164,7 @@ impl PreparedStatement {
             PreparedKind::Session(_)
             | PreparedKind::Model(_)
             | PreparedKind::CopyFrom(_)
+            | PreparedKind::CopyTo(..)
             | PreparedKind::AlterTable(_)
             | PreparedKind::Index(_)
             | PreparedKind::Streaming(_)
@@ -280,9 +285,18 @@ pub enum QueryOutput {
     /// `COPY … FROM STDIN` started: the front end feeds the client's data to
     /// it ([`CopyIn::push`]), then ends it ([`CopyIn::finish`]).
     CopyIn(Box<CopyIn>),
-    /// `COPY (SUBSCRIBE v) TO STDOUT`: rows the front end sends as COPY
-    /// data for as long as the stream lasts (until the client goes).
-    CopyOut(SendableRecordBatchStream),
+    /// `COPY … TO STDOUT`: rows the front end sends as COPY data for as
+    /// long as the stream lasts (for `COPY (SUBSCRIBE v)`, until the client
+    /// goes).
+    CopyOut(CopyOutput),
+}
+
+/// The rows of a `COPY … TO STDOUT` and their format.
+pub struct CopyOutput {
+    /// The rows, streamed.
+    pub rows: SendableRecordBatchStream,
+    /// Text, CSV or binary, with its options.
+    pub format: CopyFormat,
 }
 
 impl std::fmt::Debug for QueryOutput {
@@ -290,9 +304,11 @@ impl std::fmt::Debug for QueryOutput {
         match self {
             QueryOutput::Rows(stream) => f.debug_tuple("Rows").field(&stream.schema()).finish(),
             QueryOutput::Command(c) => f.debug_tuple("Command").field(c).finish(),
-            QueryOutput::CopyOut(stream) => {
-                f.debug_tuple("CopyOut").field(&stream.schema()).finish()
-            }
+            QueryOutput::CopyOut(copy) => f
+                .debug_tuple("CopyOut")
+                .field(&copy.rows.schema())
+                .field(&copy.format)
+                .finish(),
             QueryOutput::CopyIn(c) => f.debug_tuple("CopyIn").field(c).finish(),
         }
     }

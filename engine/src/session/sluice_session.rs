@@ -23,13 +23,16 @@ use crate::pg::column_names::PostgresNames;
 use crate::pg::settings::SessionSettings;
 use crate::planner;
 use crate::session::output::{
-    CommandComplete, PreparedKind, PreparedStatement, QueryOutput, TransactionEffect, command_tag,
-    plan_returns_rows, show_all_schema,
+    CommandComplete, CopyOutput, PreparedKind, PreparedStatement, QueryOutput, TransactionEffect,
+    command_tag, plan_returns_rows, show_all_schema,
 };
+use crate::sql::copy::{CopyFormat, CopyFormatKind};
 use crate::sql::statement::{SessionCommand, SluiceStatement, parse_sql};
 use crate::sql::streaming_statement::StreamingStatement;
 use crate::storage::vector_index::VectorSearchSettings;
 use crate::streaming::{self, Cursors, Origin, StreamingOutcome};
+use datafusion::sql::parser::Statement as DFStatement;
+use datafusion::sql::sqlparser::ast;
 
 /// One client's session: its own settings and prepared statements over the
 /// engine's shared catalog. Create with [`crate::Sluice::session`].
@@ -102,6 +105,12 @@ impl SluiceSession {
             SluiceStatement::Session(cmd) => PreparedKind::Session(cmd.clone()),
             SluiceStatement::Model(statement) => PreparedKind::Model(statement.clone()),
             SluiceStatement::CopyFrom(statement) => PreparedKind::CopyFrom(statement.clone()),
+            SluiceStatement::CopyTo(copy) => {
+                let query =
+                    DFStatement::Statement(Box::new(ast::Statement::Query(copy.query.clone())));
+                let plan = planner::plan_statement(&self.ctx, &query).await?;
+                PreparedKind::CopyTo(Box::new(plan), copy.format.clone())
+            }
             SluiceStatement::AlterTable(alter) => PreparedKind::AlterTable(alter.clone()),
             SluiceStatement::Index(statement) => PreparedKind::Index(statement.clone()),
             SluiceStatement::Streaming(statement @ StreamingStatement::Fetch { cursor, .. }) => {
@@ -205,6 +214,18 @@ impl SluiceSession {
             PreparedKind::CopyFrom(statement) => Ok(QueryOutput::CopyIn(Box::new(
                 CopyIn::start(&self.ctx, statement).await?,
             ))),
+            PreparedKind::CopyTo(plan, format) => {
+                let plan = planner::bind_and_fold(&self.ctx, (**plan).clone(), None).await?;
+                match self.execute_plan(plan).await? {
+                    QueryOutput::Rows(rows) => Ok(QueryOutput::CopyOut(CopyOutput {
+                        rows,
+                        format: format.clone(),
+                    })),
+                    _ => Err(DataFusionError::Plan(
+                        "COPY … TO STDOUT needs a query that returns rows".into(),
+                    )),
+                }
+            }
         }
     }
 
@@ -238,7 +259,10 @@ impl SluiceSession {
             }
             StreamingStatement::CopySubscribe { view, snapshot } => {
                 let subscription = streaming::subscribe(&self.ctx, view, *snapshot)?;
-                return Ok(QueryOutput::CopyOut(subscription.into_stream()));
+                return Ok(QueryOutput::CopyOut(CopyOutput {
+                    rows: subscription.into_stream(),
+                    format: CopyFormat::new(CopyFormatKind::Text),
+                }));
             }
             _ => {}
         }
@@ -494,8 +518,8 @@ impl SluiceSession {
             }
             QueryOutput::Command(_) => self.ctx.read_empty(),
             QueryOutput::CopyOut(_) => Err(DataFusionError::NotImplemented(
-                "COPY (SUBSCRIBE …) TO STDOUT streams to a wire client; use DECLARE … CURSOR FOR \
-                 SUBSCRIBE and FETCH"
+                "COPY … TO STDOUT streams to a wire client: run the query itself here (for \
+                 SUBSCRIBE, DECLARE … CURSOR FOR SUBSCRIBE and FETCH)"
                     .into(),
             )),
             QueryOutput::CopyIn(_) => Err(DataFusionError::NotImplemented(

@@ -1,23 +1,28 @@
-//! The parse half of `COPY table [(columns)] FROM STDIN [WITH (…)]`:
-//! recognising the statement (DataFusion's parser only knows `COPY … TO`)
-//! and reading its options. Running it is the `copy_in` module's job.
+//! The parse half of `COPY table [(columns)] FROM STDIN [WITH (…)]` and
+//! `COPY {table [(columns)] | (query)} TO STDOUT [WITH (…)]`: recognising
+//! the statements (DataFusion's parser only knows `COPY … TO 'file'`) and
+//! reading their options. Running them is the `copy_in` module's and the
+//! wire front end's job.
 
 use datafusion::error::{DataFusionError, Result};
 use datafusion::sql::parser::DFParser;
 use datafusion::sql::sqlparser::ast::{
     CopyLegacyCsvOption, CopyLegacyOption, CopyOption, CopySource, CopyTarget, Ident, ObjectName,
-    Statement,
+    Query, Statement,
 };
 use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::tokenizer::Token;
 
-/// `FORMAT text` or `FORMAT csv`.
+/// `FORMAT text`, `csv` or `binary`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CopyFormatKind {
     /// Postgres' default: delimiter-separated, backslash escapes, `\N` NULL.
     Text,
     /// RFC 4180-style CSV with Postgres' NULL rules.
     Csv,
+    /// Postgres' binary COPY format (`PGCOPY`): each value as the binary
+    /// protocol sends it.
+    Binary,
 }
 
 /// The options of `COPY … FROM STDIN WITH (…)`.
@@ -41,7 +46,7 @@ impl CopyFormat {
     /// Postgres' defaults for `kind`.
     pub fn new(kind: CopyFormatKind) -> Self {
         match kind {
-            CopyFormatKind::Text => Self {
+            CopyFormatKind::Text | CopyFormatKind::Binary => Self {
                 kind,
                 delimiter: b'\t',
                 null: "\\N".into(),
@@ -72,28 +77,63 @@ pub struct CopyFromStdin {
     pub format: CopyFormat,
 }
 
+/// A parsed `COPY … TO STDOUT`.
+#[derive(Debug, Clone)]
+pub struct CopyToStdout {
+    /// The rows sent: the query, or `SELECT columns FROM table`.
+    pub query: Box<Query>,
+    /// How they are written.
+    pub format: CopyFormat,
+}
+
+/// Whether the parser stands at `COPY … TO STDOUT` (rather than
+/// DataFusion's `COPY … TO 'file'`).
+pub(crate) fn at_copy_to_stdout(parser: &DFParser<'_>) -> bool {
+    copy_direction(parser) == Some(Keyword::TO)
+        && copy_tokens_after_direction(parser)
+            .is_some_and(|t| matches!(t, Token::Word(w) if w.keyword == Keyword::STDOUT))
+}
+
 /// Whether the parser stands at `COPY <table> … FROM` (rather than
 /// DataFusion's `COPY … TO`).
 pub(crate) fn at_copy_from(parser: &DFParser<'_>) -> bool {
+    copy_direction(parser) == Some(Keyword::FROM)
+}
+
+/// At `COPY`, its direction: `FROM` or `TO` (the first at parenthesis
+/// depth 0).
+fn copy_direction(parser: &DFParser<'_>) -> Option<Keyword> {
+    direction_at(parser).map(|(keyword, _)| keyword)
+}
+
+/// The token after the direction keyword.
+fn copy_tokens_after_direction(parser: &DFParser<'_>) -> Option<Token> {
+    direction_at(parser).map(|(_, n)| parser.parser.peek_nth_token(n + 1).token)
+}
+
+fn direction_at(parser: &DFParser<'_>) -> Option<(Keyword, usize)> {
     let is_copy = matches!(
         parser.parser.peek_token().token,
         Token::Word(ref w) if w.keyword == Keyword::COPY
     );
     if !is_copy {
-        return false;
+        return None;
     }
     let mut depth = 0usize;
     for n in 1.. {
         match parser.parser.peek_nth_token(n).token {
             Token::LParen => depth += 1,
             Token::RParen => depth = depth.saturating_sub(1),
-            Token::Word(w) if depth == 0 && w.keyword == Keyword::FROM => return true,
-            Token::Word(w) if depth == 0 && w.keyword == Keyword::TO => return false,
-            Token::SemiColon | Token::EOF => return false,
+            Token::Word(w)
+                if depth == 0 && (w.keyword == Keyword::FROM || w.keyword == Keyword::TO) =>
+            {
+                return Some((w.keyword, n));
+            }
+            Token::SemiColon | Token::EOF => return None,
             _ => {}
         }
     }
-    false
+    None
 }
 
 /// Parses `COPY <table> [(columns)] FROM STDIN [[WITH] (options) | legacy options]`.
@@ -134,9 +174,63 @@ pub(crate) fn parse_copy_from(parser: &mut DFParser<'_>) -> Result<CopyFromStdin
                 .into(),
         ));
     }
+    let format = copy_format(&options, &legacy_options)?;
+    if format.kind == CopyFormatKind::Binary {
+        return Err(DataFusionError::NotImplemented(
+            "COPY … FROM STDIN (FORMAT binary) is not supported yet: use text or csv".into(),
+        ));
+    }
     Ok(CopyFromStdin {
         table: table_name,
         columns,
+        format,
+    })
+}
+
+/// Parses `COPY {table [(columns)] | (query)} TO STDOUT [[WITH] (options)
+/// | legacy options]`.
+pub(crate) fn parse_copy_to_stdout(parser: &mut DFParser<'_>) -> Result<CopyToStdout> {
+    parser.parser.expect_keyword(Keyword::COPY)?;
+    let Statement::Copy {
+        source,
+        options,
+        legacy_options,
+        ..
+    } = parser.parser.parse_copy()?
+    else {
+        return Err(DataFusionError::Internal(
+            "COPY parsed as another statement".into(),
+        ));
+    };
+    let query = match source {
+        CopySource::Query(query) => query,
+        CopySource::Table {
+            table_name,
+            columns,
+        } => {
+            let projection = if columns.is_empty() {
+                "*".to_owned()
+            } else {
+                columns
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            let sql = format!("SELECT {projection} FROM {table_name}");
+            match DFParser::parse_sql(&sql)?.pop_front() {
+                Some(datafusion::sql::parser::Statement::Statement(statement)) => {
+                    match *statement {
+                        Statement::Query(query) => query,
+                        _ => return Err(DataFusionError::Internal(format!("{sql} is no query"))),
+                    }
+                }
+                _ => return Err(DataFusionError::Internal(format!("{sql} is no query"))),
+            }
+        }
+    };
+    Ok(CopyToStdout {
+        query,
         format: copy_format(&options, &legacy_options)?,
     })
 }
@@ -148,7 +242,7 @@ fn copy_format(options: &[CopyOption], legacy: &[CopyLegacyOption]) -> Result<Co
             kind = match name.value.to_ascii_lowercase().as_str() {
                 "text" => CopyFormatKind::Text,
                 "csv" => CopyFormatKind::Csv,
-                "binary" => return Err(binary_unsupported()),
+                "binary" => CopyFormatKind::Binary,
                 other => {
                     return Err(DataFusionError::Plan(format!(
                         "COPY format \"{other}\" not recognized"
@@ -160,7 +254,7 @@ fn copy_format(options: &[CopyOption], legacy: &[CopyLegacyOption]) -> Result<Co
     for option in legacy {
         match option {
             CopyLegacyOption::Csv(_) => kind = CopyFormatKind::Csv,
-            CopyLegacyOption::Binary => return Err(binary_unsupported()),
+            CopyLegacyOption::Binary => kind = CopyFormatKind::Binary,
             _ => {}
         }
     }
@@ -215,12 +309,6 @@ fn copy_format(options: &[CopyOption], legacy: &[CopyLegacyOption]) -> Result<Co
         ));
     }
     Ok(format)
-}
-
-fn binary_unsupported() -> DataFusionError {
-    DataFusionError::NotImplemented(
-        "COPY FORMAT binary is not supported yet: use text or csv".into(),
-    )
 }
 
 fn single_byte(option: &str, c: char) -> Result<u8> {

@@ -15,7 +15,10 @@ use datafusion::sql::sqlparser::tokenizer::Token;
 
 use crate::pg::catalog;
 use crate::pg::settings::canonical_name;
-use crate::sql::copy::{CopyFromStdin, at_copy_from, parse_copy_from};
+use crate::sql::copy::{
+    CopyFromStdin, CopyToStdout, at_copy_from, at_copy_to_stdout, parse_copy_from,
+    parse_copy_to_stdout,
+};
 use crate::sql::model_statement::{ModelStatement, at_model_statement, parse_model_statement};
 use crate::sql::source_statement::{CreateSource, at_create_source, parse_create_source};
 use crate::sql::streaming_statement::{
@@ -34,6 +37,9 @@ pub enum SluiceStatement {
     Model(ModelStatement),
     /// `COPY table FROM STDIN`: the client sends the rows next.
     CopyFrom(CopyFromStdin),
+    /// `COPY {table | (query)} TO STDOUT`: the rows go to the client as COPY
+    /// data.
+    CopyTo(CopyToStdout),
     /// `ALTER TABLE`, which DataFusion does not plan.
     AlterTable(Box<ast::AlterTable>),
     /// `CREATE INDEX` / `DROP INDEX`: vector indexes on Sluice tables.
@@ -156,6 +162,10 @@ fn parse_one(parser: &mut DFParser<'_>) -> Result<SluiceStatement> {
         return Ok(SluiceStatement::Streaming(parse_streaming_statement(
             parser,
         )?));
+    }
+    // After the streaming statements: `COPY (SUBSCRIBE v) TO STDOUT` is one.
+    if at_copy_to_stdout(parser) {
+        return Ok(SluiceStatement::CopyTo(parse_copy_to_stdout(parser)?));
     }
     if at_model_statement(parser) {
         return Ok(SluiceStatement::Model(parse_model_statement(parser)?));

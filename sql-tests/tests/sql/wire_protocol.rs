@@ -998,3 +998,69 @@ async fn a_query_over_the_memory_limit_gets_53200_and_the_server_goes_on() {
     assert_eq!(first_row(&again).get(0), Some("1000"));
     server.stop().await.expect("stop");
 }
+
+/// The bytes of a COPY out stream.
+async fn copied(client: &Client, sql: &str) -> Vec<u8> {
+    let stream = client.copy_out(sql).await.expect("copy out");
+    pin_mut!(stream);
+    let mut bytes = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        bytes.extend_from_slice(&chunk.expect("copy data"));
+    }
+    bytes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_to_stdout_in_text_csv_and_binary() {
+    use tokio_postgres::binary_copy::BinaryCopyOutStream;
+    use tokio_postgres::types::Type;
+
+    let (server, _dir) = start().await;
+    let (client, _task) = connect(&server).await;
+    client
+        .batch_execute(
+            "CREATE TABLE copy_out_rows (id BIGINT, name TEXT, score DOUBLE PRECISION); \
+             INSERT INTO copy_out_rows VALUES (1, 'tab\there', 1.5), (2, NULL, -2.25)",
+        )
+        .await
+        .expect("table");
+    let text = copied(&client, "COPY copy_out_rows (id, name) TO STDOUT").await;
+    let mut lines: Vec<&str> = std::str::from_utf8(&text).expect("utf8").lines().collect();
+    lines.sort_unstable();
+    assert_eq!(lines, ["1\ttab\\there", "2\t\\N"]);
+    let csv = copied(
+        &client,
+        "COPY (SELECT id, name FROM copy_out_rows ORDER BY id) TO STDOUT WITH (FORMAT csv, HEADER, NULL 'none')",
+    )
+    .await;
+    assert_eq!(
+        std::str::from_utf8(&csv).expect("utf8"),
+        "id,name\n1,tab\there\n2,none\n"
+    );
+    let stream = client
+        .copy_out("COPY (SELECT id, name, score FROM copy_out_rows ORDER BY id) TO STDOUT (FORMAT binary)")
+        .await
+        .expect("binary copy");
+    let rows: Vec<_> = BinaryCopyOutStream::new(stream, &[Type::INT8, Type::TEXT, Type::FLOAT8])
+        .map(|row| row.expect("binary row"))
+        .collect()
+        .await;
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0].get::<i64>(0), 1);
+    assert_eq!(rows[0].get::<Option<&str>>(1), Some("tab\there"));
+    assert_eq!(rows[1].get::<Option<&str>>(1), None);
+    assert_eq!(rows[1].get::<f64>(2), -2.25);
+    let missing = client
+        .copy_out("COPY no_such_table TO STDOUT")
+        .await
+        .err()
+        .expect("an unknown table is an error");
+    assert_eq!(
+        missing.code(),
+        Some(&SqlState::UNDEFINED_TABLE),
+        "{missing}"
+    );
+    let answer = client.simple_query("SELECT 41 + 1").await.expect("query");
+    assert_eq!(first_row(&answer).get(0), Some("42"));
+    server.stop().await.expect("stop");
+}
