@@ -100,6 +100,23 @@ check "model inference: missing or broken ONNX Runtime, EMBED, ML_PREDICT" \
   "$VENV/bin/python" sql-tests/clients/model_check.py "$SLUICE_BIN"
 check "media: images, audio and tensors from object roots (local and S3) vs Pillow" \
   "$VENV/bin/python" sql-tests/clients/media_check.py "$SLUICE_BIN"
+# A panic while planning (injected: the first statement planned panics)
+# costs that statement an XX000 error; the same connection and new ones
+# go on.
+panic_check() {
+  local port=$((PORT + 1)) dir="$WORK/panic-data" out="$WORK/panic.out" pid status=0
+  SLUICE_FAILPOINTS='plan-statement=1*panic' "$SLUICE_BIN" serve --listen "127.0.0.1:$port" \
+    --data-dir "$dir" >>"$WORK/server.log" 2>&1 &
+  pid=$!
+  for _ in $(seq 1 100); do pg_isready -q -h 127.0.0.1 -p "$port" && break; sleep 0.1; done
+  printf '\\set VERBOSITY sqlstate\nSELECT 41 + 1 AS first;\nSELECT 42 + 1 AS second;\n' |
+    psql -h 127.0.0.1 -p "$port" -U sluice -d sluice -XAtq >"$out" 2>&1 || true
+  psql -h 127.0.0.1 -p "$port" -U sluice -d sluice -XAtqc 'SELECT 44' >>"$out" 2>&1 || status=1
+  kill -TERM "$pid" 2>/dev/null; wait "$pid" 2>/dev/null || true
+  cat "$out"
+  [ "$status" = 0 ] && [ "$(cat "$out")" = "$(printf 'ERROR:  XX000\n43\n44')" ]
+}
+check "a panic while planning costs the statement (XX000), not the connection" panic_check
 start_server
 # Graceful shutdown: SIGTERM ends the server with exit status 0.
 graceful() {

@@ -9,7 +9,9 @@
 //!
 //! The points:
 //! - `sink-apply`: before a continuous query applies an epoch to its sink;
-//! - `aggregate-change`: as an aggregate takes a change.
+//! - `aggregate-change`: as an aggregate takes a change;
+//! - `plan-statement`: as any statement is planned (its `panic` action
+//!   proves a panic costs the statement, not the connection).
 //!
 //! Unset (always, outside tests), every point is a no-op.
 

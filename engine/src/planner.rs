@@ -39,6 +39,9 @@ use crate::rewrite::async_calls;
 /// Steps 2 to 4: a DataFusion statement to a logical plan, its `$n`
 /// checked and left as placeholders.
 pub async fn plan_statement(ctx: &SessionContext, statement: &DFStatement) -> Result<LogicalPlan> {
+    fail::fail_point!("plan-statement", |_| Err(crate::failpoints::injected(
+        "plan-statement"
+    )));
     parameters::check_statement(statement)?;
     let mut statement = statement.clone();
     // An s3:// location needs a store for its bucket before DataFusion can

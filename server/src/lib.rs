@@ -18,6 +18,7 @@ mod copy;
 mod copy_out;
 pub mod encoding;
 mod handlers;
+mod panic_guard;
 pub mod query;
 mod respond;
 mod row_encoder;

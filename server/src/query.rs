@@ -33,6 +33,7 @@ use sluice_engine::{PreparedStatement, QueryOutput, TransactionEffect};
 use crate::cancel::QueryToken;
 use crate::copy_out::{copy_out_response, send_copy_out};
 use crate::encoding::{bound_parameters, cancel_error, data_rows, parameter_type, result_fields};
+use crate::panic_guard::{guard, guard_sync};
 use crate::respond::{begin_query, end_query, send_command, send_portal_rows, send_simple};
 use crate::sqlstate::{codes, pg_error, user_error};
 use crate::startup::{Connection, connection};
@@ -65,7 +66,7 @@ impl QueryParser for SluiceQueryParser {
         C: ClientInfo + Unpin + Send + Sync,
     {
         let conn = connection(client)?;
-        let mut statements = conn.session.parse(sql).map_err(pg_error)?;
+        let mut statements = guard_sync("parsing", || conn.session.parse(sql).map_err(pg_error))?;
         if statements.is_empty() {
             return Ok(None);
         }
@@ -76,7 +77,10 @@ impl QueryParser for SluiceQueryParser {
             ));
         }
         let statement = statements.remove(0);
-        let prepared = conn.session.prepare(&statement).await.map_err(pg_error)?;
+        let prepared = guard("planning", async {
+            conn.session.prepare(&statement).await.map_err(pg_error)
+        })
+        .await?;
         let fields = prepared.parameter_fields().map_err(pg_error)?;
         let count = fields.len().max(types.len());
         let announced = (0..count)
@@ -132,17 +136,23 @@ impl SimpleQueryHandler for SluiceQueryHandler {
     {
         let mut status = begin_query(client)?;
         let conn = connection(client)?;
-        let statements = conn.session.parse(&query.query).map_err(pg_error)?;
+        let statements = guard_sync("parsing", || {
+            conn.session.parse(&query.query).map_err(pg_error)
+        })?;
         if statements.is_empty() {
             status = send_command(client, Response::EmptyQuery, status).await?;
         }
         let token = conn.canceller.begin_query(conn.session.statement_timeout());
         for statement in &statements {
-            let response = match conn.session.prepare(statement).await {
+            let prepared = guard("planning", async {
+                conn.session.prepare(statement).await.map_err(pg_error)
+            })
+            .await;
+            let response = match prepared {
                 Ok(prepared) => {
                     run(client, &conn, &prepared, None, &Format::UnifiedText, &token).await
                 }
-                Err(e) => Err(pg_error(e)),
+                Err(e) => Err(e),
             };
             let sent = match response {
                 Ok(Response::CopyIn(copy)) => {
@@ -333,7 +343,9 @@ where
     let output = tokio::select! {
         biased;
         reason = token.cancelled() => return Err(cancel_error(reason)),
-        output = conn.session.execute(prepared, params) => output.map_err(pg_error)?,
+        output = guard("executing", async {
+            conn.session.execute(prepared, params).await.map_err(pg_error)
+        }) => output?,
     };
 
     match output {
