@@ -13,6 +13,7 @@ use pgwire::error::PgWireError;
 use pgwire::messages::cancel::CancelRequest;
 use sluice_engine::Sluice;
 
+use crate::auth::Authenticator;
 use crate::cancel::CancelRegistry;
 use crate::copy::SluiceCopyHandler;
 use crate::query::SluiceQueryHandler;
@@ -26,10 +27,14 @@ pub(crate) struct SluiceHandlers {
 }
 
 impl SluiceHandlers {
-    pub(crate) fn new(engine: Sluice) -> Self {
+    pub(crate) fn new(engine: Sluice, auth: Arc<Authenticator>) -> Self {
         let registry = Arc::new(CancelRegistry::default());
         Self {
-            startup: Arc::new(SluiceStartupHandler::new(engine, Arc::clone(&registry))),
+            startup: Arc::new(SluiceStartupHandler::new(
+                engine,
+                Arc::clone(&registry),
+                auth,
+            )),
             query: Arc::new(SluiceQueryHandler::default()),
             cancel: Arc::new(SluiceCancelHandler { registry }),
         }

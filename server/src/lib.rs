@@ -13,6 +13,7 @@
 //!
 //! Depends on `sluice-engine`; nothing depends on this crate.
 
+pub mod auth;
 pub mod cancel;
 mod copy;
 mod copy_out;

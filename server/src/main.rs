@@ -2,10 +2,12 @@
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use log::{error, info};
 use sluice_engine::{DataLocation, Sluice};
+use sluice_server::auth::{AuthMethod, Authenticator, Users, check_listen_policy};
 use sluice_server::{DEFAULT_MAX_CONNECTIONS, ServerConfig, serve};
 
 #[derive(Parser, Debug)]
@@ -65,6 +67,19 @@ struct ServeArgs {
     /// SQLSTATE 53200 while the server goes on). Unset: no limit.
     #[arg(long, env = "SLUICE_MEMORY_LIMIT", value_parser = parse_memory_limit)]
     memory_limit: Option<usize>,
+    /// How clients log in: `trust` (anyone, as any user: refused on a
+    /// non-loopback address unless --insecure), `password` (clear text) or
+    /// `scram-sha-256`. Failed logins get SQLSTATE 28P01 and are logged.
+    #[arg(long, default_value = "trust", env = "SLUICE_AUTH")]
+    auth: AuthMethod,
+    /// The users who may log in with `--auth password | scram-sha-256`:
+    /// a file of `name:password` lines (`#` comments). Kept in memory
+    /// only salted and hashed.
+    #[arg(long, env = "SLUICE_USERS_FILE")]
+    users_file: Option<std::path::PathBuf>,
+    /// Allows `--auth trust` on an address other than loopback.
+    #[arg(long)]
+    insecure: bool,
 }
 
 /// A byte count with an optional unit (`bytesize`'s syntax).
@@ -86,6 +101,9 @@ impl Default for ServeArgs {
             model_key_variables: Vec::new(),
             max_connections: DEFAULT_MAX_CONNECTIONS as u32,
             memory_limit: None,
+            auth: AuthMethod::Trust,
+            users_file: None,
+            insecure: false,
         }
     }
 }
@@ -121,6 +139,12 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: ServeArgs) -> Result<(), String> {
+    check_listen_policy(args.listen, args.auth, args.insecure)?;
+    let users = match &args.users_file {
+        Some(path) => Users::from_file(path)?,
+        None => Users::default(),
+    };
+    let auth = Arc::new(Authenticator::new(args.auth, users)?);
     let location = DataLocation::parse(&args.data_dir).map_err(|e| e.to_string())?;
     let mut builder = Sluice::builder().data_location(location);
     if let Some(limit) = args.memory_limit {
@@ -145,11 +169,12 @@ async fn run(args: ServeArgs) -> Result<(), String> {
     let config = ServerConfig {
         listen: args.listen,
         max_connections: args.max_connections as usize,
+        auth,
         ..ServerConfig::default()
     };
     info!(
-        "Sluice listening on {} (data directory {})",
-        args.listen, args.data_dir
+        "Sluice listening on {} (data directory {}, --auth {})",
+        args.listen, args.data_dir, args.auth
     );
     serve(engine, listener, &config, shutdown_signal())
         .await

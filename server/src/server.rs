@@ -15,6 +15,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::task::TaskTracker;
 
+use crate::auth::Authenticator;
 use crate::handlers::SluiceHandlers;
 
 /// Server settings.
@@ -27,6 +28,8 @@ pub struct ServerConfig {
     /// Connections served at once; one more is refused with SQLSTATE 53300
     /// while the others go on.
     pub max_connections: usize,
+    /// How clients log in (`trust` by default).
+    pub auth: Arc<Authenticator>,
 }
 
 /// Postgres' own default for `max_connections`.
@@ -38,6 +41,7 @@ impl Default for ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 5433)),
             shutdown_grace: Duration::from_secs(10),
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            auth: Arc::new(Authenticator::trust()),
         }
     }
 }
@@ -104,7 +108,7 @@ pub async fn serve(
     config: &ServerConfig,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let handlers = Arc::new(SluiceHandlers::new(engine));
+    let handlers = Arc::new(SluiceHandlers::new(engine, Arc::clone(&config.auth)));
     let connections = TaskTracker::new();
     tokio::pin!(shutdown);
     loop {

@@ -28,6 +28,7 @@ use sluice_engine::copy_in::CopyIn;
 use sluice_engine::statement::SessionCommand;
 use sluice_engine::{PreparedStatement, Sluice, SluiceSession};
 
+use crate::auth::{AuthMethod, Authenticator, ScramProgress};
 use crate::cancel::{CancelRegistry, QueryCanceller, RegistrationGuard};
 
 /// Everything Sluice keeps for one client connection. Lives in pgwire's
@@ -53,22 +54,25 @@ pub fn connection<C: ClientInfo + ?Sized>(client: &C) -> PgWireResult<Arc<Connec
         .ok_or_else(|| PgWireError::ApiError("connection used before startup completed".into()))
 }
 
-/// Answers the startup packet; no authentication yet (trust, like a local
-/// Postgres with `trust` in pg_hba.conf).
+/// Answers the startup packet: authenticates the client as `--auth` says
+/// ([`crate::auth`]), then starts its session.
 pub struct SluiceStartupHandler {
     engine: Sluice,
     registry: Arc<CancelRegistry>,
     keys: RandomPidSecretKeyGenerator,
+    auth: Arc<Authenticator>,
 }
 
 impl SluiceStartupHandler {
-    /// Creates the handler for `engine`, registering connections in
-    /// `registry` so CancelRequests can find them.
-    pub fn new(engine: Sluice, registry: Arc<CancelRegistry>) -> Self {
+    /// Creates the handler for `engine`, checking logins with `auth` and
+    /// registering connections in `registry` so CancelRequests can find
+    /// them.
+    pub fn new(engine: Sluice, registry: Arc<CancelRegistry>, auth: Arc<Authenticator>) -> Self {
         Self {
             engine,
             registry,
             keys: RandomPidSecretKeyGenerator::default(),
+            auth,
         }
     }
 }
@@ -98,16 +102,73 @@ impl StartupHandler for SluiceStartupHandler {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        let PgWireFrontendMessage::Startup(startup) = message else {
-            return Ok(());
-        };
-        protocol_negotiation(client, &startup).await?;
-        save_startup_parameters_to_metadata(client, &startup);
+        match message {
+            PgWireFrontendMessage::Startup(startup) => {
+                protocol_negotiation(client, &startup).await?;
+                save_startup_parameters_to_metadata(client, &startup);
+                let request = match self.auth.method() {
+                    AuthMethod::Trust => return self.start_session(client).await,
+                    AuthMethod::Password => Authentication::CleartextPassword,
+                    AuthMethod::ScramSha256 => {
+                        client.session_extensions().insert(ScramProgress::default());
+                        Authentication::SASL(self.auth.mechanisms())
+                    }
+                };
+                client.set_state(PgWireConnectionState::AuthenticationInProgress);
+                client
+                    .send(PgWireBackendMessage::Authentication(request))
+                    .await?;
+                Ok(())
+            }
+            PgWireFrontendMessage::PasswordMessageFamily(message) => {
+                let user = client
+                    .metadata()
+                    .get(METADATA_USER)
+                    .cloned()
+                    .unwrap_or_default();
+                match self.auth.method() {
+                    AuthMethod::Trust => Ok(()),
+                    AuthMethod::Password => {
+                        let password = message.into_password()?;
+                        self.auth.check_password(&user, &password.password)?;
+                        self.start_session(client).await
+                    }
+                    AuthMethod::ScramSha256 => {
+                        let progress = client
+                            .session_extensions()
+                            .get::<ScramProgress>()
+                            .ok_or(PgWireError::InvalidSASLState)?;
+                        let (reply, finished) =
+                            self.auth.scram_step(client, &progress, message).await?;
+                        client
+                            .send(PgWireBackendMessage::Authentication(reply))
+                            .await?;
+                        if finished {
+                            self.start_session(client).await?;
+                        }
+                        Ok(())
+                    }
+                }
+            }
+            _ => Ok(()),
+        }
+    }
+}
 
+impl SluiceStartupHandler {
+    /// Once the client is who it says: applies its startup settings, sends
+    /// AuthenticationOk, the parameters, its cancel key and ReadyForQuery,
+    /// and keeps its session.
+    async fn start_session<C>(&self, client: &mut C) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
         let session = self.engine.session();
         for name in STARTUP_SETTINGS {
-            let Some(value) = startup
-                .parameters
+            let Some(value) = client
+                .metadata()
                 .iter()
                 .find(|(k, _)| k.eq_ignore_ascii_case(name))
                 .map(|(_, v)| v.clone())

@@ -1064,3 +1064,55 @@ async fn copy_to_stdout_in_text_csv_and_binary() {
     assert_eq!(first_row(&answer).get(0), Some("42"));
     server.stop().await.expect("stop");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scram_and_password_logins_need_the_right_password() {
+    use sluice_server::auth::{AuthMethod, Authenticator, Users};
+
+    for method in [AuthMethod::ScramSha256, AuthMethod::Password] {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let users = Users::parse("alice:s3cret\n").expect("users");
+        let auth = std::sync::Arc::new(Authenticator::new(method, users).expect("auth"));
+        let server = TestServer::start_configured(dir.path(), |config| config.auth = auth)
+            .await
+            .expect("start server");
+        let login = |user: &str, password: Option<&str>| {
+            let mut text = format!(
+                "host={} port={} user={user} dbname=sluice",
+                server.addr.ip(),
+                server.addr.port()
+            );
+            if let Some(password) = password {
+                text.push_str(&format!(" password={password}"));
+            }
+            text
+        };
+        let (client, connection) = tokio_postgres::connect(&login("alice", Some("s3cret")), NoTls)
+            .await
+            .unwrap_or_else(|e| panic!("{method}: the right password is accepted: {e}"));
+        tokio::spawn(connection);
+        let answer = client.simple_query("SELECT 41 + 1").await.expect("query");
+        assert_eq!(first_row(&answer).get(0), Some("42"), "{method}");
+        for (user, password) in [("alice", "wrong"), ("mallory", "s3cret")] {
+            let refused = tokio_postgres::connect(&login(user, Some(password)), NoTls)
+                .await
+                .err()
+                .unwrap_or_else(|| panic!("{method}: {user}/{password} is refused"));
+            assert_eq!(
+                refused.code(),
+                Some(&SqlState::INVALID_PASSWORD),
+                "{method}: {refused}"
+            );
+        }
+        assert!(
+            tokio_postgres::connect(&login("alice", None), NoTls)
+                .await
+                .is_err(),
+            "{method}: no password, no session"
+        );
+        // The logged-in session is unaffected by the failures around it.
+        let answer = client.simple_query("SELECT 43").await.expect("query");
+        assert_eq!(first_row(&answer).get(0), Some("43"), "{method}");
+        server.stop().await.expect("stop");
+    }
+}
