@@ -23,7 +23,7 @@ use pgwire::api::{ClientInfo, ClientPortalStore, PgWireConnectionState, Type};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
 use pgwire::messages::extendedquery::Execute;
-use pgwire::messages::response::TransactionStatus;
+use pgwire::messages::response::{NoticeResponse, TransactionStatus};
 use pgwire::messages::simplequery::Query;
 use pgwire::messages::startup::ParameterStatus;
 use pgwire::types::format::FormatOptions;
@@ -371,6 +371,13 @@ where
             )))
         }
         QueryOutput::Command(done) => {
+            if let Some(warning) = done.warning {
+                client
+                    .feed(PgWireBackendMessage::NoticeResponse(NoticeResponse::from(
+                        ErrorInfo::new("WARNING".into(), "01000".into(), warning),
+                    )))
+                    .await?;
+            }
             if let Some((name, value)) = done.parameter_status {
                 client
                     .feed(PgWireBackendMessage::ParameterStatus(ParameterStatus::new(

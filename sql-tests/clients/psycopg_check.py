@@ -51,6 +51,19 @@ def main() -> None:
         with conn.transaction():
             conn.execute("SELECT 1")
         assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        # Writes commit as they run: a ROLLBACK after one says so (a
+        # WARNING notice) instead of pretending to undo it.
+        notices = []
+        conn.add_notice_handler(lambda d: notices.append((d.severity, d.message_primary)))
+        conn.execute("INSERT INTO py_check VALUES (7, 'kept', 7.0, true, NULL)")
+        conn.rollback()
+        assert len(notices) == 1 and notices[0][0] == "WARNING", notices
+        assert "cannot undo the 1 statement(s)" in notices[0][1], notices
+        conn.execute("SELECT 1")
+        conn.rollback()
+        assert len(notices) == 1, notices
+        with conn.transaction():
+            conn.execute("DELETE FROM py_check WHERE id = 7")
     check_pgvector_adapter(host, port)
     print("psycopg checks passed")
 

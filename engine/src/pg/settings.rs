@@ -505,6 +505,16 @@ fn validate(def: &SettingDef, value: &str) -> Result<String> {
                 "must be an integer from 0 (one per core) to 256",
             )),
         },
+        "default_transaction_isolation" | "transaction_isolation" => {
+            match value.trim().to_ascii_lowercase().as_str() {
+                "read committed" | "read uncommitted" => Ok("read committed".into()),
+                _ => Err(invalid_value(
+                    def,
+                    value,
+                    "Sluice runs transactions at read committed only",
+                )),
+            }
+        }
         "statement_timeout" | "lock_timeout" | "idle_in_transaction_session_timeout" => {
             let ms = parse_duration_ms(value).map_err(|why| invalid_value(def, value, &why))?;
             Ok(ms.to_string())

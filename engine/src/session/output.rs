@@ -263,6 +263,9 @@ pub struct CommandComplete {
     pub transaction: TransactionEffect,
     /// A reported setting (Postgres `ParameterStatus`) the statement changed.
     pub parameter_status: Option<(String, String)>,
+    /// A warning for the client (a Postgres `NoticeResponse`), sent before
+    /// the tag.
+    pub warning: Option<String>,
 }
 
 impl CommandComplete {
@@ -271,6 +274,7 @@ impl CommandComplete {
             tag,
             rows: None,
             transaction: TransactionEffect::None,
+            warning: None,
             parameter_status: None,
         }
     }

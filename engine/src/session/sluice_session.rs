@@ -45,6 +45,10 @@ pub struct SluiceSession {
     /// Names of the statements prepared with SQL `PREPARE`, for
     /// `DEALLOCATE ALL` (DataFusion keeps them but does not list them).
     prepared_names: Mutex<Vec<String>>,
+    /// Inside `BEGIN … COMMIT | ROLLBACK`: how many statements wrote. Each
+    /// write commits when it runs, so a ROLLBACK after some says it cannot
+    /// undo them rather than pretending.
+    transaction_writes: Mutex<Option<u64>>,
 }
 
 impl std::fmt::Debug for SluiceSession {
@@ -62,6 +66,7 @@ impl SluiceSession {
             settings: Mutex::new(SessionSettings::new()),
             cursors: Cursors::default(),
             prepared_names: Mutex::new(Vec::new()),
+            transaction_writes: Mutex::new(None),
         }
     }
 
@@ -158,6 +163,30 @@ impl SluiceSession {
     /// Rows are returned as a lazy stream; DDL, DML and session commands
     /// have taken effect when this returns.
     pub async fn execute(
+        &self,
+        prepared: &PreparedStatement,
+        params: Option<ParamValues>,
+    ) -> Result<QueryOutput> {
+        let output = self.execute_kind(prepared, params).await?;
+        let wrote = match &output {
+            QueryOutput::Command(done) => matches!(done.tag, "INSERT" | "UPDATE" | "DELETE"),
+            QueryOutput::CopyIn(_) => true,
+            _ => false,
+        };
+        if wrote && let Some(writes) = self.writes().as_mut() {
+            *writes += 1;
+        }
+        Ok(output)
+    }
+
+    /// The writes counted in the open transaction (`None` outside one).
+    fn writes(&self) -> MutexGuard<'_, Option<u64>> {
+        self.transaction_writes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    async fn execute_kind(
         &self,
         prepared: &PreparedStatement,
         params: Option<ParamValues>,
@@ -409,15 +438,29 @@ impl SluiceSession {
                 )?;
                 rows_output(batch)
             }
-            SessionCommand::Begin => transaction("BEGIN", TransactionEffect::Begin),
+            SessionCommand::Begin => {
+                *self.writes() = Some(0);
+                transaction("BEGIN", TransactionEffect::Begin)
+            }
             // Cursors live until the end of their transaction, as in Postgres.
             SessionCommand::Commit => {
                 self.cursors.close(None)?;
+                *self.writes() = None;
                 transaction("COMMIT", TransactionEffect::Commit)
             }
             SessionCommand::Rollback => {
                 self.cursors.close(None)?;
-                transaction("ROLLBACK", TransactionEffect::Rollback)
+                let writes = self.writes().take().unwrap_or(0);
+                let mut output = transaction("ROLLBACK", TransactionEffect::Rollback);
+                if writes > 0
+                    && let QueryOutput::Command(done) = &mut output
+                {
+                    done.warning = Some(format!(
+                        "ROLLBACK cannot undo the {writes} statement(s) that wrote in this \
+                         transaction: Sluice commits each write when it runs"
+                    ));
+                }
+                output
             }
             SessionCommand::Ignored { tag } => QueryOutput::Command(CommandComplete::tag(tag)),
             // Runs plans, so `execute` handles it before coming here.

@@ -137,6 +137,25 @@ pub fn parse_sql(sql: &str) -> Result<Vec<SluiceStatement>> {
     Ok(statements)
 }
 
+/// Refuses an isolation level Sluice does not give: every statement sees
+/// the data committed when it starts (READ COMMITTED; READ UNCOMMITTED is
+/// the same, as in Postgres), so accepting REPEATABLE READ or SERIALIZABLE
+/// would promise what does not happen.
+fn check_transaction_modes(modes: &[ast::TransactionMode]) -> Result<()> {
+    use ast::TransactionIsolationLevel as Level;
+    for mode in modes {
+        if let ast::TransactionMode::IsolationLevel(level) = mode
+            && !matches!(level, Level::ReadCommitted | Level::ReadUncommitted)
+        {
+            return Err(DataFusionError::NotImplemented(format!(
+                "transaction isolation level {level} is not supported: Sluice runs transactions \
+                 at READ COMMITTED"
+            )));
+        }
+    }
+    Ok(())
+}
+
 fn ast_error(message: String) -> datafusion::sql::sqlparser::parser::ParserError {
     datafusion::sql::sqlparser::parser::ParserError::ParserError(message)
 }
@@ -291,11 +310,12 @@ fn classify(statement: DFStatement) -> Result<SluiceStatement> {
             name: "client_encoding".into(),
             value: Some(charset_name.value.clone()),
         }),
+        ast::Statement::Set(Set::SetTransaction { ref modes, .. }) => {
+            check_transaction_modes(modes)?;
+            session(SessionCommand::Ignored { tag: "SET" })
+        }
         ast::Statement::Set(
-            Set::SetTransaction { .. }
-            | Set::SetSessionAuthorization(_)
-            | Set::SetRole { .. }
-            | Set::SetNamesDefault {},
+            Set::SetSessionAuthorization(_) | Set::SetRole { .. } | Set::SetNamesDefault {},
         ) => session(SessionCommand::Ignored { tag: "SET" }),
         ast::Statement::ShowVariable { ref variable } => {
             let name = variable
@@ -313,7 +333,10 @@ fn classify(statement: DFStatement) -> Result<SluiceStatement> {
                 })
             }
         }
-        ast::Statement::StartTransaction { .. } => session(SessionCommand::Begin),
+        ast::Statement::StartTransaction { ref modes, .. } => {
+            check_transaction_modes(modes)?;
+            session(SessionCommand::Begin)
+        }
         ast::Statement::Commit { .. } => session(SessionCommand::Commit),
         ast::Statement::Rollback {
             savepoint: None, ..
