@@ -362,13 +362,14 @@ where
         )?)),
         QueryOutput::CopyIn(copy) => {
             let columns = copy.column_count();
+            let format = i8::from(copy.is_binary());
             *conn.copy_in.lock().await = Some(copy);
-            // Text format (0) for every column.
-            Ok(Response::CopyIn(CopyResponse::new(
-                0,
-                columns,
-                futures::stream::empty(),
-            )))
+            // Text (0) or binary (1) for every column. Made as text and then
+            // marked: `CopyResponse::new` would give a binary response a
+            // data trailer, which a CopyIn never sends.
+            let mut response = CopyResponse::new(0, columns, futures::stream::empty());
+            response.format = format;
+            Ok(Response::CopyIn(response))
         }
         QueryOutput::Command(done) => {
             if let Some(warning) = done.warning {

@@ -87,6 +87,27 @@ def check_copy_out(cur, rows):
     assert copied[5] == (6, "tab\there, \"quoted\"", None, None, None), copied[5]
     assert cur.rowcount == 6, cur.rowcount
     cur.execute("DELETE FROM py_check WHERE id = 6")
+    # Binary in: psycopg writes PGCOPY rows; they read back equal.
+    cur.execute("CREATE TABLE py_binary_in (id BIGINT, name TEXT, score DOUBLE PRECISION, ok BOOLEAN, day DATE, at TIMESTAMP)")
+    at = datetime.datetime(2024, 5, 6, 7, 8, 9, 123456)
+    written = [(1, "tab\there", 0.25, True, datetime.date(1999, 12, 31), at), (2, None, None, None, None, None)]
+    with cur.copy("COPY py_binary_in FROM STDIN (FORMAT binary)") as copy:
+        copy.set_types(["int8", "text", "float8", "bool", "date", "timestamp"])
+        for row in written:
+            copy.write_row(row)
+    assert cur.rowcount == 2, cur.rowcount
+    cur.execute("SELECT id, name, score, ok, day, at FROM py_binary_in ORDER BY id")
+    assert cur.fetchall() == written
+    # A value of the wrong binary size is refused and nothing is written.
+    try:
+        with cur.copy("COPY py_binary_in (id) FROM STDIN (FORMAT binary)") as copy:
+            copy.set_types(["int4"])
+            copy.write_row((3,))
+        raise AssertionError("expected an error")
+    except errors.InvalidBinaryRepresentation as e:
+        assert "expected 8 bytes, got 4" in str(e), e
+    cur.execute("SELECT count(*) FROM py_binary_in")
+    assert cur.fetchone() == (2,)
 
 
 def check_pgvector_adapter(host, port):
@@ -104,6 +125,12 @@ def check_pgvector_adapter(host, port):
             rows = conn.cursor(binary=binary).execute("SELECT id, v FROM py_vectors ORDER BY id").fetchall()
             assert [r[0] for r in rows] == [1, 2], rows
             assert np.array_equal(rows[1][1], np.array([4.0, 5.0, 6.5], dtype=np.float32)), rows
+        with conn.cursor().copy("COPY py_vectors (id, v) FROM STDIN (FORMAT binary)") as copy:
+            copy.set_types(["int8", "vector"])
+            copy.write_row((10, np.array([0.5, -1.0, 2.0])))
+        copied = conn.execute("SELECT v FROM py_vectors WHERE id = 10").fetchone()[0]
+        assert np.array_equal(copied, np.array([0.5, -1.0, 2.0], dtype=np.float32)), copied
+        conn.execute("DELETE FROM py_vectors WHERE id = 10")
         nearest = conn.execute(
             "SELECT id FROM py_vectors ORDER BY v <-> %s LIMIT 1", (np.array([4.0, 5.0, 6.0]),)
         ).fetchone()

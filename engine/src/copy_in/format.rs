@@ -19,11 +19,42 @@ use crate::sql::copy::{CopyFormat, CopyFormatKind};
 
 /// Rows per batch handed to the INSERT: keeps batches a useful size for the
 /// Parquet writer.
-const BATCH_ROWS: usize = 64 * 1024;
+pub(super) const BATCH_ROWS: usize = 64 * 1024;
 /// Text bytes per batch: with wide rows (hex-encoded images, long vectors)
 /// a batch is cut earlier, bounding the memory one batch holds (and keeping
 /// a text column far below i32 offsets' limit).
-const BATCH_BYTES: usize = 8 * 1024 * 1024;
+pub(super) const BATCH_BYTES: usize = 8 * 1024 * 1024;
+
+/// What COPY's format readers share: data pushed in arbitrary chunks
+/// becomes batches of text columns, one per column of the data.
+pub trait RowsReader: std::fmt::Debug + Send {
+    /// Rows parsed so far.
+    fn rows(&self) -> u64;
+    /// Parses every complete row in `data` (after what came before).
+    fn push(&mut self, data: &[u8]) -> Result<()>;
+    /// The batches completed since the last call.
+    fn take_batches(&mut self) -> Vec<Vec<ArrayRef>>;
+    /// Ends the data; returns the batches not yet taken.
+    fn finish(self: Box<Self>) -> Result<Vec<Vec<ArrayRef>>>;
+}
+
+impl RowsReader for CopyReader {
+    fn rows(&self) -> u64 {
+        CopyReader::rows(self)
+    }
+
+    fn push(&mut self, data: &[u8]) -> Result<()> {
+        CopyReader::push(self, data)
+    }
+
+    fn take_batches(&mut self) -> Vec<Vec<ArrayRef>> {
+        CopyReader::take_batches(self)
+    }
+
+    fn finish(self: Box<Self>) -> Result<Vec<Vec<ArrayRef>>> {
+        CopyReader::finish(*self)
+    }
+}
 
 /// Parses COPY data pushed in arbitrary chunks into text columns.
 #[derive(Debug)]
@@ -200,7 +231,7 @@ impl CopyReader {
         self.field_bytes.clear();
         self.field_bounds.clear();
         match self.format.kind {
-            // COPY FROM refuses binary when it is parsed.
+            // Binary data goes to the binary reader.
             CopyFormatKind::Text | CopyFormatKind::Binary => self.text_fields(record),
             CopyFormatKind::Csv => self.csv_fields(record),
         }

@@ -9,6 +9,7 @@
 //! `INSERT … SELECT`, and all-or-nothing like Postgres' COPY (the commit
 //! happens only when the data ends cleanly).
 
+mod binary;
 mod format;
 mod stream;
 
@@ -22,9 +23,10 @@ use datafusion::prelude::SessionContext;
 use datafusion::sql::planner::object_name_to_table_reference;
 use tokio::task::JoinHandle;
 
-pub use format::CopyReader;
+pub use binary::BinaryCopyReader;
+pub use format::{CopyReader, RowsReader};
 
-use crate::sql::copy::{CopyFormat, CopyFormatKind, CopyFromStdin};
+use crate::sql::copy::{CopyFormatKind, CopyFromStdin};
 
 use crate::context::dml_count;
 use crate::rewrite::text_insert::{insert_text_source, text_schema};
@@ -39,7 +41,10 @@ pub struct CopyIn {
     /// The table's columns the data holds, in the data's order.
     columns: Vec<String>,
     text_schema: SchemaRef,
-    reader: CopyReader,
+    /// `None` once finished.
+    reader: Option<Box<dyn RowsReader>>,
+    /// Whether the data is in the binary format.
+    binary: bool,
     /// Gone once the INSERT stopped taking rows (it failed) or the data
     /// had an error.
     sender: Option<CopySender>,
@@ -55,7 +60,7 @@ impl std::fmt::Debug for CopyIn {
         f.debug_struct("CopyIn")
             .field("table", &self.table)
             .field("columns", &self.columns)
-            .field("rows", &self.reader.rows())
+            .field("rows", &self.reader.as_ref().map(|r| r.rows()))
             .finish()
     }
 }
@@ -97,16 +102,31 @@ impl CopyIn {
             let df = ctx.execute_logical_plan(plan).await?;
             dml_count(df.collect().await?)
         });
-        let reader = CopyReader::new(statement.format.clone(), columns.clone());
+        let reader: Box<dyn RowsReader> = if statement.format.kind == CopyFormatKind::Binary {
+            let fields: Vec<_> = columns
+                .iter()
+                .map(|name| schema.field_with_name(name).map(|f| Arc::new(f.clone())))
+                .collect::<std::result::Result<_, _>>()?;
+            Box::new(BinaryCopyReader::new(&fields)?)
+        } else {
+            Box::new(CopyReader::new(statement.format.clone(), columns.clone()))
+        };
         Ok(Self {
             table,
             columns,
             text_schema,
-            reader,
+            reader: Some(reader),
+            binary: statement.format.kind == CopyFormatKind::Binary,
             sender: Some(sender),
             insert,
             error: None,
         })
+    }
+
+    /// Whether the client sends the binary format (the CopyInResponse says
+    /// so, and drivers write accordingly).
+    pub fn is_binary(&self) -> bool {
+        self.binary
     }
 
     /// Columns in each row of the data.
@@ -120,22 +140,23 @@ impl CopyIn {
         if self.error.is_some() {
             return;
         }
-        if let Err(e) = self.reader.push(data) {
+        let Some(reader) = self.reader.as_mut() else {
+            return;
+        };
+        if let Err(e) = reader.push(data) {
             self.fail(e);
             return;
         }
-        let batches = self.reader.take_batches();
+        let batches = reader.take_batches();
         self.send(batches).await;
     }
 
     /// Ends the data: the last rows are written and the COPY commits.
     /// Returns how many rows it wrote.
     pub async fn finish(mut self) -> Result<u64> {
-        if self.error.is_none() {
-            let reader = std::mem::replace(
-                &mut self.reader,
-                CopyReader::new(CopyFormat::new(CopyFormatKind::Text), Vec::new()),
-            );
+        if self.error.is_none()
+            && let Some(reader) = self.reader.take()
+        {
             match reader.finish() {
                 Ok(batches) => {
                     self.send(batches).await;

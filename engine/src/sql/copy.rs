@@ -174,16 +174,10 @@ pub(crate) fn parse_copy_from(parser: &mut DFParser<'_>) -> Result<CopyFromStdin
                 .into(),
         ));
     }
-    let format = copy_format(&options, &legacy_options)?;
-    if format.kind == CopyFormatKind::Binary {
-        return Err(DataFusionError::NotImplemented(
-            "COPY … FROM STDIN (FORMAT binary) is not supported yet: use text or csv".into(),
-        ));
-    }
     Ok(CopyFromStdin {
         table: table_name,
         columns,
-        format,
+        format: copy_format(&options, &legacy_options)?,
     })
 }
 
