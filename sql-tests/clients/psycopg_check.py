@@ -88,15 +88,21 @@ def check_copy_out(cur, rows):
     assert cur.rowcount == 6, cur.rowcount
     cur.execute("DELETE FROM py_check WHERE id = 6")
     # Binary in: psycopg writes PGCOPY rows; they read back equal.
-    cur.execute("CREATE TABLE py_binary_in (id BIGINT, name TEXT, score DOUBLE PRECISION, ok BOOLEAN, day DATE, at TIMESTAMP)")
+    cur.execute(
+        "CREATE TABLE py_binary_in (id BIGINT, name TEXT, score DOUBLE PRECISION, ok BOOLEAN, day DATE, "
+        "at TIMESTAMP, raw BYTEA)"
+    )
     at = datetime.datetime(2024, 5, 6, 7, 8, 9, 123456)
-    written = [(1, "tab\there", 0.25, True, datetime.date(1999, 12, 31), at), (2, None, None, None, None, None)]
+    written = [
+        (1, "tab\there", 0.25, True, datetime.date(1999, 12, 31), at, b"\x00\xffab"),
+        (2, None, None, None, None, None, None),
+    ]
     with cur.copy("COPY py_binary_in FROM STDIN (FORMAT binary)") as copy:
-        copy.set_types(["int8", "text", "float8", "bool", "date", "timestamp"])
+        copy.set_types(["int8", "text", "float8", "bool", "date", "timestamp", "bytea"])
         for row in written:
             copy.write_row(row)
     assert cur.rowcount == 2, cur.rowcount
-    cur.execute("SELECT id, name, score, ok, day, at FROM py_binary_in ORDER BY id")
+    cur.execute("SELECT id, name, score, ok, day, at, raw FROM py_binary_in ORDER BY id")
     assert cur.fetchall() == written
     # A value of the wrong binary size is refused and nothing is written.
     try:
@@ -108,6 +114,11 @@ def check_copy_out(cur, rows):
         assert "expected 8 bytes, got 4" in str(e), e
     cur.execute("SELECT count(*) FROM py_binary_in")
     assert cur.fetchone() == (2,)
+    # Text COPY of bytea: Postgres' \x hex form is decoded, not stored as text.
+    with cur.copy("COPY py_binary_in (id, raw) FROM STDIN") as copy:
+        copy.write_row((3, b"\x01\x02\xfe"))
+    cur.execute("SELECT raw FROM py_binary_in WHERE id = 3")
+    assert cur.fetchone() == (b"\x01\x02\xfe",)
 
 
 def check_pgvector_adapter(host, port):
