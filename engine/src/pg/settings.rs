@@ -515,7 +515,20 @@ fn validate(def: &SettingDef, value: &str) -> Result<String> {
                 )),
             }
         }
-        "statement_timeout" | "lock_timeout" | "idle_in_transaction_session_timeout" => {
+        "idle_in_transaction_session_timeout" => {
+            let ms = parse_duration_ms(value).map_err(|why| invalid_value(def, value, &why))?;
+            if ms != 0 {
+                // Accepting a timeout that never fires would be a silent
+                // promise; until the server enforces it, only "off".
+                return Err(invalid_value(
+                    def,
+                    value,
+                    "Sluice does not enforce this timeout yet: only 0 (off) is accepted",
+                ));
+            }
+            Ok(ms.to_string())
+        }
+        "statement_timeout" | "lock_timeout" => {
             let ms = parse_duration_ms(value).map_err(|why| invalid_value(def, value, &why))?;
             Ok(ms.to_string())
         }
