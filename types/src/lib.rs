@@ -14,6 +14,7 @@
 //! [`register`] installs all of it on a DataFusion session; the engine calls
 //! it once, so every front end sees the same types.
 
+pub mod bytea;
 pub mod conversion;
 pub mod error;
 pub mod extension;
@@ -41,8 +42,8 @@ pub use extension::SluiceType;
 pub const EXTENSION_NAME_KEY: &str = arrow_schema::extension::EXTENSION_TYPE_NAME_KEY;
 
 /// Installs Sluice's types on a session: the type planner (wrapping any
-/// planner already installed) and the analyzer rule (placed before
-/// DataFusion's type coercion). The conversion functions are registered with
+/// planner already installed) and the analyzer rules (type resolution
+/// before DataFusion's type coercion, bytea input after it). The conversion functions are registered with
 /// the other functions ([`conversion::all_functions`]).
 pub fn install(ctx: &SessionContext) {
     let state = ctx.state_ref();
@@ -63,6 +64,19 @@ pub fn install(ctx: &SessionContext) {
         analyzer
             .rules
             .insert(position, Arc::new(resolve::ResolveSluiceTypes));
+    }
+    if !analyzer
+        .rules
+        .iter()
+        .any(|rule| rule.name() == bytea::ByteaInput.name())
+    {
+        // After TypeCoercion, whose casts of text to bytea it must see.
+        let position = analyzer
+            .rules
+            .iter()
+            .position(|rule| rule.name() == "type_coercion")
+            .map_or(analyzer.rules.len(), |at| at + 1);
+        analyzer.rules.insert(position, Arc::new(bytea::ByteaInput));
     }
     let new_state = builder
         .with_type_planner(Arc::new(planner::SluiceTypePlanner::wrapping(

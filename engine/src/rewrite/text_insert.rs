@@ -18,19 +18,6 @@ use sluice_types::SluiceType;
 
 const SOURCE: &str = "text_rows";
 
-/// Postgres' bytea input for `text`: `\x` and hex digits (the form COPY,
-/// psql and drivers write) are decoded; other text is taken as its bytes.
-/// A plain cast would store the characters `\x00ff` themselves.
-fn bytea_input(text: Expr) -> Result<Expr> {
-    use datafusion::functions::expr_fn::{decode, starts_with, substr};
-    use datafusion::logical_expr::when;
-    when(
-        starts_with(text.clone(), lit("\\x")),
-        decode(substr(text.clone(), lit(3i64)), lit("hex")),
-    )
-    .otherwise(cast(text, DataType::Binary))
-}
-
 /// The schema of text rows holding `columns`: one nullable Utf8 column each.
 pub(crate) fn text_schema(columns: &[String]) -> SchemaRef {
     Arc::new(Schema::new(
@@ -76,11 +63,6 @@ pub(crate) fn insert_text_source(
                 // Sluice's analyzer rule parses text into its types (with
                 // their own validation and error messages).
                 text
-            } else if matches!(
-                field.data_type(),
-                DataType::Binary | DataType::LargeBinary | DataType::BinaryView
-            ) {
-                cast(bytea_input(text)?, field.data_type().clone())
             } else {
                 cast(text, field.data_type().clone())
             }
