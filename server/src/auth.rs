@@ -21,7 +21,7 @@ use async_trait::async_trait;
 use pgwire::api::auth::sasl::scram::{SCRAM_ITERATIONS, ScramAuth, gen_salted_password};
 use pgwire::api::auth::sasl::{SASLState, SCRAM_SHA_256_METHOD};
 use pgwire::api::auth::{AuthSource, LoginInfo, Password};
-use pgwire::error::{PgWireError, PgWireResult};
+use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::startup::PasswordMessageFamily;
 
 /// How clients prove who they are.
@@ -269,7 +269,13 @@ impl Authenticator {
 /// A failed login: logged, and reported as Postgres does.
 fn failed(user: &str) -> PgWireError {
     log::warn!("password authentication failed for user {user:?}");
-    PgWireError::InvalidPassword(user.to_owned())
+    // Postgres' own wording (pgwire capitalises it), which clients and
+    // scripts match on.
+    PgWireError::UserError(Box::new(ErrorInfo::new(
+        "FATAL".into(),
+        "28P01".into(),
+        format!("password authentication failed for user \"{user}\""),
+    )))
 }
 
 /// The secrets SCRAM reads: a known user's, or the decoy's.

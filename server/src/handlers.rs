@@ -27,13 +27,15 @@ pub(crate) struct SluiceHandlers {
 }
 
 impl SluiceHandlers {
-    pub(crate) fn new(engine: Sluice, auth: Arc<Authenticator>) -> Self {
+    /// `tls_required`: refuse clients that did not encrypt their connection.
+    pub(crate) fn new(engine: Sluice, auth: Arc<Authenticator>, tls_required: bool) -> Self {
         let registry = Arc::new(CancelRegistry::default());
         Self {
             startup: Arc::new(SluiceStartupHandler::new(
                 engine,
                 Arc::clone(&registry),
                 auth,
+                tls_required,
             )),
             query: Arc::new(SluiceQueryHandler::default()),
             cancel: Arc::new(SluiceCancelHandler { registry }),

@@ -26,5 +26,6 @@ mod row_encoder;
 mod server;
 pub mod sqlstate;
 pub mod startup;
+pub mod tls;
 
 pub use server::{DEFAULT_MAX_CONNECTIONS, ServerConfig, serve};

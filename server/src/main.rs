@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use log::{error, info};
 use sluice_engine::{DataLocation, Sluice};
 use sluice_server::auth::{AuthMethod, Authenticator, Users, check_listen_policy};
+use sluice_server::tls::TlsPolicy;
 use sluice_server::{DEFAULT_MAX_CONNECTIONS, ServerConfig, serve};
 
 #[derive(Parser, Debug)]
@@ -80,6 +81,16 @@ struct ServeArgs {
     /// Allows `--auth trust` on an address other than loopback.
     #[arg(long)]
     insecure: bool,
+    /// The server's TLS certificate chain (PEM). With `--tls-key`, clients
+    /// may encrypt their connections (`sslmode=require`, `verify-full`).
+    #[arg(long, env = "SLUICE_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// The private key (PEM) of `--tls-cert`.
+    #[arg(long, env = "SLUICE_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
+    /// Refuses clients that do not encrypt their connection (SQLSTATE 28000).
+    #[arg(long, requires = "tls_cert")]
+    tls_required: bool,
 }
 
 /// A byte count with an optional unit (`bytesize`'s syntax).
@@ -104,6 +115,9 @@ impl Default for ServeArgs {
             auth: AuthMethod::Trust,
             users_file: None,
             insecure: false,
+            tls_cert: None,
+            tls_key: None,
+            tls_required: false,
         }
     }
 }
@@ -145,6 +159,10 @@ async fn run(args: ServeArgs) -> Result<(), String> {
         None => Users::default(),
     };
     let auth = Arc::new(Authenticator::new(args.auth, users)?);
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => TlsPolicy::from_files(cert, key, args.tls_required)?,
+        _ => TlsPolicy::default(),
+    };
     let location = DataLocation::parse(&args.data_dir).map_err(|e| e.to_string())?;
     let mut builder = Sluice::builder().data_location(location);
     if let Some(limit) = args.memory_limit {
@@ -170,10 +188,16 @@ async fn run(args: ServeArgs) -> Result<(), String> {
         listen: args.listen,
         max_connections: args.max_connections as usize,
         auth,
+        tls,
         ..ServerConfig::default()
     };
+    let encryption = match (&config.tls.acceptor, config.tls.required) {
+        (None, _) => "off",
+        (Some(_), false) => "on",
+        (Some(_), true) => "required",
+    };
     info!(
-        "Sluice listening on {} (data directory {}, --auth {})",
+        "Sluice listening on {} (data directory {}, --auth {}, TLS {encryption})",
         args.listen, args.data_dir, args.auth
     );
     serve(engine, listener, &config, shutdown_signal())

@@ -17,6 +17,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::auth::Authenticator;
 use crate::handlers::SluiceHandlers;
+use crate::tls::TlsPolicy;
 
 /// Server settings.
 #[derive(Debug, Clone)]
@@ -30,6 +31,8 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// How clients log in (`trust` by default).
     pub auth: Arc<Authenticator>,
+    /// Whether clients may, or must, encrypt their connections.
+    pub tls: TlsPolicy,
 }
 
 /// Postgres' own default for `max_connections`.
@@ -42,6 +45,7 @@ impl Default for ServerConfig {
             shutdown_grace: Duration::from_secs(10),
             max_connections: DEFAULT_MAX_CONNECTIONS,
             auth: Arc::new(Authenticator::trust()),
+            tls: TlsPolicy::default(),
         }
     }
 }
@@ -108,7 +112,11 @@ pub async fn serve(
     config: &ServerConfig,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let handlers = Arc::new(SluiceHandlers::new(engine, Arc::clone(&config.auth)));
+    let handlers = Arc::new(SluiceHandlers::new(
+        engine,
+        Arc::clone(&config.auth),
+        config.tls.required,
+    ));
     let connections = TaskTracker::new();
     tokio::pin!(shutdown);
     loop {
@@ -122,8 +130,9 @@ pub async fn serve(
                 }
                 Ok((socket, peer)) => {
                     let handlers = Arc::clone(&handlers);
+                    let tls = config.tls.acceptor.clone();
                     connections.spawn(async move {
-                        if let Err(e) = pgwire::tokio::process_socket(socket, None, handlers).await {
+                        if let Err(e) = pgwire::tokio::process_socket(socket, tls, handlers).await {
                             info!("connection from {peer} ended: {e}");
                         }
                     });

@@ -20,7 +20,7 @@ use pgwire::api::{
     ClientInfo, METADATA_USER, PgWireConnectionState, PidSecretKeyGenerator,
     RandomPidSecretKeyGenerator,
 };
-use pgwire::error::{PgWireError, PgWireResult};
+use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::response::{ReadyForQuery, TransactionStatus};
 use pgwire::messages::startup::{Authentication, BackendKeyData, ParameterStatus};
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
@@ -61,18 +61,26 @@ pub struct SluiceStartupHandler {
     registry: Arc<CancelRegistry>,
     keys: RandomPidSecretKeyGenerator,
     auth: Arc<Authenticator>,
+    tls_required: bool,
 }
 
 impl SluiceStartupHandler {
     /// Creates the handler for `engine`, checking logins with `auth` and
     /// registering connections in `registry` so CancelRequests can find
-    /// them.
-    pub fn new(engine: Sluice, registry: Arc<CancelRegistry>, auth: Arc<Authenticator>) -> Self {
+    /// them; with `tls_required`, clients that did not encrypt their
+    /// connection are refused before they can authenticate.
+    pub fn new(
+        engine: Sluice,
+        registry: Arc<CancelRegistry>,
+        auth: Arc<Authenticator>,
+        tls_required: bool,
+    ) -> Self {
         Self {
             engine,
             registry,
             keys: RandomPidSecretKeyGenerator::default(),
             auth,
+            tls_required,
         }
     }
 }
@@ -104,6 +112,20 @@ impl StartupHandler for SluiceStartupHandler {
     {
         match message {
             PgWireFrontendMessage::Startup(startup) => {
+                if self.tls_required && !client.is_secure() {
+                    warn!(
+                        "refusing an unencrypted connection from {} (--tls-required)",
+                        client.socket_addr()
+                    );
+                    // Postgres' answer when pg_hba only has `hostssl` lines.
+                    return Err(PgWireError::UserError(Box::new(ErrorInfo::new(
+                        "FATAL".into(),
+                        "28000".into(),
+                        "this server accepts only encrypted connections: connect with TLS \
+                         (sslmode=require or stronger)"
+                            .into(),
+                    ))));
+                }
                 protocol_negotiation(client, &startup).await?;
                 save_startup_parameters_to_metadata(client, &startup);
                 let request = match self.auth.method() {
@@ -166,6 +188,9 @@ impl SluiceStartupHandler {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let session = self.engine.session();
+        if let Some(user) = client.metadata().get(METADATA_USER) {
+            session.set_user(user);
+        }
         for name in STARTUP_SETTINGS {
             let Some(value) = client
                 .metadata()

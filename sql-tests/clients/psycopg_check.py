@@ -30,6 +30,8 @@ def main() -> None:
             assert cur.fetchone() == (f"name-{i}",)
         cur.execute("SELECT count(*), sum(score) FROM py_check WHERE ok = %s AND name LIKE %s", (True, "name-%"))
         assert cur.fetchone() == (2, 9.0)
+        cur.execute("SELECT current_user, session_user, user")
+        assert cur.fetchone() == ("sluice",) * 3, "the user functions name the login user"
         cur.execute("SELECT version()")
         assert cur.fetchone()[0].startswith("PostgreSQL 15")
         try:

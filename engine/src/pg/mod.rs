@@ -13,5 +13,6 @@ mod catalog_schema;
 pub mod column_names;
 pub mod parameters;
 pub mod relations_catalog;
+pub mod session_user;
 pub mod settings;
 pub mod types_catalog;

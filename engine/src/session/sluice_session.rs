@@ -81,6 +81,12 @@ impl SluiceSession {
         self.settings.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Names the user this session runs as (what `current_user` and its
+    /// synonyms return); the server calls it once the client has logged in.
+    pub fn set_user(&self, user: &str) {
+        crate::pg::session_user::register_session_user(&self.ctx, user);
+    }
+
     /// The settings reported to clients at startup (`ParameterStatus`).
     pub fn reported_settings(&self) -> Vec<(String, String)> {
         self.settings().reported()
