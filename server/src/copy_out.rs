@@ -24,9 +24,7 @@ use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::Schema;
 use futures::{Sink, SinkExt, StreamExt, stream};
 use pgwire::api::portal::Format;
-use pgwire::api::results::{
-    CopyCsvOptions, CopyEncoder, CopyResponse, CopyTextOptions, FieldInfo, Tag,
-};
+use pgwire::api::results::{CopyEncoder, CopyResponse, CopyTextOptions, FieldInfo, Tag};
 use pgwire::error::{PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
 use pgwire::messages::copy::{CopyData, CopyDone, CopyOutResponse};
@@ -140,8 +138,10 @@ fn header_line(schema: &Schema, format: &CopyFormat) -> Bytes {
 fn csv_quoted(value: &str, format: &CopyFormat) -> String {
     let quote = char::from(format.quote);
     let escape = char::from(format.escape);
-    let needs_quotes =
-        value.is_empty() || value.contains([char::from(format.delimiter), quote, '\n', '\r']);
+    // Postgres quotes what could be mistaken for NULL, too.
+    let needs_quotes = value.is_empty()
+        || value == format.null
+        || value.contains([char::from(format.delimiter), quote, '\n', '\r']);
     if !needs_quotes {
         return value.to_owned();
     }
@@ -187,12 +187,19 @@ where
             column_formats,
         )))
         .await?;
-    let mut heartbeat = tokio::time::interval(HEARTBEAT);
+    // Only after a quiet HEARTBEAT: an interval's immediate first tick put
+    // a ParameterStatus before the first row, which asyncpg's COPY reader
+    // answers by dropping that row; a stream that flows sends none.
+    let mut heartbeat =
+        tokio::time::interval_at(tokio::time::Instant::now() + HEARTBEAT, HEARTBEAT);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             item = data_stream.next() => match item {
-                Some(Ok(data)) => client.send(PgWireBackendMessage::CopyData(data)).await?,
+                Some(Ok(data)) => {
+                    client.send(PgWireBackendMessage::CopyData(data)).await?;
+                    heartbeat.reset();
+                }
                 Some(Err(e)) => return Err(e),
                 None => break,
             },
@@ -229,26 +236,35 @@ fn copy_rows(
         Ok(rows) => rows,
         Err(e) => return vec![Err(e)],
     };
+    if format.kind == CopyFormatKind::Csv {
+        // By hand: pgwire's CSV encoder leaves an empty string unquoted,
+        // the same as NULL, so '' came back from a round trip as NULL.
+        let delimiter = char::from(format.delimiter).to_string();
+        return rows
+            .into_iter()
+            .map(|row| {
+                let fields: Vec<String> = row
+                    .iter()
+                    .map(|value| match value {
+                        None => format.null.clone(),
+                        Some(value) => csv_quoted(value, format),
+                    })
+                    .collect();
+                Ok(CopyData::new(Bytes::from(format!(
+                    "{}\n",
+                    fields.join(&delimiter)
+                ))))
+            })
+            .collect();
+    }
     let one_byte = |b: u8| char::from(b).to_string().into();
-    let mut encoder = match format.kind {
-        CopyFormatKind::Csv => CopyEncoder::new_csv(
-            Arc::clone(fields),
-            CopyCsvOptions {
-                delimiter: one_byte(format.delimiter),
-                quote: one_byte(format.quote),
-                escape: one_byte(format.escape),
-                null_string: format.null.as_str().into(),
-                force_quote: Vec::new(),
-            },
-        ),
-        CopyFormatKind::Text | CopyFormatKind::Binary => CopyEncoder::new_text(
-            Arc::clone(fields),
-            CopyTextOptions {
-                delimiter: one_byte(format.delimiter),
-                null_string: format.null.as_str().into(),
-            },
-        ),
-    };
+    let mut encoder = CopyEncoder::new_text(
+        Arc::clone(fields),
+        CopyTextOptions {
+            delimiter: one_byte(format.delimiter),
+            null_string: format.null.as_str().into(),
+        },
+    );
     rows.into_iter()
         .map(|row| {
             for value in &row {
