@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs real Postgres clients against a `sluice serve` started here: psql,
-# psycopg 3 (with pgvector's adapter), SUBSCRIBE from psycopg and psql, the
+# psycopg 3 (with pgvector's adapter), psycopg2, asyncpg, SQLAlchemy 2,
+# pgjdbc, node-postgres, SUBSCRIBE from psycopg and psql, the
 # stock sqllogictest CLI (simple and
 # extended protocol) over the same .slt files the Rust tests run, the
 # crash check (SIGKILL during a stream of inserts, then restart and count),
@@ -14,7 +15,9 @@
 # EMBED and ML_PREDICT through psycopg; it starts its own servers), and the
 # media check (JPEG, PNG and WAV files read through --object-root, locally
 # and on moto S3, against Pillow and numpy; IMAGE/TENSOR/OBJECT_REF columns
-# across a restart; paths outside the root refused).
+# across a restart; paths outside the root refused), and the TLS check
+# (certificates made by openssl; psql and psycopg with sslmode=require and
+# verify-full; --tls-required refusing plain clients).
 # Usage: scripts/client-checks.sh PATH_TO_SLUICE_BINARY
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -82,6 +85,16 @@ slt_cli() {
 start_server
 check "psql script" psql_check
 check "psycopg 3" "$VENV/bin/python" sql-tests/clients/psycopg_check.py 127.0.0.1 "$PORT"
+check "psycopg2 (client-side parameters, execute_values, copy_expert, pgvector)" \
+  "$VENV/bin/python" sql-tests/clients/psycopg2_check.py 127.0.0.1 "$PORT"
+check "asyncpg (binary protocol, prepare, copy_records_to_table, copy_from_query, pgvector)" \
+  "$VENV/bin/python" sql-tests/clients/asyncpg_check.py 127.0.0.1 "$PORT"
+check "SQLAlchemy 2 Core and ORM with pgvector's Vector" \
+  "$VENV/bin/python" sql-tests/clients/sqlalchemy_check.py 127.0.0.1 "$PORT"
+check "pgjdbc (named binary statements, batches, DatabaseMetaData, transactions)" \
+  java -cp /usr/share/java/postgresql.jar sql-tests/clients/jdbc/JdbcCheck.java 127.0.0.1 "$PORT"
+check "node-postgres (untyped parameters, named queries, Pool, transactions)" \
+  node sql-tests/clients/node/pg_check.js 127.0.0.1 "$PORT"
 check "SUBSCRIBE: psycopg DECLARE/FETCH, psql COPY (SUBSCRIBE …) TO STDOUT, cancel and disconnect" \
   "$VENV/bin/python" sql-tests/clients/subscribe_check.py 127.0.0.1 "$PORT"
 check "server survives SIGTERM-free run" kill -0 "$SERVER_PID"
@@ -100,6 +113,8 @@ check "model inference: missing or broken ONNX Runtime, EMBED, ML_PREDICT" \
   "$VENV/bin/python" sql-tests/clients/model_check.py "$SLUICE_BIN"
 check "media: images, audio and tensors from object roots (local and S3) vs Pillow" \
   "$VENV/bin/python" sql-tests/clients/media_check.py "$SLUICE_BIN"
+check "TLS: sslmode=require and verify-full from psql and psycopg, --tls-required, bad certificates" \
+  "$VENV/bin/python" sql-tests/clients/tls_check.py "$SLUICE_BIN"
 # A panic while planning (injected: the first statement planned panics)
 # costs that statement an XX000 error; the same connection and new ones
 # go on.
