@@ -14,7 +14,9 @@ use futures::{Sink, SinkExt};
 use pgwire::api::DEFAULT_NAME;
 use pgwire::api::copy::send_copy_in_response;
 use pgwire::api::portal::{Format, Portal, PortalExecutionState};
-use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler, send_ready_for_query};
+use pgwire::api::query::{
+    ExtendedQueryHandler, SimpleQueryHandler, send_describe_response, send_ready_for_query,
+};
 use pgwire::api::results::CopyResponse;
 use pgwire::api::results::{FieldInfo, QueryResponse, Response, Tag};
 use pgwire::api::stmt::QueryParser;
@@ -22,7 +24,8 @@ use pgwire::api::store::{Entry, PortalStore};
 use pgwire::api::{ClientInfo, ClientPortalStore, PgWireConnectionState, Type};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
-use pgwire::messages::extendedquery::Execute;
+use pgwire::messages::data::{NoData, ParameterDescription};
+use pgwire::messages::extendedquery::{Describe, Execute, TARGET_TYPE_BYTE_STATEMENT};
 use pgwire::messages::response::{NoticeResponse, TransactionStatus};
 use pgwire::messages::simplequery::Query;
 use pgwire::messages::startup::ParameterStatus;
@@ -214,6 +217,40 @@ impl ExtendedQueryHandler for SluiceQueryHandler {
 
     fn query_parser(&self) -> Arc<SluiceQueryParser> {
         Arc::clone(&self.parser)
+    }
+
+    /// pgwire's describe, except that a statement returning no rows (an
+    /// INSERT with parameters) answers NoData as Postgres does: pgwire sends
+    /// an empty RowDescription whenever there are parameters, and pgjdbc
+    /// then counts 0 rows for every statement of a batch.
+    async fn on_describe<C>(&self, client: &mut C, message: Describe) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = WireStatement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let name = message.name.as_deref().unwrap_or(DEFAULT_NAME);
+        let statement = match client.portal_store().get_statement(name) {
+            Some(Entry::Value(statement)) if message.target_type == TARGET_TYPE_BYTE_STATEMENT => {
+                statement
+            }
+            _ => return self._on_describe(client, message).await,
+        };
+        let response = self.do_describe_statement(client, &statement).await?;
+        if !response.fields.is_empty() {
+            return send_describe_response(client, &response).await;
+        }
+        let parameters = response.parameters.iter().map(Type::oid).collect();
+        client
+            .feed(PgWireBackendMessage::ParameterDescription(
+                ParameterDescription::new(parameters),
+            ))
+            .await?;
+        client
+            .send(PgWireBackendMessage::NoData(NoData::new()))
+            .await?;
+        Ok(())
     }
 
     /// Executes a portal, streaming its rows to the socket (pgwire's default

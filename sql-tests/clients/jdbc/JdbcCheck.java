@@ -90,11 +90,9 @@ public class JdbcCheck {
 
     // Rows 1..20 through a PreparedStatement run once per row (a named
     // server-side statement from the 5th run), rows 21..23 through a
-    // Statement batch; each reports one row. Not covered:
-    // PreparedStatement.addBatch/executeBatch with more than one row, where
-    // Sluice answers the Describe of the prepared INSERT with an empty
-    // RowDescription instead of NoData (pgjdbc then reports update counts of
-    // 0 and refuses later executeUpdate calls of the same SQL).
+    // Statement batch, rows 24..26 through a PreparedStatement batch (its
+    // Describe must answer NoData, or pgjdbc counts 0 rows each and refuses
+    // a later executeUpdate of the same SQL); each reports one row.
     static void batchInserts(Connection conn) throws SQLException {
         try (PreparedStatement ps = conn.prepareStatement(
                 "INSERT INTO jdbc_check (id, big, score, name, ok, day, at, raw) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")) {
@@ -116,10 +114,25 @@ public class JdbcCheck {
             }
             int[] counts = st.executeBatch();
             checkEq(Arrays.toString(counts), "[1, 1, 1]", "statement batch update counts");
-            try (ResultSet rs = st.executeQuery("SELECT count(*) FROM jdbc_check")) {
-                check(rs.next(), "count row");
-                checkEq(rs.getLong(1), 23L, "rows after the batches");
+        }
+        String insert = "INSERT INTO jdbc_check (id, name) VALUES (?, ?)";
+        try (PreparedStatement ps = conn.prepareStatement(insert)) {
+            for (int i = 24; i <= 26; i++) {
+                ps.setInt(1, i);
+                ps.setString(2, "prepared-batch-" + i);
+                ps.addBatch();
             }
+            checkEq(Arrays.toString(ps.executeBatch()), "[1, 1, 1]", "prepared batch update counts");
+        }
+        try (PreparedStatement ps = conn.prepareStatement(insert)) {
+            ps.setInt(1, 27);
+            ps.setString(2, "after-the-batch");
+            checkEq(ps.executeUpdate(), 1, "the batch's SQL run again with executeUpdate");
+        }
+        try (Statement st = conn.createStatement();
+             ResultSet rs = st.executeQuery("SELECT count(*) FROM jdbc_check")) {
+            check(rs.next(), "count row");
+            checkEq(rs.getLong(1), 27L, "rows after the batches");
         }
     }
 
@@ -352,7 +365,7 @@ public class JdbcCheck {
             conn.rollback();
             try (Statement st = conn.createStatement(); ResultSet rs = st.executeQuery("SELECT count(*) FROM jdbc_check")) {
                 check(rs.next(), "count after rollback");
-                checkEq(rs.getLong(1), 24L, "rows after rollback");
+                checkEq(rs.getLong(1), 28L, "rows after rollback");
             }
             conn.commit();
             conn.setAutoCommit(true);
