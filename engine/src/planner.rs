@@ -55,6 +55,7 @@ pub async fn plan_statement(ctx: &SessionContext, statement: &DFStatement) -> Re
         DFStatement::CopyTo(copy) => crate::storage::register_store_for(ctx, &copy.target)?,
         _ => {}
     }
+    crate::rewrite::operator_precedence::repair(&mut statement);
     if let Some(plan) = crate::rewrite::literal_insert::plan(&statement, ctx).await? {
         return Ok(plan);
     }

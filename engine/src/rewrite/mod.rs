@@ -11,6 +11,8 @@
 //! - [`typed_values`]: text literals inserted into Sluice-typed columns;
 //! - [`literal_insert`] / [`text_insert`]: `INSERT … VALUES` of literals
 //!   through COPY's text path;
+//! - [`operator_precedence`]: `AND`/`OR` after `IS DISTINCT FROM` bound
+//!   as Postgres binds them (sqlparser takes them into its right operand);
 //! - [`catalog_path`]: unqualified names of `pg_catalog` tables qualified,
 //!   as Postgres' search path finds them;
 //! - [`async_calls`]: model and object calls with constant arguments run
@@ -22,6 +24,7 @@ pub mod async_calls;
 pub mod catalog_path;
 pub mod literal_insert;
 pub mod ml_predict;
+pub mod operator_precedence;
 pub mod text_insert;
 pub mod typed_values;
 pub mod vector_index_rule;
