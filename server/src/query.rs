@@ -370,7 +370,7 @@ where
     PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
 {
     let status = client.transaction_status();
-    if status == TransactionStatus::Error && !ends_transaction(prepared) {
+    if status == TransactionStatus::Error && !runs_in_failed_transaction(prepared) {
         return Err(user_error(
             codes::IN_FAILED_SQL_TRANSACTION,
             "current transaction is aborted, commands ignored until end of transaction block",
@@ -432,7 +432,9 @@ where
             }
             Ok(match done.transaction {
                 TransactionEffect::None => Response::Execution(tag),
-                TransactionEffect::Begin => Response::TransactionStart(tag),
+                TransactionEffect::Begin | TransactionEffect::RollbackToSavepoint => {
+                    Response::TransactionStart(tag)
+                }
                 // COMMIT of a failed transaction rolls it back, and says so.
                 TransactionEffect::Commit if status == TransactionStatus::Error => {
                     Response::TransactionEnd(Tag::new("ROLLBACK"))
@@ -445,9 +447,14 @@ where
     }
 }
 
-fn ends_transaction(prepared: &PreparedStatement) -> bool {
+/// What a failed transaction still runs: its end, or a rollback to a savepoint.
+fn runs_in_failed_transaction(prepared: &PreparedStatement) -> bool {
     matches!(
         prepared.session_command(),
-        Some(SessionCommand::Commit | SessionCommand::Rollback)
+        Some(
+            SessionCommand::Commit
+                | SessionCommand::Rollback
+                | SessionCommand::RollbackToSavepoint { .. }
+        )
     )
 }

@@ -103,7 +103,9 @@ where
             return Ok(status);
         }
         Response::Execution(tag) => (tag, status),
-        Response::TransactionStart(tag) => (tag, status.to_in_transaction_state()),
+        // BEGIN, or ROLLBACK TO SAVEPOINT: the only statement a failed
+        // transaction runs that leaves it open, and no longer failed.
+        Response::TransactionStart(tag) => (tag, TransactionStatus::Transaction),
         Response::TransactionEnd(tag) => (tag, status.to_idle_state()),
         Response::Error(error) => {
             client

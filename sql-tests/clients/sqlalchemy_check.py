@@ -19,10 +19,9 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 def main() -> None:
     host, port = sys.argv[1], int(sys.argv[2])
-    # use_native_hstore=False: the dialect's first connect otherwise looks
-    # hstore up with psycopg's TypeInfo.fetch inside the open transaction,
-    # which issues SAVEPOINT, and Sluice has no savepoints.
-    engine = sa.create_engine(f"postgresql+psycopg://sluice@{host}:{port}/sluice", use_native_hstore=False)
+    # The dialect's defaults: its first connect looks hstore up inside a
+    # SAVEPOINT (psycopg's TypeInfo.fetch).
+    engine = sa.create_engine(f"postgresql+psycopg://sluice@{host}:{port}/sluice")
     try:
         with engine.connect() as conn:
             assert engine.dialect.server_version_info[0] == 15, engine.dialect.server_version_info
@@ -156,6 +155,20 @@ def check_orm(engine):
         session.add(Item(id=5, name="z-axis", embedding=[0.0, 0.0, 1.0]))
         session.commit()
         assert session.scalar(sa.select(Item.name).where(Item.id == 5)) == "z-axis"
+        # A nested transaction (SAVEPOINT) whose statement fails is rolled
+        # back to its savepoint; the outer transaction goes on and commits.
+        nested = session.begin_nested()
+        try:
+            session.execute(sa.text("SELECT * FROM sa_missing"))
+            raise AssertionError("expected an error")
+        except exc.ProgrammingError as e:
+            assert e.orig.sqlstate == "42P01", e.orig.sqlstate
+            nested.rollback()
+        assert session.scalar(sa.select(sa.func.count()).select_from(Item)) == 4
+        with session.begin_nested():
+            session.add(Item(id=6, name="nested", embedding=[0.0, 0.0, -1.0]))
+        session.commit()
+        assert session.scalar(sa.select(Item.name).where(Item.id == 6)) == "nested"
 
 
 if __name__ == "__main__":

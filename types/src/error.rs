@@ -76,6 +76,10 @@ impl SqlState {
     pub const DUPLICATE_TABLE: SqlState = SqlState("42P07");
     /// `3F000`: no schema of that name.
     pub const INVALID_SCHEMA_NAME: SqlState = SqlState("3F000");
+    /// `25P01`: a transaction-only command outside a transaction.
+    pub const NO_ACTIVE_SQL_TRANSACTION: SqlState = SqlState("25P01");
+    /// `3B001`: no savepoint of that name.
+    pub const INVALID_SAVEPOINT_SPECIFICATION: SqlState = SqlState("3B001");
     /// `42703`: no column of that name.
     pub const UNDEFINED_COLUMN: SqlState = SqlState("42703");
 

@@ -250,6 +250,9 @@ pub enum TransactionEffect {
     Commit,
     /// `ROLLBACK` / `ABORT`.
     Rollback,
+    /// `ROLLBACK TO SAVEPOINT`: the transaction goes on, out of a failed
+    /// state if it was in one.
+    RollbackToSavepoint,
 }
 
 /// Completion of a statement that returns a command tag rather than rows.

@@ -14,6 +14,7 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::prelude::{DataFrame, SessionContext};
 use futures::{StreamExt, stream};
 use sluice_types::conversion::convert_parameter;
+use sluice_types::error::{SluiceError, SqlState};
 
 use crate::context::{dml_count, table_store};
 use crate::copy_in::CopyIn;
@@ -49,6 +50,9 @@ pub struct SluiceSession {
     /// write commits when it runs, so a ROLLBACK after some says it cannot
     /// undo them rather than pretending.
     transaction_writes: Mutex<Option<u64>>,
+    /// The open transaction's savepoints, oldest first, each with the
+    /// writes counted when it was set.
+    savepoints: Mutex<Vec<(String, u64)>>,
 }
 
 impl std::fmt::Debug for SluiceSession {
@@ -67,6 +71,7 @@ impl SluiceSession {
             cursors: Cursors::default(),
             prepared_names: Mutex::new(Vec::new()),
             transaction_writes: Mutex::new(None),
+            savepoints: Mutex::new(Vec::new()),
         }
     }
 
@@ -190,6 +195,22 @@ impl SluiceSession {
         self.transaction_writes
             .lock()
             .unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn savepoints(&self) -> MutexGuard<'_, Vec<(String, u64)>> {
+        self.savepoints.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The writes counted so far in the open transaction; outside one, the
+    /// error Postgres gives `command`.
+    fn transaction_writes_for(&self, command: &str) -> Result<u64> {
+        (*self.writes()).ok_or_else(|| {
+            SluiceError::new(
+                SqlState::NO_ACTIVE_SQL_TRANSACTION,
+                format!("{command} can only be used in transaction blocks"),
+            )
+            .into()
+        })
     }
 
     async fn execute_kind(
@@ -446,17 +467,20 @@ impl SluiceSession {
             }
             SessionCommand::Begin => {
                 *self.writes() = Some(0);
+                self.savepoints().clear();
                 transaction("BEGIN", TransactionEffect::Begin)
             }
             // Cursors live until the end of their transaction, as in Postgres.
             SessionCommand::Commit => {
                 self.cursors.close(None)?;
                 *self.writes() = None;
+                self.savepoints().clear();
                 transaction("COMMIT", TransactionEffect::Commit)
             }
             SessionCommand::Rollback => {
                 self.cursors.close(None)?;
                 let writes = self.writes().take().unwrap_or(0);
+                self.savepoints().clear();
                 let mut output = transaction("ROLLBACK", TransactionEffect::Rollback);
                 if writes > 0
                     && let QueryOutput::Command(done) = &mut output
@@ -464,6 +488,40 @@ impl SluiceSession {
                     done.warning = Some(format!(
                         "ROLLBACK cannot undo the {writes} statement(s) that wrote in this \
                          transaction: Sluice commits each write when it runs"
+                    ));
+                }
+                output
+            }
+            // Savepoints mark places in the transaction's count of writes:
+            // what drivers need of them (psycopg and SQLAlchemy set one
+            // around statements that may fail; ROLLBACK TO recovers a
+            // failed transaction) works, and rolling back past a write says
+            // it cannot be undone, as ROLLBACK does.
+            SessionCommand::Savepoint { name } => {
+                let writes = self.transaction_writes_for("SAVEPOINT")?;
+                self.savepoints().push((name.clone(), writes));
+                QueryOutput::Command(CommandComplete::tag("SAVEPOINT"))
+            }
+            SessionCommand::ReleaseSavepoint { name } => {
+                self.transaction_writes_for("RELEASE SAVEPOINT")?;
+                let mut savepoints = self.savepoints();
+                let position = find_savepoint(&savepoints, name)?;
+                savepoints.truncate(position);
+                QueryOutput::Command(CommandComplete::tag("RELEASE"))
+            }
+            SessionCommand::RollbackToSavepoint { name } => {
+                let writes = self.transaction_writes_for("ROLLBACK TO SAVEPOINT")?;
+                let mut savepoints = self.savepoints();
+                let position = find_savepoint(&savepoints, name)?;
+                let since = writes.saturating_sub(savepoints[position].1);
+                savepoints.truncate(position + 1);
+                let mut output = transaction("ROLLBACK", TransactionEffect::RollbackToSavepoint);
+                if since > 0
+                    && let QueryOutput::Command(done) = &mut output
+                {
+                    done.warning = Some(format!(
+                        "ROLLBACK TO SAVEPOINT cannot undo the {since} statement(s) that wrote \
+                         since the savepoint: Sluice commits each write when it runs"
                     ));
                 }
                 output
@@ -606,6 +664,20 @@ fn conform_params(params: ParamValues, types: &[Option<DataType>]) -> Result<Par
         })
         .collect::<Result<Vec<_>>>()?;
     Ok(ParamValues::List(values))
+}
+
+/// The position of the newest savepoint called `name`.
+fn find_savepoint(savepoints: &[(String, u64)], name: &str) -> Result<usize> {
+    savepoints
+        .iter()
+        .rposition(|(set, _)| set == name)
+        .ok_or_else(|| {
+            SluiceError::new(
+                SqlState::INVALID_SAVEPOINT_SPECIFICATION,
+                format!("savepoint \"{name}\" does not exist"),
+            )
+            .into()
+        })
 }
 
 fn transaction(tag: &'static str, effect: TransactionEffect) -> QueryOutput {

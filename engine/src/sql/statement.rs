@@ -90,6 +90,12 @@ pub enum SessionCommand {
     Commit,
     /// `ROLLBACK` / `ABORT`.
     Rollback,
+    /// `SAVEPOINT name`.
+    Savepoint { name: String },
+    /// `RELEASE [SAVEPOINT] name`.
+    ReleaseSavepoint { name: String },
+    /// `ROLLBACK TO [SAVEPOINT] name`.
+    RollbackToSavepoint { name: String },
     /// `DEALLOCATE ALL`: every statement prepared with SQL `PREPARE` in
     /// this session (psycopg sends it after DDL).
     DeallocateAll,
@@ -154,6 +160,14 @@ fn check_transaction_modes(modes: &[ast::TransactionMode]) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// An identifier as Postgres names it: folded to lower case unless quoted.
+fn identifier(ident: &ast::Ident) -> String {
+    match ident.quote_style {
+        Some(_) => ident.value.clone(),
+        None => ident.value.to_lowercase(),
+    }
 }
 
 fn ast_error(message: String) -> datafusion::sql::sqlparser::parser::ParserError {
@@ -341,6 +355,20 @@ fn classify(statement: DFStatement) -> Result<SluiceStatement> {
         ast::Statement::Rollback {
             savepoint: None, ..
         } => session(SessionCommand::Rollback),
+        ast::Statement::Rollback {
+            savepoint: Some(ref name),
+            ..
+        } => session(SessionCommand::RollbackToSavepoint {
+            name: identifier(name),
+        }),
+        ast::Statement::Savepoint { ref name } => session(SessionCommand::Savepoint {
+            name: identifier(name),
+        }),
+        ast::Statement::ReleaseSavepoint { ref name } => {
+            session(SessionCommand::ReleaseSavepoint {
+                name: identifier(name),
+            })
+        }
         ast::Statement::Discard { .. } => session(SessionCommand::Ignored { tag: "DISCARD ALL" }),
         ast::Statement::Deallocate { ref name, .. }
             if name.quote_style.is_none() && name.value.eq_ignore_ascii_case("all") =>
@@ -427,6 +455,18 @@ mod tests {
         assert_eq!(session_cmd("START TRANSACTION"), SessionCommand::Begin);
         assert_eq!(session_cmd("COMMIT"), SessionCommand::Commit);
         assert_eq!(session_cmd("ROLLBACK"), SessionCommand::Rollback);
+        assert_eq!(
+            session_cmd("SAVEPOINT Sp1"),
+            SessionCommand::Savepoint { name: "sp1".into() }
+        );
+        assert_eq!(
+            session_cmd("ROLLBACK TO SAVEPOINT \"Sp1\""),
+            SessionCommand::RollbackToSavepoint { name: "Sp1".into() }
+        );
+        assert_eq!(
+            session_cmd("RELEASE sp1"),
+            SessionCommand::ReleaseSavepoint { name: "sp1".into() }
+        );
     }
 
     #[test]
