@@ -14,5 +14,6 @@ pub mod column_names;
 pub mod parameters;
 pub mod relations_catalog;
 pub mod session_user;
+pub mod setting_functions;
 pub mod settings;
 pub mod types_catalog;

@@ -39,7 +39,8 @@ use datafusion::sql::sqlparser::ast;
 /// engine's shared catalog. Create with [`crate::Sluice::session`].
 pub struct SluiceSession {
     ctx: SessionContext,
-    settings: Mutex<SessionSettings>,
+    /// Shared with the session's `current_setting`.
+    settings: Arc<Mutex<SessionSettings>>,
     /// Open `DECLARE … CURSOR FOR SUBSCRIBE` cursors; closed by CLOSE, at
     /// the end of the transaction, or with the session.
     cursors: Cursors,
@@ -65,9 +66,11 @@ impl std::fmt::Debug for SluiceSession {
 
 impl SluiceSession {
     pub(crate) fn new(ctx: SessionContext) -> Self {
+        let settings = Arc::new(Mutex::new(SessionSettings::new()));
+        crate::pg::setting_functions::register_setting_functions(&ctx, Arc::clone(&settings));
         Self {
             ctx,
-            settings: Mutex::new(SessionSettings::new()),
+            settings,
             cursors: Cursors::default(),
             prepared_names: Mutex::new(Vec::new()),
             transaction_writes: Mutex::new(None),
