@@ -113,11 +113,35 @@ impl SluiceSession {
     /// Plans one statement. Parameters (`$1`, …) stay as placeholders until
     /// [`Self::execute`] binds them.
     pub async fn prepare(&self, statement: &SluiceStatement) -> Result<PreparedStatement> {
+        if let SluiceStatement::CatalogQuery {
+            as_written,
+            compatible,
+        } = statement
+        {
+            // As written when DataFusion can plan it: the compatible reading
+            // may have replaced parts of it with NULL.
+            let (statement, plan) = match planner::plan_statement(&self.ctx, as_written).await {
+                Ok(plan) => (as_written, plan),
+                Err(_) => (
+                    compatible,
+                    planner::plan_statement(&self.ctx, compatible).await?,
+                ),
+            };
+            return Ok(PreparedStatement {
+                kind: PreparedKind::Plan(Box::new(plan)),
+                names: PostgresNames::of(statement),
+            });
+        }
         let names = match statement {
             SluiceStatement::DataFusion(stmt) => PostgresNames::of(stmt),
             _ => None,
         };
         let kind = match statement {
+            SluiceStatement::CatalogQuery { .. } => {
+                return Err(DataFusionError::Internal(
+                    "catalog queries are planned above".into(),
+                ));
+            }
             SluiceStatement::DataFusion(stmt) => {
                 PreparedKind::Plan(Box::new(planner::plan_statement(&self.ctx, stmt).await?))
             }

@@ -31,6 +31,17 @@ use crate::sql::watermark::{WatermarkSpec, take_from_create_table};
 pub enum SluiceStatement {
     /// A statement DataFusion plans and runs.
     DataFusion(Box<DFStatement>),
+    /// A client's query of the Postgres catalog, in two readings: as
+    /// written, planned when DataFusion can, else as the catalog library's
+    /// compatibility parser rewrites it (which makes tools' queries plan,
+    /// at a price: it turns every correlated subquery of a projection into
+    /// NULL).
+    CatalogQuery {
+        /// The query as the client wrote it.
+        as_written: Box<DFStatement>,
+        /// The compatibility rewrite.
+        compatible: Box<DFStatement>,
+    },
     /// A session or transaction command the session handles itself.
     Session(SessionCommand),
     /// `CREATE MODEL`, `DROP MODEL`, `SHOW MODELS`, `DESCRIBE MODEL`.
@@ -106,11 +117,76 @@ pub enum SessionCommand {
 
 /// Parses SQL text into statements. Empty statements (`;;`) are skipped.
 pub fn parse_sql(sql: &str) -> Result<Vec<SluiceStatement>> {
-    if mentions_pg_catalog(sql)
-        && let Some(statements) = parse_client_catalog_query(sql)
-    {
-        return Ok(statements);
+    let as_written = parse_as_written(sql);
+    let Some(compatible) = mentions_pg_catalog(sql)
+        .then(|| parse_client_catalog_query(sql))
+        .flatten()
+    else {
+        return as_written;
+    };
+    let as_written: Vec<Box<DFStatement>> = as_written
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|statement| match statement {
+            SluiceStatement::DataFusion(statement) => Some(statement),
+            _ => None,
+        })
+        .collect();
+    // The compatible reading changes a query's meaning only where it drops
+    // a projection's subquery; elsewhere it is the one tools were tested
+    // with (its casts and operators plan where the text as written fails
+    // only once it runs).
+    if as_written.len() != compatible.len() || !as_written.iter().any(|s| projects_subquery(s)) {
+        return Ok(compatible
+            .into_iter()
+            .map(|statement| SluiceStatement::DataFusion(Box::new(statement)))
+            .collect());
     }
+    Ok(as_written
+        .into_iter()
+        .zip(compatible)
+        .map(|(as_written, compatible)| SluiceStatement::CatalogQuery {
+            as_written,
+            compatible: Box::new(compatible),
+        })
+        .collect())
+}
+
+/// Whether a SELECT list in `statement` has a subquery as an item (what
+/// the compatibility rewrite replaces).
+fn projects_subquery(statement: &DFStatement) -> bool {
+    struct Finder;
+    impl ast::Visitor for Finder {
+        type Break = ();
+        fn pre_visit_query(&mut self, query: &ast::Query) -> std::ops::ControlFlow<()> {
+            let ast::SetExpr::Select(select) = query.body.as_ref() else {
+                return std::ops::ControlFlow::Continue(());
+            };
+            let subquery = select.projection.iter().any(|item| {
+                matches!(
+                    item,
+                    ast::SelectItem::UnnamedExpr(Expr::Subquery(_))
+                        | ast::SelectItem::ExprWithAlias {
+                            expr: Expr::Subquery(_),
+                            ..
+                        }
+                )
+            });
+            if subquery {
+                std::ops::ControlFlow::Break(())
+            } else {
+                std::ops::ControlFlow::Continue(())
+            }
+        }
+    }
+    let DFStatement::Statement(statement) = statement else {
+        return false;
+    };
+    ast::Visit::visit(statement.as_ref(), &mut Finder).is_break()
+}
+
+/// Parses SQL text as written, with Sluice's statements and syntax.
+fn parse_as_written(sql: &str) -> Result<Vec<SluiceStatement>> {
     let sql =
         crate::sql::type_syntax::normalize_type_syntax(&crate::sql::watermark::normalize_text(
             &crate::sql::table_function_syntax::normalize_text(sql),
@@ -232,7 +308,9 @@ fn parse_reset(parser: &mut DFParser<'_>) -> Result<SluiceStatement> {
 /// them; `datafusion-pg-catalog` knows those. Only used for queries that
 /// read `pg_catalog`, so ordinary SQL is never rewritten behind the user's
 /// back.
-fn parse_client_catalog_query(sql: &str) -> Option<Vec<SluiceStatement>> {
+/// The catalog library's reading of a query batch, when every statement
+/// in it is a query.
+fn parse_client_catalog_query(sql: &str) -> Option<Vec<DFStatement>> {
     let statements = catalog::compat_parser().parse(sql).ok()?;
     if !statements
         .iter()
@@ -243,7 +321,7 @@ fn parse_client_catalog_query(sql: &str) -> Option<Vec<SluiceStatement>> {
     Some(
         statements
             .into_iter()
-            .map(|s| SluiceStatement::DataFusion(Box::new(DFStatement::Statement(Box::new(s)))))
+            .map(|s| DFStatement::Statement(Box::new(s)))
             .collect(),
     )
 }
