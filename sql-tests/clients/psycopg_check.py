@@ -34,6 +34,16 @@ def main() -> None:
         assert cur.fetchone() == ("sluice",) * 3, "the user functions name the login user"
         cur.execute("SELECT version()")
         assert cur.fetchone()[0].startswith("PostgreSQL 15")
+        # TIMESTAMPTZ keeps the instant: a parameter with an offset, a
+        # literal with one, both read back as the same UTC time.
+        cur.execute("CREATE TABLE py_times (id INT, at TIMESTAMPTZ)")
+        at = datetime.datetime(2024, 5, 6, 9, 8, 9, tzinfo=datetime.timezone(datetime.timedelta(hours=2)))
+        cur.execute("INSERT INTO py_times VALUES (1, %s)", (at,))
+        cur.execute("INSERT INTO py_times VALUES (2, '2024-05-06 09:08:09+02')")
+        cur.execute("SELECT at FROM py_times ORDER BY id")
+        assert cur.description[0].type_code == 1184, "timestamptz announced as such"
+        assert [r[0] for r in cur.fetchall()] == [at, at], "the same instant both ways"
+
         try:
             cur.execute("SELECT * FROM missing_table")
             raise AssertionError("expected an error")

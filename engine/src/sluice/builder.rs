@@ -153,6 +153,11 @@ impl SluiceBuilder {
             // Parquet files carry the Arrow schema with field metadata; Sluice
             // types (UUID, VECTOR, …) live in that metadata, so keep it.
             .set_bool("datafusion.execution.parquet.skip_metadata", false)
+            // Postgres' TimeZone (Sluice reports UTC until a client SETs
+            // another). DataFusion's default, none, made TIMESTAMPTZ a
+            // timestamp without zone: announced as `timestamp`, and a
+            // parameter '…+02' stored as its wall-clock time, another instant.
+            .set_str("datafusion.execution.time_zone", "UTC")
             // DataFusion 55's leaf-expression pushdown inlines an aliased
             // expression at every `get_field` of it (apache/datafusion#24678,
             // fixed after 55): `ML_PREDICT(…)['a'], …['b']` over one alias ran
