@@ -15,6 +15,7 @@
 
 pub mod auth;
 pub mod cancel;
+mod connection_loop;
 mod copy;
 mod copy_out;
 pub mod encoding;

@@ -16,6 +16,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::task::TaskTracker;
 
 use crate::auth::Authenticator;
+use crate::connection_loop::serve_connection;
 use crate::handlers::SluiceHandlers;
 use crate::tls::TlsPolicy;
 
@@ -132,7 +133,7 @@ pub async fn serve(
                     let handlers = Arc::clone(&handlers);
                     let tls = config.tls.acceptor.clone();
                     connections.spawn(async move {
-                        if let Err(e) = pgwire::tokio::process_socket(socket, tls, handlers).await {
+                        if let Err(e) = serve_connection(socket, tls, handlers).await {
                             info!("connection from {peer} ended: {e}");
                         }
                     });

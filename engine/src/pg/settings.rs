@@ -137,7 +137,14 @@ const SETTINGS: &[SettingDef] = &[
         "0",
         false,
         false,
-        "Timeout for idle sessions inside a transaction.",
+        "Close a session idle this long inside a transaction (ms; 0 disables).",
+    ),
+    def(
+        "idle_session_timeout",
+        "0",
+        false,
+        false,
+        "Close a session idle this long outside a transaction (ms; 0 disables).",
     ),
     def(
         "in_hot_standby",
@@ -427,7 +434,23 @@ impl SessionSettings {
 
     /// `statement_timeout`, or `None` when disabled.
     pub fn statement_timeout(&self) -> Option<Duration> {
-        self.get("statement_timeout")
+        self.duration("statement_timeout")
+    }
+
+    /// How long the session may wait for its client's next message:
+    /// `idle_in_transaction_session_timeout` inside a transaction,
+    /// `idle_session_timeout` outside one; `None` when disabled.
+    pub fn idle_timeout(&self, in_transaction: bool) -> Option<Duration> {
+        self.duration(if in_transaction {
+            "idle_in_transaction_session_timeout"
+        } else {
+            "idle_session_timeout"
+        })
+    }
+
+    /// A duration setting in milliseconds; `None` when 0 (disabled).
+    fn duration(&self, name: &str) -> Option<Duration> {
+        self.get(name)
             .ok()
             .and_then(|v| parse_duration_ms(&v).ok())
             .filter(|ms| *ms > 0)
@@ -515,20 +538,10 @@ fn validate(def: &SettingDef, value: &str) -> Result<String> {
                 )),
             }
         }
-        "idle_in_transaction_session_timeout" => {
-            let ms = parse_duration_ms(value).map_err(|why| invalid_value(def, value, &why))?;
-            if ms != 0 {
-                // Accepting a timeout that never fires would be a silent
-                // promise; until the server enforces it, only "off".
-                return Err(invalid_value(
-                    def,
-                    value,
-                    "Sluice does not enforce this timeout yet: only 0 (off) is accepted",
-                ));
-            }
-            Ok(ms.to_string())
-        }
-        "statement_timeout" | "lock_timeout" => {
+        "statement_timeout"
+        | "lock_timeout"
+        | "idle_in_transaction_session_timeout"
+        | "idle_session_timeout" => {
             let ms = parse_duration_ms(value).map_err(|why| invalid_value(def, value, &why))?;
             Ok(ms.to_string())
         }
@@ -612,5 +625,17 @@ mod tests {
         assert_eq!(s.statement_timeout(), Some(Duration::from_secs(2)));
         s.set("statement_timeout", Some("150")).unwrap();
         assert_eq!(s.statement_timeout(), Some(Duration::from_millis(150)));
+    }
+
+    #[test]
+    fn idle_timeouts_by_transaction_state() {
+        let mut s = SessionSettings::new();
+        assert_eq!(s.idle_timeout(false), None);
+        s.set("idle_session_timeout", Some("2s")).unwrap();
+        s.set("idle_in_transaction_session_timeout", Some("300"))
+            .unwrap();
+        assert_eq!(s.idle_timeout(false), Some(Duration::from_secs(2)));
+        assert_eq!(s.idle_timeout(true), Some(Duration::from_millis(300)));
+        assert!(s.set("idle_session_timeout", Some("soon")).is_err());
     }
 }

@@ -100,6 +100,13 @@ impl SluiceSession {
         self.settings().reported()
     }
 
+    /// How long the session waits for its client's next message before
+    /// closing (`idle_session_timeout`, or inside a transaction
+    /// `idle_in_transaction_session_timeout`), if set.
+    pub fn idle_timeout(&self, in_transaction: bool) -> Option<Duration> {
+        self.settings().idle_timeout(in_transaction)
+    }
+
     /// The session's `statement_timeout`, if one is set.
     pub fn statement_timeout(&self) -> Option<Duration> {
         self.settings().statement_timeout()

@@ -1116,3 +1116,70 @@ async fn scram_and_password_logins_need_the_right_password() {
         server.stop().await.expect("stop");
     }
 }
+
+/// Connects and returns the client with its connection's own future, whose
+/// end (and error) shows how the server closed the session.
+async fn connect_watching(
+    server: &TestServer,
+) -> (
+    Client,
+    tokio::task::JoinHandle<Result<(), tokio_postgres::Error>>,
+) {
+    let (client, connection) = tokio_postgres::connect(&server.connection_string(), NoTls)
+        .await
+        .expect("connect to the test server");
+    (client, tokio::spawn(connection))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_sessions_are_closed_after_their_timeouts() {
+    let (server, _dir) = start().await;
+    // Outside a transaction: idle_session_timeout, 57P05.
+    let (client, connection) = connect_watching(&server).await;
+    client
+        .simple_query("SET idle_session_timeout = 200")
+        .await
+        .expect("set idle_session_timeout");
+    let closed = tokio::time::timeout(Duration::from_secs(60), connection)
+        .await
+        .expect("the server closes the idle session well before 60 s")
+        .expect("connection task");
+    let error = closed.expect_err("closed with an error");
+    assert_eq!(
+        error.code(),
+        Some(&SqlState::IDLE_SESSION_TIMEOUT),
+        "{error}"
+    );
+    // Inside a transaction: idle_in_transaction_session_timeout, 25P03.
+    let (client, connection) = connect_watching(&server).await;
+    client
+        .batch_execute("SET idle_in_transaction_session_timeout = 200; BEGIN")
+        .await
+        .expect("begin");
+    let closed = tokio::time::timeout(Duration::from_secs(60), connection)
+        .await
+        .expect("the server closes the idle transaction well before 60 s")
+        .expect("connection task");
+    let error = closed.expect_err("closed with an error");
+    assert_eq!(
+        error.code(),
+        Some(&SqlState::IDLE_IN_TRANSACTION_SESSION_TIMEOUT),
+        "{error}"
+    );
+    // The in-transaction limit does not apply outside a transaction, nor
+    // any limit once reset: this session stays.
+    let (client, _task) = connect(&server).await;
+    client
+        .batch_execute("SET idle_in_transaction_session_timeout = 100")
+        .await
+        .expect("set");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let answer = client
+        .simple_query("SELECT 41 + 1")
+        .await
+        .expect("still open");
+    assert_eq!(first_row(&answer).get(0), Some("42"));
+    // Closed first, or the server's stop waits out its grace period for it.
+    drop(client);
+    server.stop().await.expect("stop");
+}

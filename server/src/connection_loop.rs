@@ -1,0 +1,131 @@
+//! One client connection from first byte to close: TLS negotiation and the
+//! message loop of pgwire's `process_socket`, plus the idle timeouts
+//! Postgres enforces. pgwire's loop waits for the next message without a
+//! limit and has no hook for one, so Sluice runs the loop itself over
+//! pgwire's public pieces (`negotiate_tls`, `process_message`,
+//! `process_error`): while a session waits at ReadyForQuery, the wait is
+//! bounded by its `idle_session_timeout` (outside a transaction) or
+//! `idle_in_transaction_session_timeout` (inside one), and a session that
+//! exceeds it is closed with Postgres' FATAL error.
+
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use log::info;
+use pgwire::api::{ClientInfo, PgWireConnectionState, PgWireServerHandlers};
+use pgwire::error::ErrorInfo;
+use pgwire::messages::response::TransactionStatus;
+use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
+use pgwire::tokio::TlsAcceptor;
+use pgwire::tokio::server::{negotiate_tls, process_error, process_message};
+use tokio::net::TcpStream;
+
+use crate::startup::Connection;
+
+/// Time a client has to finish connecting (pgwire's own limit).
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Serves one client connection until it ends.
+pub(crate) async fn serve_connection<H: PgWireServerHandlers>(
+    socket: TcpStream,
+    tls: Option<TlsAcceptor>,
+    handlers: Arc<H>,
+) -> io::Result<()> {
+    let startup_deadline = tokio::time::sleep(STARTUP_TIMEOUT);
+    tokio::pin!(startup_deadline);
+    let negotiated = tokio::select! {
+        _ = &mut startup_deadline => return Ok(()),
+        negotiated = negotiate_tls(socket, tls) => negotiated?,
+    };
+    // None: a direct TLS handshake with no certificate configured.
+    let Some(mut socket) = negotiated else {
+        return Ok(());
+    };
+    let startup = handlers.startup_handler();
+    let simple = handlers.simple_query_handler();
+    let extended = handlers.extended_query_handler();
+    let copy = handlers.copy_handler();
+    let cancel = handlers.cancel_handler();
+    let errors = handlers.error_handler();
+    loop {
+        let message = match socket.state() {
+            PgWireConnectionState::AwaitingStartup
+            | PgWireConnectionState::AuthenticationInProgress => tokio::select! {
+                _ = &mut startup_deadline => None,
+                message = socket.next() => message,
+            },
+            PgWireConnectionState::ReadyForQuery => {
+                let in_transaction = socket.transaction_status() != TransactionStatus::Idle;
+                let limit = socket
+                    .session_extensions()
+                    .get::<Connection>()
+                    .and_then(|conn| conn.session.idle_timeout(in_transaction));
+                match limit {
+                    None => socket.next().await,
+                    Some(limit) => match tokio::time::timeout(limit, socket.next()).await {
+                        Ok(message) => message,
+                        Err(_) => {
+                            info!(
+                                "closing the idle session of {} after {limit:?}",
+                                socket.socket_addr()
+                            );
+                            let error = idle_timeout_error(in_transaction);
+                            // The client may be gone already: closing is all
+                            // that is left either way.
+                            let _ = socket
+                                .send(PgWireBackendMessage::ErrorResponse(error.into()))
+                                .await;
+                            return Ok(());
+                        }
+                    },
+                }
+            }
+            _ => socket.next().await,
+        };
+        let Some(Ok(message)) = message else {
+            break;
+        };
+        // Terminate: the client is leaving and waits for the socket to
+        // close (asyncpg blocks on it).
+        if matches!(message, PgWireFrontendMessage::Terminate(_)) {
+            break;
+        }
+        let is_extended_query = match socket.state() {
+            PgWireConnectionState::CopyInProgress(extended) => extended,
+            _ => message.is_extended_query(),
+        };
+        if let Err(mut e) = process_message(
+            message,
+            &mut socket,
+            Arc::clone(&startup),
+            Arc::clone(&simple),
+            Arc::clone(&extended),
+            Arc::clone(&copy),
+            Arc::clone(&cancel),
+        )
+        .await
+        {
+            pgwire::api::ErrorHandler::on_error(errors.as_ref(), &socket, &mut e);
+            process_error(&mut socket, e, is_extended_query).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Postgres' FATAL error for a session closed while idle.
+fn idle_timeout_error(in_transaction: bool) -> ErrorInfo {
+    let (code, message) = if in_transaction {
+        (
+            "25P03",
+            "terminating connection due to idle-in-transaction timeout",
+        )
+    } else {
+        (
+            "57P05",
+            "terminating connection due to idle-session timeout",
+        )
+    };
+    ErrorInfo::new("FATAL".into(), code.into(), message.into())
+}
