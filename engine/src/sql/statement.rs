@@ -326,9 +326,24 @@ fn parse_client_catalog_query(sql: &str) -> Option<Vec<DFStatement>> {
     )
 }
 
+/// Whether `sql` may be a client's catalog query: it names the catalog,
+/// `pg_class` or `pg_type`, or an OID alias type (`'t'::regclass`, which
+/// only the compatibility reading resolves). Other catalog tables alone do
+/// not count: that reading would take `pg_am` to be the catalog's even
+/// where the user has a table of that name.
 fn mentions_pg_catalog(sql: &str) -> bool {
     let lower = sql.to_ascii_lowercase();
-    lower.contains("pg_catalog") || lower.contains("pg_class") || lower.contains("pg_type")
+    [
+        "pg_catalog",
+        "pg_class",
+        "pg_type",
+        "regclass",
+        "regtype",
+        "regproc",
+        "regnamespace",
+    ]
+    .iter()
+    .any(|marker| lower.contains(marker))
 }
 
 fn is_datafusion_setting(name: &str) -> bool {
