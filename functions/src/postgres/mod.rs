@@ -4,9 +4,11 @@
 use datafusion::logical_expr::ScalarUDF;
 use datafusion::prelude::SessionContext;
 
+mod pg_typeof;
 mod to_regtype;
 mod version;
 
+pub use pg_typeof::PgTypeofFunc;
 pub use to_regtype::ToRegtypeFunc;
 pub use version::VersionFunc;
 
@@ -14,4 +16,5 @@ pub use version::VersionFunc;
 pub fn register(ctx: &SessionContext) {
     crate::register_replacing(ctx, ScalarUDF::new_from_impl(VersionFunc::new()));
     crate::register_replacing(ctx, ScalarUDF::new_from_impl(ToRegtypeFunc::default()));
+    crate::register_replacing(ctx, ScalarUDF::new_from_impl(PgTypeofFunc::default()));
 }
