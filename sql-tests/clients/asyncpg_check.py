@@ -114,6 +114,13 @@ async def check_copy(conn):
         "SELECT i, t FROM apg_copy WHERE i IN (1, 4) ORDER BY i", output=out, format="csv", header=True
     )
     assert out.getvalue().decode() == 'i,t\n1,name-1\n4,"tab\there, ""q"""\n', out.getvalue()
+    # With arguments: asyncpg quotes each with the server's quote_literal.
+    out = io.BytesIO()
+    status = await conn.copy_from_query(
+        "SELECT i, t FROM apg_copy WHERE i = $1 OR t = $2 ORDER BY i", 2, "name-3", output=out
+    )
+    assert status == "COPY 2", status
+    assert out.getvalue().decode() == "2\tname-2\n3\tname-3\n", out.getvalue()
     # A whole table out, and the same text read back in by COPY FROM.
     out = io.BytesIO()
     status = await conn.copy_from_table("apg_copy", output=out, columns=["i", "t", "raw"])

@@ -5,10 +5,12 @@ use datafusion::logical_expr::ScalarUDF;
 use datafusion::prelude::SessionContext;
 
 mod pg_typeof;
+mod quote_literal;
 mod to_regtype;
 mod version;
 
 pub use pg_typeof::PgTypeofFunc;
+pub use quote_literal::QuoteLiteralFunc;
 pub use to_regtype::ToRegtypeFunc;
 pub use version::VersionFunc;
 
@@ -17,4 +19,5 @@ pub fn register(ctx: &SessionContext) {
     crate::register_replacing(ctx, ScalarUDF::new_from_impl(VersionFunc::new()));
     crate::register_replacing(ctx, ScalarUDF::new_from_impl(ToRegtypeFunc::default()));
     crate::register_replacing(ctx, ScalarUDF::new_from_impl(PgTypeofFunc::default()));
+    crate::register_replacing(ctx, ScalarUDF::new_from_impl(QuoteLiteralFunc::default()));
 }
