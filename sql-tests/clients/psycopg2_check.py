@@ -223,9 +223,8 @@ def check_pgvector(host, port):
     conn = psycopg2.connect(host=host, port=port, user="sluice", dbname="sluice")
     conn.autocommit = True
     try:
-        # Sluice's pg_type has no `_vector` array type (Postgres has one for
-        # every type pgvector creates), which the default arrays=True needs.
-        register_vector(conn, arrays=False)
+        # The defaults: arrays=True looks `_vector` up too.
+        register_vector(conn)
         cur = conn.cursor()
         cur.execute("CREATE TABLE pg2_vectors (id BIGINT, v VECTOR(3))")
         cur.execute("INSERT INTO pg2_vectors VALUES (%s, %s)", (1, np.array([1.0, 2.0, 3.0])))

@@ -52,6 +52,10 @@ pub fn pg_type(ty: SluiceType) -> PgType {
 /// The OID `pg_type` lists for `vector`.
 pub const VECTOR_OID: u32 = 16385;
 
+/// The OID `pg_type` lists for `_vector`, the array type pgvector's
+/// `vector` has (drivers' adapters look both up).
+pub const VECTOR_ARRAY_OID: u32 = 16394;
+
 /// The OIDs `pg_type` lists for Sluice's domains (after pgvector's 16385).
 pub const TENSOR_OID: u32 = 16390;
 /// See [`TENSOR_OID`].

@@ -63,10 +63,32 @@ fn domains() -> Vec<(CatalogType, u32)> {
     .collect()
 }
 
+/// `float4[]`'s row in `pg_type`, the model for `_vector`'s.
+const FLOAT4_ARRAY_OID: u32 = 1021;
+
 /// `pg_type` with a row per Sluice domain, each a copy of its base type's
-/// row with the domain's OID, name, `typtype = 'd'` and `typbasetype`.
+/// row with the domain's OID, name, `typtype = 'd'` and `typbasetype`; and
+/// with `_vector`, pgvector's array type, which its psycopg2 and asyncpg
+/// adapters look up with `vector` (Sluice sends no vector arrays, but an
+/// adapter that cannot find the type refuses to register at all).
 pub(crate) fn with_domains(pg_type: &ArrowTable) -> Result<ArrowTable> {
     let mut rows = Vec::new();
+    let (batch, row) = find_oid(pg_type.data(), FLOAT4_ARRAY_OID)?;
+    rows.push(copy_row(
+        &batch,
+        row,
+        &[
+            (
+                "oid",
+                ScalarValue::Int64(Some(i64::from(sluice_types::wire::VECTOR_ARRAY_OID))),
+            ),
+            ("typname", ScalarValue::from("_vector")),
+            (
+                "typelem",
+                ScalarValue::Int64(Some(i64::from(sluice_types::wire::VECTOR_OID))),
+            ),
+        ],
+    )?);
     for (domain, base) in domains() {
         let (batch, row) = find_oid(pg_type.data(), base)?;
         rows.push(copy_row(

@@ -47,6 +47,7 @@ const TYPE_OIDS: &[(&str, i32)] = &[
     ("uuid", 2950),
     ("jsonb", 3802),
     ("vector", sluice_types::wire::VECTOR_OID as i32),
+    ("_vector", sluice_types::wire::VECTOR_ARRAY_OID as i32),
 ];
 
 /// `to_regtype(name)`.
