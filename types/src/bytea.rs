@@ -11,13 +11,13 @@
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::DFSchema;
 use datafusion::common::config::ConfigOptions;
-use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode, TreeNodeRecursion};
+use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode};
 use datafusion::error::Result;
 use datafusion::functions::expr_fn::{arrow_cast, decode, starts_with, substr};
-use datafusion::logical_expr::expr_rewriter::NamePreserver;
-use datafusion::logical_expr::utils::merge_schema;
 use datafusion::logical_expr::{Cast, Expr, ExprSchemable, LogicalPlan, lit, when};
 use datafusion::optimizer::AnalyzerRule;
+
+use crate::node_rewrite::rewrite_node_expressions;
 
 /// See the module documentation. Register it after `type_coercion`.
 #[derive(Debug, Default)]
@@ -34,30 +34,12 @@ impl AnalyzerRule for ByteaInput {
 }
 
 fn rewrite_plan(plan: LogicalPlan) -> Result<Transformed<LogicalPlan>> {
-    let mut relevant = false;
-    plan.apply_expressions(|expr| {
-        relevant = expr
-            .exists(|e| {
-                Ok(matches!(e, Expr::Cast(Cast { field, .. }) if is_binary(field.data_type())))
-            })
-            .unwrap_or(true);
-        Ok(if relevant {
-            TreeNodeRecursion::Stop
-        } else {
-            TreeNodeRecursion::Continue
-        })
-    })?;
-    if !relevant {
-        return Ok(Transformed::no(plan));
-    }
-    let schema = merge_schema(&plan.inputs());
-    // Nodes above refer to this node's columns by name: keep them.
-    let names = NamePreserver::new(&plan);
-    plan.map_expressions(|expr| {
-        let saved = names.save(&expr);
-        let rewritten = expr.transform_up(|e| rewrite_expr(e, &schema))?;
-        Ok(rewritten.update_data(|e| saved.restore(e)))
-    })
+    rewrite_node_expressions(plan, has_binary_cast, rewrite_expr)
+}
+
+fn has_binary_cast(expr: &Expr) -> bool {
+    expr.exists(|e| Ok(matches!(e, Expr::Cast(Cast { field, .. }) if is_binary(field.data_type()))))
+        .unwrap_or(true)
 }
 
 fn rewrite_expr(expr: Expr, schema: &DFSchema) -> Result<Transformed<Expr>> {

@@ -20,6 +20,7 @@ pub mod error;
 pub mod extension;
 pub mod float_text;
 pub mod media;
+mod node_rewrite;
 pub mod object_ref;
 pub mod planner;
 pub mod resolve;

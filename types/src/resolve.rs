@@ -9,12 +9,10 @@ use std::sync::Arc;
 use datafusion::arrow::datatypes::{DataType, Field};
 use datafusion::common::DFSchema;
 use datafusion::common::config::ConfigOptions;
-use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode, TreeNodeRecursion};
+use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode};
 use datafusion::error::Result;
 use datafusion::logical_expr::expr::InList;
-use datafusion::logical_expr::expr_rewriter::NamePreserver;
 use datafusion::logical_expr::logical_plan::dml::InsertOp;
-use datafusion::logical_expr::utils::merge_schema;
 use datafusion::logical_expr::{
     BinaryExpr, Cast, DmlStatement, Expr, ExprSchemable, LogicalPlan, LogicalPlanBuilder, Operator,
     TryCast, WriteOp,
@@ -23,6 +21,7 @@ use datafusion::optimizer::AnalyzerRule;
 
 use crate::conversion::{lenient_value_input, text_input, text_output, value_input};
 use crate::extension::SluiceType;
+use crate::node_rewrite::rewrite_node_expressions;
 use crate::retype::{chooses_an_input, keep_type};
 
 /// See the module documentation. Register it before DataFusion's
@@ -47,28 +46,7 @@ fn resolve_plan(plan: LogicalPlan) -> Result<Transformed<LogicalPlan>> {
     {
         return resolve_insert(plan);
     }
-    // Runs for every plan node of every query: look without cloning.
-    let mut relevant = false;
-    plan.apply_expressions(|expr| {
-        relevant = may_need_resolution(expr);
-        Ok(if relevant {
-            TreeNodeRecursion::Stop
-        } else {
-            TreeNodeRecursion::Continue
-        })
-    })?;
-    if !relevant {
-        return Ok(Transformed::no(plan));
-    }
-    let schema = merge_schema(&plan.inputs());
-    // Nodes above refer to this node's columns by name (INSERT's
-    // projection, ORDER BY 1): a rewritten cast keeps its name.
-    let names = NamePreserver::new(&plan);
-    plan.map_expressions(|expr| {
-        let saved = names.save(&expr);
-        let resolved = expr.transform_up(|e| resolve_expr(e, &schema))?;
-        Ok(resolved.update_data(|e| saved.restore(e)))
-    })
+    rewrite_node_expressions(plan, may_need_resolution, resolve_expr)
 }
 
 /// Whether an expression tree holds anything this rule may rewrite; most

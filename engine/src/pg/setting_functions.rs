@@ -23,10 +23,36 @@ use super::settings::SessionSettings;
 
 /// Registers `current_setting` and `set_config` over `settings` in `ctx`.
 pub fn register_setting_functions(ctx: &SessionContext, settings: Arc<Mutex<SessionSettings>>) {
-    ctx.register_udf(ScalarUDF::new_from_impl(SetConfig::new(Arc::clone(
-        &settings,
-    ))));
+    let settings = SettingsHandle(settings);
+    ctx.register_udf(ScalarUDF::new_from_impl(SetConfig::new(settings.clone())));
     ctx.register_udf(ScalarUDF::new_from_impl(CurrentSetting::new(settings)));
+}
+
+/// A session's settings, equal to another handle only when it is the same
+/// session's (a UDF must be comparable and hashable).
+#[derive(Debug, Clone)]
+struct SettingsHandle(Arc<Mutex<SessionSettings>>);
+
+impl SettingsHandle {
+    fn lock(&self) -> std::sync::MutexGuard<'_, SessionSettings> {
+        // A poisoned lock only means another thread panicked mid-update of
+        // a plain map; the map itself is still usable.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl PartialEq for SettingsHandle {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for SettingsHandle {}
+
+impl std::hash::Hash for SettingsHandle {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        Arc::as_ptr(&self.0).hash(state);
+    }
 }
 
 /// Settings whose change must also reach DataFusion's configuration,
@@ -34,14 +60,14 @@ pub fn register_setting_functions(ctx: &SessionContext, settings: Arc<Mutex<Sess
 /// cannot, so it refuses them rather than half-apply them.
 const SET_ONLY: [&str; 2] = ["timezone", "vector.ef_search"];
 
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq, Hash)]
 struct CurrentSetting {
-    settings: Arc<Mutex<SessionSettings>>,
+    settings: SettingsHandle,
     signature: Signature,
 }
 
 impl CurrentSetting {
-    fn new(settings: Arc<Mutex<SessionSettings>>) -> Self {
+    fn new(settings: SettingsHandle) -> Self {
         Self {
             settings,
             signature: Signature::one_of(
@@ -53,20 +79,6 @@ impl CurrentSetting {
                 Volatility::Volatile,
             ),
         }
-    }
-}
-
-impl PartialEq for CurrentSetting {
-    fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.settings, &other.settings)
-    }
-}
-
-impl Eq for CurrentSetting {}
-
-impl std::hash::Hash for CurrentSetting {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        Arc::as_ptr(&self.settings).hash(state);
     }
 }
 
@@ -88,7 +100,7 @@ impl ScalarUDFImpl for CurrentSetting {
         let arrays = ColumnarValue::values_to_arrays(&args.args)?;
         let names = arrays[0].as_string::<i32>();
         let missing_ok: Option<&BooleanArray> = arrays.get(1).map(|a| a.as_boolean());
-        let settings = self.settings.lock().unwrap_or_else(|e| e.into_inner());
+        let settings = self.settings.lock();
         let mut values = StringBuilder::with_capacity(rows, rows * 8);
         for row in 0..names.len() {
             if names.is_null(row) {
@@ -115,14 +127,14 @@ impl ScalarUDFImpl for CurrentSetting {
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq, Hash)]
 struct SetConfig {
-    settings: Arc<Mutex<SessionSettings>>,
+    settings: SettingsHandle,
     signature: Signature,
 }
 
 impl SetConfig {
-    fn new(settings: Arc<Mutex<SessionSettings>>) -> Self {
+    fn new(settings: SettingsHandle) -> Self {
         Self {
             settings,
             signature: Signature::exact(
@@ -130,20 +142,6 @@ impl SetConfig {
                 Volatility::Volatile,
             ),
         }
-    }
-}
-
-impl PartialEq for SetConfig {
-    fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.settings, &other.settings)
-    }
-}
-
-impl Eq for SetConfig {}
-
-impl std::hash::Hash for SetConfig {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        Arc::as_ptr(&self.settings).hash(state);
     }
 }
 
@@ -165,7 +163,7 @@ impl ScalarUDFImpl for SetConfig {
         let arrays = ColumnarValue::values_to_arrays(&args.args)?;
         let (names, values) = (arrays[0].as_string::<i32>(), arrays[1].as_string::<i32>());
         let local = arrays[2].as_boolean();
-        let mut settings = self.settings.lock().unwrap_or_else(|e| e.into_inner());
+        let mut settings = self.settings.lock();
         let mut results = StringBuilder::with_capacity(rows, rows * 8);
         for row in 0..names.len() {
             if names.is_null(row) {
