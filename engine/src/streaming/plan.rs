@@ -314,6 +314,7 @@ impl ChainBuilder {
                     let planned = plan_aggregate(
                         &self.state,
                         &aggregate,
+                        self.updating,
                         no_watermark.as_deref(),
                         self.session.as_ref(),
                         self.parallelism,

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, BinaryArray, BooleanArray, Int64Array, RecordBatch,
+    Array, ArrayRef, BinaryArray, BooleanArray, Int64Array, RecordBatch, new_null_array,
 };
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::arrow::row::{OwnedRow, RowParser};
@@ -235,4 +235,68 @@ pub(super) fn load_groups(
         groups.insert(keys.parse(key_column.value(row)).owned(), group);
     }
     Ok(groups)
+}
+
+/// One window's groups (all ending at `window_end`) in the format of
+/// [`save_groups`]: `keys` in row format, `states` per aggregate its
+/// intermediate state columns. Windowed groups never emit before they
+/// close and do not count their rows (nothing retracts them), so those
+/// columns hold no values.
+pub(super) fn save_window_groups(
+    keys: BinaryArray,
+    window_end: i64,
+    output_types: &[DataType],
+    states: Vec<Vec<ArrayRef>>,
+) -> Result<RecordBatch> {
+    let groups = keys.len();
+    let mut columns: Vec<ArrayRef> = vec![
+        Arc::new(keys),
+        Arc::new(Int64Array::from(vec![0; groups])),
+        Arc::new(Int64Array::from(vec![window_end; groups])),
+        Arc::new(BooleanArray::from(vec![false; groups])),
+    ];
+    for data_type in output_types {
+        columns.push(new_null_array(data_type, groups));
+    }
+    columns.extend(states.into_iter().flatten());
+    state_batch(columns)
+}
+
+/// What [`read_window_groups`] finds in a saved batch.
+pub(super) struct SavedWindowGroups {
+    /// Each group's key in row format.
+    pub keys: BinaryArray,
+    /// Each group's window end in nanoseconds.
+    pub window_ends: Int64Array,
+    /// Per aggregate, its intermediate state columns.
+    pub states: Vec<Vec<ArrayRef>>,
+}
+
+/// The groups of a batch in the format of [`save_groups`], for an
+/// aggregate whose `aggregates` keep `widths` state columns each.
+pub(super) fn read_window_groups(
+    batch: &RecordBatch,
+    aggregates: usize,
+    widths: &[usize],
+) -> Result<SavedWindowGroups> {
+    let keys = typed::<BinaryArray>(batch, 0)?.clone();
+    let window_ends = typed::<Int64Array>(batch, 2)?.clone();
+    if window_ends.null_count() > 0 {
+        return Err(corrupt("a group without a window end"));
+    }
+    let mut next = GROUP_COLUMNS + aggregates;
+    let mut states = Vec::with_capacity(widths.len());
+    for &width in widths {
+        states.push(
+            (next..next + width)
+                .map(|i| column(batch, i).cloned())
+                .collect::<Result<Vec<_>>>()?,
+        );
+        next += width;
+    }
+    Ok(SavedWindowGroups {
+        keys,
+        window_ends,
+        states,
+    })
 }

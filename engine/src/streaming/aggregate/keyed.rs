@@ -25,7 +25,7 @@ use datafusion::physical_expr::PhysicalExpr;
 use futures::FutureExt;
 
 use super::checkpoint::corrupt;
-use super::operator::{AggregateOperator, evaluate_columns};
+use super::operator::evaluate_columns;
 use crate::streaming::checkpoint::StateSnapshot;
 use crate::streaming::metrics::panic_message;
 use crate::streaming::operator::{OperatorMetrics, StreamOperator};
@@ -40,7 +40,7 @@ enum Step {
 
 /// Does `step` on `copy`; a watermark step returns the one to pass on.
 async fn perform(
-    copy: &mut AggregateOperator,
+    copy: &mut Box<dyn StreamOperator>,
     step: Step,
     out: &mut Vec<Change>,
 ) -> Result<Option<Watermark>> {
@@ -54,7 +54,7 @@ async fn perform(
 /// Copies of one aggregate, each owning the groups whose key hashes to it.
 pub struct KeyedAggregate {
     /// `None` only while a copy is out working.
-    copies: Vec<Option<Box<AggregateOperator>>>,
+    copies: Vec<Option<Box<dyn StreamOperator>>>,
     group_exprs: Vec<Arc<dyn PhysicalExpr>>,
     keys: RowConverter,
     name: String,
@@ -82,7 +82,7 @@ impl KeyedAggregate {
     /// Runs `copies` (two or more, of one grouped aggregate: the same
     /// `group_exprs` of `group_types`) side by side.
     pub fn try_new(
-        copies: Vec<AggregateOperator>,
+        copies: Vec<Box<dyn StreamOperator>>,
         group_exprs: Vec<Arc<dyn PhysicalExpr>>,
         group_types: Vec<DataType>,
     ) -> Result<Self> {
@@ -92,14 +92,14 @@ impl KeyedAggregate {
             copies.len()
         );
         Ok(Self {
-            copies: copies.into_iter().map(|c| Some(Box::new(c))).collect(),
+            copies: copies.into_iter().map(Some).collect(),
             group_exprs,
             keys: RowConverter::new(group_types.into_iter().map(SortField::new).collect())?,
             name,
         })
     }
 
-    fn first(&self) -> Result<&AggregateOperator> {
+    fn first(&self) -> Result<&dyn StreamOperator> {
         self.copies
             .first()
             .and_then(|c| c.as_deref())

@@ -1,54 +1,36 @@
-//! [`AggregateOperator`]: `GROUP BY` in a continuous query, incrementally,
-//! with DataFusion's own accumulators (the same `count`, `sum`, `avg`,
-//! `min`, … as batch queries).
+//! [`AggregateOperator`]: a plain (updating) `GROUP BY` in a continuous
+//! query, incrementally, with DataFusion's own accumulators (the same
+//! `count`, `sum`, `avg`, `min`, … as batch queries).
 //!
-//! Two ways to emit, chosen by the query's shape:
-//! - **updating** (a plain `GROUP BY`): deleted input rows are retracted
-//!   from each group's state (see [`super::state`] for how each aggregate
-//!   takes a retraction).
-//!   At each barrier every group the epoch touched emits a delete of the
-//!   row it emitted before and an insert of its new row.
-//! - **windowed** (`GROUP BY window_start, window_end, …` over `TUMBLE` or
-//!   `HOP`): groups are append-only; a window's rows are emitted once, when
-//!   the watermark passes its `window_end`, and its state is dropped. Rows
-//!   arriving for a window already closed are late: dropped and counted.
+//! Deleted input rows are retracted from each group's state (see
+//! [`super::state`] for how each aggregate takes a retraction); where the
+//! input never deletes (it comes from a window, an interval join or a
+//! generator) every aggregate keeps a plain accumulator instead. At each
+//! barrier every group the epoch touched emits a delete of the row it
+//! emitted before and an insert of its new row. Windowed `GROUP BY`s,
+//! whose groups are append-only, run vectorised in [`super::window`].
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use datafusion::arrow::array::{
-    Array, ArrayRef, BooleanArray, Int64Array, RecordBatch, UInt32Array,
-};
+use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, UInt32Array};
 use datafusion::arrow::compute::{cast, take};
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
-use datafusion::arrow::row::{OwnedRow, RowConverter, SortField};
+use datafusion::arrow::row::{OwnedRow, Row, RowConverter, SortField};
 use datafusion::common::ScalarValue;
-use datafusion::error::{DataFusionError, Result};
+use datafusion::error::Result;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
-use sluice_types::error::{SluiceError, SqlState};
 
 use super::checkpoint::{load_groups, save_groups};
 use super::state::{AggregateState, AggregateStrategy, GroupState};
 use crate::streaming::checkpoint::StateSnapshot;
 use crate::streaming::operator::{OperatorMetrics, StreamOperator};
-use crate::streaming::signal::{Change, ChangeOp, CheckpointBarrier, Watermark, event_time_nanos};
-
-/// When an aggregate's groups emit.
-#[derive(Debug, Clone, Copy)]
-pub enum Emission {
-    /// At every barrier, for the groups the epoch changed (with retraction).
-    Updating,
-    /// Once per window, when the watermark passes the window's end; the
-    /// index is the group column holding `window_end`.
-    OnWindowClose { window_end: usize },
-}
+use crate::streaming::signal::{Change, ChangeOp, CheckpointBarrier};
 
 /// A batch's rows by group.
 struct Partitioned {
-    /// The group-by columns evaluated over the batch.
-    key_columns: Vec<ArrayRef>,
     /// Each group's key and row indices, in first-seen order.
     groups: Vec<(OwnedRow, Vec<u32>)>,
 }
@@ -58,14 +40,13 @@ pub struct AggregateOperator {
     group_exprs: Vec<Arc<dyn PhysicalExpr>>,
     aggregates: Vec<Arc<AggregateFunctionExpr>>,
     strategies: Vec<AggregateStrategy>,
-    emission: Emission,
+    /// Whether the input deletes rows (so accumulators must retract).
+    retracting: bool,
     output_schema: SchemaRef,
     keys: RowConverter,
     groups: HashMap<OwnedRow, GroupState>,
     /// Groups changed in the current epoch (updating mode).
     dirty: HashSet<OwnedRow>,
-    watermark: Option<Watermark>,
-    late_rows: u64,
     /// With no GROUP BY, the key of the one group, which exists (and
     /// emits) even when empty, as `SELECT count(*) FROM t` returns 0 on an
     /// empty table.
@@ -75,13 +56,14 @@ pub struct AggregateOperator {
 impl AggregateOperator {
     /// An aggregate of `aggregates` grouped by `group_exprs`, both over the
     /// input's columns, emitting rows of `output_schema` (group columns
-    /// then aggregates, as DataFusion's `Aggregate` node).
+    /// then aggregates, as DataFusion's `Aggregate` node); `retracting`:
+    /// its input deletes rows (`strategies` were chosen for that).
     pub fn try_new(
         group_exprs: Vec<Arc<dyn PhysicalExpr>>,
         group_types: Vec<DataType>,
         aggregates: Vec<Arc<AggregateFunctionExpr>>,
         strategies: Vec<AggregateStrategy>,
-        emission: Emission,
+        retracting: bool,
         output_schema: SchemaRef,
     ) -> Result<Self> {
         let keys = RowConverter::new(group_types.into_iter().map(SortField::new).collect())?;
@@ -97,71 +79,59 @@ impl AggregateOperator {
             group_exprs,
             aggregates,
             strategies,
-            emission,
+            retracting,
             output_schema,
             keys,
             groups: HashMap::new(),
             dirty: HashSet::new(),
-            watermark: None,
-            late_rows: 0,
             global,
         };
         if let Some(key) = operator.global.clone() {
-            let state = operator.new_group(0)?;
+            let state = operator.new_group()?;
             operator.groups.insert(key.clone(), state);
             operator.dirty.insert(key);
         }
         Ok(operator)
     }
 
-    /// Whether the operator takes inserts only (windowed).
-    pub fn is_append_only(&self) -> bool {
-        matches!(self.emission, Emission::OnWindowClose { .. })
-    }
-
-    fn new_group(&self, window_end: i64) -> Result<GroupState> {
-        let retracting = !self.is_append_only();
+    fn new_group(&self) -> Result<GroupState> {
         let aggregates = self
             .aggregates
             .iter()
             .zip(&self.strategies)
-            .map(|(aggregate, strategy)| strategy.new_state(aggregate, retracting))
+            .map(|(aggregate, strategy)| strategy.new_state(aggregate, self.retracting))
             .collect::<Result<_>>()?;
         Ok(GroupState {
             aggregates,
             rows: 0,
             emitted: None,
-            window_end,
+            window_end: 0,
         })
     }
 
     /// The rows of `batch` for each group, in first-seen order.
     fn partition(&self, batch: &RecordBatch) -> Result<Partitioned> {
-        let key_columns = evaluate_columns(&self.group_exprs, batch)?;
-        let mut order: Vec<(OwnedRow, Vec<u32>)> = Vec::new();
-        let mut index: HashMap<OwnedRow, usize> = HashMap::new();
         if let Some(key) = self.global.clone() {
-            order.push((key, (0..batch.num_rows() as u32).collect()));
             return Ok(Partitioned {
-                key_columns,
-                groups: order,
+                groups: vec![(key, (0..batch.num_rows() as u32).collect())],
             });
         }
+        let key_columns = evaluate_columns(&self.group_exprs, batch)?;
         let rows = self.keys.convert_columns(&key_columns)?;
+        let mut order: Vec<(OwnedRow, Vec<u32>)> = Vec::new();
+        // Keyed by the borrowed row: a key is copied once per group, not
+        // once per input row.
+        let mut index: HashMap<Row<'_>, usize> = HashMap::new();
         for (i, row) in rows.iter().enumerate() {
-            let owned = row.owned();
-            match index.get(&owned) {
+            match index.get(&row) {
                 Some(&at) => order[at].1.push(i as u32),
                 None => {
-                    index.insert(owned.clone(), order.len());
-                    order.push((owned, vec![i as u32]));
+                    index.insert(row, order.len());
+                    order.push((row.owned(), vec![i as u32]));
                 }
             }
         }
-        Ok(Partitioned {
-            key_columns,
-            groups: order,
-        })
+        Ok(Partitioned { groups: order })
     }
 
     /// Builds output rows: one per (group key, aggregate values).
@@ -177,18 +147,6 @@ impl AggregateOperator {
         };
         let values: Vec<&[ScalarValue]> = rows.iter().map(|(_, v)| v.as_slice()).collect();
         output_batch(&self.output_schema, group_columns, &values).map(Some)
-    }
-
-    /// Each row's window end in nanoseconds (windowed mode), converted
-    /// once per batch.
-    fn window_ends(&self, key_columns: &[ArrayRef]) -> Result<Option<Int64Array>> {
-        let Emission::OnWindowClose { window_end } = self.emission else {
-            return Ok(None);
-        };
-        let column = key_columns
-            .get(window_end)
-            .ok_or_else(|| DataFusionError::Internal("window_end is not a group column".into()))?;
-        event_time_nanos(column).map(Some)
     }
 }
 
@@ -268,20 +226,13 @@ pub(super) fn evaluate_states(
 #[async_trait]
 impl StreamOperator for AggregateOperator {
     fn name(&self) -> &str {
-        match self.emission {
-            Emission::Updating => "aggregate",
-            Emission::OnWindowClose { .. } => "window aggregate",
-        }
+        "aggregate"
     }
 
     fn describe(&self) -> String {
         let aggregates: Vec<&str> = self.aggregates.iter().map(|a| a.name()).collect();
-        let emits = match self.emission {
-            Emission::Updating => "updates at each epoch",
-            Emission::OnWindowClose { .. } => "emits each window once the watermark passes it",
-        };
         format!(
-            "{}: {} grouped by {} columns; {emits}",
+            "{}: {} grouped by {} columns; updates at each epoch",
             self.name(),
             aggregates.join(", "),
             self.group_exprs.len()
@@ -300,22 +251,10 @@ impl StreamOperator for AggregateOperator {
         if batch.num_rows() == 0 {
             return Ok(());
         }
-        let windowed = matches!(self.emission, Emission::OnWindowClose { .. });
-        if windowed && change.op == ChangeOp::Delete {
-            return Err(SluiceError::new(
-                SqlState::FEATURE_NOT_SUPPORTED,
-                "a windowed aggregate is append-only: rows deleted or updated in its source \
-                 cannot be retracted from windows already emitted",
-            )
-            .into());
-        }
-        let Partitioned {
-            key_columns,
-            groups,
-        } = self.partition(batch)?;
+        let Partitioned { groups } = self.partition(batch)?;
         // The argument columns reordered once so each group's rows are
         // contiguous: every group then reads a zero-copy slice instead of a
-        // `take` of its own per aggregate (the cost that dominated windows).
+        // `take` of its own per aggregate.
         let order =
             UInt32Array::from_iter_values(groups.iter().flat_map(|(_, rows)| rows.iter().copied()));
         let arguments = argument_columns(&self.aggregates, batch)?
@@ -327,28 +266,12 @@ impl StreamOperator for AggregateOperator {
                     .collect::<std::result::Result<Vec<_>, _>>()
             })
             .collect::<std::result::Result<Vec<_>, _>>()?;
-        let window_ends = self.window_ends(&key_columns)?;
         let mut offset = 0usize;
         for (key, rows) in groups {
             let start = offset;
             offset += rows.len();
-            let window_end = match &window_ends {
-                None => 0,
-                Some(ends) if ends.is_null(rows[0] as usize) => {
-                    return Err(SluiceError::new(
-                        SqlState::NULL_VALUE_NOT_ALLOWED,
-                        "a window's time column is NULL",
-                    )
-                    .into());
-                }
-                Some(ends) => ends.value(rows[0] as usize),
-            };
-            if windowed && self.watermark.is_some_and(|w| window_end <= w.0) {
-                self.late_rows += rows.len() as u64;
-                continue;
-            }
             if !self.groups.contains_key(&key) {
-                let state = self.new_group(window_end)?;
+                let state = self.new_group()?;
                 self.groups.insert(key.clone(), state);
             }
             let Some(state) = self.groups.get_mut(&key) else {
@@ -371,42 +294,9 @@ impl StreamOperator for AggregateOperator {
                 ChangeOp::Insert => count,
                 ChangeOp::Delete => -count,
             };
-            if !windowed {
-                self.dirty.insert(key);
-            }
+            self.dirty.insert(key);
         }
         Ok(())
-    }
-
-    async fn handle_watermark(
-        &mut self,
-        watermark: Watermark,
-        out: &mut Vec<Change>,
-    ) -> Result<Watermark> {
-        if self.watermark.is_some_and(|w| w >= watermark) {
-            return Ok(watermark);
-        }
-        self.watermark = Some(watermark);
-        if !matches!(self.emission, Emission::OnWindowClose { .. }) {
-            return Ok(watermark);
-        }
-        let closed: Vec<OwnedRow> = self
-            .groups
-            .iter()
-            .filter(|(_, state)| state.window_end <= watermark.0)
-            .map(|(key, _)| key.clone())
-            .collect();
-        let mut rows = Vec::with_capacity(closed.len());
-        for key in closed {
-            if let Some(mut state) = self.groups.remove(&key) {
-                let values = evaluate(&mut state, &self.strategies, &self.aggregates)?;
-                rows.push((key, values));
-            }
-        }
-        if let Some(batch) = self.output(rows)? {
-            out.push(Change::insert(batch));
-        }
-        Ok(watermark)
     }
 
     async fn handle_checkpoint(
@@ -458,7 +348,7 @@ impl StreamOperator for AggregateOperator {
 
     fn metrics(&self) -> OperatorMetrics {
         OperatorMetrics {
-            late_rows: self.late_rows,
+            late_rows: 0,
             state_entries: self.groups.len() as u64,
         }
     }
@@ -472,24 +362,18 @@ impl StreamOperator for AggregateOperator {
         let batch = save_groups(&mut self.groups, &output_types)?;
         Ok(Some(StateSnapshot {
             batches: batch.into_iter().collect(),
-            meta: serde_json::json!({
-                "watermark": self.watermark.map(|w| w.0),
-                "late_rows": self.late_rows,
-            }),
+            meta: serde_json::json!({}),
         }))
     }
 
     fn restore(&mut self, snapshot: StateSnapshot) -> Result<()> {
-        let meta = &snapshot.meta;
-        self.watermark = meta["watermark"].as_i64().map(Watermark);
-        self.late_rows = meta["late_rows"].as_u64().unwrap_or(0);
         let mut groups = HashMap::new();
         for batch in &snapshot.batches {
             let rows = load_groups(
                 batch,
                 &self.keys.parser(),
                 self.aggregates.len(),
-                |window_end| self.new_group(window_end),
+                |_| self.new_group(),
                 &self.strategies,
             )?;
             groups.extend(rows);
@@ -497,7 +381,7 @@ impl StreamOperator for AggregateOperator {
         if let Some(global) = &self.global
             && !groups.contains_key(global)
         {
-            groups.insert(global.clone(), self.new_group(0)?);
+            groups.insert(global.clone(), self.new_group()?);
         }
         self.groups = groups;
         self.dirty.clear();

@@ -1,7 +1,7 @@
 //! Plans a continuous query's `GROUP BY` into its operator: an updating
-//! [`AggregateOperator`], a windowed one (`GROUP BY window_start,
-//! window_end, …` over TUMBLE or HOP), or a [`SessionOperator`] (over
-//! SESSION).
+//! [`AggregateOperator`], a [`WindowAggregateOperator`] (`GROUP BY
+//! window_start, window_end, …` over TUMBLE or HOP), or a
+//! [`SessionOperator`] (over SESSION).
 
 use std::sync::Arc;
 
@@ -15,9 +15,10 @@ use datafusion::physical_expr::{PhysicalExpr, create_physical_expr};
 use sluice_types::error::{SluiceError, SqlState};
 
 use super::keyed::KeyedAggregate;
-use super::operator::{AggregateOperator, Emission};
+use super::operator::AggregateOperator;
 use super::session::{GroupRole, SessionOperator};
 use super::state::AggregateStrategy;
+use super::window::WindowAggregateOperator;
 use crate::rewrite::window_tvf::SessionSpec;
 use crate::streaming::operator::StreamOperator;
 
@@ -30,13 +31,15 @@ pub struct PlannedAggregate {
     pub append_only: bool,
 }
 
-/// Plans `aggregate`. Its input has a watermark unless `no_watermark` says
-/// why not; `session` is the query's SESSION window, if it has one. A
+/// Plans `aggregate`. Its input deletes rows if `input_retracts`, and has a
+/// watermark unless `no_watermark` says why not; `session` is the query's
+/// SESSION window, if it has one. A
 /// grouped aggregate runs as `parallelism` copies keyed by its groups
 /// ([`KeyedAggregate`]) when that is more than one.
 pub fn plan_aggregate(
     state: &SessionState,
     aggregate: &Aggregate,
+    input_retracts: bool,
     no_watermark: Option<&str>,
     session: Option<&SessionSpec>,
     parallelism: usize,
@@ -95,21 +98,26 @@ pub fn plan_aggregate(
             })
         }
         (windowed, _) => {
-            let emission = match windowed {
-                Some(window_end) => Emission::OnWindowClose { window_end },
-                None => Emission::Updating,
-            };
-            let updating = matches!(emission, Emission::Updating);
-            let copy = || {
-                let (aggregates, strategies) = aggregate_functions(state, aggregate, updating)?;
-                AggregateOperator::try_new(
-                    group_exprs.clone(),
-                    group_types.clone(),
-                    aggregates,
-                    strategies,
-                    emission,
-                    Arc::clone(&output_schema),
-                )
+            let copy = || -> Result<Box<dyn StreamOperator>> {
+                let (aggregates, strategies) =
+                    aggregate_functions(state, aggregate, input_retracts && windowed.is_none())?;
+                Ok(match windowed {
+                    Some(window_end) => Box::new(WindowAggregateOperator::try_new(
+                        group_exprs.clone(),
+                        group_types.clone(),
+                        window_end,
+                        aggregates,
+                        Arc::clone(&output_schema),
+                    )?),
+                    None => Box::new(AggregateOperator::try_new(
+                        group_exprs.clone(),
+                        group_types.clone(),
+                        aggregates,
+                        strategies,
+                        input_retracts,
+                        Arc::clone(&output_schema),
+                    )?),
+                })
             };
             let append_only = windowed.is_some();
             let operator: Box<dyn StreamOperator> = if parallelism > 1 && !group_exprs.is_empty() {
@@ -122,7 +130,7 @@ pub fn plan_aggregate(
                     group_types.clone(),
                 )?)
             } else {
-                Box::new(copy()?)
+                copy()?
             };
             Ok(PlannedAggregate {
                 append_only,
