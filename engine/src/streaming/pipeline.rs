@@ -140,10 +140,15 @@ impl Pipeline {
             }
         }
         if let Some(join) = &self.join {
-            steps.push(match join.is_interval() {
-                true => "interval join (kept rows expire with the watermarks)".into(),
-                false => "join (both sides' rows kept)".into(),
-            });
+            let kind = match join.is_interval() {
+                true => "interval join (kept rows expire with the watermarks",
+                false => "join (both sides' rows kept",
+            };
+            let found = match join.is_indexed() {
+                true => "; a change meets the kept rows with its keys, through a key index",
+                false => "; a change meets every kept row: no equality key is a plain column",
+            };
+            steps.push(format!("{kind}{found})"));
         }
         steps.extend(self.tail.iter().map(|operator| operator.describe()));
         steps
@@ -183,7 +188,7 @@ impl Pipeline {
             .map(|operator| operator.snapshot())
             .collect::<Result<Vec<_>>>()?;
         if let Some(join) = &self.join {
-            snapshots.extend(join.snapshot().map(Some));
+            snapshots.extend(join.snapshot()?.map(Some));
         }
         for operator in &mut self.tail {
             snapshots.push(operator.snapshot()?);

@@ -39,7 +39,7 @@ use sluice_functions::model::calls::CallKind;
 
 use super::aggregate::plan_aggregate;
 use super::feed::{FeedNode, FeedPlanner, FeedSlot};
-use super::join::{JoinOperator, time_bounds};
+use super::join::{JoinOperator, join_keys, time_bounds};
 use super::operator::StreamOperator;
 use super::parallel::HeadStages;
 use super::pipeline::Pipeline;
@@ -375,7 +375,7 @@ impl ChainBuilder {
         let plan = planner
             .create_physical_plan(&optimized, &self.state)
             .await?;
-        Ok(JoinOperator::new(
+        JoinOperator::try_new(
             plan,
             slots,
             [
@@ -383,8 +383,9 @@ impl ChainBuilder {
                 Arc::new(right.as_arrow().clone()),
             ],
             bounds,
+            join_keys(&optimized),
             self.task()?,
-        ))
+        )
     }
 }
 

@@ -7,8 +7,11 @@
 //! dropped as the watermarks pass them.
 
 mod bounds;
+mod key_index;
+mod keys;
 mod operator;
 mod side;
 
 pub use bounds::{TimeBounds, time_bounds};
-pub use operator::JoinOperator;
+pub use keys::join_keys;
+pub use operator::{JoinKeys, JoinOperator};

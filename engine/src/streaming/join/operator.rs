@@ -2,6 +2,11 @@
 //! input holds now, through DataFusion's own join (a hash join on the
 //! equality keys) run over the change and the kept rows.
 //!
+//! Where the join has equality keys that are plain columns of both inputs,
+//! each side's kept rows are indexed by key ([`super::key_index`]) and a
+//! change meets only the kept rows with its keys, so a change costs what it
+//! matches, not the whole state.
+//!
 //! Joining is linear: with `L` and `R` the inputs' rows, a change `ΔL`
 //! changes the result by `ΔL ⋈ R` (inserted or deleted as `ΔL` is), so
 //! applying the changes one at a time, each against the other input's rows
@@ -18,6 +23,7 @@ use datafusion::physical_plan::execution_plan::reset_plan_states;
 use datafusion::physical_plan::{ExecutionPlan, collect};
 
 use super::bounds::TimeBounds;
+use super::key_index::KeyIndex;
 use super::side::SideRows;
 use crate::streaming::checkpoint::StateSnapshot;
 use crate::streaming::feed::FeedSlot;
@@ -35,6 +41,8 @@ pub struct JoinOperator {
     input_schemas: [SchemaRef; 2],
     /// Each input's rows held for the other's changes.
     sides: [SideRows; 2],
+    /// Each input's equality-key columns, where the join has such keys.
+    keys: Option<JoinKeys>,
     /// Set for an interval join: kept rows expire with the watermarks.
     bounds: Option<TimeBounds>,
     watermarks: [Option<Watermark>; 2],
@@ -44,36 +52,54 @@ pub struct JoinOperator {
     task: Arc<TaskContext>,
 }
 
+/// The columns of each input that the join's equality conditions compare,
+/// pair by pair (left key `i` equals right key `i`), of the same types.
+pub type JoinKeys = [Vec<usize>; 2];
+
 impl JoinOperator {
-    /// Runs `plan`, whose two feeds read `slots` (rows of `input_schemas`).
-    pub fn new(
+    /// Runs `plan`, whose two feeds read `slots` (rows of `input_schemas`);
+    /// `keys`: the inputs' equality-key columns, to index the kept rows by.
+    pub fn try_new(
         plan: Arc<dyn ExecutionPlan>,
         slots: [Arc<FeedSlot>; 2],
         input_schemas: [SchemaRef; 2],
         bounds: Option<TimeBounds>,
+        keys: Option<JoinKeys>,
         task: Arc<TaskContext>,
-    ) -> Self {
+    ) -> Result<Self> {
         let sides = [
-            SideRows::new(Arc::clone(&input_schemas[0])),
-            SideRows::new(Arc::clone(&input_schemas[1])),
+            Self::side(&input_schemas[0], keys.as_ref().map(|k| &k[0]))?,
+            Self::side(&input_schemas[1], keys.as_ref().map(|k| &k[1]))?,
         ];
-        Self {
+        Ok(Self {
             plan,
             slots,
             input_schemas,
             sides,
+            keys,
             bounds,
             watermarks: [None, None],
             passed: None,
             late_rows: 0,
             task,
-        }
+        })
+    }
+
+    /// An input's kept rows, indexed by `keys` where given.
+    fn side(schema: &SchemaRef, keys: Option<&Vec<usize>>) -> Result<SideRows> {
+        let index = keys.map(|columns| KeyIndex::new(columns.clone()));
+        Ok(SideRows::new(Arc::clone(schema), index))
     }
 
     /// Whether rows expire with the watermarks (an interval join), which
     /// also makes the output append-only and gives it a watermark.
     pub fn is_interval(&self) -> bool {
         self.bounds.is_some()
+    }
+
+    /// Whether each side's kept rows are found by key.
+    pub fn is_indexed(&self) -> bool {
+        self.keys.is_some()
     }
 
     /// The schema of the rows it emits.
@@ -101,9 +127,14 @@ impl JoinOperator {
         if batch.num_rows() == 0 {
             return Ok(());
         }
-        if self.sides[other].rows() > 0 {
+        let probe_columns = self.keys.as_ref().map(|keys| keys[input].as_slice());
+        let candidates = match self.sides[other].rows() {
+            0 => Vec::new(),
+            _ => self.sides[other].candidates(&batch, probe_columns)?,
+        };
+        if !candidates.is_empty() {
             self.slots[input].put(batch.clone());
-            self.slots[other].put_all(self.sides[other].batches());
+            self.slots[other].put_all(candidates);
             // A join keeps its build side in the plan after running: a
             // fresh copy of the plan's state reads the new rows.
             let plan = reset_plan_states(Arc::clone(&self.plan))?;
@@ -171,10 +202,10 @@ impl JoinOperator {
     /// Counters for the query's status.
     /// Each input's kept rows for a checkpoint (the left one also carries
     /// the watermarks and counters).
-    pub fn snapshot(&self) -> [StateSnapshot; 2] {
-        [
+    pub fn snapshot(&self) -> Result<[StateSnapshot; 2]> {
+        Ok([
             StateSnapshot {
-                batches: self.sides[0].batches(),
+                batches: self.sides[0].batches()?,
                 meta: serde_json::json!({
                     "watermarks": [self.watermarks[0].map(|w| w.0), self.watermarks[1].map(|w| w.0)],
                     "passed": self.passed.map(|w| w.0),
@@ -182,10 +213,10 @@ impl JoinOperator {
                 }),
             },
             StateSnapshot {
-                batches: self.sides[1].batches(),
+                batches: self.sides[1].batches()?,
                 meta: serde_json::Value::Null,
             },
-        ]
+        ])
     }
 
     /// Takes back what [`Self::snapshot`] took.
@@ -196,16 +227,17 @@ impl JoinOperator {
         }
         self.passed = meta["passed"].as_i64().map(Watermark);
         self.late_rows = meta["late_rows"].as_u64().unwrap_or(0);
-        for (side, snapshot) in self.sides.iter_mut().zip([left, right]) {
-            let mut rows = SideRows::new(Arc::clone(side.schema()));
+        for (input, snapshot) in [left, right].into_iter().enumerate() {
+            let schema = Arc::clone(&self.input_schemas[input]);
+            let mut rows = Self::side(&schema, self.keys.as_ref().map(|k| &k[input]))?;
             for batch in snapshot.batches {
                 // Checkpointed batches carry the feed's schema again.
                 rows.insert(RecordBatch::try_new(
-                    Arc::clone(side.schema()),
+                    Arc::clone(&schema),
                     batch.columns().to_vec(),
                 )?)?;
             }
-            *side = rows;
+            self.sides[input] = rows;
         }
         Ok(())
     }
