@@ -49,6 +49,7 @@ pub mod status;
 pub mod subscribe;
 pub mod supervisor;
 pub mod view;
+pub mod view_rows;
 
 pub use registry::{ContinuousQueries, continuous_queries};
 pub use statements::{

@@ -2,18 +2,15 @@
 //! epoch at a time, and the [`TableProvider`] that lets `SELECT … FROM v`
 //! read it.
 //!
-//! The content is a multiset of rows (a row and how many times it is
-//! present), keyed by Arrow's row format, so an update arriving as a delete
-//! and an insert lands on the right row whatever its columns' types.
-//! Readers see whole epochs only: a scan copies the content as of the last
-//! epoch applied.
+//! The content is [`ViewRows`]: the inserted batches while only inserts
+//! have come, a multiset of rows once a delete has. Readers see whole
+//! epochs only: a scan copies the content as of the last epoch applied.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use datafusion::arrow::array::{Array, Int64Array, RecordBatch};
+use datafusion::arrow::array::{Int64Array, RecordBatch};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::catalog::{Session, TableProvider};
@@ -24,17 +21,14 @@ use datafusion::physical_plan::ExecutionPlan;
 use tokio::sync::broadcast;
 
 use super::checkpoint::StateSnapshot;
-use super::multiset::{RowCounts, add_rows};
 use super::signal::{Change, ChangeOp, Epoch};
 use super::sink::EpochSink;
-
-/// Rows emitted per batch when a view is read.
-const READ_BATCH_ROWS: usize = 8192;
+use super::view_rows::ViewRows;
 
 /// What the view holds after its last applied epoch.
 struct ViewContent {
     converter: RowConverter,
-    rows: RowCounts,
+    rows: ViewRows,
     /// The content as batches, built at the first read after a change.
     cached: Option<Vec<RecordBatch>>,
     epoch: Option<Epoch>,
@@ -136,7 +130,7 @@ impl MaterializedView {
             updating,
             content: Mutex::new(ViewContent {
                 converter,
-                rows: HashMap::new(),
+                rows: ViewRows::default(),
                 cached: None,
                 epoch: None,
                 broadcast: None,
@@ -166,10 +160,8 @@ impl MaterializedView {
     pub fn apply_epoch(&self, epoch: Epoch, changes: &[Change]) -> Result<u64> {
         let mut content = self.content();
         let mut changed = 0u64;
-        // Converted before the map is touched, so a failure leaves the
-        // content as the previous epoch left it.
-        let mut converted = Vec::with_capacity(changes.len());
-        for change in changes {
+        let mut applied = Vec::with_capacity(changes.len());
+        for change in changes.iter().filter(|c| c.batch.num_rows() > 0) {
             let columns = change.batch.columns();
             if columns.len() != self.schema.fields().len() {
                 return Err(DataFusionError::Internal(format!(
@@ -178,20 +170,19 @@ impl MaterializedView {
                     columns.len()
                 )));
             }
-            converted.push((change.op, content.converter.convert_columns(columns)?));
+            changed += change.batch.num_rows() as u64;
+            applied.push((
+                change.op,
+                RecordBatch::try_new(Arc::clone(&self.schema), columns.to_vec())?,
+            ));
         }
+        // All or nothing: on an error the content stays as it was.
+        let content = &mut *content;
+        content.rows.apply(&content.converter, applied.clone())?;
         if let Some(increments) = &mut content.increments {
             increments
                 .changes
                 .extend(changes.iter().filter(|c| c.batch.num_rows() > 0).cloned());
-        }
-        for (op, rows) in converted {
-            changed += rows.num_rows() as u64;
-            let delta = match op {
-                ChangeOp::Insert => 1,
-                ChangeOp::Delete => -1,
-            };
-            add_rows(&mut content.rows, &rows, delta);
         }
         if changed > 0 {
             content.cached = None;
@@ -205,17 +196,9 @@ impl MaterializedView {
             // An error only means no one subscribes.
             let _ = self.subscribers.send(Arc::new(EpochChanges {
                 epoch,
-                changes: changes
-                    .iter()
-                    .filter(|c| c.batch.num_rows() > 0)
-                    .map(|c| Change {
-                        op: c.op,
-                        batch: RecordBatch::try_new(
-                            Arc::clone(&self.schema),
-                            c.batch.columns().to_vec(),
-                        )
-                        .unwrap_or_else(|_| c.batch.clone()),
-                    })
+                changes: applied
+                    .into_iter()
+                    .map(|(op, batch)| Change { op, batch })
                     .collect(),
             }));
         }
@@ -251,12 +234,7 @@ impl MaterializedView {
 
     /// The number of rows the view holds.
     pub fn row_count(&self) -> u64 {
-        self.content()
-            .rows
-            .values()
-            .filter(|c| **c > 0)
-            .map(|c| *c as u64)
-            .sum()
+        self.content().rows.row_count()
     }
 
     /// The content as batches.
@@ -269,18 +247,8 @@ impl MaterializedView {
         if let Some(cached) = &content.cached {
             return Ok(cached.clone());
         }
-        let mut rows = Vec::with_capacity(content.rows.len());
-        for (row, count) in &content.rows {
-            for _ in 0..(*count).max(0) {
-                rows.push(row.row());
-            }
-        }
-        let mut batches = Vec::new();
-        for chunk in rows.chunks(READ_BATCH_ROWS) {
-            let columns = content.converter.convert_rows(chunk.iter().copied())?;
-            batches.push(RecordBatch::try_new(Arc::clone(schema), columns)?);
-        }
-        drop(rows);
+        let content = &mut *content;
+        let batches = content.rows.batches(schema, &content.converter)?;
         content.cached = Some(batches.clone());
         Ok(batches)
     }
@@ -325,19 +293,7 @@ impl EpochSink for MaterializedView {
                 return Ok(Some(StateSnapshot::delta(batches, meta, base.0)));
             }
         }
-        // Each distinct row once, with its count: the multiset as columns.
-        let entries: Vec<_> = content.rows.iter().collect();
-        let mut batches = Vec::new();
-        for chunk in entries.chunks(READ_BATCH_ROWS) {
-            let mut columns = content
-                .converter
-                .convert_rows(chunk.iter().map(|(row, _)| row.row()))?;
-            columns.push(Arc::new(Int64Array::from_iter_values(
-                chunk.iter().map(|(_, count)| **count),
-            )));
-            batches.push(RecordBatch::try_new(Arc::clone(&counted), columns)?);
-        }
-        let rows = entries.len();
+        let (batches, rows) = content.rows.counted_batches(&counted, &content.converter)?;
         if let Some(increments) = &mut content.increments {
             increments.taken = epoch.map(|e| (e, true, rows));
         }
@@ -348,25 +304,7 @@ impl EpochSink for MaterializedView {
     /// then the deltas' counts added on top.
     async fn restore(&self, snapshot: StateSnapshot) -> Result<()> {
         let mut content = self.content();
-        let mut rows = RowCounts::new();
-        for batch in &snapshot.batches {
-            let width = self.schema.fields().len();
-            let counts = batch
-                .columns()
-                .get(width)
-                .and_then(|c| c.as_any().downcast_ref::<Int64Array>())
-                .ok_or_else(|| {
-                    DataFusionError::Execution("corrupt view checkpoint: no counts".into())
-                })?;
-            let converted = content
-                .converter
-                .convert_columns(&batch.columns()[..width])?;
-            for (row, count) in converted.iter().zip(counts.values()) {
-                *rows.entry(row.owned()).or_default() += *count;
-            }
-        }
-        rows.retain(|_, count| *count != 0);
-        content.rows = rows;
+        content.rows = ViewRows::restore(&self.schema, &content.converter, &snapshot.batches)?;
         content.cached = None;
         content.epoch = snapshot.meta["epoch"].as_u64().map(Epoch);
         if let Some(increments) = &mut content.increments {

@@ -6,18 +6,17 @@
 //! ([`super::operator`]) and the session operator ([`super::session`])
 //! share the aggregate columns.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
     Array, ArrayRef, BinaryArray, BooleanArray, Int64Array, RecordBatch, new_null_array,
 };
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
-use datafusion::arrow::row::{OwnedRow, RowParser};
+use datafusion::arrow::row::RowParser;
 use datafusion::common::ScalarValue;
 use datafusion::error::{DataFusionError, Result};
 
-use super::state::{AggregateState, AggregateStrategy, GroupState, SavedState};
+use super::state::{AggregateState, AggregateStrategy, GroupState, Groups, SavedState};
 
 /// Columns of a group before its emitted values: key, rows, window end,
 /// emitted?
@@ -152,7 +151,7 @@ pub(super) fn load_states(
 /// `output_types` are the aggregates' output types (for the values each
 /// group emitted last).
 pub(super) fn save_groups(
-    groups: &mut HashMap<OwnedRow, GroupState>,
+    groups: &mut Groups,
     output_types: &[DataType],
 ) -> Result<Option<RecordBatch>> {
     if groups.is_empty() {
@@ -199,7 +198,7 @@ pub(super) fn load_groups(
     aggregates: usize,
     new_group: impl Fn(i64) -> Result<GroupState>,
     strategies: &[AggregateStrategy],
-) -> Result<HashMap<OwnedRow, GroupState>> {
+) -> Result<Groups> {
     let key_column = typed::<BinaryArray>(batch, 0)?;
     let rows = typed::<Int64Array>(batch, 1)?;
     let window_ends = typed::<Int64Array>(batch, 2)?;
@@ -207,7 +206,7 @@ pub(super) fn load_groups(
     let emitted_columns: Vec<&ArrayRef> = (0..aggregates)
         .map(|i| column(batch, GROUP_COLUMNS + i))
         .collect::<Result<_>>()?;
-    let mut groups = HashMap::with_capacity(batch.num_rows());
+    let mut groups = Groups::with_capacity_and_hasher(batch.num_rows(), Default::default());
     let mut widths = None;
     for row in 0..batch.num_rows() {
         let mut group = new_group(window_ends.value(row))?;

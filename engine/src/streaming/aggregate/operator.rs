@@ -11,6 +11,8 @@
 //! whose groups are append-only, run vectorised in [`super::window`].
 
 use std::collections::{HashMap, HashSet};
+
+use datafusion::common::hash_utils::RandomState;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -24,7 +26,7 @@ use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
 
 use super::checkpoint::{load_groups, save_groups};
-use super::state::{AggregateState, AggregateStrategy, GroupState};
+use super::state::{AggregateState, AggregateStrategy, GroupState, Groups};
 use crate::streaming::checkpoint::StateSnapshot;
 use crate::streaming::operator::{OperatorMetrics, StreamOperator};
 use crate::streaming::signal::{Change, ChangeOp, CheckpointBarrier};
@@ -44,9 +46,9 @@ pub struct AggregateOperator {
     retracting: bool,
     output_schema: SchemaRef,
     keys: RowConverter,
-    groups: HashMap<OwnedRow, GroupState>,
+    groups: Groups,
     /// Groups changed in the current epoch (updating mode).
-    dirty: HashSet<OwnedRow>,
+    dirty: HashSet<OwnedRow, RandomState>,
     /// With no GROUP BY, the key of the one group, which exists (and
     /// emits) even when empty, as `SELECT count(*) FROM t` returns 0 on an
     /// empty table.
@@ -82,8 +84,8 @@ impl AggregateOperator {
             retracting,
             output_schema,
             keys,
-            groups: HashMap::new(),
-            dirty: HashSet::new(),
+            groups: Groups::default(),
+            dirty: HashSet::default(),
             global,
         };
         if let Some(key) = operator.global.clone() {
@@ -121,7 +123,7 @@ impl AggregateOperator {
         let mut order: Vec<(OwnedRow, Vec<u32>)> = Vec::new();
         // Keyed by the borrowed row: a key is copied once per group, not
         // once per input row.
-        let mut index: HashMap<Row<'_>, usize> = HashMap::new();
+        let mut index: HashMap<Row<'_>, usize, RandomState> = HashMap::default();
         for (i, row) in rows.iter().enumerate() {
             match index.get(&row) {
                 Some(&at) => order[at].1.push(i as u32),
@@ -367,7 +369,7 @@ impl StreamOperator for AggregateOperator {
     }
 
     fn restore(&mut self, snapshot: StateSnapshot) -> Result<()> {
-        let mut groups = HashMap::new();
+        let mut groups = Groups::default();
         for batch in &snapshot.batches {
             let rows = load_groups(
                 batch,

@@ -8,6 +8,8 @@
 //! dropped and counted, so no row can reach a session already emitted.
 
 use std::collections::HashMap;
+
+use datafusion::common::hash_utils::RandomState;
 use std::collections::hash_map::Entry;
 use std::sync::Arc;
 
@@ -53,7 +55,7 @@ struct Session {
     start: i64,
     end: i64,
     /// Per group key (the non-window group columns), each aggregate's state.
-    groups: HashMap<OwnedRow, Vec<AggregateState>>,
+    groups: HashMap<OwnedRow, Vec<AggregateState>, RandomState>,
 }
 
 /// A session-window `GROUP BY`; see the module docs.
@@ -69,7 +71,7 @@ pub struct SessionOperator {
     /// The `PARTITION BY` columns (none: one partition).
     partitions: RowConverter,
     /// Per partition, its open sessions.
-    sessions: HashMap<OwnedRow, Vec<Session>>,
+    sessions: HashMap<OwnedRow, Vec<Session>, RandomState>,
     watermark: Option<Watermark>,
     late_rows: u64,
 }
@@ -120,7 +122,7 @@ impl SessionOperator {
             strategies,
             output_schema,
             gap,
-            sessions: HashMap::new(),
+            sessions: HashMap::default(),
             watermark: None,
             late_rows: 0,
         })
@@ -181,7 +183,7 @@ impl SessionOperator {
         let mut session = Session {
             start,
             end,
-            groups: HashMap::new(),
+            groups: HashMap::default(),
         };
         for other in touching {
             session.start = session.start.min(other.start);
@@ -200,7 +202,7 @@ impl SessionOperator {
             }
         }
         let mut by_key: Vec<(OwnedRow, Vec<u32>)> = Vec::new();
-        let mut index: HashMap<OwnedRow, usize> = HashMap::new();
+        let mut index: HashMap<OwnedRow, usize, RandomState> = HashMap::default();
         for &row in run {
             let key = keys.row(row as usize).owned();
             match index.get(&key) {
@@ -315,7 +317,7 @@ impl StreamOperator for SessionOperator {
     fn restore(&mut self, snapshot: StateSnapshot) -> Result<()> {
         self.watermark = snapshot.meta["watermark"].as_i64().map(Watermark);
         self.late_rows = snapshot.meta["late_rows"].as_u64().unwrap_or(0);
-        let mut sessions: HashMap<OwnedRow, Vec<Session>> = HashMap::new();
+        let mut sessions: HashMap<OwnedRow, Vec<Session>, RandomState> = HashMap::default();
         let (partition_parser, key_parser) = (self.partitions.parser(), self.keys.parser());
         for batch in &snapshot.batches {
             let partitions = typed::<BinaryArray>(batch, 0)?;
@@ -335,7 +337,7 @@ impl StreamOperator for SessionOperator {
                         open.push(Session {
                             start,
                             end,
-                            groups: HashMap::new(),
+                            groups: HashMap::default(),
                         });
                         open.len() - 1
                     }

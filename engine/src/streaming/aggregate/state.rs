@@ -7,10 +7,13 @@
 //! never need in FIFO order). Those keep the multiset of their argument
 //! values instead and aggregate it afresh when the group emits.
 
+use std::collections::HashMap;
+
 use datafusion::arrow::array::ArrayRef;
 use datafusion::arrow::datatypes::DataType;
-use datafusion::arrow::row::{RowConverter, SortField};
+use datafusion::arrow::row::{OwnedRow, RowConverter, SortField};
 use datafusion::common::ScalarValue;
+use datafusion::common::hash_utils::RandomState;
 use datafusion::error::Result;
 use datafusion::logical_expr::Accumulator;
 use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
@@ -79,10 +82,14 @@ impl AggregateStrategy {
                 AggregateState::Accumulator(aggregate.create_sliding_accumulator()?)
             }
             Self::Accumulator => AggregateState::Accumulator(aggregate.create_accumulator()?),
-            Self::Values(_) => AggregateState::Values(RowCounts::new()),
+            Self::Values(_) => AggregateState::Values(RowCounts::default()),
         })
     }
 }
+
+/// Groups by key, hashed with DataFusion's fast hasher (the keys are
+/// rows the engine encodes itself; SipHash would only cost time).
+pub type Groups = HashMap<OwnedRow, GroupState, RandomState>;
 
 /// One group's state in an aggregate operator.
 pub struct GroupState {

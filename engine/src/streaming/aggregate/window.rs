@@ -85,6 +85,10 @@ impl WindowGroups {
     /// were: taking the state empties the structures, so it is merged back.
     fn state(&mut self, indices: &mut Vec<usize>) -> Result<(Vec<ArrayRef>, Vec<Vec<ArrayRef>>)> {
         let keys = self.keys.emit(EmitTo::All)?;
+        // Emitting all leaves the key map behind in some implementations
+        // (DataFusion emits all only at the end of its input): reset it
+        // before the keys go back in.
+        self.keys.clear_shrink(keys.first().map_or(0, |k| k.len()));
         let states = self
             .accumulators
             .iter_mut()
