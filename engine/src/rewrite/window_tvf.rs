@@ -47,15 +47,17 @@ const SIZE: &str = "__sluice_size";
 const BIN: &str = "__sluice_bin";
 const OFFSET: &str = "__sluice_offset";
 
-/// One projection adding the window columns: rows are binned by `BIN`,
-/// shifted back by `OFFSET`, and windows last `SIZE`.
+/// One projection adding the window columns: rows are binned by `BIN` (an
+/// interval, as `date_bin` takes it), shifted back by `OFFSET`, and windows
+/// last `SIZE`. Offsets and sizes are fixed durations (see
+/// [`nanos_duration`]), so the shifts are plain integer additions.
 const TEMPLATE: &str = "SELECT *, \
      date_bin(__sluice_bin, __sluice_time, TIMESTAMP '1970-01-01 00:00:00') - __sluice_offset \
        AS window_start, \
      date_bin(__sluice_bin, __sluice_time, TIMESTAMP '1970-01-01 00:00:00') - __sluice_offset \
        + __sluice_size AS window_end, \
      date_bin(__sluice_bin, __sluice_time, TIMESTAMP '1970-01-01 00:00:00') - __sluice_offset \
-       + __sluice_size - INTERVAL '1' MILLISECOND AS window_time \
+       + __sluice_size - arrow_cast(1000000, 'Duration(Nanosecond)') AS window_time \
      FROM __sluice_table";
 
 /// Session windows of a one-off query: sessions numbered per partition by
@@ -66,7 +68,7 @@ const SESSION_TEMPLATE: &str = "SELECT * EXCLUDE (__sluice_new, __sluice_session
      max(__sluice_time) OVER (PARTITION BY __sluice_partition, __sluice_session) \
        + __sluice_size AS window_end, \
      max(__sluice_time) OVER (PARTITION BY __sluice_partition, __sluice_session) \
-       + __sluice_size - INTERVAL '1' MILLISECOND AS window_time \
+       + __sluice_size - arrow_cast(1000000, 'Duration(Nanosecond)') AS window_time \
      FROM (SELECT *, sum(__sluice_new) OVER (PARTITION BY __sluice_partition \
              ORDER BY __sluice_time ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) \
              AS __sluice_session \
@@ -79,7 +81,7 @@ const SESSION_TEMPLATE: &str = "SELECT * EXCLUDE (__sluice_new, __sluice_session
 /// merged by the streaming aggregate.
 const PROTO_SESSION_TEMPLATE: &str = "SELECT *, __sluice_time AS window_start, \
      __sluice_time + __sluice_size AS window_end, \
-     __sluice_time + __sluice_size - INTERVAL '1' MILLISECOND AS window_time \
+     __sluice_time + __sluice_size - arrow_cast(1000000, 'Duration(Nanosecond)') AS window_time \
      FROM __sluice_table";
 
 /// Placeholder of a window's `PARTITION BY` list.
@@ -244,9 +246,10 @@ fn subquery(
     let time = descriptor_column(kind, descriptor)?;
     match (kind, sizes) {
         (WindowKind::Tumble, [size]) => {
-            positive_interval(kind, size)?;
-            let zero = zero_interval();
-            projection(TEMPLATE, &table, &time, size, size, &zero, &[])
+            let size_nanos = positive_interval(kind, size)?;
+            let zero = nanos_duration(0);
+            let length = nanos_duration(size_nanos);
+            projection(TEMPLATE, &table, &time, size, &length, &zero, &[])
         }
         (WindowKind::Hop, [slide, size]) => {
             let slide_nanos = positive_interval(kind, slide)?;
@@ -259,10 +262,11 @@ fn subquery(
                 .into());
             }
             let windows = size_nanos / slide_nanos;
+            let length = nanos_duration(size_nanos);
             let mut query: Option<ast::Query> = None;
             for j in 0..windows {
-                let offset = nanos_interval(j * slide_nanos);
-                let branch = projection(TEMPLATE, &table, &time, slide, size, &offset, &[])?;
+                let offset = nanos_duration(j * slide_nanos);
+                let branch = projection(TEMPLATE, &table, &time, slide, &length, &offset, &[])?;
                 query = Some(match query {
                     None => branch,
                     Some(left) => union_all(left, branch),
@@ -272,7 +276,8 @@ fn subquery(
         }
         (WindowKind::Session, [gap]) => {
             let gap_nanos = positive_interval(kind, gap)?;
-            let zero = zero_interval();
+            let zero = nanos_duration(0);
+            let gap = &nanos_duration(gap_nanos);
             let partition: Vec<Expr> = partition_by
                 .iter()
                 .map(|column| Expr::Identifier(column.clone()))
@@ -330,20 +335,32 @@ fn positive_interval(kind: WindowKind, expr: &Expr) -> Result<i64> {
     Ok(nanos)
 }
 
-fn zero_interval() -> Expr {
-    nanos_interval(0)
-}
-
-/// `INTERVAL '<n> nanoseconds'`.
-fn nanos_interval(nanos: i64) -> Expr {
-    Expr::Interval(ast::Interval {
-        value: Box::new(Expr::value(ast::Value::SingleQuotedString(format!(
-            "{nanos} nanoseconds"
-        )))),
-        leading_field: None,
-        leading_precision: None,
-        last_field: None,
-        fractional_seconds_precision: None,
+/// A fixed duration of `nanos` nanoseconds, as an Arrow duration rather
+/// than an SQL interval: a timestamp plus a duration is one integer
+/// addition per row (DataFusion casts the duration to the timestamp's
+/// unit), where adding a month-day-nano interval goes through calendar
+/// arithmetic per row, which cost most of a HOP window's time.
+fn nanos_duration(nanos: i64) -> Expr {
+    Expr::Function(ast::Function {
+        name: ast::ObjectName::from(vec![Ident::new("arrow_cast")]),
+        uses_odbc_syntax: false,
+        parameters: ast::FunctionArguments::None,
+        args: ast::FunctionArguments::List(ast::FunctionArgumentList {
+            duplicate_treatment: None,
+            args: vec![
+                ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(Expr::value(
+                    ast::Value::Number(nanos.to_string(), false),
+                ))),
+                ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(Expr::value(
+                    ast::Value::SingleQuotedString("Duration(Nanosecond)".into()),
+                ))),
+            ],
+            clauses: Vec::new(),
+        }),
+        filter: None,
+        null_treatment: None,
+        over: None,
+        within_group: Vec::new(),
     })
 }
 
