@@ -24,6 +24,7 @@ use datafusion::arrow::array::{
 use datafusion::arrow::compute::{cast, concat_batches, take};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::row::{RowConverter, SortField};
+use datafusion::common::hash_utils::RandomState;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::logical_expr::{EmitTo, GroupsAccumulator};
 use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
@@ -233,13 +234,19 @@ fn rows_by_window(ends: &Int64Array) -> Vec<(i64, Option<UInt32Array>)> {
     if values.iter().all(|&end| end == first) {
         return vec![(first, None)];
     }
-    let mut at: HashMap<i64, usize> = HashMap::new();
+    let mut at: HashMap<i64, usize, RandomState> = HashMap::default();
     let mut parts: Vec<(i64, Vec<u32>)> = Vec::new();
+    // Rows arrive roughly in time order: most repeat the previous row's end.
+    let mut last: Option<(i64, usize)> = None;
     for (row, &end) in values.iter().enumerate() {
-        let part = *at.entry(end).or_insert_with(|| {
-            parts.push((end, Vec::new()));
-            parts.len() - 1
-        });
+        let part = match last {
+            Some((previous, part)) if previous == end => part,
+            _ => *at.entry(end).or_insert_with(|| {
+                parts.push((end, Vec::new()));
+                parts.len() - 1
+            }),
+        };
+        last = Some((end, part));
         parts[part].1.push(row as u32);
     }
     parts
