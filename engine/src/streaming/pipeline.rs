@@ -140,9 +140,13 @@ impl Pipeline {
             }
         }
         if let Some(join) = &self.join {
-            let kind = match join.is_interval() {
-                true => "interval join (kept rows expire with the watermarks",
-                false => "join (both sides' rows kept",
+            let kind = match (join.is_interval(), join.is_outer()) {
+                (true, _) => "interval join (kept rows expire with the watermarks",
+                (false, true) => {
+                    "outer join (both sides' rows kept; a change re-joins the rows sharing its \
+                     keys and emits the difference"
+                }
+                (false, false) => "join (both sides' rows kept",
             };
             let found = match join.is_indexed() {
                 true => "; a change meets the kept rows with its keys, through a key index",

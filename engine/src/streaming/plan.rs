@@ -193,7 +193,8 @@ pub async fn plan_continuous_query(
         // Expired rows cannot be retracted: an interval join's inputs are
         // append-only.
         builder.append_only |= join.is_interval();
-        builder.updating = retracts && !join.is_interval();
+        // An outer join takes back NULL-padded rows whatever its inputs do.
+        builder.updating = (retracts && !join.is_interval()) || join.is_outer();
         let tail = builder.chain(stages.collect(), no_watermark).await?;
         let [left, right]: [Vec<Box<dyn StreamOperator>>; 2] = chains
             .try_into()
@@ -355,8 +356,12 @@ impl ChainBuilder {
         // where the time bounds are found.
         let optimized = self.state.optimize(&fragment)?;
         let mut bounds = None;
+        // The optimizer turns an outer join whose NULL rows the WHERE
+        // clause drops into an inner one: the join type is read after it.
+        let mut join_type = JoinType::Inner;
         optimized.apply(|node| {
             if let LogicalPlan::Join(join) = node {
+                join_type = join.join_type;
                 let equalities = join.on.iter().map(|(l, r)| l.clone().eq(r.clone()));
                 if let Some(condition) = conjunction(equalities.chain(join.filter.clone())) {
                     bounds = time_bounds(
@@ -375,6 +380,22 @@ impl ChainBuilder {
         let plan = planner
             .create_physical_plan(&optimized, &self.state)
             .await?;
+        let keys = join_keys(&optimized);
+        let outer = join_type != JoinType::Inner;
+        if outer && keys.is_none() {
+            return Err(unsupported(format!(
+                "cannot run incrementally: {} JOIN: an outer join needs an equality condition \
+                 between a column of each table (e.g. ON a.k = b.k)",
+                join_type.to_string().to_uppercase()
+            )));
+        }
+        if outer && bounds.is_some() {
+            return Err(unsupported(format!(
+                "cannot run incrementally: {} JOIN with time bounds: interval joins are inner \
+                 joins for now",
+                join_type.to_string().to_uppercase()
+            )));
+        }
         JoinOperator::try_new(
             plan,
             slots,
@@ -383,7 +404,8 @@ impl ChainBuilder {
                 Arc::new(right.as_arrow().clone()),
             ],
             bounds,
-            join_keys(&optimized),
+            keys,
+            outer,
             self.task()?,
         )
     }
@@ -446,10 +468,13 @@ impl Splitter {
             }
             LogicalPlan::Join(join) => {
                 refuse_subqueries(plan)?;
-                if join.join_type != JoinType::Inner {
+                if !matches!(
+                    join.join_type,
+                    JoinType::Inner | JoinType::Left | JoinType::Right | JoinType::Full
+                ) {
                     return Err(unsupported(format!(
-                        "cannot run incrementally: {} JOIN: only inner joins are incremental \
-                         for now",
+                        "cannot run incrementally: {} JOIN: only inner, left, right and full \
+                         joins are incremental for now",
                         join.join_type.to_string().to_uppercase()
                     )));
                 }

@@ -10,6 +10,7 @@ mod bounds;
 mod key_index;
 mod keys;
 mod operator;
+mod outer;
 mod side;
 
 pub use bounds::{TimeBounds, time_bounds};

@@ -24,6 +24,7 @@ use datafusion::physical_plan::{ExecutionPlan, collect};
 
 use super::bounds::TimeBounds;
 use super::key_index::KeyIndex;
+use super::outer::{difference, null_keyed};
 use super::side::SideRows;
 use crate::streaming::checkpoint::StateSnapshot;
 use crate::streaming::feed::FeedSlot;
@@ -43,6 +44,9 @@ pub struct JoinOperator {
     sides: [SideRows; 2],
     /// Each input's equality-key columns, where the join has such keys.
     keys: Option<JoinKeys>,
+    /// A LEFT, RIGHT or FULL join: changes recompute their key groups
+    /// (see [`super::outer`]).
+    outer: bool,
     /// Set for an interval join: kept rows expire with the watermarks.
     bounds: Option<TimeBounds>,
     watermarks: [Option<Watermark>; 2],
@@ -58,15 +62,22 @@ pub type JoinKeys = [Vec<usize>; 2];
 
 impl JoinOperator {
     /// Runs `plan`, whose two feeds read `slots` (rows of `input_schemas`);
-    /// `keys`: the inputs' equality-key columns, to index the kept rows by.
+    /// `keys`: the inputs' equality-key columns, to index the kept rows by
+    /// (an `outer` join must have them).
     pub fn try_new(
         plan: Arc<dyn ExecutionPlan>,
         slots: [Arc<FeedSlot>; 2],
         input_schemas: [SchemaRef; 2],
         bounds: Option<TimeBounds>,
         keys: Option<JoinKeys>,
+        outer: bool,
         task: Arc<TaskContext>,
     ) -> Result<Self> {
+        if outer && (keys.is_none() || bounds.is_some()) {
+            return Err(datafusion::error::DataFusionError::Internal(
+                "an outer join runs with equality keys and without time bounds".into(),
+            ));
+        }
         let sides = [
             Self::side(&input_schemas[0], keys.as_ref().map(|k| &k[0]))?,
             Self::side(&input_schemas[1], keys.as_ref().map(|k| &k[1]))?,
@@ -77,6 +88,7 @@ impl JoinOperator {
             input_schemas,
             sides,
             keys,
+            outer,
             bounds,
             watermarks: [None, None],
             passed: None,
@@ -95,6 +107,11 @@ impl JoinOperator {
     /// also makes the output append-only and gives it a watermark.
     pub fn is_interval(&self) -> bool {
         self.bounds.is_some()
+    }
+
+    /// Whether it is a LEFT, RIGHT or FULL join.
+    pub fn is_outer(&self) -> bool {
+        self.outer
     }
 
     /// Whether each side's kept rows are found by key.
@@ -127,6 +144,9 @@ impl JoinOperator {
         if batch.num_rows() == 0 {
             return Ok(());
         }
+        if self.outer {
+            return self.recompute_key_group(input, change.op, batch, out).await;
+        }
         let probe_columns = self.keys.as_ref().map(|keys| keys[input].as_slice());
         let candidates = match self.sides[other].rows() {
             0 => Vec::new(),
@@ -153,6 +173,72 @@ impl JoinOperator {
             ChangeOp::Insert => self.sides[input].insert(batch),
             ChangeOp::Delete => self.sides[input].delete(&batch),
         }
+    }
+
+    /// An outer join's change: joins the rows of both inputs that share
+    /// the change's keys before and after it, and emits the difference.
+    async fn recompute_key_group(
+        &mut self,
+        input: usize,
+        op: ChangeOp,
+        batch: RecordBatch,
+        out: &mut Vec<Change>,
+    ) -> Result<()> {
+        let Some(keys) = self.keys.clone() else {
+            return Err(datafusion::error::DataFusionError::Internal(
+                "an outer join without keys".into(),
+            ));
+        };
+        // Both results must cover the same rows but the change: one way
+        // of finding them for both (by key, or all rows for a change as
+        // large as what is kept).
+        let by_key = self.sides.iter().any(|side| side.is_small(&batch));
+        let unkeyed = null_keyed(&batch, &keys[input])?;
+        let mut before = self.key_group(&batch, &keys[input], by_key)?;
+        if let (ChangeOp::Delete, Some(rows), true) = (op, &unkeyed, by_key) {
+            before[input].push(rows.clone());
+        }
+        let old = self.run(before).await?;
+        match op {
+            ChangeOp::Insert => self.sides[input].insert(batch.clone())?,
+            ChangeOp::Delete => self.sides[input].delete(&batch)?,
+        }
+        let mut after = self.key_group(&batch, &keys[input], by_key)?;
+        if let (ChangeOp::Insert, Some(rows), true) = (op, unkeyed, by_key) {
+            after[input].push(rows);
+        }
+        let new = self.run(after).await?;
+        let (deleted, inserted) = difference(&self.plan.schema(), &old, &new)?;
+        out.extend(deleted.map(Change::delete));
+        out.extend(inserted.map(Change::insert));
+        Ok(())
+    }
+
+    /// Each input's rows that share a key with `probe` (its key columns
+    /// at `probe_columns`), or every row.
+    fn key_group(
+        &mut self,
+        probe: &RecordBatch,
+        probe_columns: &[usize],
+        by_key: bool,
+    ) -> Result<[Vec<RecordBatch>; 2]> {
+        let group = |side: &mut SideRows| match by_key {
+            true => side.by_key(probe, probe_columns),
+            false => side.batches(),
+        };
+        let [left, right] = &mut self.sides;
+        Ok([group(left)?, group(right)?])
+    }
+
+    /// The join over `feeds` (each input's rows).
+    async fn run(&self, [left, right]: [Vec<RecordBatch>; 2]) -> Result<Vec<RecordBatch>> {
+        self.slots[0].put_all(left);
+        self.slots[1].put_all(right);
+        let plan = reset_plan_states(Arc::clone(&self.plan))?;
+        let joined = collect(plan, Arc::clone(&self.task)).await;
+        self.slots[0].put_all(Vec::new());
+        self.slots[1].put_all(Vec::new());
+        Ok(joined?.into_iter().filter(|b| b.num_rows() > 0).collect())
     }
 
     /// Event time of `input` has reached `watermark`: drops the kept rows

@@ -130,20 +130,39 @@ impl SideRows {
         probe: &RecordBatch,
         probe_columns: Option<&[usize]>,
     ) -> Result<Vec<RecordBatch>> {
-        let small = probe
-            .num_rows()
-            .saturating_mul(INDEX_WHEN_KEPT_EXCEEDS_CHANGE)
-            < self.rows;
         match probe_columns {
-            Some(columns) if small && self.build_index()? => {
-                let ids = match &self.index {
-                    Some(index) => index.matching(probe, columns)?,
-                    None => Vec::new(),
-                };
-                Ok(self.gather(&ids)?.into_iter().collect())
+            Some(columns) if self.is_small(probe) && self.index.is_some() => {
+                self.by_key(probe, columns)
             }
             _ => self.batches(),
         }
+    }
+
+    /// Whether a change of `probe`'s rows is small against the kept rows,
+    /// so finding its partners by key beats joining with everything.
+    pub fn is_small(&self, probe: &RecordBatch) -> bool {
+        probe
+            .num_rows()
+            .saturating_mul(INDEX_WHEN_KEPT_EXCEEDS_CHANGE)
+            < self.rows
+    }
+
+    /// The kept rows whose key hashes as one of `probe`'s (its key columns
+    /// at `probe_columns`), through the key index (built if it is not);
+    /// every kept row if the join has no keys.
+    pub fn by_key(
+        &mut self,
+        probe: &RecordBatch,
+        probe_columns: &[usize],
+    ) -> Result<Vec<RecordBatch>> {
+        if !self.build_index()? {
+            return self.batches();
+        }
+        let ids = match &self.index {
+            Some(index) => index.matching(probe, probe_columns)?,
+            None => Vec::new(),
+        };
+        Ok(self.gather(&ids)?.into_iter().collect())
     }
 
     /// Builds the key index over the kept rows if it is not yet built;
