@@ -31,6 +31,49 @@ use crate::streaming::checkpoint::StateSnapshot;
 use crate::streaming::operator::{OperatorMetrics, StreamOperator};
 use crate::streaming::signal::{Change, ChangeOp, CheckpointBarrier};
 
+/// The row count that marks a group removed in an incremental checkpoint.
+const GONE: i64 = i64::MIN;
+
+/// Whole checkpoints of an aggregate are written this often; between them
+/// only the groups changed since the checkpoint before. A fixed cadence,
+/// not a size rule, so the copies of a keyed aggregate (which see the same
+/// barriers) always agree on which kind they write.
+const FULL_EVERY: u32 = 16;
+
+/// What an aggregate's incremental checkpoints need to know.
+#[derive(Default)]
+struct Increments {
+    /// Groups changed (or removed) since the last snapshot.
+    unsaved: HashSet<OwnedRow, RandomState>,
+    /// The epoch of the checkpoint barrier just passed, whose snapshot
+    /// comes next.
+    at: Option<u64>,
+    /// The epoch of the last snapshot taken. It is committed by the time
+    /// the next one is taken: the query's task waits for each checkpoint
+    /// before the next, and a failed one restores the operator (which
+    /// starts over with a whole snapshot).
+    last: Option<u64>,
+    /// Incremental snapshots since the last whole one.
+    chain: u32,
+}
+
+impl Increments {
+    /// The epoch a snapshot taken at `taken` may build on, if it may be
+    /// incremental.
+    fn delta_since(&self, taken: Option<u64>) -> Option<u64> {
+        match (taken, self.last) {
+            (Some(taken), Some(last)) if taken > last && self.chain + 1 < FULL_EVERY => Some(last),
+            _ => None,
+        }
+    }
+
+    /// A snapshot was taken at `taken`, incremental or whole.
+    fn taken(&mut self, taken: Option<u64>, incremental: bool) {
+        self.last = taken;
+        self.chain = if incremental { self.chain + 1 } else { 0 };
+    }
+}
+
 /// A batch's rows by group.
 struct Partitioned {
     /// Each group's key and row indices, in first-seen order.
@@ -49,6 +92,8 @@ pub struct AggregateOperator {
     groups: Groups,
     /// Groups changed in the current epoch (updating mode).
     dirty: HashSet<OwnedRow, RandomState>,
+    /// Incremental checkpoints; see [`Increments`].
+    increments: Increments,
     /// With no GROUP BY, the key of the one group, which exists (and
     /// emits) even when empty, as `SELECT count(*) FROM t` returns 0 on an
     /// empty table.
@@ -86,6 +131,7 @@ impl AggregateOperator {
             keys,
             groups: Groups::default(),
             dirty: HashSet::default(),
+            increments: Increments::default(),
             global,
         };
         if let Some(key) = operator.global.clone() {
@@ -296,6 +342,7 @@ impl StreamOperator for AggregateOperator {
                 ChangeOp::Insert => count,
                 ChangeOp::Delete => -count,
             };
+            self.increments.unsaved.insert(key.clone());
             self.dirty.insert(key);
         }
         Ok(())
@@ -303,9 +350,12 @@ impl StreamOperator for AggregateOperator {
 
     async fn handle_checkpoint(
         &mut self,
-        _barrier: CheckpointBarrier,
+        barrier: CheckpointBarrier,
         out: &mut Vec<Change>,
     ) -> Result<()> {
+        if barrier.checkpoint {
+            self.increments.at = Some(barrier.epoch.0);
+        }
         if self.dirty.is_empty() {
             return Ok(());
         }
@@ -361,11 +411,42 @@ impl StreamOperator for AggregateOperator {
             .iter()
             .map(|field| field.data_type().clone())
             .collect();
-        let batch = save_groups(&mut self.groups, &output_types)?;
-        Ok(Some(StateSnapshot {
-            batches: batch.into_iter().collect(),
-            meta: serde_json::json!({}),
-        }))
+        let unsaved = std::mem::take(&mut self.increments.unsaved);
+        let taken = self.increments.at.take();
+        let since = self.increments.delta_since(taken);
+        self.increments.taken(taken, since.is_some());
+        let Some(since) = since else {
+            let batch = save_groups(&mut self.groups, &output_types)?;
+            return Ok(Some(StateSnapshot {
+                batches: batch.into_iter().collect(),
+                meta: serde_json::json!({}),
+            }));
+        };
+        // Only the groups changed since the last checkpoint: their whole
+        // state, or a mark that they are gone.
+        let mut changed = Groups::default();
+        for key in unsaved {
+            let group = match self.groups.remove(&key) {
+                Some(group) => group,
+                None => {
+                    let mut gone = self.new_group()?;
+                    gone.rows = GONE;
+                    gone
+                }
+            };
+            changed.insert(key, group);
+        }
+        let batch = save_groups(&mut changed, &output_types);
+        for (key, group) in changed {
+            if group.rows != GONE {
+                self.groups.insert(key, group);
+            }
+        }
+        Ok(Some(StateSnapshot::delta(
+            batch?.into_iter().collect(),
+            serde_json::json!({}),
+            since,
+        )))
     }
 
     fn restore(&mut self, snapshot: StateSnapshot) -> Result<()> {
@@ -378,7 +459,15 @@ impl StreamOperator for AggregateOperator {
                 |_| self.new_group(),
                 &self.strategies,
             )?;
-            groups.extend(rows);
+            // Later batches (an incremental checkpoint's changes) replace
+            // or remove the groups of earlier ones.
+            for (key, group) in rows {
+                if group.rows == GONE {
+                    groups.remove(&key);
+                } else {
+                    groups.insert(key, group);
+                }
+            }
         }
         if let Some(global) = &self.global
             && !groups.contains_key(global)
@@ -387,6 +476,8 @@ impl StreamOperator for AggregateOperator {
         }
         self.groups = groups;
         self.dirty.clear();
+        // The next checkpoint is a whole one.
+        self.increments = Increments::default();
         Ok(())
     }
 }
