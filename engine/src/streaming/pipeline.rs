@@ -105,6 +105,9 @@ impl Pipeline {
                 out.extend(self.after_input(input, rest).await?);
             }
         }
+        if let Some(join) = &mut self.join {
+            join.checkpoint_barrier(barrier);
+        }
         for i in 0..self.tail.len() {
             let mut emitted = Vec::new();
             self.tail[i]
@@ -191,7 +194,7 @@ impl Pipeline {
             .flatten()
             .map(|operator| operator.snapshot())
             .collect::<Result<Vec<_>>>()?;
-        if let Some(join) = &self.join {
+        if let Some(join) = &mut self.join {
             snapshots.extend(join.snapshot()?.map(Some));
         }
         for operator in &mut self.tail {

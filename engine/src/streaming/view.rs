@@ -10,8 +10,8 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use datafusion::arrow::array::{Int64Array, RecordBatch};
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::datasource::memory::MemorySourceConfig;
@@ -20,8 +20,8 @@ use datafusion::logical_expr::{Expr, TableType};
 use datafusion::physical_plan::ExecutionPlan;
 use tokio::sync::broadcast;
 
-use super::checkpoint::StateSnapshot;
-use super::signal::{Change, ChangeOp, Epoch};
+use super::checkpoint::{StateSnapshot, counted_changes, counted_schema};
+use super::signal::{Change, Epoch};
 use super::sink::EpochSink;
 use super::view_rows::ViewRows;
 
@@ -268,27 +268,13 @@ impl EpochSink for MaterializedView {
         let mut content = self.content();
         let epoch = content.epoch;
         let meta = serde_json::json!({ "epoch": epoch.map(|e| e.0) });
-        let counted = self.counted_schema();
+        let counted = counted_schema(&self.schema);
         if let Some(increments) = &mut content.increments {
             let changes = std::mem::take(&mut increments.changes);
             let delta_rows: usize = changes.iter().map(|c| c.batch.num_rows()).sum();
             if let (true, Some(base)) = (increments.delta_pays(delta_rows), increments.base) {
                 // The changes as rows with a count of +1 or -1.
-                let batches = changes
-                    .iter()
-                    .map(|change| {
-                        let sign = match change.op {
-                            ChangeOp::Insert => 1,
-                            ChangeOp::Delete => -1,
-                        };
-                        let mut columns = change.batch.columns().to_vec();
-                        columns.push(Arc::new(Int64Array::from_value(
-                            sign,
-                            change.batch.num_rows(),
-                        )));
-                        Ok(RecordBatch::try_new(Arc::clone(&counted), columns)?)
-                    })
-                    .collect::<Result<Vec<_>>>()?;
+                let batches = counted_changes(&counted, &changes)?;
                 increments.taken = epoch.map(|e| (e, false, delta_rows));
                 return Ok(Some(StateSnapshot::delta(batches, meta, base.0)));
             }
@@ -345,18 +331,6 @@ impl EpochSink for MaterializedView {
         Ok(())
     }
 }
-
-impl MaterializedView {
-    /// The view's schema with a count column: how a checkpoint holds rows.
-    fn counted_schema(&self) -> SchemaRef {
-        let mut fields: Vec<_> = self.schema.fields().iter().cloned().collect();
-        fields.push(Arc::new(Field::new(COUNT_COLUMN, DataType::Int64, false)));
-        Arc::new(Schema::new(fields))
-    }
-}
-
-/// The count column of a view's checkpoint.
-const COUNT_COLUMN: &str = "__sluice_count";
 
 /// `SELECT … FROM v` over a [`MaterializedView`].
 #[derive(Debug)]

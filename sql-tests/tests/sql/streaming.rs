@@ -207,6 +207,86 @@ async fn a_view_with_embed_runs_the_model_once_per_row_and_survives_a_restart() 
     );
 }
 
+/// Asserts that `view` holds exactly `query`'s rows (EXCEPT ALL both ways
+/// is empty).
+async fn assert_view_equals(sluice: &Sluice, view: &str, query: &str) {
+    let differing = sorted_rows(
+        sluice,
+        &format!(
+            "SELECT (SELECT count(*) FROM (SELECT * FROM {view} EXCEPT ALL {query}) d) + \
+             (SELECT count(*) FROM ({query} EXCEPT ALL SELECT * FROM {view}) e)"
+        ),
+    )
+    .await;
+    assert_eq!(
+        differing,
+        vec![vec![Some("0".to_string())]],
+        "{view} differs from {query}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joins_and_aggregates_resume_from_incremental_checkpoints() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let inner = "SELECT a.k, a.x, b.y FROM a JOIN b ON a.k = b.k";
+    let left = "SELECT b.k, b.y, a.x FROM b LEFT JOIN a ON a.k = b.k";
+    let grouped = "SELECT k, count(*) AS n, max(x) AS hi FROM a GROUP BY k";
+    {
+        let sluice = open(dir.path()).await;
+        for sql in [
+            "SET checkpoint_interval_ms = 0",
+            "CREATE TABLE a (k BIGINT, x TEXT)",
+            "CREATE TABLE b (k BIGINT, y TEXT)",
+            "INSERT INTO a SELECT value % 50, 'a' || value FROM generate_series(1, 500)",
+            "INSERT INTO b SELECT value, 'b' || value FROM generate_series(1, 60)",
+        ] {
+            run(&sluice, sql).await;
+        }
+        for (name, query) in [("ab", inner), ("ab_left", left), ("a_groups", grouped)] {
+            run(
+                &sluice,
+                &format!("CREATE MATERIALIZED VIEW {name} AS {query}"),
+            )
+            .await;
+        }
+        // A whole checkpoint, then two that hold only the changes since.
+        for sql in [
+            "CHECKPOINT",
+            "INSERT INTO a VALUES (55, 'new'), (7, 'new7')",
+            "DELETE FROM b WHERE k = 3",
+            "UPDATE a SET x = 'upd' WHERE k = 9",
+            "CHECKPOINT",
+            "INSERT INTO b VALUES (3, 'back')",
+            "DELETE FROM a WHERE k = 12",
+            "CHECKPOINT",
+        ] {
+            run(&sluice, sql).await;
+        }
+    }
+    // Reopened: each query resumes from its checkpoint (it reads no table
+    // row again) and equals its one-off query, then keeps following.
+    let sluice = open(dir.path()).await;
+    assert_eq!(
+        sorted_rows(
+            &sluice,
+            "SELECT name, rows_in FROM sluice_catalog.continuous_queries"
+        )
+        .await,
+        ["a_groups", "ab", "ab_left"]
+            .map(|name| vec![Some(name.to_string()), Some("0".to_string())])
+            .to_vec()
+    );
+    for (view, query) in [("ab", inner), ("ab_left", left), ("a_groups", grouped)] {
+        assert_view_equals(&sluice, view, query).await;
+    }
+    run(&sluice, "INSERT INTO a VALUES (3, 'after'), (60, 'x60')").await;
+    run(&sluice, "DELETE FROM b WHERE k = 7").await;
+    run(&sluice, "FLUSH").await;
+    for (view, query) in [("ab", inner), ("ab_left", left), ("a_groups", grouped)] {
+        assert_view_equals(&sluice, view, query).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_view_is_reported_and_the_others_go_on() {
     let dir = tempfile::tempdir().expect("temp dir");

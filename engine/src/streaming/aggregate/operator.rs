@@ -27,51 +27,19 @@ use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
 
 use super::checkpoint::{load_groups, save_groups};
 use super::state::{AggregateState, AggregateStrategy, GroupState, Groups};
-use crate::streaming::checkpoint::StateSnapshot;
+use crate::streaming::checkpoint::{DeltaCadence, StateSnapshot};
 use crate::streaming::operator::{OperatorMetrics, StreamOperator};
 use crate::streaming::signal::{Change, ChangeOp, CheckpointBarrier};
 
 /// The row count that marks a group removed in an incremental checkpoint.
 const GONE: i64 = i64::MIN;
 
-/// Whole checkpoints of an aggregate are written this often; between them
-/// only the groups changed since the checkpoint before. A fixed cadence,
-/// not a size rule, so the copies of a keyed aggregate (which see the same
-/// barriers) always agree on which kind they write.
-const FULL_EVERY: u32 = 16;
-
 /// What an aggregate's incremental checkpoints need to know.
 #[derive(Default)]
 struct Increments {
     /// Groups changed (or removed) since the last snapshot.
     unsaved: HashSet<OwnedRow, RandomState>,
-    /// The epoch of the checkpoint barrier just passed, whose snapshot
-    /// comes next.
-    at: Option<u64>,
-    /// The epoch of the last snapshot taken. It is committed by the time
-    /// the next one is taken: the query's task waits for each checkpoint
-    /// before the next, and a failed one restores the operator (which
-    /// starts over with a whole snapshot).
-    last: Option<u64>,
-    /// Incremental snapshots since the last whole one.
-    chain: u32,
-}
-
-impl Increments {
-    /// The epoch a snapshot taken at `taken` may build on, if it may be
-    /// incremental.
-    fn delta_since(&self, taken: Option<u64>) -> Option<u64> {
-        match (taken, self.last) {
-            (Some(taken), Some(last)) if taken > last && self.chain + 1 < FULL_EVERY => Some(last),
-            _ => None,
-        }
-    }
-
-    /// A snapshot was taken at `taken`, incremental or whole.
-    fn taken(&mut self, taken: Option<u64>, incremental: bool) {
-        self.last = taken;
-        self.chain = if incremental { self.chain + 1 } else { 0 };
-    }
+    cadence: DeltaCadence,
 }
 
 /// A batch's rows by group.
@@ -342,7 +310,9 @@ impl StreamOperator for AggregateOperator {
                 ChangeOp::Insert => count,
                 ChangeOp::Delete => -count,
             };
-            self.increments.unsaved.insert(key.clone());
+            if self.increments.cadence.is_active() {
+                self.increments.unsaved.insert(key.clone());
+            }
             self.dirty.insert(key);
         }
         Ok(())
@@ -354,7 +324,7 @@ impl StreamOperator for AggregateOperator {
         out: &mut Vec<Change>,
     ) -> Result<()> {
         if barrier.checkpoint {
-            self.increments.at = Some(barrier.epoch.0);
+            self.increments.cadence.barrier(barrier.epoch.0);
         }
         if self.dirty.is_empty() {
             return Ok(());
@@ -412,9 +382,7 @@ impl StreamOperator for AggregateOperator {
             .map(|field| field.data_type().clone())
             .collect();
         let unsaved = std::mem::take(&mut self.increments.unsaved);
-        let taken = self.increments.at.take();
-        let since = self.increments.delta_since(taken);
-        self.increments.taken(taken, since.is_some());
+        let since = self.increments.cadence.next_snapshot();
         let Some(since) = since else {
             let batch = save_groups(&mut self.groups, &output_types)?;
             return Ok(Some(StateSnapshot {

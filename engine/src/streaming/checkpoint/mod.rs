@@ -21,11 +21,15 @@
 //! manifest references the earlier files it builds on, which garbage
 //! collection keeps. A restore reads the base and its deltas in order.
 
+pub mod cadence;
 pub mod codec;
+pub mod counted;
 pub mod store;
 
 use datafusion::arrow::array::RecordBatch;
 
+pub use cadence::DeltaCadence;
+pub use counted::{counted_changes, counted_schema};
 pub use store::{CheckpointContent, CheckpointManifest, CheckpointStore};
 
 /// One operator's or sink's state at a barrier: its rows of state as Arrow

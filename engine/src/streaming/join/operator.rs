@@ -14,7 +14,7 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{BooleanArray, RecordBatch};
+use datafusion::arrow::array::{BooleanArray, Int64Array, RecordBatch};
 use datafusion::arrow::compute::filter_record_batch;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::error::Result;
@@ -26,10 +26,12 @@ use super::bounds::TimeBounds;
 use super::key_index::KeyIndex;
 use super::outer::{difference, null_keyed};
 use super::side::SideRows;
-use crate::streaming::checkpoint::StateSnapshot;
+use crate::streaming::checkpoint::{DeltaCadence, StateSnapshot, counted_changes, counted_schema};
 use crate::streaming::feed::FeedSlot;
 use crate::streaming::operator::OperatorMetrics;
-use crate::streaming::signal::{Change, ChangeOp, InputIndex, Watermark, event_time_nanos};
+use crate::streaming::signal::{
+    Change, ChangeOp, CheckpointBarrier, InputIndex, Watermark, event_time_nanos,
+};
 
 /// An inner join of a continuous query's two inputs, regular or (with
 /// [`TimeBounds`]) an interval join.
@@ -54,6 +56,11 @@ pub struct JoinOperator {
     passed: Option<Watermark>,
     late_rows: u64,
     task: Arc<TaskContext>,
+    /// Each side's changes since the last snapshot, for incremental
+    /// checkpoints (expiries are not among them: a restore expires again
+    /// from the restored watermarks).
+    unsaved: [Vec<Change>; 2],
+    cadence: DeltaCadence,
 }
 
 /// The columns of each input that the join's equality conditions compare,
@@ -94,6 +101,8 @@ impl JoinOperator {
             passed: None,
             late_rows: 0,
             task,
+            unsaved: [Vec::new(), Vec::new()],
+            cadence: DeltaCadence::default(),
         })
     }
 
@@ -170,9 +179,16 @@ impl JoinOperator {
             self.slots[other].put_all(Vec::new());
         }
         match change.op {
-            ChangeOp::Insert => self.sides[input].insert(batch),
-            ChangeOp::Delete => self.sides[input].delete(&batch),
+            ChangeOp::Insert => self.sides[input].insert(batch.clone())?,
+            ChangeOp::Delete => self.sides[input].delete(&batch)?,
         }
+        if self.cadence.is_active() {
+            self.unsaved[input].push(Change {
+                op: change.op,
+                batch,
+            });
+        }
+        Ok(())
     }
 
     /// An outer join's change: joins the rows of both inputs that share
@@ -202,6 +218,12 @@ impl JoinOperator {
         match op {
             ChangeOp::Insert => self.sides[input].insert(batch.clone())?,
             ChangeOp::Delete => self.sides[input].delete(&batch)?,
+        }
+        if self.cadence.is_active() {
+            self.unsaved[input].push(Change {
+                op,
+                batch: batch.clone(),
+            });
         }
         let mut after = self.key_group(&batch, &keys[input], by_key)?;
         if let (ChangeOp::Insert, Some(rows), true) = (op, unkeyed, by_key) {
@@ -261,11 +283,7 @@ impl JoinOperator {
         let downstream = if left == Watermark::END && right == Watermark::END {
             Watermark::END
         } else if let Some(bounds) = self.bounds {
-            // A left row matches right rows with times in
-            // [left − upper, left − lower]; right rows still to come are at
-            // or after the right watermark. And the other way round.
-            self.sides[0].retain_from(bounds.columns[0], right.0.saturating_add(bounds.lower))?;
-            self.sides[1].retain_from(bounds.columns[1], left.0.saturating_sub(bounds.upper))?;
+            self.expire()?;
             // Rows still to come carry a left time of at least
             // min(left, right + lower) and a right time of at least
             // min(right, left − upper).
@@ -285,24 +303,59 @@ impl JoinOperator {
         Ok(Some(downstream))
     }
 
-    /// Counters for the query's status.
+    /// Drops the kept rows an interval join's watermarks have expired.
+    fn expire(&mut self) -> Result<()> {
+        let (Some(bounds), [Some(left), Some(right)]) = (self.bounds, self.watermarks) else {
+            return Ok(());
+        };
+        // A left row matches right rows with times in
+        // [left − upper, left − lower]; right rows still to come are at
+        // or after the right watermark. And the other way round.
+        self.sides[0].retain_from(bounds.columns[0], right.0.saturating_add(bounds.lower))?;
+        self.sides[1].retain_from(bounds.columns[1], left.0.saturating_sub(bounds.upper))
+    }
+
+    /// A checkpoint barrier of `epoch` has passed: its snapshot is next.
+    pub fn checkpoint_barrier(&mut self, barrier: CheckpointBarrier) {
+        if barrier.checkpoint {
+            self.cadence.barrier(barrier.epoch.0);
+        }
+    }
+
     /// Each input's kept rows for a checkpoint (the left one also carries
-    /// the watermarks and counters).
-    pub fn snapshot(&self) -> Result<[StateSnapshot; 2]> {
-        Ok([
-            StateSnapshot {
-                batches: self.sides[0].batches()?,
-                meta: serde_json::json!({
-                    "watermarks": [self.watermarks[0].map(|w| w.0), self.watermarks[1].map(|w| w.0)],
-                    "passed": self.passed.map(|w| w.0),
-                    "late_rows": self.late_rows,
-                }),
-            },
-            StateSnapshot {
-                batches: self.sides[1].batches()?,
-                meta: serde_json::Value::Null,
-            },
-        ])
+    /// the watermarks and counters): all of them, or (between whole
+    /// checkpoints, see [`DeltaCadence`]) the changes since the last one,
+    /// each row with a count of +1 or -1.
+    pub fn snapshot(&mut self) -> Result<[StateSnapshot; 2]> {
+        let meta = serde_json::json!({
+            "watermarks": [self.watermarks[0].map(|w| w.0), self.watermarks[1].map(|w| w.0)],
+            "passed": self.passed.map(|w| w.0),
+            "late_rows": self.late_rows,
+        });
+        let unsaved = std::mem::take(&mut self.unsaved);
+        let since = self.cadence.next_snapshot();
+        let mut parts = Vec::with_capacity(2);
+        for (input, (changes, meta)) in unsaved
+            .into_iter()
+            .zip([meta, serde_json::json!({})])
+            .enumerate()
+        {
+            parts.push(match since {
+                Some(since) => StateSnapshot::delta(
+                    counted_changes(&counted_schema(&self.input_schemas[input]), &changes)?,
+                    meta,
+                    since,
+                ),
+                None => StateSnapshot {
+                    batches: self.sides[input].batches()?,
+                    meta,
+                },
+            });
+        }
+        let [left, right]: [StateSnapshot; 2] = parts
+            .try_into()
+            .map_err(|_| datafusion::error::DataFusionError::Internal("two sides".into()))?;
+        Ok([left, right])
     }
 
     /// Takes back what [`Self::snapshot`] took.
@@ -316,16 +369,48 @@ impl JoinOperator {
         for (input, snapshot) in [left, right].into_iter().enumerate() {
             let schema = Arc::clone(&self.input_schemas[input]);
             let mut rows = Self::side(&schema, self.keys.as_ref().map(|k| &k[input]))?;
+            let width = schema.fields().len();
             for batch in snapshot.batches {
-                // Checkpointed batches carry the feed's schema again.
-                rows.insert(RecordBatch::try_new(
-                    Arc::clone(&schema),
-                    batch.columns().to_vec(),
-                )?)?;
+                // Checkpointed batches carry the feed's schema again; a
+                // delta's carry a count column after it.
+                let rows_of = |keep: Option<&BooleanArray>| -> Result<RecordBatch> {
+                    let batch = RecordBatch::try_new(
+                        Arc::clone(&schema),
+                        batch.columns().get(..width).unwrap_or_default().to_vec(),
+                    )?;
+                    Ok(match keep {
+                        Some(keep) => filter_record_batch(&batch, keep)?,
+                        None => batch,
+                    })
+                };
+                match batch.columns().get(width) {
+                    None => rows.insert(rows_of(None)?)?,
+                    Some(counts) => {
+                        let counts =
+                            counts
+                                .as_any()
+                                .downcast_ref::<Int64Array>()
+                                .ok_or_else(|| {
+                                    datafusion::error::DataFusionError::Execution(
+                                        "corrupt join checkpoint: no counts".into(),
+                                    )
+                                })?;
+                        let inserted: BooleanArray =
+                            counts.iter().map(|c| Some(c.unwrap_or(0) > 0)).collect();
+                        let deleted: BooleanArray =
+                            counts.iter().map(|c| Some(c.unwrap_or(0) < 0)).collect();
+                        rows.insert(rows_of(Some(&inserted))?)?;
+                        rows.delete(&rows_of(Some(&deleted))?)?;
+                    }
+                }
             }
             self.sides[input] = rows;
         }
-        Ok(())
+        self.unsaved = [Vec::new(), Vec::new()];
+        // The next checkpoint is a whole one.
+        self.cadence = DeltaCadence::default();
+        // Rows a delta chain brings back after they had expired.
+        self.expire()
     }
 
     /// The operator's counters.
