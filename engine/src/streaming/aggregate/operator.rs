@@ -179,6 +179,12 @@ pub(super) fn output_batch(
             values.iter().map(|row| row[i].clone()),
         )?);
     }
+    batch_of(schema, columns)
+}
+
+/// `columns` as a batch of `schema`, each cast to its field's type where it
+/// differs (accumulators may return a wider type than the plan's).
+pub(super) fn batch_of(schema: &SchemaRef, columns: Vec<ArrayRef>) -> Result<RecordBatch> {
     let columns = columns
         .into_iter()
         .zip(schema.fields())

@@ -21,7 +21,7 @@ use async_trait::async_trait;
 use datafusion::arrow::array::{
     Array, ArrayRef, BinaryArray, Int64Array, RecordBatch, UInt32Array,
 };
-use datafusion::arrow::compute::{cast, concat_batches, take};
+use datafusion::arrow::compute::{concat_batches, take_arrays};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::common::hash_utils::RandomState;
@@ -34,10 +34,10 @@ use datafusion::physical_plan::aggregates::order::GroupOrdering;
 use sluice_types::error::{SluiceError, SqlState};
 
 use super::checkpoint::{SavedWindowGroups, read_window_groups, save_window_groups};
-use super::operator::{argument_columns, evaluate_columns};
+use super::operator::{argument_columns, batch_of, evaluate_columns};
 use crate::streaming::checkpoint::StateSnapshot;
 use crate::streaming::operator::{OperatorMetrics, StreamOperator};
-use crate::streaming::signal::{Change, ChangeOp, CheckpointBarrier, Watermark, event_time_nanos};
+use crate::streaming::signal::{Change, ChangeOp, Watermark, event_time_nanos};
 
 /// One open window's groups: their keys, numbered, and every aggregate's
 /// state for all of them.
@@ -182,22 +182,10 @@ impl WindowAggregateOperator {
 
     /// A closed window's output rows, cast to the output schema's types.
     fn output(&self, keys: Vec<ArrayRef>, values: Vec<ArrayRef>) -> Result<RecordBatch> {
-        let columns = keys
-            .into_iter()
-            .chain(values)
-            .zip(self.output_schema.fields())
-            .map(|(column, field)| {
-                if column.data_type() == field.data_type() {
-                    Ok(column)
-                } else {
-                    Ok(cast(&column, field.data_type())?)
-                }
-            })
-            .collect::<Result<Vec<_>>>()?;
-        Ok(RecordBatch::try_new(
-            Arc::clone(&self.output_schema),
-            columns,
-        )?)
+        batch_of(
+            &self.output_schema,
+            keys.into_iter().chain(values).collect(),
+        )
     }
 
     /// The aggregates' output types (the checkpoint format keeps a column of
@@ -252,13 +240,6 @@ fn rows_by_window(ends: &Int64Array) -> Vec<(i64, Option<UInt32Array>)> {
     parts
         .into_iter()
         .map(|(end, rows)| (end, Some(UInt32Array::from(rows))))
-        .collect()
-}
-
-fn take_all(columns: &[ArrayRef], rows: &UInt32Array) -> Result<Vec<ArrayRef>> {
-    columns
-        .iter()
-        .map(|column| Ok(take(column.as_ref(), rows, None)?))
         .collect()
 }
 
@@ -318,10 +299,10 @@ impl StreamOperator for WindowAggregateOperator {
             let (keys, arguments) = match rows {
                 None => (key_columns.clone(), arguments.clone()),
                 Some(rows) => (
-                    take_all(&key_columns, &rows)?,
+                    take_arrays(&key_columns, &rows, None)?,
                     arguments
                         .iter()
-                        .map(|columns| take_all(columns, &rows))
+                        .map(|columns| Ok(take_arrays(columns, &rows, None)?))
                         .collect::<Result<_>>()?,
                 ),
             };
@@ -359,15 +340,6 @@ impl StreamOperator for WindowAggregateOperator {
             )?));
         }
         Ok(watermark)
-    }
-
-    async fn handle_checkpoint(
-        &mut self,
-        _barrier: CheckpointBarrier,
-        _out: &mut Vec<Change>,
-    ) -> Result<()> {
-        // Windows emit on watermarks, not on epochs.
-        Ok(())
     }
 
     fn metrics(&self) -> OperatorMetrics {
@@ -421,10 +393,10 @@ impl StreamOperator for WindowAggregateOperator {
                 let (keys, states) = match rows {
                     None => (key_columns.clone(), states.clone()),
                     Some(rows) => (
-                        take_all(&key_columns, &rows)?,
+                        take_arrays(&key_columns, &rows, None)?,
                         states
                             .iter()
-                            .map(|columns| take_all(columns, &rows))
+                            .map(|columns| Ok(take_arrays(columns, &rows, None)?))
                             .collect::<Result<_>>()?,
                     ),
                 };

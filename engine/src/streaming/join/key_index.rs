@@ -42,6 +42,15 @@ impl Hasher for PassThrough {
 
 type ByHash<V> = HashMap<u64, V, BuildHasherDefault<PassThrough>>;
 
+/// Which rows of `batch` have a NULL in one of their key columns at
+/// `columns` (invalid in the buffer); `None`: no column has nulls. Such a
+/// key equals nothing.
+pub fn key_nulls(batch: &RecordBatch, columns: &[usize]) -> Option<NullBuffer> {
+    columns.iter().fold(None, |nulls, &i| {
+        NullBuffer::union(nulls.as_ref(), batch.column(i).logical_nulls().as_ref())
+    })
+}
+
 /// Row ids by key hash, as chains (the newest id per hash, then each id's
 /// predecessor), the layout of DataFusion's own join hash map; see the
 /// module docs. Keys are never stored: equal hashes are candidates, and
@@ -80,9 +89,7 @@ impl KeyIndex {
             .iter()
             .map(|&i| std::sync::Arc::clone(batch.column(i)))
             .collect();
-        let nulls = arrays.iter().fold(None, |nulls, array| {
-            NullBuffer::union(nulls.as_ref(), array.logical_nulls().as_ref())
-        });
+        let nulls = key_nulls(batch, columns);
         let mut hashes = vec![0; batch.num_rows()];
         create_hashes(&arrays, &self.random_state, &mut hashes)?;
         Ok(hashes
@@ -109,11 +116,8 @@ impl KeyIndex {
             self.previous
                 .resize(self.previous.len() + (first_id - next_id) as usize, NONE);
         }
-        for (row, hash) in self
-            .hashes(batch, &self.columns.clone())?
-            .into_iter()
-            .enumerate()
-        {
+        let hashes = self.hashes(batch, &self.columns)?;
+        for (row, hash) in hashes.into_iter().enumerate() {
             let id = first_id + row as u64;
             match hash {
                 Some(hash) => {

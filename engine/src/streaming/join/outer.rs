@@ -11,22 +11,20 @@
 
 use std::collections::HashMap;
 
-use datafusion::arrow::array::{Array, BooleanArray, RecordBatch};
-use datafusion::arrow::buffer::NullBuffer;
+use datafusion::arrow::array::{BooleanArray, RecordBatch};
 use datafusion::arrow::compute::{filter_record_batch, interleave_record_batch};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::common::hash_utils::RandomState;
 use datafusion::error::Result;
 
+use super::key_index::key_nulls;
+
 /// The rows of `batch` with a NULL in one of its key columns at `keys`
 /// (the key index leaves them out: they match nothing, yet an outer join
 /// still emits them), if any.
 pub fn null_keyed(batch: &RecordBatch, keys: &[usize]) -> Result<Option<RecordBatch>> {
-    let nulls = keys.iter().fold(None, |nulls, &i| {
-        NullBuffer::union(nulls.as_ref(), batch.column(i).logical_nulls().as_ref())
-    });
-    let Some(nulls) = nulls else {
+    let Some(nulls) = key_nulls(batch, keys) else {
         return Ok(None);
     };
     if nulls.null_count() == 0 {
@@ -102,7 +100,7 @@ pub fn difference(
 mod tests {
     use std::sync::Arc;
 
-    use datafusion::arrow::array::{Int64Array, StringArray};
+    use datafusion::arrow::array::{Array, Int64Array, StringArray};
     use datafusion::arrow::datatypes::{DataType, Field, Schema};
 
     use super::*;

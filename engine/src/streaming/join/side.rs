@@ -372,6 +372,9 @@ impl SideRows {
         let before = self.rows;
         let mut changed = false;
         for kept in &mut self.kept {
+            // Each batch's times are read once: its span is kept, and only a
+            // batch the bound cuts through is read again, row by row.
+            let mut read = None;
             let (earliest, latest) = match kept.times {
                 Some(times) => times,
                 None => {
@@ -379,6 +382,7 @@ impl SideRows {
                     let earliest = times.iter().flatten().min().unwrap_or(i64::MIN);
                     let latest = times.iter().flatten().max().unwrap_or(i64::MIN);
                     kept.times = Some((earliest, latest));
+                    read = Some(times);
                     (earliest, latest)
                 }
             };
@@ -392,7 +396,10 @@ impl SideRows {
                 changed = true;
                 continue;
             }
-            let times = event_time_nanos(kept.batch.column(column))?;
+            let times = match read {
+                Some(times) => times,
+                None => event_time_nanos(kept.batch.column(column))?,
+            };
             for (row, time) in times.iter().enumerate() {
                 if time.is_none_or(|t| t < bound) {
                     changed |= kept.kill(row);
