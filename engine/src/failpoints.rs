@@ -11,7 +11,9 @@
 //! - `sink-apply`: before a continuous query applies an epoch to its sink;
 //! - `aggregate-change`: as an aggregate takes a change;
 //! - `plan-statement`: as any statement is planned (its `panic` action
-//!   proves a panic costs the statement, not the connection).
+//!   proves a panic costs the statement, not the connection);
+//! - `transaction-commit-table`: as a transaction commits one of its
+//!   tables, the one its `return(schema.table)` names.
 //!
 //! Unset (always, outside tests), every point is a no-op.
 

@@ -109,6 +109,10 @@ pub(crate) async fn serve_connection<H: PgWireServerHandlers>(
         {
             pgwire::api::ErrorHandler::on_error(errors.as_ref(), &socket, &mut e);
             process_error(&mut socket, e, is_extended_query).await?;
+            if let Some(conn) = socket.session_extensions().get::<Connection>() {
+                let status = crate::query::after_error(&conn, socket.transaction_status());
+                socket.set_transaction_status(status);
+            }
         }
     }
     Ok(())

@@ -186,7 +186,7 @@ impl SimpleQueryHandler for SluiceQueryHandler {
                     // Postgres runs a multi-statement query until the first
                     // error and skips the rest.
                     let error = Response::Error(Box::new(ErrorInfo::from(e)));
-                    status = send_command(client, error, status).await?;
+                    status = after_error(&conn, send_command(client, error, status).await?);
                     break;
                 }
             }
@@ -370,6 +370,11 @@ where
     PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
 {
     let status = client.transaction_status();
+    if status == TransactionStatus::Error {
+        // It may have failed while its rows were sent, which the session
+        // did not see: its COMMIT must roll back.
+        conn.session.mark_transaction_failed();
+    }
     if status == TransactionStatus::Error && !runs_in_failed_transaction(prepared) {
         return Err(user_error(
             codes::IN_FAILED_SQL_TRANSACTION,
@@ -444,6 +449,16 @@ where
                 }
             })
         }
+    }
+}
+
+/// The transaction status after an error: failed inside a transaction,
+/// idle when there is none (a COMMIT that failed ended its transaction).
+pub(crate) fn after_error(conn: &Connection, status: TransactionStatus) -> TransactionStatus {
+    if conn.session.in_transaction() {
+        status
+    } else {
+        TransactionStatus::Idle
     }
 }
 

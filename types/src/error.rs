@@ -78,6 +78,8 @@ impl SqlState {
     pub const INVALID_SCHEMA_NAME: SqlState = SqlState("3F000");
     /// `25P01`: a transaction-only command outside a transaction.
     pub const NO_ACTIVE_SQL_TRANSACTION: SqlState = SqlState("25P01");
+    /// `25001`: a statement that cannot run inside a transaction block.
+    pub const ACTIVE_SQL_TRANSACTION: SqlState = SqlState("25001");
     /// `3B001`: no savepoint of that name.
     pub const INVALID_SAVEPOINT_SPECIFICATION: SqlState = SqlState("3B001");
     /// `42703`: no column of that name.

@@ -118,7 +118,8 @@ pub(crate) async fn drop_table(
         return Ok(());
     };
     let provider: &dyn std::any::Any = provider.as_ref();
-    if provider.downcast_ref::<DurableTable>().is_some() {
+    if let Some(table) = provider.downcast_ref::<DurableTable>() {
+        table.mark_dropped().await;
         store.drop_table(&name.schema, &name.table).await?;
     }
     Ok(())
@@ -130,6 +131,12 @@ async fn drop_durable(
     reference: &TableReference,
     name: &DurableName,
 ) -> Result<()> {
+    if let Ok(provider) = ctx.table_provider(reference.clone()).await {
+        let provider: &dyn std::any::Any = provider.as_ref();
+        if let Some(table) = provider.downcast_ref::<DurableTable>() {
+            table.mark_dropped().await;
+        }
+    }
     store.drop_table(&name.schema, &name.table).await?;
     ctx.deregister_table(reference.clone())?;
     Ok(())

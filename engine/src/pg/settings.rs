@@ -530,11 +530,15 @@ fn validate(def: &SettingDef, value: &str) -> Result<String> {
         },
         "default_transaction_isolation" | "transaction_isolation" => {
             match value.trim().to_ascii_lowercase().as_str() {
+                // Each runs under snapshot isolation (see the parser's
+                // check of transaction modes).
                 "read committed" | "read uncommitted" => Ok("read committed".into()),
+                "repeatable read" => Ok("repeatable read".into()),
                 _ => Err(invalid_value(
                     def,
                     value,
-                    "Sluice runs transactions at read committed only",
+                    "Sluice runs transactions under snapshot isolation (repeatable read); \
+                     serializable is not supported",
                 )),
             }
         }

@@ -31,6 +31,7 @@ use crate::sql::copy::{CopyFormat, CopyFormatKind};
 use crate::sql::statement::{SessionCommand, SluiceStatement, parse_sql};
 use crate::sql::streaming_statement::StreamingStatement;
 use crate::storage::vector_index::VectorSearchSettings;
+use crate::storage::{SessionTransaction, Transaction};
 use crate::streaming::{self, Cursors, Origin, StreamingOutcome};
 use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast;
@@ -47,13 +48,15 @@ pub struct SluiceSession {
     /// Names of the statements prepared with SQL `PREPARE`, for
     /// `DEALLOCATE ALL` (DataFusion keeps them but does not list them).
     prepared_names: Mutex<Vec<String>>,
-    /// Inside `BEGIN … COMMIT | ROLLBACK`: how many statements wrote. Each
-    /// write commits when it runs, so a ROLLBACK after some says it cannot
-    /// undo them rather than pretending.
-    transaction_writes: Mutex<Option<u64>>,
-    /// The open transaction's savepoints, oldest first, each with the
-    /// writes counted when it was set.
-    savepoints: Mutex<Vec<(String, u64)>>,
+    /// The open `BEGIN … COMMIT` transaction, if any.
+    transaction: Mutex<Option<OpenTransaction>>,
+}
+
+/// A session's open transaction.
+struct OpenTransaction {
+    transaction: Arc<Transaction>,
+    /// A statement failed in it: COMMIT rolls it back (as in Postgres).
+    failed: bool,
 }
 
 impl std::fmt::Debug for SluiceSession {
@@ -73,8 +76,7 @@ impl SluiceSession {
             settings,
             cursors: Cursors::default(),
             prepared_names: Mutex::new(Vec::new()),
-            transaction_writes: Mutex::new(None),
-            savepoints: Mutex::new(Vec::new()),
+            transaction: Mutex::new(None),
         }
     }
 
@@ -120,6 +122,16 @@ impl SluiceSession {
     /// Plans one statement. Parameters (`$1`, …) stay as placeholders until
     /// [`Self::execute`] binds them.
     pub async fn prepare(&self, statement: &SluiceStatement) -> Result<PreparedStatement> {
+        let prepared = self.prepare_statement(statement).await;
+        if prepared.is_err() {
+            // As in Postgres, a statement that fails to plan dooms the
+            // transaction it is in.
+            self.mark_transaction_failed();
+        }
+        prepared
+    }
+
+    async fn prepare_statement(&self, statement: &SluiceStatement) -> Result<PreparedStatement> {
         if let SluiceStatement::CatalogQuery {
             as_written,
             compatible,
@@ -212,38 +224,166 @@ impl SluiceSession {
         prepared: &PreparedStatement,
         params: Option<ParamValues>,
     ) -> Result<QueryOutput> {
-        let output = self.execute_kind(prepared, params).await?;
-        let wrote = match &output {
-            QueryOutput::Command(done) => matches!(done.tag, "INSERT" | "UPDATE" | "DELETE"),
-            QueryOutput::CopyIn(_) => true,
-            _ => false,
+        let output = match prepared.session_command() {
+            Some(command) if is_transaction_command(command) => {
+                self.execute_transaction_command(command).await
+            }
+            _ => {
+                self.check_allowed_in_transaction(prepared)?;
+                self.execute_kind(prepared, params).await
+            }
         };
-        if wrote && let Some(writes) = self.writes().as_mut() {
-            *writes += 1;
+        if output.is_err() {
+            self.mark_transaction_failed();
         }
-        Ok(output)
+        output
     }
 
-    /// The writes counted in the open transaction (`None` outside one).
-    fn writes(&self) -> MutexGuard<'_, Option<u64>> {
-        self.transaction_writes
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+    fn open_transaction(&self) -> MutexGuard<'_, Option<OpenTransaction>> {
+        self.transaction.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn savepoints(&self) -> MutexGuard<'_, Vec<(String, u64)>> {
-        self.savepoints.lock().unwrap_or_else(|e| e.into_inner())
+    /// Whether a `BEGIN … COMMIT` transaction is open.
+    pub fn in_transaction(&self) -> bool {
+        self.open_transaction().is_some()
     }
 
-    /// The writes counted so far in the open transaction; outside one, the
-    /// error Postgres gives `command`.
-    fn transaction_writes_for(&self, command: &str) -> Result<u64> {
-        (*self.writes()).ok_or_else(|| {
-            SluiceError::new(
-                SqlState::NO_ACTIVE_SQL_TRANSACTION,
-                format!("{command} can only be used in transaction blocks"),
+    /// Marks the open transaction failed (a statement in it failed, here or
+    /// while its rows were sent): its COMMIT rolls back.
+    pub fn mark_transaction_failed(&self) {
+        if let Some(open) = self.open_transaction().as_mut() {
+            open.failed = true;
+        }
+    }
+
+    /// Starting a continuous query is not part of a transaction (it runs
+    /// on after it): refused inside one, as Postgres refuses statements
+    /// that cannot be rolled back.
+    fn check_allowed_in_transaction(&self, prepared: &PreparedStatement) -> Result<()> {
+        let statement = match &prepared.kind {
+            PreparedKind::Streaming(StreamingStatement::CreateMaterializedView { .. }) => {
+                "CREATE MATERIALIZED VIEW"
+            }
+            PreparedKind::Streaming(StreamingStatement::CreateSink(_)) => "CREATE SINK",
+            _ => return Ok(()),
+        };
+        if self.in_transaction() {
+            return Err(SluiceError::new(
+                SqlState::ACTIVE_SQL_TRANSACTION,
+                format!("{statement} cannot run inside a transaction block"),
             )
-            .into()
+            .into());
+        }
+        Ok(())
+    }
+
+    /// The open transaction; outside one, the error Postgres gives
+    /// `command`.
+    fn transaction_for(&self, command: &str) -> Result<Arc<Transaction>> {
+        self.open_transaction()
+            .as_ref()
+            .map(|open| Arc::clone(&open.transaction))
+            .ok_or_else(|| {
+                SluiceError::new(
+                    SqlState::NO_ACTIVE_SQL_TRANSACTION,
+                    format!("{command} can only be used in transaction blocks"),
+                )
+                .into()
+            })
+    }
+
+    /// Makes `transaction` the one the session's scans and writes use
+    /// (`None`: none, each statement commits on its own).
+    fn use_transaction(&self, transaction: Option<Arc<Transaction>>) {
+        let state = self.ctx.state_ref();
+        let mut state = state.write();
+        state
+            .config_mut()
+            .set_extension(Arc::new(SessionTransaction(transaction)));
+    }
+
+    /// Ends the open transaction, if any: the session's statements commit
+    /// on their own again.
+    fn end_transaction(&self) -> Option<OpenTransaction> {
+        let open = self.open_transaction().take();
+        if open.is_some() {
+            self.use_transaction(None);
+        }
+        open
+    }
+
+    /// BEGIN, COMMIT, ROLLBACK and the savepoint commands.
+    async fn execute_transaction_command(&self, command: &SessionCommand) -> Result<QueryOutput> {
+        Ok(match command {
+            SessionCommand::Begin => {
+                let mut output = transaction("BEGIN", TransactionEffect::Begin);
+                if self.in_transaction() {
+                    if let QueryOutput::Command(done) = &mut output {
+                        done.warning = Some("there is already a transaction in progress".into());
+                    }
+                    return Ok(output);
+                }
+                let transaction = match table_store(&self.ctx) {
+                    Some(store) => store.begin_transaction(),
+                    None => Transaction::without_tables(),
+                };
+                self.use_transaction(Some(Arc::clone(&transaction)));
+                *self.open_transaction() = Some(OpenTransaction {
+                    transaction,
+                    failed: false,
+                });
+                output
+            }
+            // Cursors live until the end of their transaction, as in Postgres.
+            SessionCommand::Commit => {
+                self.cursors.close(None)?;
+                match self.end_transaction() {
+                    Some(open) if open.failed => {
+                        open.transaction.rollback().await;
+                        transaction("ROLLBACK", TransactionEffect::Commit)
+                    }
+                    Some(open) => {
+                        open.transaction.commit().await?;
+                        transaction("COMMIT", TransactionEffect::Commit)
+                    }
+                    None => no_transaction("COMMIT"),
+                }
+            }
+            SessionCommand::Rollback => {
+                self.cursors.close(None)?;
+                match self.end_transaction() {
+                    Some(open) => {
+                        open.transaction.rollback().await;
+                        transaction("ROLLBACK", TransactionEffect::Rollback)
+                    }
+                    None => no_transaction("ROLLBACK"),
+                }
+            }
+            SessionCommand::Savepoint { name } => {
+                self.transaction_for("SAVEPOINT")?.savepoint(name).await?;
+                QueryOutput::Command(CommandComplete::tag("SAVEPOINT"))
+            }
+            SessionCommand::ReleaseSavepoint { name } => {
+                self.transaction_for("RELEASE SAVEPOINT")?
+                    .release(name)
+                    .await?;
+                QueryOutput::Command(CommandComplete::tag("RELEASE"))
+            }
+            SessionCommand::RollbackToSavepoint { name } => {
+                self.transaction_for("ROLLBACK TO SAVEPOINT")?
+                    .rollback_to(name)
+                    .await?;
+                // The transaction is usable again.
+                if let Some(open) = self.open_transaction().as_mut() {
+                    open.failed = false;
+                }
+                transaction("ROLLBACK", TransactionEffect::RollbackToSavepoint)
+            }
+            other => {
+                return Err(DataFusionError::Internal(format!(
+                    "{other:?} is not a transaction command"
+                )));
+            }
         })
     }
 
@@ -499,66 +639,15 @@ impl SluiceSession {
                 )?;
                 rows_output(batch)
             }
-            SessionCommand::Begin => {
-                *self.writes() = Some(0);
-                self.savepoints().clear();
-                transaction("BEGIN", TransactionEffect::Begin)
-            }
-            // Cursors live until the end of their transaction, as in Postgres.
-            SessionCommand::Commit => {
-                self.cursors.close(None)?;
-                *self.writes() = None;
-                self.savepoints().clear();
-                transaction("COMMIT", TransactionEffect::Commit)
-            }
-            SessionCommand::Rollback => {
-                self.cursors.close(None)?;
-                let writes = self.writes().take().unwrap_or(0);
-                self.savepoints().clear();
-                let mut output = transaction("ROLLBACK", TransactionEffect::Rollback);
-                if writes > 0
-                    && let QueryOutput::Command(done) = &mut output
-                {
-                    done.warning = Some(format!(
-                        "ROLLBACK cannot undo the {writes} statement(s) that wrote in this \
-                         transaction: Sluice commits each write when it runs"
-                    ));
-                }
-                output
-            }
-            // Savepoints mark places in the transaction's count of writes:
-            // what drivers need of them (psycopg and SQLAlchemy set one
-            // around statements that may fail; ROLLBACK TO recovers a
-            // failed transaction) works, and rolling back past a write says
-            // it cannot be undone, as ROLLBACK does.
-            SessionCommand::Savepoint { name } => {
-                let writes = self.transaction_writes_for("SAVEPOINT")?;
-                self.savepoints().push((name.clone(), writes));
-                QueryOutput::Command(CommandComplete::tag("SAVEPOINT"))
-            }
-            SessionCommand::ReleaseSavepoint { name } => {
-                self.transaction_writes_for("RELEASE SAVEPOINT")?;
-                let mut savepoints = self.savepoints();
-                let position = find_savepoint(&savepoints, name)?;
-                savepoints.truncate(position);
-                QueryOutput::Command(CommandComplete::tag("RELEASE"))
-            }
-            SessionCommand::RollbackToSavepoint { name } => {
-                let writes = self.transaction_writes_for("ROLLBACK TO SAVEPOINT")?;
-                let mut savepoints = self.savepoints();
-                let position = find_savepoint(&savepoints, name)?;
-                let since = writes.saturating_sub(savepoints[position].1);
-                savepoints.truncate(position + 1);
-                let mut output = transaction("ROLLBACK", TransactionEffect::RollbackToSavepoint);
-                if since > 0
-                    && let QueryOutput::Command(done) = &mut output
-                {
-                    done.warning = Some(format!(
-                        "ROLLBACK TO SAVEPOINT cannot undo the {since} statement(s) that wrote \
-                         since the savepoint: Sluice commits each write when it runs"
-                    ));
-                }
-                output
+            SessionCommand::Begin
+            | SessionCommand::Commit
+            | SessionCommand::Rollback
+            | SessionCommand::Savepoint { .. }
+            | SessionCommand::ReleaseSavepoint { .. }
+            | SessionCommand::RollbackToSavepoint { .. } => {
+                return Err(DataFusionError::Internal(
+                    "transaction commands are run by execute".into(),
+                ));
             }
             SessionCommand::Ignored { tag } => QueryOutput::Command(CommandComplete::tag(tag)),
             // Runs plans, so `execute` handles it before coming here.
@@ -610,6 +699,14 @@ impl SluiceSession {
     /// Statements without rows have taken effect when this returns; DML
     /// returns one row with the affected `count`.
     pub async fn sql(&self, sql: &str) -> Result<DataFrame> {
+        let result = self.run_sql(sql).await;
+        if result.is_err() {
+            self.mark_transaction_failed();
+        }
+        result
+    }
+
+    async fn run_sql(&self, sql: &str) -> Result<DataFrame> {
         let mut statements = self.parse(sql)?;
         if statements.len() != 1 {
             return Err(DataFusionError::Plan(format!(
@@ -700,18 +797,31 @@ fn conform_params(params: ParamValues, types: &[Option<DataType>]) -> Result<Par
     Ok(ParamValues::List(values))
 }
 
-/// The position of the newest savepoint called `name`.
-fn find_savepoint(savepoints: &[(String, u64)], name: &str) -> Result<usize> {
-    savepoints
-        .iter()
-        .rposition(|(set, _)| set == name)
-        .ok_or_else(|| {
-            SluiceError::new(
-                SqlState::INVALID_SAVEPOINT_SPECIFICATION,
-                format!("savepoint \"{name}\" does not exist"),
-            )
-            .into()
-        })
+/// Whether `command` starts, ends or marks a place in a transaction.
+fn is_transaction_command(command: &SessionCommand) -> bool {
+    matches!(
+        command,
+        SessionCommand::Begin
+            | SessionCommand::Commit
+            | SessionCommand::Rollback
+            | SessionCommand::Savepoint { .. }
+            | SessionCommand::ReleaseSavepoint { .. }
+            | SessionCommand::RollbackToSavepoint { .. }
+    )
+}
+
+/// COMMIT or ROLLBACK outside a transaction: done, with Postgres' warning.
+fn no_transaction(tag: &'static str) -> QueryOutput {
+    let effect = if tag == "COMMIT" {
+        TransactionEffect::Commit
+    } else {
+        TransactionEffect::Rollback
+    };
+    let mut output = transaction(tag, effect);
+    if let QueryOutput::Command(done) = &mut output {
+        done.warning = Some("there is no transaction in progress".into());
+    }
+    output
 }
 
 fn transaction(tag: &'static str, effect: TransactionEffect) -> QueryOutput {

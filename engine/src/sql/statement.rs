@@ -219,19 +219,25 @@ fn parse_as_written(sql: &str) -> Result<Vec<SluiceStatement>> {
     Ok(statements)
 }
 
-/// Refuses an isolation level Sluice does not give: every statement sees
-/// the data committed when it starts (READ COMMITTED; READ UNCOMMITTED is
-/// the same, as in Postgres), so accepting REPEATABLE READ or SERIALIZABLE
-/// would promise what does not happen.
+/// Refuses an isolation level Sluice does not give. Every transaction
+/// reads one snapshot of all tables and fails its COMMIT with 40001 when
+/// another writer committed a table it changed: snapshot isolation, which
+/// is Postgres' REPEATABLE READ and forbids every anomaly READ COMMITTED
+/// and READ UNCOMMITTED forbid, so those are accepted too (as Postgres
+/// runs READ UNCOMMITTED as READ COMMITTED). SERIALIZABLE would also
+/// forbid write skew, which snapshot isolation allows: refused.
 fn check_transaction_modes(modes: &[ast::TransactionMode]) -> Result<()> {
     use ast::TransactionIsolationLevel as Level;
     for mode in modes {
         if let ast::TransactionMode::IsolationLevel(level) = mode
-            && !matches!(level, Level::ReadCommitted | Level::ReadUncommitted)
+            && !matches!(
+                level,
+                Level::ReadCommitted | Level::ReadUncommitted | Level::RepeatableRead
+            )
         {
             return Err(DataFusionError::NotImplemented(format!(
                 "transaction isolation level {level} is not supported: Sluice runs transactions \
-                 at READ COMMITTED"
+                 under snapshot isolation (REPEATABLE READ)"
             )));
         }
     }

@@ -106,6 +106,31 @@ pub fn is_garbage<'a>(
     }
 }
 
+/// What opening a data directory does with one table of a commit record
+/// (a commit of several tables that a crash may have interrupted).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecoveryStep {
+    /// The table is at the version before the recorded one: commit it.
+    Commit,
+    /// The recorded version is there: the commit got that far.
+    AlreadyCommitted,
+    /// The table is gone or elsewhere in its history (dropped, recreated):
+    /// nothing to finish.
+    Skip,
+}
+
+/// The step for a table whose newest version is `latest` (`None`: no
+/// table there) and whose recorded version is `recorded`. Only one process
+/// opens a data directory and the committing one held every recorded
+/// table's lock, so no rival can have taken the recorded version.
+pub fn recovery_step(latest: Option<u64>, recorded: u64) -> RecoveryStep {
+    match latest {
+        Some(latest) if latest + 1 == recorded => RecoveryStep::Commit,
+        Some(latest) if latest >= recorded => RecoveryStep::AlreadyCommitted,
+        _ => RecoveryStep::Skip,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -148,6 +173,16 @@ mod tests {
             CommitStep::GiveUp
         );
         assert_eq!(after_read_back(None, "ours"), CommitStep::Retry);
+    }
+
+    #[test]
+    fn an_interrupted_commit_of_several_tables_is_finished_once() {
+        // Crashed after committing the first table, before the second.
+        assert_eq!(recovery_step(Some(8), 8), RecoveryStep::AlreadyCommitted);
+        assert_eq!(recovery_step(Some(3), 4), RecoveryStep::Commit);
+        // A table dropped since: nothing to do.
+        assert_eq!(recovery_step(None, 4), RecoveryStep::Skip);
+        assert_eq!(recovery_step(Some(1), 4), RecoveryStep::Skip);
     }
 
     #[test]

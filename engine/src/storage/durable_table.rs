@@ -32,11 +32,13 @@ use tokio::sync::Mutex;
 use super::change_feed::{ChangeKind, TableSubscription};
 use super::files::{DATA_STORE_URL, DataFileWriter, Snapshot, read_files};
 use super::manifest::Manifest;
-use super::row_change::{ChangedTable, RowChange, RowChangeExec};
+use super::row_change::{RowChange, RowChangeExec};
 use super::sink::DurableSink;
 use super::table_state::{IndexCatalog, TableState, catalog_entries};
+use super::transaction::{SessionTransaction, TableHandle};
 use super::vector_bytes::VectorBytesAdapterFactory;
 use super::vector_index;
+use super::versions::{CommitClock, TableHistory};
 
 /// A table whose every acknowledged write is on durable storage.
 pub struct DurableTable {
@@ -51,6 +53,8 @@ pub struct DurableTable {
     /// The committed vector indexes, for the planner (see
     /// [`TableState::index_catalog`]).
     pub(super) index_catalog: IndexCatalog,
+    /// The versions open transactions read (see [`TableHistory`]).
+    history: Arc<TableHistory>,
 }
 
 impl fmt::Debug for DurableTable {
@@ -68,9 +72,11 @@ impl DurableTable {
         manifest: Manifest,
         constraints: Constraints,
         column_defaults: HashMap<String, Expr>,
+        clock: Arc<CommitClock>,
     ) -> Self {
         let snapshot = Snapshot::new(&store, &dir, &manifest.files);
         let index_catalog = Arc::new(RwLock::new(catalog_entries(&manifest)));
+        let history = TableHistory::new(manifest.version, Arc::clone(&snapshot));
         Self {
             store,
             dir,
@@ -82,20 +88,45 @@ impl DurableTable {
                 snapshot,
                 subscribers: Vec::new(),
                 index_catalog: Arc::clone(&index_catalog),
+                history: Arc::clone(&history),
+                clock,
+                dropped: false,
             })),
             index_catalog,
+            history,
         }
     }
 
     /// The table's appender (what INSERT and COPY use), for writers that
     /// commit outside a plan: exactly-once sinks.
     pub fn appender(&self) -> DurableSink {
-        DurableSink::new(
-            Arc::clone(&self.store),
-            self.dir.clone(),
-            Arc::clone(&self.schema),
-            Arc::clone(&self.state),
-        )
+        DurableSink::new(self.handle())
+    }
+
+    /// Marks the table dropped, before DROP TABLE deletes its files: a
+    /// writer or transaction that still holds it cannot commit to it.
+    pub async fn mark_dropped(&self) {
+        self.state.lock().await.dropped = true;
+    }
+
+    /// The table as its writers and transactions share it.
+    pub(super) fn handle(&self) -> TableHandle {
+        TableHandle {
+            store: Arc::clone(&self.store),
+            dir: self.dir.clone(),
+            schema: Arc::clone(&self.schema),
+            state: Arc::clone(&self.state),
+            history: Arc::clone(&self.history),
+        }
+    }
+
+    /// The files a scan in `session` reads: the transaction's view of the
+    /// table inside one, else the committed version as of now.
+    pub(super) async fn snapshot_for(&self, session: &dyn Session) -> Result<Arc<Snapshot>> {
+        match SessionTransaction::of(session.config()) {
+            Some(transaction) => transaction.snapshot(&self.handle()).await,
+            None => Ok(Arc::clone(&self.state.lock().await.snapshot)),
+        }
     }
 
     /// Starts reading this table as a stream: its rows as of now, then every
@@ -143,13 +174,11 @@ impl DurableTable {
                     .collect::<Result<_>>()?,
             )
         };
-        let table = ChangedTable {
-            store: Arc::clone(&self.store),
-            dir: self.dir.clone(),
-            schema: Arc::clone(&self.schema),
-            state: Arc::clone(&self.state),
-        };
-        Ok(Arc::new(RowChangeExec::new(table, change, predicate)))
+        Ok(Arc::new(RowChangeExec::new(
+            self.handle(),
+            change,
+            predicate,
+        )))
     }
 
     /// `ALTER TABLE … ADD COLUMN`: the table with `field` appended, existing
@@ -235,6 +264,7 @@ impl DurableTable {
             next,
             self.constraints.clone(),
             column_defaults,
+            Arc::clone(&table.clock),
         ))
     }
 }
@@ -264,9 +294,9 @@ impl TableProvider for DurableTable {
         _filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        // The committed version as of now: later writes do not change what
-        // this scan reads, and its files outlive compaction until it ends.
-        let snapshot = Arc::clone(&self.state.lock().await.snapshot);
+        // Later writes do not change what this scan reads, and its files
+        // outlive compaction until it ends.
+        let snapshot = self.snapshot_for(state).await?;
         if snapshot.files.is_empty() {
             let projected = match projection {
                 Some(indices) => Arc::new(self.schema.project(indices)?),

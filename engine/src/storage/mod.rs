@@ -16,6 +16,7 @@
 //! <data dir>/tables/<schema>/<table>/_manifest/<version>.json   committed states
 //! <data dir>/tables/<schema>/<table>/data/<uuid>.parquet        data files
 //! <data dir>/catalog/definitions/<seq>-<name>.json              views, external tables
+//! <data dir>/transactions/<commit id>.json                      a multi-table commit under way
 //! ```
 //! A write puts its data file first, then commits the next manifest version
 //! with a create-if-absent put: the manifest names every live file, so a
@@ -31,6 +32,13 @@
 //! open, projections and row-group pruning apply, memory stays bounded. A
 //! scan holds the snapshot of files it started on, so compaction or DELETE
 //! delete replaced files only when the last scan of them ends.
+//!
+//! # Transactions
+//! Inside `BEGIN … COMMIT` writes put their files but commit nothing; the
+//! [`Transaction`] keeps each changed table's file list and commits them
+//! all at COMMIT, published as one tick of the commit clock
+//! ([`versions`]), so readers see all of it or none; its reads see one
+//! snapshot of every table (snapshot isolation).
 
 mod change_feed;
 mod commit;
@@ -45,8 +53,10 @@ mod synced_local;
 mod table;
 mod table_indexes;
 mod table_state;
+mod transaction;
 mod vector_bytes;
 pub mod vector_index;
+mod versions;
 
 pub use change_feed::{ChangeKind, DeltaKind, RowDelta, TableDelta, TableSubscription};
 pub use durable_table::DurableTable;
@@ -56,3 +66,4 @@ pub use manifest::{Created, create_once, delete_if_present, read_object, storage
 pub use sink::DurableSink;
 pub use table::TableStore;
 pub use table_indexes::duplicate_relation;
+pub use transaction::{SessionTransaction, Transaction};

@@ -10,6 +10,11 @@
 use std::fmt;
 use std::sync::Arc;
 
+use super::change_feed::{ChangeKind, RowDelta};
+use super::files::{read_files, write_data_files};
+use super::manifest::DataFile;
+use super::transaction::{SessionTransaction, TableHandle, Transaction};
+use super::vector_index;
 use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, UInt64Array};
 use datafusion::arrow::compute::kernels::zip::zip;
 use datafusion::arrow::compute::{filter_record_batch, not, prep_null_mask_filter};
@@ -26,14 +31,6 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
 };
-use object_store::ObjectStore;
-use object_store::path::Path;
-use tokio::sync::Mutex;
-
-use super::change_feed::{ChangeKind, RowDelta};
-use super::files::{read_files, write_data_files};
-use super::table_state::TableState;
-use super::vector_index;
 
 /// What a DELETE or UPDATE does to the rows its predicate selects (all rows
 /// when there is none).
@@ -45,21 +42,12 @@ pub(super) enum RowChange {
     Update(Vec<(usize, Arc<dyn PhysicalExpr>)>),
 }
 
-/// The table a [`RowChangeExec`] rewrites.
-#[derive(Debug, Clone)]
-pub(super) struct ChangedTable {
-    pub store: Arc<dyn ObjectStore>,
-    pub dir: Path,
-    pub schema: SchemaRef,
-    pub state: Arc<Mutex<TableState>>,
-}
-
 /// Rewrites the files of a durable table that hold selected rows and
 /// commits them in one manifest version; yields one row, `count`, the rows
 /// affected (DataFusion's DML convention).
 #[derive(Debug)]
 pub(super) struct RowChangeExec {
-    table: ChangedTable,
+    table: TableHandle,
     change: RowChange,
     predicate: Option<Arc<dyn PhysicalExpr>>,
     properties: Arc<PlanProperties>,
@@ -68,7 +56,7 @@ pub(super) struct RowChangeExec {
 
 impl RowChangeExec {
     pub fn new(
-        table: ChangedTable,
+        table: TableHandle,
         change: RowChange,
         predicate: Option<Arc<dyn PhysicalExpr>>,
     ) -> Self {
@@ -158,7 +146,7 @@ impl ExecutionPlan for RowChangeExec {
     fn execute(
         &self,
         partition: usize,
-        _context: Arc<TaskContext>,
+        context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
         if partition != 0 {
             return Err(DataFusionError::Internal(format!(
@@ -169,10 +157,16 @@ impl ExecutionPlan for RowChangeExec {
         let table = self.table.clone();
         let change = self.change.clone();
         let predicate = self.predicate.clone();
+        let transaction = SessionTransaction::of_task(&context);
         let affected_metric = MetricBuilder::new(&self.metrics).counter("rows_affected", 0);
         let output_rows = MetricBuilder::new(&self.metrics).output_rows(0);
         let rows = async move {
-            let affected = apply(&table, &change, predicate.as_ref()).await?;
+            let affected = match transaction {
+                Some(transaction) => {
+                    apply_in(&transaction, &table, &change, predicate.as_ref()).await?
+                }
+                None => apply(&table, &change, predicate.as_ref()).await?,
+            };
             affected_metric.add(affected as usize);
             output_rows.add(1);
             RecordBatch::try_new(
@@ -192,21 +186,80 @@ impl ExecutionPlan for RowChangeExec {
     }
 }
 
-/// Applies the change file by file, so only files with selected rows are
-/// rewritten; one commit covers them all. Returns the rows affected.
+/// Applies the change and commits it as the table's next version.
+/// Returns the rows affected.
 async fn apply(
-    table: &ChangedTable,
+    table: &TableHandle,
     change: &RowChange,
     predicate: Option<&Arc<dyn PhysicalExpr>>,
 ) -> Result<u64> {
     let mut state = table.state.lock().await;
-    let mut affected = 0u64;
-    let mut files = Vec::with_capacity(state.manifest.files.len());
+    state.check_not_dropped(&table.dir)?;
     // The exact rows changed, for continuous queries reading the table
     // (kept only when some do): the files rewritten also hold rows that
     // did not change.
-    let mut rows = (!state.subscribers.is_empty()).then(RowDelta::default);
-    for file in &state.manifest.files {
+    let keep_rows = !state.subscribers.is_empty();
+    let rewrite = rewrite(table, &state.manifest.files, change, predicate, keep_rows).await?;
+    if rewrite.affected > 0 {
+        let mut next = state.manifest.next();
+        next.files = rewrite.files;
+        vector_index::commit_with_graphs(&table.store, &table.dir, &mut next).await?;
+        state
+            .install(
+                &table.store,
+                &table.dir,
+                next,
+                ChangeKind::RowChange(rewrite.rows.map(Arc::new)),
+            )
+            .await;
+    }
+    Ok(rewrite.affected)
+}
+
+/// Applies the change inside `transaction`: to the table as the
+/// transaction sees it, visible to others only when it commits.
+async fn apply_in(
+    transaction: &Transaction,
+    table: &TableHandle,
+    change: &RowChange,
+    predicate: Option<&Arc<dyn PhysicalExpr>>,
+) -> Result<u64> {
+    // The snapshot keeps the files while they are read.
+    let (files, _snapshot) = transaction.files(table).await?;
+    let rewrite = rewrite(table, &files, change, predicate, false).await?;
+    if rewrite.affected > 0 {
+        transaction
+            .replace(table, rewrite.files, &rewrite.written)
+            .await?;
+    }
+    Ok(rewrite.affected)
+}
+
+/// A table's files after a change.
+struct Rewrite {
+    affected: u64,
+    /// All the files, in order.
+    files: Vec<DataFile>,
+    /// Those of them just written.
+    written: Vec<DataFile>,
+    /// The exact rows deleted and inserted, when asked for.
+    rows: Option<RowDelta>,
+}
+
+/// Applies the change file by file, so only files with selected rows are
+/// rewritten.
+async fn rewrite(
+    table: &TableHandle,
+    current: &[DataFile],
+    change: &RowChange,
+    predicate: Option<&Arc<dyn PhysicalExpr>>,
+    keep_rows: bool,
+) -> Result<Rewrite> {
+    let mut affected = 0u64;
+    let mut files = Vec::with_capacity(current.len());
+    let mut written = Vec::new();
+    let mut rows = keep_rows.then(RowDelta::default);
+    for file in current {
         let batches = read_files(
             table.store.as_ref(),
             &table.dir,
@@ -240,25 +293,18 @@ async fn apply(
         affected += file_affected;
         let kept: Vec<RecordBatch> = changed.into_iter().filter(|b| b.num_rows() > 0).collect();
         if !kept.is_empty() {
-            files.extend(
-                write_data_files(table.store.as_ref(), &table.dir, &table.schema, &kept).await?,
-            );
+            let new =
+                write_data_files(table.store.as_ref(), &table.dir, &table.schema, &kept).await?;
+            written.extend(new.iter().cloned());
+            files.extend(new);
         }
     }
-    if affected > 0 {
-        let mut next = state.manifest.next();
-        next.files = files;
-        vector_index::commit_with_graphs(&table.store, &table.dir, &mut next).await?;
-        state
-            .install(
-                &table.store,
-                &table.dir,
-                next,
-                ChangeKind::RowChange(rows.map(Arc::new)),
-            )
-            .await;
-    }
-    Ok(affected)
+    Ok(Rewrite {
+        affected,
+        files,
+        written,
+        rows,
+    })
 }
 
 /// The rows the predicate selects: true only where it is true (SQL's

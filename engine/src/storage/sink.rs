@@ -11,14 +11,12 @@ use datafusion::datasource::sink::DataSink;
 use datafusion::error::Result;
 use datafusion::execution::TaskContext;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, SendableRecordBatchStream};
-use object_store::ObjectStore;
-use object_store::path::Path;
-use tokio::sync::Mutex;
 
 use super::change_feed::ChangeKind;
 use super::files::{read_files, resolve, write_data_files, write_stream};
 use super::manifest::{DataFile, delete_if_present};
 use super::table_state::TableState;
+use super::transaction::{SessionTransaction, TableHandle};
 use super::vector_index;
 
 /// Files below this many rows count as small.
@@ -28,59 +26,53 @@ const SMALL_FILES_TO_MERGE: usize = 16;
 
 /// Appends an INSERT's rows: one Parquet file, then a manifest commit.
 pub struct DurableSink {
-    store: Arc<dyn ObjectStore>,
-    dir: Path,
-    schema: SchemaRef,
-    state: Arc<Mutex<TableState>>,
+    table: TableHandle,
 }
 
 impl DurableSink {
-    /// The appender of the table at `dir` whose writers share `state`.
-    pub(super) fn new(
-        store: Arc<dyn ObjectStore>,
-        dir: Path,
-        schema: SchemaRef,
-        state: Arc<Mutex<TableState>>,
-    ) -> Self {
-        Self {
-            store,
-            dir,
-            schema,
-            state,
-        }
+    /// The appender of `table`.
+    pub(super) fn new(table: TableHandle) -> Self {
+        Self { table }
     }
 }
 
 impl fmt::Debug for DurableSink {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("DurableSink")
-            .field("dir", &self.dir)
+            .field("dir", &self.table.dir)
             .finish()
     }
 }
 
 impl DisplayAs for DurableSink {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "DurableSink: {}", self.dir)
+        write!(f, "DurableSink: {}", self.table.dir)
     }
 }
 
 #[async_trait]
 impl DataSink for DurableSink {
     fn schema(&self) -> &SchemaRef {
-        &self.schema
+        &self.table.schema
     }
 
     async fn write_all(
         &self,
         data: SendableRecordBatchStream,
-        _context: &Arc<TaskContext>,
+        context: &Arc<TaskContext>,
     ) -> Result<u64> {
         // Rows go to files as they arrive (a COPY of any size holds one
         // file's worth in memory); nothing is visible until the commit.
+        let table = &self.table;
         let (files, rows) =
-            write_stream(self.store.as_ref(), &self.dir, &self.schema, data).await?;
-        self.commit_append(files, None).await?;
+            write_stream(table.store.as_ref(), &table.dir, &table.schema, data).await?;
+        match SessionTransaction::of_task(context) {
+            // Committed with the transaction.
+            Some(transaction) => transaction.append(table, files).await?,
+            None => {
+                self.commit_append(files, None).await?;
+            }
+        }
         Ok(rows)
     }
 }
@@ -100,10 +92,24 @@ impl DurableSink {
             return Ok(false);
         }
         // Only the index definitions: an INSERT does not copy the manifest.
-        let indexes = self.state.lock().await.manifest.vector_indexes.clone();
-        let prebuilt =
-            vector_index::prebuild(&self.store, &self.dir, &self.schema, indexes, &files).await?;
-        let mut state = self.state.lock().await;
+        let indexes = self
+            .table
+            .state
+            .lock()
+            .await
+            .manifest
+            .vector_indexes
+            .clone();
+        let prebuilt = vector_index::prebuild(
+            &self.table.store,
+            &self.table.dir,
+            &self.table.schema,
+            indexes,
+            &files,
+        )
+        .await?;
+        let mut state = self.table.state.lock().await;
+        state.check_not_dropped(&self.table.dir)?;
         if let Some((writer, epoch)) = mark
             && state
                 .manifest
@@ -116,9 +122,13 @@ impl DurableSink {
                 .into_iter()
                 .flat_map(|index| index.files.into_values())
                 .collect();
-            vector_index::delete_graphs(&self.store, &self.dir, &graphs).await;
+            vector_index::delete_graphs(&self.table.store, &self.table.dir, &graphs).await;
             for file in &files {
-                delete_if_present(self.store.as_ref(), &resolve(&self.dir, &file.path)).await?;
+                delete_if_present(
+                    self.table.store.as_ref(),
+                    &resolve(&self.table.dir, &file.path),
+                )
+                .await?;
             }
             return Ok(false);
         }
@@ -128,15 +138,15 @@ impl DurableSink {
             next.delivered.insert(writer.to_owned(), epoch);
         }
         let orphans = vector_index::adopt(&mut next, prebuilt);
-        vector_index::delete_graphs(&self.store, &self.dir, &orphans).await;
-        vector_index::commit_with_graphs(&self.store, &self.dir, &mut next).await?;
+        vector_index::delete_graphs(&self.table.store, &self.table.dir, &orphans).await;
+        vector_index::commit_with_graphs(&self.table.store, &self.table.dir, &mut next).await?;
         // Committed: only now do readers see the rows.
         state
-            .install(&self.store, &self.dir, next, ChangeKind::Append)
+            .install(&self.table.store, &self.table.dir, next, ChangeKind::Append)
             .await;
         if let Err(e) = self.compact_tail(&mut state).await {
             // The write is committed either way; a later one retries.
-            log::warn!("compaction of {} failed: {e}", self.dir);
+            log::warn!("compaction of {} failed: {e}", self.table.dir);
         }
         Ok(true)
     }
@@ -155,16 +165,22 @@ impl DurableSink {
         }
         let batches = batches
             .iter()
-            .map(|b| RecordBatch::try_new(Arc::clone(&self.schema), b.columns().to_vec()))
+            .map(|b| RecordBatch::try_new(Arc::clone(&self.table.schema), b.columns().to_vec()))
             .collect::<std::result::Result<Vec<_>, _>>()?;
-        let files =
-            write_data_files(self.store.as_ref(), &self.dir, &self.schema, &batches).await?;
+        let files = write_data_files(
+            self.table.store.as_ref(),
+            &self.table.dir,
+            &self.table.schema,
+            &batches,
+        )
+        .await?;
         self.commit_append(files, Some((writer, epoch))).await
     }
 
     /// The newest epoch exactly-once writer `writer` committed.
     pub async fn delivered(&self, writer: &str) -> Option<u64> {
-        self.state
+        self.table
+            .state
             .lock()
             .await
             .manifest
@@ -188,25 +204,35 @@ impl DurableSink {
         }
         let start = files.len() - tail;
         let batches = read_files(
-            self.store.as_ref(),
-            &self.dir,
+            self.table.store.as_ref(),
+            &self.table.dir,
             &files[start..],
-            &self.schema,
+            &self.table.schema,
         )
         .await?;
         // The writer gathers the small batches into full row groups itself.
         let lineage = DataFile::lineage_of(&files[start..]);
-        let mut merged_files =
-            write_data_files(self.store.as_ref(), &self.dir, &self.schema, &batches).await?;
+        let mut merged_files = write_data_files(
+            self.table.store.as_ref(),
+            &self.table.dir,
+            &self.table.schema,
+            &batches,
+        )
+        .await?;
         for merged in &mut merged_files {
             merged.merged_from = Some(lineage.clone());
         }
         let mut next = state.manifest.next();
         next.files.truncate(start);
         next.files.extend(merged_files);
-        vector_index::commit_with_graphs(&self.store, &self.dir, &mut next).await?;
+        vector_index::commit_with_graphs(&self.table.store, &self.table.dir, &mut next).await?;
         state
-            .install(&self.store, &self.dir, next, ChangeKind::Compaction)
+            .install(
+                &self.table.store,
+                &self.table.dir,
+                next,
+                ChangeKind::Compaction,
+            )
             .await;
         Ok(())
     }

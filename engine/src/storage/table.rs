@@ -17,6 +17,8 @@ use super::definitions::{Definition, Definitions};
 use super::durable_table::DurableTable;
 use super::files::{resolve, write_stream};
 use super::manifest::{self, Manifest, storage_error};
+use super::transaction::{self, Transaction};
+use super::versions::CommitClock;
 
 /// Where every durable table lives: an object store and a root path in it.
 #[derive(Debug, Clone)]
@@ -26,6 +28,8 @@ pub struct TableStore {
     definitions: Arc<Definitions>,
     models: Arc<Definitions>,
     schemas: Arc<Definitions>,
+    /// Orders the commits of every table here (see [`CommitClock`]).
+    clock: Arc<CommitClock>,
 }
 
 impl TableStore {
@@ -40,12 +44,25 @@ impl TableStore {
             definitions,
             models,
             schemas,
+            clock: CommitClock::new(),
         }
     }
 
     /// The object store the data directory lives in.
     pub fn object_store(&self) -> &Arc<dyn ObjectStore> {
         &self.store
+    }
+
+    /// Starts a `BEGIN … COMMIT` transaction over this directory's tables,
+    /// reading them as of now.
+    pub fn begin_transaction(&self) -> Arc<Transaction> {
+        Transaction::begin(
+            &self.clock,
+            Some((
+                Arc::clone(&self.store),
+                self.folder(transaction::RECORDS_FOLDER),
+            )),
+        )
     }
 
     /// Where under `folder` of the data directory (checkpoints, logs)
@@ -185,6 +202,9 @@ impl TableStore {
     /// Opens every table that has a committed manifest: (schema, table
     /// name, table).
     pub async fn open_all(&self) -> Result<Vec<(String, String, Arc<DurableTable>)>> {
+        // Commits of several tables a crash interrupted are finished first,
+        // so that no table opens with half of one.
+        transaction::recover(&self.store, &self.folder(transaction::RECORDS_FOLDER)).await?;
         let mut tables = Vec::new();
         for schema in self.table_schemas().await? {
             for name in self.table_names(&schema).await? {
@@ -226,6 +246,7 @@ impl TableStore {
             manifest,
             Constraints::default(),
             column_defaults,
+            Arc::clone(&self.clock),
         )))
     }
 
@@ -254,6 +275,7 @@ impl TableStore {
             manifest,
             constraints,
             column_defaults,
+            Arc::clone(&self.clock),
         ))
     }
 

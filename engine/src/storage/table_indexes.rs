@@ -13,6 +13,7 @@ use sluice_types::error::{SluiceError, SqlState};
 use super::change_feed::ChangeKind;
 use super::durable_table::DurableTable;
 use super::manifest;
+use super::transaction::SessionTransaction;
 use super::vector_index::{
     self, SearchRequest, TableFiles, VectorIndex, build_missing, commit_with_graphs, delete_graphs,
 };
@@ -108,7 +109,8 @@ impl DurableTable {
         request: &SearchRequest,
         projection: Option<&Vec<usize>>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let (snapshot, index) = {
+        let transaction = SessionTransaction::of(session.config());
+        let (committed, index) = {
             let state = self.state.lock().await;
             (
                 Arc::clone(&state.snapshot),
@@ -119,6 +121,13 @@ impl DurableTable {
                     .find(|i| i.name == request.index)
                     .cloned(),
             )
+        };
+        // Inside a transaction its own files; graphs are found by file, so
+        // the committed index still serves the files it shares with them
+        // and the rest are searched exactly.
+        let snapshot = match transaction {
+            Some(transaction) => transaction.snapshot(&self.handle()).await?,
+            None => committed,
         };
         let table = TableFiles {
             store: Arc::clone(&self.store),

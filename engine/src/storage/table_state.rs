@@ -11,6 +11,7 @@ use super::change_feed::{ChangeKind, ChangeSender, publish};
 use super::files::Snapshot;
 use super::manifest::Manifest;
 use super::vector_index::{self, VectorIndex};
+use super::versions::{CommitClock, TableHistory};
 
 /// What a table's writers change: the committed manifest and the snapshot
 /// of its files that new scans read.
@@ -24,6 +25,14 @@ pub(super) struct TableState {
     /// out), readable without this state's lock: the planner's rule looks
     /// them up synchronously.
     pub index_catalog: IndexCatalog,
+    /// The versions open transactions may still read, readable without
+    /// this state's lock.
+    pub history: Arc<TableHistory>,
+    /// The data directory's clock, which every commit ticks.
+    pub clock: Arc<CommitClock>,
+    /// DROP TABLE took the table: nothing may commit to it again (a
+    /// commit would bring its directory back).
+    pub dropped: bool,
 }
 
 /// See [`TableState::index_catalog`].
@@ -42,6 +51,21 @@ pub(super) fn catalog_entries(manifest: &Manifest) -> Vec<VectorIndex> {
 }
 
 impl TableState {
+    /// Refuses a commit to a table DROP TABLE took.
+    pub fn check_not_dropped(&self, dir: &Path) -> datafusion::error::Result<()> {
+        if self.dropped {
+            return Err(sluice_types::error::SluiceError::new(
+                sluice_types::error::SqlState::UNDEFINED_TABLE,
+                format!(
+                    "table {} was dropped while this statement or transaction wrote to it",
+                    table_name(dir)
+                ),
+            )
+            .into());
+        }
+        Ok(())
+    }
+
     /// Installs `next` as the committed version; files of the previous one
     /// that `next` no longer lists are retired. Subscribers hear of the
     /// change while the table's lock is still held, so they see every
@@ -53,16 +77,75 @@ impl TableState {
         next: Manifest,
         kind: ChangeKind,
     ) {
-        let dropped_graphs = vector_index::dropped_graphs(&self.manifest, &next);
-        let snapshot = self.snapshot.next(store, dir, &next.files);
-        let previous = std::mem::replace(&mut self.snapshot, Arc::clone(&snapshot));
+        install_all(vec![Install {
+            state: self,
+            store,
+            dir,
+            next,
+            kind,
+        }])
+        .await;
+    }
+}
+
+/// A table's name as users write it, `schema.table`: its directory ends
+/// with them.
+pub(super) fn table_name(dir: &Path) -> String {
+    let parts: Vec<String> = dir.parts().map(|p| p.as_ref().to_owned()).collect();
+    parts[parts.len().saturating_sub(2)..].join(".")
+}
+
+/// One table's part of a commit, for [`install_all`].
+pub(super) struct Install<'a> {
+    pub state: &'a mut TableState,
+    pub store: &'a Arc<dyn ObjectStore>,
+    pub dir: &'a Path,
+    pub next: Manifest,
+    pub kind: ChangeKind,
+}
+
+/// Installs the versions of one commit (one table's, or a transaction's
+/// several), each under its table's lock, which the caller holds. They are
+/// published on the commit clock as one tick, so a transaction reads all
+/// of them or none; only then are replaced files retired.
+pub(super) async fn install_all(installs: Vec<Install<'_>>) {
+    let mut published = Vec::with_capacity(installs.len());
+    let mut replaced = Vec::with_capacity(installs.len());
+    let mut clock = None;
+    for Install {
+        state,
+        store,
+        dir,
+        next,
+        kind,
+    } in installs
+    {
+        let dropped_graphs = vector_index::dropped_graphs(&state.manifest, &next);
+        let snapshot = state.snapshot.next(store, dir, &next.files);
+        let previous = std::mem::replace(&mut state.snapshot, Arc::clone(&snapshot));
         let version = next.version;
-        *self
+        *state
             .index_catalog
             .write()
             .unwrap_or_else(|p| p.into_inner()) = catalog_entries(&next);
-        self.manifest = next;
-        publish(&mut self.subscribers, version, kind, &snapshot);
+        state.manifest = next;
+        publish(&mut state.subscribers, version, kind, &snapshot);
+        clock.get_or_insert_with(|| Arc::clone(&state.clock));
+        published.push((Arc::clone(&state.history), version, Arc::clone(&snapshot)));
+        replaced.push((previous, snapshot, dropped_graphs, store, dir));
+    }
+    if let Some(clock) = clock {
+        clock.publish(
+            published
+                .iter()
+                .map(|(history, version, snapshot)| {
+                    (history.as_ref(), *version, Arc::clone(snapshot))
+                })
+                .collect(),
+        );
+    }
+    drop(published);
+    for (previous, snapshot, dropped_graphs, store, dir) in replaced {
         Snapshot::succeed(previous, &snapshot).await;
         vector_index::delete_graphs(store, dir, &dropped_graphs).await;
     }

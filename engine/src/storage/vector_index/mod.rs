@@ -35,7 +35,7 @@ mod definition;
 mod search;
 
 pub(super) use build::{
-    adopt, build_missing, commit_with_graphs, delete_graphs, dropped_graphs, prebuild,
+    adopt, build_missing, commit_with_graphs, cover, delete_graphs, dropped_graphs, prebuild,
     sweep_unreferenced,
 };
 pub use definition::{IndexMetric, VectorIndex, VectorSearchSettings, limits};
