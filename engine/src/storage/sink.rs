@@ -144,7 +144,7 @@ impl DurableSink {
         state
             .install(&self.table.store, &self.table.dir, next, ChangeKind::Append)
             .await;
-        if let Err(e) = self.compact_tail(&mut state).await {
+        if let Err(e) = compact_tail(&self.table, &mut state).await {
             // The write is committed either way; a later one retries.
             log::warn!("compaction of {} failed: {e}", self.table.dir);
         }
@@ -188,52 +188,43 @@ impl DurableSink {
             .get(writer)
             .copied()
     }
-    /// Merges the trailing run of small files (one per small INSERT) into one
-    /// file once it is long enough: commit the merged file first, then
-    /// retire the files it replaces (a crash in between leaves unreferenced
-    /// files only, removed at the next open).
-    async fn compact_tail(&self, state: &mut TableState) -> Result<()> {
-        let files = &state.manifest.files;
-        let tail = files
-            .iter()
-            .rev()
-            .take_while(|f| f.rows < SMALL_FILE_ROWS)
-            .count();
-        if tail < SMALL_FILES_TO_MERGE {
-            return Ok(());
-        }
-        let start = files.len() - tail;
-        let batches = read_files(
-            self.table.store.as_ref(),
-            &self.table.dir,
-            &files[start..],
-            &self.table.schema,
-        )
-        .await?;
-        // The writer gathers the small batches into full row groups itself.
-        let lineage = DataFile::lineage_of(&files[start..]);
-        let mut merged_files = write_data_files(
-            self.table.store.as_ref(),
-            &self.table.dir,
-            &self.table.schema,
-            &batches,
-        )
-        .await?;
-        for merged in &mut merged_files {
-            merged.merged_from = Some(lineage.clone());
-        }
-        let mut next = state.manifest.next();
-        next.files.truncate(start);
-        next.files.extend(merged_files);
-        vector_index::commit_with_graphs(&self.table.store, &self.table.dir, &mut next).await?;
-        state
-            .install(
-                &self.table.store,
-                &self.table.dir,
-                next,
-                ChangeKind::Compaction,
-            )
-            .await;
-        Ok(())
+}
+
+/// Merges the trailing run of small files (one per small INSERT) into one
+/// file once it is long enough: commit the merged file first, then
+/// retire the files it replaces (a crash in between leaves unreferenced
+/// files only, removed at the next open).
+pub(super) async fn compact_tail(table: &TableHandle, state: &mut TableState) -> Result<()> {
+    let files = &state.manifest.files;
+    let tail = files
+        .iter()
+        .rev()
+        .take_while(|f| f.rows < SMALL_FILE_ROWS)
+        .count();
+    if tail < SMALL_FILES_TO_MERGE {
+        return Ok(());
     }
+    let start = files.len() - tail;
+    let batches = read_files(
+        table.store.as_ref(),
+        &table.dir,
+        &files[start..],
+        &table.schema,
+    )
+    .await?;
+    // The writer gathers the small batches into full row groups itself.
+    let lineage = DataFile::lineage_of(&files[start..]);
+    let mut merged_files =
+        write_data_files(table.store.as_ref(), &table.dir, &table.schema, &batches).await?;
+    for merged in &mut merged_files {
+        merged.merged_from = Some(lineage.clone());
+    }
+    let mut next = state.manifest.next();
+    next.files.truncate(start);
+    next.files.extend(merged_files);
+    vector_index::commit_with_graphs(&table.store, &table.dir, &mut next).await?;
+    state
+        .install(&table.store, &table.dir, next, ChangeKind::Compaction)
+        .await;
+    Ok(())
 }

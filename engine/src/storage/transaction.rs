@@ -7,8 +7,10 @@
 //! version it read plus its own changes). Scans of that table read the
 //! list, so the transaction sees its own writes; other tables are read as
 //! of the transaction's [`ReadPoint`]. COMMIT checks that no table it
-//! changed was committed by anyone else since it was read (else 40001,
-//! first committer wins), commits each table's next version and publishes
+//! rewrote (DELETE, UPDATE) was committed by anyone else since it was read
+//! (else 40001, first committer wins; a table it only appended to takes
+//! its new files on top of whatever is committed then, as new rows
+//! conflict with no one), commits each table's next version and publishes
 //! them on the commit clock as one tick. A commit of several tables first
 //! writes a record of all their manifests, so a crash midway is finished
 //! when the data directory is next opened ([`recover`]). ROLLBACK deletes
@@ -32,6 +34,7 @@ use super::change_feed::ChangeKind;
 use super::commit::{RecoveryStep, recovery_step};
 use super::files::{Snapshot, resolve};
 use super::manifest::{self, DataFile, Manifest, delete_if_present, storage_error};
+use super::sink::compact_tail;
 use super::table_state::{Install, TableState, install_all, table_name};
 use super::vector_index;
 use super::versions::{CommitClock, ReadPoint, TableHistory};
@@ -98,6 +101,10 @@ struct TableWork {
     /// The same files, for scans.
     snapshot: Arc<Snapshot>,
     changed: Option<Changed>,
+    /// The files INSERT and COPY added, while the transaction only
+    /// appended to the table: added to whatever version is committed at
+    /// COMMIT, since new rows conflict with no other writer's.
+    appended: Vec<DataFile>,
 }
 
 #[derive(Debug, Default)]
@@ -183,6 +190,7 @@ impl Transaction {
                     .collect(),
                 snapshot: published.snapshot,
                 changed: None,
+                appended: Vec::new(),
             });
         }
         work.tables
@@ -212,6 +220,7 @@ impl Transaction {
         let mut work = self.open_work().await?;
         remember_written(&mut work, table, &files);
         let entry = self.table_work(&mut work, table)?;
+        entry.appended.extend(files.iter().cloned());
         entry.files.extend(files);
         entry.refresh(Changed::Appended);
         Ok(())
@@ -329,7 +338,9 @@ impl Transaction {
         }
         for (table, state) in changed.iter().zip(&locked) {
             state.check_not_dropped(&table.table.dir)?;
-            if state.manifest.version != table.base_version {
+            if table.changed != Some(Changed::Appended)
+                && state.manifest.version != table.base_version
+            {
                 return Err(SluiceError::new(
                     SqlState::SERIALIZATION_FAILURE,
                     format!(
@@ -346,7 +357,16 @@ impl Transaction {
         let mut graphs = Vec::new();
         for (table, state) in changed.iter().zip(&locked) {
             let mut next = state.manifest.next();
-            next.files = table.files.clone();
+            next.files = match table.changed {
+                // Rows added to the version committed now, whoever
+                // committed it since the transaction read the table.
+                Some(Changed::Appended) => {
+                    let mut files = state.manifest.files.clone();
+                    files.extend(table.appended.iter().cloned());
+                    files
+                }
+                _ => table.files.clone(),
+            };
             match vector_index::cover(&table.table.store, &table.table.dir, &mut next).await {
                 Ok(built) => graphs.push((table, built)),
                 Err(e) => {
@@ -403,6 +423,13 @@ impl Transaction {
             })
             .collect();
         install_all(installs).await;
+        // As after an autocommit INSERT: small files merged as they pile up.
+        for ((table, state), done) in changed.iter().zip(locked.iter_mut()).zip(&committed) {
+            if *done && let Err(e) = compact_tail(&table.table, state).await {
+                // The commit stands either way; a later one retries.
+                log::warn!("compaction of {} failed: {e}", table.table.dir);
+            }
+        }
         match failure {
             // The record finishes the commit at the next open.
             Some(error) => Err(CommitFailure {
