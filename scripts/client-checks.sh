@@ -119,11 +119,13 @@ check "TLS: sslmode=require and verify-full from psql and psycopg, --tls-require
 # costs that statement an XX000 error; the same connection and new ones
 # go on.
 panic_check() {
-  local port=$((PORT + 1)) dir="$WORK/panic-data" out="$WORK/panic.out" pid status=0
+  local port dir="$WORK/panic-data" out="$WORK/panic.out" pid status=0
+  # A port free now: a fixed one can be some client's ephemeral port.
+  port=$("$VENV/bin/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
   SLUICE_FAILPOINTS='plan-statement=1*panic' "$SLUICE_BIN" serve --listen "127.0.0.1:$port" \
     --data-dir "$dir" >>"$WORK/server.log" 2>&1 &
   pid=$!
-  for _ in $(seq 1 100); do pg_isready -q -h 127.0.0.1 -p "$port" && break; sleep 0.1; done
+  for _ in $(seq 1 300); do pg_isready -q -h 127.0.0.1 -p "$port" && break; sleep 0.1; done
   printf '\\set VERBOSITY sqlstate\nSELECT 41 + 1 AS first;\nSELECT 42 + 1 AS second;\n' |
     psql -h 127.0.0.1 -p "$port" -U sluice -d sluice -XAtq >"$out" 2>&1 || true
   psql -h 127.0.0.1 -p "$port" -U sluice -d sluice -XAtqc 'SELECT 44' >>"$out" 2>&1 || status=1

@@ -24,6 +24,9 @@ pub struct PreparedStatement {
     pub(crate) kind: PreparedKind,
     /// The result columns' names as Postgres gives them, for queries.
     pub(crate) names: Option<PostgresNames>,
+    /// For SQL `EXECUTE name`: the rows the prepared query returns (the
+    /// plan itself says none), when the session knows the name.
+    pub(crate) executed_rows: Option<SchemaRef>,
 }
 
 #[derive(Debug, Clone)]
@@ -54,6 +57,9 @@ impl PreparedStatement {
     /// Schema of the rows this statement returns; empty for statements that
     /// return only a command tag (DDL, DML, `SET`, …).
     pub fn result_schema(&self) -> SchemaRef {
+        if let Some(rows) = &self.executed_rows {
+            return Arc::clone(rows);
+        }
         match &self.kind {
             PreparedKind::Plan(plan) if plan_returns_rows(plan) => {
                 self.with_postgres_names(Arc::new(plan.schema().as_arrow().clone()))

@@ -45,9 +45,10 @@ pub struct SluiceSession {
     /// Open `DECLARE … CURSOR FOR SUBSCRIBE` cursors; closed by CLOSE, at
     /// the end of the transaction, or with the session.
     cursors: Cursors,
-    /// Names of the statements prepared with SQL `PREPARE`, for
-    /// `DEALLOCATE ALL` (DataFusion keeps them but does not list them).
-    prepared_names: Mutex<Vec<String>>,
+    /// The statements prepared with SQL `PREPARE`, with the rows each
+    /// returns: for `DEALLOCATE ALL` and for describing an `EXECUTE`
+    /// (DataFusion keeps them but neither lists them nor lends them out).
+    prepared_names: Mutex<Vec<(String, SchemaRef)>>,
     /// The open `BEGIN … COMMIT` transaction, if any.
     transaction: Mutex<Option<OpenTransaction>>,
 }
@@ -149,6 +150,7 @@ impl SluiceSession {
             return Ok(PreparedStatement {
                 kind: PreparedKind::Plan(Box::new(plan)),
                 names: PostgresNames::of(statement),
+                executed_rows: None,
             });
         }
         let names = match statement {
@@ -162,7 +164,24 @@ impl SluiceSession {
                 ));
             }
             SluiceStatement::DataFusion(stmt) => {
-                PreparedKind::Plan(Box::new(planner::plan_statement(&self.ctx, stmt).await?))
+                let plan = planner::plan_statement(&self.ctx, stmt).await?;
+                if let LogicalPlan::Statement(Statement::Execute(execute)) = &plan {
+                    // Its rows are the prepared query's, which a client
+                    // describing it before it runs must be told.
+                    let schema = self
+                        .prepared_names
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .iter()
+                        .find(|(name, _)| *name == execute.name)
+                        .map(|(_, schema)| Arc::clone(schema));
+                    return Ok(PreparedStatement {
+                        kind: PreparedKind::Plan(Box::new(plan)),
+                        names: None,
+                        executed_rows: schema,
+                    });
+                }
+                PreparedKind::Plan(Box::new(plan))
             }
             SluiceStatement::Session(cmd) => PreparedKind::Session(cmd.clone()),
             SluiceStatement::Model(statement) => PreparedKind::Model(statement.clone()),
@@ -191,7 +210,11 @@ impl SluiceSession {
                 PreparedKind::Plan(Box::new(durable_ddl::with_watermark(plan, watermark)?))
             }
         };
-        Ok(PreparedStatement { kind, names })
+        Ok(PreparedStatement {
+            kind,
+            names,
+            executed_rows: None,
+        })
     }
 
     /// Re-runs a stored view or external-table definition while the data
@@ -413,7 +436,7 @@ impl SluiceSession {
                         .lock()
                         .unwrap_or_else(|e| e.into_inner()),
                 );
-                for name in names {
+                for (name, _) in names {
                     let plan = LogicalPlan::Statement(Statement::Deallocate(Deallocate { name }));
                     self.ctx.execute_logical_plan(plan).await?;
                 }
@@ -516,7 +539,10 @@ impl SluiceSession {
     async fn execute_plan(&self, plan: LogicalPlan) -> Result<QueryOutput> {
         streaming::check_statement(&self.ctx, &plan)?;
         let prepared_name = match &plan {
-            LogicalPlan::Statement(Statement::Prepare(prepare)) => Some(prepare.name.clone()),
+            LogicalPlan::Statement(Statement::Prepare(prepare)) => Some((
+                prepare.name.clone(),
+                Arc::new(prepare.input.schema().as_arrow().clone()),
+            )),
             _ => None,
         };
         let deallocated = match &plan {
@@ -530,11 +556,12 @@ impl SluiceSession {
             .prepared_names
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        if let Some(name) = prepared_name {
-            names.push(name);
+        if let Some((name, schema)) = prepared_name {
+            names.retain(|(n, _)| *n != name);
+            names.push((name, schema));
         }
         if let Some(name) = deallocated {
-            names.retain(|n| *n != name);
+            names.retain(|(n, _)| *n != name);
         }
         Ok(output)
     }
