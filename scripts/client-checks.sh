@@ -17,7 +17,12 @@
 # and on moto S3, against Pillow and numpy; IMAGE/TENSOR/OBJECT_REF columns
 # across a restart; paths outside the root refused), and the TLS check
 # (certificates made by openssl; psql and psycopg with sslmode=require and
-# verify-full; --tls-required refusing plain clients).
+# verify-full; --tls-required refusing plain clients), and the roles check
+# (CREATE ROLE logins over SCRAM, privileges for model creation and server
+# files, a restart), and the fuzz check (seeded SQL from the .slt corpus,
+# mutated or generated, through psycopg, and malformed Postgres protocol
+# messages on raw sockets, against a server of its own: no crash, hang or
+# panic; internal errors are printed).
 # Usage: scripts/client-checks.sh PATH_TO_SLUICE_BINARY
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -115,6 +120,10 @@ check "media: images, audio and tensors from object roots (local and S3) vs Pill
   "$VENV/bin/python" sql-tests/clients/media_check.py "$SLUICE_BIN"
 check "TLS: sslmode=require and verify-full from psql and psycopg, --tls-required, bad certificates" \
   "$VENV/bin/python" sql-tests/clients/tls_check.py "$SLUICE_BIN"
+check "roles: CREATE/ALTER/DROP ROLE with SCRAM logins, privileges granted by predefined roles, a restart" \
+  "$VENV/bin/python" sql-tests/clients/roles_check.py "$SLUICE_BIN"
+check "fuzzing: 1500 seeded SQL statements and 1500 malformed wire messages, no crash, hang or panic" \
+  "$VENV/bin/python" sql-tests/clients/fuzz_check.py "$SLUICE_BIN" "$PORT"
 # A panic while planning (injected: the first statement planned panics)
 # costs that statement an XX000 error; the same connection and new ones
 # go on.

@@ -66,6 +66,7 @@ pub mod failpoints;
 pub mod pg;
 mod planner;
 mod rewrite;
+pub mod roles;
 pub mod session;
 mod sluice;
 pub mod sql;

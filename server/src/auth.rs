@@ -23,6 +23,7 @@ use pgwire::api::auth::sasl::{SASLState, SCRAM_SHA_256_METHOD};
 use pgwire::api::auth::{AuthSource, LoginInfo, Password};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::startup::PasswordMessageFamily;
+use sluice_engine::roles::RoleCatalog;
 
 /// How clients prove who they are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -159,15 +160,23 @@ pub struct Authenticator {
 }
 
 impl Authenticator {
-    /// Checks logins by `method` against `users`.
-    pub fn new(method: AuthMethod, users: Users) -> Result<Self, String> {
-        if method != AuthMethod::Trust && users.is_empty() {
+    /// Checks logins by `method` against `users`, then against the roles
+    /// `CREATE ROLE … LOGIN PASSWORD` made (`roles`).
+    pub fn new(
+        method: AuthMethod,
+        users: Users,
+        roles: Option<Arc<RoleCatalog>>,
+    ) -> Result<Self, String> {
+        let has_login_roles = roles.as_ref().is_some_and(|r| r.has_login_roles());
+        if method != AuthMethod::Trust && users.is_empty() && !has_login_roles {
             return Err(format!(
-                "--auth {method} needs users: give --users-file with name:password lines"
+                "--auth {method} needs users: give --users-file with name:password lines, or \
+                 create roles with CREATE ROLE … LOGIN PASSWORD first"
             ));
         }
         let source = Arc::new(UserSecrets {
             users,
+            roles,
             decoy: Secret::new(&format!("{:x}", rand::random::<u128>())),
         });
         let scram = ScramAuth::new(Arc::clone(&source) as Arc<dyn AuthSource>);
@@ -182,6 +191,7 @@ impl Authenticator {
     pub fn trust() -> Self {
         let source = Arc::new(UserSecrets {
             users: Users::default(),
+            roles: None,
             decoy: Secret::new(&format!("{:x}", rand::random::<u128>())),
         });
         let scram = ScramAuth::new(Arc::clone(&source) as Arc<dyn AuthSource>);
@@ -200,6 +210,7 @@ impl Authenticator {
     /// Checks a clear-text password for `user`.
     pub fn check_password(&self, user: &str, password: &str) -> PgWireResult<()> {
         let (secret, known) = self.source.secret(user);
+        let secret = &secret;
         // The decoy is checked too, so an unknown user costs the same.
         if secret.matches(password) && known {
             Ok(())
@@ -281,6 +292,9 @@ fn failed(user: &str) -> PgWireError {
 /// The secrets SCRAM reads: a known user's, or the decoy's.
 struct UserSecrets {
     users: Users,
+    /// The roles of the data directory, read at each login (a role made or
+    /// changed a moment ago counts).
+    roles: Option<Arc<RoleCatalog>>,
     decoy: Secret,
 }
 
@@ -293,15 +307,30 @@ impl fmt::Debug for UserSecrets {
 }
 
 impl UserSecrets {
-    fn secret(&self, user: &str) -> (&Secret, bool) {
-        match self.users.secrets.get(user) {
+    /// `user`'s secret and whether the user is known: the users file
+    /// first, then a role that may log in and has a password; else the
+    /// decoy's.
+    fn secret(&self, user: &str) -> (Secret, bool) {
+        if let Some(secret) = self.users.secrets.get(user) {
+            return (secret.clone(), true);
+        }
+        match self.role_secret(user) {
             Some(secret) => (secret, true),
-            None => (&self.decoy, false),
+            None => (self.decoy.clone(), false),
         }
     }
 
+    fn role_secret(&self, user: &str) -> Option<Secret> {
+        let role = self.roles.as_ref()?.role(user)?;
+        if !role.login {
+            return None;
+        }
+        let (salt, salted) = role.password?.decoded()?;
+        Some(Secret { salt, salted })
+    }
+
     fn knows(&self, user: &str) -> bool {
-        self.users.secrets.contains_key(user)
+        self.secret(user).1
     }
 }
 
@@ -309,6 +338,7 @@ impl UserSecrets {
 impl AuthSource for UserSecrets {
     async fn get_password(&self, login: &LoginInfo) -> PgWireResult<Password> {
         let (secret, _) = self.secret(login.user().unwrap_or_default());
+        let secret = &secret;
         Ok(Password::new(
             Some(secret.salt.clone()),
             secret.salted.clone(),
@@ -361,10 +391,10 @@ mod tests {
 
     #[test]
     fn a_method_other_than_trust_needs_users() {
-        assert!(Authenticator::new(AuthMethod::Password, Users::default()).is_err());
-        assert!(Authenticator::new(AuthMethod::Trust, Users::default()).is_ok());
+        assert!(Authenticator::new(AuthMethod::Password, Users::default(), None).is_err());
+        assert!(Authenticator::new(AuthMethod::Trust, Users::default(), None).is_ok());
         let users = Users::parse("alice:pw").unwrap();
-        let auth = Authenticator::new(AuthMethod::Password, users).unwrap();
+        let auth = Authenticator::new(AuthMethod::Password, users, None).unwrap();
         assert!(auth.check_password("alice", "pw").is_ok());
         assert!(auth.check_password("alice", "nope").is_err());
         assert!(auth.check_password("mallory", "pw").is_err());

@@ -158,7 +158,6 @@ async fn run(args: ServeArgs) -> Result<(), String> {
         Some(path) => Users::from_file(path)?,
         None => Users::default(),
     };
-    let auth = Arc::new(Authenticator::new(args.auth, users)?);
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => TlsPolicy::from_files(cert, key, args.tls_required)?,
         _ => TlsPolicy::default(),
@@ -181,6 +180,7 @@ async fn run(args: ServeArgs) -> Result<(), String> {
         .build()
         .await
         .map_err(|e| format!("cannot start the engine: {e}"))?;
+    let auth = Arc::new(Authenticator::new(args.auth, users, engine.roles())?);
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;

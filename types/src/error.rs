@@ -76,6 +76,8 @@ impl SqlState {
     pub const DUPLICATE_TABLE: SqlState = SqlState("42P07");
     /// `3F000`: no schema of that name.
     pub const INVALID_SCHEMA_NAME: SqlState = SqlState("3F000");
+    /// `42939`: a name reserved for the system (a predefined role).
+    pub const RESERVED_NAME: SqlState = SqlState("42939");
     /// `25P01`: a transaction-only command outside a transaction.
     pub const NO_ACTIVE_SQL_TRANSACTION: SqlState = SqlState("25P01");
     /// `25001`: a statement that cannot run inside a transaction block.

@@ -12,6 +12,7 @@ use crate::copy_in::CopyIn;
 use crate::pg::column_names::PostgresNames;
 use crate::sql::copy::{CopyFormat, CopyFromStdin};
 use crate::sql::model_statement::ModelStatement;
+use crate::sql::role_statement::RoleStatement;
 use crate::sql::source_statement::CreateSource;
 use crate::sql::statement::{IndexStatement, SessionCommand};
 use crate::sql::streaming_statement::StreamingStatement;
@@ -51,6 +52,8 @@ pub(crate) enum PreparedKind {
     CreateSource(Box<CreateSource>),
     /// `FETCH` from a SUBSCRIBE cursor, with the cursor's row schema.
     Fetch(StreamingStatement, SchemaRef),
+    /// A role statement.
+    Role(RoleStatement),
 }
 
 impl PreparedStatement {
@@ -143,6 +146,7 @@ impl PreparedStatement {
             | PreparedKind::CopyTo(..)
             | PreparedKind::AlterTable(_)
             | PreparedKind::Index(_)
+            | PreparedKind::Role(_)
             | PreparedKind::CreateSource(_) => false,
         }
     }
@@ -159,6 +163,7 @@ impl PreparedStatement {
             | PreparedKind::Index(_)
             | PreparedKind::Streaming(_)
             | PreparedKind::Fetch(..)
+            | PreparedKind::Role(_)
             | PreparedKind::CreateSource(_) => None,
         }
     }
@@ -175,6 +180,7 @@ impl PreparedStatement {
             | PreparedKind::Index(_)
             | PreparedKind::Streaming(_)
             | PreparedKind::Fetch(..)
+            | PreparedKind::Role(_)
             | PreparedKind::CreateSource(_) => None,
         }
     }

@@ -23,11 +23,13 @@ use crate::ddl::tables as durable_ddl;
 use crate::pg::column_names::PostgresNames;
 use crate::pg::settings::SessionSettings;
 use crate::planner;
+use crate::roles::{Privilege, RoleCatalog, privileges};
 use crate::session::output::{
     CommandComplete, CopyOutput, PreparedKind, PreparedStatement, QueryOutput, TransactionEffect,
     command_tag, plan_returns_rows, show_all_schema,
 };
 use crate::sql::copy::{CopyFormat, CopyFormatKind};
+use crate::sql::model_statement::ModelStatement;
 use crate::sql::statement::{SessionCommand, SluiceStatement, parse_sql};
 use crate::sql::streaming_statement::StreamingStatement;
 use crate::storage::vector_index::VectorSearchSettings;
@@ -51,6 +53,9 @@ pub struct SluiceSession {
     prepared_names: Mutex<Vec<(String, SchemaRef)>>,
     /// The open `BEGIN … COMMIT` transaction, if any.
     transaction: Mutex<Option<OpenTransaction>>,
+    /// The user the session runs as (see [`Self::set_user`]); `None` for
+    /// an embedded session, which may do everything.
+    user: Mutex<Option<String>>,
 }
 
 /// A session's open transaction.
@@ -78,6 +83,7 @@ impl SluiceSession {
             cursors: Cursors::default(),
             prepared_names: Mutex::new(Vec::new()),
             transaction: Mutex::new(None),
+            user: Mutex::new(None),
         }
     }
 
@@ -96,6 +102,21 @@ impl SluiceSession {
     /// synonyms return); the server calls it once the client has logged in.
     pub fn set_user(&self, user: &str) {
         crate::pg::session_user::register_session_user(&self.ctx, user);
+        *self.user.lock().unwrap_or_else(|e| e.into_inner()) = Some(user.to_owned());
+    }
+
+    /// Refuses `privilege` unless the session's user holds it (the role
+    /// catalog decides; an embedded session holds every privilege).
+    fn require(&self, privilege: Privilege) -> Result<()> {
+        let Some(user) = self.user.lock().unwrap_or_else(|e| e.into_inner()).clone() else {
+            return Ok(());
+        };
+        let holds = role_catalog(&self.ctx).is_none_or(|roles| roles.holds(&user, privilege));
+        if holds {
+            Ok(())
+        } else {
+            Err(privilege.denied(&user))
+        }
     }
 
     /// The settings reported to clients at startup (`ParameterStatus`).
@@ -185,6 +206,7 @@ impl SluiceSession {
             }
             SluiceStatement::Session(cmd) => PreparedKind::Session(cmd.clone()),
             SluiceStatement::Model(statement) => PreparedKind::Model(statement.clone()),
+            SluiceStatement::Role(statement) => PreparedKind::Role(statement.clone()),
             SluiceStatement::CopyFrom(statement) => PreparedKind::CopyFrom(statement.clone()),
             SluiceStatement::CopyTo(copy) => {
                 let query =
@@ -420,6 +442,11 @@ impl SluiceSession {
                 let params = params
                     .map(|params| conform_params(params, &prepared.parameter_types()?))
                     .transpose()?;
+                // Before folding, which evaluates constant calls (a
+                // `read_bytes('…')` would be read, and gone from the plan).
+                for privilege in privileges::needed_by_plan(plan)? {
+                    self.require(privilege)?;
+                }
                 let plan = planner::bind_and_fold(&self.ctx, (**plan).clone(), params).await?;
                 match self.execute_plan(plan).await? {
                     QueryOutput::Rows(stream) => {
@@ -443,7 +470,21 @@ impl SluiceSession {
                 Ok(QueryOutput::Command(CommandComplete::tag("DEALLOCATE ALL")))
             }
             PreparedKind::Session(cmd) => self.execute_session_command(cmd),
+            PreparedKind::Role(statement) => {
+                self.require(crate::roles::needed(statement))?;
+                let roles = role_catalog(&self.ctx).ok_or_else(|| {
+                    DataFusionError::Plan("this engine has no role catalog".into())
+                })?;
+                let tag = crate::roles::execute(&roles, statement).await?;
+                Ok(QueryOutput::Command(CommandComplete::tag(tag)))
+            }
             PreparedKind::Model(statement) => {
+                if matches!(
+                    statement,
+                    ModelStatement::Create(_) | ModelStatement::Drop { .. }
+                ) {
+                    self.require(Privilege::CreateModel)?;
+                }
                 match crate::ddl::models::execute(&self.ctx, statement).await? {
                     ModelOutcome::Done(tag) => Ok(QueryOutput::Command(CommandComplete::tag(tag))),
                     ModelOutcome::Rows(batch) => Ok(rows_output(batch)),
@@ -468,6 +509,9 @@ impl SluiceSession {
                 CopyIn::start(&self.ctx, statement).await?,
             ))),
             PreparedKind::CopyTo(plan, format) => {
+                for privilege in privileges::needed_by_plan(plan)? {
+                    self.require(privilege)?;
+                }
                 let plan = planner::bind_and_fold(&self.ctx, (**plan).clone(), None).await?;
                 match self.execute_plan(plan).await? {
                     QueryOutput::Rows(rows) => Ok(QueryOutput::CopyOut(CopyOutput {
@@ -822,6 +866,14 @@ fn conform_params(params: ParamValues, types: &[Option<DataType>]) -> Result<Par
         })
         .collect::<Result<Vec<_>>>()?;
     Ok(ParamValues::List(values))
+}
+
+/// The engine's role catalog, if it has one.
+fn role_catalog(ctx: &SessionContext) -> Option<Arc<RoleCatalog>> {
+    ctx.state_ref()
+        .read()
+        .config()
+        .get_extension::<RoleCatalog>()
 }
 
 /// Whether `command` starts, ends or marks a place in a transaction.

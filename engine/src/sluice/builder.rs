@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::context::{DEFAULT_CATALOG, DEFAULT_SCHEMA};
+use crate::roles::RoleCatalog;
 use crate::storage::{DATA_STORE_URL, DataLocation, TableStore};
 use crate::streaming::ContinuousQueries;
 use crate::streaming::status::{ContinuousQueriesTable, STATUS_SCHEMA, STATUS_TABLE};
@@ -126,6 +127,7 @@ impl SluiceBuilder {
         let config = self.config;
         let objects = Arc::new(ObjectAccess::new(ObjectRoots::parse(&config.object_roots)?));
         let (object_store, root) = config.data_location.open()?;
+        let roles = RoleCatalog::open(Arc::clone(&object_store), &root).await?;
         let store = Arc::new(TableStore::new(Arc::clone(&object_store), root));
         let tables = store.open_all().await.map_err(|e| {
             DataFusionError::Configuration(format!(
@@ -143,6 +145,7 @@ impl SluiceBuilder {
         let continuous_queries = Arc::new(ContinuousQueries::default());
         let session_config = SessionConfig::new()
             .with_extension(Arc::clone(&store))
+            .with_extension(Arc::clone(&roles))
             .with_extension(Arc::clone(&continuous_queries))
             .with_extension(Arc::clone(&models))
             .with_default_catalog_and_schema(DEFAULT_CATALOG, DEFAULT_SCHEMA)

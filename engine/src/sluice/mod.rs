@@ -48,6 +48,16 @@ impl Sluice {
         }
     }
 
+    /// The roles of the engine's data directory (`CREATE ROLE`), which the
+    /// server authenticates against.
+    pub fn roles(&self) -> Option<Arc<crate::roles::RoleCatalog>> {
+        self.base
+            .state_ref()
+            .read()
+            .config()
+            .get_extension::<crate::roles::RoleCatalog>()
+    }
+
     /// The engine's configuration.
     pub fn config(&self) -> &SluiceConfig {
         &self.config

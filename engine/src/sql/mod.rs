@@ -10,6 +10,7 @@ pub mod copy;
 pub mod model_statement;
 pub mod names;
 pub mod options;
+pub mod role_statement;
 pub mod sink_statement;
 pub mod source_statement;
 pub mod statement;

@@ -20,6 +20,10 @@ use crate::sql::copy::{
     parse_copy_to_stdout,
 };
 use crate::sql::model_statement::{ModelStatement, at_model_statement, parse_model_statement};
+use crate::sql::role_statement::{
+    RoleStatement, alter_role, at_role_statement, create_role, object_name as role_object_name,
+    parse_role_statement,
+};
 use crate::sql::source_statement::{CreateSource, at_create_source, parse_create_source};
 use crate::sql::streaming_statement::{
     StreamingStatement, at_streaming_statement, parse_streaming_statement,
@@ -60,6 +64,8 @@ pub enum SluiceStatement {
     /// `CREATE TABLE … WITH ('connector' = …)`: a generator or external
     /// source.
     CreateSource(Box<CreateSource>),
+    /// `CREATE | ALTER | DROP ROLE`, `GRANT | REVOKE role`.
+    Role(RoleStatement),
     /// `CREATE TABLE` with a `WATERMARK FOR` clause: planned by DataFusion,
     /// the watermark kept in the table's schema.
     CreateTableWithWatermark {
@@ -285,6 +291,9 @@ fn parse_one(parser: &mut DFParser<'_>) -> Result<SluiceStatement> {
     if at_model_statement(parser) {
         return Ok(SluiceStatement::Model(parse_model_statement(parser)?));
     }
+    if at_role_statement(parser) {
+        return Ok(SluiceStatement::Role(parse_role_statement(parser)?));
+    }
     let statement = parser.parse_statement()?;
     classify(statement)
 }
@@ -475,6 +484,20 @@ fn classify(statement: DFStatement) -> Result<SluiceStatement> {
             session(SessionCommand::DeallocateAll)
         }
         ast::Statement::AlterTable(alter) => SluiceStatement::AlterTable(Box::new(alter)),
+        ast::Statement::CreateRole(create) => SluiceStatement::Role(create_role(create)?),
+        ast::Statement::AlterRole {
+            ref name,
+            operation,
+        } => SluiceStatement::Role(alter_role(name, operation)?),
+        ast::Statement::Drop {
+            object_type: ast::ObjectType::Role,
+            ref names,
+            if_exists,
+            ..
+        } => SluiceStatement::Role(RoleStatement::Drop {
+            names: names.iter().map(role_object_name).collect::<Result<_>>()?,
+            if_exists,
+        }),
         ast::Statement::CreateIndex(create) => {
             SluiceStatement::Index(IndexStatement::Create(Box::new(create)))
         }

@@ -1072,7 +1072,7 @@ async fn scram_and_password_logins_need_the_right_password() {
     for method in [AuthMethod::ScramSha256, AuthMethod::Password] {
         let dir = tempfile::tempdir().expect("temp dir");
         let users = Users::parse("alice:s3cret\n").expect("users");
-        let auth = std::sync::Arc::new(Authenticator::new(method, users).expect("auth"));
+        let auth = std::sync::Arc::new(Authenticator::new(method, users, None).expect("auth"));
         let server = TestServer::start_configured(dir.path(), |config| config.auth = auth)
             .await
             .expect("start server");
