@@ -10,20 +10,26 @@ use std::sync::Arc;
 
 use datafusion::error::{DataFusionError, Result};
 use datafusion::prelude::SessionContext;
-use datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
 use datafusion_pg_catalog::pg_catalog::{PgCatalogSchemaProvider, PgCatalogStaticTables};
 use datafusion_pg_catalog::sql::PostgresCompatibilityParser;
 
 use crate::context::DEFAULT_CATALOG;
 use crate::pg::catalog_schema::SluicePgCatalog;
 use crate::pg::relations_catalog::{RelationDetails, RelationsSource, with_access_methods};
+use crate::pg::roles_catalog::RolesProvider;
 use crate::pg::{catalog_functions, types_catalog};
+use crate::roles::RoleCatalog;
 
 /// Registers `pg_catalog` and the Postgres catalog functions on `ctx`;
 /// `details` tells which relations are materialized views and which
-/// tables have indexes.
-pub(crate) fn install(ctx: &SessionContext, details: Arc<dyn RelationDetails>) -> Result<()> {
-    datafusion_pg_catalog::setup_pg_catalog(ctx, DEFAULT_CATALOG, EmptyContextProvider)
+/// tables have indexes, `roles` which roles exist.
+pub(crate) fn install(
+    ctx: &SessionContext,
+    details: Arc<dyn RelationDetails>,
+    roles: Arc<RoleCatalog>,
+) -> Result<()> {
+    let roles = RolesProvider(roles);
+    datafusion_pg_catalog::setup_pg_catalog(ctx, DEFAULT_CATALOG, roles.clone())
         .map_err(|e| DataFusionError::Context("installing pg_catalog".into(), e))?;
     let catalogs = Arc::clone(ctx.state().catalog_list());
     let mut tables = PgCatalogStaticTables::try_new()?;
@@ -32,7 +38,7 @@ pub(crate) fn install(ctx: &SessionContext, details: Arc<dyn RelationDetails>) -
     let library = Arc::new(PgCatalogSchemaProvider::try_new(
         Arc::clone(&catalogs),
         Arc::new(tables),
-        EmptyContextProvider,
+        roles,
     )?);
     let schema = SluicePgCatalog::new(RelationsSource {
         library,

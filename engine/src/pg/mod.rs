@@ -13,6 +13,7 @@ mod catalog_schema;
 pub mod column_names;
 pub mod parameters;
 pub mod relations_catalog;
+mod roles_catalog;
 pub mod session_user;
 pub mod setting_functions;
 pub mod settings;

@@ -61,7 +61,7 @@ impl PasswordSecret {
 }
 
 /// One role.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Role {
     /// May log in (`LOGIN`; `CREATE USER` implies it).
     pub login: bool,

@@ -192,7 +192,7 @@ impl SluiceBuilder {
 
         // pg_catalog first: Sluice's functions then take precedence where
         // both define a name (`version()` must say "PostgreSQL 15").
-        catalog::install(&ctx, Arc::new(SluiceRelationDetails))?;
+        catalog::install(&ctx, Arc::new(SluiceRelationDetails), Arc::clone(&roles))?;
         // After pg_catalog, whose type planner Sluice's wraps.
         sluice_types::install(&ctx);
         let handles = FunctionHandles {
