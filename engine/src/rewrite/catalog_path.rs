@@ -85,7 +85,12 @@ mod tests {
         let config = datafusion::prelude::SessionConfig::new()
             .with_default_catalog_and_schema(crate::context::DEFAULT_CATALOG, "public");
         let ctx = SessionContext::new_with_config(config);
-        crate::pg::catalog::install(&ctx, std::sync::Arc::new(NoDetails)).unwrap();
+        crate::pg::catalog::install(
+            &ctx,
+            std::sync::Arc::new(NoDetails),
+            crate::roles::RoleCatalog::in_memory(),
+        )
+        .unwrap();
         let mut statement = DFParser::parse_sql(sql).unwrap().pop_front().unwrap();
         qualify(&mut statement, &ctx);
         statement.to_string()

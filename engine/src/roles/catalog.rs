@@ -107,6 +107,16 @@ impl RoleCatalog {
         }))
     }
 
+    /// An empty catalog kept in memory only, for tests.
+    #[cfg(test)]
+    pub(crate) fn in_memory() -> Arc<Self> {
+        Arc::new(Self {
+            store: Arc::new(object_store::memory::InMemory::new()),
+            path: Path::from("roles.json"),
+            roles: RwLock::new(BTreeMap::new()),
+        })
+    }
+
     fn read(&self) -> RwLockReadGuard<'_, BTreeMap<String, Role>> {
         self.roles.read().unwrap_or_else(|e| e.into_inner())
     }
