@@ -10,4 +10,5 @@ mod statements;
 
 pub use catalog::{PasswordSecret, Role, RoleCatalog};
 pub use privileges::Privilege;
+pub use statements::{RoleOptions, RoleStatement};
 pub(crate) use statements::{execute, needed};

@@ -1,4 +1,5 @@
-//! Runs the role statements ([`RoleStatement`]) against the catalog.
+//! The role statements (parsed by the SQL layer's `role_statement`) and how
+//! they change the catalog.
 
 use std::collections::BTreeSet;
 
@@ -7,7 +8,37 @@ use sluice_types::error::{SluiceError, SqlState};
 
 use super::catalog::{PasswordSecret, Role, RoleCatalog};
 use super::privileges::{PREDEFINED_ROLES, Privilege};
-use crate::sql::role_statement::{RoleOptions, RoleStatement};
+
+/// A role statement.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RoleStatement {
+    /// `CREATE ROLE` / `CREATE USER`.
+    Create {
+        name: String,
+        if_not_exists: bool,
+        options: RoleOptions,
+    },
+    /// `ALTER ROLE name [WITH] options`.
+    Alter { name: String, options: RoleOptions },
+    /// `DROP ROLE | USER [IF EXISTS] name, …`.
+    Drop { names: Vec<String>, if_exists: bool },
+    /// `GRANT role, … TO member, …` (`revoke`: `REVOKE … FROM …`).
+    Grant {
+        roles: Vec<String>,
+        members: Vec<String>,
+        revoke: bool,
+    },
+}
+
+/// The attributes a role statement sets (`None`: left as they are, or the
+/// default for a new role).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RoleOptions {
+    pub login: Option<bool>,
+    pub superuser: Option<bool>,
+    /// `Some(None)`: `PASSWORD NULL`.
+    pub password: Option<Option<String>>,
+}
 
 /// Runs `statement` for `user` (a superuser: the caller checked
 /// [`Privilege::ManageRoles`]); returns its command tag.

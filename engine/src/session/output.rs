@@ -10,9 +10,9 @@ use datafusion::physical_plan::SendableRecordBatchStream;
 
 use crate::copy_in::CopyIn;
 use crate::pg::column_names::PostgresNames;
+use crate::roles::RoleStatement;
 use crate::sql::copy::{CopyFormat, CopyFromStdin};
 use crate::sql::model_statement::ModelStatement;
-use crate::sql::role_statement::RoleStatement;
 use crate::sql::source_statement::CreateSource;
 use crate::sql::statement::{IndexStatement, SessionCommand};
 use crate::sql::streaming_statement::StreamingStatement;

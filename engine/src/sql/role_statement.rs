@@ -11,36 +11,7 @@ use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::tokenizer::Token;
 use sluice_types::error::{SluiceError, SqlState};
 
-/// A role statement.
-#[derive(Debug, Clone, PartialEq)]
-pub enum RoleStatement {
-    /// `CREATE ROLE` / `CREATE USER`.
-    Create {
-        name: String,
-        if_not_exists: bool,
-        options: RoleOptions,
-    },
-    /// `ALTER ROLE name [WITH] options`.
-    Alter { name: String, options: RoleOptions },
-    /// `DROP ROLE | USER [IF EXISTS] name, …`.
-    Drop { names: Vec<String>, if_exists: bool },
-    /// `GRANT role, … TO member, …` (`revoke`: `REVOKE … FROM …`).
-    Grant {
-        roles: Vec<String>,
-        members: Vec<String>,
-        revoke: bool,
-    },
-}
-
-/// The attributes a role statement sets (`None`: left as they are, or the
-/// default for a new role).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct RoleOptions {
-    pub login: Option<bool>,
-    pub superuser: Option<bool>,
-    /// `Some(None)`: `PASSWORD NULL`.
-    pub password: Option<Option<String>>,
-}
+use crate::roles::{RoleOptions, RoleStatement};
 
 /// Whether the parser is at a statement read here rather than by
 /// sqlparser: `CREATE USER`, `DROP USER`, `GRANT`/`REVOKE` of a role.

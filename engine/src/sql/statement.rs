@@ -15,13 +15,14 @@ use datafusion::sql::sqlparser::tokenizer::Token;
 
 use crate::pg::catalog;
 use crate::pg::settings::canonical_name;
+use crate::roles::RoleStatement;
 use crate::sql::copy::{
     CopyFromStdin, CopyToStdout, at_copy_from, at_copy_to_stdout, parse_copy_from,
     parse_copy_to_stdout,
 };
 use crate::sql::model_statement::{ModelStatement, at_model_statement, parse_model_statement};
 use crate::sql::role_statement::{
-    RoleStatement, alter_role, at_role_statement, create_role, object_name as role_object_name,
+    alter_role, at_role_statement, create_role, object_name as role_object_name,
     parse_role_statement,
 };
 use crate::sql::source_statement::{CreateSource, at_create_source, parse_create_source};

@@ -42,6 +42,7 @@
 
 mod change_feed;
 mod commit;
+mod compaction;
 mod definitions;
 mod durable_table;
 mod files;

@@ -4,6 +4,9 @@
 
 use std::sync::{Arc, RwLock};
 
+use datafusion::arrow::datatypes::SchemaRef;
+use tokio::sync::Mutex;
+
 use object_store::ObjectStore;
 use object_store::path::Path;
 
@@ -148,5 +151,27 @@ pub(super) async fn install_all(installs: Vec<Install<'_>>) {
     for (previous, snapshot, dropped_graphs, store, dir) in replaced {
         Snapshot::succeed(previous, &snapshot).await;
         vector_index::delete_graphs(store, dir, &dropped_graphs).await;
+    }
+}
+
+/// One durable table as its writers and transactions share it.
+#[derive(Debug, Clone)]
+pub(super) struct TableHandle {
+    pub store: Arc<dyn ObjectStore>,
+    pub dir: Path,
+    pub schema: SchemaRef,
+    pub state: Arc<Mutex<TableState>>,
+    pub history: Arc<TableHistory>,
+}
+
+impl TableHandle {
+    /// Tells tables apart even when one was dropped and another created
+    /// at the same place: the state is shared by a table's writers only.
+    pub(super) fn key(&self) -> usize {
+        Arc::as_ptr(&self.state) as usize
+    }
+
+    pub(super) fn name(&self) -> String {
+        table_name(&self.dir)
     }
 }

@@ -19,7 +19,6 @@
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
-use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::TaskContext;
 use datafusion::execution::config::SessionConfig;
@@ -32,12 +31,12 @@ use tokio::sync::{Mutex, MutexGuard};
 
 use super::change_feed::ChangeKind;
 use super::commit::{RecoveryStep, recovery_step};
+use super::compaction::compact_tail;
 use super::files::{Snapshot, resolve};
 use super::manifest::{self, DataFile, Manifest, delete_if_present, storage_error};
-use super::sink::compact_tail;
-use super::table_state::{Install, TableState, install_all, table_name};
+use super::table_state::{Install, TableHandle, install_all};
 use super::vector_index;
-use super::versions::{CommitClock, ReadPoint, TableHistory};
+use super::versions::{CommitClock, ReadPoint};
 
 /// The session's open transaction, as the session config carries it to
 /// scans and writers (`None` outside `BEGIN … COMMIT`). Replaced, never
@@ -56,28 +55,6 @@ impl SessionTransaction {
     /// The open transaction of the session running `context`.
     pub(super) fn of_task(context: &TaskContext) -> Option<Arc<Transaction>> {
         Self::of(context.session_config())
-    }
-}
-
-/// One durable table as a transaction reads and changes it.
-#[derive(Debug, Clone)]
-pub(super) struct TableHandle {
-    pub store: Arc<dyn ObjectStore>,
-    pub dir: Path,
-    pub schema: SchemaRef,
-    pub state: Arc<Mutex<TableState>>,
-    pub history: Arc<TableHistory>,
-}
-
-impl TableHandle {
-    /// Tells tables apart even when one was dropped and another created
-    /// at the same place: the state is shared by a table's writers only.
-    fn key(&self) -> usize {
-        Arc::as_ptr(&self.state) as usize
-    }
-
-    fn name(&self) -> String {
-        table_name(&self.dir)
     }
 }
 
