@@ -131,6 +131,20 @@ def run(server, secret_file, work):
               sqlstate_of(lambda: alice.execute(
                   "CREATE MODEL m INPUT (t TEXT) OUTPUT (e VECTOR(3)) WITH ('path' = '/x.onnx')"
               )) == "42501")
+        check("… nor read them through a continuous query (42501)",
+              sqlstate_of(lambda: alice.execute(
+                  f"CREATE MATERIALIZED VIEW peek AS SELECT read_bytes('file://{secret_file}') AS b FROM notes"
+              )) == "42501")
+        check("… nor through a filesystem source table (42501)",
+              sqlstate_of(lambda: alice.execute(
+                  f"CREATE TABLE dropped (ref OBJECT_REF) WITH ('connector' = 'filesystem', "
+                  f"'path' = 'file://{work}', 'format' = 'object_ref')"
+              )) == "42501")
+        check("… nor write them through a filesystem sink (42501)",
+              sqlstate_of(lambda: alice.execute(
+                  f"CREATE SINK spill AS SELECT id FROM notes WITH ('connector' = 'filesystem', "
+                  f"'path' = 'file://{work}/spill', 'format' = 'json')"
+              )) == "42501")
         check("… nor create roles (42501)",
               sqlstate_of(lambda: alice.execute("CREATE ROLE mallory SUPERUSER")) == "42501")
         check("… nor grant itself privileges (42501)",

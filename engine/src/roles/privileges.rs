@@ -8,16 +8,19 @@
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::error::Result;
 use datafusion::logical_expr::{DdlStatement, Expr, LogicalPlan};
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
 use sluice_types::error::{SluiceError, SqlState};
 
 /// A privilege a statement may need.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Privilege {
     /// Read files and objects the server can reach: `read_image`,
-    /// `read_bytes`, `read_audio`, `object_ref`, external tables, `COPY …
-    /// FROM` a server file.
+    /// `read_bytes`, `read_audio`, `object_ref`, external tables, the
+    /// `filesystem` and `nats` connectors.
     ReadServerFiles,
-    /// Write files on the server: `COPY … TO` a path.
+    /// Write files on the server, or to a broker: `COPY … TO` a path,
+    /// `filesystem` and `nats` sinks.
     WriteServerFiles,
     /// `CREATE MODEL` and `DROP MODEL`: a model is code the server runs,
     /// or an endpoint it calls with the server's credentials.
@@ -70,6 +73,41 @@ impl Privilege {
             ),
         )
         .into()
+    }
+}
+
+/// The privileges the query text `sql` needs, read from its tokens (for
+/// continuous queries, which are planned by the streaming runtime): a call
+/// of a reading function anywhere in it needs [`Privilege::ReadServerFiles`].
+pub fn needed_by_sql(sql: &str) -> Vec<Privilege> {
+    let dialect = PostgreSqlDialect {};
+    let Ok(tokens) = Tokenizer::new(&dialect, sql).tokenize() else {
+        // Unreadable text fails later with a syntax error; nothing runs.
+        return Vec::new();
+    };
+    let calls_reader = tokens
+        .iter()
+        .filter(|t| !matches!(t, Token::Whitespace(_)))
+        .collect::<Vec<_>>()
+        .windows(2)
+        .any(|pair| {
+            matches!(pair, [Token::Word(w), Token::LParen]
+                if READING_FUNCTIONS.contains(&w.value.to_lowercase().as_str()))
+        });
+    if calls_reader {
+        vec![Privilege::ReadServerFiles]
+    } else {
+        Vec::new()
+    }
+}
+
+/// The privilege a connector table or sink needs to reach outside the
+/// engine: files or a broker (`None` for the generators and tables).
+pub fn needed_by_connector(connector: Option<&str>, writes: bool) -> Option<Privilege> {
+    match connector?.to_ascii_lowercase().as_str() {
+        "filesystem" | "nats" if writes => Some(Privilege::WriteServerFiles),
+        "filesystem" | "nats" => Some(Privilege::ReadServerFiles),
+        _ => None,
     }
 }
 

@@ -30,6 +30,7 @@ use crate::session::output::{
 };
 use crate::sql::copy::{CopyFormat, CopyFormatKind};
 use crate::sql::model_statement::ModelStatement;
+use crate::sql::sink_statement::SinkInput;
 use crate::sql::statement::{SessionCommand, SluiceStatement, parse_sql};
 use crate::sql::streaming_statement::StreamingStatement;
 use crate::storage::vector_index::VectorSearchSettings;
@@ -322,6 +323,35 @@ impl SluiceSession {
         Ok(())
     }
 
+    /// What starting a continuous query needs: its query's reading
+    /// functions, and its sink's connector.
+    fn require_for_streaming(&self, statement: &StreamingStatement) -> Result<()> {
+        let (query, connector) = match statement {
+            StreamingStatement::CreateMaterializedView { query, .. } => {
+                (Some(query.to_string()), None)
+            }
+            StreamingStatement::CreateSink(sink) => (
+                match &sink.input {
+                    SinkInput::Query(query) => Some(query.to_string()),
+                    SinkInput::View(_) => None,
+                },
+                sink.options.get("connector").map(String::as_str),
+            ),
+            _ => return Ok(()),
+        };
+        for privilege in query
+            .as_deref()
+            .map(privileges::needed_by_sql)
+            .unwrap_or_default()
+        {
+            self.require(privilege)?;
+        }
+        if let Some(privilege) = privileges::needed_by_connector(connector, true) {
+            self.require(privilege)?;
+        }
+        Ok(())
+    }
+
     /// The open transaction; outside one, the error Postgres gives
     /// `command`.
     fn transaction_for(&self, command: &str) -> Result<Arc<Transaction>> {
@@ -499,9 +529,14 @@ impl SluiceSession {
                 Ok(QueryOutput::Command(CommandComplete::tag("ALTER TABLE")))
             }
             PreparedKind::Streaming(statement) | PreparedKind::Fetch(statement, _) => {
+                self.require_for_streaming(statement)?;
                 self.execute_streaming(statement, Origin::Client).await
             }
             PreparedKind::CreateSource(source) => {
+                let connector = source.options.get("connector").map(String::as_str);
+                if let Some(privilege) = privileges::needed_by_connector(connector, false) {
+                    self.require(privilege)?;
+                }
                 streaming::create_source(&self.ctx, source, Origin::Client).await?;
                 Ok(QueryOutput::Command(CommandComplete::tag("CREATE TABLE")))
             }
