@@ -12,7 +12,9 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{SinkExt, StreamExt};
+use std::panic::AssertUnwindSafe;
+
+use futures::{FutureExt, SinkExt, StreamExt};
 use log::info;
 use pgwire::api::{ClientInfo, PgWireConnectionState, PgWireServerHandlers};
 use pgwire::error::ErrorInfo;
@@ -54,7 +56,7 @@ pub(crate) async fn serve_connection<H: PgWireServerHandlers>(
             PgWireConnectionState::AwaitingStartup
             | PgWireConnectionState::AuthenticationInProgress => tokio::select! {
                 _ = &mut startup_deadline => None,
-                message = socket.next() => message,
+                message = next_message(&mut socket) => message,
             },
             PgWireConnectionState::ReadyForQuery => {
                 let in_transaction = socket.transaction_status() != TransactionStatus::Idle;
@@ -63,26 +65,28 @@ pub(crate) async fn serve_connection<H: PgWireServerHandlers>(
                     .get::<Connection>()
                     .and_then(|conn| conn.session.idle_timeout(in_transaction));
                 match limit {
-                    None => socket.next().await,
-                    Some(limit) => match tokio::time::timeout(limit, socket.next()).await {
-                        Ok(message) => message,
-                        Err(_) => {
-                            info!(
-                                "closing the idle session of {} after {limit:?}",
-                                socket.socket_addr()
-                            );
-                            let error = idle_timeout_error(in_transaction);
-                            // The client may be gone already: closing is all
-                            // that is left either way.
-                            let _ = socket
-                                .send(PgWireBackendMessage::ErrorResponse(error.into()))
-                                .await;
-                            return Ok(());
+                    None => next_message(&mut socket).await,
+                    Some(limit) => {
+                        match tokio::time::timeout(limit, next_message(&mut socket)).await {
+                            Ok(message) => message,
+                            Err(_) => {
+                                info!(
+                                    "closing the idle session of {} after {limit:?}",
+                                    socket.socket_addr()
+                                );
+                                let error = idle_timeout_error(in_transaction);
+                                // The client may be gone already: closing is all
+                                // that is left either way.
+                                let _ = socket
+                                    .send(PgWireBackendMessage::ErrorResponse(error.into()))
+                                    .await;
+                                return Ok(());
+                            }
                         }
-                    },
+                    }
                 }
             }
-            _ => socket.next().await,
+            _ => next_message(&mut socket).await,
         };
         let Some(Ok(message)) = message else {
             break;
@@ -116,6 +120,34 @@ pub(crate) async fn serve_connection<H: PgWireServerHandlers>(
         }
     }
     Ok(())
+}
+
+/// The client's next message. pgwire 0.41's decoder panics on some
+/// truncated messages (a Bind, Parse, Execute, Describe or Close whose
+/// body is shorter than its fields); such a message ends the connection
+/// with Postgres' protocol-violation error instead of a silent drop.
+async fn next_message<T, E>(socket: &mut T) -> Option<Result<PgWireFrontendMessage, E>>
+where
+    T: futures::Stream<Item = Result<PgWireFrontendMessage, E>>
+        + futures::Sink<PgWireBackendMessage>
+        + Unpin,
+{
+    match AssertUnwindSafe(socket.next()).catch_unwind().await {
+        Ok(message) => message,
+        Err(_) => {
+            log::warn!("closing a connection that sent a malformed message");
+            let error = ErrorInfo::new(
+                "FATAL".into(),
+                "08P01".into(),
+                "invalid frontend message: a field runs past the end of the message".into(),
+            );
+            // The client may be gone already: closing is all that is left.
+            let _ = socket
+                .send(PgWireBackendMessage::ErrorResponse(error.into()))
+                .await;
+            None
+        }
+    }
 }
 
 /// Postgres' FATAL error for a session closed while idle.

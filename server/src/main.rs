@@ -122,6 +122,9 @@ impl Default for ServeArgs {
     }
 }
 
+/// Stack of each async worker thread (tokio's default is 2 MiB).
+const WORKER_STACK_BYTES: usize = 16 * 1024 * 1024;
+
 fn main() -> ExitCode {
     env_logger::Builder::from_env(
         env_logger::Env::default().default_filter_or("warn,sluice=info,sluice_server=info"),
@@ -134,6 +137,10 @@ fn main() -> ExitCode {
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        // Planning recurses over expression trees: room for the deepest
+        // statement the parser admits (see `sluice_engine::sql::complexity`)
+        // with a wide margin. Only the pages used are ever touched.
+        .thread_stack_size(WORKER_STACK_BYTES)
         .build()
     {
         Ok(rt) => rt,

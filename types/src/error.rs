@@ -76,6 +76,8 @@ impl SqlState {
     pub const DUPLICATE_TABLE: SqlState = SqlState("42P07");
     /// `3F000`: no schema of that name.
     pub const INVALID_SCHEMA_NAME: SqlState = SqlState("3F000");
+    /// `54001`: a statement nested too deeply to plan safely.
+    pub const STATEMENT_TOO_COMPLEX: SqlState = SqlState("54001");
     /// `42939`: a name reserved for the system (a predefined role).
     pub const RESERVED_NAME: SqlState = SqlState("42939");
     /// `25P01`: a transaction-only command outside a transaction.

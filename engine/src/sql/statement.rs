@@ -124,6 +124,7 @@ pub enum SessionCommand {
 
 /// Parses SQL text into statements. Empty statements (`;;`) are skipped.
 pub fn parse_sql(sql: &str) -> Result<Vec<SluiceStatement>> {
+    crate::sql::complexity::check(sql)?;
     let as_written = parse_as_written(sql);
     let Some(compatible) = mentions_pg_catalog(sql)
         .then(|| parse_client_catalog_query(sql))
