@@ -42,7 +42,17 @@ pub fn result_fields(
         .map(|(idx, field)| {
             let pg_type = match SluiceType::of_field(field) {
                 Some(ty) => announced_type(ty),
-                None => arrow_pg::datatypes::field_into_pg_type(field)?,
+                None => arrow_pg::datatypes::field_into_pg_type(field).map_err(|_| {
+                    user_error(
+                        codes::FEATURE_NOT_SUPPORTED,
+                        format!(
+                            "column \"{}\" is of type {}, which cannot be sent to clients yet \
+                             (nested arrays, arrays of vectors); cast it to text",
+                            field.name(),
+                            field.data_type()
+                        ),
+                    )
+                })?,
             };
             let info = FieldInfo::new(
                 field.name().clone(),

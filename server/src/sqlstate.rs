@@ -187,6 +187,11 @@ pub fn sqlstate(err: &DataFusionError) -> &'static str {
         },
         DataFusionError::IoError(_) => IO_ERROR,
         DataFusionError::ParquetError(_) => IO_ERROR,
+        // DataFusion 55 raises BETWEEN over types it cannot compare as an
+        // internal error; it is the user's type mismatch.
+        DataFusionError::Internal(m) if m.contains("Failed to coerce types") => DATATYPE_MISMATCH,
+        // A `SET datafusion.…` whose value does not parse.
+        DataFusionError::External(e) if is_value_parse_error(e.as_ref()) => INVALID_PARAMETER_VALUE,
         DataFusionError::Internal(_)
         | DataFusionError::ExecutionJoin(_)
         | DataFusionError::Substrait(_)
@@ -199,6 +204,13 @@ pub fn sqlstate(err: &DataFusionError) -> &'static str {
         | DataFusionError::Shared(_)
         | DataFusionError::Collection(_) => INTERNAL_ERROR,
     }
+}
+
+/// Whether `e` is a number or boolean that did not parse.
+fn is_value_parse_error(e: &(dyn std::error::Error + Send + Sync + 'static)) -> bool {
+    e.is::<std::num::ParseIntError>()
+        || e.is::<std::num::ParseFloatError>()
+        || e.is::<std::str::ParseBoolError>()
 }
 
 fn arrow_sqlstate(e: &ArrowError) -> &'static str {
@@ -304,6 +316,19 @@ mod tests {
         let unknown_setting =
             DataFusionError::Configuration("unrecognized configuration parameter \"x\"".into());
         assert_eq!(sqlstate(&unknown_setting), codes::UNDEFINED_OBJECT);
+    }
+
+    #[test]
+    fn internal_errors_that_are_the_users_keep_their_sqlstate() {
+        let between = DataFusionError::Internal(
+            "Failed to coerce types Float64 and Boolean in BETWEEN expression".into(),
+        );
+        assert_eq!(sqlstate(&between), codes::DATATYPE_MISMATCH);
+        let bad_value = "x".parse::<usize>().unwrap_err();
+        let setting = DataFusionError::External(Box::new(bad_value));
+        assert_eq!(sqlstate(&setting), codes::INVALID_PARAMETER_VALUE);
+        let other = DataFusionError::Internal("something broke".into());
+        assert_eq!(sqlstate(&other), codes::INTERNAL_ERROR);
     }
 
     #[test]

@@ -127,14 +127,17 @@ impl SluiceBuilder {
         let config = self.config;
         let objects = Arc::new(ObjectAccess::new(ObjectRoots::parse(&config.object_roots)?));
         let (object_store, root) = config.data_location.open()?;
-        let roles = RoleCatalog::open(Arc::clone(&object_store), &root).await?;
-        let store = Arc::new(TableStore::new(Arc::clone(&object_store), root));
-        let tables = store.open_all().await.map_err(|e| {
+        let cannot_open = |e: DataFusionError| {
             DataFusionError::Configuration(format!(
                 "cannot open data directory {}: {e}",
                 config.data_location
             ))
-        })?;
+        };
+        let store = Arc::new(TableStore::new(Arc::clone(&object_store), root.clone()));
+        let tables = store.open_all().await.map_err(cannot_open)?;
+        let roles = RoleCatalog::open(Arc::clone(&object_store), &root)
+            .await
+            .map_err(cannot_open)?;
 
         let key_variables = if config.model_key_variables.is_empty() {
             KeyVariablePolicy::default()
