@@ -172,6 +172,12 @@ impl RoleCatalog {
         Ok(result)
     }
 
+    /// Whether `user` is a role of this catalog without SUPERUSER: the
+    /// only users some privilege may be refused to (see [`Self::holds`]).
+    pub fn is_restricted(&self, user: &str) -> bool {
+        self.read().get(user).is_some_and(|role| !role.superuser)
+    }
+
     /// Whether `user` holds `privilege`: a superuser holds every one; a
     /// user the catalog does not know (the `--users-file` users, and in
     /// `trust` mode anyone) is a superuser, as the operator configured it.

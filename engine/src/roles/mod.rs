@@ -10,5 +10,5 @@ mod statements;
 
 pub use catalog::{PasswordSecret, Role, RoleCatalog};
 pub use privileges::Privilege;
+pub(crate) use statements::execute;
 pub use statements::{RoleOptions, RoleStatement};
-pub(crate) use statements::{execute, needed};

@@ -7,7 +7,7 @@ use datafusion::error::Result;
 use sluice_types::error::{SluiceError, SqlState};
 
 use super::catalog::{PasswordSecret, Role, RoleCatalog};
-use super::privileges::{PREDEFINED_ROLES, Privilege};
+use super::privileges::PREDEFINED_ROLES;
 
 /// A role statement.
 #[derive(Debug, Clone, PartialEq)]
@@ -40,8 +40,8 @@ pub struct RoleOptions {
     pub password: Option<Option<String>>,
 }
 
-/// Runs `statement` for `user` (a superuser: the caller checked
-/// [`Privilege::ManageRoles`]); returns its command tag.
+/// Runs `statement` (the caller checked that its user may manage roles);
+/// returns its command tag.
 pub async fn execute(catalog: &RoleCatalog, statement: &RoleStatement) -> Result<&'static str> {
     match statement {
         RoleStatement::Create {
@@ -135,11 +135,6 @@ pub async fn execute(catalog: &RoleCatalog, statement: &RoleStatement) -> Result
             Ok(if *revoke { "REVOKE ROLE" } else { "GRANT ROLE" })
         }
     }
-}
-
-/// What `statement` needs of the user running it.
-pub fn needed(_statement: &RoleStatement) -> Privilege {
-    Privilege::ManageRoles
 }
 
 fn apply(role: &mut Role, options: &RoleOptions) {

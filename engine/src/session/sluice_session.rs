@@ -120,6 +120,21 @@ impl SluiceSession {
         }
     }
 
+    /// Refuses `plan` unless the session's user holds what it needs. Only
+    /// a restricted user's plans are walked: this runs for every query.
+    fn require_for_plan(&self, plan: &LogicalPlan) -> Result<()> {
+        let user = self.user.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let restricted = user.is_some_and(|user| {
+            role_catalog(&self.ctx).is_some_and(|roles| roles.is_restricted(&user))
+        });
+        if restricted {
+            for privilege in privileges::needed_by_plan(plan)? {
+                self.require(privilege)?;
+            }
+        }
+        Ok(())
+    }
+
     /// The settings reported to clients at startup (`ParameterStatus`).
     pub fn reported_settings(&self) -> Vec<(String, String)> {
         self.settings().reported()
@@ -474,9 +489,7 @@ impl SluiceSession {
                     .transpose()?;
                 // Before folding, which evaluates constant calls (a
                 // `read_bytes('…')` would be read, and gone from the plan).
-                for privilege in privileges::needed_by_plan(plan)? {
-                    self.require(privilege)?;
-                }
+                self.require_for_plan(plan)?;
                 let plan = planner::bind_and_fold(&self.ctx, (**plan).clone(), params).await?;
                 match self.execute_plan(plan).await? {
                     QueryOutput::Rows(stream) => {
@@ -501,7 +514,7 @@ impl SluiceSession {
             }
             PreparedKind::Session(cmd) => self.execute_session_command(cmd),
             PreparedKind::Role(statement) => {
-                self.require(crate::roles::needed(statement))?;
+                self.require(Privilege::ManageRoles)?;
                 let roles = role_catalog(&self.ctx).ok_or_else(|| {
                     DataFusionError::Plan("this engine has no role catalog".into())
                 })?;
@@ -544,9 +557,7 @@ impl SluiceSession {
                 CopyIn::start(&self.ctx, statement).await?,
             ))),
             PreparedKind::CopyTo(plan, format) => {
-                for privilege in privileges::needed_by_plan(plan)? {
-                    self.require(privilege)?;
-                }
+                self.require_for_plan(plan)?;
                 let plan = planner::bind_and_fold(&self.ctx, (**plan).clone(), None).await?;
                 match self.execute_plan(plan).await? {
                     QueryOutput::Rows(rows) => Ok(QueryOutput::CopyOut(CopyOutput {

@@ -5,6 +5,8 @@
 use std::sync::{Arc, RwLock};
 
 use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::error::Result;
+use sluice_types::error::{SluiceError, SqlState};
 use tokio::sync::Mutex;
 
 use object_store::ObjectStore;
@@ -55,10 +57,10 @@ pub(super) fn catalog_entries(manifest: &Manifest) -> Vec<VectorIndex> {
 
 impl TableState {
     /// Refuses a commit to a table DROP TABLE took.
-    pub fn check_not_dropped(&self, dir: &Path) -> datafusion::error::Result<()> {
+    pub fn check_not_dropped(&self, dir: &Path) -> Result<()> {
         if self.dropped {
-            return Err(sluice_types::error::SluiceError::new(
-                sluice_types::error::SqlState::UNDEFINED_TABLE,
+            return Err(SluiceError::new(
+                SqlState::UNDEFINED_TABLE,
                 format!(
                     "table {} was dropped while this statement or transaction wrote to it",
                     table_name(dir)

@@ -318,7 +318,7 @@ impl Transaction {
             if table.changed != Some(Changed::Appended)
                 && state.manifest.version != table.base_version
             {
-                return Err(SluiceError::new(
+                return Err(DataFusionError::from(SluiceError::new(
                     SqlState::SERIALIZATION_FAILURE,
                     format!(
                         "could not serialize access due to a concurrent update of table {} (it \
@@ -326,8 +326,8 @@ impl Transaction {
                          retry the transaction",
                         table.table.name()
                     ),
-                )
-                .into_failure());
+                ))
+                .into());
             }
         }
         let mut nexts = Vec::with_capacity(changed.len());
@@ -467,16 +467,6 @@ impl From<DataFusionError> for CommitFailure {
             error,
             record_left: false,
         }
-    }
-}
-
-trait IntoFailure {
-    fn into_failure(self) -> CommitFailure;
-}
-
-impl IntoFailure for SluiceError {
-    fn into_failure(self) -> CommitFailure {
-        DataFusionError::from(self).into()
     }
 }
 
