@@ -1,9 +1,11 @@
 //! [`Pipeline`]: a continuous query's operators in the shape of its plan —
-//! one chain per input, the [`JoinOperator`] where two inputs meet, and the
-//! chain after it — and the routing of changes and signals through them.
-//! A query over one table is a pipeline with one input chain and no join.
+//! one chain per input, a [`JoinOperator`] wherever two streams meet (an
+//! input's or an earlier join's), each join followed by its own chain —
+//! and the routing of changes and signals through them. A query over one
+//! table is a pipeline with one input chain and no join; a join of three
+//! tables has two joins, the second taking the first's output as a side.
 
-use datafusion::error::Result;
+use datafusion::error::{DataFusionError, Result};
 
 use super::checkpoint::StateSnapshot;
 use super::join::JoinOperator;
@@ -11,38 +13,95 @@ use super::operator::{OperatorMetrics, StreamOperator};
 use super::signal::{Change, CheckpointBarrier, InputIndex, Watermark};
 use super::sink::EpochSink;
 
+/// A stream inside a pipeline: what an input's chain or a join's chain
+/// produces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    /// The output of input `n`'s chain.
+    Input(InputIndex),
+    /// The output of join `n`'s chain.
+    Join(usize),
+}
+
+impl std::fmt::Display for Stream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Stream::Input(n) => write!(f, "input {n}"),
+            Stream::Join(n) => write!(f, "join {n}"),
+        }
+    }
+}
+
+/// Where two streams meet, and the operators after it.
+pub struct JoinStep {
+    /// The join.
+    pub join: JoinOperator,
+    /// Its left and right side.
+    pub sides: [Stream; 2],
+    /// The operators its output goes through.
+    pub chain: Vec<Box<dyn StreamOperator>>,
+}
+
+/// Which join (and which of its sides) a stream feeds; `None`: the
+/// pipeline's output.
+type Parent = Option<(usize, InputIndex)>;
+
 /// The operators of one continuous query.
 pub struct Pipeline {
     /// Per input, the operators its rows go through first.
     inputs: Vec<Vec<Box<dyn StreamOperator>>>,
-    /// Where the inputs meet (a query over two tables).
-    join: Option<JoinOperator>,
-    /// The operators after the join (or after the one input).
-    tail: Vec<Box<dyn StreamOperator>>,
+    /// The joins, each after the joins its sides read (the last one is
+    /// the pipeline's output).
+    joins: Vec<JoinStep>,
+    /// Per input, where its chain's output goes.
+    input_parents: Vec<Parent>,
+    /// Per join, where its chain's output goes.
+    join_parents: Vec<Parent>,
 }
 
 impl Pipeline {
     /// One input through `operators`.
     pub fn chain(operators: Vec<Box<dyn StreamOperator>>) -> Self {
         Self {
-            inputs: vec![Vec::new()],
-            join: None,
-            tail: operators,
+            inputs: vec![operators],
+            joins: Vec::new(),
+            input_parents: vec![None],
+            join_parents: Vec::new(),
         }
     }
 
-    /// Two inputs, each through its own operators, joined by `join`, then
-    /// through `tail`.
-    pub fn joined(
-        inputs: [Vec<Box<dyn StreamOperator>>; 2],
-        join: JoinOperator,
-        tail: Vec<Box<dyn StreamOperator>>,
-    ) -> Self {
-        Self {
-            inputs: inputs.into(),
-            join: Some(join),
-            tail,
+    /// `inputs`, each through its own operators, meeting at `joins`: every
+    /// input and every join but the last feeds exactly one later join.
+    pub fn joined(inputs: Vec<Vec<Box<dyn StreamOperator>>>, joins: Vec<JoinStep>) -> Result<Self> {
+        let mut input_parents = vec![None; inputs.len()];
+        let mut join_parents = vec![None; joins.len()];
+        let malformed = |why: String| DataFusionError::Internal(format!("a join tree {why}"));
+        for (j, step) in joins.iter().enumerate() {
+            for (side, stream) in step.sides.into_iter().enumerate() {
+                let parent = match stream {
+                    Stream::Input(n) => input_parents.get_mut(n),
+                    Stream::Join(n) if n < j => join_parents.get_mut(n),
+                    Stream::Join(n) => {
+                        return Err(malformed(format!("joins {n} before it exists")));
+                    }
+                }
+                .ok_or_else(|| malformed(format!("reads a missing {stream}")))?;
+                if parent.replace((j, side)).is_some() {
+                    return Err(malformed(format!("reads {stream} twice")));
+                }
+            }
         }
+        let unread = input_parents.iter().filter(|p| p.is_none()).count()
+            + join_parents.iter().filter(|p| p.is_none()).count();
+        if unread != 1 || join_parents.last().is_some_and(Option::is_some) {
+            return Err(malformed("has more than one output".into()));
+        }
+        Ok(Self {
+            inputs,
+            joins,
+            input_parents,
+            join_parents,
+        })
     }
 
     /// How many inputs (sources) the pipeline reads.
@@ -57,12 +116,12 @@ impl Pipeline {
         change: Change,
     ) -> Result<Vec<Change>> {
         let changes = push(self.input_chain(input)?, 0, vec![change]).await?;
-        self.after_input(input, changes).await
+        self.upward(self.input_parents[input], changes).await
     }
 
     /// Event time of `input` has reached `watermark`. Returns what the
     /// operators emitted and the watermark that reaches the end, if it
-    /// advanced there (a join passes on the lower of its inputs').
+    /// advanced there (a join passes on the lower of its sides').
     pub async fn handle_watermark(
         &mut self,
         input: InputIndex,
@@ -74,26 +133,31 @@ impl Pipeline {
             let mut emitted = Vec::new();
             watermark = chain[i].handle_watermark(watermark, &mut emitted).await?;
             let rest = push(chain, i + 1, emitted).await?;
-            out.extend(self.after_input(input, rest).await?);
+            out.extend(self.upward(self.input_parents[input], rest).await?);
         }
-        if let Some(join) = &mut self.join {
-            match join.handle_watermark(input, watermark)? {
+        let mut at = self.input_parents[input];
+        while let Some((j, side)) = at {
+            match self.joins[j].join.handle_watermark(side, watermark)? {
                 Some(passed) => watermark = passed,
                 None => return Ok((out, None)),
             }
-        }
-        for i in 0..self.tail.len() {
-            let mut emitted = Vec::new();
-            watermark = self.tail[i]
-                .handle_watermark(watermark, &mut emitted)
-                .await?;
-            out.extend(push(&mut self.tail, i + 1, emitted).await?);
+            let parent = self.join_parents[j];
+            for i in 0..self.joins[j].chain.len() {
+                let chain = &mut self.joins[j].chain;
+                let mut emitted = Vec::new();
+                watermark = chain[i].handle_watermark(watermark, &mut emitted).await?;
+                let rest = push(chain, i + 1, emitted).await?;
+                out.extend(self.upward(parent, rest).await?);
+            }
+            at = parent;
         }
         Ok((out, Some(watermark)))
     }
 
     /// Every change of `barrier`'s epoch has been handled: returns what the
-    /// operators emit for it (an updating aggregate's new rows).
+    /// operators emit for it (an updating aggregate's new rows). Inputs go
+    /// first, then the joins in order, so what a stream emits reaches its
+    /// join before that join's own barrier.
     pub async fn handle_checkpoint(&mut self, barrier: CheckpointBarrier) -> Result<Vec<Change>> {
         let mut out = Vec::new();
         for input in 0..self.inputs.len() {
@@ -102,47 +166,56 @@ impl Pipeline {
                 let mut emitted = Vec::new();
                 chain[i].handle_checkpoint(barrier, &mut emitted).await?;
                 let rest = push(chain, i + 1, emitted).await?;
-                out.extend(self.after_input(input, rest).await?);
+                out.extend(self.upward(self.input_parents[input], rest).await?);
             }
         }
-        if let Some(join) = &mut self.join {
-            join.checkpoint_barrier(barrier);
-        }
-        for i in 0..self.tail.len() {
-            let mut emitted = Vec::new();
-            self.tail[i]
-                .handle_checkpoint(barrier, &mut emitted)
-                .await?;
-            out.extend(push(&mut self.tail, i + 1, emitted).await?);
+        for j in 0..self.joins.len() {
+            self.joins[j].join.checkpoint_barrier(barrier);
+            let parent = self.join_parents[j];
+            for i in 0..self.joins[j].chain.len() {
+                let chain = &mut self.joins[j].chain;
+                let mut emitted = Vec::new();
+                chain[i].handle_checkpoint(barrier, &mut emitted).await?;
+                let rest = push(chain, i + 1, emitted).await?;
+                out.extend(self.upward(parent, rest).await?);
+            }
         }
         Ok(out)
     }
 
-    /// The operators' counters, summed.
-    pub fn metrics(&self) -> OperatorMetrics {
-        let operators = self.inputs.iter().flatten().chain(&self.tail);
-        let mut total = operators.fold(OperatorMetrics::default(), |total, op| {
-            total.plus(op.metrics())
-        });
-        if let Some(join) = &self.join {
-            total = total.plus(join.metrics());
-        }
-        total
+    /// Every operator of the chains, inputs' first.
+    fn chained(&self) -> impl Iterator<Item = &Box<dyn StreamOperator>> {
+        let joins = self.joins.iter().flat_map(|step| &step.chain);
+        self.inputs.iter().flatten().chain(joins)
     }
 
-    /// Each step's description in order (the inputs' chains, the join,
-    /// the tail), for `EXPLAIN`.
+    /// The operators' counters, summed.
+    pub fn metrics(&self) -> OperatorMetrics {
+        let total = self
+            .chained()
+            .fold(OperatorMetrics::default(), |total, op| {
+                total.plus(op.metrics())
+            });
+        self.joins
+            .iter()
+            .fold(total, |total, step| total.plus(step.join.metrics()))
+    }
+
+    /// Each step's description in order (the inputs' chains, then each
+    /// join and its chain), for `EXPLAIN`.
     pub fn describe(&self) -> Vec<String> {
         let mut steps: Vec<String> = Vec::new();
         for (input, chain) in self.inputs.iter().enumerate() {
             for operator in chain {
-                steps.push(match self.join {
-                    Some(_) => format!("input {input}: {}", operator.describe()),
-                    None => operator.describe(),
+                steps.push(match self.joins.is_empty() {
+                    true => operator.describe(),
+                    false => format!("input {input}: {}", operator.describe()),
                 });
             }
         }
-        if let Some(join) = &self.join {
+        let several = self.joins.len() > 1;
+        for (j, step) in self.joins.iter().enumerate() {
+            let join = &step.join;
             let kind = match (join.is_interval(), join.is_outer()) {
                 (true, _) => "interval join (kept rows expire with the watermarks",
                 (false, true) => {
@@ -155,9 +228,16 @@ impl Pipeline {
                 true => "; a change meets the kept rows with its keys, through a key index",
                 false => "; a change meets every kept row: no equality key is a plain column",
             };
-            steps.push(format!("{kind}{found})"));
+            let [left, right] = step.sides;
+            steps.push(match several {
+                true => format!("join {j} of {left} and {right}: {kind}{found})"),
+                false => format!("{kind}{found})"),
+            });
+            steps.extend(step.chain.iter().map(|operator| match several {
+                true => format!("join {j}: {}", operator.describe()),
+                false => operator.describe(),
+            }));
         }
-        steps.extend(self.tail.iter().map(|operator| operator.describe()));
         steps
     }
 
@@ -178,15 +258,12 @@ impl Pipeline {
 
     /// Whether every operator's state can be checkpointed.
     pub fn checkpointable(&self) -> bool {
-        self.inputs
-            .iter()
-            .flatten()
-            .chain(&self.tail)
-            .all(|operator| operator.checkpointable())
+        self.chained().all(|operator| operator.checkpointable())
     }
 
-    /// Every operator's state, in pipeline order: the inputs' chains, the
-    /// join's two sides, the tail.
+    /// Every operator's state, in pipeline order: the inputs' chains, then
+    /// per join its two sides and its chain (with one join: the layout of
+    /// checkpoints taken before joins could nest).
     pub fn snapshot(&mut self) -> Result<Vec<Option<StateSnapshot>>> {
         let mut snapshots = self
             .inputs
@@ -194,24 +271,24 @@ impl Pipeline {
             .flatten()
             .map(|operator| operator.snapshot())
             .collect::<Result<Vec<_>>>()?;
-        if let Some(join) = &mut self.join {
-            snapshots.extend(join.snapshot()?.map(Some));
-        }
-        for operator in &mut self.tail {
-            snapshots.push(operator.snapshot()?);
+        for step in &mut self.joins {
+            snapshots.extend(step.join.snapshot()?.map(Some));
+            for operator in &mut step.chain {
+                snapshots.push(operator.snapshot()?);
+            }
         }
         Ok(snapshots)
     }
 
     /// Restores what [`Self::snapshot`] took, operator by operator.
     pub fn restore(&mut self, snapshots: Vec<Option<StateSnapshot>>) -> Result<()> {
-        let joined = usize::from(self.join.is_some()) * 2;
         let heads: usize = self.inputs.iter().map(Vec::len).sum();
-        if heads + joined + self.tail.len() != snapshots.len() {
-            return Err(datafusion::error::DataFusionError::Execution(format!(
+        let joined: usize = self.joins.iter().map(|step| 2 + step.chain.len()).sum();
+        if heads + joined != snapshots.len() {
+            return Err(DataFusionError::Execution(format!(
                 "the checkpoint holds {} operators, the plan has {}",
                 snapshots.len(),
-                heads + joined + self.tail.len()
+                heads + joined
             )));
         }
         let mut snapshots = snapshots.into_iter();
@@ -220,42 +297,41 @@ impl Pipeline {
                 operator.restore(snapshot)?;
             }
         }
-        if let Some(join) = &mut self.join {
+        for step in &mut self.joins {
             let left = snapshots.next().flatten().unwrap_or_default();
             let right = snapshots.next().flatten().unwrap_or_default();
-            join.restore([left, right])?;
-        }
-        for operator in &mut self.tail {
-            if let Some(Some(snapshot)) = snapshots.next() {
-                operator.restore(snapshot)?;
+            step.join.restore([left, right])?;
+            for operator in &mut step.chain {
+                if let Some(Some(snapshot)) = snapshots.next() {
+                    operator.restore(snapshot)?;
+                }
             }
         }
         Ok(())
     }
 
     fn input_chain(&mut self, input: InputIndex) -> Result<&mut Vec<Box<dyn StreamOperator>>> {
-        self.inputs.get_mut(input).ok_or_else(|| {
-            datafusion::error::DataFusionError::Internal(format!("no pipeline input {input}"))
-        })
+        self.inputs
+            .get_mut(input)
+            .ok_or_else(|| DataFusionError::Internal(format!("no pipeline input {input}")))
     }
 
-    /// Takes what `input`'s chain produced through the join and the tail.
-    async fn after_input(
-        &mut self,
-        input: InputIndex,
-        changes: Vec<Change>,
-    ) -> Result<Vec<Change>> {
-        let changes = match &mut self.join {
-            Some(join) => {
-                let mut out = Vec::new();
-                for change in changes {
-                    join.process_change(input, change, &mut out).await?;
-                }
-                out
+    /// Takes `changes`, a stream's output, through the joins above it
+    /// (from `at` on) and their chains; returns what reaches the end.
+    async fn upward(&mut self, mut at: Parent, mut changes: Vec<Change>) -> Result<Vec<Change>> {
+        while let Some((j, side)) = at {
+            if changes.is_empty() {
+                break;
             }
-            None => changes,
-        };
-        push(&mut self.tail, 0, changes).await
+            let step = &mut self.joins[j];
+            let mut joined = Vec::new();
+            for change in changes {
+                step.join.process_change(side, change, &mut joined).await?;
+            }
+            changes = push(&mut step.chain, 0, joined).await?;
+            at = self.join_parents[j];
+        }
+        Ok(changes)
     }
 }
 

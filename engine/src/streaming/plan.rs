@@ -7,10 +7,10 @@
 //!   leaf is the stage's input, see [`super::feed`]);
 //! - an **aggregate** stage for every `GROUP BY` ([`AggregateOperator`]),
 //!   windowed when it groups by `window_start, window_end` (TUMBLE, HOP);
-//! - a **join** stage where two tables meet ([`JoinOperator`]): each side
-//!   is split on its own into the stages before the join, and the join with
-//!   the projections and filters above it runs as one DataFusion sub-plan
-//!   over two feeds.
+//! - a **join** stage where two branches meet ([`JoinOperator`]): each side
+//!   (a table, or a join in turn) is split on its own into the stages
+//!   before the join, and the join with the projections and filters above
+//!   it runs as one DataFusion sub-plan over two feeds.
 //!
 //! Anything else is refused with an error that names the part of the query
 //! and why it cannot run incrementally yet.
@@ -33,6 +33,7 @@ use datafusion::physical_planner::{DefaultPhysicalPlanner, PhysicalPlanner};
 use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast;
+use futures::future::BoxFuture;
 use sluice_types::error::{SluiceError, SqlState};
 
 use sluice_functions::model::calls::CallKind;
@@ -42,7 +43,7 @@ use super::feed::{FeedNode, FeedPlanner, FeedSlot};
 use super::join::{JoinOperator, join_keys, time_bounds};
 use super::operator::StreamOperator;
 use super::parallel::HeadStages;
-use super::pipeline::Pipeline;
+use super::pipeline::{JoinStep, Pipeline, Stream};
 use super::source::files::{FileSource, FilesTable};
 use super::source::nats::{NatsSource, NatsTable};
 use super::source::{
@@ -58,7 +59,7 @@ use crate::storage::DurableTable;
 
 /// A continuous query ready to start.
 pub struct PlannedQuery {
-    /// Where its rows come from: one source, or a join's two (left first).
+    /// Where its rows come from, one source per input (a join's left first).
     pub sources: Vec<Box<dyn StreamSource>>,
     /// The tables it reads, one per source.
     pub source_tables: Vec<TableReference>,
@@ -127,89 +128,21 @@ pub async fn plan_continuous_query(
         parallelism,
     };
     builder.task = Some(Arc::new(TaskContext::from(&builder.state)));
-    let mut sources = Vec::new();
-    let mut source_tables = Vec::new();
-    let mut heads = Vec::new();
-    let mut region_cut = false;
-    let pipeline = if splitter.join_inputs.is_empty() {
-        let Some(scan) = splitter.source else {
-            return Err(unsupported(
-                "a continuous query reads a table: this one reads none",
-            ));
-        };
-        let bound = open_source(&scan).await?;
-        builder.updating = bound.retracts;
-        let (head, stages, head_calls_a_model) = builder.head(splitter.stages, parallelism).await?;
-        region_cut = head_calls_a_model;
-        heads.push(head);
-        let chain = builder
-            .chain(stages, missing_watermark(&scan, &bound))
-            .await?;
-        sources.push(bound.source);
-        source_tables.push(scan.table_name);
-        Pipeline::chain(chain)
-    } else {
-        let mut chains = Vec::new();
-        let mut event_times = [None, None];
-        let mut retracts = false;
-        for (input, branch) in std::mem::take(&mut splitter.join_inputs)
-            .into_iter()
-            .enumerate()
-        {
-            let bound = open_source(&branch.scan).await?;
-            // An interval join needs each input's event time as its source
-            // stamps it: rows straight from the table, maybe projected.
-            if branch
-                .stages
-                .iter()
-                .all(|s| matches!(s, Stage::Stateless(_)))
-            {
-                event_times[input] = bound.watermark.as_ref().map(|w| w.column.clone());
-            }
-            builder.updating = bound.retracts;
-            let (head, stages, _) = builder.head(branch.stages, parallelism).await?;
-            heads.push(head);
-            let chain = builder
-                .chain(stages, missing_watermark(&branch.scan, &bound))
-                .await?;
-            retracts |= builder.updating;
-            chains.push(chain);
-            sources.push(bound.source);
-            source_tables.push(branch.scan.table_name);
-        }
-        let mut stages = splitter.stages.into_iter();
-        let Some(Stage::Join(fragment)) = stages.next() else {
-            return Err(DataFusionError::Internal(
-                "a joined query's first stage is its join".into(),
-            ));
-        };
-        let join = builder.join(fragment, event_times).await?;
-        let no_watermark = (!join.is_interval()).then(|| {
-            "a regular join passes on no watermark (a new row may pair with a row of any age): \
-             bound its inputs' event times against each other, e.g. `ON a.ts BETWEEN b.ts - \
-             INTERVAL '5' SECOND AND b.ts + INTERVAL '5' SECOND`, to make it an interval join"
-                .to_string()
-        });
-        // Expired rows cannot be retracted: an interval join's inputs are
-        // append-only.
-        builder.append_only |= join.is_interval();
-        // An outer join takes back NULL-padded rows whatever its inputs do.
-        builder.updating = (retracts && !join.is_interval()) || join.is_outer();
-        let tail = builder.chain(stages.collect(), no_watermark).await?;
-        let [left, right]: [Vec<Box<dyn StreamOperator>>; 2] = chains
-            .try_into()
-            .map_err(|_| DataFusionError::Internal("a join has two inputs".into()))?;
-        Pipeline::joined([left, right], join, tail)
-    };
+    let single = splitter.join_inputs.is_empty();
+    let mut assembly = Assembly::default();
+    builder.branch(splitter, &mut assembly).await?;
+    let pipeline = Pipeline::joined(assembly.inputs, assembly.joins)?;
     Ok(PlannedQuery {
-        sources,
-        source_tables,
-        heads,
+        sources: assembly.sources,
+        source_tables: assembly.source_tables,
+        heads: assembly.heads,
         pipeline,
         output_schema,
         append_only: builder.append_only,
         updating: builder.updating,
-        region_cut,
+        // The log after the model calls is cut for a query over one
+        // input; a joined query is one region.
+        region_cut: single && assembly.calls_a_model,
     })
 }
 
@@ -239,6 +172,29 @@ fn missing_watermark(scan: &TableScan, bound: &BoundSource) -> Option<String> {
     })
 }
 
+/// What planning a query's branches gathers, input by input and join by
+/// join (each join after the joins it reads).
+#[derive(Default)]
+struct Assembly {
+    sources: Vec<Box<dyn StreamSource>>,
+    source_tables: Vec<TableReference>,
+    heads: Vec<Vec<HeadStages>>,
+    inputs: Vec<Vec<Box<dyn StreamOperator>>>,
+    joins: Vec<JoinStep>,
+    /// Whether an input's head stages call a model.
+    calls_a_model: bool,
+}
+
+/// A planned branch of the query.
+struct Branch {
+    /// Where its rows come out.
+    stream: Stream,
+    /// Its event-time column as its source stamps it: rows straight from
+    /// a table with a watermark, maybe projected (what an interval join
+    /// bounds).
+    event_time: Option<String>,
+}
+
 /// Plans stages into operators, tracking what they make of the output.
 struct ChainBuilder {
     state: SessionState,
@@ -258,6 +214,86 @@ impl ChainBuilder {
         self.task
             .clone()
             .ok_or_else(|| DataFusionError::Internal("no task context".into()))
+    }
+
+    /// Plans `splitter`'s branch: an input (a source and its stages), or a
+    /// join of two branches and the stages after it, into `assembly`.
+    fn branch<'a>(
+        &'a mut self,
+        splitter: Splitter,
+        assembly: &'a mut Assembly,
+    ) -> BoxFuture<'a, Result<Branch>> {
+        Box::pin(async move {
+            if splitter.join_inputs.is_empty() {
+                return self.input(splitter, assembly).await;
+            }
+            let mut sides = Vec::with_capacity(2);
+            let mut event_times = [None, None];
+            let mut retracts = false;
+            for (side, input) in splitter.join_inputs.into_iter().enumerate() {
+                let branch = self.branch(input, assembly).await?;
+                retracts |= self.updating;
+                event_times[side] = branch.event_time;
+                sides.push(branch.stream);
+            }
+            let mut stages = splitter.stages.into_iter();
+            let Some(Stage::Join(fragment)) = stages.next() else {
+                return Err(DataFusionError::Internal(
+                    "a joined branch's first stage is its join".into(),
+                ));
+            };
+            let join = self.join(fragment, event_times).await?;
+            let no_watermark = (!join.is_interval()).then(|| {
+                "a regular join passes on no watermark (a new row may pair with a row of any \
+                 age): bound its inputs' event times against each other, e.g. `ON a.ts BETWEEN \
+                 b.ts - INTERVAL '5' SECOND AND b.ts + INTERVAL '5' SECOND`, to make it an \
+                 interval join"
+                    .to_string()
+            });
+            // Expired rows cannot be retracted: an interval join's inputs
+            // are append-only.
+            self.append_only |= join.is_interval();
+            // An outer join takes back NULL-padded rows whatever its
+            // inputs do.
+            self.updating = (retracts && !join.is_interval()) || join.is_outer();
+            let chain = self.chain(stages.collect(), no_watermark).await?;
+            let sides: [Stream; 2] = sides
+                .try_into()
+                .map_err(|_| DataFusionError::Internal("a join has two inputs".into()))?;
+            assembly.joins.push(JoinStep { join, sides, chain });
+            Ok(Branch {
+                stream: Stream::Join(assembly.joins.len() - 1),
+                event_time: None,
+            })
+        })
+    }
+
+    /// Plans an input branch: `splitter`'s source and its stages.
+    async fn input(&mut self, splitter: Splitter, assembly: &mut Assembly) -> Result<Branch> {
+        let Some(scan) = splitter.source else {
+            return Err(unsupported(
+                "a continuous query reads a table: this one reads none",
+            ));
+        };
+        let bound = open_source(&scan).await?;
+        let event_time = splitter
+            .stages
+            .iter()
+            .all(|stage| matches!(stage, Stage::Stateless(_)))
+            .then(|| bound.watermark.as_ref().map(|w| w.column.clone()))
+            .flatten();
+        self.updating = bound.retracts;
+        let (head, stages, calls_a_model) = self.head(splitter.stages, self.parallelism).await?;
+        assembly.calls_a_model |= calls_a_model;
+        assembly.heads.push(head);
+        let chain = self.chain(stages, missing_watermark(&scan, &bound)).await?;
+        assembly.inputs.push(chain);
+        assembly.sources.push(bound.source);
+        assembly.source_tables.push(scan.table_name);
+        Ok(Branch {
+            stream: Stream::Input(assembly.inputs.len() - 1),
+            event_time,
+        })
     }
 
     /// Splits off the stateless stages at the front of `stages` and plans
@@ -326,8 +362,8 @@ impl ChainBuilder {
                     planned.operator
                 }
                 Stage::Join(_) => {
-                    return Err(unsupported(
-                        "a continuous query joins two tables for now; this one joins more",
+                    return Err(DataFusionError::Internal(
+                        "a join stage after the first stage of a branch".into(),
                     ));
                 }
             });
@@ -440,15 +476,9 @@ enum Stage {
 struct Splitter {
     source: Option<TableScan>,
     stages: Vec<Stage>,
-    /// A join's two inputs, each split on its own: their stages run before
-    /// the join, this splitter's after it.
-    join_inputs: Vec<JoinInput>,
-}
-
-/// One input of a join: its table and the stages before the join.
-struct JoinInput {
-    scan: TableScan,
-    stages: Vec<Stage>,
+    /// A join's two inputs, each split on its own (a table, or a join in
+    /// turn): their stages run before the join, this splitter's after it.
+    join_inputs: Vec<Splitter>,
 }
 
 impl Splitter {
@@ -479,25 +509,19 @@ impl Splitter {
                     )));
                 }
                 if self.source.is_some() || !self.join_inputs.is_empty() {
-                    return Err(more_than_two_tables());
+                    return Err(unjoined_inputs());
                 }
                 let mut feeds = Vec::with_capacity(2);
                 for (slot, input) in [&join.left, &join.right].into_iter().enumerate() {
                     let mut side = Splitter::default();
                     let top = side.split(input)?;
-                    if !side.join_inputs.is_empty() {
-                        return Err(more_than_two_tables());
-                    }
                     side.push_stateless(top);
-                    let Some(scan) = side.source else {
+                    if side.source.is_none() && side.join_inputs.is_empty() {
                         return Err(unsupported(
                             "cannot run incrementally: each input of a join reads a table",
                         ));
-                    };
-                    self.join_inputs.push(JoinInput {
-                        scan,
-                        stages: side.stages,
-                    });
+                    }
+                    self.join_inputs.push(side);
                     feeds.push(FeedNode::plan(slot, Arc::clone(input.schema())));
                 }
                 plan.with_new_exprs(plan.expressions(), feeds)
@@ -545,7 +569,7 @@ impl Splitter {
 
     fn bind_source(&mut self, scan: &TableScan) -> Result<()> {
         if !self.join_inputs.is_empty() {
-            return Err(more_than_two_tables());
+            return Err(unjoined_inputs());
         }
         match &self.source {
             Some(bound) if bound.table_name != scan.table_name => Err(unsupported(format!(
@@ -581,9 +605,12 @@ fn refuse_subqueries(plan: &LogicalPlan) -> Result<()> {
     Ok(())
 }
 
-fn more_than_two_tables() -> DataFusionError {
+/// A branch that both joins and reads another table beside the join (a
+/// UNION of a join and a table).
+fn unjoined_inputs() -> DataFusionError {
     unsupported(
-        "cannot run incrementally: a continuous query joins two tables for now; this one joins more",
+        "cannot run incrementally: a continuous query combines its tables by joining them; this \
+         one also reads a table beside a join (UNION of different tables is not incremental yet)",
     )
 }
 

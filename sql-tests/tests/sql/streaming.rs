@@ -231,6 +231,9 @@ async fn joins_and_aggregates_resume_from_incremental_checkpoints() {
     let inner = "SELECT a.k, a.x, b.y FROM a JOIN b ON a.k = b.k";
     let left = "SELECT b.k, b.y, a.x FROM b LEFT JOIN a ON a.k = b.k";
     let grouped = "SELECT k, count(*) AS n, max(x) AS hi FROM a GROUP BY k";
+    // Two joins: the second takes the first's output as a side.
+    let nested = "SELECT a.k, a.x, b.y, c.y AS z FROM a JOIN b ON a.k = b.k \
+                  LEFT JOIN (SELECT k - 1 AS k, y FROM b) c ON c.k = a.k";
     {
         let sluice = open(dir.path()).await;
         for sql in [
@@ -242,7 +245,12 @@ async fn joins_and_aggregates_resume_from_incremental_checkpoints() {
         ] {
             run(&sluice, sql).await;
         }
-        for (name, query) in [("ab", inner), ("ab_left", left), ("a_groups", grouped)] {
+        for (name, query) in [
+            ("ab", inner),
+            ("ab_left", left),
+            ("a_groups", grouped),
+            ("abc", nested),
+        ] {
             run(
                 &sluice,
                 &format!("CREATE MATERIALIZED VIEW {name} AS {query}"),
@@ -278,17 +286,27 @@ async fn joins_and_aggregates_resume_from_incremental_checkpoints() {
             "SELECT name, rows_in FROM sluice_catalog.continuous_queries"
         )
         .await,
-        ["a_groups", "ab", "ab_left"]
+        ["a_groups", "ab", "ab_left", "abc"]
             .map(|name| vec![Some(name.to_string()), Some("0".to_string())])
             .to_vec()
     );
-    for (view, query) in [("ab", inner), ("ab_left", left), ("a_groups", grouped)] {
+    for (view, query) in [
+        ("ab", inner),
+        ("ab_left", left),
+        ("a_groups", grouped),
+        ("abc", nested),
+    ] {
         assert_view_equals(&sluice, view, query).await;
     }
     run(&sluice, "INSERT INTO a VALUES (3, 'after'), (60, 'x60')").await;
     run(&sluice, "DELETE FROM b WHERE k = 7").await;
     run(&sluice, "FLUSH").await;
-    for (view, query) in [("ab", inner), ("ab_left", left), ("a_groups", grouped)] {
+    for (view, query) in [
+        ("ab", inner),
+        ("ab_left", left),
+        ("a_groups", grouped),
+        ("abc", nested),
+    ] {
         assert_view_equals(&sluice, view, query).await;
     }
 }
