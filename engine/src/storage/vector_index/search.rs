@@ -132,11 +132,15 @@ pub(in crate::storage) async fn plan_search(
     state: &dyn Session,
 ) -> Result<Arc<dyn ExecutionPlan>> {
     let vector_column = table.schema.index_of(&request.column)?;
+    // No search returns more rows than the table has: a LIMIT of
+    // 9223372036854775807 must not size heaps and graph walks by it.
+    let rows: u64 = snapshot.files.iter().map(|live| live.file.rows).sum();
+    let k = request.k.min(usize::try_from(rows).unwrap_or(usize::MAX));
     let ef_search = state
         .config()
         .get_extension::<VectorSearchSettings>()
         .map_or(DEFAULT_EF_SEARCH, |s| s.ef_search)
-        .max(request.k);
+        .max(k);
     let filter = match &request.filter {
         Some(filter) => {
             let mut columns: Vec<usize> = filter
@@ -214,7 +218,7 @@ pub(in crate::storage) async fn plan_search(
             metric: request.metric,
             vector_column,
             query: request.query.clone(),
-            k: request.k,
+            k,
             ef_search,
             filter: filter.map(|(_, predicate)| predicate),
             projection,
