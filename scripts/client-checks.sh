@@ -22,7 +22,11 @@
 # files, a restart), and the fuzz check (seeded SQL from the .slt corpus,
 # mutated or generated, through psycopg, and malformed Postgres protocol
 # messages on raw sockets, against a server of its own: no crash, hang or
-# panic; internal errors are printed).
+# panic; internal errors are printed), and the load check (16 asyncpg
+# clients for 8 s of single-row INSERTs, point queries, range aggregates and
+# EMBED against a server of its own with --memory-limit: no error, every
+# acknowledged insert there, memory under the limit; the CI round of
+# benchmarks/concurrency).
 # Usage: scripts/client-checks.sh PATH_TO_SLUICE_BINARY
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -124,6 +128,8 @@ check "roles: CREATE/ALTER/DROP ROLE with SCRAM logins, privileges granted by pr
   "$VENV/bin/python" sql-tests/clients/roles_check.py "$SLUICE_BIN"
 check "fuzzing: 1500 seeded SQL statements and 1500 malformed wire messages, no crash, hang or panic" \
   "$VENV/bin/python" sql-tests/clients/fuzz_check.py "$SLUICE_BIN" "$PORT"
+check "load: 16 clients for 8 s of INSERT, point queries, scans and EMBED; 0 errors, no row lost, memory under --memory-limit" \
+  "$VENV/bin/python" sql-tests/clients/load_check.py "$SLUICE_BIN" "$((PORT + 7))"
 # A panic while planning (injected: the first statement planned panics)
 # costs that statement an XX000 error; the same connection and new ones
 # go on.

@@ -27,6 +27,12 @@ regions at a durable log of the embeddings) and feeds a materialized view.
    a checkpoint, then a restart from it); its result equals the golden one
    and the model still sees each event once.
 
+4. Backpressure: the downstream region is slowed down (the `sink-apply`
+   failpoint sleeps in every epoch) while the upstream region closes an
+   epoch every 20 ms. The region log must never run more than 64 epochs
+   ahead of what the downstream region has applied, and the status table
+   must show the upstream region waiting (`backpressured_ms`).
+
 Usage: checkpoint_check.py SLUICE_BINARY PORT [KILLS]
 """
 
@@ -280,6 +286,45 @@ def rescale(binary, port, workdir):
         proc.wait()
 
 
+MAX_LAG_EPOCHS = 64
+
+
+def backpressure(binary, port, workdir):
+    env = dict(os.environ, SLUICE_FAILPOINTS="sink-apply=sleep(200)")
+    log = open(os.path.join(workdir, "backpressure.log"), "ab")
+    proc = start(binary, port, os.path.join(workdir, "backpressure"), log, env=env)
+    try:
+        with connect(port) as conn:
+            # Events keep arriving past the sampling below.
+            conn.execute(SOURCE.format(rate=300, events=EVENTS * 10))
+            conn.execute("SET barrier_interval_ms = 20")
+            conn.execute(VIEWS["embedded"])
+            lags = []
+            # Until the bound is reached (how soon depends on the machine's
+            # speed), then two seconds more: it must hold.
+            reached, deadline = None, time.monotonic() + 120
+            while time.monotonic() < (deadline if reached is None else reached + 2):
+                lag, = conn.execute(
+                    "SELECT coalesce(log_epoch, 0) - epoch FROM sluice_catalog.continuous_queries "
+                    "WHERE name = 'embedded'").fetchone()
+                lags.append(lag)
+                if reached is None and lag >= MAX_LAG_EPOCHS - 4:
+                    reached = time.monotonic()
+                time.sleep(0.05)
+            waited, regions, status = conn.execute(
+                "SELECT backpressured_ms, regions, status FROM sluice_catalog.continuous_queries "
+                "WHERE name = 'embedded'").fetchone()
+            print(f"  {regions} regions; log ahead of the applied epoch by at most {max(lags)} epochs "
+                  f"(bound {MAX_LAG_EPOCHS}); upstream waited {waited:.0f} ms; {status}")
+            # Without backpressure the log runs further ahead every second:
+            # the bound must be reached, and held.
+            return (regions == 2 and status == "running" and waited > 0
+                    and reached is not None and max(lags) <= MAX_LAG_EPOCHS + 1)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+
+
 def model_rows(conn):
     for prop, value in conn.execute("DESCRIBE MODEL minilm").fetchall():
         if prop == "rows":
@@ -298,7 +343,9 @@ def main():
     failed = downstream_failures(binary, port, workdir)
     print("rescale:")
     rescaled = rescale(binary, port, workdir)
-    if not (killed and failed and rescaled):
+    print("backpressure:")
+    held = backpressure(binary, port, workdir)
+    if not (killed and failed and rescaled and held):
         print(f"FAILED (logs in {workdir})")
         sys.exit(1)
 

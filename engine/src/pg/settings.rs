@@ -473,7 +473,12 @@ fn invalid_value(def: &SettingDef, value: &str, why: &str) -> DataFusionError {
 fn validate(def: &SettingDef, value: &str) -> Result<String> {
     match def.name {
         "client_encoding" => {
-            let v = value.to_ascii_uppercase().replace('-', "");
+            // asyncpg sends `'utf-8'`, quotes included, at startup.
+            let v = value
+                .trim()
+                .trim_matches('\'')
+                .to_ascii_uppercase()
+                .replace('-', "");
             if v == "UTF8" || v == "UNICODE" {
                 Ok("UTF8".into())
             } else {
@@ -618,6 +623,9 @@ mod tests {
         assert!(s.set("no_such_thing", Some("1")).is_err());
         assert!(s.set("server_version", Some("16")).is_err());
         assert!(s.set("client_encoding", Some("LATIN1")).is_err());
+        // asyncpg's startup value, quotes included.
+        s.set("client_encoding", Some("'utf-8'")).unwrap();
+        assert_eq!(s.get("client_encoding").unwrap(), "UTF8");
         assert!(s.set("statement_timeout", Some("5 fortnights")).is_err());
     }
 

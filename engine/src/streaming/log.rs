@@ -39,6 +39,12 @@ use crate::storage::{delete_if_present, read_object, storage_error};
 /// Segments kept in memory for a downstream region that keeps up.
 const CACHED_SEGMENTS: usize = 64;
 
+/// Epochs the upstream region may run ahead of what the downstream region
+/// has applied before it waits: a slow sink or operator slows the sources
+/// (backpressure across the log), and a downstream region that keeps up
+/// within the bound reads every segment from memory.
+pub const MAX_LAG_EPOCHS: u64 = CACHED_SEGMENTS as u64;
+
 const MAGIC: &[u8] = b"SLUICELOG1\n";
 
 /// One epoch of an upstream region's output.
@@ -176,6 +182,8 @@ pub struct RegionLog {
     written: watch::Sender<Option<Epoch>>,
     /// Bytes of the segments not yet truncated.
     bytes: Mutex<BTreeMap<Epoch, u64>>,
+    /// The newest epoch the downstream region has applied.
+    applied: watch::Sender<Option<Epoch>>,
 }
 
 impl std::fmt::Debug for RegionLog {
@@ -214,6 +222,7 @@ impl RegionLog {
             cache: Mutex::new(BTreeMap::new()),
             written: watch::channel(newest).0,
             bytes: Mutex::new(bytes),
+            applied: watch::channel(None).0,
         })
     }
 
@@ -238,6 +247,38 @@ impl RegionLog {
     /// Waits for epochs appended after the caller last looked.
     pub fn watch(&self) -> watch::Receiver<Option<Epoch>> {
         self.written.subscribe()
+    }
+
+    /// The downstream region has applied `epoch`. A region that restores
+    /// an earlier checkpoint and replays does not move this back: the
+    /// upstream region keeps running through a downstream recovery.
+    pub fn mark_applied(&self, epoch: Epoch) {
+        self.applied.send_if_modified(|applied| {
+            let newer = applied.is_none_or(|a| epoch > a);
+            if newer {
+                *applied = Some(epoch);
+            }
+            newer
+        });
+    }
+
+    /// Waits until appending `epoch` keeps the upstream region within
+    /// [`MAX_LAG_EPOCHS`] of the downstream one; returns how long it
+    /// waited.
+    pub async fn wait_for_room(&self, epoch: Epoch) -> std::time::Duration {
+        let began = std::time::Instant::now();
+        let mut applied = self.applied.subscribe();
+        loop {
+            let done = applied.borrow_and_update().map_or(0, |a| a.0);
+            if epoch.0 <= done.saturating_add(MAX_LAG_EPOCHS) {
+                return began.elapsed();
+            }
+            // The sender lives as long as the log: a closed channel only
+            // means the query is going away.
+            if applied.changed().await.is_err() {
+                return began.elapsed();
+            }
+        }
     }
 
     /// Appends `segment` durably, then announces it.

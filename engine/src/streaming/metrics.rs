@@ -72,6 +72,8 @@ pub struct QueryMetrics {
     pub log_epoch: Option<u64>,
     /// Bytes the region log holds.
     pub log_bytes: u64,
+    /// Time the upstream region waited for the downstream one to catch up.
+    pub backpressured: Duration,
 }
 
 /// The last committed checkpoint of a query, for the status table.

@@ -3,8 +3,10 @@
 //!
 //! - [`LogWriter`] ends the upstream region: it takes the head stages'
 //!   output (the model's results) epoch by epoch and appends each epoch to
-//!   the [`RegionLog`] with the sources' offsets after it. It never waits
-//!   for the downstream region.
+//!   the [`RegionLog`] with the sources' offsets after it. It waits for the
+//!   downstream region only when that falls more than
+//!   [`super::log::MAX_LAG_EPOCHS`] behind (backpressure), never while it
+//!   recovers within that bound.
 //! - [`Downstream`] runs the operators and the sink over the log's
 //!   segments. When an epoch fails (an error, or a panic caught here at the
 //!   region's boundary), it restores its operators and sink from its last
@@ -76,6 +78,8 @@ impl LogWriter {
             .unwrap_or_else(|e| e.into_inner())
             .remove(&barrier.epoch)
             .unwrap_or_default();
+        // Backpressure: a downstream region far behind slows the sources.
+        let waited = self.log.wait_for_room(barrier.epoch).await;
         let segment = LogSegment {
             epoch: barrier.epoch,
             checkpoint: barrier.checkpoint,
@@ -86,6 +90,7 @@ impl LogWriter {
         let mut metrics = lock(&self.metrics);
         metrics.log_epoch = Some(barrier.epoch.0);
         metrics.log_bytes = self.log.size();
+        metrics.backpressured += waited;
         Ok(())
     }
 }
@@ -113,6 +118,9 @@ impl Downstream {
     /// applies the epochs `FLUSH` and `CHECKPOINT` close).
     pub async fn run(mut self) -> Result<()> {
         let log = self.log()?;
+        if let Some(applied) = self.next.0.checked_sub(1) {
+            log.mark_applied(Epoch(applied));
+        }
         let mut announced = log.watch();
         let mut attempts = 0;
         loop {
@@ -127,7 +135,13 @@ impl Downstream {
             let error = match outcome {
                 Ok(Ok(())) => {
                     attempts = 0;
+                    log.mark_applied(self.next);
                     self.next = self.next.next();
+                    // A backlog of segments, all in memory, never makes
+                    // this task wait: yield once per epoch, or the upstream
+                    // region it just woke (queued behind it on this
+                    // worker) would not run until the backlog is gone.
+                    tokio::task::yield_now().await;
                     continue;
                 }
                 // A later instance has taken over: this one must stop.

@@ -133,6 +133,7 @@ impl RunningQuery {
             recovery: Duration::ZERO,
             log_epoch: None,
             log_bytes: 0,
+            backpressured: Duration::ZERO,
         }));
         let (store, checkpoint_interval) = match start.checkpointing {
             Some(checkpointing) => (Some(checkpointing.store), checkpointing.interval),

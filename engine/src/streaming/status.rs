@@ -61,6 +61,7 @@ impl ContinuousQueriesTable {
             Field::new("recovery_ms", DataType::Float64, false),
             Field::new("log_epoch", DataType::UInt64, true),
             Field::new("log_bytes", DataType::UInt64, false),
+            Field::new("backpressured_ms", DataType::Float64, false),
             Field::new("last_error", DataType::Utf8, true),
             Field::new("definition", DataType::Utf8, false),
         ]));
@@ -165,6 +166,12 @@ impl ContinuousQueriesTable {
                 metrics.iter().map(|m| m.log_epoch).collect::<Vec<_>>(),
             )),
             count(&|i| metrics[i].log_bytes),
+            Arc::new(Float64Array::from(
+                metrics
+                    .iter()
+                    .map(|m| m.backpressured.as_secs_f64() * 1e3)
+                    .collect::<Vec<_>>(),
+            )),
             text(&|i| metrics[i].last_error.clone()),
             text(&|i| Some(queries[i].definition.clone())),
         ];
