@@ -5,6 +5,9 @@
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use datafusion::error::{DataFusionError, Result};
+use sluice_types::error::SluiceError;
+
 /// The source task's error when the operator task is gone (not a cause).
 pub(super) const OPERATORS_STOPPED: &str = "the query's operators stopped";
 
@@ -74,6 +77,9 @@ pub struct QueryMetrics {
     pub log_bytes: u64,
     /// Time the upstream region waited for the downstream one to catch up.
     pub backpressured: Duration,
+    /// Times the upstream region restarted on its own (the downstream one
+    /// running on).
+    pub upstream_restarts: u64,
 }
 
 /// The last committed checkpoint of a query, for the status table.
@@ -102,5 +108,46 @@ pub(super) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
             Some(message) => format!("panic: {message}"),
             None => "panic".into(),
         },
+    }
+}
+
+/// The error of a task that returned one or panicked.
+pub(super) fn failure(outcome: std::thread::Result<Result<()>>) -> Option<String> {
+    match outcome {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => error_message(&e),
+        Err(panic) => Some(panic_message(panic.as_ref())),
+    }
+}
+
+/// What the status table shows of `e`; `None` for the error that only
+/// follows another task's stop.
+pub(super) fn error_message(e: &DataFusionError) -> Option<String> {
+    if e.to_string().contains(OPERATORS_STOPPED) {
+        return None;
+    }
+    Some(match SluiceError::find(e) {
+        Some(error) => error.message.clone(),
+        None => e.to_string(),
+    })
+}
+
+/// Records `error` as the query's failure now, before what it releases
+/// (a `FLUSH` waiting) lets the client go on: the next statement must see
+/// the query failed.
+pub(super) fn fail_before_release(metrics: &Mutex<QueryMetrics>, error: &DataFusionError) {
+    if let Some(message) = error_message(error) {
+        fail(metrics, message);
+    }
+}
+
+/// Records `error` as the query's failure (the first one is kept).
+pub(super) fn fail(metrics: &Mutex<QueryMetrics>, error: String) {
+    log::warn!("continuous query failed: {error}");
+    let mut metrics = lock(metrics);
+    // The first failure is the cause; what fails after it follows from it.
+    if metrics.state != QueryState::Failed {
+        metrics.state = QueryState::Failed;
+        metrics.last_error = Some(error);
     }
 }

@@ -43,6 +43,7 @@ pub mod runner;
 pub mod signal;
 pub mod sink;
 pub mod source;
+pub mod source_task;
 pub mod stateless;
 pub mod statements;
 pub mod status;

@@ -7,6 +7,13 @@
 //!   downstream region only when that falls more than
 //!   [`super::log::MAX_LAG_EPOCHS`] behind (backpressure), never while it
 //!   recovers within that bound.
+//! - [`UpstreamRegion`] runs the sources, their head stages and the
+//!   [`LogWriter`]. When one of them fails (an error, or a panic caught at
+//!   its task's boundary), it stops the others, plans the sources and head
+//!   stages again, resumes the sources from the offsets in the log's newest
+//!   segment and goes on from the epoch after it: the downstream region
+//!   keeps running and never notices. Rows read after that segment go
+//!   through the model again (their outputs were never logged).
 //! - [`Downstream`] runs the operators and the sink over the log's
 //!   segments. When an epoch fails (an error, or a panic caught here at the
 //!   region's boundary), it restores its operators and sink from its last
@@ -19,17 +26,149 @@ use std::sync::{Arc, Mutex};
 
 use datafusion::error::{DataFusionError, Result};
 use futures::FutureExt;
+use futures::future::BoxFuture;
 use tokio::sync::mpsc;
 
 use super::checkpoint::store::is_fenced;
 use super::log::{LogSegment, RegionLog};
 use super::metrics::{QueryMetrics, lock, panic_message};
 use super::operator_task::{Offsets, OperatorTask};
-use super::parallel::Staged;
+use super::parallel::{HeadStages, Staged};
 use super::signal::{CheckpointBarrier, Epoch, Message, Signal};
+use super::source::StreamSource;
+use super::source_task::SourceShared;
 
 /// Failures of one epoch in a row after which the region stops retrying.
 const MAX_ATTEMPTS_PER_EPOCH: u32 = 3;
+
+/// Failures of the upstream region in a row, without a log segment
+/// written in between, after which it stops retrying.
+const MAX_UPSTREAM_ATTEMPTS: u32 = 3;
+
+/// An upstream region's sources (resumed after the log's newest segment)
+/// and head stages, planned again.
+pub struct Upstream {
+    /// One per pipeline input.
+    pub sources: Vec<Box<dyn StreamSource>>,
+    /// Per input, the copies of its head stages.
+    pub heads: Vec<Vec<HeadStages>>,
+}
+
+/// Plans an upstream region again, for its restart on its own.
+pub type RebuildUpstream = Arc<dyn Fn() -> BoxFuture<'static, Result<Upstream>> + Send + Sync>;
+
+/// The upstream region; see the module docs.
+pub struct UpstreamRegion {
+    shared: SourceShared,
+    log: Arc<RegionLog>,
+    rebuild: Option<RebuildUpstream>,
+}
+
+impl UpstreamRegion {
+    /// The region reading into `log`, restarted with `rebuild` (without
+    /// it, its first failure is the query's).
+    pub(super) fn new(
+        shared: SourceShared,
+        log: Arc<RegionLog>,
+        rebuild: Option<RebuildUpstream>,
+    ) -> Self {
+        Self {
+            shared,
+            log,
+            rebuild,
+        }
+    }
+
+    /// Runs `sources` through `heads` into the log from `epoch` on, and
+    /// again after each failure, until the query is dropped.
+    pub async fn run(
+        self,
+        sources: Vec<Box<dyn StreamSource>>,
+        heads: Vec<Vec<HeadStages>>,
+        epoch: Epoch,
+    ) -> Result<()> {
+        let mut upstream = Upstream { sources, heads };
+        let mut epoch = epoch;
+        let mut attempts = 0;
+        let mut newest_at_failure = None;
+        loop {
+            let error = match self.run_once(upstream, epoch).await? {
+                Some(error) => error,
+                None => return Ok(()),
+            };
+            let Some(rebuild) = &self.rebuild else {
+                return Err(error);
+            };
+            if is_fenced(&error) {
+                return Err(error);
+            }
+            let newest = self.log.newest();
+            attempts = if newest == newest_at_failure && attempts > 0 {
+                attempts + 1
+            } else {
+                1
+            };
+            newest_at_failure = newest;
+            if attempts >= MAX_UPSTREAM_ATTEMPTS {
+                return Err(DataFusionError::Execution(format!(
+                    "the upstream region failed {attempts} times without progress: {error}"
+                )));
+            }
+            log::warn!("the upstream region failed ({error}); restarting it on its own");
+            // A CHECKPOINT waiting for an epoch the failed run never closed
+            // gets an error (and may be run again) rather than a wait.
+            self.shared
+                .checkpoint_waiters
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clear();
+            lock(&self.shared.metrics).upstream_restarts += 1;
+            upstream = rebuild().await?;
+            if let Some(newest) = newest {
+                epoch = newest.next();
+            }
+        }
+    }
+
+    /// One run of the region's tasks: returns the first failure among
+    /// them (`None`: they stopped because the query is going away).
+    async fn run_once(&self, upstream: Upstream, epoch: Epoch) -> Result<Option<DataFusionError>> {
+        let (source_task, dispatcher, receiver) =
+            self.shared.start(upstream.sources, upstream.heads, epoch)?;
+        let writer = LogWriter::new(
+            receiver,
+            Arc::clone(&self.log),
+            Arc::clone(&self.shared.offsets),
+            Arc::clone(&self.shared.metrics),
+        );
+        let tasks = vec![
+            tokio::spawn(caught(source_task.run())),
+            tokio::spawn(caught(dispatcher.run())),
+            tokio::spawn(caught(writer.run())),
+        ];
+        let (finished, _, rest) = futures::future::select_all(tasks).await;
+        for task in &rest {
+            task.abort();
+        }
+        // The others must be gone before a new run takes the commands.
+        for task in rest {
+            let _ = task.await;
+        }
+        Ok(match finished {
+            Ok(Ok(())) => None,
+            Ok(Err(error)) => Some(error),
+            Err(join) => Some(DataFusionError::Execution(join.to_string())),
+        })
+    }
+}
+
+/// `task`'s outcome, a panic turned into an error.
+async fn caught(task: impl std::future::Future<Output = Result<()>>) -> Result<()> {
+    match std::panic::AssertUnwindSafe(task).catch_unwind().await {
+        Ok(outcome) => outcome,
+        Err(panic) => Err(DataFusionError::Execution(panic_message(panic.as_ref()))),
+    }
+}
 
 /// The end of the upstream region; see the module docs.
 pub struct LogWriter {
@@ -72,6 +211,9 @@ impl LogWriter {
     }
 
     async fn append(&mut self, barrier: CheckpointBarrier) -> Result<()> {
+        fail::fail_point!("region-log-append", |_| Err(crate::failpoints::injected(
+            "region-log-append"
+        )));
         let offsets = self
             .offsets
             .lock()

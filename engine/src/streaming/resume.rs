@@ -9,13 +9,15 @@ use std::time::Duration;
 
 use datafusion::error::{DataFusionError, Result};
 use datafusion::prelude::SessionContext;
+use datafusion::sql::sqlparser::ast;
 use object_store::ObjectStoreExt;
 use serde::{Deserialize, Serialize};
 
 use super::checkpoint::{CheckpointContent, CheckpointStore};
 use super::config::{Origin, QueryConfig};
 use super::log::RegionLog;
-use super::plan::PlannedQuery;
+use super::plan::{PlannedQuery, plan_continuous_query};
+use super::region::{RebuildUpstream, Upstream};
 use super::runner::{Checkpointing, RegionStart, StartPoint};
 use super::signal::Epoch;
 use super::sink::EpochSink;
@@ -128,6 +130,7 @@ pub async fn start_point(
             Some(RegionStart {
                 log,
                 downstream_next,
+                rebuild: None,
             })
         }
         None => None,
@@ -136,6 +139,34 @@ pub async fn start_point(
         first_epoch,
         checkpointing: Some(Checkpointing { store, interval }),
         region,
+    })
+}
+
+/// How the upstream region of `query` (cut at `log`) is planned again when
+/// it restarts on its own: the same plan's sources and head stages, the
+/// sources resumed after the log's newest segment.
+pub fn upstream_rebuild(
+    ctx: &SessionContext,
+    query: ast::Query,
+    parallelism: usize,
+    log: Arc<RegionLog>,
+) -> RebuildUpstream {
+    let ctx = ctx.clone();
+    Arc::new(move || {
+        let (ctx, query, log) = (ctx.clone(), query.clone(), Arc::clone(&log));
+        Box::pin(async move {
+            let planned = plan_continuous_query(&ctx, &query, parallelism).await?;
+            let mut sources = planned.sources;
+            if let Some(segment) = log.newest_segment().await? {
+                for (source, offset) in sources.iter_mut().zip(&segment.offsets) {
+                    source.restore(offset)?;
+                }
+            }
+            Ok(Upstream {
+                sources,
+                heads: planned.heads,
+            })
+        })
     })
 }
 

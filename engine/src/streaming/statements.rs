@@ -42,6 +42,7 @@ use crate::context::{DEFAULT_CATALOG, table_store};
 use crate::ddl::tables::durable_name;
 use crate::ddl::tables::with_watermark;
 use crate::planner;
+use crate::sql::sink_statement::SinkInput;
 use crate::sql::source_statement::CreateSource;
 use crate::sql::streaming_statement::StreamingStatement;
 
@@ -247,8 +248,18 @@ async fn start(
     if origin == Origin::Client {
         resume::save_settings(ctx, &started.key, &config).await?;
     }
-    let start_point =
+    let mut start_point =
         resume::start_point(ctx, &started.key, &mut planned, &sink, &config, origin).await?;
+    if let Some(region) = &mut start_point.region {
+        region.rebuild = defining_query(&started.statement).map(|query| {
+            resume::upstream_rebuild(
+                ctx,
+                query.clone(),
+                config.parallelism,
+                Arc::clone(&region.log),
+            )
+        });
+    }
     let checkpointed = start_point.checkpointing.is_some();
     let running = RunningQuery::start(
         planned.sources,
@@ -360,6 +371,19 @@ fn restart_of(
                 .map(|_| ())
         })
     })
+}
+
+/// The query a continuous query's creating statement runs (`None` for a
+/// sink from a view).
+fn defining_query(statement: &StreamingStatement) -> Option<&ast::Query> {
+    match statement {
+        StreamingStatement::CreateMaterializedView { query, .. } => Some(query),
+        StreamingStatement::CreateSink(create) => match &create.input {
+            SinkInput::Query(query) => Some(query),
+            SinkInput::View(_) => None,
+        },
+        _ => None,
+    }
 }
 
 fn already_exists(name: &ObjectName) -> DataFusionError {

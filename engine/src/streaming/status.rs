@@ -58,6 +58,7 @@ impl ContinuousQueriesTable {
             Field::new("checkpoint_age_ms", DataType::Float64, true),
             Field::new("regions", DataType::UInt64, false),
             Field::new("region_restarts", DataType::UInt64, false),
+            Field::new("upstream_restarts", DataType::UInt64, false),
             Field::new("recovery_ms", DataType::Float64, false),
             Field::new("log_epoch", DataType::UInt64, true),
             Field::new("log_bytes", DataType::UInt64, false),
@@ -156,6 +157,7 @@ impl ContinuousQueriesTable {
             )),
             count(&|i| metrics[i].regions),
             count(&|i| metrics[i].region_restarts + self.queries.restarts(&queries[i].name)),
+            count(&|i| metrics[i].upstream_restarts),
             Arc::new(Float64Array::from(
                 metrics
                     .iter()

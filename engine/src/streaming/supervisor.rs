@@ -1,9 +1,9 @@
 //! Whole-query restarts: a checkpointed query that fails (an error or a
-//! panic outside a region that recovers on its own: a single-region
-//! query's operators, an upstream region's sources or model calls) is
-//! started again from its last checkpoint — what Flink and Arroyo do for
-//! every failure. Regions with a log before them never get here for a
-//! failure of their own ([`super::region`]).
+//! panic of a query without a region log, or a region that gave up
+//! recovering on its own) is started again from its last checkpoint —
+//! what Flink and Arroyo do for every failure. The two regions of a query
+//! cut at a region log recover on their own ([`super::region`]) and get
+//! here only when that keeps failing.
 //!
 //! The failed instance stays registered, its content readable and its
 //! error in the status table, until a replacement has caught up with its
