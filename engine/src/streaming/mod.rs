@@ -49,6 +49,7 @@ pub mod statements;
 pub mod status;
 pub mod subscribe;
 pub mod supervisor;
+pub mod union;
 pub mod view;
 pub mod view_rows;
 

@@ -1,9 +1,10 @@
 //! [`Pipeline`]: a continuous query's operators in the shape of its plan —
-//! one chain per input, a [`JoinOperator`] wherever two streams meet (an
-//! input's or an earlier join's), each join followed by its own chain —
-//! and the routing of changes and signals through them. A query over one
-//! table is a pipeline with one input chain and no join; a join of three
-//! tables has two joins, the second taking the first's output as a side.
+//! one chain per input, a [`Meeting`] wherever streams meet (a
+//! [`JoinOperator`] or a [`UnionOperator`] over inputs' or earlier
+//! meetings' outputs), each meeting followed by its own chain — and the
+//! routing of changes and signals through them. A query over one table is
+//! a pipeline with one input chain and no meeting; a join of three tables
+//! has two joins, the second taking the first's output as a side.
 
 use datafusion::error::{DataFusionError, Result};
 
@@ -12,14 +13,15 @@ use super::join::JoinOperator;
 use super::operator::{OperatorMetrics, StreamOperator};
 use super::signal::{Change, CheckpointBarrier, InputIndex, Watermark};
 use super::sink::EpochSink;
+use super::union::UnionOperator;
 
-/// A stream inside a pipeline: what an input's chain or a join's chain
+/// A stream inside a pipeline: what an input's chain or a meeting's chain
 /// produces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stream {
     /// The output of input `n`'s chain.
     Input(InputIndex),
-    /// The output of join `n`'s chain.
+    /// The output of meeting `n`'s chain (a join's or a union's).
     Join(usize),
 }
 
@@ -32,12 +34,114 @@ impl std::fmt::Display for Stream {
     }
 }
 
-/// Where two streams meet, and the operators after it.
+/// What happens where streams meet.
+pub enum Meeting {
+    /// Two sides joined (boxed: a join's state is far larger than a
+    /// union's).
+    Join(Box<JoinOperator>),
+    /// Two or more sides' rows passed on together (`UNION ALL`).
+    Union(UnionOperator),
+}
+
+impl Meeting {
+    async fn process_change(
+        &mut self,
+        side: InputIndex,
+        change: Change,
+        out: &mut Vec<Change>,
+    ) -> Result<()> {
+        match self {
+            Meeting::Join(join) => join.process_change(side, change, out).await,
+            Meeting::Union(union) => union.process_change(side, change, out).await,
+        }
+    }
+
+    fn handle_watermark(
+        &mut self,
+        side: InputIndex,
+        watermark: Watermark,
+    ) -> Result<Option<Watermark>> {
+        match self {
+            Meeting::Join(join) => join.handle_watermark(side, watermark),
+            Meeting::Union(union) => Ok(union.handle_watermark(side, watermark)),
+        }
+    }
+
+    fn checkpoint_barrier(&mut self, barrier: CheckpointBarrier) {
+        if let Meeting::Join(join) = self {
+            join.checkpoint_barrier(barrier);
+        }
+    }
+
+    /// How many snapshots it takes in a checkpoint (a join: one per side;
+    /// a union keeps no state).
+    fn snapshot_width(&self) -> usize {
+        match self {
+            Meeting::Join(_) => 2,
+            Meeting::Union(_) => 0,
+        }
+    }
+
+    fn snapshot(&mut self) -> Result<Vec<Option<StateSnapshot>>> {
+        match self {
+            Meeting::Join(join) => Ok(join.snapshot()?.map(Some).into()),
+            Meeting::Union(_) => Ok(Vec::new()),
+        }
+    }
+
+    fn restore(
+        &mut self,
+        snapshots: &mut impl Iterator<Item = Option<StateSnapshot>>,
+    ) -> Result<()> {
+        match self {
+            Meeting::Join(join) => {
+                let left = snapshots.next().flatten().unwrap_or_default();
+                let right = snapshots.next().flatten().unwrap_or_default();
+                join.restore([left, right])
+            }
+            Meeting::Union(_) => Ok(()),
+        }
+    }
+
+    fn metrics(&self) -> OperatorMetrics {
+        match self {
+            Meeting::Join(join) => join.metrics(),
+            Meeting::Union(_) => OperatorMetrics::default(),
+        }
+    }
+
+    fn describe(&self) -> String {
+        let join = match self {
+            Meeting::Join(join) => join,
+            Meeting::Union(union) => {
+                return format!(
+                    "union of {} sides (each side's rows pass through; no state)",
+                    union.sides()
+                );
+            }
+        };
+        let kind = match (join.is_interval(), join.is_outer()) {
+            (true, _) => "interval join (kept rows expire with the watermarks",
+            (false, true) => {
+                "outer join (both sides' rows kept; a change re-joins the rows sharing its \
+                 keys and emits the difference"
+            }
+            (false, false) => "join (both sides' rows kept",
+        };
+        let found = match join.is_indexed() {
+            true => "; a change meets the kept rows with its keys, through a key index",
+            false => "; a change meets every kept row: no equality key is a plain column",
+        };
+        format!("{kind}{found})")
+    }
+}
+
+/// Where streams meet, and the operators after it.
 pub struct JoinStep {
-    /// The join.
-    pub join: JoinOperator,
-    /// Its left and right side.
-    pub sides: [Stream; 2],
+    /// The join or union.
+    pub meeting: Meeting,
+    /// Its sides, in order (a join's left first).
+    pub sides: Vec<Stream>,
     /// The operators its output goes through.
     pub chain: Vec<Box<dyn StreamOperator>>,
 }
@@ -77,7 +181,7 @@ impl Pipeline {
         let mut join_parents = vec![None; joins.len()];
         let malformed = |why: String| DataFusionError::Internal(format!("a join tree {why}"));
         for (j, step) in joins.iter().enumerate() {
-            for (side, stream) in step.sides.into_iter().enumerate() {
+            for (side, stream) in step.sides.iter().copied().enumerate() {
                 let parent = match stream {
                     Stream::Input(n) => input_parents.get_mut(n),
                     Stream::Join(n) if n < j => join_parents.get_mut(n),
@@ -137,7 +241,7 @@ impl Pipeline {
         }
         let mut at = self.input_parents[input];
         while let Some((j, side)) = at {
-            match self.joins[j].join.handle_watermark(side, watermark)? {
+            match self.joins[j].meeting.handle_watermark(side, watermark)? {
                 Some(passed) => watermark = passed,
                 None => return Ok((out, None)),
             }
@@ -170,7 +274,7 @@ impl Pipeline {
             }
         }
         for j in 0..self.joins.len() {
-            self.joins[j].join.checkpoint_barrier(barrier);
+            self.joins[j].meeting.checkpoint_barrier(barrier);
             let parent = self.join_parents[j];
             for i in 0..self.joins[j].chain.len() {
                 let chain = &mut self.joins[j].chain;
@@ -198,7 +302,7 @@ impl Pipeline {
             });
         self.joins
             .iter()
-            .fold(total, |total, step| total.plus(step.join.metrics()))
+            .fold(total, |total, step| total.plus(step.meeting.metrics()))
     }
 
     /// Each step's description in order (the inputs' chains, then each
@@ -215,23 +319,15 @@ impl Pipeline {
         }
         let several = self.joins.len() > 1;
         for (j, step) in self.joins.iter().enumerate() {
-            let join = &step.join;
-            let kind = match (join.is_interval(), join.is_outer()) {
-                (true, _) => "interval join (kept rows expire with the watermarks",
-                (false, true) => {
-                    "outer join (both sides' rows kept; a change re-joins the rows sharing its \
-                     keys and emits the difference"
-                }
-                (false, false) => "join (both sides' rows kept",
+            let description = step.meeting.describe();
+            let sides: Vec<String> = step.sides.iter().map(Stream::to_string).collect();
+            let of = match sides.len() {
+                2 => format!("{} and {}", sides[0], sides[1]),
+                _ => sides.join(", "),
             };
-            let found = match join.is_indexed() {
-                true => "; a change meets the kept rows with its keys, through a key index",
-                false => "; a change meets every kept row: no equality key is a plain column",
-            };
-            let [left, right] = step.sides;
             steps.push(match several {
-                true => format!("join {j} of {left} and {right}: {kind}{found})"),
-                false => format!("{kind}{found})"),
+                true => format!("join {j} of {of}: {description}"),
+                false => description,
             });
             steps.extend(step.chain.iter().map(|operator| match several {
                 true => format!("join {j}: {}", operator.describe()),
@@ -272,7 +368,7 @@ impl Pipeline {
             .map(|operator| operator.snapshot())
             .collect::<Result<Vec<_>>>()?;
         for step in &mut self.joins {
-            snapshots.extend(step.join.snapshot()?.map(Some));
+            snapshots.extend(step.meeting.snapshot()?);
             for operator in &mut step.chain {
                 snapshots.push(operator.snapshot()?);
             }
@@ -283,7 +379,11 @@ impl Pipeline {
     /// Restores what [`Self::snapshot`] took, operator by operator.
     pub fn restore(&mut self, snapshots: Vec<Option<StateSnapshot>>) -> Result<()> {
         let heads: usize = self.inputs.iter().map(Vec::len).sum();
-        let joined: usize = self.joins.iter().map(|step| 2 + step.chain.len()).sum();
+        let joined: usize = self
+            .joins
+            .iter()
+            .map(|step| step.meeting.snapshot_width() + step.chain.len())
+            .sum();
         if heads + joined != snapshots.len() {
             return Err(DataFusionError::Execution(format!(
                 "the checkpoint holds {} operators, the plan has {}",
@@ -298,9 +398,7 @@ impl Pipeline {
             }
         }
         for step in &mut self.joins {
-            let left = snapshots.next().flatten().unwrap_or_default();
-            let right = snapshots.next().flatten().unwrap_or_default();
-            step.join.restore([left, right])?;
+            step.meeting.restore(&mut snapshots)?;
             for operator in &mut step.chain {
                 if let Some(Some(snapshot)) = snapshots.next() {
                     operator.restore(snapshot)?;
@@ -326,7 +424,9 @@ impl Pipeline {
             let step = &mut self.joins[j];
             let mut joined = Vec::new();
             for change in changes {
-                step.join.process_change(side, change, &mut joined).await?;
+                step.meeting
+                    .process_change(side, change, &mut joined)
+                    .await?;
             }
             changes = push(&mut step.chain, 0, joined).await?;
             at = self.join_parents[j];

@@ -7,6 +7,8 @@
 //!   leaf is the stage's input, see [`super::feed`]);
 //! - an **aggregate** stage for every `GROUP BY` ([`AggregateOperator`]),
 //!   windowed when it groups by `window_start, window_end` (TUMBLE, HOP);
+//! - a **union** stage where the branches of a `UNION ALL` over different
+//!   tables meet ([`UnionOperator`]), each branch split on its own;
 //! - a **join** stage where two branches meet ([`JoinOperator`]): each side
 //!   (a table, or a join in turn) is split on its own into the stages
 //!   before the join, and the join with the projections and filters above
@@ -43,13 +45,14 @@ use super::feed::{FeedNode, FeedPlanner, FeedSlot};
 use super::join::{JoinOperator, join_keys, time_bounds};
 use super::operator::StreamOperator;
 use super::parallel::HeadStages;
-use super::pipeline::{JoinStep, Pipeline, Stream};
+use super::pipeline::{JoinStep, Meeting, Pipeline, Stream};
 use super::source::files::{FileSource, FilesTable};
 use super::source::nats::{NatsSource, NatsTable};
 use super::source::{
     GeneratorSource, GeneratorTable, StreamSource, TableSource, ViewSource, WatermarkTracker,
 };
 use super::stateless::StatelessOperator;
+use super::union::UnionOperator;
 use super::view::MaterializedViewTable;
 use crate::planner;
 use crate::rewrite::async_calls;
@@ -193,6 +196,8 @@ struct Branch {
     /// a table with a watermark, maybe projected (what an interval join
     /// bounds).
     event_time: Option<String>,
+    /// Whether watermarks come out of it.
+    watermarked: bool,
 }
 
 /// Plans stages into operators, tracking what they make of the output.
@@ -227,22 +232,51 @@ impl ChainBuilder {
             if splitter.join_inputs.is_empty() {
                 return self.input(splitter, assembly).await;
             }
-            let mut sides = Vec::with_capacity(2);
+            let mut sides = Vec::with_capacity(splitter.join_inputs.len());
             let mut event_times = [None, None];
             let mut retracts = false;
+            let mut watermarked = true;
             for (side, input) in splitter.join_inputs.into_iter().enumerate() {
                 let branch = self.branch(input, assembly).await?;
                 retracts |= self.updating;
-                event_times[side] = branch.event_time;
+                watermarked &= branch.watermarked;
+                if let Some(time) = event_times.get_mut(side) {
+                    *time = branch.event_time;
+                }
                 sides.push(branch.stream);
             }
             let mut stages = splitter.stages.into_iter();
-            let Some(Stage::Join(fragment)) = stages.next() else {
-                return Err(DataFusionError::Internal(
-                    "a joined branch's first stage is its join".into(),
-                ));
+            let fragment = match stages.next() {
+                Some(Stage::Join(fragment)) => fragment,
+                Some(Stage::Union(fragment)) => {
+                    let union = self.union(fragment, sides.len()).await?;
+                    // Each side's changes pass through, retractions too.
+                    self.updating = retracts;
+                    let no_watermark = (!watermarked).then(|| {
+                        "a side of the UNION has no watermark: every side must declare one \
+                         for windows after it"
+                            .to_string()
+                    });
+                    let chain = self.chain(stages.collect(), no_watermark).await?;
+                    assembly.joins.push(JoinStep {
+                        meeting: Meeting::Union(union),
+                        sides,
+                        chain,
+                    });
+                    return Ok(Branch {
+                        stream: Stream::Join(assembly.joins.len() - 1),
+                        event_time: None,
+                        watermarked,
+                    });
+                }
+                _ => {
+                    return Err(DataFusionError::Internal(
+                        "a branch that meets others starts with its join or union".into(),
+                    ));
+                }
             };
             let join = self.join(fragment, event_times).await?;
+            let is_interval = join.is_interval();
             let no_watermark = (!join.is_interval()).then(|| {
                 "a regular join passes on no watermark (a new row may pair with a row of any \
                  age): bound its inputs' event times against each other, e.g. `ON a.ts BETWEEN \
@@ -257,13 +291,16 @@ impl ChainBuilder {
             // inputs do.
             self.updating = (retracts && !join.is_interval()) || join.is_outer();
             let chain = self.chain(stages.collect(), no_watermark).await?;
-            let sides: [Stream; 2] = sides
-                .try_into()
-                .map_err(|_| DataFusionError::Internal("a join has two inputs".into()))?;
-            assembly.joins.push(JoinStep { join, sides, chain });
+            assembly.joins.push(JoinStep {
+                meeting: Meeting::Join(Box::new(join)),
+                sides,
+                chain,
+            });
             Ok(Branch {
                 stream: Stream::Join(assembly.joins.len() - 1),
                 event_time: None,
+                // A regular join passes on no watermark.
+                watermarked: watermarked && is_interval,
             })
         })
     }
@@ -293,6 +330,7 @@ impl ChainBuilder {
         Ok(Branch {
             stream: Stream::Input(assembly.inputs.len() - 1),
             event_time,
+            watermarked: bound.watermark.is_some(),
         })
     }
 
@@ -361,9 +399,9 @@ impl ChainBuilder {
                     self.append_only |= planned.append_only;
                     planned.operator
                 }
-                Stage::Join(_) => {
+                Stage::Join(_) | Stage::Union(_) => {
                     return Err(DataFusionError::Internal(
-                        "a join stage after the first stage of a branch".into(),
+                        "a join or union stage after the first stage of a branch".into(),
                     ));
                 }
             });
@@ -447,6 +485,33 @@ impl ChainBuilder {
     }
 }
 
+impl ChainBuilder {
+    /// The union stage `fragment` (a union over feeds `0..sides`, with the
+    /// projections and filters above it).
+    async fn union(&mut self, fragment: LogicalPlan, sides: usize) -> Result<UnionOperator> {
+        let feeds = feed_schemas(&fragment)?;
+        let schemas = (0..sides)
+            .map(|side| {
+                feeds
+                    .get(side)
+                    .cloned()
+                    .flatten()
+                    .map(|schema| Arc::new(schema.as_arrow().clone()))
+                    .ok_or_else(|| DataFusionError::Internal("a union side without a feed".into()))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let slots: Vec<Arc<FeedSlot>> = (0..sides).map(|_| Arc::default()).collect();
+        let optimized = self.state.optimize(&fragment)?;
+        let planner = DefaultPhysicalPlanner::with_extension_planners(vec![Arc::new(
+            FeedPlanner::new(slots.clone()),
+        )]);
+        let plan = planner
+            .create_physical_plan(&optimized, &self.state)
+            .await?;
+        UnionOperator::try_new(plan, slots, schemas, self.task()?)
+    }
+}
+
 /// The schemas of a fragment's feeds, by slot.
 fn feed_schemas(fragment: &LogicalPlan) -> Result<Vec<Option<DFSchemaRef>>> {
     let mut feeds: Vec<Option<DFSchemaRef>> = Vec::new();
@@ -470,6 +535,8 @@ enum Stage {
     Aggregate(Aggregate),
     /// A join over feeds 0 and 1 and the stateless plan above it.
     Join(LogicalPlan),
+    /// A union over feeds 0, 1, … and the stateless plan above it.
+    Union(LogicalPlan),
 }
 
 #[derive(Default)]
@@ -541,6 +608,26 @@ impl Splitter {
                     .build()?;
                 self.split(&grouped)
             }
+            LogicalPlan::Union(union) if !stateless_over_one_table(plan) => {
+                refuse_subqueries(plan)?;
+                if self.source.is_some() || !self.join_inputs.is_empty() {
+                    return Err(unjoined_inputs());
+                }
+                let mut feeds = Vec::with_capacity(union.inputs.len());
+                for (slot, input) in union.inputs.iter().enumerate() {
+                    let mut side = Splitter::default();
+                    let top = side.split(input)?;
+                    side.push_stateless(top);
+                    if side.source.is_none() && side.join_inputs.is_empty() {
+                        return Err(unsupported(
+                            "cannot run incrementally: each input of a UNION reads a table",
+                        ));
+                    }
+                    self.join_inputs.push(side);
+                    feeds.push(FeedNode::plan(slot, Arc::clone(input.schema())));
+                }
+                plan.with_new_exprs(plan.expressions(), feeds)
+            }
             LogicalPlan::Projection(_)
             | LogicalPlan::Filter(_)
             | LogicalPlan::SubqueryAlias(_)
@@ -560,8 +647,12 @@ impl Splitter {
         let has_join = fragment
             .exists(|node| Ok(matches!(node, LogicalPlan::Join(_))))
             .unwrap_or(false);
+        // Only the fragment where branches meet reads more than one feed.
+        let meets = feed_schemas(&fragment).is_ok_and(|feeds| feeds.len() > 1);
         if has_join {
             self.stages.push(Stage::Join(fragment));
+        } else if meets {
+            self.stages.push(Stage::Union(fragment));
         } else if !matches!(fragment, LogicalPlan::Extension(_)) {
             self.stages.push(Stage::Stateless(fragment));
         }
@@ -583,6 +674,31 @@ impl Splitter {
             }
         }
     }
+}
+
+/// Whether `plan` only projects, filters and unites rows of one table: a
+/// union of such branches runs as one stateless stage.
+fn stateless_over_one_table(plan: &LogicalPlan) -> bool {
+    let mut table = None;
+    let mut one = true;
+    let _ = plan.apply(|node| {
+        match node {
+            LogicalPlan::TableScan(scan) => match &table {
+                Some(seen) if seen != &scan.table_name => one = false,
+                _ => table = Some(scan.table_name.clone()),
+            },
+            LogicalPlan::Projection(_)
+            | LogicalPlan::Filter(_)
+            | LogicalPlan::SubqueryAlias(_)
+            | LogicalPlan::Union(_) => {}
+            _ => one = false,
+        }
+        Ok(match one {
+            true => datafusion::common::tree_node::TreeNodeRecursion::Continue,
+            false => datafusion::common::tree_node::TreeNodeRecursion::Stop,
+        })
+    });
+    one
 }
 
 /// A subquery inside an expression would be run once per batch against

@@ -234,6 +234,9 @@ async fn joins_and_aggregates_resume_from_incremental_checkpoints() {
     // Two joins: the second takes the first's output as a side.
     let nested = "SELECT a.k, a.x, b.y, c.y AS z FROM a JOIN b ON a.k = b.k \
                   LEFT JOIN (SELECT k - 1 AS k, y FROM b) c ON c.k = a.k";
+    // A union of the two tables (no state of its own), aggregated after.
+    let united = "SELECT k, count(*) AS n FROM (SELECT k, x AS v FROM a UNION ALL \
+                  SELECT k, y FROM b) GROUP BY k";
     {
         let sluice = open(dir.path()).await;
         for sql in [
@@ -250,6 +253,7 @@ async fn joins_and_aggregates_resume_from_incremental_checkpoints() {
             ("ab_left", left),
             ("a_groups", grouped),
             ("abc", nested),
+            ("ab_union", united),
         ] {
             run(
                 &sluice,
@@ -286,7 +290,7 @@ async fn joins_and_aggregates_resume_from_incremental_checkpoints() {
             "SELECT name, rows_in FROM sluice_catalog.continuous_queries"
         )
         .await,
-        ["a_groups", "ab", "ab_left", "abc"]
+        ["a_groups", "ab", "ab_left", "ab_union", "abc"]
             .map(|name| vec![Some(name.to_string()), Some("0".to_string())])
             .to_vec()
     );
@@ -295,6 +299,7 @@ async fn joins_and_aggregates_resume_from_incremental_checkpoints() {
         ("ab_left", left),
         ("a_groups", grouped),
         ("abc", nested),
+        ("ab_union", united),
     ] {
         assert_view_equals(&sluice, view, query).await;
     }
@@ -306,6 +311,7 @@ async fn joins_and_aggregates_resume_from_incremental_checkpoints() {
         ("ab_left", left),
         ("a_groups", grouped),
         ("abc", nested),
+        ("ab_union", united),
     ] {
         assert_view_equals(&sluice, view, query).await;
     }
