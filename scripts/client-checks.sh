@@ -11,6 +11,10 @@
 # under kill -9: each message delivered once),
 # the S3 check (a data directory, external tables and COPY TO on a local moto
 # S3 server, a restart, unreachable endpoint and missing bucket errors),
+# the fault check (S3 errors, lost and delayed responses injected by a proxy
+# in front of moto, kill -9 during UPDATE/DELETE/ALTER/compaction/COPY, and
+# a full disk on a tmpfs where mounting one is allowed: no acknowledged row
+# lost, no table half-changed, every error with a SQLSTATE),
 # the model check (CREATE MODEL without or with a broken ONNX Runtime,
 # EMBED and ML_PREDICT through psycopg; it starts its own servers), and the
 # media check (JPEG, PNG and WAV files read through --object-root, locally
@@ -118,6 +122,8 @@ check "NATS JetStream source -> EMBED -> NATS sink under 10 kill -9: each messag
   "$VENV/bin/python" sql-tests/clients/nats_check.py "$SLUICE_BIN" "$PORT" 10
 check "S3 data directory, external tables and COPY TO on a local moto server" \
   "$VENV/bin/python" sql-tests/clients/s3_check.py "$SLUICE_BIN"
+check "faults: S3 errors and lost responses via a proxy, kill -9 during rewrites and COPY, disk full" \
+  "$VENV/bin/python" sql-tests/clients/fault_check.py "$SLUICE_BIN"
 check "model inference: missing or broken ONNX Runtime, EMBED, ML_PREDICT" \
   "$VENV/bin/python" sql-tests/clients/model_check.py "$SLUICE_BIN"
 check "media: images, audio and tensors from object roots (local and S3) vs Pillow" \

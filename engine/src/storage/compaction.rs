@@ -8,7 +8,6 @@ use super::change_feed::ChangeKind;
 use super::files::{read_files, write_data_files};
 use super::manifest::DataFile;
 use super::table_state::{TableHandle, TableState};
-use super::vector_index;
 
 /// Files below this many rows count as small.
 const SMALL_FILE_ROWS: u64 = 64 * 1024;
@@ -47,7 +46,7 @@ pub(super) async fn compact_tail(table: &TableHandle, state: &mut TableState) ->
     let mut next = state.manifest.next();
     next.files.truncate(start);
     next.files.extend(merged_files);
-    vector_index::commit_with_graphs(&table.store, &table.dir, &mut next).await?;
+    state.commit(&table.store, &table.dir, &mut next).await?;
     state
         .install(&table.store, &table.dir, next, ChangeKind::Compaction)
         .await;

@@ -38,7 +38,6 @@ use super::table_state::TableHandle;
 use super::table_state::{IndexCatalog, TableState, catalog_entries};
 use super::transaction::SessionTransaction;
 use super::vector_bytes::VectorBytesAdapterFactory;
-use super::vector_index;
 use super::versions::{CommitClock, TableHistory};
 
 /// A table whose every acknowledged write is on durable storage.
@@ -253,7 +252,7 @@ impl DurableTable {
         next.files = files;
         // A writer still holding this object (a plan prepared before the
         // ALTER) fails at its commit: the version it would take is this one.
-        vector_index::commit_with_graphs(&self.store, &self.dir, &mut next).await?;
+        table.commit(&self.store, &self.dir, &mut next).await?;
         // Scans through this object read the new files too (Parquet reads
         // project the old columns out of them), so the old files can go.
         table

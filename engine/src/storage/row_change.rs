@@ -15,7 +15,6 @@ use super::files::{read_files, write_data_files};
 use super::manifest::DataFile;
 use super::table_state::TableHandle;
 use super::transaction::{SessionTransaction, Transaction};
-use super::vector_index;
 use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, UInt64Array};
 use datafusion::arrow::compute::kernels::zip::zip;
 use datafusion::arrow::compute::{filter_record_batch, not, prep_null_mask_filter};
@@ -204,7 +203,7 @@ async fn apply(
     if rewrite.affected > 0 {
         let mut next = state.manifest.next();
         next.files = rewrite.files;
-        vector_index::commit_with_graphs(&table.store, &table.dir, &mut next).await?;
+        state.commit(&table.store, &table.dir, &mut next).await?;
         state
             .install(
                 &table.store,

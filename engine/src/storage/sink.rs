@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::datasource::sink::DataSink;
-use datafusion::error::Result;
+use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::TaskContext;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, SendableRecordBatchStream};
 
@@ -104,47 +104,15 @@ impl DurableSink {
             &files,
         )
         .await?;
-        let mut state = self.table.state.lock().await;
-        state.check_not_dropped(&self.table.dir)?;
-        if let Some((writer, epoch)) = mark
-            && state
-                .manifest
-                .delivered
-                .get(writer)
-                .is_some_and(|d| *d >= epoch)
-        {
-            drop(state);
-            let graphs: Vec<String> = prebuilt
-                .into_iter()
-                .flat_map(|index| index.files.into_values())
-                .collect();
-            vector_index::delete_graphs(&self.table.store, &self.table.dir, &graphs).await;
-            for file in &files {
-                delete_if_present(
-                    self.table.store.as_ref(),
-                    &resolve(&self.table.dir, &file.path),
-                )
-                .await?;
-            }
-            return Ok(false);
-        }
-        let mut next = state.manifest.next();
-        next.files.extend(files);
-        if let Some((writer, epoch)) = mark {
-            next.delivered.insert(writer.to_owned(), epoch);
-        }
-        let orphans = vector_index::adopt(&mut next, prebuilt);
-        vector_index::delete_graphs(&self.table.store, &self.table.dir, &orphans).await;
-        vector_index::commit_with_graphs(&self.table.store, &self.table.dir, &mut next).await?;
-        // Committed: only now do readers see the rows.
-        state
-            .install(&self.table.store, &self.table.dir, next, ChangeKind::Append)
-            .await;
-        if let Err(e) = compact_tail(&self.table, &mut state).await {
-            // The write is committed either way; a later one retries.
-            log::warn!("compaction of {} failed: {e}", self.table.dir);
-        }
-        Ok(true)
+        let table = self.table.clone();
+        let mark = mark.map(|(writer, epoch)| (writer.to_owned(), epoch));
+        // Once the commit starts it finishes and is installed, even when
+        // the statement is cancelled (statement_timeout, a client's
+        // cancel): dropped halfway, it could leave the store a version
+        // ahead of what this server shows.
+        tokio::spawn(commit_locked(table, files, prebuilt, mark))
+            .await
+            .map_err(|e| DataFusionError::Execution(format!("an append's commit failed: {e}")))?
     }
 
     /// Appends `batches` as epoch `epoch` of exactly-once writer `writer`,
@@ -184,4 +152,65 @@ impl DurableSink {
             .get(writer)
             .copied()
     }
+}
+
+/// The locked part of [`DurableSink::commit_append`], run in a task of its
+/// own so that a cancelled statement cannot interrupt it.
+async fn commit_locked(
+    table: TableHandle,
+    files: Vec<DataFile>,
+    prebuilt: Vec<vector_index::VectorIndex>,
+    mark: Option<(String, u64)>,
+) -> Result<bool> {
+    let mut state = table.state.lock().await;
+    state.check_not_dropped(&table.dir)?;
+    if let Some((writer, epoch)) = &mark
+        && state
+            .manifest
+            .delivered
+            .get(writer)
+            .is_some_and(|d| d >= epoch)
+    {
+        drop(state);
+        let graphs: Vec<String> = prebuilt
+            .into_iter()
+            .flat_map(|index| index.files.into_values())
+            .collect();
+        vector_index::delete_graphs(&table.store, &table.dir, &graphs).await;
+        for file in &files {
+            delete_if_present(table.store.as_ref(), &resolve(&table.dir, &file.path)).await?;
+        }
+        return Ok(false);
+    }
+    let version = state.manifest.version;
+    let appended = files.clone();
+    let mut next = state.manifest.next();
+    next.files.extend(files);
+    if let Some((writer, epoch)) = &mark {
+        next.delivered.insert(writer.clone(), *epoch);
+    }
+    let orphans = vector_index::adopt(&mut next, prebuilt);
+    vector_index::delete_graphs(&table.store, &table.dir, &orphans).await;
+    if let Err(error) = state.commit(&table.store, &table.dir, &mut next).await {
+        // Caught up to a version this server had not installed: rows
+        // appended commit on whatever version is current, so once more
+        // on top of it (not an exactly-once epoch, whose mark must be
+        // checked again, nor files with graphs built for the old one).
+        let caught_up = state.manifest.version != version;
+        if !caught_up || mark.is_some() || !next.vector_indexes.is_empty() {
+            return Err(error);
+        }
+        next = state.manifest.next();
+        next.files.extend(appended);
+        state.commit(&table.store, &table.dir, &mut next).await?;
+    }
+    // Committed: only now do readers see the rows.
+    state
+        .install(&table.store, &table.dir, next, ChangeKind::Append)
+        .await;
+    if let Err(e) = compact_tail(&table, &mut state).await {
+        // The write is committed either way; a later one retries.
+        log::warn!("compaction of {} failed: {e}", table.dir);
+    }
+    Ok(true)
 }

@@ -15,7 +15,7 @@ use super::durable_table::DurableTable;
 use super::manifest;
 use super::transaction::SessionTransaction;
 use super::vector_index::{
-    self, SearchRequest, TableFiles, VectorIndex, build_missing, commit_with_graphs, delete_graphs,
+    self, SearchRequest, TableFiles, VectorIndex, build_missing, delete_graphs,
 };
 
 impl DurableTable {
@@ -73,7 +73,7 @@ impl DurableTable {
             return Err(duplicate_relation(&built.name));
         }
         next.vector_indexes.push(built);
-        if let Err(e) = commit_with_graphs(&self.store, &self.dir, &mut next).await {
+        if let Err(e) = state.commit(&self.store, &self.dir, &mut next).await {
             drop(state);
             delete_graphs(&self.store, &self.dir, &graphs).await;
             return Err(e);

@@ -5,7 +5,7 @@
 use std::sync::{Arc, RwLock};
 
 use datafusion::arrow::datatypes::SchemaRef;
-use datafusion::error::Result;
+use datafusion::error::{DataFusionError, Result};
 use sluice_types::error::{SluiceError, SqlState};
 use tokio::sync::Mutex;
 
@@ -14,7 +14,7 @@ use object_store::path::Path;
 
 use super::change_feed::{ChangeKind, ChangeSender, publish};
 use super::files::Snapshot;
-use super::manifest::Manifest;
+use super::manifest::{self, Manifest};
 use super::vector_index::{self, VectorIndex};
 use super::versions::{CommitClock, TableHistory};
 
@@ -69,6 +69,54 @@ impl TableState {
             .into());
         }
         Ok(())
+    }
+
+    /// Commits `next` (its graphs built first, [`vector_index::commit_with_graphs`]).
+    /// When that fails, the store may hold a version this state never
+    /// installed: an earlier commit of this process whose answer was lost
+    /// and whose retries were refused, or whose statement was cancelled
+    /// mid-commit. Left alone, every later commit would meet it as a
+    /// rival's (40001) until a restart. So the newest version is read back:
+    /// if it is `next` itself, the commit did land (`Ok`); if it is another,
+    /// this state catches up to it and the error stands (the caller may
+    /// commit again on top of it: see [`Self::manifest`]'s version).
+    pub async fn commit(
+        &mut self,
+        store: &Arc<dyn ObjectStore>,
+        dir: &Path,
+        next: &mut Manifest,
+    ) -> Result<()> {
+        match vector_index::commit_with_graphs(store, dir, next).await {
+            Ok(()) => Ok(()),
+            Err(error) => self.catch_up(store, dir, next, error).await,
+        }
+    }
+
+    /// After `next` failed to commit with `error`: `Ok` if it did land
+    /// after all, else the error, this state caught up to the store's
+    /// newest version first if it was behind (see [`Self::commit`]).
+    pub async fn catch_up(
+        &mut self,
+        store: &Arc<dyn ObjectStore>,
+        dir: &Path,
+        next: &Manifest,
+        error: DataFusionError,
+    ) -> Result<()> {
+        let newest = match manifest::latest(store.as_ref(), dir).await {
+            Ok(Some(newest)) if newest.version > self.manifest.version => newest,
+            _ => return Err(error),
+        };
+        if newest.commit_id == next.commit_id {
+            return Ok(());
+        }
+        log::warn!(
+            "{} holds version {} that this server had not installed; catching up to it",
+            table_name(dir),
+            newest.version
+        );
+        self.install(store, dir, newest, ChangeKind::RowChange(None))
+            .await;
+        Err(error)
     }
 
     /// Installs `next` as the committed version; files of the previous one

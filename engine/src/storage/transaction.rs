@@ -366,10 +366,22 @@ impl Transaction {
         };
         let mut committed = Vec::with_capacity(nexts.len());
         let mut failure = None;
-        for (table, next) in changed.iter().zip(&nexts) {
+        for (i, (table, next)) in changed.iter().zip(&nexts).enumerate() {
             let committing = match injected_commit_failure(&table.table.name()) {
                 Some(injected) => Err(injected),
-                None => manifest::commit(table.table.store.as_ref(), &table.table.dir, next).await,
+                None => {
+                    let landed =
+                        manifest::commit(table.table.store.as_ref(), &table.table.dir, next).await;
+                    match landed {
+                        Ok(()) => Ok(()),
+                        // The store may hold a version this server never
+                        // installed (see TableState::commit): catch up.
+                        Err(error) => {
+                            let (store, dir) = (&table.table.store, &table.table.dir);
+                            locked[i].catch_up(store, dir, next, error).await
+                        }
+                    }
+                }
             };
             match committing {
                 Ok(()) => committed.push(true),
