@@ -41,6 +41,7 @@ pub mod codes {
     pub const IN_FAILED_SQL_TRANSACTION: &str = "25P02";
     pub const QUERY_CANCELED: &str = "57014";
     pub const OUT_OF_MEMORY: &str = "53200";
+    pub const DISK_FULL: &str = "53100";
     pub const IO_ERROR: &str = "58030";
     pub const INTERNAL_ERROR: &str = "XX000";
     pub const PROTOCOL_VIOLATION: &str = "08P01";
@@ -183,9 +184,12 @@ pub fn sqlstate(err: &DataFusionError) -> &'static str {
         DataFusionError::ObjectStore(e) => match e.as_ref() {
             object_store::Error::NotFound { .. } => UNDEFINED_FILE,
             other if other.to_string().contains("NoSuchBucket") => UNDEFINED_FILE,
+            other if is_storage_full(other) => DISK_FULL,
             _ => IO_ERROR,
         },
+        DataFusionError::IoError(e) if is_storage_full(e) => DISK_FULL,
         DataFusionError::IoError(_) => IO_ERROR,
+        DataFusionError::ParquetError(e) if is_storage_full(e.as_ref()) => DISK_FULL,
         DataFusionError::ParquetError(_) => IO_ERROR,
         // DataFusion 55 raises BETWEEN over types it cannot compare as an
         // internal error; it is the user's type mismatch.
@@ -204,6 +208,22 @@ pub fn sqlstate(err: &DataFusionError) -> &'static str {
         | DataFusionError::Shared(_)
         | DataFusionError::Collection(_) => INTERNAL_ERROR,
     }
+}
+
+/// Whether `e` (or an error it wraps) is a full disk: a local data
+/// directory's write failing with ENOSPC, which object_store and Parquet
+/// wrap in errors of their own.
+fn is_storage_full(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(e);
+    while let Some(error) = next {
+        if let Some(io) = error.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::StorageFull
+        {
+            return true;
+        }
+        next = error.source();
+    }
+    false
 }
 
 /// Whether `e` is a number or boolean that did not parse.

@@ -343,6 +343,13 @@ def s3_part(binary, work):
         s3_scenario(ctx, "S3: INSERT cancelled by statement_timeout while its manifest PUT is delayed",
                     stmt, change, [dict(action="delay", method="PUT", path_contains="/_manifest/", delay=3.0)], 1,
                     setup=["SET statement_timeout = '1s'"], after_fault=wait_for_delayed)
+
+        def update_cancelled(model):
+            return {i: (v + 3 if i % 3 == 0 else v) for i, v in model.items()}
+        s3_scenario(ctx, "S3: UPDATE cancelled by statement_timeout while its manifest PUT is delayed",
+                    "UPDATE t SET v = v + 3 WHERE id % 3 = 0", update_cancelled,
+                    [dict(action="delay", method="PUT", path_contains="/_manifest/", delay=3.0)], 1,
+                    setup=["SET statement_timeout = '1s'"], after_fault=wait_for_delayed)
         status = server.stop()
         report("S3: server exits 0 on SIGTERM after the faults", [] if status == 0 else [f"status {status}"])
     finally:
@@ -521,7 +528,7 @@ def kill_part(binary, work, rng):
 # ---------------------------------------------------------------- disk full
 
 def disk_full_part(binary, work):
-    name = "disk full: INSERT fails with a SQLSTATE, reads go on, inserts work after space is freed"
+    name = "disk full: INSERT fails with 53100 disk_full, reads go on, inserts work after space is freed"
     mnt = os.path.join(work, "tmpfs")
     os.mkdir(mnt)
     mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", mnt], capture_output=True)
@@ -566,7 +573,7 @@ def disk_full_part(binary, work):
             info.append(failed.describe(f"INSERT once full ({len(acked)} rows in)"))
             problems += failed.error_problems("INSERT on a full disk")
             if failed.sqlstate not in (None, "XX000") and failed.sqlstate != "53100":
-                info.append(f"SQLSTATE {failed.sqlstate}, not 53100 disk_full")
+                problems.append(f"SQLSTATE {failed.sqlstate}, not 53100 disk_full")
             if failed.hung:
                 server.restart()
         ids = read_rows(server, "SELECT id FROM d")

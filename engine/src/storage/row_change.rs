@@ -193,7 +193,7 @@ async fn apply(
     change: &RowChange,
     predicate: Option<&Arc<dyn PhysicalExpr>>,
 ) -> Result<u64> {
-    let mut state = table.state.lock().await;
+    let mut state = Arc::clone(&table.state).lock_owned().await;
     state.check_not_dropped(&table.dir)?;
     // The exact rows changed, for continuous queries reading the table
     // (kept only when some do): the files rewritten also hold rows that
@@ -201,17 +201,22 @@ async fn apply(
     let keep_rows = !state.subscribers.is_empty();
     let rewrite = rewrite(table, &state.manifest.files, change, predicate, keep_rows).await?;
     if rewrite.affected > 0 {
-        let mut next = state.manifest.next();
-        next.files = rewrite.files;
-        state.commit(&table.store, &table.dir, &mut next).await?;
-        state
-            .install(
-                &table.store,
-                &table.dir,
-                next,
-                ChangeKind::RowChange(rewrite.rows.map(Arc::new)),
-            )
-            .await;
+        let table = table.clone();
+        let kind = ChangeKind::RowChange(rewrite.rows.map(Arc::new));
+        // Once the commit starts it finishes and is installed, even when
+        // the statement is cancelled (statement_timeout, a client's
+        // cancel): dropped halfway, it could leave the store a version
+        // ahead of what this server shows.
+        let committing = tokio::spawn(async move {
+            let mut next = state.manifest.next();
+            next.files = rewrite.files;
+            state.commit(&table.store, &table.dir, &mut next).await?;
+            state.install(&table.store, &table.dir, next, kind).await;
+            Ok::<_, DataFusionError>(())
+        });
+        committing.await.map_err(|e| {
+            DataFusionError::Execution(format!("a row change's commit failed: {e}"))
+        })??;
     }
     Ok(rewrite.affected)
 }
