@@ -50,6 +50,8 @@ impl SqlState {
     pub const FEATURE_NOT_SUPPORTED: SqlState = SqlState("0A000");
     /// `XX000`: a broken invariant.
     pub const INTERNAL_ERROR: SqlState = SqlState("XX000");
+    /// `XX001`: stored data that cannot be read (a corrupt file).
+    pub const DATA_CORRUPTED: SqlState = SqlState("XX001");
     /// `22P02`: text that is not a value of the type.
     pub const INVALID_TEXT_REPRESENTATION: SqlState = SqlState("22P02");
     /// `42846`: no conversion between the two types.

@@ -17,7 +17,7 @@ use sluice_types::error::{SluiceError, SqlState};
 
 use crate::context::{DEFAULT_CATALOG, DEFAULT_SCHEMA};
 use crate::sql::watermark::WatermarkSpec;
-use crate::storage::{DurableTable, TableStore};
+use crate::storage::{DurableTable, TableStore, UnreadableTable};
 
 /// A durable table's place: its schema and name.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -120,6 +120,8 @@ pub(crate) async fn drop_table(
     let provider: &dyn std::any::Any = provider.as_ref();
     if let Some(table) = provider.downcast_ref::<DurableTable>() {
         table.mark_dropped().await;
+        store.drop_table(&name.schema, &name.table).await?;
+    } else if provider.is::<UnreadableTable>() {
         store.drop_table(&name.schema, &name.table).await?;
     }
     Ok(())

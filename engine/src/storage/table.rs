@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::catalog::TableProvider;
 use datafusion::common::Constraints;
 use datafusion::error::Result;
 use datafusion::execution::SendableRecordBatchStream;
@@ -18,6 +19,7 @@ use super::durable_table::DurableTable;
 use super::files::{resolve, write_stream};
 use super::manifest::{self, Manifest, storage_error};
 use super::transaction::{self, Transaction};
+use super::unreadable::UnreadableTable;
 use super::versions::CommitClock;
 
 /// Where every durable table lives: an object store and a root path in it.
@@ -200,16 +202,26 @@ impl TableStore {
     }
 
     /// Opens every table that has a committed manifest: (schema, table
-    /// name, table).
-    pub async fn open_all(&self) -> Result<Vec<(String, String, Arc<DurableTable>)>> {
+    /// name, table). A table that fails to open (a corrupt manifest) is
+    /// an [`UnreadableTable`] naming why, so the others still serve.
+    pub async fn open_all(&self) -> Result<Vec<(String, String, Arc<dyn TableProvider>)>> {
         // Commits of several tables a crash interrupted are finished first,
         // so that no table opens with half of one.
         transaction::recover(&self.store, &self.folder(transaction::RECORDS_FOLDER)).await?;
-        let mut tables = Vec::new();
+        let mut tables: Vec<(String, String, Arc<dyn TableProvider>)> = Vec::new();
         for schema in self.table_schemas().await? {
             for name in self.table_names(&schema).await? {
-                if let Some(table) = self.open(&schema, &name).await? {
-                    tables.push((schema.clone(), name, Arc::new(table)));
+                match self.open(&schema, &name).await {
+                    Ok(Some(table)) => tables.push((schema.clone(), name, Arc::new(table))),
+                    Ok(None) => {}
+                    Err(e) => {
+                        let qualified = format!("{schema}.{name}");
+                        log::error!(
+                            "table {qualified} cannot be opened, it is left unreadable: {e}"
+                        );
+                        let unreadable = UnreadableTable::new(qualified, e.to_string());
+                        tables.push((schema.clone(), name, Arc::new(unreadable)));
+                    }
                 }
             }
         }
