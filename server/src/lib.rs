@@ -20,6 +20,7 @@ mod copy;
 mod copy_out;
 pub mod encoding;
 mod handlers;
+pub mod memory_limit;
 mod panic_guard;
 pub mod query;
 mod respond;

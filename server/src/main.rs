@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use log::{error, info};
 use sluice_engine::{DataLocation, Sluice};
 use sluice_server::auth::{AuthMethod, Authenticator, Users, check_listen_policy};
+use sluice_server::memory_limit::{MemoryLimit, parse_memory_limit};
 use sluice_server::tls::TlsPolicy;
 use sluice_server::{DEFAULT_MAX_CONNECTIONS, ServerConfig, serve};
 
@@ -65,9 +66,10 @@ struct ServeArgs {
     /// Memory all queries together may hold, e.g. `2GiB` or `512MB`
     /// (DataFusion's memory pool: sorts, aggregations and joins spill to
     /// disk where they can; a query that still needs more fails with
-    /// SQLSTATE 53200 while the server goes on). Unset: no limit.
+    /// SQLSTATE 53200 while the server goes on). Unset: three quarters of
+    /// the machine's or the cgroup's memory; `none`: no limit.
     #[arg(long, env = "SLUICE_MEMORY_LIMIT", value_parser = parse_memory_limit)]
-    memory_limit: Option<usize>,
+    memory_limit: Option<MemoryLimit>,
     /// How clients log in: `trust` (anyone, as any user: refused on a
     /// non-loopback address unless --insecure), `password` (clear text) or
     /// `scram-sha-256`. Failed logins get SQLSTATE 28P01 and are logged.
@@ -91,16 +93,6 @@ struct ServeArgs {
     /// Refuses clients that do not encrypt their connection (SQLSTATE 28000).
     #[arg(long, requires = "tls_cert")]
     tls_required: bool,
-}
-
-/// A byte count with an optional unit (`bytesize`'s syntax).
-fn parse_memory_limit(text: &str) -> Result<usize, String> {
-    let size: bytesize::ByteSize = text.trim().parse()?;
-    let bytes = usize::try_from(size.as_u64()).map_err(|e| e.to_string())?;
-    if bytes == 0 {
-        return Err("the memory limit must be more than 0 bytes".into());
-    }
-    Ok(bytes)
 }
 
 impl Default for ServeArgs {
@@ -171,8 +163,15 @@ async fn run(args: ServeArgs) -> Result<(), String> {
     };
     let location = DataLocation::parse(&args.data_dir).map_err(|e| e.to_string())?;
     let mut builder = Sluice::builder().data_location(location);
-    if let Some(limit) = args.memory_limit {
-        builder = builder.memory_limit(limit);
+    match MemoryLimit::resolve(args.memory_limit) {
+        Some(limit) => {
+            info!(
+                "queries may hold {} together (--memory-limit)",
+                bytesize::ByteSize(limit as u64)
+            );
+            builder = builder.memory_limit(limit);
+        }
+        None => info!("queries' memory is not limited (--memory-limit none)"),
     }
     let builder = args
         .object_roots
