@@ -20,7 +20,7 @@
 # media check (JPEG, PNG and WAV files read through --object-root, locally
 # and on moto S3, against Pillow and numpy; IMAGE/TENSOR/OBJECT_REF columns
 # across a restart; paths outside the root refused), and the TLS check
-# (certificates made by openssl; psql and psycopg with sslmode=require and
+# (certificates made by openssl; psql, psycopg and pgjdbc with sslmode=require and
 # verify-full; --tls-required refusing plain clients), and the roles check
 # (CREATE ROLE logins over SCRAM, privileges for model creation and server
 # files, a restart), and the fuzz check (seeded SQL from the .slt corpus,
@@ -128,7 +128,7 @@ check "model inference: missing or broken ONNX Runtime, EMBED, ML_PREDICT" \
   "$VENV/bin/python" sql-tests/clients/model_check.py "$SLUICE_BIN"
 check "media: images, audio and tensors from object roots (local and S3) vs Pillow" \
   "$VENV/bin/python" sql-tests/clients/media_check.py "$SLUICE_BIN"
-check "TLS: sslmode=require and verify-full from psql and psycopg, --tls-required, bad certificates" \
+check "TLS: sslmode=require and verify-full from psql, psycopg and pgjdbc, --tls-required, bad certificates" \
   "$VENV/bin/python" sql-tests/clients/tls_check.py "$SLUICE_BIN"
 check "roles: CREATE/ALTER/DROP ROLE with SCRAM logins, privileges granted by predefined roles, a restart" \
   "$VENV/bin/python" sql-tests/clients/roles_check.py "$SLUICE_BIN"

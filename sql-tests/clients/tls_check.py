@@ -2,7 +2,7 @@
 processes started here with a certificate made here by openssl (a test CA
 signing a server certificate for localhost and 127.0.0.1):
 
-1. --tls-cert/--tls-key/--tls-required: psql and psycopg connect with
+1. --tls-cert/--tls-key/--tls-required: psql, psycopg and pgjdbc connect with
    sslmode=require and verify-full (the CA as sslrootcert) and the
    connection is encrypted; sslmode=disable is refused with SQLSTATE 28000
    and a message saying why; verify-full against another CA fails;
@@ -133,6 +133,21 @@ def refused(connect, text):
     raise AssertionError("the connection succeeded")
 
 
+JDBC_JAR = "/usr/share/java/postgresql.jar"
+
+
+def jdbc(server, expected, host="127.0.0.1", **params):
+    """pgjdbc (JdbcTls.java) connecting with `params` in its URL; asserts
+    the `expected` outcome (`ok` or `refused:SQLSTATE`)."""
+    query = "&".join(f"{k}={v}" for k, v in params.items())
+    url = f"jdbc:postgresql://{host}:{server.port}/sluice?{query}"
+    program = os.path.join(os.path.dirname(os.path.abspath(__file__)), "jdbc", "JdbcTls.java")
+    out = subprocess.run(["java", "-cp", JDBC_JAR, program, url, expected],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, (out.stdout + out.stderr).strip()[-300:]
+    return out.stdout.strip()[:100]
+
+
 def required_scenario(binary, work):
     ca = os.path.join(work, "ca.crt")
     server = Server(binary, work, "--tls-cert", os.path.join(work, "server.crt"),
@@ -170,6 +185,16 @@ def required_scenario(binary, work):
               lambda: refused(lambda: psycopg.connect(conninfo(
                   server, host="localhost", sslmode="verify-full",
                   sslrootcert=os.path.join(work, "other.crt"))), "certificate verify failed"))
+        # pgjdbc: under --tls-required a served connection is an encrypted
+        # one; verify-full checks the certificate against the CA (PEM).
+        check("pgjdbc sslmode=require", lambda: jdbc(server, "ok", sslmode="require"))
+        check("pgjdbc sslmode=verify-full with the CA",
+              lambda: jdbc(server, "ok", host="localhost", sslmode="verify-full", sslrootcert=ca))
+        check("pgjdbc sslmode=disable refused (28000)",
+              lambda: jdbc(server, "refused:28000", sslmode="disable"))
+        check("pgjdbc verify-full against another CA fails",
+              lambda: jdbc(server, "refused:08006", host="localhost", sslmode="verify-full",
+                           sslrootcert=os.path.join(work, "other.crt")))
         check("the server still serves after the refusals",
               lambda: encrypted_psycopg(server, sslmode="require"))
     finally:
