@@ -194,6 +194,11 @@ pub fn sqlstate(err: &DataFusionError) -> &'static str {
         // DataFusion 55 raises BETWEEN over types it cannot compare as an
         // internal error; it is the user's type mismatch.
         DataFusionError::Internal(m) if m.contains("Failed to coerce types") => DATATYPE_MISMATCH,
+        // So does a call whose arguments match none of a function's
+        // signatures (`md5('a', 1)`): Postgres says no such function.
+        DataFusionError::Internal(m) if m.contains("failed to match any signature") => {
+            UNDEFINED_FUNCTION
+        }
         // A `SET datafusion.…` whose value does not parse.
         DataFusionError::External(e) if is_value_parse_error(e.as_ref()) => INVALID_PARAMETER_VALUE,
         DataFusionError::Internal(_)
@@ -344,6 +349,15 @@ mod tests {
             "Failed to coerce types Float64 and Boolean in BETWEEN expression".into(),
         );
         assert_eq!(sqlstate(&between), codes::DATATYPE_MISMATCH);
+        let signature = DataFusionError::Internal(
+            "Function 'md5' failed to match any signature, errors: Error during planning: \
+             Function 'md5' expects 1 arguments but received 2"
+                .into(),
+        );
+        assert_eq!(sqlstate(&signature), codes::UNDEFINED_FUNCTION);
+        let full_disk =
+            DataFusionError::IoError(std::io::Error::from(std::io::ErrorKind::StorageFull));
+        assert_eq!(sqlstate(&full_disk), codes::DISK_FULL);
         let bad_value = "x".parse::<usize>().unwrap_err();
         let setting = DataFusionError::External(Box::new(bad_value));
         assert_eq!(sqlstate(&setting), codes::INVALID_PARAMETER_VALUE);
