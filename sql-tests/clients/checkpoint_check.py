@@ -239,11 +239,17 @@ def kill_and_restart(binary, port, kills, rng, workdir):
         proc.wait()
 
 
-def downstream_failures(binary, port, workdir):
+def failing_server(binary, port, workdir, name, failpoint):
+    """A server whose `failpoint` fails FAILURES times (errors and panics
+    alternating, two passes between failures), then never again."""
     pattern = "->".join(("2*off->1*panic" if i % 2 else "2*off->1*return") for i in range(FAILURES))
-    env = dict(os.environ, SLUICE_FAILPOINTS=f"sink-apply={pattern}->off")
-    log = open(os.path.join(workdir, "failures.log"), "ab")
-    proc = start(binary, port, os.path.join(workdir, "failures"), log, env=env)
+    env = dict(os.environ, SLUICE_FAILPOINTS=f"{failpoint}={pattern}->off")
+    log = open(os.path.join(workdir, f"{name}.log"), "ab")
+    return start(binary, port, os.path.join(workdir, name), log, env=env)
+
+
+def downstream_failures(binary, port, workdir):
+    proc = failing_server(binary, port, workdir, "failures", "sink-apply")
     try:
         with connect(port) as conn:
             conn.execute(SOURCE.format(rate=600, events=EVENTS))
@@ -293,10 +299,7 @@ def rescale(binary, port, workdir):
 
 
 def upstream_failures(binary, port, workdir):
-    pattern = "->".join(("2*off->1*panic" if i % 2 else "2*off->1*return") for i in range(FAILURES))
-    env = dict(os.environ, SLUICE_FAILPOINTS=f"region-log-append={pattern}->off")
-    log = open(os.path.join(workdir, "upstream.log"), "ab")
-    proc = start(binary, port, os.path.join(workdir, "upstream"), log, env=env)
+    proc = failing_server(binary, port, workdir, "upstream", "region-log-append")
     try:
         with connect(port) as conn:
             conn.execute(SOURCE.format(rate=600, events=EVENTS))

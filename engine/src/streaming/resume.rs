@@ -21,6 +21,7 @@ use super::region::{RebuildUpstream, Upstream};
 use super::runner::{Checkpointing, RegionStart, StartPoint};
 use super::signal::Epoch;
 use super::sink::EpochSink;
+use super::source::StreamSource;
 use crate::context::table_store;
 use crate::storage::{TableStore, delete_if_present, storage_error};
 
@@ -158,9 +159,7 @@ pub fn upstream_rebuild(
             let planned = plan_continuous_query(&ctx, &query, parallelism).await?;
             let mut sources = planned.sources;
             if let Some(segment) = log.newest_segment().await? {
-                for (source, offset) in sources.iter_mut().zip(&segment.offsets) {
-                    source.restore(offset)?;
-                }
+                restore_sources(&mut sources, &segment.offsets)?;
             }
             Ok(Upstream {
                 sources,
@@ -208,7 +207,15 @@ async fn restore(
         .pipeline
         .restore_with_sink(sink, content.operators, content.sink)
         .await?;
-    for (source, offset) in planned.sources.iter_mut().zip(&content.sources) {
+    restore_sources(&mut planned.sources, &content.sources)
+}
+
+/// Puts each source back at its checkpointed offset.
+fn restore_sources(
+    sources: &mut [Box<dyn StreamSource>],
+    offsets: &[serde_json::Value],
+) -> Result<()> {
+    for (source, offset) in sources.iter_mut().zip(offsets) {
         source.restore(offset)?;
     }
     Ok(())

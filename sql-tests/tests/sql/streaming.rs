@@ -237,6 +237,13 @@ async fn joins_and_aggregates_resume_from_incremental_checkpoints() {
     // A union of the two tables (no state of its own), aggregated after.
     let united = "SELECT k, count(*) AS n FROM (SELECT k, x AS v FROM a UNION ALL \
                   SELECT k, y FROM b) GROUP BY k";
+    let views = [
+        ("ab", inner),
+        ("ab_left", left),
+        ("a_groups", grouped),
+        ("abc", nested),
+        ("ab_union", united),
+    ];
     {
         let sluice = open(dir.path()).await;
         for sql in [
@@ -248,13 +255,7 @@ async fn joins_and_aggregates_resume_from_incremental_checkpoints() {
         ] {
             run(&sluice, sql).await;
         }
-        for (name, query) in [
-            ("ab", inner),
-            ("ab_left", left),
-            ("a_groups", grouped),
-            ("abc", nested),
-            ("ab_union", united),
-        ] {
+        for (name, query) in views {
             run(
                 &sluice,
                 &format!("CREATE MATERIALIZED VIEW {name} AS {query}"),
@@ -294,25 +295,13 @@ async fn joins_and_aggregates_resume_from_incremental_checkpoints() {
             .map(|name| vec![Some(name.to_string()), Some("0".to_string())])
             .to_vec()
     );
-    for (view, query) in [
-        ("ab", inner),
-        ("ab_left", left),
-        ("a_groups", grouped),
-        ("abc", nested),
-        ("ab_union", united),
-    ] {
+    for (view, query) in views {
         assert_view_equals(&sluice, view, query).await;
     }
     run(&sluice, "INSERT INTO a VALUES (3, 'after'), (60, 'x60')").await;
     run(&sluice, "DELETE FROM b WHERE k = 7").await;
     run(&sluice, "FLUSH").await;
-    for (view, query) in [
-        ("ab", inner),
-        ("ab_left", left),
-        ("a_groups", grouped),
-        ("abc", nested),
-        ("ab_union", united),
-    ] {
+    for (view, query) in views {
         assert_view_equals(&sluice, view, query).await;
     }
 }
