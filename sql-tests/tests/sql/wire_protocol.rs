@@ -251,16 +251,31 @@ async fn statement_timeout_cancels() {
         .simple_query("SET statement_timeout = 300")
         .await
         .expect("set timeout");
-    let err = tokio::time::timeout(Duration::from_secs(60), client.simple_query(LONG_QUERY))
+    // A generator of 10^12 events is read as the query pulls it (it was
+    // once generated whole while planning, which no timeout could stop).
+    client
+        .simple_query(
+            "CREATE TABLE endless_bids (auction BIGINT, bidder BIGINT, price BIGINT, \
+             channel TEXT, url TEXT, date_time TIMESTAMP, extra TEXT) \
+             WITH ('connector' = 'nexmark', 'nexmark.table' = 'bid', 'events' = '1000000000000')",
+        )
         .await
-        .expect("timeout must fire well before 60 s")
-        .expect_err("query must time out");
-    assert_eq!(err.code(), Some(&SqlState::QUERY_CANCELED));
-    let message = err.as_db_error().map(|e| e.message().to_string());
-    assert_eq!(
-        message.as_deref(),
-        Some("canceling statement due to statement timeout")
-    );
+        .expect("create generator table");
+    for query in [
+        LONG_QUERY,
+        "SELECT count(*), count(DISTINCT auction) FROM endless_bids",
+    ] {
+        let err = tokio::time::timeout(Duration::from_secs(60), client.simple_query(query))
+            .await
+            .expect("timeout must fire well before 60 s")
+            .expect_err("query must time out");
+        assert_eq!(err.code(), Some(&SqlState::QUERY_CANCELED), "{query}");
+        let message = err.as_db_error().map(|e| e.message().to_string());
+        assert_eq!(
+            message.as_deref(),
+            Some("canceling statement due to statement timeout")
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -17,10 +17,13 @@ use async_trait::async_trait;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::{Session, TableProvider};
-use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::error::Result;
 use datafusion::logical_expr::{Expr, TableType};
 use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
+use futures::StreamExt;
 use sluice_types::error::{SluiceError, SqlState};
 use tokio::time::Instant;
 
@@ -185,22 +188,58 @@ impl TableProvider for GeneratorTable {
                 .into());
             }
         };
-        let mut batches = Vec::new();
-        let mut start = 0u64;
-        while start < rows {
-            let count = (rows - start).min(BATCH_ROWS as u64) as usize;
-            let batch = self.options.generator.rows(start, count)?;
-            batches.push(RecordBatch::try_new(
-                Arc::clone(&self.schema),
-                batch.columns().to_vec(),
-            )?);
-            start += count as u64;
-        }
-        Ok(MemorySourceConfig::try_new_exec(
-            &[batches],
+        // Rows are made as the query pulls them, so a huge event count
+        // costs only what the query reads, and the scan stops (and yields to
+        // statement_timeout) with the query instead of being generated whole
+        // while planning.
+        let partition = GeneratorPartition {
+            generator: Arc::clone(&self.options.generator),
+            schema: Arc::clone(&self.schema),
+            rows,
+        };
+        Ok(Arc::new(StreamingTableExec::try_new(
             Arc::clone(&self.schema),
-            projection.cloned(),
-        )?)
+            vec![Arc::new(partition)],
+            projection,
+            [],
+            false,
+            limit,
+        )?))
+    }
+}
+
+/// The rows `0 .. rows` of a generator, made batch by batch as they are
+/// read. One partition, so that a one-off query reads the events in their
+/// order, as a continuous query does.
+#[derive(Debug)]
+struct GeneratorPartition {
+    generator: Arc<dyn RowGenerator>,
+    schema: SchemaRef,
+    rows: u64,
+}
+
+impl PartitionStream for GeneratorPartition {
+    fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
+        let generator = Arc::clone(&self.generator);
+        let schema = Arc::clone(&self.schema);
+        let rows = self.rows;
+        let starts = (0..rows).step_by(BATCH_ROWS);
+        let batches = futures::stream::iter(starts).map(move |start| {
+            let count = (rows - start).min(BATCH_ROWS as u64) as usize;
+            let batch = generator.rows(start, count)?;
+            Ok(RecordBatch::try_new(
+                Arc::clone(&schema),
+                batch.columns().to_vec(),
+            )?)
+        });
+        Box::pin(RecordBatchStreamAdapter::new(
+            Arc::clone(&self.schema),
+            batches,
+        ))
     }
 }
 
