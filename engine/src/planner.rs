@@ -64,6 +64,7 @@ pub async fn plan_statement(ctx: &SessionContext, statement: &DFStatement) -> Re
     crate::rewrite::window_tvf::rewrite(&mut statement)?;
     crate::rewrite::vector_search::rewrite(&mut statement)?;
     crate::rewrite::typed_values::cast_values_to_column_types(&mut statement, ctx).await?;
+    crate::sql::complexity::check_subquery_columns(&statement)?;
     ctx.state().statement_to_plan(statement).await
 }
 

@@ -24,7 +24,7 @@ use pgwire::api::store::{Entry, PortalStore};
 use pgwire::api::{ClientInfo, ClientPortalStore, PgWireConnectionState, Type};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
-use pgwire::messages::data::{NoData, ParameterDescription};
+use pgwire::messages::data::{NoData, ParameterDescription, RowDescription};
 use pgwire::messages::extendedquery::{Describe, Execute, TARGET_TYPE_BYTE_STATEMENT};
 use pgwire::messages::response::{NoticeResponse, TransactionStatus};
 use pgwire::messages::simplequery::Query;
@@ -219,10 +219,13 @@ impl ExtendedQueryHandler for SluiceQueryHandler {
         Arc::clone(&self.parser)
     }
 
-    /// pgwire's describe, except that a statement returning no rows (an
-    /// INSERT with parameters) answers NoData as Postgres does: pgwire sends
-    /// an empty RowDescription whenever there are parameters, and pgjdbc
-    /// then counts 0 rows for every statement of a batch.
+    /// pgwire's describe, except for what returns no columns: a statement
+    /// returning no rows (an INSERT with parameters) answers NoData as
+    /// Postgres does (pgwire sends an empty RowDescription whenever there
+    /// are parameters, and pgjdbc then counts 0 rows for every statement of
+    /// a batch), and a query of zero columns (`SELECT FROM t`) an empty
+    /// RowDescription (pgwire answers NoData, and a client then meets rows
+    /// it was told would not come).
     async fn on_describe<C>(&self, client: &mut C, message: Describe) -> PgWireResult<()>
     where
         C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
@@ -231,25 +234,42 @@ impl ExtendedQueryHandler for SluiceQueryHandler {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let name = message.name.as_deref().unwrap_or(DEFAULT_NAME);
-        let statement = match client.portal_store().get_statement(name) {
-            Some(Entry::Value(statement)) if message.target_type == TARGET_TYPE_BYTE_STATEMENT => {
-                statement
-            }
-            _ => return self._on_describe(client, message).await,
-        };
-        let response = self.do_describe_statement(client, &statement).await?;
-        if !response.fields.is_empty() {
-            return send_describe_response(client, &response).await;
+        let (parameters, returns_rows) =
+            if message.target_type == TARGET_TYPE_BYTE_STATEMENT {
+                let Some(Entry::Value(statement)) = client.portal_store().get_statement(name)
+                else {
+                    return self._on_describe(client, message).await;
+                };
+                let response = self.do_describe_statement(client, &statement).await?;
+                if !response.fields.is_empty() {
+                    return send_describe_response(client, &response).await;
+                }
+                let returns_rows = statement.statement.prepared.returns_rows();
+                (Some(response.parameters), returns_rows)
+            } else {
+                let Some(Entry::Value(portal)) = client.portal_store().get_portal(name) else {
+                    return self._on_describe(client, message).await;
+                };
+                let response = self.do_describe_portal(client, &portal).await?;
+                if !response.fields.is_empty() {
+                    return send_describe_response(client, &response).await;
+                }
+                let returns_rows = portal.statement.statement.prepared.returns_rows();
+                (None, returns_rows)
+            };
+        if let Some(parameters) = parameters {
+            client
+                .feed(PgWireBackendMessage::ParameterDescription(
+                    ParameterDescription::new(parameters.iter().map(Type::oid).collect()),
+                ))
+                .await?;
         }
-        let parameters = response.parameters.iter().map(Type::oid).collect();
-        client
-            .feed(PgWireBackendMessage::ParameterDescription(
-                ParameterDescription::new(parameters),
-            ))
-            .await?;
-        client
-            .send(PgWireBackendMessage::NoData(NoData::new()))
-            .await?;
+        let description = if returns_rows {
+            PgWireBackendMessage::RowDescription(RowDescription::new(Vec::new()))
+        } else {
+            PgWireBackendMessage::NoData(NoData::new())
+        };
+        client.send(description).await?;
         Ok(())
     }
 

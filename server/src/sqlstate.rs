@@ -199,6 +199,16 @@ pub fn sqlstate(err: &DataFusionError) -> &'static str {
         DataFusionError::Internal(m) if m.contains("failed to match any signature") => {
             UNDEFINED_FUNCTION
         }
+        // Comparisons DataFusion cannot make on a type, raised as internal
+        // errors: a window's RANGE frame (rank()'s default) ordered by
+        // bytea, and min/max of a row holding a list. Postgres runs the
+        // first and refuses the second; Sluice does not support either.
+        DataFusionError::Internal(m)
+            if m.contains("Cannot run range queries on datatype")
+                || m.contains("Uncomparable values") =>
+        {
+            FEATURE_NOT_SUPPORTED
+        }
         // A `SET datafusion.…` whose value does not parse.
         DataFusionError::External(e) if is_value_parse_error(e.as_ref()) => INVALID_PARAMETER_VALUE,
         DataFusionError::Internal(_)
@@ -355,6 +365,14 @@ mod tests {
                 .into(),
         );
         assert_eq!(sqlstate(&signature), codes::UNDEFINED_FUNCTION);
+        let range = DataFusionError::Internal(
+            "Cannot run range queries on datatype: Binary".into(),
+        );
+        assert_eq!(sqlstate(&range), codes::FEATURE_NOT_SUPPORTED);
+        let rows = DataFusionError::Internal(
+            "Uncomparable values: Struct({c0:[5.0]}), Struct({c0:[5.0]})".into(),
+        );
+        assert_eq!(sqlstate(&rows), codes::FEATURE_NOT_SUPPORTED);
         let full_disk =
             DataFusionError::IoError(std::io::Error::from(std::io::ErrorKind::StorageFull));
         assert_eq!(sqlstate(&full_disk), codes::DISK_FULL);

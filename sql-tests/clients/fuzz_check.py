@@ -184,7 +184,9 @@ class Server:
     def start(self, fresh=False):
         if fresh:
             self.generation += 1
-        env = dict(os.environ, RUST_BACKTRACE="0")
+        # RUST_BACKTRACE=1 in the environment gives each caught panic its
+        # backtrace in the kept log.
+        env = dict(os.environ, RUST_BACKTRACE=os.environ.get("RUST_BACKTRACE", "0"))
         self.proc = subprocess.Popen(
             # Queries are bounded well inside the process cap, so a query
             # that wants more fails with 53200 instead of the allocator

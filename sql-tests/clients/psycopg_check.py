@@ -58,6 +58,12 @@ def main() -> None:
         bcur = conn.cursor(binary=True)
         bcur.execute("SELECT id, name, ok FROM py_check WHERE id = %s", (4,))
         assert bcur.fetchone() == (4, "name-4", True)
+        # A query of zero columns still describes its (empty) row, on both
+        # protocols, so its rows are rows (pgwire once answered NoData and
+        # psycopg then failed on "data without row description").
+        for c in (cur, bcur):
+            c.execute("SELECT FROM py_check WHERE id <= %s", (3,))
+            assert c.description == [] and c.fetchall() == [(), (), ()], c.description
         check_copy_out(cur, rows)
     with psycopg.connect(host=host, port=port, user="sluice", dbname="sluice") as conn:
         with conn.transaction():

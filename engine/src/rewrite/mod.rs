@@ -16,11 +16,14 @@
 //! - [`catalog_path`]: unqualified names of `pg_catalog` tables qualified,
 //!   as Postgres' search path finds them;
 //! - [`async_calls`]: model and object calls with constant arguments run
-//!   once before execution, nested calls moved into projections.
+//!   once before execution, nested calls moved into projections;
+//! - [`broadcast_bound`]: a physical rule failing a projection that would
+//!   repeat one huge value down a batch, before Arrow allocates it.
 //!
 //! Imports [`crate::sql`] and [`crate::context`].
 
 pub mod async_calls;
+pub mod broadcast_bound;
 pub mod catalog_path;
 pub mod literal_insert;
 pub mod ml_predict;

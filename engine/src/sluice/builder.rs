@@ -24,6 +24,8 @@ use super::Sluice;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 
 use crate::pg::catalog;
+use crate::rewrite::broadcast_bound::BoundBroadcasts;
+use datafusion::physical_optimizer::optimizer::PhysicalOptimizer;
 use crate::rewrite::vector_index_rule::VectorIndexRule;
 use crate::sluice::relation_details::SluiceRelationDetails;
 
@@ -183,6 +185,13 @@ impl SluiceBuilder {
             .with_runtime_env(runtime.build_arc()?)
             .with_config(session_config)
             .with_default_features()
+            // First, so that it wraps a projection before DataFusion's own
+            // rules move it into a file scan.
+            .with_physical_optimizer_rules(
+                std::iter::once(Arc::new(BoundBroadcasts) as _)
+                    .chain(PhysicalOptimizer::new().rules)
+                    .collect(),
+            )
             .with_physical_optimizer_rule(Arc::new(CountModelCalls::new(Arc::clone(&models))))
             .with_optimizer_rule(Arc::new(VectorIndexRule))
             .build();

@@ -5,8 +5,14 @@
 //! stack and takes the whole server down, and a deeply nested `ARRAY[…]`
 //! literal makes type coercion take exponential time. Postgres bounds both
 //! (`max_stack_depth`, 6 array dimensions); so does Sluice, with its errors.
+//! [`check_subquery_columns`] refuses, on the parsed statement, the one
+//! shape DataFusion's planner panics on: a value subquery of zero columns.
+
+use std::ops::ControlFlow;
 
 use datafusion::error::Result;
+use datafusion::sql::parser::Statement as DFStatement;
+use datafusion::sql::sqlparser::ast::{Expr, Query, SetExpr, visit_expressions};
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
 use sluice_types::error::{SluiceError, SqlState};
@@ -18,6 +24,35 @@ pub const MAX_ARRAY_DIMENSIONS: usize = 6;
 /// people and ORMs write (an `IN` list is one operator), far below what
 /// the server's stacks can recurse through.
 pub const MAX_CHAINED_OPERATORS: usize = 2000;
+
+/// Refuses a scalar or `IN` subquery that selects no column (`x = (SELECT
+/// FROM t)`), with Postgres' error; DataFusion's planner reads the
+/// subquery's first column and panics. (`EXISTS (SELECT FROM t)` is fine.)
+pub fn check_subquery_columns(statement: &DFStatement) -> Result<()> {
+    let DFStatement::Statement(statement) = statement else {
+        return Ok(());
+    };
+    let found = visit_expressions(statement.as_ref(), |expr| match expr {
+        Expr::Subquery(query) | Expr::InSubquery { subquery: query, .. }
+            if selects_no_column(query) =>
+        {
+            ControlFlow::Break(())
+        }
+        _ => ControlFlow::Continue(()),
+    });
+    if found.is_break() {
+        return Err(SluiceError::new(
+            SqlState::SYNTAX_ERROR,
+            "subquery must return only one column",
+        )
+        .into());
+    }
+    Ok(())
+}
+
+fn selects_no_column(query: &Query) -> bool {
+    matches!(query.body.as_ref(), SetExpr::Select(select) if select.projection.is_empty())
+}
 
 /// Refuses `sql` if it nests past the limits above.
 pub fn check(sql: &str) -> Result<()> {

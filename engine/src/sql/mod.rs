@@ -12,6 +12,7 @@ pub mod model_statement;
 pub mod names;
 pub mod options;
 pub mod role_statement;
+pub mod setting_bounds;
 pub mod sink_statement;
 pub mod source_statement;
 pub mod statement;

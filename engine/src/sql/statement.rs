@@ -424,6 +424,15 @@ fn classify(statement: DFStatement) -> Result<SluiceStatement> {
             name: canonical_name(&object_name(variable)),
             value: setting_value(values),
         }),
+        ast::Statement::Set(Set::SingleAssignment {
+            ref variable,
+            ref values,
+            ..
+        }) => {
+            let value = setting_value(values);
+            crate::sql::setting_bounds::check(&object_name(variable), value.as_deref())?;
+            SluiceStatement::DataFusion(Box::new(DFStatement::Statement(inner)))
+        }
         ast::Statement::Set(Set::SetTimeZone { ref value, .. }) => session(SessionCommand::Set {
             name: "timezone".into(),
             value: setting_value(std::slice::from_ref(value)),

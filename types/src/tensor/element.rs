@@ -7,9 +7,11 @@ use datafusion::arrow::datatypes::DataType;
 /// image/audio tensors use at most 5.
 pub const MAX_TENSOR_RANK: usize = 8;
 
-/// The largest number of elements one tensor value may hold (Arrow's
-/// `FixedSizeList` length is an `i32`).
-pub const MAX_TENSOR_ELEMENTS: usize = i32::MAX as usize;
+/// The largest number of elements one tensor value may hold: 2^27, so a
+/// value stays within 1 GiB even as float64 (Postgres bounds one value to
+/// 1 GB). Arrow would allow `i32::MAX`, but a single NULL of a fixed shape
+/// that large allocates 16 GiB, which aborted the server.
+pub const MAX_TENSOR_ELEMENTS: usize = 1 << 27;
 
 /// The element type of a tensor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
