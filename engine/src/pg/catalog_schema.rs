@@ -1,7 +1,8 @@
 //! The `pg_catalog` schema Sluice registers: the library's, with the tables
 //! Sluice corrects or extends ([`crate::pg::types_catalog`] for column types,
 //! [`crate::pg::relations_catalog`] for indexes and materialized views)
-//! served in their place.
+//! served in their place, and every table's OIDs made stable
+//! ([`crate::pg::stable_oids`]).
 
 use std::sync::Arc;
 
@@ -10,6 +11,7 @@ use datafusion::catalog::{CatalogProviderList, SchemaProvider, TableProvider};
 use datafusion::error::Result;
 
 use crate::pg::relations_catalog::{PgIndexes, RelationsSource, replacement};
+use crate::pg::stable_oids::with_stable_oids;
 use crate::pg::types_catalog::PgAttribute;
 
 /// The view Sluice adds that the library lacks.
@@ -48,16 +50,22 @@ impl SchemaProvider for SluicePgCatalog {
             return Ok(None);
         };
         let name = name.to_ascii_lowercase();
-        if name == "pg_attribute" {
-            return Ok(Some(Arc::new(PgAttribute::new(
+        let table: Arc<dyn TableProvider> = if name == "pg_attribute" {
+            Arc::new(PgAttribute::new(
                 library,
                 Arc::clone(&self.source.library),
                 self.catalogs(),
-            ))));
-        }
-        Ok(Some(
-            replacement(&name, Arc::clone(&library), &self.source).unwrap_or(library),
-        ))
+            ))
+        } else {
+            replacement(&name, Arc::clone(&library), &self.source).unwrap_or(library)
+        };
+        // Last, over the library's rows and Sluice's alike, so every table
+        // shows the same OID for the same object.
+        Ok(Some(with_stable_oids(
+            &name,
+            table,
+            Arc::clone(&self.source.library),
+        )))
     }
 
     fn table_exist(&self, name: &str) -> bool {

@@ -1,6 +1,7 @@
 //! What makes Sluice look like Postgres 15 to clients: the `pg_catalog`
 //! emulation ([`catalog`]; [`types_catalog`] for Sluice's types,
-//! [`relations_catalog`] for its indexes and materialized views), session
+//! [`relations_catalog`] for its indexes and materialized views,
+//! [`stable_oids`] for OIDs that survive a restart), session
 //! settings ([`settings`]) and Postgres' result column names
 //! ([`column_names`]) and the bounds and order of `$n` parameters
 //! ([`parameters`]). Imports only [`crate::context`]: what it must know of
@@ -17,4 +18,5 @@ mod roles_catalog;
 pub mod session_user;
 pub mod setting_functions;
 pub mod settings;
+mod stable_oids;
 pub mod types_catalog;

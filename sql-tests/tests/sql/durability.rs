@@ -753,3 +753,74 @@ async fn a_rolled_back_transaction_leaves_no_files_and_a_committed_one_survives(
         vec![text(&["3", "committed"])]
     );
 }
+
+/// Schemas and relations keep their `pg_catalog` OIDs across a restart,
+/// whatever order the catalog first meets them in, and every catalog table
+/// shows the same OID for the same relation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catalog_oids_survive_a_restart() {
+    const OIDS: &str = "SELECT n.nspname, c.relname, CAST(c.oid AS TEXT), \
+         CAST(c.relnamespace AS TEXT) FROM pg_catalog.pg_class c \
+         JOIN pg_catalog.pg_namespace n ON c.relnamespace = n.oid \
+         WHERE n.nspname IN ('public', 'sales')";
+    let dir = tempfile::tempdir().expect("temp dir");
+    let before = {
+        let sluice = open(dir.path()).await;
+        run(&sluice, &["CREATE TABLE zeta (id INT)"]).await;
+        // The library counts OIDs in the order it meets relations: zeta
+        // is met alone first here, and after the others below.
+        assert_eq!(rows(&sluice, OIDS).await.len(), 1);
+        run(
+            &sluice,
+            &[
+                "CREATE SCHEMA sales",
+                "CREATE TABLE sales.orders (id BIGINT)",
+                "CREATE TABLE docs (id INT, v VECTOR(3))",
+                "INSERT INTO docs VALUES (1, '[1,2,3]')",
+                "CREATE INDEX docs_v ON docs USING hnsw (v)",
+                "CREATE VIEW big_docs AS SELECT id FROM docs WHERE id > 10",
+            ],
+        )
+        .await;
+        rows(&sluice, OIDS).await
+    };
+    assert_eq!(before.len(), 5, "{before:?}");
+    let sluice = open(dir.path()).await;
+    run(&sluice, &["CREATE TABLE aaa_first (id INT)"]).await;
+    let after: Vec<_> = rows(&sluice, OIDS)
+        .await
+        .into_iter()
+        .filter(|row| row[1].as_deref() != Some("aaa_first"))
+        .collect();
+    assert_eq!(after, before);
+    // The same OID in pg_attribute, pg_index and pg_class.
+    assert_eq!(
+        rows(
+            &sluice,
+            "SELECT CAST(count(*) AS TEXT) FROM pg_catalog.pg_attribute a \
+             JOIN pg_catalog.pg_class c ON a.attrelid = c.oid \
+             WHERE c.relname = 'docs' AND a.attnum > 0"
+        )
+        .await,
+        vec![text(&["2"])]
+    );
+    assert_eq!(
+        rows(
+            &sluice,
+            "SELECT t.relname, i.relname FROM pg_catalog.pg_index x \
+             JOIN pg_catalog.pg_class t ON t.oid = x.indrelid \
+             JOIN pg_catalog.pg_class i ON i.oid = x.indexrelid"
+        )
+        .await,
+        vec![text(&["docs", "docs_v"])]
+    );
+}
+
+async fn run(sluice: &Sluice, statements: &[&str]) {
+    for sql in statements {
+        sluice
+            .sql(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+}
