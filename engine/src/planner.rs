@@ -13,8 +13,9 @@
 //!    ([`crate::rewrite::literal_insert`]), unqualified `pg_catalog` names
 //!    ([`crate::rewrite::catalog_path`]), Flink's `ML_PREDICT(TABLE …)`
 //!    ([`crate::rewrite::ml_predict`]), Flink's window table functions
-//!    `TUMBLE`/`HOP` ([`crate::rewrite::window_tvf`]), text literals into Sluice-typed
-//!    columns ([`crate::rewrite::typed_values`]);
+//!    `TUMBLE`/`HOP` ([`crate::rewrite::window_tvf`]), `EXISTS` computed in
+//!    a SELECT list ([`crate::rewrite::exists_value`]), text literals into
+//!    Sluice-typed columns ([`crate::rewrite::typed_values`]);
 //! 4. **DataFusion planning** — `SessionState::statement_to_plan`, with
 //!    Sluice's type planner and analyzer rule
 //!    (`sluice_types::resolve::ResolveSluiceTypes`) installed on the state;
@@ -63,6 +64,7 @@ pub async fn plan_statement(ctx: &SessionContext, statement: &DFStatement) -> Re
     crate::rewrite::ml_predict::rewrite(&mut statement, ctx).await?;
     crate::rewrite::window_tvf::rewrite(&mut statement)?;
     crate::rewrite::vector_search::rewrite(&mut statement)?;
+    crate::rewrite::exists_value::rewrite(&mut statement);
     crate::rewrite::typed_values::cast_values_to_column_types(&mut statement, ctx).await?;
     crate::sql::complexity::check_subquery_columns(&statement)?;
     ctx.state().statement_to_plan(statement).await

@@ -17,6 +17,8 @@
 //!   as Postgres' search path finds them;
 //! - [`async_calls`]: model and object calls with constant arguments run
 //!   once before execution, nested calls moved into projections;
+//! - [`exists_value`]: `EXISTS (…)` in a SELECT list as a counting scalar
+//!   subquery, which DataFusion plans;
 //! - [`broadcast_bound`]: a physical rule failing a projection that would
 //!   repeat one huge value down a batch, before Arrow allocates it.
 //!
@@ -24,6 +26,7 @@
 
 pub mod async_calls;
 pub mod broadcast_bound;
+pub mod exists_value;
 pub mod catalog_path;
 pub mod literal_insert;
 pub mod ml_predict;
