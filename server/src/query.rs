@@ -234,29 +234,27 @@ impl ExtendedQueryHandler for SluiceQueryHandler {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let name = message.name.as_deref().unwrap_or(DEFAULT_NAME);
-        let (parameters, returns_rows) =
-            if message.target_type == TARGET_TYPE_BYTE_STATEMENT {
-                let Some(Entry::Value(statement)) = client.portal_store().get_statement(name)
-                else {
-                    return self._on_describe(client, message).await;
-                };
-                let response = self.do_describe_statement(client, &statement).await?;
-                if !response.fields.is_empty() {
-                    return send_describe_response(client, &response).await;
-                }
-                let returns_rows = statement.statement.prepared.returns_rows();
-                (Some(response.parameters), returns_rows)
-            } else {
-                let Some(Entry::Value(portal)) = client.portal_store().get_portal(name) else {
-                    return self._on_describe(client, message).await;
-                };
-                let response = self.do_describe_portal(client, &portal).await?;
-                if !response.fields.is_empty() {
-                    return send_describe_response(client, &response).await;
-                }
-                let returns_rows = portal.statement.statement.prepared.returns_rows();
-                (None, returns_rows)
+        let (parameters, returns_rows) = if message.target_type == TARGET_TYPE_BYTE_STATEMENT {
+            let Some(Entry::Value(statement)) = client.portal_store().get_statement(name) else {
+                return self._on_describe(client, message).await;
             };
+            let response = self.do_describe_statement(client, &statement).await?;
+            if !response.fields.is_empty() {
+                return send_describe_response(client, &response).await;
+            }
+            let returns_rows = statement.statement.prepared.returns_rows();
+            (Some(response.parameters), returns_rows)
+        } else {
+            let Some(Entry::Value(portal)) = client.portal_store().get_portal(name) else {
+                return self._on_describe(client, message).await;
+            };
+            let response = self.do_describe_portal(client, &portal).await?;
+            if !response.fields.is_empty() {
+                return send_describe_response(client, &response).await;
+            }
+            let returns_rows = portal.statement.statement.prepared.returns_rows();
+            (None, returns_rows)
+        };
         if let Some(parameters) = parameters {
             client
                 .feed(PgWireBackendMessage::ParameterDescription(

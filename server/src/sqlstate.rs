@@ -365,9 +365,8 @@ mod tests {
                 .into(),
         );
         assert_eq!(sqlstate(&signature), codes::UNDEFINED_FUNCTION);
-        let range = DataFusionError::Internal(
-            "Cannot run range queries on datatype: Binary".into(),
-        );
+        let range =
+            DataFusionError::Internal("Cannot run range queries on datatype: Binary".into());
         assert_eq!(sqlstate(&range), codes::FEATURE_NOT_SUPPORTED);
         let rows = DataFusionError::Internal(
             "Uncomparable values: Struct({c0:[5.0]}), Struct({c0:[5.0]})".into(),

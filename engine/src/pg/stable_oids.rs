@@ -166,10 +166,7 @@ fn has_object_columns(table: &str, schema: &SchemaRef) -> bool {
         .any(|f| names_an_object(table, f.name(), f.metadata()))
 }
 
-async fn library_table(
-    library: &dyn SchemaProvider,
-    name: &str,
-) -> Result<Arc<dyn TableProvider>> {
+async fn library_table(library: &dyn SchemaProvider, name: &str) -> Result<Arc<dyn TableProvider>> {
     library
         .table(name)
         .await?
@@ -236,10 +233,15 @@ impl TableProvider for StableOidTable {
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let batches = read_all(state, self.inner.as_ref()).await?;
         let counted = batches.iter().any(|batch| {
-            batch.schema().fields().iter().zip(batch.columns()).any(|(field, column)| {
-                names_an_object(&self.name, field.name(), field.metadata())
-                    && holds_counted_oid(column)
-            })
+            batch
+                .schema()
+                .fields()
+                .iter()
+                .zip(batch.columns())
+                .any(|(field, column)| {
+                    names_an_object(&self.name, field.name(), field.metadata())
+                        && holds_counted_oid(column)
+                })
         });
         let batches = if counted {
             let oids = StableOids::read(state, self.library.as_ref()).await?;
@@ -276,8 +278,15 @@ mod tests {
         assert_eq!(a, stable_oid("relation", "public.docs"));
         assert_ne!(a, stable_oid("relation", "public.doc"));
         assert_ne!(a, stable_oid("schema", "public.docs"));
-        for oid in [a, stable_oid("database", "sluice"), stable_oid("schema", "public")] {
-            assert!((STABLE_OID_BASE..(1 << 30) - (1 << 24)).contains(&oid), "{oid}");
+        for oid in [
+            a,
+            stable_oid("database", "sluice"),
+            stable_oid("schema", "public"),
+        ] {
+            assert!(
+                (STABLE_OID_BASE..(1 << 30) - (1 << 24)).contains(&oid),
+                "{oid}"
+            );
         }
     }
 
@@ -327,9 +336,8 @@ mod tests {
         )
         .unwrap();
         let out = oids.apply("pg_class", batch.clone()).unwrap();
-        let ints = |i: usize| -> Vec<i32> {
-            out.column(i).as_primitive::<Int32Type>().values().to_vec()
-        };
+        let ints =
+            |i: usize| -> Vec<i32> { out.column(i).as_primitive::<Int32Type>().values().to_vec() };
         assert_eq!(ints(0), [oids.replace(16384), 1259]);
         assert_eq!(ints(2), [oids.replace(16385), 11]);
         // A type OID that happens to equal a counted one is not a relation.

@@ -165,11 +165,11 @@ impl PhysicalExpr for BoundedBroadcast {
             let bytes = scalar.size().saturating_mul(batch.num_rows());
             if bytes > MAX_BROADCAST_BYTES {
                 return Err(DataFusionError::ResourcesExhausted(format!(
-                        "a value of {} bytes repeated over {} rows would take {bytes} bytes, \
+                    "a value of {} bytes repeated over {} rows would take {bytes} bytes, \
                          more than the {MAX_BROADCAST_BYTES} one batch may hold; lower \
                          datafusion.execution.batch_size or compute the value once",
-                        scalar.size(),
-                        batch.num_rows()
+                    scalar.size(),
+                    batch.num_rows()
                 )));
             }
         }

@@ -26,8 +26,8 @@
 
 pub mod async_calls;
 pub mod broadcast_bound;
-pub mod exists_value;
 pub mod catalog_path;
+pub mod exists_value;
 pub mod literal_insert;
 pub mod ml_predict;
 pub mod operator_precedence;

@@ -25,9 +25,9 @@ use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 
 use crate::pg::catalog;
 use crate::rewrite::broadcast_bound::BoundBroadcasts;
-use datafusion::physical_optimizer::optimizer::PhysicalOptimizer;
 use crate::rewrite::vector_index_rule::VectorIndexRule;
 use crate::sluice::relation_details::SluiceRelationDetails;
+use datafusion::physical_optimizer::optimizer::PhysicalOptimizer;
 
 /// Settings of one engine instance.
 #[derive(Debug, Clone)]

@@ -33,11 +33,10 @@ pub fn check_subquery_columns(statement: &DFStatement) -> Result<()> {
         return Ok(());
     };
     let found = visit_expressions(statement.as_ref(), |expr| match expr {
-        Expr::Subquery(query) | Expr::InSubquery { subquery: query, .. }
-            if selects_no_column(query) =>
-        {
-            ControlFlow::Break(())
-        }
+        Expr::Subquery(query)
+        | Expr::InSubquery {
+            subquery: query, ..
+        } if selects_no_column(query) => ControlFlow::Break(()),
         _ => ControlFlow::Continue(()),
     });
     if found.is_break() {

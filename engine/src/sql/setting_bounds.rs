@@ -17,11 +17,31 @@ const BOUNDS: &[(&str, i128, i128)] = &[
     ("datafusion.execution.target_partitions", 0, 1024),
     ("datafusion.execution.planning_concurrency", 0, 1024),
     ("datafusion.execution.meta_fetch_concurrency", 0, 1024),
-    ("datafusion.execution.minimum_parallel_output_files", 0, 1024),
-    ("datafusion.execution.max_buffered_batches_per_output_file", 0, 1024),
-    ("datafusion.execution.soft_max_rows_per_output_file", 0, 1 << 30),
-    ("datafusion.execution.parquet.max_row_group_size", 0, 1 << 24),
-    ("datafusion.execution.parquet.maximum_parallel_row_group_writers", 0, 1024),
+    (
+        "datafusion.execution.minimum_parallel_output_files",
+        0,
+        1024,
+    ),
+    (
+        "datafusion.execution.max_buffered_batches_per_output_file",
+        0,
+        1024,
+    ),
+    (
+        "datafusion.execution.soft_max_rows_per_output_file",
+        0,
+        1 << 30,
+    ),
+    (
+        "datafusion.execution.parquet.max_row_group_size",
+        0,
+        1 << 24,
+    ),
+    (
+        "datafusion.execution.parquet.maximum_parallel_row_group_writers",
+        0,
+        1024,
+    ),
     (
         "datafusion.execution.parquet.maximum_buffered_record_batches_per_stream",
         0,
