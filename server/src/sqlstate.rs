@@ -23,6 +23,7 @@ pub mod codes {
     pub const UNDEFINED_COLUMN: &str = "42703";
     pub const UNDEFINED_FUNCTION: &str = "42883";
     pub const UNDEFINED_OBJECT: &str = "42704";
+    pub const INVALID_REGULAR_EXPRESSION: &str = "2201B";
     pub const UNDEFINED_SCHEMA: &str = "3F000";
     pub const DUPLICATE_TABLE: &str = "42P07";
     pub const DUPLICATE_SCHEMA: &str = "42P06";
@@ -209,6 +210,11 @@ pub fn sqlstate(err: &DataFusionError) -> &'static str {
         {
             FEATURE_NOT_SUPPORTED
         }
+        // A pattern the regex crate cannot compile (`regexp_replace(x, '{}',
+        // …)`), which DataFusion passes on as an external error.
+        DataFusionError::External(e) if e.to_string().starts_with("regex parse error") => {
+            INVALID_REGULAR_EXPRESSION
+        }
         // A `SET datafusion.…` whose value does not parse.
         DataFusionError::External(e) if is_value_parse_error(e.as_ref()) => INVALID_PARAMETER_VALUE,
         DataFusionError::Internal(_)
@@ -372,6 +378,11 @@ mod tests {
             "Uncomparable values: Struct({c0:[5.0]}), Struct({c0:[5.0]})".into(),
         );
         assert_eq!(sqlstate(&rows), codes::FEATURE_NOT_SUPPORTED);
+        let pattern = DataFusionError::External(
+            "regex parse error:\n    {}\n    ^\nerror: repetition operator missing expression"
+                .into(),
+        );
+        assert_eq!(sqlstate(&pattern), codes::INVALID_REGULAR_EXPRESSION);
         let full_disk =
             DataFusionError::IoError(std::io::Error::from(std::io::ErrorKind::StorageFull));
         assert_eq!(sqlstate(&full_disk), codes::DISK_FULL);
