@@ -17,8 +17,8 @@
 //!   as Postgres' search path finds them;
 //! - [`async_calls`]: model and object calls with constant arguments run
 //!   once before execution, nested calls moved into projections;
-//! - [`exists_value`]: `EXISTS (…)` in a SELECT list as a counting scalar
-//!   subquery, which DataFusion plans;
+//! - [`subquery_values`]: `EXISTS (…)` in a SELECT list and `ARRAY(subquery)`
+//!   as scalar subqueries, which DataFusion plans;
 //! - [`broadcast_bound`]: a physical rule failing a projection that would
 //!   repeat one huge value down a batch, before Arrow allocates it.
 //!
@@ -27,10 +27,10 @@
 pub mod async_calls;
 pub mod broadcast_bound;
 pub mod catalog_path;
-pub mod exists_value;
 pub mod literal_insert;
 pub mod ml_predict;
 pub mod operator_precedence;
+pub mod subquery_values;
 pub mod text_insert;
 pub mod typed_values;
 pub mod vector_index_rule;
