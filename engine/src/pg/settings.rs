@@ -472,6 +472,16 @@ fn invalid_value(def: &SettingDef, value: &str, why: &str) -> DataFusionError {
 /// Checks a value and returns it in the form `SHOW` displays.
 fn validate(def: &SettingDef, value: &str) -> Result<String> {
     match def.name {
+        // Kept to NAMEDATALEN - 1 bytes, as Postgres shows it: the value is
+        // reported back in a ParameterStatus, and libpq drops the
+        // connection on one longer than 30,000 bytes (fuzzing sent 1 MB).
+        "application_name" => {
+            let mut end = value.len().min(63);
+            while !value.is_char_boundary(end) {
+                end -= 1;
+            }
+            Ok(value[..end].to_owned())
+        }
         "client_encoding" => {
             // asyncpg sends `'utf-8'`, quotes included, at startup.
             let v = value
@@ -613,6 +623,9 @@ mod tests {
         assert_eq!(reported, Some(("application_name".into(), "psql".into())));
         assert_eq!(s.set("extra_float_digits", Some("3")).unwrap(), None);
         assert_eq!(s.get("extra_float_digits").unwrap(), "3");
+        let long = "é".repeat(100);
+        let (_, kept) = s.set("application_name", Some(&long)).unwrap().unwrap();
+        assert_eq!(kept, "é".repeat(31), "63 bytes at most, whole characters");
         s.set("application_name", None).unwrap();
         assert_eq!(s.get("application_name").unwrap(), "");
     }
