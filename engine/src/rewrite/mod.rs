@@ -19,6 +19,8 @@
 //!   once before execution, nested calls moved into projections;
 //! - [`subquery_values`]: `EXISTS (…)` in a SELECT list and `ARRAY(subquery)`
 //!   as scalar subqueries, which DataFusion plans;
+//! - [`unique_names`]: SELECT lists that repeat a name (`SELECT a, a`),
+//!   which Postgres answers and DataFusion refuses, aliased apart;
 //! - [`broadcast_bound`]: a physical rule failing a projection that would
 //!   repeat one huge value down a batch, before Arrow allocates it.
 //!
@@ -33,6 +35,7 @@ pub mod operator_precedence;
 pub mod subquery_values;
 pub mod text_insert;
 pub mod typed_values;
+pub mod unique_names;
 pub mod vector_index_rule;
 pub mod vector_search;
 pub mod window_tvf;

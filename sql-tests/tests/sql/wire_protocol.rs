@@ -930,6 +930,13 @@ async fn result_columns_are_named_as_postgres_names_them() {
     let row = client.query_one(sql, &[]).await.expect("extended");
     assert_eq!(row.get::<_, i64>("id"), 1);
     assert_eq!(row.get::<_, String>("text"), "2");
+    // Repeated names, as Postgres repeats them.
+    let repeated = client
+        .prepare("SELECT 1, 1, id, id::text FROM named")
+        .await
+        .expect("repeated names plan");
+    let names: Vec<&str> = repeated.columns().iter().map(|c| c.name()).collect();
+    assert_eq!(names, ["?column?", "?column?", "id", "id"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,0 +1,118 @@
+//! SELECT lists that repeat a column name: Postgres answers `SELECT 1, 1`,
+//! `SELECT a, a FROM t` and `SELECT a::text, a FROM t` with two columns of
+//! the same name; DataFusion needs the names of one projection unique and
+//! refuses them ("Projections require unique expression names"). Clients
+//! are sent Postgres' names, read from the statement as written
+//! ([`crate::pg::column_names`]), so the plan may name the columns as it
+//! likes: a later item that DataFusion could name like an earlier one gets
+//! an alias of its own here (a repeated alias, a new one).
+//!
+//! DataFusion names an item by its expression, a cast by what it casts and
+//! a column by its qualified name, so two items collide when they are the
+//! same once casts are peeled and column names reduced to their last part
+//! (which may alias an item that would not have collided: harmless, it only
+//! renames a column of the plan).
+
+use std::collections::HashSet;
+use std::ops::ControlFlow;
+
+use datafusion::sql::parser::Statement as DFStatement;
+use datafusion::sql::sqlparser::ast::{
+    Expr, Ident, Query, SelectItem, SetExpr, VisitMut, VisitorMut,
+};
+
+/// Aliases every SELECT item of `statement` that could repeat the name of
+/// an earlier item of its list.
+pub(crate) fn rewrite(statement: &mut DFStatement) {
+    if let Some(sql) = super::sql_statement(statement) {
+        let _ = sql.visit(&mut UniqueNames);
+    }
+}
+
+struct UniqueNames;
+
+impl VisitorMut for UniqueNames {
+    type Break = ();
+
+    fn pre_visit_query(&mut self, query: &mut Query) -> ControlFlow<()> {
+        let SetExpr::Select(select) = query.body.as_mut() else {
+            return ControlFlow::Continue(());
+        };
+        let mut seen = HashSet::new();
+        for (position, item) in select.projection.iter_mut().enumerate() {
+            let name = match item {
+                SelectItem::UnnamedExpr(expr) => naming_key(expr),
+                SelectItem::ExprWithAlias { alias, .. } => alias.value.to_ascii_lowercase(),
+                SelectItem::Wildcard(_)
+                | SelectItem::QualifiedWildcard(..)
+                | SelectItem::ExprWithAliases { .. } => continue,
+            };
+            if seen.insert(name) {
+                continue;
+            }
+            match item {
+                SelectItem::UnnamedExpr(expr) => {
+                    let alias = Ident::with_quote('"', format!("{expr} ({})", position + 1));
+                    *item = SelectItem::ExprWithAlias {
+                        expr: expr.clone(),
+                        alias,
+                    };
+                }
+                SelectItem::ExprWithAlias { alias, .. } => {
+                    *alias = Ident::with_quote('"', format!("{} ({})", alias.value, position + 1));
+                }
+                SelectItem::Wildcard(_)
+                | SelectItem::QualifiedWildcard(..)
+                | SelectItem::ExprWithAliases { .. } => {}
+            }
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+/// What DataFusion would name `expr` after, roughly: casts peeled, a
+/// column by its last name part, lower-cased.
+fn naming_key(expr: &Expr) -> String {
+    match expr {
+        Expr::Cast { expr, .. } | Expr::Nested(expr) => naming_key(expr),
+        Expr::CompoundIdentifier(parts) => parts
+            .last()
+            .map(|part| part.value.to_ascii_lowercase())
+            .unwrap_or_default(),
+        Expr::Identifier(ident) => ident.value.to_ascii_lowercase(),
+        other => other.to_string().to_ascii_lowercase(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::sql::parser::DFParser;
+
+    fn rewritten(sql: &str) -> String {
+        let mut statements = DFParser::parse_sql(sql).unwrap();
+        let mut statement = statements.pop_front().unwrap();
+        rewrite(&mut statement);
+        statement.to_string()
+    }
+
+    #[test]
+    fn repeated_names_get_aliases_and_others_stay() {
+        assert_eq!(rewritten("SELECT 1, 1"), "SELECT 1, 1 AS \"1 (2)\"");
+        assert_eq!(
+            rewritten("SELECT t.a::TEXT, a, b FROM t"),
+            "SELECT t.a::TEXT, a AS \"a (2)\", b FROM t"
+        );
+        assert_eq!(
+            rewritten("SELECT a AS x, b AS x FROM t"),
+            "SELECT a AS x, b AS \"x (2)\" FROM t"
+        );
+        for sql in [
+            "SELECT a, b, a + 1 FROM t",
+            "SELECT a, a AS b FROM t",
+            "SELECT *, a FROM t",
+        ] {
+            assert_eq!(rewritten(sql), sql);
+        }
+    }
+}
