@@ -168,9 +168,11 @@ fn sluice_parameters_as_text<S: Clone>(
     Ok(Some((Portal::try_new(&bind, statement)?, announced)))
 }
 
-/// Turns a record-batch stream into Postgres data rows, one batch at a time
-/// (a large result is never materialised), stopping with `57014` when the
-/// query is cancelled or times out.
+/// Turns a record-batch stream into Postgres data rows, one row at a time
+/// (a large result, or a large batch, is never materialised: a batch of
+/// 8,192 one-megabyte values once became 8 GB of encoded rows before the
+/// first was sent), stopping with `57014` when the query is cancelled or
+/// times out.
 pub fn data_rows(
     batches: SendableRecordBatchStream,
     fields: Arc<Vec<FieldInfo>>,
@@ -180,34 +182,41 @@ pub fn data_rows(
     let rows = batches
         .map(move |batch| match batch {
             Ok(batch) => encode_batch(&schema, Arc::clone(&fields), batch),
-            Err(e) => vec![Err(pg_error(e))],
+            Err(e) => Box::new(std::iter::once(Err(pg_error(e)))),
         })
         .flat_map(stream::iter);
     cancellable(rows, token)
 }
 
-/// Encodes one batch into rows. Columns are first cast to the declared
-/// schema's types (DataFusion can hand out `Utf8` arrays under a `Utf8View`
-/// schema), and a panic inside the codec becomes an error for this query
-/// instead of a dropped connection.
+/// The rows of one batch, encoded as they are read. Columns are first cast
+/// to the declared schema's types (DataFusion can hand out `Utf8` arrays
+/// under a `Utf8View` schema), and a panic inside the codec ends the rows
+/// with an error for this query instead of a dropped connection.
 fn encode_batch(
     schema: &SchemaRef,
     fields: Arc<Vec<FieldInfo>>,
     batch: RecordBatch,
-) -> Vec<PgWireResult<DataRow>> {
+) -> Box<dyn Iterator<Item = PgWireResult<DataRow>> + Send> {
     let batch = match conform(schema, batch) {
         Ok(batch) => batch,
-        Err(e) => return vec![Err(pg_error(e.into()))],
+        Err(e) => return Box::new(std::iter::once(Err(pg_error(e.into())))),
     };
-    let encoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        encode_batch_rows(batch, fields).collect::<Vec<_>>()
-    }));
-    encoded.unwrap_or_else(|_| {
-        vec![Err(user_error(
-            codes::INTERNAL_ERROR,
-            "internal error while encoding a result row",
-        ))]
-    })
+    let mut rows = encode_batch_rows(batch, fields);
+    let mut failed = false;
+    Box::new(std::iter::from_fn(move || {
+        if failed {
+            return None;
+        }
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| rows.next())).unwrap_or_else(
+            |_| {
+                failed = true;
+                Some(Err(user_error(
+                    codes::INTERNAL_ERROR,
+                    "internal error while encoding a result row",
+                )))
+            },
+        )
+    }))
 }
 
 fn conform(schema: &SchemaRef, batch: RecordBatch) -> Result<RecordBatch, ArrowError> {
