@@ -145,6 +145,7 @@ async fn an_hnsw_index_agrees_with_exact_search_on_a_clustered_set() {
             wanted += exact.len();
         }
         let recall = found as f64 / wanted as f64;
+        eprintln!("recall@10 for {operator}: {recall:.3}");
         assert!(recall >= 0.95, "recall@10 for {operator}: {recall}");
     }
 }
