@@ -1,0 +1,161 @@
+//! `lpad`, `rpad` and `repeat` with Postgres' bound on the text they make:
+//! a result over 1 GB is refused with 54000 ("requested length too
+//! large"). DataFusion's own allocate whatever length they are given, and
+//! `rpad(x, 9223372036854775807)` panicked with a capacity overflow
+//! (fuzzing found it). Each wraps DataFusion's function and checks its
+//! length argument (for `repeat`, the count times the text's length) before
+//! calling it.
+
+use datafusion::arrow::array::{Array, ArrayRef, AsArray};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::compute::kernels::length::length as byte_length;
+use datafusion::arrow::datatypes::{DataType, FieldRef, Int64Type};
+use datafusion::error::{DataFusionError, Result};
+use datafusion::logical_expr::{
+    ColumnarValue, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
+};
+use sluice_types::error::{SluiceError, SqlState};
+
+/// The most bytes one text value may hold, as in Postgres.
+pub const MAX_TEXT_BYTES: i64 = (1 << 30) - 1;
+
+/// Which argument sizes the result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Sizing {
+    /// `lpad(text, length [, fill])`: the length, in characters (at most
+    /// four bytes each).
+    PadLength,
+    /// `repeat(text, count)`: the count times the text's bytes.
+    RepeatCount,
+}
+
+/// A DataFusion text function whose result length is checked first.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct LengthBound {
+    inner: ScalarUDF,
+    sizing: Sizing,
+}
+
+impl LengthBound {
+    /// `lpad`, `rpad` and `repeat`, bounded.
+    pub fn all() -> Vec<ScalarUDF> {
+        use datafusion::functions::{string, unicode};
+        [
+            (unicode::lpad(), Sizing::PadLength),
+            (unicode::rpad(), Sizing::PadLength),
+            (string::repeat(), Sizing::RepeatCount),
+        ]
+        .into_iter()
+        .map(|(inner, sizing)| {
+            ScalarUDF::new_from_impl(Self {
+                inner: inner.as_ref().clone(),
+                sizing,
+            })
+        })
+        .collect()
+    }
+
+    fn check(&self, args: &ScalarFunctionArgs) -> Result<()> {
+        let rows = args.number_rows;
+        let Some(length) = args.args.get(1) else {
+            return Ok(());
+        };
+        let lengths = as_int64(&length.to_array(rows)?)?;
+        let lengths = lengths.as_primitive::<Int64Type>();
+        // Bytes per unit of the length argument, per row.
+        let unit_bytes = match (self.sizing, args.args.first()) {
+            (Sizing::RepeatCount, Some(text)) => {
+                Some(as_int64(&byte_length(&text.to_array(rows)?)?)?)
+            }
+            _ => None,
+        };
+        for row in 0..lengths.len() {
+            if lengths.is_null(row) {
+                continue;
+            }
+            let unit = match &unit_bytes {
+                None => 4,
+                Some(bytes) if bytes.is_null(row) => 0,
+                Some(bytes) => bytes.as_primitive::<Int64Type>().value(row),
+            };
+            let n = lengths.value(row);
+            if i128::from(n) * i128::from(unit) > i128::from(MAX_TEXT_BYTES) {
+                return Err(SluiceError::new(
+                    SqlState::PROGRAM_LIMIT_EXCEEDED,
+                    format!(
+                        "requested length too large: {}(…, {n}) over 1 GB",
+                        self.name()
+                    ),
+                )
+                .into());
+            }
+        }
+        Ok(())
+    }
+}
+
+fn as_int64(array: &ArrayRef) -> Result<ArrayRef> {
+    cast(array, &DataType::Int64).map_err(DataFusionError::from)
+}
+
+impl ScalarUDFImpl for LengthBound {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    fn aliases(&self) -> &[String] {
+        self.inner.aliases()
+    }
+
+    fn signature(&self) -> &Signature {
+        self.inner.signature()
+    }
+
+    fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
+        self.inner.return_type(arg_types)
+    }
+
+    fn return_field_from_args(&self, args: ReturnFieldArgs) -> Result<FieldRef> {
+        self.inner.return_field_from_args(args)
+    }
+
+    fn coerce_types(&self, arg_types: &[DataType]) -> Result<Vec<DataType>> {
+        self.inner.coerce_types(arg_types)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        self.check(&args)?;
+        self.inner.invoke_with_args(args)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::prelude::SessionContext;
+
+    async fn run(sql: &str) -> Result<()> {
+        let ctx = SessionContext::new();
+        for udf in LengthBound::all() {
+            ctx.register_udf(udf);
+        }
+        ctx.sql(sql).await?.collect().await.map(|_| ())
+    }
+
+    #[tokio::test]
+    async fn lengths_over_a_gigabyte_are_refused() {
+        assert!(
+            run("SELECT rpad('a', 5, 'x'), lpad('a', 3), repeat('ab', 3)")
+                .await
+                .is_ok()
+        );
+        for sql in [
+            "SELECT rpad('-40', 9223372036854775807, 'x')",
+            "SELECT lpad('a', 300000000)",
+            "SELECT repeat('abcd', 300000000)",
+        ] {
+            let err = run(sql).await.expect_err(sql).to_string();
+            assert!(err.contains("requested length too large"), "{sql}: {err}");
+        }
+    }
+}
