@@ -68,7 +68,8 @@ def start(binary, port, data_dir, log, memory_limit, max_connections):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("binary")
-    ap.add_argument("port", type=int)
+    ap.add_argument("port", type=int, help="0: a free port the OS picks (a fixed one may be a client's "
+                    "ephemeral port by the time the server binds it)")
     ap.add_argument("--clients", type=int, default=16)
     ap.add_argument("--seconds", type=float, default=8)
     ap.add_argument("--preload", type=int, default=20_000)
@@ -76,6 +77,10 @@ def main():
     ap.add_argument("--mix", default=mixed.DEFAULT_MIX)
     ap.add_argument("--seed", type=int, default=42)
     args = ap.parse_args()
+    if args.port == 0:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            args.port = s.getsockname()[1]
 
     if listening(args.port):
         print(f"FAIL something already listens on 127.0.0.1:{args.port}")
