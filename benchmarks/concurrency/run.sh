@@ -61,15 +61,8 @@ die() { log "ERROR: $*"; exit 1; }
 [[ -x $PY ]] || die "$PY missing (set SLUICE_VENV; scripts/install-deps.sh makes it)"
 "$PY" -c 'import asyncpg, pgvector.asyncpg' 2>/dev/null || die "$PY lacks asyncpg or pgvector"
 
-# A server already listening there would be measured instead of ours.
-for port in "$PG_PORT" "$SLUICE_PORT"; do
-    if "$PY" -c 'import socket, sys; sys.exit(socket.socket().connect_ex(("127.0.0.1", int(sys.argv[1]))) != 0)' \
-        "$port"; then
-        die "something listens on port $port already (set PG_PORT / SLUICE_PORT)"
-    fi
-done
-
 source "$REPO_ROOT/benchmarks/lib/side_by_side.sh"
+ensure_ports_free
 ensure_postgres15
 ensure_sluice_bin
 make_workdir concurrency

@@ -15,6 +15,17 @@ ensure_postgres15() {
     id -u postgres >/dev/null 2>&1 || useradd --system --no-create-home --shell /bin/bash postgres
 }
 
+# Fails when something already listens on PG_PORT or SLUICE_PORT: that
+# server would be measured instead of ours.
+ensure_ports_free() {
+    local port
+    for port in "$PG_PORT" "$SLUICE_PORT"; do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+            die "something listens on port $port already (set PG_PORT / SLUICE_PORT)"
+        fi
+    done
+}
+
 # Builds the release binary if missing and makes SLUICE_BIN absolute.
 ensure_sluice_bin() {
     if [[ ! -x "$SLUICE_BIN" ]]; then

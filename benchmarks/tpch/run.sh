@@ -96,15 +96,8 @@ fi
 DF_VERSION=$("$PY" -c 'import importlib.metadata as m; print(m.version("datafusion"))')
 [[ $DF_VERSION == 55.* ]] || log "WARNING: datafusion $DF_VERSION in $SLUICE_VENV; Sluice is built on 55"
 
-# A server already listening there would be measured instead of ours.
-for port in "$PG_PORT" "$SLUICE_PORT"; do
-    if "$PY" -c 'import socket, sys; sys.exit(socket.socket().connect_ex(("127.0.0.1", int(sys.argv[1]))) != 0)' \
-        "$port"; then
-        die "something listens on port $port already (set PG_PORT / SLUICE_PORT)"
-    fi
-done
-
 source "$REPO_ROOT/benchmarks/lib/side_by_side.sh"
+ensure_ports_free
 ensure_postgres15
 ensure_sluice_bin
 make_workdir tpch

@@ -56,3 +56,17 @@ pub(crate) fn sql_statement(
         _ => None,
     }
 }
+
+/// `sql`'s first statement after `rewrite`, as text: what the AST
+/// rewrites' unit tests compare.
+#[cfg(test)]
+pub(crate) fn rewritten_by(
+    sql: &str,
+    rewrite: fn(&mut datafusion::sql::parser::Statement),
+) -> String {
+    let mut statements =
+        datafusion::sql::parser::DFParser::parse_sql(sql).expect("test SQL parses");
+    let mut statement = statements.pop_front().expect("one statement");
+    rewrite(&mut statement);
+    statement.to_string()
+}

@@ -223,13 +223,9 @@ fn count_is_positive() -> Expr {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use datafusion::sql::parser::DFParser;
 
     fn rewritten(sql: &str) -> String {
-        let mut statements = DFParser::parse_sql(sql).unwrap();
-        let mut statement = statements.pop_front().unwrap();
-        rewrite(&mut statement);
-        statement.to_string()
+        crate::rewrite::rewritten_by(sql, rewrite)
     }
 
     #[test]

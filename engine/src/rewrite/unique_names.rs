@@ -87,13 +87,9 @@ fn naming_key(expr: &Expr) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use datafusion::sql::parser::DFParser;
 
     fn rewritten(sql: &str) -> String {
-        let mut statements = DFParser::parse_sql(sql).unwrap();
-        let mut statement = statements.pop_front().unwrap();
-        rewrite(&mut statement);
-        statement.to_string()
+        crate::rewrite::rewritten_by(sql, rewrite)
     }
 
     #[test]

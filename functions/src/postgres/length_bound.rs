@@ -56,7 +56,13 @@ impl LengthBound {
     }
 
     fn check(&self, args: &ScalarFunctionArgs) -> Result<()> {
-        let rows = args.number_rows;
+        // Constant arguments (the usual case) are checked once, not per row.
+        let all_constant = args
+            .args
+            .iter()
+            .take(2)
+            .all(|arg| matches!(arg, ColumnarValue::Scalar(_)));
+        let rows = if all_constant { 1 } else { args.number_rows };
         let Some(length) = args.args.get(1) else {
             return Ok(());
         };
