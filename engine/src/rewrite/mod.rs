@@ -22,13 +22,16 @@
 //! - [`unique_names`]: SELECT lists that repeat a name (`SELECT a, a`),
 //!   which Postgres answers and DataFusion refuses, aliased apart;
 //! - [`broadcast_bound`]: a physical rule failing a projection that would
-//!   repeat one huge value down a batch, before Arrow allocates it.
+//!   repeat one huge value down a batch, before Arrow allocates it;
+//! - [`join_yield`]: a physical rule making joins yield to the scheduler
+//!   per output batch, so a multiplying join can be cancelled.
 //!
 //! Imports [`crate::sql`] and [`crate::context`].
 
 pub mod async_calls;
 pub mod broadcast_bound;
 pub mod catalog_path;
+pub mod join_yield;
 pub mod literal_insert;
 pub mod ml_predict;
 pub mod operator_precedence;

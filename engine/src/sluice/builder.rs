@@ -25,6 +25,7 @@ use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 
 use crate::pg::catalog;
 use crate::rewrite::broadcast_bound::BoundBroadcasts;
+use crate::rewrite::join_yield::YieldingJoins;
 use crate::rewrite::vector_index_rule::VectorIndexRule;
 use crate::sluice::relation_details::SluiceRelationDetails;
 use datafusion::physical_optimizer::optimizer::PhysicalOptimizer;
@@ -192,6 +193,7 @@ impl SluiceBuilder {
                     .chain(PhysicalOptimizer::new().rules)
                     .collect(),
             )
+            .with_physical_optimizer_rule(Arc::new(YieldingJoins))
             .with_physical_optimizer_rule(Arc::new(CountModelCalls::new(Arc::clone(&models))))
             .with_optimizer_rule(Arc::new(VectorIndexRule))
             .build();
