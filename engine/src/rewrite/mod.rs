@@ -23,6 +23,8 @@
 //!   which Postgres answers and DataFusion refuses, aliased apart;
 //! - [`broadcast_bound`]: a physical rule failing a projection that would
 //!   repeat one huge value down a batch, before Arrow allocates it;
+//! - [`scalar_subquery_field`]: an optimizer rule keeping a scalar
+//!   subquery's Sluice type (field metadata) through physical planning;
 //! - [`join_yield`]: a physical rule making joins yield to the scheduler
 //!   per output batch, so a multiplying join can be cancelled.
 //!
@@ -35,6 +37,7 @@ pub mod join_yield;
 pub mod literal_insert;
 pub mod ml_predict;
 pub mod operator_precedence;
+pub mod scalar_subquery_field;
 pub mod subquery_values;
 pub mod text_insert;
 pub mod typed_values;
