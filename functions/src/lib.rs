@@ -42,7 +42,7 @@ pub struct FunctionHandles {
 /// vectors, tensors, media, conversions, objects and models), replacing
 /// DataFusion's own where Sluice defines the same name.
 pub fn register_all(ctx: &SessionContext, handles: &FunctionHandles) -> Result<()> {
-    postgres::register(ctx);
+    postgres::register(ctx)?;
     vector::register(ctx)?;
     media::register(ctx);
     tensor::register(ctx);

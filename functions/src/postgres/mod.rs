@@ -1,24 +1,32 @@
 //! Functions Postgres clients expect to find (`version()`, `to_regtype()`, …), where
 //! DataFusion's own differ in a way clients notice (or, for `lpad`, `rpad` and
-//! `repeat`, take lengths Postgres refuses).
+//! `repeat`, take lengths Postgres refuses; for the regex functions, compile
+//! patterns without bound).
 
+use std::sync::Arc;
+
+use datafusion::error::Result;
+use datafusion::execution::FunctionRegistry;
 use datafusion::logical_expr::ScalarUDF;
 use datafusion::prelude::SessionContext;
 
 mod length_bound;
+mod pattern_bound;
 mod pg_typeof;
 mod quote_literal;
 mod to_regtype;
 mod version;
 
 pub use length_bound::LengthBound;
+pub use pattern_bound::{PatternBound, RegexOperatorPlanner};
 pub use pg_typeof::PgTypeofFunc;
 pub use quote_literal::QuoteLiteralFunc;
 pub use to_regtype::ToRegtypeFunc;
 pub use version::VersionFunc;
 
-/// Registers the Postgres compatibility functions.
-pub fn register(ctx: &SessionContext) {
+/// Registers the Postgres compatibility functions, and the planner of the
+/// regex operators.
+pub fn register(ctx: &SessionContext) -> Result<()> {
     crate::register_replacing(ctx, ScalarUDF::new_from_impl(VersionFunc::new()));
     crate::register_replacing(ctx, ScalarUDF::new_from_impl(ToRegtypeFunc::default()));
     crate::register_replacing(ctx, ScalarUDF::new_from_impl(PgTypeofFunc::default()));
@@ -26,4 +34,17 @@ pub fn register(ctx: &SessionContext) {
     for bounded in LengthBound::all() {
         crate::register_replacing(ctx, bounded);
     }
+    let mut bounded_like = None;
+    for bounded in PatternBound::all() {
+        if bounded.name() == "regexp_like" {
+            bounded_like = Some(Arc::new(bounded.clone()));
+        }
+        crate::register_replacing(ctx, bounded);
+    }
+    if let Some(regexp_like) = bounded_like {
+        ctx.state_ref()
+            .write()
+            .register_expr_planner(Arc::new(RegexOperatorPlanner::new(regexp_like)))?;
+    }
+    Ok(())
 }
