@@ -6,10 +6,13 @@
 //! length argument (for `repeat`, the count times the text's length) before
 //! calling it.
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray};
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int64Array};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::compute::kernels::length::length as byte_length;
 use datafusion::arrow::datatypes::{DataType, FieldRef, Int64Type};
+use datafusion::common::ScalarValue;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::logical_expr::{
     ColumnarValue, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
@@ -75,6 +78,9 @@ impl LengthBound {
             }
             _ => None,
         };
+        // The whole batch's text is allocated at once: the rows' sizes are
+        // bounded together, as one value is.
+        let mut batch_bytes: i128 = 0;
         for row in 0..lengths.len() {
             if lengths.is_null(row) {
                 continue;
@@ -85,7 +91,14 @@ impl LengthBound {
                 Some(bytes) => bytes.as_primitive::<Int64Type>().value(row),
             };
             let n = lengths.value(row);
-            if i128::from(n) * i128::from(unit) > i128::from(MAX_TEXT_BYTES) {
+            let bytes = i128::from(n.max(0)) * i128::from(unit);
+            // Padding allocates a byte per character up front (more only
+            // when the fill is wider).
+            batch_bytes += match self.sizing {
+                Sizing::PadLength => i128::from(n.max(0)),
+                Sizing::RepeatCount => bytes,
+            };
+            if bytes > i128::from(MAX_TEXT_BYTES) {
                 return Err(SluiceError::new(
                     SqlState::PROGRAM_LIMIT_EXCEEDED,
                     format!(
@@ -96,8 +109,47 @@ impl LengthBound {
                 .into());
             }
         }
+        let batch_bytes = if all_constant {
+            batch_bytes * args.number_rows as i128
+        } else {
+            batch_bytes
+        };
+        if batch_bytes > i128::from(MAX_TEXT_BYTES) {
+            return Err(SluiceError::new(
+                SqlState::PROGRAM_LIMIT_EXCEEDED,
+                format!(
+                    "{}: the results of one batch of {} rows would take up to {batch_bytes} bytes, \
+                     over 1 GB; lower datafusion.execution.batch_size",
+                    self.name(),
+                    args.number_rows
+                ),
+            )
+            .into());
+        }
         Ok(())
     }
+}
+
+/// A length or count below zero as zero, which is what Postgres makes of
+/// it (an empty result): DataFusion's padding sizes its buffer by the sum
+/// of the lengths taken as unsigned, and `rpad(x, -5, y)` over a column
+/// panicked with a capacity overflow (fuzzing, seed 10).
+fn at_least_zero(length: &ColumnarValue) -> Result<ColumnarValue> {
+    Ok(match length {
+        ColumnarValue::Scalar(ScalarValue::Int64(Some(n))) if *n < 0 => {
+            ColumnarValue::Scalar(ScalarValue::Int64(Some(0)))
+        }
+        ColumnarValue::Array(array) if array.data_type() == &DataType::Int64 => {
+            let lengths = array.as_primitive::<Int64Type>();
+            if lengths.values().iter().any(|n| *n < 0) {
+                let clamped: Int64Array = lengths.unary(|n| n.max(0));
+                ColumnarValue::Array(Arc::new(clamped))
+            } else {
+                length.clone()
+            }
+        }
+        other => other.clone(),
+    })
 }
 
 fn as_int64(array: &ArrayRef) -> Result<ArrayRef> {
@@ -129,8 +181,11 @@ impl ScalarUDFImpl for LengthBound {
         self.inner.coerce_types(arg_types)
     }
 
-    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+    fn invoke_with_args(&self, mut args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         self.check(&args)?;
+        if let Some(length) = args.args.get_mut(1) {
+            *length = at_least_zero(length)?;
+        }
         self.inner.invoke_with_args(args)
     }
 }
@@ -149,6 +204,13 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn negative_lengths_pad_to_nothing() {
+        let sql = "SELECT rpad('40', n::bigint - 3, 'ab'), lpad('x', n::bigint - 3), \
+                   repeat('x', n::bigint - 3) FROM generate_series(1, 4) t(n)";
+        assert!(run(sql).await.is_ok(), "{sql}");
+    }
+
+    #[tokio::test]
     async fn lengths_over_a_gigabyte_are_refused() {
         assert!(
             run("SELECT rpad('a', 5, 'x'), lpad('a', 3), repeat('ab', 3)")
@@ -159,9 +221,13 @@ mod tests {
             "SELECT rpad('-40', 9223372036854775807, 'x')",
             "SELECT lpad('a', 300000000)",
             "SELECT repeat('abcd', 300000000)",
+            "SELECT rpad('a', 600000 + n::int, 'x') FROM generate_series(1, 2000) t(n)",
         ] {
             let err = run(sql).await.expect_err(sql).to_string();
-            assert!(err.contains("requested length too large"), "{sql}: {err}");
+            assert!(
+                err.contains("requested length too large") || err.contains("over 1 GB"),
+                "{sql}: {err}"
+            );
         }
     }
 }
