@@ -15,7 +15,9 @@
 //!    ([`crate::rewrite::ml_predict`]), Flink's window table functions
 //!    `TUMBLE`/`HOP` ([`crate::rewrite::window_tvf`]), `EXISTS` computed in
 //!    a SELECT list and `ARRAY(subquery)` ([`crate::rewrite::subquery_values`]),
-//!    repeated names in a SELECT list ([`crate::rewrite::unique_names`]), text literals into
+//!    the columns of a relation created from a query
+//!    ([`crate::rewrite::created_names`]), repeated names in a SELECT list
+//!    ([`crate::rewrite::unique_names`]), text literals into
 //!    Sluice-typed columns ([`crate::rewrite::typed_values`]);
 //! 4. **DataFusion planning** — `SessionState::statement_to_plan`, with
 //!    Sluice's type planner and analyzer rule
@@ -66,6 +68,7 @@ pub async fn plan_statement(ctx: &SessionContext, statement: &DFStatement) -> Re
     crate::rewrite::window_tvf::rewrite(&mut statement)?;
     crate::rewrite::vector_search::rewrite(&mut statement)?;
     crate::rewrite::subquery_values::rewrite(&mut statement);
+    crate::rewrite::created_names::rewrite(&mut statement)?;
     crate::rewrite::unique_names::rewrite(&mut statement);
     crate::rewrite::typed_values::cast_values_to_column_types(&mut statement, ctx).await?;
     crate::sql::complexity::check_subquery_columns(&statement)?;

@@ -28,6 +28,8 @@ impl SqlState {
     pub const SERIALIZATION_FAILURE: SqlState = SqlState("40001");
     /// `42704`: no model (or other object) of that name.
     pub const UNDEFINED_OBJECT: SqlState = SqlState("42704");
+    /// `42701`: a relation would have two columns of one name.
+    pub const DUPLICATE_COLUMN: SqlState = SqlState("42701");
     /// `42710`: a model (or other object) of that name exists.
     pub const DUPLICATE_OBJECT: SqlState = SqlState("42710");
     /// `58P01`: a file or object that is not there.

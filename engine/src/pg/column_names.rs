@@ -49,9 +49,7 @@ impl PostgresNames {
         let mut items = Vec::with_capacity(projection.len());
         for item in projection {
             items.push(match item {
-                SelectItem::UnnamedExpr(expr) => {
-                    Item::Named(figure_name(expr).map_or_else(|| UNNAMED.to_string(), |(n, _)| n))
-                }
+                SelectItem::UnnamedExpr(expr) => Item::Named(postgres_name(expr)),
                 SelectItem::ExprWithAlias { alias, .. } => Item::Named(normalize(alias)),
                 SelectItem::Wildcard(_) | SelectItem::QualifiedWildcard(..) => Item::Wildcard,
                 SelectItem::ExprWithAliases { .. } => return None,
@@ -94,6 +92,25 @@ impl PostgresNames {
 }
 
 /// The SELECT list of a query's first SELECT.
+/// Postgres' name for the unaliased SELECT item `expr`.
+pub(crate) fn postgres_name(expr: &Expr) -> String {
+    figure_name(expr).map_or_else(|| UNNAMED.to_string(), |(name, _)| name)
+}
+
+/// The SELECT list that names a query's columns: its own, or the first
+/// branch's of a set operation.
+pub(crate) fn select_list_mut(query: &mut Query) -> Option<&mut Vec<SelectItem>> {
+    let mut body = query.body.as_mut();
+    loop {
+        match body {
+            SetExpr::Select(select) => return Some(&mut select.projection),
+            SetExpr::Query(inner) => body = inner.body.as_mut(),
+            SetExpr::SetOperation { left, .. } => body = left.as_mut(),
+            _ => return None,
+        }
+    }
+}
+
 fn select_list(query: &Query) -> Option<&[SelectItem]> {
     let mut body = query.body.as_ref();
     loop {

@@ -19,6 +19,8 @@
 //!   once before execution, nested calls moved into projections;
 //! - [`subquery_values`]: `EXISTS (…)` in a SELECT list and `ARRAY(subquery)`
 //!   as scalar subqueries, which DataFusion plans;
+//! - [`created_names`]: the columns of `CREATE TABLE … AS` and
+//!   `CREATE VIEW … AS` named as Postgres names them;
 //! - [`unique_names`]: SELECT lists that repeat a name (`SELECT a, a`),
 //!   which Postgres answers and DataFusion refuses, aliased apart;
 //! - [`broadcast_bound`]: a physical rule failing a projection that would
@@ -33,6 +35,7 @@
 pub mod async_calls;
 pub mod broadcast_bound;
 pub mod catalog_path;
+pub mod created_names;
 pub mod join_yield;
 pub mod literal_insert;
 pub mod ml_predict;

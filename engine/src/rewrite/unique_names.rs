@@ -39,34 +39,60 @@ impl VisitorMut for UniqueNames {
             return ControlFlow::Continue(());
         };
         let mut seen = HashSet::new();
+        let has_wildcard = select.projection.iter().any(|item| {
+            matches!(
+                item,
+                SelectItem::Wildcard(_) | SelectItem::QualifiedWildcard(..)
+            )
+        });
         for (position, item) in select.projection.iter_mut().enumerate() {
             let name = match item {
+                // The columns a `*` stands for are not known here; a column
+                // named beside it may be one of them (`SELECT *, a`).
+                SelectItem::UnnamedExpr(expr) if has_wildcard && names_a_column(expr) => {
+                    alias_apart(item, position);
+                    continue;
+                }
                 SelectItem::UnnamedExpr(expr) => naming_key(expr),
                 SelectItem::ExprWithAlias { alias, .. } => alias.value.to_ascii_lowercase(),
                 SelectItem::Wildcard(_)
                 | SelectItem::QualifiedWildcard(..)
                 | SelectItem::ExprWithAliases { .. } => continue,
             };
-            if seen.insert(name) {
-                continue;
-            }
-            match item {
-                SelectItem::UnnamedExpr(expr) => {
-                    let alias = Ident::with_quote('"', format!("{expr} ({})", position + 1));
-                    *item = SelectItem::ExprWithAlias {
-                        expr: expr.clone(),
-                        alias,
-                    };
-                }
-                SelectItem::ExprWithAlias { alias, .. } => {
-                    *alias = Ident::with_quote('"', format!("{} ({})", alias.value, position + 1));
-                }
-                SelectItem::Wildcard(_)
-                | SelectItem::QualifiedWildcard(..)
-                | SelectItem::ExprWithAliases { .. } => {}
+            if !seen.insert(name) {
+                alias_apart(item, position);
             }
         }
         ControlFlow::Continue(())
+    }
+}
+
+/// Gives `item`, at `position` of its list, an alias no other item has.
+fn alias_apart(item: &mut SelectItem, position: usize) {
+    match item {
+        SelectItem::UnnamedExpr(expr) => {
+            let alias = Ident::with_quote('"', format!("{expr} ({})", position + 1));
+            *item = SelectItem::ExprWithAlias {
+                expr: expr.clone(),
+                alias,
+            };
+        }
+        SelectItem::ExprWithAlias { alias, .. } => {
+            *alias = Ident::with_quote('"', format!("{} ({})", alias.value, position + 1));
+        }
+        SelectItem::Wildcard(_)
+        | SelectItem::QualifiedWildcard(..)
+        | SelectItem::ExprWithAliases { .. } => {}
+    }
+}
+
+/// Whether DataFusion names `expr` after a column (a column, or a cast of
+/// one).
+fn names_a_column(expr: &Expr) -> bool {
+    match expr {
+        Expr::Cast { expr, .. } | Expr::Nested(expr) => names_a_column(expr),
+        Expr::CompoundIdentifier(_) | Expr::Identifier(_) => true,
+        _ => false,
     }
 }
 
@@ -93,6 +119,14 @@ mod tests {
     }
 
     #[test]
+    fn columns_beside_a_wildcard_get_aliases() {
+        assert_eq!(
+            rewritten("SELECT *, a, t.b::TEXT FROM t"),
+            "SELECT *, a AS \"a (2)\", t.b::TEXT AS \"t.b::TEXT (3)\" FROM t"
+        );
+    }
+
+    #[test]
     fn repeated_names_get_aliases_and_others_stay() {
         assert_eq!(rewritten("SELECT 1, 1"), "SELECT 1, 1 AS \"1 (2)\"");
         assert_eq!(
@@ -106,7 +140,7 @@ mod tests {
         for sql in [
             "SELECT a, b, a + 1 FROM t",
             "SELECT a, a AS b FROM t",
-            "SELECT *, a FROM t",
+            "SELECT *, a + 1, 1 AS a FROM t",
         ] {
             assert_eq!(rewritten(sql), sql);
         }
