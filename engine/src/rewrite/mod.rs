@@ -27,6 +27,8 @@
 //!   repeat one huge value down a batch, before Arrow allocates it;
 //! - [`scalar_subquery_field`]: an optimizer rule keeping a scalar
 //!   subquery's Sluice type (field metadata) through physical planning;
+//! - [`is_unknown`]: an optimizer rule planning `IS [NOT] UNKNOWN` as
+//!   `IS [NOT] NULL`, which DataFusion plans with consistent nullability;
 //! - [`join_yield`]: a physical rule making joins yield to the scheduler
 //!   per output batch, so a multiplying join can be cancelled.
 //!
@@ -36,6 +38,7 @@ pub mod async_calls;
 pub mod broadcast_bound;
 pub mod catalog_path;
 pub mod created_names;
+pub mod is_unknown;
 pub mod join_yield;
 pub mod literal_insert;
 pub mod ml_predict;

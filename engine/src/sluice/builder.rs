@@ -25,6 +25,7 @@ use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 
 use crate::pg::catalog;
 use crate::rewrite::broadcast_bound::BoundBroadcasts;
+use crate::rewrite::is_unknown::UnknownAsNull;
 use crate::rewrite::join_yield::YieldingJoins;
 use crate::rewrite::scalar_subquery_field::TypedScalarSubqueries;
 use crate::rewrite::vector_index_rule::VectorIndexRule;
@@ -198,6 +199,7 @@ impl SluiceBuilder {
             .with_physical_optimizer_rule(Arc::new(CountModelCalls::new(Arc::clone(&models))))
             .with_optimizer_rule(Arc::new(VectorIndexRule))
             .with_optimizer_rule(Arc::new(TypedScalarSubqueries))
+            .with_optimizer_rule(Arc::new(UnknownAsNull))
             .build();
         let ctx = SessionContext::new_with_state(state);
         // Table scans read the data directory through DataFusion's Parquet
