@@ -17,7 +17,7 @@ use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::error::Result;
 use std::collections::HashMap;
 
-use super::key_index::KeyIndex;
+use super::key_index::{KeyIndex, key_nulls};
 use crate::streaming::signal::event_time_nanos;
 
 /// Rewrites are not worth it below this many dead rows.
@@ -285,9 +285,18 @@ impl SideRows {
             *wanted.entry(row.as_ref().to_vec()).or_default() += 1;
         }
         // The rows that may be deleted, by id: those with the deleted rows'
-        // keys, or every live row.
+        // keys, or every live row. The index leaves out rows with a NULL
+        // key (they match nothing), so deleting one looks at every row: an
+        // outer join's NULL-keyed rows stayed behind, and their NULL-padded
+        // output with them, when the keyed exchange gathered them in one
+        // copy whose index was built.
         let ids: Vec<u64> = match &self.index {
-            Some(index) if self.indexed => index.matching(batch, index.columns())?,
+            Some(index)
+                if self.indexed
+                    && key_nulls(batch, index.columns()).is_none_or(|n| n.null_count() == 0) =>
+            {
+                index.matching(batch, index.columns())?
+            }
             _ => self
                 .kept
                 .iter()
