@@ -21,6 +21,7 @@
 pub mod aggregate;
 pub mod checkpoint;
 pub mod config;
+pub mod copies;
 pub mod create_sink;
 pub mod explain;
 pub mod feed;

@@ -1,6 +1,6 @@
 //! [`Pipeline`]: a continuous query's operators in the shape of its plan —
 //! one chain per input, a [`Meeting`] wherever streams meet (a
-//! [`JoinOperator`] or a [`UnionOperator`] over inputs' or earlier
+//! [`KeyedJoin`] or a [`UnionOperator`] over inputs' or earlier
 //! meetings' outputs), each meeting followed by its own chain — and the
 //! routing of changes and signals through them. A query over one table is
 //! a pipeline with one input chain and no meeting; a join of three tables
@@ -9,7 +9,7 @@
 use datafusion::error::{DataFusionError, Result};
 
 use super::checkpoint::StateSnapshot;
-use super::join::JoinOperator;
+use super::join::KeyedJoin;
 use super::operator::{OperatorMetrics, StreamOperator};
 use super::signal::{Change, CheckpointBarrier, InputIndex, Watermark};
 use super::sink::EpochSink;
@@ -38,7 +38,7 @@ impl std::fmt::Display for Stream {
 pub enum Meeting {
     /// Two sides joined (boxed: a join's state is far larger than a
     /// union's).
-    Join(Box<JoinOperator>),
+    Join(Box<KeyedJoin>),
     /// Two or more sides' rows passed on together (`UNION ALL`).
     Union(UnionOperator),
 }
@@ -132,7 +132,10 @@ impl Meeting {
             true => "; a change meets the kept rows with its keys, through a key index",
             false => "; a change meets every kept row: no equality key is a plain column",
         };
-        format!("{kind}{found})")
+        match join.parallelism() {
+            1 => format!("{kind}{found})"),
+            n => format!("{kind}{found}; keyed over {n} tasks by the equality keys)"),
+        }
     }
 }
 

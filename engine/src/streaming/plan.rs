@@ -9,7 +9,7 @@
 //!   windowed when it groups by `window_start, window_end` (TUMBLE, HOP);
 //! - a **union** stage where the branches of a `UNION ALL` over different
 //!   tables meet ([`UnionOperator`]), each branch split on its own;
-//! - a **join** stage where two branches meet ([`JoinOperator`]): each side
+//! - a **join** stage where two branches meet ([`KeyedJoin`]): each side
 //!   (a table, or a join in turn) is split on its own into the stages
 //!   before the join, and the join with the projections and filters above
 //!   it runs as one DataFusion sub-plan over two feeds.
@@ -42,7 +42,7 @@ use sluice_functions::model::calls::CallKind;
 
 use super::aggregate::plan_aggregate;
 use super::feed::{FeedNode, FeedPlanner, FeedSlot};
-use super::join::{JoinOperator, join_keys, time_bounds};
+use super::join::{JoinOperator, KeyedJoin, join_keys, time_bounds};
 use super::operator::StreamOperator;
 use super::parallel::HeadStages;
 use super::pipeline::{JoinStep, Meeting, Pipeline, Stream};
@@ -411,12 +411,13 @@ impl ChainBuilder {
 
     /// The join stage `fragment` (a join over feeds 0 and 1, with the
     /// projections and filters above it); `event_times` are the inputs'
-    /// event-time columns, where they have one.
+    /// event-time columns, where they have one. A join with equality keys
+    /// runs as `parallelism` copies keyed by them.
     async fn join(
         &mut self,
         fragment: LogicalPlan,
         event_times: [Option<String>; 2],
-    ) -> Result<JoinOperator> {
+    ) -> Result<KeyedJoin> {
         let feeds = feed_schemas(&fragment)?;
         let [Some(left), Some(right)] = [
             feeds.first().cloned().flatten(),
@@ -447,13 +448,6 @@ impl ChainBuilder {
             }
             Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
         })?;
-        let slots = [Arc::new(FeedSlot::default()), Arc::new(FeedSlot::default())];
-        let planner = DefaultPhysicalPlanner::with_extension_planners(vec![Arc::new(
-            FeedPlanner::new(slots.to_vec()),
-        )]);
-        let plan = planner
-            .create_physical_plan(&optimized, &self.state)
-            .await?;
         let keys = join_keys(&optimized);
         let outer = join_type != JoinType::Inner;
         if outer && keys.is_none() {
@@ -470,18 +464,35 @@ impl ChainBuilder {
                 join_type.to_string().to_uppercase()
             )));
         }
-        JoinOperator::try_new(
-            plan,
-            slots,
-            [
-                Arc::new(left.as_arrow().clone()),
-                Arc::new(right.as_arrow().clone()),
-            ],
-            bounds,
-            keys,
-            outer,
-            self.task()?,
-        )
+        let input_schemas: [SchemaRef; 2] = [
+            Arc::new(left.as_arrow().clone()),
+            Arc::new(right.as_arrow().clone()),
+        ];
+        let copies = match keys {
+            Some(_) => self.parallelism.max(1),
+            None => 1,
+        };
+        let mut operators = Vec::with_capacity(copies);
+        for _ in 0..copies {
+            // Each copy reads its own feeds through its own plan.
+            let slots = [Arc::new(FeedSlot::default()), Arc::new(FeedSlot::default())];
+            let planner = DefaultPhysicalPlanner::with_extension_planners(vec![Arc::new(
+                FeedPlanner::new(slots.to_vec()),
+            )]);
+            let plan = planner
+                .create_physical_plan(&optimized, &self.state)
+                .await?;
+            operators.push(JoinOperator::try_new(
+                plan,
+                slots,
+                input_schemas.clone(),
+                bounds,
+                keys.clone(),
+                outer,
+                self.task()?,
+            )?);
+        }
+        KeyedJoin::try_new(operators, keys, &input_schemas[0])
     }
 }
 

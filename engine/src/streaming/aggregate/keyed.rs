@@ -12,22 +12,21 @@
 //! there are now, so a query restored at another parallelism redistributes
 //! its keyed state.
 
-use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use datafusion::arrow::array::{Array, BinaryArray, RecordBatch, UInt32Array};
-use datafusion::arrow::compute::{take, take_record_batch};
+use datafusion::arrow::compute::take;
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::arrow::row::{RowConverter, SortField};
-use datafusion::error::{DataFusionError, Result};
+use datafusion::error::Result;
 use datafusion::physical_expr::PhysicalExpr;
-use futures::FutureExt;
+use futures::future::BoxFuture;
 
 use super::checkpoint::corrupt;
 use super::operator::evaluate_columns;
 use crate::streaming::checkpoint::StateSnapshot;
-use crate::streaming::metrics::panic_message;
+use crate::streaming::copies::{lost_copy, run_copies, split, split_batch};
 use crate::streaming::operator::{OperatorMetrics, StreamOperator};
 use crate::streaming::signal::{Change, CheckpointBarrier, Watermark};
 
@@ -38,17 +37,26 @@ enum Step {
     Barrier(CheckpointBarrier),
 }
 
-/// Does `step` on `copy`; a watermark step returns the one to pass on.
-async fn perform(
+/// Does `step` on `copy`: what it emitted and, for a watermark step, the
+/// watermark to pass on.
+fn perform(
     copy: &mut Box<dyn StreamOperator>,
     step: Step,
-    out: &mut Vec<Change>,
-) -> Result<Option<Watermark>> {
-    match step {
-        Step::Change(change) => copy.process_change(change, out).await.map(|_| None),
-        Step::Watermark(watermark) => copy.handle_watermark(watermark, out).await.map(Some),
-        Step::Barrier(barrier) => copy.handle_checkpoint(barrier, out).await.map(|_| None),
-    }
+) -> BoxFuture<'_, Result<(Vec<Change>, Option<Watermark>)>> {
+    Box::pin(async move {
+        let mut out = Vec::new();
+        let passed = match step {
+            Step::Change(change) => copy.process_change(change, &mut out).await.map(|_| None),
+            Step::Watermark(watermark) => {
+                copy.handle_watermark(watermark, &mut out).await.map(Some)
+            }
+            Step::Barrier(barrier) => copy
+                .handle_checkpoint(barrier, &mut out)
+                .await
+                .map(|_| None),
+        }?;
+        Ok((out, passed))
+    })
 }
 
 /// Copies of one aggregate, each owning the groups whose key hashes to it.
@@ -58,24 +66,6 @@ pub struct KeyedAggregate {
     group_exprs: Vec<Arc<dyn PhysicalExpr>>,
     keys: RowConverter,
     name: String,
-}
-
-/// The copy a group key (in row format) belongs to among `copies`.
-fn copy_of(key: &[u8], copies: usize) -> usize {
-    // Any hash will do, as long as the live split and a restore agree
-    // within one process: a restore re-splits every group.
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    key.hash(&mut hasher);
-    (hasher.finish() % copies as u64) as usize
-}
-
-/// Row indices of `keys` per copy.
-fn split<'a>(keys: impl Iterator<Item = &'a [u8]>, copies: usize) -> Vec<Vec<u32>> {
-    let mut parts = vec![Vec::new(); copies];
-    for (row, key) in keys.enumerate() {
-        parts[copy_of(key, copies)].push(row as u32);
-    }
-    parts
 }
 
 impl KeyedAggregate {
@@ -103,72 +93,26 @@ impl KeyedAggregate {
         self.copies
             .first()
             .and_then(|c| c.as_deref())
-            .ok_or_else(lost)
+            .ok_or_else(lost_copy)
     }
 
-    /// Runs `steps[i]` on copy `i` (those given), all at once in tasks of
-    /// their own, and gathers what they emitted in copy order; the
-    /// watermark is the first copy's. A panic is caught in the task, so the
-    /// copy comes back (its state is then restored from a checkpoint).
+    /// Runs `steps[i]` on copy `i` (those given), all at once, and
+    /// gathers what they emitted in copy order; the watermark is the first
+    /// copy's.
     async fn run(&mut self, steps: Vec<Option<Step>>) -> Result<(Vec<Change>, Option<Watermark>)> {
-        let mut running = Vec::new();
-        for (at, step) in steps.into_iter().enumerate() {
-            let Some(step) = step else { continue };
-            let mut copy = self.copies[at].take().ok_or_else(lost)?;
-            running.push((
-                at,
-                tokio::spawn(async move {
-                    let mut out = Vec::new();
-                    let outcome = std::panic::AssertUnwindSafe(perform(&mut copy, step, &mut out))
-                        .catch_unwind()
-                        .await;
-                    let outcome = match outcome {
-                        Ok(Ok(watermark)) => Ok((out, watermark)),
-                        Ok(Err(e)) => Err(e),
-                        Err(panic) => {
-                            Err(DataFusionError::Execution(panic_message(panic.as_ref())))
-                        }
-                    };
-                    (copy, outcome)
-                }),
-            ));
-        }
         let mut emitted = Vec::new();
         let mut watermark = None;
-        let mut failure = None;
-        for (at, task) in running {
-            match task.await {
-                Ok((copy, outcome)) => {
-                    self.copies[at] = Some(copy);
-                    match outcome {
-                        Ok((changes, passed)) => {
-                            emitted.extend(changes);
-                            watermark = watermark.or(passed);
-                        }
-                        Err(e) => failure = failure.or(Some(e)),
-                    }
-                }
-                Err(e) => {
-                    failure = failure.or(Some(DataFusionError::Execution(format!(
-                        "an aggregate task failed: {e}"
-                    ))))
-                }
-            }
+        for (changes, passed) in run_copies(&mut self.copies, steps, perform).await? {
+            emitted.extend(changes);
+            watermark = watermark.or(passed);
         }
-        match failure {
-            Some(e) => Err(e),
-            None => Ok((emitted, watermark)),
-        }
+        Ok((emitted, watermark))
     }
 
     /// `step` for every copy.
     fn everyone(&self, step: impl Fn() -> Step) -> Vec<Option<Step>> {
         (0..self.copies.len()).map(|_| Some(step())).collect()
     }
-}
-
-fn lost() -> DataFusionError {
-    DataFusionError::Internal("a keyed aggregate lost a copy (a task of it panicked)".into())
 }
 
 #[async_trait]
@@ -199,20 +143,17 @@ impl StreamOperator for KeyedAggregate {
         }
         let key_columns = evaluate_columns(&self.group_exprs, batch)?;
         let rows = self.keys.convert_columns(&key_columns)?;
-        let parts = split(rows.iter().map(|row| row.data()), self.copies.len());
-        let steps = parts
+        let steps = split_batch(batch, rows.iter().map(|row| row.data()), self.copies.len())?
             .into_iter()
-            .map(|indices| {
-                if indices.is_empty() {
-                    return Ok(None);
-                }
-                let batch = take_record_batch(batch, &UInt32Array::from(indices))?;
-                Ok(Some(Step::Change(Change {
-                    op: change.op,
-                    batch,
-                })))
+            .map(|part| {
+                part.map(|batch| {
+                    Step::Change(Change {
+                        op: change.op,
+                        batch,
+                    })
+                })
             })
-            .collect::<Result<Vec<_>>>()?;
+            .collect();
         let (emitted, _) = self.run(steps).await?;
         out.extend(emitted);
         Ok(())
@@ -254,7 +195,7 @@ impl StreamOperator for KeyedAggregate {
         let mut meta = serde_json::Value::Null;
         let mut late_rows = 0;
         for copy in &mut self.copies {
-            let copy = copy.as_mut().ok_or_else(lost)?;
+            let copy = copy.as_mut().ok_or_else(lost_copy)?;
             late_rows += copy.metrics().late_rows;
             if let Some(snapshot) = copy.snapshot()? {
                 batches.extend(snapshot.batches);
@@ -300,31 +241,9 @@ impl StreamOperator for KeyedAggregate {
                 meta["late_rows"] = serde_json::json!(0);
             }
             copy.as_mut()
-                .ok_or_else(lost)?
+                .ok_or_else(lost_copy)?
                 .restore(StateSnapshot { batches, meta })?;
         }
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn every_key_goes_to_one_copy_and_keys_spread() {
-        let keys: Vec<Vec<u8>> = (0..1000u32).map(|i| i.to_le_bytes().to_vec()).collect();
-        let parts = split(keys.iter().map(Vec::as_slice), 3);
-        assert_eq!(parts.iter().map(Vec::len).sum::<usize>(), 1000);
-        assert!(
-            parts.iter().all(|p| p.len() > 200),
-            "{:?}",
-            parts.iter().map(Vec::len).collect::<Vec<_>>()
-        );
-        for (at, part) in parts.iter().enumerate() {
-            for row in part {
-                assert_eq!(copy_of(&keys[*row as usize], 3), at);
-            }
-        }
     }
 }
