@@ -79,6 +79,13 @@ pub trait StreamOperator: Send {
         true
     }
 
+    /// Whether it keeps no state at all (projections, filters, function
+    /// calls): where such a stage runs at the head of an input moves with
+    /// the parallelism, so checkpoints leave it out.
+    fn is_stateless(&self) -> bool {
+        false
+    }
+
     /// The operator's state after a barrier was handled, for a checkpoint;
     /// `None` for an operator that keeps none.
     fn snapshot(&mut self) -> Result<Option<StateSnapshot>> {

@@ -362,12 +362,19 @@ impl Pipeline {
 
     /// Every operator's state, in pipeline order: the inputs' chains, then
     /// per join its two sides and its chain (with one join: the layout of
-    /// checkpoints taken before joins could nest).
+    /// checkpoints taken before joins could nest). An input's leading
+    /// stateless stages are left out: at parallelism 1 they run in its
+    /// chain, above it beside the source, so the layout is the same at any
+    /// parallelism and a view rescales between 1 and more.
     pub fn snapshot(&mut self) -> Result<Vec<Option<StateSnapshot>>> {
         let mut snapshots = self
             .inputs
             .iter_mut()
-            .flatten()
+            .flat_map(|chain| {
+                chain
+                    .iter_mut()
+                    .skip_while(|operator| operator.is_stateless())
+            })
             .map(|operator| operator.snapshot())
             .collect::<Result<Vec<_>>>()?;
         for step in &mut self.joins {
@@ -379,25 +386,41 @@ impl Pipeline {
         Ok(snapshots)
     }
 
-    /// Restores what [`Self::snapshot`] took, operator by operator.
+    /// Restores what [`Self::snapshot`] took, operator by operator; also
+    /// takes the layout of checkpoints written before the leading stateless
+    /// stages were left out (at the parallelism they were written at).
     pub fn restore(&mut self, snapshots: Vec<Option<StateSnapshot>>) -> Result<()> {
+        let leading = |chain: &Vec<Box<dyn StreamOperator>>| {
+            chain
+                .iter()
+                .take_while(|operator| operator.is_stateless())
+                .count()
+        };
         let heads: usize = self.inputs.iter().map(Vec::len).sum();
+        let stateless_heads: usize = self.inputs.iter().map(leading).sum();
         let joined: usize = self
             .joins
             .iter()
             .map(|step| step.meeting.snapshot_width() + step.chain.len())
             .sum();
-        if heads + joined != snapshots.len() {
+        let skip_leading = if snapshots.len() == heads - stateless_heads + joined {
+            true
+        } else if snapshots.len() == heads + joined {
+            false
+        } else {
             return Err(DataFusionError::Execution(format!(
                 "the checkpoint holds {} operators, the plan has {}",
                 snapshots.len(),
-                heads + joined
+                heads - stateless_heads + joined
             )));
-        }
+        };
         let mut snapshots = snapshots.into_iter();
-        for operator in self.inputs.iter_mut().flatten() {
-            if let Some(Some(snapshot)) = snapshots.next() {
-                operator.restore(snapshot)?;
+        for chain in &mut self.inputs {
+            let skipped = if skip_leading { leading(chain) } else { 0 };
+            for operator in chain.iter_mut().skip(skipped) {
+                if let Some(Some(snapshot)) = snapshots.next() {
+                    operator.restore(snapshot)?;
+                }
             }
         }
         for step in &mut self.joins {

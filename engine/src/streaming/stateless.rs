@@ -49,6 +49,10 @@ impl StreamOperator for StatelessOperator {
         "project"
     }
 
+    fn is_stateless(&self) -> bool {
+        true
+    }
+
     fn describe(&self) -> String {
         // The sub-plan's nodes top-down, minus the feed at its leaf.
         // (Batching and cooperative-scheduling wrappers say nothing here.)
