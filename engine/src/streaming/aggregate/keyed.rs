@@ -66,15 +66,21 @@ pub struct KeyedAggregate {
     group_exprs: Vec<Arc<dyn PhysicalExpr>>,
     keys: RowConverter,
     name: String,
+    /// What the key is, for `EXPLAIN` ("group key", "partition key").
+    key_name: &'static str,
 }
 
 impl KeyedAggregate {
-    /// Runs `copies` (two or more, of one grouped aggregate: the same
-    /// `group_exprs` of `group_types`) side by side.
+    /// Runs `copies` (two or more, of one grouped aggregate) side by side,
+    /// keyed by `group_exprs` of `group_types`: the group columns, or for
+    /// a SESSION aggregate its partition columns (sessions merge within a
+    /// partition). Either way the first column of a copy's checkpoint
+    /// holds the same key bytes, which a restore splits by.
     pub fn try_new(
         copies: Vec<Box<dyn StreamOperator>>,
         group_exprs: Vec<Arc<dyn PhysicalExpr>>,
         group_types: Vec<DataType>,
+        key_name: &'static str,
     ) -> Result<Self> {
         let name = format!(
             "{} (keyed over {} tasks)",
@@ -86,6 +92,7 @@ impl KeyedAggregate {
             group_exprs,
             keys: RowConverter::new(group_types.into_iter().map(SortField::new).collect())?,
             name,
+            key_name,
         })
     }
 
@@ -124,8 +131,9 @@ impl StreamOperator for KeyedAggregate {
     fn describe(&self) -> String {
         let inner = self.first().map(|c| c.describe()).unwrap_or_default();
         format!(
-            "{inner}; keyed over {} tasks by the group key",
-            self.copies.len()
+            "{inner}; keyed over {} tasks by the {}",
+            self.copies.len(),
+            self.key_name
         )
     }
 

@@ -83,17 +83,42 @@ pub fn plan_aggregate(
                     )));
                 }
             }
-            let (aggregates, strategies) = aggregate_functions(state, aggregate, false)?;
-            Ok(PlannedAggregate {
-                operator: Box::new(SessionOperator::try_new(
-                    group_exprs,
-                    roles,
-                    group_types,
+            let copy = || -> Result<Box<dyn StreamOperator>> {
+                let (aggregates, strategies) = aggregate_functions(state, aggregate, false)?;
+                Ok(Box::new(SessionOperator::try_new(
+                    group_exprs.clone(),
+                    roles.clone(),
+                    group_types.clone(),
                     aggregates,
                     strategies,
                     session.gap_nanos,
-                    output_schema,
-                )?),
+                    Arc::clone(&output_schema),
+                )?))
+            };
+            // Sessions merge within a partition only: copies keyed by the
+            // partition columns (the same row bytes a session checkpoint
+            // holds in its first column, so a restore splits alike).
+            let partition: Vec<usize> = (0..roles.len())
+                .filter(|&i| roles[i] == GroupRole::Key { partition: true })
+                .collect();
+            let operator: Box<dyn StreamOperator> = if parallelism > 1 && !partition.is_empty() {
+                let copies = (0..parallelism)
+                    .map(|_| copy())
+                    .collect::<Result<Vec<_>>>()?;
+                Box::new(KeyedAggregate::try_new(
+                    copies,
+                    partition
+                        .iter()
+                        .map(|&i| Arc::clone(&group_exprs[i]))
+                        .collect(),
+                    partition.iter().map(|&i| group_types[i].clone()).collect(),
+                    "partition key",
+                )?)
+            } else {
+                copy()?
+            };
+            Ok(PlannedAggregate {
+                operator,
                 append_only: true,
             })
         }
@@ -128,6 +153,7 @@ pub fn plan_aggregate(
                     copies,
                     group_exprs.clone(),
                     group_types.clone(),
+                    "group key",
                 )?)
             } else {
                 copy()?
