@@ -35,6 +35,20 @@ pub fn result_fields(
     format: &Format,
     options: Option<Arc<FormatOptions>>,
 ) -> PgWireResult<Vec<FieldInfo>> {
+    // pgwire indexes a Bind's result format codes by column and panics
+    // past their end (fuzzing, seed 10); Postgres refuses the mismatch.
+    if let Format::Individual(formats) = format
+        && formats.len() != schema.fields().len()
+    {
+        return Err(user_error(
+            codes::PROTOCOL_VIOLATION,
+            format!(
+                "bind message has {} result formats but query has {} columns",
+                formats.len(),
+                schema.fields().len()
+            ),
+        ));
+    }
     schema
         .fields()
         .iter()

@@ -371,6 +371,71 @@ async fn garbage_on_the_socket_does_not_kill_the_server() {
     assert_eq!(row.get::<_, i64>(0), 1);
 }
 
+/// One frontend message: its tag, its length, its body.
+fn frontend_message(tag: u8, body: &[u8]) -> Vec<u8> {
+    let mut message = vec![tag];
+    message.extend(((body.len() + 4) as i32).to_be_bytes());
+    message.extend(body);
+    message
+}
+
+/// Reads backend messages up to and including ReadyForQuery; returns the
+/// SQLSTATEs of the ErrorResponses among them.
+async fn errors_until_ready(socket: &mut tokio::net::TcpStream) -> Vec<String> {
+    use tokio::io::AsyncReadExt;
+    let mut codes = Vec::new();
+    loop {
+        let tag = socket.read_u8().await.expect("a message tag");
+        let length = socket.read_i32().await.expect("a message length");
+        let mut body = vec![0; usize::try_from(length - 4).expect("a length")];
+        socket.read_exact(&mut body).await.expect("a message body");
+        if tag == b'E' {
+            // Fields: a type byte and a C string each, then a zero byte.
+            let mut fields = body.split(|b| *b == 0);
+            for field in fields.by_ref() {
+                if let Some((b'C', code)) = field.split_first() {
+                    codes.push(String::from_utf8_lossy(code).into_owned());
+                }
+            }
+        }
+        if tag == b'Z' {
+            return codes;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bind_with_the_wrong_number_of_result_formats_is_refused() {
+    use tokio::io::AsyncWriteExt;
+    let (server, _dir) = start().await;
+    let mut socket = tokio::net::TcpStream::connect(server.addr)
+        .await
+        .expect("tcp");
+    let mut startup = 196_608i32.to_be_bytes().to_vec();
+    startup.extend(b"user\0sluice\0\0");
+    let mut framed = ((startup.len() + 4) as i32).to_be_bytes().to_vec();
+    framed.extend(startup);
+    socket.write_all(&framed).await.expect("startup");
+    assert!(errors_until_ready(&mut socket).await.is_empty());
+    // Three columns, two result format codes: pgwire indexed past the
+    // codes and panicked (fuzzing, seed 10); Postgres answers 08P01.
+    let mut messages = frontend_message(b'P', b"\0SELECT 1, 2, 3\0\0\0");
+    messages.extend(frontend_message(
+        b'B',
+        &[0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 1],
+    ));
+    messages.extend(frontend_message(b'E', &[0, 0, 0, 0, 0]));
+    messages.extend(frontend_message(b'S', &[]));
+    socket.write_all(&messages).await.expect("extended query");
+    assert_eq!(errors_until_ready(&mut socket).await, ["08P01"]);
+    // The connection goes on: the same query with one code for all.
+    let mut messages = frontend_message(b'B', &[0, 0, 0, 0, 0, 0, 0, 1, 0, 0]);
+    messages.extend(frontend_message(b'E', &[0, 0, 0, 0, 0]));
+    messages.extend(frontend_message(b'S', &[]));
+    socket.write_all(&messages).await.expect("extended query");
+    assert!(errors_until_ready(&mut socket).await.is_empty());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uuid_and_json_in_binary_and_text() {
     use tokio_postgres::types::Type;
