@@ -1,7 +1,8 @@
-"""Keyed aggregates across cores: the same continuous GROUP BY over the
-Nexmark bid generator at streaming_parallelism 1 and at N, side by side in
-one server (runs alternate, so both meet the same machine noise). Reports
-events/s of each and the speed-up, and checks both views hold the same rows.
+"""Keyed stages across cores: the same continuous GROUP BY, join and
+SESSION aggregate over the Nexmark generator at streaming_parallelism 1 and
+at N, side by side in one server (runs alternate, so both meet the same
+machine noise). Reports bids/s of each and the speed-up, and checks both
+views hold the same rows.
 
 Usage: bench.py SLUICE_BINARY PORT [--events N] [--parallelism N] [--rounds N]
 """
@@ -22,6 +23,13 @@ QUERIES = {
     "q5a": """SELECT auction, count(*) AS num, window_start, window_end
               FROM HOP(TABLE bid, DESCRIPTOR(date_time), INTERVAL '2' SECOND, INTERVAL '10' SECOND)
               GROUP BY auction, window_start, window_end""",
+    # Every bid meets its auction: a keyed join whose state is both inputs.
+    "bid_join_auction": """SELECT b.auction, b.price, a.seller, a.category
+                           FROM bid b JOIN auction a ON b.auction = a.id""",
+    "bidder_sessions": """SELECT bidder, window_start, window_end, count(*) AS n, sum(price) AS spent
+                          FROM SESSION(TABLE bid PARTITION BY bidder, DESCRIPTOR(date_time),
+                                       INTERVAL '2' SECOND)
+                          GROUP BY bidder, window_start, window_end""",
 }
 
 
@@ -59,6 +67,12 @@ def main():
                 "date_time TIMESTAMP, extra TEXT, WATERMARK FOR date_time AS date_time - INTERVAL '4' SECOND) "
                 f"WITH ('connector' = 'nexmark', 'nexmark.table' = 'bid', 'events' = '{args.events}', "
                 "'events_per_second' = '0')")
+            # The generator's proportions: 6 auctions to 92 bids.
+            conn.execute(
+                "CREATE TABLE auction (id BIGINT, seller BIGINT, category BIGINT, date_time TIMESTAMP, "
+                "WATERMARK FOR date_time AS date_time - INTERVAL '4' SECOND) "
+                f"WITH ('connector' = 'nexmark', 'nexmark.table' = 'auction', "
+                f"'events' = '{max(1, args.events * 6 // 92)}', 'events_per_second' = '0')")
             conn.execute("SET checkpoint_interval_ms = 0")
             print(f"# {args.events} Nexmark bids per run, best of {args.rounds}; "
                   f"parallelism 1 vs {args.parallelism}")

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Keyed aggregates across cores: a continuous GROUP BY at parallelism 1 vs
-# N on the same generated events (see bench.py).
+# Keyed stages across cores: a continuous GROUP BY, a HOP window, a join and
+# a SESSION aggregate at parallelism 1 vs N on the same generated events
+# (see bench.py).
 #
 #   bash benchmarks/parallelism/run.sh          # 1M bids, parallelism = cores
 #   SMOKE=1 bash benchmarks/parallelism/run.sh  # 50k bids: seconds
