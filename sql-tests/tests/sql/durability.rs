@@ -824,3 +824,46 @@ async fn run(sluice: &Sluice, statements: &[&str]) {
             .unwrap_or_else(|e| panic!("{sql}: {e}"));
     }
 }
+
+/// The physical plan of `sql`, as EXPLAIN shows it.
+async fn physical_plan(sluice: &Sluice, sql: &str) -> String {
+    let explained = rows(sluice, &format!("EXPLAIN {sql}")).await;
+    explained
+        .into_iter()
+        .find(|row| row.first().and_then(Option::as_deref) == Some("physical_plan"))
+        .and_then(|row| row.into_iter().nth(1).flatten())
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_optimizer_knows_each_table_s_row_count() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let sluice = open(dir.path()).await;
+    for sql in [
+        "CREATE TABLE big (id BIGINT, k BIGINT)",
+        "CREATE TABLE small (k BIGINT, name TEXT)",
+        "INSERT INTO big SELECT value, value % 25 FROM generate_series(1, 20000)",
+        "INSERT INTO small SELECT value, 'n' || value::text FROM generate_series(0, 24)",
+    ] {
+        sluice
+            .sql(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+    // count(*) is answered from the manifest's row counts, not a scan.
+    let plan = physical_plan(&sluice, "SELECT count(*) FROM big").await;
+    assert!(plan.contains("20000 as count(*)"), "{plan}");
+    // A join collects the 25-row side instead of repartitioning both.
+    let plan = physical_plan(
+        &sluice,
+        "SELECT s.name, count(*) FROM big b JOIN small s ON b.k = s.k GROUP BY s.name",
+    )
+    .await;
+    assert!(plan.contains("HashJoinExec: mode=CollectLeft"), "{plan}");
+    assert!(plan.contains("tables/public/small/data"), "{plan}");
+    // After a restart the manifest still tells.
+    drop(sluice);
+    let sluice = open(dir.path()).await;
+    let plan = physical_plan(&sluice, "SELECT count(*) FROM big").await;
+    assert!(plan.contains("20000 as count(*)"), "{plan}");
+}
