@@ -1,14 +1,14 @@
 //! A bound on one value repeated down a batch.
 //!
-//! A projection whose expression evaluates to a single value (a scalar
-//! subquery's `array_agg`, a folded `repeat('x', 10000000)`) makes an array
-//! of that value once per row of the batch. Arrow allocates that array
-//! outside DataFusion's memory pool, and Rust aborts the process when an
-//! allocation fails: `SELECT (SELECT array_agg(f) FROM t) FROM t` over a
+//! A projection or a sort whose expression evaluates to a single value (a
+//! scalar subquery's `array_agg`, a folded `repeat('x', 10000000)`) makes
+//! an array of that value once per row of the batch. Arrow allocates that
+//! array outside DataFusion's memory pool, and Rust aborts the process when
+//! an allocation fails: `SELECT (SELECT array_agg(f) FROM t) FROM t` over a
 //! 750,000-row table asked for 24.6 GB in one batch and killed the server.
-//! [`BoundBroadcasts`] wraps such expressions so that a value too large to
-//! repeat fails its statement with 53200 (out of memory) before the array is
-//! made.
+//! [`BoundBroadcasts`] wraps such expressions (projected values and sort
+//! keys) so that a value too large to repeat fails its statement with 53200
+//! (out of memory) before the array is made.
 
 use std::fmt;
 use std::hash::Hash;
@@ -23,9 +23,11 @@ use datafusion::logical_expr::ColumnarValue;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::expressions::{Column, Literal};
 use datafusion::physical_expr::projection::ProjectionExpr;
+use datafusion::physical_expr::{LexOrdering, PhysicalSortExpr};
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::projection::ProjectionExec;
+use datafusion::physical_plan::sorts::sort::SortExec;
 
 /// The most bytes one value may take once repeated down a batch. Postgres
 /// bounds one value to 1 GB; a batch of one value is bounded the same.
@@ -47,6 +49,12 @@ impl PhysicalOptimizerRule for BoundBroadcasts {
         _config: &ConfigOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         plan.transform_up(|node| {
+            if let Some(sort) = node.downcast_ref::<SortExec>() {
+                return Ok(match bound_sort_keys(sort)? {
+                    Some(bounded) => Transformed::yes(bounded),
+                    None => Transformed::no(node),
+                });
+            }
             let Some(projection) = node.downcast_ref::<ProjectionExec>() else {
                 return Ok(Transformed::no(node));
             };
@@ -80,6 +88,34 @@ impl PhysicalOptimizerRule for BoundBroadcasts {
     fn schema_check(&self) -> bool {
         true
     }
+}
+
+/// `sort` with its single-value keys wrapped (`None`: it has none): a sort
+/// evaluates its keys into arrays as a projection does, and `ORDER BY
+/// (SELECT array_agg(t) FROM t)` asked for 6.5 GB in one batch (fuzzing,
+/// seed 11).
+fn bound_sort_keys(sort: &SortExec) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+    let input_schema = sort.input().schema();
+    let mut wrapped = false;
+    let mut keys = Vec::with_capacity(sort.expr().len());
+    for key in sort.expr().iter() {
+        if may_repeat_a_large_value(&key.expr, &input_schema)? {
+            wrapped = true;
+            keys.push(PhysicalSortExpr::new(
+                Arc::new(BoundedBroadcast(Arc::clone(&key.expr))),
+                key.options,
+            ));
+        } else {
+            keys.push(key.clone());
+        }
+    }
+    let Some(ordering) = LexOrdering::new(keys).filter(|_| wrapped) else {
+        return Ok(None);
+    };
+    let bounded = SortExec::new(ordering, Arc::clone(sort.input()))
+        .with_preserve_partitioning(sort.preserve_partitioning())
+        .with_fetch(sort.fetch());
+    Ok(Some(Arc::new(bounded)))
 }
 
 /// Whether `expr` may evaluate to one value that is large once repeated:
