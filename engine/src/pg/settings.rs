@@ -469,6 +469,9 @@ fn invalid_value(def: &SettingDef, value: &str, why: &str) -> DataFusionError {
     ))
 }
 
+/// The longest `TimeZone` value taken (Postgres' NAMEDATALEN - 1).
+const MAX_TIME_ZONE_BYTES: usize = 63;
+
 /// Checks a value and returns it in the form `SHOW` displays.
 fn validate(def: &SettingDef, value: &str) -> Result<String> {
     match def.name {
@@ -482,6 +485,14 @@ fn validate(def: &SettingDef, value: &str) -> Result<String> {
             }
             Ok(value[..end].to_owned())
         }
+        // Reported back in a ParameterStatus too: a 65 KB zone made libpq
+        // lose sync with the server (fuzzing, seed 11). Postgres' zone names
+        // are short; a longer value is no zone.
+        "TimeZone" if value.len() > MAX_TIME_ZONE_BYTES => Err(invalid_value(
+            def,
+            &value.chars().take(MAX_TIME_ZONE_BYTES).collect::<String>(),
+            &format!("a time zone is at most {MAX_TIME_ZONE_BYTES} bytes"),
+        )),
         "client_encoding" => {
             // asyncpg sends `'utf-8'`, quotes included, at startup.
             let v = value
@@ -570,6 +581,16 @@ fn validate(def: &SettingDef, value: &str) -> Result<String> {
                 def,
                 value,
                 "must be an integer from -15 to 3",
+            )),
+        },
+        // Reported in a ParameterStatus as well; Sluice writes intervals in
+        // Postgres' default style only.
+        "IntervalStyle" => match value.trim().to_ascii_lowercase().as_str() {
+            "postgres" => Ok("postgres".into()),
+            _ => Err(invalid_value(
+                def,
+                &value.chars().take(64).collect::<String>(),
+                "only postgres output is supported",
             )),
         },
         "standard_conforming_strings"
