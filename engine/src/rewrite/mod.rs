@@ -25,10 +25,9 @@
 //!   which Postgres answers and DataFusion refuses, aliased apart;
 //! - [`broadcast_bound`]: a physical rule failing a projection that would
 //!   repeat one huge value down a batch, before Arrow allocates it;
-//! - [`scalar_subquery_field`]: an optimizer rule keeping a scalar
-//!   subquery's Sluice type (field metadata) through physical planning;
-//! - [`is_unknown`]: an optimizer rule planning `IS [NOT] UNKNOWN` as
-//!   `IS [NOT] NULL`, which DataFusion plans with consistent nullability;
+//! - [`consistent_fields`]: an optimizer rule rewriting expressions whose
+//!   physical field DataFusion computes differently from the logical one
+//!   (a scalar subquery's Sluice type, `IS UNKNOWN`'s nullability);
 //! - [`join_yield`]: a physical rule making joins yield to the scheduler
 //!   per output batch, so a multiplying join can be cancelled.
 //!
@@ -37,13 +36,12 @@
 pub mod async_calls;
 pub mod broadcast_bound;
 pub mod catalog_path;
+pub mod consistent_fields;
 pub mod created_names;
-pub mod is_unknown;
 pub mod join_yield;
 pub mod literal_insert;
 pub mod ml_predict;
 pub mod operator_precedence;
-pub mod scalar_subquery_field;
 pub mod subquery_values;
 pub mod text_insert;
 pub mod typed_values;

@@ -25,9 +25,8 @@ use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 
 use crate::pg::catalog;
 use crate::rewrite::broadcast_bound::BoundBroadcasts;
-use crate::rewrite::is_unknown::UnknownAsNull;
+use crate::rewrite::consistent_fields::ConsistentFields;
 use crate::rewrite::join_yield::YieldingJoins;
-use crate::rewrite::scalar_subquery_field::TypedScalarSubqueries;
 use crate::rewrite::vector_index_rule::VectorIndexRule;
 use crate::sluice::relation_details::SluiceRelationDetails;
 use datafusion::physical_optimizer::optimizer::PhysicalOptimizer;
@@ -198,8 +197,7 @@ impl SluiceBuilder {
             .with_physical_optimizer_rule(Arc::new(YieldingJoins))
             .with_physical_optimizer_rule(Arc::new(CountModelCalls::new(Arc::clone(&models))))
             .with_optimizer_rule(Arc::new(VectorIndexRule))
-            .with_optimizer_rule(Arc::new(TypedScalarSubqueries))
-            .with_optimizer_rule(Arc::new(UnknownAsNull))
+            .with_optimizer_rule(Arc::new(ConsistentFields))
             .build();
         let ctx = SessionContext::new_with_state(state);
         // Table scans read the data directory through DataFusion's Parquet

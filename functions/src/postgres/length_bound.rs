@@ -11,13 +11,13 @@ use std::sync::Arc;
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int64Array};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::compute::kernels::length::length as byte_length;
-use datafusion::arrow::datatypes::{DataType, FieldRef, Int64Type};
+use datafusion::arrow::datatypes::{DataType, Int64Type};
 use datafusion::common::ScalarValue;
 use datafusion::error::{DataFusionError, Result};
-use datafusion::logical_expr::{
-    ColumnarValue, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
-};
+use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDF};
 use sluice_types::error::{SluiceError, SqlState};
+
+use super::guarded::{ArgumentGuard, Guarded};
 
 /// The most bytes one text value may hold, as in Postgres.
 pub const MAX_TEXT_BYTES: i64 = (1 << 30) - 1;
@@ -32,33 +32,42 @@ enum Sizing {
     RepeatCount,
 }
 
-/// A DataFusion text function whose result length is checked first.
-#[derive(Debug, PartialEq, Eq, Hash)]
-pub struct LengthBound {
-    inner: ScalarUDF,
-    sizing: Sizing,
+/// `lpad`, `rpad` and `repeat`, each with a [`LengthGuard`] in front.
+pub fn bounded_functions() -> Vec<ScalarUDF> {
+    use datafusion::functions::{string, unicode};
+    [
+        (unicode::lpad(), Sizing::PadLength),
+        (unicode::rpad(), Sizing::PadLength),
+        (string::repeat(), Sizing::RepeatCount),
+    ]
+    .into_iter()
+    .map(|(inner, sizing)| Guarded::udf(&inner, Arc::new(LengthGuard(sizing))))
+    .collect()
 }
 
-impl LengthBound {
-    /// `lpad`, `rpad` and `repeat`, bounded.
-    pub fn all() -> Vec<ScalarUDF> {
-        use datafusion::functions::{string, unicode};
-        [
-            (unicode::lpad(), Sizing::PadLength),
-            (unicode::rpad(), Sizing::PadLength),
-            (string::repeat(), Sizing::RepeatCount),
-        ]
-        .into_iter()
-        .map(|(inner, sizing)| {
-            ScalarUDF::new_from_impl(Self {
-                inner: inner.as_ref().clone(),
-                sizing,
-            })
-        })
-        .collect()
+/// Checks a text function's result length before it runs.
+#[derive(Debug)]
+struct LengthGuard(Sizing);
+
+impl ArgumentGuard for LengthGuard {
+    fn name(&self) -> &'static str {
+        match self.0 {
+            Sizing::PadLength => "pad length",
+            Sizing::RepeatCount => "repeat count",
+        }
     }
 
-    fn check(&self, args: &ScalarFunctionArgs) -> Result<()> {
+    fn guard(&self, function: &str, mut args: ScalarFunctionArgs) -> Result<ScalarFunctionArgs> {
+        self.check(function, &args)?;
+        if let Some(length) = args.args.get_mut(1) {
+            *length = at_least_zero(length)?;
+        }
+        Ok(args)
+    }
+}
+
+impl LengthGuard {
+    fn check(&self, function: &str, args: &ScalarFunctionArgs) -> Result<()> {
         // Constant arguments (the usual case) are checked once, not per row.
         let all_constant = args
             .args
@@ -72,7 +81,7 @@ impl LengthBound {
         let lengths = as_int64(&length.to_array(rows)?)?;
         let lengths = lengths.as_primitive::<Int64Type>();
         // Bytes per unit of the length argument, per row.
-        let unit_bytes = match (self.sizing, args.args.first()) {
+        let unit_bytes = match (self.0, args.args.first()) {
             (Sizing::RepeatCount, Some(text)) => {
                 Some(as_int64(&byte_length(&text.to_array(rows)?)?)?)
             }
@@ -94,17 +103,14 @@ impl LengthBound {
             let bytes = i128::from(n.max(0)) * i128::from(unit);
             // Padding allocates a byte per character up front (more only
             // when the fill is wider).
-            batch_bytes += match self.sizing {
+            batch_bytes += match self.0 {
                 Sizing::PadLength => i128::from(n.max(0)),
                 Sizing::RepeatCount => bytes,
             };
             if bytes > i128::from(MAX_TEXT_BYTES) {
                 return Err(SluiceError::new(
                     SqlState::PROGRAM_LIMIT_EXCEEDED,
-                    format!(
-                        "requested length too large: {}(…, {n}) over 1 GB",
-                        self.name()
-                    ),
+                    format!("requested length too large: {function}(…, {n}) over 1 GB"),
                 )
                 .into());
             }
@@ -118,9 +124,8 @@ impl LengthBound {
             return Err(SluiceError::new(
                 SqlState::PROGRAM_LIMIT_EXCEEDED,
                 format!(
-                    "{}: the results of one batch of {} rows would take up to {batch_bytes} bytes, \
-                     over 1 GB; lower datafusion.execution.batch_size",
-                    self.name(),
+                    "{function}: the results of one batch of {} rows would take up to \
+                     {batch_bytes} bytes, over 1 GB; lower datafusion.execution.batch_size",
                     args.number_rows
                 ),
             )
@@ -156,40 +161,6 @@ fn as_int64(array: &ArrayRef) -> Result<ArrayRef> {
     cast(array, &DataType::Int64).map_err(DataFusionError::from)
 }
 
-impl ScalarUDFImpl for LengthBound {
-    fn name(&self) -> &str {
-        self.inner.name()
-    }
-
-    fn aliases(&self) -> &[String] {
-        self.inner.aliases()
-    }
-
-    fn signature(&self) -> &Signature {
-        self.inner.signature()
-    }
-
-    fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
-        self.inner.return_type(arg_types)
-    }
-
-    fn return_field_from_args(&self, args: ReturnFieldArgs) -> Result<FieldRef> {
-        self.inner.return_field_from_args(args)
-    }
-
-    fn coerce_types(&self, arg_types: &[DataType]) -> Result<Vec<DataType>> {
-        self.inner.coerce_types(arg_types)
-    }
-
-    fn invoke_with_args(&self, mut args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        self.check(&args)?;
-        if let Some(length) = args.args.get_mut(1) {
-            *length = at_least_zero(length)?;
-        }
-        self.inner.invoke_with_args(args)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -197,7 +168,7 @@ mod tests {
 
     async fn run(sql: &str) -> Result<()> {
         let ctx = SessionContext::new();
-        for udf in LengthBound::all() {
+        for udf in bounded_functions() {
             ctx.register_udf(udf);
         }
         ctx.sql(sql).await?.collect().await.map(|_| ())

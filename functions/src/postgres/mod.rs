@@ -10,6 +10,7 @@ use datafusion::execution::FunctionRegistry;
 use datafusion::logical_expr::ScalarUDF;
 use datafusion::prelude::SessionContext;
 
+mod guarded;
 mod length_bound;
 mod pattern_bound;
 mod pg_typeof;
@@ -17,8 +18,8 @@ mod quote_literal;
 mod to_regtype;
 mod version;
 
-pub use length_bound::LengthBound;
-pub use pattern_bound::{PatternBound, RegexOperatorPlanner};
+pub use guarded::{ArgumentGuard, Guarded};
+pub use pattern_bound::RegexOperatorPlanner;
 pub use pg_typeof::PgTypeofFunc;
 pub use quote_literal::QuoteLiteralFunc;
 pub use to_regtype::ToRegtypeFunc;
@@ -31,11 +32,11 @@ pub fn register(ctx: &SessionContext) -> Result<()> {
     crate::register_replacing(ctx, ScalarUDF::new_from_impl(ToRegtypeFunc::default()));
     crate::register_replacing(ctx, ScalarUDF::new_from_impl(PgTypeofFunc::default()));
     crate::register_replacing(ctx, ScalarUDF::new_from_impl(QuoteLiteralFunc::default()));
-    for bounded in LengthBound::all() {
+    for bounded in length_bound::bounded_functions() {
         crate::register_replacing(ctx, bounded);
     }
     let mut bounded_like = None;
-    for bounded in PatternBound::all() {
+    for bounded in pattern_bound::bounded_functions() {
         if bounded.name() == "regexp_like" {
             bounded_like = Some(Arc::new(bounded.clone()));
         }

@@ -9,8 +9,8 @@
 //! compiled patterns; Sluice instead refuses, with 54000, a batch whose
 //! distinct patterns total more than [`MAX_PATTERN_BYTES_PER_BATCH`].
 //!
-//! The regex functions (`regexp_like`, `regexp_match`, …) are wrapped
-//! ([`PatternBound`]); the operators `~`, `~*`, `!~` and `!~*` are planned as
+//! The regex functions (`regexp_like`, `regexp_match`, …) are guarded
+//! ([`PatternGuard`]); the operators `~`, `~*`, `!~` and `!~*` are planned as
 //! the wrapped `regexp_like` ([`RegexOperatorPlanner`]), the same function
 //! with the same flags, so both spellings share the bound.
 
@@ -18,17 +18,16 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, AsArray};
-use datafusion::arrow::datatypes::{DataType, FieldRef};
+use datafusion::arrow::datatypes::DataType;
 use datafusion::common::{DFSchema, ScalarValue};
 use datafusion::error::Result;
 use datafusion::logical_expr::expr::Cast;
 use datafusion::logical_expr::planner::{ExprPlanner, PlannerResult, RawBinaryExpr};
-use datafusion::logical_expr::{
-    ColumnarValue, Expr, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
-    lit,
-};
+use datafusion::logical_expr::{ColumnarValue, Expr, ScalarFunctionArgs, ScalarUDF, lit};
 use datafusion::sql::sqlparser::ast::BinaryOperator;
 use sluice_types::error::{SluiceError, SqlState};
+
+use super::guarded::{ArgumentGuard, Guarded};
 
 /// The most bytes of distinct patterns one batch may compile: generous for
 /// a table of rules, a small fraction of any memory limit once compiled.
@@ -37,64 +36,36 @@ pub const MAX_PATTERN_BYTES_PER_BATCH: usize = 1 << 20;
 /// The argument holding the pattern, in every regex function.
 const PATTERN_ARGUMENT: usize = 1;
 
-/// A DataFusion regex function whose patterns are measured first.
-#[derive(Debug, PartialEq, Eq, Hash)]
-pub struct PatternBound {
-    inner: ScalarUDF,
+/// `regexp_like`, `regexp_match`, `regexp_replace`, `regexp_count` and
+/// `regexp_instr`, each with a [`PatternGuard`] in front.
+pub fn bounded_functions() -> Vec<ScalarUDF> {
+    use datafusion::functions::regex;
+    [
+        regex::regexp_like(),
+        regex::regexp_match(),
+        regex::regexp_replace(),
+        regex::regexp_count(),
+        regex::regexp_instr(),
+    ]
+    .into_iter()
+    .map(|inner| Guarded::udf(&inner, Arc::new(PatternGuard)))
+    .collect()
 }
 
-impl PatternBound {
-    /// `regexp_like`, `regexp_match`, `regexp_replace`, `regexp_count` and
-    /// `regexp_instr`, bounded.
-    pub fn all() -> Vec<ScalarUDF> {
-        use datafusion::functions::regex;
-        [
-            regex::regexp_like(),
-            regex::regexp_match(),
-            regex::regexp_replace(),
-            regex::regexp_count(),
-            regex::regexp_instr(),
-        ]
-        .into_iter()
-        .map(|inner| {
-            ScalarUDF::new_from_impl(Self {
-                inner: inner.as_ref().clone(),
-            })
-        })
-        .collect()
-    }
-}
+/// Measures a regex function's patterns before it compiles them.
+#[derive(Debug)]
+struct PatternGuard;
 
-impl ScalarUDFImpl for PatternBound {
-    fn name(&self) -> &str {
-        self.inner.name()
+impl ArgumentGuard for PatternGuard {
+    fn name(&self) -> &'static str {
+        "regex patterns"
     }
 
-    fn aliases(&self) -> &[String] {
-        self.inner.aliases()
-    }
-
-    fn signature(&self) -> &Signature {
-        self.inner.signature()
-    }
-
-    fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
-        self.inner.return_type(arg_types)
-    }
-
-    fn return_field_from_args(&self, args: ReturnFieldArgs) -> Result<FieldRef> {
-        self.inner.return_field_from_args(args)
-    }
-
-    fn coerce_types(&self, arg_types: &[DataType]) -> Result<Vec<DataType>> {
-        self.inner.coerce_types(arg_types)
-    }
-
-    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+    fn guard(&self, function: &str, args: ScalarFunctionArgs) -> Result<ScalarFunctionArgs> {
         if let Some(patterns) = args.args.get(PATTERN_ARGUMENT) {
-            check_pattern_bytes(self.name(), patterns)?;
+            check_pattern_bytes(function, patterns)?;
         }
-        self.inner.invoke_with_args(args)
+        Ok(args)
     }
 }
 
@@ -202,7 +173,7 @@ mod tests {
     fn context() -> Result<SessionContext> {
         let ctx = SessionContext::new();
         let mut bounded_like = None;
-        for udf in PatternBound::all() {
+        for udf in bounded_functions() {
             if udf.name() == "regexp_like" {
                 bounded_like = Some(Arc::new(udf.clone()));
             }
