@@ -62,15 +62,13 @@ impl PhysicalOptimizerRule for BoundBroadcasts {
             let mut wrapped = false;
             let mut exprs = Vec::with_capacity(projection.expr().len());
             for projected in projection.expr() {
-                if may_repeat_a_large_value(&projected.expr, &input_schema)? {
-                    wrapped = true;
-                    exprs.push(ProjectionExpr::new(
-                        Arc::new(BoundedBroadcast(Arc::clone(&projected.expr))),
-                        projected.alias.clone(),
-                    ));
-                } else {
-                    exprs.push(projected.clone());
-                }
+                exprs.push(match bounded(&projected.expr, &input_schema)? {
+                    Some(expr) => {
+                        wrapped = true;
+                        ProjectionExpr::new(expr, projected.alias.clone())
+                    }
+                    None => projected.clone(),
+                });
             }
             if !wrapped {
                 return Ok(Transformed::no(node));
@@ -99,15 +97,13 @@ fn bound_sort_keys(sort: &SortExec) -> Result<Option<Arc<dyn ExecutionPlan>>> {
     let mut wrapped = false;
     let mut keys = Vec::with_capacity(sort.expr().len());
     for key in sort.expr().iter() {
-        if may_repeat_a_large_value(&key.expr, &input_schema)? {
-            wrapped = true;
-            keys.push(PhysicalSortExpr::new(
-                Arc::new(BoundedBroadcast(Arc::clone(&key.expr))),
-                key.options,
-            ));
-        } else {
-            keys.push(key.clone());
-        }
+        keys.push(match bounded(&key.expr, &input_schema)? {
+            Some(expr) => {
+                wrapped = true;
+                PhysicalSortExpr::new(expr, key.options)
+            }
+            None => key.clone(),
+        });
     }
     let Some(ordering) = LexOrdering::new(keys).filter(|_| wrapped) else {
         return Ok(None);
@@ -116,6 +112,13 @@ fn bound_sort_keys(sort: &SortExec) -> Result<Option<Arc<dyn ExecutionPlan>>> {
         .with_preserve_partitioning(sort.preserve_partitioning())
         .with_fetch(sort.fetch());
     Ok(Some(Arc::new(bounded)))
+}
+
+/// `expr` wrapped in a [`BoundedBroadcast`] when it may repeat a large
+/// value; `None` when it needs no bound.
+fn bounded(expr: &Arc<dyn PhysicalExpr>, schema: &Schema) -> Result<Option<Arc<dyn PhysicalExpr>>> {
+    Ok(may_repeat_a_large_value(expr, schema)?
+        .then(|| Arc::new(BoundedBroadcast(Arc::clone(expr))) as Arc<dyn PhysicalExpr>))
 }
 
 /// Whether `expr` may evaluate to one value that is large once repeated:

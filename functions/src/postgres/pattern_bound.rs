@@ -97,21 +97,26 @@ fn check_pattern_bytes(function: &str, patterns: &ColumnarValue) -> Result<()> {
 /// pattern is compiled once, so it counts once. Stops counting past the
 /// bound.
 fn distinct_text_bytes(array: &dyn Array) -> usize {
+    match array.data_type() {
+        DataType::Utf8 => distinct_bytes(array.as_string::<i32>().iter()),
+        DataType::LargeUtf8 => distinct_bytes(array.as_string::<i64>().iter()),
+        DataType::Utf8View => distinct_bytes(array.as_string_view().iter()),
+        _ => 0,
+    }
+}
+
+/// The bytes of `values`' distinct non-null strings, borrowed from their
+/// array (nothing copied per row).
+fn distinct_bytes<'a>(values: impl Iterator<Item = Option<&'a str>>) -> usize {
     let mut seen = HashSet::new();
     let mut total = 0usize;
-    let mut add = |value: Option<&str>| {
-        if let Some(text) = value
-            && total <= MAX_PATTERN_BYTES_PER_BATCH
-            && seen.insert(text.to_owned())
-        {
+    for text in values.flatten() {
+        if total > MAX_PATTERN_BYTES_PER_BATCH {
+            break;
+        }
+        if seen.insert(text) {
             total += text.len();
         }
-    };
-    match array.data_type() {
-        DataType::Utf8 => array.as_string::<i32>().iter().for_each(&mut add),
-        DataType::LargeUtf8 => array.as_string::<i64>().iter().for_each(&mut add),
-        DataType::Utf8View => array.as_string_view().iter().for_each(&mut add),
-        _ => {}
     }
     total
 }
