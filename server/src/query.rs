@@ -139,18 +139,38 @@ impl SimpleQueryHandler for SluiceQueryHandler {
     {
         let mut status = begin_query(client)?;
         let conn = connection(client)?;
-        let statements = guard_sync("parsing", || {
-            conn.session.parse(&query.query).map_err(pg_error)
-        })?;
-        if statements.is_empty() {
+        // A query repeated with the same text is neither parsed nor planned again.
+        let cached = conn.session.cached_simple_query(&query.query);
+        let statements = match cached {
+            Some(_) => Vec::new(),
+            None => guard_sync("parsing", || {
+                conn.session.parse(&query.query).map_err(pg_error)
+            })?,
+        };
+        if cached.is_none() && statements.is_empty() {
             status = send_command(client, Response::EmptyQuery, status).await?;
         }
+        let count = if cached.is_some() {
+            1
+        } else {
+            statements.len()
+        };
         let token = conn.canceller.begin_query(conn.session.statement_timeout());
-        for statement in &statements {
-            let prepared = guard("planning", async {
-                conn.session.prepare(statement).await.map_err(pg_error)
-            })
-            .await;
+        for index in 0..count {
+            let prepared = match (&cached, statements.get(index)) {
+                (Some(prepared), _) => Ok(prepared.clone()),
+                (None, Some(statement)) => {
+                    let prepared = guard("planning", async {
+                        conn.session.prepare(statement).await.map_err(pg_error)
+                    })
+                    .await;
+                    if let (Ok(prepared), 1) = (&prepared, count) {
+                        conn.session.remember_simple_query(&query.query, prepared);
+                    }
+                    prepared
+                }
+                (None, None) => break,
+            };
             let response = match prepared {
                 Ok(prepared) => {
                     run(client, &conn, &prepared, None, &Format::UnifiedText, &token).await

@@ -4,6 +4,8 @@
 //! The top of the engine but for the `sluice` module, which builds it.
 
 pub mod output;
+mod plan_cache;
 mod sluice_session;
 
+pub(crate) use plan_cache::PlanGeneration;
 pub use sluice_session::SluiceSession;

@@ -11,6 +11,7 @@ use datafusion::physical_plan::SendableRecordBatchStream;
 use crate::copy_in::CopyIn;
 use crate::pg::column_names::PostgresNames;
 use crate::roles::RoleStatement;
+use crate::session::plan_cache::{Generations, PlanCache, only_reads};
 use crate::sql::copy::{CopyFormat, CopyFromStdin};
 use crate::sql::model_statement::ModelStatement;
 use crate::sql::source_statement::CreateSource;
@@ -28,6 +29,10 @@ pub struct PreparedStatement {
     /// For SQL `EXECUTE name`: the rows the prepared query returns (the
     /// plan itself says none), when the session knows the name.
     pub(crate) executed_rows: Option<SchemaRef>,
+    /// The plan generations it was planned under.
+    pub(crate) planned_at: Generations,
+    /// Its physical plan from an earlier execution, shared by its clones.
+    pub(crate) plans: Arc<PlanCache>,
 }
 
 #[derive(Debug, Clone)]
@@ -57,6 +62,49 @@ pub(crate) enum PreparedKind {
 }
 
 impl PreparedStatement {
+    /// A statement of `kind`, planned under plan generations `planned_at`.
+    pub(crate) fn new(
+        kind: PreparedKind,
+        names: Option<PostgresNames>,
+        planned_at: Generations,
+    ) -> Self {
+        Self {
+            kind,
+            names,
+            executed_rows: None,
+            planned_at,
+            plans: Arc::default(),
+        }
+    }
+
+    /// Whether running this may change how the session's other statements
+    /// plan but no other session's: settings, transaction boundaries and
+    /// writes (which reach other sessions through the commit clock).
+    pub(crate) fn changes_only_its_session(&self) -> bool {
+        match &self.kind {
+            PreparedKind::Plan(plan) | PreparedKind::CopyTo(plan, _) => matches!(
+                plan.as_ref(),
+                LogicalPlan::Dml(_)
+                    | LogicalPlan::Copy(_)
+                    | LogicalPlan::Statement(
+                        Statement::SetVariable(_)
+                            | Statement::TransactionStart(_)
+                            | Statement::TransactionEnd(_)
+                            | Statement::Prepare(_)
+                            | Statement::Deallocate(_)
+                    )
+            ),
+            PreparedKind::Session(_) | PreparedKind::CopyFrom(_) | PreparedKind::Fetch(..) => true,
+            _ => false,
+        }
+    }
+
+    /// Whether this is a query that only reads (see [`only_reads`]): its
+    /// plans may be reused, and running it changes no other plan.
+    pub(crate) fn only_reads(&self) -> bool {
+        matches!(&self.kind, PreparedKind::Plan(plan) if plan_returns_rows(plan) && only_reads(plan))
+    }
+
     /// Schema of the rows this statement returns; empty for statements that
     /// return only a command tag (DDL, DML, `SET`, …).
     pub fn result_schema(&self) -> SchemaRef {

@@ -28,6 +28,7 @@ use crate::session::output::{
     CommandComplete, CopyOutput, PreparedKind, PreparedStatement, QueryOutput, TransactionEffect,
     command_tag, plan_returns_rows, show_all_schema,
 };
+use crate::session::plan_cache::{self, PlanGenerations, PlanKey, SimpleQueries, StateSnapshot};
 use crate::sql::copy::{CopyFormat, CopyFormatKind};
 use crate::sql::model_statement::ModelStatement;
 use crate::sql::sink_statement::SinkInput;
@@ -57,6 +58,13 @@ pub struct SluiceSession {
     /// The user the session runs as (see [`Self::set_user`]); `None` for
     /// an embedded session, which may do everything.
     user: Mutex<Option<String>>,
+    /// Moved on by every statement that may change how a query plans.
+    generations: PlanGenerations,
+    /// The DataFusion state queries plan and run with, copied once per
+    /// plan generation instead of once per statement.
+    state: StateSnapshot,
+    /// Simple queries' statements by their text.
+    simple_queries: SimpleQueries,
 }
 
 /// A session's open transaction.
@@ -78,6 +86,7 @@ impl SluiceSession {
     pub(crate) fn new(ctx: SessionContext) -> Self {
         let settings = Arc::new(Mutex::new(SessionSettings::new()));
         crate::pg::setting_functions::register_setting_functions(&ctx, Arc::clone(&settings));
+        let generations = PlanGenerations::of(&ctx);
         Self {
             ctx,
             settings,
@@ -85,6 +94,9 @@ impl SluiceSession {
             prepared_names: Mutex::new(Vec::new()),
             transaction: Mutex::new(None),
             user: Mutex::new(None),
+            generations,
+            state: StateSnapshot::default(),
+            simple_queries: SimpleQueries::default(),
         }
     }
 
@@ -104,6 +116,7 @@ impl SluiceSession {
     pub fn set_user(&self, user: &str) {
         crate::pg::session_user::register_session_user(&self.ctx, user);
         *self.user.lock().unwrap_or_else(|e| e.into_inner()) = Some(user.to_owned());
+        self.generations.advance_session();
     }
 
     /// Refuses `privilege` unless the session's user holds it (the role
@@ -170,6 +183,8 @@ impl SluiceSession {
     }
 
     async fn prepare_statement(&self, statement: &SluiceStatement) -> Result<PreparedStatement> {
+        // Read before planning: a change made meanwhile makes this plan stale.
+        let planned_at = self.generations.now();
         if let SluiceStatement::CatalogQuery {
             as_written,
             compatible,
@@ -184,11 +199,11 @@ impl SluiceSession {
                     planner::plan_statement(&self.ctx, compatible).await?,
                 ),
             };
-            return Ok(PreparedStatement {
-                kind: PreparedKind::Plan(Box::new(plan)),
-                names: PostgresNames::of(statement),
-                executed_rows: None,
-            });
+            return Ok(PreparedStatement::new(
+                PreparedKind::Plan(Box::new(plan)),
+                PostgresNames::of(statement),
+                planned_at,
+            ));
         }
         let names = match statement {
             SluiceStatement::DataFusion(stmt) => PostgresNames::of(stmt),
@@ -213,9 +228,12 @@ impl SluiceSession {
                         .find(|(name, _)| *name == execute.name)
                         .map(|(_, schema)| Arc::clone(schema));
                     return Ok(PreparedStatement {
-                        kind: PreparedKind::Plan(Box::new(plan)),
-                        names: None,
                         executed_rows: schema,
+                        ..PreparedStatement::new(
+                            PreparedKind::Plan(Box::new(plan)),
+                            None,
+                            planned_at,
+                        )
                     });
                 }
                 PreparedKind::Plan(Box::new(plan))
@@ -248,11 +266,7 @@ impl SluiceSession {
                 PreparedKind::Plan(Box::new(durable_ddl::with_watermark(plan, watermark)?))
             }
         };
-        Ok(PreparedStatement {
-            kind,
-            names,
-            executed_rows: None,
-        })
+        Ok(PreparedStatement::new(kind, names, planned_at))
     }
 
     /// Re-runs a stored view or external-table definition while the data
@@ -274,6 +288,7 @@ impl SluiceSession {
                 self.ctx.execute_logical_plan(plan).await?;
             }
         }
+        self.generations.advance_engine();
         Ok(())
     }
 
@@ -296,6 +311,13 @@ impl SluiceSession {
         };
         if output.is_err() {
             self.mark_transaction_failed();
+        }
+        if prepared.only_reads() {
+            // Changes no plan.
+        } else if prepared.changes_only_its_session() {
+            self.generations.advance_session();
+        } else {
+            self.generations.advance_engine();
         }
         output
     }
@@ -390,6 +412,7 @@ impl SluiceSession {
         state
             .config_mut()
             .set_extension(Arc::new(SessionTransaction(transaction)));
+        self.generations.advance_session();
     }
 
     /// Ends the open transaction, if any: the session's statements commit
@@ -490,6 +513,9 @@ impl SluiceSession {
                 // Before folding, which evaluates constant calls (a
                 // `read_bytes('…')` would be read, and gone from the plan).
                 self.require_for_plan(plan)?;
+                if prepared.only_reads() {
+                    return self.run_query(prepared, plan, params).await;
+                }
                 let plan = planner::bind_and_fold(&self.ctx, (**plan).clone(), params).await?;
                 match self.execute_plan(plan).await? {
                     QueryOutput::Rows(stream) => {
@@ -623,6 +649,52 @@ impl SluiceSession {
             StreamingOutcome::Done(tag) => Ok(QueryOutput::Command(CommandComplete::tag(tag))),
             StreamingOutcome::Rows(batch) => Ok(rows_output(batch)),
         }
+    }
+
+    /// Runs a query that only reads, with the physical plan of its last
+    /// execution where that still holds (see [`plan_cache`]).
+    async fn run_query(
+        &self,
+        prepared: &PreparedStatement,
+        plan: &LogicalPlan,
+        params: Option<ParamValues>,
+    ) -> Result<QueryOutput> {
+        let key = PlanKey::now(&self.generations, &self.ctx);
+        let (state, task) = self.state.get(&self.ctx, key);
+        let cached = match params {
+            None => prepared.plans.get(key)?,
+            Some(_) => None,
+        };
+        let physical = match cached {
+            Some(physical) => physical,
+            None => {
+                let without_parameters = params.is_none();
+                let bound = planner::bind_and_fold(&self.ctx, plan.clone(), params).await?;
+                streaming::check_statement(&self.ctx, &bound)?;
+                let physical = plan_cache::physical_plan(&state, &bound).await?;
+                if without_parameters {
+                    let reusable = plan_cache::reusable(&bound, &physical);
+                    prepared.plans.put(key, reusable.then_some(&physical));
+                }
+                physical
+            }
+        };
+        let stream = datafusion::physical_plan::execute_stream(physical, task)?;
+        let schema = prepared.with_postgres_names(stream.schema());
+        Ok(QueryOutput::Rows(renamed(stream, schema)))
+    }
+
+    /// The statement of a simple query this session ran before with the
+    /// same text, while its plans still hold: repeating a query skips its
+    /// parsing and planning.
+    pub fn cached_simple_query(&self, sql: &str) -> Option<PreparedStatement> {
+        self.simple_queries.get(sql, self.generations.now())
+    }
+
+    /// Keeps `prepared`, planned from the whole text `sql` of a simple
+    /// query, for [`Self::cached_simple_query`] (queries only).
+    pub fn remember_simple_query(&self, sql: &str, prepared: &PreparedStatement) {
+        self.simple_queries.put(sql, prepared);
     }
 
     /// Runs a plan that is ready to execute (bound and folded).
@@ -842,7 +914,9 @@ impl SluiceSession {
             // Everything else runs now, through the same path as the wire
             // (durable DDL included); DML reports its `count` as DataFusion's
             // DataFrames do.
-            return match self.execute_plan(plan).await? {
+            let output = self.execute_plan(plan).await;
+            self.generations.advance_engine();
+            return match output? {
                 QueryOutput::Command(CommandComplete {
                     rows: Some(rows), ..
                 }) => {

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use crate::context::{DEFAULT_CATALOG, DEFAULT_SCHEMA};
 use crate::roles::RoleCatalog;
+use crate::session::PlanGeneration;
 use crate::storage::{DATA_STORE_URL, DataLocation, TableStore};
 use crate::streaming::ContinuousQueries;
 use crate::streaming::status::{ContinuousQueriesTable, STATUS_SCHEMA, STATUS_TABLE};
@@ -155,6 +156,7 @@ impl SluiceBuilder {
             .with_extension(Arc::clone(&roles))
             .with_extension(Arc::clone(&continuous_queries))
             .with_extension(Arc::clone(&models))
+            .with_extension(Arc::new(PlanGeneration::default()))
             .with_default_catalog_and_schema(DEFAULT_CATALOG, DEFAULT_SCHEMA)
             .with_create_default_catalog_and_schema(true)
             .with_information_schema(true)

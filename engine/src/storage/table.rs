@@ -55,6 +55,13 @@ impl TableStore {
         &self.store
     }
 
+    /// The commit clock's tick: it moves on with every commit of any table
+    /// here (writes, compactions, transactions), so a plan made at one tick
+    /// read the tables' versions of that tick.
+    pub fn commit_tick(&self) -> u64 {
+        self.clock.now()
+    }
+
     /// Starts a `BEGIN … COMMIT` transaction over this directory's tables,
     /// reading them as of now.
     pub fn begin_transaction(&self) -> Arc<Transaction> {

@@ -68,6 +68,12 @@ impl CommitClock {
         Arc::new(Self::default())
     }
 
+    /// The tick of the newest commit published: it moves on with every
+    /// commit of any table.
+    pub fn now(&self) -> u64 {
+        lock(&self.state).now
+    }
+
     /// A read point at the clock's current time.
     pub fn read_point(self: &Arc<Self>) -> ReadPoint {
         let mut state = lock(&self.state);

@@ -1270,3 +1270,105 @@ async fn idle_sessions_are_closed_after_their_timeouts() {
     drop(client);
     server.stop().await.expect("stop");
 }
+
+/// The ids `sql` returns, as text, over the simple protocol.
+async fn simple_ids(client: &Client, sql: &str) -> Vec<i64> {
+    client
+        .simple_query(sql)
+        .await
+        .expect(sql)
+        .iter()
+        .filter_map(|m| match m {
+            SimpleQueryMessage::Row(row) => row.get(0).map(|v| v.parse().expect("an id")),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Prepared statements keep their physical plan between executions and
+/// repeated simple queries their plan: every change must still be seen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reused_plans_see_every_change() {
+    let (server, _dir) = start().await;
+    let (client, _task) = connect(&server).await;
+    let (other, _other_task) = connect(&server).await;
+    client
+        .batch_execute("CREATE TABLE reused (id BIGINT)")
+        .await
+        .expect("create");
+    let ids = client
+        .prepare("SELECT id FROM reused ORDER BY id")
+        .await
+        .expect("prepare");
+    let prepared_ids = async |client: &Client| -> Vec<i64> {
+        let rows = client.query(&ids, &[]).await.expect("prepared query");
+        rows.iter().map(|row| row.get(0)).collect()
+    };
+    let simple = "SELECT id FROM reused ORDER BY id";
+
+    // Twenty one-row commits: the sixteenth compacts the table's small
+    // files into one while both plans still hold the files it replaces.
+    for id in 1..=20i64 {
+        other
+            .execute("INSERT INTO reused VALUES ($1)", &[&id])
+            .await
+            .expect("insert");
+        let expected: Vec<i64> = (1..=id).collect();
+        assert_eq!(prepared_ids(&client).await, expected, "after insert {id}");
+        assert_eq!(
+            simple_ids(&client, simple).await,
+            expected,
+            "after insert {id}"
+        );
+    }
+
+    other
+        .batch_execute("DELETE FROM reused WHERE id > 3; UPDATE reused SET id = 30 WHERE id = 3")
+        .await
+        .expect("delete and update");
+    assert_eq!(prepared_ids(&client).await, vec![1, 2, 30]);
+    assert_eq!(simple_ids(&client, simple).await, vec![1, 2, 30]);
+
+    // A transaction's own writes, then none once rolled back.
+    client.batch_execute("BEGIN").await.expect("begin");
+    client
+        .batch_execute("INSERT INTO reused VALUES (7)")
+        .await
+        .expect("insert in the transaction");
+    assert_eq!(prepared_ids(&client).await, vec![1, 2, 7, 30]);
+    assert_eq!(simple_ids(&client, simple).await, vec![1, 2, 7, 30]);
+    // Another session's commit stays invisible to the transaction.
+    other
+        .batch_execute("INSERT INTO reused VALUES (8)")
+        .await
+        .expect("concurrent insert");
+    assert_eq!(prepared_ids(&client).await, vec![1, 2, 7, 30]);
+    client.batch_execute("ROLLBACK").await.expect("rollback");
+    assert_eq!(prepared_ids(&client).await, vec![1, 2, 8, 30]);
+    assert_eq!(simple_ids(&client, simple).await, vec![1, 2, 8, 30]);
+
+    // The table dropped and made anew under the same name.
+    other
+        .batch_execute(
+            "DROP TABLE reused; CREATE TABLE reused (id BIGINT); INSERT INTO reused VALUES (5)",
+        )
+        .await
+        .expect("recreate");
+    assert_eq!(simple_ids(&client, simple).await, vec![5]);
+
+    // A setting the planner reads: the time zone of a timestamptz cast. (A
+    // prepared statement keeps the time zone it was planned with: its
+    // types carry it.)
+    let as_text = "SELECT CAST(TIMESTAMPTZ '2020-01-01 12:00:00+00' AS TEXT) AS t";
+    let mut seen = Vec::new();
+    for zone in ["UTC", "Asia/Tokyo"] {
+        client
+            .batch_execute(&format!("SET TIME ZONE '{zone}'"))
+            .await
+            .expect("set time zone");
+        let shown = client.simple_query(as_text).await.expect("simple");
+        seen.push(first_row(&shown).get(0).expect("a value").to_owned());
+    }
+    assert!(seen[0].contains("12:00:00"), "{seen:?}");
+    assert!(seen[1].contains("21:00:00"), "{seen:?}");
+}

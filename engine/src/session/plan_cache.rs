@@ -1,0 +1,405 @@
+//! Reusing what planning a query made, from one execution to the next: a
+//! prepared `SELECT 1` or point lookup costs a lookup and a walk of its
+//! physical plan instead of a trip through DataFusion's analyzer, optimizer
+//! and physical planner, and a session no longer copies DataFusion's whole
+//! session state (every function registry) for each statement.
+//!
+//! A plan is only as good as what it was made from:
+//! - the catalog and the session's settings: every statement that is not a
+//!   query moves a plan generation on ([`PlanGenerations`]): the engine's
+//!   for DDL, the session's for its settings, transactions and writes;
+//! - the table versions its scans read: the commit clock's tick
+//!   ([`crate::storage::TableStore::commit_tick`]) moves on with every commit,
+//!   compactions and background writers included.
+//!
+//! A cached plan records both ([`PlanKey`]) and is used only while both
+//! stay. Physical plans are cached only where running one again is known to
+//! be sound (see [`reusable`]).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use chrono::{DateTime, Utc};
+use datafusion::common::alias::AliasGenerator;
+use datafusion::common::config::ConfigOptions;
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+use datafusion::datasource::source_as_provider;
+use datafusion::error::Result;
+use datafusion::execution::TaskContext;
+use datafusion::execution::context::SessionState;
+use datafusion::logical_expr::{Expr, LogicalPlan, Volatility};
+use datafusion::optimizer::OptimizerConfig;
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::sorts::sort::SortExec;
+use datafusion::prelude::SessionContext;
+
+use crate::session::output::PreparedStatement;
+use crate::storage::DurableTable;
+
+/// Counts the statements, in every session of one engine, that may change
+/// how any session's queries plan: DDL, models, indexes, roles.
+#[derive(Debug, Default)]
+pub struct PlanGeneration(AtomicU64);
+
+impl PlanGeneration {
+    fn now(&self) -> u64 {
+        self.0.load(Ordering::Acquire)
+    }
+
+    /// Marks every plan made before now as stale. Called after the change
+    /// took effect, so a plan made during it is stale too.
+    fn advance(&self) {
+        self.0.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
+/// A session's two plan generations: the engine's, and its own, which
+/// its settings, transaction boundaries and writes move on (another
+/// session's writes reach its plans through the commit clock instead).
+#[derive(Debug)]
+pub(crate) struct PlanGenerations {
+    engine: Arc<PlanGeneration>,
+    session: PlanGeneration,
+}
+
+/// Both plan generations at one time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Generations {
+    engine: u64,
+    session: u64,
+}
+
+impl PlanGenerations {
+    /// A session's generations, the engine's shared with `ctx`'s engine
+    /// (a context built elsewhere has its own).
+    pub(crate) fn of(ctx: &SessionContext) -> Self {
+        let engine = ctx
+            .state_ref()
+            .read()
+            .config()
+            .get_extension::<PlanGeneration>()
+            .unwrap_or_default();
+        Self {
+            engine,
+            session: PlanGeneration::default(),
+        }
+    }
+
+    /// The generations now: a plan made from here on is made under them.
+    pub(crate) fn now(&self) -> Generations {
+        Generations {
+            engine: self.engine.now(),
+            session: self.session.now(),
+        }
+    }
+
+    /// After a statement that may change how every session plans.
+    pub(crate) fn advance_engine(&self) {
+        self.engine.advance();
+    }
+
+    /// After a statement that may change how this session plans.
+    pub(crate) fn advance_session(&self) {
+        self.session.advance();
+    }
+}
+
+/// What a plan was made under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct PlanKey {
+    generations: Generations,
+    commit_tick: u64,
+}
+
+impl PlanKey {
+    /// The key of a plan made now in `ctx`'s session.
+    pub(crate) fn now(generations: &PlanGenerations, ctx: &SessionContext) -> Self {
+        Self {
+            generations: generations.now(),
+            commit_tick: crate::context::table_store(ctx).map_or(0, |store| store.commit_tick()),
+        }
+    }
+}
+
+/// A session's copy of its DataFusion state and the task context made from
+/// it, kept while the plan generations stay: both copy every function
+/// registry, which cost more than planning `SELECT 1` itself.
+#[derive(Debug, Default)]
+pub(crate) struct StateSnapshot {
+    current: Mutex<Option<(Generations, Arc<SessionState>, Arc<TaskContext>)>>,
+}
+
+impl StateSnapshot {
+    /// The session's state as of `key`, copied anew if it moved on.
+    pub(crate) fn get(
+        &self,
+        ctx: &SessionContext,
+        key: PlanKey,
+    ) -> (Arc<SessionState>, Arc<TaskContext>) {
+        let mut current = lock(&self.current);
+        if let Some((generations, state, task)) = current.as_ref()
+            && *generations == key.generations
+        {
+            return (Arc::clone(state), Arc::clone(task));
+        }
+        let state = Arc::new(ctx.state());
+        let task = Arc::new(TaskContext::from(state.as_ref()));
+        *current = Some((key.generations, Arc::clone(&state), Arc::clone(&task)));
+        (state, task)
+    }
+}
+
+/// One prepared statement's physical plan, kept between executions.
+#[derive(Debug, Default)]
+pub(crate) struct PlanCache {
+    physical: Mutex<Option<(PlanKey, Arc<dyn ExecutionPlan>)>>,
+}
+
+impl PlanCache {
+    /// A fresh copy of the cached plan, if it was made under `key`.
+    pub(crate) fn get(&self, key: PlanKey) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+        let cached = lock(&self.physical);
+        match cached.as_ref() {
+            Some((made_under, plan)) if *made_under == key => Ok(Some(
+                datafusion::physical_plan::execution_plan::reset_plan_states(Arc::clone(plan))?,
+            )),
+            _ => Ok(None),
+        }
+    }
+
+    /// Keeps `plan`, made under `key`, for the next execution; forgets a
+    /// stale one (it holds its tables' old files).
+    pub(crate) fn put(&self, key: PlanKey, plan: Option<&Arc<dyn ExecutionPlan>>) {
+        *lock(&self.physical) = plan.map(|plan| (key, Arc::clone(plan)));
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Nothing here panics while holding a lock; a poisoned one still holds
+    // a consistent value.
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Plans a bound query physically with `state`, as
+/// [`SessionState::create_physical_plan`] does, but with `now()` read at
+/// this call: the shared state's own start time is the snapshot's.
+pub(crate) async fn physical_plan(
+    state: &SessionState,
+    plan: &LogicalPlan,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    let analyzed =
+        state
+            .analyzer()
+            .execute_and_check(plan.clone(), &state.config_options(), |_, _| {})?;
+    let started = StartedNow {
+        state,
+        start: Utc::now(),
+    };
+    let optimized = state.optimizer().optimize(analyzed, &started, |_, _| {})?;
+    state
+        .query_planner()
+        .create_physical_plan(&optimized, state)
+        .await
+}
+
+/// A session state whose query started now.
+struct StartedNow<'a> {
+    state: &'a SessionState,
+    start: DateTime<Utc>,
+}
+
+impl OptimizerConfig for StartedNow<'_> {
+    fn query_execution_start_time(&self) -> Option<DateTime<Utc>> {
+        Some(self.start)
+    }
+
+    fn alias_generator(&self) -> &Arc<AliasGenerator> {
+        &self.state.execution_props().alias_generator
+    }
+
+    fn options(&self) -> Arc<ConfigOptions> {
+        OptimizerConfig::options(self.state)
+    }
+
+    fn function_registry(&self) -> Option<&dyn datafusion::execution::FunctionRegistry> {
+        self.state.function_registry()
+    }
+}
+
+/// Whether `physical`, planned from `logical`, may run again for a later
+/// execution of the same statement. Only where that is known to be sound:
+/// - no function the optimizer evaluates once per query (`now()`, …: every
+///   non-immutable function but the volatile ones, which run per row);
+/// - scans of durable tables only, whose versions the plan key follows
+///   (other tables may snapshot rows when planned);
+/// - operators that carry no state from one run to the next once
+///   [`reset_plan_states`] has renewed them: no joins, aggregates or top-k
+///   sorts, whose dynamic filters are pushed into the scans below them.
+///
+/// [`reset_plan_states`]: datafusion::physical_plan::execution_plan::reset_plan_states
+pub(crate) fn reusable(logical: &LogicalPlan, physical: &Arc<dyn ExecutionPlan>) -> bool {
+    logical_plan_reusable(logical) && physical_plan_reusable(physical)
+}
+
+fn logical_plan_reusable(plan: &LogicalPlan) -> bool {
+    let mut reusable = true;
+    let walked = plan.apply_with_subqueries(|node| {
+        let node_reusable = match node {
+            LogicalPlan::Projection(_)
+            | LogicalPlan::Filter(_)
+            | LogicalPlan::Sort(_)
+            | LogicalPlan::Limit(_)
+            | LogicalPlan::SubqueryAlias(_)
+            | LogicalPlan::Union(_)
+            | LogicalPlan::EmptyRelation(_)
+            | LogicalPlan::Values(_) => true,
+            LogicalPlan::TableScan(scan) => {
+                source_as_provider(&scan.source).is_ok_and(|provider| {
+                    let any: &dyn std::any::Any = provider.as_ref();
+                    any.is::<DurableTable>()
+                })
+            }
+            _ => false,
+        };
+        if node_reusable {
+            node.apply_expressions(|expr| {
+                expr.apply(|expr| {
+                    if evaluated_once_per_query(expr) {
+                        reusable = false;
+                        return Ok(TreeNodeRecursion::Stop);
+                    }
+                    Ok(TreeNodeRecursion::Continue)
+                })
+            })?;
+        } else {
+            reusable = false;
+        }
+        Ok(if reusable {
+            TreeNodeRecursion::Continue
+        } else {
+            TreeNodeRecursion::Stop
+        })
+    });
+    walked.is_ok() && reusable
+}
+
+/// Functions DataFusion folds to a constant when it plans the query:
+/// stable ones (`now()`, `current_date`) and session variables.
+fn evaluated_once_per_query(expr: &Expr) -> bool {
+    match expr {
+        Expr::ScalarFunction(function) => {
+            function.func.signature().volatility == Volatility::Stable
+        }
+        Expr::ScalarVariable(..) | Expr::ScalarSubquery(_) | Expr::Exists(_) => true,
+        Expr::InSubquery(_) | Expr::SetComparison(_) => true,
+        _ => false,
+    }
+}
+
+fn physical_plan_reusable(plan: &Arc<dyn ExecutionPlan>) -> bool {
+    let mut reusable = true;
+    let walked = plan.apply(|node| {
+        let stateless = match node.name() {
+            "ProjectionExec"
+            | "FilterExec"
+            | "DataSourceExec"
+            | "EmptyExec"
+            | "PlaceholderRowExec"
+            | "CoalesceBatchesExec"
+            | "CoalescePartitionsExec"
+            | "RepartitionExec"
+            | "CooperativeExec"
+            | "GlobalLimitExec"
+            | "LocalLimitExec"
+            | "SortPreservingMergeExec"
+            | "UnionExec" => true,
+            // A sort with a limit keeps the top rows in a dynamic filter.
+            "SortExec" => node
+                .downcast_ref::<SortExec>()
+                .is_some_and(|sort| sort.fetch().is_none()),
+            _ => false,
+        };
+        reusable &= stateless;
+        Ok(if reusable {
+            TreeNodeRecursion::Continue
+        } else {
+            TreeNodeRecursion::Stop
+        })
+    });
+    walked.is_ok() && reusable
+}
+
+/// Whether `plan` only reads: running it changes nothing a later plan
+/// depends on. `EXECUTE`, `EXPLAIN ANALYZE` and `set_config` may.
+pub(crate) fn only_reads(plan: &LogicalPlan) -> bool {
+    let statement = matches!(
+        plan,
+        LogicalPlan::Statement(_)
+            | LogicalPlan::Explain(_)
+            | LogicalPlan::Analyze(_)
+            | LogicalPlan::Dml(_)
+            | LogicalPlan::Ddl(_)
+            | LogicalPlan::Copy(_)
+            | LogicalPlan::DescribeTable(_)
+    );
+    !statement && !calls_set_config(plan)
+}
+
+fn calls_set_config(plan: &LogicalPlan) -> bool {
+    let mut found = false;
+    let _ = plan.apply_with_subqueries(|node| {
+        node.apply_expressions(|expr| {
+            expr.apply(|expr| {
+                if let Expr::ScalarFunction(function) = expr
+                    && function.name() == "set_config"
+                {
+                    found = true;
+                    return Ok(TreeNodeRecursion::Stop);
+                }
+                Ok(TreeNodeRecursion::Continue)
+            })
+        })
+    });
+    found
+}
+
+/// The statements of simple queries by their text, so that a client
+/// repeating `SELECT 1` without preparing it is not parsed and planned
+/// each time. Holds queries only; a statement is used only while the plan
+/// generations it was planned under stay.
+#[derive(Debug, Default)]
+pub(crate) struct SimpleQueries {
+    by_text: Mutex<HashMap<String, PreparedStatement>>,
+}
+
+/// Texts a session keeps at most. When full the cache starts over: a
+/// client that sends this many distinct texts is not repeating itself, and
+/// an LRU crate would buy nothing for it.
+const SIMPLE_QUERIES_KEPT: usize = 256;
+
+impl SimpleQueries {
+    /// The statement planned from `sql`, if it still holds at `now`.
+    pub(crate) fn get(&self, sql: &str, now: Generations) -> Option<PreparedStatement> {
+        let by_text = lock(&self.by_text);
+        by_text
+            .get(sql)
+            .filter(|prepared| prepared.planned_at == now)
+            .cloned()
+    }
+
+    /// Keeps `prepared`, planned from the whole of `sql`, if it is a query.
+    pub(crate) fn put(&self, sql: &str, prepared: &PreparedStatement) {
+        if !prepared.only_reads() || sql.len() > MAX_KEPT_TEXT {
+            return;
+        }
+        let mut by_text = lock(&self.by_text);
+        if by_text.len() >= SIMPLE_QUERIES_KEPT {
+            by_text.clear();
+        }
+        by_text.insert(sql.to_owned(), prepared.clone());
+    }
+}
+
+/// The longest text kept, so a session's cache stays near 1 MiB.
+const MAX_KEPT_TEXT: usize = 4096;
