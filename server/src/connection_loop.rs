@@ -23,7 +23,9 @@ use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use pgwire::tokio::TlsAcceptor;
 use pgwire::tokio::server::{negotiate_tls, process_error, process_message};
 use tokio::net::TcpStream;
+use tokio_util::codec::{Encoder, Framed, FramedParts};
 
+use crate::held_output::{HeldOutput, OutputHold};
 use crate::startup::Connection;
 
 /// Time a client has to finish connecting (pgwire's own limit).
@@ -42,9 +44,10 @@ pub(crate) async fn serve_connection<H: PgWireServerHandlers>(
         negotiated = negotiate_tls(socket, tls) => negotiated?,
     };
     // None: a direct TLS handshake with no certificate configured.
-    let Some(mut socket) = negotiated else {
+    let Some(socket) = negotiated else {
         return Ok(());
     };
+    let (mut socket, hold) = with_held_output(socket);
     let startup = handlers.startup_handler();
     let simple = handlers.simple_query_handler();
     let extended = handlers.extended_query_handler();
@@ -77,6 +80,7 @@ pub(crate) async fn serve_connection<H: PgWireServerHandlers>(
                                 let error = idle_timeout_error(in_transaction);
                                 // The client may be gone already: closing is all
                                 // that is left either way.
+                                hold.release();
                                 let _ = socket
                                     .send(PgWireBackendMessage::ErrorResponse(error.into()))
                                     .await;
@@ -91,6 +95,7 @@ pub(crate) async fn serve_connection<H: PgWireServerHandlers>(
         let Some(Ok(message)) = message else {
             break;
         };
+        hold.hold();
         // Terminate: the client is leaving and waits for the socket to
         // close (asyncpg blocks on it).
         if matches!(message, PgWireFrontendMessage::Terminate(_)) {
@@ -119,7 +124,30 @@ pub(crate) async fn serve_connection<H: PgWireServerHandlers>(
             }
         }
     }
+    // What is still held goes out before the connection closes.
+    hold.release();
+    let _ = socket.flush().await;
     Ok(())
+}
+
+/// `socket` writing through a [`HeldOutput`], and the switch that holds its
+/// output, which the handlers find among the session extensions.
+fn with_held_output<S, C>(socket: Framed<S, C>) -> (Framed<HeldOutput<S>, C>, Arc<OutputHold>)
+where
+    C: Encoder<PgWireBackendMessage>,
+    Framed<S, C>: ClientInfo,
+{
+    let hold = socket
+        .session_extensions()
+        .get_or_insert_with(OutputHold::default);
+    let parts = socket.into_parts();
+    let mut held = FramedParts::new::<PgWireBackendMessage>(
+        HeldOutput::new(parts.io, Arc::clone(&hold)),
+        parts.codec,
+    );
+    held.read_buf = parts.read_buf;
+    held.write_buf = parts.write_buf;
+    (Framed::from_parts(held), hold)
 }
 
 /// The client's next message. pgwire 0.41's decoder panics on some

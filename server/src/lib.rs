@@ -20,6 +20,7 @@ mod copy;
 mod copy_out;
 pub mod encoding;
 mod handlers;
+mod held_output;
 pub mod memory_limit;
 mod panic_guard;
 pub mod query;

@@ -36,6 +36,7 @@ use sluice_engine::{PreparedStatement, QueryOutput, TransactionEffect};
 use crate::cancel::QueryToken;
 use crate::copy_out::{copy_out_response, send_copy_out};
 use crate::encoding::{bound_parameters, cancel_error, data_rows, parameter_type, result_fields};
+use crate::held_output::stream_output;
 use crate::panic_guard::{guard, guard_sync};
 use crate::respond::{begin_query, end_query, send_command, send_portal_rows, send_simple};
 use crate::sqlstate::{codes, pg_error, user_error};
@@ -191,6 +192,7 @@ impl SimpleQueryHandler for SluiceQueryHandler {
                 Ok(Response::CopyOut(copy)) => {
                     // Streams until it ends (a subscription: until the
                     // client cancels); pgwire sends CopyDone and the tag.
+                    stream_output(client);
                     send_copy_out(client, copy, &conn.copy_out_rows)
                         .await
                         .map(|()| status)
@@ -319,6 +321,7 @@ impl ExtendedQueryHandler for SluiceQueryHandler {
                 Response::Query(results) => *state = PortalExecutionState::Suspended(results),
                 Response::CopyOut(copy) => {
                     *state = PortalExecutionState::Finished;
+                    stream_output(client);
                     send_copy_out(client, copy, &connection(client)?.copy_out_rows).await?;
                     end_query(client, status);
                     return Ok(());
