@@ -16,6 +16,7 @@ use datafusion::common::config::TableParquetOptions;
 use datafusion::common::stats::Precision;
 use datafusion::common::{Constraints, DFSchema, SchemaExt, Statistics};
 use datafusion::datasource::listing::PartitionedFile;
+use datafusion::datasource::physical_plan::parquet::CachedParquetFileReaderFactory;
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
 use datafusion::datasource::sink::DataSinkExec;
 use datafusion::datasource::source::DataSourceExec;
@@ -334,8 +335,19 @@ impl TableProvider for DurableTable {
         // FilterExec above this scan into the Parquet source itself, for
         // row-group and page pruning. (Logical `Inexact` pushdown breaks
         // plans optimised twice, as `PREPARE` plans are.)
-        let source =
-            ParquetSource::new(Arc::clone(&self.schema)).with_table_parquet_options(options);
+        // Data files never change once written, so their footers and page
+        // indexes are read once and kept in the runtime's metadata cache
+        // (as DataFusion's listing tables do): a point lookup otherwise
+        // spent most of its time re-reading them.
+        let url = ObjectStoreUrl::parse(DATA_STORE_URL)?;
+        let runtime = state.runtime_env();
+        let readers = CachedParquetFileReaderFactory::new(
+            runtime.object_store(&url)?,
+            runtime.cache_manager.get_file_metadata_cache(),
+        );
+        let source = ParquetSource::new(Arc::clone(&self.schema))
+            .with_table_parquet_options(options)
+            .with_parquet_file_reader_factory(Arc::new(readers));
         let files: Vec<PartitionedFile> = snapshot
             .files
             .iter()
@@ -347,14 +359,13 @@ impl TableProvider for DurableTable {
             .collect();
         // One group in manifest order; DataFusion splits large scans into
         // byte ranges across partitions on its own.
-        let config =
-            FileScanConfigBuilder::new(ObjectStoreUrl::parse(DATA_STORE_URL)?, Arc::new(source))
-                .with_file_group(FileGroup::new(files))
-                .with_statistics(snapshot_statistics(&snapshot, &self.schema))
-                .with_expr_adapter(Some(Arc::new(VectorBytesAdapterFactory)))
-                .with_limit(limit)
-                .with_projection_indices(projection.cloned())?
-                .build();
+        let config = FileScanConfigBuilder::new(url, Arc::new(source))
+            .with_file_group(FileGroup::new(files))
+            .with_statistics(snapshot_statistics(&snapshot, &self.schema))
+            .with_expr_adapter(Some(Arc::new(VectorBytesAdapterFactory)))
+            .with_limit(limit)
+            .with_projection_indices(projection.cloned())?
+            .build();
         Ok(DataSourceExec::from_data_source(config))
     }
 
