@@ -7,8 +7,11 @@
 #     select1.sql  SELECT 1;                        -M simple and -M prepared
 #                  (pure protocol + planning overhead, no data)
 #     point.sql    SELECT val FROM kv WHERE id = :id -M prepared
-#                  (point lookup on a 100k-row table kv(id BIGINT, val TEXT);
-#                   neither side has an index, so both scan)
+#                  (point lookup on a 1M-row table kv(id BIGINT, val TEXT):
+#                   in Postgres `id` is the primary key (a B-tree index); in
+#                   Sluice the rows are written in id order, so each Parquet
+#                   row group and page carries a narrow id range in its
+#                   statistics and page index, and the scan prunes to them)
 #   each with 1 and 16 clients (-j = min(clients, 2)), against a throwaway
 #   PostgreSQL 15 cluster (port 5499) and a throwaway `sluice serve` (port 5498).
 #   The ratio column is sluice_qps / postgres_qps; compare ratios, not the
@@ -18,6 +21,7 @@
 #   bash benchmarks/pgbench/run.sh
 # Environment:
 #   DURATION   seconds per pgbench run (default 10; 12 runs in all)
+#   ROWS       rows in kv (default 1000000)
 #   SLUICE_BIN path to the sluice binary (default target/release/sluice;
 #              built with `cargo build --release -p sluice-server` if missing)
 #   OUT_FILE   where the result table is also written (default /tmp/sluice-pgbench.txt)
@@ -36,7 +40,7 @@ OUT_FILE=${OUT_FILE:-/tmp/sluice-pgbench.txt}
 PG_BIN=/usr/lib/postgresql/15/bin
 PG_PORT=5499
 SLUICE_PORT=5498
-ROWS=100000
+ROWS=${ROWS:-1000000}
 PGBENCH=/usr/bin/pgbench
 command -v "$PGBENCH" >/dev/null 2>&1 || PGBENCH=pgbench
 
@@ -76,7 +80,8 @@ LOAD_DF="INSERT INTO kv SELECT value, md5(CAST(value AS TEXT)) FROM generate_ser
 
 for t in "${TARGETS[@]}"; do
     log "loading $ROWS rows into kv on $t"
-    run_psql "$t" -c "CREATE TABLE kv (id BIGINT, val TEXT)" >/dev/null
+    if [[ $t == postgres ]]; then key=" PRIMARY KEY"; else key=""; fi
+    run_psql "$t" -c "CREATE TABLE kv (id BIGINT$key, val TEXT)" >/dev/null
     if ! err=$(run_psql "$t" -c "$LOAD_PORTABLE" 2>&1 >/dev/null); then
         log "portable load failed on $t ($err); trying the $t-specific form"
         if [[ $t == postgres ]]; then alt=$LOAD_PG; else alt=$LOAD_DF; fi
