@@ -127,7 +127,15 @@ impl PlanKey {
 /// registry, which cost more than planning `SELECT 1` itself.
 #[derive(Debug, Default)]
 pub(crate) struct StateSnapshot {
-    current: Mutex<Option<(Generations, Arc<SessionState>, Arc<TaskContext>)>>,
+    current: Mutex<Option<CopiedState>>,
+}
+
+/// The session state copied under `generations`, and its task context.
+#[derive(Debug)]
+struct CopiedState {
+    generations: Generations,
+    state: Arc<SessionState>,
+    task: Arc<TaskContext>,
 }
 
 impl StateSnapshot {
@@ -138,14 +146,18 @@ impl StateSnapshot {
         key: PlanKey,
     ) -> (Arc<SessionState>, Arc<TaskContext>) {
         let mut current = lock(&self.current);
-        if let Some((generations, state, task)) = current.as_ref()
-            && *generations == key.generations
+        if let Some(copied) = current.as_ref()
+            && copied.generations == key.generations
         {
-            return (Arc::clone(state), Arc::clone(task));
+            return (Arc::clone(&copied.state), Arc::clone(&copied.task));
         }
         let state = Arc::new(ctx.state());
         let task = Arc::new(TaskContext::from(state.as_ref()));
-        *current = Some((key.generations, Arc::clone(&state), Arc::clone(&task)));
+        *current = Some(CopiedState {
+            generations: key.generations,
+            state: Arc::clone(&state),
+            task: Arc::clone(&task),
+        });
         (state, task)
     }
 }
@@ -191,7 +203,7 @@ pub(crate) async fn physical_plan(
     let analyzed =
         state
             .analyzer()
-            .execute_and_check(plan.clone(), &state.config_options(), |_, _| {})?;
+            .execute_and_check(plan.clone(), state.config_options(), |_, _| {})?;
     let started = StartedNow {
         state,
         start: Utc::now(),
