@@ -1,6 +1,7 @@
 //! Encodes record batches into Postgres DataRow messages, column by column:
 //! Sluice's own types through `sluice_types::wire`, floats through
-//! `sluice_types::float_text` (Postgres's text form), everything else through
+//! `sluice_types::float_text` and timestamps in text through
+//! `sluice_types::timestamp_text` (Postgres's text forms), everything else through
 //! `arrow-pg`'s codecs.
 
 use std::error::Error;
@@ -11,7 +12,7 @@ use bytes::{BufMut, BytesMut};
 use datafusion::arrow::array::{Array, AsArray, RecordBatch};
 use datafusion::arrow::datatypes::{DataType, Field, Float32Type, Float64Type};
 use pgwire::api::Type;
-use pgwire::api::results::{DataRowEncoder, FieldInfo};
+use pgwire::api::results::{DataRowEncoder, FieldFormat, FieldInfo};
 use pgwire::error::PgWireResult;
 use pgwire::messages::data::DataRow;
 use pgwire::types::ToSqlText;
@@ -20,6 +21,7 @@ use postgres_types::{IsNull, ToSql, to_sql_checked};
 use sluice_types::{SluiceType, wire};
 
 use sluice_types::float_text;
+use sluice_types::timestamp_text::TimestampText;
 
 /// The DataRows of one batch, produced lazily.
 pub fn encode_batch_rows(
@@ -53,6 +55,8 @@ enum Codec {
     /// Fixed-width binary without a Sluice type: bytea (arrow-pg has no
     /// encoder for it).
     FixedBinary,
+    /// A timestamp, in Postgres' text form when sent as text.
+    Timestamp(TimestampText),
     ArrowPg,
 }
 
@@ -65,6 +69,9 @@ impl Codec {
             DataType::Float32 => Codec::Float4,
             DataType::Float64 => Codec::Float8,
             DataType::FixedSizeBinary(_) => Codec::FixedBinary,
+            data_type @ DataType::Timestamp(..) => {
+                TimestampText::of(data_type).map_or(Codec::ArrowPg, Codec::Timestamp)
+            }
             _ => Codec::ArrowPg,
         }
     }
@@ -110,10 +117,45 @@ fn encode_row(
                     .map(|a| a.value(row));
                 Encoder::encode_field(encoder, &value, pg_field)?;
             }
-            Codec::ArrowPg => encode_value(encoder, array, row, schema.field(col), pg_field)?,
+            Codec::Timestamp(text) if pg_field.format() == FieldFormat::Text => {
+                let value = text.format(array.as_ref(), row).map(TextOnly);
+                Encoder::encode_field(encoder, &value, pg_field)?;
+            }
+            Codec::Timestamp(_) | Codec::ArrowPg => {
+                encode_value(encoder, array, row, schema.field(col), pg_field)?
+            }
         }
     }
     Ok(())
+}
+
+/// A value written in text form only (its column's binary form is
+/// arrow-pg's).
+#[derive(Debug)]
+struct TextOnly(String);
+
+impl ToSql for TextOnly {
+    fn to_sql(&self, ty: &Type, _out: &mut BytesMut) -> Result<IsNull, BoxError> {
+        Err(format!("{ty} in binary form is written by arrow-pg").into())
+    }
+
+    fn accepts(_ty: &Type) -> bool {
+        true
+    }
+
+    to_sql_checked!();
+}
+
+impl ToSqlText for TextOnly {
+    fn to_sql_text(
+        &self,
+        _ty: &Type,
+        out: &mut BytesMut,
+        _format_options: &FormatOptions,
+    ) -> Result<IsNull, BoxError> {
+        out.put_slice(self.0.as_bytes());
+        Ok(IsNull::No)
+    }
 }
 
 /// A `float4` with Postgres's text form.

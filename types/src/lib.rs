@@ -27,6 +27,7 @@ pub mod resolve;
 pub mod retype;
 pub mod tensor;
 pub mod text;
+pub mod timestamp_text;
 pub mod vector;
 pub mod wire;
 

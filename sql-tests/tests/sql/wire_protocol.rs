@@ -1372,3 +1372,36 @@ async fn reused_plans_see_every_change() {
     assert!(seen[0].contains("12:00:00"), "{seen:?}");
     assert!(seen[1].contains("21:00:00"), "{seen:?}");
 }
+
+/// Timestamps in text as Postgres writes them: no fraction for whole
+/// seconds, trailing zeros trimmed, offsets with minutes only when needed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timestamps_are_written_as_postgres_writes_them() {
+    let (server, _dir) = start().await;
+    let (client, _task) = connect(&server).await;
+    let messages = client
+        .simple_query(
+            "SET TIME ZONE '+05:30'; SELECT TIMESTAMP '2020-01-01 12:00:00' AS whole, \
+             TIMESTAMP '2020-01-01 12:00:00.5' AS half, \
+             TIMESTAMPTZ '2020-01-01 12:00:00.25+00' AS zoned, \
+             CAST(NULL AS TIMESTAMP) AS missing",
+        )
+        .await
+        .expect("query");
+    let row = first_row(&messages);
+    assert_eq!(row.get(0), Some("2020-01-01 12:00:00"));
+    assert_eq!(row.get(1), Some("2020-01-01 12:00:00.5"));
+    assert_eq!(row.get(2), Some("2020-01-01 17:30:00.25+05:30"));
+    assert_eq!(row.get(3), None);
+
+    // Binary stays exact: the same instant read back through the driver.
+    let row = client
+        .query_one("SELECT TIMESTAMP '2020-01-01 12:00:00.5' AS t", &[])
+        .await
+        .expect("binary");
+    let read: std::time::SystemTime = row.get(0);
+    let since_epoch = read
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970");
+    assert_eq!(since_epoch.as_millis(), 1_577_880_000_500);
+}
