@@ -50,12 +50,13 @@ pub fn encode_batch_rows(
 #[derive(Debug, Clone, Copy)]
 enum Codec {
     Sluice(SluiceType),
+    /// Floats and timestamps: Postgres' text form when sent as text.
     Float4,
     Float8,
     /// Fixed-width binary without a Sluice type: bytea (arrow-pg has no
     /// encoder for it).
     FixedBinary,
-    /// A timestamp, in Postgres' text form when sent as text.
+    /// Floats and timestamps: Postgres' text form when sent as text.
     Timestamp(TimestampText),
     ArrowPg,
 }
@@ -87,6 +88,7 @@ fn encode_row(
     let schema = batch.schema();
     for (col, array) in batch.columns().iter().enumerate() {
         let pg_field = &fields[col];
+        let text = pg_field.format() == FieldFormat::Text;
         match codecs[col] {
             Codec::Sluice(ty) => {
                 let value = SluiceValue {
@@ -96,18 +98,23 @@ fn encode_row(
                 };
                 Encoder::encode_field(encoder, &value, pg_field)?;
             }
-            Codec::Float4 => {
+            // Postgres' text forms; binary is arrow-pg's.
+            Codec::Float4 if text => {
                 let value = array
                     .as_primitive_opt::<Float32Type>()
                     .filter(|a| a.is_valid(row))
-                    .map(|a| PgFloat4(a.value(row)));
+                    .map(|a| TextOnly(float_text::format_f32(a.value(row))));
                 Encoder::encode_field(encoder, &value, pg_field)?;
             }
-            Codec::Float8 => {
+            Codec::Float8 if text => {
                 let value = array
                     .as_primitive_opt::<Float64Type>()
                     .filter(|a| a.is_valid(row))
-                    .map(|a| PgFloat8(a.value(row)));
+                    .map(|a| TextOnly(float_text::format_f64(a.value(row))));
+                Encoder::encode_field(encoder, &value, pg_field)?;
+            }
+            Codec::Timestamp(timestamp) if text => {
+                let value = timestamp.format(array.as_ref(), row).map(TextOnly);
                 Encoder::encode_field(encoder, &value, pg_field)?;
             }
             Codec::FixedBinary => {
@@ -117,11 +124,7 @@ fn encode_row(
                     .map(|a| a.value(row));
                 Encoder::encode_field(encoder, &value, pg_field)?;
             }
-            Codec::Timestamp(text) if pg_field.format() == FieldFormat::Text => {
-                let value = text.format(array.as_ref(), row).map(TextOnly);
-                Encoder::encode_field(encoder, &value, pg_field)?;
-            }
-            Codec::Timestamp(_) | Codec::ArrowPg => {
+            Codec::Float4 | Codec::Float8 | Codec::Timestamp(_) | Codec::ArrowPg => {
                 encode_value(encoder, array, row, schema.field(col), pg_field)?
             }
         }
@@ -129,8 +132,8 @@ fn encode_row(
     Ok(())
 }
 
-/// A value written in text form only (its column's binary form is
-/// arrow-pg's).
+/// A value in Postgres' text form, for a column sent as text (in binary,
+/// arrow-pg's encoding is Postgres').
 #[derive(Debug)]
 struct TextOnly(String);
 
@@ -157,45 +160,6 @@ impl ToSqlText for TextOnly {
         Ok(IsNull::No)
     }
 }
-
-/// A `float4` with Postgres's text form.
-#[derive(Debug)]
-struct PgFloat4(f32);
-
-/// A `float8` with Postgres's text form.
-#[derive(Debug)]
-struct PgFloat8(f64);
-
-macro_rules! pg_float {
-    ($name:ident, $format:path) => {
-        impl ToSql for $name {
-            fn to_sql(&self, ty: &Type, out: &mut BytesMut) -> Result<IsNull, BoxError> {
-                self.0.to_sql(ty, out)
-            }
-
-            fn accepts(ty: &Type) -> bool {
-                matches!(*ty, Type::FLOAT4 | Type::FLOAT8)
-            }
-
-            to_sql_checked!();
-        }
-
-        impl ToSqlText for $name {
-            fn to_sql_text(
-                &self,
-                _ty: &Type,
-                out: &mut BytesMut,
-                _format_options: &FormatOptions,
-            ) -> Result<IsNull, BoxError> {
-                out.put_slice($format(self.0).as_bytes());
-                Ok(IsNull::No)
-            }
-        }
-    };
-}
-
-pg_float!(PgFloat4, float_text::format_f32);
-pg_float!(PgFloat8, float_text::format_f64);
 
 /// One value of a Sluice-typed column, encodable in either format.
 #[derive(Debug)]

@@ -255,45 +255,54 @@ pub(crate) fn reusable(logical: &LogicalPlan, physical: &Arc<dyn ExecutionPlan>)
 }
 
 fn logical_plan_reusable(plan: &LogicalPlan) -> bool {
-    let mut reusable = true;
+    let stateless_node = |node: &LogicalPlan| match node {
+        LogicalPlan::Projection(_)
+        | LogicalPlan::Filter(_)
+        | LogicalPlan::Sort(_)
+        | LogicalPlan::Limit(_)
+        | LogicalPlan::SubqueryAlias(_)
+        | LogicalPlan::Union(_)
+        | LogicalPlan::EmptyRelation(_)
+        | LogicalPlan::Values(_) => true,
+        LogicalPlan::TableScan(scan) => source_as_provider(&scan.source).is_ok_and(|provider| {
+            let any: &dyn std::any::Any = provider.as_ref();
+            any.is::<DurableTable>()
+        }),
+        _ => false,
+    };
+    !any_node(plan, |node| !stateless_node(node))
+        && !any_node(plan, |node| any_expression(node, evaluated_once_per_query))
+}
+
+/// Whether `found` holds for any node of `plan`, subqueries included (or
+/// the walk failed, which counts as found: the callers refuse then).
+fn any_node(plan: &LogicalPlan, found: impl Fn(&LogicalPlan) -> bool) -> bool {
+    let mut any = false;
     let walked = plan.apply_with_subqueries(|node| {
-        let node_reusable = match node {
-            LogicalPlan::Projection(_)
-            | LogicalPlan::Filter(_)
-            | LogicalPlan::Sort(_)
-            | LogicalPlan::Limit(_)
-            | LogicalPlan::SubqueryAlias(_)
-            | LogicalPlan::Union(_)
-            | LogicalPlan::EmptyRelation(_)
-            | LogicalPlan::Values(_) => true,
-            LogicalPlan::TableScan(scan) => {
-                source_as_provider(&scan.source).is_ok_and(|provider| {
-                    let any: &dyn std::any::Any = provider.as_ref();
-                    any.is::<DurableTable>()
-                })
-            }
-            _ => false,
-        };
-        if node_reusable {
-            node.apply_expressions(|expr| {
-                expr.apply(|expr| {
-                    if evaluated_once_per_query(expr) {
-                        reusable = false;
-                        return Ok(TreeNodeRecursion::Stop);
-                    }
-                    Ok(TreeNodeRecursion::Continue)
-                })
-            })?;
-        } else {
-            reusable = false;
-        }
-        Ok(if reusable {
-            TreeNodeRecursion::Continue
-        } else {
+        any = found(node);
+        Ok(if any {
             TreeNodeRecursion::Stop
+        } else {
+            TreeNodeRecursion::Continue
         })
     });
-    walked.is_ok() && reusable
+    any || walked.is_err()
+}
+
+/// Whether `found` holds for any expression of `node`, at any depth.
+fn any_expression(node: &LogicalPlan, found: impl Fn(&Expr) -> bool) -> bool {
+    let mut any = false;
+    let walked = node.apply_expressions(|expr| {
+        expr.apply(|expr| {
+            any = found(expr);
+            Ok(if any {
+                TreeNodeRecursion::Stop
+            } else {
+                TreeNodeRecursion::Continue
+            })
+        })
+    });
+    any || walked.is_err()
 }
 
 /// Functions DataFusion folds to a constant when it plans the query:
@@ -359,21 +368,12 @@ pub(crate) fn only_reads(plan: &LogicalPlan) -> bool {
 }
 
 fn calls_set_config(plan: &LogicalPlan) -> bool {
-    let mut found = false;
-    let _ = plan.apply_with_subqueries(|node| {
-        node.apply_expressions(|expr| {
-            expr.apply(|expr| {
-                if let Expr::ScalarFunction(function) = expr
-                    && function.name() == "set_config"
-                {
-                    found = true;
-                    return Ok(TreeNodeRecursion::Stop);
-                }
-                Ok(TreeNodeRecursion::Continue)
-            })
-        })
-    });
-    found
+    any_node(plan, |node| {
+        any_expression(
+            node,
+            |expr| matches!(expr, Expr::ScalarFunction(function) if function.name() == "set_config"),
+        )
+    })
 }
 
 /// The statements of simple queries by their text, so that a client
