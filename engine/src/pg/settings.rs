@@ -10,6 +10,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use datafusion::arrow::array::timezone::Tz;
 use datafusion::error::{DataFusionError, Result};
 
 /// The Postgres version Sluice speaks as (`server_version`).
@@ -473,6 +474,20 @@ fn invalid_value(def: &SettingDef, value: &str, why: &str) -> DataFusionError {
 const MAX_TIME_ZONE_BYTES: usize = 63;
 
 /// Checks a value and returns it in the form `SHOW` displays.
+/// `value` as the zone arrow reads timestamps in: an offset (`+05:30`) or
+/// a name of the zone database, matched ignoring case as Postgres matches
+/// it (`utc`, `asia/tokyo`) and returned as the database spells it.
+fn known_time_zone(value: &str) -> Option<String> {
+    let value = value.trim();
+    if value.parse::<Tz>().is_ok() {
+        return Some(value.to_owned());
+    }
+    chrono_tz::TZ_VARIANTS
+        .iter()
+        .find(|zone| zone.name().eq_ignore_ascii_case(value))
+        .map(|zone| zone.name().to_owned())
+}
+
 fn validate(def: &SettingDef, value: &str) -> Result<String> {
     match def.name {
         // Kept to NAMEDATALEN - 1 bytes, as Postgres shows it: the value is
@@ -493,6 +508,11 @@ fn validate(def: &SettingDef, value: &str) -> Result<String> {
             &value.chars().take(MAX_TIME_ZONE_BYTES).collect::<String>(),
             &format!("a time zone is at most {MAX_TIME_ZONE_BYTES} bytes"),
         )),
+        // Checked now, as Postgres does: an unknown zone failed each later
+        // query that read a timestamptz instead.
+        "TimeZone" => {
+            known_time_zone(value).ok_or_else(|| invalid_value(def, value, "unknown time zone"))
+        }
         "client_encoding" => {
             // asyncpg sends `'utf-8'`, quotes included, at startup.
             let v = value
