@@ -5,6 +5,7 @@
 
 pub mod output;
 mod plan_cache;
+mod simple_queries;
 mod sluice_session;
 
 pub(crate) use plan_cache::PlanGeneration;

@@ -28,7 +28,8 @@ use crate::session::output::{
     CommandComplete, CopyOutput, PreparedKind, PreparedStatement, QueryOutput, TransactionEffect,
     command_tag, plan_returns_rows, show_all_schema,
 };
-use crate::session::plan_cache::{self, PlanGenerations, PlanKey, SimpleQueries, StateSnapshot};
+use crate::session::plan_cache::{self, PlanGenerations, PlanKey, StateSnapshot};
+use crate::session::simple_queries::SimpleQueries;
 use crate::sql::copy::{CopyFormat, CopyFormatKind};
 use crate::sql::model_statement::ModelStatement;
 use crate::sql::sink_statement::SinkInput;
