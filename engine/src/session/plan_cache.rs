@@ -1,8 +1,10 @@
 //! Reusing what planning a query made, from one execution to the next: a
-//! prepared `SELECT 1` or point lookup costs a lookup and a walk of its
-//! physical plan instead of a trip through DataFusion's analyzer, optimizer
-//! and physical planner, and a session no longer copies DataFusion's whole
-//! session state (every function registry) for each statement.
+//! prepared `SELECT 1` costs a lookup and a walk of its physical plan
+//! instead of a trip through DataFusion's analyzer, optimizer and physical
+//! planner; every query (one with parameters or a table scan is planned
+//! each time) is planned from a copy of DataFusion's session state made
+//! once per plan generation, not once per statement (the copy holds every
+//! function registry).
 //!
 //! A plan is only as good as what it was made from:
 //! - the catalog and the session's settings: every statement that is not a
@@ -179,7 +181,7 @@ impl PlanCache {
     }
 
     /// Keeps `plan`, made under `key`, for the next execution; forgets a
-    /// stale one (it holds its tables' old files).
+    /// stale one.
     pub(crate) fn put(&self, key: PlanKey, plan: Option<&Arc<dyn ExecutionPlan>>) {
         *lock(&self.physical) = plan.map(|plan| (key, Arc::clone(plan)));
     }
@@ -242,8 +244,11 @@ impl OptimizerConfig for StartedNow<'_> {
 /// execution of the same statement. Only where that is known to be sound:
 /// - no function the optimizer evaluates once per query (`now()`, …: every
 ///   non-immutable function but the volatile ones, which run per row);
-/// - scans of durable tables only, whose versions the plan key follows
-///   (other tables may snapshot rows when planned);
+/// - tables: durable ones only, whose versions the plan key follows (other
+///   tables may snapshot rows when planned), and of those only the empty
+///   ones: a Parquet scan keeps every run's metrics in its file source,
+///   which no reset empties, so a scan run a million times would hold a
+///   million runs' metrics;
 /// - operators that carry no state from one run to the next once
 ///   [`reset_plan_states`] has renewed them: no joins, aggregates or top-k
 ///   sorts, whose dynamic filters are pushed into the scans below them.
@@ -323,7 +328,6 @@ fn physical_plan_reusable(plan: &Arc<dyn ExecutionPlan>) -> bool {
         let stateless = match node.name() {
             "ProjectionExec"
             | "FilterExec"
-            | "DataSourceExec"
             | "EmptyExec"
             | "PlaceholderRowExec"
             | "CoalesceBatchesExec"
