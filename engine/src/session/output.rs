@@ -33,6 +33,9 @@ pub struct PreparedStatement {
     pub(crate) planned_at: Generations,
     /// Its physical plan from an earlier execution, shared by its clones.
     pub(crate) plans: Arc<PlanCache>,
+    /// Whether it is a query that only reads: found once here, as every
+    /// execution asks.
+    pub(crate) reads_only: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -68,12 +71,17 @@ impl PreparedStatement {
         names: Option<PostgresNames>,
         planned_at: Generations,
     ) -> Self {
+        let reads_only = matches!(
+            &kind,
+            PreparedKind::Plan(plan) if plan_returns_rows(plan) && only_reads(plan)
+        );
         Self {
             kind,
             names,
             executed_rows: None,
             planned_at,
             plans: Arc::default(),
+            reads_only,
         }
     }
 
@@ -82,18 +90,10 @@ impl PreparedStatement {
     /// writes (which reach other sessions through the commit clock).
     pub(crate) fn changes_only_its_session(&self) -> bool {
         match &self.kind {
-            PreparedKind::Plan(plan) | PreparedKind::CopyTo(plan, _) => matches!(
-                plan.as_ref(),
-                LogicalPlan::Dml(_)
-                    | LogicalPlan::Copy(_)
-                    | LogicalPlan::Statement(
-                        Statement::SetVariable(_)
-                            | Statement::TransactionStart(_)
-                            | Statement::TransactionEnd(_)
-                            | Statement::Prepare(_)
-                            | Statement::Deallocate(_)
-                    )
-            ),
+            // Writes and session statements: what returns no rows but DDL.
+            PreparedKind::Plan(plan) | PreparedKind::CopyTo(plan, _) => {
+                !plan_returns_rows(plan) && !matches!(plan.as_ref(), LogicalPlan::Ddl(_))
+            }
             PreparedKind::Session(_) | PreparedKind::CopyFrom(_) | PreparedKind::Fetch(..) => true,
             _ => false,
         }
@@ -102,7 +102,7 @@ impl PreparedStatement {
     /// Whether this is a query that only reads (see [`only_reads`]): its
     /// plans may be reused, and running it changes no other plan.
     pub(crate) fn only_reads(&self) -> bool {
-        matches!(&self.kind, PreparedKind::Plan(plan) if plan_returns_rows(plan) && only_reads(plan))
+        self.reads_only
     }
 
     /// Schema of the rows this statement returns; empty for statements that
