@@ -102,7 +102,7 @@ def main():
 
     sql = f"SELECT id FROM t {{where}} ORDER BY v <=> %s::vector({args.dim}) LIMIT {k}"
     plan = sluice.execute("EXPLAIN " + sql.format(where=""), (text(queries[0]),)).fetchall()
-    if "IndexSearchExec" not in str(plan):
+    if "VectorTopKExec: index=" not in str(plan):
         print(f"the index is not used: {plan}", file=sys.stderr)
         return 1
 

@@ -7,7 +7,10 @@
 //! - [`vector_search`]: Flink's `VECTOR_SEARCH(TABLE t, DESCRIPTOR(v), q, k)`
 //!   as a top-k subquery (pgvector's `ORDER BY distance LIMIT k`);
 //! - [`vector_index_rule`]: an optimizer rule planning a top-k by distance
-//!   over an indexed column as an index search;
+//!   over a durable table as Sluice's vector top-k (an index walk or an
+//!   exact scan);
+//! - [`vector_batch_rule`]: an optimizer rule planning a `LATERAL` batch of
+//!   searches as one exact pass over the table's vectors;
 //! - [`typed_values`]: text literals inserted into Sluice-typed columns;
 //! - [`literal_insert`] / [`text_insert`]: `INSERT … VALUES` of literals
 //!   through COPY's text path;
@@ -46,6 +49,7 @@ pub mod subquery_values;
 pub mod text_insert;
 pub mod typed_values;
 pub mod unique_names;
+pub mod vector_batch_rule;
 pub mod vector_index_rule;
 pub mod vector_search;
 pub mod window_tvf;

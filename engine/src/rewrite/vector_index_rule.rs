@@ -1,18 +1,19 @@
-//! The planner's choice of a vector index: an optimizer rule that plans
-//! `ORDER BY <distance>(v, q) LIMIT k` over an indexed durable table — the
-//! pgvector idiom, and what [`super::vector_search`] makes of
-//! `VECTOR_SEARCH` — as an index search.
+//! The planner's choice of a vector top-k: an optimizer rule that plans
+//! `ORDER BY <distance>(v, q) LIMIT k` over a durable table — the pgvector
+//! idiom, and what [`super::vector_search`] makes of `VECTOR_SEARCH` — as
+//! Sluice's own top-k operator, walking an index when the table has one
+//! for that distance and scanning exactly otherwise.
 //!
-//! It fires on `Sort(fetch = k)` by one ascending distance between the
-//! indexed column and a constant vector (after `$n` binding and constant
-//! folding, so `EMBED('m', 'text')` and parameters count), over an optional
-//! projection, an optional filter and an optional alias of the table's
-//! scan, when the table has an index on that column for that distance. The
-//! scan and filter become a scan of [`IndexedTopK`], which returns the `k`
-//! nearest rows passing the filter; the projection and sort above stay and
-//! order them by their exact distance. Everything else — no index, another
-//! metric, a query vector from a column, a filter with a subquery — keeps
-//! the exact plan (a top-k heap per partition over a full scan).
+//! It fires on `Sort(fetch = k)` by one ascending distance (NULLs last)
+//! between a vector column and a constant vector (after `$n` binding and
+//! constant folding, so `EMBED('m', 'text')` and parameters count), over
+//! an optional projection, an optional filter and an optional alias of
+//! the table's scan. The scan and filter become a scan of [`IndexedTopK`],
+//! which returns the `k` nearest rows passing the filter; the projection
+//! and sort above stay and order them by their exact distance. Everything
+//! else — a query vector from a column, a filter with a subquery, more
+//! sort keys, another kind of table — keeps DataFusion's plan (a top-k
+//! heap per partition over a full scan).
 
 use std::any::Any;
 use std::sync::Arc;
@@ -82,7 +83,7 @@ fn index_search(sort: &Sort) -> Result<Option<LogicalPlan>> {
     let (Some(k), [key]) = (sort.fetch, sort.expr.as_slice()) else {
         return Ok(None);
     };
-    if !key.asc || k == 0 {
+    if !key.asc || key.nulls_first || k == 0 {
         return Ok(None);
     }
     let Some(chain) = chain_below(&sort.input) else {
@@ -106,40 +107,48 @@ fn index_search(sort: &Sort) -> Result<Option<LogicalPlan>> {
     let Some(table) = any.downcast_ref::<DurableTable>() else {
         return Ok(None);
     };
-    let Some(index) = table
+    let index = table
         .vector_indexes()
         .into_iter()
-        .find(|i| i.column == column.name && i.metric.sql_metric() == metric)
-    else {
-        return Ok(None);
-    };
+        .find(|i| i.column == column.name && i.metric.sql_metric() == metric);
     match table.schema().field_with_name(&column.name)?.data_type() {
-        DataType::FixedSizeList(_, n) if *n as usize == query.len() => {}
+        DataType::FixedSizeList(item, n)
+            if *n as usize == query.len() && item.data_type() == &DataType::Float32 => {}
         // A dimension mismatch: the exact plan reports it.
         _ => return Ok(None),
     }
     if !chain.scan.filters.is_empty() || chain.scan.fetch.is_some() {
         return Ok(None);
     }
-    let filter = match chain.filter {
+    let vector_present = |c: &Expr| matches!(c, Expr::IsNotNull(e) if matches!(e.as_ref(), Expr::Column(c) if c.name == column.name));
+    let (filter, keep_nulls) = match chain.filter {
         Some(filter) if filter.exists(|e| Ok(reads_outside_the_row(e)))? => return Ok(None),
-        Some(filter) => conjunction(
-            split_conjunction(&unqualified(filter.clone())?)
-                .into_iter()
-                // The search skips NULL vectors anyway; evaluating this
-                // would read every vector to plan.
-                .filter(|c| !matches!(c, Expr::IsNotNull(e) if matches!(e.as_ref(), Expr::Column(c) if c.name == column.name)))
-                .cloned(),
-        ),
-        None => None,
+        Some(filter) => {
+            let conjuncts = unqualified(filter.clone())?;
+            let conjuncts = split_conjunction(&conjuncts);
+            // The search skips NULL vectors itself when told to; evaluating
+            // this would read every vector to plan.
+            let keep_nulls = !conjuncts.iter().any(|c| vector_present(c));
+            (
+                conjunction(
+                    conjuncts
+                        .into_iter()
+                        .filter(|c| !vector_present(c))
+                        .cloned(),
+                ),
+                keep_nulls,
+            )
+        }
+        None => (None, true),
     };
     let request = SearchRequest {
-        index: index.name,
-        column: index.column,
-        metric: index.metric,
+        index: index.as_ref().map(|i| i.name.clone()),
+        column: column.name.clone(),
+        metric,
         query,
         k,
         filter,
+        keep_nulls,
     };
     let searched = TableScanBuilder::new(
         chain.scan.table_name.clone(),
@@ -260,7 +269,7 @@ fn unqualified(expr: Expr) -> Result<Expr> {
     .map(|t| t.data)
 }
 
-/// A durable table seen through one index search: its scan is the search.
+/// A durable table seen through one vector top-k: its scan is the search.
 #[derive(Debug)]
 pub struct IndexedTopK {
     table: Arc<dyn TableProvider>,
@@ -286,7 +295,7 @@ impl TableProvider for IndexedTopK {
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let any: &dyn Any = self.table.as_ref();
         let table = any.downcast_ref::<DurableTable>().ok_or_else(|| {
-            DataFusionError::Internal("index search over a non-durable table".into())
+            DataFusionError::Internal("vector search over a non-durable table".into())
         })?;
         table
             .plan_vector_search(state, &self.request, projection)

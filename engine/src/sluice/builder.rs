@@ -28,6 +28,7 @@ use crate::pg::catalog;
 use crate::rewrite::broadcast_bound::BoundBroadcasts;
 use crate::rewrite::consistent_fields::ConsistentFields;
 use crate::rewrite::join_yield::YieldingJoins;
+use crate::rewrite::vector_batch_rule::VectorBatchRule;
 use crate::rewrite::vector_index_rule::VectorIndexRule;
 use crate::sluice::relation_details::SluiceRelationDetails;
 use datafusion::physical_optimizer::optimizer::PhysicalOptimizer;
@@ -199,6 +200,7 @@ impl SluiceBuilder {
             .with_physical_optimizer_rule(Arc::new(YieldingJoins))
             .with_physical_optimizer_rule(Arc::new(CountModelCalls::new(Arc::clone(&models))))
             .with_optimizer_rule(Arc::new(VectorIndexRule))
+            .with_optimizer_rule(Arc::new(VectorBatchRule))
             .with_optimizer_rule(Arc::new(ConsistentFields))
             .build();
         let ctx = SessionContext::new_with_state(state);

@@ -1,5 +1,5 @@
 //! A durable table's vector indexes: `CREATE INDEX … USING hnsw`,
-//! `DROP INDEX`, and planning a search through one (see
+//! `DROP INDEX`, and planning vector searches, through one or exact (see
 //! [`super::vector_index`]).
 
 use std::sync::Arc;
@@ -15,7 +15,7 @@ use super::durable_table::DurableTable;
 use super::manifest;
 use super::transaction::SessionTransaction;
 use super::vector_index::{
-    self, SearchRequest, TableFiles, VectorIndex, build_missing, delete_graphs,
+    self, BatchRequest, SearchRequest, TableFiles, VectorIndex, build_missing, delete_graphs,
 };
 
 impl DurableTable {
@@ -101,8 +101,8 @@ impl DurableTable {
         Ok(true)
     }
 
-    /// The plan of `request` over the table as of now: the committed files
-    /// and their graphs, read consistently.
+    /// The plan of `request` (indexed or exact) over the table as of now:
+    /// the committed files and their graphs, read consistently.
     pub async fn plan_vector_search(
         &self,
         session: &dyn Session,
@@ -118,7 +118,7 @@ impl DurableTable {
                     .manifest
                     .vector_indexes
                     .iter()
-                    .find(|i| i.name == request.index)
+                    .find(|i| request.index.as_ref() == Some(&i.name))
                     .cloned(),
             )
         };
@@ -135,6 +135,29 @@ impl DurableTable {
             schema: Arc::clone(&self.schema),
         };
         vector_index::plan_search(table, snapshot, index, request, projection, session).await
+    }
+
+    /// The plan of a batch of exact searches over the table as of now,
+    /// its query vectors from `queries`.
+    pub async fn plan_vector_batch(
+        &self,
+        session: &dyn Session,
+        request: BatchRequest,
+        queries: Arc<dyn ExecutionPlan>,
+        projection: Option<&Vec<usize>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let transaction = SessionTransaction::of(session.config());
+        let committed = Arc::clone(&self.state.lock().await.snapshot);
+        let snapshot = match transaction {
+            Some(transaction) => transaction.snapshot(&self.handle()).await?,
+            None => committed,
+        };
+        let table = TableFiles {
+            store: Arc::clone(&self.store),
+            dir: self.dir.clone(),
+            schema: Arc::clone(&self.schema),
+        };
+        vector_index::plan_batch(table, snapshot, request, queries, projection)
     }
 }
 

@@ -104,11 +104,17 @@ async fn both_ways(sluice: &Sluice, select: &str, order: &str, k: usize) -> (Vec
     let searched = format!("{select} ORDER BY {order} LIMIT {k}");
     let exact = format!("{select} ORDER BY {order}, id LIMIT {k}");
     assert!(
-        plan(sluice, &searched).await.contains("IndexSearchExec"),
+        plan(sluice, &searched)
+            .await
+            .contains("VectorTopKExec: index="),
         "{searched} uses the index:\n{}",
         plan(sluice, &searched).await
     );
-    assert!(!plan(sluice, &exact).await.contains("IndexSearchExec"));
+    assert!(
+        !plan(sluice, &exact)
+            .await
+            .contains("VectorTopKExec: index=")
+    );
     (ids(sluice, &searched).await, ids(sluice, &exact).await)
 }
 
@@ -303,7 +309,11 @@ async fn an_index_follows_writes_and_survives_a_restart() {
 
     run_sql(&sluice, "DROP INDEX vecs_l2").await;
     let searched = format!("SELECT id FROM vecs ORDER BY {order} LIMIT 20");
-    assert!(!plan(&sluice, &searched).await.contains("IndexSearchExec"));
+    assert!(
+        !plan(&sluice, &searched)
+            .await
+            .contains("VectorTopKExec: index=")
+    );
     assert_eq!(
         std::fs::read_dir(table.join("indexes"))
             .expect("indexes")
@@ -314,4 +324,218 @@ async fn an_index_follows_writes_and_survives_a_restart() {
         panic!("the index is gone");
     };
     assert!(err.to_string().contains("does not exist"), "{err}");
+}
+
+/// Without an index, `ORDER BY <distance> LIMIT k` runs as Sluice's exact
+/// top-k over the decoded vectors: the same rows as DataFusion sorting
+/// every row — ties (duplicate vectors) to the earlier row, NULL vectors
+/// after every distance, filters inside — for every distance function,
+/// and the vectors it returns are the stored ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exact_search_returns_what_sorting_every_row_returns() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let sluice = open(dir.path()).await;
+    let mut rng = Rng(0xe1ac7);
+    run_sql(
+        &sluice,
+        &format!("CREATE TABLE vecs (id BIGINT, cat TEXT, v VECTOR({DIM}))"),
+    )
+    .await;
+    // Three INSERTs: three data files, ids in file order.
+    let mut previous = rng.vector();
+    for file in 0..3 {
+        let values: Vec<String> = (file * 700..(file + 1) * 700)
+            .map(|id| {
+                let cat = if id % 10 == 0 { "rare" } else { "common" };
+                if id % 50 == 7 {
+                    return format!("({id}, '{cat}', NULL)");
+                }
+                // Every 5th row repeats the one before: equal distances.
+                if id % 5 != 0 {
+                    previous = rng.vector();
+                }
+                format!("({id}, '{cat}', '{}')", vector_text(&previous))
+            })
+            .collect();
+        run_sql(
+            &sluice,
+            &format!("INSERT INTO vecs VALUES {}", values.join(", ")),
+        )
+        .await;
+    }
+    let q = vector_text(&rng.vector());
+    let stored: std::collections::HashMap<String, String> =
+        text_rows_of(&sluice, "SELECT id, v FROM vecs WHERE v IS NOT NULL")
+            .await
+            .into_iter()
+            .map(|row| {
+                (
+                    row[0].clone().unwrap_or_default(),
+                    row[1].clone().unwrap_or_default(),
+                )
+            })
+            .collect();
+
+    let orders = [
+        format!("v <-> '{q}'"),
+        format!("v <=> '{q}'"),
+        format!("v <#> '{q}'"),
+        format!("l1_distance(v, '{q}')"),
+        format!("inner_product('{q}', v)"),
+    ];
+    for order in &orders {
+        for (filter, k) in [("", 10), ("WHERE cat = 'rare'", 25), ("", 3000)] {
+            let select = format!("SELECT id, v, {order} FROM vecs {filter}");
+            let searched = format!("{select} ORDER BY {order} LIMIT {k}");
+            let explained = plan(&sluice, &searched).await;
+            assert!(
+                explained.contains("VectorTopKExec: exact")
+                    && explained.contains("exact scan: 3 file(s) (no index)"),
+                "{searched}:\n{explained}"
+            );
+            let reference = format!("{select} ORDER BY {order}, id LIMIT {k}");
+            assert!(!plan(&sluice, &reference).await.contains("VectorTopKExec"));
+            let (mut got, mut want) = (
+                text_rows_of(&sluice, &searched).await,
+                text_rows_of(&sluice, &reference).await,
+            );
+            assert_eq!(got.len(), want.len().min(k), "{searched}");
+            // The same distances in the same order; among equal distances
+            // the same rows (the earlier ones), in an order SQL leaves open.
+            let distances = |rows: &[Vec<Option<String>>]| -> Vec<Option<String>> {
+                rows.iter().map(|row| row[2].clone()).collect()
+            };
+            assert_eq!(distances(&got), distances(&want), "{searched}");
+            got.sort();
+            want.sort();
+            assert_eq!(got, want, "{searched}");
+        }
+    }
+    // Every row, NULL vectors last (Postgres' order); VECTOR_SEARCH only
+    // rows with a vector.
+    let all = text_rows_of(
+        &sluice,
+        &format!("SELECT id FROM vecs ORDER BY v <-> '{q}' LIMIT 5000"),
+    )
+    .await;
+    assert_eq!(all.len(), 2100);
+    assert!(all[2100 - 42..].iter().all(|row| {
+        row[0]
+            .as_deref()
+            .and_then(|id| id.parse::<i64>().ok())
+            .is_some_and(|id| id % 50 == 7)
+    }));
+    let searched = text_rows_of(
+        &sluice,
+        &format!("SELECT count(*) FROM VECTOR_SEARCH(TABLE vecs, DESCRIPTOR(v), '{q}'::vector({DIM}), 5000)"),
+    )
+    .await;
+    assert_eq!(searched[0][0].as_deref(), Some("2058"));
+    // NULLS FIRST is not a nearest-first search: DataFusion sorts it.
+    let nulls_first = format!("SELECT id FROM vecs ORDER BY v <-> '{q}' NULLS FIRST LIMIT 3");
+    assert!(!plan(&sluice, &nulls_first).await.contains("VectorTopKExec"));
+    assert_eq!(text_rows_of(&sluice, &nulls_first).await.len(), 3);
+
+    // Through an index, the vectors returned are the stored ones too.
+    run_sql(&sluice, "CREATE INDEX ON vecs USING hnsw (v vector_l2_ops)").await;
+    let searched = format!("SELECT id, v FROM vecs ORDER BY v <-> '{q}' LIMIT 10");
+    assert!(
+        plan(&sluice, &searched)
+            .await
+            .contains("VectorTopKExec: index=")
+    );
+    let rows = text_rows_of(&sluice, &searched).await;
+    assert_eq!(rows.len(), 10);
+    for row in rows {
+        let id = row[0].clone().unwrap_or_default();
+        assert_eq!(row[1].as_ref(), stored.get(&id), "vector of {id}");
+    }
+    // A dimension mismatch is an error, not an empty answer.
+    let result = match sluice
+        .sql("SELECT id FROM vecs ORDER BY l1_distance(v, '[1,2]') LIMIT 3")
+        .await
+    {
+        Ok(frame) => frame.collect().await.map(|_| ()),
+        Err(err) => Err(err),
+    };
+    let err = result.expect_err("a dimension mismatch");
+    assert!(err.to_string().contains("dimension"), "{err}");
+}
+
+/// A `LATERAL` batch of searches runs as one exact pass over the table's
+/// vectors (a matrix product) and returns, for every query row, the rows
+/// and scores a search with that row's vector alone returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_of_searches_returns_what_each_search_returns() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let sluice = open(dir.path()).await;
+    let mut rng = Rng(0xba7c4);
+    let centers = clustered_table(&sluice, &mut rng, 3000, 20).await;
+    // A second file, with a NULL vector.
+    insert_rows(&sluice, &mut rng, &centers, 3000..3500).await;
+    run_sql(&sluice, "INSERT INTO vecs VALUES (9999, 'rare', NULL)").await;
+    run_sql(
+        &sluice,
+        &format!("CREATE TABLE queries (qid INT, qv VECTOR({DIM}))"),
+    )
+    .await;
+    let mut values: Vec<String> = (0..30)
+        .map(|qid| {
+            format!(
+                "({qid}, '{}')",
+                vector_text(&rng.near(&centers[qid % 20], 0.3))
+            )
+        })
+        .collect();
+    // A repeated query vector and a NULL one (which finds nothing).
+    values.push("(30, NULL)".into());
+    let first = values[0].replacen("(0,", "(31,", 1);
+    values.push(first);
+    run_sql(
+        &sluice,
+        &format!("INSERT INTO queries VALUES {}", values.join(", ")),
+    )
+    .await;
+    let queries = text_rows_of(&sluice, "SELECT qid, qv FROM queries WHERE qv IS NOT NULL").await;
+    for metric in ["cosine", "l2", "ip", "l1"] {
+        let batch = format!(
+            "SELECT q.qid, s.id, s.score FROM queries q, \
+             LATERAL TABLE(VECTOR_SEARCH(TABLE vecs, q.qv, DESCRIPTOR(v), 7, MAP['metric', '{metric}'])) AS s \
+             ORDER BY q.qid, s.score, s.id"
+        );
+        let explained = plan(&sluice, &batch).await;
+        assert!(
+            explained.contains("VectorBatchTopKExec: exact"),
+            "{explained}"
+        );
+        let rows = text_rows_of(&sluice, &batch).await;
+        assert_eq!(rows.len(), 31 * 7, "{metric}");
+        for query in &queries {
+            let (qid, qv) = (query[0].clone(), query[1].clone().unwrap_or_default());
+            let got: Vec<Vec<Option<String>>> = rows
+                .iter()
+                .filter(|row| row[0] == qid)
+                .map(|row| row[1..].to_vec())
+                .collect();
+            let single = format!(
+                "SELECT id, score FROM VECTOR_SEARCH(TABLE vecs, DESCRIPTOR(v), '{qv}'::vector({DIM}), 7, \
+                 MAP['metric', '{metric}']) ORDER BY score, id"
+            );
+            assert_eq!(
+                got,
+                text_rows_of(&sluice, &single).await,
+                "{metric} {qid:?}"
+            );
+        }
+    }
+    // Without the score (the optimizer prunes it between the rank filter
+    // and the window), and with a filter on the result: still one pass.
+    let ids_only = "SELECT q.qid, s.id FROM queries q, \
+         LATERAL TABLE(VECTOR_SEARCH(TABLE vecs, q.qv, DESCRIPTOR(v), 3)) AS s WHERE q.qid < 10";
+    assert!(
+        plan(&sluice, ids_only)
+            .await
+            .contains("VectorBatchTopKExec")
+    );
+    assert_eq!(text_rows_of(&sluice, ids_only).await.len(), 30);
 }

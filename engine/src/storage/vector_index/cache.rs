@@ -143,3 +143,11 @@ pub(super) fn forget(location: &Path) {
         cache.bytes -= size;
     }
 }
+
+/// The graph at `location` if it is loaded already (nothing is read).
+pub(super) fn cached(location: &Path) -> Option<Arc<LoadedGraph>> {
+    loaded()
+        .graphs
+        .get(location)
+        .map(|(graph, _, _)| Arc::clone(graph))
+}

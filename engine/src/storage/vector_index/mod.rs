@@ -1,4 +1,5 @@
-//! HNSW vector indexes on durable tables (`CREATE INDEX … USING hnsw`).
+//! Vector search over durable tables: HNSW indexes (`CREATE INDEX … USING
+//! hnsw`) and the exact and indexed top-k that serves every search.
 //!
 //! # One graph per data file
 //! A table's data files are immutable, so an index is too: each data file
@@ -19,27 +20,40 @@
 //! with filtered search and buffer (de)serialisation.
 //!
 //! # Search
-//! [`search`] runs a top-k over a table snapshot ([`IndexSearchExec`]):
-//! per file, the filter is evaluated first; a selective filter (or a small
+//! [`search`] runs every vector top-k over a table snapshot
+//! ([`VectorTopKExec`]), indexed or not: per file, the filter is
+//! evaluated first; without an index for the query's distance, a file is
+//! scanned exactly ([`exact`]: every matching row's distance, on all
+//! cores, over the file's vector column decoded once and kept in the
+//! bounded [`columns`] cache). With one, a selective filter (or a small
 //! file, or a file without a graph) is answered by an exact scan of the
 //! matching rows, otherwise the predicate is applied inside the graph walk
 //! and a walk that returns fewer than `k` of the matching rows falls back
 //! to the exact scan — so a filtered search returns `k` rows whenever `k`
-//! rows match. The planner's rule (`rewrite::vector_index_rule`)
-//! chooses this operator for `ORDER BY <distance>(v, constant) LIMIT k`
-//! over an indexed column.
+//! rows match. Ties are broken by position ([`ranking`]). The planner's
+//! rule (`rewrite::vector_index_rule`) chooses this operator for
+//! `ORDER BY <distance>(v, constant) LIMIT k` over a durable table. A
+//! batch of queries (`LATERAL VECTOR_SEARCH`) is searched exactly in one
+//! pass ([`batch`], chosen by `rewrite::vector_batch_rule`).
 
+mod batch;
 mod build;
 mod cache;
+mod columns;
 mod definition;
+mod exact;
+mod hit_rows;
+mod ranking;
 mod search;
 
+pub(super) use batch::plan_batch;
+pub use batch::{BatchRequest, VectorBatchTopKExec};
 pub(super) use build::{
     adopt, build_missing, commit_with_graphs, cover, delete_graphs, dropped_graphs, prebuild,
     sweep_unreferenced,
 };
 pub use definition::{IndexMetric, VectorIndex, VectorSearchSettings, limits};
-pub use search::{IndexSearchExec, SearchRequest};
+pub use search::{SearchRequest, VectorTopKExec};
 pub(super) use search::{TableFiles, plan_search};
 
 /// Data files with fewer rows get no graph: an exact scan of them costs

@@ -1,23 +1,23 @@
-//! The top-k operator over an indexed table: per data file, a graph walk
-//! (filtered inside the walk) or an exact scan of the matching rows, the
-//! hits merged, then only the chosen rows read.
+//! The vector top-k operator over a durable table: per data file, a graph
+//! walk (filtered inside the walk) when the table has an index for the
+//! query's distance, otherwise an exact scan of the matching rows over
+//! their vectors in memory; the hits merged, then only the chosen rows
+//! read.
 
-use std::cmp::Ordering;
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, AsArray, BooleanArray, RecordBatch};
+use datafusion::arrow::array::{Array, AsArray, RecordBatch};
 use datafusion::arrow::buffer::BooleanBuffer;
-use datafusion::arrow::compute::{concat_batches, prep_null_mask_filter};
-use datafusion::arrow::datatypes::{Float32Type, SchemaRef};
+use datafusion::arrow::compute::prep_null_mask_filter;
+use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::Session;
 use datafusion::common::DFSchema;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::Expr;
-use datafusion::parquet::arrow::arrow_reader::{RowSelection, RowSelector};
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{
     Boundedness, EmissionType, apply_expression_roots,
@@ -31,11 +31,15 @@ use datafusion::physical_plan::{
 };
 use object_store::ObjectStore;
 use object_store::path::Path;
+use sluice_functions::vector::distance::Metric;
 
 use super::super::files::{LiveFile, Snapshot, read_rows, resolve};
-use super::cache;
 use super::definition::limits::DEFAULT_EF_SEARCH;
 use super::definition::{IndexMetric, VectorIndex, VectorSearchSettings};
+use super::exact::{FileScan, Vectors};
+use super::hit_rows::HitRows;
+use super::ranking::{Best, Hit};
+use super::{cache, columns, exact};
 
 /// Below this share of a file's rows passing the filter, the matching
 /// rows are scanned exactly: a walk filtered that hard visits most of the
@@ -47,22 +51,25 @@ const MIN_GRAPH_SELECTIVITY: f64 = 0.05;
 const EXACT_MATCHING_ROWS: u64 = 1024;
 
 /// A top-k search the planner's rule hands a table: the `k` rows nearest
-/// to `query` by `metric` on the index's column, among those `filter`
-/// keeps.
+/// to `query` by `metric` on `column`, among those `filter` keeps.
 #[derive(Debug, Clone)]
 pub struct SearchRequest {
-    /// The index to walk.
-    pub index: String,
-    /// Its column.
+    /// The index to walk; `None` for an exact search.
+    pub index: Option<String>,
+    /// The vector column.
     pub column: String,
-    /// Its metric (the distance the query orders by).
-    pub metric: IndexMetric,
+    /// The distance the query orders by.
+    pub metric: Metric,
     /// The query vector.
     pub query: Vec<f32>,
     /// Rows wanted.
     pub k: usize,
     /// A filter on the table's columns (unqualified names); NULL drops.
     pub filter: Option<Expr>,
+    /// Rows whose vector is NULL count, after every other row (as an
+    /// ascending `ORDER BY` puts them); `false` when the query keeps only
+    /// rows with a vector.
+    pub keep_nulls: bool,
 }
 
 /// Why a file is scanned exactly rather than walked.
@@ -74,6 +81,8 @@ enum ExactReason {
     SelectiveFilter,
     /// The index was dropped after the query was planned.
     IndexGone,
+    /// The table has no index for the query's distance.
+    NoIndex,
 }
 
 impl ExactReason {
@@ -82,6 +91,7 @@ impl ExactReason {
             Self::SmallFile => "too small for a graph",
             Self::SelectiveFilter => "selective filter",
             Self::IndexGone => "index dropped",
+            Self::NoIndex => "no index",
         }
     }
 }
@@ -174,6 +184,8 @@ pub(in crate::storage) async fn plan_search(
             .and_then(|index| index.files.get(&live.file.path));
         let route = if matching == 0 {
             Route::Skip
+        } else if request.index.is_none() {
+            Route::Exact(ExactReason::NoIndex)
         } else if index.is_none() {
             Route::Exact(ExactReason::IndexGone)
         } else if let Some(graph) = graph {
@@ -203,7 +215,7 @@ pub(in crate::storage) async fn plan_search(
     let projection = projection
         .cloned()
         .unwrap_or_else(|| (0..table.schema.fields().len()).collect());
-    Ok(Arc::new(IndexSearchExec {
+    Ok(Arc::new(VectorTopKExec {
         properties: Arc::new(PlanProperties::new(
             EquivalenceProperties::new(Arc::clone(&output_schema)),
             Partitioning::UnknownPartitioning(1),
@@ -214,13 +226,17 @@ pub(in crate::storage) async fn plan_search(
             table,
             snapshot,
             files,
-            index_name: request.index.clone(),
+            index: request
+                .index
+                .clone()
+                .zip(index.as_ref().map(|index| index.metric)),
             metric: request.metric,
             vector_column,
-            query: request.query.clone(),
+            query: request.query.clone().into(),
             k,
             ef_search,
             filter: filter.map(|(_, predicate)| predicate),
+            keep_nulls: request.keep_nulls,
             projection,
             output_schema,
         }),
@@ -269,13 +285,16 @@ struct Search {
     /// Holds the files (and so their graphs' meaning) until the search ends.
     snapshot: Arc<Snapshot>,
     files: Vec<FileSearch>,
-    index_name: String,
-    metric: IndexMetric,
+    /// The index walked and its metric; `None` for an exact search (or an
+    /// index dropped since the query was planned).
+    index: Option<(String, IndexMetric)>,
+    metric: Metric,
     vector_column: usize,
-    query: Vec<f32>,
+    query: Arc<[f32]>,
     k: usize,
     ef_search: usize,
     filter: Option<Arc<dyn PhysicalExpr>>,
+    keep_nulls: bool,
     projection: Vec<usize>,
     output_schema: SchemaRef,
 }
@@ -284,23 +303,30 @@ struct Search {
 /// nearest to the query; the plan above it computes their distance and
 /// orders them.
 #[derive(Debug)]
-pub struct IndexSearchExec {
+pub struct VectorTopKExec {
     properties: Arc<PlanProperties>,
     search: Arc<Search>,
     metrics: ExecutionPlanMetricsSet,
 }
 
-impl DisplayAs for IndexSearchExec {
+impl DisplayAs for VectorTopKExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
         let search = &self.search;
-        write!(
-            f,
-            "IndexSearchExec: index={} (hnsw, {}), k={}, ef_search={}",
-            search.index_name,
-            search.metric.name(),
-            search.k,
-            search.ef_search
-        )?;
+        match &search.index {
+            Some((name, metric)) => write!(
+                f,
+                "VectorTopKExec: index={name} (hnsw, {}), k={}, ef_search={}",
+                metric.name(),
+                search.k,
+                search.ef_search
+            )?,
+            None => write!(
+                f,
+                "VectorTopKExec: exact, distance={}, k={}",
+                search.metric.function_name(),
+                search.k
+            )?,
+        }
         if let Some(filter) = &search.filter {
             let rows: u64 = search
                 .files
@@ -326,17 +352,23 @@ impl DisplayAs for IndexSearchExec {
                 *exact.entry(reason).or_default() += 1;
             }
         }
-        write!(f, ", path=[graph walk: {walked} file(s)")?;
-        for (reason, count) in exact {
-            write!(f, ", exact scan: {count} file(s) ({})", reason.describe())?;
+        let mut paths = Vec::new();
+        if search.index.is_some() {
+            paths.push(format!("graph walk: {walked} file(s)"));
         }
-        write!(f, "]")
+        for (reason, count) in exact {
+            paths.push(format!(
+                "exact scan: {count} file(s) ({})",
+                reason.describe()
+            ));
+        }
+        write!(f, ", path=[{}]", paths.join(", "))
     }
 }
 
-impl ExecutionPlan for IndexSearchExec {
+impl ExecutionPlan for VectorTopKExec {
     fn name(&self) -> &str {
-        "IndexSearchExec"
+        "VectorTopKExec"
     }
 
     fn properties(&self) -> &Arc<PlanProperties> {
@@ -362,7 +394,7 @@ impl ExecutionPlan for IndexSearchExec {
             Ok(self)
         } else {
             Err(DataFusionError::Internal(
-                "IndexSearchExec has no children".into(),
+                "VectorTopKExec has no children".into(),
             ))
         }
     }
@@ -374,7 +406,7 @@ impl ExecutionPlan for IndexSearchExec {
     ) -> Result<SendableRecordBatchStream> {
         if partition != 0 {
             return Err(DataFusionError::Internal(format!(
-                "IndexSearchExec has one partition, not {}",
+                "VectorTopKExec has one partition, not {}",
                 partition + 1
             )));
         }
@@ -404,64 +436,10 @@ struct Counters {
     output_rows: Count,
 }
 
-/// A candidate row: its distance, then its file and row position (which
-/// break ties, so results are reproducible).
-#[derive(Debug, Clone, Copy)]
-struct Hit {
-    distance: f64,
-    ordinal: usize,
-    row: u64,
-}
-
-impl Hit {
-    fn cmp_key(&self, other: &Self) -> Ordering {
-        self.distance
-            .total_cmp(&other.distance)
-            .then(self.ordinal.cmp(&other.ordinal))
-            .then(self.row.cmp(&other.row))
-    }
-}
-
-impl PartialEq for Hit {
-    fn eq(&self, other: &Self) -> bool {
-        self.cmp_key(other) == Ordering::Equal
-    }
-}
-impl Eq for Hit {}
-impl PartialOrd for Hit {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Hit {
-    fn cmp(&self, other: &Self) -> Ordering {
-        self.cmp_key(other)
-    }
-}
-
-/// The `k` best hits seen so far (a max-heap on distance).
-struct Best {
-    k: usize,
-    heap: BinaryHeap<Hit>,
-}
-
-impl Best {
-    fn offer(&mut self, hit: Hit) {
-        if self.heap.len() < self.k {
-            self.heap.push(hit);
-        } else if self.heap.peek().is_some_and(|worst| hit < *worst) {
-            self.heap.pop();
-            self.heap.push(hit);
-        }
-    }
-}
-
 impl Search {
     async fn run(&self, counters: &Counters) -> Result<RecordBatch> {
-        let mut best = Best {
-            k: self.k,
-            heap: BinaryHeap::with_capacity(self.k + 1),
-        };
+        let mut best = Best::new(self.k);
+        let mut exact = Vec::new();
         for file in &self.files {
             match &file.route {
                 Route::Skip => {}
@@ -472,16 +450,30 @@ impl Search {
                     }
                     None => {
                         counters.fallbacks.add(1);
-                        self.scan_exactly(file, &mut best).await?;
+                        exact.push(file);
                     }
                 },
                 Route::Exact(_) => {
                     counters.exact.add(1);
-                    self.scan_exactly(file, &mut best).await?;
+                    exact.push(file);
                 }
             }
         }
-        let batch = self.read_hits(best.heap.into_vec()).await?;
+        let mut scans = Vec::with_capacity(exact.len());
+        for file in exact {
+            scans.push(FileScan {
+                ordinal: file.ordinal,
+                allowed: file.allowed.clone(),
+                vectors: self.vectors_to_scan(file).await?,
+            });
+        }
+        for hit in exact::scan(scans, Arc::clone(&self.query), self.metric, self.k).await? {
+            best.offer(hit);
+        }
+        if self.keep_nulls && best.len() < self.k {
+            self.offer_null_vectors(&mut best).await?;
+        }
+        let batch = self.read_hits(best.into_hits()).await?;
         counters.output_rows.add(batch.num_rows());
         Ok(batch)
     }
@@ -490,6 +482,9 @@ impl Search {
     /// trusted to be complete (it returned fewer rows than match, or the
     /// graph is gone): the caller scans exactly.
     async fn walk(&self, file: &FileSearch, graph: &str) -> Result<Option<Vec<Hit>>> {
+        let Some((_, index_metric)) = self.index else {
+            return Ok(None);
+        };
         let location = resolve(&self.table.dir, graph);
         let loaded = match cache::load(&self.table.store, &location).await {
             Ok(loaded) => loaded,
@@ -500,11 +495,7 @@ impl Search {
             }
         };
         if loaded.dimensions() != self.query.len() {
-            return Err(DataFusionError::Execution(format!(
-                "different vector dimensions {} and {}",
-                loaded.dimensions(),
-                self.query.len()
-            )));
+            return Err(different_dimensions(loaded.dimensions(), self.query.len()));
         }
         let matches = match &file.allowed {
             None => loaded.with_ef_search(self.ef_search, |g| g.search(&self.query, self.k)),
@@ -527,200 +518,89 @@ impl Search {
                 .keys
                 .iter()
                 .zip(&matches.distances)
-                .map(|(row, distance)| Hit {
-                    distance: self.metric.sql_distance(*distance),
-                    ordinal: file.ordinal,
-                    row: *row,
+                .map(|(row, distance)| {
+                    Hit::at(index_metric.sql_distance(*distance), file.ordinal, *row)
                 })
                 .collect(),
         ))
     }
 
-    /// Offers every matching row of the file with a vector to `best`.
-    async fn scan_exactly(&self, file: &FileSearch, best: &mut Best) -> Result<()> {
-        if let (Some(graph), Some(allowed)) = (&file.graph, &file.allowed)
-            && self.scan_graph_vectors(file, graph, allowed, best).await
+    /// Where the exact scan of `file` reads its vectors: the file's graph
+    /// when a filter keeps few rows (usearch holds them in memory, while
+    /// rows spread over the file touch most of its vector pages), else the
+    /// decoded column.
+    async fn vectors_to_scan(&self, file: &FileSearch) -> Result<Vectors> {
+        if let (Some(graph), Some(_)) = (&file.graph, &file.allowed)
+            && let Ok(loaded) =
+                cache::load(&self.table.store, &resolve(&self.table.dir, graph)).await
+            && loaded.dimensions() == self.query.len()
         {
-            return Ok(());
+            return Ok(Vectors::Graph(loaded));
         }
-        let live = &self.snapshot.files[file.ordinal];
-        let selection = file
-            .allowed
-            .as_ref()
-            .map(|allowed| RowSelection::from_filters(&[BooleanArray::new(allowed.clone(), None)]));
-        let batches = read_rows(
-            &self.table.store,
-            &live.location,
-            live.file.size,
-            &self.table.schema,
-            &[self.vector_column],
-            selection,
+        let column = self.column(file.ordinal).await?;
+        if !column.runs.is_empty() && column.dimensions != self.query.len() {
+            return Err(different_dimensions(column.dimensions, self.query.len()));
+        }
+        Ok(Vectors::Column(column))
+    }
+
+    /// The decoded vector column of the file at `ordinal`.
+    async fn column(&self, ordinal: usize) -> Result<Arc<columns::VectorColumn>> {
+        columns::load(
+            &self.table,
+            &self.snapshot.files[ordinal],
+            self.vector_column,
         )
-        .await?;
-        let mut positions: Box<dyn Iterator<Item = usize>> = match &file.allowed {
-            Some(allowed) => Box::new(allowed.set_indices()),
-            None => Box::new(0..live.file.rows as usize),
-        };
-        let metric = self.metric.sql_metric();
-        let dimensions = self.query.len();
-        for batch in &batches {
-            let list = batch.column(0).as_fixed_size_list();
-            if list.value_length() as usize != dimensions {
-                return Err(DataFusionError::Execution(format!(
-                    "different vector dimensions {} and {dimensions}",
-                    list.value_length()
-                )));
+        .await
+    }
+
+    /// Fills a short result with rows whose vector is NULL, by position.
+    async fn offer_null_vectors(&self, best: &mut Best) -> Result<()> {
+        for file in &self.files {
+            if matches!(file.route, Route::Skip) || best.len() >= self.k {
+                continue;
             }
-            let values = list.values().as_primitive::<Float32Type>().values();
-            for row in 0..list.len() {
-                let Some(position) = positions.next() else {
-                    return Err(DataFusionError::Internal(format!(
-                        "{} returned more rows than selected",
-                        live.location
-                    )));
-                };
-                if list.is_null(row) {
+            let column = self.column(file.ordinal).await?;
+            for rows in &column.runs {
+                let Some(nulls) = &rows.nulls else {
                     continue;
+                };
+                for row in (0..nulls.len()).filter(|&row| nulls.is_null(row)) {
+                    let position = rows.first + row;
+                    if file.allowed.as_ref().is_none_or(|a| a.value(position)) {
+                        best.offer(Hit {
+                            null: true,
+                            distance: 0.0,
+                            ordinal: file.ordinal,
+                            row: position as u64,
+                        });
+                    }
                 }
-                let start = list.value_offset(row) as usize;
-                best.offer(Hit {
-                    distance: metric.distance(&values[start..start + dimensions], &self.query),
-                    ordinal: file.ordinal,
-                    row: position as u64,
-                });
             }
         }
         Ok(())
     }
 
-    /// The exact scan of a filter's matching rows with their vectors taken
-    /// from the file's graph (usearch keeps them, as float32, in memory)
-    /// rather than from Parquet, where rows spread over the file touch most
-    /// of its vector pages. `false` when the graph cannot be loaded (the
-    /// caller reads the file instead).
-    async fn scan_graph_vectors(
-        &self,
-        file: &FileSearch,
-        graph: &str,
-        allowed: &BooleanBuffer,
-        best: &mut Best,
-    ) -> bool {
-        let Ok(loaded) = cache::load(&self.table.store, &resolve(&self.table.dir, graph)).await
-        else {
-            return false;
-        };
-        if loaded.dimensions() != self.query.len() {
-            return false;
-        }
-        let metric = self.metric.sql_metric();
-        let mut vector = vec![0f32; self.query.len()];
-        for row in allowed.set_indices() {
-            // No vector under the key: the row's vector is NULL.
-            if loaded.vector(row as u64, &mut vector) {
-                best.offer(Hit {
-                    distance: metric.distance(&vector, &self.query),
-                    ordinal: file.ordinal,
-                    row: row as u64,
-                });
-            }
-        }
-        true
-    }
-
-    /// Reads the projected columns of the chosen rows, file by file.
+    /// Reads the projected columns of the chosen rows.
     async fn read_hits(&self, hits: Vec<Hit>) -> Result<RecordBatch> {
         let mut by_file: BTreeMap<usize, Vec<u64>> = BTreeMap::new();
         for hit in hits {
             by_file.entry(hit.ordinal).or_default().push(hit.row);
         }
-        // Parquet reads columns in file order; the projection may not be.
-        let mut columns = self.projection.clone();
-        columns.sort_unstable();
-        columns.dedup();
-        let reorder: Vec<usize> = self
-            .projection
-            .iter()
-            .map(|c| columns.binary_search(c).unwrap_or_default())
-            .collect();
-        let mut batches = Vec::new();
-        for (ordinal, mut rows) in by_file {
-            let live = &self.snapshot.files[ordinal];
-            rows.sort_unstable();
-            let selection = select_rows(&rows, live.file.rows);
-            for batch in read_rows(
-                &self.table.store,
-                &live.location,
-                live.file.size,
-                &self.table.schema,
-                &columns,
-                Some(selection),
-            )
-            .await?
-            {
-                let batch = batch.project(&reorder)?;
-                batches.push(RecordBatch::try_new(
-                    Arc::clone(&self.output_schema),
-                    batch.columns().to_vec(),
-                )?);
-            }
+        let graphs: Vec<Option<&str>> = self.files.iter().map(|f| f.graph.as_deref()).collect();
+        HitRows {
+            table: &self.table,
+            snapshot: &self.snapshot,
+            graphs: &graphs,
+            vector_column: self.vector_column,
+            projection: &self.projection,
+            output_schema: &self.output_schema,
         }
-        Ok(concat_batches(&self.output_schema, &batches)?)
+        .read(by_file)
+        .await
     }
 }
 
-/// A row selection of the (sorted, distinct) `rows` out of `total`.
-fn select_rows(rows: &[u64], total: u64) -> RowSelection {
-    let mut selectors = Vec::with_capacity(rows.len() * 2 + 1);
-    let mut next = 0u64;
-    for &row in rows {
-        if row > next {
-            selectors.push(RowSelector::skip((row - next) as usize));
-        }
-        selectors.push(RowSelector::select(1));
-        next = row + 1;
-    }
-    if total > next {
-        selectors.push(RowSelector::skip((total - next) as usize));
-    }
-    RowSelection::from(selectors)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn row_selection_picks_exactly_the_rows() {
-        let selection = select_rows(&[0, 3, 4, 9], 12);
-        let picked: Vec<usize> = selection
-            .iter()
-            .scan(0usize, |at, s| {
-                let start = *at;
-                *at += s.row_count;
-                Some((!s.skip).then(|| start..start + s.row_count))
-            })
-            .flatten()
-            .flatten()
-            .collect();
-        assert_eq!(picked, vec![0, 3, 4, 9]);
-    }
-
-    #[test]
-    fn best_keeps_the_k_nearest_and_breaks_ties_by_position() {
-        let mut best = Best {
-            k: 2,
-            heap: BinaryHeap::new(),
-        };
-        for (distance, ordinal, row) in [(0.5, 1, 0), (0.1, 0, 7), (0.5, 0, 3), (0.9, 0, 1)] {
-            best.offer(Hit {
-                distance,
-                ordinal,
-                row,
-            });
-        }
-        let mut kept = best.heap.into_sorted_vec();
-        kept.sort();
-        let kept: Vec<(usize, u64)> = kept.iter().map(|h| (h.ordinal, h.row)).collect();
-        assert_eq!(kept, vec![(0, 7), (0, 3)]);
-    }
+fn different_dimensions(stored: usize, query: usize) -> DataFusionError {
+    DataFusionError::Execution(format!("different vector dimensions {stored} and {query}"))
 }

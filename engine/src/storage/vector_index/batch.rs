@@ -1,0 +1,310 @@
+//! A batch of exact searches (`LATERAL VECTOR_SEARCH` with a query vector
+//! per row of another table): the distinct query vectors ranked against
+//! the table in one pass over its vectors (a matrix product per run of
+//! rows, [`exact::scan_batch`]), each query's `k` nearest rows read once
+//! and returned with their query and rank — the rows the window plan it
+//! replaces (`row_number()` per query over a cross join) would return.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, FixedSizeListArray, Float32Array, RecordBatch, UInt32Array,
+    UInt64Array,
+};
+use datafusion::arrow::compute::take;
+use datafusion::arrow::datatypes::{DataType, Float32Type, SchemaRef};
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, Partitioning,
+    PlanProperties, collect,
+};
+use sluice_functions::vector::distance::Metric;
+
+use super::super::files::Snapshot;
+use super::hit_rows::HitRows;
+use super::search::TableFiles;
+use super::{columns, exact};
+
+/// A batch search the planner's rule hands a table: for each query vector
+/// the `queries` plan yields (its only column), the `k` rows nearest by
+/// `metric` on `column` among rows with a vector.
+#[derive(Debug, Clone)]
+pub struct BatchRequest {
+    /// The vector column.
+    pub column: String,
+    /// The distance ranked by.
+    pub metric: Metric,
+    /// Rows per query.
+    pub k: usize,
+    /// The table's columns returned, in order; then come the query vector
+    /// and the rank (from 1), as in `schema`.
+    pub table_columns: Vec<usize>,
+    /// The rows' schema: `table_columns`, the query, the rank.
+    pub schema: SchemaRef,
+}
+
+/// Plans `request` over `snapshot`, its queries from `queries`;
+/// `projection` picks columns of the request's schema.
+pub(in crate::storage) fn plan_batch(
+    table: TableFiles,
+    snapshot: Arc<Snapshot>,
+    request: BatchRequest,
+    queries: Arc<dyn ExecutionPlan>,
+    projection: Option<&Vec<usize>>,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    let vector_column = table.schema.index_of(&request.column)?;
+    let output_schema = match projection {
+        Some(columns) => Arc::new(request.schema.project(columns)?),
+        None => Arc::clone(&request.schema),
+    };
+    let projection = projection
+        .cloned()
+        .unwrap_or_else(|| (0..request.schema.fields().len()).collect());
+    Ok(Arc::new(VectorBatchTopKExec {
+        properties: Arc::new(PlanProperties::new(
+            EquivalenceProperties::new(Arc::clone(&output_schema)),
+            Partitioning::UnknownPartitioning(1),
+            EmissionType::Final,
+            Boundedness::Bounded,
+        )),
+        batch: Arc::new(Batch {
+            table,
+            snapshot,
+            vector_column,
+            request,
+            projection,
+            output_schema,
+        }),
+        queries,
+    }))
+}
+
+#[derive(Debug)]
+struct Batch {
+    table: TableFiles,
+    snapshot: Arc<Snapshot>,
+    vector_column: usize,
+    request: BatchRequest,
+    /// Columns of the request's schema returned.
+    projection: Vec<usize>,
+    output_schema: SchemaRef,
+}
+
+/// The operator: its child yields the query vectors; it returns each
+/// query's `k` nearest rows with the query and the rank.
+#[derive(Debug)]
+pub struct VectorBatchTopKExec {
+    properties: Arc<PlanProperties>,
+    batch: Arc<Batch>,
+    queries: Arc<dyn ExecutionPlan>,
+}
+
+impl DisplayAs for VectorBatchTopKExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        let request = &self.batch.request;
+        write!(
+            f,
+            "VectorBatchTopKExec: exact, distance={}, k={} per query, files={}",
+            request.metric.function_name(),
+            request.k,
+            self.batch.snapshot.files.len()
+        )
+    }
+}
+
+impl ExecutionPlan for VectorBatchTopKExec {
+    fn name(&self) -> &str {
+        "VectorBatchTopKExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.queries]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        mut children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        match (children.pop(), children.is_empty()) {
+            (Some(queries), true) => Ok(Arc::new(Self {
+                properties: Arc::clone(&self.properties),
+                batch: Arc::clone(&self.batch),
+                queries,
+            })),
+            _ => Err(DataFusionError::Internal(
+                "VectorBatchTopKExec has one child".into(),
+            )),
+        }
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        if partition != 0 {
+            return Err(DataFusionError::Internal(format!(
+                "VectorBatchTopKExec has one partition, not {}",
+                partition + 1
+            )));
+        }
+        let batch = Arc::clone(&self.batch);
+        let queries = Arc::clone(&self.queries);
+        let rows = async move {
+            let queries = if queries.output_partitioning().partition_count() == 1 {
+                collect(queries, context).await?
+            } else {
+                datafusion::physical_plan::collect_partitioned(queries, context)
+                    .await?
+                    .into_iter()
+                    .flatten()
+                    .collect()
+            };
+            batch.run(&queries).await
+        };
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            Arc::clone(&self.batch.output_schema),
+            futures::stream::once(rows),
+        )))
+    }
+}
+
+impl Batch {
+    async fn run(&self, query_batches: &[RecordBatch]) -> Result<RecordBatch> {
+        let DataType::FixedSizeList(_, width) =
+            self.table.schema.field(self.vector_column).data_type()
+        else {
+            return Err(DataFusionError::Internal(
+                "a batch search over a column that holds no vectors".into(),
+            ));
+        };
+        let dimensions = *width as usize;
+        // The distinct query vectors (NULL ones find nothing).
+        let mut queries: Vec<f32> = Vec::new();
+        let mut query_arrays: Vec<ArrayRef> = Vec::new();
+        for batch in query_batches {
+            let column = batch.column(0);
+            let list = column.as_fixed_size_list_opt().ok_or_else(|| {
+                DataFusionError::Internal("batch search queries are not vectors".into())
+            })?;
+            if list.value_length() as usize != dimensions {
+                return Err(DataFusionError::Execution(format!(
+                    "different vector dimensions {dimensions} and {}",
+                    list.value_length()
+                )));
+            }
+            let values = list.values().as_primitive::<Float32Type>().values();
+            for row in 0..list.len() {
+                if list.is_null(row) {
+                    continue;
+                }
+                let start = list.value_offset(row) as usize;
+                queries.extend_from_slice(&values[start..start + dimensions]);
+                query_arrays.push(Arc::new(list.slice(row, 1)));
+            }
+        }
+        let mut files = Vec::with_capacity(self.snapshot.files.len());
+        for (ordinal, live) in self.snapshot.files.iter().enumerate() {
+            if live.file.rows > 0 {
+                let column = columns::load(&self.table, live, self.vector_column).await?;
+                files.push((ordinal, column));
+            }
+        }
+        let found = exact::scan_batch(
+            files,
+            queries.into(),
+            dimensions,
+            self.request.metric,
+            self.request.k,
+        )
+        .await?;
+        // Every chosen row read once, in file then row order.
+        let mut by_file: BTreeMap<usize, Vec<u64>> = BTreeMap::new();
+        for hit in found.iter().flatten() {
+            by_file.entry(hit.ordinal).or_default().push(hit.row);
+        }
+        for rows in by_file.values_mut() {
+            rows.sort_unstable();
+            rows.dedup();
+        }
+        let read_schema = Arc::new(self.table.schema.project(&self.request.table_columns)?);
+        let read = HitRows {
+            table: &self.table,
+            snapshot: &self.snapshot,
+            graphs: &[],
+            vector_column: self.vector_column,
+            projection: &self.request.table_columns,
+            output_schema: &read_schema,
+        }
+        .read(by_file.clone())
+        .await?;
+        let order: Vec<(usize, u64)> = by_file
+            .iter()
+            .flat_map(|(ordinal, rows)| rows.iter().map(move |row| (*ordinal, *row)))
+            .collect();
+        let mut picks = Vec::new();
+        let mut query_picks = Vec::new();
+        let mut ranks = Vec::new();
+        for (query, hits) in found.iter().enumerate() {
+            for (rank, hit) in hits.iter().enumerate() {
+                let at = order
+                    .binary_search(&(hit.ordinal, hit.row))
+                    .map_err(|_| DataFusionError::Internal("a chosen row was not read".into()))?;
+                picks.push(at as u32);
+                query_picks.push(query as u32);
+                ranks.push(rank as u64 + 1);
+            }
+        }
+        let picks = UInt32Array::from(picks);
+        let mut columns: Vec<ArrayRef> = read
+            .columns()
+            .iter()
+            .map(|column| take(column.as_ref(), &picks, None))
+            .collect::<std::result::Result<_, _>>()?;
+        columns.push(self.query_column(&query_arrays, &query_picks)?);
+        columns.push(Arc::new(UInt64Array::from(ranks)));
+        let full = RecordBatch::try_new(Arc::clone(&self.request.schema), columns)?;
+        Ok(full.project(&self.projection)?)
+    }
+
+    /// The query vector of each output row.
+    fn query_column(&self, queries: &[ArrayRef], picks: &[u32]) -> Result<ArrayRef> {
+        let field = self.request.schema.field(self.request.table_columns.len());
+        let DataType::FixedSizeList(item, width) = field.data_type() else {
+            return Err(DataFusionError::Internal(
+                "batch search queries are not vectors".into(),
+            ));
+        };
+        let dimensions = *width as usize;
+        let mut values = Vec::with_capacity(picks.len() * dimensions);
+        for pick in picks {
+            let query = queries[*pick as usize].as_fixed_size_list();
+            let floats = query.value(0);
+            values.extend_from_slice(floats.as_primitive::<Float32Type>().values());
+        }
+        Ok(Arc::new(FixedSizeListArray::try_new(
+            Arc::clone(item),
+            *width,
+            Arc::new(Float32Array::from(values)),
+            None,
+        )?))
+    }
+}

@@ -1,0 +1,249 @@
+//! Decoded vector columns of data files, shared by every search in the
+//! process and bounded in memory, so that repeated exact searches run at
+//! memory speed instead of reading and decoding Parquet each time.
+//!
+//! A data file never changes once written, so a column decoded from it
+//! stays right for as long as anyone reads that file: the cache needs no
+//! invalidation, only a bound. Columns are kept least-recently-used first
+//! until [`CACHE_BYTES`] is reached; a file dropped by compaction or a
+//! DELETE is never asked for again and ages out. Concurrent first searches
+//! of one column decode it once (the others wait for it).
+
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, Mutex};
+
+use datafusion::arrow::array::{Array, AsArray};
+use datafusion::arrow::buffer::{NullBuffer, ScalarBuffer};
+use datafusion::arrow::datatypes::Float32Type;
+use datafusion::error::{DataFusionError, Result};
+use object_store::path::Path;
+use tokio::sync::OnceCell;
+
+use super::super::files::{LiveFile, read_rows};
+use super::search::TableFiles;
+
+/// Memory the decoded columns may take together (a million 384-dimension
+/// vectors take 1.5 GB).
+const CACHE_BYTES: usize = 4 << 30;
+
+/// Consecutive rows of a column as the file's reader decoded them: the
+/// vectors' floats back to back, and which rows are NULL.
+#[derive(Debug)]
+pub(super) struct Rows {
+    /// The first row's position in the file.
+    pub first: usize,
+    /// `dimensions` floats per row.
+    pub values: ScalarBuffer<f32>,
+    /// NULL rows (their floats are unspecified); `None` when there are none.
+    pub nulls: Option<NullBuffer>,
+}
+
+impl Rows {
+    /// Rows in this run.
+    pub fn len(&self, dimensions: usize) -> usize {
+        self.values.len() / dimensions
+    }
+}
+
+/// One vector column of one data file, decoded.
+#[derive(Debug)]
+pub(super) struct VectorColumn {
+    /// Floats per vector.
+    pub dimensions: usize,
+    /// The file's rows in order, in runs of the reader's batch size (kept
+    /// as decoded: copying them into one buffer would hold the column twice
+    /// while it is built).
+    pub runs: Vec<Rows>,
+}
+
+impl VectorColumn {
+    /// The vector of the row at `position`; `None` when it is NULL or past
+    /// the end.
+    pub fn vector(&self, position: usize) -> Option<&[f32]> {
+        let run = self
+            .runs
+            .partition_point(|r| r.first <= position)
+            .checked_sub(1)?;
+        let rows = &self.runs[run];
+        let row = position - rows.first;
+        if row >= rows.len(self.dimensions) || rows.nulls.as_ref().is_some_and(|n| n.is_null(row)) {
+            return None;
+        }
+        Some(&rows.values[row * self.dimensions..(row + 1) * self.dimensions])
+    }
+
+    fn bytes(&self) -> usize {
+        self.runs
+            .iter()
+            .map(|r| r.values.inner().capacity() + r.nulls.as_ref().map_or(0, |n| n.buffer().len()))
+            .sum()
+    }
+}
+
+struct Entry {
+    column: Arc<OnceCell<Arc<VectorColumn>>>,
+    /// Counted once decoded; 0 while it is being decoded.
+    bytes: usize,
+    used: u64,
+}
+
+#[derive(Default)]
+struct Columns {
+    entries: HashMap<(Path, String), Entry>,
+    bytes: usize,
+    clock: u64,
+}
+
+static COLUMNS: LazyLock<Mutex<Columns>> = LazyLock::new(Mutex::default);
+
+fn columns() -> std::sync::MutexGuard<'static, Columns> {
+    // Every update under the lock leaves the map consistent, so a panic
+    // elsewhere while it was held does not make it unusable.
+    COLUMNS.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The column `column` (a table column index) of `live`, from the cache or
+/// decoded from the file.
+pub(super) async fn load(
+    table: &TableFiles,
+    live: &LiveFile,
+    column: usize,
+) -> Result<Arc<VectorColumn>> {
+    let key = (
+        live.location.clone(),
+        table.schema.field(column).name().clone(),
+    );
+    let cell = {
+        let mut cache = columns();
+        cache.clock += 1;
+        let now = cache.clock;
+        let entry = cache.entries.entry(key.clone()).or_insert_with(|| Entry {
+            column: Arc::new(OnceCell::new()),
+            bytes: 0,
+            used: now,
+        });
+        entry.used = now;
+        Arc::clone(&entry.column)
+    };
+    let decoded = cell.get_or_try_init(|| decode(table, live, column)).await?;
+    let decoded = Arc::clone(decoded);
+    account(&key, &decoded);
+    Ok(decoded)
+}
+
+/// The column if it is decoded already (no file is read).
+pub(super) fn cached(live: &LiveFile, name: &str) -> Option<Arc<VectorColumn>> {
+    let cache = columns();
+    let entry = cache
+        .entries
+        .get(&(live.location.clone(), name.to_string()))?;
+    entry.column.get().cloned()
+}
+
+/// Counts a newly decoded column against the bound, evicting the least
+/// recently used others (or this one, when it alone exceeds the bound).
+fn account(key: &(Path, String), decoded: &VectorColumn) {
+    let mut cache = columns();
+    let Some(entry) = cache.entries.get_mut(key) else {
+        return;
+    };
+    if entry.bytes != 0 {
+        return;
+    }
+    let bytes = decoded.bytes().max(1);
+    entry.bytes = bytes;
+    cache.bytes += bytes;
+    while cache.bytes > CACHE_BYTES {
+        let oldest = cache
+            .entries
+            .iter()
+            .filter(|(k, e)| e.bytes > 0 && *k != key)
+            .min_by_key(|(_, e)| e.used)
+            .map(|(k, _)| k.clone())
+            .unwrap_or_else(|| key.clone());
+        if let Some(evicted) = cache.entries.remove(&oldest) {
+            cache.bytes -= evicted.bytes;
+        }
+        if oldest == *key {
+            break;
+        }
+    }
+}
+
+/// Reads and decodes the column from the file.
+async fn decode(table: &TableFiles, live: &LiveFile, column: usize) -> Result<Arc<VectorColumn>> {
+    let batches = read_rows(
+        &table.store,
+        &live.location,
+        live.file.size,
+        &table.schema,
+        &[column],
+        None,
+    )
+    .await?;
+    let mut runs = Vec::with_capacity(batches.len());
+    let mut dimensions = None;
+    let mut first = 0;
+    for batch in &batches {
+        let list = batch.column(0).as_fixed_size_list_opt().ok_or_else(|| {
+            DataFusionError::Internal(format!("{} holds no vectors", live.location))
+        })?;
+        let width = list.value_length() as usize;
+        dimensions.get_or_insert(width);
+        let values = list
+            .values()
+            .as_primitive_opt::<Float32Type>()
+            .ok_or_else(|| {
+                DataFusionError::Internal(format!("{} holds no float32 vectors", live.location))
+            })?
+            .values();
+        if list.is_empty() {
+            continue;
+        }
+        let start = list.value_offset(0) as usize;
+        runs.push(Rows {
+            first,
+            values: values.slice(start, list.len() * width),
+            nulls: list.logical_nulls().filter(|n| n.null_count() > 0),
+        });
+        first += list.len();
+    }
+    Ok(Arc::new(VectorColumn {
+        dimensions: dimensions.unwrap_or_default(),
+        runs,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn column() -> VectorColumn {
+        VectorColumn {
+            dimensions: 2,
+            runs: vec![
+                Rows {
+                    first: 0,
+                    values: ScalarBuffer::from(vec![0.0, 1.0, 2.0, 3.0]),
+                    nulls: None,
+                },
+                Rows {
+                    first: 2,
+                    values: ScalarBuffer::from(vec![4.0, 5.0, 6.0, 7.0, 8.0, 9.0]),
+                    nulls: Some(NullBuffer::from(vec![true, false, true])),
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn rows_are_found_across_runs_and_nulls_are_none() {
+        let column = column();
+        assert_eq!(column.vector(0), Some(&[0.0, 1.0][..]));
+        assert_eq!(column.vector(1), Some(&[2.0, 3.0][..]));
+        assert_eq!(column.vector(2), Some(&[4.0, 5.0][..]));
+        assert_eq!(column.vector(3), None);
+        assert_eq!(column.vector(4), Some(&[8.0, 9.0][..]));
+        assert_eq!(column.vector(5), None);
+    }
+}
