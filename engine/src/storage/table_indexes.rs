@@ -133,6 +133,10 @@ impl DurableTable {
             store: Arc::clone(&self.store),
             dir: self.dir.clone(),
             schema: Arc::clone(&self.schema),
+            metadata: session
+                .runtime_env()
+                .cache_manager
+                .get_file_metadata_cache(),
         };
         vector_index::plan_search(table, snapshot, index, request, projection, session).await
     }
@@ -156,6 +160,10 @@ impl DurableTable {
             store: Arc::clone(&self.store),
             dir: self.dir.clone(),
             schema: Arc::clone(&self.schema),
+            metadata: session
+                .runtime_env()
+                .cache_manager
+                .get_file_metadata_cache(),
         };
         vector_index::plan_batch(table, snapshot, request, queries, projection)
     }

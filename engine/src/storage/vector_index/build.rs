@@ -214,7 +214,7 @@ async fn build_file_graph(
     let dimensions = usize::try_from(*dimensions)
         .map_err(|_| DataFusionError::Internal("negative vector dimension".into()))?;
     let location = resolve(dir, &file.path);
-    let batches = read_rows(store, &location, file.size, schema, &[column], None).await?;
+    let batches = read_rows(store, &location, file.size, schema, &[column], None, None).await?;
     let mut keys = Vec::with_capacity(file.rows as usize);
     let mut vectors = Vec::with_capacity(file.rows as usize * dimensions);
     let mut position = 0u64;

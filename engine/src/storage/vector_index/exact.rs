@@ -101,6 +101,7 @@ fn scan_now(files: &[FileScan], query: &[f32], metric: Metric, k: usize) -> Vec<
 
 fn scan_rows(rows: &Rows, file: &FileScan, query: &[f32], metric: Metric, best: &mut Best) {
     let dimensions = query.len();
+    let query_norm = kernels::dot(query, query);
     for (i, vector) in rows.values.chunks_exact(dimensions).enumerate() {
         let position = rows.first + i;
         if file
@@ -111,7 +112,13 @@ fn scan_rows(rows: &Rows, file: &FileScan, query: &[f32], metric: Metric, best: 
         {
             continue;
         }
-        let distance = metric.distance(vector, query);
+        let distance = match metric {
+            // The SQL function's value, from the row's kept norm.
+            Metric::Cosine => {
+                kernels::cosine_from_dots(kernels::dot(vector, query), rows.norms[i], query_norm)
+            }
+            _ => metric.distance(vector, query),
+        };
         if best.admits(distance) {
             best.offer(Hit::at(distance, file.ordinal, position as u64));
         }
@@ -237,14 +244,7 @@ fn rank_run(
     }
     let mut dots = Array2::<f32>::zeros((count, n));
     ndarray::linalg::general_mat_mul(1.0, &q, &r.t(), 0.0, &mut dots);
-    let row_norms: Vec<f32> = match metric {
-        Metric::Cosine | Metric::L2 => rows
-            .values
-            .chunks_exact(dimensions)
-            .map(|v| kernels::dot(v, v))
-            .collect(),
-        _ => Vec::new(),
-    };
+    let row_norms = &rows.norms;
     for ((query, dots), best) in queries
         .chunks_exact(dimensions)
         .zip(dots.rows())
@@ -315,11 +315,12 @@ mod tests {
             allowed: None,
             vectors: Vectors::Column(Arc::new(VectorColumn {
                 dimensions: 2,
-                runs: vec![Rows {
-                    first: 0,
-                    values: ScalarBuffer::from(values),
-                    nulls: nulls.map(NullBuffer::from),
-                }],
+                runs: vec![Rows::new(
+                    0,
+                    ScalarBuffer::from(values),
+                    nulls.map(NullBuffer::from),
+                    2,
+                )],
             })),
         }
     }

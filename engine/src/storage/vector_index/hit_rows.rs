@@ -83,6 +83,7 @@ impl HitRows<'_> {
                 &self.table.schema,
                 &columns,
                 Some(select_rows(rows, live.file.rows)),
+                Some(&self.table.metadata),
             )
             .await?;
             Some(concat_batches(

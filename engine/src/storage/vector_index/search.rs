@@ -16,6 +16,7 @@ use datafusion::catalog::Session;
 use datafusion::common::DFSchema;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::cache::cache_manager::FileMetadataCache;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::Expr;
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
@@ -31,9 +32,11 @@ use datafusion::physical_plan::{
 };
 use object_store::ObjectStore;
 use object_store::path::Path;
+use rayon::prelude::*;
 use sluice_functions::vector::distance::Metric;
 
 use super::super::files::{LiveFile, Snapshot, read_rows, resolve};
+use super::cache::LoadedGraph;
 use super::definition::limits::DEFAULT_EF_SEARCH;
 use super::definition::{IndexMetric, VectorIndex, VectorSearchSettings};
 use super::exact::{FileScan, Vectors};
@@ -127,6 +130,8 @@ pub(in crate::storage) struct TableFiles {
     pub store: Arc<dyn ObjectStore>,
     pub dir: Path,
     pub schema: SchemaRef,
+    /// The runtime's Parquet metadata cache.
+    pub metadata: Arc<FileMetadataCache>,
 }
 
 /// Plans `request` over `snapshot` with `index` (its state in the same
@@ -258,6 +263,7 @@ async fn passing_rows(
         &table.schema,
         columns,
         None,
+        Some(&table.metadata),
     )
     .await?;
     let mut passing = Vec::with_capacity(batches.len());
@@ -437,30 +443,53 @@ struct Counters {
 }
 
 impl Search {
-    async fn run(&self, counters: &Counters) -> Result<RecordBatch> {
+    async fn run(self: Arc<Self>, counters: &Counters) -> Result<RecordBatch> {
         let mut best = Best::new(self.k);
         let mut exact = Vec::new();
-        for file in &self.files {
+        let mut walks = Vec::new();
+        for (at, file) in self.files.iter().enumerate() {
             match &file.route {
                 Route::Skip => {}
-                Route::Graph(graph) => match self.walk(file, graph).await? {
-                    Some(hits) => {
-                        counters.walks.add(1);
-                        hits.into_iter().for_each(|h| best.offer(h));
-                    }
-                    None => {
-                        counters.fallbacks.add(1);
-                        exact.push(file);
-                    }
-                },
+                Route::Graph(graph) => walks.push((at, self.load_graph(graph).await)),
                 Route::Exact(_) => {
                     counters.exact.add(1);
-                    exact.push(file);
+                    exact.push(at);
                 }
             }
         }
+        // The walks on every core: a query waits for its slowest file, not
+        // for the sum of them.
+        let search = Arc::clone(&self);
+        let walked = tokio::task::spawn_blocking(move || {
+            walks
+                .into_par_iter()
+                .map(|(at, loaded)| {
+                    let hits = match loaded {
+                        Some(loaded) => search.walk(&search.files[at], &loaded)?,
+                        None => None,
+                    };
+                    Ok((at, hits))
+                })
+                .collect::<Result<Vec<_>>>()
+        })
+        .await
+        .map_err(|e| DataFusionError::External(Box::new(e)))??;
+        for (at, hits) in walked {
+            match hits {
+                Some(hits) => {
+                    counters.walks.add(1);
+                    hits.into_iter().for_each(|h| best.offer(h));
+                }
+                None => {
+                    counters.fallbacks.add(1);
+                    exact.push(at);
+                }
+            }
+        }
+        exact.sort_unstable();
         let mut scans = Vec::with_capacity(exact.len());
-        for file in exact {
+        for at in exact {
+            let file = &self.files[at];
             scans.push(FileScan {
                 ordinal: file.ordinal,
                 allowed: file.allowed.clone(),
@@ -478,21 +507,26 @@ impl Search {
         Ok(batch)
     }
 
-    /// The file's hits by its graph; `None` when the walk cannot be
-    /// trusted to be complete (it returned fewer rows than match, or the
-    /// graph is gone): the caller scans exactly.
-    async fn walk(&self, file: &FileSearch, graph: &str) -> Result<Option<Vec<Hit>>> {
-        let Some((_, index_metric)) = self.index else {
-            return Ok(None);
-        };
+    /// The graph at `graph`; `None` when it cannot be read (the file is
+    /// then scanned exactly).
+    async fn load_graph(&self, graph: &str) -> Option<Arc<LoadedGraph>> {
         let location = resolve(&self.table.dir, graph);
-        let loaded = match cache::load(&self.table.store, &location).await {
-            Ok(loaded) => loaded,
+        match cache::load(&self.table.store, &location).await {
+            Ok(loaded) => Some(loaded),
             Err(e) => {
                 log::warn!("vector index graph {location} unreadable ({e}); scanning exactly");
                 cache::forget(&location);
-                return Ok(None);
+                None
             }
+        }
+    }
+
+    /// The file's hits by its graph; `None` when the walk cannot be
+    /// trusted to be complete (it returned fewer rows than match): the
+    /// caller scans exactly.
+    fn walk(&self, file: &FileSearch, loaded: &LoadedGraph) -> Result<Option<Vec<Hit>>> {
+        let Some((_, index_metric)) = self.index else {
+            return Ok(None);
         };
         if loaded.dimensions() != self.query.len() {
             return Err(different_dimensions(loaded.dimensions(), self.query.len()));
