@@ -129,7 +129,13 @@ impl DurableTable {
             Some(transaction) => transaction.snapshot(&self.handle()).await?,
             None => committed,
         };
-        let table = TableFiles {
+        let table = self.table_files(session);
+        vector_index::plan_search(table, snapshot, index, request, projection, session).await
+    }
+
+    /// Where a search finds the table's pieces.
+    fn table_files(&self, session: &dyn Session) -> TableFiles {
+        TableFiles {
             store: Arc::clone(&self.store),
             dir: self.dir.clone(),
             schema: Arc::clone(&self.schema),
@@ -137,8 +143,7 @@ impl DurableTable {
                 .runtime_env()
                 .cache_manager
                 .get_file_metadata_cache(),
-        };
-        vector_index::plan_search(table, snapshot, index, request, projection, session).await
+        }
     }
 
     /// The plan of a batch of exact searches over the table as of now,
@@ -156,15 +161,7 @@ impl DurableTable {
             Some(transaction) => transaction.snapshot(&self.handle()).await?,
             None => committed,
         };
-        let table = TableFiles {
-            store: Arc::clone(&self.store),
-            dir: self.dir.clone(),
-            schema: Arc::clone(&self.schema),
-            metadata: session
-                .runtime_env()
-                .cache_manager
-                .get_file_metadata_cache(),
-        };
+        let table = self.table_files(session);
         vector_index::plan_batch(table, snapshot, request, queries, projection)
     }
 }

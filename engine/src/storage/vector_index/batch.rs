@@ -29,7 +29,7 @@ use sluice_functions::vector::distance::Metric;
 
 use super::super::files::Snapshot;
 use super::hit_rows::HitRows;
-use super::search::TableFiles;
+use super::table_files::TableFiles;
 use super::{columns, exact};
 
 /// A batch search the planner's rule hands a table: for each query vector

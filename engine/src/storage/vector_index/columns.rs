@@ -21,7 +21,7 @@ use sluice_functions::vector::kernels;
 use tokio::sync::OnceCell;
 
 use super::super::files::{LiveFile, read_rows};
-use super::search::TableFiles;
+use super::table_files::TableFiles;
 
 /// Memory the decoded columns may take together (a million 384-dimension
 /// vectors take 1.5 GB).

@@ -17,7 +17,7 @@ use datafusion::parquet::arrow::arrow_reader::{RowSelection, RowSelector};
 
 use super::super::files::{Snapshot, read_rows, resolve};
 use super::exact::Vectors;
-use super::search::TableFiles;
+use super::table_files::TableFiles;
 use super::{cache, columns};
 
 /// What reading hits needs to know about the table and the output.

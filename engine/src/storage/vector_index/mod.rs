@@ -45,6 +45,7 @@ mod exact;
 mod hit_rows;
 mod ranking;
 mod search;
+mod table_files;
 
 pub(super) use batch::plan_batch;
 pub use batch::{BatchRequest, VectorBatchTopKExec};
@@ -53,8 +54,9 @@ pub(super) use build::{
     sweep_unreferenced,
 };
 pub use definition::{IndexMetric, VectorIndex, VectorSearchSettings, limits};
+pub(super) use search::plan_search;
 pub use search::{SearchRequest, VectorTopKExec};
-pub(super) use search::{TableFiles, plan_search};
+pub(super) use table_files::TableFiles;
 
 /// Data files with fewer rows get no graph: an exact scan of them costs
 /// less than walking a graph would save.

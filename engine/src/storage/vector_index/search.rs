@@ -16,7 +16,6 @@ use datafusion::catalog::Session;
 use datafusion::common::DFSchema;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::error::{DataFusionError, Result};
-use datafusion::execution::cache::cache_manager::FileMetadataCache;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::Expr;
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
@@ -30,8 +29,6 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
 };
-use object_store::ObjectStore;
-use object_store::path::Path;
 use rayon::prelude::*;
 use sluice_functions::vector::distance::Metric;
 
@@ -42,6 +39,7 @@ use super::definition::{IndexMetric, VectorIndex, VectorSearchSettings};
 use super::exact::{FileScan, Vectors};
 use super::hit_rows::HitRows;
 use super::ranking::{Best, Hit};
+use super::table_files::TableFiles;
 use super::{cache, columns, exact};
 
 /// Below this share of a file's rows passing the filter, the matching
@@ -122,16 +120,6 @@ struct FileSearch {
     /// The file's graph, if it has one (also when the route is an exact
     /// scan: the graph holds the vectors in memory).
     graph: Option<String>,
-}
-
-/// Where the table's pieces are.
-#[derive(Debug, Clone)]
-pub(in crate::storage) struct TableFiles {
-    pub store: Arc<dyn ObjectStore>,
-    pub dir: Path,
-    pub schema: SchemaRef,
-    /// The runtime's Parquet metadata cache.
-    pub metadata: Arc<FileMetadataCache>,
 }
 
 /// Plans `request` over `snapshot` with `index` (its state in the same
