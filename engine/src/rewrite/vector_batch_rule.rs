@@ -90,7 +90,9 @@ fn batch_search(filter: &Filter) -> Result<Option<LogicalPlan>> {
         }
         _ => return Ok(None),
     };
-    let rank = window.schema.field(window.schema.fields().len() - 1).name();
+    let Some(rank) = window.schema.fields().last().map(|f| f.name()) else {
+        return Ok(None);
+    };
     let Some(k) = rank_bound(&filter.predicate, rank) else {
         return Ok(None);
     };

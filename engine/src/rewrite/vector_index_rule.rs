@@ -90,28 +90,42 @@ fn index_search(sort: &Sort) -> Result<Option<LogicalPlan>> {
         return Ok(None);
     };
     // The sort key is the distance itself or a projected column naming it.
-    let distance = match (&key.expr, chain.projection) {
+    let (distance, over_projection) = match (&key.expr, chain.projection) {
         (Expr::Column(column), Some(projection)) => {
             match projection.schema.index_of_column(column) {
-                Ok(i) => projection.expr[i].clone(),
+                Ok(i) => (projection.expr[i].clone(), false),
                 Err(_) => return Ok(None),
             }
         }
-        (expr, _) => expr.clone(),
+        (expr, projection) => (expr.clone(), projection.is_some()),
     };
     let Some((column, metric, query)) = distance_call(&distance) else {
         return Ok(None);
     };
+    // A distance over the projection's output must read a table column
+    // passed through unchanged (not a computed one, such as EMBED(body)).
+    if over_projection
+        && let Some(projection) = chain.projection
+        && !projection
+            .schema
+            .index_of_column(&column)
+            .is_ok_and(|i| matches!(projection.expr[i].clone().unalias_nested().data, Expr::Column(c) if c.name == column.name))
+    {
+        return Ok(None);
+    }
     let provider = source_as_provider(&chain.scan.source)?;
     let any: &dyn Any = provider.as_ref();
     let Some(table) = any.downcast_ref::<DurableTable>() else {
+        return Ok(None);
+    };
+    let Ok(field) = table.schema().field_with_name(&column.name).cloned() else {
         return Ok(None);
     };
     let index = table
         .vector_indexes()
         .into_iter()
         .find(|i| i.column == column.name && i.metric.sql_metric() == metric);
-    match table.schema().field_with_name(&column.name)?.data_type() {
+    match field.data_type() {
         DataType::FixedSizeList(item, n)
             if *n as usize == query.len() && item.data_type() == &DataType::Float32 => {}
         // A dimension mismatch: the exact plan reports it.

@@ -431,6 +431,12 @@ async fn exact_search_returns_what_sorting_every_row_returns() {
     )
     .await;
     assert_eq!(searched[0][0].as_deref(), Some("2058"));
+    // A distance over a computed column of the same name is not a search
+    // of the stored vectors.
+    let computed =
+        format!("SELECT id, l2_normalize(v) AS v FROM vecs ORDER BY v <-> '{q}' LIMIT 3");
+    assert!(!plan(&sluice, &computed).await.contains("VectorTopKExec"));
+    assert_eq!(text_rows_of(&sluice, &computed).await.len(), 3);
     // NULLS FIRST is not a nearest-first search: DataFusion sorts it.
     let nulls_first = format!("SELECT id FROM vecs ORDER BY v <-> '{q}' NULLS FIRST LIMIT 3");
     assert!(!plan(&sluice, &nulls_first).await.contains("VectorTopKExec"));
