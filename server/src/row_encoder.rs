@@ -56,7 +56,7 @@ enum Codec {
     /// Fixed-width binary without a Sluice type: bytea (arrow-pg has no
     /// encoder for it).
     FixedBinary,
-    /// Floats and timestamps: Postgres' text form when sent as text.
+    /// Timestamps and times: Postgres' text form when sent as text.
     Timestamp(TimestampText),
     ArrowPg,
 }
@@ -70,7 +70,7 @@ impl Codec {
             DataType::Float32 => Codec::Float4,
             DataType::Float64 => Codec::Float8,
             DataType::FixedSizeBinary(_) => Codec::FixedBinary,
-            data_type @ DataType::Timestamp(..) => {
+            data_type @ (DataType::Timestamp(..) | DataType::Time32(_) | DataType::Time64(_)) => {
                 TimestampText::of(data_type).map_or(Codec::ArrowPg, Codec::Timestamp)
             }
             _ => Codec::ArrowPg,

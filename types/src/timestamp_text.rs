@@ -1,8 +1,8 @@
-//! Postgres' text form of `timestamp` and `timestamptz` (DateStyle ISO):
-//! `2020-01-01 12:00:00`, a fraction only when the seconds have one, its
-//! trailing zeros trimmed (`12:00:00.5`), a `timestamptz` with its UTC
+//! Postgres' text form of `timestamp`, `timestamptz` and `time` (DateStyle
+//! ISO): `2020-01-01 12:00:00`, a fraction only when the seconds have one,
+//! its trailing zeros trimmed (`12:00:00.5`), a `timestamptz` with its UTC
 //! offset in hours, and minutes only when it has them (`+00`, `+05:30`),
-//! years before 1 as `… BC`.
+//! years before 1 as `… BC`; a `time` as `12:00:00` or `12:00:00.5`.
 //!
 //! pgwire's text encoder writes every fraction to six digits and every
 //! offset in hours only (`12:00:00.000000+05` for `+05:30`), and psql
@@ -11,32 +11,37 @@
 
 use std::fmt::Write;
 
-use chrono::{Datelike, NaiveDateTime, Offset, TimeZone, Timelike};
+use chrono::{Datelike, NaiveDateTime, NaiveTime, Offset, TimeZone, Timelike};
 use datafusion::arrow::array::timezone::Tz;
 use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::datatypes::{
-    DataType, TimeUnit, TimestampMicrosecondType, TimestampMillisecondType,
-    TimestampNanosecondType, TimestampSecondType,
+    DataType, Time32MillisecondType, Time32SecondType, Time64MicrosecondType, Time64NanosecondType,
+    TimeUnit, TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType,
+    TimestampSecondType,
 };
 
-/// How one timestamp column is written: in its own time zone, if it has one.
+/// How one timestamp or time column is written: a timestamp in its own
+/// time zone, if it has one.
 #[derive(Debug, Clone, Copy)]
 pub struct TimestampText {
-    zone: Option<Tz>,
+    /// `None` for a time of day.
+    zone: Option<Option<Tz>>,
 }
 
 impl TimestampText {
     /// The writer for a column of `data_type`; `None` if it is no
-    /// timestamp, or its zone is one arrow cannot read.
+    /// timestamp or time, or its zone is one arrow cannot read.
     pub fn of(data_type: &DataType) -> Option<Self> {
-        let DataType::Timestamp(_, zone) = data_type else {
-            return None;
+        let zone = match data_type {
+            DataType::Time32(_) | DataType::Time64(_) => return Some(Self { zone: None }),
+            DataType::Timestamp(_, zone) => zone,
+            _ => return None,
         };
         let zone = match zone {
             Some(zone) => Some(zone.parse::<Tz>().ok()?),
             None => None,
         };
-        Some(Self { zone })
+        Some(Self { zone: Some(zone) })
     }
 
     /// Row `row` of `array` (a column of this writer's type) as Postgres
@@ -45,6 +50,9 @@ impl TimestampText {
         if array.is_null(row) {
             return None;
         }
+        let Some(zone) = &self.zone else {
+            return time_of(array, row).map(format_time);
+        };
         let utc_or_local = match array.data_type() {
             DataType::Timestamp(TimeUnit::Second, _) => array
                 .as_primitive_opt::<TimestampSecondType>()?
@@ -60,7 +68,7 @@ impl TimestampText {
                 .value_as_datetime(row),
             _ => None,
         }?;
-        Some(match &self.zone {
+        Some(match zone {
             None => format_timestamp(utc_or_local, None),
             Some(zone) => {
                 let offset = zone.offset_from_utc_datetime(&utc_or_local).fix();
@@ -68,6 +76,48 @@ impl TimestampText {
                 format_timestamp(local, Some(offset.local_minus_utc()))
             }
         })
+    }
+}
+
+/// Row `row` of a time-of-day column.
+fn time_of(array: &dyn Array, row: usize) -> Option<NaiveTime> {
+    match array.data_type() {
+        DataType::Time32(TimeUnit::Second) => array
+            .as_primitive_opt::<Time32SecondType>()?
+            .value_as_time(row),
+        DataType::Time32(TimeUnit::Millisecond) => array
+            .as_primitive_opt::<Time32MillisecondType>()?
+            .value_as_time(row),
+        DataType::Time64(TimeUnit::Microsecond) => array
+            .as_primitive_opt::<Time64MicrosecondType>()?
+            .value_as_time(row),
+        DataType::Time64(TimeUnit::Nanosecond) => array
+            .as_primitive_opt::<Time64NanosecondType>()?
+            .value_as_time(row),
+        _ => None,
+    }
+}
+
+/// `time` as Postgres writes a `time`.
+pub fn format_time(time: NaiveTime) -> String {
+    let mut text = format!(
+        "{:02}:{:02}:{:02}",
+        time.hour(),
+        time.minute(),
+        time.second()
+    );
+    push_fraction(&mut text, time.nanosecond());
+    text
+}
+
+/// `.` and the microseconds of `nanos` without trailing zeros, if any (a
+/// leap second's nanoseconds past 1e9 are not Postgres' to show).
+fn push_fraction(text: &mut String, nanos: u32) {
+    let micros = (nanos % 1_000_000_000) / 1_000;
+    if micros > 0 {
+        let fraction = format!("{micros:06}");
+        text.push('.');
+        text.push_str(fraction.trim_end_matches('0'));
     }
 }
 
@@ -91,14 +141,8 @@ pub fn format_timestamp(local: NaiveDateTime, offset_seconds: Option<i32>) -> St
         local.minute(),
         local.second()
     );
-    // Microseconds, as Postgres keeps them; a leap second's nanoseconds
-    // past 1e9 are not Postgres' to show.
-    let micros = (local.nanosecond() % 1_000_000_000) / 1_000;
-    if micros > 0 {
-        let fraction = format!("{micros:06}");
-        text.push('.');
-        text.push_str(fraction.trim_end_matches('0'));
-    }
+    // Microseconds, as Postgres keeps them.
+    push_fraction(&mut text, local.nanosecond());
     if let Some(offset) = offset_seconds {
         let sign = if offset < 0 { '-' } else { '+' };
         let offset = offset.unsigned_abs();
@@ -168,6 +212,31 @@ mod tests {
             format_timestamp(at(-43, 3, 15, 0, 0, 0, 0), None),
             "0044-03-15 00:00:00 BC"
         );
+    }
+
+    #[test]
+    fn times_of_day_are_written_as_postgres_writes_them() {
+        use datafusion::arrow::array::{Time32SecondArray, Time64MicrosecondArray};
+        let micros = Time64MicrosecondArray::from(vec![
+            Some(45_296_000_000),
+            Some(45_296_500_000),
+            Some(1),
+            None,
+        ]);
+        let text = TimestampText::of(micros.data_type()).expect("a time column");
+        let written: Vec<Option<String>> = (0..4).map(|row| text.format(&micros, row)).collect();
+        assert_eq!(
+            written,
+            vec![
+                Some("12:34:56".to_string()),
+                Some("12:34:56.5".to_string()),
+                Some("00:00:00.000001".to_string()),
+                None
+            ]
+        );
+        let seconds = Time32SecondArray::from(vec![3_723]);
+        let text = TimestampText::of(seconds.data_type()).expect("a time column");
+        assert_eq!(text.format(&seconds, 0).as_deref(), Some("01:02:03"));
     }
 
     #[test]

@@ -1376,7 +1376,7 @@ async fn reused_plans_see_every_change() {
 /// Timestamps in text as Postgres writes them: no fraction for whole
 /// seconds, trailing zeros trimmed, offsets with minutes only when needed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn timestamps_are_written_as_postgres_writes_them() {
+async fn timestamps_and_times_are_written_as_postgres_writes_them() {
     let (server, _dir) = start().await;
     let (client, _task) = connect(&server).await;
     let messages = client
@@ -1384,7 +1384,8 @@ async fn timestamps_are_written_as_postgres_writes_them() {
             "SET TIME ZONE '+05:30'; SELECT TIMESTAMP '2020-01-01 12:00:00' AS whole, \
              TIMESTAMP '2020-01-01 12:00:00.5' AS half, \
              TIMESTAMPTZ '2020-01-01 12:00:00.25+00' AS zoned, \
-             CAST(NULL AS TIMESTAMP) AS missing",
+             CAST(NULL AS TIMESTAMP) AS missing, \
+             TIME '12:34:56' AS whole_time, TIME '12:34:56.5' AS half_time",
         )
         .await
         .expect("query");
@@ -1393,6 +1394,8 @@ async fn timestamps_are_written_as_postgres_writes_them() {
     assert_eq!(row.get(1), Some("2020-01-01 12:00:00.5"));
     assert_eq!(row.get(2), Some("2020-01-01 17:30:00.25+05:30"));
     assert_eq!(row.get(3), None);
+    assert_eq!(row.get(4), Some("12:34:56"));
+    assert_eq!(row.get(5), Some("12:34:56.5"));
 
     // Binary stays exact: the same instant read back through the driver.
     let row = client
