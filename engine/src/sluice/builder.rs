@@ -27,6 +27,7 @@ use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use crate::pg::catalog;
 use crate::rewrite::broadcast_bound::BoundBroadcasts;
 use crate::rewrite::consistent_fields::ConsistentFields;
+use crate::rewrite::datetime_text_casts::DatetimeTextCasts;
 use crate::rewrite::join_yield::YieldingJoins;
 use crate::rewrite::vector_batch_rule::VectorBatchRule;
 use crate::rewrite::vector_index_rule::VectorIndexRule;
@@ -199,6 +200,7 @@ impl SluiceBuilder {
             )
             .with_physical_optimizer_rule(Arc::new(YieldingJoins))
             .with_physical_optimizer_rule(Arc::new(CountModelCalls::new(Arc::clone(&models))))
+            .with_analyzer_rule(Arc::new(DatetimeTextCasts::default()))
             .with_optimizer_rule(Arc::new(VectorIndexRule))
             .with_optimizer_rule(Arc::new(VectorBatchRule))
             .with_optimizer_rule(Arc::new(ConsistentFields))

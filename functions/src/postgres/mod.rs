@@ -10,6 +10,7 @@ use datafusion::execution::FunctionRegistry;
 use datafusion::logical_expr::ScalarUDF;
 use datafusion::prelude::SessionContext;
 
+mod datetime_text;
 mod guarded;
 mod length_bound;
 mod pattern_bound;
@@ -18,6 +19,7 @@ mod quote_literal;
 mod to_regtype;
 mod version;
 
+pub use datetime_text::{DATETIME_TEXT, DatetimeTextFunc};
 pub use guarded::{ArgumentGuard, Guarded};
 pub use pattern_bound::RegexOperatorPlanner;
 pub use pg_typeof::PgTypeofFunc;

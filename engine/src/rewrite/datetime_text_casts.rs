@@ -1,0 +1,97 @@
+//! Casts of timestamps and times to text written as Postgres writes them:
+//! an analyzer rule, run after DataFusion's type coercion (so the casts it
+//! adds, such as the one in `'at ' || ts`, are seen too), that replaces
+//! each such cast by [`DatetimeTextFunc`]. Arrow's cast writes ISO 8601
+//! (`2024-01-02T03:04:05`), which no Postgres client expects from
+//! `ts::text`; the wire encoder already writes Postgres' form for values
+//! sent as they are.
+//!
+//! Expressions keep their names (a projected `CAST(ts AS TEXT)` is still
+//! named so), and the function keeps its argument's nullability, so no
+//! schema above changes.
+
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::DataType;
+use datafusion::common::DFSchema;
+use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::config::ConfigOptions;
+use datafusion::error::Result;
+use datafusion::logical_expr::expr_rewriter::NamePreserver;
+use datafusion::logical_expr::utils::merge_schema;
+use datafusion::logical_expr::{Cast, Expr, ExprSchemable, LogicalPlan, ScalarUDF, TryCast};
+use datafusion::optimizer::AnalyzerRule;
+use sluice_functions::postgres::DatetimeTextFunc;
+
+/// See the module documentation.
+#[derive(Debug)]
+pub struct DatetimeTextCasts {
+    function: Arc<ScalarUDF>,
+}
+
+impl Default for DatetimeTextCasts {
+    fn default() -> Self {
+        Self {
+            function: Arc::new(ScalarUDF::new_from_impl(DatetimeTextFunc::default())),
+        }
+    }
+}
+
+impl AnalyzerRule for DatetimeTextCasts {
+    fn name(&self) -> &str {
+        "sluice_datetime_text_casts"
+    }
+
+    fn analyze(&self, plan: LogicalPlan, _config: &ConfigOptions) -> Result<LogicalPlan> {
+        plan.transform_up_with_subqueries(|node| self.rewrite_node(node))
+            .map(|t| t.data)
+    }
+}
+
+impl DatetimeTextCasts {
+    fn rewrite_node(&self, node: LogicalPlan) -> Result<Transformed<LogicalPlan>> {
+        if matches!(node, LogicalPlan::TableScan(_)) {
+            return Ok(Transformed::no(node));
+        }
+        let schema = merge_schema(&node.inputs());
+        let names = NamePreserver::new(&node);
+        node.map_expressions(|expr| {
+            let name = names.save(&expr);
+            let rewritten = expr.transform_up(|e| self.rewrite_expr(e, &schema))?;
+            Ok(rewritten.update_data(|e| name.restore(e)))
+        })
+    }
+
+    fn rewrite_expr(&self, expr: Expr, schema: &DFSchema) -> Result<Transformed<Expr>> {
+        // Plain text only: a Sluice type stored as text (json) has its own
+        // casts.
+        let (inner, target) = match &expr {
+            Expr::Cast(Cast { expr, field }) | Expr::TryCast(TryCast { expr, field })
+                if is_text(field.data_type()) && field.metadata().is_empty() =>
+            {
+                (expr, field)
+            }
+            _ => return Ok(Transformed::no(expr)),
+        };
+        // A type that cannot be found (an outer reference's, say) keeps
+        // arrow's cast.
+        let Ok(source) = inner.get_type(schema) else {
+            return Ok(Transformed::no(expr));
+        };
+        if !DatetimeTextFunc::writes(&source) {
+            return Ok(Transformed::no(expr));
+        }
+        let text = self.function.call(vec![inner.as_ref().clone()]);
+        Ok(Transformed::yes(match target.data_type() {
+            DataType::Utf8 => text,
+            _ => Expr::Cast(Cast::new_from_field(Box::new(text), Arc::clone(target))),
+        }))
+    }
+}
+
+fn is_text(data_type: &DataType) -> bool {
+    matches!(
+        data_type,
+        DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8
+    )
+}

@@ -1,0 +1,129 @@
+//! The text a timestamp or time becomes in a cast to text (`ts::text`,
+//! `CAST(t AS TEXT)`, `'at ' || ts`): Postgres' own form (`2024-01-02
+//! 03:04:05`, `12:00:00.5`), not arrow's ISO 8601 (`2024-01-02T03:04:05`).
+//! The engine's planner puts this function where such a cast was; it is
+//! not meant to be called by name.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, StringBuilder};
+use datafusion::arrow::datatypes::{DataType, Field, FieldRef};
+use datafusion::common::ScalarValue;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::logical_expr::{
+    ColumnarValue, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility,
+};
+use sluice_types::timestamp_text::TimestampText;
+
+/// The function's name.
+pub const DATETIME_TEXT: &str = "__sluice_datetime_text";
+
+/// `__sluice_datetime_text(timestamp | time) → text`.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct DatetimeTextFunc {
+    signature: Signature,
+}
+
+impl Default for DatetimeTextFunc {
+    fn default() -> Self {
+        Self {
+            signature: Signature::any(1, Volatility::Immutable),
+        }
+    }
+}
+
+impl DatetimeTextFunc {
+    /// Whether a cast of `data_type` to text is this function's to write.
+    pub fn writes(data_type: &DataType) -> bool {
+        matches!(
+            data_type,
+            DataType::Timestamp(..) | DataType::Time32(_) | DataType::Time64(_)
+        ) && TimestampText::of(data_type).is_some()
+    }
+}
+
+impl ScalarUDFImpl for DatetimeTextFunc {
+    fn name(&self) -> &str {
+        DATETIME_TEXT
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+
+    fn return_field_from_args(&self, args: ReturnFieldArgs) -> Result<FieldRef> {
+        // As nullable as the cast it stands for, so no schema above changes.
+        let nullable = args.arg_fields.first().is_none_or(|f| f.is_nullable());
+        Ok(Arc::new(Field::new(self.name(), DataType::Utf8, nullable)))
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let [value] = args.args.as_slice() else {
+            return Err(DataFusionError::Plan(format!(
+                "{DATETIME_TEXT} takes one argument"
+            )));
+        };
+        let (array, scalar) = match value {
+            ColumnarValue::Array(array) => (Arc::clone(array), false),
+            ColumnarValue::Scalar(scalar) => (scalar.to_array()?, true),
+        };
+        let text = TimestampText::of(array.data_type()).ok_or_else(|| {
+            DataFusionError::Plan(format!(
+                "{DATETIME_TEXT} writes timestamps and times, not {}",
+                array.data_type()
+            ))
+        })?;
+        let mut out = StringBuilder::with_capacity(array.len(), array.len() * 26);
+        for row in 0..array.len() {
+            out.append_option(text.format(array.as_ref(), row));
+        }
+        let out = out.finish();
+        Ok(if scalar {
+            ColumnarValue::Scalar(ScalarValue::try_from_array(&out, 0)?)
+        } else {
+            ColumnarValue::Array(Arc::new(out))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::arrow::array::{AsArray, TimestampMicrosecondArray};
+    use datafusion::arrow::datatypes::TimeUnit;
+    use datafusion::config::ConfigOptions;
+
+    use super::*;
+
+    #[test]
+    fn writes_postgres_text() {
+        let array = TimestampMicrosecondArray::from(vec![Some(1_704_164_645_500_000), None]);
+        let field = Arc::new(Field::new(
+            "t",
+            DataType::Timestamp(TimeUnit::Microsecond, None),
+            true,
+        ));
+        let result = DatetimeTextFunc::default()
+            .invoke_with_args(ScalarFunctionArgs {
+                args: vec![ColumnarValue::Array(Arc::new(array))],
+                arg_fields: vec![field],
+                number_rows: 2,
+                return_field: Arc::new(Field::new("r", DataType::Utf8, true)),
+                config_options: Arc::new(ConfigOptions::default()),
+            })
+            .expect("text");
+        let ColumnarValue::Array(out) = result else {
+            panic!("an array");
+        };
+        let out = out.as_string::<i32>();
+        assert_eq!(out.value(0), "2024-01-02 03:04:05.5");
+        assert!(out.is_null(1));
+        assert!(DatetimeTextFunc::writes(&DataType::Time64(
+            TimeUnit::Microsecond
+        )));
+        assert!(!DatetimeTextFunc::writes(&DataType::Date32));
+    }
+}
