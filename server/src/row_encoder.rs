@@ -21,6 +21,7 @@ use postgres_types::{IsNull, ToSql, to_sql_checked};
 use sluice_types::{SluiceType, wire};
 
 use sluice_types::float_text;
+use sluice_types::interval_text::IntervalText;
 use sluice_types::timestamp_text::TimestampText;
 
 /// The DataRows of one batch, produced lazily.
@@ -58,6 +59,8 @@ enum Codec {
     FixedBinary,
     /// Timestamps and times: Postgres' text form when sent as text.
     Timestamp(TimestampText),
+    /// Intervals and durations: Postgres' text form when sent as text.
+    Interval(IntervalText),
     ArrowPg,
 }
 
@@ -72,6 +75,9 @@ impl Codec {
             DataType::FixedSizeBinary(_) => Codec::FixedBinary,
             data_type @ (DataType::Timestamp(..) | DataType::Time32(_) | DataType::Time64(_)) => {
                 TimestampText::of(data_type).map_or(Codec::ArrowPg, Codec::Timestamp)
+            }
+            data_type @ (DataType::Interval(_) | DataType::Duration(_)) => {
+                IntervalText::of(data_type).map_or(Codec::ArrowPg, Codec::Interval)
             }
             _ => Codec::ArrowPg,
         }
@@ -117,6 +123,10 @@ fn encode_row(
                 let value = timestamp.format(array.as_ref(), row).map(TextOnly);
                 Encoder::encode_field(encoder, &value, pg_field)?;
             }
+            Codec::Interval(interval) if text => {
+                let value = interval.format(array.as_ref(), row).map(TextOnly);
+                Encoder::encode_field(encoder, &value, pg_field)?;
+            }
             Codec::FixedBinary => {
                 let value = array
                     .as_fixed_size_binary_opt()
@@ -124,9 +134,11 @@ fn encode_row(
                     .map(|a| a.value(row));
                 Encoder::encode_field(encoder, &value, pg_field)?;
             }
-            Codec::Float4 | Codec::Float8 | Codec::Timestamp(_) | Codec::ArrowPg => {
-                encode_value(encoder, array, row, schema.field(col), pg_field)?
-            }
+            Codec::Float4
+            | Codec::Float8
+            | Codec::Timestamp(_)
+            | Codec::Interval(_)
+            | Codec::ArrowPg => encode_value(encoder, array, row, schema.field(col), pg_field)?,
         }
     }
     Ok(())

@@ -19,6 +19,7 @@ pub mod conversion;
 pub mod error;
 pub mod extension;
 pub mod float_text;
+pub mod interval_text;
 pub mod media;
 mod node_rewrite;
 pub mod object_ref;

@@ -306,6 +306,15 @@ fn parse_reset(parser: &mut DFParser<'_>) -> Result<SluiceStatement> {
             name: None,
         }));
     }
+    // Postgres' spelling for the setting, as in SET TIME ZONE.
+    if parser
+        .parser
+        .parse_keywords(&[Keyword::TIME, Keyword::ZONE])
+    {
+        return Ok(SluiceStatement::Session(SessionCommand::Reset {
+            name: Some("timezone".into()),
+        }));
+    }
     let name = parser.parser.parse_object_name(false)?;
     let name = object_name(&name);
     if is_datafusion_setting(&name) {
@@ -547,6 +556,12 @@ mod tests {
             SessionCommand::Set {
                 name: "application_name".into(),
                 value: Some("my app".into())
+            }
+        );
+        assert_eq!(
+            session_cmd("RESET TIME ZONE"),
+            SessionCommand::Reset {
+                name: Some("timezone".into())
             }
         );
         assert_eq!(

@@ -1376,7 +1376,7 @@ async fn reused_plans_see_every_change() {
 /// Timestamps in text as Postgres writes them: no fraction for whole
 /// seconds, trailing zeros trimmed, offsets with minutes only when needed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn timestamps_and_times_are_written_as_postgres_writes_them() {
+async fn timestamps_times_and_intervals_are_written_as_postgres_writes_them() {
     let (server, _dir) = start().await;
     let (client, _task) = connect(&server).await;
     let messages = client
@@ -1385,7 +1385,9 @@ async fn timestamps_and_times_are_written_as_postgres_writes_them() {
              TIMESTAMP '2020-01-01 12:00:00.5' AS half, \
              TIMESTAMPTZ '2020-01-01 12:00:00.25+00' AS zoned, \
              CAST(NULL AS TIMESTAMP) AS missing, \
-             TIME '12:34:56' AS whole_time, TIME '12:34:56.5' AS half_time",
+             TIME '12:34:56' AS whole_time, TIME '12:34:56.5' AS half_time, \
+             INTERVAL '3 months 4 days 1.5 seconds' AS span, \
+             TIMESTAMP '2024-01-02 03:04:05' - TIMESTAMP '2024-01-01 00:00:00' AS apart",
         )
         .await
         .expect("query");
@@ -1396,6 +1398,8 @@ async fn timestamps_and_times_are_written_as_postgres_writes_them() {
     assert_eq!(row.get(3), None);
     assert_eq!(row.get(4), Some("12:34:56"));
     assert_eq!(row.get(5), Some("12:34:56.5"));
+    assert_eq!(row.get(6), Some("3 mons 4 days 00:00:01.5"));
+    assert_eq!(row.get(7), Some("1 day 03:04:05"));
 
     // Binary stays exact: the same instant read back through the driver.
     let row = client
