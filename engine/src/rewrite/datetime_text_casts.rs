@@ -1,10 +1,10 @@
-//! Casts of timestamps and times to text written as Postgres writes them:
-//! an analyzer rule, run after DataFusion's type coercion (so the casts it
-//! adds, such as the one in `'at ' || ts`, are seen too), that replaces
-//! each such cast by [`DatetimeTextFunc`]. Arrow's cast writes ISO 8601
-//! (`2024-01-02T03:04:05`), which no Postgres client expects from
-//! `ts::text`; the wire encoder already writes Postgres' form for values
-//! sent as they are.
+//! Casts of timestamps, times and intervals to text written as Postgres
+//! writes them: an analyzer rule, run after DataFusion's type coercion (so
+//! the casts it adds, such as the one in `'at ' || ts`, are seen too), that
+//! replaces each such cast by [`DatetimeTextFunc`]. Arrow's cast writes ISO 8601
+//! (`2024-01-02T03:04:05`, and `1 days 2 hours` for an interval), which no
+//! Postgres client expects from `ts::text`; the wire encoder already writes
+//! Postgres' form for values sent as they are.
 //!
 //! Expressions keep their names (a projected `CAST(ts AS TEXT)` is still
 //! named so), and the function keeps its argument's nullability, so no

@@ -6,8 +6,8 @@
 //!   subqueries adding `window_start`, `window_end`, `window_time`;
 //! - [`vector_search`]: Flink's `VECTOR_SEARCH(TABLE t, DESCRIPTOR(v), q, k)`
 //!   as a top-k subquery (pgvector's `ORDER BY distance LIMIT k`);
-//! - [`datetime_text_casts`]: an analyzer rule writing casts of timestamps
-//!   and times to text in Postgres' form;
+//! - [`datetime_text_casts`]: an analyzer rule writing casts of timestamps,
+//!   times and intervals to text in Postgres' form;
 //! - [`vector_index_rule`]: an optimizer rule planning a top-k by distance
 //!   over a durable table as Sluice's vector top-k (an index walk or an
 //!   exact scan);

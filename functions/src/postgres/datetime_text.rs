@@ -1,6 +1,7 @@
-//! The text a timestamp or time becomes in a cast to text (`ts::text`,
-//! `CAST(t AS TEXT)`, `'at ' || ts`): Postgres' own form (`2024-01-02
-//! 03:04:05`, `12:00:00.5`), not arrow's ISO 8601 (`2024-01-02T03:04:05`).
+//! The text a timestamp, time or interval becomes in a cast to text
+//! (`ts::text`, `CAST(t AS TEXT)`, `'at ' || ts`): Postgres' own form
+//! (`2024-01-02 03:04:05`, `12:00:00.5`, `1 day 02:00:00`), not arrow's
+//! (`2024-01-02T03:04:05`, `1 days 2 hours`).
 //! The engine's planner puts this function where such a cast was; it is
 //! not meant to be called by name.
 
@@ -13,12 +14,13 @@ use datafusion::error::{DataFusionError, Result};
 use datafusion::logical_expr::{
     ColumnarValue, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility,
 };
+use sluice_types::interval_text::IntervalText;
 use sluice_types::timestamp_text::TimestampText;
 
 /// The function's name.
 pub const DATETIME_TEXT: &str = "__sluice_datetime_text";
 
-/// `__sluice_datetime_text(timestamp | time) → text`.
+/// `__sluice_datetime_text(timestamp | time | interval) → text`.
 #[derive(Debug, PartialEq, Eq, Hash)]
 pub struct DatetimeTextFunc {
     signature: Signature,
@@ -35,10 +37,31 @@ impl Default for DatetimeTextFunc {
 impl DatetimeTextFunc {
     /// Whether a cast of `data_type` to text is this function's to write.
     pub fn writes(data_type: &DataType) -> bool {
-        matches!(
-            data_type,
-            DataType::Timestamp(..) | DataType::Time32(_) | DataType::Time64(_)
-        ) && TimestampText::of(data_type).is_some()
+        Writer::of(data_type).is_some()
+    }
+}
+
+/// How a column of one of the function's types is written.
+enum Writer {
+    Datetime(TimestampText),
+    Interval(IntervalText),
+}
+
+impl Writer {
+    fn of(data_type: &DataType) -> Option<Self> {
+        match data_type {
+            DataType::Timestamp(..) | DataType::Time32(_) | DataType::Time64(_) => {
+                TimestampText::of(data_type).map(Self::Datetime)
+            }
+            _ => IntervalText::of(data_type).map(Self::Interval),
+        }
+    }
+
+    fn format(&self, array: &dyn Array, row: usize) -> Option<String> {
+        match self {
+            Self::Datetime(text) => text.format(array, row),
+            Self::Interval(text) => text.format(array, row),
+        }
     }
 }
 
@@ -71,9 +94,9 @@ impl ScalarUDFImpl for DatetimeTextFunc {
             ColumnarValue::Array(array) => (Arc::clone(array), false),
             ColumnarValue::Scalar(scalar) => (scalar.to_array()?, true),
         };
-        let text = TimestampText::of(array.data_type()).ok_or_else(|| {
+        let text = Writer::of(array.data_type()).ok_or_else(|| {
             DataFusionError::Plan(format!(
-                "{DATETIME_TEXT} writes timestamps and times, not {}",
+                "{DATETIME_TEXT} writes timestamps, times and intervals, not {}",
                 array.data_type()
             ))
         })?;
