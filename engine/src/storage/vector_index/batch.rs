@@ -245,6 +245,11 @@ impl Batch {
             rows.sort_unstable();
             rows.dedup();
         }
+        // The position of each chosen row in what is read.
+        let order: Vec<(usize, u64)> = by_file
+            .iter()
+            .flat_map(|(ordinal, rows)| rows.iter().map(move |row| (*ordinal, *row)))
+            .collect();
         let read_schema = Arc::new(self.table.schema.project(&self.request.table_columns)?);
         let read = HitRows {
             table: &self.table,
@@ -254,12 +259,8 @@ impl Batch {
             projection: &self.request.table_columns,
             output_schema: &read_schema,
         }
-        .read(by_file.clone())
+        .read(by_file)
         .await?;
-        let order: Vec<(usize, u64)> = by_file
-            .iter()
-            .flat_map(|(ordinal, rows)| rows.iter().map(move |row| (*ordinal, *row)))
-            .collect();
         let mut picks = Vec::new();
         let mut query_picks = Vec::new();
         let mut ranks = Vec::new();

@@ -157,8 +157,9 @@ fn candidates(k: usize) -> usize {
 const QUERIES_PER_PRODUCT: usize = 256;
 
 /// The `k` nearest rows to each of `queries` (`dimensions` floats each,
-/// back to back) by `metric` over `files` (decoded columns; NULL vectors
-/// skipped), on the blocking thread pool: one list of hits per query.
+/// back to back) by `metric` over `files` (decoded columns by file position,
+/// ascending; NULL vectors skipped), on the blocking thread pool: one list
+/// of hits per query.
 pub(super) async fn scan_batch(
     files: Vec<(usize, Arc<VectorColumn>)>,
     queries: Arc<[f32]>,
@@ -285,10 +286,11 @@ fn rerank(
 ) -> Vec<Hit> {
     let mut best = Best::new(k);
     for hit in candidates.into_hits() {
+        // `files` is in ordinal order.
         let vector = files
-            .iter()
-            .find(|(ordinal, _)| *ordinal == hit.ordinal)
-            .and_then(|(_, column)| column.vector(hit.row as usize));
+            .binary_search_by_key(&hit.ordinal, |(ordinal, _)| *ordinal)
+            .ok()
+            .and_then(|at| files[at].1.vector(hit.row as usize));
         if let Some(vector) = vector {
             best.offer(Hit::at(
                 metric.distance(vector, query),
