@@ -13,6 +13,8 @@
 //!   exact scan);
 //! - [`vector_batch_rule`]: an optimizer rule planning a `LATERAL` batch of
 //!   searches as one exact pass over the table's vectors;
+//! - [`key_lookup_rule`]: an optimizer rule planning `WHERE key = value`
+//!   over a durable table as a point lookup in memory;
 //! - [`typed_values`]: text literals inserted into Sluice-typed columns;
 //! - [`literal_insert`] / [`text_insert`]: `INSERT … VALUES` of literals
 //!   through COPY's text path;
@@ -45,6 +47,7 @@ pub mod consistent_fields;
 pub mod created_names;
 pub mod datetime_text_casts;
 pub mod join_yield;
+pub mod key_lookup_rule;
 pub mod literal_insert;
 pub mod ml_predict;
 pub mod operator_precedence;
@@ -72,6 +75,39 @@ pub(crate) fn sql_statement(
         },
         _ => None,
     }
+}
+
+/// Whether `expr` needs more than the row it is evaluated on: the rules
+/// that move a condition into their own operator evaluate it row by row.
+pub(crate) fn needs_more_than_its_row(expr: &datafusion::logical_expr::Expr) -> bool {
+    use datafusion::logical_expr::Expr;
+    matches!(
+        expr,
+        Expr::Exists(_)
+            | Expr::InSubquery(_)
+            | Expr::ScalarSubquery(_)
+            | Expr::SetComparison(_)
+            | Expr::OuterReferenceColumn(..)
+            | Expr::AggregateFunction(_)
+            | Expr::WindowFunction(_)
+    )
+}
+
+/// `expr` with its columns named by their table's own names (an operator
+/// evaluates it on the table's rows, whatever alias the query used).
+pub(crate) fn unqualified(
+    expr: datafusion::logical_expr::Expr,
+) -> datafusion::error::Result<datafusion::logical_expr::Expr> {
+    use datafusion::common::Column;
+    use datafusion::common::tree_node::{Transformed, TreeNode};
+    use datafusion::logical_expr::Expr;
+    expr.transform(|e| match e {
+        Expr::Column(column) => Ok(Transformed::yes(Expr::Column(Column::new_unqualified(
+            column.name,
+        )))),
+        other => Ok(Transformed::no(other)),
+    })
+    .map(|t| t.data)
 }
 
 /// `sql`'s first statement after `rewrite`, as text: what the AST

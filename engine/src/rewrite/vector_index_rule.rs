@@ -35,6 +35,7 @@ use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
 use datafusion::physical_plan::ExecutionPlan;
 use sluice_functions::vector::distance::Metric;
 
+use super::{needs_more_than_its_row, unqualified};
 use crate::storage::DurableTable;
 use crate::storage::vector_index::SearchRequest;
 
@@ -136,7 +137,13 @@ fn index_search(sort: &Sort) -> Result<Option<LogicalPlan>> {
     }
     let vector_present = |c: &Expr| matches!(c, Expr::IsNotNull(e) if matches!(e.as_ref(), Expr::Column(c) if c.name == column.name));
     let (filter, keep_nulls) = match chain.filter {
-        Some(filter) if filter.exists(|e| Ok(reads_outside_the_row(e)))? => return Ok(None),
+        Some(filter)
+            if filter.exists(|e| {
+                Ok(needs_more_than_its_row(e) || matches!(e, Expr::Placeholder(_)))
+            })? =>
+        {
+            return Ok(None);
+        }
         Some(filter) => {
             let conjuncts = unqualified(filter.clone())?;
             let conjuncts = split_conjunction(&conjuncts);
@@ -255,32 +262,6 @@ fn vector_literal(value: &ScalarValue) -> Option<Vec<f32>> {
     let values = list.value(0);
     let floats = values.as_primitive_opt::<Float32Type>()?;
     (floats.null_count() == 0).then(|| floats.values().to_vec())
-}
-
-/// Whether `expr` needs more than the row it is evaluated on.
-fn reads_outside_the_row(expr: &Expr) -> bool {
-    matches!(
-        expr,
-        Expr::Exists(_)
-            | Expr::InSubquery(_)
-            | Expr::ScalarSubquery(_)
-            | Expr::OuterReferenceColumn(..)
-            | Expr::Placeholder(_)
-            | Expr::AggregateFunction(_)
-            | Expr::WindowFunction(_)
-    )
-}
-
-/// `expr` with its columns named by the table's own names (the search
-/// evaluates it on the table's rows, whatever alias the query used).
-fn unqualified(expr: Expr) -> Result<Expr> {
-    expr.transform(|e| match e {
-        Expr::Column(column) => Ok(Transformed::yes(Expr::Column(Column::new_unqualified(
-            column.name,
-        )))),
-        other => Ok(Transformed::no(other)),
-    })
-    .map(|t| t.data)
 }
 
 /// A durable table seen through one vector top-k: its scan is the search.

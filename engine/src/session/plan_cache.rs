@@ -17,14 +17,21 @@
 //! A cached plan records both ([`PlanKey`]) and is used only while both
 //! stay. Physical plans are cached only where running one again is known to
 //! be sound (see [`reusable`]).
+//!
+//! A statement with parameters is planned once with its parameters unbound
+//! where every one of them lands in an operator that binds it at execution
+//! (a key lookup's value: [`bind_parameters`]); DataFusion's own operators
+//! cannot hold one, so any other statement fails that planning and is
+//! planned with its values, every execution, as before.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use chrono::{DateTime, Utc};
+use datafusion::common::ParamValues;
 use datafusion::common::alias::AliasGenerator;
 use datafusion::common::config::ConfigOptions;
-use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::datasource::source_as_provider;
 use datafusion::error::Result;
 use datafusion::execution::TaskContext;
@@ -35,7 +42,9 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::sorts::sort::SortExec;
 use datafusion::prelude::SessionContext;
 
+use crate::rewrite::key_lookup_rule::{self, KeyLookup};
 use crate::storage::DurableTable;
+use crate::storage::key_lookup::KeyLookupExec;
 
 /// Counts the statements, in every session of one engine, that may change
 /// how any session's queries plan: DDL, models, indexes, roles.
@@ -166,6 +175,10 @@ impl StateSnapshot {
 #[derive(Debug, Default)]
 pub(crate) struct PlanCache {
     physical: Mutex<Option<(PlanKey, Arc<dyn ExecutionPlan>)>>,
+    /// The generations under which planning it with unbound parameters
+    /// failed: not tried again until DDL or a setting changes how it plans
+    /// (writes do not change which operators hold its parameters).
+    unbound_refused: Mutex<Option<Generations>>,
 }
 
 impl PlanCache {
@@ -185,6 +198,32 @@ impl PlanCache {
     pub(crate) fn put(&self, key: PlanKey, plan: Option<&Arc<dyn ExecutionPlan>>) {
         *lock(&self.physical) = plan.map(|plan| (key, Arc::clone(plan)));
     }
+
+    /// Whether planning with unbound parameters is worth a try under `key`.
+    pub(crate) fn may_plan_unbound(&self, key: PlanKey) -> bool {
+        lock(&self.unbound_refused).is_none_or(|refused| refused.engine != key.generations.engine)
+    }
+
+    /// Notes that planning with unbound parameters failed under `key`.
+    pub(crate) fn refuse_unbound(&self, key: PlanKey) {
+        *lock(&self.unbound_refused) = Some(key.generations);
+    }
+}
+
+/// `plan`, planned with unbound parameters, with each execution's values
+/// from `params` bound into the operators holding them.
+pub(crate) fn bind_parameters(
+    plan: Arc<dyn ExecutionPlan>,
+    params: &ParamValues,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    plan.transform_up(|node| match node.downcast_ref::<KeyLookupExec>() {
+        Some(lookup) => Ok(match lookup.bind(params)? {
+            Some(bound) => Transformed::yes(bound),
+            None => Transformed::no(node),
+        }),
+        None => Ok(Transformed::no(node)),
+    })
+    .map(|bound| bound.data)
 }
 
 /// Locks `mutex`, poisoned or not.
@@ -201,6 +240,29 @@ pub(crate) async fn physical_plan(
     state: &SessionState,
     plan: &LogicalPlan,
 ) -> Result<Arc<dyn ExecutionPlan>> {
+    let optimized = optimized(state, plan)?;
+    state
+        .query_planner()
+        .create_physical_plan(&optimized, state)
+        .await
+}
+
+/// Plans a query whose parameters stay unbound, for a plan kept with them
+/// (see [`bind_parameters`]): fails where an operator that cannot bind a
+/// parameter would hold one.
+pub(crate) async fn physical_plan_unbound(
+    state: &SessionState,
+    plan: &LogicalPlan,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    let optimized = key_lookup_rule::lookups_by_parameter(optimized(state, plan)?)?;
+    state
+        .query_planner()
+        .create_physical_plan(&optimized, state)
+        .await
+}
+
+/// `plan` analyzed and optimized, with `now()` read at this call.
+fn optimized(state: &SessionState, plan: &LogicalPlan) -> Result<LogicalPlan> {
     let analyzed =
         state
             .analyzer()
@@ -209,11 +271,7 @@ pub(crate) async fn physical_plan(
         state,
         start: Utc::now(),
     };
-    let optimized = state.optimizer().optimize(analyzed, &started, |_, _| {})?;
-    state
-        .query_planner()
-        .create_physical_plan(&optimized, state)
-        .await
+    state.optimizer().optimize(analyzed, &started, |_, _| {})
 }
 
 /// A session state whose query started now.
@@ -246,9 +304,9 @@ impl OptimizerConfig for StartedNow<'_> {
 ///   non-immutable function but the volatile ones, which run per row);
 /// - tables: durable ones only, whose versions the plan key follows (other
 ///   tables may snapshot rows when planned), and of those only the empty
-///   ones: a Parquet scan keeps every run's metrics in its file source,
-///   which no reset empties, so a scan run a million times would hold a
-///   million runs' metrics;
+///   ones and key lookups: a Parquet scan keeps every run's metrics in its
+///   file source, which no reset empties, so a scan run a million times
+///   would hold a million runs' metrics;
 /// - operators that carry no state from one run to the next once
 ///   [`reset_plan_states`] has renewed them: no joins, aggregates or top-k
 ///   sorts, whose dynamic filters are pushed into the scans below them.
@@ -270,7 +328,7 @@ fn logical_plan_reusable(plan: &LogicalPlan) -> bool {
         | LogicalPlan::Values(_) => true,
         LogicalPlan::TableScan(scan) => source_as_provider(&scan.source).is_ok_and(|provider| {
             let any: &dyn std::any::Any = provider.as_ref();
-            any.is::<DurableTable>()
+            any.is::<DurableTable>() || any.is::<KeyLookup>()
         }),
         _ => false,
     };
@@ -337,7 +395,10 @@ fn physical_plan_reusable(plan: &Arc<dyn ExecutionPlan>) -> bool {
             | "GlobalLimitExec"
             | "LocalLimitExec"
             | "SortPreservingMergeExec"
-            | "UnionExec" => true,
+            | "UnionExec"
+            // Its columns come from the shared decoded-column cache; it
+            // keeps nothing of a run.
+            | "KeyLookupExec" => true,
             // A sort with a limit keeps the top rows in a dynamic filter.
             "SortExec" => node
                 .downcast_ref::<SortExec>()

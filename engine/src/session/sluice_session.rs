@@ -8,9 +8,11 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::common::{ParamValues, ScalarValue};
 use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::TaskContext;
+use datafusion::execution::context::SessionState;
 use datafusion::logical_expr::{DdlStatement, Deallocate, LogicalPlan, Statement, WriteOp};
-use datafusion::physical_plan::SendableRecordBatchStream;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{ExecutionPlan, SendableRecordBatchStream};
 use datafusion::prelude::{DataFrame, SessionContext};
 use futures::{StreamExt, stream};
 use sluice_types::conversion::convert_parameter;
@@ -23,6 +25,7 @@ use crate::ddl::tables as durable_ddl;
 use crate::pg::column_names::PostgresNames;
 use crate::pg::settings::SessionSettings;
 use crate::planner;
+use crate::rewrite::async_calls;
 use crate::roles::{Privilege, RoleCatalog, privileges};
 use crate::session::output::{
     CommandComplete, CopyOutput, PreparedKind, PreparedStatement, QueryOutput, TransactionEffect,
@@ -662,13 +665,22 @@ impl SluiceSession {
     ) -> Result<QueryOutput> {
         let key = PlanKey::now(&self.generations, &self.ctx);
         let (state, task) = self.state.get(&self.ctx, key);
-        let cached = match params {
-            None => prepared.plans.get(key)?,
-            Some(_) => None,
-        };
-        let physical = match cached {
-            Some(physical) => physical,
-            None => {
+        let physical = match (prepared.plans.get(key)?, params) {
+            (Some(physical), None) => physical,
+            (Some(physical), Some(params)) => plan_cache::bind_parameters(physical, &params)?,
+            (None, params) => {
+                if let Some(params) = &params
+                    && prepared.plans.may_plan_unbound(key)
+                {
+                    match self.plan_unbound(&state, plan).await {
+                        Some(physical) => {
+                            prepared.plans.put(key, Some(&physical));
+                            let bound = plan_cache::bind_parameters(physical, params)?;
+                            return self.stream_rows(prepared, bound, task);
+                        }
+                        None => prepared.plans.refuse_unbound(key),
+                    }
+                }
                 let without_parameters = params.is_none();
                 let bound = planner::bind_and_fold(&self.ctx, plan.clone(), params).await?;
                 streaming::check_statement(&self.ctx, &bound)?;
@@ -680,6 +692,32 @@ impl SluiceSession {
                 physical
             }
         };
+        self.stream_rows(prepared, physical, task)
+    }
+
+    /// `plan`, with its parameters unbound, planned physically where that
+    /// plan may serve every later execution (see [`plan_cache`]); `None`
+    /// otherwise, whatever the reason: planning it with its values then
+    /// reports any error.
+    async fn plan_unbound(
+        &self,
+        state: &SessionState,
+        plan: &LogicalPlan,
+    ) -> Option<Arc<dyn ExecutionPlan>> {
+        let folded = async_calls::fold(plan.clone(), &self.ctx).await.ok()?;
+        streaming::check_statement(&self.ctx, &folded).ok()?;
+        let physical = plan_cache::physical_plan_unbound(state, &folded)
+            .await
+            .ok()?;
+        plan_cache::reusable(&folded, &physical).then_some(physical)
+    }
+
+    fn stream_rows(
+        &self,
+        prepared: &PreparedStatement,
+        physical: Arc<dyn ExecutionPlan>,
+        task: Arc<TaskContext>,
+    ) -> Result<QueryOutput> {
         let stream = datafusion::physical_plan::execute_stream(physical, task)?;
         let schema = prepared.with_postgres_names(stream.schema());
         Ok(QueryOutput::Rows(renamed(stream, schema)))

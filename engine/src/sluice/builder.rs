@@ -29,6 +29,7 @@ use crate::rewrite::broadcast_bound::BoundBroadcasts;
 use crate::rewrite::consistent_fields::ConsistentFields;
 use crate::rewrite::datetime_text_casts::DatetimeTextCasts;
 use crate::rewrite::join_yield::YieldingJoins;
+use crate::rewrite::key_lookup_rule::KeyLookupRule;
 use crate::rewrite::vector_batch_rule::VectorBatchRule;
 use crate::rewrite::vector_index_rule::VectorIndexRule;
 use crate::sluice::relation_details::SluiceRelationDetails;
@@ -203,6 +204,9 @@ impl SluiceBuilder {
             .with_analyzer_rule(Arc::new(DatetimeTextCasts::default()))
             .with_optimizer_rule(Arc::new(VectorIndexRule))
             .with_optimizer_rule(Arc::new(VectorBatchRule))
+            // After the vector rules, which take a filter under a top-k by
+            // distance into their own search.
+            .with_optimizer_rule(Arc::new(KeyLookupRule))
             .with_optimizer_rule(Arc::new(ConsistentFields))
             .build();
         let ctx = SessionContext::new_with_state(state);

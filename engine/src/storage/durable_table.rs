@@ -36,6 +36,7 @@ use super::files::{DATA_STORE_URL, DataFileWriter, Snapshot, read_files};
 use super::manifest::Manifest;
 use super::row_change::{RowChange, RowChangeExec};
 use super::sink::DurableSink;
+use super::table_files::TableFiles;
 use super::table_state::TableHandle;
 use super::table_state::{IndexCatalog, TableState, catalog_entries};
 use super::transaction::SessionTransaction;
@@ -119,6 +120,20 @@ impl DurableTable {
             schema: Arc::clone(&self.schema),
             state: Arc::clone(&self.state),
             history: Arc::clone(&self.history),
+        }
+    }
+
+    /// Where reads outside DataFusion's scans (vector searches, key
+    /// lookups) find the table's pieces.
+    pub(super) fn table_files(&self, session: &dyn Session) -> TableFiles {
+        TableFiles {
+            store: Arc::clone(&self.store),
+            dir: self.dir.clone(),
+            schema: Arc::clone(&self.schema),
+            metadata: session
+                .runtime_env()
+                .cache_manager
+                .get_file_metadata_cache(),
         }
     }
 

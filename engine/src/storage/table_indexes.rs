@@ -15,7 +15,7 @@ use super::durable_table::DurableTable;
 use super::manifest;
 use super::transaction::SessionTransaction;
 use super::vector_index::{
-    self, BatchRequest, SearchRequest, TableFiles, VectorIndex, build_missing, delete_graphs,
+    self, BatchRequest, SearchRequest, VectorIndex, build_missing, delete_graphs,
 };
 
 impl DurableTable {
@@ -131,19 +131,6 @@ impl DurableTable {
         };
         let table = self.table_files(session);
         vector_index::plan_search(table, snapshot, index, request, projection, session).await
-    }
-
-    /// Where a search finds the table's pieces.
-    fn table_files(&self, session: &dyn Session) -> TableFiles {
-        TableFiles {
-            store: Arc::clone(&self.store),
-            dir: self.dir.clone(),
-            schema: Arc::clone(&self.schema),
-            metadata: session
-                .runtime_env()
-                .cache_manager
-                .get_file_metadata_cache(),
-        }
     }
 
     /// The plan of a batch of exact searches over the table as of now,

@@ -1305,6 +1305,16 @@ async fn reused_plans_see_every_change() {
         rows.iter().map(|row| row.get(0)).collect()
     };
     let simple = "SELECT id FROM reused ORDER BY id";
+    // A point lookup keeps its plan with the parameter unbound, and binds
+    // each execution's value into it.
+    let lookup = client
+        .prepare("SELECT id FROM reused WHERE id = $1")
+        .await
+        .expect("prepare the lookup");
+    let looked_up = async |client: &Client, id: i64| -> Vec<i64> {
+        let rows = client.query(&lookup, &[&id]).await.expect("lookup");
+        rows.iter().map(|row| row.get(0)).collect()
+    };
 
     // Twenty one-row commits: the sixteenth compacts the table's small
     // files into one while both plans still hold the files it replaces.
@@ -1315,6 +1325,12 @@ async fn reused_plans_see_every_change() {
             .expect("insert");
         let expected: Vec<i64> = (1..=id).collect();
         assert_eq!(prepared_ids(&client).await, expected, "after insert {id}");
+        assert_eq!(looked_up(&client, id).await, vec![id], "after insert {id}");
+        assert_eq!(looked_up(&client, 1).await, vec![1], "after insert {id}");
+        assert!(
+            looked_up(&client, id + 1).await.is_empty(),
+            "after insert {id}"
+        );
         assert_eq!(
             simple_ids(&client, simple).await,
             expected,
@@ -1328,6 +1344,9 @@ async fn reused_plans_see_every_change() {
         .expect("delete and update");
     assert_eq!(prepared_ids(&client).await, vec![1, 2, 30]);
     assert_eq!(simple_ids(&client, simple).await, vec![1, 2, 30]);
+    assert!(looked_up(&client, 3).await.is_empty());
+    assert!(looked_up(&client, 4).await.is_empty());
+    assert_eq!(looked_up(&client, 30).await, vec![30]);
 
     // A transaction's own writes, then none once rolled back.
     client.batch_execute("BEGIN").await.expect("begin");
@@ -1337,14 +1356,18 @@ async fn reused_plans_see_every_change() {
         .expect("insert in the transaction");
     assert_eq!(prepared_ids(&client).await, vec![1, 2, 7, 30]);
     assert_eq!(simple_ids(&client, simple).await, vec![1, 2, 7, 30]);
+    assert_eq!(looked_up(&client, 7).await, vec![7]);
     // Another session's commit stays invisible to the transaction.
     other
         .batch_execute("INSERT INTO reused VALUES (8)")
         .await
         .expect("concurrent insert");
     assert_eq!(prepared_ids(&client).await, vec![1, 2, 7, 30]);
+    assert!(looked_up(&client, 8).await.is_empty());
     client.batch_execute("ROLLBACK").await.expect("rollback");
     assert_eq!(prepared_ids(&client).await, vec![1, 2, 8, 30]);
+    assert!(looked_up(&client, 7).await.is_empty());
+    assert_eq!(looked_up(&client, 8).await, vec![8]);
     assert_eq!(simple_ids(&client, simple).await, vec![1, 2, 8, 30]);
 
     // The table dropped and made anew under the same name.
@@ -1411,4 +1434,94 @@ async fn timestamps_times_and_intervals_are_written_as_postgres_writes_them() {
         .duration_since(std::time::UNIX_EPOCH)
         .expect("after 1970");
     assert_eq!(since_epoch.as_millis(), 1_577_880_000_500);
+}
+
+/// Point lookups by a parameter, planned once: each execution gets its own
+/// value's rows, whatever else the condition says, and EXPLAIN shows the
+/// lookup.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn point_lookups_bind_each_executions_value() {
+    let (server, _dir) = start().await;
+    let (client, _task) = connect(&server).await;
+    client
+        .batch_execute(
+            "CREATE TABLE lookups (id BIGINT, small INT, name TEXT); \
+             INSERT INTO lookups SELECT value, CAST(value % 7 AS INT), 'n' || CAST(value AS TEXT) \
+               FROM generate_series(1, 3000) AS g(value); \
+             INSERT INTO lookups SELECT value, CAST(value % 7 AS INT), 'm' || CAST(value AS TEXT) \
+               FROM generate_series(2000, 4000) AS g(value)",
+        )
+        .await
+        .expect("load");
+    let explained = client
+        .simple_query("EXPLAIN SELECT name FROM lookups WHERE id = 42")
+        .await
+        .expect("explain");
+    let plan: String = explained
+        .iter()
+        .filter_map(|m| match m {
+            SimpleQueryMessage::Row(row) => row.get(1).map(str::to_owned),
+            _ => None,
+        })
+        .collect();
+    assert!(plan.contains("KeyLookupExec: id = 42, files=2"), "{plan}");
+
+    let by_id = client
+        .prepare("SELECT name FROM lookups WHERE id = $1 ORDER BY name")
+        .await
+        .expect("prepare");
+    let residual = client
+        .prepare("SELECT name FROM lookups WHERE id = $1 AND name LIKE $2")
+        .await
+        .expect("prepare with a residual");
+    let by_small = client
+        .prepare("SELECT count(*) FROM lookups WHERE small = $1")
+        .await
+        .expect("prepare by an int key");
+    let names = |rows: Vec<tokio_postgres::Row>| -> Vec<String> {
+        rows.iter().map(|row| row.get(0)).collect()
+    };
+    for id in [1i64, 1999, 2000, 2500, 3000, 3001, 4000, 4001, 0, -5] {
+        let mut expected = Vec::new();
+        if (2000..=4000).contains(&id) {
+            expected.push(format!("m{id}"));
+        }
+        if (1..=3000).contains(&id) {
+            expected.push(format!("n{id}"));
+        }
+        let got = names(client.query(&by_id, &[&id]).await.expect("by id"));
+        assert_eq!(got, expected, "id {id}");
+        let got = names(
+            client
+                .query(&residual, &[&id, &"n%"])
+                .await
+                .expect("with a residual"),
+        );
+        let expected: Vec<String> = expected
+            .into_iter()
+            .filter(|n| n.starts_with('n'))
+            .collect();
+        assert_eq!(got, expected, "id {id} and name LIKE 'n%'");
+    }
+    let none: Option<i64> = None;
+    assert!(
+        client
+            .query(&by_id, &[&none])
+            .await
+            .expect("NULL")
+            .is_empty()
+    );
+    for small in [0i32, 3, 6, 7] {
+        let count: i64 = client
+            .query_one(&by_small, &[&small])
+            .await
+            .expect("by small")
+            .get(0);
+        let expected = (1..=3000)
+            .chain(2000..=4000)
+            .filter(|v| v % 7 == i64::from(small))
+            .count();
+        assert_eq!(count, expected as i64, "small {small}");
+    }
+    server.stop().await.expect("stop");
 }

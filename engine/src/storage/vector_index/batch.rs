@@ -28,8 +28,8 @@ use datafusion::physical_plan::{
 use sluice_functions::vector::distance::Metric;
 
 use super::super::files::Snapshot;
+use super::super::table_files::TableFiles;
 use super::hit_rows::HitRows;
-use super::table_files::TableFiles;
 use super::{columns, exact};
 
 /// A batch search the planner's rule hands a table: for each query vector

@@ -1,27 +1,19 @@
 //! Decoded vector columns of data files, shared by every search in the
-//! process and bounded in memory, so that repeated exact searches run at
-//! memory speed instead of reading and decoding Parquet each time.
-//!
-//! A data file never changes once written, so a column decoded from it
-//! stays right for as long as anyone reads that file: the cache needs no
-//! invalidation, only a bound. Columns are kept least-recently-used first
-//! until [`CACHE_BYTES`] is reached; a file dropped by compaction or a
-//! DELETE is never asked for again and ages out. Concurrent first searches
-//! of one column decode it once (the others wait for it).
+//! process and bounded in memory ([`CACHE_BYTES`], in a
+//! [`DecodedCache`]), so that repeated exact searches run at memory speed
+//! instead of reading and decoding Parquet each time.
 
-use std::collections::HashMap;
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{Arc, LazyLock};
 
 use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::buffer::{NullBuffer, ScalarBuffer};
 use datafusion::arrow::datatypes::Float32Type;
 use datafusion::error::{DataFusionError, Result};
-use object_store::path::Path;
 use sluice_functions::vector::kernels;
-use tokio::sync::OnceCell;
 
+use super::super::decoded_cache::{DecodedCache, Weighed};
 use super::super::files::{LiveFile, read_rows};
-use super::table_files::TableFiles;
+use super::super::table_files::TableFiles;
 
 /// Memory the decoded columns may take together (a million 384-dimension
 /// vectors take 1.5 GB).
@@ -94,7 +86,9 @@ impl VectorColumn {
         }
         Some(&rows.values[row * self.dimensions..(row + 1) * self.dimensions])
     }
+}
 
+impl Weighed for VectorColumn {
     fn bytes(&self) -> usize {
         self.runs
             .iter()
@@ -107,27 +101,8 @@ impl VectorColumn {
     }
 }
 
-struct Entry {
-    column: Arc<OnceCell<Arc<VectorColumn>>>,
-    /// Counted once decoded; 0 while it is being decoded.
-    bytes: usize,
-    used: u64,
-}
-
-#[derive(Default)]
-struct Columns {
-    entries: HashMap<(Path, String), Entry>,
-    bytes: usize,
-    clock: u64,
-}
-
-static COLUMNS: LazyLock<Mutex<Columns>> = LazyLock::new(Mutex::default);
-
-fn columns() -> std::sync::MutexGuard<'static, Columns> {
-    // Every update under the lock leaves the map consistent, so a panic
-    // elsewhere while it was held does not make it unusable.
-    COLUMNS.lock().unwrap_or_else(|p| p.into_inner())
-}
+static COLUMNS: LazyLock<DecodedCache<VectorColumn>> =
+    LazyLock::new(|| DecodedCache::new(CACHE_BYTES));
 
 /// The column `column` (a table column index) of `live`, from the cache or
 /// decoded from the file.
@@ -140,61 +115,14 @@ pub(super) async fn load(
         live.location.clone(),
         table.schema.field(column).name().clone(),
     );
-    let cell = {
-        let mut cache = columns();
-        cache.clock += 1;
-        let now = cache.clock;
-        let entry = cache.entries.entry(key.clone()).or_insert_with(|| Entry {
-            column: Arc::new(OnceCell::new()),
-            bytes: 0,
-            used: now,
-        });
-        entry.used = now;
-        Arc::clone(&entry.column)
-    };
-    let decoded = cell.get_or_try_init(|| decode(table, live, column)).await?;
-    let decoded = Arc::clone(decoded);
-    account(&key, &decoded);
-    Ok(decoded)
+    COLUMNS
+        .get_or_decode(key, || decode(table, live, column))
+        .await
 }
 
 /// The column if it is decoded already (no file is read).
 pub(super) fn cached(live: &LiveFile, name: &str) -> Option<Arc<VectorColumn>> {
-    let cache = columns();
-    let entry = cache
-        .entries
-        .get(&(live.location.clone(), name.to_string()))?;
-    entry.column.get().cloned()
-}
-
-/// Counts a newly decoded column against the bound, evicting the least
-/// recently used others (or this one, when it alone exceeds the bound).
-fn account(key: &(Path, String), decoded: &VectorColumn) {
-    let mut cache = columns();
-    let Some(entry) = cache.entries.get_mut(key) else {
-        return;
-    };
-    if entry.bytes != 0 {
-        return;
-    }
-    let bytes = decoded.bytes().max(1);
-    entry.bytes = bytes;
-    cache.bytes += bytes;
-    while cache.bytes > CACHE_BYTES {
-        let oldest = cache
-            .entries
-            .iter()
-            .filter(|(k, e)| e.bytes > 0 && *k != key)
-            .min_by_key(|(_, e)| e.used)
-            .map(|(k, _)| k.clone())
-            .unwrap_or_else(|| key.clone());
-        if let Some(evicted) = cache.entries.remove(&oldest) {
-            cache.bytes -= evicted.bytes;
-        }
-        if oldest == *key {
-            break;
-        }
-    }
+    COLUMNS.cached(&(live.location.clone(), name.to_string()))
 }
 
 /// Reads and decodes the column from the file.

@@ -16,8 +16,8 @@ use datafusion::error::{DataFusionError, Result};
 use datafusion::parquet::arrow::arrow_reader::{RowSelection, RowSelector};
 
 use super::super::files::{Snapshot, read_rows, resolve};
+use super::super::table_files::TableFiles;
 use super::exact::Vectors;
-use super::table_files::TableFiles;
 use super::{cache, columns};
 
 /// What reading hits needs to know about the table and the output.

@@ -45,7 +45,6 @@ mod exact;
 mod hit_rows;
 mod ranking;
 mod search;
-mod table_files;
 
 pub(super) use batch::plan_batch;
 pub use batch::{BatchRequest, VectorBatchTopKExec};
@@ -56,7 +55,6 @@ pub(super) use build::{
 pub use definition::{IndexMetric, VectorIndex, VectorSearchSettings, limits};
 pub(super) use search::plan_search;
 pub use search::{SearchRequest, VectorTopKExec};
-pub(super) use table_files::TableFiles;
 
 /// Data files with fewer rows get no graph: an exact scan of them costs
 /// less than walking a graph would save.

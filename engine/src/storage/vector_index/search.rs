@@ -33,13 +33,13 @@ use rayon::prelude::*;
 use sluice_functions::vector::distance::Metric;
 
 use super::super::files::{LiveFile, Snapshot, read_rows, resolve};
+use super::super::table_files::TableFiles;
 use super::cache::LoadedGraph;
 use super::definition::limits::DEFAULT_EF_SEARCH;
 use super::definition::{IndexMetric, VectorIndex, VectorSearchSettings};
 use super::exact::{FileScan, Vectors};
 use super::hit_rows::HitRows;
 use super::ranking::{Best, Hit};
-use super::table_files::TableFiles;
 use super::{cache, columns, exact};
 
 /// Below this share of a file's rows passing the filter, the matching

@@ -1,0 +1,210 @@
+//! Whole columns of data files, decoded once and kept in memory for point
+//! lookups: the key column, searched by binary search (through its sort
+//! order, worked out once, when the file is not sorted by it), and the
+//! columns the matching rows are read from.
+
+use std::sync::{Arc, LazyLock, OnceLock};
+
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, UInt32Array, make_comparator};
+use datafusion::arrow::compute::{SortOptions, concat, sort_to_indices};
+use datafusion::arrow::datatypes::DataType;
+use datafusion::error::Result;
+
+use super::super::decoded_cache::{DecodedCache, Weighed};
+use super::super::files::{LiveFile, read_rows};
+use super::super::table_files::TableFiles;
+
+/// Memory the decoded lookup columns may take together.
+pub(super) const CACHE_BYTES: usize = 512 << 20;
+
+/// One column of one data file, decoded.
+#[derive(Debug)]
+pub(super) struct DecodedColumn {
+    values: ArrayRef,
+    /// The rows' positions in ascending order of their values (NULLs
+    /// first), worked out the first time the column serves as a key;
+    /// `None` when the values ascend already. (4 bytes a row, outside the
+    /// cache's count: it is sized before any lookup.)
+    order: OnceLock<Option<UInt32Array>>,
+}
+
+impl Weighed for DecodedColumn {
+    fn bytes(&self) -> usize {
+        self.values.get_array_memory_size()
+    }
+}
+
+impl DecodedColumn {
+    fn new(values: ArrayRef) -> Self {
+        Self {
+            values,
+            order: OnceLock::new(),
+        }
+    }
+
+    /// The positions, ascending, of the rows equal to `key` (a one-row
+    /// array of the column's type; never NULL).
+    pub fn positions_of(&self, key: &ArrayRef) -> Result<Vec<u32>> {
+        let compare = make_comparator(self.values.as_ref(), key.as_ref(), SortOptions::default())?;
+        let rows = self.values.len();
+        let positions = match self.order()? {
+            None => {
+                let first = partition_point(rows, |i| compare(i, 0).is_lt());
+                let end = partition_point(rows, |i| compare(i, 0).is_le());
+                (first as u32..end as u32).collect()
+            }
+            Some(order) => {
+                let order = order.values();
+                let first = partition_point(rows, |i| compare(order[i] as usize, 0).is_lt());
+                let end = partition_point(rows, |i| compare(order[i] as usize, 0).is_le());
+                let mut positions = order[first..end].to_vec();
+                // File order, as a scan returns them.
+                positions.sort_unstable();
+                positions
+            }
+        };
+        Ok(positions)
+    }
+
+    /// The values at `positions`. Text and binary views get their own
+    /// buffer: taken as they are, a few rows would hold the whole column's
+    /// (and count as its size wherever memory is reserved for them).
+    pub fn take(&self, positions: &UInt32Array) -> Result<ArrayRef> {
+        let taken = datafusion::arrow::compute::take(self.values.as_ref(), positions, None)?;
+        Ok(match taken.data_type() {
+            DataType::Utf8View => Arc::new(taken.as_string_view().gc()),
+            DataType::BinaryView => Arc::new(taken.as_binary_view().gc()),
+            _ => taken,
+        })
+    }
+
+    /// The values' sort order (the `order` field), worked out on first use.
+    fn order(&self) -> Result<Option<&UInt32Array>> {
+        if let Some(order) = self.order.get() {
+            return Ok(order.as_ref());
+        }
+        let ascending = self.values.null_count() == 0 && {
+            let compare = make_comparator(
+                self.values.as_ref(),
+                self.values.as_ref(),
+                SortOptions::default(),
+            )?;
+            (1..self.values.len()).all(|i| compare(i - 1, i).is_le())
+        };
+        let order = if ascending {
+            None
+        } else {
+            Some(sort_to_indices(
+                self.values.as_ref(),
+                Some(SortOptions::default()),
+                None,
+            )?)
+        };
+        Ok(self.order.get_or_init(|| order).as_ref())
+    }
+}
+
+/// The first index in `0..len` for which `before` is false (`before` is
+/// true for a prefix, false after it).
+fn partition_point(len: usize, before: impl Fn(usize) -> bool) -> usize {
+    let (mut low, mut high) = (0, len);
+    while low < high {
+        let middle = low + (high - low) / 2;
+        if before(middle) {
+            low = middle + 1;
+        } else {
+            high = middle;
+        }
+    }
+    low
+}
+
+static COLUMNS: LazyLock<DecodedCache<DecodedColumn>> =
+    LazyLock::new(|| DecodedCache::new(CACHE_BYTES));
+
+/// The column `column` (a table column index) of `live`, from the cache or
+/// decoded from the file.
+pub(super) async fn load(
+    table: &TableFiles,
+    live: &LiveFile,
+    column: usize,
+) -> Result<Arc<DecodedColumn>> {
+    let key = (
+        live.location.clone(),
+        table.schema.field(column).name().clone(),
+    );
+    COLUMNS
+        .get_or_decode(key, || async move {
+            let batches = read_rows(
+                &table.store,
+                &live.location,
+                live.file.size,
+                &table.schema,
+                &[column],
+                None,
+                Some(&table.metadata),
+            )
+            .await?;
+            let arrays: Vec<&dyn Array> = batches.iter().map(|b| b.column(0).as_ref()).collect();
+            let values = match arrays.as_slice() {
+                [] => datafusion::arrow::array::new_empty_array(
+                    table.schema.field(column).data_type(),
+                ),
+                [one] => one.slice(0, one.len()),
+                many => concat(many)?,
+            };
+            // Views into one buffer rather than the reader's hundreds: a
+            // lookup's take clones the list of them.
+            let values: ArrayRef = match values.data_type() {
+                DataType::Utf8View => Arc::new(values.as_string_view().gc()),
+                DataType::BinaryView => Arc::new(values.as_binary_view().gc()),
+                _ => values,
+            };
+            Ok(Arc::new(DecodedColumn::new(values)))
+        })
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::arrow::array::{Int64Array, StringArray};
+
+    use super::*;
+
+    fn positions(values: ArrayRef, key: ArrayRef) -> Vec<u32> {
+        DecodedColumn::new(values).positions_of(&key).unwrap()
+    }
+
+    #[test]
+    fn sorted_keys_are_found_by_binary_search_with_duplicates() {
+        let values: ArrayRef = Arc::new(Int64Array::from(vec![1, 3, 3, 3, 7, 9]));
+        let column = DecodedColumn::new(Arc::clone(&values));
+        assert!(column.order().unwrap().is_none());
+        let key = |k: i64| -> ArrayRef { Arc::new(Int64Array::from(vec![k])) };
+        assert_eq!(column.positions_of(&key(3)).unwrap(), vec![1, 2, 3]);
+        assert_eq!(column.positions_of(&key(9)).unwrap(), vec![5]);
+        assert!(column.positions_of(&key(4)).unwrap().is_empty());
+        assert!(column.positions_of(&key(0)).unwrap().is_empty());
+        assert!(column.positions_of(&key(10)).unwrap().is_empty());
+    }
+
+    #[test]
+    fn unsorted_keys_are_found_through_their_sort_order_in_file_order() {
+        let values: ArrayRef = Arc::new(StringArray::from(vec![
+            Some("b"),
+            None,
+            Some("c"),
+            Some("a"),
+            Some("b"),
+        ]));
+        let column = DecodedColumn::new(Arc::clone(&values));
+        assert!(column.order().unwrap().is_some());
+        let key = |k: &str| -> ArrayRef { Arc::new(StringArray::from(vec![k])) };
+        assert_eq!(column.positions_of(&key("b")).unwrap(), vec![0, 4]);
+        assert_eq!(column.positions_of(&key("a")).unwrap(), vec![3]);
+        assert_eq!(column.positions_of(&key("c")).unwrap(), vec![2]);
+        assert!(column.positions_of(&key("")).unwrap().is_empty());
+        assert!(column.positions_of(&key("d")).unwrap().is_empty());
+        assert_eq!(positions(values, key("b")), vec![0, 4]);
+    }
+}
