@@ -1,11 +1,13 @@
 //! Whole columns of data files, decoded once and kept in memory for point
 //! lookups: the key column, searched by binary search (through its sort
-//! order, worked out once, when the file is not sorted by it), and the
-//! columns the matching rows are read from.
+//! order when the file is not sorted by it, worked out once the column is
+//! looked up repeatedly), and the columns the matching rows are read from.
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, LazyLock, OnceLock};
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, UInt32Array, make_comparator};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, Scalar, UInt32Array, make_comparator};
+use datafusion::arrow::compute::kernels::cmp::eq;
 use datafusion::arrow::compute::{SortOptions, concat, sort_to_indices};
 use datafusion::arrow::datatypes::DataType;
 use datafusion::error::Result;
@@ -17,15 +19,25 @@ use super::super::table_files::TableFiles;
 /// Memory the decoded lookup columns may take together.
 pub(super) const CACHE_BYTES: usize = 512 << 20;
 
+/// Lookups of an unsorted key column answered by comparing every row
+/// before its sort order is worked out: sorting costs a few comparisons of
+/// every row, which a one-off query (`WHERE status = 'F'` in a report)
+/// should not pay.
+const LOOKUPS_BEFORE_SORTING: u32 = 3;
+
 /// One column of one data file, decoded.
 #[derive(Debug)]
 pub(super) struct DecodedColumn {
     values: ArrayRef,
+    /// Whether the values ascend with no NULL among them, worked out the
+    /// first time the column serves as a key.
+    ascending: OnceLock<bool>,
     /// The rows' positions in ascending order of their values (NULLs
-    /// first), worked out the first time the column serves as a key;
-    /// `None` when the values ascend already. (4 bytes a row, outside the
+    /// first), once [`LOOKUPS_BEFORE_SORTING`] lookups of an unsorted
+    /// column have compared every row. (4 bytes a row, outside the
     /// cache's count: it is sized before any lookup.)
-    order: OnceLock<Option<UInt32Array>>,
+    order: OnceLock<UInt32Array>,
+    unsorted_lookups: AtomicU32,
 }
 
 impl Weighed for DecodedColumn {
@@ -38,7 +50,9 @@ impl DecodedColumn {
     fn new(values: ArrayRef) -> Self {
         Self {
             values,
+            ascending: OnceLock::new(),
             order: OnceLock::new(),
+            unsorted_lookups: AtomicU32::new(0),
         }
     }
 
@@ -47,22 +61,28 @@ impl DecodedColumn {
     pub fn positions_of(&self, key: &ArrayRef) -> Result<Vec<u32>> {
         let compare = make_comparator(self.values.as_ref(), key.as_ref(), SortOptions::default())?;
         let rows = self.values.len();
-        let positions = match self.order()? {
-            None => {
-                let first = partition_point(rows, |i| compare(i, 0).is_lt());
-                let end = partition_point(rows, |i| compare(i, 0).is_le());
-                (first as u32..end as u32).collect()
-            }
-            Some(order) => {
-                let order = order.values();
-                let first = partition_point(rows, |i| compare(order[i] as usize, 0).is_lt());
-                let end = partition_point(rows, |i| compare(order[i] as usize, 0).is_le());
-                let mut positions = order[first..end].to_vec();
-                // File order, as a scan returns them.
-                positions.sort_unstable();
-                positions
-            }
-        };
+        if self.ascending()? {
+            let first = partition_point(rows, |i| compare(i, 0).is_lt());
+            let end = partition_point(rows, |i| compare(i, 0).is_le());
+            return Ok((first as u32..end as u32).collect());
+        }
+        let sorted = self.order.get().is_some()
+            || self.unsorted_lookups.fetch_add(1, Ordering::Relaxed) >= LOOKUPS_BEFORE_SORTING;
+        if !sorted {
+            let equal = eq(&self.values, &Scalar::new(Arc::clone(key)))?;
+            // NULL compares as not equal.
+            let equal = match equal.nulls() {
+                Some(nulls) => equal.values() & nulls.inner(),
+                None => equal.values().clone(),
+            };
+            return Ok(equal.set_indices().map(|i| i as u32).collect());
+        }
+        let order = self.order()?.values();
+        let first = partition_point(rows, |i| compare(order[i] as usize, 0).is_lt());
+        let end = partition_point(rows, |i| compare(order[i] as usize, 0).is_le());
+        let mut positions = order[first..end].to_vec();
+        // File order, as a scan returns them.
+        positions.sort_unstable();
         Ok(positions)
     }
 
@@ -78,10 +98,10 @@ impl DecodedColumn {
         })
     }
 
-    /// The values' sort order (the `order` field), worked out on first use.
-    fn order(&self) -> Result<Option<&UInt32Array>> {
-        if let Some(order) = self.order.get() {
-            return Ok(order.as_ref());
+    /// Whether the values ascend (the `ascending` field).
+    fn ascending(&self) -> Result<bool> {
+        if let Some(ascending) = self.ascending.get() {
+            return Ok(*ascending);
         }
         let ascending = self.values.null_count() == 0 && {
             let compare = make_comparator(
@@ -91,16 +111,16 @@ impl DecodedColumn {
             )?;
             (1..self.values.len()).all(|i| compare(i - 1, i).is_le())
         };
-        let order = if ascending {
-            None
-        } else {
-            Some(sort_to_indices(
-                self.values.as_ref(),
-                Some(SortOptions::default()),
-                None,
-            )?)
-        };
-        Ok(self.order.get_or_init(|| order).as_ref())
+        Ok(*self.ascending.get_or_init(|| ascending))
+    }
+
+    /// The values' sort order (the `order` field), worked out on first use.
+    fn order(&self) -> Result<&UInt32Array> {
+        if let Some(order) = self.order.get() {
+            return Ok(order);
+        }
+        let order = sort_to_indices(self.values.as_ref(), Some(SortOptions::default()), None)?;
+        Ok(self.order.get_or_init(|| order))
     }
 }
 
@@ -179,7 +199,7 @@ mod tests {
     fn sorted_keys_are_found_by_binary_search_with_duplicates() {
         let values: ArrayRef = Arc::new(Int64Array::from(vec![1, 3, 3, 3, 7, 9]));
         let column = DecodedColumn::new(Arc::clone(&values));
-        assert!(column.order().unwrap().is_none());
+        assert!(column.ascending().unwrap());
         let key = |k: i64| -> ArrayRef { Arc::new(Int64Array::from(vec![k])) };
         assert_eq!(column.positions_of(&key(3)).unwrap(), vec![1, 2, 3]);
         assert_eq!(column.positions_of(&key(9)).unwrap(), vec![5]);
@@ -189,7 +209,7 @@ mod tests {
     }
 
     #[test]
-    fn unsorted_keys_are_found_through_their_sort_order_in_file_order() {
+    fn unsorted_keys_are_found_row_by_row_then_through_their_sort_order() {
         let values: ArrayRef = Arc::new(StringArray::from(vec![
             Some("b"),
             None,
@@ -198,9 +218,15 @@ mod tests {
             Some("b"),
         ]));
         let column = DecodedColumn::new(Arc::clone(&values));
-        assert!(column.order().unwrap().is_some());
+        assert!(!column.ascending().unwrap());
         let key = |k: &str| -> ArrayRef { Arc::new(StringArray::from(vec![k])) };
+        // Row by row first, then through the sort order: the same rows.
+        for _ in 0..LOOKUPS_BEFORE_SORTING {
+            assert_eq!(column.positions_of(&key("b")).unwrap(), vec![0, 4]);
+        }
+        assert!(column.order.get().is_none());
         assert_eq!(column.positions_of(&key("b")).unwrap(), vec![0, 4]);
+        assert!(column.order.get().is_some());
         assert_eq!(column.positions_of(&key("a")).unwrap(), vec![3]);
         assert_eq!(column.positions_of(&key("c")).unwrap(), vec![2]);
         assert!(column.positions_of(&key("")).unwrap().is_empty());

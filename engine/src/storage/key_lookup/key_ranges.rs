@@ -1,12 +1,13 @@
 //! What each data file's metadata tells a lookup before any row is read:
 //! the range of its key values (from the row-group statistics), so that a
-//! lookup skips the files that cannot hold the value, and the size of the
-//! columns it would decode.
+//! lookup skips the files that cannot hold the value, and what the columns
+//! it would decode take in memory.
 
 use std::cmp::Ordering;
 use std::collections::HashSet;
 
 use datafusion::arrow::array::Array;
+use datafusion::arrow::datatypes::{DataType, Schema};
 use datafusion::common::ScalarValue;
 use datafusion::error::Result;
 use datafusion::parquet::arrow::arrow_reader::statistics::StatisticsConverter;
@@ -22,7 +23,7 @@ pub(super) struct KeyRange {
     /// The smallest and largest key in the file; `None` when the
     /// statistics do not say (the file is then always read).
     pub bounds: Option<(ScalarValue, ScalarValue)>,
-    /// Uncompressed bytes of the columns the lookup reads.
+    /// What the columns the lookup reads take decoded (an estimate).
     pub bytes: u64,
 }
 
@@ -39,8 +40,8 @@ impl KeyRange {
     }
 }
 
-/// The key range of every file of `snapshot`, in its order, with the bytes
-/// of `columns` (table column indices) in it.
+/// The key range of every file of `snapshot`, in its order, with what
+/// `columns` (table column indices) take decoded.
 pub(super) async fn of_files(
     table: &TableFiles,
     snapshot: &Snapshot,
@@ -52,6 +53,12 @@ pub(super) async fn of_files(
         .iter()
         .map(|&c| table.schema.field(c).name().as_str())
         .collect();
+    // Arrow's fixed part per row of each column (a value, an offset or a
+    // view); the bytes of text and binary values come on top.
+    let row_width: u64 = columns
+        .iter()
+        .map(|&c| fixed_width(table.schema.field(c).data_type()))
+        .sum();
     let mut ranges = Vec::with_capacity(snapshot.files.len());
     for live in &snapshot.files {
         let metadata = table.parquet_metadata(live).await?;
@@ -62,7 +69,7 @@ pub(super) async fn of_files(
                 &table.schema.field(key_column).data_type().clone(),
             )
             .unwrap_or(None),
-            bytes: column_bytes(&metadata, &names),
+            bytes: live.file.rows * row_width + variable_bytes(&metadata, &names, &table.schema),
         });
     }
     Ok(ranges)
@@ -103,8 +110,35 @@ fn bounds(
     Ok(low.zip(high))
 }
 
-/// Uncompressed bytes of the named top-level columns over the file.
-fn column_bytes(metadata: &ParquetMetaData, names: &HashSet<&str>) -> u64 {
+/// Bytes per row Arrow holds for a value of `data_type`, apart from the
+/// bytes of variable-length values.
+fn fixed_width(data_type: &DataType) -> u64 {
+    match data_type {
+        DataType::Utf8View | DataType::BinaryView => 16,
+        DataType::Utf8 | DataType::Binary => 4,
+        DataType::LargeUtf8 | DataType::LargeBinary => 8,
+        DataType::FixedSizeList(item, n) => fixed_width(item.data_type()) * (*n).max(0) as u64,
+        DataType::FixedSizeBinary(n) => (*n).max(0) as u64,
+        other => other.primitive_width().map_or(16, |w| w as u64),
+    }
+}
+
+/// Uncompressed bytes of the named variable-length columns over the file:
+/// their values' bytes, which Arrow holds as they are.
+fn variable_bytes(metadata: &ParquetMetaData, names: &HashSet<&str>, schema: &Schema) -> u64 {
+    let variable = |name: &str| {
+        schema.field_with_name(name).is_ok_and(|field| {
+            matches!(
+                field.data_type(),
+                DataType::Utf8
+                    | DataType::LargeUtf8
+                    | DataType::Utf8View
+                    | DataType::Binary
+                    | DataType::LargeBinary
+                    | DataType::BinaryView
+            )
+        })
+    };
     metadata
         .row_groups()
         .iter()
@@ -114,7 +148,7 @@ fn column_bytes(metadata: &ParquetMetaData, names: &HashSet<&str>) -> u64 {
                 .column_path()
                 .parts()
                 .first()
-                .is_some_and(|root| names.contains(root.as_str()))
+                .is_some_and(|root| names.contains(root.as_str()) && variable(root))
         })
         .map(|chunk| u64::try_from(chunk.uncompressed_size()).unwrap_or(0))
         .sum()

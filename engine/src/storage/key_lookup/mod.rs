@@ -35,10 +35,10 @@ pub use exec::KeyLookupExec;
 use super::files::Snapshot;
 use super::table_files::TableFiles;
 
-/// At most this many bytes (uncompressed, as the files' metadata counts
-/// them) of the columns a lookup reads, over the whole table: beyond it a
-/// first lookup would decode more than it saves, and the cache
-/// ([`columns::CACHE_BYTES`]) could not keep them.
+/// At most this many bytes of the columns a lookup reads, decoded, over
+/// the whole table (estimated from the files' row counts and metadata):
+/// beyond it a first lookup decodes more than it saves, and the cache
+/// ([`columns::CACHE_BYTES`]) would keep too few tables' columns.
 const LOOKUP_BYTES: u64 = 128 << 20;
 
 /// What a point lookup is asked: the rows whose `column` equals `key`,
