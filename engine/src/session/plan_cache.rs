@@ -36,7 +36,7 @@ use datafusion::datasource::source_as_provider;
 use datafusion::error::Result;
 use datafusion::execution::TaskContext;
 use datafusion::execution::context::SessionState;
-use datafusion::logical_expr::{Expr, LogicalPlan, Volatility};
+use datafusion::logical_expr::{Expr, LogicalPlan, Operator, Volatility};
 use datafusion::optimizer::OptimizerConfig;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::sorts::sort::SortExec;
@@ -415,6 +415,39 @@ fn physical_plan_reusable(plan: &Arc<dyn ExecutionPlan>) -> bool {
     walked.is_ok() && reusable
 }
 
+/// Whether every parameter of `plan` is compared with a column for
+/// equality (`col = $1`), the one place a plan kept with unbound
+/// parameters can hold one (a key lookup's value). Checked before trying
+/// such a plan: drivers prepare an unnamed statement for every query with
+/// parameters, and each would otherwise be planned twice.
+pub(crate) fn parameters_only_compared_to_columns(plan: &LogicalPlan) -> bool {
+    let mut compared = 0usize;
+    let mut elsewhere = 0usize;
+    let walked = plan.apply_with_subqueries(|node| {
+        node.apply_expressions(|expr| {
+            expr.apply(|expr| {
+                match expr {
+                    Expr::BinaryExpr(binary)
+                        if binary.op == Operator::Eq
+                            && matches!(
+                                (binary.left.as_ref(), binary.right.as_ref()),
+                                (Expr::Column(_), Expr::Placeholder(_))
+                                    | (Expr::Placeholder(_), Expr::Column(_))
+                            ) =>
+                    {
+                        compared += 1;
+                        return Ok(TreeNodeRecursion::Jump);
+                    }
+                    Expr::Placeholder(_) => elsewhere += 1,
+                    _ => {}
+                }
+                Ok(TreeNodeRecursion::Continue)
+            })
+        })
+    });
+    walked.is_ok() && compared > 0 && elsewhere == 0
+}
+
 /// Whether `plan` only reads: running it changes nothing a later plan
 /// depends on. `EXECUTE`, `EXPLAIN ANALYZE` and `set_config` may.
 pub(crate) fn only_reads(plan: &LogicalPlan) -> bool {
@@ -438,4 +471,38 @@ fn calls_set_config(plan: &LogicalPlan) -> bool {
             |expr| matches!(expr, Expr::ScalarFunction(function) if function.name() == "set_config"),
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn plan_of(sql: &str) -> LogicalPlan {
+        let ctx = SessionContext::new();
+        ctx.sql("CREATE TABLE t (id BIGINT, name TEXT)")
+            .await
+            .expect("create");
+        ctx.state()
+            .create_logical_plan(sql)
+            .await
+            .expect("plan the test query")
+    }
+
+    #[tokio::test]
+    async fn only_parameters_compared_with_a_column_may_stay_unbound() {
+        for (sql, expected) in [
+            ("SELECT name FROM t WHERE id = $1", true),
+            ("SELECT name FROM t WHERE $1 = id AND name = $2", true),
+            ("SELECT name FROM t WHERE id = $1 AND name LIKE $2", false),
+            ("SELECT name, $1 FROM t", false),
+            ("SELECT name FROM t WHERE id > $1", false),
+            ("SELECT name FROM t WHERE id = 1", false),
+        ] {
+            assert_eq!(
+                parameters_only_compared_to_columns(&plan_of(sql).await),
+                expected,
+                "{sql}"
+            );
+        }
+    }
 }

@@ -670,6 +670,7 @@ impl SluiceSession {
             (Some(physical), Some(params)) => plan_cache::bind_parameters(physical, &params)?,
             (None, params) => {
                 if let Some(params) = &params
+                    && plan_cache::parameters_only_compared_to_columns(plan)
                     && prepared.plans.may_plan_unbound(key)
                 {
                     match self.plan_unbound(&state, plan).await {
