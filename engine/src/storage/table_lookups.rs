@@ -7,7 +7,6 @@ use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::DFSchema;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::logical_expr::Expr;
-use datafusion::logical_expr::utils::conjunction;
 use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::filter::FilterExec;
@@ -42,23 +41,18 @@ impl DurableTable {
                 )));
             }
         };
-        let predicate = conjunction(
-            std::iter::once(Expr::Column(request.column.as_str().into()).eq(key))
-                .chain(request.residual.clone()),
-        )
-        .unwrap_or(Expr::Literal(true.into(), None));
+        let key_equal = Expr::Column(request.column.as_str().into()).eq(key);
+        let predicate = match &request.residual {
+            Some(residual) => key_equal.and(residual.clone()),
+            None => key_equal,
+        };
         // The scan reads the condition's columns too; the projection above
         // drops them again.
         let schema = self.schema();
         let projection = projection
             .cloned()
             .unwrap_or_else(|| (0..schema.fields().len()).collect());
-        let mut read = projection.clone();
-        for column in predicate.column_refs() {
-            read.push(schema.index_of(&column.name)?);
-        }
-        read.sort_unstable();
-        read.dedup();
+        let read = key_lookup::columns_read(&schema, &projection, Some(&predicate))?;
         let scan = self.scan(session, Some(&read), &[], None).await?;
         let read_schema = DFSchema::try_from(Arc::new(schema.project(&read)?))?;
         let filter = Arc::new(FilterExec::try_new(

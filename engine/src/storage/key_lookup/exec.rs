@@ -61,9 +61,8 @@ pub struct KeyLookupExec {
 }
 
 impl KeyLookupExec {
-    /// The operator for `lookup`, its key a placeholder until
-    /// [`Self::with_key`].
-    pub(super) fn new(lookup: Lookup) -> Result<Self> {
+    /// The operator for `lookup`, looking for `key`.
+    pub(super) fn new(lookup: Lookup, key: LookupKey) -> Result<Self> {
         let output_schema = Arc::new(lookup.table.schema.project(&lookup.projection)?);
         let output = lookup
             .projection
@@ -83,15 +82,10 @@ impl KeyLookupExec {
                 Boundedness::Bounded,
             )),
             lookup: Arc::new(lookup),
-            key: LookupKey::Parameter(String::new()),
+            key,
             output_schema,
             output,
         })
-    }
-
-    /// This lookup, looking for `key`.
-    pub(super) fn with_key(self, key: LookupKey) -> Self {
-        Self { key, ..self }
     }
 
     /// This lookup with its parameter bound to its value in `params`;

@@ -1,8 +1,7 @@
 //! Point lookups on durable tables: `WHERE key = value` (a constant or a
 //! prepared statement's parameter) answered from the key column decoded in
 //! memory, by binary search (through the column's sort order when the
-//! file is not sorted by it), instead of
-//! a Parquet scan.
+//! file is not sorted by it), instead of a Parquet scan.
 //!
 //! A Parquet scan narrowed to one page by statistics still opens the file,
 //! reads and decompresses a page of every column and filters its rows:
@@ -24,6 +23,7 @@ mod key_ranges;
 
 use std::sync::Arc;
 
+use datafusion::arrow::datatypes::Schema;
 use datafusion::catalog::Session;
 use datafusion::common::{DFSchema, ScalarValue};
 use datafusion::error::Result;
@@ -72,6 +72,22 @@ impl std::fmt::Display for LookupKey {
     }
 }
 
+/// The columns `projection` returns and `condition` reads, in table
+/// order: what a lookup (or the scan standing in for it) reads of a row.
+pub(in crate::storage) fn columns_read(
+    schema: &Schema,
+    projection: &[usize],
+    condition: Option<&Expr>,
+) -> Result<Vec<usize>> {
+    let mut read = projection.to_vec();
+    for column in condition.iter().flat_map(|c| c.column_refs()) {
+        read.push(schema.index_of(&column.name)?);
+    }
+    read.sort_unstable();
+    read.dedup();
+    Ok(read)
+}
+
 /// Plans `request` over `snapshot` as a [`KeyLookupExec`], or `None` when
 /// the columns it reads are too large to keep (see [`LOOKUP_BYTES`]).
 pub(in crate::storage) async fn plan_lookup(
@@ -85,16 +101,7 @@ pub(in crate::storage) async fn plan_lookup(
     let projection = projection
         .cloned()
         .unwrap_or_else(|| (0..table.schema.fields().len()).collect());
-    // The columns read from each matching row: the projection's and the
-    // residual condition's, in table order.
-    let mut read: Vec<usize> = projection.clone();
-    if let Some(residual) = &request.residual {
-        for column in residual.column_refs() {
-            read.push(table.schema.index_of(&column.name)?);
-        }
-    }
-    read.sort_unstable();
-    read.dedup();
+    let read = columns_read(&table.schema, &projection, request.residual.as_ref())?;
     let mut needed = read.clone();
     needed.push(key_column);
     needed.sort_unstable();
@@ -116,8 +123,8 @@ pub(in crate::storage) async fn plan_lookup(
         LookupKey::Value(value) => LookupKey::Value(value.cast_to(&key_type)?),
         parameter => parameter.clone(),
     };
-    Ok(Some(Arc::new(
-        KeyLookupExec::new(exec::Lookup {
+    Ok(Some(Arc::new(KeyLookupExec::new(
+        exec::Lookup {
             table,
             snapshot,
             ranges,
@@ -127,7 +134,7 @@ pub(in crate::storage) async fn plan_lookup(
             read_schema,
             residual,
             projection,
-        })?
-        .with_key(key),
-    )))
+        },
+        key,
+    )?)))
 }
