@@ -44,6 +44,7 @@ mod change_feed;
 mod commit;
 mod compaction;
 mod decoded_cache;
+mod decoded_columns;
 mod definitions;
 mod durable_table;
 mod files;

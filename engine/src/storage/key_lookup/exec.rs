@@ -23,10 +23,10 @@ use datafusion::physical_plan::{
 };
 use futures::StreamExt;
 
+use super::super::decoded_columns as columns;
 use super::super::files::Snapshot;
 use super::super::table_files::TableFiles;
 use super::LookupKey;
-use super::columns;
 use super::key_ranges::KeyRange;
 
 /// Everything a run of the lookup needs but the key.

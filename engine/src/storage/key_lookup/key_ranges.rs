@@ -4,16 +4,16 @@
 //! it would decode take in memory.
 
 use std::cmp::Ordering;
-use std::collections::HashSet;
 
 use datafusion::arrow::array::Array;
-use datafusion::arrow::datatypes::{DataType, Schema};
+use datafusion::arrow::datatypes::DataType;
 use datafusion::common::ScalarValue;
 use datafusion::error::Result;
 use datafusion::parquet::arrow::arrow_reader::statistics::StatisticsConverter;
 use datafusion::parquet::arrow::parquet_to_arrow_schema;
 use datafusion::parquet::file::metadata::ParquetMetaData;
 
+use super::super::decoded_columns::decoded_bytes;
 use super::super::files::Snapshot;
 use super::super::table_files::TableFiles;
 
@@ -49,16 +49,6 @@ pub(super) async fn of_files(
     columns: &[usize],
 ) -> Result<Vec<KeyRange>> {
     let key_name = table.schema.field(key_column).name();
-    let names: HashSet<&str> = columns
-        .iter()
-        .map(|&c| table.schema.field(c).name().as_str())
-        .collect();
-    // Arrow's fixed part per row of each column (a value, an offset or a
-    // view); the bytes of text and binary values come on top.
-    let row_width: u64 = columns
-        .iter()
-        .map(|&c| fixed_width(table.schema.field(c).data_type()))
-        .sum();
     let mut ranges = Vec::with_capacity(snapshot.files.len());
     for live in &snapshot.files {
         let metadata = table.parquet_metadata(live).await?;
@@ -69,7 +59,7 @@ pub(super) async fn of_files(
                 &table.schema.field(key_column).data_type().clone(),
             )
             .unwrap_or(None),
-            bytes: live.file.rows * row_width + variable_bytes(&metadata, &names, &table.schema),
+            bytes: decoded_bytes(&metadata, live.file.rows, &table.schema, columns),
         });
     }
     Ok(ranges)
@@ -80,7 +70,7 @@ pub(super) async fn of_files(
 fn bounds(
     metadata: &ParquetMetaData,
     key: &str,
-    key_type: &datafusion::arrow::datatypes::DataType,
+    key_type: &DataType,
 ) -> Result<Option<(ScalarValue, ScalarValue)>> {
     let file = metadata.file_metadata();
     let schema = parquet_to_arrow_schema(file.schema_descr(), file.key_value_metadata())?;
@@ -108,48 +98,4 @@ fn bounds(
         }
     }
     Ok(low.zip(high))
-}
-
-/// Bytes per row Arrow holds for a value of `data_type`, apart from the
-/// bytes of variable-length values.
-fn fixed_width(data_type: &DataType) -> u64 {
-    match data_type {
-        DataType::Utf8View | DataType::BinaryView => 16,
-        DataType::Utf8 | DataType::Binary => 4,
-        DataType::LargeUtf8 | DataType::LargeBinary => 8,
-        DataType::FixedSizeList(item, n) => fixed_width(item.data_type()) * (*n).max(0) as u64,
-        DataType::FixedSizeBinary(n) => (*n).max(0) as u64,
-        other => other.primitive_width().map_or(16, |w| w as u64),
-    }
-}
-
-/// Uncompressed bytes of the named variable-length columns over the file:
-/// their values' bytes, which Arrow holds as they are.
-fn variable_bytes(metadata: &ParquetMetaData, names: &HashSet<&str>, schema: &Schema) -> u64 {
-    let variable = |name: &str| {
-        schema.field_with_name(name).is_ok_and(|field| {
-            matches!(
-                field.data_type(),
-                DataType::Utf8
-                    | DataType::LargeUtf8
-                    | DataType::Utf8View
-                    | DataType::Binary
-                    | DataType::LargeBinary
-                    | DataType::BinaryView
-            )
-        })
-    };
-    metadata
-        .row_groups()
-        .iter()
-        .flat_map(|group| group.columns())
-        .filter(|chunk| {
-            chunk
-                .column_path()
-                .parts()
-                .first()
-                .is_some_and(|root| names.contains(root.as_str()) && variable(root))
-        })
-        .map(|chunk| u64::try_from(chunk.uncompressed_size()).unwrap_or(0))
-        .sum()
 }

@@ -7,17 +7,17 @@
 //! reads and decompresses a page of every column and filters its rows:
 //! about a millisecond a lookup, twenty times Postgres' B-tree walk. Data
 //! files never change, so a decoded column serves every later lookup of
-//! the file ([`columns`], least recently used out first); files whose
-//! key range (from their row-group statistics) excludes the value are not
-//! read at all. The first lookup of a file decodes its columns whole, so
-//! lookups only take this path when the columns they read are small
-//! enough to keep ([`LOOKUP_BYTES`]); larger tables keep the scan.
+//! the file ([`decoded_columns`](super::decoded_columns), least recently
+//! used out first); files whose key range (from their row-group
+//! statistics) excludes the value are not read at all. The first lookup
+//! of a file decodes its columns whole, so lookups only take this path
+//! when the columns they read are small enough to keep ([`TABLE_BYTES`]);
+//! larger tables keep the scan.
 //!
 //! The operator ([`KeyLookupExec`]) may hold the parameter instead of its
 //! value, so that a prepared statement keeps its physical plan and binds
 //! each execution's value into it (see `session::plan_cache`).
 
-mod columns;
 mod exec;
 mod key_ranges;
 
@@ -32,14 +32,9 @@ use datafusion::physical_plan::ExecutionPlan;
 
 pub use exec::KeyLookupExec;
 
+use super::decoded_columns::TABLE_BYTES;
 use super::files::Snapshot;
 use super::table_files::TableFiles;
-
-/// At most this many bytes of the columns a lookup reads, decoded, over
-/// the whole table (estimated from the files' row counts and metadata):
-/// beyond it a first lookup decodes more than it saves, and the cache
-/// ([`columns::CACHE_BYTES`]) would keep too few tables' columns.
-const LOOKUP_BYTES: u64 = 128 << 20;
 
 /// What a point lookup is asked: the rows whose `column` equals `key`,
 /// among them those `residual` keeps.
@@ -89,7 +84,7 @@ pub(in crate::storage) fn columns_read(
 }
 
 /// Plans `request` over `snapshot` as a [`KeyLookupExec`], or `None` when
-/// the columns it reads are too large to keep (see [`LOOKUP_BYTES`]).
+/// the columns it reads are too large to keep (see [`TABLE_BYTES`]).
 pub(in crate::storage) async fn plan_lookup(
     table: TableFiles,
     snapshot: Arc<Snapshot>,
@@ -107,7 +102,7 @@ pub(in crate::storage) async fn plan_lookup(
     needed.sort_unstable();
     needed.dedup();
     let ranges = key_ranges::of_files(&table, &snapshot, key_column, &needed).await?;
-    if ranges.iter().map(|r| r.bytes).sum::<u64>() > LOOKUP_BYTES {
+    if ranges.iter().map(|r| r.bytes).sum::<u64>() > TABLE_BYTES {
         return Ok(None);
     }
     let read_schema = Arc::new(table.schema.project(&read)?);

@@ -258,6 +258,9 @@ impl Batch {
             vector_column: self.vector_column,
             projection: &self.request.table_columns,
             output_schema: &read_schema,
+            // A batch reads many rows of each file once: its pages cost
+            // less than decoding and keeping whole columns.
+            from_memory: false,
         }
         .read(by_file)
         .await?;

@@ -32,6 +32,7 @@ use datafusion::physical_plan::{
 use rayon::prelude::*;
 use sluice_functions::vector::distance::Metric;
 
+use super::super::decoded_columns;
 use super::super::files::{LiveFile, Snapshot, read_rows, resolve};
 use super::super::table_files::TableFiles;
 use super::cache::LoadedGraph;
@@ -208,6 +209,14 @@ pub(in crate::storage) async fn plan_search(
     let projection = projection
         .cloned()
         .unwrap_or_else(|| (0..table.schema.fields().len()).collect());
+    let hit_columns: Vec<usize> = projection
+        .iter()
+        .copied()
+        .filter(|&c| c != vector_column)
+        .collect();
+    let hits_from_memory = hit_columns.is_empty()
+        || decoded_columns::table_bytes(&table, &snapshot, &hit_columns).await?
+            <= decoded_columns::TABLE_BYTES;
     Ok(Arc::new(VectorTopKExec {
         properties: Arc::new(PlanProperties::new(
             EquivalenceProperties::new(Arc::clone(&output_schema)),
@@ -232,6 +241,7 @@ pub(in crate::storage) async fn plan_search(
             keep_nulls: request.keep_nulls,
             projection,
             output_schema,
+            hits_from_memory,
         }),
         metrics: ExecutionPlanMetricsSet::new(),
     }))
@@ -291,6 +301,9 @@ struct Search {
     keep_nulls: bool,
     projection: Vec<usize>,
     output_schema: SchemaRef,
+    /// Whether the chosen rows' columns are taken from decoded columns
+    /// (see [`HitRows`]).
+    hits_from_memory: bool,
 }
 
 /// The operator: reads the `k` (or fewer, when fewer rows match) rows
@@ -356,7 +369,12 @@ impl DisplayAs for VectorTopKExec {
                 reason.describe()
             ));
         }
-        write!(f, ", path=[{}]", paths.join(", "))
+        write!(f, ", path=[{}]", paths.join(", "))?;
+        if !search.hits_from_memory {
+            // Only the exception is shown: most plans take them from memory.
+            write!(f, ", rows read from files")?;
+        }
+        Ok(())
     }
 }
 
@@ -617,6 +635,7 @@ impl Search {
             vector_column: self.vector_column,
             projection: &self.projection,
             output_schema: &self.output_schema,
+            from_memory: self.hits_from_memory,
         }
         .read(by_file)
         .await
