@@ -685,7 +685,7 @@ impl SluiceSession {
                 let without_parameters = params.is_none();
                 let bound = planner::bind_and_fold(&self.ctx, plan.clone(), params).await?;
                 streaming::check_statement(&self.ctx, &bound)?;
-                let physical = plan_cache::physical_plan(&state, &bound).await?;
+                let (bound, physical) = plan_in_own_task(Arc::clone(&state), bound).await?;
                 if without_parameters {
                     let reusable = plan_cache::reusable(&bound, &physical);
                     prepared.plans.put(key, reusable.then_some(&physical));
@@ -1094,4 +1094,22 @@ fn rows_output(batch: RecordBatch) -> QueryOutput {
         schema,
         stream::iter(vec![Ok(batch)]),
     )))
+}
+
+/// Plans `bound` physically on a task of its own, so that a cancel request
+/// or the statement's timeout is answered while a pathological plan is
+/// still being worked on (a constant folded to hundreds of megabytes,
+/// which every optimizer pass hashes, took 17 s to plan in a debug build):
+/// the caller stops waiting, and the planning ends on its own. A plan
+/// cached or planned with unbound parameters takes none of this hop.
+async fn plan_in_own_task(
+    state: Arc<SessionState>,
+    bound: LogicalPlan,
+) -> Result<(LogicalPlan, Arc<dyn ExecutionPlan>)> {
+    tokio::spawn(async move {
+        let physical = plan_cache::physical_plan(&state, &bound).await?;
+        Ok((bound, physical))
+    })
+    .await
+    .map_err(|e| DataFusionError::Internal(format!("planning stopped: {e}")))?
 }
