@@ -1,8 +1,9 @@
 //! Encodes record batches into Postgres DataRow messages, column by column:
 //! Sluice's own types through `sluice_types::wire`, floats through
-//! `sluice_types::float_text` and timestamps in text through
-//! `sluice_types::timestamp_text` (Postgres's text forms), everything else through
-//! `arrow-pg`'s codecs.
+//! `sluice_types::float_text`, timestamps in text through
+//! `sluice_types::timestamp_text` and arrays in text through
+//! `sluice_types::array_text` (Postgres's text forms), everything else
+//! through `arrow-pg`'s codecs.
 
 use std::error::Error;
 use std::sync::Arc;
@@ -20,6 +21,7 @@ use pgwire::types::format::FormatOptions;
 use postgres_types::{IsNull, ToSql, to_sql_checked};
 use sluice_types::{SluiceType, wire};
 
+use sluice_types::array_text::ArrayText;
 use sluice_types::float_text;
 use sluice_types::interval_text::IntervalText;
 use sluice_types::timestamp_text::TimestampText;
@@ -48,7 +50,7 @@ pub fn encode_batch_rows(
 }
 
 /// How one column's values are encoded.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 enum Codec {
     Sluice(SluiceType),
     /// Floats and timestamps: Postgres' text form when sent as text.
@@ -61,6 +63,9 @@ enum Codec {
     Timestamp(TimestampText),
     /// Intervals and durations: Postgres' text form when sent as text.
     Interval(IntervalText),
+    /// Arrays: Postgres' text form when sent as text (arrow-pg writes
+    /// their timestamps with six fraction digits).
+    Array(ArrayText),
     ArrowPg,
 }
 
@@ -79,6 +84,9 @@ impl Codec {
             data_type @ (DataType::Interval(_) | DataType::Duration(_)) => {
                 IntervalText::of(data_type).map_or(Codec::ArrowPg, Codec::Interval)
             }
+            data_type @ (DataType::List(_) | DataType::LargeList(_)) => {
+                ArrayText::of(data_type).map_or(Codec::ArrowPg, Codec::Array)
+            }
             _ => Codec::ArrowPg,
         }
     }
@@ -95,10 +103,10 @@ fn encode_row(
     for (col, array) in batch.columns().iter().enumerate() {
         let pg_field = &fields[col];
         let text = pg_field.format() == FieldFormat::Text;
-        match codecs[col] {
+        match &codecs[col] {
             Codec::Sluice(ty) => {
                 let value = SluiceValue {
-                    ty,
+                    ty: *ty,
                     array: array.as_ref(),
                     row,
                 };
@@ -127,6 +135,10 @@ fn encode_row(
                 let value = interval.format(array.as_ref(), row).map(TextOnly);
                 Encoder::encode_field(encoder, &value, pg_field)?;
             }
+            Codec::Array(elements) if text => {
+                let value = elements.format(array.as_ref(), row).map(TextOnly);
+                Encoder::encode_field(encoder, &value, pg_field)?;
+            }
             Codec::FixedBinary => {
                 let value = array
                     .as_fixed_size_binary_opt()
@@ -138,6 +150,7 @@ fn encode_row(
             | Codec::Float8
             | Codec::Timestamp(_)
             | Codec::Interval(_)
+            | Codec::Array(_)
             | Codec::ArrowPg => encode_value(encoder, array, row, schema.field(col), pg_field)?,
         }
     }

@@ -6,8 +6,8 @@
 //!   subqueries adding `window_start`, `window_end`, `window_time`;
 //! - [`vector_search`]: Flink's `VECTOR_SEARCH(TABLE t, DESCRIPTOR(v), q, k)`
 //!   as a top-k subquery (pgvector's `ORDER BY distance LIMIT k`);
-//! - [`datetime_text_casts`]: an analyzer rule writing casts of timestamps,
-//!   times and intervals to text in Postgres' form;
+//! - [`pg_text_casts`]: an analyzer rule writing casts of timestamps,
+//!   times, intervals and arrays to text in Postgres' form;
 //! - [`vector_index_rule`]: an optimizer rule planning a top-k by distance
 //!   over a durable table as Sluice's vector top-k (an index walk or an
 //!   exact scan);
@@ -45,12 +45,12 @@ pub mod broadcast_bound;
 pub mod catalog_path;
 pub mod consistent_fields;
 pub mod created_names;
-pub mod datetime_text_casts;
 pub mod join_yield;
 pub mod key_lookup_rule;
 pub mod literal_insert;
 pub mod ml_predict;
 pub mod operator_precedence;
+pub mod pg_text_casts;
 pub mod subquery_values;
 pub mod text_insert;
 pub mod typed_values;

@@ -1,9 +1,10 @@
-//! Casts of timestamps, times and intervals to text written as Postgres
-//! writes them: an analyzer rule, run after DataFusion's type coercion (so
-//! the casts it adds, such as the one in `'at ' || ts`, are seen too), that
-//! replaces each such cast by [`DatetimeTextFunc`]. Arrow's cast writes ISO 8601
-//! (`2024-01-02T03:04:05`, and `1 days 2 hours` for an interval), which no
-//! Postgres client expects from `ts::text`; the wire encoder already writes
+//! Casts of timestamps, times, intervals and arrays to text written as
+//! Postgres writes them: an analyzer rule, run after DataFusion's type
+//! coercion (so the casts it adds, such as the one in `'at ' || ts`, are
+//! seen too), that replaces each such cast by [`PgTextFunc`]. Arrow's cast
+//! writes ISO 8601 (`2024-01-02T03:04:05`, and `1 days 2 hours` for an
+//! interval) and `[b, a]` for an array, which no Postgres client expects
+//! from `ts::text` or `arr::text`; the wire encoder already writes
 //! Postgres' form for values sent as they are.
 //!
 //! Expressions keep their names (a projected `CAST(ts AS TEXT)` is still
@@ -21,25 +22,25 @@ use datafusion::logical_expr::expr_rewriter::NamePreserver;
 use datafusion::logical_expr::utils::merge_schema;
 use datafusion::logical_expr::{Cast, Expr, ExprSchemable, LogicalPlan, ScalarUDF, TryCast};
 use datafusion::optimizer::AnalyzerRule;
-use sluice_functions::postgres::DatetimeTextFunc;
+use sluice_functions::postgres::PgTextFunc;
 
 /// See the module documentation.
 #[derive(Debug)]
-pub struct DatetimeTextCasts {
+pub struct PgTextCasts {
     function: Arc<ScalarUDF>,
 }
 
-impl Default for DatetimeTextCasts {
+impl Default for PgTextCasts {
     fn default() -> Self {
         Self {
-            function: Arc::new(ScalarUDF::new_from_impl(DatetimeTextFunc::default())),
+            function: Arc::new(ScalarUDF::new_from_impl(PgTextFunc::default())),
         }
     }
 }
 
-impl AnalyzerRule for DatetimeTextCasts {
+impl AnalyzerRule for PgTextCasts {
     fn name(&self) -> &str {
-        "sluice_datetime_text_casts"
+        "sluice_pg_text_casts"
     }
 
     fn analyze(&self, plan: LogicalPlan, _config: &ConfigOptions) -> Result<LogicalPlan> {
@@ -48,7 +49,7 @@ impl AnalyzerRule for DatetimeTextCasts {
     }
 }
 
-impl DatetimeTextCasts {
+impl PgTextCasts {
     fn rewrite_node(&self, node: LogicalPlan) -> Result<Transformed<LogicalPlan>> {
         if matches!(node, LogicalPlan::TableScan(_)) {
             return Ok(Transformed::no(node));
@@ -78,7 +79,7 @@ impl DatetimeTextCasts {
         let Ok(source) = inner.get_type(schema) else {
             return Ok(Transformed::no(expr));
         };
-        if !DatetimeTextFunc::writes(&source) {
+        if !PgTextFunc::writes(&source) {
             return Ok(Transformed::no(expr));
         }
         let text = self.function.call(vec![inner.as_ref().clone()]);

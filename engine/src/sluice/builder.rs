@@ -27,9 +27,9 @@ use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use crate::pg::catalog;
 use crate::rewrite::broadcast_bound::BoundBroadcasts;
 use crate::rewrite::consistent_fields::ConsistentFields;
-use crate::rewrite::datetime_text_casts::DatetimeTextCasts;
 use crate::rewrite::join_yield::YieldingJoins;
 use crate::rewrite::key_lookup_rule::KeyLookupRule;
+use crate::rewrite::pg_text_casts::PgTextCasts;
 use crate::rewrite::vector_batch_rule::VectorBatchRule;
 use crate::rewrite::vector_index_rule::VectorIndexRule;
 use crate::sluice::relation_details::SluiceRelationDetails;
@@ -201,7 +201,7 @@ impl SluiceBuilder {
             )
             .with_physical_optimizer_rule(Arc::new(YieldingJoins))
             .with_physical_optimizer_rule(Arc::new(CountModelCalls::new(Arc::clone(&models))))
-            .with_analyzer_rule(Arc::new(DatetimeTextCasts::default()))
+            .with_analyzer_rule(Arc::new(PgTextCasts::default()))
             .with_optimizer_rule(Arc::new(VectorIndexRule))
             .with_optimizer_rule(Arc::new(VectorBatchRule))
             // After the vector rules, which take a filter under a top-k by

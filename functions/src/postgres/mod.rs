@@ -10,18 +10,18 @@ use datafusion::execution::FunctionRegistry;
 use datafusion::logical_expr::ScalarUDF;
 use datafusion::prelude::SessionContext;
 
-mod datetime_text;
 mod guarded;
 mod length_bound;
 mod pattern_bound;
+mod pg_text;
 mod pg_typeof;
 mod quote_literal;
 mod to_regtype;
 mod version;
 
-pub use datetime_text::{DATETIME_TEXT, DatetimeTextFunc};
 pub use guarded::{ArgumentGuard, Guarded};
 pub use pattern_bound::RegexOperatorPlanner;
+pub use pg_text::{PG_TEXT, PgTextFunc};
 pub use pg_typeof::PgTypeofFunc;
 pub use quote_literal::QuoteLiteralFunc;
 pub use to_regtype::ToRegtypeFunc;

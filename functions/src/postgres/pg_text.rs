@@ -1,7 +1,7 @@
-//! The text a timestamp, time or interval becomes in a cast to text
-//! (`ts::text`, `CAST(t AS TEXT)`, `'at ' || ts`): Postgres' own form
-//! (`2024-01-02 03:04:05`, `12:00:00.5`, `1 day 02:00:00`), not arrow's
-//! (`2024-01-02T03:04:05`, `1 days 2 hours`).
+//! The text a timestamp, time, interval or array becomes in a cast to
+//! text (`ts::text`, `CAST(t AS TEXT)`, `'at ' || ts`): Postgres' own form
+//! (`2024-01-02 03:04:05`, `12:00:00.5`, `1 day 02:00:00`, `{b,a}`), not
+//! arrow's (`2024-01-02T03:04:05`, `1 days 2 hours`, `[b, a]`).
 //! The engine's planner puts this function where such a cast was; it is
 //! not meant to be called by name.
 
@@ -14,19 +14,20 @@ use datafusion::error::{DataFusionError, Result};
 use datafusion::logical_expr::{
     ColumnarValue, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility,
 };
+use sluice_types::array_text::ArrayText;
 use sluice_types::interval_text::IntervalText;
 use sluice_types::timestamp_text::TimestampText;
 
 /// The function's name.
-pub const DATETIME_TEXT: &str = "__sluice_datetime_text";
+pub const PG_TEXT: &str = "__sluice_pg_text";
 
-/// `__sluice_datetime_text(timestamp | time | interval) → text`.
+/// `__sluice_pg_text(timestamp | time | interval | array) → text`.
 #[derive(Debug, PartialEq, Eq, Hash)]
-pub struct DatetimeTextFunc {
+pub struct PgTextFunc {
     signature: Signature,
 }
 
-impl Default for DatetimeTextFunc {
+impl Default for PgTextFunc {
     fn default() -> Self {
         Self {
             signature: Signature::any(1, Volatility::Immutable),
@@ -34,7 +35,7 @@ impl Default for DatetimeTextFunc {
     }
 }
 
-impl DatetimeTextFunc {
+impl PgTextFunc {
     /// Whether a cast of `data_type` to text is this function's to write.
     pub fn writes(data_type: &DataType) -> bool {
         Writer::of(data_type).is_some()
@@ -45,6 +46,7 @@ impl DatetimeTextFunc {
 enum Writer {
     Datetime(TimestampText),
     Interval(IntervalText),
+    Array(ArrayText),
 }
 
 impl Writer {
@@ -53,6 +55,7 @@ impl Writer {
             DataType::Timestamp(..) | DataType::Time32(_) | DataType::Time64(_) => {
                 TimestampText::of(data_type).map(Self::Datetime)
             }
+            DataType::List(_) | DataType::LargeList(_) => ArrayText::of(data_type).map(Self::Array),
             _ => IntervalText::of(data_type).map(Self::Interval),
         }
     }
@@ -61,13 +64,14 @@ impl Writer {
         match self {
             Self::Datetime(text) => text.format(array, row),
             Self::Interval(text) => text.format(array, row),
+            Self::Array(text) => text.format(array, row),
         }
     }
 }
 
-impl ScalarUDFImpl for DatetimeTextFunc {
+impl ScalarUDFImpl for PgTextFunc {
     fn name(&self) -> &str {
-        DATETIME_TEXT
+        PG_TEXT
     }
 
     fn signature(&self) -> &Signature {
@@ -87,7 +91,7 @@ impl ScalarUDFImpl for DatetimeTextFunc {
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let [value] = args.args.as_slice() else {
             return Err(DataFusionError::Plan(format!(
-                "{DATETIME_TEXT} takes one argument"
+                "{PG_TEXT} takes one argument"
             )));
         };
         let (array, scalar) = match value {
@@ -96,7 +100,7 @@ impl ScalarUDFImpl for DatetimeTextFunc {
         };
         let text = Writer::of(array.data_type()).ok_or_else(|| {
             DataFusionError::Plan(format!(
-                "{DATETIME_TEXT} writes timestamps, times and intervals, not {}",
+                "{PG_TEXT} writes timestamps, times, intervals and arrays, not {}",
                 array.data_type()
             ))
         })?;
@@ -129,7 +133,7 @@ mod tests {
             DataType::Timestamp(TimeUnit::Microsecond, None),
             true,
         ));
-        let result = DatetimeTextFunc::default()
+        let result = PgTextFunc::default()
             .invoke_with_args(ScalarFunctionArgs {
                 args: vec![ColumnarValue::Array(Arc::new(array))],
                 arg_fields: vec![field],
@@ -144,9 +148,7 @@ mod tests {
         let out = out.as_string::<i32>();
         assert_eq!(out.value(0), "2024-01-02 03:04:05.5");
         assert!(out.is_null(1));
-        assert!(DatetimeTextFunc::writes(&DataType::Time64(
-            TimeUnit::Microsecond
-        )));
-        assert!(!DatetimeTextFunc::writes(&DataType::Date32));
+        assert!(PgTextFunc::writes(&DataType::Time64(TimeUnit::Microsecond)));
+        assert!(!PgTextFunc::writes(&DataType::Date32));
     }
 }
