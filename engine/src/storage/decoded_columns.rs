@@ -196,6 +196,21 @@ pub(super) async fn load(
         .await
 }
 
+/// `columns` (table column indices) of the rows at `positions` of `live`,
+/// taken from the decoded columns.
+pub(super) async fn take_rows(
+    table: &TableFiles,
+    live: &LiveFile,
+    columns: &[usize],
+    positions: &UInt32Array,
+) -> Result<Vec<ArrayRef>> {
+    let mut arrays = Vec::with_capacity(columns.len());
+    for &column in columns {
+        arrays.push(load(table, live, column).await?.take(positions)?);
+    }
+    Ok(arrays)
+}
+
 /// What `columns` (table column indices) of a file of `rows` rows take
 /// decoded, estimated from its metadata: Arrow's fixed part of each row (a
 /// value, an offset or a view) plus the bytes of text and binary values,

@@ -129,14 +129,7 @@ impl Lookup {
                     continue;
                 }
                 let positions = UInt32Array::from(positions);
-                let mut arrays = Vec::with_capacity(self.read.len());
-                for &column in &self.read {
-                    arrays.push(
-                        columns::load(&self.table, live, column)
-                            .await?
-                            .take(&positions)?,
-                    );
-                }
+                let arrays = columns::take_rows(&self.table, live, &self.read, &positions).await?;
                 // With the row count: `count(*)` reads no column.
                 let mut rows = RecordBatch::try_new_with_options(
                     Arc::clone(&self.read_schema),

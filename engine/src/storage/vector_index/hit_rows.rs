@@ -137,14 +137,7 @@ impl HitRows<'_> {
             .map(|&row| u32::try_from(row))
             .collect::<std::result::Result<UInt32Array, _>>()
             .map_err(|e| DataFusionError::Internal(format!("row position: {e}")))?;
-        let mut arrays = Vec::with_capacity(columns.len());
-        for &column in columns {
-            arrays.push(
-                decoded_columns::load(self.table, live, column)
-                    .await?
-                    .take(&positions)?,
-            );
-        }
+        let arrays = decoded_columns::take_rows(self.table, live, columns, &positions).await?;
         Ok(RecordBatch::try_new(
             Arc::new(self.table.schema.project(columns)?),
             arrays,
