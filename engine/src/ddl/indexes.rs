@@ -98,7 +98,7 @@ async fn create_index(ctx: &SessionContext, create: &CreateIndex) -> Result<()> 
             metric: options.metric,
             m: options.m,
             ef_construction: options.ef_construction,
-            files: Default::default(),
+            graphs: Default::default(),
         })
         .await
 }

@@ -52,7 +52,7 @@ impl DurableTable {
         }
         let current = self.state.lock().await.manifest.clone();
         let mut building = [VectorIndex {
-            files: Default::default(),
+            graphs: Default::default(),
             ..index
         }];
         build_missing(
@@ -64,7 +64,7 @@ impl DurableTable {
         )
         .await?;
         let [built] = building;
-        let graphs: Vec<String> = built.files.values().cloned().collect();
+        let graphs: Vec<String> = built.graphs.graphs().into_iter().cloned().collect();
         let mut state = self.state.lock().await;
         let mut next = state.manifest.next();
         if next.vector_indexes.iter().any(|i| i.name == built.name) {

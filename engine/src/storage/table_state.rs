@@ -49,7 +49,7 @@ pub(super) fn catalog_entries(manifest: &Manifest) -> Vec<VectorIndex> {
         .vector_indexes
         .iter()
         .map(|index| VectorIndex {
-            files: Default::default(),
+            graphs: Default::default(),
             ..index.clone()
         })
         .collect()

@@ -182,7 +182,10 @@ async fn a_filtered_search_returns_k_rows_whenever_k_rows_match() {
     // A third of the rows: the filter runs inside the graph walk.
     let third = "SELECT id FROM vecs WHERE id % 3 = 0";
     let explained = plan(&sluice, &format!("{third} ORDER BY {order} LIMIT 10")).await;
-    assert!(explained.contains("graph walk: 1 file(s)"), "{explained}");
+    assert!(
+        explained.contains("graph walk: 1 graph(s) over 1 file(s)"),
+        "{explained}"
+    );
     let (searched, exact) = both_ways(&sluice, third, &order, 10).await;
     assert_eq!(searched.len(), 10);
     assert!(searched.iter().all(|id| id % 3 == 0));
@@ -210,7 +213,7 @@ async fn a_filtered_search_returns_k_rows_whenever_k_rows_match() {
 }
 
 /// Data files (path, rows) and the first index's graphs (data file,
-/// graph) of the newest manifest.
+/// graph) of the newest manifest (a graph may cover several files).
 struct Listed {
     files: Vec<(String, u64)>,
     graphs: Vec<(String, String)>,
@@ -240,7 +243,10 @@ fn listed(table: &Path) -> Listed {
         .as_object()
         .map(|m| {
             m.iter()
-                .map(|(data, graph)| (data.clone(), graph.as_str().unwrap_or_default().to_owned()))
+                .map(|(data, part)| {
+                    let graph = part["graph"].as_str().unwrap_or_default();
+                    (data.clone(), graph.to_owned())
+                })
                 .collect()
         })
         .unwrap_or_default();
@@ -268,7 +274,8 @@ async fn an_index_follows_writes_and_survives_a_restart() {
         insert_rows(&sluice, &mut rng, &centers, 3000..4500).await;
         insert_rows(&sluice, &mut rng, &centers, 4500..4503).await;
         run_sql(&sluice, "INSERT INTO vecs VALUES (9999, 'common', NULL)").await;
-        // Rewrites every file: the graphs are rebuilt for the new ones.
+        // Rewrites every file: one graph is built over the new large ones
+        // (one write's files share a graph).
         run_sql(&sluice, "DELETE FROM vecs WHERE id % 7 = 0").await;
         run_sql(&sluice, "SET vector.ef_search = 400").await;
         let (searched, exact) = both_ways(&sluice, "SELECT id FROM vecs", &order, 20).await;
@@ -294,10 +301,11 @@ async fn an_index_follows_writes_and_survives_a_restart() {
             assert!(table.join(&graph.1).exists());
         }
         assert_eq!(graphs.len(), 2, "graphs only for listed files: {graphs:?}");
+        assert_eq!(graphs[0].1, graphs[1].1, "one graph over both: {graphs:?}");
         let on_disk = std::fs::read_dir(table.join("indexes"))
             .expect("indexes")
             .count();
-        assert_eq!(on_disk, 2, "replaced files' graphs are deleted");
+        assert_eq!(on_disk, 1, "replaced files' graphs are deleted");
     }
     // What a crash between writing a graph and committing it leaves.
     std::fs::write(table.join("indexes/orphan.usearch"), b"half written").expect("orphan");
@@ -324,6 +332,139 @@ async fn an_index_follows_writes_and_survives_a_restart() {
         panic!("the index is gone");
     };
     assert!(err.to_string().contains("does not exist"), "{err}");
+}
+
+/// The distinct graphs of the newest manifest's first index, and how
+/// many data files they serve.
+fn graph_count(table: &Path) -> (usize, usize) {
+    let Listed { graphs, .. } = listed(table);
+    let distinct: HashSet<&String> = graphs.iter().map(|(_, graph)| graph).collect();
+    (distinct.len(), graphs.len())
+}
+
+/// One graph serves the files an index was built over together; a file
+/// replaced later leaves its keys in that graph, which walks must skip
+/// (in a transaction's snapshot too) until too few of its rows are live
+/// and its files are regrouped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graph_over_several_files_skips_the_rows_of_replaced_files() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let table = dir.path().join("tables/public/vecs");
+    let sluice = open(dir.path()).await;
+    let mut rng = Rng(0x9a7e);
+    let centers = clustered_table(&sluice, &mut rng, 2000, 10).await;
+    insert_rows(&sluice, &mut rng, &centers, 2000..3500).await;
+    insert_rows(&sluice, &mut rng, &centers, 3500..5000).await;
+    run_sql(&sluice, "CREATE INDEX ON vecs USING hnsw (v)").await;
+    run_sql(&sluice, "SET vector.ef_search = 400").await;
+    assert_eq!(
+        graph_count(&table),
+        (1, 3),
+        "one graph over the three files"
+    );
+    // The query sits on a row of the second file, so its neighbours there
+    // are the ones a walk reaching dead keys would return.
+    let near = text_rows_of(&sluice, "SELECT v FROM vecs WHERE id = 2002").await;
+    let q = near[0][0].clone().expect("a vector");
+    let select = "SELECT id FROM vecs";
+    let order = format!("v <=> '{q}'");
+    let searched = format!("{select} ORDER BY {order} LIMIT 20");
+    assert!(
+        plan(&sluice, &searched)
+            .await
+            .contains("graph walk: 1 graph(s) over 3 file(s)"),
+        "{}",
+        plan(&sluice, &searched).await
+    );
+    let (before, exact) = both_ways(&sluice, select, &order, 20).await;
+    assert_eq!(before[0], 2002);
+    assert!(overlap(&before, &exact) >= 19, "{before:?} vs {exact:?}");
+
+    // Rewrites the second file only: the first graph keeps the other two.
+    run_sql(&sluice, "DELETE FROM vecs WHERE id BETWEEN 2000 AND 2100").await;
+    assert_eq!(graph_count(&table), (2, 3));
+    assert!(
+        plan(&sluice, &searched)
+            .await
+            .contains("graph walk: 2 graph(s) over 3 file(s)")
+    );
+    let (searched_ids, exact) = both_ways(&sluice, select, &order, 20).await;
+    assert!(
+        searched_ids.iter().all(|id| !(2000..=2100).contains(id)),
+        "{searched_ids:?}"
+    );
+    assert!(
+        overlap(&searched_ids, &exact) >= 19,
+        "{searched_ids:?} vs {exact:?}"
+    );
+
+    // Inside a transaction, its own rewrite of the third file leaves that
+    // file's keys in the committed graph, seen by this snapshot only.
+    let session = sluice.session();
+    for statement in ["BEGIN", "DELETE FROM vecs WHERE id % 2 = 0 AND id >= 3500"] {
+        session
+            .sql(statement)
+            .await
+            .unwrap_or_else(|e| panic!("{statement}: {e}"))
+            .collect()
+            .await
+            .unwrap_or_else(|e| panic!("{statement}: {e}"));
+    }
+    // Rows of cluster 2 have even ids: every one in the third file goes.
+    let far = format!(
+        "{select} ORDER BY v <=> '{}' LIMIT 50",
+        vector_text(&centers[2])
+    );
+    let inside: Vec<i64> = session
+        .sql(&far)
+        .await
+        .expect("search")
+        .collect()
+        .await
+        .expect("search")
+        .iter()
+        .flat_map(|batch| {
+            batch
+                .column(0)
+                .as_any()
+                .downcast_ref::<datafusion::arrow::array::Int64Array>()
+                .expect("ids")
+                .values()
+                .to_vec()
+        })
+        .collect();
+    assert_eq!(inside.len(), 50);
+    assert!(
+        inside.iter().all(|id| *id < 3500 || id % 2 == 1),
+        "rows the transaction deleted: {inside:?}"
+    );
+    session.sql("ROLLBACK").await.expect("rollback");
+    assert!(
+        ids(&sluice, &far)
+            .await
+            .iter()
+            .any(|id| *id >= 3500 && id % 2 == 0),
+        "the rollback keeps them"
+    );
+
+    // Rewrites the first file: its graph keeps 1,500 of 5,000 rows, so
+    // the third file leaves it and is grouped with the new first one.
+    run_sql(&sluice, "DELETE FROM vecs WHERE id < 10").await;
+    assert_eq!(graph_count(&table), (2, 3));
+    let on_disk = std::fs::read_dir(table.join("indexes"))
+        .expect("indexes")
+        .count();
+    assert_eq!(on_disk, 2, "the sparse graph is deleted");
+    let (searched_ids, exact) = both_ways(&sluice, select, &order, 20).await;
+    assert!(
+        overlap(&searched_ids, &exact) >= 19,
+        "{searched_ids:?} vs {exact:?}"
+    );
+    drop(sluice);
+    let sluice = open(dir.path()).await;
+    run_sql(&sluice, "SET vector.ef_search = 400").await;
+    let (after_restart, _) = both_ways(&sluice, select, &order, 20).await;
+    assert_eq!(after_restart, searched_ids);
 }
 
 /// Without an index, `ORDER BY <distance> LIMIT k` runs as Sluice's exact

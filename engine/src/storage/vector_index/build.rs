@@ -1,7 +1,7 @@
-//! Building the graphs of data files: reading a file's vectors, building
-//! its HNSW graph on every core, and storing it beside the data.
+//! Building the graphs of data files: reading a group of files' vectors,
+//! building their HNSW graph on every core, and storing it beside the data.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, AsArray};
@@ -17,14 +17,17 @@ use super::super::manifest::{self, DataFile, Manifest, delete_if_present, storag
 use super::MIN_INDEXED_ROWS;
 use super::definition::limits::DEFAULT_EF_SEARCH;
 use super::definition::{VectorIndex, usearch_error};
+use super::graph_map::{self, GraphMap, MAX_GRAPH_VECTOR_BYTES};
 
 /// Folder of a table's graphs, beside `data/`.
 const INDEX_DIR: &str = "indexes";
 
-/// Builds, for every index of `indexes` and every file of `files` that
-/// should have a graph and has none, that graph, and records it in the
-/// index. Returns the graphs written (relative paths), which the caller
-/// deletes if its commit fails.
+/// Builds, for every index of `indexes`, graphs over the files of `files`
+/// that should have one and have none — one graph per group of files up
+/// to [`MAX_GRAPH_VECTOR_BYTES`] of vectors, so that one write's files are
+/// walked as one graph — and records them in the index. Returns the
+/// graphs written (relative paths), which the caller deletes if its commit
+/// fails.
 pub(in crate::storage) async fn build_missing(
     store: &Arc<dyn ObjectStore>,
     dir: &Path,
@@ -34,14 +37,28 @@ pub(in crate::storage) async fn build_missing(
 ) -> Result<Vec<String>> {
     let mut written = Vec::new();
     for index in indexes.iter_mut() {
-        for file in files {
-            if file.rows < MIN_INDEXED_ROWS || index.files.contains_key(&file.path) {
-                continue;
+        let missing: Vec<&DataFile> = files
+            .iter()
+            .filter(|f| f.rows >= MIN_INDEXED_ROWS && index.graphs.part(&f.path).is_none())
+            .collect();
+        if missing.is_empty() {
+            continue;
+        }
+        let (column, dimensions) = match vector_column(schema, index) {
+            Ok(found) => found,
+            Err(e) => {
+                delete_graphs(store, dir, &written).await;
+                return Err(e);
             }
-            match build_file_graph(store, dir, schema, index, file).await {
+        };
+        let row_bytes = 4 * dimensions as u64;
+        for group in groups(&missing, row_bytes) {
+            match build_group_graph(store, dir, schema, index, column, dimensions, group).await {
                 Ok(path) => {
-                    written.push(path.clone());
-                    index.files.insert(file.path.clone(), path);
+                    index
+                        .graphs
+                        .insert_graph(&path, group.iter().map(|f| (f.path.as_str(), f.rows)));
+                    written.push(path);
                 }
                 Err(e) => {
                     delete_graphs(store, dir, &written).await;
@@ -51,6 +68,39 @@ pub(in crate::storage) async fn build_missing(
         }
     }
     Ok(written)
+}
+
+/// `files` in runs of consecutive files whose vectors take at most
+/// [`MAX_GRAPH_VECTOR_BYTES`] together (a file larger than that alone).
+fn groups<'a, 'f>(files: &'a [&'f DataFile], row_bytes: u64) -> Vec<&'a [&'f DataFile]> {
+    let mut groups = Vec::new();
+    let (mut start, mut bytes) = (0, 0u64);
+    for (at, file) in files.iter().enumerate() {
+        let file_bytes = file.rows.saturating_mul(row_bytes);
+        if at > start && bytes.saturating_add(file_bytes) > MAX_GRAPH_VECTOR_BYTES {
+            groups.push(&files[start..at]);
+            (start, bytes) = (at, 0);
+        }
+        bytes = bytes.saturating_add(file_bytes);
+    }
+    if start < files.len() {
+        groups.push(&files[start..]);
+    }
+    groups
+}
+
+/// The position and dimension of `index`'s column in `schema`.
+fn vector_column(schema: &SchemaRef, index: &VectorIndex) -> Result<(usize, usize)> {
+    let column = schema.index_of(&index.column)?;
+    let DataType::FixedSizeList(_, dimensions) = schema.field(column).data_type() else {
+        return Err(DataFusionError::Internal(format!(
+            "indexed column {} is not a vector",
+            index.column
+        )));
+    };
+    let dimensions = usize::try_from(*dimensions)
+        .map_err(|_| DataFusionError::Internal("negative vector dimension".into()))?;
+    Ok((column, dimensions))
 }
 
 /// Brings the indexes of `next` (a version about to be committed) up to
@@ -64,9 +114,13 @@ pub(in crate::storage) async fn cover(
     if next.vector_indexes.is_empty() {
         return Ok(Vec::new());
     }
-    let listed: HashSet<&str> = next.files.iter().map(|f| f.path.as_str()).collect();
+    let listed: BTreeMap<&str, u64> = next
+        .files
+        .iter()
+        .map(|f| (f.path.as_str(), f.rows))
+        .collect();
     for index in &mut next.vector_indexes {
-        index.files.retain(|data, _| listed.contains(data.as_str()));
+        index.graphs.retain_files(&listed);
     }
     let schema = next.schema_ref();
     build_missing(store, dir, &schema, &mut next.vector_indexes, &next.files).await
@@ -101,7 +155,7 @@ pub(in crate::storage) async fn prebuild(
     files: &[DataFile],
 ) -> Result<Vec<VectorIndex>> {
     for index in &mut indexes {
-        index.files.clear();
+        index.graphs = GraphMap::default();
     }
     if !indexes.is_empty() {
         build_missing(store, dir, schema, &mut indexes, files).await?;
@@ -119,8 +173,8 @@ pub(in crate::storage) fn adopt(next: &mut Manifest, prebuilt: Vec<VectorIndex>)
             .iter_mut()
             .find(|index| index.name == built.name && index.column == built.column)
         {
-            Some(index) => index.files.extend(built.files),
-            None => orphans.extend(built.files.into_values()),
+            Some(index) => index.graphs.extend(built.graphs),
+            None => orphans.extend(built.graphs.graphs().into_iter().cloned()),
         }
     }
     orphans
@@ -150,15 +204,15 @@ pub(in crate::storage) fn dropped_graphs(previous: &Manifest, next: &Manifest) -
     let kept: HashSet<&String> = next
         .vector_indexes
         .iter()
-        .flat_map(|i| i.files.values())
+        .flat_map(|i| i.graphs.graphs())
         .collect();
-    previous
+    let dropped: BTreeSet<&String> = previous
         .vector_indexes
         .iter()
-        .flat_map(|i| i.files.values())
+        .flat_map(|i| i.graphs.graphs())
         .filter(|graph| !kept.contains(graph))
-        .cloned()
-        .collect()
+        .collect();
+    dropped.into_iter().cloned().collect()
 }
 
 /// Deletes graphs under `indexes/` that `manifest` does not list (left by
@@ -171,7 +225,7 @@ pub(in crate::storage) async fn sweep_unreferenced(
     let referenced: HashSet<&String> = manifest
         .vector_indexes
         .iter()
-        .flat_map(|i| i.files.values())
+        .flat_map(|i| i.graphs.graphs())
         .collect();
     let prefix = format!("{dir}/");
     let listed: Vec<_> = store
@@ -195,41 +249,19 @@ pub(in crate::storage) async fn sweep_unreferenced(
     Ok(removed)
 }
 
-/// Reads `file`'s vectors, builds their graph and stores it; returns its
-/// path relative to the table.
-async fn build_file_graph(
+/// Reads the vectors of `files`, builds their graph (each file's rows
+/// under its slot's keys, [`graph_map::key`]) and stores it; returns its
+/// path relative to the table. The files are read and added one at a
+/// time, so memory holds the graph and one file's vectors.
+async fn build_group_graph(
     store: &Arc<dyn ObjectStore>,
     dir: &Path,
     schema: &SchemaRef,
     index: &VectorIndex,
-    file: &DataFile,
+    column: usize,
+    dimensions: usize,
+    files: &[&DataFile],
 ) -> Result<String> {
-    let column = schema.index_of(&index.column)?;
-    let DataType::FixedSizeList(_, dimensions) = schema.field(column).data_type() else {
-        return Err(DataFusionError::Internal(format!(
-            "indexed column {} is not a vector",
-            index.column
-        )));
-    };
-    let dimensions = usize::try_from(*dimensions)
-        .map_err(|_| DataFusionError::Internal("negative vector dimension".into()))?;
-    let location = resolve(dir, &file.path);
-    let batches = read_rows(store, &location, file.size, schema, &[column], None, None).await?;
-    let mut keys = Vec::with_capacity(file.rows as usize);
-    let mut vectors = Vec::with_capacity(file.rows as usize * dimensions);
-    let mut position = 0u64;
-    for batch in &batches {
-        let list = batch.column(0).as_fixed_size_list();
-        let values = list.values().as_primitive::<Float32Type>().values();
-        for row in 0..list.len() {
-            if list.is_valid(row) {
-                let start = list.value_offset(row) as usize;
-                keys.push(position);
-                vectors.extend_from_slice(&values[start..start + dimensions]);
-            }
-            position += 1;
-        }
-    }
     let options = IndexOptions {
         dimensions,
         metric: index.metric.usearch_kind(),
@@ -239,9 +271,43 @@ async fn build_file_graph(
         expansion_search: DEFAULT_EF_SEARCH,
         multi: false,
     };
-    let bytes = tokio::task::spawn_blocking(move || build_graph(&options, &keys, &vectors))
-        .await
-        .map_err(|e| DataFusionError::External(Box::new(e)))??;
+    let graph = Arc::new(Index::new(&options).map_err(usearch_error)?);
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let capacity: u64 = files.iter().map(|f| f.rows).sum();
+    graph
+        .reserve_capacity_and_threads(capacity as usize, threads)
+        .map_err(usearch_error)?;
+    for (slot, file) in (0u32..).zip(files) {
+        let location = resolve(dir, &file.path);
+        let batches = read_rows(store, &location, file.size, schema, &[column], None, None).await?;
+        let mut keys = Vec::with_capacity(file.rows as usize);
+        let mut vectors = Vec::with_capacity(file.rows as usize * dimensions);
+        let mut position = 0u64;
+        for batch in &batches {
+            let list = batch.column(0).as_fixed_size_list();
+            let values = list.values().as_primitive::<Float32Type>().values();
+            for row in 0..list.len() {
+                if list.is_valid(row) {
+                    let start = list.value_offset(row) as usize;
+                    keys.push(graph_map::key(slot, position));
+                    vectors.extend_from_slice(&values[start..start + dimensions]);
+                }
+                position += 1;
+            }
+        }
+        drop(batches);
+        let adding = Arc::clone(&graph);
+        tokio::task::spawn_blocking(move || add_vectors(&adding, threads, &keys, &vectors))
+            .await
+            .map_err(|e| DataFusionError::External(Box::new(e)))??;
+    }
+    let bytes = tokio::task::spawn_blocking(move || {
+        let mut buffer = vec![0u8; graph.serialized_length()];
+        graph.save_to_buffer(&mut buffer).map_err(usearch_error)?;
+        Ok::<_, DataFusionError>(buffer)
+    })
+    .await
+    .map_err(|e| DataFusionError::External(Box::new(e)))??;
     let relative = format!("{INDEX_DIR}/{}.usearch", uuid::Uuid::new_v4());
     store
         .put(&resolve(dir, &relative), PutPayload::from(bytes))
@@ -250,24 +316,19 @@ async fn build_file_graph(
     Ok(relative)
 }
 
-/// The serialised graph of `vectors` (rows of `options.dimensions`) under
-/// `keys`, inserted from one thread per core (usearch's insertion is
-/// thread-safe once capacity and threads are reserved). The first rows go
-/// in from one thread, so the graph's upper layers exist before the threads
-/// race, and the threads then take every n-th row rather than a block
+/// Adds `vectors` (rows of the graph's dimension) under `keys` to `graph`
+/// from `threads` threads (usearch's insertion is thread-safe once
+/// capacity and threads are reserved). While the graph is small, the
+/// first rows go in from one thread, so its upper layers exist before the
+/// threads race; the threads then take every n-th row rather than a block
 /// each, so that no thread grows a region of the graph on its own. With a
 /// block each, recall@10 on the tests' clustered set was 0.987 to 1.0 over
 /// twelve runs but 0.917 once in CI under load; seeded and interleaved, it
 /// was 1.0 in twelve runs two at a time.
-fn build_graph(options: &IndexOptions, keys: &[u64], vectors: &[f32]) -> Result<Vec<u8>> {
-    /// Rows inserted before the threads start.
+fn add_vectors(graph: &Index, threads: usize, keys: &[u64], vectors: &[f32]) -> Result<()> {
+    /// Rows a graph holds before threads add to it.
     const SEED_ROWS: usize = 1024;
-    let graph = Index::new(options).map_err(usearch_error)?;
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    graph
-        .reserve_capacity_and_threads(keys.len(), threads)
-        .map_err(usearch_error)?;
-    let dimensions = options.dimensions;
+    let dimensions = graph.dimensions();
     if vectors.len() != keys.len() * dimensions {
         return Err(DataFusionError::Internal(format!(
             "{} vector values for {} keys of {dimensions} dimensions",
@@ -279,7 +340,7 @@ fn build_graph(options: &IndexOptions, keys: &[u64], vectors: &[f32]) -> Result<
         let vector = &vectors[row * dimensions..(row + 1) * dimensions];
         graph.add(keys[row], vector).map_err(|e| e.to_string())
     };
-    let seeded = keys.len().min(SEED_ROWS);
+    let seeded = keys.len().min(SEED_ROWS.saturating_sub(graph.size()));
     if let Some(failure) = (0..seeded).find_map(|row| add(row).err()) {
         return Err(DataFusionError::Execution(format!(
             "cannot build vector index: {failure}"
@@ -305,12 +366,10 @@ fn build_graph(options: &IndexOptions, keys: &[u64], vectors: &[f32]) -> Result<
             })
             .collect()
     });
-    if let Some(failure) = failures.into_iter().next() {
-        return Err(DataFusionError::Execution(format!(
+    match failures.into_iter().next() {
+        Some(failure) => Err(DataFusionError::Execution(format!(
             "cannot build vector index: {failure}"
-        )));
+        ))),
+        None => Ok(()),
     }
-    let mut buffer = vec![0u8; graph.serialized_length()];
-    graph.save_to_buffer(&mut buffer).map_err(usearch_error)?;
-    Ok(buffer)
 }

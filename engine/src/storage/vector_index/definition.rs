@@ -1,11 +1,11 @@
 //! What a vector index is, as the table's manifest records it, and the
 //! session setting its searches read.
 
-use std::collections::BTreeMap;
-
 use serde::{Deserialize, Serialize};
 use sluice_functions::vector::distance::Metric;
 use usearch::MetricKind;
+
+use super::graph_map::GraphMap;
 
 /// The distance an index orders by, named as in `CREATE INDEX … WITH
 /// (metric = …)` or by pgvector's operator classes.
@@ -92,10 +92,9 @@ pub struct VectorIndex {
     pub m: usize,
     /// Candidates considered while building (HNSW's ef_construction).
     pub ef_construction: usize,
-    /// Per data file (its path in the table) the graph covering it (its
-    /// path in the table); files without one are searched exactly.
-    #[serde(default)]
-    pub files: BTreeMap<String, String>,
+    /// The graphs and the data files each covers.
+    #[serde(flatten)]
+    pub graphs: GraphMap,
 }
 
 /// Defaults and bounds of the index options (pgvector's).

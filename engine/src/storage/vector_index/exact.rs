@@ -28,6 +28,7 @@ use sluice_functions::vector::kernels;
 
 use super::cache::LoadedGraph;
 use super::columns::{Rows, VectorColumn};
+use super::graph_map;
 use super::ranking::{Best, Hit};
 
 /// Where a file's vectors are read from.
@@ -35,9 +36,10 @@ use super::ranking::{Best, Hit};
 pub(super) enum Vectors {
     /// The decoded column.
     Column(Arc<VectorColumn>),
-    /// The file's loaded graph (usearch keeps the vectors as float32):
-    /// cheaper than decoding the column when a filter keeps few rows.
-    Graph(Arc<LoadedGraph>),
+    /// The loaded graph holding the file's vectors, and the file's slot in
+    /// it (usearch keeps the vectors as float32): cheaper than decoding
+    /// the column when a filter keeps few rows.
+    Graph(Arc<LoadedGraph>, u32),
 }
 
 /// One file to scan exactly.
@@ -52,7 +54,7 @@ pub(super) struct FileScan {
 /// A piece of the scan one thread takes.
 enum Piece<'a> {
     Rows(&'a Rows),
-    Graph(&'a LoadedGraph),
+    Graph(&'a LoadedGraph, u32),
 }
 
 /// The `k` nearest rows to `query` by `metric` over `files` (NULL vectors
@@ -81,7 +83,7 @@ fn scan_now(files: &[FileScan], query: &[f32], metric: Metric, k: usize) -> Vec<
                     .iter()
                     .map(|rows| (file, Piece::Rows(rows)))
                     .collect(),
-                Vectors::Graph(graph) => vec![(file, Piece::Graph(graph))],
+                Vectors::Graph(graph, slot) => vec![(file, Piece::Graph(graph, *slot))],
             }
         })
         .collect();
@@ -91,7 +93,9 @@ fn scan_now(files: &[FileScan], query: &[f32], metric: Metric, k: usize) -> Vec<
             let mut best = Best::new(k);
             match piece {
                 Piece::Rows(rows) => scan_rows(rows, file, query, metric, &mut best),
-                Piece::Graph(graph) => scan_graph(graph, file, query, metric, &mut best),
+                Piece::Graph(graph, slot) => {
+                    scan_graph(graph, *slot, file, query, metric, &mut best)
+                }
             }
             best
         })
@@ -127,6 +131,7 @@ fn scan_rows(rows: &Rows, file: &FileScan, query: &[f32], metric: Metric, best: 
 
 fn scan_graph(
     graph: &LoadedGraph,
+    slot: u32,
     file: &FileScan,
     query: &[f32],
     metric: Metric,
@@ -138,7 +143,7 @@ fn scan_graph(
     };
     for row in allowed.set_indices() {
         // No vector under the key: the row's vector is NULL.
-        if graph.vector(row as u64, &mut vector) {
+        if graph.vector(graph_map::key(slot, row as u64), &mut vector) {
             let distance = metric.distance(&vector, query);
             best.offer(Hit::at(distance, file.ordinal, row as u64));
         }
@@ -372,7 +377,7 @@ mod tests {
             .iter()
             .map(|f| match &f.vectors {
                 Vectors::Column(c) => (f.ordinal, Arc::clone(c)),
-                Vectors::Graph(_) => unreachable!(),
+                Vectors::Graph(..) => unreachable!(),
             })
             .collect();
         for metric in Metric::ALL {

@@ -23,6 +23,7 @@ use super::super::decoded_columns;
 use super::super::files::{LiveFile, Snapshot, read_rows, resolve};
 use super::super::table_files::TableFiles;
 use super::exact::Vectors;
+use super::graph_map::{self, GraphPart};
 use super::{cache, columns};
 
 /// What reading hits needs to know about the table and the output.
@@ -30,7 +31,7 @@ pub(super) struct HitRows<'a> {
     pub table: &'a TableFiles,
     pub snapshot: &'a Snapshot,
     /// Each file's graph (by position in the snapshot), if it has one.
-    pub graphs: &'a [Option<&'a str>],
+    pub graphs: &'a [Option<&'a GraphPart>],
     pub vector_column: usize,
     /// Table columns wanted, in output order.
     pub projection: &'a [usize],
@@ -60,8 +61,9 @@ impl HitRows<'_> {
         if let Some(column) = columns::cached(live, name) {
             return Some(Vectors::Column(column));
         }
-        let graph = self.graphs.get(ordinal).copied().flatten()?;
-        cache::cached(&resolve(&self.table.dir, graph)).map(Vectors::Graph)
+        let part = self.graphs.get(ordinal).copied().flatten()?;
+        cache::cached(&resolve(&self.table.dir, &part.graph))
+            .map(|graph| Vectors::Graph(graph, part.slot))
     }
 
     /// The projected columns of `rows` (sorted) of the file at `ordinal`.
@@ -163,7 +165,7 @@ impl HitRows<'_> {
                     .and_then(|row| column.vector(row))
                     .map(|v| out.copy_from_slice(v))
                     .is_some(),
-                Vectors::Graph(graph) => graph.vector(*row, out),
+                Vectors::Graph(graph, slot) => graph.vector(graph_map::key(*slot, *row), out),
             };
             valid.push(found);
         }

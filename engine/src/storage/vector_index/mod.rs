@@ -42,6 +42,7 @@ mod cache;
 mod columns;
 mod definition;
 mod exact;
+mod graph_map;
 mod hit_rows;
 mod ranking;
 mod search;
@@ -53,6 +54,7 @@ pub(super) use build::{
     sweep_unreferenced,
 };
 pub use definition::{IndexMetric, VectorIndex, VectorSearchSettings, limits};
+pub use graph_map::{GraphMap, GraphPart};
 pub(super) use search::plan_search;
 pub use search::{SearchRequest, VectorTopKExec};
 

@@ -39,6 +39,7 @@ use super::cache::LoadedGraph;
 use super::definition::limits::DEFAULT_EF_SEARCH;
 use super::definition::{IndexMetric, VectorIndex, VectorSearchSettings};
 use super::exact::{FileScan, Vectors};
+use super::graph_map::{self, GraphPart};
 use super::hit_rows::HitRows;
 use super::ranking::{Best, Hit};
 use super::{cache, columns, exact};
@@ -79,8 +80,12 @@ pub struct SearchRequest {
 enum ExactReason {
     /// Fewer rows than [`super::MIN_INDEXED_ROWS`]: no graph.
     SmallFile,
-    /// The filter keeps too few of its rows.
+    /// The filter keeps too few of its graph's rows.
     SelectiveFilter,
+    /// Most of its graph's rows belong to files replaced since it was
+    /// built (seen from a transaction, before the next commit regroups
+    /// them).
+    SparseGraph,
     /// The index was dropped after the query was planned.
     IndexGone,
     /// The table has no index for the query's distance.
@@ -92,6 +97,7 @@ impl ExactReason {
         match self {
             Self::SmallFile => "too small for a graph",
             Self::SelectiveFilter => "selective filter",
+            Self::SparseGraph => "graph mostly of replaced files",
             Self::IndexGone => "index dropped",
             Self::NoIndex => "no index",
         }
@@ -103,8 +109,8 @@ impl ExactReason {
 enum Route {
     /// No row passes the filter.
     Skip,
-    /// Walk the graph at this path (relative to the table).
-    Graph(String),
+    /// Walk its graph (one walk for every file of the graph).
+    Graph,
     /// Scan the matching rows' vectors.
     Exact(ExactReason),
 }
@@ -120,7 +126,20 @@ struct FileSearch {
     matching: u64,
     /// The file's graph, if it has one (also when the route is an exact
     /// scan: the graph holds the vectors in memory).
-    graph: Option<String>,
+    graph: Option<GraphPart>,
+}
+
+/// One graph walk: the graph and the files of the search it serves.
+#[derive(Debug)]
+struct GraphWalk {
+    /// The graph's path in the table.
+    graph: String,
+    /// Positions in [`Search::files`] of the files it serves.
+    members: Vec<usize>,
+    /// Whether every key of the graph is a row the search may return (no
+    /// filter, and every file the graph was built over still live), so
+    /// the walk needs no predicate.
+    complete: bool,
 }
 
 /// Plans `request` over `snapshot` with `index` (its state in the same
@@ -175,22 +194,17 @@ pub(in crate::storage) async fn plan_search(
             .map_or(live.file.rows, |a| a.count_set_bits() as u64);
         let graph = index
             .as_ref()
-            .and_then(|index| index.files.get(&live.file.path));
+            .and_then(|index| index.graphs.part(&live.file.path))
+            .cloned();
         let route = if matching == 0 {
             Route::Skip
         } else if request.index.is_none() {
             Route::Exact(ExactReason::NoIndex)
         } else if index.is_none() {
             Route::Exact(ExactReason::IndexGone)
-        } else if let Some(graph) = graph {
-            let selective = allowed.is_some()
-                && (matching <= EXACT_MATCHING_ROWS
-                    || (matching as f64) < MIN_GRAPH_SELECTIVITY * live.file.rows as f64);
-            if selective {
-                Route::Exact(ExactReason::SelectiveFilter)
-            } else {
-                Route::Graph(graph.clone())
-            }
+        } else if graph.is_some() {
+            // Decided per graph below.
+            Route::Graph
         } else {
             Route::Exact(ExactReason::SmallFile)
         };
@@ -199,9 +213,13 @@ pub(in crate::storage) async fn plan_search(
             route,
             allowed,
             matching,
-            graph: graph.cloned(),
+            graph,
         });
     }
+    let walks = match &index {
+        Some(index) => plan_walks(&mut files, &snapshot, index, filter.is_some()),
+        None => Vec::new(),
+    };
     let output_schema = match projection {
         Some(columns) => Arc::new(table.schema.project(columns)?),
         None => Arc::clone(&table.schema),
@@ -228,6 +246,7 @@ pub(in crate::storage) async fn plan_search(
             table,
             snapshot,
             files,
+            walks,
             index: request
                 .index
                 .clone()
@@ -245,6 +264,57 @@ pub(in crate::storage) async fn plan_search(
         }),
         metrics: ExecutionPlanMetricsSet::new(),
     }))
+}
+
+/// Groups the files routed to a graph into one walk per graph, and routes
+/// a graph's files to exact scans instead when too few of the rows it was
+/// built over may be returned (a selective filter, or files replaced
+/// since): a walk that skips most keys visits most of the graph to find
+/// `k`, and HNSW's recall collapses.
+fn plan_walks(
+    files: &mut [FileSearch],
+    snapshot: &Snapshot,
+    index: &VectorIndex,
+    filtered: bool,
+) -> Vec<GraphWalk> {
+    let mut members: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (at, file) in files.iter().enumerate() {
+        if let (Route::Graph, Some(part)) = (&file.route, &file.graph) {
+            members.entry(part.graph.as_str()).or_default().push(at);
+        }
+    }
+    let mut walks = Vec::with_capacity(members.len());
+    let mut exact = Vec::new();
+    for (graph, members) in members {
+        let live_rows: u64 = members
+            .iter()
+            .map(|&at| snapshot.files[files[at].ordinal].file.rows)
+            .sum();
+        let graph_rows = index.graphs.rows_of(graph, live_rows);
+        let matching: u64 = members.iter().map(|&at| files[at].matching).sum();
+        let complete = !filtered && live_rows >= graph_rows;
+        let sparse = !complete
+            && (matching <= EXACT_MATCHING_ROWS
+                || (matching as f64) < MIN_GRAPH_SELECTIVITY * graph_rows as f64);
+        if sparse {
+            let reason = if filtered {
+                ExactReason::SelectiveFilter
+            } else {
+                ExactReason::SparseGraph
+            };
+            exact.extend(members.into_iter().map(|at| (at, reason)));
+        } else {
+            walks.push(GraphWalk {
+                graph: graph.to_owned(),
+                members,
+                complete,
+            });
+        }
+    }
+    for (at, reason) in exact {
+        files[at].route = Route::Exact(reason);
+    }
+    walks
 }
 
 /// The rows of `live` that `predicate` (over `columns`) keeps.
@@ -289,6 +359,7 @@ struct Search {
     /// Holds the files (and so their graphs' meaning) until the search ends.
     snapshot: Arc<Snapshot>,
     files: Vec<FileSearch>,
+    walks: Vec<GraphWalk>,
     /// The index walked and its metric; `None` for an exact search (or an
     /// index dropped since the query was planned).
     index: Option<(String, IndexMetric)>,
@@ -351,7 +422,7 @@ impl DisplayAs for VectorTopKExec {
         let walked = search
             .files
             .iter()
-            .filter(|f| matches!(f.route, Route::Graph(_)))
+            .filter(|f| matches!(f.route, Route::Graph))
             .count();
         let mut exact: BTreeMap<ExactReason, usize> = BTreeMap::new();
         for file in &search.files {
@@ -361,7 +432,10 @@ impl DisplayAs for VectorTopKExec {
         }
         let mut paths = Vec::new();
         if search.index.is_some() {
-            paths.push(format!("graph walk: {walked} file(s)"));
+            paths.push(format!(
+                "graph walk: {} graph(s) over {walked} file(s)",
+                search.walks.len()
+            ));
         }
         for (reason, count) in exact {
             paths.push(format!(
@@ -451,27 +525,23 @@ struct Counters {
 impl Search {
     async fn run(self: Arc<Self>, counters: &Counters) -> Result<RecordBatch> {
         let mut best = Best::new(self.k);
-        let mut exact = Vec::new();
-        let mut walks = Vec::new();
-        for (at, file) in self.files.iter().enumerate() {
-            match &file.route {
-                Route::Skip => {}
-                Route::Graph(graph) => walks.push((at, self.load_graph(graph).await)),
-                Route::Exact(_) => {
-                    counters.exact.add(1);
-                    exact.push(at);
-                }
-            }
+        let mut exact: Vec<usize> = (0..self.files.len())
+            .filter(|&at| matches!(self.files[at].route, Route::Exact(_)))
+            .collect();
+        counters.exact.add(exact.len());
+        let mut walks = Vec::with_capacity(self.walks.len());
+        for (at, walk) in self.walks.iter().enumerate() {
+            walks.push((at, self.load_graph(&walk.graph).await));
         }
-        // The walks on every core: a query waits for its slowest file, not
-        // for the sum of them.
+        // The walks on every core: a query waits for its slowest graph,
+        // not for the sum of them.
         let search = Arc::clone(&self);
         let walked = tokio::task::spawn_blocking(move || {
             walks
                 .into_par_iter()
                 .map(|(at, loaded)| {
                     let hits = match loaded {
-                        Some(loaded) => search.walk(&search.files[at], &loaded)?,
+                        Some(loaded) => search.walk(&search.walks[at], &loaded)?,
                         None => None,
                     };
                     Ok((at, hits))
@@ -488,7 +558,7 @@ impl Search {
                 }
                 None => {
                     counters.fallbacks.add(1);
-                    exact.push(at);
+                    exact.extend(&self.walks[at].members);
                 }
             }
         }
@@ -513,7 +583,7 @@ impl Search {
         Ok(batch)
     }
 
-    /// The graph at `graph`; `None` when it cannot be read (the file is
+    /// The graph at `graph`; `None` when it cannot be read (its files are
     /// then scanned exactly).
     async fn load_graph(&self, graph: &str) -> Option<Arc<LoadedGraph>> {
         let location = resolve(&self.table.dir, graph);
@@ -527,42 +597,73 @@ impl Search {
         }
     }
 
-    /// The file's hits by its graph; `None` when the walk cannot be
-    /// trusted to be complete (it returned fewer rows than match): the
-    /// caller scans exactly.
-    fn walk(&self, file: &FileSearch, loaded: &LoadedGraph) -> Result<Option<Vec<Hit>>> {
+    /// The hits of `walk`'s files by their graph; `None` when the walk
+    /// cannot be trusted to be complete (it returned fewer rows than
+    /// match): the caller scans its files exactly.
+    fn walk(&self, walk: &GraphWalk, loaded: &LoadedGraph) -> Result<Option<Vec<Hit>>> {
         let Some((_, index_metric)) = self.index else {
             return Ok(None);
         };
         if loaded.dimensions() != self.query.len() {
             return Err(different_dimensions(loaded.dimensions(), self.query.len()));
         }
-        let matches = match &file.allowed {
-            None => loaded.with_ef_search(self.ef_search, |g| g.search(&self.query, self.k)),
-            Some(allowed) => loaded.with_ef_search(self.ef_search, |g| {
-                g.filtered_search(&self.query, self.k, |key| {
-                    usize::try_from(key).is_ok_and(|row| row < allowed.len() && allowed.value(row))
+        // Per slot of the graph, the file of the search it holds (if any).
+        let mut slots: Vec<Option<&FileSearch>> = Vec::new();
+        for &at in &walk.members {
+            let file = &self.files[at];
+            if let Some(part) = &file.graph {
+                let slot = part.slot as usize;
+                if slots.len() <= slot {
+                    slots.resize(slot + 1, None);
+                }
+                slots[slot] = Some(file);
+            }
+        }
+        let returnable = |key: u64| {
+            let (slot, row) = graph_map::split(key);
+            slots
+                .get(slot as usize)
+                .copied()
+                .flatten()
+                .is_some_and(|file| {
+                    file.allowed.as_ref().is_none_or(|allowed| {
+                        usize::try_from(row)
+                            .is_ok_and(|row| row < allowed.len() && allowed.value(row))
+                    })
                 })
-            }),
+        };
+        let matches = if walk.complete {
+            loaded.with_ef_search(self.ef_search, |g| g.search(&self.query, self.k))
+        } else {
+            loaded.with_ef_search(self.ef_search, |g| {
+                g.filtered_search(&self.query, self.k, returnable)
+            })
         }
         .map_err(super::definition::usearch_error)?;
-        let reachable = match &file.allowed {
-            None => loaded.len() as u64,
-            Some(_) => file.matching,
+        let reachable = if walk.complete {
+            loaded.len() as u64
+        } else {
+            walk.members.iter().map(|&at| self.files[at].matching).sum()
         };
         if (matches.keys.len() as u64) < reachable.min(self.k as u64) {
             return Ok(None);
         }
-        Ok(Some(
-            matches
-                .keys
-                .iter()
-                .zip(&matches.distances)
-                .map(|(row, distance)| {
-                    Hit::at(index_metric.sql_distance(*distance), file.ordinal, *row)
-                })
-                .collect(),
-        ))
+        let mut hits = Vec::with_capacity(matches.keys.len());
+        for (key, distance) in matches.keys.iter().zip(&matches.distances) {
+            let (slot, row) = graph_map::split(*key);
+            let Some(file) = slots.get(slot as usize).copied().flatten() else {
+                return Err(DataFusionError::Internal(format!(
+                    "graph {} returned a key of slot {slot}, which this search does not read",
+                    walk.graph
+                )));
+            };
+            hits.push(Hit::at(
+                index_metric.sql_distance(*distance),
+                file.ordinal,
+                row,
+            ));
+        }
+        Ok(Some(hits))
     }
 
     /// Where the exact scan of `file` reads its vectors: the file's graph
@@ -570,12 +671,12 @@ impl Search {
     /// rows spread over the file touch most of its vector pages), else the
     /// decoded column.
     async fn vectors_to_scan(&self, file: &FileSearch) -> Result<Vectors> {
-        if let (Some(graph), Some(_)) = (&file.graph, &file.allowed)
+        if let (Some(part), Some(_)) = (&file.graph, &file.allowed)
             && let Ok(loaded) =
-                cache::load(&self.table.store, &resolve(&self.table.dir, graph)).await
+                cache::load(&self.table.store, &resolve(&self.table.dir, &part.graph)).await
             && loaded.dimensions() == self.query.len()
         {
-            return Ok(Vectors::Graph(loaded));
+            return Ok(Vectors::Graph(loaded, part.slot));
         }
         let column = self.column(file.ordinal).await?;
         if !column.runs.is_empty() && column.dimensions != self.query.len() {
@@ -627,7 +728,7 @@ impl Search {
         for hit in hits {
             by_file.entry(hit.ordinal).or_default().push(hit.row);
         }
-        let graphs: Vec<Option<&str>> = self.files.iter().map(|f| f.graph.as_deref()).collect();
+        let graphs: Vec<Option<&GraphPart>> = self.files.iter().map(|f| f.graph.as_ref()).collect();
         HitRows {
             table: &self.table,
             snapshot: &self.snapshot,
