@@ -19,16 +19,16 @@ use std::any::Any;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use datafusion::arrow::array::{Array, AsArray};
-use datafusion::arrow::datatypes::{DataType, Float32Type, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::Column;
 use datafusion::common::tree_node::{Transformed, TreeNode};
-use datafusion::common::{Column, ScalarValue};
 use datafusion::datasource::{provider_as_source, source_as_provider};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::logical_expr::utils::{conjunction, split_conjunction};
 use datafusion::logical_expr::{
-    Expr, LogicalPlan, Projection, Sort, SubqueryAlias, TableScan, TableScanBuilder, TableType,
+    Cast, Expr, LogicalPlan, Projection, Sort, SubqueryAlias, TableScan, TableScanBuilder,
+    TableType, TryCast,
 };
 use datafusion::optimizer::optimizer::ApplyOrder;
 use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
@@ -37,7 +37,7 @@ use sluice_functions::vector::distance::Metric;
 
 use super::{needs_more_than_its_row, unqualified};
 use crate::storage::DurableTable;
-use crate::storage::vector_index::SearchRequest;
+use crate::storage::vector_index::{SearchRequest, query_vector};
 
 /// See the module documentation.
 #[derive(Debug, Default)]
@@ -64,7 +64,7 @@ impl OptimizerRule for VectorIndexRule {
         let LogicalPlan::Sort(sort) = &plan else {
             return Ok(Transformed::no(plan));
         };
-        match index_search(sort)? {
+        match index_search(sort, QueryKind::Constant)? {
             Some(rewritten) => Ok(Transformed::yes(rewritten)),
             None => Ok(Transformed::no(plan)),
         }
@@ -79,8 +79,39 @@ struct Chain<'a> {
     scan: &'a TableScan,
 }
 
+/// Which query vectors a search may take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum QueryKind {
+    /// A constant (bound parameters included): the optimizer's rule.
+    Constant,
+    /// An unbound parameter, for a plan kept across executions.
+    Parameter,
+}
+
+/// The query vector of a distance call.
+enum QueryVector {
+    Constant(Vec<f32>),
+    Parameter(String),
+}
+
+/// `plan`, optimized with its parameters unbound, with each top-k by the
+/// distance to a parameter planned as a ranked search that binds the
+/// parameter at each execution (see `crate::session::plan_cache`): the
+/// sort goes, since no sort can hold a parameter, and the search returns
+/// its rows nearest first.
+pub(crate) fn searches_by_parameter(plan: LogicalPlan) -> Result<LogicalPlan> {
+    plan.transform_down_with_subqueries(|node| match &node {
+        LogicalPlan::Sort(sort) => match index_search(sort, QueryKind::Parameter)? {
+            Some(rewritten) => Ok(Transformed::yes(rewritten)),
+            None => Ok(Transformed::no(node)),
+        },
+        _ => Ok(Transformed::no(node)),
+    })
+    .map(|rewritten| rewritten.data)
+}
+
 /// `sort` with its scan replaced by an index search, when it qualifies.
-fn index_search(sort: &Sort) -> Result<Option<LogicalPlan>> {
+fn index_search(sort: &Sort, kind: QueryKind) -> Result<Option<LogicalPlan>> {
     let (Some(k), [key]) = (sort.fetch, sort.expr.as_slice()) else {
         return Ok(None);
     };
@@ -102,6 +133,11 @@ fn index_search(sort: &Sort) -> Result<Option<LogicalPlan>> {
     };
     let Some((column, metric, query)) = distance_call(&distance) else {
         return Ok(None);
+    };
+    let (query, parameter) = match (query, kind) {
+        (QueryVector::Constant(query), QueryKind::Constant) => (query, None),
+        (QueryVector::Parameter(id), QueryKind::Parameter) => (Vec::new(), Some(id)),
+        _ => return Ok(None),
     };
     // A distance over the projection's output must read a table column
     // passed through unchanged (not a computed one, such as EMBED(body)).
@@ -128,7 +164,8 @@ fn index_search(sort: &Sort) -> Result<Option<LogicalPlan>> {
         .find(|i| i.column == column.name && i.metric.sql_metric() == metric);
     match field.data_type() {
         DataType::FixedSizeList(item, n)
-            if *n as usize == query.len() && item.data_type() == &DataType::Float32 => {}
+            if (parameter.is_some() || *n as usize == query.len())
+                && item.data_type() == &DataType::Float32 => {}
         // A dimension mismatch: the exact plan reports it.
         _ => return Ok(None),
     }
@@ -162,11 +199,14 @@ fn index_search(sort: &Sort) -> Result<Option<LogicalPlan>> {
         }
         None => (None, true),
     };
+    let request_ranked = parameter.is_some();
     let request = SearchRequest {
         index: index.as_ref().map(|i| i.name.clone()),
         column: column.name.clone(),
         metric,
         query,
+        ranked: parameter.is_some(),
+        parameter,
         k,
         filter,
         keep_nulls,
@@ -186,6 +226,24 @@ fn index_search(sort: &Sort) -> Result<Option<LogicalPlan>> {
             Arc::new(input),
             alias.alias.clone(),
         )?);
+    }
+    if request_ranked {
+        // The projection below the sort computed the sort key (the
+        // distance to the parameter) for the sort alone: the search ranks
+        // its rows itself, and no operator could hold the parameter.
+        if let Some(projection) = chain.projection {
+            let kept: Vec<Expr> = projection
+                .expr
+                .iter()
+                .filter(|e| {
+                    !e.exists(|e| Ok(matches!(e, Expr::Placeholder(_))))
+                        .unwrap_or(true)
+                })
+                .cloned()
+                .collect();
+            input = LogicalPlan::Projection(Projection::try_new(kept, Arc::new(input))?);
+        }
+        return Ok(Some(input));
     }
     if let Some(projection) = chain.projection {
         input = LogicalPlan::Projection(Projection::try_new_with_schema(
@@ -226,9 +284,10 @@ fn chain_below(plan: &LogicalPlan) -> Option<Chain<'_>> {
     }
 }
 
-/// `(column, metric, query)` of `<metric>(column, constant vector)` (either
-/// order).
-fn distance_call(expr: &Expr) -> Option<(Column, Metric, Vec<f32>)> {
+/// `(column, metric, query)` of `<metric>(column, query vector)` (either
+/// order), the query a constant vector or a parameter (cast to a vector
+/// or not).
+fn distance_call(expr: &Expr) -> Option<(Column, Metric, QueryVector)> {
     let Expr::ScalarFunction(call) = expr.clone().unalias_nested().data else {
         return None;
     };
@@ -237,31 +296,43 @@ fn distance_call(expr: &Expr) -> Option<(Column, Metric, Vec<f32>)> {
         .find(|m| m.function_name() == call.func.name())?;
     match call.args.as_slice() {
         [Expr::Column(column), Expr::Literal(value, _)]
-        | [Expr::Literal(value, _), Expr::Column(column)] => {
-            Some((column.clone(), metric, vector_literal(value)?))
-        }
+        | [Expr::Literal(value, _), Expr::Column(column)] => Some((
+            column.clone(),
+            metric,
+            QueryVector::Constant(query_vector(value)?),
+        )),
+        [Expr::Column(column), query] | [query, Expr::Column(column)] => Some((
+            column.clone(),
+            metric,
+            QueryVector::Parameter(parameter_vector(query)?),
+        )),
         _ => None,
     }
 }
 
-/// The floats of a constant `VECTOR(n)`, or of vector text (`'[1,2,3]'`,
-/// which the distance functions accept for a vector as pgvector does).
-fn vector_literal(value: &ScalarValue) -> Option<Vec<f32>> {
-    let list = match value {
-        ScalarValue::FixedSizeList(list) => list,
-        ScalarValue::Utf8(Some(text))
-        | ScalarValue::Utf8View(Some(text))
-        | ScalarValue::LargeUtf8(Some(text)) => {
-            return sluice_types::vector::parse_vector(text).ok();
+/// The id of a parameter standing for a query vector: `$n`, `$n` cast to
+/// a vector of float4, or `$n` parsed as vector text (`$n::vector(3)` with
+/// a text parameter plans as `vector_in(CAST($n AS Utf8))`).
+pub(crate) fn parameter_vector(expr: &Expr) -> Option<String> {
+    let inner = match expr {
+        Expr::Cast(Cast { expr, field }) | Expr::TryCast(TryCast { expr, field }) if matches!(field.data_type(), DataType::FixedSizeList(item, _) if item.data_type() == &DataType::Float32) => {
+            expr.as_ref()
         }
-        _ => return None,
+        Expr::ScalarFunction(call) if call.func.name() == "vector_in" => match call.args.as_slice()
+        {
+            [arg] => arg,
+            _ => return None,
+        },
+        other => other,
     };
-    if list.len() != 1 || list.is_null(0) {
-        return None;
+    let inner = match inner {
+        Expr::Cast(Cast { expr, .. }) | Expr::TryCast(TryCast { expr, .. }) => expr.as_ref(),
+        other => other,
+    };
+    match inner {
+        Expr::Placeholder(placeholder) => Some(placeholder.id.clone()),
+        _ => None,
     }
-    let values = list.value(0);
-    let floats = values.as_primitive_opt::<Float32Type>()?;
-    (floats.null_count() == 0).then(|| floats.values().to_vec())
 }
 
 /// A durable table seen through one vector top-k: its scan is the search.

@@ -20,9 +20,10 @@
 //!
 //! A statement with parameters is planned once with its parameters unbound
 //! where every one of them lands in an operator that binds it at execution
-//! (a key lookup's value: [`bind_parameters`]); DataFusion's own operators
-//! cannot hold one, so any other statement fails that planning and is
-//! planned with its values, every execution, as before.
+//! (a key lookup's value, a vector search's query vector:
+//! [`bind_parameters`]); DataFusion's own operators cannot hold one, so any
+//! other statement fails that planning and is planned with its values,
+//! every execution, as before.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -43,8 +44,11 @@ use datafusion::physical_plan::sorts::sort::SortExec;
 use datafusion::prelude::SessionContext;
 
 use crate::rewrite::key_lookup_rule::{self, KeyLookup};
+use crate::rewrite::vector_index_rule::{self, IndexedTopK};
 use crate::storage::DurableTable;
 use crate::storage::key_lookup::KeyLookupExec;
+use crate::storage::vector_index::VectorTopKExec;
+use sluice_functions::vector::distance::Metric;
 
 /// Counts the statements, in every session of one engine, that may change
 /// how any session's queries plan: DDL, models, indexes, roles.
@@ -216,12 +220,18 @@ pub(crate) fn bind_parameters(
     plan: Arc<dyn ExecutionPlan>,
     params: &ParamValues,
 ) -> Result<Arc<dyn ExecutionPlan>> {
-    plan.transform_up(|node| match node.downcast_ref::<KeyLookupExec>() {
-        Some(lookup) => Ok(match lookup.bind(params)? {
+    plan.transform_up(|node| {
+        let bound = if let Some(lookup) = node.downcast_ref::<KeyLookupExec>() {
+            lookup.bind(params)?
+        } else if let Some(search) = node.downcast_ref::<VectorTopKExec>() {
+            search.bind(params)?
+        } else {
+            None
+        };
+        Ok(match bound {
             Some(bound) => Transformed::yes(bound),
             None => Transformed::no(node),
-        }),
-        None => Ok(Transformed::no(node)),
+        })
     })
     .map(|bound| bound.data)
 }
@@ -255,6 +265,7 @@ pub(crate) async fn physical_plan_unbound(
     plan: &LogicalPlan,
 ) -> Result<Arc<dyn ExecutionPlan>> {
     let optimized = key_lookup_rule::lookups_by_parameter(optimized(state, plan)?)?;
+    let optimized = vector_index_rule::searches_by_parameter(optimized)?;
     state
         .query_planner()
         .create_physical_plan(&optimized, state)
@@ -328,7 +339,7 @@ fn logical_plan_reusable(plan: &LogicalPlan) -> bool {
         | LogicalPlan::Values(_) => true,
         LogicalPlan::TableScan(scan) => source_as_provider(&scan.source).is_ok_and(|provider| {
             let any: &dyn std::any::Any = provider.as_ref();
-            any.is::<DurableTable>() || any.is::<KeyLookup>()
+            any.is::<DurableTable>() || any.is::<KeyLookup>() || any.is::<IndexedTopK>()
         }),
         _ => false,
     };
@@ -396,9 +407,11 @@ fn physical_plan_reusable(plan: &Arc<dyn ExecutionPlan>) -> bool {
             | "LocalLimitExec"
             | "SortPreservingMergeExec"
             | "UnionExec"
-            // Its columns come from the shared decoded-column cache; it
-            // keeps nothing of a run.
-            | "KeyLookupExec" => true,
+            // Their columns come from the shared decoded-column cache (and
+            // the search's graphs from the shared graph cache); they keep
+            // nothing of a run but counters.
+            | "KeyLookupExec"
+            | "VectorTopKExec" => true,
             // A sort with a limit keeps the top rows in a dynamic filter.
             "SortExec" => node
                 .downcast_ref::<SortExec>()
@@ -416,8 +429,10 @@ fn physical_plan_reusable(plan: &Arc<dyn ExecutionPlan>) -> bool {
 }
 
 /// Whether every parameter of `plan` is compared with a column for
-/// equality (`col = $1`), the one place a plan kept with unbound
-/// parameters can hold one (a key lookup's value). Checked before trying
+/// equality (`col = $1`) or is the query vector of a distance to a column
+/// (`v <=> $1`, cast or not), the places a plan kept with unbound
+/// parameters can hold one (a key lookup's value, a search's query; a
+/// distance anywhere but a top-k's sort key fails that planning). Checked before trying
 /// such a plan: drivers prepare an unnamed statement for every query with
 /// parameters, and each would otherwise be planned twice.
 pub(crate) fn parameters_only_compared_to_columns(plan: &LogicalPlan) -> bool {
@@ -433,6 +448,19 @@ pub(crate) fn parameters_only_compared_to_columns(plan: &LogicalPlan) -> bool {
                                 (binary.left.as_ref(), binary.right.as_ref()),
                                 (Expr::Column(_), Expr::Placeholder(_))
                                     | (Expr::Placeholder(_), Expr::Column(_))
+                            ) =>
+                    {
+                        compared += 1;
+                        return Ok(TreeNodeRecursion::Jump);
+                    }
+                    Expr::ScalarFunction(call)
+                        if Metric::ALL
+                            .iter()
+                            .any(|m| m.function_name() == call.func.name())
+                            && matches!(
+                                call.args.as_slice(),
+                                [Expr::Column(_), query] | [query, Expr::Column(_)]
+                                    if vector_index_rule::parameter_vector(query).is_some()
                             ) =>
                     {
                         compared += 1;

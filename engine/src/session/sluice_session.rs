@@ -707,10 +707,18 @@ impl SluiceSession {
     ) -> Option<Arc<dyn ExecutionPlan>> {
         let folded = async_calls::fold(plan.clone(), &self.ctx).await.ok()?;
         streaming::check_statement(&self.ctx, &folded).ok()?;
-        let physical = plan_cache::physical_plan_unbound(state, &folded)
-            .await
-            .ok()?;
-        plan_cache::reusable(&folded, &physical).then_some(physical)
+        let physical = match plan_cache::physical_plan_unbound(state, &folded).await {
+            Ok(physical) => physical,
+            Err(e) => {
+                log::debug!("planned with its values each time: {e}");
+                return None;
+            }
+        };
+        let reusable = plan_cache::reusable(&folded, &physical);
+        if !reusable {
+            log::debug!("planned with its values each time: its plan holds state");
+        }
+        reusable.then_some(physical)
     }
 
     fn stream_rows(

@@ -1525,3 +1525,156 @@ async fn point_lookups_bind_each_executions_value() {
     }
     server.stop().await.expect("stop");
 }
+
+/// The L2 distances of the rows `ids` of the `vs` table below (`v` =
+/// `[id, id % 17, id % 23, 1]`, NULL for id 0) to `query`: rows at equal
+/// distances may come in either order, so results compare by these.
+fn vs_distances(ids: &[i64], query: &str) -> Vec<Option<i64>> {
+    let q: Vec<f64> = query
+        .trim_matches(|c| c == '[' || c == ']')
+        .split(',')
+        .map(|x| x.parse().expect("a float"))
+        .collect();
+    ids.iter()
+        .map(|&id| {
+            (id != 0).then(|| {
+                let v = [id as f64, (id % 17) as f64, (id % 23) as f64, 1.0];
+                let d: f64 = v.iter().zip(&q).map(|(a, b)| (a - b) * (a - b)).sum();
+                // Rounded: the server computes in float4.
+                (d.sqrt() * 1e3).round() as i64
+            })
+        })
+        .collect()
+}
+
+/// A parameter sent in text format whatever its type (as pgvector's
+/// adapters send a vector).
+#[derive(Debug)]
+struct AsText<'a>(&'a str);
+
+impl tokio_postgres::types::ToSql for AsText<'_> {
+    fn to_sql(
+        &self,
+        _ty: &tokio_postgres::types::Type,
+        out: &mut bytes::BytesMut,
+    ) -> Result<tokio_postgres::types::IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        out.extend_from_slice(self.0.as_bytes());
+        Ok(tokio_postgres::types::IsNull::No)
+    }
+
+    fn accepts(_ty: &tokio_postgres::types::Type) -> bool {
+        true
+    }
+
+    fn encode_format(&self, _ty: &tokio_postgres::types::Type) -> tokio_postgres::types::Format {
+        tokio_postgres::types::Format::Text
+    }
+
+    tokio_postgres::types::to_sql_checked!();
+}
+
+/// A prepared `ORDER BY v <-> $1 LIMIT k` keeps one plan whose search
+/// binds each execution's query vector and returns its rows nearest
+/// first (no sort above it): the same rows, in the same order, as the
+/// query with the vector written out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vector_searches_bind_each_executions_query() {
+    let (server, _dir) = start().await;
+    let (client, _task) = connect(&server).await;
+    let vector = "CAST('[' || CAST(value AS TEXT) || ',' || CAST(value % 17 AS TEXT) || ',' \
+                  || CAST(value % 23 AS TEXT) || ',1]' AS vector(4))";
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE vs (id BIGINT, v VECTOR(4)); \
+             INSERT INTO vs SELECT value, {vector} FROM generate_series(1, 3000) AS g(value); \
+             INSERT INTO vs SELECT value, {vector} FROM generate_series(3001, 4200) AS g(value); \
+             INSERT INTO vs VALUES (0, NULL); \
+             CREATE INDEX ON vs USING hnsw (v vector_l2_ops); \
+             SET vector.ef_search = 1000"
+        ))
+        .await
+        .expect("load");
+    let nearest = client
+        .prepare("SELECT id FROM vs ORDER BY v <-> $1::vector(4) LIMIT 10")
+        .await
+        .expect("prepare");
+    let everything = client
+        .prepare("SELECT id FROM vs ORDER BY v <-> $1::vector(4) LIMIT 5000")
+        .await
+        .expect("prepare");
+    let filtered = client
+        .prepare("SELECT id FROM vs WHERE id % 3 = $2 ORDER BY v <-> $1::vector(4) LIMIT 10")
+        .await
+        .expect("prepare with a filter");
+    let ids =
+        |rows: Vec<tokio_postgres::Row>| -> Vec<i64> { rows.iter().map(|r| r.get(0)).collect() };
+    for (round, query) in [
+        "[100.5,3.3,7.7,0.9]",
+        "[2999,16,2,1]",
+        "[4100,0,0,1]",
+        "[1,1,1,1]",
+    ]
+    .into_iter()
+    .cycle()
+    .take(8)
+    .enumerate()
+    {
+        let written = format!("SELECT id FROM vs ORDER BY v <-> '{query}'::vector(4)");
+        let got = ids(client
+            .query(&nearest, &[&AsText(query)])
+            .await
+            .expect("nearest"));
+        let expected = simple_ids(&client, &format!("{written} LIMIT 10")).await;
+        assert_eq!(
+            vs_distances(&got, query),
+            vs_distances(&expected, query),
+            "{query} (round {round}): {got:?} vs {expected:?}"
+        );
+        assert_eq!(got.len(), 10);
+        // Every row, the NULL vector's last (two rounds: it reads them all).
+        if round < 2 {
+            let all = ids(client
+                .query(&everything, &[&AsText(query)])
+                .await
+                .expect("everything"));
+            assert_eq!(all.len(), 4201, "every row, the NULL vector's too");
+            assert_eq!(all.last(), Some(&0), "the NULL vector last");
+            let expected = simple_ids(&client, &format!("{written} LIMIT 5000")).await;
+            assert!(
+                vs_distances(&all, query) == vs_distances(&expected, query),
+                "{query}: every row, nearest first, as the sort orders them"
+            );
+        }
+        let got = ids(client
+            .query(&filtered, &[&AsText(query), &1i64])
+            .await
+            .expect("filtered"));
+        let written = format!(
+            "SELECT id FROM vs WHERE id % 3 = 1 ORDER BY v <-> '{query}'::vector(4) LIMIT 10"
+        );
+        let expected = simple_ids(&client, &written).await;
+        assert_eq!(
+            vs_distances(&got, query),
+            vs_distances(&expected, query),
+            "{query} filtered: {got:?} vs {expected:?}"
+        );
+        assert!(got.iter().all(|id| id % 3 == 1));
+    }
+    let Err(error) = client.query(&nearest, &[&AsText("[1,2,3]")]).await else {
+        panic!("a query vector of the wrong dimension is refused");
+    };
+    let message = error.as_db_error().map(|e| e.message().to_owned());
+    assert!(
+        message.as_deref().is_some_and(|m| m.contains("dimension")),
+        "{error:?}"
+    );
+    assert_eq!(
+        ids(client
+            .query(&nearest, &[&AsText("[1,1,1,1]")])
+            .await
+            .expect("after an error"))
+        .len(),
+        10
+    );
+    server.stop().await.expect("stop");
+}

@@ -56,7 +56,7 @@ pub(super) use build::{
 pub use definition::{IndexMetric, VectorIndex, VectorSearchSettings, limits};
 pub use graph_map::{GraphMap, GraphPart};
 pub(super) use search::plan_search;
-pub use search::{SearchRequest, VectorTopKExec};
+pub use search::{SearchRequest, VectorTopKExec, query_vector};
 
 /// Data files with fewer rows get no graph: an exact scan of them costs
 /// less than walking a graph would save.

@@ -108,9 +108,9 @@ impl Best {
         self.heap.len()
     }
 
-    /// The hits kept, in no particular order.
+    /// The hits kept, nearest first (ties by position).
     pub fn into_hits(self) -> Vec<Hit> {
-        self.heap.into_vec()
+        self.heap.into_sorted_vec()
     }
 }
 

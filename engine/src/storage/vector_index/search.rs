@@ -8,13 +8,14 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, AsArray, RecordBatch};
+use datafusion::arrow::array::{Array, AsArray, RecordBatch, RecordBatchOptions, UInt32Array};
 use datafusion::arrow::buffer::BooleanBuffer;
 use datafusion::arrow::compute::prep_null_mask_filter;
+use datafusion::arrow::datatypes::Float32Type;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::Session;
-use datafusion::common::DFSchema;
 use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::{DFSchema, ParamValues, ScalarValue};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::Expr;
@@ -63,8 +64,15 @@ pub struct SearchRequest {
     pub column: String,
     /// The distance the query orders by.
     pub metric: Metric,
-    /// The query vector.
+    /// The query vector; empty while `parameter` names it.
     pub query: Vec<f32>,
+    /// The prepared statement's parameter holding the query vector, bound
+    /// at each execution ([`VectorTopKExec::bind`]): the plan is made once.
+    pub parameter: Option<String>,
+    /// Whether the rows come out nearest first (no sort above orders them:
+    /// a plan kept with its parameter unbound has none, since a sort
+    /// cannot hold a parameter).
+    pub ranked: bool,
     /// Rows wanted.
     pub k: usize,
     /// A filter on the table's columns (unqualified names); NULL drops.
@@ -116,7 +124,7 @@ enum Route {
 }
 
 /// One data file of the search, with the rows its filter keeps.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct FileSearch {
     /// Position of the file in the snapshot (ties go to earlier files).
     ordinal: usize,
@@ -130,7 +138,7 @@ struct FileSearch {
 }
 
 /// One graph walk: the graph and the files of the search it serves.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct GraphWalk {
     /// The graph's path in the table.
     graph: String,
@@ -254,6 +262,8 @@ pub(in crate::storage) async fn plan_search(
             metric: request.metric,
             vector_column,
             query: request.query.clone().into(),
+            parameter: request.parameter.clone(),
+            ranked: request.ranked,
             k,
             ef_search,
             filter: filter.map(|(_, predicate)| predicate),
@@ -353,7 +363,7 @@ async fn passing_rows(
 }
 
 /// Everything a run of the search needs.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Search {
     table: TableFiles,
     /// Holds the files (and so their graphs' meaning) until the search ends.
@@ -366,6 +376,10 @@ struct Search {
     metric: Metric,
     vector_column: usize,
     query: Arc<[f32]>,
+    /// See [`SearchRequest::parameter`].
+    parameter: Option<String>,
+    /// See [`SearchRequest::ranked`].
+    ranked: bool,
     k: usize,
     ef_search: usize,
     filter: Option<Arc<dyn PhysicalExpr>>,
@@ -385,6 +399,52 @@ pub struct VectorTopKExec {
     properties: Arc<PlanProperties>,
     search: Arc<Search>,
     metrics: ExecutionPlanMetricsSet,
+}
+
+impl VectorTopKExec {
+    /// This search with its query vector bound to its parameter's value in
+    /// `params` (text or a vector); `None` when its query is a constant.
+    pub fn bind(&self, params: &ParamValues) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+        let Some(id) = &self.search.parameter else {
+            return Ok(None);
+        };
+        let value = params.get_placeholders_with_values(id)?.value;
+        let query = query_vector(&value).ok_or_else(|| {
+            DataFusionError::Plan(format!(
+                "the query vector of a vector search must be a vector, not {value}"
+            ))
+        })?;
+        let search = Search {
+            query: query.into(),
+            ..self.search.as_ref().clone()
+        };
+        Ok(Some(Arc::new(Self {
+            properties: Arc::clone(&self.properties),
+            search: Arc::new(search),
+            metrics: ExecutionPlanMetricsSet::new(),
+        })))
+    }
+}
+
+/// The floats of a query vector's value: a vector, or vector text
+/// (`'[1,2,3]'`, which the distance functions accept for a vector as
+/// pgvector does, and drivers send for `%s::vector`).
+pub fn query_vector(value: &ScalarValue) -> Option<Vec<f32>> {
+    let list = match value {
+        ScalarValue::FixedSizeList(list) => list,
+        ScalarValue::Utf8(Some(text))
+        | ScalarValue::Utf8View(Some(text))
+        | ScalarValue::LargeUtf8(Some(text)) => {
+            return sluice_types::vector::parse_vector(text).ok();
+        }
+        _ => return None,
+    };
+    if list.len() != 1 || list.is_null(0) {
+        return None;
+    }
+    let values = list.value(0);
+    let floats = values.as_primitive_opt::<Float32Type>()?;
+    (floats.null_count() == 0).then(|| floats.values().to_vec())
 }
 
 impl DisplayAs for VectorTopKExec {
@@ -495,6 +555,11 @@ impl ExecutionPlan for VectorTopKExec {
                 "VectorTopKExec has one partition, not {}",
                 partition + 1
             )));
+        }
+        if self.search.parameter.is_some() && self.search.query.is_empty() {
+            return Err(DataFusionError::Internal(
+                "a vector search ran with its query parameter unbound".into(),
+            ));
         }
         let search = Arc::clone(&self.search);
         let counters = Counters {
@@ -649,6 +714,7 @@ impl Search {
             return Ok(None);
         }
         let mut hits = Vec::with_capacity(matches.keys.len());
+        let mut vector = vec![0f32; self.query.len()];
         for (key, distance) in matches.keys.iter().zip(&matches.distances) {
             let (slot, row) = graph_map::split(*key);
             let Some(file) = slots.get(slot as usize).copied().flatten() else {
@@ -657,11 +723,15 @@ impl Search {
                     walk.graph
                 )));
             };
-            hits.push(Hit::at(
-                index_metric.sql_distance(*distance),
-                file.ordinal,
-                row,
-            ));
+            // The distance as the SQL function computes it (usearch's own
+            // rounds differently), so that hits rank as a sort by the
+            // query's distance ranks them and exact scans' hits compare.
+            let distance = if loaded.vector(*key, &mut vector) {
+                self.metric.distance(&vector, &self.query)
+            } else {
+                index_metric.sql_distance(*distance)
+            };
+            hits.push(Hit::at(distance, file.ordinal, row));
         }
         Ok(Some(hits))
     }
@@ -722,14 +792,15 @@ impl Search {
         Ok(())
     }
 
-    /// Reads the projected columns of the chosen rows.
+    /// Reads the projected columns of the chosen rows (`hits`, nearest
+    /// first), in file order or, for a ranked search, nearest first.
     async fn read_hits(&self, hits: Vec<Hit>) -> Result<RecordBatch> {
         let mut by_file: BTreeMap<usize, Vec<u64>> = BTreeMap::new();
-        for hit in hits {
+        for hit in &hits {
             by_file.entry(hit.ordinal).or_default().push(hit.row);
         }
         let graphs: Vec<Option<&GraphPart>> = self.files.iter().map(|f| f.graph.as_ref()).collect();
-        HitRows {
+        let read = HitRows {
             table: &self.table,
             snapshot: &self.snapshot,
             graphs: &graphs,
@@ -739,7 +810,33 @@ impl Search {
             from_memory: self.hits_from_memory,
         }
         .read(by_file)
-        .await
+        .await?;
+        if !self.ranked {
+            return Ok(read);
+        }
+        // `read` holds the hits in (file, row) order, once each.
+        let mut in_file_order: Vec<(usize, u64)> =
+            hits.iter().map(|h| (h.ordinal, h.row)).collect();
+        in_file_order.sort_unstable();
+        let ranks: Vec<u32> = hits
+            .iter()
+            .map(|h| {
+                in_file_order
+                    .binary_search(&(h.ordinal, h.row))
+                    .unwrap_or(0) as u32
+            })
+            .collect();
+        let ranks = UInt32Array::from(ranks);
+        let columns = read
+            .columns()
+            .iter()
+            .map(|column| datafusion::arrow::compute::take(column, &ranks, None))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        Ok(RecordBatch::try_new_with_options(
+            read.schema(),
+            columns,
+            &RecordBatchOptions::new().with_row_count(Some(ranks.len())),
+        )?)
     }
 }
 
