@@ -1,18 +1,21 @@
 //! Vector search over durable tables: HNSW indexes (`CREATE INDEX … USING
 //! hnsw`) and the exact and indexed top-k that serves every search.
 //!
-//! # One graph per data file
-//! A table's data files are immutable, so an index is too: each data file
-//! of at least [`MIN_INDEXED_ROWS`] rows gets its own graph, keyed by row
-//! position in the file, written under `indexes/` and listed in the table's
-//! manifest beside the file ([`VectorIndex::files`]). Every write that adds
-//! or replaces files (INSERT, COPY, DELETE, UPDATE, compaction) builds the
-//! graphs of its new files before it commits, in the same manifest
-//! version — so a crash never leaves an index that disagrees with the data,
-//! and a file's graph goes when the file does. This is how Lucene and
-//! Lance keep segment indexes; a search walks each file's graph and
-//! merges. Smaller files (a run of small INSERTs before compaction merges
-//! them) are searched exactly.
+//! # Graphs over groups of data files
+//! A table's data files are immutable, so an index is too: the files one
+//! write adds (each of at least [`MIN_INDEXED_ROWS`] rows) get one graph
+//! together, up to 2 GiB of vectors, keyed by the file's slot in the graph
+//! and the row's position in the file ([`graph_map`]), written under
+//! `indexes/` and listed in the table's manifest beside the files
+//! ([`VectorIndex::graphs`]). Every write that adds or replaces files
+//! (INSERT, COPY, DELETE, UPDATE, compaction) builds the graphs of its new
+//! files before it commits, in the same manifest version — so a crash
+//! never leaves an index that disagrees with the data. A replaced file's
+//! keys stay in its graph and walks skip them; a graph goes when its last
+//! file does, and its files are regrouped once fewer than half its rows
+//! are live. This is how Lucene and Lance keep segment indexes; a search
+//! walks each graph and merges. Smaller files (a run of small INSERTs
+//! before compaction merges them) are searched exactly.
 //!
 //! The graphs are [usearch](https://github.com/unum-cloud/usearch) indexes
 //! (built in parallel, serialised to one object each, loaded lazily into a
@@ -32,7 +35,9 @@
 //! to the exact scan — so a filtered search returns `k` rows whenever `k`
 //! rows match. Ties are broken by position ([`ranking`]). The planner's
 //! rule (`rewrite::vector_index_rule`) chooses this operator for
-//! `ORDER BY <distance>(v, constant) LIMIT k` over a durable table. A
+//! `ORDER BY <distance>(v, constant) LIMIT k` over a durable table; a
+//! prepared statement's `ORDER BY v <=> $1 LIMIT k` keeps one plan whose
+//! search binds each execution's vector and ranks its rows itself. A
 //! batch of queries (`LATERAL VECTOR_SEARCH`) is searched exactly in one
 //! pass ([`batch`], chosen by `rewrite::vector_batch_rule`).
 
