@@ -47,6 +47,20 @@ pub async fn run_sql(sluice: &Sluice, sql: &str) -> Vec<datafusion::arrow::array
         .unwrap_or_else(|e| panic!("{sql}: {e}"))
 }
 
+/// Runs `statements` one after another in `session` (a transaction's,
+/// say), each to completion; panics with the statement on an error.
+pub async fn run_in_session(session: &sluice_engine::SluiceSession, statements: &[&str]) {
+    for statement in statements {
+        session
+            .sql(statement)
+            .await
+            .unwrap_or_else(|e| panic!("{statement}: {e}"))
+            .collect()
+            .await
+            .unwrap_or_else(|e| panic!("{statement}: {e}"));
+    }
+}
+
 /// Rows of a statement in text form (as psql shows them), in query order.
 pub async fn text_rows_of(sluice: &Sluice, sql: &str) -> Vec<Vec<Option<String>>> {
     let mut out = Vec::new();

@@ -96,7 +96,7 @@ enum QueryVector {
 
 /// `plan`, optimized with its parameters unbound, with each top-k by the
 /// distance to a parameter planned as a ranked search that binds the
-/// parameter at each execution (see `crate::session::plan_cache`): the
+/// parameter at each execution (see the session's plan cache): the
 /// sort goes, since no sort can hold a parameter, and the search returns
 /// its rows nearest first.
 pub(crate) fn searches_by_parameter(plan: LogicalPlan) -> Result<LogicalPlan> {

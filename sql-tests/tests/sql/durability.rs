@@ -4,7 +4,7 @@
 use datafusion::arrow::array::RecordBatch;
 use sluice_engine::Sluice;
 use sluice_server::encoding::text_rows;
-use sluice_sql_tests::open_engine as open;
+use sluice_sql_tests::{open_engine as open, run_in_session};
 
 /// Rows as a client would see them in text form, sorted.
 async fn rows(sluice: &Sluice, sql: &str) -> Vec<Vec<Option<String>>> {
@@ -644,19 +644,6 @@ async fn concurrent_writers_to_one_table_are_serialised() {
     );
 }
 
-/// Runs `statements` one after another in `session`, each to completion.
-async fn run_all(session: &sluice_engine::SluiceSession, statements: &[&str]) {
-    for statement in statements {
-        session
-            .sql(statement)
-            .await
-            .unwrap_or_else(|e| panic!("{statement}: {e}"))
-            .collect()
-            .await
-            .unwrap_or_else(|e| panic!("{statement}: {e}"));
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_commit_of_several_tables_interrupted_midway_is_finished_at_open() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -672,7 +659,7 @@ async fn a_commit_of_several_tables_interrupted_midway_is_finished_at_open() {
             .await
             .expect("create");
         let session = sluice.session();
-        run_all(
+        run_in_session(
             &session,
             &[
                 "BEGIN",
@@ -719,9 +706,9 @@ async fn a_rolled_back_transaction_leaves_no_files_and_a_committed_one_survives(
             .await
             .expect("create");
         let session = sluice.session();
-        run_all(&session, &["INSERT INTO tx_kept VALUES (1, 'base')"]).await;
+        run_in_session(&session, &["INSERT INTO tx_kept VALUES (1, 'base')"]).await;
         let files = std::fs::read_dir(&data).expect("data").count();
-        run_all(
+        run_in_session(
             &session,
             &[
                 "BEGIN",
@@ -736,7 +723,7 @@ async fn a_rolled_back_transaction_leaves_no_files_and_a_committed_one_survives(
             files,
             "the rolled-back transaction's files are deleted"
         );
-        run_all(
+        run_in_session(
             &session,
             &[
                 "BEGIN",

@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use std::path::Path;
 
 use sluice_engine::Sluice;
-use sluice_sql_tests::{open_engine as open, run_sql, text_rows_of};
+use sluice_sql_tests::{open_engine as open, run_in_session, run_sql, text_rows_of};
 
 const DIM: usize = 16;
 
@@ -401,15 +401,11 @@ async fn a_graph_over_several_files_skips_the_rows_of_replaced_files() {
     // Inside a transaction, its own rewrite of the third file leaves that
     // file's keys in the committed graph, seen by this snapshot only.
     let session = sluice.session();
-    for statement in ["BEGIN", "DELETE FROM vecs WHERE id % 2 = 0 AND id >= 3500"] {
-        session
-            .sql(statement)
-            .await
-            .unwrap_or_else(|e| panic!("{statement}: {e}"))
-            .collect()
-            .await
-            .unwrap_or_else(|e| panic!("{statement}: {e}"));
-    }
+    run_in_session(
+        &session,
+        &["BEGIN", "DELETE FROM vecs WHERE id % 2 = 0 AND id >= 3500"],
+    )
+    .await;
     // Rows of cluster 2 have even ids: every one in the third file goes.
     let far = format!(
         "{select} ORDER BY v <=> '{}' LIMIT 50",
