@@ -174,14 +174,7 @@ async fn commit_locked(
         drop(state);
         let graphs: Vec<String> = prebuilt
             .into_iter()
-            .flat_map(|index| {
-                index
-                    .graphs
-                    .graphs()
-                    .into_iter()
-                    .cloned()
-                    .collect::<Vec<_>>()
-            })
+            .flat_map(|index| index.graphs.graph_paths())
             .collect();
         vector_index::delete_graphs(&table.store, &table.dir, &graphs).await;
         for file in &files {

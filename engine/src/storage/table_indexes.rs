@@ -64,7 +64,7 @@ impl DurableTable {
         )
         .await?;
         let [built] = building;
-        let graphs: Vec<String> = built.graphs.graphs().into_iter().cloned().collect();
+        let graphs = built.graphs.graph_paths();
         let mut state = self.state.lock().await;
         let mut next = state.manifest.next();
         if next.vector_indexes.iter().any(|i| i.name == built.name) {

@@ -174,7 +174,7 @@ pub(in crate::storage) fn adopt(next: &mut Manifest, prebuilt: Vec<VectorIndex>)
             .find(|index| index.name == built.name && index.column == built.column)
         {
             Some(index) => index.graphs.extend(built.graphs),
-            None => orphans.extend(built.graphs.graphs().into_iter().cloned()),
+            None => orphans.extend(built.graphs.graph_paths()),
         }
     }
     orphans

@@ -94,6 +94,11 @@ impl GraphMap {
         self.files.values().map(|part| &part.graph).collect()
     }
 
+    /// Every graph in use, once each, as owned paths (for deleting them).
+    pub fn graph_paths(&self) -> Vec<String> {
+        self.graphs().into_iter().cloned().collect()
+    }
+
     /// Rows `graph` was built over, given the rows of the files it serves
     /// (used for old single-file graphs, which record none).
     pub fn rows_of(&self, graph: &str, live_rows: u64) -> u64 {
@@ -144,7 +149,7 @@ impl GraphMap {
             .map(|(graph, _)| (*graph).to_owned())
             .collect();
         self.files.retain(|_, part| !sparse.contains(&part.graph));
-        let used: HashSet<String> = self.graphs().into_iter().cloned().collect();
+        let used: HashSet<String> = self.graph_paths().into_iter().collect();
         self.graph_rows.retain(|graph, _| used.contains(graph));
     }
 }
