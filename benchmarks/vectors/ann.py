@@ -1,20 +1,30 @@
 """HNSW search through SQL: Sluice's `CREATE INDEX … USING hnsw` vs FAISS
-`IndexHNSWFlat` (M=16, efConstruction=64) on the same clustered vectors,
-side by side in one process so both share the machine's noise.
+`IndexHNSWFlat` (M=16, efConstruction=64) and LanceDB (an `IVF_HNSW_FLAT`
+index with one partition, so one HNSW graph over the raw vectors: m=16,
+ef_construction=64, cosine) on the same clustered vectors, side by side in
+one process so all share the machine's noise.
 
 For each side: build time, then for several ef_search values the recall@k
 against exact search (numpy) and queries per second, one query at a time
 (Sluice: `SELECT id FROM t ORDER BY v <=> $1 LIMIT k` over the wire, the
-way an application asks; FAISS: `index.search` on one vector). Then
-filtered searches keeping 10% and 1% of the rows: rows returned (must be
-k), recall and QPS — FAISS through an `IDSelectorBatch`. Prints ratios
-sluice/faiss (QPS: higher is better for Sluice).
+way an application asks; FAISS: `index.search` on one vector; LanceDB:
+`table.search(q).ef(ef).nprobes(1).limit(k)` through its synchronous Python
+API on a table stored in the work directory). Then filtered searches keeping
+10% and 1% of the rows: rows returned (must be k), recall and QPS — FAISS
+through an `IDSelectorBatch`, LanceDB through `.where(…, prefilter=True)`
+over a BTREE scalar index on `bucket`. Prints ratios sluice/faiss and
+sluice/lancedb (QPS: higher is better for Sluice). If LanceDB cannot be
+imported or fails, a line says so and its columns are left out (or `-`).
 """
 
 import argparse
 import os
 import sys
 import time
+
+# LanceDB's compute pool, like FAISS's OpenMP threads below: 2 (read when
+# lancedb first runs, so before it is imported).
+os.environ.setdefault("LANCE_CPU_THREADS", "2")
 
 import faiss
 import numpy as np
@@ -56,6 +66,24 @@ def recall(found, truth):
     return hits / max(1, sum(len(t) for t in truth))
 
 
+def lance_build(work, path):
+    """LanceDB's table (the same parquet file) and its HNSW index; returns
+    (version, table, index build seconds, scalar index seconds)."""
+    import lancedb
+    from lancedb.index import BTree, HnswFlat
+
+    db = lancedb.connect(os.path.join(work, "lancedb"))
+    table = db.create_table("t", data=pq.read_table(path), mode="overwrite")
+    start = time.perf_counter()
+    # IVF_HNSW_FLAT with one IVF partition: one HNSW graph over the raw
+    # float32 vectors, the closest LanceDB index to FAISS's IndexHNSWFlat.
+    table.create_index("v", config=HnswFlat(distance_type="cosine", num_partitions=1, m=16, ef_construction=64))
+    build = time.perf_counter() - start
+    start = time.perf_counter()
+    table.create_index("bucket", config=BTree())
+    return lancedb.__version__, table, build, time.perf_counter() - start
+
+
 def per_query(run, queries):
     start = time.perf_counter()
     found = [run(q) for q in queries]
@@ -94,8 +122,37 @@ def main():
     flat.hnsw.efConstruction = 64
     flat.add(unit)
     faiss_build = time.perf_counter() - start
+
+    lance = None
+    try:
+        lance_version, lance, lance_build_s, lance_btree_s = lance_build(args.work, path)
+    except Exception as e:  # noqa: BLE001 - a missing or changed peer must not stop the others
+        print(f"# lancedb: unavailable, left out ({type(e).__name__}: {e})")
+
+    def lance_failed(where, e):
+        nonlocal lance
+        lance = None
+        print(f"# lancedb: failed at {where}, left out from here ({type(e).__name__}: {e})")
+
     print(f"# hnsw build, {args.rows} rows x {args.dim} dims, M=16 efConstruction=64, 2 threads")
-    print(f"faiss {faiss_build:.2f} s  sluice {sluice_build:.2f} s  ratio sluice/faiss {sluice_build / faiss_build:.2f}")
+    build_line = f"faiss {faiss_build:.2f} s  sluice {sluice_build:.2f} s  ratio sluice/faiss {sluice_build / faiss_build:.2f}"
+    if lance is not None:
+        build_line += f"  lancedb {lance_build_s:.2f} s  ratio sluice/lancedb {sluice_build / lance_build_s:.2f}"
+        print(
+            f"# lancedb {lance_version}: IVF_HNSW_FLAT, 1 partition, m=16 ef_construction=64, cosine; "
+            f"search nprobes=1 ef=ef_search, no refine; BTREE on bucket {lance_btree_s:.2f} s (not in build)"
+        )
+    print(build_line)
+    with_lance = lance is not None
+
+    def lance_search(ef, where=None):
+        def run(q):
+            query = lance.search(q, vector_column_name="v").distance_type("cosine").nprobes(1).ef(ef).limit(k)
+            if where is not None:
+                query = query.where(where, prefilter=True)
+            return query.select(["id", "_distance"]).to_arrow()["id"].to_pylist()
+
+        return run
 
     def text(q):
         return "[" + ",".join(repr(float(x)) for x in q) + "]"
@@ -108,7 +165,10 @@ def main():
 
     truth = exact(vectors, queries, k)
     print(f"# unfiltered top-{k}, {len(queries)} queries one at a time, cosine")
-    print(f"{'ef':>5} {'faiss_recall':>12} {'faiss_qps':>10} {'sluice_recall':>13} {'sluice_qps':>10} {'qps_ratio':>9}")
+    head = f"{'ef':>5} {'faiss_recall':>12} {'faiss_qps':>10} {'sluice_recall':>13} {'sluice_qps':>10} {'qps_ratio':>9}"
+    if with_lance:
+        head += f" {'lance_recall':>12} {'lance_qps':>9} {'sluice/lance':>12}"
+    print(head)
     for ef in [int(e) for e in args.ef.split(",")]:
         flat.hnsw.efSearch = max(ef, k)
         f_found, f_qps = per_query(lambda q: list(flat.search((q / np.linalg.norm(q))[None, :], k)[1][0]), queries)
@@ -116,13 +176,25 @@ def main():
         s_found, s_qps = per_query(
             lambda q: [r[0] for r in sluice.execute(sql.format(where=""), (text(q),)).fetchall()], queries
         )
-        print(f"{ef:5} {recall(f_found, truth):12.3f} {f_qps:10.0f} {recall(s_found, truth):13.3f} {s_qps:10.0f} {s_qps / f_qps:9.2f}")
+        line = f"{ef:5} {recall(f_found, truth):12.3f} {f_qps:10.0f} {recall(s_found, truth):13.3f} {s_qps:10.0f} {s_qps / f_qps:9.2f}"
+        if lance is not None:
+            try:
+                l_found, l_qps = per_query(lance_search(max(ef, k)), queries)
+                line += f" {recall(l_found, truth):12.3f} {l_qps:9.0f} {s_qps / l_qps:12.2f}"
+            except Exception as e:  # noqa: BLE001
+                lance_failed(f"ef {ef}", e)
+        if with_lance and lance is None:
+            line += f" {'-':>12} {'-':>9} {'-':>12}"
+        print(line)
 
     sluice.execute("SET vector.ef_search = 64")
     flat.hnsw.efSearch = 64
     buckets = np.arange(args.rows) % 100
     print(f"# filtered top-{k}, ef_search 64: rows returned (of {k} wanted), recall, qps")
-    print(f"{'share':>6} {'faiss_rows':>10} {'faiss_recall':>12} {'faiss_qps':>9} {'sluice_rows':>11} {'sluice_recall':>13} {'sluice_qps':>10} {'qps_ratio':>9}")
+    head = f"{'share':>6} {'faiss_rows':>10} {'faiss_recall':>12} {'faiss_qps':>9} {'sluice_rows':>11} {'sluice_recall':>13} {'sluice_qps':>10} {'qps_ratio':>9}"
+    if with_lance:
+        head += f" {'lance_rows':>10} {'lance_recall':>12} {'lance_qps':>9} {'sluice/lance':>12}"
+    print(head)
     for share, where, keep in [
         ("10%", "WHERE bucket < 10", buckets < 10),
         ("1%", "WHERE bucket = 0", buckets == 0),
@@ -141,10 +213,20 @@ def main():
         )
         f_rows = min(len(f) for f in f_found)
         s_rows = min(len(s) for s in s_found)
-        print(
+        line = (
             f"{share:>6} {f_rows:10} {recall(f_found, filtered_truth):12.3f} {f_qps:9.0f} "
             f"{s_rows:11} {recall(s_found, filtered_truth):13.3f} {s_qps:10.0f} {s_qps / f_qps:9.2f}"
         )
+        if lance is not None:
+            try:
+                l_found, l_qps = per_query(lance_search(64, where.removeprefix("WHERE ")), queries)
+                l_rows = min(len(found) for found in l_found)
+                line += f" {l_rows:10} {recall(l_found, filtered_truth):12.3f} {l_qps:9.0f} {s_qps / l_qps:12.2f}"
+            except Exception as e:  # noqa: BLE001
+                lance_failed(f"the {share} filter", e)
+        if with_lance and lance is None:
+            line += f" {'-':>10} {'-':>12} {'-':>9} {'-':>12}"
+        print(line)
         if s_rows < k:
             print(f"sluice returned {s_rows} rows for a {share} filter", file=sys.stderr)
             return 1
