@@ -45,10 +45,11 @@ impl TlsPolicy {
         }
         let private_key = PrivateKeyDer::from_pem_file(key)
             .map_err(|e| format!("cannot read the TLS private key {}: {e}", key.display()))?;
-        // The tree links two rustls crypto providers (aws-lc-rs through
-        // pgwire, ring through the NATS client), so rustls cannot pick a
-        // process default: name the one pgwire is built with.
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        // Named rather than left to rustls' process default, which is
+        // ambiguous as soon as a dependency enables a second provider.
+        // ring: the provider pgwire is built with (its default, aws-lc-rs,
+        // adds a C library built with cmake to every cold build).
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut config = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(|e| format!("cannot set up TLS: {e}"))?
