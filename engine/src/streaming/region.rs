@@ -141,23 +141,24 @@ impl UpstreamRegion {
             Arc::clone(&self.shared.offsets),
             Arc::clone(&self.shared.metrics),
         );
-        let tasks = vec![
-            tokio::spawn(caught(source_task.run())),
-            tokio::spawn(caught(dispatcher.run())),
-            tokio::spawn(caught(writer.run())),
-        ];
-        let (finished, _, rest) = futures::future::select_all(tasks).await;
-        for task in &rest {
-            task.abort();
-        }
+        // A set, not loose handles: when the query stops (its tasks are
+        // aborted, and this future with them), dropping the set aborts
+        // these three too. Loose, they ran on detached, and the writer
+        // appended log segments beside the instance that replaced it (a
+        // rescale failed with "log segment 19 was written by another
+        // instance", and the ALTER waiting on it never returned).
+        let mut tasks = tokio::task::JoinSet::new();
+        tasks.spawn(caught(source_task.run()));
+        tasks.spawn(caught(dispatcher.run()));
+        tasks.spawn(caught(writer.run()));
+        let finished = tasks.join_next().await;
+        tasks.abort_all();
         // The others must be gone before a new run takes the commands.
-        for task in rest {
-            let _ = task.await;
-        }
+        while tasks.join_next().await.is_some() {}
         Ok(match finished {
-            Ok(Ok(())) => None,
-            Ok(Err(error)) => Some(error),
-            Err(join) => Some(DataFusionError::Execution(join.to_string())),
+            None | Some(Ok(Ok(()))) => None,
+            Some(Ok(Err(error))) => Some(error),
+            Some(Err(join)) => Some(DataFusionError::Execution(join.to_string())),
         })
     }
 }
