@@ -154,6 +154,20 @@ def main():
 
         return run
 
+    def lance_cells(label, s_qps, truth, ef, where=None, rows=False):
+        """LanceDB's cells of one line: (rows,) recall, QPS, Sluice/LanceDB;
+        dashes once LanceDB is left out."""
+        widths = ([10] if rows else []) + [12, 9, 12]
+        if lance is not None:
+            try:
+                found, qps = per_query(lance_search(ef, where), queries)
+                cells = [f"{min(len(f) for f in found):10}"] if rows else []
+                cells += [f"{recall(found, truth):12.3f}", f"{qps:9.0f}", f"{s_qps / qps:12.2f}"]
+                return " " + " ".join(cells)
+            except Exception as e:  # noqa: BLE001
+                lance_failed(label, e)
+        return " " + " ".join(f"{'-':>{w}}" for w in widths) if with_lance else ""
+
     def text(q):
         return "[" + ",".join(repr(float(x)) for x in q) + "]"
 
@@ -177,14 +191,7 @@ def main():
             lambda q: [r[0] for r in sluice.execute(sql.format(where=""), (text(q),)).fetchall()], queries
         )
         line = f"{ef:5} {recall(f_found, truth):12.3f} {f_qps:10.0f} {recall(s_found, truth):13.3f} {s_qps:10.0f} {s_qps / f_qps:9.2f}"
-        if lance is not None:
-            try:
-                l_found, l_qps = per_query(lance_search(max(ef, k)), queries)
-                line += f" {recall(l_found, truth):12.3f} {l_qps:9.0f} {s_qps / l_qps:12.2f}"
-            except Exception as e:  # noqa: BLE001
-                lance_failed(f"ef {ef}", e)
-        if with_lance and lance is None:
-            line += f" {'-':>12} {'-':>9} {'-':>12}"
+        line += lance_cells(f"ef {ef}", s_qps, truth, max(ef, k))
         print(line)
 
     sluice.execute("SET vector.ef_search = 64")
@@ -217,15 +224,9 @@ def main():
             f"{share:>6} {f_rows:10} {recall(f_found, filtered_truth):12.3f} {f_qps:9.0f} "
             f"{s_rows:11} {recall(s_found, filtered_truth):13.3f} {s_qps:10.0f} {s_qps / f_qps:9.2f}"
         )
-        if lance is not None:
-            try:
-                l_found, l_qps = per_query(lance_search(64, where.removeprefix("WHERE ")), queries)
-                l_rows = min(len(found) for found in l_found)
-                line += f" {l_rows:10} {recall(l_found, filtered_truth):12.3f} {l_qps:9.0f} {s_qps / l_qps:12.2f}"
-            except Exception as e:  # noqa: BLE001
-                lance_failed(f"the {share} filter", e)
-        if with_lance and lance is None:
-            line += f" {'-':>10} {'-':>12} {'-':>9} {'-':>12}"
+        line += lance_cells(
+            f"the {share} filter", s_qps, filtered_truth, 64, where.removeprefix("WHERE "), rows=True
+        )
         print(line)
         if s_rows < k:
             print(f"sluice returned {s_rows} rows for a {share} filter", file=sys.stderr)
