@@ -26,6 +26,7 @@ use pgwire::types::format::FormatOptions;
 use crate::cancel::{CancelReason, QueryToken};
 use crate::row_encoder::{announced_type, encode_batch_rows};
 use crate::sqlstate::{codes, pg_error, user_error};
+use sluice_engine::pg::oid_arrays::is_oid_array;
 use sluice_types::SluiceType;
 
 /// Describes result columns for the client: Sluice types as the Postgres
@@ -56,6 +57,7 @@ pub fn result_fields(
         .map(|(idx, field)| {
             let pg_type = match SluiceType::of_field(field) {
                 Some(ty) => announced_type(ty),
+                None if is_oid_array(field) => Type::OID_ARRAY,
                 None => arrow_pg::datatypes::field_into_pg_type(field).map_err(|_| {
                     user_error(
                         codes::FEATURE_NOT_SUPPORTED,
@@ -96,6 +98,9 @@ pub fn parameter_type(inferred: Option<&FieldRef>) -> Type {
     if let Some(ty) = SluiceType::of_field(field) {
         return announced_type(ty);
     }
+    if is_oid_array(field) {
+        return Type::OID_ARRAY;
+    }
     // Inference often keeps only the storage type; these storage types stand
     // for one Sluice type each.
     if let Some(ty) = sluice_types::extension::text_target_of_storage(field.data_type()) {
@@ -114,6 +119,10 @@ pub fn bound_parameters<S: Clone>(
     announced: &[Type],
 ) -> PgWireResult<ParamValues> {
     let inferred: Vec<Option<&DataType>> = inferred.iter().map(Option::as_ref).collect();
+    let announced: Vec<Type> = announced.iter().map(decodable_type).collect();
+    let declared_int4 = oid_arrays_declared_as_int4(portal)?;
+    let portal = declared_int4.as_ref().unwrap_or(portal);
+    let announced = announced.as_slice();
     let rewritten = sluice_parameters_as_text(portal, announced)?;
     let (portal, announced) = match &rewritten {
         Some((portal, announced)) => (portal, announced.as_slice()),
@@ -166,7 +175,49 @@ fn sluice_parameters_as_text<S: Clone>(
             parameters[i] = Some(bytes::Bytes::from(text));
         }
     }
-    // Only the parameters matter to the decoder: a throwaway portal carries them.
+    Ok(Some((
+        decoder_portal(portal, types, formats, parameters)?,
+        announced,
+    )))
+}
+
+/// `arrow-pg` has no decoder for `oid[]` parameters (asyncpg binds its type
+/// introspection query's list as one). Their values are `int4[]`'s, with
+/// another element OID in the binary header, which the `int4[]` decoder
+/// does not check: they are decoded as `int4[]`.
+fn decodable_type(ty: &Type) -> Type {
+    if *ty == Type::OID_ARRAY {
+        Type::INT4_ARRAY
+    } else {
+        ty.clone()
+    }
+}
+
+/// The portal with the `oid[]` parameters its client declared retyped by
+/// [`decodable_type`]; `None` when it declared none.
+fn oid_arrays_declared_as_int4<S: Clone>(portal: &Portal<S>) -> PgWireResult<Option<Portal<S>>> {
+    let declared = &portal.statement.parameter_types;
+    if !declared.iter().flatten().any(|t| *t == Type::OID_ARRAY) {
+        return Ok(None);
+    }
+    let types = declared
+        .iter()
+        .map(|t| t.as_ref().map(decodable_type))
+        .collect();
+    let formats = (0..portal.parameter_len())
+        .map(|i| i16::from(portal.parameter_format.is_binary(i)))
+        .collect();
+    decoder_portal(portal, types, formats, portal.parameters.clone()).map(Some)
+}
+
+/// A throwaway portal carrying rewritten parameters for the decoder (only
+/// the parameters matter to it).
+fn decoder_portal<S: Clone>(
+    portal: &Portal<S>,
+    types: Vec<Option<Type>>,
+    formats: Vec<i16>,
+    parameters: Vec<Option<bytes::Bytes>>,
+) -> PgWireResult<Portal<S>> {
     let statement = Arc::new(StoredStatement::new(
         portal.statement.id.clone(),
         portal.statement.statement.clone(),
@@ -179,7 +230,7 @@ fn sluice_parameters_as_text<S: Clone>(
         parameters,
         Vec::new(),
     );
-    Ok(Some((Portal::try_new(&bind, statement)?, announced)))
+    Portal::try_new(&bind, statement)
 }
 
 /// Turns a record-batch stream into Postgres data rows, one row at a time

@@ -17,7 +17,7 @@ use crate::context::DEFAULT_CATALOG;
 use crate::pg::catalog_schema::SluicePgCatalog;
 use crate::pg::relations_catalog::{RelationDetails, RelationsSource, with_access_methods};
 use crate::pg::roles_catalog::RolesProvider;
-use crate::pg::{catalog_functions, types_catalog};
+use crate::pg::{catalog_functions, oid_arrays, types_catalog};
 use crate::roles::RoleCatalog;
 
 /// Registers `pg_catalog` and the Postgres catalog functions on `ctx`;
@@ -50,6 +50,7 @@ pub(crate) fn install(
         .register_schema("pg_catalog", Arc::new(schema))?;
     types_catalog::install_format_type(ctx);
     catalog_functions::install(ctx, catalogs, details);
+    oid_arrays::install(ctx);
     Ok(())
 }
 

@@ -2,9 +2,9 @@
 //! emulation ([`catalog`]; [`types_catalog`] for Sluice's types,
 //! [`relations_catalog`] for its indexes and materialized views,
 //! [`stable_oids`] for OIDs that survive a restart), session
-//! settings ([`settings`]) and Postgres' result column names
-//! ([`column_names`]) and the bounds and order of `$n` parameters
-//! ([`parameters`]). Imports only [`crate::context`]: what it must know of
+//! settings ([`settings`]), `oid[]` results ([`oid_arrays`]), Postgres'
+//! result column names ([`column_names`]) and the bounds and order of `$n`
+//! parameters ([`parameters`]). Imports only [`crate::context`]: what it must know of
 //! storage and streaming comes through [`relations_catalog::RelationDetails`].
 
 pub mod catalog;
@@ -12,6 +12,7 @@ mod catalog_functions;
 mod catalog_rows;
 mod catalog_schema;
 pub mod column_names;
+pub mod oid_arrays;
 pub mod parameters;
 pub mod relations_catalog;
 mod roles_catalog;
