@@ -63,6 +63,8 @@ pub async fn plan_statement(ctx: &SessionContext, statement: &DFStatement) -> Re
     if let Some(plan) = crate::rewrite::literal_insert::plan(&statement, ctx).await? {
         return Ok(plan);
     }
+    crate::rewrite::driver_typeinfo::rewrite(&mut statement);
+    crate::rewrite::regtype_text::rewrite(&mut statement);
     crate::rewrite::catalog_path::qualify(&mut statement, ctx);
     crate::rewrite::ml_predict::rewrite(&mut statement, ctx).await?;
     crate::rewrite::window_tvf::rewrite(&mut statement)?;

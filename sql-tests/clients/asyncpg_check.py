@@ -20,6 +20,7 @@ async def main() -> None:
     try:
         assert conn.get_server_version().major == 15, conn.get_server_version()
         await check_types_and_prepare(conn)
+        await check_arrays(conn)
         await check_copy(conn)
         await check_errors_and_transactions(conn)
     finally:
@@ -87,6 +88,34 @@ async def check_types_and_prepare(conn):
         seen = [r["i"] async for r in conn.cursor("SELECT i FROM apg_check WHERE i <= 5 ORDER BY i", prefetch=2)]
     assert seen == [1, 2, 3, 4, 5], seen
     await conn.execute("DELETE FROM apg_check WHERE i = 6")
+
+
+async def check_arrays(conn):
+    # asyncpg decodes only oid[] and text[] arrays on its own; for any other
+    # it introspects the type with a recursive catalog query. That query
+    # binds $1::oid[], reads array_agg(atttypid) as oid[] (as int4[], asyncpg
+    # introspected int4[] again, without end), computes columns with
+    # correlated subqueries inside CASE and reads elemtype::regtype::text.
+    assert await conn.fetchval("SELECT ARRAY[1, 2, 3]") == [1, 2, 3]
+    assert await conn.fetchval("SELECT $1::int4[]", [4, None, 6]) == [4, None, 6]
+    assert await conn.fetchval("SELECT $1::int8[]", [2**40, -1]) == [2**40, -1]
+    assert await conn.fetchval("SELECT $1::float8[]", [0.5, -2.25]) == [0.5, -2.25]
+    assert await conn.fetchval("SELECT ARRAY['a', NULL]") == ["a", None]
+    await conn.execute("CREATE TABLE apg_arrays (id INT, tags BIGINT[])")
+    await conn.executemany("INSERT INTO apg_arrays VALUES ($1, $2)", [(1, [10, 20]), (2, []), (3, None)])
+    rows = await conn.fetch("SELECT id, tags FROM apg_arrays ORDER BY id")
+    assert [tuple(r) for r in rows] == [(1, [10, 20]), (2, []), (3, None)], rows
+    # The introspection query's own oid[] column, as Postgres types it.
+    stmt = await conn.prepare("SELECT array_agg(atttypid) AS oids FROM pg_catalog.pg_attribute")
+    assert [a.type.oid for a in stmt.get_attributes()] == [1028], stmt.get_attributes()
+    oids = await stmt.fetchval()
+    assert oids and all(isinstance(o, int) and o > 0 for o in oids), oids
+    assert await conn.fetchval("SELECT $1::oid[]", [23, 1007]) == [23, 1007]
+    # regtype's output is the type's name, '-' for none.
+    names = await conn.fetch(
+        "SELECT typelem::regtype::text AS e FROM pg_type WHERE oid = ANY($1::oid[]) ORDER BY oid", [23, 1007]
+    )
+    assert [r["e"] for r in names] == ["-", "integer"], names
 
 
 async def check_copy(conn):

@@ -241,6 +241,17 @@ struct FormatType {
     signature: Signature,
 }
 
+/// Postgres' names for OIDs the pg_catalog library formats as `oid(n)`:
+/// no type (`regtype`'s `-`, what asyncpg's introspection reads for a
+/// type without elements) and `oid[]`.
+fn names_library_lacks(oid: u32) -> Option<&'static str> {
+    match oid {
+        0 => Some("-"),
+        1028 => Some("oid[]"),
+        _ => None,
+    }
+}
+
 impl ScalarUDFImpl for FormatType {
     fn name(&self) -> &str {
         "format_type"
@@ -272,7 +283,9 @@ impl ScalarUDFImpl for FormatType {
         let names: datafusion::arrow::array::StringArray = (0..rows)
             .map(|i| {
                 let ours = oids[i].and_then(|oid| {
-                    catalog_type_name(u32::try_from(oid).ok()?, typmods[i].unwrap_or(-1))
+                    let oid = u32::try_from(oid).ok()?;
+                    catalog_type_name(oid, typmods[i].unwrap_or(-1))
+                        .or_else(|| names_library_lacks(oid).map(str::to_owned))
                 });
                 ours.or_else(|| (!library.is_null(i)).then(|| library.value(i).to_owned()))
             })

@@ -20,6 +20,10 @@
 //!   through COPY's text path;
 //! - [`operator_precedence`]: `AND`/`OR` after `IS DISTINCT FROM` bound
 //!   as Postgres binds them (sqlparser takes them into its right operand);
+//! - [`driver_typeinfo`]: asyncpg's type introspection table, whose
+//!   correlated subqueries DataFusion cannot plan, written with joins;
+//! - [`regtype_text`]: `x::regtype::text` as the type's name
+//!   (`format_type`), not the OID's digits;
 //! - [`catalog_path`]: unqualified names of `pg_catalog` tables qualified,
 //!   as Postgres' search path finds them;
 //! - [`async_calls`]: model and object calls with constant arguments run
@@ -45,12 +49,14 @@ pub mod broadcast_bound;
 pub mod catalog_path;
 pub mod consistent_fields;
 pub mod created_names;
+pub mod driver_typeinfo;
 pub mod join_yield;
 pub mod key_lookup_rule;
 pub mod literal_insert;
 pub mod ml_predict;
 pub mod operator_precedence;
 pub mod pg_text_casts;
+pub mod regtype_text;
 pub mod subquery_values;
 pub mod text_insert;
 pub mod typed_values;
