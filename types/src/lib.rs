@@ -14,6 +14,7 @@
 //! [`register`] installs all of it on a DataFusion session; the engine calls
 //! it once, so every front end sees the same types.
 
+pub mod array_input;
 pub mod array_text;
 pub mod bytea;
 pub mod conversion;

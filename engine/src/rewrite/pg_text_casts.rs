@@ -7,8 +7,13 @@
 //! from `ts::text` or `arr::text`; the wire encoder already writes
 //! Postgres' form for values sent as they are.
 //!
+//! The other way, a cast of text to an array (`'{1,2}'::int[]`) reads
+//! Postgres' array text first ([`PgArrayInFunc`]: a list of texts, which
+//! arrow's cast then turns into the elements' type), where arrow's cast
+//! alone makes a one-element list of the whole string.
+//!
 //! Expressions keep their names (a projected `CAST(ts AS TEXT)` is still
-//! named so), and the function keeps its argument's nullability, so no
+//! named so), and the functions keep their argument's nullability, so no
 //! schema above changes.
 
 use std::sync::Arc;
@@ -22,18 +27,20 @@ use datafusion::logical_expr::expr_rewriter::NamePreserver;
 use datafusion::logical_expr::utils::merge_schema;
 use datafusion::logical_expr::{Cast, Expr, ExprSchemable, LogicalPlan, ScalarUDF, TryCast};
 use datafusion::optimizer::AnalyzerRule;
-use sluice_functions::postgres::PgTextFunc;
+use sluice_functions::postgres::{PgArrayInFunc, PgTextFunc};
 
 /// See the module documentation.
 #[derive(Debug)]
 pub struct PgTextCasts {
     function: Arc<ScalarUDF>,
+    array_input: Arc<ScalarUDF>,
 }
 
 impl Default for PgTextCasts {
     fn default() -> Self {
         Self {
             function: Arc::new(ScalarUDF::new_from_impl(PgTextFunc::default())),
+            array_input: Arc::new(ScalarUDF::new_from_impl(PgArrayInFunc::default())),
         }
     }
 }
@@ -64,6 +71,9 @@ impl PgTextCasts {
     }
 
     fn rewrite_expr(&self, expr: Expr, schema: &DFSchema) -> Result<Transformed<Expr>> {
+        if let Some(rewritten) = self.array_from_text(&expr, schema) {
+            return Ok(Transformed::yes(rewritten));
+        }
         // Plain text only: a Sluice type stored as text (json) has its own
         // casts.
         let (inner, target) = match &expr {
@@ -87,6 +97,36 @@ impl PgTextCasts {
             DataType::Utf8 => text,
             _ => Expr::Cast(Cast::new_from_field(Box::new(text), Arc::clone(target))),
         }))
+    }
+}
+
+impl PgTextCasts {
+    /// A cast of plain text to an array (a list that is no Sluice type:
+    /// vectors and tensors read their own text), as the same cast of
+    /// [`PgArrayInFunc`]'s list of texts.
+    fn array_from_text(&self, expr: &Expr, schema: &DFSchema) -> Option<Expr> {
+        let (inner, target, is_try) = match expr {
+            Expr::Cast(Cast { expr, field }) => (expr, field, false),
+            Expr::TryCast(TryCast { expr, field }) => (expr, field, true),
+            _ => return None,
+        };
+        let is_array = matches!(
+            target.data_type(),
+            DataType::List(_) | DataType::LargeList(_)
+        );
+        if !is_array
+            || sluice_types::SluiceType::of_field(target).is_some()
+            || !is_text(&inner.get_type(schema).ok()?)
+        {
+            return None;
+        }
+        let texts = Box::new(self.array_input.call(vec![inner.as_ref().clone()]));
+        let target = Arc::clone(target);
+        Some(if is_try {
+            Expr::TryCast(TryCast::new_from_field(texts, target))
+        } else {
+            Expr::Cast(Cast::new_from_field(texts, target))
+        })
     }
 }
 

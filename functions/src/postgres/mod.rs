@@ -13,6 +13,7 @@ use datafusion::prelude::SessionContext;
 mod guarded;
 mod length_bound;
 mod pattern_bound;
+mod pg_array_in;
 mod pg_text;
 mod pg_typeof;
 mod quote_literal;
@@ -21,6 +22,7 @@ mod version;
 
 pub use guarded::{ArgumentGuard, Guarded};
 pub use pattern_bound::RegexOperatorPlanner;
+pub use pg_array_in::{PG_ARRAY_IN, PgArrayInFunc};
 pub use pg_text::{PG_TEXT, PgTextFunc};
 pub use pg_typeof::PgTypeofFunc;
 pub use quote_literal::QuoteLiteralFunc;
