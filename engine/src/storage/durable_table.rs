@@ -13,8 +13,7 @@ use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{Field, FieldRef, Schema, SchemaRef};
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::config::TableParquetOptions;
-use datafusion::common::stats::Precision;
-use datafusion::common::{Constraints, DFSchema, SchemaExt, Statistics};
+use datafusion::common::{Constraints, DFSchema, SchemaExt};
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::physical_plan::parquet::CachedParquetFileReaderFactory;
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
@@ -35,6 +34,7 @@ use super::change_feed::{ChangeKind, TableSubscription};
 use super::files::{DATA_STORE_URL, DataFileWriter, Snapshot, read_files};
 use super::manifest::Manifest;
 use super::row_change::{RowChange, RowChangeExec};
+use super::scan_statistics::snapshot_statistics;
 use super::sink::DurableSink;
 use super::table_files::TableFiles;
 use super::table_state::TableHandle;
@@ -286,26 +286,6 @@ impl DurableTable {
     }
 }
 
-/// What the manifest knows of a snapshot's size, for the optimizer: its
-/// exact row count (files are immutable; a change rewrites them) and its
-/// bytes on disk. Without them DataFusion could not tell a 25-row table
-/// from a 6-million-row one, and planned every join of them as two hash
-/// repartitions instead of collecting the small side (TPC-H ran 1.3x
-/// slower than DataFusion over the same files).
-fn snapshot_statistics(snapshot: &Snapshot, schema: &SchemaRef) -> Statistics {
-    let rows: u64 = snapshot.files.iter().map(|live| live.file.rows).sum();
-    // Manifests written before sizes were kept say 0.
-    let sized = snapshot.files.iter().all(|live| live.file.size > 0);
-    let bytes: u64 = snapshot.files.iter().map(|live| live.file.size).sum();
-    let mut statistics = Statistics::new_unknown(schema);
-    statistics.num_rows = usize::try_from(rows).map_or(Precision::Absent, Precision::Exact);
-    if sized {
-        statistics.total_byte_size =
-            usize::try_from(bytes).map_or(Precision::Absent, Precision::Inexact);
-    }
-    statistics
-}
-
 #[async_trait]
 impl TableProvider for DurableTable {
     fn schema(&self) -> SchemaRef {
@@ -376,7 +356,7 @@ impl TableProvider for DurableTable {
         // byte ranges across partitions on its own.
         let config = FileScanConfigBuilder::new(url, Arc::new(source))
             .with_file_group(FileGroup::new(files))
-            .with_statistics(snapshot_statistics(&snapshot, &self.schema))
+            .with_statistics(snapshot_statistics(&self.table_files(state), &snapshot).await?)
             .with_expr_adapter(Some(Arc::new(VectorBytesAdapterFactory)))
             .with_limit(limit)
             .with_projection_indices(projection.cloned())?

@@ -52,6 +52,7 @@ pub mod key_lookup;
 mod location;
 mod manifest;
 mod row_change;
+mod scan_statistics;
 mod sink;
 mod synced_local;
 mod table;
