@@ -19,7 +19,7 @@ use datafusion::parquet::arrow::arrow_reader::{
 };
 use datafusion::parquet::arrow::async_reader::AsyncFileReader;
 use datafusion::parquet::arrow::{ParquetRecordBatchStreamBuilder, ProjectionMask};
-use datafusion::parquet::basic::{Compression, ZstdLevel};
+use datafusion::parquet::basic::Compression;
 use datafusion::parquet::file::metadata::PageIndexPolicy;
 use datafusion::parquet::file::properties::WriterProperties;
 use datafusion::physical_plan::metrics::ExecutionPlanMetricsSet;
@@ -135,10 +135,14 @@ impl<'a> DataFileWriter<'a> {
     }
 }
 
-/// How data files are encoded: zstd at its fastest level (most of
-/// Postgres-style data halves again at a small CPU cost; Parquet's own
-/// dictionary and run-length encodings do the rest), in pages of at most
-/// [`PAGE_ROWS`] rows and dictionaries of at most [`DICTIONARY_BYTES`].
+/// How data files are encoded: LZ4 (Parquet's `LZ4_RAW`), in pages of at
+/// most [`PAGE_ROWS`] rows and dictionaries of at most [`DICTIONARY_BYTES`].
+/// Scans decompress every page they read, and LZ4 decompresses several
+/// times faster than zstd: with zstd (level 1) TPC-H SF 1 took 1.15x
+/// DataFusion's time over the same data in Snappy-compressed files, with
+/// LZ4 0.85-0.94x, for 46% more bytes on disk (334 MB against 228 MB;
+/// Parquet's own dictionary and run-length encodings do most of the
+/// shrinking either way).
 /// Rows per data page at most. The page index records each page's value
 /// range, so a lookup of one key decodes the pages that may hold it and
 /// no others: at Parquet's default (20,000 rows, or 1 MiB) a point query
@@ -154,7 +158,7 @@ const DICTIONARY_BYTES: usize = 64 * 1024;
 
 fn properties(schema: &SchemaRef) -> WriterProperties {
     let builder = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::default()))
+        .set_compression(Compression::LZ4_RAW)
         .set_data_page_row_count_limit(PAGE_ROWS)
         .set_dictionary_page_size_limit(DICTIONARY_BYTES);
     vector_bytes::tune_writer(schema, builder).build()
