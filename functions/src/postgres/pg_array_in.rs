@@ -7,11 +7,11 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{AsArray, ListBuilder, StringBuilder};
+use datafusion::arrow::array::{ArrayRef, AsArray, ListBuilder, StringBuilder};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef};
-use datafusion::common::ScalarValue;
 use datafusion::error::{DataFusionError, Result};
+use datafusion::functions::utils::make_scalar_function;
 use datafusion::logical_expr::{
     ColumnarValue, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility,
 };
@@ -65,34 +65,29 @@ impl ScalarUDFImpl for PgArrayInFunc {
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        let [value] = args.args.as_slice() else {
-            return Err(DataFusionError::Plan(format!(
-                "{PG_ARRAY_IN} takes one argument"
-            )));
-        };
-        let (array, scalar) = match value {
-            ColumnarValue::Array(array) => (Arc::clone(array), false),
-            ColumnarValue::Scalar(scalar) => (scalar.to_array()?, true),
-        };
-        let texts = cast(&array, &DataType::Utf8)?;
-        let texts = texts.as_string::<i32>();
-        let mut lists = ListBuilder::new(StringBuilder::new());
-        for text in texts.iter() {
-            match text {
-                Some(text) => {
-                    for element in parse_array_text(text)? {
-                        lists.values().append_option(element);
-                    }
-                    lists.append(true);
-                }
-                None => lists.append(false),
-            }
-        }
-        let lists = lists.finish();
-        Ok(if scalar {
-            ColumnarValue::Scalar(ScalarValue::try_from_array(&lists, 0)?)
-        } else {
-            ColumnarValue::Array(Arc::new(lists))
-        })
+        make_scalar_function(texts_to_lists, vec![])(&args.args)
     }
+}
+
+/// Each text's elements as one list (a NULL text as a NULL list).
+fn texts_to_lists(args: &[ArrayRef]) -> Result<ArrayRef> {
+    let [texts] = args else {
+        return Err(DataFusionError::Plan(format!(
+            "{PG_ARRAY_IN} takes one argument"
+        )));
+    };
+    let texts = cast(texts, &DataType::Utf8)?;
+    let mut lists = ListBuilder::new(StringBuilder::new());
+    for text in texts.as_string::<i32>().iter() {
+        match text {
+            Some(text) => {
+                for element in parse_array_text(text)? {
+                    lists.values().append_option(element);
+                }
+                lists.append(true);
+            }
+            None => lists.append(false),
+        }
+    }
+    Ok(Arc::new(lists.finish()))
 }

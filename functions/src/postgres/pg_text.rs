@@ -7,10 +7,10 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, StringBuilder};
+use datafusion::arrow::array::{Array, ArrayRef, StringBuilder};
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef};
-use datafusion::common::ScalarValue;
 use datafusion::error::{DataFusionError, Result};
+use datafusion::functions::utils::make_scalar_function;
 use datafusion::logical_expr::{
     ColumnarValue, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility,
 };
@@ -89,32 +89,28 @@ impl ScalarUDFImpl for PgTextFunc {
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        let [value] = args.args.as_slice() else {
-            return Err(DataFusionError::Plan(format!(
-                "{PG_TEXT} takes one argument"
-            )));
-        };
-        let (array, scalar) = match value {
-            ColumnarValue::Array(array) => (Arc::clone(array), false),
-            ColumnarValue::Scalar(scalar) => (scalar.to_array()?, true),
-        };
-        let text = Writer::of(array.data_type()).ok_or_else(|| {
-            DataFusionError::Plan(format!(
-                "{PG_TEXT} writes timestamps, times, intervals and arrays, not {}",
-                array.data_type()
-            ))
-        })?;
-        let mut out = StringBuilder::with_capacity(array.len(), array.len() * 26);
-        for row in 0..array.len() {
-            out.append_option(text.format(array.as_ref(), row));
-        }
-        let out = out.finish();
-        Ok(if scalar {
-            ColumnarValue::Scalar(ScalarValue::try_from_array(&out, 0)?)
-        } else {
-            ColumnarValue::Array(Arc::new(out))
-        })
+        make_scalar_function(write_texts, vec![])(&args.args)
     }
+}
+
+/// Each value's Postgres text.
+fn write_texts(args: &[ArrayRef]) -> Result<ArrayRef> {
+    let [array] = args else {
+        return Err(DataFusionError::Plan(format!(
+            "{PG_TEXT} takes one argument"
+        )));
+    };
+    let text = Writer::of(array.data_type()).ok_or_else(|| {
+        DataFusionError::Plan(format!(
+            "{PG_TEXT} writes timestamps, times, intervals and arrays, not {}",
+            array.data_type()
+        ))
+    })?;
+    let mut out = StringBuilder::with_capacity(array.len(), array.len() * 26);
+    for row in 0..array.len() {
+        out.append_option(text.format(array.as_ref(), row));
+    }
+    Ok(Arc::new(out.finish()))
 }
 
 #[cfg(test)]
