@@ -119,16 +119,17 @@ pub fn bound_parameters<S: Clone>(
     announced: &[Type],
 ) -> PgWireResult<ParamValues> {
     let inferred: Vec<Option<&DataType>> = inferred.iter().map(Option::as_ref).collect();
-    let announced: Vec<Type> = announced.iter().map(decodable_type).collect();
     let declared_int4 = oid_arrays_declared_as_int4(portal)?;
     let portal = declared_int4.as_ref().unwrap_or(portal);
-    let announced = announced.as_slice();
     let rewritten = sluice_parameters_as_text(portal, announced)?;
     let (portal, announced) = match &rewritten {
         Some((portal, announced)) => (portal, announced.as_slice()),
         None => (portal, announced),
     };
-    let announced: Vec<Option<&Type>> = announced.iter().map(Some).collect();
+    let announced: Vec<Option<&Type>> = announced
+        .iter()
+        .map(|ty| Some(decodable_type(ty)))
+        .collect();
     arrow_pg::datatypes::df::deserialize_parameters_with_server_types(portal, &inferred, &announced)
 }
 
@@ -185,11 +186,12 @@ fn sluice_parameters_as_text<S: Clone>(
 /// introspection query's list as one). Their values are `int4[]`'s, with
 /// another element OID in the binary header, which the `int4[]` decoder
 /// does not check: they are decoded as `int4[]`.
-fn decodable_type(ty: &Type) -> Type {
+fn decodable_type(ty: &Type) -> &Type {
+    static INT4_ARRAY: Type = Type::INT4_ARRAY;
     if *ty == Type::OID_ARRAY {
-        Type::INT4_ARRAY
+        &INT4_ARRAY
     } else {
-        ty.clone()
+        ty
     }
 }
 
@@ -202,7 +204,7 @@ fn oid_arrays_declared_as_int4<S: Clone>(portal: &Portal<S>) -> PgWireResult<Opt
     }
     let types = declared
         .iter()
-        .map(|t| t.as_ref().map(decodable_type))
+        .map(|t| t.as_ref().map(|t| decodable_type(t).clone()))
         .collect();
     let formats = (0..portal.parameter_len())
         .map(|i| i16::from(portal.parameter_format.is_binary(i)))
