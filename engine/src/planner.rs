@@ -10,7 +10,9 @@
 //!    every `$n` within Postgres' bounds before anything is sized by it;
 //! 3. **Sluice rewrites on the AST** — [`plan_statement`]: literal
 //!    `INSERT … VALUES` through COPY's text path
-//!    ([`crate::rewrite::literal_insert`]), unqualified `pg_catalog` names
+//!    ([`crate::rewrite::literal_insert`]), set-returning functions'
+//!    columns in FROM ([`crate::rewrite::function_columns`]), unqualified
+//!    `pg_catalog` names
 //!    ([`crate::rewrite::catalog_path`]), Flink's `ML_PREDICT(TABLE …)`
 //!    ([`crate::rewrite::ml_predict`]), Flink's window table functions
 //!    `TUMBLE`/`HOP` ([`crate::rewrite::window_tvf`]), `EXISTS` computed in
@@ -65,6 +67,7 @@ pub async fn plan_statement(ctx: &SessionContext, statement: &DFStatement) -> Re
     }
     crate::rewrite::driver_typeinfo::rewrite(&mut statement);
     crate::rewrite::regtype_text::rewrite(&mut statement);
+    crate::rewrite::function_columns::rewrite(&mut statement);
     crate::rewrite::catalog_path::qualify(&mut statement, ctx);
     crate::rewrite::ml_predict::rewrite(&mut statement, ctx).await?;
     crate::rewrite::window_tvf::rewrite(&mut statement)?;

@@ -24,6 +24,9 @@
 //!   correlated subqueries DataFusion cannot plan, written with joins;
 //! - [`regtype_text`]: `x::regtype::text` as the type's name
 //!   (`format_type`), not the OID's digits;
+//! - [`function_columns`]: the column of `generate_series(…)` and
+//!   `unnest(…)` in FROM named after the function or its alias, as
+//!   Postgres names it;
 //! - [`catalog_path`]: unqualified names of `pg_catalog` tables qualified,
 //!   as Postgres' search path finds them;
 //! - [`async_calls`]: model and object calls with constant arguments run
@@ -50,6 +53,7 @@ pub mod catalog_path;
 pub mod consistent_fields;
 pub mod created_names;
 pub mod driver_typeinfo;
+pub mod function_columns;
 pub mod join_yield;
 pub mod key_lookup_rule;
 pub mod literal_insert;

@@ -12,14 +12,23 @@
 //! same once casts are peeled and column names reduced to their last part
 //! (which may alias an item that would not have collided: harmless, it only
 //! renames a column of the plan).
+//!
+//! A cast also collides with the column it casts when ORDER BY needs that
+//! column: DataFusion adds it to the projection under the cast's name
+//! (`SELECT a::text FROM t ORDER BY a` failed, in DataFusion 55 too). Such a
+//! cast gets an alias of its own, and an ORDER BY item naming it bare
+//! becomes its position: Postgres sorts by the output column of that name
+//! (`'10'` before `'9'`), while DataFusion would take the input column.
 
 use std::collections::HashSet;
 use std::ops::ControlFlow;
 
 use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast::{
-    Expr, Ident, Query, SelectItem, SetExpr, VisitMut, VisitorMut,
+    Expr, Ident, OrderByKind, Query, SelectItem, SetExpr, Value, VisitMut, VisitorMut,
 };
+
+use crate::pg::column_names::postgres_name;
 
 /// Aliases every SELECT item of `statement` that could repeat the name of
 /// an earlier item of its list.
@@ -35,9 +44,26 @@ impl VisitorMut for UniqueNames {
     type Break = ();
 
     fn pre_visit_query(&mut self, query: &mut Query) -> ControlFlow<()> {
-        let SetExpr::Select(select) = query.body.as_mut() else {
+        let Query { body, order_by, .. } = query;
+        let SetExpr::Select(select) = body.as_mut() else {
             return ControlFlow::Continue(());
         };
+        if let Some(OrderByKind::Expressions(sorts)) = order_by.as_mut().map(|o| &mut o.kind) {
+            for (position, item) in select.projection.iter_mut().enumerate() {
+                if let SelectItem::UnnamedExpr(expr @ Expr::Cast { .. }) = item {
+                    let name = postgres_name(expr);
+                    for sort in sorts.iter_mut() {
+                        if matches!(&sort.expr, Expr::Identifier(_))
+                            && postgres_name(&sort.expr) == name
+                        {
+                            sort.expr =
+                                Expr::value(Value::Number((position + 1).to_string(), false));
+                        }
+                    }
+                    alias_apart(item, position);
+                }
+            }
+        }
         let mut seen = HashSet::new();
         let has_wildcard = select.projection.iter().any(|item| {
             matches!(
@@ -138,11 +164,24 @@ mod tests {
             "SELECT a AS x, b AS \"x (2)\" FROM t"
         );
         for sql in [
+            "SELECT a::TEXT FROM t",
             "SELECT a, b, a + 1 FROM t",
             "SELECT a, a AS b FROM t",
             "SELECT *, a + 1, 1 AS a FROM t",
         ] {
             assert_eq!(rewritten(sql), sql);
         }
+    }
+
+    #[test]
+    fn casts_under_order_by_get_aliases_and_sorts_by_their_name_positions() {
+        assert_eq!(
+            rewritten("SELECT b, a::TEXT FROM t ORDER BY a, b"),
+            "SELECT b, a::TEXT AS \"a::TEXT (2)\" FROM t ORDER BY 2, b"
+        );
+        assert_eq!(
+            rewritten("SELECT t.a::TEXT FROM t GROUP BY a HAVING a > 1 ORDER BY t.a"),
+            "SELECT t.a::TEXT AS \"t.a::TEXT (1)\" FROM t GROUP BY a HAVING a > 1 ORDER BY t.a"
+        );
     }
 }

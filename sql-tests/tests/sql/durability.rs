@@ -829,8 +829,8 @@ async fn the_optimizer_knows_each_table_s_row_count() {
     for sql in [
         "CREATE TABLE big (id BIGINT, k BIGINT)",
         "CREATE TABLE small (k BIGINT, name TEXT)",
-        "INSERT INTO big SELECT value, value % 25 FROM generate_series(1, 20000)",
-        "INSERT INTO small SELECT value, 'n' || value::text FROM generate_series(0, 24)",
+        "INSERT INTO big SELECT g, g % 25 FROM generate_series(1, 20000) AS g",
+        "INSERT INTO small SELECT g, 'n' || g::text FROM generate_series(0, 24) AS g",
     ] {
         sluice
             .sql(sql)
@@ -864,8 +864,8 @@ async fn join_estimates_use_the_files_column_ranges() {
         &[
             "CREATE TABLE facts (id BIGINT, k BIGINT)",
             "CREATE TABLE keys (k BIGINT, name TEXT)",
-            "INSERT INTO facts SELECT value, value % 1000 FROM generate_series(1, 200000)",
-            "INSERT INTO keys SELECT value, 'k' || value::text FROM generate_series(0, 999)",
+            "INSERT INTO facts SELECT g, g % 1000 FROM generate_series(1, 200000) AS g",
+            "INSERT INTO keys SELECT g, 'k' || g::text FROM generate_series(0, 999) AS g",
             "SET datafusion.explain.show_statistics = true",
         ],
     )

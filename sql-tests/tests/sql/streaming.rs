@@ -250,8 +250,8 @@ async fn joins_and_aggregates_resume_from_incremental_checkpoints() {
             "SET checkpoint_interval_ms = 0",
             "CREATE TABLE a (k BIGINT, x TEXT)",
             "CREATE TABLE b (k BIGINT, y TEXT)",
-            "INSERT INTO a SELECT value % 50, 'a' || value FROM generate_series(1, 500)",
-            "INSERT INTO b SELECT value, 'b' || value FROM generate_series(1, 60)",
+            "INSERT INTO a SELECT g % 50, 'a' || g FROM generate_series(1, 500) AS g",
+            "INSERT INTO b SELECT g, 'b' || g FROM generate_series(1, 60) AS g",
         ] {
             run(&sluice, sql).await;
         }

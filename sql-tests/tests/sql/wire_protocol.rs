@@ -99,10 +99,7 @@ async fn portals_fetch_in_chunks() {
     let (mut client, _task) = connect(&server).await;
     let tx = client.transaction().await.expect("begin");
     let portal = tx
-        .bind(
-            "SELECT value FROM generate_series(1, 25) ORDER BY value",
-            &[],
-        )
+        .bind("SELECT g FROM generate_series(1, 25) AS g ORDER BY g", &[])
         .await
         .expect("bind");
     let mut seen = Vec::new();
@@ -286,7 +283,7 @@ async fn large_results_stream_and_clients_may_leave_mid_result() {
         let (client, _task) = connect(&server).await;
         let rows = client
             .query_raw(
-                "SELECT value FROM generate_series(1, 2000000)",
+                "SELECT g FROM generate_series(1, 2000000) AS g",
                 Vec::<i64>::new(),
             )
             .await
@@ -306,7 +303,7 @@ async fn large_results_stream_and_clients_may_leave_mid_result() {
         let (client, task) = connect(&server).await;
         let rows = client
             .query_raw(
-                "SELECT value FROM generate_series(1, 1000000000)",
+                "SELECT g FROM generate_series(1, 1000000000) AS g",
                 Vec::<i64>::new(),
             )
             .await
