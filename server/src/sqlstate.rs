@@ -91,13 +91,42 @@ fn message(err: &DataFusionError) -> String {
             .to_string()
             .trim_start_matches("sql parser error: ")
             .to_string(),
-        DataFusionError::Plan(m)
-        | DataFusionError::Execution(m)
+        DataFusionError::Plan(m) => missing_relation_message(m).unwrap_or_else(|| m.clone()),
+        DataFusionError::Execution(m)
         | DataFusionError::NotImplemented(m)
         | DataFusionError::Configuration(m) => m.clone(),
         DataFusionError::ArrowError(e, _) => arrow_message(e),
         DataFusionError::ObjectStore(e) => object_store_message(&e.to_string()),
-        DataFusionError::SchemaError(e, _) => e.to_string(),
+        DataFusionError::SchemaError(e, _) => schema_message(e),
+        other => other.to_string(),
+    }
+}
+
+/// DataFusion's "table 'sluice.public.t' not found" in Postgres' words,
+/// which clients and people search for: `relation "t" does not exist`
+/// (schema-qualified when the table is outside `public`).
+fn missing_relation_message(m: &str) -> Option<String> {
+    let path = m.strip_prefix("table '")?.strip_suffix("' not found")?;
+    let parts: Vec<&str> = path.split('.').collect();
+    let shown = match parts.as_slice() {
+        [.., "public", table] => (*table).to_string(),
+        [.., schema, table] => format!("{schema}.{table}"),
+        _ => path.to_string(),
+    };
+    Some(format!("relation \"{shown}\" does not exist"))
+}
+
+/// Column errors in Postgres' words: `column "b" does not exist`, `column
+/// e.b does not exist`, `column reference "a" is ambiguous`.
+fn schema_message(e: &SchemaError) -> String {
+    match e {
+        SchemaError::FieldNotFound { field, .. } => match &field.relation {
+            Some(relation) => format!("column {}.{} does not exist", relation.table(), field.name),
+            None => format!("column \"{}\" does not exist", field.name),
+        },
+        SchemaError::AmbiguousReference { field } => {
+            format!("column reference \"{}\" is ambiguous", field.name)
+        }
         other => other.to_string(),
     }
 }
@@ -349,6 +378,9 @@ mod tests {
         assert_eq!(sqlstate(&syntax), codes::SYNTAX_ERROR);
         let table = DataFusionError::Plan("table 'sluice.public.nope' not found".into());
         assert_eq!(sqlstate(&table), codes::UNDEFINED_TABLE);
+        assert_eq!(message(&table), "relation \"nope\" does not exist");
+        let elsewhere = DataFusionError::Plan("table 'sluice.s.nope' not found".into());
+        assert_eq!(message(&elsewhere), "relation \"s.nope\" does not exist");
         let div = DataFusionError::ArrowError(Box::new(ArrowError::DivideByZero), None);
         assert_eq!(sqlstate(&div), codes::DIVISION_BY_ZERO);
         let wrapped = DataFusionError::Context("while running".into(), Box::new(div));
@@ -357,6 +389,23 @@ mod tests {
         let unknown_setting =
             DataFusionError::Configuration("unrecognized configuration parameter \"x\"".into());
         assert_eq!(sqlstate(&unknown_setting), codes::UNDEFINED_OBJECT);
+    }
+
+    #[test]
+    fn column_errors_read_as_postgres_words_them() {
+        use datafusion::common::Column;
+        let missing = |column: Column| {
+            let error = SchemaError::FieldNotFound {
+                field: Box::new(column),
+                valid_fields: vec![],
+            };
+            DataFusionError::SchemaError(Box::new(error), Box::new(None))
+        };
+        let bare = missing(Column::new_unqualified("b"));
+        assert_eq!(sqlstate(&bare), codes::UNDEFINED_COLUMN);
+        assert_eq!(message(&bare), "column \"b\" does not exist");
+        let qualified = missing(Column::new(Some("e"), "b"));
+        assert_eq!(message(&qualified), "column e.b does not exist");
     }
 
     #[test]

@@ -577,9 +577,11 @@ fn validate(def: &SettingDef, value: &str) -> Result<String> {
         "default_transaction_isolation" | "transaction_isolation" => {
             match value.trim().to_ascii_lowercase().as_str() {
                 // Each runs under snapshot isolation (see the parser's
-                // check of transaction modes).
-                "read committed" | "read uncommitted" => Ok("read committed".into()),
-                "repeatable read" => Ok("repeatable read".into()),
+                // check of transaction modes); the name is kept as set,
+                // as Postgres shows it.
+                level @ ("read committed" | "read uncommitted" | "repeatable read") => {
+                    Ok(level.into())
+                }
                 _ => Err(invalid_value(
                     def,
                     value,
@@ -593,7 +595,7 @@ fn validate(def: &SettingDef, value: &str) -> Result<String> {
         | "idle_in_transaction_session_timeout"
         | "idle_session_timeout" => {
             let ms = parse_duration_ms(value).map_err(|why| invalid_value(def, value, &why))?;
-            Ok(ms.to_string())
+            Ok(duration_text(ms))
         }
         "extra_float_digits" => match value.trim().parse::<i32>() {
             Ok(n) if (-15..=3).contains(&n) => Ok(n.to_string()),
@@ -626,6 +628,25 @@ fn validate(def: &SettingDef, value: &str) -> Result<String> {
 
 /// Parses a Postgres duration setting (`500`, `500ms`, `5s`, `1min`, `1h`)
 /// into milliseconds.
+/// A duration as Postgres shows a time setting: in the largest unit that
+/// holds it whole (`5s`, `90s`, `1min`, `1500ms`), `0` when disabled.
+fn duration_text(ms: u64) -> String {
+    const UNITS: [(u64, &str); 4] = [
+        (86_400_000, "d"),
+        (3_600_000, "h"),
+        (60_000, "min"),
+        (1_000, "s"),
+    ];
+    if ms == 0 {
+        return "0".into();
+    }
+    UNITS
+        .iter()
+        .find(|(factor, _)| ms.is_multiple_of(*factor))
+        .map(|(factor, unit)| format!("{}{unit}", ms / factor))
+        .unwrap_or_else(|| format!("{ms}ms"))
+}
+
 fn parse_duration_ms(value: &str) -> std::result::Result<u64, String> {
     let v = value.trim().to_ascii_lowercase();
     let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
@@ -691,6 +712,17 @@ mod tests {
         assert_eq!(s.statement_timeout(), Some(Duration::from_secs(2)));
         s.set("statement_timeout", Some("150")).unwrap();
         assert_eq!(s.statement_timeout(), Some(Duration::from_millis(150)));
+        assert_eq!(s.get("statement_timeout").unwrap(), "150ms");
+        for (set, shown) in [
+            ("5000", "5s"),
+            ("90s", "90s"),
+            ("60000", "1min"),
+            ("0", "0"),
+        ] {
+            s.set("statement_timeout", Some(set)).unwrap();
+            assert_eq!(s.get("statement_timeout").unwrap(), shown, "SET {set}");
+        }
+        assert_eq!(s.statement_timeout(), None);
     }
 
     #[test]
