@@ -4,6 +4,8 @@
 # pgjdbc, node-postgres, SUBSCRIBE from psycopg and psql, the
 # stock sqllogictest CLI (simple and
 # extended protocol) over the same .slt files the Rust tests run, the
+# everyday ones of those files against a real PostgreSQL 15
+# (scripts/slt-on-postgres.sh), the
 # crash check (SIGKILL during a stream of inserts, then restart and count),
 # the checkpoint check (kill -9 and injected downstream failures of
 # continuous queries over EMBED: exactly-once views, no inference re-run),
@@ -113,6 +115,8 @@ check "SUBSCRIBE: psycopg DECLARE/FETCH, psql COPY (SUBSCRIBE …) TO STDOUT, ca
 check "server survives SIGTERM-free run" kill -0 "$SERVER_PID"
 check "sqllogictest CLI, simple protocol" slt_cli postgres
 check "sqllogictest CLI, extended protocol" slt_cli postgres-extended
+check "everyday .slt suites against PostgreSQL 15 (their expected outputs are Postgres' own)" \
+  bash scripts/slt-on-postgres.sh
 stop_server
 check "crash safety: SIGKILL during inserts, 20 times, then 10 times into a table with an hnsw index" \
   "$VENV/bin/python" sql-tests/clients/crash_check.py "$SLUICE_BIN" "$PORT" 20

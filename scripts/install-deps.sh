@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything Sluice's tests and clients need on a fresh Debian
-# machine with the Rust toolchain: psql (client checks), nats-server (the
+# machine with the Rust toolchain: psql (client checks), PostgreSQL 15 (the
+# everyday .slt suites' expected outputs checked against it), nats-server (the
 # NATS connector's check), a JDK with pgjdbc and Node.js with node-postgres
 # (driver checks), openssl (the TLS check's certificates), a Python virtual
 # environment with psycopg 3 (driver checks) and moto (a local S3 server
@@ -17,6 +18,12 @@ if ! command -v psql >/dev/null 2>&1; then
   echo "==> installing the PostgreSQL client (psql)"
   $SUDO apt-get update -qq
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-client >/dev/null
+fi
+
+if [ ! -x /usr/lib/postgresql/15/bin/postgres ]; then
+  echo "==> installing PostgreSQL 15 (the everyday .slt suites run against it too)"
+  $SUDO apt-get update -qq
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-15 >/dev/null
 fi
 
 if ! command -v nats-server >/dev/null 2>&1; then

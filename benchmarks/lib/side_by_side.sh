@@ -1,6 +1,7 @@
-# Shared by the side-by-side benchmarks (pgbench/, load/): a throwaway
-# PostgreSQL 15 cluster and a throwaway `sluice serve`, a work folder, and
-# a cleanup trap that stops both. Source it after defining log/die,
+# Shared by the side-by-side benchmarks (pgbench/, load/) and by
+# scripts/slt-on-postgres.sh: a throwaway PostgreSQL 15 cluster and a
+# throwaway `sluice serve`, a work folder, and a cleanup trap that stops
+# both. Source it after defining log/die,
 # REPO_ROOT, PG_BIN, PG_PORT, SLUICE_PORT and SLUICE_BIN.
 
 # Installs postgresql-15 if missing and checks psql and the postgres user.
