@@ -328,13 +328,17 @@ MAX_LAG_EPOCHS = 64
 
 
 def backpressure(binary, port, workdir):
-    env = dict(os.environ, SLUICE_FAILPOINTS="sink-apply=sleep(200)")
+    # The downstream applies one epoch a second: slower than any upstream
+    # closes them. At 200 ms a debug build's upstream (EMBED over tokenizers
+    # built without optimization) sometimes closed epochs no faster, so the
+    # log never ran ahead (2 of 3 CI-like runs, 2026-12-06).
+    env = dict(os.environ, SLUICE_FAILPOINTS="sink-apply=sleep(1000)")
     log = open(os.path.join(workdir, "backpressure.log"), "ab")
     proc = start(binary, port, os.path.join(workdir, "backpressure"), log, env=env)
     try:
         with connect(port) as conn:
             # Events keep arriving past the sampling below.
-            conn.execute(SOURCE.format(rate=300, events=EVENTS * 10))
+            conn.execute(SOURCE.format(rate=300, events=EVENTS * 20))
             conn.execute("SET barrier_interval_ms = 20")
             conn.execute(VIEWS["embedded"])
             lags = []
