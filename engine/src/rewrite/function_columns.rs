@@ -85,13 +85,8 @@ fn name_the_column(alias: &mut Option<TableAlias>, function: &str) {
 
 #[cfg(test)]
 mod tests {
-    use datafusion::sql::parser::DFParser;
-
     fn rewritten(sql: &str) -> String {
-        let mut statements = DFParser::parse_sql(sql).expect("test SQL parses");
-        let mut statement = statements.pop_front().expect("one statement");
-        super::rewrite(&mut statement);
-        statement.to_string()
+        crate::rewrite::rewritten_by(sql, super::rewrite)
     }
 
     #[test]
