@@ -17,6 +17,8 @@
 //!    ([`crate::rewrite::ml_predict`]), Flink's window table functions
 //!    `TUMBLE`/`HOP` ([`crate::rewrite::window_tvf`]), `EXISTS` computed in
 //!    a SELECT list and `ARRAY(subquery)` ([`crate::rewrite::subquery_values`]),
+//!    scalar subqueries that do not aggregate
+//!    ([`crate::rewrite::scalar_subqueries`]),
 //!    the columns of a relation created from a query
 //!    ([`crate::rewrite::created_names`]), repeated names in a SELECT list
 //!    ([`crate::rewrite::unique_names`]), text literals into
@@ -73,6 +75,15 @@ pub async fn plan_statement(ctx: &SessionContext, statement: &DFStatement) -> Re
     crate::rewrite::window_tvf::rewrite(&mut statement)?;
     crate::rewrite::vector_search::rewrite(&mut statement)?;
     crate::rewrite::subquery_values::rewrite(&mut statement);
+    {
+        let state = ctx.state_ref();
+        let state = state.read();
+        let is_aggregate = |name: &str| {
+            state.aggregate_functions().contains_key(name)
+                || state.window_functions().contains_key(name)
+        };
+        crate::rewrite::scalar_subqueries::rewrite(&mut statement, &is_aggregate);
+    }
     crate::rewrite::created_names::rewrite(&mut statement)?;
     crate::rewrite::unique_names::rewrite(&mut statement);
     crate::rewrite::typed_values::cast_values_to_column_types(&mut statement, ctx).await?;

@@ -33,6 +33,12 @@
 //!   once before execution, nested calls moved into projections;
 //! - [`subquery_values`]: `EXISTS (…)` in a SELECT list and `ARRAY(subquery)`
 //!   as scalar subqueries, which DataFusion plans;
+//! - [`scalar_subqueries`]: `(SELECT x FROM t WHERE …)` as a value,
+//!   correlated or not, through `array_agg` (DataFusion plans correlated
+//!   scalar subqueries only when they aggregate);
+//! - [`element_wise`]: `ARRAY(SELECT f(x) FROM unnest(a) x)` as
+//!   `array_transform(a, x -> f(x))`, since DataFusion cannot unnest an
+//!   outer column in a subquery;
 //! - [`created_names`]: the columns of `CREATE TABLE … AS` and
 //!   `CREATE VIEW … AS` named as Postgres names them;
 //! - [`unique_names`]: SELECT lists that repeat a name (`SELECT a, a`),
@@ -53,6 +59,7 @@ pub mod catalog_path;
 pub mod consistent_fields;
 pub mod created_names;
 pub mod driver_typeinfo;
+pub mod element_wise;
 pub mod function_columns;
 pub mod join_yield;
 pub mod key_lookup_rule;
@@ -61,6 +68,7 @@ pub mod ml_predict;
 pub mod operator_precedence;
 pub mod pg_text_casts;
 pub mod regtype_text;
+pub mod scalar_subqueries;
 pub mod subquery_values;
 pub mod text_insert;
 pub mod typed_values;

@@ -14,7 +14,8 @@
 //!   `coalesce((SELECT array_agg(x [ORDER BY …]) FROM t), make_array())`,
 //!   empty rather than NULL when there are no rows, as in Postgres. One
 //!   column, no GROUP BY, HAVING, DISTINCT, LIMIT or set operation; others
-//!   are left as written.
+//!   are left as written. One that maps the elements of an array
+//!   (`unnest`) is planned element-wise instead ([`super::element_wise`]).
 
 use std::ops::ControlFlow;
 
@@ -118,6 +119,9 @@ fn array_constructor(expr: &Expr) -> Option<Expr> {
     else {
         return None;
     };
+    if let Some(mapped) = super::element_wise::array_of_unnest(subquery, select, element) {
+        return Some(mapped);
+    }
     if subquery.limit_clause.is_some() {
         return None;
     }
@@ -145,7 +149,7 @@ fn array_constructor(expr: &Expr) -> Option<Expr> {
 
 /// The SELECT of `query` when its rows are plain: no GROUP BY, HAVING,
 /// DISTINCT, window, WITH or FETCH, and not a set operation.
-fn plain_select(query: &Query) -> Option<&Select> {
+pub(super) fn plain_select(query: &Query) -> Option<&Select> {
     let SetExpr::Select(select) = query.body.as_ref() else {
         return None;
     };
@@ -161,7 +165,7 @@ fn plain_select(query: &Query) -> Option<&Select> {
 }
 
 /// A query of `select` alone.
-fn select_query(select: Select) -> Query {
+pub(super) fn select_query(select: Select) -> Query {
     Query {
         with: None,
         body: Box::new(SetExpr::Select(Box::new(select))),
@@ -193,7 +197,11 @@ fn limit_keeps_a_row(limit: Option<&LimitClause>) -> bool {
 }
 
 /// A call of the function `name`.
-fn call(name: &str, args: Vec<FunctionArgExpr>, clauses: Vec<FunctionArgumentClause>) -> Expr {
+pub(super) fn call(
+    name: &str,
+    args: Vec<FunctionArgExpr>,
+    clauses: Vec<FunctionArgumentClause>,
+) -> Expr {
     Expr::Function(Function {
         name: ObjectName(vec![ObjectNamePart::Identifier(Ident::new(name))]),
         uses_odbc_syntax: false,

@@ -17,6 +17,8 @@ mod pg_array_in;
 mod pg_text;
 mod pg_typeof;
 mod quote_literal;
+mod size_pretty;
+mod subquery_value;
 mod to_regtype;
 mod version;
 
@@ -26,6 +28,8 @@ pub use pg_array_in::{PG_ARRAY_IN, PgArrayInFunc};
 pub use pg_text::{PG_TEXT, PgTextFunc};
 pub use pg_typeof::PgTypeofFunc;
 pub use quote_literal::QuoteLiteralFunc;
+pub use size_pretty::PgSizePrettyFunc;
+pub use subquery_value::{SCALAR_SUBQUERY_VALUE, ScalarSubqueryValueFunc};
 pub use to_regtype::ToRegtypeFunc;
 pub use version::VersionFunc;
 
@@ -36,6 +40,11 @@ pub fn register(ctx: &SessionContext) -> Result<()> {
     crate::register_replacing(ctx, ScalarUDF::new_from_impl(ToRegtypeFunc::default()));
     crate::register_replacing(ctx, ScalarUDF::new_from_impl(PgTypeofFunc::default()));
     crate::register_replacing(ctx, ScalarUDF::new_from_impl(QuoteLiteralFunc::default()));
+    crate::register_replacing(ctx, ScalarUDF::new_from_impl(PgSizePrettyFunc::default()));
+    crate::register_replacing(
+        ctx,
+        ScalarUDF::new_from_impl(ScalarSubqueryValueFunc::default()),
+    );
     for bounded in length_bound::bounded_functions() {
         crate::register_replacing(ctx, bounded);
     }
