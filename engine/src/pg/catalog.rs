@@ -14,10 +14,13 @@ use datafusion_pg_catalog::pg_catalog::{PgCatalogSchemaProvider, PgCatalogStatic
 use datafusion_pg_catalog::sql::PostgresCompatibilityParser;
 
 use crate::context::DEFAULT_CATALOG;
+use crate::pg::catalog_rows::with_acl_lists;
 use crate::pg::catalog_schema::SluicePgCatalog;
 use crate::pg::relations_catalog::{RelationDetails, RelationsSource, with_access_methods};
 use crate::pg::roles_catalog::RolesProvider;
-use crate::pg::{catalog_functions, oid_arrays, types_catalog};
+use crate::pg::{
+    catalog_functions, descriptions, function_signatures, oid_arrays, relation_sizes, types_catalog,
+};
 use crate::roles::RoleCatalog;
 
 /// Registers `pg_catalog` and the Postgres catalog functions on `ctx`;
@@ -33,8 +36,27 @@ pub(crate) fn install(
         .map_err(|e| DataFusionError::Context("installing pg_catalog".into(), e))?;
     let catalogs = Arc::clone(ctx.state().catalog_list());
     let mut tables = PgCatalogStaticTables::try_new()?;
-    tables.pg_type = Arc::new(types_catalog::with_domains(&tables.pg_type)?);
+    tables.pg_type = Arc::new(with_acl_lists(&types_catalog::with_domains(
+        &tables.pg_type,
+    )?)?);
+    for table in [
+        &mut tables.pg_proc,
+        &mut tables.pg_language,
+        &mut tables.pg_tablespace,
+        &mut tables.pg_default_acl,
+        &mut tables.pg_foreign_data_wrapper,
+        &mut tables.pg_foreign_server,
+        &mut tables.pg_largeobject_metadata,
+    ] {
+        *table = Arc::new(with_acl_lists(table)?);
+    }
     tables.pg_am = Arc::new(with_access_methods(&tables.pg_am)?);
+    let pg_type = Arc::clone(&tables.pg_type);
+    let (pg_proc, pg_description, pg_shdescription) = (
+        Arc::clone(&tables.pg_proc),
+        Arc::clone(&tables.pg_description),
+        Arc::clone(&tables.pg_shdescription),
+    );
     let library = Arc::new(PgCatalogSchemaProvider::try_new(
         Arc::clone(&catalogs),
         Arc::new(tables),
@@ -48,7 +70,10 @@ pub(crate) fn install(
     ctx.catalog(DEFAULT_CATALOG)
         .ok_or_else(|| DataFusionError::Internal(format!("catalog {DEFAULT_CATALOG} missing")))?
         .register_schema("pg_catalog", Arc::new(schema))?;
-    types_catalog::install_format_type(ctx);
+    types_catalog::install_format_type(ctx, &pg_type);
+    function_signatures::install(ctx, &pg_proc)?;
+    descriptions::install(ctx, &pg_description, &pg_shdescription, &pg_type);
+    relation_sizes::install(ctx, Arc::clone(&catalogs), Arc::clone(&details));
     catalog_functions::install(ctx, catalogs, details);
     oid_arrays::install(ctx);
     Ok(())

@@ -1,10 +1,11 @@
 //! Catalog functions the library lacks that psql and drivers call:
-//! `pg_get_indexdef` (psql's `\d t` lists indexes with it) and
-//! `pg_function_is_visible` (psql's `\df`).
+//! `pg_get_indexdef` (psql's `\d t` lists indexes with it),
+//! `pg_get_viewdef` (`\d+ view`), the visibility tests of `\df` and `\dT`
+//! and the privilege tests the library has no form of.
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, BooleanArray, StringArray};
+use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, StringArray};
 use datafusion::arrow::datatypes::DataType;
 use datafusion::catalog::CatalogProviderList;
 use datafusion::error::Result;
@@ -15,6 +16,7 @@ use datafusion::prelude::SessionContext;
 
 use crate::pg::catalog_rows::column_i32;
 use crate::pg::relations_catalog::{RelationDetails, SluiceRelations};
+use crate::pg::stable_oids::relation_oid;
 
 /// Registers the functions on `ctx`.
 pub(crate) fn install(
@@ -22,15 +24,42 @@ pub(crate) fn install(
     catalogs: Arc<dyn CatalogProviderList>,
     details: Arc<dyn RelationDetails>,
 ) {
+    ctx.register_udf(ScalarUDF::new_from_impl(PgGetViewdef {
+        catalogs: Arc::clone(&catalogs),
+        details: Arc::clone(&details),
+        signature: Signature::variadic_any(Volatility::Stable),
+    }));
     ctx.register_udf(ScalarUDF::new_from_impl(PgGetIndexdef {
         catalogs,
         details,
         signature: Signature::variadic_any(Volatility::Stable),
     }));
-    ctx.register_udf(ScalarUDF::new_from_impl(PgFunctionIsVisible {
-        signature: Signature::variadic_any(Volatility::Stable),
-    }));
+    for name in ALWAYS_TRUE {
+        ctx.register_udf(ScalarUDF::new_from_impl(AlwaysTrue {
+            name,
+            signature: Signature::variadic_any(Volatility::Stable),
+        }));
+    }
 }
+
+/// Tests that hold for every object Sluice has:
+/// - visibility: every function and type is found unqualified (Sluice has
+///   no search path for them);
+/// - privileges on columns, functions, sequences, types and languages:
+///   Sluice grants no privileges per object (every role may use every
+///   function and column; what it does restrict, reading server files or
+///   creating models, goes by predefined roles, checked per statement).
+///   The library already answers `has_table_privilege` and the schema and
+///   database forms alike.
+const ALWAYS_TRUE: [&str; 7] = [
+    "pg_function_is_visible",
+    "pg_type_is_visible",
+    "has_column_privilege",
+    "has_function_privilege",
+    "has_sequence_privilege",
+    "has_type_privilege",
+    "has_language_privilege",
+];
 
 /// `pg_get_indexdef(index_oid [, column, pretty])`: the `CREATE INDEX`
 /// statement of a Sluice index, or with a column number > 0 that column's
@@ -97,16 +126,16 @@ impl ScalarUDFImpl for PgGetIndexdef {
     }
 }
 
-/// `pg_function_is_visible(oid)`: true. Every function Sluice has is
-/// callable unqualified (there is no schema search path for functions).
+/// One of [`ALWAYS_TRUE`]: true for every non-NULL object.
 #[derive(Debug, PartialEq, Eq, Hash)]
-struct PgFunctionIsVisible {
+struct AlwaysTrue {
+    name: &'static str,
     signature: Signature,
 }
 
-impl ScalarUDFImpl for PgFunctionIsVisible {
+impl ScalarUDFImpl for AlwaysTrue {
     fn name(&self) -> &str {
-        "pg_function_is_visible"
+        self.name
     }
 
     fn signature(&self) -> &Signature {
@@ -118,9 +147,87 @@ impl ScalarUDFImpl for PgFunctionIsVisible {
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        Ok(ColumnarValue::Array(Arc::new(BooleanArray::from(vec![
-            true;
-            args.number_rows
-        ]))))
+        let rows = args.number_rows;
+        let arrays: Vec<ArrayRef> = args
+            .args
+            .iter()
+            .map(|a| a.to_array(rows))
+            .collect::<Result<_>>()?;
+        // Postgres answers NULL for a NULL argument (the functions are
+        // strict).
+        let answers: BooleanArray = (0..rows)
+            .map(|i| {
+                arrays
+                    .iter()
+                    .all(|a| a.logical_nulls().is_none_or(|nulls| nulls.is_valid(i)))
+                    .then_some(true)
+            })
+            .collect();
+        Ok(ColumnarValue::Array(Arc::new(answers)))
+    }
+}
+
+/// `pg_get_viewdef(view_oid [, pretty])`: the query of a view or
+/// materialized view, ending in `;` as Postgres writes it; NULL for an OID
+/// that is not a view's.
+#[derive(Debug)]
+struct PgGetViewdef {
+    catalogs: Arc<dyn CatalogProviderList>,
+    details: Arc<dyn RelationDetails>,
+    signature: Signature,
+}
+
+impl PartialEq for PgGetViewdef {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.catalogs, &other.catalogs)
+    }
+}
+
+impl Eq for PgGetViewdef {}
+
+impl std::hash::Hash for PgGetViewdef {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.name().hash(state);
+    }
+}
+
+impl ScalarUDFImpl for PgGetViewdef {
+    fn name(&self) -> &str {
+        "pg_get_viewdef"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let rows = args.number_rows;
+        let oids = match args.args.first() {
+            Some(oids) => column_i32(&oids.to_array(rows)?),
+            None => vec![None; rows],
+        };
+        let relations = SluiceRelations::gather(self.catalogs.as_ref(), self.details.as_ref());
+        let views: Vec<(u32, &str)> = relations
+            .views
+            .iter()
+            .chain(&relations.plain_views)
+            .filter_map(|view| {
+                let definition = view.definition.as_deref()?;
+                Some((relation_oid(&view.schema, &view.name), definition))
+            })
+            .collect();
+        let definitions: StringArray = oids
+            .iter()
+            .map(|oid| {
+                let oid = u32::try_from((*oid)?).ok()?;
+                let (_, query) = views.iter().find(|(o, _)| *o == oid)?;
+                Some(format!(" {};", query.trim_end_matches(';')))
+            })
+            .collect();
+        Ok(ColumnarValue::Array(Arc::new(definitions)))
     }
 }

@@ -4,8 +4,11 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int32Array, RecordBatch, new_null_array};
-use datafusion::arrow::datatypes::{DataType, Int32Type, SchemaRef};
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, Int32Array, ListBuilder, RecordBatch, StringArray, StringBuilder,
+    new_null_array,
+};
+use datafusion::arrow::datatypes::{DataType, Field, Int32Type, Schema, SchemaRef};
 use datafusion::arrow::ipc::writer::FileWriter;
 use datafusion::catalog::{SchemaProvider, Session, TableProvider};
 use datafusion::common::ScalarValue;
@@ -201,4 +204,70 @@ impl LibraryClasses {
         let (oid, _) = self.by_name.get(&(schema.to_owned(), name.to_owned()))?;
         find_oid(&self.batches, *oid).ok()
     }
+}
+
+/// `table` with its access-privilege columns (`proacl`, `typacl`, …), which
+/// the library ships as the text of Postgres arrays (`{postgres=X/postgres}`),
+/// as text arrays: psql's `\df+` and `\dT+` pass them to `array_to_string`.
+pub(crate) fn with_acl_lists(table: &ArrowTable) -> Result<ArrowTable> {
+    let schema = table.schema();
+    let is_acl =
+        |field: &Field| field.name().ends_with("acl") && field.data_type() == &DataType::Utf8;
+    if !schema.fields().iter().any(|f| is_acl(f)) {
+        return Ok(table.clone());
+    }
+    let list_type = DataType::List(Arc::new(Field::new_list_field(DataType::Utf8, true)));
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|f| match is_acl(f) {
+            true => Field::new(f.name(), list_type.clone(), true),
+            false => f.as_ref().clone(),
+        })
+        .collect();
+    let listed = Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()));
+    let batches = table
+        .data()
+        .iter()
+        .map(|batch| {
+            let columns = schema
+                .fields()
+                .iter()
+                .zip(batch.columns())
+                .map(|(field, column)| match is_acl(field) {
+                    true => acl_list(column.as_string::<i32>()),
+                    false => Arc::clone(column),
+                })
+                .collect();
+            Ok(RecordBatch::try_new(Arc::clone(&listed), columns)?)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mut bytes = Vec::new();
+    {
+        let mut writer = FileWriter::try_new(&mut bytes, &listed)?;
+        for batch in &batches {
+            writer.write(batch)?;
+        }
+        writer.finish()?;
+    }
+    ArrowTable::from_ipc_data(bytes)
+}
+
+/// Postgres array texts of ACL items as lists; an item with a quoted role
+/// name loses its quotes (no built-in row has one).
+fn acl_list(texts: &StringArray) -> ArrayRef {
+    let mut lists = ListBuilder::new(StringBuilder::new());
+    for text in texts {
+        match text {
+            None => lists.append(false),
+            Some(text) => {
+                let inner = text.trim().trim_start_matches('{').trim_end_matches('}');
+                for item in inner.split(',').filter(|i| !i.is_empty()) {
+                    lists.values().append_value(item.trim_matches('"'));
+                }
+                lists.append(true);
+            }
+        }
+    }
+    Arc::new(lists.finish())
 }

@@ -1,7 +1,9 @@
 //! What makes Sluice look like Postgres 15 to clients: the `pg_catalog`
 //! emulation ([`catalog`]; [`types_catalog`] for Sluice's types,
 //! [`relations_catalog`] for its indexes and materialized views,
-//! [`stable_oids`] for OIDs that survive a restart), session
+//! [`stable_oids`] for OIDs that survive a restart; the catalog functions
+//! psql's `\d` family calls: [`function_signatures`], [`descriptions`],
+//! [`relation_sizes`], [`catalog_functions`]), session
 //! settings ([`settings`]), `oid[]` results ([`oid_arrays`]), Postgres'
 //! result column names ([`column_names`]) and the bounds and order of `$n`
 //! parameters ([`parameters`]). Imports only [`crate::context`]: what it must know of
@@ -12,8 +14,11 @@ mod catalog_functions;
 mod catalog_rows;
 mod catalog_schema;
 pub mod column_names;
+mod descriptions;
+mod function_signatures;
 pub mod oid_arrays;
 pub mod parameters;
+mod relation_sizes;
 pub mod relations_catalog;
 mod roles_catalog;
 pub mod session_user;

@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use datafusion::arrow::array::{ArrayRef, BooleanArray, RecordBatch, StringArray, new_null_array};
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef};
 use datafusion::catalog::{CatalogProviderList, SchemaProvider, Session, TableProvider};
 use datafusion::common::ScalarValue;
 use datafusion::datasource::TableType;
@@ -38,6 +38,12 @@ pub const HNSW_ACCESS_METHOD_OID: u32 = 0x3FFF_FFFF;
 pub trait RelationDetails: Debug + Send + Sync {
     /// The kind of `table` and its indexes.
     fn describe(&self, table: &dyn TableProvider) -> RelationDetail;
+
+    /// Bytes `table` keeps on storage; `None` for a relation that keeps
+    /// none (a view, a catalog table).
+    fn stored_bytes(&self, _table: &dyn TableProvider) -> Option<u64> {
+        None
+    }
 }
 
 /// A relation as `pg_catalog` shows it.
@@ -350,17 +356,50 @@ pub(crate) fn replacement(
 }
 
 /// `pg_class`: materialized views as `'m'`, `relhasindex` of indexed
-/// tables, and a row per index.
+/// tables, a row per index, and the columns the library lacks.
 #[derive(Debug)]
 struct PgClass {
     library: Arc<dyn TableProvider>,
     source: RelationsSource,
 }
 
+/// `pg_class` columns the library lacks, always NULL in Sluice (no access
+/// lists, no storage parameters), placed before `relpartbound` as in
+/// Postgres: psql's `\d+` reads `reloptions`, DBeaver `relacl`.
+const CLASS_COLUMNS_LIBRARY_LACKS: [&str; 2] = ["relacl", "reloptions"];
+
+impl PgClass {
+    /// `batch` (of the library's schema) with the columns it lacks, NULL.
+    fn widened(&self, batch: &RecordBatch) -> Result<RecordBatch> {
+        let schema = self.schema();
+        let columns = schema
+            .fields()
+            .iter()
+            .map(|field| match batch.column_by_name(field.name()) {
+                Some(column) => Arc::clone(column),
+                None => new_null_array(field.data_type(), batch.num_rows()),
+            })
+            .collect();
+        Ok(RecordBatch::try_new(schema, columns)?)
+    }
+}
+
 #[async_trait]
 impl CatalogRows for PgClass {
     fn schema(&self) -> SchemaRef {
-        self.library.schema()
+        let library = self.library.schema();
+        let text_array = DataType::List(Arc::new(Field::new_list_field(DataType::Utf8, true)));
+        let mut fields: Vec<FieldRef> = Vec::with_capacity(library.fields().len() + 2);
+        for field in library.fields() {
+            if field.name() == "relpartbound" {
+                fields.extend(
+                    CLASS_COLUMNS_LIBRARY_LACKS
+                        .map(|name| Arc::new(Field::new(name, text_array.clone(), true))),
+                );
+            }
+            fields.push(Arc::clone(field));
+        }
+        Arc::new(Schema::new(fields))
     }
 
     async fn batches(&self, state: &dyn Session) -> Result<Vec<RecordBatch>> {
@@ -417,7 +456,7 @@ impl CatalogRows for PgClass {
                 ],
             )?);
         }
-        Ok(out)
+        out.iter().map(|batch| self.widened(batch)).collect()
     }
 }
 

@@ -11,7 +11,11 @@
 //! database, schema or relation is replaced by a hash of what it names
 //! ([`stable_oid`]). Indexes already have hashed OIDs
 //! ([`crate::pg::relations_catalog::index_oid`]); system OIDs (< 16384,
-//! `pg_catalog` is 11) are left as the library gives them.
+//! `pg_catalog` is 11) are left as the library gives them. The library
+//! also counts `pg_catalog`'s own tables and views, which have fixed OIDs
+//! in Postgres that other catalog rows name (`pg_description.classoid` is
+//! 1255 for a function, clients write `'pg_class'::regclass`): those get
+//! Postgres' OIDs, read from their row types in the static `pg_type`.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -31,6 +35,9 @@ use crate::pg::catalog_rows::{read_all, rows};
 
 /// The first OID the library counts from; below it are system objects.
 const FIRST_COUNTED_OID: u32 = 16384;
+
+/// `pg_catalog`'s OID.
+const PG_CATALOG_NAMESPACE: u32 = 11;
 
 /// Stable OIDs lie in [2^24, 2^30 - 2^24): above every OID the library
 /// could count to and Sluice's type OIDs, below the index OIDs (from 2^30)
@@ -53,6 +60,20 @@ fn stable_oid(kind: &str, name: &str) -> u32 {
     STABLE_OID_BASE + hash % STABLE_OID_SPAN
 }
 
+/// The OID `pg_class` gives relation `schema.name`, for catalog functions
+/// that take one (`pg_table_size`, `pg_get_viewdef`): its stable OID
+/// unless a collision moved it (two names hashing alike among all of the
+/// database's relations, about one chance in ten million per pair), when
+/// such a function finds no relation.
+pub(crate) fn relation_oid(schema: &str, name: &str) -> u32 {
+    stable_oid("relation", &format!("{schema}.{name}"))
+}
+
+/// The OID `pg_database` gives database `name` (see [`relation_oid`]).
+pub(crate) fn database_oid(name: &str) -> u32 {
+    stable_oid("database", name)
+}
+
 /// The library's counted OIDs, each with the stable OID that replaces it.
 #[derive(Debug, Default)]
 pub(crate) struct StableOids {
@@ -72,6 +93,17 @@ impl StableOids {
             schemas.insert(oid, name.clone());
             named.insert(("schema", name), oid);
         }
+        let mut system = HashMap::new();
+        let types = library_table(library, "pg_type").await?;
+        for batch in read_all(state, types.as_ref()).await? {
+            for row in rows(&batch, &["typrelid", "typname", "typnamespace"]) {
+                if let (Some(relid @ 1..), Some(name), Some(PG_CATALOG_NAMESPACE)) =
+                    (row[0].as_oid(), row[1].as_text(), row[2].as_oid())
+                {
+                    system.insert(name, relid);
+                }
+            }
+        }
         let table = library_table(library, "pg_class").await?;
         for batch in read_all(state, table.as_ref()).await? {
             for row in rows(&batch, &["oid", "relname", "relnamespace"]) {
@@ -85,17 +117,26 @@ impl StableOids {
                 named.insert(("relation", format!("{schema}.{name}")), oid);
             }
         }
-        Ok(Self::assign(named))
+        Ok(Self::assign(named, &system))
     }
 
     /// Stable OIDs for `named` (what each counted OID names), probing past
     /// a collision in the keys' order so the same objects always get the
-    /// same OIDs.
-    fn assign(named: BTreeMap<(&'static str, String), u32>) -> Self {
+    /// same OIDs; `system` holds Postgres' OIDs of `pg_catalog`'s tables
+    /// and views by name.
+    fn assign(named: BTreeMap<(&'static str, String), u32>, system: &HashMap<String, u32>) -> Self {
         let mut taken = HashSet::new();
         let mut by_counted = HashMap::new();
         for ((kind, name), counted) in named {
             if counted < FIRST_COUNTED_OID {
+                continue;
+            }
+            if let Some(oid) = (kind == "relation")
+                .then(|| name.strip_prefix("pg_catalog."))
+                .flatten()
+                .and_then(|relation| system.get(relation))
+            {
+                by_counted.insert(counted, *oid);
                 continue;
             }
             let mut oid = stable_oid(kind, &name);
@@ -292,18 +333,27 @@ mod tests {
 
     #[test]
     fn counted_oids_map_to_stable_ones_whatever_the_counting_order() {
-        let first = StableOids::assign(BTreeMap::from([
-            (("relation", "public.a".to_owned()), 16384),
-            (("relation", "public.b".to_owned()), 16385),
-            (("schema", "pg_catalog".to_owned()), 11),
-        ]));
-        let second = StableOids::assign(BTreeMap::from([
-            (("relation", "public.a".to_owned()), 16455),
-            (("relation", "public.b".to_owned()), 16390),
-        ]));
+        let first = StableOids::assign(
+            BTreeMap::from([
+                (("relation", "public.a".to_owned()), 16384),
+                (("relation", "public.b".to_owned()), 16385),
+                (("schema", "pg_catalog".to_owned()), 11),
+                (("relation", "pg_catalog.pg_proc".to_owned()), 16400),
+            ]),
+            &HashMap::from([("pg_proc".to_owned(), 1255)]),
+        );
+        let second = StableOids::assign(
+            BTreeMap::from([
+                (("relation", "public.a".to_owned()), 16455),
+                (("relation", "public.b".to_owned()), 16390),
+            ]),
+            &HashMap::new(),
+        );
         assert_eq!(first.replace(16384), second.replace(16455));
         assert_eq!(first.replace(16385), second.replace(16390));
         assert_ne!(first.replace(16384), first.replace(16385));
+        // A catalog table takes Postgres' OID.
+        assert_eq!(first.replace(16400), 1255);
         // System OIDs and unknown values pass through.
         assert_eq!(first.replace(11), 11);
         assert_eq!(first.replace(-1), -1);
@@ -315,10 +365,13 @@ mod tests {
         use datafusion::arrow::datatypes::{Field, Schema};
         use datafusion_pg_catalog::pg_catalog::oid_field::oid_field;
 
-        let oids = StableOids::assign(BTreeMap::from([
-            (("relation", "public.t".to_owned()), 16384),
-            (("schema", "public".to_owned()), 16385),
-        ]));
+        let oids = StableOids::assign(
+            BTreeMap::from([
+                (("relation", "public.t".to_owned()), 16384),
+                (("schema", "public".to_owned()), 16385),
+            ]),
+            &HashMap::new(),
+        );
         let schema = Arc::new(Schema::new(vec![
             Field::new("oid", DataType::Int32, false),
             Field::new("relname", DataType::Utf8, false),

@@ -37,13 +37,62 @@ use crate::pg::catalog_rows::{
 };
 
 /// Replaces the `format_type` that `datafusion_pg_catalog::setup_pg_catalog`
-/// installed (which must run first) with one that knows Sluice's types.
-pub(crate) fn install_format_type(ctx: &SessionContext) {
+/// installed (which must run first) with one that knows Sluice's types and
+/// every type of `pg_type`.
+pub(crate) fn install_format_type(ctx: &SessionContext, pg_type: &ArrowTable) {
     if let Some(library) = ctx.state().scalar_functions().get("format_type").cloned() {
         ctx.register_udf(ScalarUDF::new_from_impl(FormatType {
             signature: library.signature().clone(),
             library,
+            type_names: Arc::new(TypeNames::of(pg_type)),
         }));
+    }
+}
+
+/// The names `format_type` gives the types the library names only by OID
+/// (`oid(600)` for `point`): as Postgres, the type's name, and for an array
+/// type its element's name with `[]`.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct TypeNames(HashMap<u32, String>);
+
+impl TypeNames {
+    fn of(pg_type: &ArrowTable) -> Self {
+        let mut names = HashMap::new();
+        let mut elements = Vec::new();
+        for batch in pg_type.data() {
+            for row in rows(batch, &["oid", "typname", "typelem", "typcategory"]) {
+                let (Some(oid), Some(name)) = (row[0].as_oid(), row[1].as_text()) else {
+                    continue;
+                };
+                // A true array type is named after its element (`_xml` is
+                // `xml[]`); `int2vector`, also of category A, keeps its name.
+                match (row[2].as_oid(), row[3].as_text().as_deref()) {
+                    (Some(element @ 1..), Some("A")) if name.starts_with('_') => {
+                        elements.push((oid, element))
+                    }
+                    // Names Postgres quotes: a reserved word, and `"char"`
+                    // (apart from `char(n)`), also as an array's element.
+                    _ if name == "any" || name == "char" => {
+                        names.insert(oid, format!("\"{name}\""));
+                    }
+                    _ => {
+                        names.insert(oid, name);
+                    }
+                }
+            }
+        }
+        for (array, element) in elements {
+            if let Some(name) = names.get(&element) {
+                names.insert(array, format!("{name}[]"));
+            }
+        }
+        Self(names)
+    }
+}
+
+impl std::hash::Hash for TypeNames {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.len().hash(state);
     }
 }
 
@@ -239,6 +288,7 @@ impl PgAttribute {
 struct FormatType {
     library: Arc<ScalarUDF>,
     signature: Signature,
+    type_names: Arc<TypeNames>,
 }
 
 /// Postgres' names for OIDs the pg_catalog library formats as `oid(n)`:
@@ -287,7 +337,14 @@ impl ScalarUDFImpl for FormatType {
                     catalog_type_name(oid, typmods[i].unwrap_or(-1))
                         .or_else(|| names_library_lacks(oid).map(str::to_owned))
                 });
-                ours.or_else(|| (!library.is_null(i)).then(|| library.value(i).to_owned()))
+                let named_by_library = (!library.is_null(i)).then(|| library.value(i));
+                ours.or_else(|| match named_by_library {
+                    Some(name) if name.starts_with("oid(") => {
+                        let oid = u32::try_from(oids[i]?).ok()?;
+                        self.type_names.0.get(&oid).cloned()
+                    }
+                    name => name.map(str::to_owned),
+                })
             })
             .collect();
         Ok(ColumnarValue::Array(Arc::new(names)))

@@ -26,6 +26,12 @@ impl RelationDetails for SluiceRelationDetails {
         }
         RelationDetail::Other
     }
+
+    fn stored_bytes(&self, table: &dyn TableProvider) -> Option<u64> {
+        let any: &dyn std::any::Any = table;
+        any.downcast_ref::<DurableTable>()
+            .map(DurableTable::stored_bytes)
+    }
 }
 
 /// An HNSW index as `pg_get_indexdef` describes it: options only where

@@ -112,6 +112,14 @@ impl DurableTable {
         self.state.lock().await.dropped = true;
     }
 
+    /// Bytes in the data files of the newest committed version (what
+    /// `pg_table_size` reports).
+    pub fn stored_bytes(&self) -> u64 {
+        self.history.newest().map_or(0, |version| {
+            version.snapshot.files.iter().map(|f| f.file.size).sum()
+        })
+    }
+
     /// The table as its writers and transactions share it.
     pub(super) fn handle(&self) -> TableHandle {
         TableHandle {

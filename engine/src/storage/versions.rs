@@ -138,6 +138,11 @@ impl TableHistory {
         })
     }
 
+    /// The newest version published.
+    pub fn newest(&self) -> Option<PublishedVersion> {
+        lock(&self.versions).last().cloned()
+    }
+
     /// The version `point` reads: the newest published at or before it.
     pub fn at(&self, point: &ReadPoint) -> Option<PublishedVersion> {
         lock(&self.versions)
