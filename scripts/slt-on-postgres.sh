@@ -30,6 +30,7 @@ FILES=(
   basics/nulls.slt
   basics/point_lookups.slt
   basics/queries.slt
+  catalog/functions.slt
   errors/errors.slt
   session/settings.slt
   session/transactions_and_prepare.slt
