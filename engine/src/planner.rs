@@ -64,6 +64,7 @@ pub async fn plan_statement(ctx: &SessionContext, statement: &DFStatement) -> Re
         _ => {}
     }
     crate::rewrite::operator_precedence::repair(&mut statement);
+    crate::pg::regclass::rewrite_casts_in(&mut statement);
     if let Some(plan) = crate::rewrite::literal_insert::plan(&statement, ctx).await? {
         return Ok(plan);
     }

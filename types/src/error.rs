@@ -76,6 +76,8 @@ impl SqlState {
     pub const WRONG_OBJECT_TYPE: SqlState = SqlState("42809");
     /// `42P01`: no relation of that name.
     pub const UNDEFINED_TABLE: SqlState = SqlState("42P01");
+    /// `42602`: a name that does not parse as one (`'a..b'::regclass`).
+    pub const INVALID_NAME: SqlState = SqlState("42602");
     /// `21000`: a subquery used as a value returned more than one row.
     pub const CARDINALITY_VIOLATION: SqlState = SqlState("21000");
     /// `42P07`: a relation of that name exists already.

@@ -19,7 +19,8 @@ use crate::pg::catalog_schema::SluicePgCatalog;
 use crate::pg::relations_catalog::{RelationDetails, RelationsSource, with_access_methods};
 use crate::pg::roles_catalog::RolesProvider;
 use crate::pg::{
-    catalog_functions, descriptions, function_signatures, oid_arrays, relation_sizes, types_catalog,
+    catalog_functions, descriptions, function_signatures, oid_arrays, regclass, relation_sizes,
+    types_catalog,
 };
 use crate::roles::RoleCatalog;
 
@@ -74,6 +75,7 @@ pub(crate) fn install(
     function_signatures::install(ctx, &pg_proc)?;
     descriptions::install(ctx, &pg_description, &pg_shdescription, &pg_type);
     relation_sizes::install(ctx, Arc::clone(&catalogs), Arc::clone(&details));
+    regclass::install(ctx, Arc::clone(&catalogs), Arc::clone(&details), &pg_type);
     catalog_functions::install(ctx, catalogs, details);
     oid_arrays::install(ctx);
     Ok(())

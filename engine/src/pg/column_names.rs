@@ -139,6 +139,13 @@ fn figure_name(expr: &Expr) -> Option<(String, Strength)> {
         Expr::Identifier(ident) => Some((normalize(ident), Strong)),
         Expr::CompoundIdentifier(parts) => parts.last().map(|i| (normalize(i), Strong)),
         Expr::Function(function) => match function.name.0.last()? {
+            // What `'t'::regclass` is planned as: named like the literal
+            // it stands for, by the cast around it.
+            ObjectNamePart::Identifier(ident)
+                if ident.value == crate::pg::regclass::REGCLASS_IN =>
+            {
+                None
+            }
             ObjectNamePart::Identifier(ident) => Some((normalize(ident), Strong)),
             ObjectNamePart::Function(_) => None,
         },

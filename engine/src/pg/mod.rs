@@ -3,7 +3,8 @@
 //! [`relations_catalog`] for its indexes and materialized views,
 //! [`stable_oids`] for OIDs that survive a restart; the catalog functions
 //! psql's `\d` family calls: [`function_signatures`], [`descriptions`],
-//! [`relation_sizes`], [`catalog_functions`]), session
+//! [`relation_sizes`], [`catalog_functions`]; [`regclass`] for
+//! `'t'::regclass`), session
 //! settings ([`settings`]), `oid[]` results ([`oid_arrays`]), Postgres'
 //! result column names ([`column_names`]) and the bounds and order of `$n`
 //! parameters ([`parameters`]). Imports only [`crate::context`]: what it must know of
@@ -18,6 +19,7 @@ mod descriptions;
 mod function_signatures;
 pub mod oid_arrays;
 pub mod parameters;
+pub mod regclass;
 mod relation_sizes;
 pub mod relations_catalog;
 mod roles_catalog;

@@ -11,10 +11,11 @@ use datafusion::sql::parser::{DFParser, DFParserBuilder, Statement as DFStatemen
 use datafusion::sql::sqlparser::ast::{self, Expr, ObjectName, Set, Value};
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::keywords::Keyword;
+use datafusion::sql::sqlparser::parser::Parser;
 use datafusion::sql::sqlparser::tokenizer::Token;
 
-use crate::pg::catalog;
 use crate::pg::settings::canonical_name;
+use crate::pg::{catalog, regclass};
 use crate::roles::RoleStatement;
 use crate::sql::copy::{
     CopyFromStdin, CopyToStdout, at_copy_from, at_copy_to_stdout, parse_copy_from,
@@ -337,7 +338,27 @@ fn parse_reset(parser: &mut DFParser<'_>) -> Result<SluiceStatement> {
 /// The catalog library's reading of a query batch, when every statement
 /// in it is a query.
 fn parse_client_catalog_query(sql: &str) -> Option<Vec<DFStatement>> {
-    let statements = catalog::compat_parser().parse(sql).ok()?;
+    let compat = catalog::compat_parser();
+    // Sluice reads `'t'::regclass` itself (the library's rule finds only
+    // the current schema's relations), before the library's rules see the
+    // statement. Its whole-query substitutions, which only `parse` applies,
+    // hold no such cast.
+    let mut own: Vec<ast::Statement> = match sql.to_ascii_lowercase().contains("regclass") {
+        true => Parser::parse_sql(&PostgreSqlDialect {}, sql).unwrap_or_default(),
+        false => Vec::new(),
+    };
+    // Every statement is rewritten: no short cut past the first with a cast.
+    let cast = own
+        .iter_mut()
+        .map(regclass::rewrite_casts)
+        .filter(|found| *found)
+        .count()
+        > 0;
+    let statements = if cast {
+        own.into_iter().map(|s| compat.rewrite(s)).collect()
+    } else {
+        compat.parse(sql).ok()?
+    };
     if !statements
         .iter()
         .all(|s| matches!(s, ast::Statement::Query(_)))

@@ -1,0 +1,349 @@
+//! Relation names as OIDs, as Postgres' `regclass` input reads them:
+//! `regclassin(text)`, what `'t'::regclass` becomes ([`rewrite_casts`]),
+//! and `to_regclass(text)`.
+//!
+//! A name is `rel`, `schema.rel` or `database.schema.rel`, each part
+//! folded to lower case unless double-quoted; an unqualified name is looked
+//! up in `pg_catalog`, then in the current schema, as Postgres' search path
+//! does. A string of digits is an OID already. `regclassin` refuses a name
+//! that names nothing (42P01, `relation "x" does not exist`),
+//! `to_regclass` answers NULL.
+//!
+//! The library's own reading of `'t'::regclass` is a subquery that finds
+//! only relations of the current schema (`'pg_class'::regclass` fails) and
+//! fails with a planning error, not 42P01, for a missing one.
+
+use std::collections::HashMap;
+use std::ops::ControlFlow;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int32Array};
+use datafusion::arrow::datatypes::DataType;
+use datafusion::catalog::CatalogProviderList;
+use datafusion::error::Result;
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+};
+use datafusion::prelude::SessionContext;
+use datafusion::sql::sqlparser::ast::{
+    DataType as SqlType, Expr, Function, FunctionArg, FunctionArgExpr, FunctionArgumentList,
+    FunctionArguments, Ident, ObjectName, ObjectNamePart, Statement, Value, visit_expressions_mut,
+};
+use datafusion_pg_catalog::pg_catalog::ArrowTable;
+use sluice_types::error::{SluiceError, SqlState};
+
+use crate::context::{DEFAULT_CATALOG, DEFAULT_SCHEMA};
+use crate::pg::catalog_rows::rows;
+use crate::pg::relations_catalog::{RelationDetails, SluiceRelations};
+use crate::pg::stable_oids::relation_oid;
+
+/// The function `'name'::regclass` is planned as.
+pub const REGCLASS_IN: &str = "regclassin";
+
+/// Registers `regclassin` and `to_regclass` on `ctx`; `pg_type` gives the
+/// OIDs of `pg_catalog`'s own tables and views (their row types'
+/// `typrelid`).
+pub(crate) fn install(
+    ctx: &SessionContext,
+    catalogs: Arc<dyn CatalogProviderList>,
+    details: Arc<dyn RelationDetails>,
+    pg_type: &ArrowTable,
+) {
+    let mut system = HashMap::new();
+    for batch in pg_type.data() {
+        for row in rows(batch, &["typname", "typrelid", "typnamespace"]) {
+            if let (Some(name), Some(relation @ 1..), Some(11)) =
+                (row[0].as_text(), row[1].as_oid(), row[2].as_oid())
+            {
+                system.insert(name, relation);
+            }
+        }
+    }
+    let relations = Arc::new(Relations {
+        catalogs,
+        details,
+        system,
+    });
+    for strict in [true, false] {
+        ctx.register_udf(ScalarUDF::new_from_impl(RegclassIn {
+            strict,
+            relations: Arc::clone(&relations),
+            signature: Signature::string(1, Volatility::Stable),
+        }));
+    }
+}
+
+/// Where relation names are looked up.
+#[derive(Debug)]
+struct Relations {
+    catalogs: Arc<dyn CatalogProviderList>,
+    details: Arc<dyn RelationDetails>,
+    /// `pg_catalog`'s tables and views with Postgres' OIDs.
+    system: HashMap<String, u32>,
+}
+
+impl Relations {
+    /// The OID of the relation `text` names, if one exists.
+    fn resolve(&self, text: &str) -> Result<Option<u32>> {
+        if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+            return Ok(text.parse().ok());
+        }
+        let parts = name_parts(text).ok_or_else(|| {
+            SluiceError::new(
+                SqlState::INVALID_NAME,
+                format!("invalid name syntax: \"{text}\""),
+            )
+        })?;
+        let (schema, name) = match parts.as_slice() {
+            [name] => (None, name.as_str()),
+            [schema, name] => (Some(schema.as_str()), name.as_str()),
+            [database, schema, name] if database == DEFAULT_CATALOG => {
+                (Some(schema.as_str()), name.as_str())
+            }
+            _ => return Ok(None),
+        };
+        let searched = match schema {
+            Some(schema) => vec![schema],
+            None => vec!["pg_catalog", DEFAULT_SCHEMA],
+        };
+        for schema in searched {
+            if let Some(oid) = self.in_schema(schema, name) {
+                return Ok(Some(oid));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The OID of relation `name` of `schema`: a system catalog's own, a
+    /// table's or view's stable OID, or an index's.
+    fn in_schema(&self, schema: &str, name: &str) -> Option<u32> {
+        if schema == "pg_catalog"
+            && let Some(oid) = self.system.get(name)
+        {
+            return Some(*oid);
+        }
+        let catalog = self.catalogs.catalog(DEFAULT_CATALOG)?;
+        if catalog.schema(schema).is_some_and(|s| s.table_exist(name)) {
+            return Some(relation_oid(schema, name));
+        }
+        SluiceRelations::gather(self.catalogs.as_ref(), self.details.as_ref())
+            .indexes
+            .iter()
+            .find(|index| index.schema == schema && index.detail.name == name)
+            .map(|index| index.oid)
+    }
+}
+
+/// The parts of a dotted name, unquoted parts folded to lower case; `None`
+/// for a malformed one (an empty part, an unclosed quote).
+fn name_parts(text: &str) -> Option<Vec<String>> {
+    let mut parts = Vec::new();
+    let mut chars = text.trim().chars().peekable();
+    loop {
+        let mut part = String::new();
+        if chars.peek() == Some(&'"') {
+            chars.next();
+            loop {
+                match chars.next()? {
+                    '"' if chars.peek() == Some(&'"') => {
+                        chars.next();
+                        part.push('"');
+                    }
+                    '"' => break,
+                    c => part.push(c),
+                }
+            }
+        } else {
+            while let Some(&c) = chars.peek() {
+                if c == '.' {
+                    break;
+                }
+                part.extend(c.to_lowercase());
+                chars.next();
+            }
+            if part.trim().is_empty() {
+                return None;
+            }
+            part = part.trim().to_owned();
+        }
+        parts.push(part);
+        match chars.next() {
+            None => return Some(parts),
+            Some('.') => continue,
+            Some(_) => return None,
+        }
+    }
+}
+
+/// Rewrites the casts of strings to `regclass` in `statement` into
+/// [`REGCLASS_IN`] calls; whether it had any. This runs on the statement
+/// as written and, for a client's catalog query, before the catalog
+/// library's rules (see `crate::sql::statement`).
+pub(crate) fn rewrite_casts(statement: &mut Statement) -> bool {
+    let mut found = false;
+    let _ = visit_expressions_mut(statement, |expr: &mut Expr| {
+        if let Expr::Cast {
+            expr: operand,
+            data_type,
+            ..
+        } = expr
+            && is_regclass(data_type)
+            && matches!(
+                operand.as_ref(),
+                Expr::Value(v) if matches!(v.value, Value::SingleQuotedString(_))
+            )
+        {
+            // The cast stays around the lookup (a no-op: regclass is an
+            // int4 OID here) so the column keeps Postgres' name.
+            **operand = Expr::Function(Function {
+                name: ObjectName::from(vec![Ident::new(REGCLASS_IN)]),
+                uses_odbc_syntax: false,
+                parameters: FunctionArguments::None,
+                args: FunctionArguments::List(FunctionArgumentList {
+                    duplicate_treatment: None,
+                    args: vec![FunctionArg::Unnamed(FunctionArgExpr::Expr(
+                        (**operand).clone(),
+                    ))],
+                    clauses: vec![],
+                }),
+                filter: None,
+                null_treatment: None,
+                over: None,
+                within_group: vec![],
+            });
+            found = true;
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    found
+}
+
+/// Rewrites the casts in a DataFusion statement (see [`rewrite_casts`]).
+pub(crate) fn rewrite_casts_in(statement: &mut datafusion::sql::parser::Statement) {
+    if let Some(sql) = crate::rewrite::sql_statement(statement) {
+        rewrite_casts(sql);
+    }
+}
+
+/// Whether `data_type` is `regclass`, however qualified.
+fn is_regclass(data_type: &SqlType) -> bool {
+    match data_type {
+        SqlType::Regclass => true,
+        SqlType::Custom(name, modifiers) if modifiers.is_empty() => {
+            let parts: Vec<String> = name
+                .0
+                .iter()
+                .filter_map(ObjectNamePart::as_ident)
+                .map(|i| i.value.to_ascii_lowercase())
+                .collect();
+            parts == ["regclass"] || parts == ["pg_catalog", "regclass"]
+        }
+        _ => false,
+    }
+}
+
+/// `regclassin(name)` (strict: a missing relation is an error) or
+/// `to_regclass(name)` (NULL for it).
+#[derive(Debug)]
+struct RegclassIn {
+    strict: bool,
+    relations: Arc<Relations>,
+    signature: Signature,
+}
+
+impl PartialEq for RegclassIn {
+    fn eq(&self, other: &Self) -> bool {
+        self.strict == other.strict && Arc::ptr_eq(&self.relations, &other.relations)
+    }
+}
+
+impl Eq for RegclassIn {}
+
+impl std::hash::Hash for RegclassIn {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.strict.hash(state);
+    }
+}
+
+impl ScalarUDFImpl for RegclassIn {
+    fn name(&self) -> &str {
+        if self.strict {
+            REGCLASS_IN
+        } else {
+            "to_regclass"
+        }
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Int32)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let rows = args.number_rows;
+        let names = match args.args.first() {
+            Some(names) => names.to_array(rows)?,
+            None => return Ok(ColumnarValue::Array(Arc::new(Int32Array::new_null(rows)))),
+        };
+        let names: ArrayRef = datafusion::arrow::compute::cast(&names, &DataType::Utf8)?;
+        let names = names.as_string::<i32>();
+        let mut oids = Vec::with_capacity(rows);
+        for i in 0..rows {
+            if names.is_null(i) {
+                oids.push(None);
+                continue;
+            }
+            let name = names.value(i);
+            let oid = match self.relations.resolve(name) {
+                Ok(oid) => oid,
+                Err(_) if !self.strict => None,
+                Err(error) => return Err(error),
+            };
+            if oid.is_none() && self.strict {
+                return Err(SluiceError::new(
+                    SqlState::UNDEFINED_TABLE,
+                    format!("relation \"{name}\" does not exist"),
+                )
+                .into());
+            }
+            oids.push(oid.and_then(|o| i32::try_from(o).ok()));
+        }
+        Ok(ColumnarValue::Array(Arc::new(Int32Array::from(oids))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn string_casts_become_lookups() {
+        let rewritten = |sql: &str| crate::rewrite::rewritten_by(sql, rewrite_casts_in);
+        assert_eq!(
+            rewritten("SELECT 'pg_class'::regclass, CAST('t' AS pg_catalog.regclass)"),
+            "SELECT regclassin('pg_class')::REGCLASS, CAST(regclassin('t') AS pg_catalog.regclass)"
+        );
+        assert_eq!(
+            rewritten("SELECT c.oid::regclass FROM c WHERE c.oid = 'public.t'::regclass"),
+            "SELECT c.oid::REGCLASS FROM c WHERE c.oid = regclassin('public.t')::REGCLASS"
+        );
+    }
+
+    #[test]
+    fn names_split_fold_and_keep_quoted_parts() {
+        assert_eq!(
+            name_parts("Public.Docs"),
+            Some(vec!["public".into(), "docs".into()])
+        );
+        assert_eq!(
+            name_parts("\"My \"\"Table\"\"\""),
+            Some(vec!["My \"Table\"".into()])
+        );
+        assert_eq!(name_parts("a..b"), None);
+        assert_eq!(name_parts("\"open"), None);
+        assert_eq!(name_parts(""), None);
+    }
+}
