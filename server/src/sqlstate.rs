@@ -58,6 +58,7 @@ pub mod codes {
     pub const PROGRAM_LIMIT_EXCEEDED: &str = "54000";
     pub const CANNOT_COERCE: &str = "42846";
     pub const ARRAY_SUBSCRIPT_ERROR: &str = "2202E";
+    pub const CARDINALITY_VIOLATION: &str = "21000";
 }
 
 /// Builds the client-facing error for an engine error.
@@ -92,6 +93,10 @@ fn message(err: &DataFusionError) -> String {
             .trim_start_matches("sql parser error: ")
             .to_string(),
         DataFusionError::Plan(m) => missing_relation_message(m).unwrap_or_else(|| m.clone()),
+        // Postgres' words for a scalar subquery with several rows.
+        DataFusionError::Execution(m) if m.starts_with(MANY_ROWS_IN_SCALAR_SUBQUERY) => {
+            "more than one row returned by a subquery used as an expression".into()
+        }
         DataFusionError::Execution(m)
         | DataFusionError::NotImplemented(m)
         | DataFusionError::Configuration(m) => m.clone(),
@@ -341,10 +346,16 @@ fn plan_sqlstate(m: &str) -> &'static str {
     }
 }
 
+/// How DataFusion reports an uncorrelated scalar subquery that returned
+/// several rows (correlated ones are checked by `scalar_subquery_value`).
+const MANY_ROWS_IN_SCALAR_SUBQUERY: &str = "Scalar subquery returned more than one row";
+
 fn execution_sqlstate(m: &str) -> &'static str {
     use codes::*;
     let lower = m.to_ascii_lowercase();
-    if lower.contains("divide by zero") || lower.contains("division by zero") {
+    if m.starts_with(MANY_ROWS_IN_SCALAR_SUBQUERY) {
+        CARDINALITY_VIOLATION
+    } else if lower.contains("divide by zero") || lower.contains("division by zero") {
         DIVISION_BY_ZERO
     } else if lower.contains("has null but schema specifies non-nullable") {
         NOT_NULL_VIOLATION
@@ -389,6 +400,13 @@ mod tests {
         let unknown_setting =
             DataFusionError::Configuration("unrecognized configuration parameter \"x\"".into());
         assert_eq!(sqlstate(&unknown_setting), codes::UNDEFINED_OBJECT);
+        let many_rows =
+            DataFusionError::Execution("Scalar subquery returned more than one row".into());
+        assert_eq!(sqlstate(&many_rows), codes::CARDINALITY_VIOLATION);
+        assert_eq!(
+            message(&many_rows),
+            "more than one row returned by a subquery used as an expression"
+        );
     }
 
     #[test]
