@@ -64,7 +64,9 @@ pub async fn plan_statement(ctx: &SessionContext, statement: &DFStatement) -> Re
         _ => {}
     }
     crate::rewrite::operator_precedence::repair(&mut statement);
-    crate::pg::regclass::rewrite_casts_in(&mut statement);
+    if let Some(sql) = crate::rewrite::sql_statement(&mut statement) {
+        crate::pg::regclass::rewrite_casts(sql);
+    }
     if let Some(plan) = crate::rewrite::literal_insert::plan(&statement, ctx).await? {
         return Ok(plan);
     }

@@ -1,7 +1,8 @@
 //! Catalog functions the library lacks that psql and drivers call:
 //! `pg_get_indexdef` (psql's `\d t` lists indexes with it),
-//! `pg_get_viewdef` (`\d+ view`), the visibility tests of `\df` and `\dT`
-//! and the privilege tests the library has no form of.
+//! `pg_get_viewdef` (`\d+ view`), `pg_tablespace_location` (`\db`), the
+//! visibility tests of `\df`, `\dT`, `\do` and the like, and the privilege
+//! tests the library has no form of.
 
 use std::sync::Arc;
 
@@ -34,6 +35,9 @@ pub(crate) fn install(
         details,
         signature: Signature::variadic_any(Volatility::Stable),
     }));
+    ctx.register_udf(ScalarUDF::new_from_impl(PgTablespaceLocation {
+        signature: Signature::variadic_any(Volatility::Stable),
+    }));
     for name in ALWAYS_TRUE {
         ctx.register_udf(ScalarUDF::new_from_impl(AlwaysTrue {
             name,
@@ -43,17 +47,28 @@ pub(crate) fn install(
 }
 
 /// Tests that hold for every object Sluice has:
-/// - visibility: every function and type is found unqualified (Sluice has
-///   no search path for them);
+/// - visibility: every function, type, operator, collation and text search
+///   object is found unqualified (they are all `pg_catalog`'s, which is
+///   always on the search path);
 /// - privileges on columns, functions, sequences, types and languages:
 ///   Sluice grants no privileges per object (every role may use every
 ///   function and column; what it does restrict, reading server files or
 ///   creating models, goes by predefined roles, checked per statement).
 ///   The library already answers `has_table_privilege` and the schema and
 ///   database forms alike.
-const ALWAYS_TRUE: [&str; 7] = [
+const ALWAYS_TRUE: [&str; 17] = [
     "pg_function_is_visible",
     "pg_type_is_visible",
+    "pg_operator_is_visible",
+    "pg_opclass_is_visible",
+    "pg_opfamily_is_visible",
+    "pg_collation_is_visible",
+    "pg_conversion_is_visible",
+    "pg_statistics_obj_is_visible",
+    "pg_ts_parser_is_visible",
+    "pg_ts_dict_is_visible",
+    "pg_ts_template_is_visible",
+    "pg_ts_config_is_visible",
     "has_column_privilege",
     "has_function_privilege",
     "has_sequence_privilege",
@@ -123,6 +138,32 @@ impl ScalarUDFImpl for PgGetIndexdef {
             })
             .collect();
         Ok(ColumnarValue::Array(Arc::new(definitions)))
+    }
+}
+
+/// `pg_tablespace_location(oid)` (psql's `\db`): empty, as Postgres
+/// answers for its two built-in tablespaces, the only ones there are.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct PgTablespaceLocation {
+    signature: Signature,
+}
+
+impl ScalarUDFImpl for PgTablespaceLocation {
+    fn name(&self) -> &str {
+        "pg_tablespace_location"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let locations: StringArray = (0..args.number_rows).map(|_| Some("")).collect();
+        Ok(ColumnarValue::Array(Arc::new(locations)))
     }
 }
 

@@ -210,47 +210,59 @@ impl LibraryClasses {
 /// the library ships as the text of Postgres arrays (`{postgres=X/postgres}`),
 /// as text arrays: psql's `\df+` and `\dT+` pass them to `array_to_string`.
 pub(crate) fn with_acl_lists(table: &ArrowTable) -> Result<ArrowTable> {
-    let schema = table.schema();
-    let is_acl =
-        |field: &Field| field.name().ends_with("acl") && field.data_type() == &DataType::Utf8;
-    if !schema.fields().iter().any(|f| is_acl(f)) {
+    let Some(listed) = acl_listed_schema(&table.schema()) else {
         return Ok(table.clone());
+    };
+    let mut bytes = Vec::new();
+    {
+        let mut writer = FileWriter::try_new(&mut bytes, &listed)?;
+        for batch in table.data() {
+            writer.write(&acl_listed(batch, &listed)?)?;
+        }
+        writer.finish()?;
+    }
+    ArrowTable::from_ipc_data(bytes)
+}
+
+/// Whether `field` is an access-privilege column kept as text.
+fn is_acl_text(field: &Field) -> bool {
+    field.name().ends_with("acl") && field.data_type() == &DataType::Utf8
+}
+
+/// `schema` with its access-privilege text columns as text arrays; `None`
+/// when it has none.
+pub(crate) fn acl_listed_schema(schema: &SchemaRef) -> Option<SchemaRef> {
+    if !schema.fields().iter().any(|f| is_acl_text(f)) {
+        return None;
     }
     let list_type = DataType::List(Arc::new(Field::new_list_field(DataType::Utf8, true)));
     let fields: Vec<Field> = schema
         .fields()
         .iter()
-        .map(|f| match is_acl(f) {
+        .map(|f| match is_acl_text(f) {
             true => Field::new(f.name(), list_type.clone(), true),
             false => f.as_ref().clone(),
         })
         .collect();
-    let listed = Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()));
-    let batches = table
-        .data()
+    Some(Arc::new(Schema::new_with_metadata(
+        fields,
+        schema.metadata().clone(),
+    )))
+}
+
+/// `batch` in `listed`, the schema [`acl_listed_schema`] made of its own.
+pub(crate) fn acl_listed(batch: &RecordBatch, listed: &SchemaRef) -> Result<RecordBatch> {
+    let columns = batch
+        .schema()
+        .fields()
         .iter()
-        .map(|batch| {
-            let columns = schema
-                .fields()
-                .iter()
-                .zip(batch.columns())
-                .map(|(field, column)| match is_acl(field) {
-                    true => acl_list(column.as_string::<i32>()),
-                    false => Arc::clone(column),
-                })
-                .collect();
-            Ok(RecordBatch::try_new(Arc::clone(&listed), columns)?)
+        .zip(batch.columns())
+        .map(|(field, column)| match is_acl_text(field) {
+            true => acl_list(column.as_string::<i32>()),
+            false => Arc::clone(column),
         })
-        .collect::<Result<Vec<_>>>()?;
-    let mut bytes = Vec::new();
-    {
-        let mut writer = FileWriter::try_new(&mut bytes, &listed)?;
-        for batch in &batches {
-            writer.write(batch)?;
-        }
-        writer.finish()?;
-    }
-    ArrowTable::from_ipc_data(bytes)
+        .collect();
+    Ok(RecordBatch::try_new(Arc::clone(listed), columns)?)
 }
 
 /// Postgres array texts of ACL items as lists; an item with a quoted role
@@ -270,4 +282,56 @@ fn acl_list(texts: &StringArray) -> ArrayRef {
         }
     }
     Arc::new(lists.finish())
+}
+
+/// `table` (one the library builds per query, like `pg_namespace`) with its
+/// access-privilege text columns read as text arrays; `table` itself when
+/// it has none.
+pub(crate) fn with_acl_list_columns(table: Arc<dyn TableProvider>) -> Arc<dyn TableProvider> {
+    match acl_listed_schema(&table.schema()) {
+        Some(listed) => Arc::new(AclListTable {
+            inner: table,
+            listed,
+        }),
+        None => table,
+    }
+}
+
+/// See [`with_acl_list_columns`].
+#[derive(Debug)]
+struct AclListTable {
+    inner: Arc<dyn TableProvider>,
+    listed: SchemaRef,
+}
+
+#[async_trait::async_trait]
+impl TableProvider for AclListTable {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.listed)
+    }
+
+    fn table_type(&self) -> datafusion::datasource::TableType {
+        self.inner.table_type()
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[datafusion::logical_expr::Expr],
+        _limit: Option<usize>,
+    ) -> Result<Arc<dyn datafusion::physical_plan::ExecutionPlan>> {
+        let batches = read_all(state, self.inner.as_ref())
+            .await?
+            .iter()
+            .map(|batch| acl_listed(batch, &self.listed))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(
+            datafusion::datasource::memory::MemorySourceConfig::try_new_exec(
+                &[batches],
+                self.schema(),
+                projection.cloned(),
+            )?,
+        )
+    }
 }

@@ -1,6 +1,7 @@
 //! The `pg_catalog` schema Sluice registers: the library's, with the tables
 //! Sluice corrects or extends ([`crate::pg::types_catalog`] for column types,
-//! [`crate::pg::relations_catalog`] for indexes and materialized views)
+//! [`crate::pg::relations_catalog`] for indexes and materialized views,
+//! [`crate::pg::settings_catalog`] for the session's settings)
 //! served in their place, and every table's OIDs made stable
 //! ([`crate::pg::stable_oids`]).
 
@@ -10,12 +11,17 @@ use async_trait::async_trait;
 use datafusion::catalog::{CatalogProviderList, SchemaProvider, TableProvider};
 use datafusion::error::Result;
 
+use crate::pg::catalog_rows::with_acl_list_columns;
 use crate::pg::relations_catalog::{PgIndexes, RelationsSource, replacement};
+use crate::pg::settings_catalog::PgSettings;
 use crate::pg::stable_oids::with_stable_oids;
 use crate::pg::types_catalog::PgAttribute;
 
 /// The view Sluice adds that the library lacks.
 const PG_INDEXES: &str = "pg_indexes";
+
+/// The view Sluice serves in place of the library's (which has one row).
+const PG_SETTINGS: &str = "pg_settings";
 
 /// The library's `pg_catalog` with Sluice's corrections.
 #[derive(Debug)]
@@ -46,6 +52,9 @@ impl SchemaProvider for SluicePgCatalog {
         if name.eq_ignore_ascii_case(PG_INDEXES) {
             return Ok(Some(PgIndexes::table(&self.source)));
         }
+        if name.eq_ignore_ascii_case(PG_SETTINGS) {
+            return Ok(Some(Arc::new(PgSettings)));
+        }
         let Some(library) = self.source.library.table(name).await? else {
             return Ok(None);
         };
@@ -63,7 +72,7 @@ impl SchemaProvider for SluicePgCatalog {
         // shows the same OID for the same object.
         Ok(Some(with_stable_oids(
             &name,
-            table,
+            with_acl_list_columns(table),
             Arc::clone(&self.source.library),
         )))
     }

@@ -4,10 +4,10 @@
 //! [`stable_oids`] for OIDs that survive a restart; the catalog functions
 //! psql's `\d` family calls: [`function_signatures`], [`descriptions`],
 //! [`relation_sizes`], [`catalog_functions`]; [`regclass`] for
-//! `'t'::regclass`), session
-//! settings ([`settings`]), `oid[]` results ([`oid_arrays`]), Postgres'
-//! result column names ([`column_names`]) and the bounds and order of `$n`
-//! parameters ([`parameters`]). Imports only [`crate::context`]: what it must know of
+//! `'t'::regclass`), session settings ([`settings`], shown in
+//! `pg_settings` by [`settings_catalog`]), `oid[]` results
+//! ([`oid_arrays`]), Postgres' result column names ([`column_names`]) and
+//! the bounds and order of `$n` parameters ([`parameters`]). Imports only [`crate::context`]: what it must know of
 //! storage and streaming comes through [`relations_catalog::RelationDetails`].
 
 pub mod catalog;
@@ -26,5 +26,6 @@ mod roles_catalog;
 pub mod session_user;
 pub mod setting_functions;
 pub mod settings;
+mod settings_catalog;
 mod stable_oids;
 pub mod types_catalog;

@@ -177,8 +177,8 @@ fn name_parts(text: &str) -> Option<Vec<String>> {
 
 /// Rewrites the casts of strings to `regclass` in `statement` into
 /// [`REGCLASS_IN`] calls; whether it had any. This runs on the statement
-/// as written and, for a client's catalog query, before the catalog
-/// library's rules (see `crate::sql::statement`).
+/// as written (in the planner) and, for a client's catalog query, before
+/// the catalog library's rules (in the statement parser).
 pub(crate) fn rewrite_casts(statement: &mut Statement) -> bool {
     let mut found = false;
     let _ = visit_expressions_mut(statement, |expr: &mut Expr| {
@@ -216,13 +216,6 @@ pub(crate) fn rewrite_casts(statement: &mut Statement) -> bool {
         ControlFlow::<()>::Continue(())
     });
     found
-}
-
-/// Rewrites the casts in a DataFusion statement (see [`rewrite_casts`]).
-pub(crate) fn rewrite_casts_in(statement: &mut datafusion::sql::parser::Statement) {
-    if let Some(sql) = crate::rewrite::sql_statement(statement) {
-        rewrite_casts(sql);
-    }
 }
 
 /// Whether `data_type` is `regclass`, however qualified.
@@ -321,7 +314,13 @@ mod tests {
 
     #[test]
     fn string_casts_become_lookups() {
-        let rewritten = |sql: &str| crate::rewrite::rewritten_by(sql, rewrite_casts_in);
+        let rewritten = |sql: &str| {
+            use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+            use datafusion::sql::sqlparser::parser::Parser;
+            let mut statements = Parser::parse_sql(&PostgreSqlDialect {}, sql).unwrap();
+            rewrite_casts(&mut statements[0]);
+            statements[0].to_string()
+        };
         assert_eq!(
             rewritten("SELECT 'pg_class'::regclass, CAST('t' AS pg_catalog.regclass)"),
             "SELECT regclassin('pg_class')::REGCLASS, CAST(regclassin('t') AS pg_catalog.regclass)"

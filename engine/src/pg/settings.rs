@@ -18,6 +18,36 @@ pub const SERVER_VERSION: &str = "15.0";
 /// `server_version_num` matching [`SERVER_VERSION`].
 pub const SERVER_VERSION_NUM: &str = "150000";
 
+/// The settings Sluice adds to Postgres' own.
+const SLUICES_OWN: [&str; 5] = [
+    "barrier_interval_ms",
+    "checkpoint_interval_ms",
+    "region_logs",
+    "vector.ef_search",
+    "streaming_parallelism",
+];
+
+/// One setting as `pg_settings` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SettingRow {
+    pub name: &'static str,
+    /// The value `SHOW` gives.
+    pub value: String,
+    pub default: &'static str,
+    pub description: &'static str,
+    pub read_only: bool,
+    /// Changed with `SET` in this session.
+    pub set_in_session: bool,
+    /// One of Sluice's settings rather than Postgres'.
+    pub sluices_own: bool,
+}
+
+/// A session's settings, kept in its context's configuration so catalog
+/// tables (`pg_settings`), shared by every session, read the settings of
+/// the session that queries them.
+#[derive(Debug, Clone)]
+pub struct SessionSettingsHandle(pub std::sync::Arc<std::sync::Mutex<SessionSettings>>);
+
 /// Definition of one setting.
 #[derive(Debug)]
 struct SettingDef {
@@ -359,6 +389,25 @@ impl SessionSettings {
                     .cloned()
                     .unwrap_or_else(|| d.default.to_string());
                 (d.name.to_string(), v, d.description.to_string())
+            })
+            .collect()
+    }
+
+    /// Every setting as a row of `pg_settings`.
+    pub(crate) fn catalog_rows(&self) -> Vec<SettingRow> {
+        SETTINGS
+            .iter()
+            .map(|d| {
+                let set = self.values.get(&d.name.to_ascii_lowercase());
+                SettingRow {
+                    name: d.name,
+                    value: set.cloned().unwrap_or_else(|| d.default.to_owned()),
+                    default: d.default,
+                    description: d.description,
+                    read_only: d.read_only,
+                    set_in_session: set.is_some(),
+                    sluices_own: SLUICES_OWN.contains(&d.name),
+                }
             })
             .collect()
     }

@@ -23,7 +23,7 @@ use crate::copy_in::CopyIn;
 use crate::ddl::models::ModelOutcome;
 use crate::ddl::tables as durable_ddl;
 use crate::pg::column_names::PostgresNames;
-use crate::pg::settings::SessionSettings;
+use crate::pg::settings::{SessionSettings, SessionSettingsHandle};
 use crate::planner;
 use crate::rewrite::async_calls;
 use crate::roles::{Privilege, RoleCatalog, privileges};
@@ -90,6 +90,10 @@ impl SluiceSession {
     pub(crate) fn new(ctx: SessionContext) -> Self {
         let settings = Arc::new(Mutex::new(SessionSettings::new()));
         crate::pg::setting_functions::register_setting_functions(&ctx, Arc::clone(&settings));
+        ctx.state_ref()
+            .write()
+            .config_mut()
+            .set_extension(Arc::new(SessionSettingsHandle(Arc::clone(&settings))));
         let generations = PlanGenerations::of(&ctx);
         Self {
             ctx,
