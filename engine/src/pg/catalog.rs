@@ -19,8 +19,8 @@ use crate::pg::catalog_schema::SluicePgCatalog;
 use crate::pg::relations_catalog::{RelationDetails, RelationsSource, with_access_methods};
 use crate::pg::roles_catalog::RolesProvider;
 use crate::pg::{
-    catalog_functions, descriptions, function_signatures, oid_arrays, regclass, relation_sizes,
-    types_catalog,
+    catalog_functions, descriptions, function_signatures, oid_arrays, regclass, regtype,
+    relation_sizes, types_catalog,
 };
 use crate::roles::RoleCatalog;
 
@@ -76,7 +76,9 @@ pub(crate) fn install(
     descriptions::install(ctx, &pg_description, &pg_shdescription, &pg_type);
     relation_sizes::install(ctx, Arc::clone(&catalogs), Arc::clone(&details));
     regclass::install(ctx, Arc::clone(&catalogs), Arc::clone(&details), &pg_type);
+    regtype::install(ctx, &pg_type);
     catalog_functions::install(ctx, catalogs, details);
+    catalog_functions::widen_oid_arguments(ctx);
     oid_arrays::install(ctx);
     Ok(())
 }

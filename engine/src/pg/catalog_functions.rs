@@ -1,6 +1,7 @@
 //! Catalog functions the library lacks that psql and drivers call:
 //! `pg_get_indexdef` (psql's `\d t` lists indexes with it),
-//! `pg_get_viewdef` (`\d+ view`), `pg_tablespace_location` (`\db`), the
+//! `pg_get_viewdef` (`\d+ view`), `pg_tablespace_location` (`\db`),
+//! `pg_get_serial_sequence`, OID functions taking any integer, the
 //! visibility tests of `\df`, `\dT`, `\do` and the like, and the privilege
 //! tests the library has no form of.
 
@@ -9,9 +10,11 @@ use std::sync::Arc;
 use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, StringArray};
 use datafusion::arrow::datatypes::DataType;
 use datafusion::catalog::CatalogProviderList;
+use datafusion::common::types::{NativeType, logical_int32};
 use datafusion::error::Result;
 use datafusion::logical_expr::{
-    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+    Coercion, ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
+    TypeSignatureClass, Volatility,
 };
 use datafusion::prelude::SessionContext;
 
@@ -35,14 +38,96 @@ pub(crate) fn install(
         details,
         signature: Signature::variadic_any(Volatility::Stable),
     }));
-    ctx.register_udf(ScalarUDF::new_from_impl(PgTablespaceLocation {
-        signature: Signature::variadic_any(Volatility::Stable),
-    }));
+    for (name, text) in [
+        ("pg_tablespace_location", Some("")),
+        ("pg_get_serial_sequence", None),
+    ] {
+        ctx.register_udf(ScalarUDF::new_from_impl(ConstantText {
+            name,
+            text,
+            signature: Signature::variadic_any(Volatility::Stable),
+        }));
+    }
     for name in ALWAYS_TRUE {
         ctx.register_udf(ScalarUDF::new_from_impl(AlwaysTrue {
             name,
             signature: Signature::variadic_any(Volatility::Stable),
         }));
+    }
+}
+
+/// The library's functions of one `int4` OID, which a client calls with an
+/// integer literal (`pg_get_userbyid(10)`): Sluice reads integer literals
+/// as `bigint`, which their exact signatures refuse.
+const OID_FUNCTIONS: [&str; 6] = [
+    "pg_get_userbyid",
+    "pg_table_is_visible",
+    "pg_relation_is_publishable",
+    "pg_get_statisticsobjdef_columns",
+    "pg_encoding_to_char",
+    "pg_stat_get_numscans",
+];
+
+/// Re-registers each of [`OID_FUNCTIONS`] to take any integer, cast to
+/// `int4` before the library's function runs.
+pub(crate) fn widen_oid_arguments(ctx: &SessionContext) {
+    for name in OID_FUNCTIONS {
+        if let Some(library) = ctx.state().scalar_functions().get(name).cloned() {
+            ctx.register_udf(ScalarUDF::new_from_impl(IntegerOid {
+                library,
+                signature: Signature::coercible(
+                    vec![Coercion::new_implicit(
+                        TypeSignatureClass::Native(logical_int32()),
+                        vec![TypeSignatureClass::Integer],
+                        NativeType::Int32,
+                    )],
+                    Volatility::Stable,
+                ),
+            }));
+        }
+    }
+}
+
+/// One of [`OID_FUNCTIONS`], taking any integer.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct IntegerOid {
+    library: Arc<ScalarUDF>,
+    signature: Signature,
+}
+
+impl ScalarUDFImpl for IntegerOid {
+    fn name(&self) -> &str {
+        self.library.name()
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
+        self.library.return_type(&[DataType::Int32])
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let rows = args.number_rows;
+        let oids = args
+            .args
+            .iter()
+            .map(|a| {
+                let array = datafusion::arrow::compute::cast(&a.to_array(rows)?, &DataType::Int32)?;
+                Ok(ColumnarValue::Array(array))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let arg_fields = args
+            .arg_fields
+            .iter()
+            .map(|f| Arc::new(f.as_ref().clone().with_data_type(DataType::Int32)))
+            .collect();
+        self.library.invoke_with_args(ScalarFunctionArgs {
+            args: oids,
+            arg_fields,
+            ..args
+        })
     }
 }
 
@@ -141,16 +226,21 @@ impl ScalarUDFImpl for PgGetIndexdef {
     }
 }
 
-/// `pg_tablespace_location(oid)` (psql's `\db`): empty, as Postgres
-/// answers for its two built-in tablespaces, the only ones there are.
+/// A function whose answer is the same text for every row:
+/// - `pg_tablespace_location(oid)` (psql's `\db`): empty, as Postgres
+///   answers for its two built-in tablespaces, the only ones there are;
+/// - `pg_get_serial_sequence(table, column)` (ORMs reading the sequence
+///   behind a key): NULL, Sluice has no sequences.
 #[derive(Debug, PartialEq, Eq, Hash)]
-struct PgTablespaceLocation {
+struct ConstantText {
+    name: &'static str,
+    text: Option<&'static str>,
     signature: Signature,
 }
 
-impl ScalarUDFImpl for PgTablespaceLocation {
+impl ScalarUDFImpl for ConstantText {
     fn name(&self) -> &str {
-        "pg_tablespace_location"
+        self.name
     }
 
     fn signature(&self) -> &Signature {
@@ -162,8 +252,8 @@ impl ScalarUDFImpl for PgTablespaceLocation {
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        let locations: StringArray = (0..args.number_rows).map(|_| Some("")).collect();
-        Ok(ColumnarValue::Array(Arc::new(locations)))
+        let texts: StringArray = (0..args.number_rows).map(|_| self.text).collect();
+        Ok(ColumnarValue::Array(Arc::new(texts)))
     }
 }
 

@@ -139,10 +139,10 @@ fn figure_name(expr: &Expr) -> Option<(String, Strength)> {
         Expr::Identifier(ident) => Some((normalize(ident), Strong)),
         Expr::CompoundIdentifier(parts) => parts.last().map(|i| (normalize(i), Strong)),
         Expr::Function(function) => match function.name.0.last()? {
-            // What `'t'::regclass` is planned as: named like the literal
+            // What `'t'::regclass` and `'integer'::regtype` are planned as: named like the literal
             // it stands for, by the cast around it.
             ObjectNamePart::Identifier(ident)
-                if ident.value == crate::pg::regclass::REGCLASS_IN =>
+                if crate::pg::reg_casts::LOOKUPS.contains(&ident.value.as_str()) =>
             {
                 None
             }

@@ -3,8 +3,9 @@
 //! [`relations_catalog`] for its indexes and materialized views,
 //! [`stable_oids`] for OIDs that survive a restart; the catalog functions
 //! psql's `\d` family calls: [`function_signatures`], [`descriptions`],
-//! [`relation_sizes`], [`catalog_functions`]; [`regclass`] for
-//! `'t'::regclass`), session settings ([`settings`], shown in
+//! [`relation_sizes`], [`catalog_functions`]; [`regclass`] and
+//! [`regtype`] for `'t'::regclass` and `'integer'::regtype`, which
+//! [`reg_casts`] rewrites), session settings ([`settings`], shown in
 //! `pg_settings` by [`settings_catalog`]), `oid[]` results
 //! ([`oid_arrays`]), Postgres' result column names ([`column_names`]) and
 //! the bounds and order of `$n` parameters ([`parameters`]). Imports only [`crate::context`]: what it must know of
@@ -19,7 +20,9 @@ mod descriptions;
 mod function_signatures;
 pub mod oid_arrays;
 pub mod parameters;
+pub mod reg_casts;
 pub mod regclass;
+pub mod regtype;
 mod relation_sizes;
 pub mod relations_catalog;
 mod roles_catalog;

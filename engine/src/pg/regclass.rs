@@ -1,6 +1,6 @@
 //! Relation names as OIDs, as Postgres' `regclass` input reads them:
-//! `regclassin(text)`, what `'t'::regclass` becomes ([`rewrite_casts`]),
-//! and `to_regclass(text)`.
+//! `regclassin(text)`, what `'t'::regclass` becomes
+//! ([`crate::pg::reg_casts`]), and `to_regclass(text)`.
 //!
 //! A name is `rel`, `schema.rel` or `database.schema.rel`, each part
 //! folded to lower case unless double-quoted; an unqualified name is looked
@@ -14,7 +14,6 @@
 //! fails with a planning error, not 42P01, for a missing one.
 
 use std::collections::HashMap;
-use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int32Array};
@@ -25,10 +24,6 @@ use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
 };
 use datafusion::prelude::SessionContext;
-use datafusion::sql::sqlparser::ast::{
-    DataType as SqlType, Expr, Function, FunctionArg, FunctionArgExpr, FunctionArgumentList,
-    FunctionArguments, Ident, ObjectName, ObjectNamePart, Statement, Value, visit_expressions_mut,
-};
 use datafusion_pg_catalog::pg_catalog::ArrowTable;
 use sluice_types::error::{SluiceError, SqlState};
 
@@ -175,66 +170,6 @@ fn name_parts(text: &str) -> Option<Vec<String>> {
     }
 }
 
-/// Rewrites the casts of strings to `regclass` in `statement` into
-/// [`REGCLASS_IN`] calls; whether it had any. This runs on the statement
-/// as written (in the planner) and, for a client's catalog query, before
-/// the catalog library's rules (in the statement parser).
-pub(crate) fn rewrite_casts(statement: &mut Statement) -> bool {
-    let mut found = false;
-    let _ = visit_expressions_mut(statement, |expr: &mut Expr| {
-        if let Expr::Cast {
-            expr: operand,
-            data_type,
-            ..
-        } = expr
-            && is_regclass(data_type)
-            && matches!(
-                operand.as_ref(),
-                Expr::Value(v) if matches!(v.value, Value::SingleQuotedString(_))
-            )
-        {
-            // The cast stays around the lookup (a no-op: regclass is an
-            // int4 OID here) so the column keeps Postgres' name.
-            **operand = Expr::Function(Function {
-                name: ObjectName::from(vec![Ident::new(REGCLASS_IN)]),
-                uses_odbc_syntax: false,
-                parameters: FunctionArguments::None,
-                args: FunctionArguments::List(FunctionArgumentList {
-                    duplicate_treatment: None,
-                    args: vec![FunctionArg::Unnamed(FunctionArgExpr::Expr(
-                        (**operand).clone(),
-                    ))],
-                    clauses: vec![],
-                }),
-                filter: None,
-                null_treatment: None,
-                over: None,
-                within_group: vec![],
-            });
-            found = true;
-        }
-        ControlFlow::<()>::Continue(())
-    });
-    found
-}
-
-/// Whether `data_type` is `regclass`, however qualified.
-fn is_regclass(data_type: &SqlType) -> bool {
-    match data_type {
-        SqlType::Regclass => true,
-        SqlType::Custom(name, modifiers) if modifiers.is_empty() => {
-            let parts: Vec<String> = name
-                .0
-                .iter()
-                .filter_map(ObjectNamePart::as_ident)
-                .map(|i| i.value.to_ascii_lowercase())
-                .collect();
-            parts == ["regclass"] || parts == ["pg_catalog", "regclass"]
-        }
-        _ => false,
-    }
-}
-
 /// `regclassin(name)` (strict: a missing relation is an error) or
 /// `to_regclass(name)` (NULL for it).
 #[derive(Debug)]
@@ -311,25 +246,6 @@ impl ScalarUDFImpl for RegclassIn {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn string_casts_become_lookups() {
-        let rewritten = |sql: &str| {
-            use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
-            use datafusion::sql::sqlparser::parser::Parser;
-            let mut statements = Parser::parse_sql(&PostgreSqlDialect {}, sql).unwrap();
-            rewrite_casts(&mut statements[0]);
-            statements[0].to_string()
-        };
-        assert_eq!(
-            rewritten("SELECT 'pg_class'::regclass, CAST('t' AS pg_catalog.regclass)"),
-            "SELECT regclassin('pg_class')::REGCLASS, CAST(regclassin('t') AS pg_catalog.regclass)"
-        );
-        assert_eq!(
-            rewritten("SELECT c.oid::regclass FROM c WHERE c.oid = 'public.t'::regclass"),
-            "SELECT c.oid::REGCLASS FROM c WHERE c.oid = regclassin('public.t')::REGCLASS"
-        );
-    }
 
     #[test]
     fn names_split_fold_and_keep_quoted_parts() {

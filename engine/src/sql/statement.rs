@@ -15,7 +15,7 @@ use datafusion::sql::sqlparser::parser::Parser;
 use datafusion::sql::sqlparser::tokenizer::Token;
 
 use crate::pg::settings::canonical_name;
-use crate::pg::{catalog, regclass};
+use crate::pg::{catalog, reg_casts};
 use crate::roles::RoleStatement;
 use crate::sql::copy::{
     CopyFromStdin, CopyToStdout, at_copy_from, at_copy_to_stdout, parse_copy_from,
@@ -339,18 +339,20 @@ fn parse_reset(parser: &mut DFParser<'_>) -> Result<SluiceStatement> {
 /// in it is a query.
 fn parse_client_catalog_query(sql: &str) -> Option<Vec<DFStatement>> {
     let compat = catalog::compat_parser();
-    // Sluice reads `'t'::regclass` itself (the library's rule finds only
-    // the current schema's relations), before the library's rules see the
-    // statement. Its whole-query substitutions, which only `parse` applies,
-    // hold no such cast.
-    let mut own: Vec<ast::Statement> = match sql.to_ascii_lowercase().contains("regclass") {
+    // Sluice reads `'t'::regclass` and `'integer'::regtype` itself (see
+    // `reg_casts`), before the library's rules see the statement. Its
+    // whole-query substitutions, which only `parse` applies, hold no such
+    // cast.
+    let lower = sql.to_ascii_lowercase();
+    let mut own: Vec<ast::Statement> = match lower.contains("regclass") || lower.contains("regtype")
+    {
         true => Parser::parse_sql(&PostgreSqlDialect {}, sql).unwrap_or_default(),
         false => Vec::new(),
     };
     // Every statement is rewritten: no short cut past the first with a cast.
     let cast = own
         .iter_mut()
-        .map(regclass::rewrite_casts)
+        .map(reg_casts::rewrite_casts)
         .filter(|found| *found)
         .count()
         > 0;
