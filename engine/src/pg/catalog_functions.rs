@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, StringArray};
+use datafusion::arrow::array::{Array, BooleanArray, StringArray};
 use datafusion::arrow::datatypes::DataType;
 use datafusion::catalog::CatalogProviderList;
 use datafusion::common::types::{NativeType, logical_int32};
@@ -18,7 +18,7 @@ use datafusion::logical_expr::{
 };
 use datafusion::prelude::SessionContext;
 
-use crate::pg::catalog_rows::column_i32;
+use crate::pg::catalog_rows::{Shared, argument_arrays, column_i32};
 use crate::pg::relations_catalog::{RelationDetails, SluiceRelations};
 use crate::pg::stable_oids::relation_oid;
 
@@ -29,13 +29,13 @@ pub(crate) fn install(
     details: Arc<dyn RelationDetails>,
 ) {
     ctx.register_udf(ScalarUDF::new_from_impl(PgGetViewdef {
-        catalogs: Arc::clone(&catalogs),
-        details: Arc::clone(&details),
+        catalogs: Shared(Arc::clone(&catalogs)),
+        details: Shared(Arc::clone(&details)),
         signature: Signature::variadic_any(Volatility::Stable),
     }));
     ctx.register_udf(ScalarUDF::new_from_impl(PgGetIndexdef {
-        catalogs,
-        details,
+        catalogs: Shared(catalogs),
+        details: Shared(details),
         signature: Signature::variadic_any(Volatility::Stable),
     }));
     for (name, text) in [
@@ -164,25 +164,11 @@ const ALWAYS_TRUE: [&str; 17] = [
 /// `pg_get_indexdef(index_oid [, column, pretty])`: the `CREATE INDEX`
 /// statement of a Sluice index, or with a column number > 0 that column's
 /// name; NULL for an OID that is not an index, as in Postgres.
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq, Hash)]
 struct PgGetIndexdef {
-    catalogs: Arc<dyn CatalogProviderList>,
-    details: Arc<dyn RelationDetails>,
+    catalogs: Shared<dyn CatalogProviderList>,
+    details: Shared<dyn RelationDetails>,
     signature: Signature,
-}
-
-impl PartialEq for PgGetIndexdef {
-    fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.catalogs, &other.catalogs)
-    }
-}
-
-impl Eq for PgGetIndexdef {}
-
-impl std::hash::Hash for PgGetIndexdef {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.name().hash(state);
-    }
 }
 
 impl ScalarUDFImpl for PgGetIndexdef {
@@ -200,17 +186,13 @@ impl ScalarUDFImpl for PgGetIndexdef {
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let rows = args.number_rows;
-        let arrays: Vec<ArrayRef> = args
-            .args
-            .iter()
-            .map(|a| a.to_array(rows))
-            .collect::<Result<_>>()?;
+        let arrays = argument_arrays(&args)?;
         let oids = arrays.first().map(column_i32).unwrap_or_default();
         let columns = arrays
             .get(1)
             .map(column_i32)
             .unwrap_or_else(|| vec![Some(0); rows]);
-        let relations = SluiceRelations::gather(self.catalogs.as_ref(), self.details.as_ref());
+        let relations = SluiceRelations::gather(&*self.catalogs, &*self.details);
         let definitions: StringArray = (0..rows)
             .map(|i| {
                 let oid = u32::try_from(oids.get(i).copied().flatten()?).ok()?;
@@ -279,11 +261,7 @@ impl ScalarUDFImpl for AlwaysTrue {
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let rows = args.number_rows;
-        let arrays: Vec<ArrayRef> = args
-            .args
-            .iter()
-            .map(|a| a.to_array(rows))
-            .collect::<Result<_>>()?;
+        let arrays = argument_arrays(&args)?;
         // Postgres answers NULL for a NULL argument (the functions are
         // strict).
         let answers: BooleanArray = (0..rows)
@@ -301,25 +279,11 @@ impl ScalarUDFImpl for AlwaysTrue {
 /// `pg_get_viewdef(view_oid [, pretty])`: the query of a view or
 /// materialized view, ending in `;` as Postgres writes it; NULL for an OID
 /// that is not a view's.
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq, Hash)]
 struct PgGetViewdef {
-    catalogs: Arc<dyn CatalogProviderList>,
-    details: Arc<dyn RelationDetails>,
+    catalogs: Shared<dyn CatalogProviderList>,
+    details: Shared<dyn RelationDetails>,
     signature: Signature,
-}
-
-impl PartialEq for PgGetViewdef {
-    fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.catalogs, &other.catalogs)
-    }
-}
-
-impl Eq for PgGetViewdef {}
-
-impl std::hash::Hash for PgGetViewdef {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.name().hash(state);
-    }
 }
 
 impl ScalarUDFImpl for PgGetViewdef {
@@ -341,7 +305,7 @@ impl ScalarUDFImpl for PgGetViewdef {
             Some(oids) => column_i32(&oids.to_array(rows)?),
             None => vec![None; rows],
         };
-        let relations = SluiceRelations::gather(self.catalogs.as_ref(), self.details.as_ref());
+        let relations = SluiceRelations::gather(&*self.catalogs, &*self.details);
         let views: Vec<(u32, &str)> = relations
             .views
             .iter()

@@ -335,3 +335,48 @@ impl TableProvider for AclListTable {
         )
     }
 }
+
+/// Data a catalog function holds, compared by identity: DataFusion wants
+/// every function comparable and hashable, and two instances are the same
+/// function when they read the same data.
+#[derive(Debug)]
+pub(crate) struct Shared<T: ?Sized>(pub Arc<T>);
+
+impl<T: ?Sized> Clone for Shared<T> {
+    fn clone(&self) -> Self {
+        Self(Arc::clone(&self.0))
+    }
+}
+
+impl<T: ?Sized> PartialEq for Shared<T> {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl<T: ?Sized> Eq for Shared<T> {}
+
+impl<T: ?Sized> std::hash::Hash for Shared<T> {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        Arc::as_ptr(&self.0).cast::<()>().hash(state);
+    }
+}
+
+impl<T: ?Sized> std::ops::Deref for Shared<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+/// The arguments of a function call as arrays of the call's row count
+/// (`ColumnarValue::values_to_arrays` makes all-constant ones one row long).
+pub(crate) fn argument_arrays(
+    args: &datafusion::logical_expr::ScalarFunctionArgs,
+) -> Result<Vec<ArrayRef>> {
+    args.args
+        .iter()
+        .map(|a| a.to_array(args.number_rows))
+        .collect()
+}

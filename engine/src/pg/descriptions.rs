@@ -20,7 +20,7 @@ use datafusion::logical_expr::{
 use datafusion::prelude::SessionContext;
 use datafusion_pg_catalog::pg_catalog::ArrowTable;
 
-use crate::pg::catalog_rows::{column_i32, rows};
+use crate::pg::catalog_rows::{Shared, argument_arrays, column_i32, rows};
 
 /// Registers the three functions on `ctx`, over `pg_description`,
 /// `pg_shdescription` and the system catalogs' OIDs (their row types'
@@ -43,7 +43,7 @@ pub(crate) fn install(
     ] {
         ctx.register_udf(ScalarUDF::new_from_impl(Description {
             kind,
-            texts: Arc::clone(&texts),
+            texts: Shared(Arc::clone(&texts)),
             signature: Signature::variadic_any(Volatility::Stable),
         }));
     }
@@ -120,25 +120,11 @@ enum DescriptionKind {
     Shared,
 }
 
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq, Hash)]
 struct Description {
     kind: DescriptionKind,
-    texts: Arc<Descriptions>,
+    texts: Shared<Descriptions>,
     signature: Signature,
-}
-
-impl PartialEq for Description {
-    fn eq(&self, other: &Self) -> bool {
-        self.kind == other.kind && Arc::ptr_eq(&self.texts, &other.texts)
-    }
-}
-
-impl Eq for Description {}
-
-impl std::hash::Hash for Description {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.kind.hash(state);
-    }
 }
 
 impl ScalarUDFImpl for Description {
@@ -160,11 +146,7 @@ impl ScalarUDFImpl for Description {
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let rows = args.number_rows;
-        let arrays: Vec<ArrayRef> = args
-            .args
-            .iter()
-            .map(|a| a.to_array(rows))
-            .collect::<Result<_>>()?;
+        let arrays = argument_arrays(&args)?;
         let oids = arrays.first().map(column_i32).unwrap_or_default();
         let second = arrays.get(1);
         let catalogs = match (self.kind, second) {

@@ -27,7 +27,7 @@ use datafusion::logical_expr::{
 use datafusion::prelude::SessionContext;
 use datafusion_pg_catalog::pg_catalog::ArrowTable;
 
-use crate::pg::catalog_rows::{column_i32, rows};
+use crate::pg::catalog_rows::{Shared, column_i32, rows};
 
 /// Registers the three functions on `ctx`, over the rows of `pg_proc`,
 /// with type names from `ctx`'s `format_type`.
@@ -57,7 +57,7 @@ pub(crate) fn install(ctx: &SessionContext, pg_proc: &ArrowTable) -> Result<()> 
     ] {
         ctx.register_udf(ScalarUDF::new_from_impl(FunctionSignature {
             part,
-            signatures: Arc::clone(&signatures),
+            signatures: Shared(Arc::clone(&signatures)),
             signature: Signature::variadic_any(Volatility::Stable),
         }));
     }
@@ -360,25 +360,11 @@ enum SignaturePart {
 
 /// `pg_get_function_arguments`, `…_identity_arguments` or `…_result`:
 /// NULL for an OID that is not a function's, as in Postgres.
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq, Hash)]
 struct FunctionSignature {
     part: SignaturePart,
-    signatures: Arc<HashMap<u32, Described>>,
+    signatures: Shared<HashMap<u32, Described>>,
     signature: Signature,
-}
-
-impl PartialEq for FunctionSignature {
-    fn eq(&self, other: &Self) -> bool {
-        self.part == other.part && Arc::ptr_eq(&self.signatures, &other.signatures)
-    }
-}
-
-impl Eq for FunctionSignature {}
-
-impl std::hash::Hash for FunctionSignature {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.part.hash(state);
-    }
 }
 
 impl ScalarUDFImpl for FunctionSignature {

@@ -28,7 +28,7 @@ use datafusion_pg_catalog::pg_catalog::ArrowTable;
 use sluice_types::error::{SluiceError, SqlState};
 
 use crate::context::{DEFAULT_CATALOG, DEFAULT_SCHEMA};
-use crate::pg::catalog_rows::rows;
+use crate::pg::catalog_rows::{Shared, rows};
 use crate::pg::relations_catalog::{RelationDetails, SluiceRelations};
 use crate::pg::stable_oids::relation_oid;
 
@@ -62,7 +62,7 @@ pub(crate) fn install(
     for strict in [true, false] {
         ctx.register_udf(ScalarUDF::new_from_impl(RegclassIn {
             strict,
-            relations: Arc::clone(&relations),
+            relations: Shared(Arc::clone(&relations)),
             signature: Signature::string(1, Volatility::Stable),
         }));
     }
@@ -172,25 +172,11 @@ fn name_parts(text: &str) -> Option<Vec<String>> {
 
 /// `regclassin(name)` (strict: a missing relation is an error) or
 /// `to_regclass(name)` (NULL for it).
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq, Hash)]
 struct RegclassIn {
     strict: bool,
-    relations: Arc<Relations>,
+    relations: Shared<Relations>,
     signature: Signature,
-}
-
-impl PartialEq for RegclassIn {
-    fn eq(&self, other: &Self) -> bool {
-        self.strict == other.strict && Arc::ptr_eq(&self.relations, &other.relations)
-    }
-}
-
-impl Eq for RegclassIn {}
-
-impl std::hash::Hash for RegclassIn {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.strict.hash(state);
-    }
 }
 
 impl ScalarUDFImpl for RegclassIn {

@@ -26,7 +26,7 @@ use datafusion::prelude::SessionContext;
 use datafusion_pg_catalog::pg_catalog::ArrowTable;
 use sluice_types::error::{SluiceError, SqlState};
 
-use crate::pg::catalog_rows::rows;
+use crate::pg::catalog_rows::{Shared, rows};
 
 /// The function `'name'::regtype` is planned as.
 pub const REGTYPE_IN: &str = "regtypein";
@@ -70,7 +70,7 @@ pub(crate) fn install(ctx: &SessionContext, pg_type: &ArrowTable) {
         }
     }
     ctx.register_udf(ScalarUDF::new_from_impl(RegtypeIn {
-        types: Arc::new(types),
+        types: Shared(Arc::new(types)),
         signature: Signature::string(1, Volatility::Stable),
     }));
 }
@@ -119,24 +119,10 @@ impl TypeOids {
 }
 
 /// `regtypein(name)`.
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq, Hash)]
 struct RegtypeIn {
-    types: Arc<TypeOids>,
+    types: Shared<TypeOids>,
     signature: Signature,
-}
-
-impl PartialEq for RegtypeIn {
-    fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.types, &other.types)
-    }
-}
-
-impl Eq for RegtypeIn {}
-
-impl std::hash::Hash for RegtypeIn {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.name().hash(state);
-    }
 }
 
 impl ScalarUDFImpl for RegtypeIn {

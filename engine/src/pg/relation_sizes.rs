@@ -11,7 +11,7 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int64Array};
+use datafusion::arrow::array::{Array, AsArray, Int64Array};
 use datafusion::arrow::datatypes::DataType;
 use datafusion::catalog::CatalogProviderList;
 use datafusion::error::Result;
@@ -21,7 +21,7 @@ use datafusion::logical_expr::{
 use datafusion::prelude::SessionContext;
 use futures::FutureExt;
 
-use crate::pg::catalog_rows::column_i32;
+use crate::pg::catalog_rows::{Shared, argument_arrays, column_i32};
 use crate::pg::relations_catalog::RelationDetails;
 use crate::pg::stable_oids::{database_oid, relation_oid};
 
@@ -42,8 +42,8 @@ pub(crate) fn install(
     ] {
         ctx.register_udf(ScalarUDF::new_from_impl(RelationSize {
             kind,
-            catalogs: Arc::clone(&catalogs),
-            details: Arc::clone(&details),
+            catalogs: Shared(Arc::clone(&catalogs)),
+            details: Shared(Arc::clone(&details)),
             signature: Signature::variadic_any(Volatility::Volatile),
         }));
     }
@@ -70,26 +70,12 @@ enum SizeOf {
     Database,
 }
 
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq, Hash)]
 struct RelationSize {
     kind: SizeOf,
-    catalogs: Arc<dyn CatalogProviderList>,
-    details: Arc<dyn RelationDetails>,
+    catalogs: Shared<dyn CatalogProviderList>,
+    details: Shared<dyn RelationDetails>,
     signature: Signature,
-}
-
-impl PartialEq for RelationSize {
-    fn eq(&self, other: &Self) -> bool {
-        self.kind == other.kind && Arc::ptr_eq(&self.catalogs, &other.catalogs)
-    }
-}
-
-impl Eq for RelationSize {}
-
-impl std::hash::Hash for RelationSize {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.kind.hash(state);
-    }
 }
 
 impl RelationSize {
@@ -145,11 +131,7 @@ impl ScalarUDFImpl for RelationSize {
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let rows = args.number_rows;
-        let arrays: Vec<ArrayRef> = args
-            .args
-            .iter()
-            .map(|a| a.to_array(rows))
-            .collect::<Result<_>>()?;
+        let arrays = argument_arrays(&args)?;
         let relations = self.relations();
         let sizes: Int64Array = match (self.kind, arrays.first()) {
             (_, None) => Int64Array::from(vec![None; rows]),

@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int32Array, RecordBatch};
+use datafusion::arrow::array::{Array, AsArray, Int32Array, RecordBatch};
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::catalog::{CatalogProviderList, SchemaProvider, Session, TableProvider};
 use datafusion::common::ScalarValue;
@@ -33,7 +33,8 @@ use sluice_types::SluiceType;
 use sluice_types::wire::{CatalogType, catalog_type, catalog_type_name};
 
 use crate::pg::catalog_rows::{
-    LibraryClasses, column_i32, copy_row, find_oid, read_all, rows, with_rows, with_type,
+    LibraryClasses, argument_arrays, column_i32, copy_row, find_oid, read_all, rows, with_rows,
+    with_type,
 };
 
 /// Replaces the `format_type` that `datafusion_pg_catalog::setup_pg_catalog`
@@ -317,11 +318,7 @@ impl ScalarUDFImpl for FormatType {
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let rows = args.number_rows;
-        let arrays: Vec<ArrayRef> = args
-            .args
-            .iter()
-            .map(|a| a.to_array(rows))
-            .collect::<Result<_>>()?;
+        let arrays = argument_arrays(&args)?;
         let library = self.library.invoke_with_args(args)?.to_array(rows)?;
         let (Some(oids), Some(typmods)) = (arrays.first(), arrays.get(1)) else {
             return Ok(ColumnarValue::Array(library));
