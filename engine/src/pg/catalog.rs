@@ -8,13 +8,14 @@
 
 use std::sync::Arc;
 
+use datafusion::arrow::datatypes::DataType;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::prelude::SessionContext;
 use datafusion_pg_catalog::pg_catalog::{PgCatalogSchemaProvider, PgCatalogStaticTables};
 use datafusion_pg_catalog::sql::PostgresCompatibilityParser;
 
 use crate::context::DEFAULT_CATALOG;
-use crate::pg::catalog_rows::with_acl_lists;
+use crate::pg::catalog_rows::{with_acl_lists, with_array_columns};
 use crate::pg::catalog_schema::SluicePgCatalog;
 use crate::pg::relations_catalog::{RelationDetails, RelationsSource, with_access_methods};
 use crate::pg::roles_catalog::RolesProvider;
@@ -51,6 +52,18 @@ pub(crate) fn install(
     ] {
         *table = Arc::new(with_acl_lists(table)?);
     }
+    tables.pg_policy = Arc::new(with_array_columns(
+        &tables.pg_policy,
+        &[("polroles", DataType::Int32)],
+    )?);
+    tables.pg_event_trigger = Arc::new(with_array_columns(
+        &tables.pg_event_trigger,
+        &[("evttags", DataType::Utf8)],
+    )?);
+    tables.pg_db_role_setting = Arc::new(with_array_columns(
+        &tables.pg_db_role_setting,
+        &[("setconfig", DataType::Utf8)],
+    )?);
     tables.pg_am = Arc::new(with_access_methods(&tables.pg_am)?);
     let pg_type = Arc::clone(&tables.pg_type);
     let (pg_proc, pg_description, pg_shdescription) = (

@@ -380,3 +380,55 @@ pub(crate) fn argument_arrays(
         .map(|a| a.to_array(args.number_rows))
         .collect()
 }
+
+/// `table` with the named text columns, which the library ships as the
+/// text of Postgres arrays, as arrays of the given element types: psql's
+/// `\dp` compares an OID with `ANY(pg_policy.polroles)`, `\dy` and `\drds`
+/// map `evttags` and `setconfig`.
+pub(crate) fn with_array_columns(
+    table: &ArrowTable,
+    columns: &[(&str, DataType)],
+) -> Result<ArrowTable> {
+    let schema = table.schema();
+    let element_of = |field: &Field| {
+        columns
+            .iter()
+            .find(|(name, _)| field.name() == name && field.data_type() == &DataType::Utf8)
+            .map(|(_, element)| element.clone())
+    };
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|f| match element_of(f) {
+            Some(element) => Field::new(
+                f.name(),
+                DataType::List(Arc::new(Field::new_list_field(element, true))),
+                true,
+            ),
+            None => f.as_ref().clone(),
+        })
+        .collect();
+    let arrays = Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()));
+    let mut bytes = Vec::new();
+    {
+        let mut writer = FileWriter::try_new(&mut bytes, &arrays)?;
+        for batch in table.data() {
+            let columns = schema
+                .fields()
+                .iter()
+                .zip(batch.columns())
+                .zip(arrays.fields())
+                .map(|((field, column), wanted)| match element_of(field) {
+                    Some(_) => Ok(datafusion::arrow::compute::cast(
+                        &acl_list(column.as_string::<i32>()),
+                        wanted.data_type(),
+                    )?),
+                    None => Ok(Arc::clone(column)),
+                })
+                .collect::<Result<Vec<_>>>()?;
+            writer.write(&RecordBatch::try_new(Arc::clone(&arrays), columns)?)?;
+        }
+        writer.finish()?;
+    }
+    ArrowTable::from_ipc_data(bytes)
+}
