@@ -15,7 +15,8 @@ use datafusion_pg_catalog::pg_catalog::{PgCatalogSchemaProvider, PgCatalogStatic
 use datafusion_pg_catalog::sql::PostgresCompatibilityParser;
 
 use crate::context::DEFAULT_CATALOG;
-use crate::pg::catalog_rows::{with_acl_lists, with_array_columns};
+use crate::pg::array_columns::{with_acl_lists, with_named_array_columns};
+use crate::pg::catalog_rows::system_relation_oids;
 use crate::pg::catalog_schema::SluicePgCatalog;
 use crate::pg::relations_catalog::{RelationDetails, RelationsSource, with_access_methods};
 use crate::pg::roles_catalog::RolesProvider;
@@ -52,20 +53,21 @@ pub(crate) fn install(
     ] {
         *table = Arc::new(with_acl_lists(table)?);
     }
-    tables.pg_policy = Arc::new(with_array_columns(
+    tables.pg_policy = Arc::new(with_named_array_columns(
         &tables.pg_policy,
         &[("polroles", DataType::Int32)],
     )?);
-    tables.pg_event_trigger = Arc::new(with_array_columns(
+    tables.pg_event_trigger = Arc::new(with_named_array_columns(
         &tables.pg_event_trigger,
         &[("evttags", DataType::Utf8)],
     )?);
-    tables.pg_db_role_setting = Arc::new(with_array_columns(
+    tables.pg_db_role_setting = Arc::new(with_named_array_columns(
         &tables.pg_db_role_setting,
         &[("setconfig", DataType::Utf8)],
     )?);
     tables.pg_am = Arc::new(with_access_methods(&tables.pg_am)?);
     let pg_type = Arc::clone(&tables.pg_type);
+    let system = system_relation_oids(&pg_type);
     let (pg_proc, pg_description, pg_shdescription) = (
         Arc::clone(&tables.pg_proc),
         Arc::clone(&tables.pg_description),
@@ -76,19 +78,22 @@ pub(crate) fn install(
         Arc::new(tables),
         roles,
     )?);
-    let schema = SluicePgCatalog::new(RelationsSource {
-        library,
-        catalogs: Arc::clone(&catalogs),
-        details: Arc::clone(&details),
-    });
+    let schema = SluicePgCatalog::new(
+        RelationsSource {
+            library,
+            catalogs: Arc::clone(&catalogs),
+            details: Arc::clone(&details),
+        },
+        Arc::clone(&system),
+    );
     ctx.catalog(DEFAULT_CATALOG)
         .ok_or_else(|| DataFusionError::Internal(format!("catalog {DEFAULT_CATALOG} missing")))?
         .register_schema("pg_catalog", Arc::new(schema))?;
     types_catalog::install_format_type(ctx, &pg_type);
     function_signatures::install(ctx, &pg_proc)?;
-    descriptions::install(ctx, &pg_description, &pg_shdescription, &pg_type);
+    descriptions::install(ctx, &pg_description, &pg_shdescription, Arc::clone(&system));
     relation_sizes::install(ctx, Arc::clone(&catalogs), Arc::clone(&details));
-    regclass::install(ctx, Arc::clone(&catalogs), Arc::clone(&details), &pg_type);
+    regclass::install(ctx, Arc::clone(&catalogs), Arc::clone(&details), system);
     regtype::install(ctx, &pg_type);
     catalog_functions::install(ctx, catalogs, details);
     catalog_functions::widen_oid_arguments(ctx);

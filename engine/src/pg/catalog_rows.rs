@@ -4,11 +4,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, Int32Array, ListBuilder, RecordBatch, StringArray, StringBuilder,
-    new_null_array,
-};
-use datafusion::arrow::datatypes::{DataType, Field, Int32Type, Schema, SchemaRef};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int32Array, RecordBatch, new_null_array};
+use datafusion::arrow::datatypes::{DataType, Int32Type, SchemaRef};
 use datafusion::arrow::ipc::writer::FileWriter;
 use datafusion::catalog::{SchemaProvider, Session, TableProvider};
 use datafusion::common::ScalarValue;
@@ -135,11 +132,19 @@ pub(crate) fn find_oid(batches: &[RecordBatch], oid: u32) -> Result<(RecordBatch
 /// `table` with `extra` batches after its own, as a new [`ArrowTable`]
 /// (which the library builds from Arrow IPC only).
 pub(crate) fn with_rows(table: &ArrowTable, extra: Vec<RecordBatch>) -> Result<ArrowTable> {
-    let schema: SchemaRef = table.schema();
+    arrow_table(&table.schema(), table.data().iter().chain(&extra))
+}
+
+/// `batches` of `schema` as an [`ArrowTable`], which the library builds
+/// from Arrow IPC only.
+pub(crate) fn arrow_table<'a>(
+    schema: &SchemaRef,
+    batches: impl IntoIterator<Item = &'a RecordBatch>,
+) -> Result<ArrowTable> {
     let mut bytes = Vec::new();
     {
-        let mut writer = FileWriter::try_new(&mut bytes, &schema)?;
-        for batch in table.data().iter().chain(&extra) {
+        let mut writer = FileWriter::try_new(&mut bytes, schema)?;
+        for batch in batches {
             writer.write(batch)?;
         }
         writer.finish()?;
@@ -206,136 +211,6 @@ impl LibraryClasses {
     }
 }
 
-/// `table` with its access-privilege columns (`proacl`, `typacl`, …), which
-/// the library ships as the text of Postgres arrays (`{postgres=X/postgres}`),
-/// as text arrays: psql's `\df+` and `\dT+` pass them to `array_to_string`.
-pub(crate) fn with_acl_lists(table: &ArrowTable) -> Result<ArrowTable> {
-    let Some(listed) = acl_listed_schema(&table.schema()) else {
-        return Ok(table.clone());
-    };
-    let mut bytes = Vec::new();
-    {
-        let mut writer = FileWriter::try_new(&mut bytes, &listed)?;
-        for batch in table.data() {
-            writer.write(&acl_listed(batch, &listed)?)?;
-        }
-        writer.finish()?;
-    }
-    ArrowTable::from_ipc_data(bytes)
-}
-
-/// Whether `field` is an access-privilege column kept as text.
-fn is_acl_text(field: &Field) -> bool {
-    field.name().ends_with("acl") && field.data_type() == &DataType::Utf8
-}
-
-/// `schema` with its access-privilege text columns as text arrays; `None`
-/// when it has none.
-pub(crate) fn acl_listed_schema(schema: &SchemaRef) -> Option<SchemaRef> {
-    if !schema.fields().iter().any(|f| is_acl_text(f)) {
-        return None;
-    }
-    let list_type = DataType::List(Arc::new(Field::new_list_field(DataType::Utf8, true)));
-    let fields: Vec<Field> = schema
-        .fields()
-        .iter()
-        .map(|f| match is_acl_text(f) {
-            true => Field::new(f.name(), list_type.clone(), true),
-            false => f.as_ref().clone(),
-        })
-        .collect();
-    Some(Arc::new(Schema::new_with_metadata(
-        fields,
-        schema.metadata().clone(),
-    )))
-}
-
-/// `batch` in `listed`, the schema [`acl_listed_schema`] made of its own.
-pub(crate) fn acl_listed(batch: &RecordBatch, listed: &SchemaRef) -> Result<RecordBatch> {
-    let columns = batch
-        .schema()
-        .fields()
-        .iter()
-        .zip(batch.columns())
-        .map(|(field, column)| match is_acl_text(field) {
-            true => acl_list(column.as_string::<i32>()),
-            false => Arc::clone(column),
-        })
-        .collect();
-    Ok(RecordBatch::try_new(Arc::clone(listed), columns)?)
-}
-
-/// Postgres array texts of ACL items as lists; an item with a quoted role
-/// name loses its quotes (no built-in row has one).
-fn acl_list(texts: &StringArray) -> ArrayRef {
-    let mut lists = ListBuilder::new(StringBuilder::new());
-    for text in texts {
-        match text {
-            None => lists.append(false),
-            Some(text) => {
-                let inner = text.trim().trim_start_matches('{').trim_end_matches('}');
-                for item in inner.split(',').filter(|i| !i.is_empty()) {
-                    lists.values().append_value(item.trim_matches('"'));
-                }
-                lists.append(true);
-            }
-        }
-    }
-    Arc::new(lists.finish())
-}
-
-/// `table` (one the library builds per query, like `pg_namespace`) with its
-/// access-privilege text columns read as text arrays; `table` itself when
-/// it has none.
-pub(crate) fn with_acl_list_columns(table: Arc<dyn TableProvider>) -> Arc<dyn TableProvider> {
-    match acl_listed_schema(&table.schema()) {
-        Some(listed) => Arc::new(AclListTable {
-            inner: table,
-            listed,
-        }),
-        None => table,
-    }
-}
-
-/// See [`with_acl_list_columns`].
-#[derive(Debug)]
-struct AclListTable {
-    inner: Arc<dyn TableProvider>,
-    listed: SchemaRef,
-}
-
-#[async_trait::async_trait]
-impl TableProvider for AclListTable {
-    fn schema(&self) -> SchemaRef {
-        Arc::clone(&self.listed)
-    }
-
-    fn table_type(&self) -> datafusion::datasource::TableType {
-        self.inner.table_type()
-    }
-
-    async fn scan(
-        &self,
-        state: &dyn Session,
-        projection: Option<&Vec<usize>>,
-        _filters: &[datafusion::logical_expr::Expr],
-        _limit: Option<usize>,
-    ) -> Result<Arc<dyn datafusion::physical_plan::ExecutionPlan>> {
-        let batches = read_all(state, self.inner.as_ref())
-            .await?
-            .iter()
-            .map(|batch| acl_listed(batch, &self.listed))
-            .collect::<Result<Vec<_>>>()?;
-        Ok(
-            datafusion::datasource::memory::MemorySourceConfig::try_new_exec(
-                &[batches],
-                self.schema(),
-                projection.cloned(),
-            )?,
-        )
-    }
-}
-
 /// Data a catalog function holds, compared by identity: DataFusion wants
 /// every function comparable and hashable, and two instances are the same
 /// function when they read the same data.
@@ -381,54 +256,23 @@ pub(crate) fn argument_arrays(
         .collect()
 }
 
-/// `table` with the named text columns, which the library ships as the
-/// text of Postgres arrays, as arrays of the given element types: psql's
-/// `\dp` compares an OID with `ANY(pg_policy.polroles)`, `\dy` and `\drds`
-/// map `evttags` and `setconfig`.
-pub(crate) fn with_array_columns(
-    table: &ArrowTable,
-    columns: &[(&str, DataType)],
-) -> Result<ArrowTable> {
-    let schema = table.schema();
-    let element_of = |field: &Field| {
-        columns
-            .iter()
-            .find(|(name, _)| field.name() == name && field.data_type() == &DataType::Utf8)
-            .map(|(_, element)| element.clone())
-    };
-    let fields: Vec<Field> = schema
-        .fields()
-        .iter()
-        .map(|f| match element_of(f) {
-            Some(element) => Field::new(
-                f.name(),
-                DataType::List(Arc::new(Field::new_list_field(element, true))),
-                true,
-            ),
-            None => f.as_ref().clone(),
-        })
-        .collect();
-    let arrays = Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()));
-    let mut bytes = Vec::new();
-    {
-        let mut writer = FileWriter::try_new(&mut bytes, &arrays)?;
-        for batch in table.data() {
-            let columns = schema
-                .fields()
-                .iter()
-                .zip(batch.columns())
-                .zip(arrays.fields())
-                .map(|((field, column), wanted)| match element_of(field) {
-                    Some(_) => Ok(datafusion::arrow::compute::cast(
-                        &acl_list(column.as_string::<i32>()),
-                        wanted.data_type(),
-                    )?),
-                    None => Ok(Arc::clone(column)),
-                })
-                .collect::<Result<Vec<_>>>()?;
-            writer.write(&RecordBatch::try_new(Arc::clone(&arrays), columns)?)?;
+/// `pg_catalog`'s OID.
+pub(crate) const PG_CATALOG_NAMESPACE: u32 = 11;
+
+/// `pg_catalog`'s own tables and views by name, with Postgres' OIDs: the
+/// `typrelid` of their row types in (the static) `pg_type`. Read once, at
+/// install, by everything that must agree on them (stable OIDs,
+/// `regclass`, the comment functions).
+pub(crate) fn system_relation_oids(pg_type: &ArrowTable) -> Arc<HashMap<String, u32>> {
+    let mut system = HashMap::new();
+    for batch in pg_type.data() {
+        for row in rows(batch, &["typname", "typrelid", "typnamespace"]) {
+            if let (Some(name), Some(relation @ 1..), Some(PG_CATALOG_NAMESPACE)) =
+                (row[0].as_text(), row[1].as_oid(), row[2].as_oid())
+            {
+                system.insert(name, relation);
+            }
         }
-        writer.finish()?;
     }
-    ArrowTable::from_ipc_data(bytes)
+    Arc::new(system)
 }

@@ -5,13 +5,14 @@
 //! served in their place, and every table's OIDs made stable
 //! ([`crate::pg::stable_oids`]).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use datafusion::catalog::{CatalogProviderList, SchemaProvider, TableProvider};
 use datafusion::error::Result;
 
-use crate::pg::catalog_rows::with_acl_list_columns;
+use crate::pg::array_columns::with_acl_list_columns;
 use crate::pg::relations_catalog::{PgIndexes, RelationsSource, replacement};
 use crate::pg::settings_catalog::PgSettings;
 use crate::pg::stable_oids::with_stable_oids;
@@ -27,12 +28,15 @@ const PG_SETTINGS: &str = "pg_settings";
 #[derive(Debug)]
 pub(crate) struct SluicePgCatalog {
     source: RelationsSource,
+    /// Postgres' OIDs of `pg_catalog`'s own tables and views.
+    system: Arc<HashMap<String, u32>>,
 }
 
 impl SluicePgCatalog {
-    /// Wraps `source.library`.
-    pub(crate) fn new(source: RelationsSource) -> Self {
-        Self { source }
+    /// Wraps `source.library`; `system` gives `pg_catalog`'s own tables
+    /// and views their Postgres OIDs.
+    pub(crate) fn new(source: RelationsSource, system: Arc<HashMap<String, u32>>) -> Self {
+        Self { source, system }
     }
 
     fn catalogs(&self) -> Arc<dyn CatalogProviderList> {
@@ -74,6 +78,7 @@ impl SchemaProvider for SluicePgCatalog {
             &name,
             with_acl_list_columns(table),
             Arc::clone(&self.source.library),
+            Arc::clone(&self.system),
         )))
     }
 

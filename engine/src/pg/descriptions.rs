@@ -23,19 +23,14 @@ use datafusion_pg_catalog::pg_catalog::ArrowTable;
 use crate::pg::catalog_rows::{Shared, argument_arrays, column_i32, rows};
 
 /// Registers the three functions on `ctx`, over `pg_description`,
-/// `pg_shdescription` and the system catalogs' OIDs (their row types'
-/// `typrelid` in `pg_type`).
+/// `pg_shdescription` and the system catalogs' OIDs by name (`system`).
 pub(crate) fn install(
     ctx: &SessionContext,
     pg_description: &ArrowTable,
     pg_shdescription: &ArrowTable,
-    pg_type: &ArrowTable,
+    system: Arc<HashMap<String, u32>>,
 ) {
-    let texts = Arc::new(Descriptions::read(
-        pg_description,
-        pg_shdescription,
-        pg_type,
-    ));
+    let texts = Arc::new(Descriptions::read(pg_description, pg_shdescription, system));
     for kind in [
         DescriptionKind::Object,
         DescriptionKind::Column,
@@ -58,17 +53,18 @@ struct Descriptions {
     /// roles, tablespaces).
     shared: HashMap<(u32, u32), String>,
     /// System catalog name → OID (`pg_class` → 1259).
-    catalogs: HashMap<String, u32>,
+    catalogs: Arc<HashMap<String, u32>>,
 }
 
 /// `pg_class`'s OID, under which relations' and columns' descriptions are.
 const PG_CLASS_OID: u32 = 1259;
 
-/// `pg_catalog`'s OID.
-const PG_CATALOG_NAMESPACE: u32 = 11;
-
 impl Descriptions {
-    fn read(objects: &ArrowTable, shared: &ArrowTable, pg_type: &ArrowTable) -> Self {
+    fn read(
+        objects: &ArrowTable,
+        shared: &ArrowTable,
+        catalogs: Arc<HashMap<String, u32>>,
+    ) -> Self {
         let mut texts = Self::default();
         for batch in objects.data() {
             for row in rows(batch, &["objoid", "classoid", "objsubid", "description"]) {
@@ -91,15 +87,7 @@ impl Descriptions {
                 }
             }
         }
-        for batch in pg_type.data() {
-            for row in rows(batch, &["typname", "typrelid", "typnamespace"]) {
-                if let (Some(name), Some(relation @ 1..), Some(PG_CATALOG_NAMESPACE)) =
-                    (row[0].as_text(), row[1].as_oid(), row[2].as_oid())
-                {
-                    texts.catalogs.insert(name, relation);
-                }
-            }
-        }
+        texts.catalogs = catalogs;
         texts
     }
 

@@ -11,6 +11,7 @@
 //! the bounds and order of `$n` parameters ([`parameters`]). Imports only [`crate::context`]: what it must know of
 //! storage and streaming comes through [`relations_catalog::RelationDetails`].
 
+mod array_columns;
 pub mod catalog;
 mod catalog_functions;
 mod catalog_rows;

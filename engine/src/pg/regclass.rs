@@ -24,36 +24,24 @@ use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
 };
 use datafusion::prelude::SessionContext;
-use datafusion_pg_catalog::pg_catalog::ArrowTable;
 use sluice_types::error::{SluiceError, SqlState};
 
 use crate::context::{DEFAULT_CATALOG, DEFAULT_SCHEMA};
-use crate::pg::catalog_rows::{Shared, rows};
+use crate::pg::catalog_rows::Shared;
 use crate::pg::relations_catalog::{RelationDetails, SluiceRelations};
 use crate::pg::stable_oids::relation_oid;
 
 /// The function `'name'::regclass` is planned as.
 pub const REGCLASS_IN: &str = "regclassin";
 
-/// Registers `regclassin` and `to_regclass` on `ctx`; `pg_type` gives the
-/// OIDs of `pg_catalog`'s own tables and views (their row types'
-/// `typrelid`).
+/// Registers `regclassin` and `to_regclass` on `ctx`; `system` gives the
+/// OIDs of `pg_catalog`'s own tables and views.
 pub(crate) fn install(
     ctx: &SessionContext,
     catalogs: Arc<dyn CatalogProviderList>,
     details: Arc<dyn RelationDetails>,
-    pg_type: &ArrowTable,
+    system: Arc<HashMap<String, u32>>,
 ) {
-    let mut system = HashMap::new();
-    for batch in pg_type.data() {
-        for row in rows(batch, &["typname", "typrelid", "typnamespace"]) {
-            if let (Some(name), Some(relation @ 1..), Some(11)) =
-                (row[0].as_text(), row[1].as_oid(), row[2].as_oid())
-            {
-                system.insert(name, relation);
-            }
-        }
-    }
     let relations = Arc::new(Relations {
         catalogs,
         details,
@@ -74,7 +62,7 @@ struct Relations {
     catalogs: Arc<dyn CatalogProviderList>,
     details: Arc<dyn RelationDetails>,
     /// `pg_catalog`'s tables and views with Postgres' OIDs.
-    system: HashMap<String, u32>,
+    system: Arc<HashMap<String, u32>>,
 }
 
 impl Relations {

@@ -15,7 +15,7 @@
 //! also counts `pg_catalog`'s own tables and views, which have fixed OIDs
 //! in Postgres that other catalog rows name (`pg_description.classoid` is
 //! 1255 for a function, clients write `'pg_class'::regclass`): those get
-//! Postgres' OIDs, read from their row types in the static `pg_type`.
+//! Postgres' OIDs ([`crate::pg::catalog_rows::system_relation_oids`]).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -35,9 +35,6 @@ use crate::pg::catalog_rows::{read_all, rows};
 
 /// The first OID the library counts from; below it are system objects.
 const FIRST_COUNTED_OID: u32 = 16384;
-
-/// `pg_catalog`'s OID.
-const PG_CATALOG_NAMESPACE: u32 = 11;
 
 /// Stable OIDs lie in [2^24, 2^30 - 2^24): above every OID the library
 /// could count to and Sluice's type OIDs, below the index OIDs (from 2^30)
@@ -82,8 +79,13 @@ pub(crate) struct StableOids {
 
 impl StableOids {
     /// Reads what the library's counted OIDs name from its `pg_database`,
-    /// `pg_namespace` and `pg_class`.
-    pub(crate) async fn read(state: &dyn Session, library: &dyn SchemaProvider) -> Result<Self> {
+    /// `pg_namespace` and `pg_class`; `system` holds Postgres' OIDs of
+    /// `pg_catalog`'s tables and views by name.
+    pub(crate) async fn read(
+        state: &dyn Session,
+        library: &dyn SchemaProvider,
+        system: &HashMap<String, u32>,
+    ) -> Result<Self> {
         let mut named: BTreeMap<(&'static str, String), u32> = BTreeMap::new();
         for (oid, name) in library_rows(state, library, "pg_database", ["oid", "datname"]).await? {
             named.insert(("database", name), oid);
@@ -92,17 +94,6 @@ impl StableOids {
         for (oid, name) in library_rows(state, library, "pg_namespace", ["oid", "nspname"]).await? {
             schemas.insert(oid, name.clone());
             named.insert(("schema", name), oid);
-        }
-        let mut system = HashMap::new();
-        let types = library_table(library, "pg_type").await?;
-        for batch in read_all(state, types.as_ref()).await? {
-            for row in rows(&batch, &["typrelid", "typname", "typnamespace"]) {
-                if let (Some(relid @ 1..), Some(name), Some(PG_CATALOG_NAMESPACE)) =
-                    (row[0].as_oid(), row[1].as_text(), row[2].as_oid())
-                {
-                    system.insert(name, relid);
-                }
-            }
         }
         let table = library_table(library, "pg_class").await?;
         for batch in read_all(state, table.as_ref()).await? {
@@ -117,7 +108,7 @@ impl StableOids {
                 named.insert(("relation", format!("{schema}.{name}")), oid);
             }
         }
-        Ok(Self::assign(named, &system))
+        Ok(Self::assign(named, system))
     }
 
     /// Stable OIDs for `named` (what each counted OID names), probing past
@@ -236,6 +227,7 @@ pub(crate) fn with_stable_oids(
     name: &str,
     table: Arc<dyn TableProvider>,
     library: Arc<dyn SchemaProvider>,
+    system: Arc<HashMap<String, u32>>,
 ) -> Arc<dyn TableProvider> {
     if !has_object_columns(name, &table.schema()) {
         return table;
@@ -244,6 +236,7 @@ pub(crate) fn with_stable_oids(
         name: name.to_owned(),
         inner: table,
         library,
+        system,
     })
 }
 
@@ -253,6 +246,7 @@ struct StableOidTable {
     name: String,
     inner: Arc<dyn TableProvider>,
     library: Arc<dyn SchemaProvider>,
+    system: Arc<HashMap<String, u32>>,
 }
 
 #[async_trait]
@@ -285,7 +279,7 @@ impl TableProvider for StableOidTable {
                 })
         });
         let batches = if counted {
-            let oids = StableOids::read(state, self.library.as_ref()).await?;
+            let oids = StableOids::read(state, self.library.as_ref(), &self.system).await?;
             batches
                 .into_iter()
                 .map(|batch| oids.apply(&self.name, batch))
