@@ -66,6 +66,7 @@ pub async fn plan_statement(ctx: &SessionContext, statement: &DFStatement) -> Re
     crate::rewrite::operator_precedence::repair(&mut statement);
     if let Some(sql) = crate::rewrite::sql_statement(&mut statement) {
         crate::pg::reg_casts::rewrite_casts(sql);
+        crate::pg::table_oids::rewrite_table_oids(sql);
     }
     if let Some(plan) = crate::rewrite::literal_insert::plan(&statement, ctx).await? {
         return Ok(plan);

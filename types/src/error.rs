@@ -40,6 +40,9 @@ impl SqlState {
     pub const DATATYPE_MISMATCH: SqlState = SqlState("42804");
     /// `42883`: no function (model signature) takes these arguments.
     pub const UNDEFINED_FUNCTION: SqlState = SqlState("42883");
+    /// `42725`: a function name that names several functions where one
+    /// is needed (`'abs'::regproc`).
+    pub const AMBIGUOUS_FUNCTION: SqlState = SqlState("42725");
     /// `22P04`: COPY data that does not parse.
     pub const BAD_COPY_FILE_FORMAT: SqlState = SqlState("22P04");
     /// `22021`: bytes that are not valid UTF-8.

@@ -16,13 +16,13 @@ use datafusion_pg_catalog::sql::PostgresCompatibilityParser;
 
 use crate::context::DEFAULT_CATALOG;
 use crate::pg::array_columns::{with_acl_lists, with_named_array_columns};
-use crate::pg::catalog_rows::system_relation_oids;
+use crate::pg::catalog_rows::{system_relation_oids, with_column_copy};
 use crate::pg::catalog_schema::SluicePgCatalog;
 use crate::pg::relations_catalog::{RelationDetails, RelationsSource, with_access_methods};
 use crate::pg::roles_catalog::RolesProvider;
 use crate::pg::{
-    catalog_functions, descriptions, function_signatures, oid_arrays, regclass, regtype,
-    relation_sizes, types_catalog,
+    catalog_functions, descriptions, encodings, function_signatures, oid_arrays, regclass, regproc,
+    regtype, relation_sizes, types_catalog,
 };
 use crate::roles::RoleCatalog;
 
@@ -56,6 +56,18 @@ pub(crate) fn install(
     tables.pg_policy = Arc::new(with_named_array_columns(
         &tables.pg_policy,
         &[("polroles", DataType::Int32)],
+    )?);
+    // `'d' = any(es.stxkind)` in psql's `\dX`.
+    tables.pg_statistic_ext = Arc::new(with_named_array_columns(
+        &tables.pg_statistic_ext,
+        &[("stxkind", DataType::Utf8)],
+    )?);
+    // Postgres 15's name of the library's (17's) `colllocale`, which
+    // psql's `\dO` reads.
+    tables.pg_collation = Arc::new(with_column_copy(
+        &tables.pg_collation,
+        "colllocale",
+        "colliculocale",
     )?);
     tables.pg_event_trigger = Arc::new(with_named_array_columns(
         &tables.pg_event_trigger,
@@ -95,8 +107,10 @@ pub(crate) fn install(
     relation_sizes::install(ctx, Arc::clone(&catalogs), Arc::clone(&details));
     regclass::install(ctx, Arc::clone(&catalogs), Arc::clone(&details), system);
     regtype::install(ctx, &pg_type);
+    regproc::install(ctx, &pg_proc);
     catalog_functions::install(ctx, catalogs, details);
     catalog_functions::widen_oid_arguments(ctx);
+    encodings::install(ctx);
     oid_arrays::install(ctx);
     Ok(())
 }

@@ -59,12 +59,11 @@ pub(crate) fn install(
 /// The library's functions of one `int4` OID, which a client calls with an
 /// integer literal (`pg_get_userbyid(10)`): Sluice reads integer literals
 /// as `bigint`, which their exact signatures refuse.
-const OID_FUNCTIONS: [&str; 6] = [
+const OID_FUNCTIONS: [&str; 5] = [
     "pg_get_userbyid",
     "pg_table_is_visible",
     "pg_relation_is_publishable",
     "pg_get_statisticsobjdef_columns",
-    "pg_encoding_to_char",
     "pg_stat_get_numscans",
 ];
 

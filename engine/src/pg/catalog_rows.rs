@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int32Array, RecordBatch, new_null_array};
-use datafusion::arrow::datatypes::{DataType, Int32Type, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Int32Type, Schema, SchemaRef};
 use datafusion::arrow::ipc::writer::FileWriter;
 use datafusion::catalog::{SchemaProvider, Session, TableProvider};
 use datafusion::common::ScalarValue;
@@ -133,6 +133,31 @@ pub(crate) fn find_oid(batches: &[RecordBatch], oid: u32) -> Result<(RecordBatch
 /// (which the library builds from Arrow IPC only).
 pub(crate) fn with_rows(table: &ArrowTable, extra: Vec<RecordBatch>) -> Result<ArrowTable> {
     arrow_table(&table.schema(), table.data().iter().chain(&extra))
+}
+
+/// `table` with a copy of column `from` named `to` after it: a column
+/// Postgres 15 names otherwise than the library's (17's) rows do.
+pub(crate) fn with_column_copy(table: &ArrowTable, from: &str, to: &str) -> Result<ArrowTable> {
+    let schema = table.schema();
+    let Ok(at) = schema.index_of(from) else {
+        return arrow_table(&schema, table.data());
+    };
+    let mut fields: Vec<_> = schema.fields().iter().cloned().collect();
+    fields.insert(
+        at + 1,
+        Arc::new(schema.field(at).as_ref().clone().with_name(to)),
+    );
+    let copied = Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()));
+    let batches = table
+        .data()
+        .iter()
+        .map(|batch| {
+            let mut columns = batch.columns().to_vec();
+            columns.insert(at + 1, Arc::clone(batch.column(at)));
+            Ok(RecordBatch::try_new(Arc::clone(&copied), columns)?)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    arrow_table(&copied, &batches)
 }
 
 /// `batches` of `schema` as an [`ArrowTable`], which the library builds

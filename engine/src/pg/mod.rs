@@ -3,9 +3,10 @@
 //! [`relations_catalog`] for its indexes and materialized views,
 //! [`stable_oids`] for OIDs that survive a restart; the catalog functions
 //! psql's `\d` family calls: [`function_signatures`], [`descriptions`],
-//! [`relation_sizes`], [`catalog_functions`]; [`regclass`] and
-//! [`regtype`] for `'t'::regclass` and `'integer'::regtype`, which
-//! [`reg_casts`] rewrites), session settings ([`settings`], shown in
+//! [`relation_sizes`], [`encodings`], [`catalog_functions`]; [`regclass`], [`regtype`]
+//! and [`regproc`] for `'t'::regclass`, `'integer'::regtype` and
+//! `'now'::regproc`, which [`reg_casts`] rewrites, and [`table_oids`] for
+//! catalog tables' `tableoid`), session settings ([`settings`], shown in
 //! `pg_settings` by [`settings_catalog`]), `oid[]` results
 //! ([`oid_arrays`]), Postgres' result column names ([`column_names`]) and
 //! the bounds and order of `$n` parameters ([`parameters`]). Imports only [`crate::context`]: what it must know of
@@ -18,11 +19,13 @@ mod catalog_rows;
 mod catalog_schema;
 pub mod column_names;
 mod descriptions;
+mod encodings;
 mod function_signatures;
 pub mod oid_arrays;
 pub mod parameters;
 pub mod reg_casts;
 pub mod regclass;
+pub mod regproc;
 pub mod regtype;
 mod relation_sizes;
 pub mod relations_catalog;
@@ -32,4 +35,5 @@ pub mod setting_functions;
 pub mod settings;
 mod settings_catalog;
 mod stable_oids;
+pub mod table_oids;
 pub mod types_catalog;

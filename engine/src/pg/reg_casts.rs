@@ -1,8 +1,9 @@
 //! Casts of strings to the OID alias types Sluice reads itself:
 //! `'t'::regclass` as `regclassin('t')::regclass` ([`crate::pg::regclass`])
 //! and `'integer'::regtype` as `regtypein('integer')::regtype`
-//! ([`crate::pg::regtype`]); `regproc` and `regnamespace` stay the catalog
-//! library's.
+//! ([`crate::pg::regtype`]), and `'now'::regproc` as
+//! `regprocin('now')::regproc` ([`crate::pg::regproc`]); `regnamespace`
+//! stays the catalog library's.
 //!
 //! The cast stays around the lookup (a no-op: the alias types are int4
 //! OIDs here) so the result column keeps Postgres' name
@@ -17,12 +18,13 @@ use datafusion::sql::sqlparser::ast::{
 };
 
 use crate::pg::regclass::REGCLASS_IN;
+use crate::pg::regproc::REGPROC_IN;
 use crate::pg::regtype::REGTYPE_IN;
 
 /// The lookup functions the rewritten casts call.
-pub(crate) const LOOKUPS: [&str; 2] = [REGCLASS_IN, REGTYPE_IN];
+pub(crate) const LOOKUPS: [&str; 3] = [REGCLASS_IN, REGTYPE_IN, REGPROC_IN];
 
-/// Rewrites the casts of strings to `regclass` and `regtype` in `statement`
+/// Rewrites the casts of strings to `regclass`, `regtype` and `regproc` in `statement`
 /// into lookups; whether it had any. This runs on the statement as written
 /// (in the planner) and, for a client's catalog query, before the catalog
 /// library's rules (in the statement parser), whose own reading of these
@@ -84,6 +86,7 @@ fn lookup_for(data_type: &DataType) -> Option<&'static str> {
             match bare {
                 "regclass" => Some(REGCLASS_IN),
                 "regtype" => Some(REGTYPE_IN),
+                "regproc" => Some(REGPROC_IN),
                 _ => None,
             }
         }
@@ -115,8 +118,8 @@ mod tests {
             "SELECT c.oid::REGCLASS FROM c WHERE c.oid = regclassin('public.t')::REGCLASS"
         );
         assert_eq!(
-            rewritten("SELECT 'integer'::regtype, t.x::regtype, 'abs'::regproc"),
-            "SELECT regtypein('integer')::regtype, t.x::regtype, 'abs'::regproc"
+            rewritten("SELECT 'integer'::regtype, t.x::regtype, 'abs'::regproc, 'x'::regrole"),
+            "SELECT regtypein('integer')::regtype, t.x::regtype, regprocin('abs')::regproc, 'x'::regrole"
         );
     }
 }

@@ -119,7 +119,7 @@ impl Relations {
 
 /// The parts of a dotted name, unquoted parts folded to lower case; `None`
 /// for a malformed one (an empty part, an unclosed quote).
-fn name_parts(text: &str) -> Option<Vec<String>> {
+pub(crate) fn name_parts(text: &str) -> Option<Vec<String>> {
     let mut parts = Vec::new();
     let mut chars = text.trim().chars().peekable();
     loop {

@@ -15,7 +15,7 @@ use datafusion::sql::sqlparser::parser::Parser;
 use datafusion::sql::sqlparser::tokenizer::Token;
 
 use crate::pg::settings::canonical_name;
-use crate::pg::{catalog, reg_casts};
+use crate::pg::{catalog, reg_casts, table_oids};
 use crate::roles::RoleStatement;
 use crate::sql::copy::{
     CopyFromStdin, CopyToStdout, at_copy_from, at_copy_to_stdout, parse_copy_from,
@@ -339,12 +339,14 @@ fn parse_reset(parser: &mut DFParser<'_>) -> Result<SluiceStatement> {
 /// in it is a query.
 fn parse_client_catalog_query(sql: &str) -> Option<Vec<DFStatement>> {
     let compat = catalog::compat_parser();
-    // Sluice reads `'t'::regclass` and `'integer'::regtype` itself (see
-    // `reg_casts`), before the library's rules see the statement. Its
-    // whole-query substitutions, which only `parse` applies, hold no such
-    // cast.
+    // Sluice reads `'t'::regclass`, `'integer'::regtype`, `'now'::regproc`
+    // (see `reg_casts`) and catalog tables' `tableoid` (`table_oids`)
+    // itself, before the library's rules see the statement. Its
+    // whole-query substitutions, which only `parse` applies, hold neither.
     let lower = sql.to_ascii_lowercase();
-    let mut own: Vec<ast::Statement> = match lower.contains("regclass") || lower.contains("regtype")
+    let mut own: Vec<ast::Statement> = match ["regclass", "regtype", "regproc", "tableoid"]
+        .iter()
+        .any(|marker| lower.contains(marker))
     {
         true => Parser::parse_sql(&PostgreSqlDialect {}, sql).unwrap_or_default(),
         false => Vec::new(),
@@ -352,7 +354,7 @@ fn parse_client_catalog_query(sql: &str) -> Option<Vec<DFStatement>> {
     // Every statement is rewritten: no short cut past the first with a cast.
     let cast = own
         .iter_mut()
-        .map(reg_casts::rewrite_casts)
+        .map(|s| reg_casts::rewrite_casts(s) | table_oids::rewrite_table_oids(s))
         .filter(|found| *found)
         .count()
         > 0;

@@ -1,4 +1,5 @@
-//! Functions Postgres clients expect to find (`version()`, `to_regtype()`, …), where
+//! Functions Postgres clients expect to find (`version()`, `to_regtype()`,
+//! `format()`, …), where
 //! DataFusion's own differ in a way clients notice (or, for `lpad`, `rpad` and
 //! `repeat`, take lengths Postgres refuses; for the regex functions, compile
 //! patterns without bound).
@@ -10,6 +11,7 @@ use datafusion::execution::FunctionRegistry;
 use datafusion::logical_expr::ScalarUDF;
 use datafusion::prelude::SessionContext;
 
+mod format;
 mod guarded;
 mod length_bound;
 mod pattern_bound;
@@ -22,6 +24,7 @@ mod subquery_value;
 mod to_regtype;
 mod version;
 
+pub use format::FormatFunc;
 pub use guarded::{ArgumentGuard, Guarded};
 pub use pattern_bound::RegexOperatorPlanner;
 pub use pg_array_in::{PG_ARRAY_IN, PgArrayInFunc};
@@ -40,6 +43,7 @@ pub fn register(ctx: &SessionContext) -> Result<()> {
     crate::register_replacing(ctx, ScalarUDF::new_from_impl(ToRegtypeFunc::default()));
     crate::register_replacing(ctx, ScalarUDF::new_from_impl(PgTypeofFunc::default()));
     crate::register_replacing(ctx, ScalarUDF::new_from_impl(QuoteLiteralFunc::default()));
+    crate::register_replacing(ctx, ScalarUDF::new_from_impl(FormatFunc::default()));
     crate::register_replacing(ctx, ScalarUDF::new_from_impl(PgSizePrettyFunc::default()));
     crate::register_replacing(
         ctx,
