@@ -11,6 +11,8 @@ use datafusion::execution::FunctionRegistry;
 use datafusion::logical_expr::ScalarUDF;
 use datafusion::prelude::SessionContext;
 
+mod array_literals;
+mod date_arithmetic;
 mod format;
 mod guarded;
 mod length_bound;
@@ -24,6 +26,8 @@ mod subquery_value;
 mod to_regtype;
 mod version;
 
+pub use array_literals::ArrayLiteralPlanner;
+pub use date_arithmetic::DateIntervalPlanner;
 pub use format::FormatFunc;
 pub use guarded::{ArgumentGuard, Guarded};
 pub use pattern_bound::RegexOperatorPlanner;
@@ -36,8 +40,9 @@ pub use subquery_value::{SCALAR_SUBQUERY_VALUE, ScalarSubqueryValueFunc};
 pub use to_regtype::ToRegtypeFunc;
 pub use version::VersionFunc;
 
-/// Registers the Postgres compatibility functions, and the planner of the
-/// regex operators.
+/// Registers the Postgres compatibility functions and the expression
+/// planners of the regex operators, of text literals compared with arrays
+/// and of `date ± interval`.
 pub fn register(ctx: &SessionContext) -> Result<()> {
     crate::register_replacing(ctx, ScalarUDF::new_from_impl(VersionFunc::new()));
     crate::register_replacing(ctx, ScalarUDF::new_from_impl(ToRegtypeFunc::default()));
@@ -59,6 +64,12 @@ pub fn register(ctx: &SessionContext) -> Result<()> {
         }
         crate::register_replacing(ctx, bounded);
     }
+    ctx.state_ref()
+        .write()
+        .register_expr_planner(Arc::new(ArrayLiteralPlanner))?;
+    ctx.state_ref()
+        .write()
+        .register_expr_planner(Arc::new(DateIntervalPlanner))?;
     if let Some(regexp_like) = bounded_like {
         ctx.state_ref()
             .write()
