@@ -10,6 +10,7 @@ use datafusion::arrow::ipc::writer::FileWriter;
 use datafusion::catalog::{SchemaProvider, Session, TableProvider};
 use datafusion::common::ScalarValue;
 use datafusion::error::{DataFusionError, Result};
+use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs};
 use datafusion::physical_plan::collect;
 use datafusion_pg_catalog::pg_catalog::ArrowTable;
 
@@ -133,6 +134,31 @@ pub(crate) fn find_oid(batches: &[RecordBatch], oid: u32) -> Result<(RecordBatch
 /// (which the library builds from Arrow IPC only).
 pub(crate) fn with_rows(table: &ArrowTable, extra: Vec<RecordBatch>) -> Result<ArrowTable> {
     arrow_table(&table.schema(), table.data().iter().chain(&extra))
+}
+
+/// The OID of each name in the first argument of `args`, by `lookup`:
+/// what the name-to-OID functions (`regclassin`, `regtypein`,
+/// `regprocin`, `to_regclass`, `to_regproc`) share. A NULL name gives
+/// NULL, and so does a name `lookup` finds nothing for (`Ok(None)`); its
+/// error ends the statement.
+pub(crate) fn oids_by_name(
+    args: &ScalarFunctionArgs,
+    mut lookup: impl FnMut(&str) -> Result<Option<u32>>,
+) -> Result<ColumnarValue> {
+    let rows = args.number_rows;
+    let Some(names) = args.args.first() else {
+        return Ok(ColumnarValue::Array(Arc::new(Int32Array::new_null(rows))));
+    };
+    let names = datafusion::arrow::compute::cast(&names.to_array(rows)?, &DataType::Utf8)?;
+    let oids = names
+        .as_string::<i32>()
+        .iter()
+        .map(|name| match name {
+            Some(name) => Ok(lookup(name)?.and_then(|oid| i32::try_from(oid).ok())),
+            None => Ok(None),
+        })
+        .collect::<Result<Int32Array>>()?;
+    Ok(ColumnarValue::Array(Arc::new(oids)))
 }
 
 /// `table` with a copy of column `from` named `to` after it: a column

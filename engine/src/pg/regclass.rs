@@ -16,7 +16,6 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int32Array};
 use datafusion::arrow::datatypes::DataType;
 use datafusion::catalog::CatalogProviderList;
 use datafusion::error::Result;
@@ -27,7 +26,7 @@ use datafusion::prelude::SessionContext;
 use sluice_types::error::{SluiceError, SqlState};
 
 use crate::context::{DEFAULT_CATALOG, DEFAULT_SCHEMA};
-use crate::pg::catalog_rows::Shared;
+use crate::pg::catalog_rows::{Shared, oids_by_name};
 use crate::pg::relations_catalog::{RelationDetails, SluiceRelations};
 use crate::pg::stable_oids::relation_oid;
 
@@ -185,20 +184,7 @@ impl ScalarUDFImpl for RegclassIn {
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        let rows = args.number_rows;
-        let names = match args.args.first() {
-            Some(names) => names.to_array(rows)?,
-            None => return Ok(ColumnarValue::Array(Arc::new(Int32Array::new_null(rows)))),
-        };
-        let names: ArrayRef = datafusion::arrow::compute::cast(&names, &DataType::Utf8)?;
-        let names = names.as_string::<i32>();
-        let mut oids = Vec::with_capacity(rows);
-        for i in 0..rows {
-            if names.is_null(i) {
-                oids.push(None);
-                continue;
-            }
-            let name = names.value(i);
+        oids_by_name(&args, |name| {
             let oid = match self.relations.resolve(name) {
                 Ok(oid) => oid,
                 Err(_) if !self.strict => None,
@@ -211,9 +197,8 @@ impl ScalarUDFImpl for RegclassIn {
                 )
                 .into());
             }
-            oids.push(oid.and_then(|o| i32::try_from(o).ok()));
-        }
-        Ok(ColumnarValue::Array(Arc::new(Int32Array::from(oids))))
+            Ok(oid)
+        })
     }
 }
 

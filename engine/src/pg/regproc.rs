@@ -16,7 +16,6 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int32Array};
 use datafusion::arrow::datatypes::DataType;
 use datafusion::error::Result;
 use datafusion::logical_expr::{
@@ -26,7 +25,7 @@ use datafusion::prelude::SessionContext;
 use datafusion_pg_catalog::pg_catalog::ArrowTable;
 use sluice_types::error::{SluiceError, SqlState};
 
-use crate::pg::catalog_rows::{Shared, rows};
+use crate::pg::catalog_rows::{Shared, oids_by_name, rows};
 use crate::pg::regclass::name_parts;
 
 /// The function `'name'::regproc` is planned as.
@@ -114,27 +113,13 @@ impl ScalarUDFImpl for RegprocIn {
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        let rows = args.number_rows;
-        let names = match args.args.first() {
-            Some(names) => names.to_array(rows)?,
-            None => return Ok(ColumnarValue::Array(Arc::new(Int32Array::new_null(rows)))),
-        };
-        let names: ArrayRef = datafusion::arrow::compute::cast(&names, &DataType::Utf8)?;
-        let names = names.as_string::<i32>();
-        let mut oids = Vec::with_capacity(rows);
-        for i in 0..rows {
-            if names.is_null(i) {
-                oids.push(None);
-                continue;
-            }
-            let name = names.value(i);
+        oids_by_name(&args, |name| {
             match (self.functions.resolve(name), self.strict) {
-                (Ok(oid), _) => oids.push(i32::try_from(oid).ok()),
-                (Err(_), false) => oids.push(None),
-                (Err(why), true) => return Err(refusal(name, why).into()),
+                (Ok(oid), _) => Ok(Some(oid)),
+                (Err(_), false) => Ok(None),
+                (Err(why), true) => Err(refusal(name, why).into()),
             }
-        }
-        Ok(ColumnarValue::Array(Arc::new(Int32Array::from(oids))))
+        })
     }
 }
 

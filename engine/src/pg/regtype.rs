@@ -16,7 +16,6 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, AsArray, Int32Array};
 use datafusion::arrow::datatypes::DataType;
 use datafusion::error::Result;
 use datafusion::logical_expr::{
@@ -26,7 +25,7 @@ use datafusion::prelude::SessionContext;
 use datafusion_pg_catalog::pg_catalog::ArrowTable;
 use sluice_types::error::{SluiceError, SqlState};
 
-use crate::pg::catalog_rows::{Shared, rows};
+use crate::pg::catalog_rows::{Shared, oids_by_name, rows};
 
 /// The function `'name'::regtype` is planned as.
 pub const REGTYPE_IN: &str = "regtypein";
@@ -139,29 +138,14 @@ impl ScalarUDFImpl for RegtypeIn {
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        let rows = args.number_rows;
-        let names = match args.args.first() {
-            Some(names) => names.to_array(rows)?,
-            None => return Ok(ColumnarValue::Array(Arc::new(Int32Array::new_null(rows)))),
-        };
-        let names = datafusion::arrow::compute::cast(&names, &DataType::Utf8)?;
-        let names = names.as_string::<i32>();
-        let mut oids = Vec::with_capacity(rows);
-        for i in 0..rows {
-            if names.is_null(i) {
-                oids.push(None);
-                continue;
-            }
-            let name = names.value(i);
-            let oid = self.types.resolve(name).ok_or_else(|| {
-                SluiceError::new(
-                    SqlState::UNDEFINED_OBJECT,
-                    format!("type \"{name}\" does not exist"),
-                )
-            })?;
-            oids.push(i32::try_from(oid).ok());
-        }
-        Ok(ColumnarValue::Array(Arc::new(Int32Array::from(oids))))
+        oids_by_name(&args, |name| match self.types.resolve(name) {
+            Some(oid) => Ok(Some(oid)),
+            None => Err(SluiceError::new(
+                SqlState::UNDEFINED_OBJECT,
+                format!("type \"{name}\" does not exist"),
+            )
+            .into()),
+        })
     }
 }
 
