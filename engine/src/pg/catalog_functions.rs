@@ -42,11 +42,11 @@ pub(crate) fn install(
         ("pg_tablespace_location", Some("")),
         ("pg_get_serial_sequence", None),
     ] {
-        ctx.register_udf(ScalarUDF::new_from_impl(ConstantText {
+        ctx.register_udf(ConstantText::udf(
             name,
             text,
-            signature: Signature::variadic_any(Volatility::Stable),
-        }));
+            Signature::variadic_any(Volatility::Stable),
+        ));
     }
     for name in ALWAYS_TRUE {
         ctx.register_udf(ScalarUDF::new_from_impl(AlwaysTrue {
@@ -211,12 +211,29 @@ impl ScalarUDFImpl for PgGetIndexdef {
 /// - `pg_tablespace_location(oid)` (psql's `\db`): empty, as Postgres
 ///   answers for its two built-in tablespaces, the only ones there are;
 /// - `pg_get_serial_sequence(table, column)` (ORMs reading the sequence
-///   behind a key): NULL, Sluice has no sequences.
+///   behind a key): NULL, Sluice has no sequences;
+/// - `getdatabaseencoding()` and `pg_client_encoding()`: `UTF8`
+///   ([`crate::pg::encodings`]).
 #[derive(Debug, PartialEq, Eq, Hash)]
-struct ConstantText {
+pub(crate) struct ConstantText {
     name: &'static str,
     text: Option<&'static str>,
     signature: Signature,
+}
+
+impl ConstantText {
+    /// The function `name`, answering `text` (NULL for `None`).
+    pub(crate) fn udf(
+        name: &'static str,
+        text: Option<&'static str>,
+        signature: Signature,
+    ) -> ScalarUDF {
+        ScalarUDF::new_from_impl(Self {
+            name,
+            text,
+            signature,
+        })
+    }
 }
 
 impl ScalarUDFImpl for ConstantText {

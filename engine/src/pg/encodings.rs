@@ -21,6 +21,8 @@ use datafusion::logical_expr::{
 };
 use datafusion::prelude::SessionContext;
 
+use crate::pg::catalog_functions::ConstantText;
+
 /// Postgres' server and client encodings, by number (`pg_enc` in its
 /// `pg_wchar.h`, 15).
 const ENCODINGS: [&str; 42] = [
@@ -106,10 +108,11 @@ pub(crate) fn install(ctx: &SessionContext) {
         ),
     }));
     for name in ["getdatabaseencoding", "pg_client_encoding"] {
-        ctx.register_udf(ScalarUDF::new_from_impl(Utf8Name {
+        ctx.register_udf(ConstantText::udf(
             name,
-            signature: Signature::nullary(Volatility::Stable),
-        }));
+            Some(ENCODINGS[UTF8]),
+            Signature::nullary(Volatility::Stable),
+        ));
     }
 }
 
@@ -211,33 +214,6 @@ impl ScalarUDFImpl for NameToEncoding {
             .map(|name| name.map(encoding_number))
             .collect();
         Ok(ColumnarValue::Array(Arc::new(numbers)))
-    }
-}
-
-/// `getdatabaseencoding()` / `pg_client_encoding()`: `UTF8`.
-#[derive(Debug, PartialEq, Eq, Hash)]
-struct Utf8Name {
-    name: &'static str,
-    signature: Signature,
-}
-
-impl ScalarUDFImpl for Utf8Name {
-    fn name(&self) -> &str {
-        self.name
-    }
-
-    fn signature(&self) -> &Signature {
-        &self.signature
-    }
-
-    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
-        Ok(DataType::Utf8)
-    }
-
-    fn invoke_with_args(&self, _args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        Ok(ColumnarValue::Scalar(
-            datafusion::common::ScalarValue::Utf8(Some(ENCODINGS[UTF8].to_owned())),
-        ))
     }
 }
 

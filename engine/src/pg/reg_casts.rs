@@ -44,27 +44,30 @@ pub(crate) fn rewrite_casts(statement: &mut Statement) -> bool {
                 Expr::Value(v) if matches!(v.value, Value::SingleQuotedString(_))
             )
         {
-            **operand = Expr::Function(Function {
-                name: ObjectName::from(vec![Ident::new(lookup)]),
-                uses_odbc_syntax: false,
-                parameters: FunctionArguments::None,
-                args: FunctionArguments::List(FunctionArgumentList {
-                    duplicate_treatment: None,
-                    args: vec![FunctionArg::Unnamed(FunctionArgExpr::Expr(
-                        (**operand).clone(),
-                    ))],
-                    clauses: vec![],
-                }),
-                filter: None,
-                null_treatment: None,
-                over: None,
-                within_group: vec![],
-            });
+            **operand = lookup_call(lookup, (**operand).clone());
             found = true;
         }
         ControlFlow::<()>::Continue(())
     });
     found
+}
+
+/// `lookup(name)`: a call of one of [`LOOKUPS`] on a name (a string).
+pub(crate) fn lookup_call(lookup: &str, name: Expr) -> Expr {
+    Expr::Function(Function {
+        name: ObjectName::from(vec![Ident::new(lookup)]),
+        uses_odbc_syntax: false,
+        parameters: FunctionArguments::None,
+        args: FunctionArguments::List(FunctionArgumentList {
+            duplicate_treatment: None,
+            args: vec![FunctionArg::Unnamed(FunctionArgExpr::Expr(name))],
+            clauses: vec![],
+        }),
+        filter: None,
+        null_treatment: None,
+        over: None,
+        within_group: vec![],
+    })
 }
 
 /// The lookup a cast to `data_type` becomes, if it is one Sluice reads.

@@ -14,11 +14,11 @@ use std::collections::HashMap;
 use std::ops::ControlFlow;
 
 use datafusion::sql::sqlparser::ast::{
-    Expr, Function, FunctionArg, FunctionArgExpr, FunctionArgumentList, FunctionArguments, Ident,
-    ObjectName, ObjectNamePart, Query, Select, SetExpr, Statement, TableFactor, TableWithJoins,
-    Value, VisitMut, VisitorMut, visit_expressions_mut,
+    Expr, ObjectNamePart, Query, Select, SetExpr, Statement, TableFactor, TableWithJoins, Value,
+    VisitMut, VisitorMut, visit_expressions_mut,
 };
 
+use crate::pg::reg_casts::lookup_call;
 use crate::pg::regclass::REGCLASS_IN;
 
 /// Rewrites every `alias.tableoid` of a `pg_catalog` table in `statement`;
@@ -123,22 +123,10 @@ fn catalog_tables(from: &TableWithJoins, tables: &mut HashMap<String, Option<Str
 
 /// `regclassin('pg_catalog.<table>')`.
 fn lookup(table: &str) -> Expr {
-    Expr::Function(Function {
-        name: ObjectName::from(vec![Ident::new(REGCLASS_IN)]),
-        uses_odbc_syntax: false,
-        parameters: FunctionArguments::None,
-        args: FunctionArguments::List(FunctionArgumentList {
-            duplicate_treatment: None,
-            args: vec![FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::value(
-                Value::SingleQuotedString(format!("pg_catalog.{table}")),
-            )))],
-            clauses: vec![],
-        }),
-        filter: None,
-        null_treatment: None,
-        over: None,
-        within_group: vec![],
-    })
+    lookup_call(
+        REGCLASS_IN,
+        Expr::value(Value::SingleQuotedString(format!("pg_catalog.{table}"))),
+    )
 }
 
 #[cfg(test)]
