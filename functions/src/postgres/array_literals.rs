@@ -43,9 +43,17 @@ impl ExprPlanner for ArrayLiteralPlanner {
         }
         let RawBinaryExpr { op, left, right } = expr;
         // The operands are typed; DataFusion plans the comparison itself.
-        let (left, right) = match (array_type(&left, schema), array_type(&right, schema)) {
-            (Some(array), None) if is_text_literal(&right) => (left, cast(right, array)),
-            (None, Some(array)) if is_text_literal(&left) => (cast(left, array), right),
+        // Only a comparison with a text literal has its other side typed:
+        // planning every comparison pays nothing more.
+        let (left, right) = match (is_text_literal(&left), is_text_literal(&right)) {
+            (false, true) => match array_type(&left, schema) {
+                Some(array) => (left, cast(right, array)),
+                None => (left, right),
+            },
+            (true, false) => match array_type(&right, schema) {
+                Some(array) => (cast(left, array), right),
+                None => (left, right),
+            },
             _ => (left, right),
         };
         Ok(PlannerResult::Original(RawBinaryExpr { op, left, right }))

@@ -30,11 +30,19 @@ impl ExprPlanner for DateIntervalPlanner {
         }
         let RawBinaryExpr { op, left, right } = expr;
         let kind = |e: &Expr| e.get_type(schema).ok();
-        let (left, right) = match (kind(&left), kind(&right)) {
-            (Some(l), Some(DataType::Interval(_))) if is_date(&l) => (timestamp(left), right),
+        // The left side is typed only when the right one is an interval or
+        // a date, so other arithmetic pays for one side's type.
+        let (left, right) = match kind(&right) {
+            Some(DataType::Interval(_)) if kind(&left).is_some_and(|l| is_date(&l)) => {
+                (timestamp(left), right)
+            }
             // `interval - date` has no meaning in Postgres; DataFusion's
             // error for it stays.
-            (Some(DataType::Interval(_)), Some(r)) if is_date(&r) && op == BinaryOperator::Plus => {
+            Some(r)
+                if is_date(&r)
+                    && op == BinaryOperator::Plus
+                    && matches!(kind(&left), Some(DataType::Interval(_))) =>
+            {
                 (left, timestamp(right))
             }
             _ => (left, right),
