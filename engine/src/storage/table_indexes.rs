@@ -133,8 +133,9 @@ impl DurableTable {
         vector_index::plan_search(table, snapshot, index, request, projection, session).await
     }
 
-    /// The plan of a batch of exact searches over the table as of now,
-    /// its query vectors from `queries`.
+    /// The plan of a batch of searches over the table as of now, its
+    /// query vectors from `queries`: walks of the index for the batch's
+    /// distance on its column if there is one, else one exact pass.
     pub async fn plan_vector_batch(
         &self,
         session: &dyn Session,
@@ -143,13 +144,27 @@ impl DurableTable {
         projection: Option<&Vec<usize>>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let transaction = SessionTransaction::of(session.config());
-        let committed = Arc::clone(&self.state.lock().await.snapshot);
+        let (committed, index) = {
+            let state = self.state.lock().await;
+            (
+                Arc::clone(&state.snapshot),
+                state
+                    .manifest
+                    .vector_indexes
+                    .iter()
+                    .find(|i| i.column == request.column && i.metric.sql_metric() == request.metric)
+                    .cloned(),
+            )
+        };
         let snapshot = match transaction {
             Some(transaction) => transaction.snapshot(&self.handle()).await?,
             None => committed,
         };
         let table = self.table_files(session);
-        vector_index::plan_batch(table, snapshot, request, queries, projection)
+        vector_index::plan_batch(
+            table, snapshot, index, request, queries, projection, session,
+        )
+        .await
     }
 }
 

@@ -681,4 +681,44 @@ async fn a_batch_of_searches_returns_what_each_search_returns() {
             .contains("VectorBatchTopKExec")
     );
     assert_eq!(text_rows_of(&sluice, ids_only).await.len(), 30);
+    // With an index for the batch's distance, each query walks the graph
+    // as its own search would: the same rows, and EXPLAIN says so.
+    run_sql(
+        &sluice,
+        "CREATE INDEX vecs_v ON vecs USING hnsw (v) WITH (metric = 'cosine')",
+    )
+    .await;
+    let batch = "SELECT q.qid, s.id, s.score FROM queries q, \
+         LATERAL TABLE(VECTOR_SEARCH(TABLE vecs, q.qv, DESCRIPTOR(v), 7)) AS s \
+         ORDER BY q.qid, s.score, s.id";
+    let explained = plan(&sluice, batch).await;
+    assert!(
+        explained.contains("VectorBatchTopKExec: k=7 per query, index=vecs_v (hnsw, cosine)")
+            && explained.contains("graph walk: 1 graph(s) over 1 file(s)"),
+        "{explained}"
+    );
+    let rows = text_rows_of(&sluice, batch).await;
+    assert_eq!(rows.len(), 31 * 7);
+    for query in &queries {
+        let (qid, qv) = (query[0].clone(), query[1].clone().unwrap_or_default());
+        let got: Vec<Vec<Option<String>>> = rows
+            .iter()
+            .filter(|row| row[0] == qid)
+            .map(|row| row[1..].to_vec())
+            .collect();
+        let single = format!(
+            "SELECT id, score FROM VECTOR_SEARCH(TABLE vecs, DESCRIPTOR(v), '{qv}'::vector({DIM}), 7) \
+             ORDER BY score, id"
+        );
+        assert!(plan(&sluice, &single).await.contains("index=vecs_v"));
+        assert_eq!(got, text_rows_of(&sluice, &single).await, "{qid:?}");
+    }
+    // Another distance has no index: still one exact pass.
+    let l2 = "SELECT q.qid, s.id FROM queries q, \
+         LATERAL TABLE(VECTOR_SEARCH(TABLE vecs, q.qv, DESCRIPTOR(v), 3, MAP['metric', 'l2'])) AS s";
+    assert!(
+        plan(&sluice, l2)
+            .await
+            .contains("VectorBatchTopKExec: exact")
+    );
 }

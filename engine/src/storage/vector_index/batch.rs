@@ -1,11 +1,14 @@
-//! A batch of exact searches (`LATERAL VECTOR_SEARCH` with a query vector
-//! per row of another table): the distinct query vectors ranked against
-//! the table in one pass over its vectors (a matrix product per run of
-//! rows, [`exact::scan_batch`]), each query's `k` nearest rows read once
-//! and returned with their query and rank — the rows the window plan it
+//! A batch of searches (`LATERAL VECTOR_SEARCH` with a query vector per
+//! row of another table), each query's `k` nearest rows read once and
+//! returned with their query and rank — the rows the window plan it
 //! replaces (`row_number()` per query over a cross join) would return.
+//! With an index for the batch's distance, each query walks the graphs as
+//! a search of its own would ([`BatchWalks`], several queries at once);
+//! without one, the query vectors are ranked against the table in one
+//! pass over its vectors (a matrix product per run of rows,
+//! [`exact::scan_batch`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
 
@@ -15,6 +18,7 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::compute::take;
 use datafusion::arrow::datatypes::{DataType, Float32Type, SchemaRef};
+use datafusion::catalog::Session;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
@@ -29,7 +33,9 @@ use sluice_functions::vector::distance::Metric;
 
 use super::super::files::Snapshot;
 use super::super::table_files::TableFiles;
+use super::definition::VectorIndex;
 use super::hit_rows::HitRows;
+use super::search::BatchWalks;
 use super::{columns, exact};
 
 /// A batch search the planner's rule hands a table: for each query vector
@@ -50,16 +56,33 @@ pub struct BatchRequest {
     pub schema: SchemaRef,
 }
 
-/// Plans `request` over `snapshot`, its queries from `queries`;
-/// `projection` picks columns of the request's schema.
-pub(in crate::storage) fn plan_batch(
+/// Plans `request` over `snapshot`, its queries from `queries`, walking
+/// `index` when there is one; `projection` picks columns of the request's
+/// schema.
+pub(in crate::storage) async fn plan_batch(
     table: TableFiles,
     snapshot: Arc<Snapshot>,
+    index: Option<VectorIndex>,
     request: BatchRequest,
     queries: Arc<dyn ExecutionPlan>,
     projection: Option<&Vec<usize>>,
+    state: &dyn Session,
 ) -> Result<Arc<dyn ExecutionPlan>> {
     let vector_column = table.schema.index_of(&request.column)?;
+    let walks = match index {
+        Some(index) => Some(
+            BatchWalks::plan(
+                table.clone(),
+                Arc::clone(&snapshot),
+                index,
+                request.k,
+                &request.table_columns,
+                state,
+            )
+            .await?,
+        ),
+        None => None,
+    };
     let output_schema = match projection {
         Some(columns) => Arc::new(request.schema.project(columns)?),
         None => Arc::clone(&request.schema),
@@ -79,6 +102,7 @@ pub(in crate::storage) fn plan_batch(
             snapshot,
             vector_column,
             request,
+            walks,
             projection,
             output_schema,
         }),
@@ -92,6 +116,8 @@ struct Batch {
     snapshot: Arc<Snapshot>,
     vector_column: usize,
     request: BatchRequest,
+    /// The graph walks of every query; `None` for an exact batch.
+    walks: Option<BatchWalks>,
     /// Columns of the request's schema returned.
     projection: Vec<usize>,
     output_schema: SchemaRef,
@@ -109,13 +135,19 @@ pub struct VectorBatchTopKExec {
 impl DisplayAs for VectorBatchTopKExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
         let request = &self.batch.request;
-        write!(
-            f,
-            "VectorBatchTopKExec: exact, distance={}, k={} per query, files={}",
-            request.metric.function_name(),
-            request.k,
-            self.batch.snapshot.files.len()
-        )
+        match &self.batch.walks {
+            Some(walks) => {
+                write!(f, "VectorBatchTopKExec: k={} per query, ", request.k)?;
+                walks.describe(f)
+            }
+            None => write!(
+                f,
+                "VectorBatchTopKExec: exact, distance={}, k={} per query, files={}",
+                request.metric.function_name(),
+                request.k,
+                self.batch.snapshot.files.len()
+            ),
+        }
     }
 }
 
@@ -197,7 +229,10 @@ impl Batch {
             ));
         };
         let dimensions = *width as usize;
-        // The distinct query vectors (NULL ones find nothing).
+        // The distinct query vectors, by their bits (NULL ones find
+        // nothing): the rows are joined back to every query row with the
+        // same vector, so each must come once.
+        let mut seen: HashSet<Vec<u32>> = HashSet::new();
         let mut queries: Vec<f32> = Vec::new();
         let mut query_arrays: Vec<ArrayRef> = Vec::new();
         for batch in query_batches {
@@ -217,25 +252,34 @@ impl Batch {
                     continue;
                 }
                 let start = list.value_offset(row) as usize;
-                queries.extend_from_slice(&values[start..start + dimensions]);
+                let query = &values[start..start + dimensions];
+                if !seen.insert(query.iter().map(|x| x.to_bits()).collect()) {
+                    continue;
+                }
+                queries.extend_from_slice(query);
                 query_arrays.push(Arc::new(list.slice(row, 1)));
             }
         }
-        let mut files = Vec::with_capacity(self.snapshot.files.len());
-        for (ordinal, live) in self.snapshot.files.iter().enumerate() {
-            if live.file.rows > 0 {
-                let column = columns::load(&self.table, live, self.vector_column).await?;
-                files.push((ordinal, column));
+        let found = match &self.walks {
+            Some(walks) => walks.hits(&queries, dimensions).await?,
+            None => {
+                let mut files = Vec::with_capacity(self.snapshot.files.len());
+                for (ordinal, live) in self.snapshot.files.iter().enumerate() {
+                    if live.file.rows > 0 {
+                        let column = columns::load(&self.table, live, self.vector_column).await?;
+                        files.push((ordinal, column));
+                    }
+                }
+                exact::scan_batch(
+                    files,
+                    queries.into(),
+                    dimensions,
+                    self.request.metric,
+                    self.request.k,
+                )
+                .await?
             }
-        }
-        let found = exact::scan_batch(
-            files,
-            queries.into(),
-            dimensions,
-            self.request.metric,
-            self.request.k,
-        )
-        .await?;
+        };
         // Every chosen row read once, in file then row order.
         let mut by_file: BTreeMap<usize, Vec<u64>> = BTreeMap::new();
         for hit in found.iter().flatten() {
@@ -251,16 +295,21 @@ impl Batch {
             .flat_map(|(ordinal, rows)| rows.iter().map(move |row| (*ordinal, *row)))
             .collect();
         let read_schema = Arc::new(self.table.schema.project(&self.request.table_columns)?);
+        // An exact batch reads many rows of each file once: its pages
+        // cost less than decoding and keeping whole columns. Walks read
+        // their vectors from the graphs, the rest as a search does.
+        let (graphs, from_memory) = match &self.walks {
+            Some(walks) => walks.hit_sources(),
+            None => (Vec::new(), false),
+        };
         let read = HitRows {
             table: &self.table,
             snapshot: &self.snapshot,
-            graphs: &[],
+            graphs: &graphs,
             vector_column: self.vector_column,
             projection: &self.request.table_columns,
             output_schema: &read_schema,
-            // A batch reads many rows of each file once: its pages cost
-            // less than decoding and keeping whole columns.
-            from_memory: false,
+            from_memory,
         }
         .read(by_file)
         .await?;

@@ -10,14 +10,13 @@ use datafusion::error::{DataFusionError, Result};
 use futures::TryStreamExt;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
-use usearch::{Index, IndexOptions, ScalarKind};
 
 use super::super::files::{read_rows, resolve};
 use super::super::manifest::{self, DataFile, Manifest, delete_if_present, storage_error};
 use super::MIN_INDEXED_ROWS;
-use super::definition::limits::DEFAULT_EF_SEARCH;
-use super::definition::{VectorIndex, usearch_error};
+use super::definition::VectorIndex;
 use super::graph_map::{self, GraphMap, MAX_GRAPH_VECTOR_BYTES};
+use super::hnsw::Builder;
 
 /// Folder of a table's graphs, beside `data/`.
 const INDEX_DIR: &str = "indexes";
@@ -262,21 +261,10 @@ async fn build_group_graph(
     dimensions: usize,
     files: &[&DataFile],
 ) -> Result<String> {
-    let options = IndexOptions {
-        dimensions,
-        metric: index.metric.usearch_kind(),
-        quantization: ScalarKind::F32,
-        connectivity: index.m,
-        expansion_add: index.ef_construction,
-        expansion_search: DEFAULT_EF_SEARCH,
-        multi: false,
-    };
-    let graph = Arc::new(Index::new(&options).map_err(usearch_error)?);
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let capacity: u64 = files.iter().map(|f| f.rows).sum();
-    graph
-        .reserve_capacity_and_threads(capacity as usize, threads)
-        .map_err(usearch_error)?;
+    let mut graph = Builder::new(dimensions, index.metric, index.m, index.ef_construction);
+    graph.reserve(capacity as usize);
     for (slot, file) in (0u32..).zip(files) {
         let location = resolve(dir, &file.path);
         let batches = read_rows(store, &location, file.size, schema, &[column], None, None).await?;
@@ -296,80 +284,20 @@ async fn build_group_graph(
             }
         }
         drop(batches);
-        let adding = Arc::clone(&graph);
-        tokio::task::spawn_blocking(move || add_vectors(&adding, threads, &keys, &vectors))
-            .await
-            .map_err(|e| DataFusionError::External(Box::new(e)))??;
+        graph = tokio::task::spawn_blocking(move || {
+            graph.add(&keys, &vectors, threads)?;
+            Ok::<_, DataFusionError>(graph)
+        })
+        .await
+        .map_err(|e| DataFusionError::External(Box::new(e)))??;
     }
-    let bytes = tokio::task::spawn_blocking(move || {
-        let mut buffer = vec![0u8; graph.serialized_length()];
-        graph.save_to_buffer(&mut buffer).map_err(usearch_error)?;
-        Ok::<_, DataFusionError>(buffer)
-    })
-    .await
-    .map_err(|e| DataFusionError::External(Box::new(e)))??;
-    let relative = format!("{INDEX_DIR}/{}.usearch", uuid::Uuid::new_v4());
+    let bytes = tokio::task::spawn_blocking(move || graph.finish().to_bytes())
+        .await
+        .map_err(|e| DataFusionError::External(Box::new(e)))?;
+    let relative = format!("{INDEX_DIR}/{}.hnsw", uuid::Uuid::new_v4());
     store
         .put(&resolve(dir, &relative), PutPayload::from(bytes))
         .await
         .map_err(storage_error)?;
     Ok(relative)
-}
-
-/// Adds `vectors` (rows of the graph's dimension) under `keys` to `graph`
-/// from `threads` threads (usearch's insertion is thread-safe once
-/// capacity and threads are reserved). While the graph is small, the
-/// first rows go in from one thread, so its upper layers exist before the
-/// threads race; the threads then take every n-th row rather than a block
-/// each, so that no thread grows a region of the graph on its own. With a
-/// block each, recall@10 on the tests' clustered set was 0.987 to 1.0 over
-/// twelve runs but 0.917 once in CI under load; seeded and interleaved, it
-/// was 1.0 in twelve runs two at a time.
-fn add_vectors(graph: &Index, threads: usize, keys: &[u64], vectors: &[f32]) -> Result<()> {
-    /// Rows a graph holds before threads add to it.
-    const SEED_ROWS: usize = 1024;
-    let dimensions = graph.dimensions();
-    if vectors.len() != keys.len() * dimensions {
-        return Err(DataFusionError::Internal(format!(
-            "{} vector values for {} keys of {dimensions} dimensions",
-            vectors.len(),
-            keys.len()
-        )));
-    }
-    let add = |row: usize| -> std::result::Result<(), String> {
-        let vector = &vectors[row * dimensions..(row + 1) * dimensions];
-        graph.add(keys[row], vector).map_err(|e| e.to_string())
-    };
-    let seeded = keys.len().min(SEED_ROWS.saturating_sub(graph.size()));
-    if let Some(failure) = (0..seeded).find_map(|row| add(row).err()) {
-        return Err(DataFusionError::Execution(format!(
-            "cannot build vector index: {failure}"
-        )));
-    }
-    let failures: Vec<String> = std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..threads)
-            .map(|thread| {
-                let add = &add;
-                scope.spawn(move || {
-                    (seeded + thread..keys.len())
-                        .step_by(threads)
-                        .try_for_each(add)
-                })
-            })
-            .collect();
-        workers
-            .into_iter()
-            .filter_map(|worker| match worker.join() {
-                Ok(Ok(())) => None,
-                Ok(Err(e)) => Some(e),
-                Err(_) => Some("a build thread panicked".to_owned()),
-            })
-            .collect()
-    });
-    match failures.into_iter().next() {
-        Some(failure) => Err(DataFusionError::Execution(format!(
-            "cannot build vector index: {failure}"
-        ))),
-        None => Ok(()),
-    }
 }

@@ -3,7 +3,6 @@
 
 use serde::{Deserialize, Serialize};
 use sluice_functions::vector::distance::Metric;
-use usearch::MetricKind;
 
 use super::graph_map::GraphMap;
 
@@ -59,18 +58,10 @@ impl IndexMetric {
         }
     }
 
-    pub(super) fn usearch_kind(self) -> MetricKind {
-        match self {
-            Self::Cosine => MetricKind::Cos,
-            Self::L2 => MetricKind::L2sq,
-            Self::Ip => MetricKind::IP,
-        }
-    }
-
-    /// A distance usearch reports, as the SQL function computes it
-    /// (usearch keeps squared L2, and `1 − a·b` for the inner product).
-    pub(super) fn sql_distance(self, usearch_distance: f32) -> f64 {
-        let d = f64::from(usearch_distance);
+    /// A distance a graph reports, as the SQL function computes it
+    /// (graphs keep squared L2, and `1 − a·b` for the inner product).
+    pub(super) fn sql_distance(self, graph_distance: f32) -> f64 {
+        let d = f64::from(graph_distance);
         match self {
             Self::Cosine => d,
             Self::L2 => d.max(0.0).sqrt(),
@@ -130,9 +121,4 @@ impl Default for VectorSearchSettings {
             ef_search: limits::DEFAULT_EF_SEARCH,
         }
     }
-}
-
-/// An error usearch raised, as a DataFusion error.
-pub(super) fn usearch_error(e: impl std::fmt::Display) -> datafusion::error::DataFusionError {
-    datafusion::error::DataFusionError::Execution(format!("vector index: {e}"))
 }

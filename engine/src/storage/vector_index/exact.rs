@@ -26,9 +26,9 @@ use sluice_functions::vector::distance::Metric;
 use ndarray::{Array2, ArrayView2};
 use sluice_functions::vector::kernels;
 
-use super::cache::LoadedGraph;
 use super::columns::{Rows, VectorColumn};
 use super::graph_map;
+use super::hnsw::Graph;
 use super::ranking::{Best, Hit};
 
 /// Where a file's vectors are read from.
@@ -37,9 +37,9 @@ pub(super) enum Vectors {
     /// The decoded column.
     Column(Arc<VectorColumn>),
     /// The loaded graph holding the file's vectors, and the file's slot in
-    /// it (usearch keeps the vectors as float32): cheaper than decoding
+    /// it (the graph keeps the vectors as float32): cheaper than decoding
     /// the column when a filter keeps few rows.
-    Graph(Arc<LoadedGraph>, u32),
+    Graph(Arc<Graph>, u32),
 }
 
 /// One file to scan exactly.
@@ -54,7 +54,7 @@ pub(super) struct FileScan {
 /// A piece of the scan one thread takes.
 enum Piece<'a> {
     Rows(&'a Rows),
-    Graph(&'a LoadedGraph, u32),
+    Graph(&'a Graph, u32),
 }
 
 /// The `k` nearest rows to `query` by `metric` over `files` (NULL vectors
@@ -130,21 +130,20 @@ fn scan_rows(rows: &Rows, file: &FileScan, query: &[f32], metric: Metric, best: 
 }
 
 fn scan_graph(
-    graph: &LoadedGraph,
+    graph: &Graph,
     slot: u32,
     file: &FileScan,
     query: &[f32],
     metric: Metric,
     best: &mut Best,
 ) {
-    let mut vector = vec![0f32; query.len()];
     let Some(allowed) = &file.allowed else {
         return;
     };
     for row in allowed.set_indices() {
         // No vector under the key: the row's vector is NULL.
-        if graph.vector(graph_map::key(slot, row as u64), &mut vector) {
-            let distance = metric.distance(&vector, query);
+        if let Some(vector) = graph.vector(graph_map::key(slot, row as u64)) {
+            let distance = metric.distance(vector, query);
             best.offer(Hit::at(distance, file.ordinal, row as u64));
         }
     }

@@ -159,14 +159,13 @@ impl HitRows<'_> {
         let mut values = vec![0f32; rows.len() * dimensions];
         let mut valid = Vec::with_capacity(rows.len());
         for (row, out) in rows.iter().zip(values.chunks_exact_mut(dimensions)) {
-            let found = match vectors {
+            let vector = match vectors {
                 Vectors::Column(column) => usize::try_from(*row)
                     .ok()
-                    .and_then(|row| column.vector(row))
-                    .map(|v| out.copy_from_slice(v))
-                    .is_some(),
-                Vectors::Graph(graph, slot) => graph.vector(graph_map::key(*slot, *row), out),
+                    .and_then(|row| column.vector(row)),
+                Vectors::Graph(graph, slot) => graph.vector(graph_map::key(*slot, *row)),
             };
+            let found = vector.map(|v| out.copy_from_slice(v)).is_some();
             valid.push(found);
         }
         let nulls = valid.contains(&false).then(|| NullBuffer::from(valid));

@@ -17,10 +17,10 @@
 //! walks each graph and merges. Smaller files (a run of small INSERTs
 //! before compaction merges them) are searched exactly.
 //!
-//! The graphs are [usearch](https://github.com/unum-cloud/usearch) indexes
-//! (built in parallel, serialised to one object each, loaded lazily into a
-//! bounded process-wide [`cache`]); no Rust crate offers a comparable HNSW
-//! with filtered search and buffer (de)serialisation.
+//! The graphs are Sluice's own HNSW ([`hnsw`]: built in parallel, walked
+//! with the filter applied inside the walk, serialised to one object
+//! each, loaded lazily into a bounded process-wide [`cache`]); `hnsw`'s
+//! comment says why not usearch, measured.
 //!
 //! # Search
 //! [`search`] runs every vector top-k over a table snapshot
@@ -49,6 +49,7 @@ mod definition;
 mod exact;
 mod graph_map;
 mod hit_rows;
+mod hnsw;
 mod ranking;
 mod search;
 

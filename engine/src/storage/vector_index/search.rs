@@ -36,12 +36,12 @@ use sluice_functions::vector::distance::Metric;
 use super::super::decoded_columns;
 use super::super::files::{LiveFile, Snapshot, read_rows, resolve};
 use super::super::table_files::TableFiles;
-use super::cache::LoadedGraph;
 use super::definition::limits::DEFAULT_EF_SEARCH;
 use super::definition::{IndexMetric, VectorIndex, VectorSearchSettings};
 use super::exact::{FileScan, Vectors};
 use super::graph_map::{self, GraphPart};
 use super::hit_rows::HitRows;
+use super::hnsw::Graph;
 use super::ranking::{Best, Hit};
 use super::{cache, columns, exact};
 
@@ -162,6 +162,120 @@ pub(in crate::storage) async fn plan_search(
     projection: Option<&Vec<usize>>,
     state: &dyn Session,
 ) -> Result<Arc<dyn ExecutionPlan>> {
+    let search = plan(table, snapshot, index, request, projection, state).await?;
+    Ok(Arc::new(VectorTopKExec {
+        properties: Arc::new(PlanProperties::new(
+            EquivalenceProperties::new(Arc::clone(&search.output_schema)),
+            Partitioning::UnknownPartitioning(1),
+            EmissionType::Final,
+            Boundedness::Bounded,
+        )),
+        search: Arc::new(search),
+        metrics: ExecutionPlanMetricsSet::new(),
+    }))
+}
+
+/// The walks of a batch of indexed searches (`LATERAL VECTOR_SEARCH` over
+/// a table with an index for the batch's distance): planned once, then
+/// run once per query vector. A batch has no filter, so every file with
+/// a graph is walked and the rest scanned exactly.
+#[derive(Debug)]
+pub(super) struct BatchWalks(Search);
+
+impl BatchWalks {
+    /// Plans the walks of `index` over `snapshot` for `k` rows per query,
+    /// whose hits' `columns` are read.
+    pub(super) async fn plan(
+        table: TableFiles,
+        snapshot: Arc<Snapshot>,
+        index: VectorIndex,
+        k: usize,
+        columns: &Vec<usize>,
+        state: &dyn Session,
+    ) -> Result<Self> {
+        let request = SearchRequest {
+            index: Some(index.name.clone()),
+            column: index.column.clone(),
+            metric: index.metric.sql_metric(),
+            query: Vec::new(),
+            parameter: None,
+            ranked: true,
+            k,
+            filter: None,
+            keep_nulls: false,
+        };
+        let search = plan(table, snapshot, Some(index), &request, Some(columns), state).await?;
+        Ok(Self(search))
+    }
+
+    /// The `k` rows nearest each query (`dimensions` floats each),
+    /// nearest first. The graphs are loaded once and the queries walk
+    /// them on every core, each query's walks one after another (a
+    /// single search instead spreads its walks over the cores).
+    pub(super) async fn hits(&self, queries: &[f32], dimensions: usize) -> Result<Vec<Vec<Hit>>> {
+        let searches: Vec<Search> = queries
+            .chunks_exact(dimensions.max(1))
+            .map(|query| Search {
+                query: query.into(),
+                ..self.0.clone()
+            })
+            .collect();
+        let graphs = self.0.load_graphs().await;
+        let (searches, walked) = tokio::task::spawn_blocking(move || {
+            let walked = searches
+                .par_iter()
+                .map(|search| {
+                    graphs
+                        .iter()
+                        .enumerate()
+                        .map(|(at, graph)| search.walk_loaded(at, graph.as_deref()))
+                        .collect::<Result<Vec<_>>>()
+                })
+                .collect::<Result<Vec<_>>>();
+            (searches, walked)
+        })
+        .await
+        .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        let counters = Counters::default();
+        let mut found = Vec::with_capacity(searches.len());
+        for (search, walked) in searches.iter().zip(walked?) {
+            found.push(search.finish(walked, &counters).await?);
+        }
+        Ok(found)
+    }
+
+    /// Where the batch reads the chosen rows' columns: the files' graphs
+    /// (by the file's position in the snapshot), and whether the other
+    /// columns come from decoded columns in memory ([`HitRows`]).
+    pub(super) fn hit_sources(&self) -> (Vec<Option<&GraphPart>>, bool) {
+        let graphs = self.0.files.iter().map(|f| f.graph.as_ref()).collect();
+        (graphs, self.0.hits_from_memory)
+    }
+
+    /// How each query is searched, for EXPLAIN.
+    pub(super) fn describe(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        let search = &self.0;
+        if let Some((name, metric)) = &search.index {
+            write!(
+                f,
+                "index={name} (hnsw, {}), ef_search={}, ",
+                metric.name(),
+                search.ef_search
+            )?;
+        }
+        search.describe_path(f)
+    }
+}
+
+/// The search [`plan_search`] runs.
+async fn plan(
+    table: TableFiles,
+    snapshot: Arc<Snapshot>,
+    index: Option<VectorIndex>,
+    request: &SearchRequest,
+    projection: Option<&Vec<usize>>,
+    state: &dyn Session,
+) -> Result<Search> {
     let vector_column = table.schema.index_of(&request.column)?;
     // No search returns more rows than the table has: a LIMIT of
     // 9223372036854775807 must not size heaps and graph walks by it.
@@ -243,37 +357,28 @@ pub(in crate::storage) async fn plan_search(
     let hits_from_memory = hit_columns.is_empty()
         || decoded_columns::table_bytes(&table, &snapshot, &hit_columns).await?
             <= decoded_columns::TABLE_BYTES;
-    Ok(Arc::new(VectorTopKExec {
-        properties: Arc::new(PlanProperties::new(
-            EquivalenceProperties::new(Arc::clone(&output_schema)),
-            Partitioning::UnknownPartitioning(1),
-            EmissionType::Final,
-            Boundedness::Bounded,
-        )),
-        search: Arc::new(Search {
-            table,
-            snapshot,
-            files,
-            walks,
-            index: request
-                .index
-                .clone()
-                .zip(index.as_ref().map(|index| index.metric)),
-            metric: request.metric,
-            vector_column,
-            query: request.query.clone().into(),
-            parameter: request.parameter.clone(),
-            ranked: request.ranked,
-            k,
-            ef_search,
-            filter: filter.map(|(_, predicate)| predicate),
-            keep_nulls: request.keep_nulls,
-            projection,
-            output_schema,
-            hits_from_memory,
-        }),
-        metrics: ExecutionPlanMetricsSet::new(),
-    }))
+    Ok(Search {
+        table,
+        snapshot,
+        files,
+        walks,
+        index: request
+            .index
+            .clone()
+            .zip(index.as_ref().map(|index| index.metric)),
+        metric: request.metric,
+        vector_column,
+        query: request.query.clone().into(),
+        parameter: request.parameter.clone(),
+        ranked: request.ranked,
+        k,
+        ef_search,
+        filter: filter.map(|(_, predicate)| predicate),
+        keep_nulls: request.keep_nulls,
+        projection,
+        output_schema,
+        hits_from_memory,
+    })
 }
 
 /// Groups the files routed to a graph into one walk per graph, and routes
@@ -479,31 +584,8 @@ impl DisplayAs for VectorTopKExec {
             };
             write!(f, ", filter={filter} (matches {share:.1}% of rows)")?;
         }
-        let walked = search
-            .files
-            .iter()
-            .filter(|f| matches!(f.route, Route::Graph))
-            .count();
-        let mut exact: BTreeMap<ExactReason, usize> = BTreeMap::new();
-        for file in &search.files {
-            if let Route::Exact(reason) = file.route {
-                *exact.entry(reason).or_default() += 1;
-            }
-        }
-        let mut paths = Vec::new();
-        if search.index.is_some() {
-            paths.push(format!(
-                "graph walk: {} graph(s) over {walked} file(s)",
-                search.walks.len()
-            ));
-        }
-        for (reason, count) in exact {
-            paths.push(format!(
-                "exact scan: {count} file(s) ({})",
-                reason.describe()
-            ));
-        }
-        write!(f, ", path=[{}]", paths.join(", "))?;
+        write!(f, ", ")?;
+        search.describe_path(f)?;
         if !search.hits_from_memory {
             // Only the exception is shown: most plans take them from memory.
             write!(f, ", rows read from files")?;
@@ -580,6 +662,7 @@ impl ExecutionPlan for VectorTopKExec {
     }
 }
 
+#[derive(Default)]
 struct Counters {
     walks: Count,
     exact: Count,
@@ -589,33 +672,89 @@ struct Counters {
 
 impl Search {
     async fn run(self: Arc<Self>, counters: &Counters) -> Result<RecordBatch> {
+        let hits = Arc::clone(&self).hits(counters).await?;
+        let batch = self.read_hits(hits).await?;
+        counters.output_rows.add(batch.num_rows());
+        Ok(batch)
+    }
+
+    /// `path=[…]`: how the files are searched (graph walks, and exact
+    /// scans by reason), for EXPLAIN.
+    fn describe_path(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        let walked = self
+            .files
+            .iter()
+            .filter(|f| matches!(f.route, Route::Graph))
+            .count();
+        let mut exact: BTreeMap<ExactReason, usize> = BTreeMap::new();
+        for file in &self.files {
+            if let Route::Exact(reason) = file.route {
+                *exact.entry(reason).or_default() += 1;
+            }
+        }
+        let mut paths = Vec::new();
+        if self.index.is_some() {
+            paths.push(format!(
+                "graph walk: {} graph(s) over {walked} file(s)",
+                self.walks.len()
+            ));
+        }
+        for (reason, count) in exact {
+            paths.push(format!(
+                "exact scan: {count} file(s) ({})",
+                reason.describe()
+            ));
+        }
+        write!(f, "path=[{}]", paths.join(", "))
+    }
+
+    /// The `k` (or fewer) rows nearest the query, nearest first.
+    async fn hits(self: Arc<Self>, counters: &Counters) -> Result<Vec<Hit>> {
+        let graphs = self.load_graphs().await;
+        // The walks on every core: a query waits for its slowest graph,
+        // not for the sum of them.
+        let search = Arc::clone(&self);
+        let walked = tokio::task::spawn_blocking(move || {
+            graphs
+                .into_par_iter()
+                .enumerate()
+                .map(|(at, graph)| search.walk_loaded(at, graph.as_deref()))
+                .collect::<Result<Vec<_>>>()
+        })
+        .await
+        .map_err(|e| DataFusionError::External(Box::new(e)))??;
+        self.finish(walked, counters).await
+    }
+
+    /// The graph of each of the search's walks (`None` where it cannot be
+    /// read).
+    async fn load_graphs(&self) -> Vec<Option<Arc<Graph>>> {
+        let mut graphs = Vec::with_capacity(self.walks.len());
+        for walk in &self.walks {
+            graphs.push(self.load_graph(&walk.graph).await);
+        }
+        graphs
+    }
+
+    /// The hits of walk `at` over `graph`; `None` when the walk must be
+    /// replaced by an exact scan of its files.
+    fn walk_loaded(&self, at: usize, graph: Option<&Graph>) -> Result<Option<Vec<Hit>>> {
+        match graph {
+            Some(graph) => self.walk(&self.walks[at], graph),
+            None => Ok(None),
+        }
+    }
+
+    /// The search's `k` rows from the hits of its walks (by walk, `None`
+    /// where a walk came back short or its graph was unreadable) and exact
+    /// scans of the other files.
+    async fn finish(&self, walked: Vec<Option<Vec<Hit>>>, counters: &Counters) -> Result<Vec<Hit>> {
         let mut best = Best::new(self.k);
         let mut exact: Vec<usize> = (0..self.files.len())
             .filter(|&at| matches!(self.files[at].route, Route::Exact(_)))
             .collect();
         counters.exact.add(exact.len());
-        let mut walks = Vec::with_capacity(self.walks.len());
-        for (at, walk) in self.walks.iter().enumerate() {
-            walks.push((at, self.load_graph(&walk.graph).await));
-        }
-        // The walks on every core: a query waits for its slowest graph,
-        // not for the sum of them.
-        let search = Arc::clone(&self);
-        let walked = tokio::task::spawn_blocking(move || {
-            walks
-                .into_par_iter()
-                .map(|(at, loaded)| {
-                    let hits = match loaded {
-                        Some(loaded) => search.walk(&search.walks[at], &loaded)?,
-                        None => None,
-                    };
-                    Ok((at, hits))
-                })
-                .collect::<Result<Vec<_>>>()
-        })
-        .await
-        .map_err(|e| DataFusionError::External(Box::new(e)))??;
-        for (at, hits) in walked {
+        for (walk, hits) in self.walks.iter().zip(walked) {
             match hits {
                 Some(hits) => {
                     counters.walks.add(1);
@@ -623,7 +762,7 @@ impl Search {
                 }
                 None => {
                     counters.fallbacks.add(1);
-                    exact.extend(&self.walks[at].members);
+                    exact.extend(&walk.members);
                 }
             }
         }
@@ -637,20 +776,20 @@ impl Search {
                 vectors: self.vectors_to_scan(file).await?,
             });
         }
-        for hit in exact::scan(scans, Arc::clone(&self.query), self.metric, self.k).await? {
-            best.offer(hit);
+        if !scans.is_empty() {
+            for hit in exact::scan(scans, Arc::clone(&self.query), self.metric, self.k).await? {
+                best.offer(hit);
+            }
         }
         if self.keep_nulls && best.len() < self.k {
             self.offer_null_vectors(&mut best).await?;
         }
-        let batch = self.read_hits(best.into_hits()).await?;
-        counters.output_rows.add(batch.num_rows());
-        Ok(batch)
+        Ok(best.into_hits())
     }
 
     /// The graph at `graph`; `None` when it cannot be read (its files are
     /// then scanned exactly).
-    async fn load_graph(&self, graph: &str) -> Option<Arc<LoadedGraph>> {
+    async fn load_graph(&self, graph: &str) -> Option<Arc<Graph>> {
         let location = resolve(&self.table.dir, graph);
         match cache::load(&self.table.store, &location).await {
             Ok(loaded) => Some(loaded),
@@ -665,12 +804,20 @@ impl Search {
     /// The hits of `walk`'s files by their graph; `None` when the walk
     /// cannot be trusted to be complete (it returned fewer rows than
     /// match): the caller scans its files exactly.
-    fn walk(&self, walk: &GraphWalk, loaded: &LoadedGraph) -> Result<Option<Vec<Hit>>> {
+    fn walk(&self, walk: &GraphWalk, loaded: &Graph) -> Result<Option<Vec<Hit>>> {
         let Some((_, index_metric)) = self.index else {
             return Ok(None);
         };
         if loaded.dimensions() != self.query.len() {
             return Err(different_dimensions(loaded.dimensions(), self.query.len()));
+        }
+        if loaded.metric() != index_metric {
+            return Err(DataFusionError::Internal(format!(
+                "graph {} was built for {} distance, its index orders by {}",
+                walk.graph,
+                loaded.metric().name(),
+                index_metric.name()
+            )));
         }
         // Per slot of the graph, the file of the search it holds (if any).
         let mut slots: Vec<Option<&FileSearch>> = Vec::new();
@@ -698,38 +845,33 @@ impl Search {
                 })
         };
         let matches = if walk.complete {
-            loaded.with_ef_search(self.ef_search, |g| g.search(&self.query, self.k))
+            loaded.search(&self.query, self.k, self.ef_search, |_| true)
         } else {
-            loaded.with_ef_search(self.ef_search, |g| {
-                g.filtered_search(&self.query, self.k, returnable)
-            })
-        }
-        .map_err(super::definition::usearch_error)?;
+            loaded.search(&self.query, self.k, self.ef_search, returnable)
+        };
         let reachable = if walk.complete {
             loaded.len() as u64
         } else {
             walk.members.iter().map(|&at| self.files[at].matching).sum()
         };
-        if (matches.keys.len() as u64) < reachable.min(self.k as u64) {
+        if (matches.len() as u64) < reachable.min(self.k as u64) {
             return Ok(None);
         }
-        let mut hits = Vec::with_capacity(matches.keys.len());
-        let mut vector = vec![0f32; self.query.len()];
-        for (key, distance) in matches.keys.iter().zip(&matches.distances) {
-            let (slot, row) = graph_map::split(*key);
+        let mut hits = Vec::with_capacity(matches.len());
+        for (key, distance) in matches {
+            let (slot, row) = graph_map::split(key);
             let Some(file) = slots.get(slot as usize).copied().flatten() else {
                 return Err(DataFusionError::Internal(format!(
                     "graph {} returned a key of slot {slot}, which this search does not read",
                     walk.graph
                 )));
             };
-            // The distance as the SQL function computes it (usearch's own
-            // rounds differently), so that hits rank as a sort by the
+            // The distance as the SQL function computes it (the walk's
+            // own rounds differently), so that hits rank as a sort by the
             // query's distance ranks them and exact scans' hits compare.
-            let distance = if loaded.vector(*key, &mut vector) {
-                self.metric.distance(&vector, &self.query)
-            } else {
-                index_metric.sql_distance(*distance)
+            let distance = match loaded.vector(key) {
+                Some(vector) => self.metric.distance(vector, &self.query),
+                None => loaded.metric().sql_distance(distance),
             };
             hits.push(Hit::at(distance, file.ordinal, row));
         }
@@ -737,7 +879,7 @@ impl Search {
     }
 
     /// Where the exact scan of `file` reads its vectors: the file's graph
-    /// when a filter keeps few rows (usearch holds them in memory, while
+    /// when a filter keeps few rows (the graph holds them in memory, while
     /// rows spread over the file touch most of its vector pages), else the
     /// decoded column.
     async fn vectors_to_scan(&self, file: &FileSearch) -> Result<Vectors> {
