@@ -120,11 +120,12 @@ mod avx2 {
         lanes.iter().sum()
     }
 
-    /// Eight floats of `s` from `at` (`at + 8 <= s.len()`, checked).
+    /// Eight floats: `lanes` is a `chunks_exact` chunk, so the loops below
+    /// carry no bounds checks.
     #[inline(always)]
-    fn load(s: &[f32], at: usize) -> __m256 {
-        let lanes = &s[at..at + 8];
-        // SAFETY: `lanes` holds the eight floats read.
+    fn load(lanes: &[f32]) -> __m256 {
+        assert!(lanes.len() >= 8);
+        // SAFETY: `lanes` holds at least the eight floats read.
         unsafe { _mm256_loadu_ps(lanes.as_ptr()) }
     }
 
@@ -133,11 +134,15 @@ mod avx2 {
         let len = a.len().min(b.len());
         let whole = len / 16 * 16;
         let (mut s0, mut s1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-        for at in (0..whole).step_by(16) {
-            s0 = _mm256_fmadd_ps(load(a, at), load(b, at), s0);
-            s1 = _mm256_fmadd_ps(load(a, at + 8), load(b, at + 8), s1);
+        for (x, y) in a[..whole].chunks_exact(16).zip(b[..whole].chunks_exact(16)) {
+            s0 = _mm256_fmadd_ps(load(&x[..8]), load(&y[..8]), s0);
+            s1 = _mm256_fmadd_ps(load(&x[8..]), load(&y[8..]), s1);
         }
-        let tail: f32 = (whole..len).map(|i| a[i] * b[i]).sum();
+        let tail: f32 = a[whole..len]
+            .iter()
+            .zip(&b[whole..len])
+            .map(|(x, y)| x * y)
+            .sum();
         sum(_mm256_add_ps(s0, s1)) + tail
     }
 
@@ -146,27 +151,48 @@ mod avx2 {
         let len = a.len().min(b.len());
         let whole = len / 16 * 16;
         let (mut s0, mut s1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-        for at in (0..whole).step_by(16) {
-            let d0 = _mm256_sub_ps(load(a, at), load(b, at));
-            let d1 = _mm256_sub_ps(load(a, at + 8), load(b, at + 8));
+        for (x, y) in a[..whole].chunks_exact(16).zip(b[..whole].chunks_exact(16)) {
+            let d0 = _mm256_sub_ps(load(&x[..8]), load(&y[..8]));
+            let d1 = _mm256_sub_ps(load(&x[8..]), load(&y[8..]));
             s0 = _mm256_fmadd_ps(d0, d0, s0);
             s1 = _mm256_fmadd_ps(d1, d1, s1);
         }
-        let tail: f32 = (whole..len).map(|i| (a[i] - b[i]) * (a[i] - b[i])).sum();
+        let tail: f32 = a[whole..len]
+            .iter()
+            .zip(&b[whole..len])
+            .map(|(x, y)| (x - y) * (x - y))
+            .sum();
         sum(_mm256_add_ps(s0, s1)) + tail
+    }
+
+    /// The floats the query and all four vectors have, in runs of eight
+    /// (one of the query's, four of the vectors'), and that common length.
+    #[inline(always)]
+    fn runs<'a>(
+        q: &'a [f32],
+        v: [&'a [f32]; 4],
+    ) -> (impl Iterator<Item = (&'a [f32], [&'a [f32]; 4])>, usize) {
+        let len = v.iter().fold(q.len(), |len, v| len.min(v.len()));
+        let whole = len / 8 * 8;
+        let [v0, v1, v2, v3] = v.map(|v| v[..whole].chunks_exact(8));
+        let runs = q[..whole]
+            .chunks_exact(8)
+            .zip(v0.zip(v1).zip(v2.zip(v3)))
+            .map(|(q, ((a, b), (c, d)))| (q, [a, b, c, d]));
+        (runs, len)
     }
 
     #[target_feature(enable = "avx2,fma")]
     fn dot4_avx2(q: &[f32], v: [&[f32]; 4]) -> [f32; 4] {
-        let len = v.iter().fold(q.len(), |len, v| len.min(v.len()));
-        let whole = len / 8 * 8;
+        let (runs, len) = runs(q, v);
         let mut acc = [_mm256_setzero_ps(); 4];
-        for at in (0..whole).step_by(8) {
-            let lanes = load(q, at);
-            for (acc, v) in acc.iter_mut().zip(v) {
-                *acc = _mm256_fmadd_ps(lanes, load(v, at), *acc);
+        for (lanes, vs) in runs {
+            let lanes = load(lanes);
+            for (acc, v) in acc.iter_mut().zip(vs) {
+                *acc = _mm256_fmadd_ps(lanes, load(v), *acc);
             }
         }
+        let whole = len / 8 * 8;
         let mut out = acc.map(sum);
         for (out, v) in out.iter_mut().zip(v) {
             *out += (whole..len).map(|i| q[i] * v[i]).sum::<f32>();
@@ -176,16 +202,16 @@ mod avx2 {
 
     #[target_feature(enable = "avx2,fma")]
     fn l2_4_avx2(q: &[f32], v: [&[f32]; 4]) -> [f32; 4] {
-        let len = v.iter().fold(q.len(), |len, v| len.min(v.len()));
-        let whole = len / 8 * 8;
+        let (runs, len) = runs(q, v);
         let mut acc = [_mm256_setzero_ps(); 4];
-        for at in (0..whole).step_by(8) {
-            let lanes = load(q, at);
-            for (acc, v) in acc.iter_mut().zip(v) {
-                let d = _mm256_sub_ps(lanes, load(v, at));
+        for (lanes, vs) in runs {
+            let lanes = load(lanes);
+            for (acc, v) in acc.iter_mut().zip(vs) {
+                let d = _mm256_sub_ps(lanes, load(v));
                 *acc = _mm256_fmadd_ps(d, d, *acc);
             }
         }
+        let whole = len / 8 * 8;
         let mut out = acc.map(sum);
         for (out, v) in out.iter_mut().zip(v) {
             *out += (whole..len)
