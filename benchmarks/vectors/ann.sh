@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # HNSW search through SQL: Sluice's CREATE INDEX … USING hnsw vs FAISS
 # IndexHNSWFlat and LanceDB (IVF_HNSW_FLAT, one partition) on the same
-# clustered vectors, side by side (ann.py).
+# clustered vectors, side by side (ann.py): queries one at a time, in
+# batches of 100 (one LATERAL VECTOR_SEARCH statement each), and filtered.
 #
 #   bash benchmarks/vectors/ann.sh            # 1M x 384, 1,000 queries
 #   SMOKE=1 bash benchmarks/vectors/ann.sh    # 20k x 64, 100 queries: under a minute
