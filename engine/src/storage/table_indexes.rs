@@ -12,6 +12,7 @@ use sluice_types::error::{SluiceError, SqlState};
 
 use super::change_feed::ChangeKind;
 use super::durable_table::DurableTable;
+use super::files::Snapshot;
 use super::manifest;
 use super::transaction::SessionTransaction;
 use super::vector_index::{
@@ -109,26 +110,9 @@ impl DurableTable {
         request: &SearchRequest,
         projection: Option<&Vec<usize>>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let transaction = SessionTransaction::of(session.config());
-        let (committed, index) = {
-            let state = self.state.lock().await;
-            (
-                Arc::clone(&state.snapshot),
-                state
-                    .manifest
-                    .vector_indexes
-                    .iter()
-                    .find(|i| request.index.as_ref() == Some(&i.name))
-                    .cloned(),
-            )
-        };
-        // Inside a transaction its own files; graphs are found by file, so
-        // the committed index still serves the files it shares with them
-        // and the rest are searched exactly.
-        let snapshot = match transaction {
-            Some(transaction) => transaction.snapshot(&self.handle()).await?,
-            None => committed,
-        };
+        let (snapshot, index) = self
+            .searched(session, |i| request.index.as_ref() == Some(&i.name))
+            .await?;
         let table = self.table_files(session);
         vector_index::plan_search(table, snapshot, index, request, projection, session).await
     }
@@ -143,28 +127,39 @@ impl DurableTable {
         queries: Arc<dyn ExecutionPlan>,
         projection: Option<&Vec<usize>>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let transaction = SessionTransaction::of(session.config());
-        let (committed, index) = {
-            let state = self.state.lock().await;
-            (
-                Arc::clone(&state.snapshot),
-                state
-                    .manifest
-                    .vector_indexes
-                    .iter()
-                    .find(|i| i.column == request.column && i.metric.sql_metric() == request.metric)
-                    .cloned(),
-            )
-        };
-        let snapshot = match transaction {
-            Some(transaction) => transaction.snapshot(&self.handle()).await?,
-            None => committed,
-        };
+        let (snapshot, index) = self
+            .searched(session, |i| {
+                i.column == request.column && i.metric.sql_metric() == request.metric
+            })
+            .await?;
         let table = self.table_files(session);
         vector_index::plan_batch(
             table, snapshot, index, request, queries, projection, session,
         )
         .await
+    }
+
+    /// The files a search in `session` sees and the committed index that
+    /// `wanted` picks, read consistently. Inside a transaction its own
+    /// files: graphs are found by file, so the committed index still
+    /// serves the files it shares with them and the rest are searched
+    /// exactly.
+    async fn searched(
+        &self,
+        session: &dyn Session,
+        wanted: impl Fn(&VectorIndex) -> bool,
+    ) -> Result<(Arc<Snapshot>, Option<VectorIndex>)> {
+        let transaction = SessionTransaction::of(session.config());
+        let (committed, index) = {
+            let state = self.state.lock().await;
+            let index = state.manifest.vector_indexes.iter().find(|i| wanted(i));
+            (Arc::clone(&state.snapshot), index.cloned())
+        };
+        let snapshot = match transaction {
+            Some(transaction) => transaction.snapshot(&self.handle()).await?,
+            None => committed,
+        };
+        Ok((snapshot, index))
     }
 }
 
