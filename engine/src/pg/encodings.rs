@@ -11,13 +11,13 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{AsArray, Int32Array, StringArray};
+use datafusion::arrow::array::{ArrayRef, AsArray, Int32Array, StringArray};
 use datafusion::arrow::datatypes::{DataType, Int64Type};
 use datafusion::common::types::{NativeType, logical_int64, logical_string};
-use datafusion::error::Result;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::functions::utils::make_scalar_function;
 use datafusion::logical_expr::{
-    Coercion, ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
-    TypeSignatureClass, Volatility,
+    Coercion, ScalarUDF, Signature, SimpleScalarUDF, TypeSignatureClass, Volatility,
 };
 use datafusion::prelude::SessionContext;
 
@@ -89,8 +89,9 @@ const UTF8: usize = 6;
 /// Registers the four functions on `ctx`, over the library's
 /// `pg_encoding_to_char`.
 pub(crate) fn install(ctx: &SessionContext) {
-    ctx.register_udf(ScalarUDF::new_from_impl(EncodingToName {
-        signature: Signature::coercible(
+    ctx.register_udf(ScalarUDF::from(SimpleScalarUDF::new_with_signature(
+        "pg_encoding_to_char",
+        Signature::coercible(
             vec![Coercion::new_implicit(
                 TypeSignatureClass::Native(logical_int64()),
                 vec![TypeSignatureClass::Integer],
@@ -98,15 +99,20 @@ pub(crate) fn install(ctx: &SessionContext) {
             )],
             Volatility::Immutable,
         ),
-    }));
-    ctx.register_udf(ScalarUDF::new_from_impl(NameToEncoding {
-        signature: Signature::coercible(
+        DataType::Utf8,
+        Arc::new(make_scalar_function(encoding_names, vec![])),
+    )));
+    ctx.register_udf(ScalarUDF::from(SimpleScalarUDF::new_with_signature(
+        "pg_char_to_encoding",
+        Signature::coercible(
             vec![Coercion::new_exact(TypeSignatureClass::Native(
                 logical_string(),
             ))],
             Volatility::Immutable,
         ),
-    }));
+        DataType::Int32,
+        Arc::new(make_scalar_function(encoding_numbers, vec![])),
+    )));
     for name in ["getdatabaseencoding", "pg_client_encoding"] {
         ctx.register_udf(ConstantText::udf(
             name,
@@ -142,79 +148,44 @@ fn encoding_number(name: &str) -> i32 {
 }
 
 /// `pg_encoding_to_char(n)`: the name, or `''` for no encoding.
-#[derive(Debug, PartialEq, Eq, Hash)]
-struct EncodingToName {
-    signature: Signature,
-}
-
-impl ScalarUDFImpl for EncodingToName {
-    fn name(&self) -> &str {
-        "pg_encoding_to_char"
-    }
-
-    fn signature(&self) -> &Signature {
-        &self.signature
-    }
-
-    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
-        Ok(DataType::Utf8)
-    }
-
-    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        let rows = args.number_rows;
-        let Some(numbers) = args.args.first() else {
-            return Ok(ColumnarValue::Array(Arc::new(StringArray::new_null(rows))));
-        };
-        let numbers = datafusion::arrow::compute::cast(&numbers.to_array(rows)?, &DataType::Int64)?;
-        let names: StringArray = numbers
-            .as_primitive::<Int64Type>()
-            .iter()
-            .map(|n| {
-                n.map(|n| {
-                    usize::try_from(n)
-                        .ok()
-                        .and_then(|n| ENCODINGS.get(n))
-                        .copied()
-                        .unwrap_or("")
-                })
+fn encoding_names(args: &[ArrayRef]) -> Result<ArrayRef> {
+    let [numbers] = args else {
+        return Err(one_argument("pg_encoding_to_char"));
+    };
+    let numbers = datafusion::arrow::compute::cast(numbers, &DataType::Int64)?;
+    let names: StringArray = numbers
+        .as_primitive::<Int64Type>()
+        .iter()
+        .map(|n| {
+            n.map(|n| {
+                usize::try_from(n)
+                    .ok()
+                    .and_then(|n| ENCODINGS.get(n))
+                    .copied()
+                    .unwrap_or("")
             })
-            .collect();
-        Ok(ColumnarValue::Array(Arc::new(names)))
-    }
+        })
+        .collect();
+    Ok(Arc::new(names))
 }
 
 /// `pg_char_to_encoding(name)`: the number, or -1 for no encoding.
-#[derive(Debug, PartialEq, Eq, Hash)]
-struct NameToEncoding {
-    signature: Signature,
+fn encoding_numbers(args: &[ArrayRef]) -> Result<ArrayRef> {
+    let [names] = args else {
+        return Err(one_argument("pg_char_to_encoding"));
+    };
+    let names = datafusion::arrow::compute::cast(names, &DataType::Utf8)?;
+    let numbers: Int32Array = names
+        .as_string::<i32>()
+        .iter()
+        .map(|name| name.map(encoding_number))
+        .collect();
+    Ok(Arc::new(numbers))
 }
 
-impl ScalarUDFImpl for NameToEncoding {
-    fn name(&self) -> &str {
-        "pg_char_to_encoding"
-    }
-
-    fn signature(&self) -> &Signature {
-        &self.signature
-    }
-
-    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
-        Ok(DataType::Int32)
-    }
-
-    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        let rows = args.number_rows;
-        let Some(names) = args.args.first() else {
-            return Ok(ColumnarValue::Array(Arc::new(Int32Array::new_null(rows))));
-        };
-        let names = datafusion::arrow::compute::cast(&names.to_array(rows)?, &DataType::Utf8)?;
-        let numbers: Int32Array = names
-            .as_string::<i32>()
-            .iter()
-            .map(|name| name.map(encoding_number))
-            .collect();
-        Ok(ColumnarValue::Array(Arc::new(numbers)))
-    }
+/// The signature admits one argument; anything else is a planner bug.
+fn one_argument(function: &str) -> DataFusionError {
+    DataFusionError::Internal(format!("{function} takes one argument"))
 }
 
 #[cfg(test)]

@@ -610,6 +610,18 @@ async fn exact_search_returns_what_sorting_every_row_returns() {
 /// and scores a search with that row's vector alone returns.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_of_searches_returns_what_each_search_returns() {
+    /// The rows of a batch's result for query `qid` (its first column),
+    /// without that column.
+    fn rows_of_query(
+        rows: &[Vec<Option<String>>],
+        qid: &Option<String>,
+    ) -> Vec<Vec<Option<String>>> {
+        rows.iter()
+            .filter(|row| &row[0] == qid)
+            .map(|row| row[1..].to_vec())
+            .collect()
+    }
+
     let dir = tempfile::tempdir().expect("temp dir");
     let sluice = open(dir.path()).await;
     let mut rng = Rng(0xba7c4);
@@ -701,11 +713,7 @@ async fn a_batch_of_searches_returns_what_each_search_returns() {
     assert_eq!(rows.len(), 31 * 7);
     for query in &queries {
         let (qid, qv) = (query[0].clone(), query[1].clone().unwrap_or_default());
-        let got: Vec<Vec<Option<String>>> = rows
-            .iter()
-            .filter(|row| row[0] == qid)
-            .map(|row| row[1..].to_vec())
-            .collect();
+        let got = rows_of_query(&rows, &qid);
         let single = format!(
             "SELECT id, score FROM VECTOR_SEARCH(TABLE vecs, DESCRIPTOR(v), '{qv}'::vector({DIM}), 7) \
              ORDER BY score, id"
