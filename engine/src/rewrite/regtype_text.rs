@@ -13,9 +13,10 @@ use std::ops::ControlFlow;
 
 use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast::{
-    CastKind, DataType, Expr, Function, FunctionArg, FunctionArgExpr, FunctionArgumentList,
-    FunctionArguments, Ident, ObjectName, ObjectNamePart, Value, visit_expressions_mut,
+    CastKind, DataType, Expr, ObjectName, ObjectNamePart, Value, visit_expressions_mut,
 };
+
+use crate::sql::calls::function_call;
 
 /// Rewrites every `x::regtype::text` (any cast syntax, to `text` or
 /// `varchar`) in `statement`.
@@ -74,24 +75,7 @@ fn is_regtype(name: &ObjectName) -> bool {
 /// `format_type(oid, NULL)` (unqualified: the compatibility parser strips
 /// `pg_catalog.` from function names before these rewrites run).
 fn format_type(oid: Expr) -> Expr {
-    let args = [oid, Expr::value(Value::Null)]
-        .into_iter()
-        .map(|arg| FunctionArg::Unnamed(FunctionArgExpr::Expr(arg)))
-        .collect();
-    Expr::Function(Function {
-        name: ObjectName::from(vec![Ident::new("format_type")]),
-        uses_odbc_syntax: false,
-        parameters: FunctionArguments::None,
-        args: FunctionArguments::List(FunctionArgumentList {
-            duplicate_treatment: None,
-            args,
-            clauses: vec![],
-        }),
-        filter: None,
-        null_treatment: None,
-        over: None,
-        within_group: vec![],
-    })
+    function_call("format_type", vec![oid, Expr::value(Value::Null)])
 }
 
 #[cfg(test)]

@@ -36,6 +36,9 @@ use datafusion::sql::sqlparser::ast::{
     SelectItem, TableAlias, TableFactor, VisitMut, VisitorMut,
 };
 use datafusion::sql::sqlparser::dialect::GenericDialect;
+use sluice_functions::vector::join_key::VECTOR_JOIN_KEY;
+
+use crate::sql::calls::function_call;
 use sluice_types::error::{SluiceError, SqlState};
 
 /// The function's name, as the token pass and this rewrite know it.
@@ -57,7 +60,8 @@ const BATCH_TEMPLATE: &str = "SELECT * EXCLUDE (__sluice_rank) FROM (\
        row_number() OVER (PARTITION BY __sluice_query \
          ORDER BY __sluice_metric(__sluice_column, __sluice_query) ASC) AS __sluice_rank \
      FROM __sluice_table, \
-       (SELECT DISTINCT __sluice_vector AS __sluice_query FROM __sluice_outer) AS __sluice_queries \
+       (SELECT DISTINCT __sluice_vector AS __sluice_query FROM __sluice_outer \
+        WHERE __sluice_outer_filter) AS __sluice_queries \
      WHERE __sluice_column IS NOT NULL) AS __sluice_ranked \
      WHERE __sluice_rank <= __sluice_k";
 
@@ -127,26 +131,32 @@ fn rewrite_select(select: &mut ast::Select) -> Result<()> {
             ));
         }
         let outer = select.from[at - 1].relation.clone();
+        let outer_filter = select
+            .selection
+            .as_ref()
+            .and_then(|condition| filter_on(&outer, condition));
         let alias = alias.unwrap_or_else(|| TableAlias {
             explicit: true,
             name: Ident::new(VECTOR_SEARCH),
             columns: Vec::new(),
             at: None,
         });
+        // Joined by the vectors' bits, not their floats: see
+        // `sluice_functions::vector::join_key`.
         let joined = Expr::BinaryOp {
-            left: Box::new(Expr::CompoundIdentifier(vec![
+            left: Box::new(join_key(Expr::CompoundIdentifier(vec![
                 alias.name.clone(),
                 Ident::new(QUERY_COLUMN),
-            ])),
+            ]))),
             op: BinaryOperator::Eq,
-            right: Box::new(search.vector.clone()),
+            right: Box::new(join_key(search.vector.clone())),
         };
         select.selection = Some(match select.selection.take() {
             Some(condition) => and(condition, joined),
             None => joined,
         });
         exclude_query_column(&mut select.projection, &alias.name);
-        select.from[at].relation = derived(batch(&search, outer)?, Some(alias));
+        select.from[at].relation = derived(batch(&search, outer, outer_filter)?, Some(alias));
     }
     Ok(())
 }
@@ -389,6 +399,11 @@ fn conjuncts(expr: Expr) -> Vec<Expr> {
     }
 }
 
+/// `__sluice_vector_key(expr)`.
+fn join_key(expr: Expr) -> Expr {
+    function_call(VECTOR_JOIN_KEY, vec![expr])
+}
+
 fn and(left: Expr, right: Expr) -> Expr {
     Expr::BinaryOp {
         left: Box::new(left),
@@ -464,15 +479,106 @@ fn single(search: &Search, alias: &Option<TableAlias>, filter: Option<Expr>) -> 
     )
 }
 
-/// The query of a `LATERAL` search over the query vectors of `outer`.
-fn batch(search: &Search, outer: TableFactor) -> Result<ast::Query> {
+/// The query of a `LATERAL` search over the query vectors of the rows of
+/// `outer` that pass `outer_filter`.
+fn batch(search: &Search, outer: TableFactor, outer_filter: Option<Expr>) -> Result<ast::Query> {
     let table = table_factor(&search.table, None);
+    let true_literal = Expr::value(ast::Value::Boolean(true));
     fill(
         BATCH_TEMPLATE,
         search,
         HashMap::from([("__sluice_table", table), ("__sluice_outer", outer)]),
-        HashMap::new(),
+        HashMap::from([(
+            "__sluice_outer_filter",
+            outer_filter.unwrap_or(true_literal),
+        )]),
     )
+}
+
+/// The conjuncts of `condition` that read only columns of `outer`
+/// (qualified by its name or alias) through operators, literals and
+/// casts: a copy of them filters the query vectors before they are
+/// searched, so `WHERE q.id < 100` searches 100 vectors, not the whole
+/// table's. The originals stay where they are; they still filter the rows
+/// joined back. Function calls are left out: a volatile one (`random()`)
+/// could keep a row in one place and drop its vector in the other.
+fn filter_on(outer: &TableFactor, condition: &Expr) -> Option<Expr> {
+    let name = match outer {
+        TableFactor::Table {
+            alias: Some(alias), ..
+        }
+        | TableFactor::Derived {
+            alias: Some(alias), ..
+        } => alias.name.clone(),
+        TableFactor::Table { name, .. } => name.0.last()?.as_ident()?.clone(),
+        _ => return None,
+    };
+    conjuncts(condition.clone())
+        .into_iter()
+        .filter(|conjunct| reads_only(conjunct, &name))
+        .reduce(and)
+}
+
+/// Whether `expr` is built of `relation`'s columns (as `relation.column`),
+/// literals, operators and casts only.
+fn reads_only(expr: &Expr, relation: &Ident) -> bool {
+    struct Checker<'a> {
+        relation: &'a Ident,
+        pure: bool,
+        columns: usize,
+    }
+    impl ast::Visitor for Checker<'_> {
+        type Break = ();
+        fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<()> {
+            match expr {
+                Expr::CompoundIdentifier(parts) => match parts.as_slice() {
+                    [table, _] if same_name(table, self.relation) => self.columns += 1,
+                    _ => self.pure = false,
+                },
+                Expr::Value(_)
+                | Expr::TypedString { .. }
+                | Expr::BinaryOp { .. }
+                | Expr::UnaryOp { .. }
+                | Expr::Nested(_)
+                | Expr::IsNull(_)
+                | Expr::IsNotNull(_)
+                | Expr::IsTrue(_)
+                | Expr::IsFalse(_)
+                | Expr::IsNotTrue(_)
+                | Expr::IsNotFalse(_)
+                | Expr::IsDistinctFrom(..)
+                | Expr::IsNotDistinctFrom(..)
+                | Expr::InList { .. }
+                | Expr::Between { .. }
+                | Expr::Like { .. }
+                | Expr::ILike { .. }
+                | Expr::Cast { .. } => {}
+                _ => self.pure = false,
+            }
+            match self.pure {
+                true => ControlFlow::Continue(()),
+                false => ControlFlow::Break(()),
+            }
+        }
+    }
+    let mut checker = Checker {
+        relation,
+        pure: true,
+        columns: 0,
+    };
+    let _ = ast::Visit::visit(expr, &mut checker);
+    checker.pure && checker.columns > 0
+}
+
+/// Whether two identifiers name the same relation: unquoted ones fold
+/// case, as the planner folds them.
+fn same_name(a: &Ident, b: &Ident) -> bool {
+    match (a.quote_style, b.quote_style) {
+        (None, None) => a.value.eq_ignore_ascii_case(&b.value),
+        (None, Some(_)) => a.value.to_lowercase() == b.value,
+        (Some(_), None) => a.value == b.value.to_lowercase(),
+        (Some(_), Some(_)) => a.value == b.value,
+    }
 }
 
 /// `FROM name [AS alias]`.
@@ -602,9 +708,35 @@ mod tests {
             "{sql}"
         );
         assert!(
-            sql.contains("(SELECT DISTINCT q.qv AS __sluice_query FROM q)"),
+            sql.contains("(SELECT DISTINCT q.qv AS __sluice_query FROM q WHERE true)"),
             "{sql}"
         );
-        assert!(sql.ends_with("WHERE s.__sluice_query = q.qv"), "{sql}");
+        assert!(
+            sql.ends_with(
+                "WHERE __sluice_vector_key(s.__sluice_query) = __sluice_vector_key(q.qv)"
+            ),
+            "{sql}"
+        );
+    }
+
+    #[test]
+    fn a_lateral_search_copies_the_query_tables_own_filters_to_its_query_vectors() {
+        let sql = rewritten(
+            "SELECT * FROM qs AS q, LATERAL TABLE(VECTOR_SEARCH(TABLE docs, q.qv, DESCRIPTOR(v), 2)) AS s \
+             WHERE q.qid < 100 AND s.id > 3 AND Q.lang IN ('en', 'fr') AND random() < q.p AND s.id <> q.qid",
+        );
+        assert!(
+            sql.contains(
+                "FROM qs AS q WHERE q.qid < 100 AND Q.lang IN ('en', 'fr')) AS __sluice_queries"
+            ),
+            "{sql}"
+        );
+        assert!(
+            sql.ends_with(
+                "WHERE q.qid < 100 AND s.id > 3 AND Q.lang IN ('en', 'fr') AND random() < q.p \
+                 AND s.id <> q.qid AND __sluice_vector_key(s.__sluice_query) = __sluice_vector_key(q.qv)"
+            ),
+            "{sql}"
+        );
     }
 }

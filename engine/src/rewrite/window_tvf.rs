@@ -38,6 +38,7 @@ use datafusion::sql::sqlparser::ast::{
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use sluice_types::error::{SluiceError, SqlState};
 
+use crate::sql::calls::function_call;
 use crate::sql::watermark::interval_nanos;
 
 /// Placeholders of the template.
@@ -341,27 +342,15 @@ fn positive_interval(kind: WindowKind, expr: &Expr) -> Result<i64> {
 /// unit), where adding a month-day-nano interval goes through calendar
 /// arithmetic per row, which cost most of a HOP window's time.
 fn nanos_duration(nanos: i64) -> Expr {
-    Expr::Function(ast::Function {
-        name: ast::ObjectName::from(vec![Ident::new("arrow_cast")]),
-        uses_odbc_syntax: false,
-        parameters: ast::FunctionArguments::None,
-        args: ast::FunctionArguments::List(ast::FunctionArgumentList {
-            duplicate_treatment: None,
-            args: vec![
-                ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(Expr::value(
-                    ast::Value::Number(nanos.to_string(), false),
-                ))),
-                ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(Expr::value(
-                    ast::Value::SingleQuotedString("Duration(Nanosecond)".into()),
-                ))),
-            ],
-            clauses: Vec::new(),
-        }),
-        filter: None,
-        null_treatment: None,
-        over: None,
-        within_group: Vec::new(),
-    })
+    function_call(
+        "arrow_cast",
+        vec![
+            Expr::value(ast::Value::Number(nanos.to_string(), false)),
+            Expr::value(ast::Value::SingleQuotedString(
+                "Duration(Nanosecond)".into(),
+            )),
+        ],
+    )
 }
 
 /// What a window function's rows come from.

@@ -6,6 +6,7 @@
 //! functions ([`table_function_syntax`]). Imports [`crate::pg`] (settings
 //! names, the client catalog parser) and nothing above it.
 
+pub mod calls;
 pub mod complexity;
 pub mod copy;
 pub mod model_statement;

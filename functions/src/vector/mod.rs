@@ -10,6 +10,7 @@
 pub mod aggregate;
 pub mod arithmetic;
 pub mod distance;
+pub mod join_key;
 pub mod kernels;
 mod operand;
 pub mod operators;
@@ -44,6 +45,7 @@ pub fn register(ctx: &SessionContext) -> Result<()> {
         ctx,
         ScalarUDF::new_from_impl(subvector::Subvector::default()),
     );
+    ctx.register_udf(ScalarUDF::new_from_impl(join_key::VectorJoinKey::default()));
     for property in [Property::Dims, Property::Norm] {
         crate::register_replacing(ctx, ScalarUDF::new_from_impl(VectorProperty::new(property)));
     }

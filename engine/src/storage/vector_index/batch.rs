@@ -24,6 +24,9 @@ use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::metrics::{
+    Count, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet, Time,
+};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, Partitioning,
@@ -107,6 +110,7 @@ pub(in crate::storage) async fn plan_batch(
             output_schema,
         }),
         queries,
+        metrics: ExecutionPlanMetricsSet::new(),
     }))
 }
 
@@ -130,6 +134,30 @@ pub struct VectorBatchTopKExec {
     properties: Arc<PlanProperties>,
     batch: Arc<Batch>,
     queries: Arc<dyn ExecutionPlan>,
+    metrics: ExecutionPlanMetricsSet,
+}
+
+/// Where a batch's time goes, for `EXPLAIN ANALYZE`.
+struct BatchMetrics {
+    /// Distinct query vectors searched.
+    queries: Count,
+    /// Reading the query vectors (the input plan).
+    query_time: Time,
+    /// Walking the graphs or scanning exactly.
+    search_time: Time,
+    /// Reading the chosen rows and building the output.
+    rows_time: Time,
+}
+
+impl BatchMetrics {
+    fn new(metrics: &ExecutionPlanMetricsSet) -> Self {
+        Self {
+            queries: MetricBuilder::new(metrics).counter("queries", 0),
+            query_time: MetricBuilder::new(metrics).subset_time("query_time", 0),
+            search_time: MetricBuilder::new(metrics).subset_time("search_time", 0),
+            rows_time: MetricBuilder::new(metrics).subset_time("rows_time", 0),
+        }
+    }
 }
 
 impl DisplayAs for VectorBatchTopKExec {
@@ -164,6 +192,10 @@ impl ExecutionPlan for VectorBatchTopKExec {
         vec![&self.queries]
     }
 
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
+    }
+
     fn apply_expressions(
         &self,
         _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
@@ -180,6 +212,7 @@ impl ExecutionPlan for VectorBatchTopKExec {
                 properties: Arc::clone(&self.properties),
                 batch: Arc::clone(&self.batch),
                 queries,
+                metrics: ExecutionPlanMetricsSet::new(),
             })),
             _ => Err(DataFusionError::Internal(
                 "VectorBatchTopKExec has one child".into(),
@@ -200,7 +233,9 @@ impl ExecutionPlan for VectorBatchTopKExec {
         }
         let batch = Arc::clone(&self.batch);
         let queries = Arc::clone(&self.queries);
+        let metrics = BatchMetrics::new(&self.metrics);
         let rows = async move {
+            let reading = metrics.query_time.timer();
             let queries = if queries.output_partitioning().partition_count() == 1 {
                 collect(queries, context).await?
             } else {
@@ -210,7 +245,8 @@ impl ExecutionPlan for VectorBatchTopKExec {
                     .flatten()
                     .collect()
             };
-            batch.run(&queries).await
+            reading.done();
+            batch.run(&queries, &metrics).await
         };
         Ok(Box::pin(RecordBatchStreamAdapter::new(
             Arc::clone(&self.batch.output_schema),
@@ -220,7 +256,11 @@ impl ExecutionPlan for VectorBatchTopKExec {
 }
 
 impl Batch {
-    async fn run(&self, query_batches: &[RecordBatch]) -> Result<RecordBatch> {
+    async fn run(
+        &self,
+        query_batches: &[RecordBatch],
+        metrics: &BatchMetrics,
+    ) -> Result<RecordBatch> {
         let DataType::FixedSizeList(_, width) =
             self.table.schema.field(self.vector_column).data_type()
         else {
@@ -260,6 +300,8 @@ impl Batch {
                 query_arrays.push(Arc::new(list.slice(row, 1)));
             }
         }
+        metrics.queries.add(query_arrays.len());
+        let searching = metrics.search_time.timer();
         let found = match &self.walks {
             Some(walks) => walks.hits(&queries, dimensions).await?,
             None => {
@@ -280,6 +322,8 @@ impl Batch {
                 .await?
             }
         };
+        searching.done();
+        let _building = metrics.rows_time.timer();
         // Every chosen row read once, in file then row order.
         let mut by_file: BTreeMap<usize, Vec<u64>> = BTreeMap::new();
         for hit in found.iter().flatten() {
