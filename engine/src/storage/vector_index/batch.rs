@@ -8,13 +8,14 @@
 //! pass over its vectors (a matrix product per run of rows,
 //! [`exact::scan_batch`]).
 
+use std::cmp::Ordering;
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, FixedSizeListArray, Float32Array, RecordBatch, UInt32Array,
-    UInt64Array,
+    Array, ArrayRef, AsArray, FixedSizeListArray, Float32Array, RecordBatch, RecordBatchOptions,
+    UInt32Array, UInt64Array,
 };
 use datafusion::arrow::compute::take;
 use datafusion::arrow::datatypes::{DataType, Float32Type, SchemaRef};
@@ -72,20 +73,6 @@ pub(in crate::storage) async fn plan_batch(
     state: &dyn Session,
 ) -> Result<Arc<dyn ExecutionPlan>> {
     let vector_column = table.schema.index_of(&request.column)?;
-    let walks = match index {
-        Some(index) => Some(
-            BatchWalks::plan(
-                table.clone(),
-                Arc::clone(&snapshot),
-                index,
-                request.k,
-                &request.table_columns,
-                state,
-            )
-            .await?,
-        ),
-        None => None,
-    };
     let output_schema = match projection {
         Some(columns) => Arc::new(request.schema.project(columns)?),
         None => Arc::clone(&request.schema),
@@ -93,6 +80,30 @@ pub(in crate::storage) async fn plan_batch(
     let projection = projection
         .cloned()
         .unwrap_or_else(|| (0..request.schema.fields().len()).collect());
+    // Only the table columns the plan above reads are read for the hits:
+    // `SELECT q.id, s.id` reads no vectors.
+    let mut read_columns: Vec<usize> = Vec::new();
+    for &at in &projection {
+        if let Some(&column) = request.table_columns.get(at)
+            && !read_columns.contains(&column)
+        {
+            read_columns.push(column);
+        }
+    }
+    let walks = match index {
+        Some(index) => Some(
+            BatchWalks::plan(
+                table.clone(),
+                Arc::clone(&snapshot),
+                index,
+                request.k,
+                &read_columns,
+                state,
+            )
+            .await?,
+        ),
+        None => None,
+    };
     Ok(Arc::new(VectorBatchTopKExec {
         properties: Arc::new(PlanProperties::new(
             EquivalenceProperties::new(Arc::clone(&output_schema)),
@@ -106,6 +117,7 @@ pub(in crate::storage) async fn plan_batch(
             vector_column,
             request,
             walks,
+            read_columns,
             projection,
             output_schema,
         }),
@@ -122,6 +134,8 @@ struct Batch {
     request: BatchRequest,
     /// The graph walks of every query; `None` for an exact batch.
     walks: Option<BatchWalks>,
+    /// Table columns read for the hits: those `projection` returns.
+    read_columns: Vec<usize>,
     /// Columns of the request's schema returned.
     projection: Vec<usize>,
     output_schema: SchemaRef,
@@ -274,7 +288,6 @@ impl Batch {
         // same vector, so each must come once.
         let mut seen: HashSet<Vec<u32>> = HashSet::new();
         let mut queries: Vec<f32> = Vec::new();
-        let mut query_arrays: Vec<ArrayRef> = Vec::new();
         for batch in query_batches {
             let column = batch.column(0);
             let list = column.as_fixed_size_list_opt().ok_or_else(|| {
@@ -297,10 +310,9 @@ impl Batch {
                     continue;
                 }
                 queries.extend_from_slice(query);
-                query_arrays.push(Arc::new(list.slice(row, 1)));
             }
         }
-        metrics.queries.add(query_arrays.len());
+        metrics.queries.add(queries.len() / dimensions.max(1));
         let searching = metrics.search_time.timer();
         let found = match &self.walks {
             Some(walks) => walks.hits(&queries, dimensions).await?,
@@ -314,7 +326,7 @@ impl Batch {
                 }
                 exact::scan_batch(
                     files,
-                    queries.into(),
+                    queries.as_slice().into(),
                     dimensions,
                     self.request.metric,
                     self.request.k,
@@ -338,7 +350,7 @@ impl Batch {
             .iter()
             .flat_map(|(ordinal, rows)| rows.iter().map(move |row| (*ordinal, *row)))
             .collect();
-        let read_schema = Arc::new(self.table.schema.project(&self.request.table_columns)?);
+        let read_schema = Arc::new(self.table.schema.project(&self.read_columns)?);
         // An exact batch reads many rows of each file once: its pages
         // cost less than decoding and keeping whole columns. Walks read
         // their vectors from the graphs, the rest as a search does.
@@ -351,7 +363,7 @@ impl Batch {
             snapshot: &self.snapshot,
             graphs: &graphs,
             vector_column: self.vector_column,
-            projection: &self.request.table_columns,
+            projection: &self.read_columns,
             output_schema: &read_schema,
             from_memory,
         }
@@ -371,37 +383,50 @@ impl Batch {
             }
         }
         let picks = UInt32Array::from(picks);
-        let mut columns: Vec<ArrayRef> = read
-            .columns()
+        let query_picks = UInt32Array::from(query_picks);
+        let ranks: ArrayRef = Arc::new(UInt64Array::from(ranks));
+        let table_count = self.request.table_columns.len();
+        let columns = self
+            .projection
             .iter()
-            .map(|column| take(column.as_ref(), &picks, None))
-            .collect::<std::result::Result<_, _>>()?;
-        columns.push(self.query_column(&query_arrays, &query_picks)?);
-        columns.push(Arc::new(UInt64Array::from(ranks)));
-        let full = RecordBatch::try_new(Arc::clone(&self.request.schema), columns)?;
-        Ok(full.project(&self.projection)?)
+            .map(|&at| match at.cmp(&table_count) {
+                Ordering::Less => {
+                    let column = self.request.table_columns[at];
+                    let read_at = self
+                        .read_columns
+                        .iter()
+                        .position(|c| *c == column)
+                        .ok_or_else(|| {
+                            DataFusionError::Internal(format!("column {column} not read"))
+                        })?;
+                    Ok(take(read.column(read_at).as_ref(), &picks, None)?)
+                }
+                Ordering::Equal => self.query_column(&queries, &query_picks),
+                Ordering::Greater => Ok(Arc::clone(&ranks)),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(RecordBatch::try_new_with_options(
+            Arc::clone(&self.output_schema),
+            columns,
+            &RecordBatchOptions::new().with_row_count(Some(picks.len())),
+        )?)
     }
 
-    /// The query vector of each output row.
-    fn query_column(&self, queries: &[ArrayRef], picks: &[u32]) -> Result<ArrayRef> {
+    /// The query vector of each output row: `picks` of the distinct
+    /// `queries` (row-major).
+    fn query_column(&self, queries: &[f32], picks: &UInt32Array) -> Result<ArrayRef> {
         let field = self.request.schema.field(self.request.table_columns.len());
         let DataType::FixedSizeList(item, width) = field.data_type() else {
             return Err(DataFusionError::Internal(
                 "batch search queries are not vectors".into(),
             ));
         };
-        let dimensions = *width as usize;
-        let mut values = Vec::with_capacity(picks.len() * dimensions);
-        for pick in picks {
-            let query = queries[*pick as usize].as_fixed_size_list();
-            let floats = query.value(0);
-            values.extend_from_slice(floats.as_primitive::<Float32Type>().values());
-        }
-        Ok(Arc::new(FixedSizeListArray::try_new(
+        let distinct = FixedSizeListArray::try_new(
             Arc::clone(item),
             *width,
-            Arc::new(Float32Array::from(values)),
+            Arc::new(Float32Array::from(queries.to_vec())),
             None,
-        )?))
+        )?;
+        Ok(take(&distinct, picks, None)?)
     }
 }
