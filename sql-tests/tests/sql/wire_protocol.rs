@@ -1657,6 +1657,21 @@ async fn vector_searches_bind_each_executions_query() {
         );
         assert!(got.iter().all(|id| id % 3 == 1));
     }
+    // A NULL query vector: every distance is NULL, and the search still
+    // returns k rows (as pgvector does), the filter's rows when filtered.
+    let no_query: Option<AsText> = None;
+    let got = ids(client
+        .query(&nearest, &[&no_query])
+        .await
+        .expect("a NULL query"));
+    let distinct: std::collections::BTreeSet<i64> = got.iter().copied().collect();
+    assert_eq!((got.len(), distinct.len()), (10, 10), "{got:?}");
+    let got = ids(client
+        .query(&filtered, &[&no_query, &2i64])
+        .await
+        .expect("a NULL query, filtered"));
+    assert_eq!(got.len(), 10, "{got:?}");
+    assert!(got.iter().all(|id| id % 3 == 2), "{got:?}");
     let Err(error) = client.query(&nearest, &[&AsText("[1,2,3]")]).await else {
         panic!("a query vector of the wrong dimension is refused");
     };

@@ -370,6 +370,7 @@ async fn plan(
         vector_column,
         query: request.query.clone().into(),
         parameter: request.parameter.clone(),
+        null_query: false,
         ranked: request.ranked,
         k,
         ef_search,
@@ -483,6 +484,8 @@ struct Search {
     query: Arc<[f32]>,
     /// See [`SearchRequest::parameter`].
     parameter: Option<String>,
+    /// The parameter was bound to NULL: every distance is NULL.
+    null_query: bool,
     /// See [`SearchRequest::ranked`].
     ranked: bool,
     k: usize,
@@ -514,6 +517,21 @@ impl VectorTopKExec {
             return Ok(None);
         };
         let value = params.get_placeholders_with_values(id)?.value;
+        if value.is_null() {
+            // Every row's distance to a NULL query is NULL. pgvector
+            // (0.5 and later) still returns rows, and so does the sort a
+            // NULL constant is planned as: `k` rows, not an error.
+            let search = Search {
+                query: Arc::from([]),
+                null_query: true,
+                ..self.search.as_ref().clone()
+            };
+            return Ok(Some(Arc::new(Self {
+                properties: Arc::clone(&self.properties),
+                search: Arc::new(search),
+                metrics: ExecutionPlanMetricsSet::new(),
+            })));
+        }
         let query = query_vector(&value).ok_or_else(|| {
             DataFusionError::Plan(format!(
                 "the query vector of a vector search must be a vector, not {value}"
@@ -521,6 +539,7 @@ impl VectorTopKExec {
         })?;
         let search = Search {
             query: query.into(),
+            null_query: false,
             ..self.search.as_ref().clone()
         };
         Ok(Some(Arc::new(Self {
@@ -638,7 +657,10 @@ impl ExecutionPlan for VectorTopKExec {
                 partition + 1
             )));
         }
-        if self.search.parameter.is_some() && self.search.query.is_empty() {
+        if self.search.parameter.is_some()
+            && self.search.query.is_empty()
+            && !self.search.null_query
+        {
             return Err(DataFusionError::Internal(
                 "a vector search ran with its query parameter unbound".into(),
             ));
@@ -672,7 +694,10 @@ struct Counters {
 
 impl Search {
     async fn run(self: Arc<Self>, counters: &Counters) -> Result<RecordBatch> {
-        let hits = Arc::clone(&self).hits(counters).await?;
+        let hits = match self.null_query {
+            true => self.first_rows().await?,
+            false => Arc::clone(&self).hits(counters).await?,
+        };
         let batch = self.read_hits(hits).await?;
         counters.output_rows.add(batch.num_rows());
         Ok(batch)
@@ -918,6 +943,45 @@ impl Search {
             self.vector_column,
         )
         .await
+    }
+
+    /// The rows of a NULL query, whose distances are all NULL: the first
+    /// `k` that pass the filter, by position (ties go to earlier rows, as
+    /// everywhere else); rows without a vector only when the search keeps
+    /// them.
+    async fn first_rows(&self) -> Result<Vec<Hit>> {
+        let mut hits = Vec::with_capacity(self.k);
+        for file in &self.files {
+            if matches!(file.route, Route::Skip) {
+                continue;
+            }
+            let vectors = match self.keep_nulls {
+                true => None,
+                false => Some(self.column(file.ordinal).await?),
+            };
+            let rows = self.snapshot.files[file.ordinal].file.rows;
+            for (position, row) in (0..rows).enumerate() {
+                if hits.len() >= self.k {
+                    return Ok(hits);
+                }
+                let allowed = file
+                    .allowed
+                    .as_ref()
+                    .is_none_or(|a| position < a.len() && a.value(position));
+                let has_vector = vectors
+                    .as_ref()
+                    .is_none_or(|column| column.vector(position).is_some());
+                if allowed && has_vector {
+                    hits.push(Hit {
+                        null: true,
+                        distance: 0.0,
+                        ordinal: file.ordinal,
+                        row,
+                    });
+                }
+            }
+        }
+        Ok(hits)
     }
 
     /// Fills a short result with rows whose vector is NULL, by position.
