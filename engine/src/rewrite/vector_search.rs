@@ -39,6 +39,7 @@ use datafusion::sql::sqlparser::dialect::GenericDialect;
 use sluice_functions::vector::join_key::VECTOR_JOIN_KEY;
 
 use crate::sql::calls::function_call;
+use crate::sql::names::ident_name;
 use sluice_types::error::{SluiceError, SqlState};
 
 /// The function's name, as the token pass and this rewrite know it.
@@ -532,7 +533,9 @@ fn reads_only(expr: &Expr, relation: &Ident) -> bool {
         fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<()> {
             match expr {
                 Expr::CompoundIdentifier(parts) => match parts.as_slice() {
-                    [table, _] if same_name(table, self.relation) => self.columns += 1,
+                    [table, _] if ident_name(table) == ident_name(self.relation) => {
+                        self.columns += 1
+                    }
                     _ => self.pure = false,
                 },
                 Expr::Value(_)
@@ -568,17 +571,6 @@ fn reads_only(expr: &Expr, relation: &Ident) -> bool {
     };
     let _ = ast::Visit::visit(expr, &mut checker);
     checker.pure && checker.columns > 0
-}
-
-/// Whether two identifiers name the same relation: unquoted ones fold
-/// case, as the planner folds them.
-fn same_name(a: &Ident, b: &Ident) -> bool {
-    match (a.quote_style, b.quote_style) {
-        (None, None) => a.value.eq_ignore_ascii_case(&b.value),
-        (None, Some(_)) => a.value.to_lowercase() == b.value,
-        (Some(_), None) => a.value == b.value.to_lowercase(),
-        (Some(_), Some(_)) => a.value == b.value,
-    }
 }
 
 /// `FROM name [AS alias]`.

@@ -40,7 +40,7 @@ use super::super::table_files::TableFiles;
 use super::definition::VectorIndex;
 use super::hit_rows::HitRows;
 use super::search::BatchWalks;
-use super::{columns, exact};
+use super::{columns, exact, projected};
 
 /// A batch search the planner's rule hands a table: for each query vector
 /// the `queries` plan yields (its only column), the `k` rows nearest by
@@ -73,13 +73,7 @@ pub(in crate::storage) async fn plan_batch(
     state: &dyn Session,
 ) -> Result<Arc<dyn ExecutionPlan>> {
     let vector_column = table.schema.index_of(&request.column)?;
-    let output_schema = match projection {
-        Some(columns) => Arc::new(request.schema.project(columns)?),
-        None => Arc::clone(&request.schema),
-    };
-    let projection = projection
-        .cloned()
-        .unwrap_or_else(|| (0..request.schema.fields().len()).collect());
+    let (output_schema, projection) = projected(&request.schema, projection)?;
     // Only the table columns the plan above reads are read for the hits:
     // `SELECT q.id, s.id` reads no vectors.
     let mut read_columns: Vec<usize> = Vec::new();

@@ -41,6 +41,11 @@
 //! batch of queries (`LATERAL VECTOR_SEARCH`) is searched exactly in one
 //! pass ([`batch`], chosen by `rewrite::vector_batch_rule`).
 
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::error::Result;
+
 mod batch;
 mod build;
 mod cache;
@@ -67,3 +72,16 @@ pub use search::{SearchRequest, VectorTopKExec, query_vector};
 /// Data files with fewer rows get no graph: an exact scan of them costs
 /// less than walking a graph would save.
 pub const MIN_INDEXED_ROWS: u64 = 1000;
+
+/// The schema a search operator returns and the positions of `schema`'s
+/// columns in it: the `projection` DataFusion pushed into the scan, or
+/// every column.
+fn projected(
+    schema: &SchemaRef,
+    projection: Option<&Vec<usize>>,
+) -> Result<(SchemaRef, Vec<usize>)> {
+    match projection {
+        Some(columns) => Ok((Arc::new(schema.project(columns)?), columns.clone())),
+        None => Ok((Arc::clone(schema), (0..schema.fields().len()).collect())),
+    }
+}

@@ -42,6 +42,7 @@ use super::exact::{FileScan, Vectors};
 use super::graph_map::{self, GraphPart};
 use super::hit_rows::HitRows;
 use super::hnsw::Graph;
+use super::projected;
 use super::ranking::{Best, Hit};
 use super::{cache, columns, exact};
 
@@ -342,13 +343,7 @@ async fn plan(
         Some(index) => plan_walks(&mut files, &snapshot, index, filter.is_some()),
         None => Vec::new(),
     };
-    let output_schema = match projection {
-        Some(columns) => Arc::new(table.schema.project(columns)?),
-        None => Arc::clone(&table.schema),
-    };
-    let projection = projection
-        .cloned()
-        .unwrap_or_else(|| (0..table.schema.fields().len()).collect());
+    let (output_schema, projection) = projected(&table.schema, projection)?;
     let hit_columns: Vec<usize> = projection
         .iter()
         .copied()
@@ -517,29 +512,21 @@ impl VectorTopKExec {
             return Ok(None);
         };
         let value = params.get_placeholders_with_values(id)?.value;
-        if value.is_null() {
-            // Every row's distance to a NULL query is NULL. pgvector
-            // (0.5 and later) still returns rows, and so does the sort a
-            // NULL constant is planned as: `k` rows, not an error.
-            let search = Search {
-                query: Arc::from([]),
-                null_query: true,
-                ..self.search.as_ref().clone()
-            };
-            return Ok(Some(Arc::new(Self {
-                properties: Arc::clone(&self.properties),
-                search: Arc::new(search),
-                metrics: ExecutionPlanMetricsSet::new(),
-            })));
-        }
-        let query = query_vector(&value).ok_or_else(|| {
-            DataFusionError::Plan(format!(
-                "the query vector of a vector search must be a vector, not {value}"
-            ))
-        })?;
+        // Every row's distance to a NULL query is NULL. pgvector (0.5 and
+        // later) still returns rows, and so does the sort a NULL constant
+        // is planned as: `k` rows, not an error.
+        let null_query = value.is_null();
+        let query = match null_query {
+            true => Vec::new(),
+            false => query_vector(&value).ok_or_else(|| {
+                DataFusionError::Plan(format!(
+                    "the query vector of a vector search must be a vector, not {value}"
+                ))
+            })?,
+        };
         let search = Search {
             query: query.into(),
-            null_query: false,
+            null_query,
             ..self.search.as_ref().clone()
         };
         Ok(Some(Arc::new(Self {
