@@ -7,8 +7,9 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use datafusion::error::{DataFusionError, Result};
 
 use super::super::definition::IndexMetric;
+use super::quantized::Codes;
 use super::space::Space;
-use super::walk::{Links, Scored, Scratch, Walker, select_neighbors};
+use super::walk::{FloatDistances, Links, Scored, Scratch, Walker, select_neighbors};
 use super::{Graph, MAX_LEVEL};
 
 /// Nodes inserted one at a time before threads join in, so that the
@@ -175,9 +176,11 @@ impl Builder {
         let links = LockedLinks(&self.links);
         let query = self.space.prepare(self.space.vector(node));
         let walker = Walker {
-            space: &self.space,
             links: &links,
-            query: &query,
+            distances: &FloatDistances {
+                space: &self.space,
+                query: &query,
+            },
         };
         let mut copy = Vec::new();
         let mut at = walker.scored(entry);
@@ -257,6 +260,7 @@ impl Builder {
             .into_inner()
             .unwrap_or_else(PoisonError::into_inner);
         Graph {
+            codes: Codes::encode(&self.space),
             space: self.space,
             keys: self.keys,
             levels: self.levels,

@@ -13,6 +13,7 @@
 use datafusion::error::{DataFusionError, Result};
 
 use super::super::definition::IndexMetric;
+use super::quantized::Codes;
 use super::space::Space;
 use super::{Graph, MAX_LEVEL};
 
@@ -108,6 +109,7 @@ impl Graph {
         space.vectors = vectors;
         space.compute_norms();
         Ok(Graph {
+            codes: Codes::encode(&space),
             space,
             keys,
             levels,

@@ -37,12 +37,13 @@ pub(super) fn for_form(form: Form) -> (Kernel, Kernel4) {
     }
 }
 
-/// Loads the first cache lines of `vector` ahead of its distance: a walk
-/// reads vectors scattered over memory, and issuing the loads of all of a
-/// node's unvisited neighbours before computing the first hides most of
-/// their latency (FAISS's and hnswlib's walks do the same).
+/// Loads the first cache lines of `vector` (floats or codes) ahead of its
+/// distance: a walk reads vectors scattered over memory, and issuing the
+/// loads of all of a node's unvisited neighbours before computing the
+/// first hides most of their latency (FAISS's and hnswlib's walks do the
+/// same).
 #[inline(always)]
-pub(super) fn prefetch(vector: &[f32]) {
+pub(super) fn prefetch<T>(vector: &[T]) {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};

@@ -2,6 +2,11 @@
 //! worlds): building them in parallel, searching them with a filter
 //! applied inside the walk, and storing them as one object.
 //!
+//! Builds walk on the float32 vectors; searches walk on 8-bit codes of
+//! them and rank the nearest they find again on float32
+//! ([`quantized`]), so they read a quarter of the memory and still return
+//! exact distances.
+//!
 //! # Why Sluice has its own
 //! Sluice's graphs were usearch's until a walk was measured against FAISS
 //! `IndexHNSWFlat` on the benchmark's clustered 200k × 384 set (one query
@@ -17,18 +22,27 @@
 //! (`benchmarks/vectors/ann.sh`).
 
 mod builder;
+mod code_kernels;
 mod codec;
 mod kernels;
+mod quantized;
 mod space;
 mod walk;
 
 use std::cell::RefCell;
 
+use self::quantized::{CodedDistances, Codes};
 use self::space::Space;
-use self::walk::{Links, Scratch, Walker};
+use self::walk::{Distances, FloatDistances, Links, Scored, Scratch, Walker};
 use super::definition::IndexMetric;
 
 pub(super) use builder::Builder;
+
+/// Nodes a search scores again on their float32 vectors, per row it
+/// returns ([`Graph::rerank`]), and at least.
+const RERANKED_PER_ROW: usize = 2;
+/// Nodes a search scores again at least, whatever its `k`.
+const MIN_RERANKED: usize = 16;
 
 /// Levels a node may reach (2^-15 of nodes would reach it at m = 2).
 const MAX_LEVEL: u8 = 15;
@@ -36,6 +50,8 @@ const MAX_LEVEL: u8 = 15;
 /// A finished graph, read-only: searched by any number of threads.
 pub(super) struct Graph {
     space: Space,
+    /// The vectors as the walks read them.
+    codes: Codes,
     /// The key of each node, ascending.
     keys: Vec<u64>,
     /// The highest level of each node.
@@ -103,11 +119,10 @@ impl Graph {
         };
         let query = self.space.prepare(query);
         let walker = Walker {
-            space: &self.space,
             links: self,
-            query: &query,
+            distances: &CodedDistances::new(&self.codes, &query),
         };
-        SCRATCH.with(|scratch| {
+        let found = SCRATCH.with(|scratch| {
             let mut scratch = scratch.borrow_mut();
             let mut copy = Vec::new();
             let mut at = walker.scored(entry);
@@ -115,15 +130,49 @@ impl Graph {
                 at = walker.descend(at, level, &mut copy);
             }
             let keys = &self.keys;
-            walker
-                .search_level(&[at], ef.max(k), 0, &mut scratch, |node| {
-                    keep(keys[node as usize])
-                })
-                .into_iter()
-                .take(k)
-                .map(|found| (keys[found.node as usize], found.distance))
-                .collect()
-        })
+            walker.search_level(&[at], ef.max(k), 0, &mut scratch, |node| {
+                keep(keys[node as usize])
+            })
+        });
+        let exact = FloatDistances {
+            space: &self.space,
+            query: &query,
+        };
+        self.rerank(&exact, found, k)
+    }
+
+    /// The `k` nearest of the nodes a walk found (nearest first by their
+    /// coded distances), by their exact distances. Only the coded-nearest
+    /// few are scored again: each is a random read of a whole float32
+    /// vector, and on the benchmark's set scoring `2k` of them instead of
+    /// all `ef` left recall@10 unchanged at every ef while searches took
+    /// ~10% less time.
+    fn rerank(&self, exact: &FloatDistances, mut found: Vec<Scored>, k: usize) -> Vec<(u64, f32)> {
+        /// Vectors loaded ahead of the one being scored.
+        const AHEAD: usize = 4;
+        found.truncate((RERANKED_PER_ROW * k).max(MIN_RERANKED));
+        for found in found.iter().take(AHEAD) {
+            exact.prefetch(found.node);
+        }
+        let mut ranked: Vec<Scored> = found
+            .iter()
+            .enumerate()
+            .map(|(at, candidate)| {
+                if let Some(next) = found.get(at + AHEAD) {
+                    exact.prefetch(next.node);
+                }
+                Scored {
+                    distance: exact.one(candidate.node),
+                    node: candidate.node,
+                }
+            })
+            .collect();
+        ranked.sort_unstable();
+        ranked
+            .into_iter()
+            .take(k)
+            .map(|found| (self.keys[found.node as usize], found.distance))
+            .collect()
     }
 
     /// The vector stored under `key`, if any.
@@ -204,6 +253,13 @@ mod tests {
                 let hits = graph.search(query, 10, 64, |_| true);
                 assert_eq!(hits.len(), 10);
                 assert!(hits.windows(2).all(|w| w[0].1 <= w[1].1), "nearest first");
+                // The walk compared codes; the distances returned are the
+                // float32 ones.
+                let prepared = graph.space.prepare(query);
+                for &(key, distance) in &hits {
+                    let exact = graph.space.to_node(&prepared, (key / 3) as u32);
+                    assert_eq!(distance.to_bits(), exact.to_bits(), "{metric:?}");
+                }
                 let truth = exact(&graph, query, 10, |_| true);
                 found += hits.iter().filter(|(key, _)| truth.contains(key)).count();
             }

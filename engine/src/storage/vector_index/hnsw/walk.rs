@@ -80,19 +80,58 @@ fn first_visit(seen: &mut [u16], generation: u16, node: u32) -> bool {
     first
 }
 
-/// A query walking a graph: its vectors, its links and the (prepared)
-/// query.
-pub(super) struct Walker<'a, L: Links> {
+/// One query's distances to the graph's nodes, as a walk compares them:
+/// exact ([`FloatDistances`]) while building, from 8-bit codes
+/// ([`super::quantized::CodedDistances`]) while searching.
+pub(super) trait Distances {
+    /// Nodes in the graph.
+    fn nodes(&self) -> usize;
+    /// The query's distance to `node`.
+    fn one(&self, node: u32) -> f32;
+    /// The query's distances to four nodes.
+    fn four(&self, nodes: [u32; 4]) -> [f32; 4];
+    /// Starts loading what [`Distances::one`] of `node` will read.
+    fn prefetch(&self, node: u32);
+}
+
+/// A prepared query's exact distances to a space's vectors.
+pub(super) struct FloatDistances<'a> {
     pub(super) space: &'a Space,
-    pub(super) links: &'a L,
     pub(super) query: &'a [f32],
 }
 
-impl<L: Links> Walker<'_, L> {
+impl Distances for FloatDistances<'_> {
+    fn nodes(&self) -> usize {
+        self.space.len()
+    }
+
+    #[inline]
+    fn one(&self, node: u32) -> f32 {
+        self.space.to_node(self.query, node)
+    }
+
+    #[inline]
+    fn four(&self, nodes: [u32; 4]) -> [f32; 4] {
+        self.space.to_nodes(self.query, nodes)
+    }
+
+    #[inline]
+    fn prefetch(&self, node: u32) {
+        prefetch(self.space.vector(node));
+    }
+}
+
+/// A query walking a graph: its links and its distances.
+pub(super) struct Walker<'a, L: Links, D: Distances> {
+    pub(super) links: &'a L,
+    pub(super) distances: &'a D,
+}
+
+impl<L: Links, D: Distances> Walker<'_, L, D> {
     /// The query's distance to `node`.
     pub(super) fn scored(&self, node: u32) -> Scored {
         Scored {
-            distance: self.space.to_node(self.query, node),
+            distance: self.distances.one(node),
             node,
         }
     }
@@ -127,8 +166,8 @@ impl<L: Links> Walker<'_, L> {
         scratch: &mut Scratch,
         mut keep: impl FnMut(u32) -> bool,
     ) -> Vec<Scored> {
-        let (space, query) = (self.space, self.query);
-        scratch.start(space.len());
+        let distances = self.distances;
+        scratch.start(distances.nodes());
         let Scratch {
             seen,
             generation,
@@ -162,7 +201,7 @@ impl<L: Links> Walker<'_, L> {
             fresh.clear();
             for &node in self.links.neighbors(current.node, level, copy) {
                 if first_visit(seen, generation, node) {
-                    prefetch(space.vector(node));
+                    distances.prefetch(node);
                     fresh.push(node);
                 }
             }
@@ -184,13 +223,12 @@ impl<L: Links> Walker<'_, L> {
             let mut quads = fresh.chunks_exact(4);
             for quad in &mut quads {
                 let nodes = [quad[0], quad[1], quad[2], quad[3]];
-                let distances = space.to_nodes(query, nodes);
-                for (node, distance) in nodes.into_iter().zip(distances) {
+                for (node, distance) in nodes.into_iter().zip(distances.four(nodes)) {
                     offer(node, distance);
                 }
             }
             for &node in quads.remainder() {
-                offer(node, space.to_node(query, node));
+                offer(node, distances.one(node));
             }
         }
         let mut found = std::mem::take(results).into_vec();
