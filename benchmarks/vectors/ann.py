@@ -84,6 +84,22 @@ def lance_build(work, path):
     return lancedb.__version__, table, build, time.perf_counter() - start
 
 
+def rss_mib(pid):
+    """Resident memory of process `pid` in MiB, None where /proc cannot tell."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except (OSError, TypeError):
+        return None
+    return None
+
+
+def growth(before, after):
+    return None if before is None or after is None else after - before
+
+
 def per_query(run, queries):
     start = time.perf_counter()
     found = [run(q) for q in queries]
@@ -99,6 +115,7 @@ def main():
     parser.add_argument("--ef", default="16,32,64,128")
     parser.add_argument("--port", type=int, default=5497)
     parser.add_argument("--work", default="/tmp/sluice-ann-bench")
+    parser.add_argument("--server-pid", type=int, default=None)
     args = parser.parse_args()
     k = args.k
     faiss.omp_set_num_threads(2)
@@ -117,11 +134,13 @@ def main():
     sluice_build = time.perf_counter() - start
 
     unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    faiss_rss_before = rss_mib(os.getpid())
     start = time.perf_counter()
     flat = faiss.IndexHNSWFlat(args.dim, 16, faiss.METRIC_INNER_PRODUCT)
     flat.hnsw.efConstruction = 64
     flat.add(unit)
     faiss_build = time.perf_counter() - start
+    faiss_rss = growth(faiss_rss_before, rss_mib(os.getpid()))
 
     lance = None
     try:
@@ -186,12 +205,19 @@ def main():
     # psycopg prepares a statement only at its fifth execution: both are
     # one-off costs, timed here apart from the per-query figures (FAISS's
     # and LanceDB's indexes are already in memory).
+    sluice_rss_before = rss_mib(args.server_pid)
     start = time.perf_counter()
     sluice.execute(sql.format(where=""), (texts[0],)).fetchall()
     first_ms = (time.perf_counter() - start) * 1000
+    sluice_rss = growth(sluice_rss_before, rss_mib(args.server_pid))
     for t in texts[:5]:
         sluice.execute(sql.format(where=""), (t,)).fetchall()
     print(f"# sluice: first search {first_ms:.0f} ms (loads the graph), then 5 warm-up searches")
+    # Resident memory the index added: FAISS's process across its build,
+    # the server across the search that loaded its graph (a build's
+    # transient memory is not counted on either side).
+    if sluice_rss is not None and faiss_rss is not None:
+        print(f"# index memory (RSS growth): faiss {faiss_rss:.0f} MiB  sluice {sluice_rss:.0f} MiB  ratio {sluice_rss / max(faiss_rss, 1):.2f}")
 
     truth = exact(vectors, queries, k)
     print(f"# unfiltered top-{k}, {len(queries)} queries one at a time, cosine")

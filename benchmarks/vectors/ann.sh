@@ -43,6 +43,6 @@ for _ in $(seq 50); do
 done
 status=0
 "$VENV/bin/python" benchmarks/vectors/ann.py --rows "$ROWS" --dim "$DIM" --queries "$QUERIES" \
-  --ef "$EF" --port "$PORT" --work "$data" || status=$?
+  --ef "$EF" --port "$PORT" --work "$data" --server-pid "$pid" || status=$?
 kill "$pid"; wait "$pid" || true
 exit "$status"
