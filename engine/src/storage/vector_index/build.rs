@@ -284,14 +284,10 @@ async fn build_group_graph(
             }
         }
         drop(batches);
-        graph = tokio::task::spawn_blocking(move || {
-            graph.add(&keys, &vectors, threads)?;
-            Ok::<_, DataFusionError>(graph)
-        })
-        .await
-        .map_err(|e| DataFusionError::External(Box::new(e)))??;
+        // A copy of the file's vectors: the linking is in `finish`.
+        graph.add(&keys, &vectors)?;
     }
-    let bytes = tokio::task::spawn_blocking(move || graph.finish().to_bytes())
+    let bytes = tokio::task::spawn_blocking(move || graph.finish(threads).to_bytes())
         .await
         .map_err(|e| DataFusionError::External(Box::new(e)))?;
     let relative = format!("{INDEX_DIR}/{}.hnsw", uuid::Uuid::new_v4());

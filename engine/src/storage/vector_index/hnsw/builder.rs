@@ -1,15 +1,16 @@
-//! Building a graph: nodes are inserted from several threads at once, each
-//! node's neighbour lists behind their own lock (as hnswlib does), then
-//! frozen into the flat arrays searches read ([`Builder::finish`]).
+//! Building a graph: the vectors are gathered ([`Builder::add`]), then
+//! coded and inserted from several threads at once, each node's neighbour
+//! lists behind their own lock (as hnswlib does), and frozen into the flat
+//! arrays searches read ([`Builder::finish`]).
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use datafusion::error::{DataFusionError, Result};
 
 use super::super::definition::IndexMetric;
-use super::quantized::Codes;
+use super::quantized::{CodedDistances, Codes};
 use super::space::Space;
-use super::walk::{FloatDistances, Links, Scored, Scratch, Walker, select_neighbors};
+use super::walk::{Distances, FloatDistances, Links, Scored, Scratch, Walker, select_neighbors};
 use super::{Graph, MAX_LEVEL};
 
 /// Nodes inserted one at a time before threads join in, so that the
@@ -88,16 +89,13 @@ impl Builder {
         self.links.reserve(nodes);
     }
 
-    /// Inserts `vectors` (rows of the graph's dimension) under `keys` from
-    /// `threads` threads. Higher levels go in first, as FAISS adds: the
-    /// upper levels then exist before the bulk of level 0 links through
-    /// them (recall@10 on the benchmark's set at ef 128 went from 0.956 to
-    /// 0.968, FAISS's figure).
+    /// Adds `vectors` (rows of the graph's dimension) under `keys`; they
+    /// are linked into the graph by [`Builder::finish`], once every
+    /// vector is known and can be coded.
     pub(in crate::storage::vector_index) fn add(
         &mut self,
         keys: &[u64],
         vectors: &[f32],
-        threads: usize,
     ) -> Result<()> {
         let dimensions = self.space.dimensions;
         if vectors.len() != keys.len() * dimensions {
@@ -107,7 +105,6 @@ impl Builder {
                 keys.len()
             )));
         }
-        let first = self.keys.len();
         // Ascending keys let a graph find a key's vector by bisection.
         let mut previous = self.keys.last().copied();
         for &key in keys {
@@ -118,7 +115,7 @@ impl Builder {
             }
             previous = Some(key);
         }
-        if first + keys.len() > u32::MAX as usize {
+        if self.keys.len() + keys.len() > u32::MAX as usize {
             return Err(DataFusionError::Execution(
                 "cannot build vector index: a graph holds at most 2^32 - 1 vectors".into(),
             ));
@@ -133,13 +130,20 @@ impl Builder {
                 .collect();
             self.links.push(lists.into_boxed_slice());
         }
-        let mut order: Vec<u32> = (first as u32..self.keys.len() as u32).collect();
+        Ok(())
+    }
+
+    /// Links every node from `threads` threads. Higher levels go in
+    /// first, as FAISS adds: the upper levels then exist before the bulk
+    /// of level 0 links through them (recall@10 on the benchmark's set at
+    /// ef 128 went from 0.956 to 0.968, FAISS's figure).
+    fn link_all(&self, codes: &Codes, threads: usize) {
+        let mut order: Vec<u32> = (0..self.keys.len() as u32).collect();
         order.sort_by_key(|&node| std::cmp::Reverse(self.levels[node as usize]));
-        let seeded = SEED_NODES.saturating_sub(first).min(order.len());
-        let builder = &*self;
+        let seeded = SEED_NODES.min(order.len());
         let mut scratch = Scratch::default();
         for &node in &order[..seeded] {
-            builder.insert(node, &mut scratch);
+            self.insert(node, codes, &mut scratch);
         }
         let rest = &order[seeded..];
         let threads = threads.max(1);
@@ -148,12 +152,11 @@ impl Builder {
                 scope.spawn(move || {
                     let mut scratch = Scratch::default();
                     for &node in rest.iter().skip(thread).step_by(threads) {
-                        builder.insert(node, &mut scratch);
+                        self.insert(node, codes, &mut scratch);
                     }
                 });
             }
         });
-        Ok(())
     }
 
     /// Links allowed per node at `level`.
@@ -161,7 +164,9 @@ impl Builder {
         if level == 0 { 2 * self.m } else { self.m }
     }
 
-    fn insert(&self, node: u32, scratch: &mut Scratch) {
+    /// Links `node`: walks to its nearest nodes on the codes, as searches
+    /// do, and chooses its links among them by their exact distances.
+    fn insert(&self, node: u32, codes: &Codes, scratch: &mut Scratch) {
         let level = self.levels[node as usize];
         let (entry, top) = {
             let mut entry = lock(&self.entry);
@@ -177,10 +182,11 @@ impl Builder {
         let query = self.space.prepare(self.space.vector(node));
         let walker = Walker {
             links: &links,
-            distances: &FloatDistances {
-                space: &self.space,
-                query: &query,
-            },
+            distances: &CodedDistances::new(codes, &query),
+        };
+        let exact = FloatDistances {
+            space: &self.space,
+            query: &query,
         };
         let mut copy = Vec::new();
         let mut at = walker.scored(entry);
@@ -192,7 +198,15 @@ impl Builder {
             let found = walker.search_level(&entries, self.ef_construction, l, scratch, |other| {
                 other != node
             });
-            let chosen = select_neighbors(&self.space, &found, self.m);
+            let mut ranked: Vec<Scored> = found
+                .iter()
+                .map(|f| Scored {
+                    distance: exact.one(f.node),
+                    node: f.node,
+                })
+                .collect();
+            ranked.sort_unstable();
+            let chosen = select_neighbors(&self.space, &ranked, self.m);
             *lock(&self.links[node as usize][l]) = chosen.clone();
             for neighbor in chosen {
                 self.link_back(neighbor, node, l);
@@ -231,8 +245,11 @@ impl Builder {
         *list = select_neighbors(&self.space, &all, width);
     }
 
-    /// The finished graph, its links in flat arrays.
-    pub(in crate::storage::vector_index) fn finish(self) -> Graph {
+    /// The finished graph, its nodes linked from `threads` threads and
+    /// its links in flat arrays.
+    pub(in crate::storage::vector_index) fn finish(self, threads: usize) -> Graph {
+        let codes = Codes::encode(&self.space);
+        self.link_all(&codes, threads);
         let nodes = self.keys.len();
         let level0_width = 2 * self.m + 1;
         let mut level0 = vec![0u32; nodes * level0_width];
@@ -260,7 +277,7 @@ impl Builder {
             .into_inner()
             .unwrap_or_else(PoisonError::into_inner);
         Graph {
-            codes: Codes::encode(&self.space),
+            codes,
             space: self.space,
             keys: self.keys,
             levels: self.levels,

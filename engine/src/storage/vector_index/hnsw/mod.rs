@@ -2,10 +2,10 @@
 //! worlds): building them in parallel, searching them with a filter
 //! applied inside the walk, and storing them as one object.
 //!
-//! Builds walk on the float32 vectors; searches walk on 8-bit codes of
-//! them and rank the nearest they find again on float32
-//! ([`quantized`]), so they read a quarter of the memory and still return
-//! exact distances.
+//! Builds and searches walk on 8-bit codes of the vectors ([`quantized`])
+//! and rank the nearest they find again on float32: they read a quarter
+//! of the memory, links are chosen by exact distances, and searches
+//! return exact distances.
 //!
 //! # Why Sluice has its own
 //! Sluice's graphs were usearch's until a walk was measured against FAISS
@@ -214,12 +214,12 @@ mod tests {
         // Two calls: later files join a graph that already has nodes.
         let half = keys.len() / 2;
         builder
-            .add(&keys[..half], &vectors[..half * dimensions], 2)
+            .add(&keys[..half], &vectors[..half * dimensions])
             .expect("first half");
         builder
-            .add(&keys[half..], &vectors[half * dimensions..], 2)
+            .add(&keys[half..], &vectors[half * dimensions..])
             .expect("second half");
-        builder.finish()
+        builder.finish(2)
     }
 
     fn exact(graph: &Graph, query: &[f32], k: usize, keep: impl Fn(u64) -> bool) -> Vec<u64> {
@@ -329,12 +329,12 @@ mod tests {
 
     #[test]
     fn an_empty_graph_finds_nothing_and_keys_must_ascend() {
-        let graph = Builder::new(3, IndexMetric::Cosine, 16, 64).finish();
+        let graph = Builder::new(3, IndexMetric::Cosine, 16, 64).finish(2);
         assert!(graph.search(&[1.0, 0.0, 0.0], 5, 64, |_| true).is_empty());
         let read = Graph::from_bytes(&graph.to_bytes()).expect("empty graph");
         assert_eq!(read.len(), 0);
         let mut builder = Builder::new(2, IndexMetric::L2, 16, 64);
-        assert!(builder.add(&[5, 4], &[0.0; 4], 1).is_err());
-        assert!(builder.add(&[1], &[0.0; 3], 1).is_err());
+        assert!(builder.add(&[5, 4], &[0.0; 4]).is_err());
+        assert!(builder.add(&[1], &[0.0; 3]).is_err());
     }
 }

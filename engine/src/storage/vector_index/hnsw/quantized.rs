@@ -1,13 +1,13 @@
-//! Eight-bit codes of a graph's vectors, which searches walk on, and the
-//! distances a query computes from them.
+//! Eight-bit codes of a graph's vectors, which walks (a build's and a
+//! search's) read, and the distances a query computes from them.
 //!
-//! # Why searches walk on codes
+//! # Why walks read codes
 //! A walk's time is spent waiting for vectors to arrive from memory: each
 //! visited node's vector is a random read (1,536 bytes at 384 floats).
 //! Codes of one byte per dimension are a quarter of that, so a walk reads
-//! a quarter of the memory; the `ef` nodes it ends with are then ranked
-//! again on their float32 vectors ([`super::Graph::search`]), so the rows
-//! returned and their distances are exact. This is the scalar quantiser
+//! a quarter of the memory; the nodes it ends with are then ranked again
+//! on their float32 vectors (a search's rows and distances, a build's
+//! choice of links), so what a walk returns is exact. This is the scalar quantiser
 //! of FAISS's `IndexHNSWSQ` and of Qdrant's and usearch's `i8` indexes,
 //! with their re-scoring.
 //!
