@@ -52,16 +52,10 @@ mod avx2 {
     //! functions below sound.
     use std::arch::x86_64::{
         __m128i, __m256, _mm_loadl_epi64, _mm256_cvtepi32_ps, _mm256_cvtepu8_epi32,
-        _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_setzero_ps, _mm256_storeu_ps,
+        _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_setzero_ps,
     };
 
-    #[inline(always)]
-    fn sum(v: __m256) -> f32 {
-        let mut lanes = [0f32; 8];
-        // SAFETY: `lanes` holds the eight floats stored.
-        unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), v) };
-        lanes.iter().sum()
-    }
+    use super::super::kernels::avx2::sum;
 
     /// Eight weights.
     #[inline(always)]

@@ -104,7 +104,7 @@ mod portable {
 }
 
 #[cfg(target_arch = "x86_64")]
-mod avx2 {
+pub(super) mod avx2 {
     //! Handed out by [`super::for_form`] only after the CPU was checked
     //! for AVX2 and FMA, which makes the calls into the `target_feature`
     //! functions below sound.
@@ -113,8 +113,9 @@ mod avx2 {
         _mm256_storeu_ps, _mm256_sub_ps,
     };
 
+    /// The eight lanes of `v` added up (the code kernels share it).
     #[inline(always)]
-    fn sum(v: __m256) -> f32 {
+    pub(in crate::storage::vector_index::hnsw) fn sum(v: __m256) -> f32 {
         let mut lanes = [0f32; 8];
         // SAFETY: `lanes` holds the eight floats stored.
         unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), v) };
